@@ -1,0 +1,55 @@
+"""Builds the typer app from the command modules and turns EdgeftError into a clean message."""
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from edgeft.errors import EdgeftError
+
+app = typer.Typer(
+    help="edgeft: fine-tune language models across edge devices and an edge server.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module defines `register(app)`. Add a module here when you add a command group.
+COMMAND_MODULES = [
+    "edgeft.cli.finetune",
+]
+
+_registered = False
+
+
+def build_app() -> typer.Typer:
+    global _registered
+    if not _registered:
+        for name in COMMAND_MODULES:
+            importlib.import_module(name).register(app)
+        _registered = True
+    return app
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for edgeft's own progress: silence transformers' load reports and bars."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    quiet_libraries()
+    try:
+        build_app()()
+    except EdgeftError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""`edgeft finetune` and `edgeft eval`: one device, any method, any task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgeft.cli.common import console, load_yaml, parse_options, progress_bar
+
+
+def _set(d: dict, key: str, value) -> None:
+    if value is not None:
+        d[key] = value
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def finetune(
+        model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), local folder or hub id"),
+        task: Optional[str] = typer.Option(None, help="sst2|cola|mrpc|rte|stsb|wnli|dolly|gsm8k|wikitext2|shakespeare or a .jsonl/.csv/.tsv file"),
+        method: Optional[str] = typer.Option(None, help="full|lora|prompt|bitfit|... (see `edgeft methods`)"),
+        epochs: Optional[int] = None,
+        train_samples: Optional[int] = typer.Option(None, help="use N training examples (seeded sample)"),
+        dev_samples: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        grad_accum: Optional[int] = None,
+        lr: Optional[float] = None,
+        max_length: Optional[int] = None,
+        seed: Optional[int] = None,
+        head: Optional[str] = typer.Option(None, help="auto|lm|classifier"),
+        data_file: Optional[str] = typer.Option(None, help="your own data (jsonl/csv/tsv)"),
+        dev_file: Optional[str] = None,
+        task_kind: Optional[str] = typer.Option(None, help="classification|regression|generation (own data)"),
+        text_column: Optional[str] = None,
+        text2_column: Optional[str] = None,
+        label_column: Optional[str] = None,
+        instruction_column: Optional[str] = None,
+        input_column: Optional[str] = None,
+        response_column: Optional[str] = None,
+        option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. r=16"),
+        device: Optional[str] = None,
+        out: Optional[str] = typer.Option(None, help="run directory"),
+        config: Optional[Path] = typer.Option(None, help="YAML file with the same keys as FinetuneConfig"),
+        resume: bool = typer.Option(False, help="continue from the run directory's checkpoint"),
+    ):
+        """Fine-tune a backbone on a task with one method, on this machine."""
+        from edgeft.train.recipe import config_from_dict, run_finetune
+
+        data = load_yaml(config) if config else {}
+        t = dict(data.get("task") or {}) if isinstance(data.get("task"), dict) else (
+            {"name": data["task"]} if "task" in data else {})
+        tr = dict(data.get("train") or {})
+        for k, v in dict(task=task, data_file=data_file, dev_file=dev_file, kind=task_kind, text_column=text_column,
+                         text2_column=text2_column, label_column=label_column,
+                         instruction_column=instruction_column, input_column=input_column,
+                         response_column=response_column, train_samples=train_samples, dev_samples=dev_samples,
+                         max_length=max_length, seed=seed).items():
+            _set(t, "name" if k == "task" else k, v)
+        if "name" not in t and data_file:
+            t["name"] = data_file
+        for k, v in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
+                         device=device).items():
+            _set(tr, k, v)
+        data = {**data, "task": t, "train": tr}
+        _set(data, "model", model)
+        _set(data, "method", method)
+        _set(data, "head", head)
+        _set(data, "out", out)
+        if option:
+            data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
+        data["resume"] = resume or data.get("resume", False)
+        if "name" not in data["task"]:
+            from edgeft.errors import ConfigError
+
+            raise ConfigError("no task given: use --task NAME, --data-file FILE, or 'task:' in the config file.")
+        cfg = config_from_dict(data, str(config) if config else "command line")
+        progress, factory = progress_bar(f"{cfg.method} on {cfg.task.name}")
+        with progress:
+            metrics = run_finetune(cfg, progress_factory=factory)
+        show_metrics(metrics, cfg.out)
+
+    @app.command(name="eval")
+    def eval_cmd(
+        model: str = typer.Option(..., help="alias, local folder or hub id"),
+        task: str = typer.Option(..., help="task name or data file"),
+        adapter: Optional[Path] = typer.Option(None, help="an adapter folder written by edgeft finetune"),
+        dev_samples: Optional[int] = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        head: str = "auto",
+        seed: int = 0,
+        max_new_tokens: int = 64,
+        device: str = "auto",
+    ):
+        """Evaluate a backbone (optionally with an adapter) on a task's dev split."""
+        from edgeft.data import TaskConfig, load_task
+        from edgeft.data.features import Featurizer, objective_for
+        from edgeft.train.evaluate import evaluate
+        from edgeft.train.loop import resolve_device
+        from edgeft.train.recipe import load_for_eval
+
+        the_task = load_task(TaskConfig(name=task, dev_samples=dev_samples, max_length=max_length, seed=seed))
+        backbone, net = load_for_eval(model, the_task, head, adapter)
+        featurizer = Featurizer(the_task, backbone.tokenizer, objective_for(the_task, backbone.head), max_length)
+        dev = featurizer.encode(the_task.dev)
+        dev_device = resolve_device(device)
+        metrics = evaluate(net.to(dev_device), the_task, featurizer, dev, batch_size, dev_device, max_new_tokens)
+        table = Table(title=f"{model} on {the_task.name} dev ({len(dev)} examples)")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                table.add_row(k, f"{v:.4f}")
+        console.print(table)
+
+
+def show_metrics(metrics: dict, out: str) -> None:
+    table = Table(title=f"{metrics['method']} · {metrics['model']} · {metrics['task']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    before = metrics.get("dev_metric_before")
+    name = metrics["metric_name"]
+    if before is not None:
+        table.add_row(f"dev {name} before", f"{before:.4f}")
+    if metrics.get("dev_metric") is not None:
+        table.add_row(f"dev {name} after", f"{metrics['dev_metric']:.4f}")
+    table.add_row("train time (s)", f"{metrics['train_time_s']:.1f}")
+    table.add_row("epoch times (s)", ", ".join(f"{t:.1f}" for t in metrics["epoch_times_s"]))
+    table.add_row(f"peak memory (MB, {metrics['memory_kind']})", f"{metrics['peak_memory_mb']:.0f}")
+    table.add_row("trainable / total params", f"{metrics['trainable_params']:,} / {metrics['total_params']:,}")
+    console.print(table)
+    console.print(f"run directory: {out}")

@@ -1,0 +1,132 @@
+"""Turn task examples into token features and padded batches for one backbone.
+
+Four objectives cover every (task kind, backbone head) pair:
+- classify / regress: a sequence-classification head (BERT [CLS] pooling, Llama last-token pooling)
+- verbalize: a causal LM scores one label word per class at the end of a prompt (zero-shot capable)
+- lm: next-token loss on the response (generation tasks) or on packed text blocks (LM tasks)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from edgeft.data.tasks import Task
+from edgeft.errors import ConfigError
+
+Objective = Literal["classify", "regress", "verbalize", "lm"]
+
+
+def objective_for(task: Task, head: str) -> Objective:
+    if task.kind in ("generation", "lm"):
+        if head != "causal_lm":
+            raise ConfigError(f"task '{task.name}' needs a causal LM; this backbone has a '{head}' head.")
+        return "lm"
+    if head == "causal_lm":
+        if task.kind == "regression":
+            raise ConfigError(f"task '{task.name}' is a regression: use --head classifier with a causal LM.")
+        return "verbalize"
+    return "regress" if task.kind == "regression" else "classify"
+
+
+def format_prompt(example: dict, tokenizer, chat: bool) -> str:
+    """The generation prompt: the model's chat template when it has one, else an Alpaca-style layout."""
+    user = example["instruction"] + (f"\n\n{example['input']}" if example.get("input") else "")
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                             add_generation_prompt=True)
+    return f"### Instruction:\n{user}\n\n### Response:\n"
+
+
+@dataclass
+class Featurizer:
+    task: Task
+    tokenizer: object
+    objective: Objective
+    max_length: int
+    chat: bool | None = None
+
+    def __post_init__(self):
+        if self.chat is None:
+            self.chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.label_token_ids: list[int] = []
+        if self.objective == "verbalize":
+            ids = [self.tokenizer.encode(w, add_special_tokens=False) for w in self.task.label_words]
+            first = [i[0] for i in ids]
+            if len(set(first)) != len(first):
+                raise ConfigError(f"label words {self.task.label_words} share a first token; "
+                                  "rename the labels so each starts differently.")
+            self.label_token_ids = first
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode(self, examples: list[dict]) -> list[dict]:
+        if self.objective == "lm" and self.task.kind == "lm":
+            return self._pack(examples)
+        return [self._encode_one(ex) for ex in examples]
+
+    def _pair_text(self, ex: dict) -> str:
+        if self.task.prompt_template:
+            return self.task.prompt_template.format(text=ex["text"], text2=ex.get("text2", ""))
+        return ex["text"] + (f"\n{ex['text2']}" if "text2" in ex else "")
+
+    def _encode_one(self, ex: dict) -> dict:
+        tok = self.tokenizer
+        if self.objective in ("classify", "regress") and "token_type_ids" in tok.model_input_names:
+            enc = tok(ex["text"], ex.get("text2"), truncation=True, max_length=self.max_length)
+            return {"id": ex["id"], "input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
+                    "label": ex["label"]}
+        if self.objective in ("classify", "regress", "verbalize"):
+            ids = tok.encode(self._pair_text(ex), add_special_tokens=True)
+            ids = ids[-self.max_length:]  # keep the question at the end
+            return {"id": ex["id"], "input_ids": ids, "label": ex["label"]}
+        prompt = tok.encode(format_prompt(ex, tok, self.chat), add_special_tokens=not self.chat)
+        response = tok.encode(ex["response"], add_special_tokens=False) + [tok.eos_token_id]
+        keep_prompt = max(self.max_length - len(response), self.max_length // 2)
+        prompt = prompt[-keep_prompt:]
+        ids = (prompt + response)[: self.max_length]
+        labels = ([-100] * len(prompt) + response)[: self.max_length]
+        return {"id": ex["id"], "input_ids": ids, "labels": labels, "prompt_ids": prompt, "response": ex["response"]}
+
+    def _pack(self, docs: list[dict]) -> list[dict]:
+        """Concatenate documents (EOS between) and cut into full blocks of max_length tokens."""
+        stream: list[int] = []
+        for d in docs:
+            stream += self.tokenizer.encode(d["text"], add_special_tokens=False) + [self.tokenizer.eos_token_id]
+        n = len(stream) // self.max_length
+        prefix = self.task.name
+        return [{"id": f"{prefix}-block-{i}", "input_ids": stream[i * self.max_length:(i + 1) * self.max_length],
+                 "labels": stream[i * self.max_length:(i + 1) * self.max_length]} for i in range(n)]
+
+    # -- batching ---------------------------------------------------------------------------------
+    @property
+    def padding_side(self) -> str:
+        # Verbalizer batches pad on the left so the last position is every row's last real token.
+        return "left" if self.objective == "verbalize" else "right"
+
+    def collate(self, feats: list[dict]) -> dict:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(f["input_ids"]) for f in feats)
+        left = self.padding_side == "left"
+
+        def padded(key, value):
+            rows = []
+            for f in feats:
+                seq = f[key]
+                fill = [value] * (width - len(seq))
+                rows.append(fill + seq if left else seq + fill)
+            return torch.tensor(rows, dtype=torch.long)
+
+        batch = {"input_ids": padded("input_ids", pad), "ids": [f["id"] for f in feats]}
+        batch["attention_mask"] = torch.tensor(
+            [([0] * (width - len(f["input_ids"])) + [1] * len(f["input_ids"])) if left else
+             ([1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))) for f in feats], dtype=torch.long)
+        if "token_type_ids" in feats[0]:
+            batch["token_type_ids"] = padded("token_type_ids", 0)
+        if "labels" in feats[0]:
+            batch["labels"] = padded("labels", -100)
+        if "label" in feats[0]:
+            dtype = torch.float32 if self.objective == "regress" else torch.long
+            batch["label"] = torch.tensor([f["label"] for f in feats], dtype=dtype)
+        return batch

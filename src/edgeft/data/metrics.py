@@ -1,0 +1,86 @@
+"""Task metrics: the GLUE set, Rouge-L, exact match of a final number, perplexity."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+
+def accuracy(preds, labels) -> float:
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    return float((preds == labels).mean()) if len(labels) else float("nan")
+
+
+def f1_binary(preds, labels) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(labels, preds, zero_division=0))
+
+
+def matthews(preds, labels) -> float:
+    from sklearn.metrics import matthews_corrcoef
+
+    return float(matthews_corrcoef(labels, preds))
+
+
+def pearson(preds, labels) -> float:
+    from scipy.stats import pearsonr
+
+    preds, labels = np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0
+    return float(pearsonr(preds, labels)[0])
+
+
+def spearman(preds, labels) -> float:
+    from scipy.stats import spearmanr
+
+    preds, labels = np.asarray(preds, dtype=float), np.asarray(labels, dtype=float)
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0
+    return float(spearmanr(preds, labels)[0])
+
+
+_ROUGE = None
+
+
+def rouge_l(predictions: list[str], references: list[str]) -> float:
+    """Mean Rouge-L F-measure (Google's rouge-score, with stemming), in [0, 1]."""
+    global _ROUGE
+    if _ROUGE is None:
+        from rouge_score import rouge_scorer
+
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    if not references:
+        return float("nan")
+    scores = [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return float(np.mean(scores))
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
+
+
+def final_number(text: str) -> str | None:
+    """The answer of a GSM8K-style solution: the text after '####', else the last number in it."""
+    if "####" in text:
+        text = text.split("####")[-1]
+    found = _NUMBER.findall(text)
+    if not found:
+        return None
+    value = found[-1].replace(",", "").rstrip(".")
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+def exact_match_number(predictions: list[str], references: list[str]) -> float:
+    hits = [final_number(p) is not None and final_number(p) == final_number(r) for p, r in zip(predictions, references)]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+def perplexity(total_nll: float, total_tokens: int) -> float:
+    return math.exp(total_nll / max(total_tokens, 1))

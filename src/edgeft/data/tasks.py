@@ -1,0 +1,360 @@
+"""Task = examples (train/dev) + kind + metric. GLUE, Dolly-15k, GSM8K, LM text, and a user's own file.
+
+Examples are plain dicts so every method, the runtime and the federated clients can share them:
+- classification / regression: {"id", "text", "text2"?, "label"}
+- generation: {"id", "instruction", "input", "response", "category"?}
+- lm: {"id", "text"} (documents; the featurizer packs them into fixed-length blocks)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeft.data import metrics as M
+from edgeft.data.readers import read_jsonl, read_records, read_tsv, require_field
+from edgeft.errors import ConfigError, DataError
+from edgeft.paths import DATASETS_DIR
+
+Kind = Literal["classification", "regression", "generation", "lm"]
+
+
+class TaskConfig(BaseModel):
+    """What data to use and how much of it. Unknown keys are errors (extra='forbid')."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="sst2|cola|mrpc|rte|stsb|wnli|dolly|gsm8k|wikitext2|shakespeare, or a data file path")
+    data_file: Optional[str] = None
+    dev_file: Optional[str] = None
+    kind: Optional[Literal["classification", "regression", "generation"]] = None
+    text_column: str = "text"
+    text2_column: Optional[str] = None
+    label_column: str = "label"
+    instruction_column: str = "instruction"
+    input_column: str = "input"
+    response_column: str = "response"
+    dev_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    train_samples: Optional[int] = Field(None, gt=0)
+    dev_samples: Optional[int] = Field(None, gt=0)
+    max_length: int = Field(128, ge=8)
+    seed: int = 0
+
+
+@dataclass
+class Task:
+    name: str
+    kind: Kind
+    train: list[dict]
+    dev: list[dict]
+    metric_name: str
+    label_names: list[str] = field(default_factory=list)
+    # Causal-LM classification: the prompt template and one verbalizer word per label.
+    prompt_template: str = ""
+    label_words: list[str] = field(default_factory=list)
+    config: TaskConfig | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.kind == "regression" else len(self.label_names)
+
+    def score(self, preds, refs) -> dict[str, float]:
+        """All metrics of this task; the main one is under `metric_name`."""
+        return SCORERS[self.name if self.name in SCORERS else self.kind](preds, refs)
+
+
+def _glue_scorer(main: str):
+    def score(preds, labels):
+        out = {"accuracy": M.accuracy(preds, labels)}
+        if main == "f1":
+            out["f1"] = M.f1_binary(preds, labels)
+        if main == "mcc":
+            out["mcc"] = M.matthews(preds, labels)
+        return out
+
+    return score
+
+
+def _regression_scorer(preds, labels):
+    return {"pearson": M.pearson(preds, labels), "spearman": M.spearman(preds, labels)}
+
+
+def _generation_scorer(preds, refs):
+    return {"rougeL": M.rouge_l(preds, refs)}
+
+
+def _gsm8k_scorer(preds, refs):
+    return {"exact_match": M.exact_match_number(preds, refs), "rougeL": M.rouge_l(preds, refs)}
+
+
+SCORERS = {
+    "classification": _glue_scorer("accuracy"),
+    "regression": _regression_scorer,
+    "generation": _generation_scorer,
+    "lm": lambda preds, refs: {},  # perplexity comes from the loss, see train.evaluate
+    "mrpc": _glue_scorer("f1"),
+    "cola": _glue_scorer("mcc"),
+    "gsm8k": _gsm8k_scorer,
+}
+
+
+# --- GLUE -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GlueSpec:
+    folder: str
+    n_columns: int
+    header: bool
+    text_col: int
+    text2_col: Optional[int]
+    label_col: int
+    labels: tuple  # raw label values in class-index order (None for regression)
+    label_names: tuple
+    metric: str
+    template: str
+    words: tuple
+
+
+GLUE = {
+    "sst2": GlueSpec("SST-2", 2, True, 0, None, 1, ("0", "1"), ("negative", "positive"), "accuracy",
+                     "Review: {text}\nSentiment (negative or positive):", (" negative", " positive")),
+    "cola": GlueSpec("CoLA", 4, False, 3, None, 1, ("0", "1"), ("unacceptable", "acceptable"), "mcc",
+                     "Sentence: {text}\nIs this sentence grammatically acceptable (no or yes)?", (" no", " yes")),
+    "mrpc": GlueSpec("MRPC", 5, True, 3, 4, 0, ("0", "1"), ("not_equivalent", "equivalent"), "f1",
+                     "Sentence 1: {text}\nSentence 2: {text2}\nDo the two sentences mean the same (no or yes)?",
+                     (" no", " yes")),
+    "rte": GlueSpec("RTE", 4, True, 1, 2, 3, ("entailment", "not_entailment"), ("entailment", "not_entailment"),
+                    "accuracy", "Premise: {text}\nHypothesis: {text2}\nDoes the premise entail the hypothesis (yes or no)?",
+                    (" yes", " no")),
+    "wnli": GlueSpec("WNLI", 4, True, 1, 2, 3, ("0", "1"), ("not_entailment", "entailment"), "accuracy",
+                     "Premise: {text}\nHypothesis: {text2}\nDoes the premise entail the hypothesis (no or yes)?",
+                     (" no", " yes")),
+    "stsb": GlueSpec("STS-B", 10, True, 7, 8, 9, (), (), "pearson", "", ()),
+}
+
+
+def _load_glue_split(name: str, spec: GlueSpec, split: str) -> list[dict]:
+    path = DATASETS_DIR / "glue" / spec.folder / f"{split}.tsv"
+    examples = []
+    for lineno, f in read_tsv(path, n_columns=spec.n_columns, header=spec.header):
+        raw = f[spec.label_col].strip()
+        if spec.labels:
+            if raw not in spec.labels:
+                raise DataError(f"{path}:{lineno}: label '{raw}' is not one of {list(spec.labels)}.")
+            label = spec.labels.index(raw)
+        else:
+            try:
+                label = float(raw)
+            except ValueError as err:
+                raise DataError(f"{path}:{lineno}: score '{raw}' is not a number.") from err
+        ex = {"id": f"{name}-{split}-{lineno}", "text": f[spec.text_col].strip(), "label": label}
+        if spec.text2_col is not None:
+            ex["text2"] = f[spec.text2_col].strip()
+        examples.append(ex)
+    return examples
+
+
+def _glue_task(name: str) -> Task:
+    spec = GLUE[name]
+    kind = "regression" if not spec.labels else "classification"
+    return Task(
+        name=name, kind=kind,
+        train=_load_glue_split(name, spec, "train"), dev=_load_glue_split(name, spec, "dev"),
+        metric_name=spec.metric, label_names=list(spec.label_names),
+        prompt_template=spec.template, label_words=list(spec.words),
+    )
+
+
+# --- instruction data -----------------------------------------------------------------------------
+
+DOLLY_DIR = DATASETS_DIR / "instruct" / "dolly15k"
+DOLLY_TRAIN_FILES = [f"local_training_{i}.jsonl" for i in range(4)] + ["public_training.jsonl"]
+
+
+def load_dolly_records(files: list[str]) -> list[dict]:
+    out = []
+    for name in files:
+        path = DOLLY_DIR / name
+        for lineno, row in read_jsonl(path):
+            out.append({
+                "id": f"dolly-{Path(name).stem}-{lineno}",
+                "instruction": require_field(path, lineno, row, "instruction"),
+                "input": require_field(path, lineno, row, "context", allow_empty=True),
+                "response": require_field(path, lineno, row, "response"),
+                "category": require_field(path, lineno, row, "category"),
+            })
+    return out
+
+
+def _dolly_task() -> Task:
+    return Task(name="dolly", kind="generation", train=load_dolly_records(DOLLY_TRAIN_FILES),
+                dev=load_dolly_records(["global_test.jsonl"]), metric_name="rougeL")
+
+
+def _gsm8k_split(split: str) -> list[dict]:
+    path = DATASETS_DIR / "instruct" / "gsm8k" / f"{split}.jsonl"
+    out = []
+    for lineno, row in read_jsonl(path):
+        answer = require_field(path, lineno, row, "answer")
+        if "####" not in answer:
+            raise DataError(f"{path}:{lineno}: answer has no '#### <number>' final line.")
+        out.append({"id": f"gsm8k-{split}-{lineno}", "instruction": require_field(path, lineno, row, "question"),
+                    "input": "", "response": answer})
+    return out
+
+
+def _gsm8k_task() -> Task:
+    return Task(name="gsm8k", kind="generation", train=_gsm8k_split("train"), dev=_gsm8k_split("test"),
+                metric_name="exact_match")
+
+
+# --- plain text -----------------------------------------------------------------------------------
+
+def _documents(path: Path, prefix: str, heading_split: bool) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found.")
+    text = path.read_text(encoding="utf-8")
+    if heading_split:  # WikiText: one document per top-level ' = Title = ' heading
+        docs, current = [], []
+        for line in text.split("\n"):
+            if line.startswith(" = ") and not line.startswith(" = = ") and current:
+                docs.append("\n".join(current))
+                current = []
+            current.append(line)
+        docs.append("\n".join(current))
+    else:  # paragraphs separated by blank lines
+        docs = [d for d in text.split("\n\n")]
+    return [{"id": f"{prefix}-{i}", "text": d} for i, d in enumerate(docs) if d.strip()]
+
+
+def _wikitext_task() -> Task:
+    # The shipped WikiText-2 has no train split: valid trains, test evaluates (see datasets/SOURCES.md).
+    base = DATASETS_DIR / "lm" / "wikitext-2"
+    return Task(name="wikitext2", kind="lm", train=_documents(base / "valid.txt", "wt2-valid", True),
+                dev=_documents(base / "test.txt", "wt2-test", True), metric_name="perplexity")
+
+
+def _shakespeare_task() -> Task:
+    docs = _documents(DATASETS_DIR / "lm" / "tinyshakespeare.txt", "shakespeare", False)
+    cut = int(len(docs) * 0.9)  # the usual 90/10 split, in file order
+    return Task(name="shakespeare", kind="lm", train=docs[:cut], dev=docs[cut:], metric_name="perplexity")
+
+
+# --- a user's own file ----------------------------------------------------------------------------
+
+def _custom_records(path: Path, cfg: TaskConfig, kind: str) -> list[dict]:
+    out = []
+    for lineno, row in read_records(path):
+        ex = {"id": f"{path.name}-{lineno}", "_where": f"{path}:{lineno}"}
+        if kind == "generation":
+            ex["instruction"] = require_field(path, lineno, row, cfg.instruction_column)
+            ex["input"] = (require_field(path, lineno, row, cfg.input_column, allow_empty=True)
+                           if cfg.input_column in row else "")
+            ex["response"] = require_field(path, lineno, row, cfg.response_column)
+        else:
+            ex["text"] = require_field(path, lineno, row, cfg.text_column)
+            if cfg.text2_column:
+                ex["text2"] = require_field(path, lineno, row, cfg.text2_column)
+            ex["label"] = require_field(path, lineno, row, cfg.label_column).strip()
+        out.append(ex)
+    if not out:
+        raise DataError(f"{path}: no data rows.")
+    return out
+
+
+def _infer_kind(path: Path, cfg: TaskConfig) -> str:
+    first_line, first = read_records(path)[0]
+    if cfg.response_column in first:
+        return "generation"
+    if cfg.label_column in first:
+        return "classification"
+    raise ConfigError(
+        f"{path}: cannot tell the task kind: the first row has neither '{cfg.response_column}' (generation) "
+        f"nor '{cfg.label_column}' (classification). Name the columns with --response-column/--label-column "
+        "or set --task-kind."
+    )
+
+
+def _custom_task(cfg: TaskConfig) -> Task:
+    path = Path(cfg.data_file or cfg.name)
+    kind = cfg.kind or _infer_kind(path, cfg)
+    train = _custom_records(path, cfg, kind)
+    if cfg.dev_file:
+        dev = _custom_records(Path(cfg.dev_file), cfg, kind)
+    else:  # split by seed; every row lands in exactly one side
+        order = list(range(len(train)))
+        random.Random(cfg.seed).shuffle(order)
+        n_dev = max(1, int(round(len(train) * cfg.dev_fraction)))
+        if n_dev >= len(train):
+            raise DataError(f"{path}: {len(train)} row(s) are too few to split into train and dev; add rows or give --dev-file.")
+        dev = [train[i] for i in sorted(order[:n_dev])]
+        train = [train[i] for i in sorted(order[n_dev:])]
+    task = Task(name=path.stem, kind=kind, train=train, dev=dev,
+                metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
+    if kind in ("classification", "regression"):
+        _encode_custom_labels(task)
+    return task
+
+
+def _encode_custom_labels(task: Task) -> None:
+    raw = sorted({ex["label"] for ex in task.train})
+    if task.kind == "regression":
+        for ex in task.train + task.dev:
+            try:
+                ex["label"] = float(ex["label"])
+            except ValueError as err:
+                raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a number (regression task).") from err
+        return
+    names = raw
+    for ex in task.dev:
+        if ex["label"] not in names:
+            raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in the training data ({names}).")
+    for ex in task.train + task.dev:
+        ex["label"] = names.index(ex["label"])
+    task.label_names = names
+    has_pair = "text2" in task.train[0]
+    task.prompt_template = ("Text: {text}\nSecond text: {text2}\n" if has_pair else "Text: {text}\n") + \
+        f"Label ({' or '.join(names)}):"
+    task.label_words = [f" {n}" for n in names]
+
+
+# --- entry point ----------------------------------------------------------------------------------
+
+BUILTIN = {
+    **{name: (lambda n=name: _glue_task(n)) for name in GLUE},
+    "dolly": _dolly_task,
+    "gsm8k": _gsm8k_task,
+    "wikitext2": _wikitext_task,
+    "shakespeare": _shakespeare_task,
+}
+TASK_NAMES = sorted(BUILTIN)
+ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "dolly15k": "dolly", "wikitext-2": "wikitext2", "tinyshakespeare": "shakespeare"}
+
+
+def _subset(examples: list[dict], n: Optional[int], seed: int) -> list[dict]:
+    if n is None or n >= len(examples):
+        return examples
+    idx = sorted(random.Random(seed).sample(range(len(examples)), n))
+    return [examples[i] for i in idx]
+
+
+def load_task(cfg: TaskConfig | str, **overrides) -> Task:
+    """Load a task by name or file path, then subset train/dev deterministically by seed."""
+    if isinstance(cfg, str):
+        cfg = TaskConfig(name=cfg, **overrides)
+    key = ALIASES.get(cfg.name.lower(), cfg.name.lower())
+    if cfg.data_file is None and key in BUILTIN:
+        task = BUILTIN[key]()
+    elif cfg.data_file is not None or Path(cfg.name).suffix:
+        task = _custom_task(cfg)
+    else:
+        raise ConfigError(f"unknown task '{cfg.name}'. Choose one of {', '.join(TASK_NAMES)}, "
+                          "or give a .jsonl/.csv/.tsv file of your own (see README: 'Your own data').")
+    task.train = _subset(task.train, cfg.train_samples, cfg.seed)
+    task.dev = _subset(task.dev, cfg.dev_samples, cfg.seed + 1)
+    task.config = cfg
+    return task

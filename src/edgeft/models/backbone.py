@@ -1,0 +1,128 @@
+"""Load a real pretrained model (alias, local folder or hub id) as a Backbone: model + tokenizer + BlockView."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from edgeft.errors import ModelError
+from edgeft.models.blocks import BlockView
+from edgeft.models.fetch import fetch
+from edgeft.models.sources import SOURCES
+
+HeadKind = Literal["causal_lm", "sequence_classification"]
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The numbers cost models need, read from the model config."""
+
+    family: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+
+    @classmethod
+    def from_config(cls, config) -> "Arch":
+        family = family_of(config)
+        return cls(
+            family=family,
+            num_layers=config.num_hidden_layers,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            vocab_size=config.vocab_size,
+        )
+
+
+@dataclass
+class Backbone:
+    name: str  # alias, folder or hub id as the user gave it
+    path: str  # resolved local folder (or hub id)
+    model: nn.Module
+    tokenizer: object
+    arch: Arch
+    head: HeadKind
+
+    @property
+    def view(self) -> BlockView:
+        return BlockView(self.model, self.arch.family)
+
+    @property
+    def identity(self) -> str:
+        """Stable id of the weights (used by caches to detect a different backbone)."""
+        marker = Path(self.path) / "edgeft_source.json"
+        if marker.is_file():
+            import json
+
+            return json.loads(marker.read_text())["wheel_sha256"][:16] + ":" + self.name
+        return f"{self.path}:{self.model.config._name_or_path}"
+
+
+LLAMA_TYPES = {"llama", "mistral", "qwen2", "qwen3", "smollm3"}
+BERT_TYPES = {"bert", "roberta", "xlm-roberta", "distilbert"}
+
+
+def family_of(config) -> str:
+    mt = config.model_type
+    if mt in LLAMA_TYPES:
+        return "llama"
+    if mt in BERT_TYPES - {"distilbert"}:
+        return "bert"
+    raise ModelError(f"model type '{mt}' is not supported yet (supported: Llama-family {sorted(LLAMA_TYPES)}, "
+                     f"BERT-family bert/roberta).")
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """A local folder for `name` (fetching an alias), or (hub id, False) for anything else."""
+    if name in SOURCES:
+        return str(fetch(SOURCES[name])), True
+    p = Path(name).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"{p}: not a Hugging Face model folder (no config.json).")
+        return str(p), True
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"{name}: no such model folder.")
+    return name, False
+
+
+def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
+                  dtype: torch.dtype = torch.float32, problem_type: str | None = None) -> Backbone:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    path, local = resolve(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        if local:
+            raise ModelError(f"{path}: could not load the model ({err}).") from err
+        known = ", ".join(sorted(SOURCES))
+        raise ModelError(
+            f"unknown model '{name}': not an alias ({known}), not a local folder, and the Hugging Face Hub "
+            f"could not serve it ({str(err).splitlines()[0][:200]}). Offline, use an alias or a local folder."
+        ) from err
+    family = family_of(config)
+    if head == "causal_lm" and family == "bert":
+        raise ModelError(f"'{name}' is an encoder (BERT family): it cannot generate text. "
+                         "Use it for classification/regression tasks, or pick a causal LM such as smollm2-135m.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if head == "causal_lm":
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, dtype=dtype, problem_type=problem_type)
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    return Backbone(name=name, path=path, model=model, tokenizer=tokenizer, arch=Arch.from_config(config), head=head)

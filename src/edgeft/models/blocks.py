@@ -1,0 +1,113 @@
+"""BlockView: a transformer seen as embed -> ordered blocks -> final (norm + head).
+
+Every planner, method and runtime speaks in blocks ("device 2 runs blocks 10..19"), so this is the
+one place that knows how a Llama-family or BERT-family model is laid out inside transformers. The
+attention mask and rotary embeddings are rebuilt here so a slice of blocks can run anywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from edgeft.errors import ModelError
+
+
+def _count(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+class BlockView:
+    def __init__(self, model: nn.Module, family: str):
+        self.model = model
+        self.family = family
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.base = base
+        if family == "llama":
+            self.core = base.model  # LlamaModel
+            self.blocks: nn.ModuleList = self.core.layers
+            self.head = getattr(base, "lm_head", None) or getattr(base, "score", None)
+            self.is_causal = True
+        elif family == "bert":
+            self.core = base.bert if hasattr(base, "bert") else base
+            self.blocks = self.core.encoder.layer
+            self.head = getattr(base, "classifier", None)
+            self.is_causal = False
+        else:
+            raise ModelError(f"no BlockView for model family '{family}' (supported: llama, bert)")
+        self.is_classifier = hasattr(base, "score") or hasattr(base, "classifier")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    # -- the three parts ------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if self.family == "llama":
+            return self.core.embed_tokens(input_ids)
+        return self.core.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def attention_bias(self, attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Additive (B, 1, T, T) mask: padding keys masked, and future keys too for causal models."""
+        b, t = attention_mask.shape
+        keep = attention_mask[:, None, None, :].bool().expand(b, 1, t, t)
+        if self.is_causal:
+            causal = torch.ones(t, t, dtype=torch.bool, device=attention_mask.device).tril()
+            keep = keep & causal
+        bias = torch.zeros(b, 1, t, t, dtype=dtype, device=attention_mask.device)
+        return bias.masked_fill(~keep, torch.finfo(dtype).min)
+
+    def run_blocks(self, hidden: torch.Tensor, start: int, end: int,
+                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run blocks[start:end] on hidden states (B, T, H)."""
+        if not 0 <= start <= end <= self.num_blocks:
+            raise ValueError(f"block range {start}..{end} outside 0..{self.num_blocks}")
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        bias = self.attention_bias(attention_mask, hidden.dtype)
+        kwargs = {}
+        if self.family == "llama":
+            pos = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+            kwargs = {"position_ids": pos, "position_embeddings": self.core.rotary_emb(hidden, pos)}
+        for block in self.blocks[start:end]:
+            out = block(hidden, attention_mask=bias, **kwargs)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def final(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final norm + head. Classifiers pool (first token for BERT, last real token for Llama)."""
+        if self.family == "llama":
+            hidden = self.core.norm(hidden)
+            if self.is_classifier:
+                last = (attention_mask.sum(1) - 1) if attention_mask is not None else \
+                    torch.full((hidden.shape[0],), hidden.shape[1] - 1, device=hidden.device)
+                hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+            return self.head(hidden)
+        if self.is_classifier:
+            pooled = self.core.pooler(hidden) if self.core.pooler is not None else hidden[:, 0]
+            return self.head(self.base.dropout(pooled))
+        return hidden
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.embed(input_ids, attention_mask, token_type_ids)
+        hidden = self.run_blocks(hidden, 0, self.num_blocks, attention_mask)
+        return self.final(hidden, attention_mask)
+
+    # -- sizes --------------------------------------------------------------------------------------
+    def block_param_counts(self) -> list[int]:
+        return [_count(b) for b in self.blocks]
+
+    def embed_param_count(self) -> int:
+        return _count(self.core.embed_tokens if self.family == "llama" else self.core.embeddings)
+
+    def final_param_count(self) -> int:
+        n = _count(self.head) if self.head is not None else 0
+        if self.family == "llama":
+            n += _count(self.core.norm)
+            if self.head is getattr(self.base, "lm_head", None) and self.base.config.tie_word_embeddings:
+                n = _count(self.core.norm)  # tied to the embedding; counted there
+        elif getattr(self.core, "pooler", None) is not None and self.is_classifier:
+            n += _count(self.core.pooler)
+        return n

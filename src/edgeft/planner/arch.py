@@ -1,0 +1,99 @@
+"""Model shape numbers the cost model needs, without loading any weights.
+
+The solvers are pure functions of these numbers, so planning never needs torch or a download.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from edgeft.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelArch:
+    """Transformer shape: enough to count parameters, FLOPs and activation bytes per block."""
+
+    name: str
+    family: str  # 'llama' (gated MLP, RMSNorm, no biases) or 'bert' (GELU MLP, LayerNorm, biases)
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_positions: int = 512
+    tie_embeddings: bool = True
+    type_vocab_size: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in ("llama", "bert"):
+            raise ConfigError(f"model {self.name!r}: family must be 'llama' or 'bert', got {self.family!r}")
+        for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
+            if getattr(self, field) <= 0:
+                raise ConfigError(f"model {self.name!r}: {field} must be positive")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"model {self.name!r}: hidden_size {self.hidden_size} is not a multiple of num_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PRESETS: dict[str, ModelArch] = {
+    # all-MiniLM-L6-v2 (BERT encoder), numbers from its config.json.
+    "minilm-l6": ModelArch("minilm-l6", "bert", 6, 384, 12, 12, 1536, 30522, 512, True, 2),
+    # SmolLM2-135M(-Instruct), Llama architecture with grouped-query attention and tied embeddings.
+    "smollm2-135m": ModelArch("smollm2-135m", "llama", 30, 576, 9, 3, 1536, 49152, 8192, True, 0),
+    # RoBERTa-base, the backbone of the LoLa DEFT experiments.
+    "roberta-base": ModelArch("roberta-base", "bert", 12, 768, 12, 12, 3072, 50265, 514, True, 1),
+    # The split paper's setting: Upsilon = 32 layers, h = 1024, MHA with a 4h MLP (psi = 72Bdh^2 + 12Bd^2h).
+    "llama-7b-paper": ModelArch("llama-7b-paper", "bert", 32, 1024, 8, 8, 4096, 32000, 4096, False, 0),
+}
+
+
+def arch_from_hf_config(cfg: dict, name: str) -> ModelArch:
+    """Reads a Hugging Face config.json dict (llama/mistral/qwen-like or bert/roberta-like)."""
+    mtype = str(cfg.get("model_type", ""))
+    try:
+        if mtype in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
+            return ModelArch(
+                name, "bert", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), int(cfg["num_attention_heads"]),
+                int(cfg["num_attention_heads"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"]),
+                int(cfg.get("max_position_embeddings", 512)), True, int(cfg.get("type_vocab_size", 0)),
+            )
+        heads = int(cfg["num_attention_heads"])
+        return ModelArch(
+            name, "llama", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), heads,
+            int(cfg.get("num_key_value_heads", heads)), int(cfg["intermediate_size"]), int(cfg["vocab_size"]),
+            int(cfg.get("max_position_embeddings", 2048)), bool(cfg.get("tie_word_embeddings", False)), 0,
+        )
+    except KeyError as err:
+        raise ConfigError(f"model config {name}: missing key {err.args[0]!r} (need a transformers config.json)") from None
+
+
+def resolve_arch(model: str) -> ModelArch:
+    """A preset name, a config.json file, or a directory holding one."""
+    if model in PRESETS:
+        return PRESETS[model]
+    path = Path(model)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        return arch_from_hf_config(cfg, path.parent.name or str(path))
+    raise ConfigError(
+        f"unknown model {model!r}: use one of {sorted(PRESETS)} or a path to a transformers config.json / model dir"
+    )

@@ -1,0 +1,234 @@
+"""Cluster spec: devices and edge servers as a validated YAML file.
+
+Every number a solver uses comes from here (or from a measured profile), so a wrong key or an
+impossible value must stop the run with the file and the field named, not deep inside a solver.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgeft.errors import ConfigError
+
+Range = Union[float, tuple[float, float]]
+
+
+def _lo_hi(value: Range) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return float(value), float(value)
+    lo, hi = value
+    return float(lo), float(hi)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ComputeSpec(_Strict):
+    """Compute rate: sustained FLOP/s, or cores x FLOPs/cycle x frequency (the split paper's C, D, f)."""
+
+    flops: Optional[float] = Field(None, gt=0, description="sustained FLOP/s")
+    cores: Optional[int] = Field(None, gt=0, description="D: parallel units (CPU cores, GPU cores)")
+    flops_per_cycle: Optional[float] = Field(None, gt=0, description="C: FLOPs per cycle per unit")
+    freq_ghz: Optional[Range] = Field(None, description="clock, or [min, max] when the solver may set it")
+
+    @field_validator("freq_ghz")
+    @classmethod
+    def _freq(cls, v):
+        if v is None:
+            return v
+        lo, hi = _lo_hi(v)
+        if not (0 < lo <= hi):
+            raise ValueError("freq_ghz must be positive, and a range [min, max] with min <= max")
+        return v
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        cyc = (self.cores, self.flops_per_cycle, self.freq_ghz)
+        if self.flops is None and any(x is None for x in cyc):
+            raise ValueError("give either 'flops' or all of 'cores', 'flops_per_cycle', 'freq_ghz'")
+        if self.flops is not None and any(x is not None for x in cyc):
+            raise ValueError("give either 'flops' or the cores/flops_per_cycle/freq_ghz form, not both")
+        return self
+
+    @property
+    def units(self) -> float:
+        """C*D: FLOPs per cycle of the whole device (1 when only 'flops' is given: then f is in FLOP/s)."""
+        return float(self.cores * self.flops_per_cycle) if self.flops is None else 1.0
+
+    def freq_range_hz(self) -> tuple[float, float]:
+        if self.flops is not None:
+            return self.flops, self.flops
+        lo, hi = _lo_hi(self.freq_ghz)
+        return lo * 1e9, hi * 1e9
+
+    def rate(self, freq_hz: float | None = None) -> float:
+        """FLOP/s at the given clock (default: the maximum)."""
+        if freq_hz is None:
+            freq_hz = self.freq_range_hz()[1]
+        return self.units * freq_hz if self.flops is None else self.flops
+
+
+class LinkSpec(_Strict):
+    """Uplink to the edge server: a measured full-band rate, or a channel (gain or distance) and power."""
+
+    rate_mbps: Optional[float] = Field(None, ge=0, description="rate with the whole band to itself")
+    channel_gain_db: Optional[float] = Field(None, description="path gain (negative dB)")
+    distance_m: Optional[float] = Field(None, gt=0, description="distance to the server for the path-loss model")
+    tx_power_w: Range = Field(0.2, description="transmit power, or [min, max]")
+    latency_ms: float = Field(0.0, ge=0)
+
+    @field_validator("tx_power_w")
+    @classmethod
+    def _power(cls, v):
+        lo, hi = _lo_hi(v)
+        if not (0 <= lo <= hi) or hi <= 0:
+            raise ValueError("tx_power_w must be positive (a range [min, max] with min <= max)")
+        return v
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        given = [x is not None for x in (self.rate_mbps, self.channel_gain_db, self.distance_m)]
+        if sum(given) > 1:
+            raise ValueError("give only one of 'rate_mbps', 'channel_gain_db', 'distance_m'")
+        return self
+
+    def power_range(self) -> tuple[float, float]:
+        return _lo_hi(self.tx_power_w)
+
+
+class EnergySpec(_Strict):
+    """Compute energy: kappa*f^2 per cycle (cycle form) or an active power in watts."""
+
+    kappa: Optional[float] = Field(None, gt=0, description="effective switched capacitance (J/cycle/Hz^2)")
+    power_w: float = Field(5.0, gt=0, description="active power when no kappa is given")
+
+
+class DeviceSpec(_Strict):
+    name: str
+    kind: str = "device"
+    compute: ComputeSpec
+    memory_gb: float = Field(gt=0)
+    link: LinkSpec = Field(default_factory=LinkSpec)
+    energy: EnergySpec = Field(default_factory=EnergySpec)
+    position_m: Optional[tuple[float, float]] = None
+    samples: int = Field(1000, gt=0, description="local training samples (k_n in the stability bound)")
+    seq_len: Optional[int] = Field(None, gt=0, description="this device's sequence length (d_n), if not the run's")
+
+
+class ServerSpec(_Strict):
+    name: str
+    compute: ComputeSpec
+    memory_gb: float = Field(gt=0)
+    band_mhz: float = Field(gt=0, description="uplink band shared by its devices")
+    energy: EnergySpec = Field(default_factory=EnergySpec)
+    position_m: Optional[tuple[float, float]] = None
+
+
+class ChannelSpec(_Strict):
+    """Path loss PL(dB) = const + slope*log10(d_km) and noise density (defaults: 3GPP-style, the split paper)."""
+
+    pathloss_const_db: float = 128.1
+    pathloss_slope_db: float = 37.6
+    noise_dbm_per_hz: float = -174.0
+
+
+class ClusterSpec(_Strict):
+    name: str
+    description: str = ""
+    devices: list[DeviceSpec] = Field(min_length=1)
+    servers: list[ServerSpec] = Field(min_length=1)
+    channel: ChannelSpec = Field(default_factory=ChannelSpec)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [d.name for d in self.devices] + [s.name for s in self.servers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"names must be unique; repeated: {dup}")
+        return self
+
+    # ---- derived link numbers -------------------------------------------------------------------
+    def noise_w_per_hz(self) -> float:
+        return 10 ** ((self.channel.noise_dbm_per_hz - 30) / 10)
+
+    def gain(self, device: DeviceSpec, server: ServerSpec) -> float:
+        """Linear channel power gain device->server."""
+        link = device.link
+        if link.channel_gain_db is not None:
+            return 10 ** (link.channel_gain_db / 10)
+        if link.distance_m is not None:
+            dist = link.distance_m
+        elif device.position_m is not None and server.position_m is not None:
+            dist = max(math.dist(device.position_m, server.position_m), 1.0)
+        else:
+            raise ConfigError(
+                f"cluster {self.name}: device {device.name!r} has no link.rate_mbps, link.channel_gain_db, "
+                f"link.distance_m, nor positions for it and server {server.name!r}: give one of them"
+            )
+        pl_db = self.channel.pathloss_const_db + self.channel.pathloss_slope_db * math.log10(dist / 1000.0)
+        return 10 ** (-pl_db / 10)
+
+    def full_band_rate(self, device: DeviceSpec, server: ServerSpec | None = None) -> float:
+        """Uplink bit/s the device gets with the server's whole band at maximum power (W log2(1 + g p / N0 W))."""
+        server = server or self.servers[0]
+        if device.link.rate_mbps is not None:
+            return device.link.rate_mbps * 1e6
+        band = server.band_mhz * 1e6
+        p = device.link.power_range()[1]
+        snr = self.gain(device, server) * p / (self.noise_w_per_hz() * band)
+        return band * math.log2(1 + snr)
+
+
+def _format_loc(loc: tuple, data: dict) -> str:
+    parts, node = [], data
+    for item in loc:
+        if isinstance(item, int):
+            name = ""
+            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
+                name = node[item].get("name", "")
+            parts.append(f"[{item}]" + (f"({name})" if name else ""))
+            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
+        else:
+            if item in ("function-after[_one_form(), ComputeSpec]",) or "function-" in str(item):
+                continue
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts) or "(top level)"
+
+
+def parse_cluster(data: object, source: str = "<cluster>") -> ClusterSpec:
+    """Validates a parsed YAML mapping; errors name the source and the field path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a cluster file must be a mapping with 'name', 'devices' and 'servers'")
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = _format_loc(tuple(e["loc"]), data)
+            if e["type"] == "extra_forbidden":
+                lines.append(f"  {where}: unknown key (check the spelling; see docs/planner.md for the keys)")
+            elif e["type"] == "missing":
+                lines.append(f"  {where}: required key is missing")
+            else:
+                lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
+        raise ConfigError(f"{source}: invalid cluster spec\n" + "\n".join(lines)) from None
+
+
+def load_cluster(path: str | Path) -> ClusterSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"cluster file {path} not found (examples are in examples/clusters/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_cluster(data, str(path))

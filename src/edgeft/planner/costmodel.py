@@ -1,0 +1,215 @@
+"""Analytic cost per transformer block: FLOPs, memory and bytes to send, for full / lora / pac.
+
+Every solver reads a `CostTable` (per-layer arrays), so the same solver works on analytic counts or
+on a measured profile (`CostTable.from_profile`), where measured time x the profiling machine's
+matmul rate stands in for FLOPs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edgeft.errors import ConfigError
+from edgeft.planner.arch import ModelArch
+
+METHODS = ("full", "lora", "pac")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One training step's shape and the method's knobs."""
+
+    batch: int = 8
+    seq_len: int = 128
+    method: str = "lora"
+    dtype_bytes: int = 4  # fp32 on CPU edge devices
+    lora_rank: int = 8
+    adapter_rank: int = 64  # PAC parallel-adapter width
+    task_kind: str = "auto"  # 'causal_lm' | 'classification' | 'auto' (llama -> causal_lm, bert -> classification)
+    num_labels: int = 2
+    attention: str = "sdpa"  # 'sdpa' keeps no seq x seq matrix for backward; 'eager' does
+    optimizer_states: int = 2  # Adam: two fp32 moments per trainable parameter
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method {self.method!r} has no cost model; choose one of {METHODS}")
+        if self.batch <= 0 or self.seq_len <= 0:
+            raise ConfigError("batch and seq_len must be positive")
+        if self.attention not in ("sdpa", "eager"):
+            raise ConfigError("attention must be 'sdpa' or 'eager'")
+
+    def kind_for(self, arch: ModelArch) -> str:
+        if self.task_kind != "auto":
+            return self.task_kind
+        return "causal_lm" if arch.family == "llama" else "classification"
+
+
+def block_params(arch: ModelArch) -> tuple[int, int]:
+    """(parameters in one block, of which in matmul weights)."""
+    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    if arch.family == "llama":
+        mat = h * h + 2 * h * kv + h * h + 3 * h * inter
+        return mat + 2 * h, mat
+    mat = 4 * h * h + 2 * h * inter
+    bias = 4 * h + inter + h
+    return mat + bias + 4 * h, mat
+
+
+def lora_params(arch: ModelArch, rank: int) -> int:
+    """LoRA on the query and value projections (PEFT's default targets for both families)."""
+    h, kv = arch.hidden_size, arch.kv_dim
+    return rank * (h + h) + rank * (h + kv)
+
+
+def adapter_params(arch: ModelArch, rank: int) -> int:
+    """PAC parallel adapter per layer: down h->r, up r->h, with biases."""
+    h = arch.hidden_size
+    return 2 * h * rank + rank + h
+
+
+def _saved_elems_per_token(arch: ModelArch, seq: int, attention: str) -> float:
+    """Elements autograd keeps per token of one block for its backward (our count of HF's modules)."""
+    h, kv, inter, heads = arch.hidden_size, arch.kv_dim, arch.intermediate_size, arch.num_heads
+    if arch.family == "llama":
+        norms = 2 * (3 * h)  # RMSNorm keeps its input, the fp32 copy and the normalised output
+        attn_io = h + h + kv + kv + h  # q/k/v input, q, k, v, o_proj input
+        mlp = 4 * inter + h  # gate, up, silu out, product; attention output residual
+        extra = heads * seq if attention == "eager" else heads
+        return norms + attn_io + mlp + extra
+    # bert: LayerNorm inputs, dropout masks (1 byte, counted as 1/4 element), GELU MLP
+    attn_io = h + 3 * h + h  # qkv input, q, k, v, context
+    probs = (2 * heads * seq + heads * seq / 4) if attention == "eager" else heads
+    norms = 2 * h
+    mlp = h + 2 * inter
+    masks = 2 * h / 4
+    return attn_io + probs + norms + mlp + masks
+
+
+@dataclass
+class CostTable:
+    """Per-layer costs for one (arch, workload); indices 0..L-1 from the input side.
+
+    FLOPs are for one step on `batch` x `seq_len` tokens. `bwd_pass` is the input-gradient backward
+    of a frozen layer that backprop crosses; `bwd_train` the backward of a layer whose own weights
+    (or adapters) train. Memory is in bytes.
+    """
+
+    arch: ModelArch
+    workload: Workload
+    params: np.ndarray
+    trainable: np.ndarray
+    fwd: np.ndarray
+    bwd_pass: np.ndarray
+    bwd_train: np.ndarray
+    act_saved: np.ndarray  # bytes autograd keeps when backward crosses the layer
+    embed_params: int
+    head_params: int
+    embed_fwd: float
+    head_fwd: float
+    head_bwd: float
+    head_saved: float  # bytes kept by the head (logits) when a backward starts there
+    boundary_bytes: float  # the hidden state between two layers (what a pipeline or split sends)
+    source: str = "analytic"
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.params)
+
+    @property
+    def weight_bytes(self) -> float:
+        return float(self.params.sum() + self.embed_params + self.head_params) * self.workload.dtype_bytes
+
+    def trainable_state_bytes(self, n_trainable: float) -> float:
+        """Weights' gradients and optimizer moments for n trainable parameters (fp32 state)."""
+        return n_trainable * (self.workload.dtype_bytes + 4 * self.workload.optimizer_states)
+
+    def update_bytes(self, start: int, end: int) -> float:
+        """Bytes to upload after training layers [start, end): their trainable parameters."""
+        return float(self.trainable[start:end].sum()) * self.workload.dtype_bytes
+
+    def full_forward(self) -> float:
+        return float(self.embed_fwd + self.fwd.sum() + self.head_fwd)
+
+    def to_dict(self) -> dict:
+        out = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()}
+        out["arch"] = self.arch.to_dict()
+        out["workload"] = asdict(self.workload)
+        return out
+
+    def scaled(self, batch: int) -> "CostTable":
+        """The same table for another batch size (FLOPs and activations are linear in batch)."""
+        f = batch / self.workload.batch
+        wl = Workload(**{**asdict(self.workload), "batch": batch})
+        return CostTable(
+            self.arch, wl, self.params, self.trainable, self.fwd * f, self.bwd_pass * f, self.bwd_train * f,
+            self.act_saved * f, self.embed_params, self.head_params, self.embed_fwd * f, self.head_fwd * f,
+            self.head_bwd * f, self.head_saved * f, self.boundary_bytes * f, self.source, dict(self.notes),
+        )
+
+    @classmethod
+    def from_profile(cls, profile: dict, arch: ModelArch, workload: Workload) -> "CostTable":
+        """Measured costs: time x the profiling machine's matmul FLOP/s becomes 'effective FLOPs'."""
+        from edgeft.planner.profile import profile_to_table
+
+        return profile_to_table(profile, arch, workload)
+
+
+def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
+    """Counts from the model config alone (no weights, no torch)."""
+    L, h, inter = arch.num_layers, arch.hidden_size, arch.intermediate_size
+    B, s, dt = workload.batch, workload.seq_len, workload.dtype_bytes
+    tokens = B * s
+    total, mat = block_params(arch)
+    attn_fwd = 4.0 * B * s * s * h  # QK^T and PV; a causal mask still computes the full square on CPU
+    fwd = 2.0 * tokens * mat + attn_fwd
+    bwd_in = 2.0 * tokens * mat + 2 * attn_fwd  # input gradients of every matmul, attention backward
+    method = workload.method
+    if method == "full":
+        trainable = total
+        bwd_tr = bwd_in + 2.0 * tokens * mat
+    elif method == "lora":
+        r = workload.lora_rank
+        trainable = lora_params(arch, r)
+        lora_f = 2.0 * tokens * trainable  # the adapters' own matmuls
+        fwd = fwd + lora_f
+        bwd_in = bwd_in + lora_f
+        bwd_tr = bwd_in + lora_f
+    else:  # pac: the backbone never runs backward; the adapters do, on cached activations
+        trainable = adapter_params(arch, workload.adapter_rank)
+        ad_f = 2.0 * tokens * (2 * h * workload.adapter_rank)
+        fwd = fwd + ad_f
+        bwd_in = 0.0 * fwd
+        bwd_tr = 2.0 * ad_f
+    saved = _saved_elems_per_token(arch, s, workload.attention) * tokens * dt
+    if method == "lora":
+        saved += tokens * 2 * workload.lora_rank * dt  # the low-rank intermediates
+    if method == "pac":
+        saved = tokens * (h + workload.adapter_rank * 2) * dt  # only the adapter's own activations
+
+    emb = arch.vocab_size * h + (arch.max_positions * h + arch.type_vocab_size * h + 2 * h if arch.family == "bert" else 0)
+    kind = workload.kind_for(arch)
+    if kind == "causal_lm":
+        head = h + (0 if arch.tie_embeddings else arch.vocab_size * h)
+        head_fwd = 2.0 * tokens * h * arch.vocab_size
+        head_bwd = head_fwd  # input gradient only (the head is frozen under lora/pac; full trains it too)
+        head_saved = tokens * (arch.vocab_size * 2 + h) * dt  # logits and log-softmax, normed input
+    else:
+        head = h * h + h + h * workload.num_labels + workload.num_labels
+        head_fwd = 2.0 * B * (h * h + h * workload.num_labels)
+        head_bwd = 2 * head_fwd
+        head_saved = B * 3 * h * dt
+    ones = np.ones(L)
+    return CostTable(
+        arch=arch, workload=workload, params=ones * total, trainable=ones * trainable, fwd=ones * fwd,
+        bwd_pass=ones * bwd_in, bwd_train=ones * bwd_tr, act_saved=ones * saved, embed_params=emb,
+        head_params=head, embed_fwd=float(tokens * h * 4), head_fwd=head_fwd, head_bwd=head_bwd,
+        head_saved=float(head_saved), boundary_bytes=float(tokens * h * dt),
+    )
+
+
+def paper_psi(batch: int, seq: int, hidden: int) -> float:
+    """The split paper's per-layer training FLOPs: psi(d) = 72 B d h^2 + 12 B d^2 h (forward + backward)."""
+    return 72.0 * batch * seq * hidden**2 + 12.0 * batch * seq**2 * hidden

@@ -1,0 +1,1 @@
+"""Single-device training: objective, loop, meters, run directory, evaluation."""

@@ -1,0 +1,199 @@
+"""The lean single-device training loop: optimizer, schedule, accumulation, eval, checkpoint/resume."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeft.errors import CacheError
+from edgeft.train.meters import PeakMemory, Timer
+
+DEFAULT_LR = {"full": 2e-5, "lora": 5e-4, "prompt": 3e-2, "bitfit": 1e-3}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    eval_batch_size: int = Field(32, ge=1)
+    lr: Optional[float] = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    grad_accum: int = Field(1, ge=1)
+    max_grad_norm: Optional[float] = 1.0
+    checkpoint_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each epoch only")
+    log_every: int = Field(10, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    device: str = "auto"
+    seed: int = 0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainResult:
+    epoch_times_s: list[float] = field(default_factory=list)
+    step_times_s: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    eval_history: list[dict] = field(default_factory=list)
+    peak_memory_mb: float = 0.0
+    memory_kind: str = ""
+    steps: int = 0
+    resumed_from: Optional[dict] = None
+
+
+def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    g = torch.Generator().manual_seed(seed * 1000003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def _state_of_trainables(model) -> dict:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class Trainer:
+    """Runs a Method over featurised data. `evaluate_fn(model) -> metrics` is called after each epoch."""
+
+    def __init__(self, model, method, featurizer, train_feats: list[dict], cfg: TrainConfig,
+                 loss_fn: Callable, evaluate_fn: Callable | None = None, run=None, progress=None):
+        self.model, self.method, self.featurizer = model, method, featurizer
+        self.train_feats, self.cfg, self.loss_fn, self.evaluate_fn = train_feats, cfg, loss_fn, evaluate_fn
+        self.run, self.progress = run, progress
+        self.device = resolve_device(cfg.device)
+        self.timer = Timer(self.device)
+        lr = cfg.lr or DEFAULT_LR.get(method.name, 1e-4)
+        self.lr = lr
+        self.params = method.trainable_parameters(model)
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=cfg.weight_decay) \
+            if method.uses_optimizer and self.params else None
+        self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
+        total = self.steps_per_epoch * cfg.epochs
+        self.scheduler = None
+        if self.optimizer is not None:
+            from transformers import get_scheduler
+
+            self.scheduler = get_scheduler(cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
+                                           self.optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
+                                           num_training_steps=total)
+        self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        state = {
+            "trainables": _state_of_trainables(self.model),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+        }
+        tmp = path / "state.pt.tmp"
+        torch.save(state, tmp)
+        tmp.replace(path / "state.pt")  # never leave a half-written checkpoint behind
+
+    def load_checkpoint(self, path: Path) -> dict:
+        file = path / "state.pt"
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=False)
+        except Exception as err:  # a truncated or foreign file
+            raise CacheError(f"{file}: checkpoint cannot be read ({err}). Delete it to start over.") from err
+        named = dict(self.model.named_parameters())
+        missing = [n for n in state["trainables"] if n not in named]
+        if missing:
+            raise CacheError(f"{file}: checkpoint does not match this model/method (e.g. '{missing[0]}').")
+        with torch.no_grad():
+            for n, t in state["trainables"].items():
+                named[n].copy_(t)
+        if self.optimizer and state["optimizer"]:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step}
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def _to(self, batch: dict) -> dict:
+        return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    def fit(self, resume_from: Path | None = None) -> TrainResult:
+        cfg, result = self.cfg, TrainResult()
+        if resume_from is not None and (resume_from / "state.pt").is_file():
+            result.resumed_from = self.load_checkpoint(resume_from)
+            if self.run:
+                self.run.event("resume", **result.resumed_from)
+        memory = PeakMemory(self.device).start()
+        self.model.train()
+        bs = cfg.batch_size
+        while self.epoch < cfg.epochs:
+            order = _epoch_order(len(self.train_feats), cfg.seed, self.epoch)
+            batches = [order[i:i + bs] for i in range(0, len(order), bs)]
+            t_epoch = self.timer.now()
+            for b in range(self.batch_in_epoch, len(batches)):
+                t0 = self.timer.now()
+                batch = self._to(self.featurizer.collate([self.train_feats[i] for i in batches[b]]))
+                loss = self.method.train_step(self.model, batch, self.loss_fn, scale=1.0 / cfg.grad_accum)
+                result.losses.append(loss)
+                self.batch_in_epoch = b + 1
+                last_of_epoch = b + 1 == len(batches)
+                if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
+                    self._optimizer_step()
+                    if self.run and self.global_step % cfg.log_every == 0:
+                        self.run.event("train_loss", step=self.global_step, epoch=self.epoch, loss=loss,
+                                       lr=self._current_lr())
+                    if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
+                        self.save_checkpoint(self.run.checkpoint_dir)
+                result.step_times_s.append(self.timer.now() - t0)
+                if self.progress:
+                    self.progress(loss)
+            result.epoch_times_s.append(self.timer.now() - t_epoch)
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            if self.run:
+                self.run.event("epoch_end", epoch=self.epoch, seconds=result.epoch_times_s[-1])
+            if self.evaluate_fn is not None:
+                metrics = self.evaluate_fn(self.model)
+                result.eval_history.append({"epoch": self.epoch, **metrics})
+                if self.run:
+                    self.run.event("eval", epoch=self.epoch, metrics=_scalars(metrics))
+            if self.run:
+                self.save_checkpoint(self.run.checkpoint_dir)
+        result.peak_memory_mb, result.memory_kind = memory.peak_mb(), memory.kind
+        result.steps = self.global_step
+        return result
+
+    def _optimizer_step(self) -> None:
+        if self.optimizer is not None:
+            if self.cfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _current_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0] if self.scheduler else self.lr
+
+
+def _scalars(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}

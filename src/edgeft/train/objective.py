@@ -1,0 +1,54 @@
+"""Loss and predictions of a batch for each objective, over any model with the HF call convention.
+
+Methods (PEFT-wrapped models, the PAC side network, ...) only need to accept
+`model(input_ids=, attention_mask=, [token_type_ids=], [logits_to_keep=], [sample_ids=])` and return
+an object with `.logits`; everything task-specific lives here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: dict) -> dict:
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch}
+    if "ids" in batch:
+        inputs["sample_ids"] = batch["ids"]
+    return inputs
+
+
+def call_model(model, batch: dict, **extra):
+    inputs = model_inputs(batch)
+    if not getattr(model, "accepts_sample_ids", False):
+        inputs.pop("sample_ids", None)
+    return model(**inputs, **extra)
+
+
+def forward(model, batch: dict, objective: str, label_token_ids: list[int] | None = None):
+    """(mean loss, logits used for predictions, token count) for one batch."""
+    if objective == "verbalize":
+        logits = call_model(model, batch, logits_to_keep=1).logits[:, -1, :]
+        logits = logits[:, label_token_ids]
+        return F.cross_entropy(logits, batch["label"]), logits, len(batch["label"])
+    if objective in ("classify", "regress"):
+        logits = call_model(model, batch).logits
+        if objective == "regress":
+            logits = logits.squeeze(-1)
+            return F.mse_loss(logits, batch["label"]), logits, len(batch["label"])
+        return F.cross_entropy(logits, batch["label"]), logits, len(batch["label"])
+    logits = call_model(model, batch).logits
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = batch["labels"][:, 1:]
+    n_tokens = int((shift_labels != -100).sum())
+    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                           ignore_index=-100, reduction="sum") / max(n_tokens, 1)
+    return loss, logits, n_tokens
+
+
+def predictions(logits: torch.Tensor, objective: str) -> list:
+    if objective == "regress":
+        return logits.detach().float().tolist()
+    return logits.detach().argmax(-1).tolist()

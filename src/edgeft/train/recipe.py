@@ -1,0 +1,173 @@
+"""The finetune recipe: task + backbone + method -> trained adapter, metrics, events and a plot.
+
+Reads like torchtune's recipes: each step is one call to a small component, nothing hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import ConfigError
+from edgeft.methods import get_method
+from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
+from edgeft.models import load_backbone
+from edgeft.models.backbone import family_of
+from edgeft.train.evaluate import evaluate
+from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
+from edgeft.train.meters import parameter_counts
+from edgeft.train.objective import forward
+from edgeft.train.plots import plot_run
+from edgeft.train.rundir import RunDir
+
+
+class FinetuneConfig(BaseModel):
+    """Everything `edgeft finetune` needs; the same keys work from a YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m"
+    task: TaskConfig
+    method: str = "lora"
+    method_options: dict = Field(default_factory=dict)
+    head: Literal["auto", "lm", "classifier"] = "auto"
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = "runs/finetune"
+    eval_before: bool = True
+    resume: bool = False
+
+
+def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
+    try:
+        return FinetuneConfig(**data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(map(str, e["loc"]))
+            msg = "unknown key (check its spelling and place)" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{where}: {msg}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+
+
+def head_for(model_name: str, task, head: str) -> str:
+    """Which head the backbone gets: a classifier for encoders and regression, else the LM head."""
+    if head == "lm":
+        return "causal_lm"
+    if head == "classifier":
+        return "sequence_classification"
+    if task.kind in ("generation", "lm"):
+        return "causal_lm"
+    from edgeft.models.backbone import resolve
+    from transformers import AutoConfig
+
+    path, _ = resolve(model_name)
+    family = family_of(AutoConfig.from_pretrained(path))
+    if family == "bert" or task.kind == "regression":
+        return "sequence_classification"
+    return "causal_lm"
+
+
+def build(cfg: FinetuneConfig):
+    """Load task, backbone and method; return everything the loop needs."""
+    seed_everything(cfg.train.seed)
+    task = load_task(cfg.task)
+    head = head_for(cfg.model, task, cfg.head)
+    backbone = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
+                             problem_type="regression" if task.kind == "regression" else None)
+    objective = objective_for(task, head)
+    featurizer = Featurizer(task, backbone.tokenizer, objective, cfg.task.max_length)
+    method = get_method(cfg.method, cfg.method_options)
+    return task, backbone, featurizer, method
+
+
+def make_loss_fn(featurizer: Featurizer):
+    def loss_fn(model, batch):
+        return forward(model, batch, featurizer.objective, featurizer.label_token_ids)[0]
+
+    return loss_fn
+
+
+def run_finetune(cfg: FinetuneConfig, progress_factory=None) -> dict:
+    run = RunDir(cfg.out)
+    run.write_config(cfg.model_dump())
+    task, backbone, featurizer, method = build(cfg)
+    device = resolve_device(cfg.train.device)
+    run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
+              dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
+    t0 = time.perf_counter()
+    train_feats = featurizer.encode(task.train)
+    dev_feats = featurizer.encode(task.dev)
+    run.event("featurized", seconds=time.perf_counter() - t0, train_features=len(train_feats),
+              dev_features=len(dev_feats))
+
+    def eval_fn(model):
+        return evaluate(model, task, featurizer, dev_feats, cfg.train.eval_batch_size, device,
+                        cfg.train.max_new_tokens)
+
+    metric_before = None
+    if cfg.eval_before and not (cfg.resume and (run.checkpoint_dir / "state.pt").exists()):
+        before = eval_fn(backbone.model.to(device))
+        metric_before = before.get(task.metric_name)
+        run.event("eval", epoch=0, metrics={k: v for k, v in before.items() if isinstance(v, (int, float))})
+
+    model = method.prepare(backbone, task).to(device)
+    trainable, total = parameter_counts(model)
+    progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
+        if progress_factory else None
+    trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
+                      progress)
+    result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
+
+    method.save(model, run.adapter_dir)
+    write_adapter_note(run.adapter_dir, method, backbone, task, {"max_length": cfg.task.max_length})
+    final = result.eval_history[-1] if result.eval_history else {}
+    metrics = {
+        "model": cfg.model, "task": task.name, "method": method.name,
+        "metric_name": task.metric_name,
+        "dev_metric_before": metric_before,
+        "dev_metric": final.get(task.metric_name),
+        "dev_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float))},
+        "eval_history": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in result.eval_history],
+        "epoch_times_s": result.epoch_times_s,
+        "train_time_s": sum(result.epoch_times_s),
+        "mean_step_time_s": sum(result.step_times_s) / max(len(result.step_times_s), 1),
+        "steps": result.steps,
+        "peak_memory_mb": result.peak_memory_mb,
+        "memory_kind": result.memory_kind,
+        "trainable_params": trainable,
+        "total_params": total,
+        "train_examples": len(task.train),
+        "dev_examples": len(task.dev),
+        "device": str(device),
+        "torch": torch.__version__,
+        "resumed_from": result.resumed_from,
+    }
+    if "samples" in final:
+        metrics["generation_samples"] = final["samples"]
+    run.write_metrics(metrics)
+    run.event("done", dev_metric=metrics["dev_metric"])
+    plot_run(run.events(), task.metric_name, run.path / "training.png")
+    return metrics
+
+
+def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
+    """Backbone (+ adapter when given) ready for evaluation; checks the adapter fits the backbone."""
+    if adapter is not None:
+        note = read_adapter_note(adapter)
+        head_kind = note["head"]
+        backbone = load_backbone(model_name, head=head_kind, num_labels=note.get("num_labels") or task.num_labels,
+                                 problem_type="regression" if task.kind == "regression" else None)
+        check_backbone_matches(note, backbone, adapter)
+        method = get_method(note["method"], note["options"])
+        model = method.load(backbone, task, adapter)
+        return backbone, model
+    head_kind = head_for(model_name, task, head)
+    backbone = load_backbone(model_name, head=head_kind, num_labels=task.num_labels,
+                             problem_type="regression" if task.kind == "regression" else None)
+    return backbone, backbone.model
