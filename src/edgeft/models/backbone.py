@@ -95,14 +95,9 @@ def resolve(name: str) -> tuple[str, bool]:
     return name, False
 
 
-def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
-                  dtype: torch.dtype = torch.float32, problem_type: str | None = None) -> Backbone:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    path, local = resolve(name)
+def _load_or_explain(name: str, path: str, local: bool, loader):
     try:
-        config = AutoConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        return loader(path)
     except (OSError, ValueError) as err:
         if local:
             raise ModelError(f"{path}: could not load the model ({err}).") from err
@@ -111,6 +106,23 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
             f"unknown model '{name}': not an alias ({known}), not a local folder, and the Hugging Face Hub "
             f"could not serve it ({str(err).splitlines()[0][:200]}). Offline, use an alias or a local folder."
         ) from err
+
+
+def load_config(name: str):
+    """The transformers config of an alias, folder or hub id (fetching an alias on first use)."""
+    from transformers import AutoConfig
+
+    path, local = resolve(name)
+    return _load_or_explain(name, path, local, AutoConfig.from_pretrained)
+
+
+def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
+                  dtype: torch.dtype = torch.float32, problem_type: str | None = None) -> Backbone:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    path, local = resolve(name)
+    config = load_config(name)
+    tokenizer = _load_or_explain(name, path, local, AutoTokenizer.from_pretrained)
     family = family_of(config)
     if head == "causal_lm" and family == "bert":
         raise ModelError(f"'{name}' is an encoder (BERT family): it cannot generate text. "

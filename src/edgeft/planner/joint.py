@@ -37,7 +37,7 @@ def exact_bandwidth(a: np.ndarray, bits: np.ndarray, rate: np.ndarray) -> tuple[
     def excess(T: float) -> float:
         return float(np.sum(bits[send] / (rate[send] * (T - a[send])))) - 1.0
 
-    hi = t_lo + float(np.sum(bits[send] / rate[send]))
+    hi = (t_lo + float(np.sum(bits[send] / rate[send]))) * (1 + 1e-9) + 1e-300
     lo = t_lo + 1e-12 * max(1.0, t_lo)
     if excess(lo) <= 0:
         T = lo
@@ -74,8 +74,14 @@ def _project_simplex(v: np.ndarray) -> np.ndarray:
     return np.maximum(v - theta, 0.0)
 
 
-def dual_ascent(inst: DeftInstance, iters: int = 60, step: float = 0.5, tol: float = 1e-9) -> DeftSolution:
-    """Dual ascent on the latency multipliers (see module doc); returns the best primal plan seen."""
+def dual_ascent(
+    inst: DeftInstance, iters: int = 60, step: float = 0.5, tol: float = 1e-9, recovery: str = "band-need"
+) -> DeftSolution:
+    """Dual ascent on the latency multipliers (see module doc); returns the best primal plan seen.
+
+    recovery='crunch' recovers primal plans only by alternating CRUNCH and exact bandwidth;
+    'band-need' (default) adds `band_need_descent` from the best plan each iteration.
+    """
     inst.check_feasible()
     K, L = inst.K, inst.L
     share = np.full(K, 1.0 / min(K, L))
@@ -116,6 +122,8 @@ def dual_ascent(inst: DeftInstance, iters: int = 60, step: float = 0.5, tol: flo
             if np.allclose(s2.share, share_p):
                 break
             share_p = s2.share
+        if recovery == "band-need":
+            best = band_need_descent(inst, best)
         history.append(best.makespan)
         # dual step: projected subgradient on lambda (latency over the makespan it induces)
         t_k = np.zeros(K)
@@ -132,22 +140,40 @@ def dual_ascent(inst: DeftInstance, iters: int = 60, step: float = 0.5, tol: flo
     return best
 
 
+def min_band(inst: DeftInstance, T: float) -> tuple[float, np.ndarray]:
+    """Least total band share any matching needs to finish within T (Hungarian on the need)."""
+    a = np.where(inst.feasible, inst.compute_s, np.inf)
+    S = inst.upload_bits[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = S / (inst.rate[:, None] * (T - a))
+    ok = (a < T) | ((S == 0) & (a <= T))
+    need = np.where(S == 0, 0.0, need)
+    cost = np.where(ok, need, BIG)
+    rows, cols = linear_sum_assignment(cost)
+    assign = np.empty(inst.L, int)
+    assign[cols] = rows
+    return float(cost[rows, cols].sum()), assign
+
+
+def band_need_descent(inst: DeftInstance, sol: DeftSolution, max_steps: int = 50) -> DeftSolution:
+    """From a plan of makespan T, the min-band matching at T finishes sooner whenever it leaves band
+    unused; repeating this to a fixed point reaches the smallest T whose min band is 1."""
+    for _ in range(max_steps):
+        band, assign = min_band(inst, sol.makespan)
+        if band >= 1.0 - 1e-12:
+            break
+        cand = evaluate(inst, assign, sol.name)
+        if not cand.makespan < sol.makespan * (1 - 1e-13):
+            break
+        sol = cand
+    return sol
+
+
 def exact_joint(inst: DeftInstance, rel_tol: float = 1e-10) -> DeftSolution:
     """Optimal makespan by bisection on T with a min-band assignment (exact for this model)."""
     inst.check_feasible()
     a = np.where(inst.feasible, inst.compute_s, np.inf)
     S = inst.upload_bits
-
-    def min_band(T: float):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            need = S[None, :] / (inst.rate[:, None] * (T - a))
-        need = np.where(S[None, :] == 0, np.where(a <= T, 0.0, np.inf), need)
-        need = np.where((a < T) | ((S[None, :] == 0) & (a <= T)), need, np.inf)
-        cost = np.where(np.isfinite(need), need, BIG)
-        rows, cols = linear_sum_assignment(cost)
-        assign = np.empty(inst.L, int)
-        assign[cols] = rows
-        return float(cost[rows, cols].sum()), assign
 
     lo = crunch(a).makespan  # no band needed below the compute-only optimum
     start = evaluate(inst, crunch(inst.latency(np.full(inst.K, 1.0 / inst.L))).assign)
@@ -159,7 +185,7 @@ def exact_joint(inst: DeftInstance, rel_tol: float = 1e-10) -> DeftSolution:
         if hi - lo <= rel_tol * hi:
             break
         mid = 0.5 * (lo + hi)
-        band, assign = min_band(mid)
+        band, assign = min_band(inst, mid)
         if band <= 1.0:
             hi, best_assign = mid, assign
         else:

@@ -18,7 +18,7 @@ from edgeft.errors import ConfigError
 from edgeft.methods import get_method
 from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
 from edgeft.models import load_backbone
-from edgeft.models.backbone import family_of
+from edgeft.models.backbone import family_of, load_config
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
 from edgeft.train.meters import parameter_counts
@@ -63,11 +63,7 @@ def head_for(model_name: str, task, head: str) -> str:
         return "sequence_classification"
     if task.kind in ("generation", "lm"):
         return "causal_lm"
-    from edgeft.models.backbone import resolve
-    from transformers import AutoConfig
-
-    path, _ = resolve(model_name)
-    family = family_of(AutoConfig.from_pretrained(path))
+    family = family_of(load_config(model_name))
     if family == "bert" or task.kind == "regression":
         return "sequence_classification"
     return "causal_lm"

@@ -1,0 +1,432 @@
+"""PAC against full fine-tuning and LoRA on one device: same backbone, task, samples, epochs, batch size, seed.
+
+Variants: full, lora, pac_nocache (parallel adapters, backbone run every step), pac_cache (the same
+adapters fed from the activation cache after epoch 1). Each variant runs in a fresh Python process so
+that peak memory belongs to it alone. Records per-epoch wall time, end-to-end training time, peak
+memory (per epoch and over the run), trainable parameters, cache size, backbone calls per epoch and
+the dev metric into JSON, with a PNG beside it.
+
+What the numbers mean
+- epoch time: the trainer's wall time of one pass over the training set (a CUDA sync before each
+  clock read); it excludes dev evaluation. End-to-end training time = the sum over epochs.
+- peak memory: on CUDA the allocator's peak (torch.cuda.max_memory_allocated); on CPU the process's
+  peak RSS (VmHWM, reset through /proc/self/clear_refs at the start of each epoch). It is measured per
+  epoch, excluding evaluation; the run's peak is the largest epoch peak. Both include the backbone's
+  weights when they are resident; "above baseline" subtracts what was resident before training began.
+
+  python bench/pac_vs_baselines.py --model smollm2-135m --task sst2 --train-samples 4000 --epochs 5
+  edgeft bench pac --model minilm-l6 --train-samples 500 --epochs 5        (the same, through the CLI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIANTS = ("full", "lora", "pac_nocache", "pac_cache")
+DEFAULT_LRS = {"full": 2e-5, "lora": 5e-4, "pac": 1e-3}
+# Llama-architecture shapes for timing-only runs with random weights (timing does not depend on weight values).
+RANDOM_LLAMAS = {
+    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                 num_key_value_heads=2),  # tests
+    "smollm2-135m-shape": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                               num_key_value_heads=3),
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m", help="alias, local folder or hub id")
+    p.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), default=None,
+                   help="timing only: a Llama built from a config with random weights (uses --model's tokenizer)")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--train-samples", type=int, default=4000)
+    p.add_argument("--dev-samples", type=int, default=None, help="default: the whole dev split")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--lr", action="append", default=[], help="METHOD=LR (full, lora, pac), repeatable")
+    p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE, repeatable")
+    p.add_argument("--lora-option", action="append", default=[], help="LoRA option KEY=VALUE, repeatable")
+    p.add_argument("--taps", default=None, help="PAC tap set: all, every:K, or i,j,k (same as --pac-option taps=)")
+    p.add_argument("--eval", choices=["last", "each", "none"], default="last", help="dev evaluation after which epochs")
+    p.add_argument("--holdout", type=int, default=None,
+                   help="score on N held-out TRAINING examples instead of dev (for tuning without touching dev)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="bench/results/pac/pac_vs_baselines.json")
+    p.add_argument("--label", default="", help="free text stored with the results (machine, purpose)")
+    p.add_argument("--sweep", default=None,
+                   help="JSON file: a list of {label, options, lr?}; each runs pac_cache with those PAC options "
+                        "(in this process, after --variants) - for tuning with --holdout")
+    p.add_argument("--in-process", action="store_true", help="run variants in this process (tests; memory mixes)")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    bad = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if bad:
+        p.error(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+    return args
+
+
+def _kv(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"expected KEY=VALUE, got '{pair}'")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def method_of(variant: str, args) -> tuple[str, dict, float]:
+    lrs = {**DEFAULT_LRS, **{k: float(v) for k, v in _kv(args.lr).items()}}
+    if variant == "full":
+        return "full", {}, lrs["full"]
+    if variant == "lora":
+        return "lora", _kv(args.lora_option), lrs["lora"]
+    opts = _kv(args.pac_option)
+    if args.taps:
+        opts["taps"] = args.taps
+    opts["cache"] = "off" if variant == "pac_nocache" else opts.get("cache", "memory")
+    return "pac", opts, lrs["pac"]
+
+
+# -- one variant (in a worker process) ----------------------------------------------------------------------
+def random_backbone(size: str, tokenizer_from: str, seed: int, device):
+    """A Llama of the given shape with random weights (timing only) and a real tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from edgeft.models.backbone import Arch, Backbone, resolve
+
+    path, _ = resolve(tokenizer_from)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    cfg = LlamaConfig(vocab_size=len(tok), max_position_embeddings=2048, tie_word_embeddings=True,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      **RANDOM_LLAMAS[size])
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise where it runs: a 1B init on CPU alone takes minutes on few cores
+        model = LlamaForCausalLM(cfg)
+    model.eval()
+    return Backbone(name=f"random-llama-{size}", path=f"random-llama-{size}-seed{seed}", model=model, tokenizer=tok,
+                    arch=Arch.from_config(cfg), head="causal_lm")
+
+
+def holdout_examples(task, args) -> list[dict]:
+    """N training examples that are not among the ones trained on (seeded): a validation split for tuning."""
+    import random
+
+    from edgeft.data import TaskConfig, load_task
+
+    whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed))
+    used = {e["id"] for e in task.train}
+    rest = [e for e in whole.train if e["id"] not in used]
+    if len(rest) < args.holdout:
+        raise SystemExit(f"--holdout {args.holdout}: only {len(rest)} training examples are left over.")
+    return random.Random(args.seed + 7919).sample(rest, args.holdout)
+
+
+def run_variant(variant: str, args) -> dict:
+    import torch
+
+    from edgeft.data import TaskConfig, load_task
+    from edgeft.data.features import Featurizer, objective_for
+    from edgeft.methods import get_method
+    from edgeft.models import load_backbone
+    from edgeft.train.evaluate import evaluate
+    from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
+    from edgeft.train.meters import PeakMemory, current_rss_mb, parameter_counts
+    from edgeft.train.recipe import head_for, make_loss_fn
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    t0 = time.perf_counter()
+    task = load_task(TaskConfig(name=args.task, train_samples=args.train_samples, dev_samples=args.dev_samples,
+                                max_length=args.max_length, seed=args.seed))
+    if args.holdout:
+        task.dev = holdout_examples(task, args)
+    if args.random_llama:
+        backbone = random_backbone(args.random_llama, args.model, args.seed, device)
+    else:
+        head = head_for(args.model, task, "auto")
+        backbone = load_backbone(args.model, head=head, num_labels=task.num_labels,
+                                 problem_type="regression" if task.kind == "regression" else None)
+    load_s = time.perf_counter() - t0
+    objective = objective_for(task, backbone.head)
+    featurizer = Featurizer(task, backbone.tokenizer, objective, args.max_length)
+    train_feats, dev_feats = featurizer.encode(task.train), featurizer.encode(task.dev)
+    method_name, options, lr = method_of(variant, args)
+    method = get_method(method_name, options)
+    model = method.prepare(backbone, task).to(device)
+    trainable, total = parameter_counts(model)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
+                      device=str(device), seed=args.seed, log_every=10**9)
+    # One untimed forward through the backbone for every variant, so CUDA/cuBLAS start-up is in nobody's epoch 1.
+    with torch.no_grad():
+        warm = featurizer.collate(train_feats[:args.batch_size])
+        backbone.model(input_ids=warm["input_ids"].to(device), attention_mask=warm["attention_mask"].to(device))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        baseline_mb = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        baseline_mb = current_rss_mb()
+
+    meter = PeakMemory(device)
+    epoch_peaks, evals, eval_times, calls, offloaded = [], [], [], [], []
+    state = {"epoch": 0, "calls": 0}
+
+    def eval_fn(m):
+        state["epoch"] += 1
+        epoch_peaks.append(meter.peak_mb())
+        now_calls = getattr(m, "backbone_calls", 0)
+        calls.append(now_calls - state["calls"])
+        offloaded.append(bool(getattr(m, "_offloaded", False)))
+        metrics = {}
+        if args.eval == "each" or (args.eval == "last" and state["epoch"] == args.epochs):
+            te = time.perf_counter()
+            metrics = evaluate(m, task, featurizer, dev_feats, args.eval_batch_size, device, 64)
+            eval_times.append(time.perf_counter() - te)
+            evals.append({"epoch": state["epoch"], **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+        state["calls"] = getattr(m, "backbone_calls", 0)
+        meter.start()  # the next epoch's peak starts here (evaluation excluded)
+        return metrics
+
+    trainer = Trainer(model, method, featurizer, train_feats, cfg, make_loss_fn(featurizer), eval_fn)
+    meter.start()
+    t_fit = time.perf_counter()
+    result = trainer.fit()
+    fit_s = time.perf_counter() - t_fit
+    final = evals[-1] if evals else {}
+    out = {
+        "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": lr,
+        "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),
+        "fit_wall_s_with_eval": fit_s, "eval_times_s": eval_times, "load_s": load_s,
+        "epoch_peak_memory_mb": epoch_peaks, "peak_memory_mb": max(epoch_peaks),
+        "peak_memory_after_epoch1_mb": max(epoch_peaks[1:]) if len(epoch_peaks) > 1 else None,
+        "baseline_memory_mb": baseline_mb, "peak_above_baseline_mb": max(epoch_peaks) - baseline_mb,
+        "memory_kind": meter.kind, "trainable_params": trainable, "total_params": total,
+        "dev_metric_name": task.metric_name, "dev_metric": final.get(task.metric_name), "eval_history": evals,
+        "final_train_loss": sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1),
+        "steps": result.steps, "train_examples": len(train_feats), "dev_examples": len(dev_feats),
+    }
+    if method_name == "pac":
+        out["backbone_calls_per_epoch"] = calls  # training passes only (evaluation excluded)
+        out["backbone_offloaded_at_epoch_end"] = offloaded
+        out["taps"] = list(model.taps)
+        out["positions"] = model.positions
+        if model.cache is not None:
+            out["cache"] = model.cache.describe()
+            out["cache_mb"] = out["cache"]["megabytes"]
+    return out
+
+
+# -- the whole benchmark -------------------------------------------------------------------------------------
+def machine(device_name: str) -> dict:
+    import torch
+    import transformers
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "cpus": os.cpu_count(), "device": device_name}
+    if device_name.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    return info
+
+
+def summarise(results: dict) -> dict:
+    s = {}
+    lora, full, pac = results.get("lora"), results.get("full"), results.get("pac_cache")
+    nocache = results.get("pac_nocache")
+    if pac and lora:
+        s["speedup_pac_cache_vs_lora"] = lora["train_time_s"] / pac["train_time_s"]
+        s["memory_reduction_pac_cache_vs_lora"] = 1 - pac["peak_memory_mb"] / lora["peak_memory_mb"]
+        if lora.get("dev_metric") is not None and pac.get("dev_metric") is not None:
+            s["dev_metric_pac_minus_lora"] = pac["dev_metric"] - lora["dev_metric"]
+    if pac and full:
+        s["speedup_pac_cache_vs_full"] = full["train_time_s"] / pac["train_time_s"]
+        s["memory_reduction_pac_cache_vs_full"] = 1 - pac["peak_memory_mb"] / full["peak_memory_mb"]
+        if full.get("peak_memory_after_epoch1_mb") and pac.get("peak_memory_after_epoch1_mb"):
+            s["memory_reduction_after_epoch1_pac_cache_vs_full"] = \
+                1 - pac["peak_memory_after_epoch1_mb"] / full["peak_memory_after_epoch1_mb"]
+        s["memory_reduction_above_baseline_pac_cache_vs_full"] = \
+            1 - pac["peak_above_baseline_mb"] / max(full["peak_above_baseline_mb"], 1e-9)
+    if pac and lora and lora.get("peak_memory_after_epoch1_mb") and pac.get("peak_memory_after_epoch1_mb"):
+        s["memory_reduction_after_epoch1_pac_cache_vs_lora"] = \
+            1 - pac["peak_memory_after_epoch1_mb"] / lora["peak_memory_after_epoch1_mb"]
+        s["memory_reduction_above_baseline_pac_cache_vs_lora"] = \
+            1 - pac["peak_above_baseline_mb"] / max(lora["peak_above_baseline_mb"], 1e-9)
+    if pac and nocache:
+        s["speedup_cache_vs_nocache"] = nocache["train_time_s"] / pac["train_time_s"]
+    return s
+
+
+def plot(report: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = report["variants"]
+    names = list(res)
+    base = {"full": "#7f7f7f", "lora": "#1f77b4", "pac_nocache": "#ff7f0e", "pac_cache": "#2ca02c"}
+    colors = {n: base.get(n.split(":")[0], "#9467bd") for n in names}
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    ax = axes[0]
+    for n in names:
+        ax.plot(range(1, len(res[n]["epoch_times_s"]) + 1), res[n]["epoch_times_s"], marker="o", label=n,
+                color=colors.get(n))
+    ax.set(xlabel="epoch", ylabel="seconds", title="wall time per epoch")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    if not names:
+        plt.close(fig)
+        return out
+    bars = [(axes[1], "train_time_s", "end-to-end training (s)"), (axes[2], "peak_memory_mb", "peak memory (MB)"),
+            (axes[3], "dev_metric", f"{'held-out' if report['meta'].get('scored_on', '').startswith('1') or 'held-out' in report['meta'].get('scored_on', '') else 'dev'} "
+                                    f"{next(iter(res.values()))['dev_metric_name']}")]
+    for ax, key, title in bars:
+        vals = [res[n].get(key) or 0 for n in names]
+        ax.bar(names, vals, color=[colors.get(n) for n in names])
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.set_title(title)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    if "peak_memory_after_epoch1_mb" in res.get("pac_cache", {}):
+        v = res["pac_cache"]["peak_memory_after_epoch1_mb"]
+        if v:
+            axes[2].scatter([names.index("pac_cache")], [v], marker="_", s=400, color="k",
+                            label="epochs 2+ peak", zorder=3)
+            axes[2].legend(fontsize=8)
+    m = report["meta"]
+    fig.suptitle(f"{m['model']} on {m['task']} · {m['train_samples']} samples × {m['epochs']} epochs · "
+                 f"batch {m['batch_size']} · {m['machine'].get('gpu') or 'CPU'}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def run(args) -> dict:
+    from rich.console import Console
+
+    console = Console()
+    variants = [v for v in args.variants.split(",") if v]
+    results = {}
+    for v in variants:
+        console.print(f"[bold]{v}[/] ...", highlight=False)
+        t0 = time.perf_counter()
+        if args.in_process:
+            results[v] = run_variant(v, args)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                res_file = Path(tmp) / "result.json"
+                argv = [sys.executable, str(Path(__file__).resolve()), *sys_argv_of(args), "--worker", v,
+                        "--worker-out", str(res_file)]
+                proc = subprocess.run(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                if proc.returncode != 0 or not res_file.exists():
+                    raise SystemExit(f"variant {v} failed (exit code {proc.returncode})")
+                results[v] = json.loads(res_file.read_text())
+        r = results[v]
+        console.print(f"  {v}: train {r['train_time_s']:.1f}s (epochs {', '.join(f'{t:.1f}' for t in r['epoch_times_s'])})"
+                      f" · peak {r['peak_memory_mb']:.0f} MB · dev {r['dev_metric_name']} {r['dev_metric']}"
+                      f" · {time.perf_counter() - t0:.0f}s total", highlight=False)
+    if args.sweep:
+        import copy
+
+        for item in json.loads(Path(args.sweep).read_text()):
+            sub = copy.deepcopy(args)
+            sub.pac_option = args.pac_option + [f"{k}={json.dumps(v)}" for k, v in item.get("options", {}).items()]
+            if "lr" in item:
+                sub.lr = args.lr + [f"pac={item['lr']}"]
+            name = f"pac_cache:{item['label']}"
+            t0 = time.perf_counter()
+            results[name] = r = run_variant("pac_cache", sub)
+            console.print(f"  {name}: train {r['train_time_s']:.1f}s · dev {r['dev_metric_name']} {r['dev_metric']}"
+                          f" · loss {r['final_train_loss']:.4f} · {time.perf_counter() - t0:.0f}s", highlight=False)
+    from edgeft.train.loop import resolve_device
+
+    report = {
+        "meta": {"date": dt.date.today().isoformat(), "model": args.random_llama and f"random-llama-{args.random_llama}"
+                 or args.model, "random_weights": bool(args.random_llama), "task": args.task,
+                 "train_samples": args.train_samples, "dev_samples": args.dev_samples, "epochs": args.epochs,
+                 "scored_on": f"{args.holdout} held-out training examples" if args.holdout else "dev split",
+                 "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed, "eval": args.eval,
+                 "label": args.label, "command": "python bench/pac_vs_baselines.py " + " ".join(sys_argv_of(args)),
+                 "machine": machine(str(resolve_device(args.device)))},
+        "variants": results,
+        "summary": summarise(results),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    plot(report, out.with_suffix(".png"))
+    console.print(json.dumps(report["summary"], indent=2))
+    console.print(f"wrote {out} and {out.with_suffix('.png')}")
+    return report
+
+
+def sys_argv_of(args) -> list[str]:
+    """The options of this run as command-line words (to start workers with)."""
+    words = ["--model", args.model, "--task", args.task, "--train-samples", str(args.train_samples),
+             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--eval-batch-size",
+             str(args.eval_batch_size), "--max-length", str(args.max_length), "--seed", str(args.seed),
+             "--variants", args.variants, "--eval", args.eval, "--device", args.device, "--out", args.out]
+    if args.dev_samples:
+        words += ["--dev-samples", str(args.dev_samples)]
+    if args.holdout:
+        words += ["--holdout", str(args.holdout)]
+    if args.threads:
+        words += ["--threads", str(args.threads)]
+    if args.random_llama:
+        words += ["--random-llama", args.random_llama]
+    if args.taps:
+        words += ["--taps", args.taps]
+    for flag, values in (("--lr", args.lr), ("--pac-option", args.pac_option), ("--lora-option", args.lora_option)):
+        for v in values:
+            words += [flag, v]
+    if args.label:
+        words += ["--label", args.label]
+    if args.sweep:
+        words += ["--sweep", args.sweep]
+    return words
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    if args.worker:
+        result = run_variant(args.worker, args)
+        Path(args.worker_out).write_text(json.dumps(result))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

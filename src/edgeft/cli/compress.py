@@ -1,0 +1,139 @@
+"""`edgeft compress` (merge / GPTQ / RTN / SparseGPT / magnitude / structured prune / GKD distil) and
+`edgeft export` (safetensors, GGUF for llama.cpp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from edgeft.cli.common import console, load_yaml, parse_options
+
+
+def _progress():
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+    def factory(description: str, total: int):
+        task_id = progress.add_task(description, total=total, info="")
+
+        def advance(loss=None):
+            progress.update(task_id, advance=1, info=f"loss {loss:.4f}" if loss is not None else "")
+
+        return advance
+
+    return progress, factory
+
+
+def _set(d: dict, key: str, value) -> None:
+    if value is not None:
+        d[key] = value
+
+
+def show_records(records: list[dict], out: str) -> None:
+    table = Table(title=f"compression steps · {out}")
+    for col in ("step", "size (MB)", "WikiText-2 ppl", "task metric", "time (s)"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for r in records:
+        size = f"{r['size_bytes'] / 1e6:.1f}" if r.get("size_bytes") else "–"
+        ppl = f"{r['wikitext2_ppl']:.3f}" if r.get("wikitext2_ppl") else "–"
+        metric = f"{r['task_metric_name']} {r['task_metric']:.4f}" if r.get("task_metric") is not None else "–"
+        secs = f"{r['compress_seconds']:.1f}" if r.get("compress_seconds") is not None else "–"
+        table.add_row(r["label"], size, ppl, metric, secs)
+    console.print(table)
+    console.print(f"model folder and report: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compress(
+        model: Optional[str] = typer.Option(None, help="alias, model folder, or the output folder of an earlier "
+                                                       "compress step"),
+        adapter: Optional[str] = typer.Option(None, help="adapter folder from edgeft finetune (merged first)"),
+        method: Optional[str] = typer.Option(None, help="merge|gptq|rtn|sparsegpt|magnitude|prune|distill"),
+        bits: Optional[int] = typer.Option(None, help="gptq/rtn: 2, 4 or 8"),
+        group_size: Optional[int] = typer.Option(None, help="gptq/rtn: columns per scale (-1: per row)"),
+        sparsity: Optional[float] = typer.Option(None, help="sparsegpt/magnitude: fraction of weights removed"),
+        pattern: Optional[str] = typer.Option(None, help="sparsegpt/magnitude: N:M pattern such as 2:4"),
+        ratio: Optional[float] = typer.Option(None, help="prune: fraction of KV groups / MLP channels removed"),
+        teacher: Optional[str] = typer.Option(None, help="distill: teacher model (usually the fine-tuned base)"),
+        teacher_adapter: Optional[str] = typer.Option(None, help="distill: the teacher's adapter"),
+        option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. "
+                                                              "act_order=true"),
+        calib_task: Optional[str] = typer.Option(None, help="calibration data (default: the adapter's task, "
+                                                            "else wikitext2)"),
+        calib_samples: Optional[int] = None,
+        calib_seq_len: Optional[int] = None,
+        eval_task: Optional[str] = typer.Option(None, help="task metric to report (default: the adapter's task; "
+                                                           "'none' to skip)"),
+        eval_wikitext_windows: Optional[int] = typer.Option(None, help="WikiText-2 test windows for perplexity "
+                                                                       "(0: skip)"),
+        eval_seq_len: Optional[int] = None,
+        dtype: Optional[str] = typer.Option(None, help="storage of dense tensors: float16|bfloat16|float32"),
+        seed: Optional[int] = None,
+        out: Optional[str] = typer.Option(None, help="output folder"),
+        config: Optional[Path] = typer.Option(None, help="YAML file with the keys of CompressConfig"),
+    ):
+        """Compress a (fine-tuned) model one step and measure it: size, WikiText-2 perplexity, task metric, time."""
+        from edgeft.compress.pipeline import config_from_dict, run_compress
+
+        data = load_yaml(config) if config else {}
+        for key, value in dict(model=model, adapter=adapter, method=method, calib_task=calib_task,
+                               calib_samples=calib_samples, calib_seq_len=calib_seq_len, eval_task=eval_task,
+                               eval_wikitext_windows=eval_wikitext_windows, eval_seq_len=eval_seq_len, dtype=dtype,
+                               seed=seed, out=out).items():
+            _set(data, key, value)
+        opts = dict(data.get("options") or {})
+        for key, value in dict(bits=bits, group_size=group_size, sparsity=sparsity, pattern=pattern, ratio=ratio,
+                               teacher=teacher, teacher_adapter=teacher_adapter).items():
+            _set(opts, key, value)
+        opts.update(parse_options(option))
+        data["options"] = opts
+        if "model" not in data:
+            from edgeft.errors import ConfigError
+
+            raise ConfigError("no model given: use --model NAME_OR_FOLDER or 'model:' in the config file.")
+        cfg = config_from_dict(data, str(config) if config else "command line")
+        progress, factory = _progress()
+        with progress:
+            result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
+        show_records(result["records"], result["out"])
+
+    @app.command()
+    def export(
+        model: str = typer.Option(..., help="alias, model folder or compressed folder"),
+        out: str = typer.Option(..., help="output .gguf file (or folder for safetensors)"),
+        format: str = typer.Option("gguf", "--format", help="gguf|safetensors"),
+        gguf_type: str = typer.Option("f16", help="auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1 (auto: GPTQ codes "
+                                                  "as they are when they fit a ggml type)"),
+        adapter: Optional[str] = typer.Option(None, help="adapter folder to merge first"),
+        dtype: str = typer.Option("float16", help="safetensors: float16|bfloat16|float32"),
+        check: bool = typer.Option(False, help="gguf: load it in llama.cpp and compare perplexity/generation with "
+                                               "PyTorch"),
+        check_windows: int = typer.Option(8, help="WikiText-2 windows for --check"),
+        seq_len: int = typer.Option(512, help="window length for --check"),
+    ):
+        """Write the deployable model: a Hugging Face safetensors folder or a GGUF file llama.cpp runs."""
+        from edgeft.compress.export import export_model
+
+        with console.status("exporting"):
+            info = export_model(model, out, format, gguf_type, adapter, dtype, check, check_windows, seq_len)
+        table = Table(title=f"export · {info['path']}")
+        table.add_column("")
+        table.add_column("value", justify="right")
+        table.add_row("size (MB)", f"{info['bytes'] / 1e6:.1f}")
+        for key in ("arch", "gguf_type", "tensor_types", "tokenizer_pre", "native_gptq_tensors", "seconds"):
+            if key in info:
+                table.add_row(key, f"{info[key]:.1f}" if isinstance(info[key], float) else str(info[key]))
+        c = info.get("check")
+        if c:
+            table.add_row("PyTorch perplexity", f"{c['torch_perplexity']:.3f}")
+            table.add_row("llama.cpp perplexity", f"{c['llama_cpp_perplexity']:.3f}")
+            table.add_row("difference", f"{100 * c['relative_difference']:+.2f}%")
+            table.add_row("greedy tokens agreeing", f"{c['greedy_tokens_agreeing']}/{c['greedy_tokens']}")
+            table.add_row("llama.cpp says", repr(c["llama_cpp_greedy"]))
+            table.add_row("tokenizer identical", str(c["tokenizer"]["identical"]))
+        console.print(table)

@@ -1,0 +1,139 @@
+"""`edgeft launch`: fine-tune one model across a cluster of (emulated or real) devices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgeft.cli.common import console, load_yaml, parse_options
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def launch(
+        cluster: Optional[Path] = typer.Option(None, help="cluster YAML (examples/clusters/)"),
+        model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), local folder or hub id"),
+        task: Optional[str] = typer.Option(None, help="task name (sst2, ...) or data file"),
+        method: Optional[str] = typer.Option(None, help="pac | lora | full | bitfit"),
+        strategy: Optional[str] = typer.Option(None, help="hybrid | deft | split"),
+        plan: Optional[Path] = typer.Option(None, help="use this plan JSON instead of planning"),
+        epochs: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        micro_batches: Optional[int] = typer.Option(None, help="hybrid: micro-batches per step"),
+        max_steps_per_epoch: Optional[int] = None,
+        train_samples: Optional[int] = None,
+        dev_samples: Optional[int] = None,
+        max_length: Optional[int] = None,
+        lr: Optional[float] = None,
+        seed: Optional[int] = None,
+        cut: Optional[int] = typer.Option(None, help="split: blocks on the device (default: planned)"),
+        devices: Optional[str] = typer.Option(None, help="comma-separated device names to use"),
+        option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),
+        link_mode: Optional[str] = typer.Option(None, help="auto | tc | shaper | none"),
+        no_compute_emulation: bool = typer.Option(False, help="run at host speed (no device slowdown)"),
+        kill_device: Optional[str] = typer.Option(None, help="fault injection NAME:STEP (kill that device)"),
+        out: Optional[str] = typer.Option(None, help="run directory"),
+        config: Optional[Path] = typer.Option(None, help="YAML with the keys of LaunchConfig"),
+    ):
+        """Plan, start one process per device (+ the edge server), train, recover, report."""
+        from edgeft.errors import ConfigError
+        from edgeft.runtime.run import config_from, launch as do_launch
+
+        data = load_yaml(config) if config else {}
+        t = dict(data.get("task") or {}) if isinstance(data.get("task"), dict) else (
+            {"name": data["task"]} if "task" in data else {})
+        for k, v in dict(name=task, train_samples=train_samples, dev_samples=dev_samples, max_length=max_length,
+                         seed=seed).items():
+            if v is not None:
+                t[k] = v
+        tr = dict(data.get("train") or {})
+        for k, v in dict(epochs=epochs, batch_size=batch_size, micro_batches=micro_batches, lr=lr, seed=seed,
+                         max_steps_per_epoch=max_steps_per_epoch).items():
+            if v is not None:
+                tr[k] = v
+        data = {**data, "task": t, "train": tr}
+        for k, v in dict(cluster=str(cluster) if cluster else None, model=model, method=method, strategy=strategy,
+                         plan=str(plan) if plan else None, out=out, link_mode=link_mode, cut=cut).items():
+            if v is not None:
+                data[k] = v
+        if devices:
+            data["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
+        if option:
+            data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
+        if no_compute_emulation:
+            data["emulate_compute"] = False
+        if kill_device:
+            if ":" not in kill_device:
+                raise ConfigError(f"--kill-device '{kill_device}': expected NAME:STEP")
+            name, step = kill_device.rsplit(":", 1)
+            data["kill_device_at_step"] = [name, int(step)]
+        if "name" not in data["task"]:
+            raise ConfigError("no task given: use --task NAME or 'task:' in the config file.")
+        if "cluster" not in data:
+            raise ConfigError("no cluster given: use --cluster FILE (examples in examples/clusters/).")
+        cfg = config_from(data, str(config) if config else "command line")
+        from edgeft.cli.common import progress_bar
+
+        progress, factory = progress_bar(f"{cfg.strategy} · {cfg.method} · {cfg.task['name']}")
+        state = {"advance": None, "done": 0}
+
+        def tick(beats):
+            if state["advance"] is None or not beats:
+                return
+            step = max(b.get("step", 0) for b in beats.values())
+            while state["done"] < step:
+                state["advance"]()
+                state["done"] += 1
+
+        with progress:
+            def say(msg):
+                progress.console.print(msg)
+
+            # total steps are known after planning; the bar starts at the first heartbeat
+            orig = factory
+
+            def on_tick(beats):
+                if state["advance"] is None and beats:
+                    from edgeft.runtime.run import _workload  # noqa: F401 (cheap: already imported)
+
+                    total = cfg.train.epochs * (cfg.train.max_steps_per_epoch or 10**6)
+                    state["advance"] = orig(total if total < 10**6 else None)
+                tick(beats)
+
+            metrics = do_launch(cfg, say=say, progress=on_tick)
+        show(metrics, cfg.out)
+
+
+def show(m: dict, out: str) -> None:
+    plan = Table(title=f"plan · {m['strategy']} · {m['method']} · {m['model']} on {m['task']}")
+    plan.add_column("device")
+    plan.add_column("role / blocks")
+    plan.add_column("slowdown", justify="right")
+    plan.add_column("peak MB / budget", justify="right")
+    plan.add_column("sent MiB", justify="right")
+    plan.add_column("received MiB", justify="right")
+    for d in m["per_device"]:
+        budget = f"{d['memory_budget_mb']:.0f}" if d["memory_budget_mb"] else "-"
+        plan.add_row(d["name"], f"{d['role']} {d['blocks']}", f"{d['slowdown']:.1f}x",
+                     f"{d['peak_memory_mb']:.0f} / {budget}", f"{d['bytes_sent'] / 2**20:.2f}",
+                     f"{d['bytes_received'] / 2**20:.2f}")
+    console.print(plan)
+    ep = Table(title="time per epoch: measured vs planner prediction")
+    for c in ("epoch", "predicted s", "measured s", "error", "samples/s"):
+        ep.add_column(c, justify="right")
+    for e in m["epochs"]:
+        ep.add_row(f"{e['epoch']}{' (resumed)' if e['partial'] else ''}",
+                   f"{e['predicted_s']:.1f}" if e["predicted_s"] else "-", f"{e['measured_s']:.1f}",
+                   f"{e['error']:+.0%}" if e["error"] is not None else "-",
+                   f"{e['samples_per_s']:.2f}" if e["samples_per_s"] else "-")
+    console.print(ep)
+    for lost in m["lost_devices"]:
+        console.print(f"[yellow]lost {lost['device']} in attempt {lost['attempt']}: {lost['reason']}; "
+                      "re-planned and resumed from the last checkpoint[/]")
+    if m["dev_metric"]:
+        console.print("dev metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in m["dev_metric"].items()
+                                                  if isinstance(v, float)))
+    console.print(f"run directory: {out} (metrics.json, events.jsonl, runtime.png, logs/, ranks/)")

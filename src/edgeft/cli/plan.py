@@ -1,0 +1,76 @@
+"""`edgeft plan` and `edgeft profile`: plan a collaborative run; measure blocks on this machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from edgeft.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_cmd(
+        cluster: Path = typer.Option(..., "--cluster", help="cluster YAML (see examples/clusters/)"),
+        model: str = typer.Option(..., "--model", help="preset (minilm-l6, smollm2-135m, roberta-base, llama-7b-paper) or a config.json / model dir"),
+        strategy: str = typer.Option("deft", "--strategy", help="deft | split | hybrid"),
+        method: str = typer.Option("lora", "--method", help="full | lora | pac"),
+        batch: int = typer.Option(8, "--batch"),
+        seq_len: int = typer.Option(128, "--seq-len"),
+        blocks: Optional[int] = typer.Option(None, "--blocks", help="deft: parameter blocks (default min(layers, devices))"),
+        samples: int = typer.Option(1000, "--samples", help="hybrid: training examples per epoch"),
+        profile: Optional[Path] = typer.Option(None, "--profile", help="measured profile JSON from `edgeft profile`"),
+        w_t: float = typer.Option(1.0, "--w-t", help="split: weight of delay"),
+        w_e: float = typer.Option(1.0, "--w-e", help="split: weight of energy"),
+        w_s: float = typer.Option(1.0, "--w-s", help="split: weight of the stability bound"),
+        out: Path = typer.Option(Path("runs/plan"), "--out", help="directory for plan.json and the PNGs"),
+        no_plots: bool = typer.Option(False, "--no-plots"),
+    ) -> None:
+        """Solve a placement, write plan.json, print it and draw placement.png / timeline.png."""
+        from edgeft.planner import Workload, analytic_costs, load_cluster, make_plan, resolve_arch
+        from edgeft.planner.plot import plot_placement, plot_timeline
+        from edgeft.planner.render import print_plan
+        from edgeft.planner.split_model import SplitSettings
+
+        spec = load_cluster(cluster)
+        arch = resolve_arch(model)
+        wl = Workload(batch=batch, seq_len=seq_len, method=method)
+        table = analytic_costs(arch, wl)
+        if profile is not None:
+            from edgeft.planner.profile import load_profile, profile_to_table
+
+            table = profile_to_table(load_profile(profile), arch, wl)
+        settings = SplitSettings(batch=batch, hidden=arch.hidden_size, layers=arch.num_layers, w_t=w_t, w_e=w_e, w_s=w_s)
+        plan = make_plan(spec, arch, wl, strategy, table=table, num_blocks=blocks, samples=samples, split_settings=settings)
+        out.mkdir(parents=True, exist_ok=True)
+        plan.to_json(out / "plan.json")
+        console = Console()
+        print_plan(plan, console)
+        console.print(f"wrote {out / 'plan.json'}")
+        if not no_plots:
+            console.print(f"wrote {plot_placement(plan, out / 'placement.png')}, {plot_timeline(plan, out / 'timeline.png')}")
+
+    @app.command("profile")
+    def profile_cmd(
+        model: str = typer.Option(..., "--model", help="minilm-l6, smollm2-135m or a local model dir"),
+        method: str = typer.Option("lora", "--method", help="full | lora | pac"),
+        batch: int = typer.Option(4, "--batch"),
+        seq_len: int = typer.Option(128, "--seq-len"),
+        reps: int = typer.Option(3, "--reps", help="timed repetitions per block (median kept)"),
+        out: Path = typer.Option(Path("runs/profile.json"), "--out"),
+    ) -> None:
+        """Measure forward/backward time, FLOPs and saved activations per block on this machine."""
+        from edgeft.planner.profile import compare_table, profile_model
+
+        if reps < 1:
+            raise ConfigError("--reps must be at least 1")
+        prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(prof, indent=2))
+        console = Console()
+        console.print(compare_table(prof))
+        console.print(f"wrote {out}")

@@ -1,0 +1,145 @@
+"""`edgeft export`: the deployable files.
+
+- safetensors: a plain Hugging Face folder (config, tokenizer, model.safetensors) any transformers
+  install loads with from_pretrained; packed layers are dequantised, sparse layers stored dense.
+- gguf: one file llama.cpp loads (gguf_export.py). With `check`, the file is loaded in llama.cpp and
+  its perplexity on WikiText-2 windows (the same token ids), its greedy continuation of a prompt and
+  its tokenizer are compared with the PyTorch model; the figures go to <file>.check.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgeft.compress.evaluation import lm_windows, perplexity_of_windows
+from edgeft.compress.gguf_export import check_gguf_type, export_gguf
+from edgeft.compress.modules import set_module
+from edgeft.compress.qlinear import QuantLinear
+from edgeft.compress.source import Source, open_model
+from edgeft.compress.store import storage_dtype
+from edgeft.errors import ConfigError, ModelError
+
+FORMATS = ("gguf", "safetensors")
+CHECK_PROMPT = "The history of the city begins in"
+TOKENIZER_PROBE = ("Robert Boulter is an English film , television and theatre actor . He had a guest @-@ starring "
+                   "role on the television series The Bill in 2000 ; naïve café — 3.14 , “quoted” text !")
+
+
+def dense_copy(model: nn.Module) -> nn.Module:
+    """Replace packed layers by ordinary nn.Linear holding the dequantised weight (in place)."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, QuantLinear):
+            lin = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            lin.weight.data.copy_(module.dequantized())
+            if module.bias is not None:
+                lin.bias.data.copy_(module.bias.detach())
+            set_module(model, name, lin)
+    return model
+
+
+def export_safetensors(src: Source, out: Path, dtype: str = "float16") -> dict:
+    if _non_uniform(src):
+        raise ModelError("safetensors export: the blocks were pruned to different sizes, which a Hugging Face "
+                         "config cannot describe. Keep the edgeft folder (edgeft compress output) or export GGUF "
+                         "(llama.cpp's 'deci' architecture holds per-layer sizes).")
+    if src.side_module is not None:
+        raise ModelError("safetensors export: the adapter is kept as a side module and cannot be merged; "
+                         "the base model would be exported without it.")
+    model = dense_copy(src.backbone.model).to(storage_dtype(dtype))
+    _set_bias_flags(model)
+    model.config.dtype = dtype
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    src.backbone.tokenizer.save_pretrained(out)
+    model.to(torch.float32)
+    weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
+    return {"path": str(out), "format": "safetensors", "dtype": dtype, "bytes": weights}
+
+
+def _set_bias_flags(model: nn.Module) -> None:
+    """BitFit gives Llama blocks biases; the config must say so or from_pretrained would drop them."""
+    if getattr(model.config, "model_type", None) != "llama":
+        return
+    layers = model.model.layers
+    attn = {m.bias is not None for lay in layers for m in (lay.self_attn.q_proj, lay.self_attn.k_proj,
+                                                            lay.self_attn.v_proj, lay.self_attn.o_proj)}
+    mlp = {m.bias is not None for lay in layers for m in (lay.mlp.gate_proj, lay.mlp.up_proj, lay.mlp.down_proj)}
+    if len(attn) > 1 or len(mlp) > 1:
+        raise ModelError("safetensors export: only some of the blocks' layers have biases, which a Llama config "
+                         "cannot describe; keep the edgeft folder instead.")
+    model.config.attention_bias, model.config.mlp_bias = attn.pop(), mlp.pop()
+
+
+def _non_uniform(src: Source) -> bool:
+    model = src.backbone.model
+    if not hasattr(model, "model") or not hasattr(model.model, "layers"):
+        return False
+    layers = model.model.layers
+    sizes = {(lay.self_attn.q_proj.out_features, lay.self_attn.k_proj.out_features, lay.mlp.gate_proj.out_features)
+             for lay in layers}
+    return len(sizes) > 1
+
+
+def check_gguf(path: Path, src: Source, windows: int = 8, seq_len: int = 512, new_tokens: int = 16) -> dict:
+    """Compare the GGUF file in llama.cpp with the PyTorch model it came from."""
+    from edgeft.compress import llamacpp
+
+    tok = src.backbone.tokenizer
+    wins = lm_windows("wikitext2", tok, seq_len, windows)
+    t0 = time.perf_counter()
+    torch_ppl = perplexity_of_windows(src.backbone.model, wins, batch_size=4)
+    torch_ppl["seconds"] = time.perf_counter() - t0
+    llm = llamacpp.load(path, n_ctx=seq_len)
+    cpp_ppl = llamacpp.perplexity(llm, wins)
+    prompt = tok.encode(CHECK_PROMPT, add_special_tokens=False)
+    with torch.no_grad():
+        ids = torch.tensor([prompt])
+        hf = src.backbone.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                         max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id,
+                                         eos_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
+    cpp = llamacpp.greedy(llm, prompt, new_tokens)
+    agree = 0
+    for a, b in zip(hf, cpp):
+        if a != b:
+            break
+        agree += 1
+    rel = cpp_ppl["perplexity"] / torch_ppl["perplexity"] - 1
+    return {
+        "windows": windows, "seq_len": seq_len, "eval_tokens": cpp_ppl["eval_tokens"],
+        "torch_perplexity": torch_ppl["perplexity"], "llama_cpp_perplexity": cpp_ppl["perplexity"],
+        "relative_difference": rel, "torch_seconds": torch_ppl["seconds"], "llama_cpp_seconds": cpp_ppl["seconds"],
+        "prompt": CHECK_PROMPT, "torch_greedy": tok.decode(hf), "llama_cpp_greedy": tok.decode(cpp),
+        "greedy_tokens_agreeing": agree, "greedy_tokens": len(hf),
+        "tokenizer": llamacpp.tokenizer_agreement(llm, tok, TOKENIZER_PROBE),
+    }
+
+
+def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "f16", adapter: str | None = None,
+                 dtype: str = "float16", check: bool = False, check_windows: int = 8, seq_len: int = 512,
+                 progress=None) -> dict:
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown export format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
+    if fmt == "gguf":
+        gguf_type = check_gguf_type(gguf_type)
+    storage_dtype(dtype)
+    src = open_model(model, Path(adapter) if adapter else None)
+    out = Path(out)
+    if fmt == "safetensors":
+        return export_safetensors(src, out, dtype)
+    if src.side_module is not None:
+        raise ModelError("GGUF export: the adapter is kept as a side network (it cannot be merged into the "
+                         "weights); llama.cpp cannot run it. Export a LoRA/full/BitFit fine-tune instead.")
+    if out.suffix != ".gguf":
+        out = out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
+    info = export_gguf(src.backbone.model, src.backbone.tokenizer, out, gguf_type, src.manifest,
+                       name=src.manifest.source.get("model", model), progress=progress)
+    info["source"] = src.manifest.source
+    if check:
+        info["check"] = check_gguf(out, src, check_windows, seq_len)
+    Path(str(out) + ".json").write_text(json.dumps(info, indent=2, default=str))
+    return info

@@ -1,0 +1,61 @@
+"""The layer-wise Hessian H = 2 X Xᵀ / n of a linear layer's inputs, and its damped inverse factor.
+
+GPTQ and SparseGPT both solve min ||W X - Ŵ X||² per linear layer; everything they need from the
+calibration data is this matrix. Padding positions are left out, so batches of ragged examples
+(instructions, classification prompts) give the same H as the unpadded examples would.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class HessianAccumulator:
+    """Sum of x xᵀ over the real (unpadded) token positions fed to one linear layer."""
+
+    def __init__(self, columns: int, device="cpu"):
+        self.sum = torch.zeros(columns, columns, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        """x: (..., columns) inputs; keep: bool mask over the leading dims (True = real token)."""
+        x = x.detach()
+        if keep is not None:
+            x = x[keep]
+        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
+        self.sum += x.T @ x
+        self.count += x.shape[0]
+
+    def hessian(self) -> torch.Tensor:
+        if self.count == 0:
+            raise RuntimeError("no calibration tokens reached this layer")
+        return (2.0 / self.count * self.sum).float()
+
+
+def prepare_hessian(H: torch.Tensor, W: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dead inputs (never active) are zeroed in W; returns (W, upper Cholesky factor of the damped H⁻¹).
+
+    As in the reference code: H[dead, dead] = 1, W[:, dead] = 0; damp = percdamp · mean(diag H);
+    Hinv = chol(chol_inverse(chol(H + damp I)))ᵀ. If the factorisation fails the damping grows
+    tenfold until it succeeds (tiny calibration sets can leave H numerically singular).
+    """
+    H = H.clone()
+    W = W.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    cols = H.shape[0]
+    idx = torch.arange(cols, device=H.device)
+    damp = percdamp * torch.mean(torch.diag(H))
+    for _ in range(6):
+        Hd = H.clone()
+        Hd[idx, idx] += damp
+        L, info = torch.linalg.cholesky_ex(Hd)
+        if int(info) == 0:
+            Hinv = torch.cholesky_inverse(L)
+            U, info = torch.linalg.cholesky_ex(Hinv, upper=True)
+            if int(info) == 0:
+                return W, U
+        damp = damp * 10
+    raise RuntimeError("the layer Hessian is not positive definite even with heavy damping; use more calibration "
+                       "samples")

@@ -1,0 +1,112 @@
+"""Walk a model block by block through its BlockView, giving each linear layer the Hessian of its inputs.
+
+This is the "sequential" driver of the GPTQ/SparseGPT reference code (llama_sequential): calibration
+hidden states enter block 0; the block's linear layers record their inputs, get compressed, and the
+*compressed* block's outputs become the next block's inputs, so later layers correct for earlier
+layers' errors. Only one block's activations for the calibration set live in memory at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from edgeft.compress.calibration import to_device
+from edgeft.compress.hessian import HessianAccumulator
+
+# Order in which a block's linear layers see compressed inputs ("true sequential" in GPTQ's code).
+SEQUENTIAL_GROUPS = {
+    "llama": [["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+              ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]],
+    "bert": [["attention.self.query", "attention.self.key", "attention.self.value"], ["attention.output.dense"],
+             ["intermediate.dense"], ["output.dense"]],
+}
+
+# fn(qualified name in the model, linear layer, Hessian) compresses the layer and returns its stats; it may
+# replace the layer in the model (e.g. by a QuantLinear) as long as the replacement computes the same thing.
+LayerFn = Callable[[str, nn.Linear, torch.Tensor], dict]
+
+
+def block_linears(block: nn.Module, include_packed: bool = False) -> dict[str, nn.Module]:
+    """The block's linear layers by name (packed QuantLinear layers too when asked)."""
+    from edgeft.compress.qlinear import QuantLinear
+
+    kinds = (nn.Linear, QuantLinear) if include_packed else (nn.Linear,)
+    return {name: m for name, m in block.named_modules() if isinstance(m, kinds)}
+
+
+def linear_groups(block: nn.Module, family: str, true_sequential: bool) -> list[list[str]]:
+    names = list(block_linears(block))
+    if not true_sequential:
+        return [names]
+    groups = [[n for n in g if n in names] for g in SEQUENTIAL_GROUPS.get(family, [])]
+    groups = [g for g in groups if g]
+    rest = [n for n in names if not any(n in g for g in groups)]
+    return groups + ([rest] if rest else [])
+
+
+def blocks_prefix(model: nn.Module, view) -> str:
+    """Qualified name of the block list inside the model (e.g. 'model.layers')."""
+    for name, module in model.named_modules():
+        if module is view.blocks:
+            return name
+    raise ValueError("the BlockView's blocks are not part of this model")
+
+
+def block_linear_names(model: nn.Module, view, blocks: range | None = None) -> list[str]:
+    """Qualified names of the linear layers inside the blocks: what compression touches (not embeddings/head)."""
+    prefix = blocks_prefix(model, view)
+    blocks = blocks if blocks is not None else range(view.num_blocks)
+    return [f"{prefix}.{i}.{n}" for i in blocks for n in block_linears(view.blocks[i], include_packed=True)]
+
+
+@torch.no_grad()
+def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequential: bool = False,
+                       device: str | torch.device = "cpu", progress: Callable[[], None] | None = None,
+                       blocks: range | None = None) -> dict[str, dict]:
+    """Run `fn` on every linear layer of every block (or of `blocks`), in order; returns stats by name."""
+    view = backbone.view
+    model = backbone.model
+    was_training = model.training
+    model.eval()
+    batches = [to_device(b, device) for b in batches]
+    hidden = [view.embed(b["input_ids"], b["attention_mask"], b.get("token_type_ids")) for b in batches]
+    blocks = blocks if blocks is not None else range(view.num_blocks)
+    prefix = blocks_prefix(model, view)
+    stats: dict[str, dict] = {}
+    try:
+        for i in range(view.num_blocks):
+            if i not in blocks:
+                hidden = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
+                continue
+            block = view.blocks[i]
+            linears = block_linears(block)
+            for group in linear_groups(block, view.family, true_sequential):
+                accs = {n: HessianAccumulator(linears[n].in_features, device) for n in group}
+                keep: dict[str, torch.Tensor] = {}
+
+                def hook_for(name):
+                    def hook(module, inputs):
+                        accs[name].add(inputs[0], keep["mask"])
+                    return hook
+
+                handles = [linears[n].register_forward_pre_hook(hook_for(n)) for n in group]
+                try:
+                    for h, b in zip(hidden, batches):
+                        keep["mask"] = b["attention_mask"].bool()
+                        view.run_blocks(h, i, i + 1, b["attention_mask"])
+                finally:
+                    for handle in handles:
+                        handle.remove()
+                for n in group:
+                    name = f"{prefix}.{i}.{n}"
+                    stats[name] = fn(name, linears[n], accs[n].hessian())
+                    del accs[n]
+            hidden = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
+            if progress:
+                progress()
+    finally:
+        model.train(was_training)
+    return stats

@@ -1,0 +1,85 @@
+"""Fold a fine-tuning result into the backbone, giving one plain model that can be compressed and exported.
+
+- LoRA (PEFT): `merge_and_unload()` adds B·A·(alpha/r) into each target weight; exact up to float error.
+- full / BitFit: the saved weights (and BitFit's new biases) are loaded into the backbone.
+- Methods whose result is a separate network (PAC's parallel adapters, prompt tuning's virtual
+  tokens) cannot in general be folded into the backbone's weights. If the method offers
+  `fold(model)` it is used; otherwise the backbone is compressed alone and the adapter folder is
+  kept beside it as a side module (see `MergeResult.side_module`); GGUF export refuses such models
+  because llama.cpp cannot run the side network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from edgeft.errors import ModelError
+from edgeft.methods import get_method
+from edgeft.methods.base import check_backbone_matches, read_adapter_note
+
+UNMERGEABLE = {
+    "prompt": "prompt tuning prepends learned virtual-token embeddings to every input; no weight can hold them",
+}
+
+
+@dataclass
+class MergeResult:
+    model: nn.Module  # plain transformers model (no PEFT wrapper)
+    note: dict  # the adapter's edgeft_adapter.json
+    side_module: Path | None = None  # adapter folder kept beside the model when it cannot be folded
+    reason: str = ""  # why it was kept as a side module
+
+
+def adapter_head(adapter_dir: Path) -> tuple[str, int | None]:
+    note = read_adapter_note(adapter_dir)
+    return note.get("head", "causal_lm"), note.get("num_labels")
+
+
+def _task_for(note: dict):
+    from edgeft.data import TaskConfig, load_task
+
+    return load_task(TaskConfig(name=note["task"], train_samples=1, dev_samples=1,
+                                max_length=int(note.get("max_length") or 128)))
+
+
+def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
+    """Merge the adapter in `adapter_dir` into `backbone.model` (checks it was trained on this backbone)."""
+    adapter_dir = Path(adapter_dir)
+    note = read_adapter_note(adapter_dir)
+    check_backbone_matches(note, backbone, adapter_dir)
+    if note.get("head") and note["head"] != backbone.head:
+        raise ModelError(f"{adapter_dir}: the adapter was trained with a '{note['head']}' head but the backbone was "
+                         f"loaded with '{backbone.head}'.")
+    name = note.get("method")
+    if name in UNMERGEABLE:
+        return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[name])
+    method = get_method(name, note.get("options") or {})
+    if name == "lora":
+        from peft import PeftModel
+
+        try:
+            peft_model = PeftModel.from_pretrained(backbone.model, str(adapter_dir))
+        except (ValueError, RuntimeError, KeyError, OSError) as err:
+            raise ModelError(f"{adapter_dir}: the LoRA weights do not load into '{backbone.name}' ({err}).") from err
+        model = peft_model.merge_and_unload()
+        return MergeResult(model.eval(), note)
+    model = method.load(backbone, _task_for(note), adapter_dir)
+    if hasattr(model, "merge_and_unload"):
+        return MergeResult(model.merge_and_unload().eval(), note)
+    if hasattr(method, "fold"):
+        folded = method.fold(model)
+        if folded is not None:
+            return MergeResult(folded.eval(), note)
+    if model is backbone.model or _same_architecture(model, backbone.model):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return MergeResult(model.eval(), note)
+    return MergeResult(backbone.model, note, adapter_dir,
+                       f"method '{name}' trains a network beside the backbone and offers no fold()")
+
+
+def _same_architecture(model: nn.Module, base: nn.Module) -> bool:
+    return type(model) is type(base)

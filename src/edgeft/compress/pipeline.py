@@ -1,0 +1,164 @@
+"""`edgeft compress`: open the model (+ merge the adapter), run one compression step with calibration data
+from the task, store the result compactly, and measure it (size on disk, WikiText-2 perplexity, the
+task metric, time) beside the figures of its input. Steps chain by passing the output folder as the
+next input; the report carries the whole chain."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeft.compress.calibration import calibration_batches, count_tokens
+from edgeft.compress.evaluation import task_metric, wikitext2_perplexity
+from edgeft.compress.layerwise import block_linear_names
+from edgeft.compress.modules import count_params, nonzero_weights
+from edgeft.compress.report import StepRecord, write_report
+from edgeft.compress.source import Source, open_model
+from edgeft.compress.steps import StepContext, get_step
+from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
+from edgeft.errors import ConfigError
+from edgeft.models.backbone import resolve
+
+
+class CompressConfig(BaseModel):
+    """Everything `edgeft compress` needs; the same keys work from a YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    adapter: Optional[str] = None
+    method: str = "gptq"
+    options: dict = Field(default_factory=dict)
+    out: str = "runs/compressed"
+    dtype: str = "float16"  # storage of tensors the step leaves dense (embeddings, norms, pruned layers)
+    calib_task: Optional[str] = None  # default: the adapter's task, else wikitext2
+    calib_samples: int = Field(32, ge=1)
+    calib_seq_len: int = Field(512, ge=8)
+    seed: int = 0
+    eval_wikitext_windows: int = Field(32, ge=0)  # 0: skip; each window is eval_seq_len tokens of the test text
+    eval_seq_len: int = Field(512, ge=8)
+    eval_task: Optional[str] = None  # default: the adapter's task ("none": skip)
+    eval_task_samples: int = Field(200, ge=1)
+    eval_before: bool = True
+
+
+def config_from_dict(data: dict, source: str = "config") -> CompressConfig:
+    try:
+        return CompressConfig(**data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{'.'.join(map(str, e['loc']))}: {msg}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+
+
+def _adapter_task(src: Source) -> Optional[str]:
+    note = src.manifest.source.get("adapter_note") or {}
+    return note.get("task")
+
+
+def _weights_bytes(model_arg: str, src: Source) -> int:
+    """Size of the input's weight files: the model folder (+ adapter folder) or a compressed folder."""
+    if is_compressed_folder(model_arg):
+        return folder_bytes(model_arg)
+    path, local = resolve(model_arg)
+    size = folder_bytes(path) if local else 0
+    adapter = src.manifest.source.get("adapter")
+    return size + (folder_bytes(adapter) if adapter else 0)
+
+
+def measure(src: Source, cfg: CompressConfig, eval_task: Optional[str], progress=None) -> dict:
+    model, tok = src.backbone.model, src.backbone.tokenizer
+    out: dict = {}
+    t0 = time.perf_counter()
+    if cfg.eval_wikitext_windows and src.backbone.head == "causal_lm":
+        out["wikitext2"] = wikitext2_perplexity(model, tok, cfg.eval_seq_len, cfg.eval_wikitext_windows,
+                                                progress=progress)
+    if eval_task == "wikitext2" and "wikitext2" in out:  # the same figure; do not compute it twice
+        out["task"] = {"task": "wikitext2", "metric_name": "perplexity", "value": out["wikitext2"]["perplexity"]}
+    elif eval_task and eval_task != "none":
+        out["task"] = task_metric(model, tok, src.backbone.head, eval_task, cfg.eval_task_samples,
+                                  max_length=min(cfg.eval_seq_len, 512), seed=cfg.seed)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _record(step: str, label: str, options: dict, src: Source, size: int, m: dict, seconds, path) -> StepRecord:
+    names = block_linear_names(src.backbone.model, src.backbone.view)
+    nz, total = nonzero_weights(src.backbone.model, names)
+    wt = m.get("wikitext2", {})
+    task = m.get("task")
+    return StepRecord(step=step, label=label, options=options, size_bytes=size, wikitext2_ppl=wt.get("perplexity"),
+                      task=task["task"] if task else None, task_metric_name=task["metric_name"] if task else None,
+                      task_metric=task["value"] if task else None, compress_seconds=seconds,
+                      eval_seconds=m.get("seconds"), params=count_params(src.backbone.model), nonzero_params=nz,
+                      path=str(path) if path else None, extra={"block_linear_weights": total})
+
+
+def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
+    """Run one step; returns {"records": [...], "out": folder, "info": step stats}."""
+    step, opts = get_step(cfg.method, cfg.options)
+    adapter = Path(cfg.adapter) if cfg.adapter else None
+    t0 = time.perf_counter()
+    src = open_model(cfg.model, adapter)
+    log(f"opened {cfg.model}" + (f" + adapter {adapter}" if adapter else "") +
+        f" in {time.perf_counter() - t0:.1f}s")
+    step.check_input(src)
+    task = cfg.calib_task or _adapter_task(src) or "wikitext2"
+    eval_task = cfg.eval_task or _adapter_task(src)
+    records = [StepRecord(**r) for r in src.manifest.steps]
+
+    def bar(name, total):
+        return progress_factory(name, total) if progress_factory else None
+
+    if cfg.eval_before and not records:
+        m = measure(src, cfg, eval_task, bar("evaluate input", cfg.eval_wikitext_windows // 8 + 1))
+        label = "fine-tuned (merged)" if adapter else "input model"
+        records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
+
+    ctx = StepContext(task=task, seed=cfg.seed)
+    t1 = time.perf_counter()
+    if step.needs_calibration:
+        ctx.batches = calibration_batches(task, src.backbone.tokenizer, src.backbone.head, cfg.calib_samples,
+                                          cfg.calib_seq_len, seed=cfg.seed)
+        log(f"calibration: {cfg.calib_samples} sequences, {count_tokens(ctx.batches)} tokens of '{task}'")
+    total = src.backbone.view.num_blocks if cfg.method in ("gptq", "sparsegpt") else \
+        (len(ctx.batches) if ctx.batches and cfg.method == "prune" else
+         (opts.steps if cfg.method == "distill" else 0))
+    info = step.apply(src, ctx, opts, bar(step.label(opts), total) if total else None)
+    seconds = time.perf_counter() - t1
+    log(f"{step.label(opts)}: {seconds:.1f}s")
+
+    out = Path(cfg.out)
+    src.manifest.dtype = cfg.dtype
+    if src.side_module is not None:
+        import shutil
+
+        shutil.copytree(src.side_module, out / "side_module", dirs_exist_ok=True)
+        src.manifest.extra["side_module"] = "side_module"
+    save_compressed(src.backbone.model, src.backbone.tokenizer, src.manifest, out)
+    m = measure(src, cfg, eval_task, bar("evaluate output", cfg.eval_wikitext_windows // 8 + 1))
+    record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, out)
+    record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
+    if "losses" in info:
+        record.extra["distill"] = {k: info[k] for k in ("losses", "on_policy", "step_seconds")}
+    if ctx.batches:
+        record.extra["calibration"] = {"task": task, "sequences": cfg.calib_samples, "tokens": count_tokens(ctx.batches),
+                                       "seq_len": cfg.calib_seq_len}
+    records.append(record)
+    src.manifest.steps = [r.to_json() for r in records]
+    save_manifest_only(src, out)
+    write_report(records, out, title=f"{cfg.model}: {' -> '.join(r.label for r in records)}")
+    return {"records": [r.to_json() for r in records], "out": str(out), "info": info}
+
+
+def save_manifest_only(src: Source, out: Path) -> None:
+    import json
+
+    from edgeft.compress.store import MANIFEST
+
+    (out / MANIFEST).write_text(json.dumps(src.manifest.to_json(), indent=2, default=str))

@@ -1,0 +1,338 @@
+"""The compression steps `edgeft compress --method` offers, each with validated options.
+
+Every step changes `source.backbone.model` in place and records in the manifest what the folder
+writer must know (which layers are packed, which are sparse). Steps chain through saved folders:
+structured pruning and distillation need dense weights, so they come before sparsity/quantisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeft.compress.gptq import gptq_quantize
+from edgeft.compress.layerwise import block_linear_names, compress_layerwise
+from edgeft.compress.modules import set_module
+from edgeft.compress.prune import apply_structured, magnitude_mask, plan_structured
+from edgeft.compress.qlinear import QuantLinear
+from edgeft.compress.quantizer import QuantGrid, check_bits, check_group_size, rtn_quantize
+from edgeft.compress.sparsegpt import sparsegpt_prune
+from edgeft.errors import ConfigError
+
+
+class StepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StepContext:
+    """What the pipeline hands every step: the task's calibration batches (for steps that need them)."""
+
+    task: str
+    batches: list[dict] | None = None
+    seed: int = 0
+
+
+def parse_pattern(pattern: Optional[str]) -> tuple[int, int]:
+    """'2:4' -> (2, 4); None -> (0, 0) (unstructured)."""
+    if not pattern:
+        return 0, 0
+    try:
+        n, m = (int(x) for x in pattern.split(":"))
+    except ValueError as err:
+        raise ConfigError(f"pattern '{pattern}': expected N:M such as 2:4.") from err
+    if not 0 < n < m:
+        raise ConfigError(f"pattern '{pattern}': need 0 < N < M (N of every M weights are pruned).")
+    return n, m
+
+
+class Step:
+    name: ClassVar[str]
+    Options: ClassVar[type[StepOptions]] = StepOptions
+    needs_calibration: ClassVar[bool] = False
+
+    def label(self, o) -> str:
+        return self.name
+
+    def check_input(self, source) -> None:
+        """Refuse inputs this step cannot work on (already packed, already sparse, ...)."""
+
+    def apply(self, source, ctx, o, progress=None) -> dict:
+        raise NotImplementedError
+
+
+def _dense_only(source, step: str) -> None:
+    if source.manifest.quantized:
+        raise ConfigError(f"{step}: the input is already quantised ({source.manifest.quantized.get('method')}); "
+                          f"run {step} on the unquantised model and quantise last.")
+
+
+STEPS: dict[str, type[Step]] = {}
+
+
+def register(cls):
+    STEPS[cls.name] = cls
+    return cls
+
+
+def get_step(name: str, options: dict | None = None):
+    if name not in STEPS:
+        raise ConfigError(f"unknown compression method '{name}'. Choose one of: {', '.join(sorted(STEPS))}.")
+    step = STEPS[name]()
+    try:
+        return step, step.Options(**(options or {}))
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: "
+                             f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}"
+                             for e in err.errors())
+        raise ConfigError(f"method '{name}' options: {problems}") from err
+
+
+@register
+class Merge(Step):
+    """Only merge the adapter (if any) and store: the deployable fine-tuned model."""
+
+    name = "merge"
+
+    def label(self, o):
+        return "merged (no compression)"
+
+    def apply(self, source, ctx, o, progress=None):
+        return {}
+
+
+class QuantOptions(StepOptions):
+    bits: int = 4
+    group_size: int = 128
+    sym: bool = False
+
+
+def _swap_quantized(model, name: str, lin, codes, scales, zeros, bits: int, group_size: int) -> None:
+    set_module(model, name, QuantLinear.from_codes(lin, codes, scales, zeros, bits, group_size))
+
+
+class _Quantize(Step):
+    def check_input(self, source):
+        _dense_only(source, self.name)
+        if source.manifest.sparse:
+            raise ConfigError(f"{self.name}: the input is sparse; quantising it would store the pruned zeros as "
+                              "dense codes (joint sparse+quantised storage is not implemented). Quantise the "
+                              "dense model, or keep the sparse one unquantised.")
+
+    def _record(self, source, names, o, extra):
+        source.manifest.quantized = {"method": self.name, "bits": o.bits, "group_size": o.group_size, "sym": o.sym,
+                                     "modules": names, **extra}
+
+
+@register
+class RTN(_Quantize):
+    """Round-to-nearest onto the same grid GPTQ uses: the baseline that shows what GPTQ adds."""
+
+    name = "rtn"
+    Options = QuantOptions
+
+    def label(self, o):
+        return f"RTN {o.bits}-bit g{o.group_size}"
+
+    def apply(self, source, ctx, o, progress=None):
+        check_bits(o.bits), check_group_size(o.group_size)
+        model, view = source.backbone.model, source.backbone.view
+        names = block_linear_names(model, view)
+        grid = QuantGrid(o.bits, o.sym)
+        for name in names:
+            lin = model.get_submodule(name)
+            codes, s, z = rtn_quantize(lin.weight.detach(), grid, o.group_size)
+            _swap_quantized(model, name, lin, codes, s, z, o.bits, o.group_size)
+        self._record(source, names, o, {})
+        return {"layers": len(names)}
+
+
+class GPTQOptions(QuantOptions):
+    act_order: bool = False
+    true_sequential: bool = False
+    percdamp: float = Field(0.01, gt=0)
+    blocksize: int = Field(128, ge=1)
+
+
+@register
+class GPTQ(_Quantize):
+    name = "gptq"
+    Options = GPTQOptions
+    needs_calibration = True
+
+    def label(self, o):
+        return f"GPTQ {o.bits}-bit g{o.group_size}" + (" act-order" if o.act_order else "")
+
+    def apply(self, source, ctx, o, progress=None):
+        check_bits(o.bits), check_group_size(o.group_size)
+        model = source.backbone.model
+        grid = QuantGrid(o.bits, o.sym)
+
+        def fn(name, lin, H):
+            res = gptq_quantize(lin.weight, H, grid, o.group_size, o.blocksize, o.percdamp, o.act_order)
+            _swap_quantized(model, name, lin, res.codes, res.scales, res.zeros, o.bits, o.group_size)
+            return {"loss": res.loss}
+
+        stats = compress_layerwise(source.backbone, ctx.batches, fn, o.true_sequential, progress=progress)
+        self._record(source, list(stats), o, {"act_order": o.act_order, "percdamp": o.percdamp})
+        return {"layers": len(stats), "gptq_loss_sum": sum(s["loss"] for s in stats.values())}
+
+
+class SparsityOptions(StepOptions):
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0)
+    pattern: Optional[str] = None  # "2:4": N of every M consecutive input weights pruned (overrides sparsity)
+
+
+def _sparse_label(kind: str, o) -> str:
+    return f"{kind} {o.pattern}" if o.pattern else f"{kind} {round(o.sparsity * 100)}%"
+
+
+class _Sparsify(Step):
+    def check_input(self, source):
+        _dense_only(source, self.name)
+
+
+@register
+class Magnitude(_Sparsify):
+    name = "magnitude"
+    Options = SparsityOptions
+
+    def label(self, o):
+        return _sparse_label("magnitude", o)
+
+    def apply(self, source, ctx, o, progress=None):
+        n, m = parse_pattern(o.pattern)
+        model, view = source.backbone.model, source.backbone.view
+        names = block_linear_names(model, view)
+        for name in names:
+            w = model.get_submodule(name).weight
+            w.data[magnitude_mask(w, o.sparsity, n, m)] = 0.0
+        source.manifest.sparse = sorted(set(source.manifest.sparse) | set(names))
+        return {"layers": len(names)}
+
+
+class SparseGPTOptions(SparsityOptions):
+    true_sequential: bool = False
+    percdamp: float = Field(0.01, gt=0)
+    blocksize: int = Field(128, ge=1)
+
+
+@register
+class SparseGPT(_Sparsify):
+    name = "sparsegpt"
+    Options = SparseGPTOptions
+    needs_calibration = True
+
+    def label(self, o):
+        return _sparse_label("SparseGPT", o)
+
+    def apply(self, source, ctx, o, progress=None):
+        n, m = parse_pattern(o.pattern)
+
+        def fn(name, lin, H):
+            if n and lin.in_features % m:
+                raise ConfigError(f"{name}: input width {lin.in_features} is not a multiple of {m} ({o.pattern}).")
+            res = sparsegpt_prune(lin.weight, H, o.sparsity, n, m, o.blocksize, o.percdamp)
+            lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
+            return {"loss": res.loss}
+
+        stats = compress_layerwise(source.backbone, ctx.batches, fn, o.true_sequential, progress=progress)
+        source.manifest.sparse = sorted(set(source.manifest.sparse) | set(stats))
+        return {"layers": len(stats), "sparsegpt_loss_sum": sum(s["loss"] for s in stats.values())}
+
+
+class PruneOptions(StepOptions):
+    ratio: float = Field(0.2, ge=0.0, lt=1.0)
+    importance: Literal["param_first", "vectorize", "param_second", "param_mix"] = "param_first"
+    first_block: Optional[int] = None  # None: skip the first 1/8 of the blocks, as LLM-Pruner does (4 of 32)
+    last_block: Optional[int] = None  # exclusive; None: skip the last 1/16 (2 of 32)
+    attention: bool = True
+    mlp: bool = True
+    round_to: int = Field(32, ge=1)  # kept MLP channels rounded to a multiple of this
+
+
+@register
+class Prune(Step):
+    """LLM-Pruner-style structured pruning of KV-head groups and MLP channels (Llama family)."""
+
+    name = "prune"
+    Options = PruneOptions
+    needs_calibration = True
+
+    def label(self, o):
+        return f"LLM-Pruner {round(o.ratio * 100)}%"
+
+    def check_input(self, source):
+        _dense_only(source, self.name)
+        if source.manifest.sparse:
+            raise ConfigError("prune: the input is already sparse; prune structurally first, then sparsify.")
+        if source.backbone.arch.family != "llama":
+            raise ConfigError(f"prune: structured pruning supports Llama-family models, not "
+                              f"'{source.backbone.arch.family}'. Use sparsegpt or magnitude instead.")
+
+    def blocks(self, n: int, o) -> range:
+        first = o.first_block if o.first_block is not None else round(n * 4 / 32)
+        last = o.last_block if o.last_block is not None else n - round(n * 2 / 32)
+        if not 0 <= first < last <= n:
+            raise ConfigError(f"prune: block range {first}..{last} is not inside 0..{n}.")
+        return range(first, last)
+
+    def apply(self, source, ctx, o, progress=None):
+        model = source.backbone.model
+        blocks = self.blocks(source.backbone.view.num_blocks, o)
+        plan, scores = plan_structured(model, ctx.batches, o.ratio, blocks, o.importance, o.attention, o.mlp, progress,
+                                       o.round_to)
+        apply_structured(model, plan)
+        return {"blocks": [blocks.start, blocks.stop],
+                "kv_groups_kept": {i: len(v) for i, v in plan.keep_kv_groups.items()},
+                "channels_kept": {i: len(v) for i, v in plan.keep_channels.items()}}
+
+
+class DistillOptions(StepOptions):
+    teacher: str  # alias, model folder or compressed folder: usually the fine-tuned model
+    teacher_adapter: Optional[str] = None  # the fine-tuning result, merged into the teacher
+    steps: int = Field(40, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    beta: float = Field(0.5, ge=0.0, le=1.0)
+    lmbda: float = Field(0.5, ge=0.0, le=1.0)
+    temperature: float = Field(0.9, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+    prompt_len: int = Field(64, ge=1)
+    pairs: int = Field(256, ge=1)
+
+
+@register
+class Distill(Step):
+    """GKD from a teacher into this (smaller or pruned) student."""
+
+    name = "distill"
+    Options = DistillOptions
+
+    def label(self, o):
+        return f"GKD distilled ({o.steps} steps)"
+
+    def check_input(self, source):
+        if source.manifest.quantized or source.manifest.sparse:
+            raise ConfigError("distill: the student must be dense; distil before sparsifying or quantising.")
+
+    def apply(self, source, ctx, o, progress=None):
+        from pathlib import Path
+
+        from edgeft.compress.distill import GKDConfig, check_compatible, distill_pairs, gkd
+        from edgeft.compress.source import open_model
+
+        teacher = open_model(o.teacher, Path(o.teacher_adapter) if o.teacher_adapter else None)
+        if teacher.side_module is not None:
+            raise ConfigError("distill: the teacher's adapter cannot be merged into it; use a mergeable method.")
+        student = source.backbone
+        check_compatible(student.model, teacher.backbone.model, student.tokenizer, teacher.backbone.tokenizer)
+        pairs = distill_pairs(ctx.task, student.tokenizer, o.pairs, o.prompt_len, o.max_new_tokens, ctx.seed)
+        cfg = GKDConfig(steps=o.steps, batch_size=o.batch_size, lr=o.lr, beta=o.beta, lmbda=o.lmbda,
+                        temperature=o.temperature, max_new_tokens=o.max_new_tokens, prompt_len=o.prompt_len,
+                        seed=ctx.seed)
+        res = gkd(student.model, teacher.backbone.model, student.tokenizer, pairs, cfg, progress)
+        return {"teacher": teacher.manifest.source, "losses": res.losses, "on_policy": res.on_policy,
+                "step_seconds": res.step_seconds, "task": ctx.task}

@@ -1,0 +1,128 @@
+"""Forward gradients (FwdLLM, Xu et al., USENIX ATC'24), as a Method over any other method's trainables.
+
+A forward gradient is v * dL/dv for a random direction v. FwdLLM computes the directional derivative
+numerically, (L(theta + h v) - L(theta - h v)) / 2h with h = 0.01, so no backward pass and no
+activation storage are needed; it draws about ten times more candidate directions than it uses and keeps
+those most cosine-similar, tensor by tensor, to the previous (global) update. The estimate is the sum of
+jvp * v over the perturbations; its spread is measured on one tensor by comparing the mean of the first
+half of the per-perturbation estimates with the mean of the second half (`halves_variance`).
+
+The primitives here serve both `edgeft finetune --method fwdgrad` and the federated FwdLLM clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from pydantic import Field
+
+from edgeft.methods.base import register_method
+from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions
+
+
+@dataclass
+class ForwardGradient:
+    """Sum of jvp * v over `count` perturbations, their mean losses, and the check tensor's per-perturbation terms."""
+
+    grad: list[torch.Tensor]
+    count: int = 0
+    losses: list[float] = field(default_factory=list)
+    check: list[torch.Tensor] = field(default_factory=list)
+
+
+def pick_direction(shape: torch.Size, reference: Optional[torch.Tensor], candidates: int,
+                   gen: torch.Generator) -> torch.Tensor:
+    """A Gaussian direction; with a reference, the most cosine-similar of `candidates` draws."""
+    best = torch.randn(shape, generator=gen)
+    if reference is None or candidates <= 1 or not torch.any(reference):
+        return best
+    ref = reference.reshape(-1).float()
+    best_cos = torch.nn.functional.cosine_similarity(best.reshape(-1), ref, dim=0)
+    for _ in range(candidates - 1):
+        cand = torch.randn(shape, generator=gen)
+        cos = torch.nn.functional.cosine_similarity(cand.reshape(-1), ref, dim=0)
+        if cos > best_cos:
+            best, best_cos = cand, cos
+    return best
+
+
+def directional_derivative(params: list[torch.Tensor], direction: list[torch.Tensor], h: float,
+                           loss_at: Callable[[], torch.Tensor]) -> tuple[float, float]:
+    """Central difference of the loss along `direction`: (jvp, mean of the two losses); params are restored."""
+    with torch.no_grad():
+        for p, v in zip(params, direction):
+            p.add_(v.to(p.dtype), alpha=h)
+        plus = float(loss_at())
+        for p, v in zip(params, direction):
+            p.add_(v.to(p.dtype), alpha=-2.0 * h)
+        minus = float(loss_at())
+        for p, v in zip(params, direction):
+            p.add_(v.to(p.dtype), alpha=h)
+    return (plus - minus) / (2.0 * h), (plus + minus) / 2.0
+
+
+def forward_gradient(params: list[torch.Tensor], loss_for: Callable[[int], torch.Tensor], num: int, h: float,
+                     gen: torch.Generator, reference: Optional[list[torch.Tensor]] = None, candidates: int = 1,
+                     check_index: Optional[int] = None, into: Optional[ForwardGradient] = None) -> ForwardGradient:
+    """Accumulate `num` forward gradients; perturbation i evaluates `loss_for(i)` (e.g. one batch each)."""
+    out = into or ForwardGradient(grad=[torch.zeros_like(p, dtype=torch.float32) for p in params])
+    for i in range(num):
+        direction = [pick_direction(p.shape, reference[j] if reference else None, candidates, gen)
+                     for j, p in enumerate(params)]
+        jvp, loss = directional_derivative(params, direction, h, lambda: loss_for(i))
+        for g, v in zip(out.grad, direction):
+            g.add_(v, alpha=jvp)
+        if check_index is not None:
+            out.check.append(direction[check_index] * jvp)
+        out.count += 1
+        out.losses.append(loss)
+    return out
+
+
+def halves_variance(terms: list[torch.Tensor]) -> float:
+    """FwdLLM's check: variance between the mean of the first and second half of the terms, averaged."""
+    if len(terms) < 2:
+        return float("inf")
+    half = len(terms) // 2
+    first = torch.stack(terms[:half]).mean(0)
+    second = torch.stack(terms[half:]).mean(0)
+    return float(torch.var(torch.stack([first, second]), dim=0).mean())
+
+
+class FwdGradOptions(ZerothOrderOptions):
+    base: str = "lora"
+    lr: float = Field(1e-3, gt=0)
+    h: float = Field(0.01, gt=0, description="finite-difference step")
+    perturbations: int = Field(4, ge=1, description="directions per step")
+    candidates: int = Field(10, ge=1, description="draws per direction; the most aligned with the previous update wins")
+
+
+@register_method
+class ForwardGradientMethod(ZerothOrderMethod):
+    """`edgeft finetune --method fwdgrad --option base=lora --option perturbations=8`."""
+
+    name = "fwdgrad"
+    Options = FwdGradOptions
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self._gen = torch.Generator().manual_seed(self.options.seed)
+        self._previous: Optional[list[torch.Tensor]] = None
+
+    def train_step(self, model, batch, loss_fn, scale: float = 1.0) -> float:
+        params = self.trainable_parameters(model)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                est = forward_gradient(params, lambda i: loss_fn(model, batch), self.options.perturbations,
+                                       self.options.h, self._gen, self._previous, self.options.candidates)
+                mean = [g / est.count for g in est.grad]
+                for p, g in zip(params, mean):
+                    p.add_(g.to(p.dtype), alpha=-self.options.lr)
+        finally:
+            model.train(was_training)
+        self._previous = mean
+        return sum(est.losses) / len(est.losses)

@@ -1,0 +1,200 @@
+"""The activation cache: a frozen backbone's tapped activations per training sample, kept after epoch 1.
+
+Why it is safe: the backbone is frozen and runs in eval mode (dropout off), so the activations of a
+sample are a pure function of (backbone weights, tokens, tap set, positions kept). The cache key holds
+everything but the tokens; each entry also stores a hash of its sample's real tokens (which also
+captures the tokenizer's output and the max_length truncation) and a CRC-32 of its bytes. A lookup
+serves an entry only when key, token hash and checksum all match; anything else is a miss, or a
+clear CacheError, as the policy says. It never serves activations computed for something else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from edgeft.errors import CacheError
+from edgeft.methods.pac.codec import CacheDtype, checksum
+from edgeft.methods.pac.stores import DiskStore, EntryMeta, EntryUnreadable, MemoryStore
+
+OnBudget = Literal["error", "recompute"]
+OnStale = Literal["error", "rebuild"]
+OnCorrupt = Literal["error", "recompute"]
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """Everything an entry's activations depend on, apart from the sample's own tokens."""
+
+    backbone: str  # Backbone.identity (hash of the weight source + name)
+    tokenizer: str  # tokenizer_fingerprint()
+    weights: str  # weights_fingerprint(): catches weights changed in place under the same identity
+    taps: tuple[int, ...]  # block indices whose outputs are stored
+    max_length: int | None
+    positions: str  # which positions are kept: last | first | mean | all
+    hidden: int
+    dtype: CacheDtype
+
+    def fields(self) -> dict:
+        d = asdict(self)
+        d["taps"] = list(self.taps)
+        return d
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()[:20]
+
+
+def weights_fingerprint(model, sample: int = 256) -> str:
+    """Names, shapes, dtypes and a strided sample of every parameter's values (cheap, not a full hash).
+
+    Backbone.identity names the weight source; this also notices a folder whose weights were replaced
+    (fine-tuned in place, re-converted), which would otherwise reuse a cache built for the old ones.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            flat = p.detach().reshape(-1)
+            step = max(1, flat.numel() // sample)
+            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+            h.update(flat[::step][:sample].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Class + vocabulary + special tokens: two tokenizers that differ here split text differently."""
+    vocab = sorted(tokenizer.get_vocab().items())
+    specials = {k: str(v) for k, v in sorted(getattr(tokenizer, "special_tokens_map", {}).items())}
+    body = json.dumps([type(tokenizer).__name__, vocab, specials], ensure_ascii=False)
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    stale: int = 0  # entries whose sample id now means other tokens
+    corrupt: int = 0  # entries failing their checksum or cut short
+    over_budget: int = 0  # samples not stored because the budget was full (recomputed each epoch)
+
+
+@dataclass
+class ActivationCache:
+    key: CacheKey
+    storage: Literal["memory", "disk"] = "memory"
+    directory: Path | None = None
+    budget_mb: float | None = None
+    on_budget: OnBudget = "error"
+    on_stale: OnStale = "error"
+    on_corrupt: OnCorrupt = "error"
+    verify: bool = True
+    shard_mb: float = 256.0
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def __post_init__(self):
+        if self.storage == "disk":
+            if self.directory is None:
+                raise CacheError("a disk activation cache needs a directory (cache_dir).")
+            self.store = DiskStore(Path(self.directory), self.key.fingerprint, self.key.fields(), self.on_stale,
+                                   self.shard_mb)
+        elif self.storage == "memory":
+            self.store = MemoryStore()
+        else:
+            raise CacheError(f"unknown cache storage '{self.storage}' (memory or disk).")
+        self.budget_bytes = None if self.budget_mb is None else int(self.budget_mb * 2**20)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def nbytes(self) -> int:
+        return self.store.nbytes
+
+    def _where(self) -> str:
+        return str(self.directory) if self.storage == "disk" else "in-memory activation cache"
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def lookup(self, sample_ids: list[str], token_hashes: list[str]) -> list[tuple[np.ndarray, int] | None]:
+        """(payload, rows) per sample, or None where the sample must be computed by the backbone."""
+        out = []
+        for sid, tok in zip(sample_ids, token_hashes):
+            meta = self.store.meta(sid)
+            if meta is None:
+                self.stats.misses += 1
+                out.append(None)
+                continue
+            if meta.token != tok:
+                self.stats.stale += 1
+                if self.on_stale != "rebuild":
+                    raise CacheError(
+                        f"{self._where()}: sample '{sid}' was cached for other tokens than it has now (the data, "
+                        "prompt template, tokenizer or max_length changed). Its activations would be wrong. "
+                        "Delete the cache, or set on_stale=rebuild to recompute such samples.")
+                self.stats.misses += 1
+                out.append(None)
+                continue
+            payload = self._read_verified(sid, meta)
+            if payload is None:
+                self.stats.misses += 1
+                out.append(None)
+                continue
+            self.stats.hits += 1
+            out.append((payload, meta.rows))
+        return out
+
+    def _read_verified(self, sid: str, meta: EntryMeta) -> np.ndarray | None:
+        problem = None
+        try:
+            payload = self.store.read(sid)
+        except EntryUnreadable as err:
+            problem, payload = str(err), None
+        if payload is not None and len(payload) != meta.nbytes:
+            problem = f"{len(payload)} bytes where the index says {meta.nbytes}"
+        elif payload is not None and self.verify and checksum(payload) != meta.crc:
+            problem = "its bytes fail their CRC-32 checksum"
+        if problem is None:
+            return payload
+        self.stats.corrupt += 1
+        if self.on_corrupt != "recompute":
+            raise CacheError(f"{self._where()}: the entry of sample '{sid}' is corrupt ({problem}). Delete the cache "
+                             "to rebuild it, or set on_corrupt=recompute to recompute damaged entries.")
+        return None
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def put(self, sample_ids: list[str], token_hashes: list[str], payloads: list[np.ndarray],
+            rows: list[int]) -> int:
+        """Store entries; returns how many were stored (fewer only under on_budget=recompute)."""
+        stored = 0
+        for sid, tok, payload, r in zip(sample_ids, token_hashes, payloads, rows):
+            old = self.store.meta(sid)
+            after = self.store.nbytes - (old.nbytes if old else 0) + payload.nbytes
+            if self.budget_bytes is not None and after > self.budget_bytes:
+                if self.on_budget == "recompute":
+                    self.stats.over_budget += 1
+                    continue
+                per = payload.nbytes / 2**20
+                raise CacheError(
+                    f"{self._where()}: storing sample '{sid}' would take the activation cache past its budget of "
+                    f"{self.budget_mb:g} MB (it holds {len(self.store)} samples, {self.store.nbytes / 2**20:.1f} MB; "
+                    f"this sample needs {per:.3f} MB). Raise cache_budget_mb, use cache_dtype=int8 or fp16, tap "
+                    "fewer blocks (taps=every:K), or set on_budget=recompute to run the backbone for the rest.")
+            self.store.put(sid, EntryMeta(rows=r, token=tok, crc=checksum(payload), nbytes=payload.nbytes), payload)
+            self.stats.writes += 1
+            stored += 1
+        return stored
+
+    def describe(self) -> dict:
+        return {"storage": self.storage, "dtype": self.key.dtype, "entries": len(self.store),
+                "megabytes": self.store.nbytes / 2**20, "budget_mb": self.budget_mb, "fingerprint": self.key.fingerprint,
+                "directory": str(self.directory) if self.directory else None, **asdict(self.stats)}
+
+    def close(self) -> None:
+        self.store.close()

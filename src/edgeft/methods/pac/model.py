@@ -1,0 +1,264 @@
+"""PacModel: frozen backbone + parallel adapters + activation cache, behind the HF call convention.
+
+`model(input_ids, attention_mask, token_type_ids=None, logits_to_keep=None, sample_ids=None)` returns
+an object with `.logits`, like any Hugging Face model, so the single-device trainer, the evaluator
+and the runtime use it unchanged. `accepts_sample_ids = True` makes them pass the batch's sample ids,
+which is how the cache knows which sample it sees.
+
+The backbone runs through BlockView (embed -> blocks in segments between taps) under torch.no_grad(),
+so it stores no activations for backward and gets no gradient; it stays in eval mode whatever mode
+the PacModel is in (dropout off, so its activations are a pure function of the tokens).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeft.errors import ConfigError, ModelError
+from edgeft.methods.pac import codec
+from edgeft.methods.pac.cache import ActivationCache
+from edgeft.methods.pac.side_network import ParallelAdapters
+from edgeft.methods.pac.taps import Positions, last_index, select
+from edgeft.models.blocks import BlockView
+
+
+@dataclass
+class PacOutput:
+    logits: torch.Tensor
+
+
+class PacModel(nn.Module):
+    accepts_sample_ids = True
+
+    def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
+                 side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
+                 cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False):
+        super().__init__()
+        self.backbone = backbone_model
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+        self.family = family
+        self.view = BlockView(backbone_model, family)
+        self.taps, self.positions = tuple(taps), positions
+        self.side, self.task_head = side, task_head
+        self.cache, self.cache_dtype, self.cache_eval = cache, cache_dtype, cache_eval
+        self.offload_backbone = offload_backbone
+        self._offloaded = False
+        self._offload_given_up = False
+        self.backbone_calls = 0  # forward passes of the backbone (tests and benchmarks read this)
+        if task_head is None and self.view.is_classifier:
+            raise ModelError("PAC on a classifier backbone needs its own task head (the backbone's is untrained).")
+
+    # -- modes -----------------------------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.backbone.eval()  # never dropout in the frozen backbone: cached activations must be reproducible
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.side.up.weight.device
+
+    # -- the frozen backbone ---------------------------------------------------------------------------
+    def _offloadable(self) -> list[nn.Module]:
+        """Modules that only the backbone pass needs: the blocks, and the embedding unless the head shares it."""
+        mods = list(self.view.blocks)
+        embed = self.view.core.embed_tokens if self.family == "llama" else self.view.core.embeddings
+        head_params = {id(p) for p in self.view.head.parameters()} if self.view.head is not None else set()
+        if self.task_head is not None or not any(id(p) in head_params for p in embed.parameters()):
+            mods.append(embed)
+        return mods
+
+    def release_backbone(self) -> None:
+        """Move the backbone's blocks off the accelerator (to CPU): cached epochs do not need them."""
+        if self._offloaded or self.device.type == "cpu":
+            return
+        for m in self._offloadable():
+            m.to("cpu")
+        self._offloaded = True
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _ensure_backbone(self) -> None:
+        if self._offloaded:
+            for m in self._offloadable():
+                m.to(self.device)
+            self._offloaded = False
+
+    @torch.no_grad()
+    def run_backbone(self, input_ids, attention_mask, token_type_ids, positions: Positions) -> torch.Tensor:
+        """(B, P, n_taps, H) tapped block outputs at the kept positions, without autograd."""
+        self._ensure_backbone()
+        self.backbone_calls += 1
+        view = self.view
+        hidden = view.embed(input_ids, attention_mask, token_type_ids)
+        outs, start = [], 0
+        for t in self.taps:
+            hidden = view.run_blocks(hidden, start, t + 1, attention_mask)
+            start = t + 1
+            outs.append(select(hidden, attention_mask, positions))
+        return torch.stack(outs, dim=-2)
+
+    # -- the cache ---------------------------------------------------------------------------------------
+    def _uses_cache(self, sample_ids, positions) -> bool:
+        return (self.cache is not None and sample_ids is not None and positions == self.positions
+                and (self.training or self.cache_eval))
+
+    def _cached_taps(self, input_ids, attention_mask, token_type_ids, sample_ids) -> torch.Tensor:
+        ids_cpu, mask_cpu = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
+        types_cpu = token_type_ids.cpu().numpy() if token_type_ids is not None else None
+        hashes = [codec.token_hash(ids_cpu[b][mask_cpu[b]], None if types_cpu is None else types_cpu[b][mask_cpu[b]])
+                  for b in range(len(sample_ids))]
+        sample_ids = [str(s) for s in sample_ids]
+        found = self.cache.lookup(sample_ids, hashes)
+        missing = [b for b, f in enumerate(found) if f is None]
+        if missing:
+            if self._offloaded and self.training:
+                self._offload_given_up = True  # training samples keep missing (budget, ...): stop moving weights
+            idx = torch.tensor(missing, device=input_ids.device)
+            sub_mask = attention_mask[idx]
+            taps = self.run_backbone(input_ids[idx], sub_mask, None if token_type_ids is None else token_type_ids[idx],
+                                     self.positions)
+            if self.positions == "all":
+                rows = sub_mask.sum(1).tolist()
+                flat = taps[sub_mask.bool()]  # (sum rows, n, H), sample by sample
+            else:
+                rows = [1] * len(missing)
+                flat = taps[:, 0]
+            data, scale = codec.encode(flat, self.cache_dtype)
+            payload = codec.to_payload(data, scale)
+            per = [r * len(self.taps) * self.side.hidden * codec.ITEMSIZE[self.cache_dtype] for r in rows]
+            scale_per = [r * len(self.taps) * 4 for r in rows] if scale is not None else [0] * len(rows)
+            payloads = _split_payload(payload, per, scale_per)
+            self.cache.put([sample_ids[b] for b in missing], [hashes[b] for b in missing], payloads, rows)
+            for b, p, r in zip(missing, payloads, rows):
+                found[b] = (p, r)
+        elif self.training and self.offload_backbone and not self._offload_given_up:
+            # A whole training batch came from the cache: the backbone's blocks can leave the accelerator. A later
+            # miss brings them back (evaluation of new dev samples, say); a training miss keeps them back for good.
+            self.release_backbone()
+        data, scale = codec.from_payloads([f[0] for f in found], [f[1] for f in found], len(self.taps),
+                                          self.side.hidden, self.cache_dtype)
+        flat = codec.decode(data.to(self.device, non_blocking=True),
+                            None if scale is None else scale.to(self.device, non_blocking=True))
+        if self.positions != "all":
+            return flat.unsqueeze(1)
+        out = flat.new_zeros(*attention_mask.shape, len(self.taps), self.side.hidden)
+        out[attention_mask.bool()] = flat
+        return out
+
+    def tapped(self, input_ids, attention_mask, token_type_ids=None, sample_ids=None,
+               positions: Positions | None = None) -> torch.Tensor:
+        """The side network's input (B, P, n_taps, H), from the cache when it can, else from the backbone."""
+        positions = positions or self.positions
+        if self._uses_cache(sample_ids, positions):
+            return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
+        return self.run_backbone(input_ids, attention_mask, token_type_ids, positions).float()
+
+    # -- the HF call convention ---------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, logits_to_keep: int | None = None,
+                sample_ids: list | None = None, **unused) -> PacOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        positions = self.positions
+        if positions == "last" and not logits_to_keep and self.task_head is None:
+            positions = "all"  # every position's logits were asked for: the side network is per token, so it can
+        taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
+        hidden = taps[..., -1, :] + self.side(taps)  # the last tap is the last block: the final hidden state
+        if self.task_head is not None:
+            return PacOutput(logits=self.task_head(hidden[:, -1] if positions == "all" else hidden[:, 0]))
+        if logits_to_keep and positions == "all":
+            hidden = hidden[:, -int(logits_to_keep):]
+        return PacOutput(logits=self.view.final(hidden))
+
+    # -- generation (causal LM) ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 20,
+                 do_sample: bool = False, pad_token_id: int | None = None, eos_token_id=None,
+                 temperature: float = 1.0, **unused) -> torch.Tensor:
+        """Greedy (or sampled) decoding with the backbone's KV cache; the side network corrects each new token.
+
+        Runs the backbone (the activation cache is for training samples, not for text being written).
+        Tapped block outputs are read with forward hooks, since BlockView has no KV cache.
+        """
+        if self.task_head is not None or self.family != "llama":
+            raise ModelError("generation needs a causal-LM backbone with its LM head (this PAC model has a task head).")
+        from transformers import DynamicCache
+
+        self._ensure_backbone()
+        was_training = self.training
+        self.eval()
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+        pad = pad_token_id if pad_token_id is not None else (next(iter(eos)) if eos else 0)
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [self.view.blocks[t].register_forward_hook(_capture(captured, t)) for t in self.taps]
+        try:
+            past = DynamicCache(config=self.view.base.config)
+            mask = attention_mask.clone()
+            pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
+            step_ids, out, done = input_ids, [], torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+            for _ in range(max_new_tokens):
+                self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past,
+                               use_cache=True)
+                taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
+                hidden = taps[..., -1, :] + self.side(taps)
+                logits = self.view.final(hidden)[:, -1].float()
+                if do_sample:
+                    nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-5), -1), 1).squeeze(-1)
+                else:
+                    nxt = logits.argmax(-1)
+                nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
+                out.append(nxt)
+                if eos:
+                    done |= torch.isin(nxt, torch.tensor(sorted(eos), device=nxt.device))
+                if bool(done.all()):
+                    break
+                step_ids = nxt[:, None]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                pos = pos[:, -1:] + 1
+            return torch.cat([input_ids, torch.stack(out, 1)], 1) if out else input_ids
+        finally:
+            for h in hooks:
+                h.remove()
+            self.train(was_training)
+
+    # -- what is trained and saved ---------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        state = {f"side.{k}": v for k, v in self.side.state_dict().items()}
+        if self.task_head is not None:
+            state.update({f"task_head.{k}": v for k, v in self.task_head.state_dict().items()})
+        return state
+
+
+def _capture(store: dict, index: int):
+    def hook(module, args, output):
+        store[index] = output[0] if isinstance(output, tuple) else output
+
+    return hook
+
+
+def _split_payload(payload: np.ndarray, data_sizes: list[int], scale_sizes: list[int]) -> list[np.ndarray]:
+    """One batch buffer (all data, then all scales) -> one buffer per sample (its data, then its scales)."""
+    total = sum(data_sizes)
+    d_off, s_off, out = 0, total, []
+    for nd, ns in zip(data_sizes, scale_sizes):
+        parts = [payload[d_off:d_off + nd]]
+        if ns:
+            parts.append(payload[s_off:s_off + ns])
+        out.append(np.concatenate(parts) if len(parts) > 1 else parts[0].copy())
+        d_off, s_off = d_off + nd, s_off + ns
+    return out
+
+
+def check_positions(positions: str) -> Positions:
+    if positions not in ("last", "first", "mean", "all"):
+        raise ConfigError(f"pool: '{positions}' is not one of last, first, mean, all.")
+    return positions  # type: ignore[return-value]

@@ -1,0 +1,97 @@
+"""Parallel adapters: a small side network that reads the frozen backbone's block outputs.
+
+For each tapped block i, a bottleneck adapter maps that block's output h_i (hidden size H) to a
+width-r side feature:  z_i = act(W_i · LN(h_i) + b_i).  All adapters run side by side (one batched
+einsum over taps), because none depends on another. The side features are then combined along the
+depth of the side network in the spirit of Ladder Side-Tuning (Sung et al., NeurIPS 2022):
+
+  gated   s_i = mu_i * s_{i-1} + (1 - mu_i) * z_i, mu_i = sigmoid(g_i) learned; this recurrence is
+          linear, so it is computed in closed form (s = sum_i c_i z_i) - fast, no per-tap loop
+  sum     s = mean_i z_i
+  ladder  the gated recurrence with a small residual MLP after every step (more capacity, one
+          small block per tap, so n sequential steps)
+
+followed by `side_blocks` residual MLP blocks of width r, and an up-projection r -> H, initialised
+to zero so that training starts exactly at the frozen backbone. The result is added to the
+backbone's final hidden state, before the frozen final norm + LM head or a trainable task head.
+
+The network is per token: it never mixes positions (the backbone's attention already did), which is
+what lets the activation cache keep only the positions an objective needs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Combine = Literal["gated", "sum", "ladder"]
+
+
+class SideBlock(nn.Module):
+    """x + W2 act(W1 LN(x)): a residual MLP of width r (expansion 2)."""
+
+    def __init__(self, width: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.fc2 = nn.Linear(2 * width, width)
+        self.drop = nn.Dropout(dropout)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.fc2(F.gelu(self.fc1(self.norm(x)))))
+
+
+class ParallelAdapters(nn.Module):
+    def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
+                 side_blocks: int = 1):
+        super().__init__()
+        self.hidden, self.num_taps, self.width, self.combine = hidden, num_taps, width, combine
+        self.down = nn.Parameter(torch.randn(num_taps, hidden, width) / math.sqrt(hidden))
+        self.down_bias = nn.Parameter(torch.zeros(num_taps, width))
+        # Gate logits initialised so that the recurrence starts as the plain mean of the taps
+        # (mu_i = (i-1)/i), so no tap starts out drowned by the later ones.
+        mu = torch.tensor([(i - 1) / i for i in range(1, num_taps + 1)]).clamp(1e-3, 1 - 1e-3)
+        self.gate = nn.Parameter(torch.log(mu) - torch.log1p(-mu)) if combine != "sum" else None
+        self.steps = nn.ModuleList(SideBlock(width, dropout) for _ in range(num_taps)) if combine == "ladder" \
+            else nn.ModuleList()
+        self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
+        self.norm_out = nn.LayerNorm(width)
+        self.up = nn.Linear(width, hidden)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+        self.drop = nn.Dropout(dropout)
+
+    def adapters(self, taps: torch.Tensor) -> torch.Tensor:
+        """(..., n, H) tapped block outputs -> (..., n, r) side features, every adapter at once."""
+        x = F.layer_norm(taps, (self.hidden,))
+        z = torch.einsum("...nh,nhr->...nr", x, self.down) + self.down_bias
+        return self.drop(F.gelu(z))
+
+    def tap_weights(self) -> torch.Tensor:
+        """c_i of the closed-form gated sum: (1 - mu_i) * prod_{j>i} mu_j."""
+        log_mu = F.logsigmoid(self.gate)
+        log_one_minus = F.logsigmoid(-self.gate)
+        later = torch.flip(torch.cumsum(torch.flip(log_mu, [0]), 0), [0]) - log_mu  # sum_{j>i} log mu_j
+        return torch.exp(log_one_minus + later)
+
+    def forward(self, taps: torch.Tensor) -> torch.Tensor:
+        """(..., n, H) -> (..., H) correction added to the backbone's final hidden state."""
+        z = self.adapters(taps)
+        if self.combine == "sum":
+            s = z.mean(-2)
+        elif self.combine == "gated":
+            s = torch.einsum("...nr,n->...r", z, self.tap_weights())
+        else:
+            mu = torch.sigmoid(self.gate)
+            s = torch.zeros_like(z[..., 0, :])
+            for i, step in enumerate(self.steps):
+                s = step(mu[i] * s + (1 - mu[i]) * z[..., i, :])
+        for block in self.blocks:
+            s = block(s)
+        return self.up(self.norm_out(s))

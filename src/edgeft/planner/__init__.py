@@ -1,0 +1,17 @@
+"""edgeft.planner: cluster spec, cost model and the allocation solvers (CRUNCH, dual ascent,
+fractional-programming split, hybrid-parallel DP). Pure numpy/scipy/cvxpy: no torch needed except
+for the profiler (edgeft.planner.profile)."""
+
+from edgeft.planner.arch import PRESETS, ModelArch, resolve_arch
+from edgeft.planner.build import STRATEGIES, make_plan
+from edgeft.planner.cluster import ClusterSpec, load_cluster, parse_cluster
+from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
+from edgeft.planner.crunch import brute_force, crunch
+from edgeft.planner.joint import dual_ascent, exact_joint
+from edgeft.planner.plan import DeviceTask, Plan, predict_epoch_time, predict_time
+
+__all__ = [
+    "PRESETS", "ModelArch", "resolve_arch", "STRATEGIES", "make_plan", "ClusterSpec", "load_cluster",
+    "parse_cluster", "CostTable", "Workload", "analytic_costs", "crunch", "brute_force", "dual_ascent",
+    "exact_joint", "DeviceTask", "Plan", "predict_time", "predict_epoch_time",
+]

@@ -1,0 +1,226 @@
+"""Hybrid pipeline + data-parallel placement (PAC / Asteroid) by dynamic programming.
+
+Devices (in a chosen order) are cut into consecutive groups, layers into consecutive stages; group
+s serves stage s in data parallel, its micro-batch split in proportion to the members' speeds.
+dp[s][j][i] = least bottleneck stage time with the first j layers on the first i devices in s
+stages; the 1F1B iteration time is then simulated for each (stages, micro-batches) candidate under
+each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s). PAC's cached
+epochs are planned as a second phase: adapters only, pure data parallel over every device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeft.errors import PlanError
+from edgeft.planner.cluster import ClusterSpec
+from edgeft.planner.costmodel import CostTable
+
+
+@dataclass
+class Stage:
+    layers: tuple[int, int]
+    devices: list[int]
+    shares: list[float]  # fraction of each micro-batch per device
+    fwd_s: float  # per micro-batch
+    bwd_s: float
+    comm_s: float  # sending the boundary activation (and its gradient) to the next stage
+    allreduce_s: float  # once per iteration, for the trainable parameters of this stage
+    memory: list[float]  # bytes per device
+
+
+@dataclass
+class HybridPlan:
+    stages: list[Stage]
+    micro_batches: int
+    iteration_s: float
+    epoch_s: float
+    order: list[int]
+    timeline: list[dict] = field(default_factory=list)
+    cached_epoch_s: float | None = None  # PAC: later epochs on cached activations
+    cached_shares: list[float] | None = None
+
+
+def simulate_1f1b(fwd: list[float], bwd: list[float], comm: list[float], M: int) -> tuple[float, list[dict]]:
+    """Event-level 1F1B schedule: each stage does S-s warm-up forwards, then alternates one forward
+    and one backward; a stage starts an op when its input arrived and the stage is free."""
+    S = len(fwd)
+    f_end = np.zeros((S, M))
+    b_end = np.zeros((S, M))
+    free = np.zeros(S)
+    events: list[dict] = []
+    order = []
+    for s in range(S):
+        warm = min(S - s, M)
+        seq = [("F", m) for m in range(warm)]
+        nf, nb = warm, 0
+        while nb < M:
+            seq.append(("B", nb))
+            nb += 1
+            if nf < M:
+                seq.append(("F", nf))
+                nf += 1
+        order.append(seq)
+    pos = [0] * S
+    done = 0
+    total = sum(len(o) for o in order)
+    while done < total:
+        progressed = False
+        for s in range(S):
+            while pos[s] < len(order[s]):
+                kind, m = order[s][pos[s]]
+                if kind == "F":
+                    if s > 0 and f_end[s - 1, m] == 0:
+                        break
+                    ready = f_end[s - 1, m] + comm[s - 1] if s > 0 else 0.0
+                    start = max(free[s], ready)
+                    end = start + fwd[s]
+                    f_end[s, m] = end
+                else:
+                    if s < S - 1 and b_end[s + 1, m] == 0:
+                        break
+                    if f_end[s, m] == 0:
+                        break
+                    ready = b_end[s + 1, m] + comm[s] if s < S - 1 else f_end[s, m]
+                    start = max(free[s], ready)
+                    end = start + bwd[s]
+                    b_end[s, m] = end
+                free[s] = end
+                events.append({"stage": s, "micro_batch": m, "op": kind, "start": start, "end": end})
+                pos[s] += 1
+                done += 1
+                progressed = True
+        if not progressed:
+            raise PlanError("1F1B schedule deadlocked (internal error)")
+    return float(free.max()), events
+
+
+def _order_candidates(cluster: ClusterSpec) -> dict[str, list[int]]:
+    rate = np.array([d.compute.rate() for d in cluster.devices])
+    mem = np.array([d.memory_gb for d in cluster.devices])
+    return {
+        "memory-desc": list(np.lexsort((-rate, -mem))),
+        "speed-desc": list(np.argsort(-rate, kind="stable")),
+        "speed-asc": list(np.argsort(rate, kind="stable")),
+    }
+
+
+def plan_hybrid(
+    cluster: ClusterSpec, table: CostTable, samples: int = 1000, max_stages: int | None = None,
+    micro_batch_options: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+) -> HybridPlan:
+    """Best (order, stages, groups, micro-batches) for one epoch over `samples` examples."""
+    devs = cluster.devices
+    K, L = len(devs), table.num_layers
+    B = table.workload.batch
+    pac = table.workload.method == "pac"
+    dt = table.workload.dtype_bytes
+    rate_all = np.array([d.compute.rate() for d in devs])
+    link_all = np.array([cluster.full_band_rate(d) for d in devs])
+    cap_all = np.array([d.memory_gb * 2**30 for d in devs])
+    max_S = min(max_stages or K, K, L)
+    # per-layer training work per sample; embed on the first stage, head on the last
+    fwd_l = table.fwd / B
+    bwd_l = (table.bwd_train if not pac else table.bwd_train) / B
+    best: HybridPlan | None = None
+    iters = int(np.ceil(samples / B))
+    cum_f = np.concatenate([[0.0], np.cumsum(fwd_l)])
+    cum_b = np.concatenate([[0.0], np.cumsum(bwd_l)])
+    cum_p = np.concatenate([[0.0], np.cumsum(table.params)])
+    cum_t = np.concatenate([[0.0], np.cumsum(table.trainable)])
+    cum_a = np.concatenate([[0.0], np.cumsum(table.act_saved / B)])
+    reasons: list[str] = []
+    for oname, order in _order_candidates(cluster).items():
+        rate, link, cap = rate_all[order], link_all[order], cap_all[order]
+        cum_r = np.concatenate([[0.0], np.cumsum(rate)])
+        for M in micro_batch_options:
+            if M > B:
+                continue
+            mb = B / M
+
+            def cost(j0, j1, i0, i1, remaining):
+                """Stage of layers [j0, j1) on ordered devices [i0, i1), with `remaining` stages from it to the end."""
+                grp = slice(i0, i1)
+                r = cum_r[i1] - cum_r[i0]
+                share = rate[grp] / r
+                extra_f = (table.embed_fwd / B if j0 == 0 else 0.0) + (table.head_fwd / B if j1 == L else 0.0)
+                extra_b = table.head_bwd / B if j1 == L else 0.0
+                f = (cum_f[j1] - cum_f[j0] + extra_f) * mb / r
+                b = (cum_b[j1] - cum_b[j0] + extra_b) * mb / r
+                weights = (cum_p[j1] - cum_p[j0]) * dt + (table.embed_params * dt if j0 == 0 else 0) + (
+                    table.head_params * dt if j1 == L else 0)
+                state = table.trainable_state_bytes(cum_t[j1] - cum_t[j0])
+                inflight = min(remaining, M)  # 1F1B: stage s of S holds S - s micro-batches
+                act = (cum_a[j1] - cum_a[j0] + (table.head_saved / B if j1 == L else 0)) * mb * inflight
+                mem = weights + state + act * share  # each member keeps activations of its share
+                if np.any(mem > cap[grp]):
+                    return None
+                comm = 0.0
+                if j1 < L:
+                    bw = min(link[grp].min(), link[i1:].min() if i1 < K else np.inf)
+                    comm = (table.boundary_bytes / B) * mb * 8 * (1 if pac else 2) / bw
+                n = i1 - i0
+                ar = 2 * (n - 1) / n * (cum_t[j1] - cum_t[j0]) * dt * 8 / link[grp].min() if n > 1 else 0.0
+                return f, b, comm, ar, list(mem), list(share)
+
+            # dp from the output side: best[r][j][i] = least bottleneck when layers [j, L) run on
+            # r stages over ordered devices from i on (later devices may stay idle)
+            INF = np.inf
+            dp = np.full((max_S + 1, L + 1, K + 1), INF)
+            arg: dict = {}
+            dp[0, L, :] = 0.0
+            for r in range(1, max_S + 1):
+                for j0 in range(L - r, -1, -1):
+                    for i0 in range(K - r, -1, -1):
+                        bestv, besta = INF, None
+                        for j1 in range(j0 + 1, L - (r - 1) + 1):
+                            for i1 in range(i0 + 1, K - (r - 1) + 1):
+                                nxt = dp[r - 1, j1, i1]
+                                if nxt == INF:
+                                    continue
+                                info = cost(j0, j1, i0, i1, r)
+                                if info is None:
+                                    continue
+                                v = max(nxt, info[0] + info[1] + info[2] + info[3] / M)
+                                if v < bestv:
+                                    bestv, besta = v, (j1, i1, info)
+                        dp[r, j0, i0] = bestv
+                        arg[(r, j0, i0)] = besta
+                if r > 1:
+                    pass
+            for S in range(1, max_S + 1):
+                if dp[S, 0, 0] == INF:
+                    reasons.append(f"{S} stages, {M} micro-batches: no grouping fits memory")
+                    continue
+                stages, j, i = [], 0, 0
+                for r in range(S, 0, -1):
+                    j1, i1, (f, b, comm, ar, mem, share) = arg[(r, j, i)]
+                    stages.append(Stage((j, j1), [int(order[x]) for x in range(i, i1)], share, f, b, comm, ar, mem))
+                    j, i = j1, i1
+                it_s, events = simulate_1f1b([st.fwd_s for st in stages], [st.bwd_s for st in stages],
+                                             [st.comm_s for st in stages], M)
+                it_s += max(st.allreduce_s for st in stages)
+                plan = HybridPlan(stages, M, it_s, it_s * iters, [int(x) for x in order], events)
+                if best is None or plan.epoch_s < best.epoch_s:
+                    best = plan
+    if best is None:
+        need = table.weight_bytes / 2**30
+        raise PlanError(
+            f"no pipeline placement fits the devices' memory (whole model weights {need:.2f} GiB; largest device "
+            f"{cap_all.max() / 2**30:.2f} GiB). Tried: {reasons[:3]}. Lower the batch, use lora/pac, or add devices"
+        )
+    if pac:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel
+        ad_work = table.bwd_train.sum() * 1.5 / B  # per sample
+        by_speed = np.argsort(-rate_all, kind="stable")
+        for n in range(1, K + 1):  # the fastest n devices; slow links can make fewer devices better
+            use = by_speed[:n]
+            r = rate_all[use].sum()
+            ar = 2 * (n - 1) / n * table.trainable.sum() * dt * 8 / link_all[use].min() if n > 1 else 0.0
+            epoch = (ad_work * B / r + ar) * iters
+            if best.cached_epoch_s is None or epoch < best.cached_epoch_s:
+                shares = np.zeros(K)
+                shares[use] = rate_all[use] / r
+                best.cached_epoch_s, best.cached_shares = float(epoch), shares.tolist()
+    return best

@@ -1,0 +1,51 @@
+"""A plan as a rich table (who does what, predicted time, memory, energy)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from edgeft.planner.plan import Plan
+
+
+def _fmt_bytes(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def plan_table(plan: Plan) -> Table:
+    t = Table(title=f"{plan.strategy} plan: {plan.model} / {plan.method} on {plan.cluster}")
+    for col in ("device", "role", "layers", "stage/server", "band share", "rate Mbit/s", "compute s", "comm s",
+                "memory", "energy J"):
+        t.add_column(col, justify="right" if col not in ("device", "role") else "left")
+    for task in plan.tasks:
+        where = str(task.stage) if task.stage is not None else (task.server or "")
+        layers = f"{task.layers[0]}..{task.layers[1] - 1}" if task.layers and task.layers[1] > task.layers[0] else "-"
+        t.add_row(
+            task.device, task.role, layers, where, f"{task.bandwidth_share:.3f}" if task.bandwidth_share else "-",
+            f"{task.rate_bps / 1e6:.1f}" if task.rate_bps else "-", f"{task.compute_s:.3g}", f"{task.comm_s:.3g}",
+            _fmt_bytes(task.memory_bytes) if task.memory_bytes else "-",
+            f"{task.energy_j:.3g}" if task.energy_j is not None else "-",
+        )
+    return t
+
+
+def summary_table(plan: Plan) -> Table:
+    t = Table(title="predicted, against baselines")
+    t.add_column("plan / baseline")
+    t.add_column("value", justify="right")
+    unit = plan.predicted.get("time_unit", "")
+    key = "objective" if plan.strategy == "split" else "time_s"
+    t.add_row(f"[bold]this plan[/] ({'objective' if key == 'objective' else 's per ' + unit})",
+              f"[bold]{plan.predicted[key]:.4g}[/]")
+    for name, val in plan.baselines.items():
+        t.add_row(name, f"{val:.4g}")
+    for k in ("energy_j", "cached_epoch_s", "iteration_s", "time_s"):
+        if k in plan.predicted and k != key:
+            t.add_row(f"predicted {k}", f"{plan.predicted[k]:.4g}")
+    return t
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(plan_table(plan))
+    console.print(summary_table(plan))

@@ -1,0 +1,380 @@
+"""Alternating solver for the split problem: quadratic-transform fractional programming for
+(alpha, f, fe, p, b) given the association, CCCP with an exact penalty for the association.
+
+Quadratic transform (Shen & Yu): x*y = min_z (z x^2 + y^2/(4z)), tight at z = y/(2x). Applied to
+alpha*A(f), (U-alpha)*B(fe) and p*(1/r), it turns each product into a jointly convex surrogate
+(z = A/(2 alpha), q = B/(2(U - alpha)), v = 1/(2 p r) as in the paper), so each step is a convex
+problem and the objective never rises. Integer alpha: exact per-user enumeration alternated with the
+resource problem at fixed alpha (block coordinate descent, also monotone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cvxpy as cp
+import numpy as np
+from scipy.optimize import linprog
+
+from edgeft.errors import PlanError
+from edgeft.planner.split_model import LN2, SplitInstance, SplitPoint, objective, rate_mbps
+
+SOLVER = "CLARABEL"
+
+
+@dataclass
+class SplitResult:
+    name: str
+    point: SplitPoint
+    objective: float
+    history: list[float] = field(default_factory=list)  # objective after each outer (CCCP) iteration
+    fp_history: list[float] = field(default_factory=list)  # objective after each FP step (first association)
+
+
+def initial_point(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray | None = None) -> SplitPoint:
+    """Equal shares of each server's band and clock, users at their top clock and power."""
+    U = inst.s.layers
+    server = np.asarray(server, int)
+    load = np.bincount(server, minlength=inst.M)
+    a = np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
+    return SplitPoint(a, server.copy(), inst.f_hi.copy(), inst.F[server] / load[server], inst.p_hi.copy(),
+                      inst.W[server] / load[server])
+
+
+class _ResourceProblem:
+    """The convex surrogate for one association; z, q, v and the alpha bounds are parameters."""
+
+    def __init__(self, inst: SplitInstance, server: np.ndarray, fixed_alpha: bool = False):
+        N, U, s = inst.N, inst.s.layers, inst.s
+        self.fixed_alpha = fixed_alpha
+        self.inst, self.server = inst, np.asarray(server, int)
+        a1, a2 = inst.user_coef()
+        b1, b2 = inst.edge_coef(self.server)
+        g = inst.gamma[np.arange(N), self.server]
+        stab = inst.stab_coef()
+        self.alpha = cp.Variable(N)
+        self.f = cp.Variable(N, pos=True)
+        self.fe = cp.Variable(N, pos=True)
+        self.p = cp.Variable(N, pos=True)
+        self.b = cp.Variable(N, pos=True)
+        self.z = cp.Parameter(N, nonneg=True)
+        self.zi = cp.Parameter(N, nonneg=True)  # 1/(4z)
+        self.q = cp.Parameter(N, nonneg=True)
+        self.qi = cp.Parameter(N, nonneg=True)
+        self.v = cp.Parameter(N, nonneg=True)
+        self.vi = cp.Parameter(N, nonneg=True)
+        self.lo = cp.Parameter(N)
+        self.hi = cp.Parameter(N)
+        A = cp.multiply(a1, cp.inv_pos(self.f)) + cp.multiply(a2, cp.square(self.f))
+        B = cp.multiply(b1, cp.inv_pos(self.fe)) + cp.multiply(b2, cp.square(self.fe))
+        r = -cp.rel_entr(self.b, self.b + cp.multiply(g, self.p)) / LN2  # Mbit/s, jointly concave
+        d = inst.data_mbit
+        if fixed_alpha:  # alpha*A(f) and (U-alpha)*B(fe) are convex as they stand: no transform needed
+            self.alpha_fix = cp.Parameter(N, nonneg=True)
+            self.edge_fix = cp.Parameter(N, nonneg=True)
+            compute = [cp.multiply(self.alpha_fix, A), cp.multiply(self.edge_fix, B)]
+        else:
+            compute = [
+                cp.multiply(self.z, cp.square(self.alpha)) + cp.multiply(self.zi, cp.square(A)),
+                cp.multiply(self.q, cp.square(U - self.alpha)) + cp.multiply(self.qi, cp.square(B)),
+            ]
+        terms = compute + [
+            s.w_e * cp.multiply(d, cp.multiply(self.v, cp.square(self.p)) + cp.multiply(self.vi, cp.power(r, -2))),
+            cp.multiply(stab * U, cp.inv_pos(U - self.alpha)),
+        ]
+        if s.comm_delay:
+            terms.append(s.w_t * cp.multiply(d, cp.inv_pos(r)))
+        scale = 1.0 / max(objective(inst, initial_point(inst, self.server)), 1e-9)  # keeps the solver well scaled
+        obj = cp.sum(sum(terms)) * scale
+        cons = [self.alpha >= self.lo, self.alpha <= self.hi, self.f >= inst.f_lo, self.f <= inst.f_hi,
+                self.p >= inst.p_lo, self.p <= inst.p_hi]
+        onehot = np.zeros((inst.M, N))
+        onehot[self.server, np.arange(N)] = 1.0
+        cons += [onehot @ self.b <= inst.W, onehot @ self.fe <= inst.F]
+        self.problem = cp.Problem(cp.Minimize(obj), cons)
+
+    def step(self, pt: SplitPoint, lo: np.ndarray, hi: np.ndarray) -> SplitPoint | None:
+        """One FP step: update z, q, v at pt (closed form), then solve the convex surrogate."""
+        inst, U = self.inst, self.inst.s.layers
+        a1, a2 = inst.user_coef()
+        b1, b2 = inst.edge_coef(self.server)
+        A = a1 / pt.f + a2 * pt.f**2
+        B = b1 / pt.fe + b2 * pt.fe**2
+        r = rate_mbps(inst, pt)
+        z = A / (2 * pt.alpha)
+        q = B / (2 * (U - pt.alpha))
+        v = 1 / (2 * pt.p * r)
+        self.z.value, self.zi.value = z, 1 / (4 * z)
+        self.q.value, self.qi.value = q, 1 / (4 * q)
+        self.v.value, self.vi.value = v, 1 / (4 * v)
+        self.lo.value, self.hi.value = lo, hi
+        if self.fixed_alpha:
+            self.alpha_fix.value, self.edge_fix.value = pt.alpha, U - pt.alpha
+        try:
+            self.problem.solve(solver=SOLVER)
+        except cp.error.SolverError:
+            return None
+        if self.problem.status not in ("optimal", "optimal_inaccurate") or self.alpha.value is None:
+            return None
+        eps = 1e-9
+        return SplitPoint(
+            np.clip(self.alpha.value, lo, hi), self.server.copy(), np.clip(self.f.value, inst.f_lo, inst.f_hi),
+            np.maximum(self.fe.value, eps), np.clip(self.p.value, inst.p_lo, inst.p_hi), np.maximum(self.b.value, eps),
+        )
+
+
+def _fix_capacity(inst: SplitInstance, pt: SplitPoint) -> SplitPoint:
+    """Scales shares down where a solver's tolerance left a server a hair over its band or clock."""
+    for m in range(inst.M):
+        on = pt.server == m
+        for arr, cap in ((pt.b, inst.W[m]), (pt.fe, inst.F[m])):
+            tot = arr[on].sum()
+            if tot > cap:
+                arr[on] *= cap / tot
+    return pt
+
+
+def fp_resources(
+    inst: SplitInstance, pt: SplitPoint, alpha_fixed: bool = False, max_iter: int = 30, rtol: float = 1e-5,
+    problem: _ResourceProblem | None = None, history: list[float] | None = None,
+) -> SplitPoint:
+    """FP iterations from pt; alpha relaxed to [1, U-1] or held fixed. Accepts only improving steps."""
+    U = inst.s.layers
+    prob = problem or _ResourceProblem(inst, pt.server, fixed_alpha=alpha_fixed)
+    lo = pt.alpha.copy() if alpha_fixed else np.full(inst.N, 1.0)
+    hi = pt.alpha.copy() if alpha_fixed else np.full(inst.N, U - 1.0)
+    best, best_obj = pt, objective(inst, pt)
+    for _ in range(max_iter):
+        new = prob.step(best, lo, hi)
+        if new is None:
+            break
+        new = _fix_capacity(inst, new)
+        val = objective(inst, new)
+        if not val < best_obj:
+            break
+        done = best_obj - val <= rtol * best_obj
+        best, best_obj = new, val
+        if history is not None:
+            history.append(val)
+        if done:
+            break
+    return best
+
+
+def best_integer_alpha(inst: SplitInstance, pt: SplitPoint) -> SplitPoint:
+    """Exact per-user choice of alpha in {1..U-1} with the resources held (the objective separates)."""
+    U = inst.s.layers
+    a1, a2 = inst.user_coef()
+    b1, b2 = inst.edge_coef(pt.server)
+    A = a1 / pt.f + a2 * pt.f**2
+    B = b1 / pt.fe + b2 * pt.fe**2
+    cand = np.arange(1, U, dtype=float)[None, :]
+    cost = cand * A[:, None] + (U - cand) * B[:, None] + inst.stab_coef()[:, None] * U / (U - cand)
+    out = pt.copy()
+    out.alpha = cand[0, np.argmin(cost, axis=1)]
+    return out
+
+
+def solve_given_association(
+    inst: SplitInstance, server: np.ndarray, start: SplitPoint | None = None, history: list[float] | None = None,
+    max_rounds: int = 6,
+) -> SplitPoint:
+    """FP over the relaxed variables, then integer alpha by block coordinate descent."""
+    prob = _ResourceProblem(inst, server)
+    fixed = _ResourceProblem(inst, server, fixed_alpha=True)
+    pt = start if start is not None else best_integer_alpha(inst, initial_point(inst, server))
+    pt = fp_resources(inst, pt, problem=prob, history=history)
+    pt = best_integer_alpha(inst, pt)
+    val = objective(inst, pt)
+    # the joint problem is not convex: also start the integer descent from the extreme splits
+    for a0 in (1.0, inst.s.layers - 1.0):
+        cand = best_integer_alpha(inst, fp_resources(inst, initial_point(inst, server, a0), alpha_fixed=True, problem=fixed))
+        cv = objective(inst, cand)
+        if cv < val:
+            pt, val = cand, cv
+    for _ in range(max_rounds):
+        nxt = best_integer_alpha(inst, fp_resources(inst, pt, alpha_fixed=True, problem=fixed))
+        nv = objective(inst, nxt)
+        if not nv < val * (1 - 1e-7):
+            break
+        pt, val = nxt, nv
+    return pt
+
+
+def greedy_association(inst: SplitInstance) -> np.ndarray:
+    """Each user to the server with the best channel."""
+    return np.argmax(inst.gamma, axis=1)
+
+
+def balanced_association(inst: SplitInstance, pt: SplitPoint | None = None) -> np.ndarray:
+    """At most ceil(N/M) users per server, each user's cost priced at a full server's fair share of
+    band and clock (Hungarian over server slots): accounts for channels and server quality."""
+    from scipy.optimize import linear_sum_assignment
+
+    slots = -(-inst.N // inst.M)
+    U, s = inst.s.layers, inst.s
+    alpha = pt.alpha if pt is not None else np.full(inst.N, U / 2.0)
+    p = pt.p if pt is not None else inst.p_hi
+    cost = np.zeros((inst.N, inst.M))
+    for m in range(inst.M):
+        b1, b2 = inst.edge_coef(np.full(inst.N, m))
+        fe = np.minimum(inst.F[m] / slots, np.cbrt(b1 / (2 * b2)))  # each user's best clock, if affordable
+        b = inst.W[m] / slots
+        r = b * np.log2(1 + inst.gamma[:, m] * p / b)
+        cost[:, m] = (U - alpha) * (b1 / fe + b2 * fe**2) + s.w_e * p * inst.data_mbit / r + (
+            s.w_t * inst.data_mbit / r if s.comm_delay else 0.0)
+    cost = np.repeat(cost, slots, axis=1)
+    rows, cols = linear_sum_assignment(cost)
+    server = np.empty(inst.N, int)
+    server[rows] = cols // slots
+    return server
+
+
+def _pair_costs(inst: SplitInstance, pt: SplitPoint) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cost of each user at each server with the share it would get there (equal split if it joined)."""
+    U, s = inst.s.layers, inst.s
+    N, M = inst.N, inst.M
+    load = np.bincount(pt.server, minlength=M).astype(float)
+    cost = np.zeros((N, M))
+    b_nm = np.zeros((N, M))
+    f_nm = np.zeros((N, M))
+    for m in range(M):
+        here = pt.server == m
+        n_after = load[m] + (~here)
+        b1, b2 = inst.edge_coef(np.full(N, m))
+        b_nm[:, m] = np.where(here, pt.b, inst.W[m] / n_after)
+        # a newcomer runs at its own best clock when the fair share allows (energy grows with fe^2)
+        f_nm[:, m] = np.where(here, pt.fe, np.minimum(inst.F[m] / n_after, np.cbrt(b1 / (2 * b2))))
+        B = b1 / f_nm[:, m] + b2 * f_nm[:, m] ** 2
+        r = b_nm[:, m] * np.log2(1 + inst.gamma[:, m] * pt.p / b_nm[:, m])
+        comm = s.w_e * pt.p * inst.data_mbit / r + (s.w_t * inst.data_mbit / r if s.comm_delay else 0.0)
+        cost[:, m] = (U - pt.alpha) * B + comm
+    return cost, b_nm, f_nm
+
+
+def cccp_association(inst: SplitInstance, pt: SplitPoint, penalty: float | None = None, max_iter: int = 30,
+                     chi0: np.ndarray | None = None) -> np.ndarray:
+    """Relaxed association with the exact penalty rho*sum chi(1-chi), concave: CCCP linearises it at
+    the current chi, leaving an LP (HiGHS); repeated until chi is binary and stops changing."""
+    N, M = inst.N, inst.M
+    cost, b_nm, f_nm = _pair_costs(inst, pt)
+    rho = penalty if penalty is not None else float(np.abs(cost).max())
+    chi = np.full((N, M), 1.0 / M) if chi0 is None else chi0.astype(float)
+    A_eq = np.zeros((N, N * M))
+    for n in range(N):
+        A_eq[n, n * M:(n + 1) * M] = 1.0
+    # trust region: a server may gain at most one user per step (the pair costs price one newcomer)
+    A_ub = np.zeros((M, N * M))
+    for m in range(M):
+        A_ub[m, m::M] = 1.0
+    b_ub = np.bincount(pt.server, minlength=M) + 1.0
+    for _ in range(max_iter):
+        c = (cost + rho * (1 - 2 * chi)).ravel()
+        res = linprog(c / max(np.abs(c).max(), 1e-12), A_ub=A_ub, b_ub=b_ub, A_eq=A_eq, b_eq=np.ones(N),
+                      bounds=(0, 1), method="highs")
+        if res.status != 0:
+            return pt.server.copy()  # the current association stays (capacity allows nothing else)
+        new = res.x.reshape(N, M)
+        if np.abs(new - chi).max() < 1e-7:
+            chi = new
+            break
+        chi = new
+    return np.argmax(chi, axis=1)
+
+
+def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 0, seed: int = 12345) -> SplitResult:
+    """Alternates the FP resource solver and CCCP association from several starts (best channel,
+    load-balanced priced association, and random ones, as the paper uses several); keeps the best."""
+    fp_hist: list[float] = []
+    best, best_val, history = None, np.inf, []
+    tried: set[tuple] = set()
+    starts = [greedy_association(inst)]
+    k = 0
+    while k < len(starts):
+        server = starts[k]
+        k += 1
+        if tuple(server) in tried:
+            continue
+        tried.add(tuple(server))
+        cur = solve_given_association(inst, server, history=fp_hist if k == 1 else None)
+        cur_val = objective(inst, cur)
+        if cur_val < best_val:
+            best, best_val = cur, cur_val
+        history.append(best_val)
+        for _ in range(outer_iters):
+            new_server = cccp_association(inst, cur)
+            if tuple(new_server) in tried:
+                break
+            tried.add(tuple(new_server))
+            start = cur.copy()
+            start.server = new_server
+            load = np.bincount(new_server, minlength=inst.M)
+            start.b = inst.W[new_server] / load[new_server]
+            start.fe = inst.F[new_server] / load[new_server]
+            cand = solve_given_association(inst, new_server, start=best_integer_alpha(inst, start))
+            val = objective(inst, cand)
+            if not val < cur_val * (1 - 1e-9):
+                break
+            cur, cur_val = cand, val
+            if val < best_val:
+                best, best_val = cand, val
+            history.append(best_val)
+        if k == 1:  # later starts: priced balanced association (uses the first plan), then random ones
+            starts.append(balanced_association(inst, best))
+            rng = np.random.default_rng(seed)
+            starts += [rng.integers(0, inst.M, inst.N) for _ in range(random_starts)]
+    if best is None or not np.isfinite(best_val):
+        raise PlanError("split solver found no finite plan (check the cluster's powers, bands and clocks)")
+    return SplitResult("proposed", best, best_val, history, fp_hist)
+
+
+# ---- baselines ---------------------------------------------------------------------------------
+
+def _fixed_alpha(inst: SplitInstance, server: np.ndarray, alpha: float, name: str) -> SplitResult:
+    pt = initial_point(inst, server, alpha)
+    pt = fp_resources(inst, pt, alpha_fixed=True)
+    return SplitResult(name, pt, objective(inst, pt))
+
+
+def baseline_local_only(inst: SplitInstance) -> SplitResult:
+    """As many layers on the device as the split allows (U-1); resources optimised."""
+    return _fixed_alpha(inst, greedy_association(inst), inst.s.layers - 1.0, "local-only")
+
+
+def baseline_edge_only(inst: SplitInstance) -> SplitResult:
+    """One layer on the device (the least the split allows), the rest at the edge; resources optimised."""
+    return _fixed_alpha(inst, greedy_association(inst), 1.0, "edge-only")
+
+
+def baseline_resources_only(inst: SplitInstance) -> SplitResult:
+    """alpha fixed at U/2 (rounded), resources optimised, greedy association."""
+    return _fixed_alpha(inst, greedy_association(inst), float(inst.s.layers // 2), "resources-only")
+
+
+def baseline_alpha_only(inst: SplitInstance) -> SplitResult:
+    """Equal shares, top clock and power; only alpha optimised (exactly, per user)."""
+    pt = best_integer_alpha(inst, initial_point(inst, greedy_association(inst)))
+    return SplitResult("alpha-only", pt, objective(inst, pt))
+
+
+def baseline_greedy_association(inst: SplitInstance) -> SplitResult:
+    """Everything but the association optimised; best-channel association."""
+    pt = solve_given_association(inst, greedy_association(inst))
+    return SplitResult("greedy-association", pt, objective(inst, pt))
+
+
+def baseline_random_association(inst: SplitInstance, seed: int = 0) -> SplitResult:
+    """Everything but the association optimised; uniformly random association."""
+    server = np.random.default_rng(seed).integers(0, inst.M, inst.N)
+    pt = solve_given_association(inst, server)
+    return SplitResult("random-association", pt, objective(inst, pt))
+
+
+BASELINES = {
+    "local-only": baseline_local_only,
+    "edge-only": baseline_edge_only,
+    "alpha-only": baseline_alpha_only,
+    "resources-only": baseline_resources_only,
+    "greedy-association": baseline_greedy_association,
+    "random-association": baseline_random_association,
+}

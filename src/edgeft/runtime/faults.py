@@ -1,0 +1,93 @@
+"""Failure detection: heartbeats, exit codes, and telling a lost peer from a bug.
+
+Every worker beats (a file per rank, rewritten every `interval` s with its step); the launcher
+reads them. A device is lost when its process exits by a signal or with an error of its own, or
+when its heartbeat is older than the timeout (a stalled device: SIGSTOP, a hung driver). The peers
+of a lost device notice it through torch.distributed (a closed socket, or the collective timeout)
+and exit with PEER_LOST, so they are not mistaken for the culprit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+OK = 0
+ERROR = 1  # a bug or bad input: do not re-plan, report it
+PEER_LOST = 3  # this rank is fine, one of its peers is gone
+OVER_MEMORY = 4  # this emulated device went over its memory budget
+
+PEER_MARKERS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
+                "connection refused", "peer", "socket", "gloo", "nccl", "store", "recv", "send",
+                "enforce fail", "read error", "wait timeout")
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """True for errors raised by torch.distributed because another rank vanished or stalled."""
+    text = f"{type(err).__name__} {err}".lower()
+    dist_types = ("DistBackendError", "DistNetworkError", "DistStoreError", "DistError")
+    return type(err).__name__ in dist_types or (isinstance(err, RuntimeError) and
+                                                any(m in text for m in PEER_MARKERS))
+
+
+class Heartbeat:
+    """A daemon thread rewriting <dir>/<rank>.json; `update()` records progress (step, phase)."""
+
+    def __init__(self, directory: Path, rank: int, name: str, interval: float = 1.0):
+        self.path = Path(directory) / f"{rank}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rank, self.name, self.interval = rank, name, interval
+        self.state = {"step": 0, "phase": "starting"}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="edgeft-heartbeat")
+
+    def start(self) -> "Heartbeat":
+        self._beat()
+        self._thread.start()
+        return self
+
+    def update(self, **fields) -> None:
+        self.state.update(fields)
+
+    def _beat(self) -> None:
+        record = {"time": time.time(), "pid": os.getpid(), "rank": self.rank, "name": self.name, **self.state}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.path)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._beat()
+            except OSError:
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def read_beats(directory: Path) -> dict[int, dict]:
+    out = {}
+    for f in Path(directory).glob("*.json"):
+        try:
+            rec = json.loads(f.read_text())
+            out[int(rec["rank"])] = rec
+        except (OSError, ValueError, KeyError):
+            continue
+    return out
+
+
+def stale_ranks(directory: Path, ranks: list[int], timeout: float, now: float | None = None,
+                started: float = 0.0) -> dict[int, float]:
+    """rank -> seconds since its last beat, for ranks silent longer than `timeout`."""
+    now = now or time.time()
+    beats = read_beats(directory)
+    out = {}
+    for r in ranks:
+        last = beats.get(r, {}).get("time", started)
+        if last and now - last > timeout:
+            out[r] = now - last
+    return out

@@ -1,0 +1,230 @@
+"""`edgeft launch`: plan, start one process per device (and the edge server), supervise, recover.
+
+Local emulation: processes are started here with subprocess and meet by env:// rendezvous on this
+host (optionally each in its own network namespace, see netns.py). Across real hosts the same
+worker module runs under `torchrun` (see docs/runtime.md); only this supervisor is local.
+
+Recovery: when a device is lost (its process dies by a signal or its own error, or its heartbeat
+goes stale), every process of the attempt is stopped, the planner re-plans on the remaining
+devices, and a new attempt resumes from the last complete checkpoint (adapters + optimizer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeft.errors import ConfigError, EdgeftError, PlanError
+from edgeft.runtime import faults
+from edgeft.runtime.spec import RankSpec, RunSpec
+from edgeft.train.rundir import RunDir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Outcome:
+    status: str  # "ok" | "lost" | "error" | "over_memory"
+    lost: dict = field(default_factory=dict)  # rank -> reason
+    codes: dict = field(default_factory=dict)
+    detail: str = ""
+
+
+class Supervisor:
+    """Starts the workers of one attempt and watches them until they finish or one is lost."""
+
+    def __init__(self, spec: RunSpec, spec_path: Path, netns=None, python: str = sys.executable,
+                 startup_grace_s: float = 180.0, stale_after_s: float | None = None, on_tick=None):
+        self.spec, self.spec_path, self.netns, self.python = spec, spec_path, netns, python
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.logs: dict[int, Path] = {}
+        self.startup_grace_s = startup_grace_s
+        self.stale_after_s = stale_after_s or max(5 * spec.heartbeat_s, 5.0)
+        self.on_tick = on_tick
+        self.inject: tuple | None = None  # (rank, global step): SIGKILL that rank once it reaches the step
+
+    def start(self) -> None:
+        run_dir = Path(self.spec.run_dir)
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        hb = run_dir / "heartbeats"
+        if hb.exists():
+            for f in hb.glob("*.json"):
+                f.unlink()
+        port = free_port()
+        addr = self.netns.address(0) if self.netns else "127.0.0.1"
+        for rank, r in enumerate(self.spec.ranks):
+            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(self.spec.world), "LOCAL_RANK": str(rank),
+                   "MASTER_ADDR": addr, "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(self.spec.threads),
+                   "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+            if self.netns:
+                env["GLOO_SOCKET_IFNAME"] = "eft0"
+            else:
+                env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+            cmd = [self.python, "-m", "edgeft.runtime.worker", str(self.spec_path)]
+            if self.netns:
+                cmd = self.netns.prefix(rank) + cmd
+            log = run_dir / "logs" / f"{r.name}.attempt{self.spec.attempt}.log"
+            self.logs[rank] = log
+            with open(log, "w") as fh:
+                self.procs[rank] = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                                    start_new_session=True)
+        self.started = time.time()
+
+    def kill(self, rank: int, sig=signal.SIGKILL) -> None:
+        p = self.procs.get(rank)
+        if p is not None and p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)  # the worker's own session: it and nothing else
+            except ProcessLookupError:
+                pass
+
+    def kill_all(self) -> None:
+        for rank in self.procs:
+            self.kill(rank)
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def watch(self, poll_s: float = 0.25) -> Outcome:
+        hb = Path(self.spec.run_dir) / "heartbeats"
+        while True:
+            codes = {r: p.poll() for r, p in self.procs.items()}
+            if all(c == faults.OK for c in codes.values()):
+                return Outcome("ok", codes=codes)
+            failed = {r: c for r, c in codes.items() if c not in (None, faults.OK)}
+            beats = faults.read_beats(hb)
+            now = time.time()
+            stale = {}
+            for r in self.procs:
+                if codes[r] is not None:
+                    continue
+                if r in beats:
+                    if now - beats[r]["time"] > self.stale_after_s and beats[r].get("phase") != "done":
+                        stale[r] = now - beats[r]["time"]
+                elif now - self.started > self.startup_grace_s:
+                    stale[r] = now - self.started
+            if failed or stale:
+                return self._classify(failed, stale)
+            if self.inject and self.inject[0] in beats and beats[self.inject[0]].get("step", 0) >= self.inject[1]:
+                self.kill(self.inject[0])  # fault injection: the device dies mid-epoch
+                self.inject = None
+            if self.on_tick:
+                self.on_tick(beats)
+            time.sleep(poll_s)
+
+    def _classify(self, failed: dict, stale: dict) -> Outcome:
+        """Tell the culprit from the peers that fail because of it, then stop everything."""
+        deadline = time.time() + min(self.spec.timeout_s, 20.0)
+        for r in stale:
+            self.kill(r)
+        while time.time() < deadline and any(p.poll() is None for r, p in self.procs.items() if r not in stale):
+            time.sleep(0.2)
+        codes = {r: p.poll() for r, p in self.procs.items()}
+        self.kill_all()
+        lost, errors, over = {}, {}, {}
+        for r, c in codes.items():
+            if r in stale:
+                lost[r] = f"no heartbeat for {stale[r]:.1f} s (stale after {self.stale_after_s:.0f} s)"
+            elif c is not None and c < 0:
+                lost[r] = f"process killed by signal {signal.Signals(-c).name}"
+            elif c == faults.OVER_MEMORY:
+                over[r] = "over its memory budget"
+            elif c == faults.ERROR:
+                errors[r] = self.tail(r)
+        if errors and not lost:
+            r = next(iter(errors))
+            return Outcome("error", codes=codes, detail=f"{self.spec.ranks[r].name}: {errors[r]}")
+        if over and not lost:
+            r = next(iter(over))
+            return Outcome("over_memory", codes=codes, detail=f"{self.spec.ranks[r].name}: {self.tail(r)}")
+        if not lost:  # every survivor saw a peer vanish but nobody was killed: the earliest exit is the culprit
+            first = min(failed, key=lambda r: r) if failed else None
+            if first is not None:
+                lost[first] = f"exited with code {codes[first]}"
+        return Outcome("lost", lost=lost, codes=codes)
+
+    def tail(self, rank: int, n: int = 25) -> str:
+        try:
+            lines = self.logs[rank].read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def spec_for_attempt(base: RunSpec, plan, attempt: int, resume: bool) -> RunSpec:
+    ranks = [RankSpec(**{k: v for k, v in r.items() if k in RankSpec.model_fields}) for r in plan.ranks]
+    for r in ranks:
+        if r.device_flops and base.host_flops:
+            from edgeft.runtime.emulation import slowdown_for
+
+            r.slowdown, r.slowdown_clamped = slowdown_for(r.device_flops, base.host_flops)
+    return base.model_copy(update={"ranks": ranks, "layout": plan.layout, "attempt": attempt, "resume": resume})
+
+
+def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_attempts: int = 4,
+                 netns_factory=None, on_tick=None, say=print, inject: tuple | None = None) -> dict:
+    """Run, and after each lost device re-plan on the rest and resume. Returns a summary."""
+    attempts = []
+    resume = base.resume
+    for attempt in range(max_attempts):
+        plan = replan(devices)
+        spec = spec_for_attempt(base, plan, attempt, resume)
+        path = Path(base.run_dir) / f"spec.attempt{attempt}.json"
+        spec.save(path)
+        (Path(base.run_dir) / f"plan.attempt{attempt}.json").write_text(json.dumps(plan.to_dict(), indent=2,
+                                                                                  default=float))
+        run.event("attempt_start", attempt=attempt, devices=devices, ranks=[r.name for r in spec.ranks],
+                  layout=plan.layout, predicted_epoch_s=plan.predicted.get("epoch_s"), resume=resume)
+        netns = netns_factory(spec) if netns_factory else None
+        sup = Supervisor(spec, path, netns, on_tick=on_tick)
+        if inject and attempt == 0:
+            sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None), int(inject[1]))
+            if sup.inject[0] is None:
+                raise ConfigError(f"kill_device_at_step: no device named {inject[0]!r} in the plan")
+        try:
+            sup.start()
+            t0 = time.time()
+            out = sup.watch()
+        finally:
+            sup.kill_all()
+            if netns:
+                netns.teardown()
+        attempts.append({"attempt": attempt, "status": out.status, "seconds": time.time() - t0,
+                         "ranks": [r.name for r in spec.ranks], "plan": plan, "spec": spec})
+        if out.status == "ok":
+            run.event("attempt_done", attempt=attempt, seconds=time.time() - t0)
+            return {"attempts": attempts, "plan": plan, "spec": spec}
+        if out.status == "error":
+            run.event("error", attempt=attempt, detail=out.detail[-2000:])
+            raise EdgeftError(f"run failed in attempt {attempt}: {out.detail[-1500:]}")
+        if out.status == "over_memory":
+            run.event("over_memory", attempt=attempt, detail=out.detail[-2000:])
+            raise PlanError(f"an emulated device ran out of memory: {out.detail[-1500:]}")
+        lost_names = [spec.ranks[r].name for r in out.lost]
+        for r, why in out.lost.items():
+            run.event("device_lost", attempt=attempt, device=spec.ranks[r].name, role=spec.ranks[r].kind,
+                      reason=why, detected_after_s=time.time() - t0)
+            say(f"[yellow]lost {spec.ranks[r].kind} {spec.ranks[r].name}: {why}[/]")
+        if any(spec.ranks[r].kind == "server" for r in out.lost):
+            raise PlanError(f"the edge server {lost_names} was lost: a {spec.strategy} run cannot go on without it")
+        devices = [d for d in devices if d not in lost_names]
+        if not devices:
+            raise PlanError("every device was lost; nothing left to run on")
+        run.event("replan", attempt=attempt + 1, devices=devices,
+                  reason=f"lost {', '.join(lost_names)}; resuming from the last complete checkpoint")
+        say(f"re-planning on {len(devices)} device(s): {', '.join(devices)}")
+        resume = True
+    raise EdgeftError(f"gave up after {max_attempts} attempts")

@@ -1,0 +1,189 @@
+"""Turn the planner's solutions into a runtime placement (ranks + layout) with its predictions.
+
+The solvers live in edgeft.planner (CRUNCH / dual ascent for deft, the pipeline DP for hybrid);
+this module only adapts their output to processes: which rank is which device, which blocks each
+runs, which link share it gets, and what time per epoch the planner predicts for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeft.errors import ConfigError, PlanError
+from edgeft.planner.arch import ModelArch
+from edgeft.planner.cluster import ClusterSpec
+from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
+
+
+@dataclass
+class RuntimePlan:
+    strategy: str
+    ranks: list[dict]  # name, kind, device_flops, memory_mb, up_bps, down_bps, latency_s
+    layout: dict
+    predicted: dict  # epoch_s (first epoch), later_epoch_s, step_s, per-rank figures
+    planner: dict = field(default_factory=dict)  # the solver's own output, for the record
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "ranks": self.ranks, "layout": self.layout, "predicted": self.predicted,
+                "planner": self.planner}
+
+
+def cost_method(method: str) -> str:
+    """The cost model knows full / lora / pac; bitfit trains a handful of vectors, like lora."""
+    if method in ("full", "lora", "pac"):
+        return method
+    if method == "bitfit":
+        return "lora"
+    raise ConfigError(f"method '{method}' has no cost model for planning (use full, lora, bitfit or pac)")
+
+
+def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_options: dict,
+               task_kind: str = "auto", num_labels: int = 2) -> CostTable:
+    wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), method=cost_method(method),
+                  lora_rank=int(method_options.get("r", 8)), adapter_rank=int(method_options.get("rank", 64)),
+                  task_kind=task_kind, num_labels=num_labels)
+    return analytic_costs(arch, wl)
+
+
+def _device_rank(cluster: ClusterSpec, d, share: float = 1.0) -> dict:
+    rate = cluster.full_band_rate(d) * share
+    return {"name": d.name, "kind": "device", "device_flops": d.compute.rate(), "memory_mb": d.memory_gb * 1024,
+            "up_bps": rate, "down_bps": rate, "latency_s": d.link.latency_ms / 1000}
+
+
+def _server_rank(cluster: ClusterSpec) -> dict:
+    s = cluster.servers[0]
+    return {"name": s.name, "kind": "server", "device_flops": s.compute.rate(), "memory_mb": s.memory_gb * 1024,
+            "up_bps": 0.0, "down_bps": 0.0, "latency_s": 0.0}
+
+
+def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
+    """The cluster restricted to the named devices (after a device is lost)."""
+    if names is None:
+        return cluster
+    unknown = [n for n in names if n not in {d.name for d in cluster.devices}]
+    if unknown:
+        raise PlanError(f"devices {unknown} are not in cluster {cluster.name}")
+    if not names:
+        raise PlanError(f"cluster {cluster.name}: no devices left to run on")
+    return cluster.model_copy(update={"devices": [d for d in cluster.devices if d.name in names]})
+
+
+# -- split ------------------------------------------------------------------------------------------
+def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | None = None) -> RuntimePlan:
+    """One cut for every device (their device-side adapters are averaged, so they must match).
+
+    Per step, device k runs embed + blocks[:cut] on its share of the batch (rows by compute rate
+    would change the batch split; we split rows evenly, as the runtime does), uploads the cut
+    activations, the server runs the rest and returns the activation gradient. The cut that
+    minimises the predicted step time is chosen unless one is given.
+    """
+    L, K = table.num_layers, len(cluster.devices)
+    B = table.workload.batch
+    server = cluster.servers[0]
+    srate = server.compute.rate()
+    rows = [B // K + (1 if i < B % K else 0) for i in range(K)]
+    best = None
+    for c in ([cut] if cut else range(1, L)):
+        if not 0 < c < L:
+            raise PlanError(f"split cut {c} must be between 1 and {L - 1} for a {L}-block model")
+        per_dev = []
+        for d, r in zip(cluster.devices, rows):
+            f = r / B
+            work = (table.embed_fwd + table.fwd[:c].sum() + table.bwd_train[:c].sum()) * f
+            bits = table.boundary_bytes * f * 8
+            link = cluster.full_band_rate(d)
+            lat = d.link.latency_ms / 1000
+            mem = (table.params[:c].sum() + table.embed_params) * table.workload.dtype_bytes + \
+                table.act_saved[:c].sum() * f + table.trainable_state_bytes(table.trainable[:c].sum())
+            per_dev.append({"name": d.name, "compute_s": work / d.compute.rate(), "up_s": bits / link + lat,
+                            "down_s": bits / link + lat, "memory_bytes": float(mem),
+                            "fits": mem <= d.memory_gb * 2**30})
+        srv = (table.fwd[c:].sum() + table.bwd_train[c:].sum() + table.head_fwd + table.head_bwd) / srate
+        step = max(p["compute_s"] * (2 / 3) + p["up_s"] for p in per_dev) + srv + \
+            max(p["down_s"] + p["compute_s"] / 3 for p in per_dev)
+        if all(p["fits"] for p in per_dev) and (best is None or step < best[1]):
+            best = (c, step, per_dev, srv)
+    if best is None:
+        raise PlanError(f"no split cut fits every device's memory in cluster {cluster.name}: lower the batch or "
+                        "sequence length, or give the devices more memory_gb")
+    c, step, per_dev, srv = best
+    ranks = [_server_rank(cluster)] + [_device_rank(cluster, d) for d in cluster.devices]
+    return RuntimePlan("split", ranks, {"server": 0, "devices": list(range(1, K + 1)), "cut": c},
+                       {"step_s": step, "epoch_s": step * steps, "later_epoch_s": step * steps,
+                        "server_compute_s": srv, "per_device": per_dev},
+                       {"solver": "enumerate cuts, cost model", "cut": c})
+
+
+# -- deft ---------------------------------------------------------------------------------------------
+def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: int | None = None) -> RuntimePlan:
+    """Dual-ascent joint block + bandwidth allocation (planner.joint) over the cluster's devices."""
+    from edgeft.planner.deft import build_deft_instance
+    from edgeft.planner.joint import dual_ascent
+
+    inst = build_deft_instance(cluster, table, num_blocks)
+    sol = dual_ascent(inst)
+    blocks, ranks, used = {}, [_server_rank(cluster)], []
+    per_dev = sol.per_device(inst)
+    for depth, k in enumerate(sol.assign):
+        k = int(k)
+        used.append(k)
+    for k in sorted(set(used)):
+        d = cluster.devices[k]
+        ranks.append(_device_rank(cluster, d, float(sol.share[k])))
+        depth = per_dev[k]["depth"]
+        blocks[len(ranks) - 1] = list(inst.blocks[depth - 1])
+    # the server broadcasts the new trainables to every device after each round (the planner's
+    # round time counts uploads only; the runtime also measures the broadcast)
+    return RuntimePlan("deft", ranks, {"server": 0, "devices": list(range(1, len(ranks))), "blocks": blocks},
+                       {"step_s": sol.makespan, "epoch_s": sol.makespan * steps,
+                        "later_epoch_s": sol.makespan * steps,
+                        "per_device": {cluster.devices[k].name: v for k, v in per_dev.items()}},
+                       {"solver": "dual_ascent", "makespan_s": sol.makespan,
+                        "assign_depth_to_device": [cluster.devices[int(k)].name for k in sol.assign],
+                        "share": {cluster.devices[k].name: float(sol.share[k]) for k in range(inst.K)},
+                        "blocks_by_depth": inst.blocks})
+
+
+# -- hybrid --------------------------------------------------------------------------------------------
+def plan_hybrid(cluster: ClusterSpec, table: CostTable, samples: int, steps: int,
+                micro_batches: int | None = None, max_stages: int | None = None) -> RuntimePlan:
+    """The pipeline + data parallel DP (planner.hybrid); stage s's devices split each micro-batch."""
+    from edgeft.planner.hybrid import plan_hybrid as solve
+
+    options = (micro_batches,) if micro_batches else (1, 2, 4, 8, 16, 32)
+    hp = solve(cluster, table, samples=samples, max_stages=max_stages, micro_batch_options=options)
+    ranks, stages = [], []
+    for st in hp.stages:
+        rk = []
+        for k in st.devices:
+            ranks.append(_device_rank(cluster, cluster.devices[k]))
+            rk.append(len(ranks) - 1)
+        stages.append({"blocks": list(st.layers), "ranks": rk, "shares": [float(x) for x in st.shares]})
+    iters = steps
+    later = None
+    if hp.cached_epoch_s is not None:
+        later = hp.cached_epoch_s / math.ceil(samples / table.workload.batch) * iters
+    return RuntimePlan("hybrid", ranks, {"stages": stages, "micro_batches": hp.micro_batches},
+                       {"step_s": hp.iteration_s, "epoch_s": hp.iteration_s * iters,
+                        "later_epoch_s": later if later is not None else hp.iteration_s * iters},
+                       {"solver": "planner.hybrid DP + 1F1B simulation", "iteration_s": hp.iteration_s,
+                        "micro_batches": hp.micro_batches,
+                        "stages": [{"layers": list(s.layers), "devices": [cluster.devices[k].name for k in s.devices],
+                                    "shares": s.shares, "fwd_s": s.fwd_s, "bwd_s": s.bwd_s, "comm_s": s.comm_s,
+                                    "allreduce_s": s.allreduce_s, "memory_bytes": s.memory} for s in hp.stages],
+                        "cached_shares": hp.cached_shares})
+
+
+def make_plan(strategy: str, cluster: ClusterSpec, table: CostTable, samples: int, steps: int,
+              micro_batches: int | None = None, cut: int | None = None) -> RuntimePlan:
+    if strategy == "split":
+        return plan_split(cluster, table, steps, cut)
+    if strategy == "deft":
+        return plan_deft(cluster, table, steps)
+    if strategy == "hybrid":
+        return plan_hybrid(cluster, table, samples, steps, micro_batches)
+    raise ConfigError(f"unknown strategy '{strategy}': choose hybrid, deft or split")

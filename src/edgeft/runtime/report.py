@@ -1,0 +1,100 @@
+"""The run directory's summary: measured time per epoch beside the plan's prediction, bytes per link,
+peak memory per device against its budget, the loss curve, and a PNG of it all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _results(run_dir: Path) -> dict[str, dict]:
+    out = {}
+    for f in sorted((run_dir / "ranks").glob("*.result.json")):
+        r = json.loads(f.read_text())
+        out[r["name"]] = r
+    return out
+
+
+def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict:
+    run_dir = Path(run.path)
+    plan = summary["plan"]
+    spec = summary["spec"]
+    results = _results(run_dir)
+    final = [r for r in results.values() if r["attempt"] == spec.attempt]
+    lead = max(final, key=lambda r: len(r["losses"]))  # the rank that saw the loss
+    events = run.events()
+    lost = [e for e in events if e["event"] == "device_lost"]
+    pred_first, pred_later = plan.predicted.get("epoch_s"), plan.predicted.get("later_epoch_s")
+    epochs = []
+    for k, (ep, t) in enumerate(zip(lead["epochs_done"], lead["epoch_times_s"])):
+        pred = pred_first if ep == 0 else pred_later
+        partial = spec.resume and k == 0
+        epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "partial": partial,
+                       "error": (t - pred) / pred if pred and not partial else None,
+                       "samples_per_s": steps * cfg.train.batch_size / t if not partial else None})
+    per_device = []
+    for r in sorted(final, key=lambda r: r["rank"]):
+        per_device.append({
+            "name": r["name"], "kind": r["kind"], "role": r.get("role"), "blocks": r.get("blocks"),
+            "slowdown": r["slowdown"], "emulated_compute_s": r["emulated_compute_s"],
+            "peak_memory_mb": r["peak_memory_mb"], "memory_budget_mb": r["memory_budget_mb"],
+            "bytes_sent": r["link"]["sent_bytes"], "bytes_received": r["link"]["received_bytes"],
+            "link_wait_s": r["link"]["link_wait_s"], "bytes_to": r["link"]["to"],
+            "mean_step_s": sum(r["step_times_s"]) / max(len(r["step_times_s"]), 1),
+            "cache": r.get("cache"),
+            "predicted": (plan.predicted.get("per_device") or {}).get(r["name"])
+            if isinstance(plan.predicted.get("per_device"), dict) else None})
+    evals = lead.get("evals") or []
+    metrics = {
+        "strategy": cfg.strategy, "model": cfg.model, "task": cfg.task.get("name"), "method": cfg.method,
+        "cluster": cfg.cluster, "devices": [r["name"] for r in plan.ranks if r["kind"] == "device"],
+        "layout": plan.layout, "planner": plan.planner, "predicted": {k: v for k, v in plan.predicted.items()
+                                                                       if k != "per_device"},
+        "epochs": epochs, "per_device": per_device, "losses": lead["losses"],
+        "dev_metric": evals[-1] if evals else None,
+        "attempts": [{"attempt": a["attempt"], "status": a["status"], "seconds": a["seconds"], "ranks": a["ranks"]}
+                     for a in summary["attempts"]],
+        "lost_devices": [{"device": e["device"], "reason": e["reason"], "attempt": e["attempt"]} for e in lost],
+        "host_calibration": {k: v for k, v in (host or {}).items() if k != "key"},
+        "link_mode": spec.link_mode, "wall_s": summary["wall_s"], "steps_per_epoch": steps,
+        "time_scale": summary.get("time_scale", 1.0),
+    }
+    run.write_metrics(metrics)
+    run.event("done", dev_metric=metrics["dev_metric"], attempts=len(summary["attempts"]))
+    plot(metrics, run_dir / "runtime.png")
+    return metrics
+
+
+def plot(metrics: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(14, 3.8))
+    ep = metrics["epochs"]
+    xs = range(len(ep))
+    a1.bar([x - 0.2 for x in xs], [e["predicted_s"] or 0 for e in ep], 0.4, label="predicted")
+    a1.bar([x + 0.2 for x in xs], [e["measured_s"] for e in ep], 0.4, label="measured")
+    a1.set_xticks(list(xs), [f"epoch {e['epoch']}" + (" (part)" if e["partial"] else "") for e in ep])
+    a1.set(ylabel="seconds", title=f"{metrics['strategy']}: time per epoch")
+    a1.legend()
+    if metrics["losses"]:
+        a2.plot([s for s, _ in metrics["losses"]], [v for _, v in metrics["losses"]], lw=1)
+    for lost in metrics["lost_devices"]:
+        a2.set_title(f"loss (lost {lost['device']})")
+    if not metrics["lost_devices"]:
+        a2.set_title("training loss")
+    a2.set(xlabel="optimizer step")
+    dev = metrics["per_device"]
+    a3.bar([d["name"] for d in dev], [d["bytes_sent"] / 2**20 for d in dev], label="sent")
+    a3.bar([d["name"] for d in dev], [d["bytes_received"] / 2**20 for d in dev], bottom=[d["bytes_sent"] / 2**20
+                                                                                        for d in dev],
+           label="received")
+    a3.set(ylabel="MiB", title="bytes per link")
+    a3.legend()
+    a3.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

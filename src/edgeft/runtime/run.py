@@ -1,0 +1,230 @@
+"""One collaborative run end to end: cluster + model + task + method + strategy -> run directory.
+
+plan (planner, on the devices still alive) -> calibrate this host -> start the processes (with
+device and link emulation) -> supervise and recover -> report measured beside predicted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeft.errors import ConfigError, PlanError
+from edgeft.runtime.spec import RunSpec, RuntimeTrain
+
+
+class LaunchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cluster: str
+    model: str = "smollm2-135m"
+    task: dict
+    method: str = "pac"
+    method_options: dict = Field(default_factory=dict)
+    head: str = "auto"
+    strategy: Literal["hybrid", "deft", "split"] = "hybrid"
+    plan: Optional[str] = Field(None, description="a plan JSON written by an earlier launch (plan.attempt0.json)")
+    train: RuntimeTrain = Field(default_factory=RuntimeTrain)
+    out: str = "runs/launch"
+    link_mode: Literal["auto", "tc", "shaper", "none"] = "auto"
+    emulate_compute: bool = True
+    threads: int = Field(1, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(1.0, gt=0)
+    cut: Optional[int] = None
+    devices: Optional[list[str]] = Field(None, description="use only these devices of the cluster")
+    max_attempts: int = Field(4, ge=1)
+    evaluate: bool = True
+    dev_samples_eval: Optional[int] = None
+    kill_device_at_step: Optional[list] = Field(None, description="[device name, global step]: fault injection")
+    time_scale: Union[float, Literal["auto"]] = Field(
+        1.0, description="time dilation: every compute and link rate is divided by it (latencies multiplied), "
+                         "so devices faster than this host can be emulated; 'auto' picks the least that keeps "
+                         "every device at least 2x slower than the host")
+
+
+def config_from(data: dict, source: str) -> LaunchConfig:
+    try:
+        return LaunchConfig(**data)
+    except ValidationError as err:
+        problems = [f"{'.'.join(map(str, e['loc']))}: "
+                    f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in err.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _workload(cfg: LaunchConfig):
+    """Task, featurized data (for the real padded sequence length), arch, head."""
+    from transformers import AutoTokenizer
+
+    from edgeft.data import TaskConfig, load_task
+    from edgeft.data.features import Featurizer, objective_for
+    from edgeft.models.backbone import resolve
+    from edgeft.planner.arch import arch_from_hf_config
+    from edgeft.runtime.strategies.common import epoch_batches
+    from edgeft.train.recipe import head_for
+
+    task = load_task(TaskConfig(**cfg.task))
+    head = head_for(cfg.model, task, cfg.head)
+    path, _ = resolve(cfg.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    feat = Featurizer(task, tok, objective_for(task, head), task.config.max_length if task.config else 128)
+    feats = feat.encode(task.train)
+    arch = arch_from_hf_config(json.loads((Path(path) / "config.json").read_text()), cfg.model)
+    batches = epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, 0, cfg.train.max_steps_per_epoch)
+    widths = [max(len(feats[i]["input_ids"]) for i in b) for b in batches]
+    return task, head, feat, feats, arch, batches, sum(widths) / len(widths)
+
+
+def _rows_per_device(cfg: LaunchConfig, n_devices: int) -> int:
+    B = cfg.train.batch_size
+    if cfg.strategy == "hybrid":
+        return max(1, B // max(cfg.train.micro_batches, 1))
+    if cfg.strategy == "split":
+        return max(1, B // n_devices)
+    return B
+
+
+def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
+    from edgeft.planner.cluster import load_cluster
+    from edgeft.runtime import calibrate as cal
+    from edgeft.runtime import plan as planmod
+    from edgeft.runtime import report
+    from edgeft.runtime.launcher import run_attempts
+    from edgeft.runtime.netns import NetnsTopology, tc_available
+    from edgeft.train.rundir import RunDir
+
+    cluster = load_cluster(cfg.cluster)
+    if cfg.devices:
+        cluster = planmod.pick(cluster, cfg.devices)
+    out = Path(cfg.out)
+    run = RunDir(out)
+    run.write_config(cfg.model_dump())
+    task, head, feat, feats, arch, batches, seq = _workload(cfg)
+    steps = len(batches)
+    kind = "causal_lm" if head == "causal_lm" else "classification"
+    table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
+                               task.num_labels if task.kind != "regression" else 1)
+    run.event("start", cluster=cluster.name, devices=[d.name for d in cluster.devices], model=cfg.model,
+              task=task.name, method=cfg.method, strategy=cfg.strategy, steps_per_epoch=steps,
+              mean_padded_seq_len=seq)
+
+    # -- this host, measured -------------------------------------------------------------------------
+    host = None
+    if cfg.emulate_compute:
+        rows = _rows_per_device(cfg, len(cluster.devices))
+        host = _calibrate(cfg, task, head, feat, feats, arch, rows, kind, cal, planmod)
+        run.event("calibration", **{k: v for k, v in host.items() if k != "key"})
+        say(f"host calibration: {host['host_flops'] / 1e9:.2f} GFLOP/s effective on this workload "
+            f"(one thread{', cached' if host['cached'] else ''})")
+
+    scale = 1.0
+    if cfg.time_scale == "auto":
+        if host is None:
+            raise ConfigError("time_scale=auto needs compute emulation (it compares devices with this host)")
+        fastest = max([d.compute.rate() for d in cluster.devices])
+        scale = max(1.0, 2.0 * fastest / host["host_flops"])
+    else:
+        scale = float(cfg.time_scale)
+    if scale != 1.0:
+        cluster = dilate(cluster, scale)
+        run.event("time_dilation", scale=scale, note="rates divided, latencies multiplied; divide measured and "
+                                                     "predicted times by the scale for the real cluster")
+        say(f"time dilation x{scale:.1f}: the cluster runs {scale:.1f}x slower than real, predictions likewise")
+
+    # -- link emulation --------------------------------------------------------------------------------
+    mode = cfg.link_mode
+    why = ""
+    if mode in ("auto", "tc"):
+        ok, why = tc_available()
+        if mode == "tc" and not ok:
+            raise ConfigError(f"link_mode=tc: traffic control is not usable here ({why}); use link_mode=shaper")
+        mode = "tc" if ok else "shaper"
+    run.event("link_emulation", mode=mode, reason=why or ("kernel tc tbf in network namespaces for bandwidth, "
+                                                          "latency by the in-process shaper" if mode == "tc" else ""))
+    say(f"link emulation: {mode}" + (f" ({why})" if why and mode == "shaper" else ""))
+
+    given_plan = json.loads(Path(cfg.plan).read_text()) if cfg.plan else None
+    if cfg.plan and given_plan.get("strategy") != cfg.strategy:
+        raise PlanError(f"{cfg.plan}: plan is for strategy {given_plan.get('strategy')!r}, not {cfg.strategy!r}")
+
+    def replan(devices: list[str]):
+        sub = planmod.pick(cluster, devices)
+        if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
+            return planmod.RuntimePlan(**given_plan)
+        p = planmod.make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        if cfg.strategy == "hybrid" and cfg.method == "pac" and p.planner.get("cached_shares"):
+            names = [d.name for d in sub.devices]
+            by_name = dict(zip(names, p.planner["cached_shares"]))
+            p.layout["cached_shares"] = {str(i): by_name.get(r["name"], 0.0) for i, r in enumerate(p.ranks)}
+        if cfg.strategy == "hybrid" and cfg.train.micro_batches != p.layout["micro_batches"]:
+            p.layout["micro_batches"] = cfg.train.micro_batches
+        return p
+
+    base = RunSpec(run_dir=str(out), strategy=cfg.strategy, model=cfg.model, head=cfg.head, task=cfg.task,
+                   method=cfg.method, method_options=cfg.method_options, train=cfg.train, ranks=[], layout={},
+                   link_mode=mode, threads=cfg.threads, timeout_s=cfg.timeout_s, heartbeat_s=cfg.heartbeat_s,
+                   host_flops=host["host_flops"] if host else None, evaluate=cfg.evaluate,
+                   dev_samples_eval=cfg.dev_samples_eval)
+    run_id = uuid.uuid4().hex[:6]
+
+    def netns_factory(spec):
+        if mode != "tc":
+            return None
+        return NetnsTopology(run_id, [(r.name, r.up_bps, r.down_bps) for r in spec.ranks]).setup()
+
+    t0 = time.time()
+    summary = run_attempts(base, replan, run, [d.name for d in cluster.devices], cfg.max_attempts,
+                           netns_factory=netns_factory, on_tick=progress, say=say,
+                           inject=tuple(cfg.kill_device_at_step) if cfg.kill_device_at_step else None)
+    summary["wall_s"] = time.time() - t0
+    summary["time_scale"] = scale
+    return report.write(run, cfg, summary, host, table, steps)
+
+
+def dilate(cluster, scale: float):
+    """The same cluster `scale` times slower in every rate (flops form, explicit link rates)."""
+    devices = []
+    for d in cluster.devices:
+        link = d.link.model_copy(update={"rate_mbps": cluster.full_band_rate(d) / 1e6 / scale,
+                                         "channel_gain_db": None, "distance_m": None,
+                                         "latency_ms": d.link.latency_ms * scale})
+        comp = type(d.compute)(flops=d.compute.rate() / scale)
+        devices.append(d.model_copy(update={"compute": comp, "link": link, "position_m": None}))
+    servers = [s.model_copy(update={"compute": type(s.compute)(flops=s.compute.rate() / scale)})
+               for s in cluster.servers]
+    return cluster.model_copy(update={"devices": devices, "servers": servers})
+
+
+def _calibrate(cfg, task, head, feat, feats, arch, rows, kind, cal, planmod):
+    from edgeft.methods import get_method
+    from edgeft.models import load_backbone
+    from edgeft.train.recipe import make_loss_fn
+
+    def build():
+        bb = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
+                           problem_type="regression" if task.kind == "regression" else None)
+        opts = dict(cfg.method_options)
+        if cfg.method == "pac":
+            opts["cache"] = "off"  # measure the backbone pass too, as epoch 1 runs it
+        model = get_method(cfg.method, opts).prepare(bb, task)
+        model.train()
+        batch = feat.collate(feats[:rows])
+        batch.pop("ids", None)
+        return model, batch, make_loss_fn(feat)
+
+    def flops(batch):
+        t = planmod.make_table(arch, cfg.method, int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1]),
+                               cfg.method_options, kind, task.num_labels)
+        return cal.step_flops(t)
+
+    key = {"model": cfg.model, "method": cfg.method, "options": cfg.method_options, "task": task.name,
+           "rows": rows, "max_length": cfg.task.get("max_length")}
+    return cal.calibrate(build, key, flops)

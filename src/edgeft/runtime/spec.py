@@ -1,0 +1,93 @@
+"""What one run asks of every worker process: one JSON file in the run directory.
+
+The launcher writes it; each worker (started by `edgeft launch` locally or by `torchrun` on several
+hosts) reads it, finds its own rank's role, and runs the strategy's part for that role.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeft.errors import ConfigError
+
+Strategy = Literal["hybrid", "deft", "split"]
+
+
+class RuntimeTrain(BaseModel):
+    """Training knobs shared by all strategies; the defaults match edgeft.train.loop.TrainConfig."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    micro_batches: int = Field(4, ge=1, description="hybrid: micro-batches per step in the pipeline")
+    lr: Optional[float] = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    scheduler: Literal["linear", "constant", "cosine"] = "linear"
+    max_grad_norm: Optional[float] = 1.0
+    seed: int = 0
+    checkpoint_every: int = Field(5, ge=1, description="optimizer steps between checkpoints")
+    max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="cut epochs short (benchmarks)")
+    eval_batch_size: int = Field(32, ge=1)
+    local_steps: int = Field(1, ge=1, description="deft: optimizer steps per device per round")
+
+
+class RankSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["device", "server"] = "device"
+    device_flops: Optional[float] = None
+    slowdown: float = 1.0
+    slowdown_clamped: bool = False
+    memory_mb: Optional[float] = None
+    up_bps: float = 0.0
+    down_bps: float = 0.0
+    latency_s: float = 0.0
+    netns: Optional[str] = None
+
+
+class RunSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str
+    strategy: Strategy
+    model: str
+    head: str = "auto"
+    task: dict
+    method: str = "lora"
+    method_options: dict = Field(default_factory=dict)
+    train: RuntimeTrain = Field(default_factory=RuntimeTrain)
+    ranks: list[RankSpec]
+    layout: dict = Field(description="strategy-specific placement, see runtime/plan.py")
+    link_mode: Literal["tc", "shaper", "none"] = "shaper"
+    threads: int = 1
+    timeout_s: float = 60.0
+    heartbeat_s: float = 1.0
+    attempt: int = 0
+    resume: bool = False
+    host_flops: Optional[float] = None
+    evaluate: bool = True
+    dev_samples_eval: Optional[int] = None
+
+    @property
+    def world(self) -> int:
+        return len(self.ranks)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path | str) -> "RunSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: run spec not found (the launcher writes it into the run directory).")
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (ValidationError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: not a valid run spec ({str(err).splitlines()[0]}).") from None

@@ -1,0 +1,302 @@
+"""What every strategy needs: the task and model as the single-device recipe builds them, the same
+batch order and optimizer/schedule as edgeft.train.loop.Trainer (so runs are comparable to it),
+micro-batch slicing, loss weights, global gradient clipping, and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from edgeft.runtime import checkpoint as ckpt
+from edgeft.runtime.comm import Comm
+from edgeft.runtime.emulation import DeviceEmulator
+from edgeft.runtime.faults import Heartbeat
+from edgeft.runtime.group import Group
+from edgeft.runtime.spec import RunSpec
+from edgeft.train.loop import DEFAULT_LR, _epoch_order
+
+
+@dataclass
+class Context:
+    spec: RunSpec
+    group: Group
+    comm: Comm
+    emu: DeviceEmulator
+    beat: Heartbeat
+    log: callable  # log(event, **fields) into this rank's events file
+    task: object = None
+    backbone: object = None
+    featurizer: object = None
+    method: object = None
+    model: object = None
+    train_feats: list = field(default_factory=list)
+    dev_feats: list = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return self.group.rank
+
+    @property
+    def name(self) -> str:
+        return self.spec.ranks[self.rank].name
+
+    @property
+    def ckpt_root(self) -> Path:
+        return Path(self.spec.run_dir) / "checkpoint"
+
+
+def build(ctx: Context, prepare: bool = True) -> None:
+    """Task, backbone, featurizer and method exactly as `edgeft finetune` builds them."""
+    from edgeft.data import TaskConfig, load_task
+    from edgeft.data.features import Featurizer, objective_for
+    from edgeft.methods import get_method
+    from edgeft.models import load_backbone
+    from edgeft.train.loop import seed_everything
+    from edgeft.train.recipe import head_for
+
+    spec = ctx.spec
+    seed_everything(spec.train.seed)
+    tcfg = TaskConfig(**spec.task)
+    ctx.task = load_task(tcfg)
+    head = head_for(spec.model, ctx.task, spec.head)
+    ctx.backbone = load_backbone(spec.model, head=head, num_labels=ctx.task.num_labels,
+                                 problem_type="regression" if ctx.task.kind == "regression" else None)
+    ctx.featurizer = Featurizer(ctx.task, ctx.backbone.tokenizer, objective_for(ctx.task, head), tcfg.max_length)
+    ctx.method = get_method(spec.method, spec.method_options)
+    ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
+    if prepare:
+        ctx.model = ctx.method.prepare(ctx.backbone, ctx.task).to(ctx.group.device)
+        ctx.model.train()
+
+
+# -- batches ----------------------------------------------------------------------------------------
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, limit: int | None = None) -> list[list[int]]:
+    """The Trainer's batch order (same seed -> same batches)."""
+    order = _epoch_order(n, seed, epoch)
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return batches[:limit] if limit else batches
+
+
+def steps_per_epoch(ctx: Context) -> int:
+    n = math.ceil(len(ctx.train_feats) / ctx.spec.train.batch_size)
+    return min(n, ctx.spec.train.max_steps_per_epoch or n)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def slice_rows(batch: dict, lo: int, hi: int) -> dict:
+    """Rows lo..hi of a collated batch (collated once, so padding and positions match the full batch)."""
+    return {k: (v[lo:hi] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()}
+
+
+def split_rows(n: int, parts: int) -> list[tuple[int, int]]:
+    """Contiguous, near-equal row ranges (some may be empty when parts > n)."""
+    sizes = [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+    out, start = [], 0
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+def loss_units(batch: dict, objective: str) -> int:
+    """What the objective averages over: samples, or target tokens for the LM objective."""
+    if objective == "lm":
+        return int((batch["labels"][:, 1:] != -100).sum())
+    return len(batch["label"])
+
+
+# -- model pieces -----------------------------------------------------------------------------------
+class HiddenModel:
+    """Model-like callable for objective.forward: runs blocks[start:] + final on received hidden states."""
+
+    accepts_sample_ids = False
+
+    def __init__(self, view, start: int, hidden: torch.Tensor):
+        self.view, self.start, self.hidden = view, start, hidden
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **_):
+        h = self.view.run_blocks(self.hidden, self.start, self.view.num_blocks, attention_mask)
+        return SimpleNamespace(logits=self.view.final(h, attention_mask))
+
+
+def block_param_names(model, view, start: int, end: int, trainable_only: bool = True) -> list[str]:
+    """Names (as model.named_parameters() spells them) of the parameters inside blocks[start:end]."""
+    wanted = {id(p) for b in view.blocks[start:end] for p in b.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in wanted and (p.requires_grad or not trainable_only)]
+
+
+def outside_block_names(model, view) -> list[str]:
+    """Trainable parameters outside every block (a task head, a prompt, embeddings under full)."""
+    inside = {id(p) for b in view.blocks for p in b.parameters()}
+    return [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in inside]
+
+
+# -- optimizer ----------------------------------------------------------------------------------------
+def make_optimizer(ctx: Context, params: list[torch.nn.Parameter], total_steps: int):
+    """AdamW + schedule exactly as Trainer builds them (None when nothing trains here)."""
+    from transformers import get_scheduler
+
+    cfg = ctx.spec.train
+    if not params:
+        return None, None
+    lr = cfg.lr or DEFAULT_LR.get(ctx.spec.method, 1e-4)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = get_scheduler(cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup", opt,
+                          num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
+    return opt, sched
+
+
+def clip_global(ctx: Context, params: list[torch.nn.Parameter], ranks: list[int], pg=None,
+                share: float = 1.0) -> None:
+    """Clip by the norm over all parameters spread across `ranks`. Each rank holds a disjoint part, or
+    a replica: then `share` = 1/replicas so the replicas' copies count once."""
+    max_norm = ctx.spec.train.max_grad_norm
+    if not max_norm:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    sq = torch.zeros(1, dtype=torch.float64, device=ctx.group.device)
+    for g in grads:
+        sq += g.detach().double().pow(2).sum()
+    sq *= share
+    ctx.comm.all_reduce_([sq], ranks, pg)
+    total = float(sq.sqrt())
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        for g in grads:
+            g.mul_(coef)
+
+
+def restore_lr(opt, sched, global_step: int) -> None:
+    """Put a fresh LambdaLR schedule at `global_step` (a pure function of the step: nothing to save)."""
+    if sched is None:
+        return
+    sched.last_epoch = global_step
+    for group, base, lam in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["lr"] = base * lam(global_step)
+    sched._last_lr = [g["lr"] for g in opt.param_groups]
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+def maybe_resume(ctx: Context, named: dict, opt, sched) -> tuple[int, int, int]:
+    """(epoch, step_in_epoch, global_step) to continue from; zeros without a checkpoint."""
+    if not ctx.spec.resume:
+        return 0, 0, 0
+    found = ckpt.latest(ctx.ckpt_root)
+    if not found:
+        return 0, 0, 0
+    path, meta = found
+    if named:
+        ckpt.load_into(path, named, opt)
+    restore_lr(opt, sched, meta["global_step"])
+    ctx.log("resumed", checkpoint=str(path), epoch=meta["epoch"], step_in_epoch=meta["step_in_epoch"],
+            global_step=meta["global_step"])
+    return meta["epoch"], meta["step_in_epoch"], meta["global_step"]
+
+
+def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: int, step_in_epoch: int,
+                    global_step: int, losses: list[float]) -> None:
+    """Every rank writes its shard (shard=None: nothing to write), barrier, root commits."""
+    t0 = time.perf_counter()
+    if shard is not None:
+        ckpt.save_shard(ctx.ckpt_root, global_step, shard, named, opt, named)
+    ctx.comm.flush()
+    ctx.comm.barrier()
+    if ctx.group.is_root:
+        ckpt.commit(ctx.ckpt_root, global_step, {
+            "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+            "world": ctx.group.world,
+            "ranks": [r.name for r in ctx.spec.ranks], "attempt": ctx.spec.attempt, "losses": losses})
+    ctx.log("checkpoint", global_step=global_step, seconds=time.perf_counter() - t0)
+
+
+def previous_losses(ctx: Context) -> list[float]:
+    found = ckpt.latest(ctx.ckpt_root) if ctx.spec.resume else None
+    return list(found[1].get("losses", [])) if found else []
+
+
+# -- the outer loop shared by the strategies ---------------------------------------------------------
+@dataclass
+class LoopResult:
+    losses: list = field(default_factory=list)  # (global_step, loss) known on this rank
+    step_times_s: list = field(default_factory=list)
+    epoch_times_s: list = field(default_factory=list)
+    epochs_done: list = field(default_factory=list)
+    global_step: int = 0
+    evals: list = field(default_factory=list)
+
+
+def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched,
+               epoch_start_fn=None, epoch_end_fn=None) -> LoopResult:
+    """Epochs of steps in the Trainer's batch order, checkpoints every `checkpoint_every` steps and at
+    each epoch end, resuming from the last complete checkpoint when the spec says so.
+
+    step_fn(epoch, index_list, global_step) -> loss (float, or None on ranks that do not see it).
+    """
+    cfg = ctx.spec.train
+    res = LoopResult()
+    epoch0, step0, res.global_step = maybe_resume(ctx, named, opt, sched)
+    res.losses = [tuple(x) for x in previous_losses(ctx)]
+    n = len(ctx.train_feats)
+    for epoch in range(epoch0, cfg.epochs):
+        batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.max_steps_per_epoch)
+        if epoch_start_fn:
+            epoch_start_fn(epoch, step0)
+        ctx.comm.barrier()
+        t_epoch = time.perf_counter()
+        for b in range(step0, len(batches)):
+            ctx.beat.update(step=res.global_step, epoch=epoch, phase="train")
+            t0 = time.perf_counter()
+            loss = step_fn(epoch, batches[b], res.global_step)
+            if sched is not None:
+                sched.step()
+            res.global_step += 1
+            res.step_times_s.append(time.perf_counter() - t0)
+            if loss is not None:
+                res.losses.append((res.global_step, float(loss)))
+                ctx.log("train_loss", step=res.global_step, epoch=epoch, loss=float(loss),
+                        seconds=res.step_times_s[-1])
+            if res.global_step % cfg.checkpoint_every == 0 and b + 1 < len(batches):
+                save_checkpoint(ctx, shard, named, opt, epoch, b + 1, res.global_step,
+                                [list(x) for x in res.losses])
+        ctx.comm.flush()
+        ctx.comm.barrier()
+        res.epoch_times_s.append(time.perf_counter() - t_epoch)
+        res.epochs_done.append(epoch)
+        ctx.log("epoch_end", epoch=epoch + 1, seconds=res.epoch_times_s[-1], steps=len(batches) - step0,
+                partial=step0 > 0)
+        if epoch_end_fn:
+            metrics = epoch_end_fn(epoch)
+            if metrics is not None:
+                res.evals.append({"epoch": epoch + 1, **metrics})
+        step0 = 0
+        save_checkpoint(ctx, shard, named, opt, epoch + 1, 0, res.global_step, [list(x) for x in res.losses])
+    return res
+
+
+def evaluate_full(ctx: Context, model) -> dict:
+    """Dev metrics of the assembled model (on the rank that holds it)."""
+    from edgeft.train.evaluate import evaluate
+
+    if not ctx.dev_feats:
+        dev = ctx.task.dev[: ctx.spec.dev_samples_eval] if ctx.spec.dev_samples_eval else ctx.task.dev
+        ctx.dev_feats = ctx.featurizer.encode(dev)
+    metrics = evaluate(model, ctx.task, ctx.featurizer, ctx.dev_feats, ctx.spec.train.eval_batch_size,
+                       ctx.group.device, max_new_tokens=32)
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def check_blockwise_method(ctx: Context) -> None:
+    from edgeft.errors import ConfigError
+
+    if ctx.spec.method == "prompt":
+        raise ConfigError("method 'prompt' prepends virtual tokens inside PEFT's forward, which block-wise "
+                          "execution (split, deft, pipeline) bypasses: use lora, full or bitfit.")

@@ -1,0 +1,97 @@
+"""`deft` (LoLa DEFT): each device trains the blocks the plan gives it; the edge server aggregates.
+
+Every round, all devices run the forward pass of the whole model on the round's batch and a
+backward that stops at their own block (nothing below it trains, so autograd stops there: the
+deeper the block, the more it costs, which is what CRUNCH exploits). Each device takes its local
+optimizer step(s) on its block and uploads the new values over its link (its bandwidth share from
+the plan shapes that uplink); the server writes them into the global model and broadcasts the
+trainables back. Blocks are disjoint, so with one local step the round equals one single-device
+step on the same batch (the global gradient norm for clipping is all-reduced as one scalar).
+Trainables outside the blocks go with the end block they touch: embeddings with the first block,
+the final norm and head with the last.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeft.errors import ConfigError
+from edgeft.runtime.group import new_groups
+from edgeft.runtime.strategies import common as C
+from edgeft.train.objective import forward
+
+
+def ownership(model, view, blocks: dict[int, tuple[int, int]]) -> dict[int, list[str]]:
+    """rank -> names of the trainable parameters it updates."""
+    out = {r: C.block_param_names(model, view, s, e) for r, (s, e) in blocks.items()}
+    first = min(blocks, key=lambda r: blocks[r][0])
+    last = max(blocks, key=lambda r: blocks[r][1])
+    embed = view.core.embed_tokens if view.family == "llama" else view.core.embeddings
+    embed_ids = {id(p) for p in embed.parameters()}
+    named = dict(model.named_parameters())
+    for n in C.outside_block_names(model, view):
+        out[first if id(named[n]) in embed_ids else last].append(n)
+    covered = sorted(x for r in blocks for x in range(*blocks[r]))
+    if covered != list(range(view.num_blocks)):
+        raise ConfigError(f"deft layout covers blocks {covered}, not each of 0..{view.num_blocks - 1} exactly once")
+    return out
+
+
+def run(ctx) -> dict:
+    C.check_blockwise_method(ctx)
+    lay = ctx.spec.layout
+    server, devices = lay["server"], list(lay["devices"])
+    blocks = {int(r): tuple(b) for r, b in lay["blocks"].items()}
+    C.build(ctx)
+    model = ctx.model
+    view = type(ctx.backbone.view)(model, ctx.backbone.arch.family)
+    owners = ownership(model, view, blocks)
+    named = dict(model.named_parameters())
+    all_train = [n for n, p in named.items() if p.requires_grad]
+    is_server = ctx.rank == server
+    mine = {n: named[n] for n in owners.get(ctx.rank, [])}
+    if not is_server:
+        for n in all_train:
+            if n not in mine:
+                named[n].requires_grad_(False)  # autograd stops below this device's block
+    (dev_pg,) = new_groups([devices])
+    total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+    opt, sched = C.make_optimizer(ctx, list(mine.values()), total) if not is_server else (None, None)
+    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+    local_steps = ctx.spec.train.local_steps
+    world = [server] + devices
+
+    def step(epoch, idx, global_step):
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
+        loss_v = torch.zeros(1, device=ctx.group.device)
+        if is_server:
+            for d in devices:
+                got = ctx.comm.recv(d)
+                loss_v = got.pop("__loss__")
+                with torch.no_grad():
+                    for n, t in got.items():
+                        named[n].copy_(t)
+        else:
+            for _ in range(local_steps):
+                with ctx.emu.compute():
+                    loss, _, _ = forward(model, batch, objective, label_ids)
+                    loss.backward()
+                C.clip_global(ctx, list(mine.values()), devices, dev_pg)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            ctx.comm.send({**{n: p.detach() for n, p in mine.items()},
+                           "__loss__": loss.detach().reshape(1)}, server)
+        flat = [named[n].data for n in all_train]
+        ctx.comm.broadcast_(flat, server, world)
+        return float(loss_v) if is_server else None
+
+    def epoch_end(epoch):
+        return C.evaluate_full(ctx, model) if is_server else None
+
+    shard = "global" if is_server else None
+    res = C.train_loop(ctx, step, mine if not is_server else {n: named[n] for n in all_train},
+                       shard if is_server else f"opt-{ctx.name}", opt, sched,
+                       epoch_end_fn=epoch_end if ctx.spec.evaluate else None)
+    ctx.emu.check_memory("end of training")
+    return {"role": "server" if is_server else "device", "blocks": list(blocks.get(ctx.rank, ())),
+            "trains": len(mine), "loop": res}

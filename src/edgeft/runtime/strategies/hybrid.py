@@ -1,0 +1,324 @@
+"""`hybrid` (PAC): a 1F1B pipeline over stages of contiguous blocks, data parallel inside each stage.
+
+Each optimizer step splits the global batch into M micro-batches; stage s's devices split every
+micro-batch by their shares (rows), so all devices of a stage follow the same 1F1B schedule
+(warm-up forwards, one-forward-one-backward, cool-down backwards) and sends are asynchronous, so the
+schedule cannot deadlock. Between stages a slice goes from each sender to each receiver whose rows
+overlap it.
+
+- method pac: the frozen backbone runs without autograd; each stage adds its taps' part of the
+  parallel adapters' combined feature and passes (hidden, partial) on; only the partial carries a
+  gradient back. Every device keeps the taps it computed, and at the end of the pipeline epoch they
+  are exchanged so that each device holds its share of the activation cache (whole samples, owner
+  by weighted rendezvous hashing, so a lost device only moves its own samples). Later epochs are
+  pure data parallel over the adapters on the cache: no backbone, an all-reduce of the adapter
+  gradients per step.
+- lora / full / bitfit: the same pipeline with the backward through the blocks, every epoch.
+
+Gradients of all trainables are summed over all ranks after each step (each rank's are non-zero
+only for what it touched), so every rank holds the whole, identical set of trainables: a step is
+the single-device step on the same batch, and a checkpoint is any rank's copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from types import SimpleNamespace
+
+import torch
+
+from edgeft.runtime.strategies import common as C
+from edgeft.runtime.strategies import pac_bridge as P
+from edgeft.train.objective import forward
+
+
+def share_rows(n: int, shares: list[float]) -> list[tuple[int, int]]:
+    """Split n rows by shares (largest remainder), contiguous, in replica order."""
+    raw = [n * s / sum(shares) for s in shares]
+    sizes = [int(math.floor(x)) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: raw[i] - sizes[i], reverse=True)[: n - sum(sizes)]:
+        sizes[i] += 1
+    out, start = [], 0
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+def owner_of(sample_id: str, shares: dict[int, float]) -> int:
+    """Weighted rendezvous hashing: stable when a rank leaves (only its samples move)."""
+    best, best_score = None, -math.inf
+    for rank, w in shares.items():
+        if w <= 0:
+            continue
+        h = int.from_bytes(hashlib.blake2b(f"{sample_id}/{rank}".encode(), digest_size=8).digest(), "big")
+        u = (h + 0.5) / 2**64
+        score = -w / math.log(u)
+        if score > best_score:
+            best, best_score = rank, score
+    return best
+
+
+class LogitsModel:
+    accepts_sample_ids = False
+
+    def __init__(self, logits):
+        self.logits = logits
+
+    def __call__(self, **_):
+        return SimpleNamespace(logits=self.logits)
+
+
+def run(ctx) -> dict:
+    C.check_blockwise_method(ctx)
+    lay = ctx.spec.layout
+    stages = lay["stages"]
+    M = int(lay["micro_batches"])
+    C.build(ctx)
+    model = ctx.model
+    pac = ctx.spec.method == "pac"
+    view = model.view if pac else type(ctx.backbone.view)(model, ctx.backbone.arch.family)
+    if pac:
+        P.check(model)
+    S = len(stages)
+    si = next(i for i, st in enumerate(stages) if ctx.rank in st["ranks"])
+    st = stages[si]
+    j = st["ranks"].index(ctx.rank)
+    start, end = st["blocks"]
+    world = list(range(ctx.group.world))
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = list(named.values())
+    total_steps = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+    opt, sched = C.make_optimizer(ctx, params, total_steps)
+    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+    last = si == S - 1
+    loss_rank = stages[-1]["ranks"][0]
+    my_taps = P.stage_taps(model, start, end) if pac else []
+    cache_shares = {int(k): float(v) for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
+    kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
+    state = {"phase": "pipeline"}
+
+    def rows_of(stage: int, m: int, mbs) -> list[tuple[int, int]]:
+        lo, hi = mbs[m]
+        return [(lo + a, lo + b) for a, b in share_rows(hi - lo, stages[stage]["shares"])]
+
+    def overlaps(mine, theirs_list, ranks):
+        for (a, b), r in zip(theirs_list, ranks):
+            lo, hi = max(a, mine[0]), min(b, mine[1])
+            if lo < hi:
+                yield r, lo, hi, a
+
+    # -- one micro-batch through this stage --------------------------------------------------------
+    def fwd(m, batch, mbs, units_total, saved):
+        mine = rows_of(si, m, mbs)[j]
+        if mine[0] == mine[1]:
+            saved[m] = None
+            return
+        part = C.slice_rows(batch, *mine)
+        mask = part["attention_mask"]
+        inputs = {}
+        if si > 0:
+            got = [ctx.comm.recv(r) for r, *_ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"])]
+            inputs = {k: torch.cat([g[k] for g in got]) for k in got[0]}
+        with ctx.emu.compute():
+            if pac:
+                out, loss = _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objective,
+                                       label_ids, kept)
+            else:
+                out, loss = _block_stage(view, part, inputs, mask, si, last, start, end, objective, label_ids)
+            if loss is not None:
+                loss = loss * (C.loss_units(part, objective) / units_total)
+        saved[m] = (inputs, out, loss)
+        if not last:
+            for r, lo, hi, _ in overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"]):
+                ctx.comm.send({k: v[lo - mine[0]:hi - mine[0]] for k, v in out.items()}, r)
+
+    def bwd(m, mbs, saved):
+        item = saved.pop(m)
+        if item is None:
+            return
+        inputs, out, loss = item
+        mine = rows_of(si, m, mbs)[j]
+        with ctx.emu.compute():
+            if last:
+                loss.backward()
+            else:
+                key = "s" if pac else "h"
+                got = [ctx.comm.recv(r)["g"] for r, *_ in
+                       overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"])]
+                if out[key].requires_grad:
+                    out[key].backward(torch.cat(got))
+        if si > 0:
+            key = "s" if pac else "h"
+            g = inputs[key].grad
+            for r, lo, hi, _ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"]):
+                ctx.comm.send({"g": g[lo - mine[0]:hi - mine[0]]}, r)
+        return float(loss.detach()) if last else None
+
+    def pipeline_step(epoch, idx, global_step):
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
+        batch["_feat_idx"] = list(idx)
+        units_total = C.loss_units(batch, objective)
+        mbs = C.split_rows(len(idx), min(M, len(idx)))
+        nmb = len(mbs)
+        warm = min(S - si - 1, nmb)
+        saved, loss_sum = {}, 0.0
+        for m in range(warm):
+            fwd(m, batch, mbs, units_total, saved)
+        for i in range(nmb - warm):
+            fwd(warm + i, batch, mbs, units_total, saved)
+            loss_sum += bwd(i, mbs, saved) or 0.0
+        for m in range(nmb - warm, nmb):
+            loss_sum += bwd(m, mbs, saved) or 0.0
+        return finish_step(loss_sum)
+
+    def finish_step(loss_sum):
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        lt = torch.tensor([loss_sum], dtype=torch.float32, device=ctx.group.device)
+        ctx.comm.all_reduce_([p.grad for p in params] + [lt], world)
+        C.clip_global(ctx, params, world, share=1.0 / len(world))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(lt) if ctx.rank == loss_rank else None
+
+    # -- PAC later epochs: data parallel on the cache ------------------------------------------------
+    def dp_step(epoch, idx, global_step):
+        feats = [ctx.train_feats[i] for i in idx]
+        batch = C.to_device(ctx.featurizer.collate(feats), ctx.group.device)
+        units_total = C.loss_units(batch, objective)
+        rows = [b for b, f in enumerate(feats) if owner_of(str(f["id"]), cache_shares) == ctx.rank]
+        loss_sum = 0.0
+        if rows:
+            sel = torch.tensor(rows, device=ctx.group.device)
+            part = {k: (v[sel] if torch.is_tensor(v) else [v[r] for r in rows]) for k, v in batch.items()}
+            with ctx.emu.compute():
+                loss, _, _ = forward(model, part, objective, label_ids)
+                loss = loss * (C.loss_units(part, objective) / units_total)
+                loss.backward()
+            loss_sum = float(loss.detach())
+        out = finish_step(loss_sum)
+        return out if ctx.rank == loss_rank else None
+
+    def step(epoch, idx, global_step):
+        if state["phase"] == "cache":
+            return dp_step(epoch, idx, global_step)
+        return pipeline_step(epoch, idx, global_step)
+
+    def epoch_start(epoch, step0):
+        cache_ready = pac and model.cache is not None and epoch > 0
+        state["phase"] = "cache" if cache_ready else "pipeline"
+        ctx.log("phase", epoch=epoch + 1, phase=state["phase"])
+        ctx.beat.update(phase=state["phase"])
+
+    def epoch_end(epoch):
+        if pac and state["phase"] == "pipeline" and model.cache is not None and epoch + 1 < ctx.spec.train.epochs:
+            _exchange_cache(ctx, model, kept, cache_shares, world)
+            kept.clear()
+        if ctx.spec.evaluate and ctx.rank == loss_rank:
+            return C.evaluate_full(ctx, model)
+        return None
+
+    shard = "all" if ctx.rank == 0 else None
+    res = C.train_loop(ctx, step, named, shard, opt, sched, epoch_start_fn=epoch_start, epoch_end_fn=epoch_end)
+    ctx.emu.check_memory("end of training")
+    info = {"role": f"stage {si} replica {j}", "blocks": [start, end], "stage": si, "loop": res}
+    if pac and model.cache is not None:
+        info["cache"] = model.cache.describe()
+    return info
+
+
+def _block_stage(view, part, inputs, mask, si, last, start, end, objective, label_ids):
+    """Blocks [start, end) with autograd (lora/full/bitfit). Returns ({'h': out}, loss or None)."""
+    if si == 0:
+        h = view.embed(part["input_ids"], mask, part.get("token_type_ids"))
+    else:
+        h = inputs["h"].requires_grad_(True)
+    if last:
+        loss, _, _ = forward(C.HiddenModel(view, start, h), part, objective, label_ids)
+        return {}, loss
+    return {"h": view.run_blocks(h, start, end, mask)}, None
+
+
+def _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objective, label_ids, kept):
+    """Frozen blocks [start, end) + this stage's adapters' part of the side feature."""
+    view = model.view
+    if si == 0:
+        with torch.no_grad():
+            h = view.embed(part["input_ids"], mask, part.get("token_type_ids"))
+        s_in = None
+    else:
+        h = inputs["h"]
+        s_in = inputs["s"].requires_grad_(True)
+    h, taps = P.run_stage_backbone(model, h, start, end, mask)
+    s = s_in
+    if taps is not None:
+        kept.append((list(part["ids"]), list(part["_feat_idx"]), taps.detach().cpu(), mask.cpu()))
+        contrib = P.partial_side(model.side, taps, my_taps)
+        s = contrib if s is None else s + contrib
+    if not last:
+        if s is None:  # no taps in this stage: pass a zero side feature on
+            width = 1 if model.positions != "all" else h.shape[1]
+            s = h.new_zeros(h.shape[0], width, model.side.width)
+        return {"h": h, "s": s}, None
+    final = taps[..., -1, :] + P.finish_side(model.side, s)
+    if model.task_head is not None:
+        logits = model.task_head(final[:, -1] if model.positions == "all" else final[:, 0])
+    else:
+        logits = view.final(final)
+    loss, _, _ = forward(LogitsModel(logits), part, objective, label_ids)
+    return {}, loss
+
+
+def _exchange_cache(ctx, model, kept, shares, world) -> None:
+    """Send every kept tap to the owner of its sample; owners write whole samples into their cache."""
+    import time
+
+    t0 = time.perf_counter()
+    per_dst: dict[int, list] = {r: [] for r in world}
+    for ids, fidx, taps, mask in kept:
+        for b, (sid, fi) in enumerate(zip(ids, fidx)):
+            rows = taps[b][mask[b].bool()] if model.positions == "all" else taps[b]
+            per_dst[owner_of(str(sid), shares)].append((fi, rows))
+    mine_idx = P.stage_taps(model, *ctx.spec.layout["stages"][_stage_of(ctx)]["blocks"])
+    pieces: dict[int, dict[int, torch.Tensor]] = {}  # feature index -> {tap index: (P, H)}
+
+    def absorb(fidx: list[int], blobs: list[torch.Tensor], tap_idx: list[int]) -> None:
+        for fi, blob in zip(fidx, blobs):
+            d = pieces.setdefault(fi, {})
+            for k, t in enumerate(tap_idx):
+                d[t] = blob[:, k]
+
+    absorb([fi for fi, _ in per_dst[ctx.rank]], [r for _, r in per_dst[ctx.rank]], mine_idx)
+    W = len(world)
+    for shift in range(1, W):
+        dst, src = world[(ctx.rank + shift) % W], world[(ctx.rank - shift) % W]
+        items = per_dst[dst]
+        payload = {"n": torch.tensor([len(items)]), "taps": torch.tensor(mine_idx or [-1])}
+        if items:
+            payload["fidx"] = torch.tensor([fi for fi, _ in items])
+            payload["len"] = torch.tensor([r.shape[0] for _, r in items])
+            payload["data"] = torch.cat([r for _, r in items])
+        ctx.comm.send(payload, dst)
+        got = ctx.comm.recv(src)
+        if int(got["n"]) and int(got["taps"][0]) >= 0:
+            blobs = list(torch.split(got["data"], got["len"].tolist()))
+            absorb(got["fidx"].tolist(), blobs, got["taps"].tolist())
+    ctx.comm.flush()
+    n_taps = len(model.taps)
+    complete = [fi for fi, d in pieces.items() if len(d) == n_taps]
+    for fi in complete:
+        f = ctx.train_feats[fi]
+        taps = torch.stack([pieces[fi][t] for t in range(n_taps)], dim=1)  # (P, n, H)
+        ids = torch.tensor([f["input_ids"]])
+        mask = torch.ones_like(ids)
+        tt = torch.tensor([f["token_type_ids"]]) if "token_type_ids" in f else None
+        P.fill_cache(model, ids, mask, tt, [f["id"]], taps.unsqueeze(0).to(ctx.group.device))
+    ctx.log("cache_filled", samples=len(complete), incomplete=len(pieces) - len(complete),
+            megabytes=model.cache.nbytes / 2**20, seconds=time.perf_counter() - t0)
+
+
+def _stage_of(ctx) -> int:
+    return next(i for i, st in enumerate(ctx.spec.layout["stages"]) if ctx.rank in st["ranks"])

@@ -1,0 +1,88 @@
+"""The few PAC internals the pipeline needs, in one place (edgeft.methods.pac has no public API for them).
+
+A pipeline stage owns some taps. Because ParallelAdapters combines taps by a closed-form weighted
+sum (combine 'gated' or 'sum'), stage s can compute its taps' part of that sum and pass it on; the
+last stage adds its own and finishes the side network. `fill_cache` stores taps a device received
+into PAC's ActivationCache in the same encoding PacModel uses, so later epochs hit the cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from edgeft.errors import ConfigError
+
+
+def check(model) -> None:
+    if model.side.combine not in ("gated", "sum"):
+        raise ConfigError(f"PAC combine '{model.side.combine}' is sequential over taps: the pipeline needs "
+                          "combine=gated or combine=sum.")
+
+
+def partial_side(side, taps: torch.Tensor, idx: list[int]) -> torch.Tensor:
+    """Part of the combined side feature from taps `idx` ((..., len(idx), H) -> (..., r)).
+
+    Same arithmetic as ParallelAdapters.adapters + the gated/sum combination, restricted to idx.
+    """
+    x = F.layer_norm(taps, (side.hidden,))
+    sel = torch.tensor(idx, device=taps.device)
+    z = torch.einsum("...nh,nhr->...nr", x, side.down[sel]) + side.down_bias[sel]
+    z = side.drop(F.gelu(z))
+    if side.combine == "sum":
+        return z.sum(-2) / side.num_taps
+    return torch.einsum("...nr,n->...r", z, side.tap_weights()[sel])
+
+
+def finish_side(side, s: torch.Tensor) -> torch.Tensor:
+    for block in side.blocks:
+        s = block(s)
+    return side.up(side.norm_out(s))
+
+
+def stage_taps(model, start: int, end: int) -> list[int]:
+    """Indices (into model.taps) of the tapped blocks inside [start, end)."""
+    return [i for i, t in enumerate(model.taps) if start <= t < end]
+
+
+@torch.no_grad()
+def run_stage_backbone(model, hidden, start: int, end: int, mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Blocks [start, end) without autograd; (output hidden, tapped outputs at the kept positions)."""
+    from edgeft.methods.pac.taps import select
+
+    outs, pos = [], start
+    for i in stage_taps(model, start, end):
+        t = model.taps[i]
+        hidden = model.view.run_blocks(hidden, pos, t + 1, mask)
+        pos = t + 1
+        outs.append(select(hidden, mask, model.positions))
+    hidden = model.view.run_blocks(hidden, pos, end, mask)
+    return hidden, (torch.stack(outs, dim=-2) if outs else None)
+
+
+def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: list, taps: torch.Tensor) -> int:
+    """Put taps (B, P, n_taps, H) of these samples into the model's ActivationCache (PacModel's encoding)."""
+    from edgeft.methods.pac import codec
+    from edgeft.methods.pac.model import _split_payload
+
+    if model.cache is None or not len(sample_ids):
+        return 0
+    ids_cpu, mask_cpu = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
+    types_cpu = token_type_ids.cpu().numpy() if token_type_ids is not None else None
+    hashes = [codec.token_hash(ids_cpu[b][mask_cpu[b]], None if types_cpu is None else types_cpu[b][mask_cpu[b]])
+              for b in range(len(sample_ids))]
+    if model.positions == "all":
+        rows = attention_mask.sum(1).tolist()
+        flat = taps[attention_mask.bool()]
+    else:
+        rows = [1] * len(sample_ids)
+        flat = taps[:, 0]
+    data, scale = codec.encode(flat, model.cache_dtype)
+    payload = codec.to_payload(data, scale)
+    per = [r * len(model.taps) * model.side.hidden * codec.ITEMSIZE[model.cache_dtype] for r in rows]
+    scale_per = [r * len(model.taps) * 4 for r in rows] if scale is not None else [0] * len(rows)
+    model.cache.put([str(s) for s in sample_ids], hashes, _split_payload(payload, per, scale_per), rows)
+    return len(sample_ids)
+
+
+__all__ = ["check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]

@@ -1,0 +1,117 @@
+"""`split`: devices run the embedding and the first `cut` blocks, the edge server the rest.
+
+Each step the global batch is cut into one row slice per device; every device sends its slice's
+hidden states at the cut up its link; the server stitches them back into the full batch, runs the
+remaining blocks, the head and the loss, and returns each device its slice of the activation
+gradient. Device-side trainables (LoRA in the first blocks) are all-reduced among the devices, so
+the run is the single-device step on the same batch (SplitFed-style); the server steps its own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from edgeft.errors import ConfigError
+from edgeft.runtime.strategies import common as C
+from edgeft.train.objective import forward
+
+
+def _partition(ctx, cut: int):
+    model, view = ctx.model, ctx.backbone.view
+    view = type(view)(model, ctx.backbone.arch.family)
+    embed = view.core.embed_tokens if view.family == "llama" else view.core.embeddings
+    dev_ids = {id(p) for p in embed.parameters()} | {id(p) for b in view.blocks[:cut] for p in b.parameters()}
+    srv_ids = {id(p) for b in view.blocks[cut:] for p in b.parameters()}
+    srv_ids |= {id(p) for n, p in model.named_parameters() if id(p) not in dev_ids}
+    both = [n for n, p in model.named_parameters() if p.requires_grad and id(p) in dev_ids and
+            (id(p) in {id(q) for q in (view.head.parameters() if view.head is not None else [])})]
+    if both:
+        raise ConfigError(f"parameter '{both[0]}' is used on both sides of the cut (tied embeddings under full "
+                          "fine-tuning): use lora or bitfit with split.")
+    named = dict(model.named_parameters())
+    dev = {n: p for n, p in named.items() if p.requires_grad and id(p) in dev_ids}
+    srv = {n: p for n, p in named.items() if p.requires_grad and id(p) not in dev_ids}
+    return view, dev, srv
+
+
+def run(ctx) -> dict:
+    C.check_blockwise_method(ctx)
+    lay = ctx.spec.layout
+    server, devices, cut = lay["server"], list(lay["devices"]), int(lay["cut"])
+    C.build(ctx)
+    view, dev_params, srv_params = _partition(ctx, cut)
+    if not 0 < cut < view.num_blocks:
+        raise ConfigError(f"split cut {cut} must be between 1 and {view.num_blocks - 1}")
+    is_server = ctx.rank == server
+    mine = srv_params if is_server else dev_params
+    for n, p in dict(ctx.model.named_parameters()).items():  # autograd stops where nothing trains
+        if p.requires_grad and n not in mine:
+            p.requires_grad_(False)
+    from edgeft.runtime.group import new_groups
+
+    (dev_pg,) = new_groups([devices])
+    total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+    opt, sched = C.make_optimizer(ctx, list(mine.values()), total)
+    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+    all_ranks = [server] + devices
+    my_slot = devices.index(ctx.rank) if not is_server else -1
+
+    def step(epoch, idx, global_step):
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
+        rows = C.split_rows(len(idx), len(devices))
+        if is_server:
+            parts = [ctx.comm.recv(d)["hidden"] for d in devices]
+            with ctx.emu.compute():
+                hidden = torch.cat(parts).requires_grad_(True)
+                loss, _, _ = forward(C.HiddenModel(view, cut, hidden), batch, objective, label_ids)
+                loss.backward()
+            for d, (lo, hi) in zip(devices, rows):
+                ctx.comm.send({"grad": hidden.grad[lo:hi]}, d)
+            C.clip_global(ctx, list(mine.values()), all_ranks)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss.detach())
+        lo, hi = rows[my_slot]
+        part = C.slice_rows(batch, lo, hi)
+        with ctx.emu.compute():
+            h = view.embed(part["input_ids"], part["attention_mask"], part.get("token_type_ids"))
+            h = view.run_blocks(h, 0, cut, part["attention_mask"])
+        ctx.comm.send({"hidden": h}, server)
+        grad = ctx.comm.recv(server)["grad"]
+        with ctx.emu.compute():
+            if h.requires_grad:
+                h.backward(grad)
+        params = list(mine.values())
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        ctx.comm.all_reduce_([p.grad for p in params], devices, dev_pg)
+        C.clip_global(ctx, params, all_ranks, share=1.0 / len(devices))  # replicas count once
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return None
+
+    def epoch_end(epoch):
+        return _assemble_and_eval(ctx, server, devices, dev_params)
+
+    shard = "server" if is_server else ("devices" if my_slot == 0 else None)
+    res = C.train_loop(ctx, step, mine, shard, opt, sched, epoch_end_fn=epoch_end if ctx.spec.evaluate else None)
+    ctx.emu.check_memory("end of training")
+    return {"role": "server" if is_server else "device", "blocks": [cut, view.num_blocks] if is_server else [0, cut],
+            "loop": res}
+
+
+def _assemble_and_eval(ctx, server, devices, dev_params):
+    """The first device uploads its side's trainables; the server evaluates the whole model."""
+    if ctx.rank == devices[0]:
+        ctx.comm.send({n: p.detach() for n, p in dev_params.items()}, server)
+        ctx.comm.flush()
+        return None
+    if ctx.rank == server:
+        got = ctx.comm.recv(devices[0])
+        named = dict(ctx.model.named_parameters())
+        with torch.no_grad():
+            for n, t in got.items():
+                named[n].copy_(t)
+        return C.evaluate_full(ctx, ctx.model)
+    return None

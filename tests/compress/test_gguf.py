@@ -1,0 +1,142 @@
+"""GGUF export: tensors, metadata and native GPTQ blocks read back with gguf-py; llama.cpp loads and runs it."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from edgeft.compress.export import export_model
+from edgeft.compress.gguf_export import export_gguf, permute_rows
+from edgeft.compress.pipeline import CompressConfig, run_compress
+from edgeft.compress.store import load_compressed
+from edgeft.errors import ConfigError, ModelError
+from edgeft.models import load_backbone
+
+from .helpers import logits_of
+
+gguf = pytest.importorskip("gguf")
+
+
+def read(path):
+    r = gguf.GGUFReader(str(path))
+    fields = {k: f.contents() for k, f in r.fields.items() if not k.startswith("tokenizer.ggml.") or
+              k in ("tokenizer.ggml.pre", "tokenizer.ggml.model", "tokenizer.ggml.eos_token_id")}
+    return r, fields, {t.name: t for t in r.tensors}
+
+
+def compress(model, out, method, **options):
+    run_compress(CompressConfig(model=str(model), method=method, options=options, out=str(out), calib_samples=4,
+                                calib_seq_len=64, eval_wikitext_windows=0, eval_before=False, dtype="float32"),
+                 log=lambda m: None)
+    return out
+
+
+def test_f32_export_holds_the_exact_weights_in_llama_cpp_layout(tiny_smol, tmp_path):
+    bb = load_backbone(str(tiny_smol))
+    info = export_gguf(bb.model, bb.tokenizer, tmp_path / "m.gguf", "f32")
+    assert info["tokenizer_pre"] == "smollm" and info["arch"] == "llama"
+    r, f, t = read(tmp_path / "m.gguf")
+    assert (f["llama.block_count"], f["llama.attention.head_count"], f["llama.attention.head_count_kv"],
+            f["llama.feed_forward_length"], f["llama.rope.dimension_count"]) == (3, 4, 2, 128, 16)
+    assert f["tokenizer.ggml.model"] == "gpt2" and f["tokenizer.ggml.eos_token_id"] == bb.tokenizer.eos_token_id
+    assert "output.weight" not in t  # tied: llama.cpp reuses token_embd
+    layer = bb.model.model.layers[1].self_attn
+    q = np.asarray(t["blk.1.attn_q.weight"].data)
+    assert np.array_equal(q, permute_rows(layer.q_proj.weight.detach(), 4).numpy())
+    assert np.array_equal(np.asarray(t["blk.1.attn_k.weight"].data), permute_rows(layer.k_proj.weight.detach(), 2))
+    assert np.array_equal(np.asarray(t["blk.1.attn_v.weight"].data), layer.v_proj.weight.detach().numpy())
+    assert len(t) == 2 + 3 * 9
+
+
+@pytest.mark.parametrize("bits,sym,qtype", [(4, False, "Q4_1"), (4, True, "Q4_0"), (8, True, "Q8_0")])
+def test_gptq_codes_are_written_as_native_ggml_blocks(tiny_smol, tmp_path, bits, sym, qtype):
+    folder = compress(tiny_smol, tmp_path / "q", "gptq", bits=bits, group_size=32, sym=sym)
+    info = export_model(str(folder), tmp_path / "q.gguf", "gguf", "auto")
+    assert info["native_gptq_tensors"] == 3 * 7
+    model, _, _ = load_compressed(folder)
+    _, _, t = read(tmp_path / "q.gguf")
+    tensor = t["blk.2.ffn_down.weight"]
+    assert tensor.tensor_type.name == qtype
+    got = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+    want = model.model.layers[2].mlp.down_proj.dequantized().numpy()
+    scale = model.model.layers[2].mlp.down_proj.scales.float().max().item()
+    assert np.abs(got - want).max() <= (1e-3 * scale if qtype == "Q4_1" else 1e-7)  # Q4_1's min is float16
+    q_got = gguf.quants.dequantize(t["blk.0.attn_q.weight"].data, t["blk.0.attn_q.weight"].tensor_type)
+    q_want = permute_rows(model.model.layers[0].self_attn.q_proj.dequantized(), 4).numpy()
+    assert np.abs(q_got - q_want).max() <= 1e-3 * model.model.layers[0].self_attn.q_proj.scales.float().max().item()
+
+
+def test_unevenly_pruned_model_is_written_as_deci_with_per_layer_sizes(tiny_smol, tmp_path):
+    folder = compress(tiny_smol, tmp_path / "p", "prune", ratio=0.5, first_block=1, last_block=2)
+    info = export_model(str(folder), tmp_path / "p.gguf", "gguf", "q8_0")
+    assert info["arch"] == "deci"
+    _, f, t = read(tmp_path / "p.gguf")
+    assert f["deci.feed_forward_length"] == [128, 64, 128]
+    assert f["deci.attention.head_count"] == [4, 2, 4] and f["deci.attention.head_count_kv"] == [2, 1, 2]
+    assert t["blk.1.ffn_down.weight"].tensor_type.name == "Q8_0"
+
+
+def test_bad_export_requests_are_clear(tiny_smol, tiny_word_llama, tiny_bert, tmp_path):
+    with pytest.raises(ConfigError, match="unknown GGUF type 'q4_k_m'"):
+        export_model(str(tiny_smol), tmp_path / "x.gguf", "gguf", "q4_k_m")
+    with pytest.raises(ConfigError, match="unknown export format 'onnx'"):
+        export_model(str(tiny_smol), tmp_path / "x", "onnx")
+    with pytest.raises(ModelError, match="byte-level BPE"):
+        export_model(str(tiny_word_llama), tmp_path / "x.gguf", "gguf", "f16")
+    with pytest.raises(ModelError, match="not supported"):
+        export_model(str(tiny_bert), tmp_path / "x.gguf", "gguf", "f16")
+
+
+# -- llama.cpp ------------------------------------------------------------------------------------------------
+
+def _llama_cpp():
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python must be installed in CI (see docs/compress.md)")
+        pytest.skip("llama-cpp-python is not installed (see docs/compress.md)")
+    from edgeft.compress import llamacpp
+
+    return llamacpp
+
+
+def test_llama_cpp_runs_the_export_like_pytorch(tiny_smol, tmp_path):
+    llamacpp = _llama_cpp()
+    bb = load_backbone(str(tiny_smol))
+    export_gguf(bb.model, bb.tokenizer, tmp_path / "m.gguf", "f32")
+    llm = llamacpp.load(tmp_path / "m.gguf", n_ctx=64)
+    ids = bb.tokenizer.encode("The history of the city begins in the year of its founding .", add_special_tokens=False)
+    llm.reset()
+    llm.eval(ids)
+    cpp = np.asarray(llm.scores[: len(ids)])
+    ours = logits_of(bb.model, torch.tensor([ids]))[0].numpy()
+    assert np.abs(cpp - ours).max() < 1e-2 * np.abs(ours).max()
+    assert (cpp.argmax(-1) == ours.argmax(-1)).mean() > 0.95
+    out = llamacpp.greedy(llm, ids, 8)
+    assert len(out) >= 1
+    agree = llamacpp.tokenizer_agreement(llm, bb.tokenizer, "Robert Boulter is an English film , television actor .")
+    assert agree["identical"]
+
+
+def test_llama_cpp_runs_native_gptq_blocks_with_the_packed_models_numbers(tiny_smol, tmp_path):
+    llamacpp = _llama_cpp()
+    folder = compress(tiny_smol, tmp_path / "q", "gptq", bits=4, group_size=32)
+    export_model(str(folder), tmp_path / "q.gguf", "gguf", "auto")
+    model, tok, _ = load_compressed(folder)
+    ids = tok.encode("One of the first things the council did was to build a bridge .", add_special_tokens=False)
+    llm = llamacpp.load(tmp_path / "q.gguf", n_ctx=64)
+    ppl_cpp = llamacpp.perplexity(llm, [ids])["perplexity"]
+    from edgeft.compress.evaluation import perplexity_of_windows
+
+    ppl_torch = perplexity_of_windows(model, [ids])["perplexity"]
+    assert abs(ppl_cpp / ppl_torch - 1) < 0.02
+
+
+def test_llama_cpp_refuses_a_corrupt_file(tmp_path):
+    llamacpp = _llama_cpp()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + os.urandom(1000))
+    with pytest.raises(ModelError, match="could not load"):
+        llamacpp.load(bad)

@@ -1,0 +1,97 @@
+"""`edgeft compress` end to end on a tiny model: steps chain through folders and every step is measured."""
+
+import json
+
+import pytest
+import torch
+
+from edgeft.compress.pipeline import CompressConfig, config_from_dict, run_compress
+from edgeft.compress.store import load_compressed
+from edgeft.errors import ConfigError
+
+from .helpers import logits_of, make_adapter
+
+FAST = dict(calib_samples=4, calib_seq_len=64, eval_wikitext_windows=2, eval_seq_len=64, eval_task_samples=4)
+
+
+def run(model, method, out, **kw):
+    return run_compress(CompressConfig(model=str(model), method=method, out=str(out), **{**FAST, **kw}),
+                        log=lambda m: None)
+
+
+def test_gptq_step_is_stored_packed_and_measured(tiny_word_llama, tmp_path):
+    res = run(tiny_word_llama, "gptq", tmp_path / "g", options={"bits": 4, "group_size": 32}, dtype="float32")
+    inp, step = res["records"]
+    assert inp["step"] == "input" and step["label"] == "GPTQ 4-bit g32"
+    assert step["size_bytes"] < 0.75 * inp["size_bytes"]  # the embedding (kept float32) dominates this tiny model
+    assert step["wikitext2_ppl"] < 1.5 * inp["wikitext2_ppl"]
+    assert step["extra"]["calibration"]["tokens"] == 4 * 64
+    for name in ("compress_report.json", "compress_report.md", "compress_report.png"):
+        assert (tmp_path / "g" / name).is_file()
+    model, _, manifest = load_compressed(tmp_path / "g")
+    assert [s["step"] for s in manifest.steps] == ["input", "gptq"]
+    assert type(model.model.layers[0].mlp.down_proj).__name__ == "QuantLinear"
+
+
+def test_gptq_beats_rtn_on_the_same_grid(tiny_word_llama, tmp_path):
+    opts = {"bits": 2, "group_size": 32}  # a harsh grid, so the difference is clear on a tiny model
+    gptq = run(tiny_word_llama, "gptq", tmp_path / "g", options=opts, calib_samples=16, eval_wikitext_windows=6)
+    rtn = run(tiny_word_llama, "rtn", tmp_path / "r", options=opts, eval_wikitext_windows=6)
+    assert gptq["records"][-1]["wikitext2_ppl"] < rtn["records"][-1]["wikitext2_ppl"]
+
+
+def test_adapter_task_is_the_default_calibration_and_metric(tiny_word_llama, tmp_path):
+    adapter = make_adapter(tiny_word_llama, tmp_path / "lora", task_name="shakespeare")
+    res = run(tiny_word_llama, "sparsegpt", tmp_path / "s", adapter=str(adapter), options={"pattern": "2:4"})
+    inp, step = res["records"]
+    assert inp["label"] == "fine-tuned (merged)"
+    assert step["task"] == "shakespeare" and step["task_metric_name"] == "perplexity"
+    assert step["extra"]["calibration"]["task"] == "shakespeare"
+    assert step["nonzero_params"] <= 0.5 * step["extra"]["block_linear_weights"] + 1
+
+
+def test_chain_prune_then_distill_then_quantise(tiny_word_llama, tmp_path):
+    run(tiny_word_llama, "prune", tmp_path / "p", options={"ratio": 0.5, "first_block": 0, "last_block": 2,
+                                                           "round_to": 1})
+    res = run(tmp_path / "p", "distill", tmp_path / "d", options={"teacher": str(tiny_word_llama), "steps": 2,
+                                                                  "batch_size": 2, "max_new_tokens": 8,
+                                                                  "prompt_len": 8, "pairs": 8})
+    assert len(res["records"][-1]["extra"]["distill"]["losses"]) == 2
+    res = run(tmp_path / "d", "gptq", tmp_path / "q", options={"group_size": 32})
+    labels = [r["label"] for r in res["records"]]
+    assert labels[0] == "input model" and labels[1].startswith("LLM-Pruner") and labels[2].startswith("GKD")
+    assert labels[3].startswith("GPTQ")
+    pruned, _, manifest = load_compressed(tmp_path / "q")
+    assert pruned.model.layers[0].mlp.gate_proj.out_features == 64  # 128 channels, half removed
+    assert pruned.model.layers[2].mlp.gate_proj.out_features == 128  # outside the pruned range
+    assert manifest.shapes  # per-layer sizes recorded
+    assert logits_of(pruned).shape[-1] == pruned.config.vocab_size
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="calib_sampels: unknown key"):
+        config_from_dict({"model": "x", "calib_sampels": 3})
+    with pytest.raises(ConfigError, match="unknown compression method 'gptx'"):
+        run_compress(CompressConfig(model="x", method="gptx", out=str(tmp_path)))
+
+
+def test_cli_compress_and_export(tiny_word_llama, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    runner = CliRunner()
+    result = runner.invoke(build_app(), ["compress", "--model", str(tiny_word_llama), "--method", "magnitude",
+                                         "--sparsity", "0.5", "--calib-samples", "2", "--eval-wikitext-windows", "1",
+                                         "--eval-seq-len", "32", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "m" / "compress_report.json").read_text())
+    assert report["steps"][-1]["label"] == "magnitude 50%"
+    result = runner.invoke(build_app(), ["export", "--model", str(tmp_path / "m"), "--format", "safetensors",
+                                         "--out", str(tmp_path / "hf")])
+    assert result.exit_code == 0, result.output
+    from transformers import AutoModelForCausalLM
+
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert abs(float((reloaded.model.layers[0].mlp.up_proj.weight == 0).float().mean()) - 0.5) < 0.01
+    assert torch.isfinite(logits_of(reloaded)).all()

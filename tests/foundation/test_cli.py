@@ -1,0 +1,49 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+EDGEFT = [sys.executable, "-m", "edgeft.cli"]
+
+
+def run_cli(*args, cwd=None, env_offline=False):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"} if env_offline else None
+    return subprocess.run([*EDGEFT, *args], capture_output=True, text=True, cwd=cwd, timeout=600, env=env)
+
+
+def test_config_file_with_unknown_key_is_a_clean_error(tmp_path):
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text("model: smollm2-135m\ntask: sst2\nmethd: lora\n")
+    proc = run_cli("finetune", "--config", str(cfg))
+    assert proc.returncode == 2
+    assert "methd: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_malformed_user_file_is_a_clean_error(tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"text": "ok", "label": "a"}\n{"text": "broken"\n')
+    proc = run_cli("finetune", "--model", "minilm-l6", "--data-file", str(data), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2
+    assert "mine.jsonl:2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_model_is_a_clean_error(tmp_path):
+    proc = run_cli("eval", "--model", "no-such-model-xyz", "--task", "sst2", env_offline=True)
+    assert proc.returncode == 2 and "unknown model 'no-such-model-xyz'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_finetune_then_eval_with_the_adapter_on_a_real_encoder(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("finetune", "--model", "minilm-l6", "--task", "sst2", "--method", "lora", "--train-samples", "64",
+                   "--dev-samples", "64", "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dev_metric_before"] is not None and metrics["dev_metric"] is not None
+    proc = run_cli("eval", "--model", "minilm-l6", "--task", "sst2", "--adapter", str(out / "adapter"),
+                   "--dev-samples", "64")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = [line for line in proc.stdout.splitlines() if "accuracy" in line][0]
+    assert f"{metrics['dev_metric']:.4f}" in shown

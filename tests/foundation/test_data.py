@@ -1,0 +1,96 @@
+import json
+
+import pytest
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.readers import read_jsonl, read_tsv
+from edgeft.errors import ConfigError, DataError
+
+GLUE_COUNTS = {"sst2": (67349, 872), "cola": (8551, 1043), "mrpc": (3668, 408), "rte": (2490, 277),
+               "stsb": (5749, 1500), "wnli": (635, 71)}
+
+
+@pytest.mark.parametrize("name", sorted(GLUE_COUNTS))
+def test_glue_tasks_load_every_row(name):
+    task = load_task(name)
+    assert (len(task.train), len(task.dev)) == GLUE_COUNTS[name]
+    assert task.metric_name in {"accuracy", "f1", "mcc", "pearson"}
+    if task.kind == "classification":
+        assert {ex["label"] for ex in task.dev} <= set(range(task.num_labels))
+
+
+def test_instruction_and_lm_tasks():
+    dolly = load_task("dolly")
+    assert len(dolly.train) == 14931 and len(dolly.dev) == 80
+    assert {"instruction", "input", "response", "category"} <= set(dolly.train[0])
+    gsm = load_task("gsm8k")
+    assert (len(gsm.train), len(gsm.dev)) == (7473, 1319)
+    assert load_task("wikitext2").kind == "lm"
+    assert load_task("shakespeare").metric_name == "perplexity"
+
+
+def test_subset_is_seeded_and_deterministic():
+    a = load_task(TaskConfig(name="sst2", train_samples=50, seed=3))
+    b = load_task(TaskConfig(name="sst2", train_samples=50, seed=3))
+    c = load_task(TaskConfig(name="sst2", train_samples=50, seed=4))
+    assert [e["id"] for e in a.train] == [e["id"] for e in b.train]
+    assert [e["id"] for e in a.train] != [e["id"] for e in c.train]
+    assert len(a.train) == 50
+
+
+def test_malformed_tsv_row_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.tsv"
+    p.write_text("sentence\tlabel\ngood film\t1\nno label here\n")
+    with pytest.raises(DataError, match=r"bad.tsv:3: expected 2 tab-separated columns, found 1"):
+        read_tsv(p, n_columns=2, header=True)
+
+
+def test_malformed_jsonl_row_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
+        read_jsonl(p)
+
+
+def test_missing_data_file_is_clear(tmp_path):
+    with pytest.raises(DataError, match="data file not found"):
+        load_task(TaskConfig(name="mine", data_file=str(tmp_path / "nope.jsonl")))
+
+
+def test_unknown_task_is_clear():
+    with pytest.raises(ConfigError, match="unknown task 'sst3'"):
+        load_task("sst3")
+
+
+def test_own_classification_data_split_by_seed(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    rows = [{"text": f"note {i}", "label": "work" if i % 2 else "home"} for i in range(40)]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = load_task(TaskConfig(name="mine", data_file=str(p), seed=1, dev_fraction=0.25))
+    assert task.kind == "classification" and task.label_names == ["home", "work"]
+    assert len(task.train) == 30 and len(task.dev) == 10
+    assert not {e["id"] for e in task.train} & {e["id"] for e in task.dev}
+    assert task.label_words == [" home", " work"]
+
+
+def test_own_generation_csv_with_named_columns(tmp_path):
+    p = tmp_path / "notes.csv"
+    p.write_text('question,answer\n"What is 2+2?",4\n"Capital of France?",Paris\n"Colour of sky?",blue\n')
+    dev = tmp_path / "dev.csv"
+    dev.write_text('question,answer\n"What is 3+3?",6\n')
+    task = load_task(TaskConfig(name="notes", data_file=str(p), dev_file=str(dev), instruction_column="question",
+                                response_column="answer"))
+    assert task.kind == "generation" and len(task.train) == 3 and len(task.dev) == 1
+    assert task.dev[0]["response"] == "6"
+
+
+def test_own_data_empty_field_is_an_error(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_text('{"text": "fine", "label": "a"}\n{"text": "", "label": "b"}\n')
+    with pytest.raises(DataError, match=r"mine.jsonl:2: field 'text' is empty"):
+        load_task(TaskConfig(name="mine", data_file=str(p)))
+
+
+def test_unknown_task_config_key():
+    with pytest.raises(Exception, match="extra"):
+        TaskConfig(name="sst2", nonsense=1)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import ConfigError, ModelError
+from edgeft.methods import METHODS, get_method
+from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
+from edgeft.models import load_backbone
+from edgeft.train.objective import forward
+
+
+def _setup(path, head, method, options=None):
+    task = load_task(TaskConfig(name="sst2", train_samples=16, dev_samples=8, max_length=32))
+    bb = load_backbone(str(path), head=head, num_labels=2)
+    feat = Featurizer(task, bb.tokenizer, objective_for(task, head), 32)
+    m = get_method(method, options)
+    model = m.prepare(bb, task)
+    batch = feat.collate(feat.encode(task.train[:8]))
+    return task, bb, feat, m, model, batch
+
+
+@pytest.mark.parametrize("method", ["full", "lora", "prompt", "bitfit"])
+@pytest.mark.parametrize("family,head", [("llama", "causal_lm"), ("bert", "sequence_classification")])
+def test_each_method_trains_only_its_parameters_and_lowers_the_loss(method, family, head, tiny_llama, tiny_bert):
+    torch.manual_seed(0)
+    path = tiny_llama if family == "llama" else tiny_bert
+    task, bb, feat, m, model, batch = _setup(path, head, method, {"init": "random"} if method == "prompt" else None)
+    params = m.trainable_parameters(model)
+    n_train = sum(p.numel() for p in params)
+    n_total = sum(p.numel() for p in model.parameters())
+    assert 0 < n_train <= n_total
+    if method != "full":
+        assert n_train < n_total
+    opt = torch.optim.AdamW(params, lr=1e-3 if method in ("full", "bitfit") else 1e-2)
+    model.train()
+    first = None
+    for _ in range(15):
+        loss = forward(model, batch, feat.objective, feat.label_token_ids)[0]
+        first = first if first is not None else float(loss.detach())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert float(loss.detach()) < first
+
+
+def test_lora_adapter_loads_in_peft_with_the_same_logits(tmp_path, tiny_llama):
+    from peft import PeftModel
+
+    task, bb, feat, m, model, batch = _setup(tiny_llama, "causal_lm", "lora")
+    with torch.no_grad():  # make the adapter non-trivial
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    model.eval()
+    with torch.no_grad():
+        ours = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    m.save(model, tmp_path / "adapter")
+    fresh = load_backbone(str(tiny_llama), head="causal_lm")
+    peft_model = PeftModel.from_pretrained(fresh.model, str(tmp_path / "adapter")).eval()
+    with torch.no_grad():
+        theirs = peft_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_unknown_method_and_option_are_clear():
+    with pytest.raises(ConfigError, match="unknown method 'lorra'"):
+        get_method("lorra")
+    with pytest.raises(ConfigError, match="method 'lora' options: rank: Extra inputs"):
+        get_method("lora", {"rank": 4})
+    assert {"full", "lora", "prompt", "bitfit"} <= set(METHODS)
+
+
+def test_adapter_for_another_backbone_is_refused(tmp_path, tiny_llama, tiny_bert):
+    task, bb, feat, m, model, batch = _setup(tiny_llama, "causal_lm", "lora")
+    write_adapter_note(tmp_path, m, bb, task)
+    other = load_backbone(str(tiny_bert), head="sequence_classification")
+    with pytest.raises(ModelError, match="trained on backbone"):
+        check_backbone_matches(read_adapter_note(tmp_path), other, tmp_path)

@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+from edgeft.errors import ModelError
+from edgeft.models import load_backbone
+
+
+@pytest.mark.parametrize("family,head", [("llama", "causal_lm"), ("llama", "sequence_classification"),
+                                         ("bert", "sequence_classification")])
+def test_blockview_equals_hf_forward_and_slices_compose(family, head, tiny_llama, tiny_bert):
+    bb = load_backbone(str(tiny_llama if family == "llama" else tiny_bert), head=head)
+    enc = bb.tokenizer(["the film was good", "bad"], padding=True, return_tensors="pt")
+    view = bb.view
+    with torch.no_grad():
+        ref = bb.model(**enc).logits
+        mine = view.forward(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+        h = view.embed(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"))
+        h = view.run_blocks(h, 0, 2, enc["attention_mask"])
+        h = view.run_blocks(h, 2, view.num_blocks, enc["attention_mask"])
+        sliced = view.final(h, enc["attention_mask"])
+    mask = enc["attention_mask"].bool()
+    pick = (lambda t: t[mask]) if ref.dim() == 3 else (lambda t: t)
+    assert torch.allclose(pick(ref), pick(mine), atol=1e-5)
+    assert torch.allclose(pick(sliced), pick(mine), atol=1e-6)
+    counts = view.block_param_counts()
+    assert len(counts) == view.num_blocks == 4 and len(set(counts)) == 1
+    total = sum(p.numel() for p in bb.model.parameters())
+    assert view.embed_param_count() + sum(counts) + view.final_param_count() <= total
+
+
+def test_unknown_alias_offline_is_clear(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="unknown model 'smollm9-1t'.*alias"):
+        load_backbone("smollm9-1t")
+
+
+def test_missing_local_folder_is_clear(tmp_path):
+    with pytest.raises(ModelError, match="no such model folder"):
+        load_backbone(str(tmp_path / "nothing-here"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        load_backbone(str(tmp_path / "empty"))
+
+
+def test_encoder_cannot_be_a_causal_lm(tiny_bert):
+    with pytest.raises(ModelError, match="encoder"):
+        load_backbone(str(tiny_bert), head="causal_lm")
+
+
+@pytest.mark.slow
+def test_real_backbones_have_the_documented_shapes():
+    smol = load_backbone("smollm2-135m")
+    assert (smol.arch.family, smol.arch.num_layers, smol.arch.hidden_size) == ("llama", 30, 576)
+    mini = load_backbone("minilm-l6", head="sequence_classification")
+    assert (mini.arch.family, mini.arch.num_layers, mini.arch.hidden_size) == ("bert", 6, 384)
+    enc = mini.tokenizer(["a fine film"], return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(mini.model(**enc).logits, mini.view.forward(**enc), atol=1e-5)

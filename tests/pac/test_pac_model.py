@@ -1,0 +1,243 @@
+"""PAC inside the real trainer and evaluator, on tiny random-weight backbones (fast)."""
+
+import json
+
+import pytest
+import torch
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import CacheError, ConfigError, ModelError
+from edgeft.methods import get_method
+from edgeft.methods.pac.side_network import ParallelAdapters
+from edgeft.methods.pac.taps import parse_taps
+from edgeft.models import load_backbone
+from edgeft.testing import make_tiny_model
+from edgeft.train.evaluate import evaluate
+from edgeft.train.loop import Trainer, TrainConfig
+from edgeft.train.recipe import make_loss_fn
+
+
+def setup(path, head, options=None, task="sst2", n=24, max_length=32):
+    t = load_task(TaskConfig(name=task, train_samples=n, dev_samples=6, max_length=max_length))
+    bb = load_backbone(str(path), head=head, num_labels=t.num_labels)
+    feat = Featurizer(t, bb.tokenizer, objective_for(t, head), max_length)
+    method = get_method("pac", options or {})
+    torch.manual_seed(0)
+    return t, bb, feat, method, method.prepare(bb, t)
+
+
+class BackboneSpy:
+    """Counts every entry into the backbone's modules: its top module, embeddings and each block."""
+
+    def __init__(self, model):
+        self.calls = 0
+        view = model.view
+        embed = view.core.embed_tokens if model.family == "llama" else view.core.embeddings
+        for m in [model.backbone, embed, *view.blocks]:
+            m.register_forward_pre_hook(self._hit)
+
+    def _hit(self, *_):
+        self.calls += 1
+
+
+def train(model, method, feat, t, epochs=3, bs=8, lr=1e-2, **extra):
+    spy = BackboneSpy(model)
+    per_epoch = []
+
+    def after_epoch(_m):
+        per_epoch.append(spy.calls - sum(per_epoch))
+        return {}
+
+    cfg = TrainConfig(epochs=epochs, batch_size=bs, lr=lr, device="cpu", **extra)
+    result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat), after_epoch).fit()
+    return per_epoch, result
+
+
+CASES = [("llama", "causal_lm", "sst2"), ("bert", "sequence_classification", "sst2"),
+         ("llama", "causal_lm", "shakespeare"), ("bert", "sequence_classification", "stsb")]
+
+
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_epochs_after_the_first_never_enter_the_backbone(family, head, task, tiny_llama, tiny_bert):
+    path = tiny_llama if family == "llama" else tiny_bert
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2"}, task=task, max_length=16)
+    per_epoch, result = train(model, method, feat, t, epochs=3)
+    assert per_epoch[0] > 0, "epoch 1 must run the backbone to fill the cache"
+    assert per_epoch[1:] == [0, 0]
+    stats = model.cache.stats
+    n = len(feat.encode(t.train))
+    assert stats.writes == n and stats.hits == 2 * n and stats.misses == n
+    k = len(result.losses) // 3
+    assert sum(result.losses[-k:]) < sum(result.losses[:k]), "the side network learns from cached activations"
+
+
+def test_without_cache_every_epoch_runs_the_backbone(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "off"})
+    per_epoch, _ = train(model, method, feat, t, epochs=2)
+    assert per_epoch[0] == per_epoch[1] > 0
+
+
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_cached_training_matches_uncached_training(family, head, task, tiny_llama, tiny_bert):
+    """With an fp32 cache the served activations are the computed ones: the same losses, step for step."""
+    path = tiny_llama if family == "llama" else tiny_bert
+    losses = {}
+    for cache in ("memory", "off"):
+        t, bb, feat, method, model = setup(path, head, {"cache": cache, "cache_dtype": "fp32", "dropout": 0.0},
+                                           task=task, max_length=16)
+        losses[cache] = train(model, method, feat, t, epochs=3)[1].losses
+    assert torch.allclose(torch.tensor(losses["memory"]), torch.tensor(losses["off"]), rtol=1e-4, atol=1e-5)
+
+
+def test_side_network_starts_at_the_frozen_backbone(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm")
+    batch = feat.collate(feat.encode(t.train[:5]))
+    model.eval()
+    with torch.no_grad():
+        ours = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=1, sample_ids=batch["ids"]).logits
+        ref = bb.view.forward(batch["input_ids"], batch["attention_mask"])[:, -1:]
+    assert torch.allclose(ours, ref, atol=2e-2)  # fp16 cache of the taps
+    assert all(not p.requires_grad for p in bb.model.parameters())
+
+
+def test_gated_closed_form_equals_the_recurrence_and_starts_as_a_mean():
+    torch.manual_seed(0)
+    net = ParallelAdapters(hidden=12, num_taps=5, width=6, combine="gated", dropout=0.0)
+    assert torch.allclose(net.tap_weights(), torch.full((5,), 0.2), atol=1e-3)
+    with torch.no_grad():
+        net.gate.normal_()
+    z = torch.randn(3, 5, 6)
+    mu = torch.sigmoid(net.gate)
+    s = torch.zeros(3, 6)
+    for i in range(5):
+        s = mu[i] * s + (1 - mu[i]) * z[:, i]
+    assert torch.allclose(torch.einsum("bnr,n->br", z, net.tap_weights()), s, atol=1e-6)
+
+
+def test_tap_sets():
+    assert parse_taps("all", 6) == (0, 1, 2, 3, 4, 5)
+    assert parse_taps("every:2", 6) == (1, 3, 5)
+    assert parse_taps(4, 6) == (3, 5)
+    assert parse_taps("0,2", 6) == (0, 2, 5)
+    assert parse_taps([-2], 6) == (4, 5)
+    with pytest.raises(ConfigError, match=r"block\(s\) \[9\] outside 0..5"):
+        parse_taps("1,9", 6)
+    with pytest.raises(ConfigError, match="not 'all', 'every:K'"):
+        parse_taps("most", 6)
+
+
+def test_bad_options_are_clear(tiny_llama):
+    with pytest.raises(ConfigError, match="method 'pac' options: cache_dtype"):
+        get_method("pac", {"cache_dtype": "int4"})
+    with pytest.raises(ConfigError, match="pool=mean: language modelling needs every position"):
+        setup(tiny_llama, "causal_lm", {"pool": "mean"}, task="shakespeare")
+
+
+def test_budget_error_or_recompute_fallback(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache_budget_mb": 0.0005})
+    with pytest.raises(CacheError, match="past its budget"):
+        train(model, method, feat, t, epochs=1)
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache_budget_mb": 0.0005, "on_budget": "recompute"})
+    per_epoch, _ = train(model, method, feat, t, epochs=2)
+    assert 0 < per_epoch[1] and model.cache.stats.over_budget > 0 and len(model.cache) > 0
+
+
+def test_stale_disk_cache_from_another_backbone_is_refused(tmp_path, tiny_llama):
+    cache_dir = str(tmp_path / "cache")
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "disk", "cache_dir": cache_dir})
+    train(model, method, feat, t, epochs=1)
+    other = make_tiny_model(tmp_path / "other-llama", "llama", seed=1)
+    with pytest.raises(CacheError, match="stale activation cache.*backbone: cached"):
+        setup(other, "causal_lm", {"cache": "disk", "cache_dir": cache_dir})
+    # the same backbone reuses it: even epoch 1 is served from disk
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "disk", "cache_dir": cache_dir})
+    per_epoch, _ = train(model, method, feat, t, epochs=1)
+    assert per_epoch == [0]
+
+
+def test_weights_replaced_in_place_make_the_cache_stale(tmp_path):
+    path = make_tiny_model(tmp_path / "llama", "llama", seed=0)
+    opts = {"cache": "disk", "cache_dir": str(tmp_path / "cache")}
+    t, bb, feat, method, model = setup(path, "causal_lm", opts)
+    train(model, method, feat, t, epochs=1)
+    make_tiny_model(tmp_path / "llama", "llama", seed=5)  # same folder, same identity, new weights
+    with pytest.raises(CacheError, match="weights: cached"):
+        setup(path, "causal_lm", opts)
+
+
+def test_corrupt_cache_entry_stops_training_or_is_recomputed(tmp_path, tiny_llama):
+    cache_dir = tmp_path / "cache"
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "disk", "cache_dir": str(cache_dir)})
+    train(model, method, feat, t, epochs=1)
+    model.cache.close()
+    shard = cache_dir / "shard-00000.bin"
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    shard.write_bytes(bytes(raw))
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "disk", "cache_dir": str(cache_dir)})
+    with pytest.raises(CacheError, match="is corrupt"):
+        train(model, method, feat, t, epochs=1)
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "disk", "cache_dir": str(cache_dir),
+                                                                 "on_corrupt": "recompute"})
+    per_epoch, _ = train(model, method, feat, t, epochs=2)
+    assert model.cache.stats.corrupt == 1 and per_epoch[0] > 0 and per_epoch[1] == 0
+
+
+def test_save_and_load_give_the_same_predictions(tmp_path, tiny_bert):
+    t, bb, feat, method, model = setup(tiny_bert, "sequence_classification")
+    train(model, method, feat, t, epochs=2)
+    method.save(model, tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["pac.json", "pac.safetensors"]
+    fresh = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=2)
+    loaded = method.load(fresh, t, tmp_path / "adapter")
+    batch = feat.collate(feat.encode(t.dev))
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        a = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        b = loaded(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ModelError, match="does not fit.*width: saved"):
+        get_method("pac", {"width": 7}).load(fresh, t, tmp_path / "adapter")
+
+
+def test_generation_with_kv_cache_equals_rerunning_the_model(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "off"}, task="dolly", n=4, max_length=48)
+    with torch.no_grad():  # a side network that changes the answer
+        model.side.up.weight.normal_(0, 1.0)
+    model.eval()
+    prompt = torch.tensor([feat.encode(t.dev[:1])[0]["prompt_ids"]])
+    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
+                         pad_token_id=bb.tokenizer.pad_token_id)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            nxt = model(seq, torch.ones_like(seq), logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+    assert out.tolist() == seq.tolist()
+    base = bb.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
+                             do_sample=False, pad_token_id=bb.tokenizer.pad_token_id)
+    assert base.tolist() != out.tolist(), "the side network must take part in generation"
+
+
+def test_generation_eval_runs_through_the_evaluator(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", task="dolly", n=8, max_length=48)
+    train(model, method, feat, t, epochs=1, bs=4)
+    metrics = evaluate(model, t, feat, feat.encode(t.dev[:3]), batch_size=2, max_new_tokens=4)
+    assert t.metric_name in metrics and len(metrics["samples"]) == 3
+
+
+def test_finetune_recipe_trains_saves_and_reloads_pac(tmp_path, tiny_llama):
+    from edgeft.train.recipe import FinetuneConfig, load_for_eval, run_finetune
+
+    cfg = FinetuneConfig(model=str(tiny_llama), task=TaskConfig(name="sst2", train_samples=16, dev_samples=8,
+                                                                max_length=24),
+                         method="pac", method_options={"taps": "every:2"},
+                         train=TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cpu"), out=str(tmp_path / "run"))
+    metrics = run_finetune(cfg)
+    assert metrics["method"] == "pac" and metrics["trainable_params"] < metrics["total_params"]
+    note = json.loads((tmp_path / "run" / "adapter" / "edgeft_adapter.json").read_text())
+    assert note["method"] == "pac" and note["backbone_identity"]
+    t = load_task(cfg.task)
+    _, model = load_for_eval(str(tiny_llama), t, "auto", tmp_path / "run" / "adapter")
+    assert type(model).__name__ == "PacModel"

@@ -1,0 +1,77 @@
+"""Plans end to end: JSON round trip, predict_time, hybrid DP and 1F1B, costs, the CLI."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from edgeft.planner import Plan, Workload, analytic_costs, load_cluster, make_plan, predict_time, resolve_arch
+from edgeft.planner.arch import PRESETS
+from edgeft.planner.costmodel import block_params
+from edgeft.planner.hybrid import simulate_1f1b
+
+ROOT = Path(__file__).resolve().parents[2]
+HOME = ROOT / "examples" / "clusters" / "home-lab.yaml"
+
+
+def test_block_params_match_known_models():
+    # per-layer parameter counts of the real checkpoints (from their state dicts)
+    assert block_params(PRESETS["minilm-l6"])[0] == 1_774_464
+    assert block_params(PRESETS["smollm2-135m"])[0] == 3_540_096
+
+
+@pytest.mark.parametrize("strategy,method", [("deft", "lora"), ("hybrid", "pac"), ("hybrid", "full")])
+def test_plan_roundtrip_and_prediction(strategy, method, tmp_path):
+    plan = make_plan(load_cluster(HOME), resolve_arch("smollm2-135m"), Workload(method=method), strategy)
+    path = tmp_path / "plan.json"
+    plan.to_json(path)
+    back = Plan.from_json(path)
+    assert back.to_dict() == Plan.from_json(plan.to_json()).to_dict()
+    assert predict_time(back) == pytest.approx(plan.predicted["time_s"], rel=1e-9)
+    busy = [t for t in back.tasks if t.role != "idle"]
+    # twice as fast devices: the predicted time falls
+    faster = {t.device: 2 * t.work_flops / t.compute_s for t in busy if t.compute_s}
+    assert predict_time(back, device_flops=faster) < plan.predicted["time_s"]
+    assert min(plan.baselines.values()) >= 0
+
+
+def test_hybrid_not_worse_than_its_baselines():
+    plan = make_plan(load_cluster(HOME), resolve_arch("smollm2-135m"), Workload(method="full", batch=16), "hybrid")
+    assert plan.predicted["time_s"] <= min(plan.baselines.values()) * (1 + 1e-9)
+
+
+def test_1f1b_matches_closed_form_for_equal_stages():
+    for S, M in [(1, 4), (3, 4), (4, 8), (2, 1)]:
+        total, events = simulate_1f1b([1.0] * S, [2.0] * S, [0.0] * S, M)
+        assert total == pytest.approx((M + S - 1) * 3.0)
+        assert len(events) == 2 * S * M
+
+
+def test_costs_grow_with_batch_and_lora_is_lighter_than_full():
+    arch = resolve_arch("smollm2-135m")
+    lo = analytic_costs(arch, Workload(method="lora"))
+    full = analytic_costs(arch, Workload(method="full"))
+    assert lo.trainable.sum() < full.trainable.sum() / 100
+    assert lo.bwd_train[0] < full.bwd_train[0]
+    assert np.allclose(lo.scaled(16).fwd, 2 * lo.fwd)
+
+
+def test_cli_plan_writes_json_and_pngs(tmp_path):
+    from edgeft.cli.plan import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _cb():
+        pass
+
+    res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "deft",
+                                   "--out", str(tmp_path)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "block-trainer" in res.output
+    assert (tmp_path / "plan.json").is_file() and (tmp_path / "placement.png").stat().st_size > 1000
+    bad = CliRunner().invoke(app, ["plan", "--cluster", str(tmp_path / "nope.yaml"), "--model", "minilm-l6"])
+    assert bad.exit_code != 0 and "not found" in str(bad.exception)

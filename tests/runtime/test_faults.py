@@ -1,0 +1,71 @@
+"""A device dies mid-epoch: the run notices, re-plans on the rest, resumes, and finishes with a metric.
+A stalled device (no heartbeat) is detected within the bound and named."""
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import helpers
+from edgeft.runtime.faults import read_beats
+from edgeft.runtime.launcher import Supervisor
+from edgeft.runtime.run import LaunchConfig, launch
+
+CLUSTER = Path(__file__).parent / "clusters" / "three.yaml"
+
+
+def test_killed_device_replan_and_resume(tiny_llama, tmp_path):
+    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(tiny_llama), method="pac", strategy="hybrid",
+                       task={**helpers.TASK, "train_samples": 40}, method_options={"dropout": 0.0, "width": 8},
+                       train={"epochs": 2, "batch_size": 4, "micro_batches": 2, "checkpoint_every": 2, "lr": 5e-3},
+                       out=str(tmp_path / "run"), link_mode="none", emulate_compute=False, timeout_s=20,
+                       heartbeat_s=0.5, kill_device_at_step=["dev-b", 5])
+    m = launch(cfg, say=lambda *_: None)
+    events = [json.loads(x) for x in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    lost = [e for e in events if e["event"] == "device_lost"]
+    assert [e["device"] for e in lost] == ["dev-b"] and "SIGKILL" in lost[0]["reason"]
+    replan = [e for e in events if e["event"] == "replan"]
+    assert replan and replan[0]["devices"] == ["dev-a", "dev-c"]
+    assert [a["status"] for a in m["attempts"]] == ["lost", "ok"]
+    assert m["devices"] == ["dev-a", "dev-c"]
+    # resumed from a checkpoint at or after step 4, not from scratch; all 20 steps were trained
+    resumed = [json.loads(x) for f in (tmp_path / "run" / "ranks").glob("*.events.jsonl")
+               for x in f.read_text().splitlines() if '"resumed"' in x]
+    assert resumed and all(r["global_step"] >= 4 for r in resumed)
+    steps = [s for s, _ in m["losses"]]
+    assert steps[-1] == 20 and all(math.isfinite(v) for _, v in m["losses"])
+    acc = m["dev_metric"]["accuracy"]
+    assert 0.0 <= acc <= 1.0
+
+
+def test_stalled_device_is_detected_by_heartbeat(tiny_llama, tmp_path):
+    s = helpers.spec(tmp_path, tiny_llama, "deft", {"server": 0, "devices": [1], "blocks": {"1": [0, 4]}},
+                     ["edge", "d0"], servers=("edge",), train={"batch_size": 2, "checkpoint_every": 50},
+                     timeout_s=60)
+    path = tmp_path / "spec.json"
+    s.save(path)
+    sup = Supervisor(s, path, startup_grace_s=120, stale_after_s=3.0)
+    stopped = {}
+
+    def stall():
+        deadline = time.time() + 120
+        while time.time() < deadline and not stopped:
+            beats = read_beats(tmp_path / "heartbeats")
+            if beats.get(1, {}).get("step", 0) >= 2:
+                os.kill(beats[1]["pid"], signal.SIGSTOP)  # a hung device: alive, silent
+                stopped["t"] = time.time()
+            time.sleep(0.1)
+
+    try:
+        sup.start()
+        t = threading.Thread(target=stall, daemon=True)
+        t.start()
+        out = sup.watch()
+    finally:
+        sup.kill_all()
+    assert out.status == "lost" and list(out.lost) == [1]
+    assert "no heartbeat" in out.lost[1]
+    assert time.time() - stopped["t"] < 3.0 + 25.0  # detected within the bound (+ the peers' grace)

@@ -1,0 +1,111 @@
+"""Fast checks of the pieces: row splits, ownership, link model, device emulation, checkpoints, errors."""
+
+import time
+
+import pytest
+import torch
+
+from edgeft.errors import ConfigError, PlanError
+from edgeft.runtime import checkpoint as ckpt
+from edgeft.runtime.emulation import DeviceEmulator, DeviceMemoryError, LinkModel, LinkSpecRT, slowdown_for
+from edgeft.runtime.strategies.common import split_rows
+from edgeft.runtime.strategies.hybrid import owner_of, share_rows
+
+
+def test_share_rows_cover_and_follow_shares():
+    parts = share_rows(10, [0.5, 0.3, 0.2])
+    assert parts == [(0, 5), (5, 8), (8, 10)]
+    assert share_rows(1, [0.5, 0.5]) in ([(0, 1), (1, 1)], [(0, 0), (0, 1)])
+    assert split_rows(7, 3) == [(0, 3), (3, 5), (5, 7)]
+
+
+def test_owner_is_stable_when_a_rank_leaves():
+    shares = {0: 1.0, 1: 1.0, 2: 1.0}
+    before = {f"s{i}": owner_of(f"s{i}", shares) for i in range(300)}
+    after = {k: owner_of(k, {0: 1.0, 2: 1.0}) for k in before}
+    moved = [k for k in before if before[k] != 1 and before[k] != after[k]]
+    assert not moved  # only rank 1's samples move
+    assert 70 < sum(1 for v in before.values() if v == 1) < 130
+
+
+def test_link_model_queues_and_delays():
+    clock = [100.0]
+    lm = LinkModel({0: LinkSpecRT(8e6, 8e6, 0.01), 1: LinkSpecRT(16e6, 16e6, 0.0)}, clock=lambda: clock[0])
+    a1 = lm.departure(0, 1, 1_000_000)  # 1 MB at 8 Mbit/s = 1 s, + 10 ms
+    a2 = lm.departure(0, 1, 1_000_000)  # queued behind the first
+    assert a1 == pytest.approx(101.01) and a2 == pytest.approx(102.01)
+    assert lm.ring_allreduce_time([0, 1], 1_000_000) == pytest.approx(2 * (0.5 + 0.01))
+    shaped = LinkModel({0: LinkSpecRT(8e6, 8e6, 0.0)}, shape_bandwidth=False)
+    assert shaped.transmit_time(0, 1, 10**6) == 0.0  # tc mode: the kernel shapes bandwidth
+
+
+def test_device_emulator_stretches_compute():
+    emu = DeviceEmulator("slow", slowdown=4.0).start()
+    t0 = time.perf_counter()
+    with emu.compute():
+        x = torch.randn(300, 300)
+        for _ in range(30):
+            x = torch.tanh(x @ x)
+    wall = time.perf_counter() - t0
+    assert wall >= 3.5 * emu.host_cpu_s and emu.compute_s == pytest.approx(4 * emu.host_cpu_s, rel=0.05)
+    assert slowdown_for(1e9, 4e9) == (4.0, False) and slowdown_for(8e9, 4e9) == (1.0, True)
+
+
+def test_memory_budget_error_names_device():
+    emu = DeviceEmulator("phone-1", memory_budget_mb=1.0).start()
+    with pytest.raises(DeviceMemoryError, match="phone-1.*over its 1 MB budget"):
+        emu.check_memory("step 3")
+
+
+def test_checkpoint_roundtrip_by_name(tmp_path):
+    p = {"a": torch.nn.Parameter(torch.ones(3)), "b": torch.nn.Parameter(torch.zeros(2))}
+    opt = torch.optim.AdamW(p.values(), lr=0.1)
+    p["a"].grad, p["b"].grad = torch.ones(3), torch.ones(2)
+    opt.step()
+    ckpt.save_shard(tmp_path, 7, "r0", {"a": p["a"]}, opt, p)
+    ckpt.save_shard(tmp_path, 7, "r1", {"b": p["b"]}, opt, p)
+    assert ckpt.latest(tmp_path) is None  # not committed: not consistent
+    ckpt.commit(tmp_path, 7, {"global_step": 7})
+    path, meta = ckpt.latest(tmp_path)
+    q = {"b": torch.nn.Parameter(torch.full((2,), 5.0))}  # a re-planned rank that now owns only b
+    opt2 = torch.optim.AdamW(q.values(), lr=0.1)
+    ckpt.load_into(path, q, opt2)
+    assert torch.equal(q["b"].data, p["b"].data) and "exp_avg" in opt2.state[q["b"]]
+
+
+def test_malformed_cluster_file_names_field(tmp_path):
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    bad = tmp_path / "c.yaml"
+    bad.write_text("name: x\ndevices:\n  - {name: a, compute: {flops: 1e9}, memory_gb: -1}\nservers: []\n")
+    cfg = LaunchConfig(cluster=str(bad), task={"name": "sst2"}, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"(?s)c.yaml.*devices\[0\]\(a\)\.memory_gb.*greater than 0"):
+        launch(cfg)
+    (tmp_path / "y.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"y.yaml: line \d+, column \d+ is not valid YAML"):
+        launch(cfg.model_copy(update={"cluster": str(tmp_path / "y.yaml")}))
+
+
+def test_plan_that_does_not_fit_is_a_plan_error():
+    from edgeft.planner.arch import PRESETS
+    from edgeft.planner.cluster import parse_cluster
+    from edgeft.runtime.plan import make_plan, make_table
+
+    cluster = parse_cluster({"name": "tiny-phones", "devices": [
+        {"name": f"p{i}", "compute": {"flops": 1e9}, "memory_gb": 0.05, "link": {"rate_mbps": 10}} for i in range(3)],
+        "servers": [{"name": "edge", "compute": {"flops": 1e12}, "memory_gb": 8, "band_mhz": 20}]})
+    table = make_table(PRESETS["smollm2-135m"], "lora", 8, 64, {})
+    for strategy in ("hybrid", "deft", "split"):
+        with pytest.raises(PlanError, match="memory|GiB|fit"):
+            make_plan(strategy, cluster, table, samples=64, steps=8)
+
+
+def test_unknown_strategy_and_bad_spec(tmp_path):
+    from edgeft.runtime.spec import RunSpec
+    from edgeft.runtime.strategies import get
+
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        get("ring")
+    (tmp_path / "spec.json").write_text("{\"strategy\": \"hybrid\"}")
+    with pytest.raises(ConfigError, match="not a valid run spec"):
+        RunSpec.load(tmp_path / "spec.json")
