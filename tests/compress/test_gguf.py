@@ -61,10 +61,11 @@ def test_gptq_codes_are_written_as_native_ggml_blocks(tiny_smol, tmp_path, bits,
     got = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
     want = model.model.layers[2].mlp.down_proj.dequantized().numpy()
     scale = model.model.layers[2].mlp.down_proj.scales.float().max().item()
-    assert np.abs(got - want).max() <= (1e-3 * scale if qtype == "Q4_1" else 1e-7)  # Q4_1's min is float16
+    # Q4_0/Q8_0 are exact; Q4_1 stores the offset -scale*zero as float16: off by < 1% of one quantisation step
+    assert np.abs(got - want).max() <= (1e-2 * scale if qtype == "Q4_1" else 1e-7)
     q_got = gguf.quants.dequantize(t["blk.0.attn_q.weight"].data, t["blk.0.attn_q.weight"].tensor_type)
     q_want = permute_rows(model.model.layers[0].self_attn.q_proj.dequantized(), 4).numpy()
-    assert np.abs(q_got - q_want).max() <= 1e-3 * model.model.layers[0].self_attn.q_proj.scales.float().max().item()
+    assert np.abs(q_got - q_want).max() <= 1e-2 * model.model.layers[0].self_attn.q_proj.scales.float().max().item()
 
 
 def test_unevenly_pruned_model_is_written_as_deci_with_per_layer_sizes(tiny_smol, tmp_path):

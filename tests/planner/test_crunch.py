@@ -58,9 +58,9 @@ def test_crunch_property(K, seed):
 
 def test_non_monotone_rows_fall_back_to_generic_matching():
     rng = np.random.default_rng(3)
+    assert not is_depth_monotone(np.array([[2.0, 1.0]]))
     for _ in range(50):
-        lat = rng.uniform(0, 10, (5, 3))  # arbitrary, not monotone in depth
-        assert not is_depth_monotone(np.sort(lat, axis=1)[:, ::-1]) or True
+        lat = rng.uniform(0, 10, (5, 3))  # arbitrary, usually not monotone in depth
         assert crunch(lat).makespan == pytest.approx(brute_force(lat).makespan)
         assert bottleneck_matching(lat).makespan == pytest.approx(brute_force(lat).makespan)
 

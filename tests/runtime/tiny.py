@@ -35,13 +35,15 @@ def tokenizer(task: str = "sst2", size: int = 600):
                                    bos_token="<s>", eos_token="</s>")
 
 
-def make_llama(out: Path, task: str = "sst2", layers: int = 4, hidden: int = 32, seed: int = 0) -> Path:
+def make_llama(out: Path, task: str = "sst2", layers: int = 4, hidden: int = 32, seed: int = 0, heads: int = 4,
+               kv_heads: int = 2, intermediate: int | None = None) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tokenizer(task)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=intermediate or hidden * 2,
+                      num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                      max_position_embeddings=256,
                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       tie_word_embeddings=True, attention_dropout=0.0)
     torch.manual_seed(seed)

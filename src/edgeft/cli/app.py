@@ -18,6 +18,7 @@ app = typer.Typer(
 # Each module defines `register(app)`. Add a module here when you add a command group.
 COMMAND_MODULES = [
     "edgeft.cli.finetune",
+    "edgeft.cli.plan",
     "edgeft.cli.bench",
     "edgeft.cli.launch",
     "edgeft.cli.compress",

@@ -130,9 +130,10 @@ def register(app: typer.Typer) -> None:
                 table.add_row(key, f"{info[key]:.1f}" if isinstance(info[key], float) else str(info[key]))
         c = info.get("check")
         if c:
-            table.add_row("PyTorch perplexity", f"{c['torch_perplexity']:.3f}")
-            table.add_row("llama.cpp perplexity", f"{c['llama_cpp_perplexity']:.3f}")
-            table.add_row("difference", f"{100 * c['relative_difference']:+.2f}%")
+            for task, t in c["tasks"].items():
+                table.add_row(f"{task} perplexity: PyTorch / llama.cpp",
+                              f"{t['torch_perplexity']:.3f} / {t['llama_cpp_perplexity']:.3f} "
+                              f"({100 * t['relative_difference']:+.2f}%)")
             table.add_row("greedy tokens agreeing", f"{c['greedy_tokens_agreeing']}/{c['greedy_tokens']}")
             table.add_row("llama.cpp says", repr(c["llama_cpp_greedy"]))
             table.add_row("tokenizer identical", str(c["tokenizer"]["identical"]))

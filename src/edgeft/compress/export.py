@@ -85,17 +85,24 @@ def _non_uniform(src: Source) -> bool:
     return len(sizes) > 1
 
 
-def check_gguf(path: Path, src: Source, windows: int = 8, seq_len: int = 512, new_tokens: int = 16) -> dict:
-    """Compare the GGUF file in llama.cpp with the PyTorch model it came from."""
+def check_gguf(path: Path, src: Source, windows: int = 8, seq_len: int = 512, new_tokens: int = 16,
+               tasks: tuple[str, ...] = ("wikitext2",)) -> dict:
+    """Compare the GGUF file in llama.cpp with the PyTorch model it came from (same token ids)."""
     from edgeft.compress import llamacpp
 
     tok = src.backbone.tokenizer
-    wins = lm_windows("wikitext2", tok, seq_len, windows)
-    t0 = time.perf_counter()
-    torch_ppl = perplexity_of_windows(src.backbone.model, wins, batch_size=4)
-    torch_ppl["seconds"] = time.perf_counter() - t0
     llm = llamacpp.load(path, n_ctx=seq_len)
-    cpp_ppl = llamacpp.perplexity(llm, wins)
+    per_task = {}
+    for task in tasks:
+        wins = lm_windows(task, tok, seq_len, windows)
+        t0 = time.perf_counter()
+        torch_ppl = perplexity_of_windows(src.backbone.model, wins, batch_size=4)
+        torch_s = time.perf_counter() - t0
+        cpp_ppl = llamacpp.perplexity(llm, wins)
+        per_task[task] = {"torch_perplexity": torch_ppl["perplexity"], "llama_cpp_perplexity": cpp_ppl["perplexity"],
+                          "relative_difference": cpp_ppl["perplexity"] / torch_ppl["perplexity"] - 1,
+                          "eval_tokens": cpp_ppl["eval_tokens"], "windows": len(wins), "seq_len": seq_len,
+                          "torch_seconds": torch_s, "llama_cpp_seconds": cpp_ppl["seconds"]}
     prompt = tok.encode(CHECK_PROMPT, add_special_tokens=False)
     with torch.no_grad():
         ids = torch.tensor([prompt])
@@ -108,20 +115,32 @@ def check_gguf(path: Path, src: Source, windows: int = 8, seq_len: int = 512, ne
         if a != b:
             break
         agree += 1
-    rel = cpp_ppl["perplexity"] / torch_ppl["perplexity"] - 1
+    first = per_task[tasks[0]]
     return {
-        "windows": windows, "seq_len": seq_len, "eval_tokens": cpp_ppl["eval_tokens"],
-        "torch_perplexity": torch_ppl["perplexity"], "llama_cpp_perplexity": cpp_ppl["perplexity"],
-        "relative_difference": rel, "torch_seconds": torch_ppl["seconds"], "llama_cpp_seconds": cpp_ppl["seconds"],
+        **first, "tasks": per_task,
         "prompt": CHECK_PROMPT, "torch_greedy": tok.decode(hf), "llama_cpp_greedy": tok.decode(cpp),
         "greedy_tokens_agreeing": agree, "greedy_tokens": len(hf),
         "tokenizer": llamacpp.tokenizer_agreement(llm, tok, TOKENIZER_PROBE),
     }
 
 
+def _check_tasks(src: Source, tasks: tuple[str, ...]) -> tuple[str, ...]:
+    """WikiText-2, plus the fine-tuning task when it is a language-modelling task (its text is scored too)."""
+    from edgeft.data import TaskConfig, load_task
+
+    note_task = (src.manifest.source.get("adapter_note") or {}).get("task")
+    if note_task and note_task not in tasks:
+        try:
+            if load_task(TaskConfig(name=note_task, train_samples=1, dev_samples=1)).kind == "lm":
+                return (*tasks, note_task)
+        except (ConfigError, OSError):
+            pass
+    return tasks
+
+
 def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "f16", adapter: str | None = None,
                  dtype: str = "float16", check: bool = False, check_windows: int = 8, seq_len: int = 512,
-                 progress=None) -> dict:
+                 progress=None, check_tasks: tuple[str, ...] = ("wikitext2",)) -> dict:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
     if fmt == "gguf":
@@ -140,6 +159,6 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
                        name=src.manifest.source.get("model", model), progress=progress)
     info["source"] = src.manifest.source
     if check:
-        info["check"] = check_gguf(out, src, check_windows, seq_len)
+        info["check"] = check_gguf(out, src, check_windows, seq_len, tasks=_check_tasks(src, check_tasks))
     Path(str(out) + ".json").write_text(json.dumps(info, indent=2, default=str))
     return info

@@ -7,7 +7,9 @@ from typing import Literal, Optional
 
 from edgeft.methods.base import Method, MethodOptions, register_method
 
-LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "bert": ["query", "key", "value"]}
+# Attention projections for Llama; for BERT also every dense layer (attention output, FFN, pooler):
+# on SST-2 with MiniLM this lifted dev accuracy from 0.775 to 0.817 at the same budget (docs/benchmarks.md).
+LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "bert": ["query", "key", "value", "dense"]}
 
 
 def _task_type(backbone):

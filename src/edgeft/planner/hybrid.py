@@ -123,7 +123,7 @@ def plan_hybrid(
     max_S = min(max_stages or K, K, L)
     # per-layer training work per sample; embed on the first stage, head on the last
     fwd_l = table.fwd / B
-    bwd_l = (table.bwd_train if not pac else table.bwd_train) / B
+    bwd_l = table.bwd_train / B
     best: HybridPlan | None = None
     iters = int(np.ceil(samples / B))
     cum_f = np.concatenate([[0.0], np.cumsum(fwd_l)])
@@ -132,7 +132,7 @@ def plan_hybrid(
     cum_t = np.concatenate([[0.0], np.cumsum(table.trainable)])
     cum_a = np.concatenate([[0.0], np.cumsum(table.act_saved / B)])
     reasons: list[str] = []
-    for oname, order in _order_candidates(cluster).items():
+    for order in _order_candidates(cluster).values():
         rate, link, cap = rate_all[order], link_all[order], cap_all[order]
         cum_r = np.concatenate([[0.0], np.cumsum(rate)])
         for M in micro_batch_options:
@@ -188,8 +188,6 @@ def plan_hybrid(
                                     bestv, besta = v, (j1, i1, info)
                         dp[r, j0, i0] = bestv
                         arg[(r, j0, i0)] = besta
-                if r > 1:
-                    pass
             for S in range(1, max_S + 1):
                 if dp[S, 0, 0] == INF:
                     reasons.append(f"{S} stages, {M} micro-batches: no grouping fits memory")

@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m edgeft.runtime.worker RUN_DIR/spec.json", file=sys.stderr)
         return 2
-    from edgeft.cli.app import quiet_libraries
-
-    quiet_libraries()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     from edgeft.errors import EdgeftError
     from edgeft.runtime import faults

@@ -96,13 +96,18 @@ class PacModel(nn.Module):
         self._ensure_backbone()
         self.backbone_calls += 1
         view = self.view
-        hidden = view.embed(input_ids, attention_mask, token_type_ids)
-        outs, start = [], 0
-        for t in self.taps:
-            hidden = view.run_blocks(hidden, start, t + 1, attention_mask)
-            start = t + 1
-            outs.append(select(hidden, attention_mask, positions))
-        return torch.stack(outs, dim=-2)
+        # One run_blocks call (one attention mask, one rotary table) with forward hooks reading the tapped
+        # blocks' outputs: cheaper than a call per tap segment, which rebuilds both every time.
+        captured: dict[int, torch.Tensor] = {}
+        hooks = [view.blocks[t].register_forward_hook(_capture(captured, t, attention_mask, positions))
+                 for t in self.taps]
+        try:
+            hidden = view.embed(input_ids, attention_mask, token_type_ids)
+            view.run_blocks(hidden, 0, self.taps[-1] + 1, attention_mask)
+        finally:
+            for h in hooks:
+                h.remove()
+        return torch.stack([captured[t] for t in self.taps], dim=-2)
 
     # -- the cache ---------------------------------------------------------------------------------------
     def _uses_cache(self, sample_ids, positions) -> bool:
@@ -238,9 +243,11 @@ class PacModel(nn.Module):
         return state
 
 
-def _capture(store: dict, index: int):
+def _capture(store: dict, index: int, mask: torch.Tensor | None = None, positions: Positions = "all"):
+    """A forward hook keeping a block's output (only the positions the side network needs)."""
     def hook(module, args, output):
-        store[index] = output[0] if isinstance(output, tuple) else output
+        out = output[0] if isinstance(output, tuple) else output
+        store[index] = out if mask is None else select(out, mask, positions)
 
     return hook
 

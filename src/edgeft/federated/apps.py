@@ -1,0 +1,136 @@
+"""The Flower ServerApp and ClientApp of edgeft, for the simulation engine and for real deployments.
+
+`build_server_app(cfg)` / `build_client_app(cfg)` bind a configuration (simulation); the module-level
+`server_app` and `client_app` read theirs from Flower's run_config (deployment: the Flower App's
+pyproject.toml points at `edgeft.federated.apps:server_app` and `edgeft.federated.apps:client_app`).
+
+Privacy comes from Flower's own mods, chosen per run: SecAgg+ (`secaggplus_mod`), central DP with
+client-side clipping (`fixedclipping_mod`) and local DP (`LocalDpMod`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Optional
+
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from edgeft.federated import fedit, fedkseed, fwdgrad
+from edgeft.federated.accounting import AccountingGrid, Ledger
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.report import plot, summarize
+from edgeft.federated.runtime import data_for, node_partition, setup_for
+from edgeft.federated.server import RoundLog, discover
+from edgeft.train.rundir import RunDir
+
+SERVERS = {"fedit": fedit.run_server, "fedkseed": fedkseed.run_server, "fedkseed-pro": fedkseed.run_server,
+           "fwdgrad": fwdgrad.run_server}
+CLIENTS = {"fedit": fedit.handle_train, "fedkseed": fedkseed.handle_train, "fedkseed-pro": fedkseed.handle_train,
+           "fwdgrad": fwdgrad.handle_train}
+
+
+def _config(fixed: Optional[FederatedConfig], context: Context) -> FederatedConfig:
+    return fixed if fixed is not None else FederatedConfig.from_run_config(context.run_config)
+
+
+# -- server ----------------------------------------------------------------------------------------
+
+
+def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Optional[Callable] = None) -> dict:
+    """The whole federated run seen from the server; writes the run directory and returns its summary."""
+    run = RunDir(cfg.out)
+    run.write_config(cfg.model_dump())
+    ledger = Ledger(run)
+    agrid = AccountingGrid(grid, ledger)
+    t0 = time.perf_counter()
+    run.event("start", algorithm=cfg.algorithm, model=cfg.model, task=cfg.task, clients=cfg.clients,
+              clients_per_round=cfg.clients_per_round, rounds=cfg.rounds)
+    setup = setup_for(cfg, "server")
+    nodes = discover(agrid, cfg, ledger)
+    log = RoundLog(cfg, run, progress)
+    extra = SERVERS[cfg.algorithm](agrid, cfg, ledger, setup, nodes, log, context)
+    setup.method.save(setup.model, run.adapter_dir)
+    from edgeft.methods.base import write_adapter_note
+
+    write_adapter_note(run.adapter_dir, setup.method, setup.backbone, setup.task,
+                       {"max_length": cfg.max_length, "federated": cfg.algorithm})
+    summary = summarize(cfg, ledger, log.rows, setup.task.metric_name, extra)
+    summary["total_wall_s"] = time.perf_counter() - t0
+    summary["partition_sizes"] = [len(p) for p in setup.parts]
+    (run.path / "ledger.json").write_text(__import__("json").dumps(ledger.as_records(), indent=1))
+    run.write_metrics(summary)
+    plot(summary, run.path / "federated.png")
+    run.event("done", metric_before=summary["metric_before"], metric_after=summary["metric_after"])
+    return summary
+
+
+def build_server_app(fixed: Optional[FederatedConfig] = None, progress: Optional[Callable] = None) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(_config(fixed, context), grid, context, progress)
+
+    return app
+
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+def privacy_mod(fixed: Optional[FederatedConfig]):
+    """Route TRAIN messages through the Flower privacy mods this run asks for (none by default)."""
+
+    def mod(msg: Message, context: Context, call_next):
+        if msg.metadata.message_type != MessageType.TRAIN:
+            return call_next(msg, context)
+        cfg = _config(fixed, context)
+        chain = call_next
+        if cfg.dp == "central":
+            from flwr.clientapp.mod import fixedclipping_mod
+
+            chain = _bind(fixedclipping_mod, chain)
+        elif cfg.dp == "local":
+            if cfg.secagg:  # SecAgg+ speaks Flower's legacy FitIns/FitRes: the legacy form of the same mod
+                from flwr.client.mod import LocalDpMod
+            else:
+                from flwr.clientapp.mod import LocalDpMod
+            chain = _bind(LocalDpMod(cfg.dp_clip, cfg.dp_clip, cfg.dp_epsilon, cfg.dp_delta), chain)
+        if cfg.secagg:
+            from flwr.client.mod import secaggplus_mod
+
+            chain = _bind(secaggplus_mod, chain)
+        return chain(msg, context)
+
+    return mod
+
+
+def _bind(mod, call_next):
+    return lambda msg, context: mod(msg, context, call_next)
+
+
+def build_client_app(fixed: Optional[FederatedConfig] = None) -> ClientApp:
+    app = ClientApp(mods=[privacy_mod(fixed)])
+
+    @app.query()
+    def hello(msg: Message, context: Context) -> Message:
+        cfg = _config(fixed, context)
+        pid = node_partition(context)
+        _, parts = data_for(cfg)
+        size = len(parts[pid]) if 0 <= pid < len(parts) else 0
+        return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid, "num-examples": size})}),
+                       reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        cfg = _config(fixed, context)
+        pid = node_partition(context)
+        return CLIENTS[cfg.algorithm](setup_for(cfg, "client"), cfg, pid, msg)
+
+    return app
+
+
+# Deployment entry points (see docs/federated.md): configuration from the run_config.
+server_app = build_server_app()
+client_app = build_client_app()

@@ -1,0 +1,140 @@
+"""One configuration for a federated run, valid in simulation and in a real SuperLink deployment.
+
+Flower hands a deployed app its settings as a flat `run_config` of scalars (from the app's
+pyproject.toml, overridable with `flwr run --run-config`); `to_run_config`/`from_run_config` map this
+model to and from that form, so the same ServerApp/ClientApp code serves both runtimes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgeft.errors import ConfigError
+
+ALGORITHMS = ("fedit", "fedkseed", "fedkseed-pro", "fwdgrad")
+
+# Per-algorithm learning rates when none is given: FedIT trains LoRA with AdamW (FedIT/Shepherd's order of
+# magnitude); the zeroth-order ones follow MeZO's LoRA setting (lr 1e-4..5e-5, eps 1e-2) and FwdLLM.
+DEFAULT_LR = {"fedit": 3e-4, "fedkseed": 1e-4, "fedkseed-pro": 1e-4, "fwdgrad": 1e-3}
+
+
+class FederatedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: Literal["fedit", "fedkseed", "fedkseed-pro", "fwdgrad"]
+    model: str = "smollm2-135m"
+    task: str = "dolly"
+    head: Literal["auto", "lm", "classifier"] = "auto"
+    max_length: int = Field(128, ge=16)
+    train_samples: Optional[int] = Field(None, gt=0, description="training rows drawn (seeded) before partitioning")
+    eval_samples: Optional[int] = Field(None, gt=0, description="held-out rows the server evaluates each time")
+
+    # federation and data split
+    clients: int = Field(10, ge=1, description="number of clients (data partitions, one per SuperNode)")
+    clients_per_round: int = Field(2, ge=1)
+    rounds: int = Field(3, ge=1)
+    partition: Literal["iid", "dirichlet", "task"] = "iid"
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more skewed)")
+    holdout_category: Optional[str] = Field(None, description="category kept out of every client (FedKSeed)")
+    seed: int = 0
+
+    # local work
+    local_steps: int = Field(10, ge=1, description="local steps per round (FedIT, FedKSeed)")
+    batch_size: int = Field(4, ge=1)
+    lr: Optional[float] = Field(None, gt=0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    weight_decay: float = Field(0.0, ge=0)
+    method_options: dict = Field(default_factory=dict, description="options of the LoRA adapter (FedIT) or of "
+                                                                     "the tuned parameter set (zeroth-order)")
+    zo_base: str = Field("lora", description="parameter set FedKSeed/FwdLLM tune: lora, bitfit, full, ...")
+
+    # FedKSeed
+    num_seeds: int = Field(4096, ge=1, le=65535, description="K, candidate seeds")
+    eps: float = Field(1e-2, gt=0, description="MeZO perturbation scale")
+    max_loss_diff: Optional[float] = Field(None, gt=0)
+    pro_clip: float = Field(1000.0, gt=0, description="FedKSeed-Pro clips scalar gradients to this for the history")
+
+    # FwdLLM
+    perturbations: int = Field(8, ge=2, description="forward gradients per client per request")
+    candidates: int = Field(10, ge=1)
+    fd_step: float = Field(0.01, gt=0, description="h of the central difference")
+    var_threshold: float = Field(1e-4, gt=0, description="server asks for more perturbations above this")
+    max_extra_requests: int = Field(2, ge=0)
+
+    # privacy (FedIT)
+    secagg: bool = False
+    secagg_shares: float = Field(1.0, gt=0, description="SecAgg+ shares: a fraction of the sampled clients, or a count")
+    secagg_threshold: float = Field(0.5, gt=0, description="SecAgg+ reconstruction threshold (fraction or count)")
+    secagg_clip: float = Field(8.0, gt=0, description="SecAgg+ clipping range of the quantised values")
+    dp: Literal["none", "central", "local"] = "none"
+    dp_clip: float = Field(1.0, gt=0, description="L2 clipping norm of each client's update")
+    dp_noise: float = Field(0.1, ge=0, description="central DP: noise multiplier (server adds it)")
+    dp_epsilon: float = Field(10.0, gt=0, description="local DP: epsilon of the client's Gaussian mechanism")
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+
+    # evaluation, time limits, failures
+    eval_every: int = Field(1, ge=1)
+    eval_batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
+    round_timeout: float = Field(900.0, gt=0, description="seconds the server waits for replies each round")
+    dropout: float = Field(0.0, ge=0, lt=1, description="emulate devices failing mid-round with this probability")
+    threads: int = Field(0, ge=0, description="torch threads per client process (0: leave as is)")
+    out: str = "runs/federate"
+
+    @model_validator(mode="after")
+    def _check(self) -> "FederatedConfig":
+        if self.clients_per_round > self.clients:
+            raise ValueError(f"clients_per_round ({self.clients_per_round}) exceeds clients ({self.clients})")
+        if self.algorithm.startswith("fedkseed"):
+            # Clients rebuild the model from w0 by replaying sum(lr * g_j * z_j): that equals the trained
+            # model only if every step used the same lr and nothing else moved the weights.
+            if self.lr_schedule != "constant":
+                raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs lr_schedule=constant")
+            if self.weight_decay != 0:
+                raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs weight_decay=0")
+        if self.algorithm != "fedit" and (self.secagg or self.dp != "none"):
+            raise ValueError("secure aggregation and differential privacy are offered for fedit only "
+                             "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
+        if self.secagg and self.dp == "central":
+            raise ValueError("secagg with central DP is not offered: use dp=local with secagg, or central DP alone")
+        if self.secagg and self.clients_per_round < 3:
+            raise ValueError("SecAgg+ needs at least 3 clients per round")
+        return self
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.algorithm]
+
+    # -- Flower run_config (flat scalars) -------------------------------------------------------
+    def to_run_config(self) -> dict:
+        out = {}
+        for key, value in self.model_dump().items():
+            if value is None:
+                continue
+            out[key.replace("_", "-")] = json.dumps(value) if isinstance(value, dict) else value
+        return out
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> "FederatedConfig":
+        data = {}
+        for key, value in dict(run_config).items():
+            name = key.replace("-", "_")
+            if name == "method_options" and isinstance(value, str):
+                value = json.loads(value or "{}")
+            data[name] = value
+        return config_from_dict(data, "run_config")
+
+
+def config_from_dict(data: dict, source: str = "config") -> FederatedConfig:
+    try:
+        return FederatedConfig(**data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(map(str, e["loc"])) or "config"
+            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
+            problems.append(f"{where}: {msg}")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from err

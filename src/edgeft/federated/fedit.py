@@ -1,0 +1,192 @@
+"""FedIT (Zhang et al., "Towards Building the Federated GPT"): clients train LoRA adapters locally, the
+server averages them weighted by the clients' sample counts; only the adapters travel.
+
+The server side is Flower's own FedAvg strategy (seeded client sampling added), optionally wrapped in
+Flower's DP strategy (client-side clipping, server-side noise). With secure aggregation the run goes
+through Flower's SecAgg+ workflow, which is built on Flower's legacy FitIns/FitRes messages; the client
+handler below answers both forms.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
+
+from edgeft.federated.accounting import AccountingGrid, Ledger
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
+from edgeft.federated.server import RoundLog, sample
+from edgeft.train.loop import Trainer, TrainConfig
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+def local_train(setup: Setup, cfg: FederatedConfig, pid: int, rnd: int) -> dict:
+    """cfg.local_steps AdamW steps of LoRA on this client's shard, from the adapters already loaded."""
+    feats = setup.client_features(pid)
+    rng = seeded_rng(cfg.seed, rnd, pid, 3)
+    take = cfg.local_steps * cfg.batch_size
+    picks = rng.choice(len(feats), size=take, replace=take > len(feats))
+    train = TrainConfig(epochs=1, batch_size=cfg.batch_size, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                        warmup_ratio=0.0, scheduler=cfg.lr_schedule, max_grad_norm=1.0, device="cpu",
+                        seed=int(rng.integers(2**31)))
+    trainer = Trainer(setup.model, setup.method, setup.featurizer, [feats[int(i)] for i in picks], train,
+                      setup.loss_fn)
+    maybe_drop(cfg, rnd, pid)
+    result = trainer.fit()
+    setup.model.eval()
+    return {"num-examples": len(feats), "train-loss": float(np.mean(result.losses)) if result.losses else 0.0,
+            "steps": result.steps}
+
+
+def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
+    """A FedIT round on this client, for a Message-API request or a legacy (SecAgg+) FitIns."""
+    content = msg.content
+    if "fitins.parameters" in content.array_records:
+        return _handle_legacy(setup, cfg, pid, msg)
+    rnd = int(content["config"]["server-round"])
+    with Work() as work:
+        setup.load_arrays(content["arrays"])
+        metrics = local_train(setup, cfg, pid, rnd)
+    metrics.update(work.metrics(), **{"partition-id": pid})
+    return Message(RecordDict({"arrays": setup.arrays(), "metrics": MetricRecord(metrics)}), reply_to=msg)
+
+
+def _handle_legacy(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    rnd = int(fitins.config["server-round"])
+    with Work() as work:
+        arrays = parameters_to_ndarrays(fitins.parameters)
+        setup.load_arrays(ArrayRecord(dict(zip(setup.names, [_arr(a) for a in arrays]))))
+        metrics = local_train(setup, cfg, pid, rnd)
+    metrics.update(work.metrics(), **{"partition-id": pid})
+    new = [p.detach().cpu().numpy().copy() for p in setup.params]
+    res = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(new), int(metrics["num-examples"]), metrics)
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+
+
+def _arr(a):
+    from flwr.app import Array
+
+    return Array(np.asarray(a))
+
+
+# -- server: Flower's FedAvg, seeded sampling, optional DP ----------------------------------------------
+
+
+class SeededFedAvg(FedAvg):
+    """FedAvg that samples this round's clients with edgeft's seeded sampler and books the round."""
+
+    def __init__(self, cfg: FederatedConfig, nodes: dict[int, int], ledger: Ledger, **kwargs):
+        super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.clients_per_round,
+                         min_available_nodes=cfg.clients_per_round, **kwargs)
+        self.cfg, self.nodes, self.ledger = cfg, nodes, ledger
+
+    def configure_train(self, server_round, arrays, config, grid):
+        self.ledger.round, self.ledger.phase = server_round, "train"
+        config["server-round"] = server_round
+        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(record, sample(grid, self.cfg, self.nodes, server_round),
+                                        MessageType.TRAIN)
+
+
+def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
+               log: RoundLog, context) -> dict:
+    if cfg.secagg:
+        return _run_secagg(grid, cfg, ledger, setup, log, context)
+    strategy = SeededFedAvg(cfg, nodes, ledger)
+    if cfg.dp == "central":
+        strategy = DifferentialPrivacyClientSideFixedClipping(strategy, noise_multiplier=cfg.dp_noise,
+                                                              clipping_norm=cfg.dp_clip,
+                                                              num_sampled_clients=cfg.clients_per_round)
+    clock = {"t": time.perf_counter()}
+
+    def evaluate_fn(rnd: int, arrays: ArrayRecord):
+        setup.load_arrays(arrays)
+        metrics = log.evaluate(setup, rnd)
+        if rnd > 0:
+            log.end_round(rnd, time.perf_counter() - clock["t"], metrics)
+        clock["t"] = time.perf_counter()
+        return MetricRecord({k: float(v) for k, v in (metrics or {}).items()}) if metrics else None
+
+    result = strategy.start(grid, setup.arrays(), num_rounds=cfg.rounds, timeout=cfg.round_timeout,
+                            train_config=ConfigRecord({"algorithm": "fedit"}), evaluate_fn=evaluate_fn)
+    if result.arrays is not None:
+        setup.load_arrays(result.arrays)
+    return {"privacy": _privacy_note(cfg)}
+
+
+def _privacy_note(cfg: FederatedConfig) -> dict:
+    note = {"secagg": cfg.secagg, "dp": cfg.dp}
+    if cfg.dp == "central":
+        note.update(clipping_norm=cfg.dp_clip, noise_multiplier=cfg.dp_noise, mechanism="Flower "
+                    "DifferentialPrivacyClientSideFixedClipping + fixedclipping_mod")
+    elif cfg.dp == "local":
+        note.update(clipping_norm=cfg.dp_clip, epsilon=cfg.dp_epsilon, delta=cfg.dp_delta,
+                    mechanism="Flower LocalDpMod (per round, per client)")
+    if cfg.secagg:
+        note.update(mechanism_secagg="Flower SecAggPlusWorkflow + secaggplus_mod", num_shares=cfg.secagg_shares,
+                    reconstruction_threshold=cfg.secagg_threshold, clipping_range=cfg.secagg_clip)
+    return note
+
+
+# -- server: SecAgg+ (Flower's legacy workflow) -----------------------------------------------------
+
+
+def _run_secagg(grid, cfg, ledger, setup, log, context) -> dict:
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.client_manager import SimpleClientManager
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    class SeededManager(SimpleClientManager):
+        """Samples clients like the rest of edgeft: seeded, by partition."""
+
+        def sample(self, num_clients, min_num_clients=None, criterion=None):
+            self.wait_for(min_num_clients or num_clients)
+            by_pid = {ledger.partition_of.get(int(cid)): proxy for cid, proxy in self.clients.items()}
+            pids = sorted(p for p in by_pid if p is not None)
+            chosen = seeded_rng(cfg.seed, ledger.round, 11).choice(pids, size=num_clients, replace=False)
+            return [by_pid[int(p)] for p in sorted(chosen)]
+
+    clock = {"t": time.perf_counter()}
+
+    class LegacyFedIt(LegacyFedAvg):
+        def configure_fit(self, server_round, parameters, client_manager):
+            ledger.round, ledger.phase = server_round, "secagg"
+            return super().configure_fit(server_round, parameters, client_manager)
+
+        def evaluate(self, server_round, parameters):
+            setup.load_arrays(ArrayRecord(dict(zip(setup.names, [_arr(a) for a in parameters_to_ndarrays(parameters)]))))
+            metrics = log.evaluate(setup, server_round)
+            if server_round > 0:
+                log.end_round(server_round, time.perf_counter() - clock["t"], metrics)
+            clock["t"] = time.perf_counter()
+            return (0.0, metrics) if metrics else None
+
+    initial = ndarrays_to_parameters([p.detach().cpu().numpy().copy() for p in setup.params])
+    strategy = LegacyFedIt(fraction_fit=1e-9, fraction_evaluate=0.0, min_fit_clients=cfg.clients_per_round,
+                           min_available_clients=cfg.clients_per_round, initial_parameters=initial,
+                           on_fit_config_fn=lambda rnd: {"server-round": rnd}, accept_failures=True)
+    context = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds,
+                                                                         round_timeout=cfg.round_timeout),
+                            strategy=strategy, client_manager=SeededManager())
+    max_weight = float(max(len(p) for p in setup.parts))
+    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
+        num_shares=_count_or_fraction(cfg.secagg_shares), reconstruction_threshold=_count_or_fraction(cfg.secagg_threshold),
+        max_weight=max_weight, clipping_range=cfg.secagg_clip, timeout=cfg.round_timeout))
+    workflow(grid, context)
+    return {"privacy": _privacy_note(cfg), "secagg_rounds": cfg.rounds}
+
+
+def _count_or_fraction(x: float):
+    """SecAgg+ reads ints as counts and floats as fractions of the sampled clients."""
+    return int(x) if x > 1 else float(x)
+

@@ -1,0 +1,154 @@
+"""FedKSeed and FedKSeed-Pro (Qin et al., ICML 2024): federated zeroth-order tuning with K shared seeds.
+
+Server and clients derive the same K candidate seeds from one master seed. Each local step picks a
+seed, estimates the scalar projected gradient along z(seed) with MeZO and updates in place; a client
+uploads only the (seed index, accumulated scalar) pairs it touched. The server adds them, weighted by
+the clients' data sizes, into a cumulative pool of K scalars; the global model is w0 with
+`theta -= lr * pool[j] * z(seeds[j])` applied for every nonzero j in index order. Server and clients run
+that same replay on the same float32 values, so both hold the same model bit for bit (clients report a
+fingerprint of theirs, checked every round). Exactness needs a constant lr and no weight decay, which
+the configuration enforces.
+
+Pro: seeds are sampled with p = softmax(minmax(mean |clip(history)|)), the history being the scalars
+clients reported for each seed (initial value 0), as in FedKSeed's MeZOBiasOptimizer; the server sends p.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+
+from edgeft.federated.accounting import AccountingGrid, Ledger
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
+from edgeft.federated.server import RoundLog, sample, successful
+from edgeft.methods.mezo import apply_seed_update, projected_gradient
+
+
+def candidate_seeds(master: int, k: int) -> np.ndarray:
+    """The K seeds every party derives from the run's seed (no list on the wire)."""
+    return np.random.default_rng([int(master) & 0xFFFFFFFF, 0x5EED]).integers(1, 2**31 - 1, size=k, dtype=np.int64)
+
+
+def replay(setup: Setup, seeds: np.ndarray, index: np.ndarray, values: np.ndarray, lr: float) -> None:
+    """Rebuild the global model: w0, then the pool's nonzero (seed, scalar) pairs in index order."""
+    setup.reset_to_w0()
+    for j, g in zip(index.tolist(), values.tolist()):
+        apply_seed_update(setup.params, int(seeds[j]), lr * float(g))
+
+
+def pro_probabilities(history: list[list[float]], clip: float) -> np.ndarray:
+    """FedKSeed-Pro: softmax of the min-max normalised mean |clipped scalar| of each seed."""
+    mean_abs = np.array([np.mean(np.abs(np.clip(h, -clip, clip))) for h in history])
+    span = mean_abs.max() + 1e-10 - mean_abs.min()
+    x = (mean_abs - mean_abs.min()) / span
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def nonzero_pool(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(uint16 indices, float32 values) of the pool entries that move the model."""
+    values = pool.astype(np.float32)
+    index = np.flatnonzero(values)
+    return index.astype(np.uint16), values[index]
+
+
+# -- client ----------------------------------------------------------------------------------------
+
+
+def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
+    conf = msg.content["config"]
+    rnd, k = int(conf["server-round"]), int(conf["num-seeds"])
+    lr, eps = float(conf["lr"]), float(conf["eps"])
+    seeds = candidate_seeds(int(conf["master-seed"]), k)
+    pool = msg.content["pool"]
+    probs = None
+    if "probabilities" in pool:
+        probs = pool["probabilities"].numpy().astype(np.float64)
+        probs /= probs.sum()
+    with Work() as work:
+        t0 = time.perf_counter()
+        replay(setup, seeds, pool["index"].numpy().astype(np.int64), pool["value"].numpy(), lr)
+        replay_s = time.perf_counter() - t0
+        digest = setup.digest()  # the server compares it with its own model's
+        rng = seeded_rng(cfg.seed, rnd, pid, 5)
+        local: dict[int, float] = defaultdict(float)
+        losses, skipped = [], 0
+        batches = setup.batches(pid, rnd, int(conf["local-steps"]), int(conf["batch-size"]))
+        model = setup.model
+        model.eval()
+        for step, batch in enumerate(batches):
+            if step == len(batches) // 2:
+                maybe_drop(cfg, rnd, pid)
+            j = int(rng.choice(k, p=probs)) if probs is not None else int(rng.integers(k))
+            g, plus, minus = projected_gradient(setup.params, int(seeds[j]), eps, lambda: setup.loss_fn(model, batch))
+            if not np.isfinite(g) or (cfg.max_loss_diff is not None and abs(plus - minus) > cfg.max_loss_diff):
+                skipped += 1
+                continue
+            apply_seed_update(setup.params, int(seeds[j]), lr * g)
+            local[j] += g
+            losses.append(plus)
+    index = np.array(sorted(local), dtype=np.uint16)
+    grads = np.array([local[j] for j in sorted(local)], dtype=np.float32)
+    metrics = {"num-examples": len(setup.client_features(pid)), "partition-id": pid, "replay-digest": digest,
+               "replay-s": replay_s, "train-loss": float(np.mean(losses)) if losses else 0.0, "skipped": skipped,
+               **work.metrics()}
+    content = RecordDict({"pairs": ArrayRecord({"index": Array(index), "grad": Array(grads)}),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+# -- server ----------------------------------------------------------------------------------------
+
+
+def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
+               log: RoundLog, context=None) -> dict:
+    k, lr, pro = cfg.num_seeds, cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
+    seeds = candidate_seeds(cfg.seed, k)
+    pool = np.zeros(k, dtype=np.float64)
+    history: list[list[float]] = [[0.0] for _ in range(k)]
+    setup.reset_to_w0()
+    digest = setup.digest()
+    log.end_round(0, 0.0, log.evaluate(setup, 0))
+    checks = []
+    for rnd in range(1, cfg.rounds + 1):
+        t0 = time.perf_counter()
+        ledger.round, ledger.phase = rnd, "train"
+        index, values = nonzero_pool(pool)
+        arrays = {"index": Array(index), "value": Array(values)}
+        if pro:
+            arrays["probabilities"] = Array(pro_probabilities(history, cfg.pro_clip).astype(np.float32))
+        conf = ConfigRecord({"server-round": rnd, "num-seeds": k, "master-seed": cfg.seed, "lr": lr, "eps": cfg.eps,
+                             "local-steps": cfg.local_steps, "batch-size": cfg.batch_size})
+        content = RecordDict({"pool": ArrayRecord(arrays), "config": conf})
+        msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN, group_id=str(rnd))
+                for n in sample(grid, cfg, nodes, rnd)]
+        replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd)
+
+        matched = [int(m.content["metrics"]["replay-digest"]) == digest for m in replies]
+        checks.append({"round": rnd, "clients": len(matched), "bit_exact": all(matched)})
+        if log.run:
+            log.run.event("replay_check", round=rnd, server_digest=digest, matched=sum(matched), clients=len(matched))
+        sizes = np.array([float(m.content["metrics"]["num-examples"]) for m in replies])
+        weights = sizes / sizes.sum()
+        touched = 0
+        for w, m in zip(weights, replies):
+            idx = m.content["pairs"]["index"].numpy().astype(np.int64)
+            g = m.content["pairs"]["grad"].numpy().astype(np.float64)
+            np.add.at(pool, idx, w * g)
+            touched += len(idx)
+            if pro:
+                for j, gj in zip(idx.tolist(), g.tolist()):
+                    history[j].append(gj)
+        index, values = nonzero_pool(pool)
+        replay(setup, seeds, index.astype(np.int64), values, lr)
+        digest = setup.digest()
+        metrics = log.evaluate(setup, rnd)
+        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=int(len(index)), pairs_received=touched)
+    if log.run:
+        np.savez(log.run.path / "seed_pool.npz", seeds=seeds, pool=pool, lr=lr)
+    return {"replay_checks": checks, "replay_bit_exact": all(c["bit_exact"] for c in checks),
+            "seeds_in_pool": int(np.count_nonzero(pool.astype(np.float32))), "final_digest": digest}

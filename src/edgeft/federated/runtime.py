@@ -1,0 +1,186 @@
+"""What a client or the server needs locally: the task, this client's shard, the backbone and its method.
+
+Building it costs a model load (about 20 s for SmolLM2 on 2 cores), so it is kept per process: in
+simulation one ClientApp process serves many virtual clients, and the trainable parameters are reset
+from the message (or from w0) at the start of every round, never carried over between clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import ConfigError
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.partition import partition
+from edgeft.methods import get_method
+from edgeft.models import load_backbone
+from edgeft.train.meters import PeakMemory
+from edgeft.train.recipe import head_for, make_loss_fn
+
+
+@dataclass
+class Setup:
+    cfg: FederatedConfig
+    task: object
+    backbone: object
+    featurizer: Featurizer
+    method: object
+    model: torch.nn.Module
+    names: list[str]
+    params: list[torch.nn.Parameter]
+    w0: list[torch.Tensor]
+    loss_fn: object
+    parts: list[list[int]] = field(default_factory=list)
+    _feats: dict = field(default_factory=dict)
+
+    # -- trainable state <-> Flower arrays -------------------------------------------------------
+    def arrays(self) -> ArrayRecord:
+        return ArrayRecord({n: Array(p.detach().cpu().numpy().copy()) for n, p in zip(self.names, self.params)})
+
+    def load_arrays(self, record: ArrayRecord) -> None:
+        missing = [n for n in self.names if n not in record]
+        if missing:
+            raise ConfigError(f"the server's arrays do not match this model (missing '{missing[0]}'): server and "
+                              "clients must run the same model, task and method options")
+        with torch.no_grad():
+            for n, p in zip(self.names, self.params):
+                p.copy_(torch.from_numpy(record[n].numpy()).to(p.dtype))
+
+    def reset_to_w0(self) -> None:
+        with torch.no_grad():
+            for p, w in zip(self.params, self.w0):
+                p.copy_(w)
+
+    def digest(self) -> int:
+        """A 63-bit fingerprint of the trainable values, bit for bit (for replay checks over the wire)."""
+        h = hashlib.sha256()
+        for p in self.params:
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        return int.from_bytes(h.digest()[:8], "big") >> 1
+
+    # -- data ----------------------------------------------------------------------------------
+    def client_examples(self, pid: int) -> list[dict]:
+        if not 0 <= pid < len(self.parts):
+            raise ConfigError(f"partition-id {pid} is outside 0..{len(self.parts) - 1}: start each SuperNode with "
+                              f"--node-config 'partition-id=<0..{len(self.parts) - 1}>'")
+        return [self.task.train[i] for i in self.parts[pid]]
+
+    def client_features(self, pid: int) -> list[dict]:
+        if pid not in self._feats:
+            self._feats[pid] = self.featurizer.encode(self.client_examples(pid))
+        return self._feats[pid]
+
+    def batches(self, pid: int, rnd: int, steps: int, batch_size: int, salt: int = 0) -> list[dict]:
+        """`steps` batches from this client's shard in a seeded order that changes every round."""
+        feats = self.client_features(pid)
+        rng = seeded_rng(self.cfg.seed, pid, rnd, salt, 2)
+        order: list[int] = []
+        out = []
+        for _ in range(steps):
+            chunk = []
+            while len(chunk) < batch_size:
+                if not order:
+                    order = rng.permutation(len(feats)).tolist()
+                chunk.append(order.pop())
+            out.append(self.featurizer.collate([feats[i] for i in chunk]))
+        return out
+
+
+_CACHE: dict[tuple, Setup] = {}
+
+
+def _method_for(cfg: FederatedConfig):
+    if cfg.algorithm == "fedit":
+        return get_method("lora", cfg.method_options)
+    name = "fwdgrad" if cfg.algorithm == "fwdgrad" else "mezo"
+    return get_method(name, {"base": cfg.zo_base, "base_options": cfg.method_options, "lr": cfg.learning_rate,
+                             "seed": cfg.seed})
+
+
+_DATA: dict[tuple, tuple] = {}
+
+
+def data_for(cfg: FederatedConfig):
+    """(task, partitions) for this run, the same on the server and on every client (cached per process)."""
+    key = (cfg.task, cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
+           cfg.alpha, cfg.holdout_category)
+    if key not in _DATA:
+        task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
+                                    max_length=cfg.max_length, seed=cfg.seed))
+        _DATA[key] = (task, partition(task.train, cfg.clients, cfg.partition, cfg.alpha, cfg.seed,
+                                      cfg.holdout_category))
+    return _DATA[key]
+
+
+def setup_for(cfg: FederatedConfig, role: str) -> Setup:
+    """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
+    key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
+           cfg.zo_base, repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
+           cfg.holdout_category)
+    if key in _CACHE:
+        return _CACHE[key]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    task, parts = data_for(cfg)
+    head = head_for(cfg.model, task, cfg.head)
+    backbone = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
+                             problem_type="regression" if task.kind == "regression" else None)
+    featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, head), cfg.max_length)
+    method = _method_for(cfg)
+    torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
+    model = method.prepare(backbone, task)
+    model.eval()
+    wanted = {id(p) for p in method.trainable_parameters(model)}
+    names, params, seen = [], [], set()
+    for name, p in model.named_parameters():
+        if id(p) in wanted and id(p) not in seen:
+            seen.add(id(p))
+            names.append(name)
+            params.append(p)
+    if not params:
+        raise ConfigError(f"method options {cfg.method_options} leave nothing to train")
+    w0 = [p.detach().clone() for p in params] if cfg.algorithm != "fedit" else []
+    s = Setup(cfg, task, backbone, featurizer, method, model, names, params, w0, make_loss_fn(featurizer), parts)
+    _CACHE[key] = s
+    return s
+
+
+class Work:
+    """Time and peak memory of one client's work on one message, reported back in its MetricRecord."""
+
+    def __enter__(self):
+        self.memory = PeakMemory("cpu").start()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        self.peak_mb = self.memory.peak_mb()
+        return False
+
+    def metrics(self) -> dict:
+        return {"compute-s": float(self.seconds), "peak-memory-mb": float(self.peak_mb)}
+
+
+def node_partition(context) -> int:
+    cfg = context.node_config
+    if "partition-id" not in cfg:
+        raise ConfigError("this SuperNode has no partition-id: start it with --node-config 'partition-id=N'")
+    return int(cfg["partition-id"])
+
+
+def seeded_rng(*parts: int) -> np.random.Generator:
+    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
+
+
+def maybe_drop(cfg: FederatedConfig, rnd: int, pid: int) -> None:
+    """Emulated device failure: with probability cfg.dropout, this client dies mid-round (seeded)."""
+    if cfg.dropout and seeded_rng(cfg.seed, rnd, pid, 7).random() < cfg.dropout:
+        raise RuntimeError(f"client {pid} lost mid-round {rnd} (emulated dropout, p={cfg.dropout})")
