@@ -96,6 +96,18 @@ def speed() -> None:
         dt = time.perf_counter() - t0
     out["pytorch-float32"] = {"tokens": g.shape[1] - len(prompt), "seconds": dt,
                               "tokens_per_s": (g.shape[1] - len(prompt)) / dt}
+    from edgeft.compress.store import load_compressed
+
+    for label, kernel in (("pytorch-gptq4-g32-dequant", False), ("pytorch-gptq4-g32-int4-kernel", True)):
+        qmodel, _, _ = load_compressed(RUNS / "ft-gptq4-g32", int4_kernel=kernel)
+        with torch.no_grad():
+            qmodel.generate(input_ids=ids, max_new_tokens=4, do_sample=False)
+            t0 = time.perf_counter()
+            g = qmodel.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                                min_new_tokens=new, do_sample=False, pad_token_id=tok.pad_token_id)
+            dt = time.perf_counter() - t0
+        out[label] = {"tokens": g.shape[1] - len(prompt), "seconds": dt, "tokens_per_s": (g.shape[1] - len(prompt)) / dt}
+        print(label, f"{out[label]['tokens_per_s']:.1f} tok/s", flush=True)
     files = {t: RUNS / f"ft-{t}.gguf" for t in TYPES}
     files["gptq4-g32-q4_1"] = RUNS / "ft-gptq4-g32-auto.gguf"
     for name, path in files.items():

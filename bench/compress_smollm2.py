@@ -23,7 +23,7 @@ import torch
 
 RESULTS = Path(__file__).parent / "results" / "compress" / "smollm2"
 RUNS = Path("runs/compress-bench/smollm2")
-COMMON = dict(calib_task="wikitext2", calib_samples=32, calib_seq_len=512, eval_wikitext_windows=32,
+COMMON = dict(calib_task="wikitext2", calib_samples=16, calib_seq_len=512, eval_wikitext_windows=32,
               eval_seq_len=512, eval_task="none", seed=0)
 VARIANTS = {
     "baseline": ("merge", {}, "float32"),  # stores the model as it is: the reference figure
@@ -50,7 +50,7 @@ def run_variant(name: str) -> dict:
     res = run_compress(cfg, log=lambda m: print(m, flush=True))
     record = res["records"][-1]
     out = {"variant": name, "record": record, "wall_seconds": time.perf_counter() - t0,
-           "command": f"flock /tmp/edgeft-cpu.lock .venv/bin/python bench/compress_smollm2.py --variant {name}",
+           "command": f"flock /tmp/edgeft-cpu.lock .venv/bin/python bench/compress_smollm2.py --variant {name} ...",
            "machine": "2-core CPU container", "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
            "python": platform.python_version(), "threads": torch.get_num_threads(), "settings": COMMON}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -128,10 +128,10 @@ def _plot(table, base, path):
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variant", choices=sorted(VARIANTS))
+    ap.add_argument("--variant", action="append", choices=sorted(VARIANTS), help="repeatable")
     ap.add_argument("--summary", action="store_true")
     args = ap.parse_args()
-    if args.variant:
-        run_variant(args.variant)
+    for v in args.variant or []:
+        run_variant(v)
     if args.summary:
         summary()

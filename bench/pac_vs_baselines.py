@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", default=None,
                    help="JSON file: a list of {label, options, lr?}; each runs pac_cache with those PAC options "
                         "(in this process, after --variants) - for tuning with --holdout")
+    p.add_argument("--merge", nargs="+", default=None, metavar="REPORT[:SUFFIX[:VARIANTS]]",
+                   help="combine variants of earlier reports (all, or the comma-separated VARIANTS; renamed "
+                        "NAME@SUFFIX where a suffix is given) into --out, with its summary and plot; runs nothing")
     p.add_argument("--in-process", action="store_true", help="run variants in this process (tests; memory mixes)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
@@ -289,7 +292,10 @@ def plot(report: dict, out: Path) -> Path:
     res = report["variants"]
     names = list(res)
     base = {"full": "#7f7f7f", "lora": "#1f77b4", "pac_nocache": "#ff7f0e", "pac_cache": "#2ca02c"}
-    colors = {n: base.get(n.split(":")[0], "#9467bd") for n in names}
+    light = {"full": "#c7c7c7", "lora": "#aec7e8", "pac_nocache": "#ffbb78", "pac_cache": "#98df8a"}
+    colors = {n: (light if "@" in n else base).get(n.split("@")[0].split(":")[0], "#9467bd") for n in names}
+    swept = [n for n in names if ":" in n]  # sweep entries: one colour each
+    colors.update({n: plt.get_cmap("tab10")(i % 10) for i, n in enumerate(swept)})
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     ax = axes[0]
     for n in names:
@@ -411,8 +417,34 @@ def sys_argv_of(args) -> list[str]:
     return words
 
 
+def merge(args) -> dict:
+    """One report from several (e.g. baselines from one run, a PAC design from another), runs nothing."""
+    variants, sources, meta = {}, [], None
+    for item in args.merge:
+        path, suffix, wanted = (item.split(":") + ["", ""])[:3]
+        report = json.loads(Path(path).read_text())
+        meta = meta or dict(report["meta"])
+        take = [v for v in report["variants"] if not wanted or v in wanted.split(",")]
+        sources.append({"file": path, "suffix": suffix or None, "date": report["meta"]["date"],
+                        "label": report["meta"].get("label"), "variants": take})
+        for name, res in ((n, report["variants"][n]) for n in take):
+            variants[f"{name}@{suffix}" if suffix else name] = {**res, "source": path}
+    meta["merged_from"] = sources
+    meta["label"] = args.label or meta.get("label", "")
+    merged = {"meta": meta, "variants": variants, "summary": summarise(variants)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(merged, indent=2))
+    plot(merged, out.with_suffix(".png"))
+    print(json.dumps(merged["summary"], indent=2))
+    return merged
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.merge:
+        merge(args)
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging

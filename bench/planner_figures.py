@@ -1,9 +1,11 @@
 """Figures for docs/benchmarks_planner.md: the split solver against its baselines (users sweep,
 weight sweeps, convergence, energy/delay split) and DEFT round latency against baselines on the
 example clusters. Writes docs/img/planner_*.png and bench/results/planner/figures.json.
-Run: PYTHONPATH=src .venv/bin/python bench/planner_figures.py
+Run: PYTHONPATH=src .venv/bin/python bench/planner_figures.py [--only users_sweep,convergence,...]
+(--only reruns the named steps and keeps the other steps' results in figures.json)
 """
 
+import argparse
 import json
 import time
 import warnings
@@ -16,8 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from edgeft.planner import Workload, load_cluster, make_plan, resolve_arch  # noqa: E402
-from edgeft.planner.split_model import SplitSettings, build_split_instance, random_instance, totals  # noqa: E402
-from edgeft.planner.split_solver import BASELINES, solve_split  # noqa: E402
+from edgeft.planner.split_model import (  # noqa: E402
+    SplitSettings, build_split_instance, objective, random_instance, totals,
+)
+from edgeft.planner.split_solver import (  # noqa: E402
+    BASELINES, best_integer_alpha, greedy_association, initial_point, solve_split,
+)
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +39,12 @@ def users_sweep(res):
         inst = random_instance(np.random.default_rng(100 + N), N, 10)
         t0 = time.perf_counter()
         sol = solve_split(inst)
-        rows.setdefault("proposed", []).append({**totals(inst, sol.point), "solve_s": time.perf_counter() - t0})
+        rows.setdefault("proposed", []).append({**totals(inst, sol.point), "solve_s": time.perf_counter() - t0,
+                                                "solves": sol.solves, "solver_failures": sol.solver_failures})
         for name, fn in BASELINES.items():
-            rows.setdefault(name, []).append(totals(inst, fn(inst).point))
+            b = fn(inst)
+            rows.setdefault(name, []).append({**totals(inst, b.point), "solves": b.solves,
+                                              "solver_failures": b.solver_failures})
     res["users_sweep"] = {"users": Ns, "servers": 10, "rows": rows}
     fig, axs = plt.subplots(1, 3, figsize=(14, 4))
     for ax, key, lab in zip(axs, ("objective", "energy_j", "delay_s"), ("objective", "energy (J)", "delay (s)")):
@@ -61,7 +70,8 @@ def weight_sweep(res):
             s = SplitSettings(**{wname: float(w)})
             inst = random_instance(np.random.default_rng(7), 20, 4, s)
             sol = solve_split(inst)
-            r = {"proposed": sol.objective, "mean_alpha": float(sol.point.alpha.mean())}
+            r = {"proposed": sol.objective, "mean_alpha": float(sol.point.alpha.mean()),
+                 "solver_failures": sol.solver_failures}
             for name in ("alpha-only", "resources-only", "greedy-association"):
                 r[name] = BASELINES[name](inst).objective
             out[wname][w] = r
@@ -83,13 +93,16 @@ def weight_sweep(res):
 
 def convergence(res):
     inst = random_instance(np.random.default_rng(100), 100, 10)
+    server = greedy_association(inst)
+    fp_start = objective(inst, best_integer_alpha(inst, initial_point(inst, server)))  # where FP starts
     t0 = time.perf_counter()
     sol = solve_split(inst)
-    res["convergence"] = {"users": 100, "servers": 10, "cccp_history": sol.history, "fp_history": sol.fp_history,
-                          "solve_s": time.perf_counter() - t0}
+    res["convergence"] = {"users": 100, "servers": 10, "cccp_history": sol.history, "fp_start": fp_start,
+                          "fp_history": sol.fp_history, "solve_s": time.perf_counter() - t0, "solves": sol.solves,
+                          "solver_failures": sol.solver_failures}
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.8))
-    axs[0].plot(sol.fp_history, marker="o")
-    axs[0].set_title("FP steps (first association)")
+    axs[0].plot([fp_start] + sol.fp_history, marker="o")
+    axs[0].set_title("FP steps (first association; 0 = start)")
     axs[1].plot(sol.history, marker="o")
     axs[1].set_title("outer iterations (association)")
     for ax in axs:
@@ -145,11 +158,21 @@ def deft(res):
     plt.close(fig)
 
 
+STEPS = (deft, mec_cluster, users_sweep, weight_sweep, convergence)
+
+
 def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="", help="comma-separated steps: " + ",".join(f.__name__ for f in STEPS))
+    only = [x for x in ap.parse_args().only.split(",") if x]
+    unknown = set(only) - {f.__name__ for f in STEPS}
+    if unknown:
+        ap.error(f"unknown steps {sorted(unknown)}")
     IMG.mkdir(parents=True, exist_ok=True)
     RES.mkdir(parents=True, exist_ok=True)
-    res = {}
-    for step in (deft, mec_cluster, users_sweep, weight_sweep, convergence):
+    out = RES / "figures.json"
+    res = json.loads(out.read_text()) if only and out.exists() else {}
+    for step in (f for f in STEPS if not only or f.__name__ in only):
         t0 = time.perf_counter()
         step(res)
         print(step.__name__, f"{time.perf_counter() - t0:.1f}s", flush=True)

@@ -46,6 +46,8 @@ def main() -> None:
     rows = []
     for method, epochs in (("pac", 2), ("lora", 1)):
         for n in (1, 2):
+            if os.environ.get("EDGEFT_BENCH_ONLY") and os.environ["EDGEFT_BENCH_ONLY"] != f"{method}{n}":
+                continue
             devices = [f"gpu-{i}" for i in range(n)]
             cfg = LaunchConfig(cluster=str(work / "gpus.yaml"), devices=devices, model=str(model), method=method,
                                strategy="hybrid", task={"name": "sst2", "train_samples": samples, "dev_samples": 64,
@@ -63,6 +65,22 @@ def main() -> None:
                              "peak_memory_mb": [d["peak_memory_mb"] for d in m["per_device"]],
                              "bytes_sent": [d["bytes_sent"] for d in m["per_device"]]})
                 print(json.dumps(rows[-1])[:300], flush=True)
+    # the same 2-GPU PAC run forced into a 2-stage pipeline (one GPU per stage), through --plan
+    plan = json.loads((work / "pac-2gpu" / "plan.attempt0.json").read_text())
+    half = 1 if small else 15
+    plan["layout"] = {"stages": [{"blocks": [0, half], "ranks": [0], "shares": [1.0]},
+                                 {"blocks": [half, 2 if small else 30], "ranks": [1], "shares": [1.0]}],
+                      "micro_batches": 4, "cached_shares": {"0": 0.5, "1": 0.5}}
+    (work / "pipeline-plan.json").write_text(json.dumps(plan))
+    cfg = cfg.model_copy(update={"method": "pac", "method_options": {}, "plan": str(work / "pipeline-plan.json"),
+                                 "devices": ["gpu-0", "gpu-1"], "out": str(work / "pac-2gpu-pipeline"),
+                                 "train": cfg.train.model_copy(update={"epochs": 2})})
+    m = launch(cfg, say=print)
+    for e in m["epochs"]:
+        rows.append({"method": "pac (2-stage pipeline)", "gpus": 2, "epoch": e["epoch"], "seconds": e["measured_s"],
+                     "samples_per_s": e["samples_per_s"], "layout": m["layout"],
+                     "peak_memory_mb": [d["peak_memory_mb"] for d in m["per_device"]],
+                     "bytes_sent": [d["bytes_sent"] for d in m["per_device"]]})
     meta = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
             "gpus_visible": torch.cuda.device_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     out.mkdir(parents=True, exist_ok=True)

@@ -95,3 +95,14 @@ def test_cli_compress_and_export(tiny_word_llama, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
     assert abs(float((reloaded.model.layers[0].mlp.up_proj.weight == 0).float().mean()) - 0.5) < 0.01
     assert torch.isfinite(logits_of(reloaded)).all()
+
+
+def test_encoder_classifier_is_sparsified_with_its_task_data(tiny_bert, tmp_path):
+    res = run(tiny_bert, "sparsegpt", tmp_path / "b", options={"sparsity": 0.5}, calib_task="sst2",
+              eval_task="sst2", eval_task_samples=16, calib_seq_len=32)
+    inp, step = res["records"]
+    assert step["wikitext2_ppl"] is None  # an encoder has no perplexity
+    assert step["task"] == "sst2" and step["task_metric_name"] == "accuracy" and 0 <= step["task_metric"] <= 1
+    assert step["nonzero_params"] <= 0.5 * step["extra"]["block_linear_weights"] + 1
+    model, _, manifest = load_compressed(tmp_path / "b")
+    assert manifest.head == "sequence_classification" and type(model).__name__ == "BertForSequenceClassification"

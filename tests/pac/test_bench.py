@@ -33,6 +33,10 @@ def test_benchmark_in_process_records_every_variant(tmp_path, tiny_llama):
     assert res["pac_cache"]["cache"]["entries"] == 24 + 8  # training samples + dev samples (cache_eval)
     assert {"speedup_pac_cache_vs_lora", "memory_reduction_pac_cache_vs_full"} <= set(report["summary"])
     assert out.with_suffix(".png").stat().st_size > 10_000
+    merged = tmp_path / "merged.json"
+    bench_module().main(["--merge", f"{out}::full,lora", f"{out}:again:pac_cache", "--out", str(merged)])
+    m = json.loads(merged.read_text())
+    assert set(m["variants"]) == {"full", "lora", "pac_cache@again"} and len(m["meta"]["merged_from"]) == 2
 
 
 def test_edgeft_bench_pac_command_runs_variants_in_worker_processes(tmp_path, tiny_bert):
@@ -44,4 +48,5 @@ def test_edgeft_bench_pac_command_runs_variants_in_worker_processes(tmp_path, ti
         "--batch-size", "8", "--max-length", "16", "--variants", "pac_cache", "--taps", "every:2", "--out", str(out)])
     assert result.exit_code == 0, result.output
     r = json.loads(out.read_text())["variants"]["pac_cache"]
-    assert r["taps"] == [1, 3] and r["positions"] == "mean" and r["backbone_calls_per_epoch"][1] == 0
+    assert r["taps"] == [1, 3] and r["positions"] == "all" and r["backbone_calls_per_epoch"][1] == 0
+    assert r["options"]["heads"] == 4 and r["cache"]["dtype"] == "int8"  # the tuned defaults

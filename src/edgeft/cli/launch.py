@@ -89,21 +89,16 @@ def register(app: typer.Typer) -> None:
                 state["done"] += 1
 
         with progress:
-            def say(msg):
-                progress.console.print(msg)
-
-            # total steps are known after planning; the bar starts at the first heartbeat
-            orig = factory
-
             def on_tick(beats):
-                if state["advance"] is None and beats:
-                    from edgeft.runtime.run import _workload  # noqa: F401 (cheap: already imported)
-
-                    total = cfg.train.epochs * (cfg.train.max_steps_per_epoch or 10**6)
-                    state["advance"] = orig(total if total < 10**6 else None)
+                """Advance the bar to the furthest step any worker has reported."""
+                if not beats:
+                    return
+                if state["advance"] is None:
+                    total = cfg.train.epochs * cfg.train.max_steps_per_epoch if cfg.train.max_steps_per_epoch else None
+                    state["advance"] = factory(total)
                 tick(beats)
 
-            metrics = do_launch(cfg, say=say, progress=on_tick)
+            metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
         show(metrics, cfg.out)
 
 

@@ -54,11 +54,12 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size:
         W = W[:, perm]
         H = H[perm][:, perm]
     W, Hinv = prepare_hessian(H, W, percdamp)
-    col_group = perm // gs  # group of the column at each (possibly permuted) position
+    col_group = (perm // gs).tolist()  # group of the column at each (possibly permuted) position
 
     Q = torch.zeros_like(W)
     codes = torch.zeros_like(W)
     losses = torch.zeros(rows)
+    g_now, s, z = -1, None, None
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
@@ -66,24 +67,26 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size:
         C1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
+        dinv = (1.0 / torch.diag(Hinv1)).tolist()
         for i in range(i2 - i1):
             col = i1 + i
-            g = int(col_group[col])
+            g = col_group[col]
             if not static and col % gs == 0:
                 scales[:, g], zeros[:, g] = grid.params(W1[:, i:i + gs])
-            s, z = scales[:, g], zeros[:, g]
+                g_now = -1
+            if g != g_now:
+                g_now, s, z = g, scales[:, g].clone(), zeros[:, g].clone()
             w = W1[:, i]
-            d = Hinv1[i, i]
             q_int = grid.quantize(w, s, z)
             q = grid.dequantize(q_int, s, z)
             C1[:, i] = q_int
             Q1[:, i] = q
-            losses += (w - q) ** 2 / d ** 2 / 2
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            err = (w - q).mul_(dinv[i])
+            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
             Err1[:, i] = err
         Q[:, i1:i2] = Q1
         codes[:, i1:i2] = C1
+        losses += (Err1 ** 2).sum(1) / 2  # (w - q)^2 / [H^-1]_ii^2 / 2, the reference's Losses
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     if act_order:

@@ -51,19 +51,18 @@ def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float = 0.5, pru
                 mask1 = score <= thresh
         else:
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        dinv = (1.0 / hdiag).tolist()
         for i in range(count):
             w = W1[:, i]
-            d = Hinv1[i, i]
             if prune_n != 0 and i % prune_m == 0:
                 score = W1[:, i:i + prune_m] ** 2 / hdiag[i:i + prune_m].reshape(1, -1) ** 2
                 mask1.scatter_(1, i + torch.topk(score, prune_n, dim=1, largest=False)[1], True)
-            q = w.clone()
-            q[mask1[:, i]] = 0
+            q = w.masked_fill(mask1[:, i], 0.0)
             Q1[:, i] = q
-            losses += (w - q) ** 2 / d ** 2 / 2
-            err = (w - q) / d
-            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            err = (w - q).mul_(dinv[i])
+            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
             Err1[:, i] = err
+        losses += (Err1 ** 2).sum(1) / 2
         W[:, i1:i2] = Q1
         pruned[:, i1:i2] = mask1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]

@@ -156,8 +156,12 @@ def _fresh(config, cls):
 
 # -- loading -----------------------------------------------------------------------------------------------
 
-def load_compressed(folder: str | Path):
-    """(model, tokenizer, manifest) from a compressed folder; the model runs in float32 on CPU."""
+def load_compressed(folder: str | Path, int4_kernel: bool = False):
+    """(model, tokenizer, manifest) from a compressed folder; the model runs in float32 on CPU.
+
+    int4_kernel: run packed 4-bit layers with torch's int4 CPU matmul where their groups allow it,
+    instead of dequantising them in every forward pass.
+    """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     folder = Path(folder)
@@ -200,6 +204,10 @@ def load_compressed(folder: str | Path):
                          f"{unexpected[:3]}); the folder is corrupt or was edited by hand.")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
+    if int4_kernel:
+        for m in model.modules():
+            if isinstance(m, QuantLinear):
+                m.use_int4_kernel()
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:

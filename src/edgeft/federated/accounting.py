@@ -12,8 +12,8 @@ with the replies that came back.
 
 from __future__ import annotations
 
+import re
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional
 
@@ -46,7 +46,7 @@ class ClientRound:
     peak_memory_mb: float = 0.0
     status: str = "ok"
     reason: str = ""
-    phases: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))  # phase -> [down, up]
+    phases: dict = field(default_factory=dict)  # phase -> {"down": bytes, "up": bytes}
 
 
 class Ledger:
@@ -69,13 +69,13 @@ class Ledger:
         r = self.row(node)
         r.bytes_down += nbytes
         r.messages_down += 1
-        r.phases[self.phase][0] += nbytes
+        r.phases.setdefault(self.phase, {"down": 0, "up": 0})["down"] += nbytes
 
     def received(self, node: int, nbytes: int) -> None:
         r = self.row(node)
         r.bytes_up += nbytes
         r.messages_up += 1
-        r.phases[self.phase][1] += nbytes
+        r.phases.setdefault(self.phase, {"down": 0, "up": 0})["up"] += nbytes
 
     def client_metrics(self, node: int, compute_s: float, peak_mb: float) -> None:
         r = self.row(node)
@@ -93,12 +93,7 @@ class Ledger:
         return [r for (k, _), r in sorted(self.rows.items()) if k == rnd]
 
     def as_records(self) -> list[dict]:
-        out = []
-        for r in self.rows.values():
-            d = asdict(r)
-            d["phases"] = {k: {"down": v[0], "up": v[1]} for k, v in r.phases.items()}
-            out.append(d)
-        return out
+        return [asdict(r) for r in self.rows.values()]
 
 
 class AccountingGrid(Grid):
@@ -138,13 +133,20 @@ class AccountingGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self.inner.pull_messages(message_ids))
         for m in replies:
-            self.ledger.received(m.metadata.src_node_id, wire_bytes(m))
-            content = None if m.has_error() else m.content
-            if content is not None and "metrics" in content.metric_records:
-                mr = content.metric_records["metrics"]
-                self.ledger.client_metrics(m.metadata.src_node_id, float(mr.get("compute-s", 0.0)),
-                                           float(mr.get("peak-memory-mb", 0.0)))
+            if m.has_error():  # written by the runtime (e.g. the SuperLink for a dead node): no client upload
+                continue
+            node = self.node_of(m)
+            self.ledger.received(node, wire_bytes(m))
+            for key in ("metrics", "fitres.metrics"):  # Message API / legacy FitRes (SecAgg+)
+                if key in m.content.metric_records:
+                    mr = m.content.metric_records[key]
+                    self.ledger.client_metrics(node, float(mr.get("compute-s", 0.0)),
+                                               float(mr.get("peak-memory-mb", 0.0)))
         return replies
+
+    def node_of(self, reply: Message) -> int:
+        """The client a reply belongs to: the destination of the message it answers."""
+        return self._dst.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: Optional[float] = None) -> Iterable[Message]:
         pending = set(self.push_messages(messages))
@@ -160,5 +162,12 @@ class AccountingGrid(Grid):
             self.ledger.dropped(self._dst[msg_id], f"no reply within {timeout:.0f} s")
         for m in replies:
             if m.has_error():
-                self.ledger.dropped(m.metadata.src_node_id, f"error reply: {m.error.reason[:300]}")
+                self.ledger.dropped(self.node_of(m), f"error reply: {error_summary(m.error.reason)}")
         return replies
+
+
+def error_summary(reason: str) -> str:
+    """The telling line of a client's error (Flower forwards a whole remote traceback)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in (reason or "").splitlines()]
+    lines = [line for line in lines if line and not set(line) <= set("^~ ")]
+    return lines[-1][:300] if lines else "(no reason given)"

@@ -21,7 +21,7 @@ from edgeft.federated import fedit, fedkseed, fwdgrad
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.report import plot, summarize
-from edgeft.federated.runtime import data_for, node_partition, setup_for
+from edgeft.federated.runtime import data_for, local_examples, node_partition, setup_for
 from edgeft.federated.server import RoundLog, discover
 from edgeft.train.rundir import RunDir
 
@@ -117,8 +117,9 @@ def build_client_app(fixed: Optional[FederatedConfig] = None) -> ClientApp:
     def hello(msg: Message, context: Context) -> Message:
         cfg = _config(fixed, context)
         pid = node_partition(context)
-        _, parts = data_for(cfg)
-        size = len(parts[pid]) if 0 <= pid < len(parts) else 0
+        task, parts = data_for(cfg)
+        own = context.node_config.get("data-file")
+        size = len(local_examples(str(own), task)) if own else (len(parts[pid]) if 0 <= pid < len(parts) else 0)
         return Message(RecordDict({"metrics": MetricRecord({"partition-id": pid, "num-examples": size})}),
                        reply_to=msg)
 
@@ -126,7 +127,10 @@ def build_client_app(fixed: Optional[FederatedConfig] = None) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         cfg = _config(fixed, context)
         pid = node_partition(context)
-        return CLIENTS[cfg.algorithm](setup_for(cfg, "client"), cfg, pid, msg)
+        setup = setup_for(cfg, "client")
+        if context.node_config.get("data-file"):
+            setup.use_local_file(pid, str(context.node_config["data-file"]))
+        return CLIENTS[cfg.algorithm](setup, cfg, pid, msg)
 
     return app
 

@@ -76,6 +76,7 @@ class FederatedConfig(BaseModel):
     dp_delta: float = Field(1e-5, gt=0, lt=1)
 
     # evaluation, time limits, failures
+    evaluate: bool = Field(True, description="evaluate the global model on the server (off for cost benchmarks)")
     eval_every: int = Field(1, ge=1)
     eval_batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(48, ge=1)

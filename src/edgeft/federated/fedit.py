@@ -110,8 +110,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
     def evaluate_fn(rnd: int, arrays: ArrayRecord):
         setup.load_arrays(arrays)
         metrics = log.evaluate(setup, rnd)
-        if rnd > 0:
-            log.end_round(rnd, time.perf_counter() - clock["t"], metrics)
+        log.end_round(rnd, time.perf_counter() - clock["t"] if rnd else 0.0, metrics)
         clock["t"] = time.perf_counter()
         return MetricRecord({k: float(v) for k, v in (metrics or {}).items()}) if metrics else None
 
@@ -166,8 +165,7 @@ def _run_secagg(grid, cfg, ledger, setup, log, context) -> dict:
         def evaluate(self, server_round, parameters):
             setup.load_arrays(ArrayRecord(dict(zip(setup.names, [_arr(a) for a in parameters_to_ndarrays(parameters)]))))
             metrics = log.evaluate(setup, server_round)
-            if server_round > 0:
-                log.end_round(server_round, time.perf_counter() - clock["t"], metrics)
+            log.end_round(server_round, time.perf_counter() - clock["t"] if server_round else 0.0, metrics)
             clock["t"] = time.perf_counter()
             return (0.0, metrics) if metrics else None
 

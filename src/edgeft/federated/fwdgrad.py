@@ -133,7 +133,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
                 break
             attempt += 1
             ledger.phase = "train-more"
-            targets = [int(m.metadata.src_node_id) for m in replies]
+            targets = [grid.node_of(m) for m in replies]
         step = pooled.mean()
         with torch.no_grad():
             for p, g in zip(setup.params, step):

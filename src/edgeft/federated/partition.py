@@ -43,9 +43,9 @@ def dirichlet(keys: list[str], n_clients: int, alpha: float, seed: int, min_size
         for c in classes:
             idx = np.flatnonzero(y == c)
             rng.shuffle(idx)
-            p = rng.dirichlet(np.full(n_clients, alpha))
-            p = np.array([pi * (len(part) < n / n_clients) for pi, part in zip(p, parts)])
-            p = p / p.sum()
+            drawn = rng.dirichlet(np.full(n_clients, alpha))
+            p = np.array([pi * (len(part) < n / n_clients) for pi, part in zip(drawn, parts)])
+            p = p / p.sum() if p.sum() > 0 else drawn  # everyone full already: keep the plain draw
             cuts = (np.cumsum(p) * len(idx)).astype(int)[:-1]
             for part, chunk in zip(parts, np.split(idx, cuts)):
                 part.extend(chunk.tolist())

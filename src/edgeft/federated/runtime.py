@@ -38,6 +38,7 @@ class Setup:
     w0: list[torch.Tensor]
     loss_fn: object
     parts: list[list[int]] = field(default_factory=list)
+    local_files: dict = field(default_factory=dict)
     _feats: dict = field(default_factory=dict)
 
     # -- trainable state <-> Flower arrays -------------------------------------------------------
@@ -66,7 +67,15 @@ class Setup:
         return int.from_bytes(h.digest()[:8], "big") >> 1
 
     # -- data ----------------------------------------------------------------------------------
+    def use_local_file(self, pid: int, path: str) -> None:
+        """This client trains on its own file (a SuperNode's `data-file`) instead of a slice of the task."""
+        if self.local_files.get(pid) != path:
+            self.local_files[pid] = path
+            self._feats.pop(pid, None)
+
     def client_examples(self, pid: int) -> list[dict]:
+        if pid in self.local_files:
+            return local_examples(self.local_files[pid], self.task)
         if not 0 <= pid < len(self.parts):
             raise ConfigError(f"partition-id {pid} is outside 0..{len(self.parts) - 1}: start each SuperNode with "
                               f"--node-config 'partition-id=<0..{len(self.parts) - 1}>'")
@@ -167,6 +176,15 @@ class Work:
 
     def metrics(self) -> dict:
         return {"compute-s": float(self.seconds), "peak-memory-mb": float(self.peak_mb)}
+
+
+def local_examples(path: str, task) -> list[dict]:
+    """All rows of a device's own instruction file (columns instruction / input / response)."""
+    if task.kind != "generation":
+        raise ConfigError(f"data-file '{path}': a SuperNode's own file is supported for instruction (generation) "
+                          f"tasks; '{task.name}' is a {task.kind} task")
+    own = load_task(TaskConfig(name=path, dev_file=path, kind="generation"))
+    return own.train
 
 
 def node_partition(context) -> int:

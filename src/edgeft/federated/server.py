@@ -13,7 +13,7 @@ from typing import Callable, Optional
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
 from edgeft.errors import EdgeftError
-from edgeft.federated.accounting import AccountingGrid, Ledger
+from edgeft.federated.accounting import AccountingGrid, Ledger, error_summary
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.runtime import Setup, seeded_rng
 from edgeft.train.evaluate import evaluate
@@ -42,7 +42,7 @@ def discover(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, wait_s:
         if m.has_error():
             continue
         metrics = m.content.metric_records["metrics"]
-        pid, node = int(metrics["partition-id"]), int(m.metadata.src_node_id)
+        pid, node = int(metrics["partition-id"]), grid.node_of(m)
         if pid in by_pid:
             raise FederationError(f"two SuperNodes ({by_pid[pid]} and {node}) hold partition-id {pid}; give each "
                                   "its own --node-config 'partition-id=N'")
@@ -72,7 +72,7 @@ def successful(replies, rnd: int) -> list[Message]:
     replies = list(replies)
     ok = [m for m in replies if not m.has_error()]
     if not ok:
-        reasons = sorted({m.error.reason.strip().splitlines()[-1][:400] for m in replies if m.has_error()})
+        reasons = sorted({error_summary(m.error.reason) for m in replies if m.has_error()})
         raise FederationError(f"round {rnd}: no client completed its work"
                               + (f"; client error: {reasons[0]}" if reasons else " (no replies in time)"))
     return ok
@@ -108,7 +108,7 @@ class RoundLog:
         self.t0 = time.perf_counter()
 
     def evaluate(self, setup: Setup, rnd: int, force: bool = False) -> Optional[dict]:
-        if not (force or rnd == 0 or rnd % self.cfg.eval_every == 0 or rnd == self.cfg.rounds):
+        if not self.cfg.evaluate or not (force or rnd == 0 or rnd % self.cfg.eval_every == 0 or rnd == self.cfg.rounds):
             return None
         t0 = time.perf_counter()
         metrics = global_eval(setup, self.cfg)

@@ -72,11 +72,12 @@ def apply_seed_update(params: list[torch.Tensor], seed: int, coef: float, weight
 def projected_gradient(params: list[torch.Tensor], seed: int, eps: float,
                        loss_at: Callable[[], torch.Tensor]) -> tuple[float, float, float]:
     """MeZO's two-point estimate along z(seed): returns (g, L+, L-); params end where they started."""
-    perturb(params, seed, eps)
-    loss_plus = float(loss_at())
-    perturb(params, seed, -2.0 * eps)
-    loss_minus = float(loss_at())
-    perturb(params, seed, eps)
+    with torch.no_grad():
+        perturb(params, seed, eps)
+        loss_plus = float(loss_at())
+        perturb(params, seed, -2.0 * eps)
+        loss_minus = float(loss_at())
+        perturb(params, seed, eps)
     return (loss_plus - loss_minus) / (2.0 * eps), loss_plus, loss_minus
 
 

@@ -20,6 +20,10 @@ from edgeft.errors import PlanError
 from edgeft.planner.split_model import LN2, SplitInstance, SplitPoint, objective, rate_mbps
 
 SOLVER = "CLARABEL"
+# CLARABEL's default step (0.99 of the way to the cone boundary) occasionally stalls within its first
+# few iterations ('InsufficientProgress', a step of 0) even on the scaled problem: 12 of 3746 solves
+# on 120 random instances (2-100 users, 1-10 servers); 0 of 3799 at 0.9, with the same objectives.
+SOLVER_OPTS: dict = {"max_step_fraction": 0.9}
 
 
 @dataclass
@@ -29,68 +33,156 @@ class SplitResult:
     objective: float
     history: list[float] = field(default_factory=list)  # objective after each outer (CCCP) iteration
     fp_history: list[float] = field(default_factory=list)  # objective after each FP step (first association)
+    solves: int = 0  # convex solves attempted
+    solver_failures: int = 0  # of those, how many returned no point (each one ends an FP run early)
+
+
+@dataclass
+class SolveStats:
+    solves: int = 0
+    failures: int = 0
+
+    def add(self, *problems: "_ResourceProblem") -> None:
+        for prob in problems:
+            self.solves += prob.solves
+            self.failures += prob.failures
+
+
+def _alpha_vec(inst: SplitInstance, alpha: float | np.ndarray | None) -> np.ndarray:
+    U = inst.s.layers
+    return np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
+
+
+def equal_share_point(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray | None = None) -> SplitPoint:
+    """Equal shares of each server's band and clock, users at their top clock and power (the
+    alpha-only baseline's resources; not a start for the convex solves, see initial_point)."""
+    server = np.asarray(server, int)
+    load = np.bincount(server, minlength=inst.M)
+    return SplitPoint(_alpha_vec(inst, alpha), server.copy(), inst.f_hi.copy(), inst.F[server] / load[server],
+                      inst.p_hi.copy(), inst.W[server] / load[server])
+
+
+def best_clocks(inst: SplitInstance, server: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's and each edge share's own best clock in closed form: the per-layer cost
+    a1/f + a2 f^2 (delay + energy) is least at cbrt(a1 / (2 a2)); the user's is clipped to its range,
+    the edge's capped by an equal share of its server's clock (so the point stays feasible)."""
+    server = np.asarray(server, int)
+    load = np.bincount(server, minlength=inst.M)[server]
+    a1, a2 = inst.user_coef()
+    b1, b2 = inst.edge_coef(server)
+    with np.errstate(divide="ignore"):
+        f = np.clip(np.cbrt(a1 / (2 * a2)), inst.f_lo, inst.f_hi)
+        fe = np.minimum(inst.F[server] / load, np.cbrt(b1 / (2 * b2)))
+    return f, fe
 
 
 def initial_point(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray | None = None) -> SplitPoint:
-    """Equal shares of each server's band and clock, users at their top clock and power."""
-    U = inst.s.layers
+    """Start of the convex solves: equal shares of each server's band, top power, every clock at its
+    own best value (`best_clocks`). With the paper's server constants the edge's best clock per user is
+    ~1e-3 GHz, 100-1000x below an equal share of the server's clock; starting there (as before) put the
+    quadratic transform's weights 1e4 away from the optimum and the first FP step failed."""
     server = np.asarray(server, int)
     load = np.bincount(server, minlength=inst.M)
-    a = np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
-    return SplitPoint(a, server.copy(), inst.f_hi.copy(), inst.F[server] / load[server], inst.p_hi.copy(),
-                      inst.W[server] / load[server])
+    f, fe = best_clocks(inst, server)
+    return SplitPoint(_alpha_vec(inst, alpha), server.copy(), f, fe, inst.p_hi.copy(), inst.W[server] / load[server])
+
+
+def resource_scales(inst: SplitInstance, server: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-user natural units of the resource variables for one association.
+
+    The model's units (GHz, MHz, W) are not the problem's scales: with kappa_s ~ 1e-18 the edge
+    energy coefficient b2 = w_e kappa_s 1e18 psi / (C D) is ~1e9-1e10 per GHz^2 against b1 ~ 3-13
+    s*GHz, so a server's best clock per user, cbrt(b1 / (2 b2)), is ~1e-3 GHz (about a MHz) while its
+    share of the clock is ~0.1-1 GHz. Solved in GHz, the optimum sits at 1e-3 of the variable's
+    range under a curvature of 1e10, and the objective (divided by its value at the equal-share point,
+    ~1e5 times the optimum) is ~1e-5 at the solution: CLARABEL stalled ('InsufficientProgress') and
+    the step was lost. Each variable is therefore solved as a multiple of its own scale (user clock of
+    its top clock, edge clock of its best clock, power of its top power, band of its equal share; the
+    rate of its reference rate, in _ResourceProblem) and the objective is divided by its value at
+    `initial_point`, so every quantity is O(1) near the solution.
+    """
+    server = np.asarray(server, int)
+    ref = initial_point(inst, server)
+    return {"f": inst.f_hi.copy(), "fe": ref.fe, "p": inst.p_hi.copy(), "b": ref.b,
+            "objective": max(objective(inst, ref), 1e-12)}
 
 
 class _ResourceProblem:
-    """The convex surrogate for one association; z, q, v and the alpha bounds are parameters."""
+    """The convex surrogate for one association; z, q, v and the alpha bounds are parameters.
+
+    Variables are dimensionless multiples of `resource_scales` and the objective is divided by its
+    value at `initial_point`, so the conic problem is well conditioned (see resource_scales).
+    """
 
     def __init__(self, inst: SplitInstance, server: np.ndarray, fixed_alpha: bool = False):
         N, U, s = inst.N, inst.s.layers, inst.s
         self.fixed_alpha = fixed_alpha
         self.inst, self.server = inst, np.asarray(server, int)
+        self.solves = 0
+        self.failures = 0  # solves that returned no point (counted: a silent stop hid this before)
+        sc = resource_scales(inst, self.server)
+        self.sf, self.sfe, self.sp, self.sb = sc["f"], sc["fe"], sc["p"], sc["b"]
         a1, a2 = inst.user_coef()
         b1, b2 = inst.edge_coef(self.server)
         g = inst.gamma[np.arange(N), self.server]
         stab = inst.stab_coef()
-        self.alpha = cp.Variable(N)
-        self.f = cp.Variable(N, pos=True)
-        self.fe = cp.Variable(N, pos=True)
-        self.p = cp.Variable(N, pos=True)
-        self.b = cp.Variable(N, pos=True)
+        self.xf = cp.Variable(N, pos=True)  # f = sf * xf, and so on
+        self.xfe = cp.Variable(N, pos=True)
+        self.xp = cp.Variable(N, pos=True)
+        self.xb = cp.Variable(N, pos=True)
         self.z = cp.Parameter(N, nonneg=True)
         self.zi = cp.Parameter(N, nonneg=True)  # 1/(4z)
         self.q = cp.Parameter(N, nonneg=True)
         self.qi = cp.Parameter(N, nonneg=True)
         self.v = cp.Parameter(N, nonneg=True)
         self.vi = cp.Parameter(N, nonneg=True)
-        self.lo = cp.Parameter(N)
-        self.hi = cp.Parameter(N)
-        A = cp.multiply(a1, cp.inv_pos(self.f)) + cp.multiply(a2, cp.square(self.f))
-        B = cp.multiply(b1, cp.inv_pos(self.fe)) + cp.multiply(b2, cp.square(self.fe))
-        r = -cp.rel_entr(self.b, self.b + cp.multiply(g, self.p)) / LN2  # Mbit/s, jointly concave
+        A = cp.multiply(a1 / self.sf, cp.inv_pos(self.xf)) + cp.multiply(a2 * self.sf**2, cp.square(self.xf))
+        B = cp.multiply(b1 / self.sfe, cp.inv_pos(self.xfe)) + cp.multiply(b2 * self.sfe**2, cp.square(self.xfe))
+        # Rate in units of the reference rate sr = sb log2(1 + snr) (equal band, top power):
+        # r / sr = xb log2(1 + snr xp / xb) / log2(1 + snr), jointly concave. snr reaches 1e9 for a
+        # user near its server, which would put exp(20) inside an exponential cone; with
+        # c = max(snr, 1), xb log2(1 + snr xp/xb) = xb log2(c) + xb log2((xb/c + (snr/c) xp) / xb) is
+        # the same function with cone arguments of order one, and dividing by log2(1 + snr) makes the
+        # rate itself O(1) (without that division 7 of 400 FP runs on random instances stalled in their
+        # first step, all with 16-100 users on 1-2 servers).
+        snr = g * self.sp / self.sb
+        c = np.maximum(snr, 1.0)
+        se = np.log2(1 + snr)
+        self.sr = self.sb * se
+        rr = cp.multiply(np.log2(c) / se, self.xb) - cp.rel_entr(
+            self.xb, cp.multiply(1 / c, self.xb) + cp.multiply(snr / c, self.xp)) / (LN2 * se)
         d = inst.data_mbit
-        if fixed_alpha:  # alpha*A(f) and (U-alpha)*B(fe) are convex as they stand: no transform needed
+        cons = [self.xf >= inst.f_lo / self.sf, self.xf <= inst.f_hi / self.sf,
+                self.xp >= inst.p_lo / self.sp, self.xp <= inst.p_hi / self.sp]
+        if fixed_alpha:
+            # alpha is data here, not a variable pinned by lo <= alpha <= hi (a set with no interior for
+            # the interior-point method; with it CLARABEL stalled, e.g. 88 users on one server at U-1).
+            # alpha*A(f) and (U-alpha)*B(fe) are convex as they stand; the stability term is constant.
+            self.alpha = None
             self.alpha_fix = cp.Parameter(N, nonneg=True)
             self.edge_fix = cp.Parameter(N, nonneg=True)
-            compute = [cp.multiply(self.alpha_fix, A), cp.multiply(self.edge_fix, B)]
+            terms = [cp.multiply(self.alpha_fix, A), cp.multiply(self.edge_fix, B)]
         else:
-            compute = [
+            self.alpha = cp.Variable(N)
+            self.lo = cp.Parameter(N)
+            self.hi = cp.Parameter(N)
+            cons += [self.alpha >= self.lo, self.alpha <= self.hi]
+            terms = [
                 cp.multiply(self.z, cp.square(self.alpha)) + cp.multiply(self.zi, cp.square(A)),
                 cp.multiply(self.q, cp.square(U - self.alpha)) + cp.multiply(self.qi, cp.square(B)),
+                cp.multiply(stab * U, cp.inv_pos(U - self.alpha)),
             ]
-        terms = compute + [
-            s.w_e * cp.multiply(d, cp.multiply(self.v, cp.square(self.p)) + cp.multiply(self.vi, cp.power(r, -2))),
-            cp.multiply(stab * U, cp.inv_pos(U - self.alpha)),
-        ]
+        # p/r = v p^2 + 1/(4 v r^2) with p = sp xp, r = sr rr; the scales go into the constants
+        terms.append(s.w_e * cp.multiply(d, cp.multiply(cp.multiply(self.v, self.sp**2), cp.square(self.xp))
+                                         + cp.multiply(cp.multiply(self.vi, 1 / self.sr**2), cp.power(rr, -2))))
         if s.comm_delay:
-            terms.append(s.w_t * cp.multiply(d, cp.inv_pos(r)))
-        scale = 1.0 / max(objective(inst, initial_point(inst, self.server)), 1e-9)  # keeps the solver well scaled
-        obj = cp.sum(sum(terms)) * scale
-        cons = [self.alpha >= self.lo, self.alpha <= self.hi, self.f >= inst.f_lo, self.f <= inst.f_hi,
-                self.p >= inst.p_lo, self.p <= inst.p_hi]
+            terms.append(s.w_t * cp.multiply(d / self.sr, cp.inv_pos(rr)))
+        obj = cp.sum(sum(terms)) / sc["objective"]
         onehot = np.zeros((inst.M, N))
         onehot[self.server, np.arange(N)] = 1.0
-        cons += [onehot @ self.b <= inst.W, onehot @ self.fe <= inst.F]
+        used = np.bincount(self.server, minlength=inst.M) > 0  # capacity rows as fractions of the server
+        cons += [(onehot * self.sb / np.maximum(inst.W, 1e-300)[:, None])[used] @ self.xb <= 1,
+                 (onehot * self.sfe / np.maximum(inst.F, 1e-300)[:, None])[used] @ self.xfe <= 1]
         self.problem = cp.Problem(cp.Minimize(obj), cons)
 
     def step(self, pt: SplitPoint, lo: np.ndarray, hi: np.ndarray) -> SplitPoint | None:
@@ -107,19 +199,25 @@ class _ResourceProblem:
         self.z.value, self.zi.value = z, 1 / (4 * z)
         self.q.value, self.qi.value = q, 1 / (4 * q)
         self.v.value, self.vi.value = v, 1 / (4 * v)
-        self.lo.value, self.hi.value = lo, hi
         if self.fixed_alpha:
             self.alpha_fix.value, self.edge_fix.value = pt.alpha, U - pt.alpha
+        else:
+            self.lo.value, self.hi.value = lo, hi
+        self.solves += 1
         try:
-            self.problem.solve(solver=SOLVER)
+            self.problem.solve(solver=SOLVER, **SOLVER_OPTS)
         except cp.error.SolverError:
+            self.failures += 1
             return None
-        if self.problem.status not in ("optimal", "optimal_inaccurate") or self.alpha.value is None:
+        if self.problem.status not in ("optimal", "optimal_inaccurate") or self.xf.value is None:
+            self.failures += 1
             return None
-        eps = 1e-9
+        eps = 1e-12
+        alpha = pt.alpha.copy() if self.fixed_alpha else np.clip(self.alpha.value, lo, hi)
         return SplitPoint(
-            np.clip(self.alpha.value, lo, hi), self.server.copy(), np.clip(self.f.value, inst.f_lo, inst.f_hi),
-            np.maximum(self.fe.value, eps), np.clip(self.p.value, inst.p_lo, inst.p_hi), np.maximum(self.b.value, eps),
+            alpha, self.server.copy(), np.clip(self.sf * self.xf.value, inst.f_lo, inst.f_hi),
+            np.maximum(self.sfe * self.xfe.value, eps), np.clip(self.sp * self.xp.value, inst.p_lo, inst.p_hi),
+            np.maximum(self.sb * self.xb.value, eps),
         )
 
 
@@ -177,7 +275,7 @@ def best_integer_alpha(inst: SplitInstance, pt: SplitPoint) -> SplitPoint:
 
 def solve_given_association(
     inst: SplitInstance, server: np.ndarray, start: SplitPoint | None = None, history: list[float] | None = None,
-    max_rounds: int = 6,
+    max_rounds: int = 6, stats: SolveStats | None = None,
 ) -> SplitPoint:
     """FP over the relaxed variables, then integer alpha by block coordinate descent."""
     prob = _ResourceProblem(inst, server)
@@ -198,6 +296,8 @@ def solve_given_association(
         if not nv < val * (1 - 1e-7):
             break
         pt, val = nxt, nv
+    if stats is not None:
+        stats.add(prob, fixed)
     return pt
 
 
@@ -286,6 +386,7 @@ def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 
     """Alternates the FP resource solver and CCCP association from several starts (best channel,
     load-balanced priced association, and random ones, as the paper uses several); keeps the best."""
     fp_hist: list[float] = []
+    stats = SolveStats()
     best, best_val, history = None, np.inf, []
     tried: set[tuple] = set()
     starts = [greedy_association(inst)]
@@ -296,7 +397,7 @@ def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 
         if tuple(server) in tried:
             continue
         tried.add(tuple(server))
-        cur = solve_given_association(inst, server, history=fp_hist if k == 1 else None)
+        cur = solve_given_association(inst, server, history=fp_hist if k == 1 else None, stats=stats)
         cur_val = objective(inst, cur)
         if cur_val < best_val:
             best, best_val = cur, cur_val
@@ -306,12 +407,10 @@ def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 
             if tuple(new_server) in tried:
                 break
             tried.add(tuple(new_server))
-            start = cur.copy()
-            start.server = new_server
-            load = np.bincount(new_server, minlength=inst.M)
-            start.b = inst.W[new_server] / load[new_server]
-            start.fe = inst.F[new_server] / load[new_server]
-            cand = solve_given_association(inst, new_server, start=best_integer_alpha(inst, start))
+            start = cur.copy()  # alpha, user clock and power carried over; shares as in initial_point
+            fresh = initial_point(inst, new_server)
+            start.server, start.b, start.fe = new_server, fresh.b, fresh.fe
+            cand = solve_given_association(inst, new_server, start=best_integer_alpha(inst, start), stats=stats)
             val = objective(inst, cand)
             if not val < cur_val * (1 - 1e-9):
                 break
@@ -325,15 +424,15 @@ def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 
             starts += [rng.integers(0, inst.M, inst.N) for _ in range(random_starts)]
     if best is None or not np.isfinite(best_val):
         raise PlanError("split solver found no finite plan (check the cluster's powers, bands and clocks)")
-    return SplitResult("proposed", best, best_val, history, fp_hist)
+    return SplitResult("proposed", best, best_val, history, fp_hist, stats.solves, stats.failures)
 
 
 # ---- baselines ---------------------------------------------------------------------------------
 
 def _fixed_alpha(inst: SplitInstance, server: np.ndarray, alpha: float, name: str) -> SplitResult:
-    pt = initial_point(inst, server, alpha)
-    pt = fp_resources(inst, pt, alpha_fixed=True)
-    return SplitResult(name, pt, objective(inst, pt))
+    prob = _ResourceProblem(inst, server, fixed_alpha=True)
+    pt = fp_resources(inst, initial_point(inst, server, alpha), alpha_fixed=True, problem=prob)
+    return SplitResult(name, pt, objective(inst, pt), solves=prob.solves, solver_failures=prob.failures)
 
 
 def baseline_local_only(inst: SplitInstance) -> SplitResult:
@@ -353,21 +452,23 @@ def baseline_resources_only(inst: SplitInstance) -> SplitResult:
 
 def baseline_alpha_only(inst: SplitInstance) -> SplitResult:
     """Equal shares, top clock and power; only alpha optimised (exactly, per user)."""
-    pt = best_integer_alpha(inst, initial_point(inst, greedy_association(inst)))
+    pt = best_integer_alpha(inst, equal_share_point(inst, greedy_association(inst)))
     return SplitResult("alpha-only", pt, objective(inst, pt))
 
 
 def baseline_greedy_association(inst: SplitInstance) -> SplitResult:
     """Everything but the association optimised; best-channel association."""
-    pt = solve_given_association(inst, greedy_association(inst))
-    return SplitResult("greedy-association", pt, objective(inst, pt))
+    stats = SolveStats()
+    pt = solve_given_association(inst, greedy_association(inst), stats=stats)
+    return SplitResult("greedy-association", pt, objective(inst, pt), solves=stats.solves, solver_failures=stats.failures)
 
 
 def baseline_random_association(inst: SplitInstance, seed: int = 0) -> SplitResult:
     """Everything but the association optimised; uniformly random association."""
     server = np.random.default_rng(seed).integers(0, inst.M, inst.N)
-    pt = solve_given_association(inst, server)
-    return SplitResult("random-association", pt, objective(inst, pt))
+    stats = SolveStats()
+    pt = solve_given_association(inst, server, stats=stats)
+    return SplitResult("random-association", pt, objective(inst, pt), solves=stats.solves, solver_failures=stats.failures)
 
 
 BASELINES = {

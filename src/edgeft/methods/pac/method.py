@@ -24,18 +24,24 @@ WEIGHTS, SPEC = "pac.safetensors", "pac.json"
 
 class PacOptions(MethodOptions):
     # the side network
-    taps: Union[str, int, list[int]] = Field("all", description="'all', 'every:K' (or K), or block indices")
-    reduction: int = Field(8, ge=1, description="adapter width = hidden size / reduction")
+    # Defaults: the configuration chosen on 1000 held-out SST-2 training examples with SmolLM2-135M
+    # (docs/benchmarks_pac.md, run 2); train it at lr 1e-3.
+    taps: Union[str, int, list[int]] = Field("every:3", description="'all', 'every:K' (or K), or block indices")
+    reduction: int = Field(4, ge=1, description="adapter width = hidden size / reduction")
     width: Optional[int] = Field(None, ge=1, description="adapter width (overrides reduction)")
     combine: Literal["gated", "sum", "ladder"] = "gated"
     side_blocks: int = Field(1, ge=0, description="residual MLP blocks after combining the taps")
+    heads: int = Field(4, ge=0, description="side attention heads across positions (0: none; needs every "
+                                            "token's taps in the cache)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
     # the activation cache
+    cache_positions: Literal["auto", "all"] = Field(
+        "auto", description="auto: only the positions the side network needs; all: every real token")
     cache: Literal["memory", "disk", "off"] = "memory"
     cache_dir: Optional[str] = Field(None, description="disk cache folder (default: $EDGEFT_HOME/pac-cache/<key>)")
-    cache_dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp16"
+    cache_dtype: Literal["fp32", "fp16", "bf16", "int8"] = "int8"
     cache_budget_mb: Optional[float] = Field(None, gt=0)
     on_budget: Literal["error", "recompute"] = "error"
     on_stale: Literal["error", "rebuild"] = "error"
@@ -46,18 +52,18 @@ class PacOptions(MethodOptions):
                                                      "comes from the cache (accelerators only)")
 
 
-def positions_for(objective: str, family: str, pool: str) -> Positions:
+def positions_for(objective: str, family: str, pool: str, every_token: bool) -> tuple[Positions, Positions]:
+    """(positions tapped and cached, how a task head pools them). Every token when asked or attended over."""
     if objective == "lm":
         if pool != "auto":
             raise ConfigError(f"pool={pool}: language modelling needs every position; leave pool=auto.")
-        return "all"
+        return "all", "last"
     if objective == "verbalize":
         if pool not in ("auto", "last"):
             raise ConfigError(f"pool={pool}: a causal LM's verbalizer reads the last token; leave pool=auto.")
-        return "last"
-    if pool != "auto":
-        return pool  # type: ignore[return-value]
-    return "mean" if family == "bert" else "last"
+        return ("all" if every_token else "last"), "last"
+    head_pool = pool if pool != "auto" else ("mean" if family == "bert" else "last")
+    return ("all" if every_token else head_pool), head_pool  # type: ignore[return-value]
 
 
 @register_method
@@ -72,11 +78,14 @@ class PAC(Method):
         objective = objective_for(task, backbone.head)
         view = backbone.view
         taps = parse_taps(o.taps, view.num_blocks)
-        positions = positions_for(objective, backbone.arch.family, o.pool)
+        positions, head_pool = positions_for(objective, backbone.arch.family, o.pool,
+                                             o.heads > 0 or o.cache_positions == "all")
         hidden = backbone.arch.hidden_size
         width = o.width or max(8, hidden // o.reduction)
+        if o.heads and width % o.heads:
+            raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
-                                side_blocks=o.side_blocks)
+                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal)
         head = None
         if backbone.head == "sequence_classification":
             head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden, task.num_labels))
@@ -92,26 +101,35 @@ class PAC(Method):
             cache = ActivationCache(key, storage=o.cache, directory=directory, budget_mb=o.cache_budget_mb,
                                     on_budget=o.on_budget, on_stale=o.on_stale, on_corrupt=o.on_corrupt,
                                     verify=o.verify)
-        return PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
-                        cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone)
+        model = PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
+                         cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone,
+                         head_pool=head_pool)
+        model.backbone_identity = backbone.identity
+        return model
 
     def spec(self, model: PacModel) -> dict:
         return {"taps": list(model.taps), "positions": model.positions, "hidden": model.side.hidden,
                 "width": model.side.width, "combine": model.side.combine, "side_blocks": len(model.side.blocks),
+                "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None}
 
     def save(self, model: PacModel, out_dir: Path) -> None:
+        """pac.safetensors (side network + task head) and pac.json (its shape and the backbone it belongs to)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in model.adapter_state().items()}, str(out / WEIGHTS))
-        (out / SPEC).write_text(json.dumps(self.spec(model), indent=2))
+        spec = {**self.spec(model), "backbone_identity": getattr(model, "backbone_identity", None)}
+        (out / SPEC).write_text(json.dumps(spec, indent=2))
 
     def load(self, backbone, task, adapter_dir: Path) -> PacModel:
         d = Path(adapter_dir)
         if not (d / WEIGHTS).is_file() or not (d / SPEC).is_file():
             raise ModelError(f"{d}: not a PAC adapter folder (needs {WEIGHTS} and {SPEC}).")
-        model = self.prepare(backbone, task)
         saved = json.loads((d / SPEC).read_text())
+        if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
+            raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
+                             f"{backbone.identity}. Load it with the backbone it was trained on.")
+        model = self.prepare(backbone, task)
         now = self.spec(model)
         diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
         if diff:

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeft.errors import ConfigError, ModelError
+from edgeft.errors import ModelError
 from edgeft.methods.pac import codec
 from edgeft.methods.pac.cache import ActivationCache
 from edgeft.methods.pac.side_network import ParallelAdapters
-from edgeft.methods.pac.taps import Positions, last_index, select
+from edgeft.methods.pac.taps import Positions, select
 from edgeft.models.blocks import BlockView
 
 
@@ -36,7 +36,8 @@ class PacModel(nn.Module):
 
     def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
-                 cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False):
+                 cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False,
+                 head_pool: Positions = "last"):
         super().__init__()
         self.backbone = backbone_model
         for p in self.backbone.parameters():
@@ -45,6 +46,7 @@ class PacModel(nn.Module):
         self.family = family
         self.view = BlockView(backbone_model, family)
         self.taps, self.positions = tuple(taps), positions
+        self.head_pool = head_pool  # how a task head pools when every position is tapped
         self.side, self.task_head = side, task_head
         self.cache, self.cache_dtype, self.cache_eval = cache, cache_dtype, cache_eval
         self.offload_backbone = offload_backbone
@@ -175,9 +177,11 @@ class PacModel(nn.Module):
         if positions == "last" and not logits_to_keep and self.task_head is None:
             positions = "all"  # every position's logits were asked for: the side network is per token, so it can
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
-        hidden = taps[..., -1, :] + self.side(taps)  # the last tap is the last block: the final hidden state
+        side = self.side(taps, attention_mask if positions == "all" else None)
+        hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
         if self.task_head is not None:
-            return PacOutput(logits=self.task_head(hidden[:, -1] if positions == "all" else hidden[:, 0]))
+            pooled = select(hidden, attention_mask, self.head_pool) if positions == "all" else hidden
+            return PacOutput(logits=self.task_head(pooled[:, 0]))
         if logits_to_keep and positions == "all":
             hidden = hidden[:, -int(logits_to_keep):]
         return PacOutput(logits=self.view.final(hidden))
@@ -210,11 +214,17 @@ class PacModel(nn.Module):
             mask = attention_mask.clone()
             pos = (mask.long().cumsum(-1) - 1).clamp_min(0)
             step_ids, out, done = input_ids, [], torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
+            seen = None  # every position's taps so far, kept only when the side network attends across positions
             for _ in range(max_new_tokens):
                 self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past,
                                use_cache=True)
-                taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
-                hidden = taps[..., -1, :] + self.side(taps)
+                if self.side.attention is None:
+                    taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
+                    hidden = taps[..., -1, :] + self.side(taps)
+                else:
+                    new = torch.stack([captured[t] for t in self.taps], dim=-2).float()
+                    seen = new if seen is None else torch.cat([seen, new], 1)
+                    hidden = (seen[..., -1, :] + self.side(seen, mask))[:, -1:]
                 logits = self.view.final(hidden)[:, -1].float()
                 if do_sample:
                     nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-5), -1), 1).squeeze(-1)
@@ -263,9 +273,3 @@ def _split_payload(payload: np.ndarray, data_sizes: list[int], scale_sizes: list
         out.append(np.concatenate(parts) if len(parts) > 1 else parts[0].copy())
         d_off, s_off = d_off + nd, s_off + ns
     return out
-
-
-def check_positions(positions: str) -> Positions:
-    if positions not in ("last", "first", "mean", "all"):
-        raise ConfigError(f"pool: '{positions}' is not one of last, first, mean, all.")
-    return positions  # type: ignore[return-value]

@@ -11,12 +11,17 @@ depth of the side network in the spirit of Ladder Side-Tuning (Sung et al., Neur
   ladder  the gated recurrence with a small residual MLP after every step (more capacity, one
           small block per tap, so n sequential steps)
 
-followed by `side_blocks` residual MLP blocks of width r, and an up-projection r -> H, initialised
-to zero so that training starts exactly at the frozen backbone. The result is added to the
-backbone's final hidden state, before the frozen final norm + LM head or a trainable task head.
+then, optionally (`heads` > 0), one residual self-attention layer of width r across positions
+(causal for a causal LM, padding masked), followed by `side_blocks` residual MLP blocks of width r,
+and an up-projection r -> H, initialised to zero so that training starts exactly at the frozen
+backbone. The result is added to the backbone's final hidden state, before the frozen final norm +
+LM head or a trainable task head.
 
-The network is per token: it never mixes positions (the backbone's attention already did), which is
-what lets the activation cache keep only the positions an objective needs.
+Without the attention layer the network is per token: it never mixes positions (the backbone's
+attention already did), which is what lets the activation cache keep only the positions an
+objective needs (the last token, a pooled vector). The attention layer gives the side network its
+own reading of the whole input - LST's side network has attention in every layer; one layer at the
+top keeps the cached epochs cheap - at the price of caching every token's taps.
 """
 
 from __future__ import annotations
@@ -47,10 +52,37 @@ class SideBlock(nn.Module):
         return x + self.drop(self.fc2(F.gelu(self.fc1(self.norm(x)))))
 
 
+class SideAttention(nn.Module):
+    """x + W_o MHA(LN(x)) across positions, masked for padding (and the future, when causal)."""
+
+    def __init__(self, width: int, heads: int, causal: bool, dropout: float):
+        super().__init__()
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.norm = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, r = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, t, 3, self.heads, r // self.heads).permute(2, 0, 3, 1, 4)
+        keep = torch.ones(b, 1, t, t, dtype=torch.bool, device=x.device) if mask is None \
+            else mask[:, None, None, :].bool().expand(b, 1, t, t)
+        if self.causal:
+            keep = keep & torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+        keep = keep | torch.eye(t, dtype=torch.bool, device=x.device)  # padding queries see themselves: no NaN
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
+        return x + self.out(y.transpose(1, 2).reshape(b, t, r))
+
+
 class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
-                 side_blocks: int = 1):
+                 side_blocks: int = 1, heads: int = 0, causal: bool = True):
         super().__init__()
+        if heads and width % heads:
+            raise ValueError(f"side width {width} is not divisible by {heads} attention heads")
+        self.heads = heads
         self.hidden, self.num_taps, self.width, self.combine = hidden, num_taps, width, combine
         self.down = nn.Parameter(torch.randn(num_taps, hidden, width) / math.sqrt(hidden))
         self.down_bias = nn.Parameter(torch.zeros(num_taps, width))
@@ -60,6 +92,7 @@ class ParallelAdapters(nn.Module):
         self.gate = nn.Parameter(torch.log(mu) - torch.log1p(-mu)) if combine != "sum" else None
         self.steps = nn.ModuleList(SideBlock(width, dropout) for _ in range(num_taps)) if combine == "ladder" \
             else nn.ModuleList()
+        self.attention = SideAttention(width, heads, causal, dropout) if heads else None
         self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
         self.norm_out = nn.LayerNorm(width)
         self.up = nn.Linear(width, hidden)
@@ -80,8 +113,11 @@ class ParallelAdapters(nn.Module):
         later = torch.flip(torch.cumsum(torch.flip(log_mu, [0]), 0), [0]) - log_mu  # sum_{j>i} log mu_j
         return torch.exp(log_one_minus + later)
 
-    def forward(self, taps: torch.Tensor) -> torch.Tensor:
-        """(..., n, H) -> (..., H) correction added to the backbone's final hidden state."""
+    def forward(self, taps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, P, n, H) -> (B, P, H) correction added to the backbone's final hidden state.
+
+        `mask` (B, P) marks real tokens when P covers a sequence (the attention layer needs it).
+        """
         z = self.adapters(taps)
         if self.combine == "sum":
             s = z.mean(-2)
@@ -92,6 +128,8 @@ class ParallelAdapters(nn.Module):
             s = torch.zeros_like(z[..., 0, :])
             for i, step in enumerate(self.steps):
                 s = step(mu[i] * s + (1 - mu[i]) * z[..., i, :])
+        if self.attention is not None:
+            s = self.attention(s, mask)
         for block in self.blocks:
             s = block(s)
         return self.up(self.norm_out(s))

@@ -292,20 +292,31 @@ def _exchange_cache(ctx, model, kept, shares, world) -> None:
                 d[t] = blob[:, k]
 
     absorb([fi for fi, _ in per_dst[ctx.rank]], [r for _, r in per_dst[ctx.rank]], mine_idx)
-    W = len(world)
-    for shift in range(1, W):
-        dst, src = world[(ctx.rank + shift) % W], world[(ctx.rank - shift) % W]
+    def payload_for(dst: int) -> dict:
         items = per_dst[dst]
         payload = {"n": torch.tensor([len(items)]), "taps": torch.tensor(mine_idx or [-1])}
         if items:
             payload["fidx"] = torch.tensor([fi for fi, _ in items])
             payload["len"] = torch.tensor([r.shape[0] for _, r in items])
             payload["data"] = torch.cat([r for _, r in items])
-        ctx.comm.send(payload, dst)
-        got = ctx.comm.recv(src)
+        return payload
+
+    def take(got: dict) -> None:
         if int(got["n"]) and int(got["taps"][0]) >= 0:
-            blobs = list(torch.split(got["data"], got["len"].tolist()))
-            absorb(got["fidx"].tolist(), blobs, got["taps"].tolist())
+            absorb(got["fidx"].tolist(), list(torch.split(got["data"].cpu(), got["len"].tolist())), got["taps"].tolist())
+
+    # Pairs in one global order; in each pair the lower rank sends first. Every rank meets its pairs
+    # in the same order, so the blocking exchanges cannot deadlock, and no two ranks ever send to each
+    # other at once (NCCL failed on that with unbatched sends in both directions).
+    for a, b in [(a, b) for i, a in enumerate(world) for b in world[i + 1:]]:
+        if ctx.rank == a:
+            ctx.comm.send(payload_for(b), b)
+            ctx.comm.flush()
+            take(ctx.comm.recv(b))
+        elif ctx.rank == b:
+            take(ctx.comm.recv(a))
+            ctx.comm.send(payload_for(a), a)
+            ctx.comm.flush()
     ctx.comm.flush()
     n_taps = len(model.taps)
     complete = [fi for fi, d in pieces.items() if len(d) == n_taps]

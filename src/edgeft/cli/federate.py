@@ -1,0 +1,151 @@
+"""`edgeft federate`: federated fine-tuning on Flower (simulation here; apps and TLS certificates for a
+real SuperLink + SuperNodes deployment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from edgeft.cli.common import console, load_yaml, parse_options
+
+
+def _config(data: dict, overrides: dict, options: Optional[list[str]], source: str):
+    from edgeft.federated.config import config_from_dict
+
+    data = dict(data)
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    if options:
+        data["method_options"] = {**data.get("method_options", {}), **parse_options(options)}
+    return config_from_dict(data, source)
+
+
+def register(app: typer.Typer) -> None:
+    fed = typer.Typer(help="Federated fine-tuning on Flower: FedIT, FedKSeed(-Pro), FwdLLM forward gradients.",
+                      invoke_without_command=True, no_args_is_help=False)
+
+    @fed.callback()
+    def federate(
+        ctx: typer.Context,
+        algorithm: Optional[str] = typer.Option(None, help="fedit | fedkseed | fedkseed-pro | fwdgrad"),
+        model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), folder or hub id"),
+        task: Optional[str] = typer.Option(None, help="dolly, sst2, rte, ... or a data file"),
+        clients: Optional[int] = typer.Option(None, help="number of clients (simulated SuperNodes)"),
+        clients_per_round: Optional[int] = None,
+        rounds: Optional[int] = None,
+        partition: Optional[str] = typer.Option(None, help="iid | dirichlet | task"),
+        alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration"),
+        holdout_category: Optional[str] = typer.Option(None, help="category no client gets (FedKSeed's setting)"),
+        local_steps: Optional[int] = None,
+        batch_size: Optional[int] = None,
+        lr: Optional[float] = None,
+        eps: Optional[float] = typer.Option(None, help="MeZO perturbation scale (FedKSeed)"),
+        num_seeds: Optional[int] = typer.Option(None, help="K candidate seeds (FedKSeed)"),
+        zo_base: Optional[str] = typer.Option(None, help="parameters the zeroth-order methods tune: lora, bitfit, full"),
+        perturbations: Optional[int] = typer.Option(None, help="forward gradients per client request (fwdgrad)"),
+        var_threshold: Optional[float] = typer.Option(None, help="fwdgrad: ask for more perturbations above this"),
+        train_samples: Optional[int] = None,
+        eval_samples: Optional[int] = typer.Option(None, help="held-out rows the server evaluates"),
+        max_length: Optional[int] = None,
+        max_new_tokens: Optional[int] = None,
+        eval_every: Optional[int] = None,
+        secagg: Optional[bool] = typer.Option(None, "--secagg/--no-secagg", help="Flower SecAgg+ (fedit)"),
+        dp: Optional[str] = typer.Option(None, help="none | central (client clipping, server noise) | local (fedit)"),
+        dp_clip: Optional[float] = None,
+        dp_noise: Optional[float] = None,
+        dp_epsilon: Optional[float] = None,
+        dropout: Optional[float] = typer.Option(None, help="emulate clients failing mid-round with this probability"),
+        round_timeout: Optional[float] = None,
+        seed: Optional[int] = None,
+        threads: Optional[int] = typer.Option(None, help="torch threads per client process"),
+        client_cpus: Optional[int] = typer.Option(None, help="CPUs per simulated client (default: all; one at a time)"),
+        option: Optional[list[str]] = typer.Option(None, help="LoRA/base method option KEY=VALUE (repeatable)"),
+        config: Optional[Path] = typer.Option(None, help="YAML file with FederatedConfig keys"),
+        out: Optional[str] = typer.Option(None, help="run directory"),
+        verbose: bool = typer.Option(False, help="show Flower's own log"),
+    ):
+        """Run a federated fine-tuning with Flower's simulation engine on this machine."""
+        ctx.obj = {"config": config, "option": option, "overrides": dict(
+            algorithm=algorithm, model=model, task=task, clients=clients, clients_per_round=clients_per_round,
+            rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
+            local_steps=local_steps, batch_size=batch_size, lr=lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,
+            perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
+            eval_samples=eval_samples, max_length=max_length, max_new_tokens=max_new_tokens, eval_every=eval_every,
+            secagg=secagg, dp=dp, dp_clip=dp_clip, dp_noise=dp_noise, dp_epsilon=dp_epsilon, dropout=dropout,
+            round_timeout=round_timeout, seed=seed, threads=threads, out=out)}
+        if ctx.invoked_subcommand is not None:
+            return
+        data = load_yaml(config) if config else {}
+        cfg = _config(data, ctx.obj["overrides"], option, str(config) if config else "command line")
+        _simulate(cfg, client_cpus, verbose)
+
+    @fed.command("app")
+    def app_cmd(ctx: typer.Context,
+                dest: Path = typer.Argument(..., help="folder to write the Flower App (pyproject.toml) into")):
+        """Write a Flower App for `flwr run` against a real SuperLink (options as for `edgeft federate`)."""
+        from edgeft.federated.deploy import write_app
+
+        obj = ctx.obj or {}
+        data = load_yaml(obj["config"]) if obj.get("config") else {}
+        cfg = _config(data, obj.get("overrides", {}), obj.get("option"), "command line")
+        path = write_app(dest, cfg)
+        console.print(f"Flower App written to {path}. Run it with: flwr run {dest} <superlink-connection>")
+
+    @fed.command("certs")
+    def certs_cmd(dest: Path = typer.Argument(..., help="folder for ca.crt, server.pem, server.key"),
+                  host: list[str] = typer.Option(["127.0.0.1", "localhost"], help="names/IPs the SuperLink answers on"),
+                  days: int = 30):
+        """Create a private CA and a SuperLink server certificate for TLS (see docs/federated.md)."""
+        from edgeft.federated.deploy import make_certificates
+
+        paths = make_certificates(dest, host, days)
+        for name, p in paths.items():
+            console.print(f"{name}: {p}")
+
+    app.add_typer(fed, name="federate")
+
+
+def _simulate(cfg, client_cpus, verbose) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeft.federated.simulation import run_federated
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+    with progress:
+        bar = progress.add_task(f"{cfg.algorithm} rounds", total=cfg.rounds, info="")
+
+        def on_round(rnd, row):
+            metrics = row.get("metrics") or {}
+            info = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" not in k and k != "eval-s")
+            if rnd > 0:
+                progress.update(bar, advance=1, info=info)
+            else:
+                progress.update(bar, info=f"before: {info}")
+
+        summary = run_federated(cfg, progress=on_round, client_cpus=client_cpus, verbose=verbose)
+    show(summary, cfg.out)
+
+
+def show(summary: dict, out: str) -> None:
+    name = summary["metric_name"]
+    table = Table(title=f"{summary['algorithm']} · {summary['model']} · {summary['task']}")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for label, key in ((f"held-out {name} before", "metric_before"), (f"held-out {name} after", "metric_after")):
+        if summary.get(key) is not None:
+            table.add_row(label, f"{summary[key]:.4f}")
+    table.add_row("upload per client per round (bytes, max)", f"{summary['bytes_up_per_client_round']['max']:,}")
+    table.add_row("download per client per round (bytes, max)", f"{summary['bytes_down_per_client_round']['max']:,}")
+    table.add_row("client compute per round (s, mean)", f"{summary['client_compute_s_mean']:.1f}")
+    table.add_row("client peak memory (MB, max)", f"{summary['client_peak_memory_mb_max']:.0f}")
+    table.add_row("dropped client-rounds", str(summary["dropped_clients"]))
+    if "replay_bit_exact" in summary:
+        table.add_row("replayed model = server model (bit for bit)", str(summary["replay_bit_exact"]))
+    table.add_row("wall time (s)", f"{summary['total_wall_s']:.0f}")
+    console.print(table)
+    console.print(f"run directory: {out}  (metrics.json, events.jsonl, federated.png, adapter/)")

@@ -1,0 +1,47 @@
+"""The acceptance paths on the real SmolLM2-135M (slow: minutes on 2 cores)."""
+
+import os
+
+import pytest
+
+from edgeft.compress.evaluation import lm_windows, perplexity_of_windows
+from edgeft.compress.export import export_model
+from edgeft.compress.pipeline import CompressConfig, run_compress
+from edgeft.compress.store import load_compressed
+
+pytestmark = pytest.mark.slow
+
+
+def test_finetuned_smollm2_runs_in_llama_cpp_within_5_percent_of_pytorch(tmp_path):
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("llama-cpp-python must be installed in CI (see docs/compress.md)")
+        pytest.skip("llama-cpp-python is not installed (see docs/compress.md)")
+    from edgeft.train.recipe import FinetuneConfig, run_finetune
+
+    run_finetune(FinetuneConfig(model="smollm2-135m", method="lora", eval_before=False, out=str(tmp_path / "ft"),
+                                task={"name": "shakespeare", "train_samples": 24, "dev_samples": 4, "max_length": 64},
+                                train={"epochs": 1, "batch_size": 8, "lr": 2e-3}))
+    info = export_model("smollm2-135m", tmp_path / "ft-f16.gguf", "gguf", "f16", adapter=str(tmp_path / "ft" / "adapter"),
+                        check=True, check_windows=2, seq_len=256)
+    check = info["check"]
+    assert set(check["tasks"]) == {"wikitext2", "shakespeare"}
+    for task in check["tasks"].values():
+        assert abs(task["relative_difference"]) < 0.05
+    assert check["tokenizer"]["identical"]
+    assert check["greedy_tokens_agreeing"] >= 4 and check["llama_cpp_greedy"].strip()
+
+
+def test_gptq_4bit_g128_keeps_smollm2_perplexity_within_10_percent(tmp_path):
+    res = run_compress(CompressConfig(model="smollm2-135m", method="gptq", options={"bits": 4, "group_size": 128},
+                                      out=str(tmp_path / "q"), calib_samples=16, calib_seq_len=256,
+                                      eval_wikitext_windows=4, eval_seq_len=256, eval_task="none", dtype="float32"),
+                       log=lambda m: None)
+    reference, quantised = res["records"]
+    assert quantised["wikitext2_ppl"] < 1.10 * reference["wikitext2_ppl"]
+    assert quantised["size_bytes"] < 0.4 * reference["size_bytes"]
+    model, tok, _ = load_compressed(tmp_path / "q")  # what was stored is what was measured
+    ppl = perplexity_of_windows(model, lm_windows("wikitext2", tok, 256, 4))["perplexity"]
+    assert ppl == pytest.approx(quantised["wikitext2_ppl"], rel=1e-4)

@@ -1,0 +1,44 @@
+import subprocess
+import sys
+import tomllib
+
+from cryptography import x509
+
+from edgeft.federated.config import FederatedConfig
+
+EDGEFT = [sys.executable, "-m", "edgeft.cli"]
+
+
+def run_cli(*args):
+    return subprocess.run([*EDGEFT, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_bad_federated_options_are_clean_errors(tmp_path):
+    proc = run_cli("federate", "--algorithm", "fedkseed", "--dp", "local", "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "offered for fedit only" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_cli("federate", "--algorithm", "fedsgd")
+    assert proc.returncode == 2 and "algorithm" in proc.stderr and "fedkseed-pro" in proc.stderr
+
+
+def test_app_command_writes_a_flower_app_carrying_the_configuration(tmp_path):
+    proc = run_cli("federate", "--algorithm", "fedkseed-pro", "--clients", "5", "--rounds", "7", "--option", "r=4",
+                   "--out", str(tmp_path / "run"), "app", str(tmp_path / "app"))
+    assert proc.returncode == 0, proc.stderr
+    doc = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+    app = doc["tool"]["flwr"]["app"]
+    assert app["components"] == {"serverapp": "edgeft.federated.apps:server_app",
+                                 "clientapp": "edgeft.federated.apps:client_app"}
+    cfg = FederatedConfig.from_run_config(app["config"])
+    assert (cfg.algorithm, cfg.clients, cfg.rounds, cfg.method_options) == ("fedkseed-pro", 5, 7, {"r": 4})
+    assert cfg.out == str((tmp_path / "run").resolve())
+
+
+def test_certs_command_makes_a_ca_and_a_server_certificate_it_signed(tmp_path):
+    proc = run_cli("federate", "certs", str(tmp_path), "--host", "127.0.0.1", "--host", "edge.example.org")
+    assert proc.returncode == 0, proc.stderr
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((tmp_path / "server.pem").read_bytes())
+    server.verify_directly_issued_by(ca)
+    names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "edge.example.org" in names.get_values_for_type(x509.DNSName)
+    assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0

@@ -1,0 +1,86 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from edgeft.data.tasks import DOLLY_TRAIN_FILES, load_dolly_records
+from edgeft.errors import ConfigError, DataError
+from edgeft.federated.config import FederatedConfig, config_from_dict
+from edgeft.federated.partition import group_key, partition
+
+
+@pytest.fixture(scope="module")
+def dolly():
+    return load_dolly_records(DOLLY_TRAIN_FILES)
+
+
+def _covers(parts, n, excluded=()):
+    flat = [i for p in parts for i in p]
+    assert len(flat) == len(set(flat)), "a row went to two clients"
+    assert set(flat) == set(range(n)) - set(excluded)
+
+
+def test_iid_split_is_disjoint_complete_and_seeded(dolly):
+    a = partition(dolly, 10, "iid", seed=3)
+    _covers(a, len(dolly))
+    assert max(map(len, a)) - min(map(len, a)) <= 1
+    assert a == partition(dolly, 10, "iid", seed=3)
+    assert a != partition(dolly, 10, "iid", seed=4)
+
+
+def test_dirichlet_over_categories_like_fedkseed(dolly):
+    """200 clients, alpha 0.5, one category held out: skewed, seeded, nobody gets the held-out rows."""
+    parts = partition(dolly, 200, "dirichlet", alpha=0.5, seed=0, holdout="summarization")
+    held = [i for i, ex in enumerate(dolly) if ex["category"] == "summarization"]
+    _covers(parts, len(dolly), held)
+    assert min(map(len, parts)) >= 10
+    assert parts == partition(dolly, 200, "dirichlet", alpha=0.5, seed=0, holdout="summarization")
+    # skew: with alpha=0.5 a typical client's largest category dominates; with alpha=1000 it does not
+    def dominance(ps):
+        return np.median([Counter(group_key(dolly[i]) for i in p).most_common(1)[0][1] / len(p) for p in ps])
+    assert dominance(parts) > 0.4
+    assert dominance(partition(dolly, 200, "dirichlet", alpha=1000.0, seed=0)) < 0.3
+
+
+def test_per_task_split_gives_each_client_one_category(dolly):
+    parts = partition(dolly, 7, "task", holdout="open_qa")
+    assert all(len({group_key(dolly[i]) for i in p}) == 1 for p in parts)
+    with pytest.raises(ConfigError, match="one client per task: this data has 8"):
+        partition(dolly, 5, "task")
+
+
+def test_partition_errors_name_the_problem(dolly):
+    with pytest.raises(ConfigError, match="holdout category 'poetry' does not occur"):
+        partition(dolly, 4, "dirichlet", holdout="poetry")
+    with pytest.raises(ConfigError, match="neither categories nor labels"):
+        partition([{"id": i, "text": "x"} for i in range(20)], 2, "dirichlet")
+    with pytest.raises(DataError, match="could not give each of 3 clients"):
+        partition([{"id": i, "label": i % 2} for i in range(40)], 3, "dirichlet", alpha=1e-4, seed=0)
+
+
+def test_fedkseed_refuses_what_breaks_exact_replay():
+    with pytest.raises(ConfigError, match="lr_schedule=constant"):
+        config_from_dict({"algorithm": "fedkseed", "lr_schedule": "linear"})
+    with pytest.raises(ConfigError, match="weight_decay=0"):
+        config_from_dict({"algorithm": "fedkseed-pro", "weight_decay": 0.01})
+    config_from_dict({"algorithm": "fedit", "lr_schedule": "linear", "weight_decay": 0.01})  # fine for FedIT
+
+
+def test_config_errors_are_clean():
+    with pytest.raises(ConfigError, match="rounds_: unknown key"):
+        config_from_dict({"algorithm": "fedit", "rounds_": 3})
+    with pytest.raises(ConfigError, match="clients_per_round .5. exceeds clients .4."):
+        config_from_dict({"algorithm": "fedit", "clients": 4, "clients_per_round": 5})
+    with pytest.raises(ConfigError, match="offered for fedit only"):
+        config_from_dict({"algorithm": "fedkseed", "secagg": True})
+    with pytest.raises(ConfigError, match="at least 3 clients per round"):
+        config_from_dict({"algorithm": "fedit", "secagg": True, "clients_per_round": 2})
+
+
+def test_run_config_round_trip_is_flat_scalars():
+    cfg = FederatedConfig(algorithm="fedit", method_options={"r": 4, "target_modules": ["q_proj"]}, rounds=5,
+                          holdout_category=None)
+    rc = cfg.to_run_config()
+    assert all(isinstance(v, (str, int, float, bool)) for v in rc.values())
+    assert "holdout-category" not in rc and rc["rounds"] == 5
+    assert FederatedConfig.from_run_config(rc) == cfg
