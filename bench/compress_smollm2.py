@@ -33,6 +33,8 @@ VARIANTS = {
     "gptq4-g32": ("gptq", {"bits": 4, "group_size": 32}, "float16"),
     "gptq8-g128": ("gptq", {"bits": 8, "group_size": 128}, "float16"),
     "gptq4-g128-act": ("gptq", {"bits": 4, "group_size": 128, "act_order": True}, "float16"),
+    "gptq4-g128-act-mse": ("gptq", {"bits": 4, "group_size": 128, "act_order": True, "mse": True}, "float16"),
+    "rtn4-g128-mse": ("rtn", {"bits": 4, "group_size": 128, "mse": True}, "float16"),
     "sparsegpt50": ("sparsegpt", {"sparsity": 0.5}, "float16"),
     "magnitude50": ("magnitude", {"sparsity": 0.5}, "float16"),
     "sparsegpt24": ("sparsegpt", {"pattern": "2:4"}, "float16"),

@@ -109,3 +109,43 @@ def test_quantlinear_forward_and_int4_kernel_agree():
     assert q.qweight.dtype == torch.uint8 and q.qweight.numel() == 48 * 64  # two codes per byte
     if q.use_int4_kernel():
         assert torch.allclose(q(x), ref, atol=1e-3, rtol=1e-3)
+
+
+def test_layers_fed_the_same_input_share_one_hessian(tiny_word_llama):
+    """q/k/v read the attention norm's output and gate/up the MLP norm's: one Hessian each, not per layer."""
+    from edgeft.compress.calibration import calibration_batches
+    from edgeft.compress.hessian import HessianAccumulator
+    from edgeft.compress.layerwise import _record_hessians
+    from edgeft.models import load_backbone
+
+    bb = load_backbone(str(tiny_word_llama))
+    view = bb.view
+    batches = calibration_batches("wikitext2", bb.tokenizer, "causal_lm", 4, 32, batch_size=2)
+    hidden = [view.embed(b["input_ids"]) for b in batches]
+    layers = {n: m for n, m in view.blocks[1].named_modules() if isinstance(m, torch.nn.Linear)}
+    accs = _record_hessians(view, 1, layers, hidden, batches, "cpu")
+    assert accs["self_attn.q_proj"] is accs["self_attn.k_proj"] is accs["self_attn.v_proj"]
+    assert accs["mlp.gate_proj"] is accs["mlp.up_proj"]
+    distinct = {id(a) for a in accs.values()}
+    assert len(distinct) == 4  # qkv, o, gate/up, down
+    # and each shared matrix is the one computed from that layer's own inputs
+    ref = HessianAccumulator(64)
+    hook = layers["mlp.up_proj"].register_forward_pre_hook(lambda m, i: ref.add(i[0]))
+    with torch.no_grad():
+        for h, b in zip(hidden, batches):
+            view.run_blocks(h, 1, 2, b["attention_mask"])
+    hook.remove()
+    assert torch.allclose(ref.hessian(), accs["mlp.up_proj"].hessian(), rtol=1e-5, atol=1e-6)
+
+
+def test_mse_range_search_never_does_worse_than_min_max():
+    torch.manual_seed(4)
+    W = torch.randn(32, 64)
+    W[:, 5] *= 8  # an outlier column: the full range wastes levels on it
+    plain, searched = QuantGrid(4), QuantGrid(4, mse=True)
+    s0, z0 = plain.params(W)
+    s1, z1 = searched.params(W)
+    e0 = (plain.fake_quantize(W, s0[:, None], z0[:, None]) - W).abs().pow(2.4).sum(1)
+    e1 = (searched.fake_quantize(W, s1[:, None], z1[:, None]) - W).abs().pow(2.4).sum(1)
+    assert bool((e1 <= e0 + 1e-6).all()) and float(e1.sum()) < float(e0.sum())
+    assert torch.equal(s1, s1.half().float())  # still float16-exact scales

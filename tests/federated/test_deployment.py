@@ -3,10 +3,13 @@ TLS, `flwr run` submitting edgeft's app; one SuperNode is killed mid-round and t
 
 import json
 
+import pytest
+
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.deploy import LocalFederation, _alive, write_app
 
 
+@pytest.mark.slow  # about 10 OS processes and a heartbeat timeout: 1-2 minutes
 def test_superlink_and_supernodes_complete_a_round_when_one_disconnects(tmp_path, tiny_llama):
     cfg = FederatedConfig(algorithm="fedkseed-pro", model=str(tiny_llama), task="dolly", train_samples=120,
                           eval_samples=2, clients=3, clients_per_round=3, rounds=1, local_steps=20, batch_size=1,

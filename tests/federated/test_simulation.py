@@ -114,5 +114,6 @@ def test_fedit_with_secagg_plus_and_local_dp(tmp_path, tiny_llama):
     rows = [r for r in json.loads((tmp_path / "run" / "ledger.json").read_text()) if r["round"] == 1]
     assert len(rows) == 3 and all(r["messages_down"] == 4 and r["messages_up"] == 4 for r in rows)
     assert all(set(r["phases"]) == {"secagg"} for r in rows)
+    assert all(r["compute_s"] > 0 for r in rows)  # client metrics travel through SecAgg+ too
     assert s["privacy"]["secagg"] and s["privacy"]["dp"] == "local"
     assert s["metric_after"] is not None

@@ -135,6 +135,8 @@ def test_bad_options_are_clear(tiny_llama):
         get_method("pac", {"cache_dtype": "int4"})
     with pytest.raises(ConfigError, match="pool=mean: language modelling needs every position"):
         setup(tiny_llama, "causal_lm", {"pool": "mean"}, task="shakespeare")
+    with pytest.raises(ConfigError, match="side width 7 must be a multiple of the number of heads"):
+        setup(tiny_llama, "causal_lm", {"width": 7, "heads": 4})
 
 
 def test_budget_error_or_recompute_fallback(tiny_llama):
@@ -201,7 +203,7 @@ def test_save_and_load_give_the_same_predictions(tmp_path, tiny_bert):
         b = loaded(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
     assert torch.allclose(a, b, atol=1e-5)
     with pytest.raises(ModelError, match="does not fit.*width: saved"):
-        get_method("pac", {"width": 7}).load(fresh, t, tmp_path / "adapter")
+        get_method("pac", {"width": 12}).load(fresh, t, tmp_path / "adapter")
     other = load_backbone(str(make_tiny_model(tmp_path / "other", "bert", seed=3)), head="sequence_classification")
     with pytest.raises(ModelError, match="belongs to backbone"):
         method.load(other, t, tmp_path / "adapter")

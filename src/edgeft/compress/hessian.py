@@ -22,8 +22,8 @@ class HessianAccumulator:
         x = x.detach()
         if keep is not None:
             x = x[keep]
-        x = x.reshape(-1, x.shape[-1]).to(torch.float64)
-        self.sum += x.T @ x
+        x = x.reshape(-1, x.shape[-1]).float()
+        self.sum += (x.T @ x).double()  # float32 products per batch (as the reference), float64 running sum
         self.count += x.shape[0]
 
     def hessian(self) -> torch.Tensor:

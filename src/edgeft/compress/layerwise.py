@@ -62,6 +62,44 @@ def block_linear_names(model: nn.Module, view, blocks: range | None = None) -> l
     return [f"{prefix}.{i}.{n}" for i in blocks for n in block_linears(view.blocks[i], include_packed=True)]
 
 
+def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches, device) -> dict:
+    """Run block i on every calibration batch and accumulate each layer's input Hessian.
+
+    Layers fed the very same tensor (q/k/v after the attention norm, gate/up after the MLP norm)
+    share one accumulator, so that matrix is computed once rather than once per layer.
+    """
+    accs: dict[str, HessianAccumulator] = {}
+    alias: dict[str, str] = {}  # layer -> layer whose accumulator it shares (fixed on the first batch)
+    state: dict = {"first": True}
+
+    def hook_for(name):
+        def hook(module, inputs):
+            x = inputs[0]
+            if state["first"]:
+                key = (x.data_ptr(), tuple(x.shape), x.stride())
+                if key in state["seen"]:
+                    alias[name] = state["seen"][key][0]
+                    return
+                # keep x referenced until the pass ends, so no later tensor can reuse its memory address
+                state["seen"][key] = (name, x)
+                accs[name] = HessianAccumulator(module.in_features, device)
+            if name in alias:
+                return
+            accs[name].add(x, state["mask"])
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers.items()]
+    try:
+        for h, b in zip(hidden, batches):
+            state.update(mask=b["attention_mask"].bool(), seen={})
+            view.run_blocks(h, i, i + 1, b["attention_mask"])
+            state["first"] = False
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: accs[alias.get(n, n)] for n in layers}
+
+
 @torch.no_grad()
 def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequential: bool = False,
                        device: str | torch.device = "cpu", progress: Callable[[], None] | None = None,
@@ -84,26 +122,10 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
             block = view.blocks[i]
             linears = block_linears(block)
             for group in linear_groups(block, view.family, true_sequential):
-                accs = {n: HessianAccumulator(linears[n].in_features, device) for n in group}
-                keep: dict[str, torch.Tensor] = {}
-
-                def hook_for(name):
-                    def hook(module, inputs):
-                        accs[name].add(inputs[0], keep["mask"])
-                    return hook
-
-                handles = [linears[n].register_forward_pre_hook(hook_for(n)) for n in group]
-                try:
-                    for h, b in zip(hidden, batches):
-                        keep["mask"] = b["attention_mask"].bool()
-                        view.run_blocks(h, i, i + 1, b["attention_mask"])
-                finally:
-                    for handle in handles:
-                        handle.remove()
+                accs = _record_hessians(view, i, {n: linears[n] for n in group}, hidden, batches, device)
                 for n in group:
                     name = f"{prefix}.{i}.{n}"
                     stats[name] = fn(name, linears[n], accs[n].hessian())
-                    del accs[n]
             hidden = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
             if progress:
                 progress()

@@ -141,6 +141,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         shutil.copytree(src.side_module, out / "side_module", dirs_exist_ok=True)
         src.manifest.extra["side_module"] = "side_module"
     save_compressed(src.backbone.model, src.backbone.tokenizer, src.manifest, out)
+    src = _reopen(out, src)  # measure what was stored (float16 embeddings, packed codes), not what is in memory
     m = measure(src, cfg, eval_task, bar("evaluate output", cfg.eval_wikitext_windows // 8 + 1))
     record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, out)
     record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
@@ -154,6 +155,16 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     save_manifest_only(src, out)
     write_report(records, out, title=f"{cfg.model}: {' -> '.join(r.label for r in records)}")
     return {"records": [r.to_json() for r in records], "out": str(out), "info": info}
+
+
+def _reopen(out: Path, src: Source) -> Source:
+    from edgeft.compress.store import load_compressed
+    from edgeft.models.backbone import Arch, Backbone
+
+    model, tok, manifest = load_compressed(out)
+    bb = Backbone(name=str(out), path=str(out), model=model, tokenizer=tok, arch=Arch.from_config(model.config),
+                  head=manifest.head)
+    return Source(bb, manifest, src.side_module)
 
 
 def save_manifest_only(src: Source, out: Path) -> None:

@@ -107,6 +107,7 @@ class QuantOptions(StepOptions):
     bits: int = 4
     group_size: int = 128
     sym: bool = False
+    mse: bool = False  # search a clipped range per group (the reference Quantizer's mse option)
 
 
 def _swap_quantized(model, name: str, lin, codes, scales, zeros, bits: int, group_size: int) -> None:
@@ -123,7 +124,7 @@ class _Quantize(Step):
 
     def _record(self, source, names, o, extra):
         source.manifest.quantized = {"method": self.name, "bits": o.bits, "group_size": o.group_size, "sym": o.sym,
-                                     "modules": names, **extra}
+                                     "mse": o.mse, "modules": names, **extra}
 
 
 @register
@@ -134,13 +135,13 @@ class RTN(_Quantize):
     Options = QuantOptions
 
     def label(self, o):
-        return f"RTN {o.bits}-bit g{o.group_size}"
+        return f"RTN {o.bits}-bit g{o.group_size}" + (" mse" if o.mse else "")
 
     def apply(self, source, ctx, o, progress=None):
         check_bits(o.bits), check_group_size(o.group_size)
         model, view = source.backbone.model, source.backbone.view
         names = block_linear_names(model, view)
-        grid = QuantGrid(o.bits, o.sym)
+        grid = QuantGrid(o.bits, o.sym, o.mse)
         for name in names:
             lin = model.get_submodule(name)
             codes, s, z = rtn_quantize(lin.weight.detach(), grid, o.group_size)
@@ -163,12 +164,12 @@ class GPTQ(_Quantize):
     needs_calibration = True
 
     def label(self, o):
-        return f"GPTQ {o.bits}-bit g{o.group_size}" + (" act-order" if o.act_order else "")
+        return f"GPTQ {o.bits}-bit g{o.group_size}" + (" act-order" if o.act_order else "") + (" mse" if o.mse else "")
 
     def apply(self, source, ctx, o, progress=None):
         check_bits(o.bits), check_group_size(o.group_size)
         model = source.backbone.model
-        grid = QuantGrid(o.bits, o.sym)
+        grid = QuantGrid(o.bits, o.sym, o.mse)
 
         def fn(name, lin, H):
             res = gptq_quantize(lin.weight, H, grid, o.group_size, o.blocksize, o.percdamp, o.act_order)

@@ -137,11 +137,10 @@ class AccountingGrid(Grid):
                 continue
             node = self.node_of(m)
             self.ledger.received(node, wire_bytes(m))
-            for key in ("metrics", "fitres.metrics"):  # Message API / legacy FitRes (SecAgg+)
-                if key in m.content.metric_records:
-                    mr = m.content.metric_records[key]
-                    self.ledger.client_metrics(node, float(mr.get("compute-s", 0.0)),
-                                               float(mr.get("peak-memory-mb", 0.0)))
+            content = m.content  # Message API replies carry a MetricRecord; legacy FitRes (SecAgg+) a ConfigRecord
+            mr = content.metric_records.get("metrics") or content.config_records.get("fitres.metrics")
+            if mr is not None:
+                self.ledger.client_metrics(node, float(mr.get("compute-s", 0.0)), float(mr.get("peak-memory-mb", 0.0)))
         return replies
 
     def node_of(self, reply: Message) -> int:

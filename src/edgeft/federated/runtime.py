@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
@@ -20,6 +21,7 @@ from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.partition import partition
 from edgeft.methods import get_method
+from edgeft.methods.mezo import named_trainables
 from edgeft.models import load_backbone
 from edgeft.train.meters import PeakMemory
 from edgeft.train.recipe import head_for, make_loss_fn
@@ -40,6 +42,7 @@ class Setup:
     parts: list[list[int]] = field(default_factory=list)
     local_files: dict = field(default_factory=dict)
     _feats: dict = field(default_factory=dict)
+    _dev: dict = field(default_factory=dict)
 
     # -- trainable state <-> Flower arrays -------------------------------------------------------
     def arrays(self) -> ArrayRecord:
@@ -85,6 +88,11 @@ class Setup:
         if pid not in self._feats:
             self._feats[pid] = self.featurizer.encode(self.client_examples(pid))
         return self._feats[pid]
+
+    def dev_features(self) -> list[dict]:
+        if "dev" not in self._dev:
+            self._dev["dev"] = self.featurizer.encode(self.task.dev)
+        return self._dev["dev"]
 
     def batches(self, pid: int, rnd: int, steps: int, batch_size: int, salt: int = 0) -> list[dict]:
         """`steps` batches from this client's shard in a seeded order that changes every round."""
@@ -146,13 +154,8 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
     model = method.prepare(backbone, task)
     model.eval()
-    wanted = {id(p) for p in method.trainable_parameters(model)}
-    names, params, seen = [], [], set()
-    for name, p in model.named_parameters():
-        if id(p) in wanted and id(p) not in seen:
-            seen.add(id(p))
-            names.append(name)
-            params.append(p)
+    named = named_trainables(method, model)
+    names, params = [n for n, _ in named], [p for _, p in named]
     if not params:
         raise ConfigError(f"method options {cfg.method_options} leave nothing to train")
     w0 = [p.detach().clone() for p in params] if cfg.algorithm != "fedit" else []

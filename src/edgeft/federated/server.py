@@ -80,9 +80,7 @@ def successful(replies, rnd: int) -> list[Message]:
 
 def global_eval(setup: Setup, cfg: FederatedConfig) -> dict:
     """The task's metrics for the server's current model on the held-out rows (per category when known)."""
-    if "dev_feats" not in setup._feats:
-        setup._feats["dev_feats"] = setup.featurizer.encode(setup.task.dev)
-    feats = setup._feats["dev_feats"]
+    feats = setup.dev_features()
     task, model = setup.task, setup.model
     name = task.metric_name
     categories = [ex.get("category") for ex in task.dev]

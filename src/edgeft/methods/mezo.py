@@ -81,6 +81,17 @@ def projected_gradient(params: list[torch.Tensor], seed: int, eps: float,
     return (loss_plus - loss_minus) / (2.0 * eps), loss_plus, loss_minus
 
 
+def named_trainables(method: Method, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The method's trainable parameters with their names, in model order, tied weights once."""
+    wanted = {id(p) for p in method.trainable_parameters(model)}
+    seen, out = set(), []
+    for name, p in model.named_parameters():
+        if id(p) in wanted and id(p) not in seen:
+            seen.add(id(p))
+            out.append((name, p))
+    return out
+
+
 class ZerothOrderOptions(MethodOptions):
     """Shared by the optimizer-free methods: which parameters train (another method's set) and how."""
 
@@ -123,15 +134,6 @@ class ZerothOrderMethod(Method):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return self.base.trainable_parameters(model)
 
-    def named_trainables(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-        wanted = {id(p) for p in self.trainable_parameters(model)}
-        seen, out = set(), []
-        for name, p in model.named_parameters():
-            if id(p) in wanted and id(p) not in seen:
-                seen.add(id(p))
-                out.append((name, p))
-        return out
-
     def next_seed(self) -> int:
         return self._rng.randrange(2**31 - 1)
 
@@ -150,23 +152,16 @@ class MeZO(ZerothOrderMethod):
     Options = MezoOptions
 
     def train_step(self, model, batch, loss_fn, scale: float = 1.0) -> float:
-        named = self.named_trainables(model)
+        named = named_trainables(self, model)
         params = [p for _, p in named]
+        seed = self.next_seed()
         was_training = model.training
         model.eval()  # MeZO evaluates both points with dropout off
         try:
-            with torch.no_grad():
-                g, loss_plus, loss_minus = projected_gradient(params, self.next_seed_for_step(), self.options.eps,
-                                                              lambda: loss_fn(model, batch))
-                if self.options.max_loss_diff is not None and abs(loss_plus - loss_minus) > self.options.max_loss_diff:
-                    return loss_plus
-                apply_seed_update(params, self._last_seed, self.options.lr * g, self.options.weight_decay,
+            g, loss_plus, loss_minus = projected_gradient(params, seed, self.options.eps, lambda: loss_fn(model, batch))
+            if self.options.max_loss_diff is None or abs(loss_plus - loss_minus) <= self.options.max_loss_diff:
+                apply_seed_update(params, seed, self.options.lr * g, self.options.weight_decay,
                                   [not _no_decay(n) for n, _ in named], self.options.lr)
         finally:
             model.train(was_training)
-        self.last_projected_grad = g
         return loss_plus
-
-    def next_seed_for_step(self) -> int:
-        self._last_seed = self.next_seed()
-        return self._last_seed
