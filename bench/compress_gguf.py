@@ -4,8 +4,9 @@ Steps (each its own short run under the CPU lock):
   --step finetune   LoRA on tinyshakespeare (edgeft finetune recipe) -> runs/compress-bench/ft-shakespeare
   --step export     merge + GGUF f16 / q8_0 / q4_0, each loaded in llama.cpp: WikiText-2 and Shakespeare
                     perplexity on the same token ids as PyTorch, greedy continuation, tokenizer agreement
-  --step gptq       GPTQ 4-bit g32 of the fine-tuned model (calibrated on Shakespeare) -> GGUF "auto"
-                    (the GPTQ codes written as native Q4_1 blocks) -> llama.cpp vs the packed PyTorch model
+  --step gptq       GPTQ 4-bit g32 of the fine-tuned model (calibrated on Shakespeare)
+  --step gptq-export  -> GGUF "auto" (the GPTQ codes written as native Q4_1 blocks) -> llama.cpp vs the
+                    packed PyTorch model
   --step speed      greedy decoding speed: PyTorch float32 vs llama.cpp f16 / q8_0 / q4_0 / GPTQ-Q4_1
   --summary         table + PNG + the acceptance check (f16 within 5%)
 Results: bench/results/compress/gguf/*.json
@@ -24,7 +25,7 @@ RESULTS = Path(__file__).parent / "results" / "compress" / "gguf"
 RUNS = Path("runs/compress-bench")
 FT = RUNS / "ft-shakespeare"
 ADAPTER = FT / "adapter"
-WINDOWS, SEQ = 16, 512
+WINDOWS, SEQ = 12, 512
 TYPES = ("f16", "q8_0", "q4_0")
 
 
@@ -45,12 +46,15 @@ def finetune() -> None:
 
 
 def export() -> None:
-    from edgeft.compress.export import export_model
+    from edgeft.compress.export import export_gguf_checked
+    from edgeft.compress.source import open_model
 
     out = {}
+    src = open_model("smollm2-135m", ADAPTER)  # merged once; the PyTorch figures are computed once too
+    cache: dict = {}
     for t in TYPES:
-        info = export_model("smollm2-135m", RUNS / f"ft-{t}.gguf", "gguf", t, adapter=str(ADAPTER), check=True,
-                            check_windows=WINDOWS, seq_len=SEQ)
+        info = export_gguf_checked(src, RUNS / f"ft-{t}.gguf", t, check=True, check_windows=WINDOWS, seq_len=SEQ,
+                                   check_tasks=("wikitext2", "shakespeare"), torch_cache=cache)
         out[t] = info
         c = info["check"]
         print(t, f"{info['bytes'] / 1e6:.1f} MB", {k: (round(v["torch_perplexity"], 3),
@@ -61,20 +65,25 @@ def export() -> None:
 
 
 def gptq() -> None:
-    from edgeft.compress.export import export_model
     from edgeft.compress.pipeline import CompressConfig, run_compress
 
     folder = RUNS / "ft-gptq4-g32"
     res = run_compress(CompressConfig(model="smollm2-135m", adapter=str(ADAPTER), method="gptq",
                                       options={"bits": 4, "group_size": 32}, out=str(folder), calib_task="shakespeare",
-                                      calib_samples=32, calib_seq_len=512, eval_wikitext_windows=WINDOWS,
-                                      eval_seq_len=SEQ, eval_task="shakespeare", eval_task_samples=WINDOWS),
-                       log=lambda m: print(m, flush=True))
-    info = export_model(str(folder), RUNS / "ft-gptq4-g32-auto.gguf", "gguf", "auto", check=True,
+                                      calib_samples=16, calib_seq_len=512, eval_wikitext_windows=WINDOWS,
+                                      eval_seq_len=SEQ, eval_task="shakespeare", eval_task_samples=WINDOWS,
+                                      eval_before=False), log=lambda m: print(m, flush=True))
+    _save("gptq", {"command": "bench/compress_gguf.py --step gptq", "records": res["records"]})
+
+
+def gptq_export() -> None:
+    from edgeft.compress.export import export_model
+
+    info = export_model(str(RUNS / "ft-gptq4-g32"), RUNS / "ft-gptq4-g32-auto.gguf", "gguf", "auto", check=True,
                         check_windows=WINDOWS, seq_len=SEQ, check_tasks=("wikitext2", "shakespeare"))
     print({k: (round(v["torch_perplexity"], 3), round(v["llama_cpp_perplexity"], 3)) for k, v in
            info["check"]["tasks"].items()}, info["tensor_types"])
-    _save("gptq", {"command": "bench/compress_gguf.py --step gptq", "records": res["records"], "export": info})
+    _save("gptq_export", {"command": "bench/compress_gguf.py --step gptq-export", "export": info})
 
 
 def speed() -> None:
@@ -134,7 +143,8 @@ def summary() -> None:
     import matplotlib.pyplot as plt
 
     ex = json.loads((RESULTS / "export.json").read_text())["exports"]
-    gq = json.loads((RESULTS / "gptq.json").read_text())["export"] if (RESULTS / "gptq.json").exists() else None
+    gq = json.loads((RESULTS / "gptq_export.json").read_text())["export"] if (RESULTS / "gptq_export.json").exists() \
+        else None
     sp = json.loads((RESULTS / "speed.json").read_text())["results"] if (RESULTS / "speed.json").exists() else {}
     rows = [(t, ex[t]) for t in TYPES] + ([("gptq4-g32 (auto: Q4_1)", gq)] if gq else [])
     lines = ["| GGUF | size (MB) | WikiText-2 ppl PyTorch / llama.cpp | Shakespeare ppl PyTorch / llama.cpp | "
@@ -177,10 +187,10 @@ def summary() -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
-    ap.add_argument("--step", choices=["finetune", "export", "gptq", "speed"])
+    ap.add_argument("--step", choices=["finetune", "export", "gptq", "gptq-export", "speed"])
     ap.add_argument("--summary", action="store_true")
     a = ap.parse_args()
     if a.step:
-        {"finetune": finetune, "export": export, "gptq": gptq, "speed": speed}[a.step]()
+        {"finetune": finetune, "export": export, "gptq": gptq, "gptq-export": gptq_export, "speed": speed}[a.step]()
     if a.summary:
         summary()

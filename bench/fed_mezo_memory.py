@@ -118,8 +118,8 @@ def plot(result: dict, out: Path) -> None:
     names = [r["phase"] for r in rows]
     loaded = [r["loaded_mb"] for r in rows]
     extra = [r["peak_mb"] - r["loaded_mb"] for r in rows]
-    ax.bar(names, loaded, label="process with model loaded")
-    ax.bar(names, extra, bottom=loaded, label="added during the step")
+    ax.bar(names, loaded, label="RSS before the step (weights are paged in lazily)")
+    ax.bar(names, extra, bottom=loaded, label="added up to the peak of the step")
     inf = rows[0]["peak_mb"]
     ax.axhline(inf * 1.2, color="k", ls="--", lw=1, label="1.2 x inference peak")
     for i, r in enumerate(rows):

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = None,
         eps: Optional[float] = typer.Option(None, help="MeZO perturbation scale (FedKSeed)"),
         num_seeds: Optional[int] = typer.Option(None, help="K candidate seeds (FedKSeed)"),
-        zo_base: Optional[str] = typer.Option(None, help="parameters the zeroth-order methods tune: lora, bitfit, full"),
+        zo_base: Optional[str] = typer.Option(None, help="what FedKSeed/fwdgrad tune: lora, bitfit, full"),
         perturbations: Optional[int] = typer.Option(None, help="forward gradients per client request (fwdgrad)"),
         var_threshold: Optional[float] = typer.Option(None, help="fwdgrad: ask for more perturbations above this"),
         train_samples: Optional[int] = None,

@@ -86,29 +86,38 @@ def _non_uniform(src: Source) -> bool:
 
 
 def check_gguf(path: Path, src: Source, windows: int = 8, seq_len: int = 512, new_tokens: int = 16,
-               tasks: tuple[str, ...] = ("wikitext2",)) -> dict:
-    """Compare the GGUF file in llama.cpp with the PyTorch model it came from (same token ids)."""
+               tasks: tuple[str, ...] = ("wikitext2",), torch_cache: dict | None = None) -> dict:
+    """Compare the GGUF file in llama.cpp with the PyTorch model it came from (same token ids).
+
+    torch_cache: pass the same dict when checking several exports of one model, so the PyTorch
+    figures are computed once.
+    """
     from edgeft.compress import llamacpp
 
     tok = src.backbone.tokenizer
     llm = llamacpp.load(path, n_ctx=seq_len)
+    cache = torch_cache if torch_cache is not None else {}
     per_task = {}
     for task in tasks:
         wins = lm_windows(task, tok, seq_len, windows)
-        t0 = time.perf_counter()
-        torch_ppl = perplexity_of_windows(src.backbone.model, wins, batch_size=4)
-        torch_s = time.perf_counter() - t0
+        key = (task, windows, seq_len)
+        if key not in cache:
+            t0 = time.perf_counter()
+            cache[key] = (perplexity_of_windows(src.backbone.model, wins, batch_size=4), time.perf_counter() - t0)
+        torch_ppl, torch_s = cache[key]
         cpp_ppl = llamacpp.perplexity(llm, wins)
         per_task[task] = {"torch_perplexity": torch_ppl["perplexity"], "llama_cpp_perplexity": cpp_ppl["perplexity"],
                           "relative_difference": cpp_ppl["perplexity"] / torch_ppl["perplexity"] - 1,
                           "eval_tokens": cpp_ppl["eval_tokens"], "windows": len(wins), "seq_len": seq_len,
                           "torch_seconds": torch_s, "llama_cpp_seconds": cpp_ppl["seconds"]}
     prompt = tok.encode(CHECK_PROMPT, add_special_tokens=False)
-    with torch.no_grad():
-        ids = torch.tensor([prompt])
-        hf = src.backbone.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                         max_new_tokens=new_tokens, pad_token_id=tok.pad_token_id,
-                                         eos_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
+    if ("greedy", new_tokens) not in cache:
+        with torch.no_grad():
+            ids = torch.tensor([prompt])
+            cache[("greedy", new_tokens)] = src.backbone.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new_tokens,
+                pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, len(prompt):].tolist()
+    hf = cache[("greedy", new_tokens)]
     cpp = llamacpp.greedy(llm, prompt, new_tokens)
     agree = 0
     for a, b in zip(hf, cpp):
@@ -150,15 +159,24 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
     out = Path(out)
     if fmt == "safetensors":
         return export_safetensors(src, out, dtype)
+    if out.suffix != ".gguf":
+        out = out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
+    return export_gguf_checked(src, out, gguf_type, check, check_windows, seq_len, check_tasks, progress)
+
+
+def export_gguf_checked(src: Source, out: Path, gguf_type: str, check: bool = False, check_windows: int = 8,
+                        seq_len: int = 512, check_tasks: tuple[str, ...] = ("wikitext2",), progress=None,
+                        torch_cache: dict | None = None) -> dict:
+    """Write one GGUF file from an opened model (+ the llama.cpp check); info also goes to <file>.json."""
+    gguf_type = check_gguf_type(gguf_type)
     if src.side_module is not None:
         raise ModelError("GGUF export: the adapter is kept as a side network (it cannot be merged into the "
                          "weights); llama.cpp cannot run it. Export a LoRA/full/BitFit fine-tune instead.")
-    if out.suffix != ".gguf":
-        out = out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
     info = export_gguf(src.backbone.model, src.backbone.tokenizer, out, gguf_type, src.manifest,
-                       name=src.manifest.source.get("model", model), progress=progress)
+                       name=src.manifest.source.get("model", out.stem), progress=progress)
     info["source"] = src.manifest.source
     if check:
-        info["check"] = check_gguf(out, src, check_windows, seq_len, tasks=_check_tasks(src, check_tasks))
+        info["check"] = check_gguf(out, src, check_windows, seq_len, tasks=_check_tasks(src, check_tasks),
+                                   torch_cache=torch_cache)
     Path(str(out) + ".json").write_text(json.dumps(info, indent=2, default=str))
     return info

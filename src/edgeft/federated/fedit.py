@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 
 from edgeft.federated.accounting import AccountingGrid, Ledger
@@ -62,8 +62,7 @@ def _handle_legacy(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     rnd = int(fitins.config["server-round"])
     with Work() as work:
-        arrays = parameters_to_ndarrays(fitins.parameters)
-        setup.load_arrays(ArrayRecord(dict(zip(setup.names, [_arr(a) for a in arrays]))))
+        setup.load_arrays(_record(setup, parameters_to_ndarrays(fitins.parameters)))
         metrics = local_train(setup, cfg, pid, rnd)
     metrics.update(work.metrics(), **{"partition-id": pid})
     new = [p.detach().cpu().numpy().copy() for p in setup.params]
@@ -71,10 +70,9 @@ def _handle_legacy(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -
     return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
 
 
-def _arr(a):
-    from flwr.app import Array
-
-    return Array(np.asarray(a))
+def _record(setup: Setup, ndarrays) -> ArrayRecord:
+    """Flower's legacy parameter list (in the order of setup.names) as a named ArrayRecord."""
+    return ArrayRecord({n: Array(np.asarray(a)) for n, a in zip(setup.names, ndarrays)})
 
 
 # -- server: Flower's FedAvg, seeded sampling, optional DP ----------------------------------------------
@@ -163,7 +161,7 @@ def _run_secagg(grid, cfg, ledger, setup, log, context) -> dict:
             return super().configure_fit(server_round, parameters, client_manager)
 
         def evaluate(self, server_round, parameters):
-            setup.load_arrays(ArrayRecord(dict(zip(setup.names, [_arr(a) for a in parameters_to_ndarrays(parameters)]))))
+            setup.load_arrays(_record(setup, parameters_to_ndarrays(parameters)))
             metrics = log.evaluate(setup, server_round)
             log.end_round(server_round, time.perf_counter() - clock["t"] if server_round else 0.0, metrics)
             clock["t"] = time.perf_counter()
@@ -173,13 +171,14 @@ def _run_secagg(grid, cfg, ledger, setup, log, context) -> dict:
     strategy = LegacyFedIt(fraction_fit=1e-9, fraction_evaluate=0.0, min_fit_clients=cfg.clients_per_round,
                            min_available_clients=cfg.clients_per_round, initial_parameters=initial,
                            on_fit_config_fn=lambda rnd: {"server-round": rnd}, accept_failures=True)
-    context = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds,
-                                                                         round_timeout=cfg.round_timeout),
+    context = LegacyContext(context=context,
+                            config=ServerConfig(num_rounds=cfg.rounds, round_timeout=cfg.round_timeout),
                             strategy=strategy, client_manager=SeededManager())
-    max_weight = float(max(len(p) for p in setup.parts))
-    workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-        num_shares=_count_or_fraction(cfg.secagg_shares), reconstruction_threshold=_count_or_fraction(cfg.secagg_threshold),
-        max_weight=max_weight, clipping_range=cfg.secagg_clip, timeout=cfg.round_timeout))
+    secagg = SecAggPlusWorkflow(num_shares=_count_or_fraction(cfg.secagg_shares),
+                                reconstruction_threshold=_count_or_fraction(cfg.secagg_threshold),
+                                max_weight=float(max(len(p) for p in setup.parts)), clipping_range=cfg.secagg_clip,
+                                timeout=cfg.round_timeout)
+    workflow = DefaultWorkflow(fit_workflow=secagg)
     workflow(grid, context)
     return {"privacy": _privacy_note(cfg), "secagg_rounds": cfg.rounds}
 

@@ -104,7 +104,7 @@ class ZerothOrderOptions(MethodOptions):
     @classmethod
     def _known_base(cls, value: str) -> str:
         if value in ("mezo", "fwdgrad"):
-            raise ValueError(f"base '{value}' is itself optimizer-free; choose the parameter set: full, lora, bitfit, ...")
+            raise ValueError(f"base '{value}' is itself optimizer-free; choose a parameter set (full, lora, bitfit)")
         return value
 
 
@@ -123,8 +123,8 @@ class ZerothOrderMethod(Method):
     def __init__(self, options=None):
         super().__init__(options)
         if self.options.base not in METHODS:
-            raise ConfigError(f"{self.name}: unknown base method '{self.options.base}'. "
-                              f"Choose one of: {', '.join(sorted(n for n in METHODS if n not in ('mezo', 'fwdgrad')))}.")
+            choices = ", ".join(sorted(n for n in METHODS if n not in ("mezo", "fwdgrad")))
+            raise ConfigError(f"{self.name}: unknown base method '{self.options.base}'. Choose one of: {choices}.")
         self.base = get_method(self.options.base, self.options.base_options)
         self._rng = random.Random(self.options.seed)
 

@@ -86,7 +86,7 @@ def _workload(cfg: LaunchConfig):
 def _rows_per_device(cfg: LaunchConfig, n_devices: int) -> int:
     B = cfg.train.batch_size
     if cfg.strategy == "hybrid":
-        return max(1, B // max(cfg.train.micro_batches, 1))
+        return max(1, B // (cfg.train.micro_batches or 1))
     if cfg.strategy == "split":
         return max(1, B // n_devices)
     return B
@@ -164,8 +164,6 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
             names = [d.name for d in sub.devices]
             by_name = dict(zip(names, p.planner["cached_shares"]))
             p.layout["cached_shares"] = {str(i): by_name.get(r["name"], 0.0) for i, r in enumerate(p.ranks)}
-        if cfg.strategy == "hybrid" and cfg.train.micro_batches != p.layout["micro_batches"]:
-            p.layout["micro_batches"] = cfg.train.micro_batches
         return p
 
     base = RunSpec(run_dir=str(out), strategy=cfg.strategy, model=cfg.model, head=cfg.head, task=cfg.task,

@@ -24,7 +24,7 @@ class RuntimeTrain(BaseModel):
 
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(16, ge=1)
-    micro_batches: int = Field(4, ge=1, description="hybrid: micro-batches per step in the pipeline")
+    micro_batches: Optional[int] = Field(None, ge=1, description="hybrid: micro-batches per step (None: the planner picks)")
     lr: Optional[float] = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
