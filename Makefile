@@ -6,15 +6,24 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgeft-installed
+TEST_STAMP := $(VENV)/.edgeft-test-installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# llama-cpp-python builds llama.cpp for this CPU family without the optional extras.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
 .PHONY: install run test test-fast clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e .
 	touch $(STAMP)
+
+# Tests also need pytest/hypothesis and llama-cpp-python (built from source once: ~10 min on 2 cores).
+$(TEST_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[test,deploy]"
+	touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -23,10 +32,10 @@ run: install
 	$(VENV)/bin/edgeft finetune --model minilm-l6 --task sst2 --method lora \
 		--train-samples 2000 --epochs 2 --out runs/make-run
 
-test: install
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
 clean:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MACHINE = os.environ.get("EDGEFT_BENCH_MACHINE", "2-core CPU container, under flock /tmp/edgeft-cpu.lock")
 OUT = ROOT / "bench" / "results" / "federated"
 COMMON = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, rounds=6, partition="dirichlet",
-              alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_batch_size=64, threads=2, seed=0,
+              alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_batch_size=64, threads=1, seed=0,
               method_options={"r": 8})
 SETTINGS = {
     "fedit": dict(algorithm="fedit", local_steps=10, batch_size=16, lr=1e-3),

@@ -74,7 +74,7 @@ def _weights_bytes(model_arg: str, src: Source) -> int:
 def measure(src: Source, cfg: CompressConfig, eval_task: Optional[str], progress=None) -> dict:
     model, tok = src.backbone.model, src.backbone.tokenizer
     out: dict = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if cfg.eval_wikitext_windows and src.backbone.head == "causal_lm":
         out["wikitext2"] = wikitext2_perplexity(model, tok, cfg.eval_seq_len, cfg.eval_wikitext_windows,
                                                 progress=progress)
@@ -83,7 +83,7 @@ def measure(src: Source, cfg: CompressConfig, eval_task: Optional[str], progress
     elif eval_task and eval_task != "none":
         out["task"] = task_metric(model, tok, src.backbone.head, eval_task, cfg.eval_task_samples,
                                   max_length=min(cfg.eval_seq_len, 512), seed=cfg.seed)
-    out["seconds"] = time.perf_counter() - t0
+    out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
     return out
 
 
@@ -96,7 +96,8 @@ def _record(step: str, label: str, options: dict, src: Source, size: int, m: dic
                       task=task["task"] if task else None, task_metric_name=task["metric_name"] if task else None,
                       task_metric=task["value"] if task else None, compress_seconds=seconds,
                       eval_seconds=m.get("seconds"), params=count_params(src.backbone.model), nonzero_params=nz,
-                      path=str(path) if path else None, extra={"block_linear_weights": total})
+                      path=str(path) if path else None,
+                      extra={"block_linear_weights": total, "eval_cpu_seconds": m.get("cpu_seconds")})
 
 
 def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
@@ -121,7 +122,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
 
     ctx = StepContext(task=task, seed=cfg.seed)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     if step.needs_calibration:
         ctx.batches = calibration_batches(task, src.backbone.tokenizer, src.backbone.head, cfg.calib_samples,
                                           cfg.calib_seq_len, seed=cfg.seed)
@@ -130,8 +131,8 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         (len(ctx.batches) if ctx.batches and cfg.method == "prune" else
          (opts.steps if cfg.method == "distill" else 0))
     info = step.apply(src, ctx, opts, bar(step.label(opts), total) if total else None)
-    seconds = time.perf_counter() - t1
-    log(f"{step.label(opts)}: {seconds:.1f}s")
+    seconds, cpu_seconds = time.perf_counter() - t1, time.process_time() - c1
+    log(f"{step.label(opts)}: {seconds:.1f}s ({cpu_seconds:.1f} CPU-s)")
 
     out = Path(cfg.out)
     src.manifest.dtype = cfg.dtype
@@ -144,6 +145,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     src = _reopen(out, src)  # measure what was stored (float16 embeddings, packed codes), not what is in memory
     m = measure(src, cfg, eval_task, bar("evaluate output", cfg.eval_wikitext_windows // 8 + 1))
     record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, out)
+    record.extra["compress_cpu_seconds"] = cpu_seconds  # all threads; robust to other load on the machine
     record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
     if "losses" in info:
         record.extra["distill"] = {k: info[k] for k in ("losses", "on_policy", "step_seconds")}

@@ -10,6 +10,7 @@ client-side clipping (`fixedclipping_mod`) and local DP (`LocalDpMod`).
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, Optional
 
@@ -23,6 +24,7 @@ from edgeft.federated.config import FederatedConfig
 from edgeft.federated.report import plot, summarize
 from edgeft.federated.runtime import data_for, local_examples, node_partition, setup_for
 from edgeft.federated.server import RoundLog, discover
+from edgeft.methods.base import write_adapter_note
 from edgeft.train.rundir import RunDir
 
 SERVERS = {"fedit": fedit.run_server, "fedkseed": fedkseed.run_server, "fedkseed-pro": fedkseed.run_server,
@@ -48,18 +50,17 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     run.event("start", algorithm=cfg.algorithm, model=cfg.model, task=cfg.task, clients=cfg.clients,
               clients_per_round=cfg.clients_per_round, rounds=cfg.rounds)
     setup = setup_for(cfg, "server")
+    setup.reset_to_w0()  # a process may serve several runs (tests, notebooks): each starts from w0
     nodes = discover(agrid, cfg, ledger)
     log = RoundLog(cfg, run, progress)
     extra = SERVERS[cfg.algorithm](agrid, cfg, ledger, setup, nodes, log, context)
     setup.method.save(setup.model, run.adapter_dir)
-    from edgeft.methods.base import write_adapter_note
-
     write_adapter_note(run.adapter_dir, setup.method, setup.backbone, setup.task,
                        {"max_length": cfg.max_length, "federated": cfg.algorithm})
     summary = summarize(cfg, ledger, log.rows, setup.task.metric_name, extra)
     summary["total_wall_s"] = time.perf_counter() - t0
     summary["partition_sizes"] = [len(p) for p in setup.parts]
-    (run.path / "ledger.json").write_text(__import__("json").dumps(ledger.as_records(), indent=1))
+    (run.path / "ledger.json").write_text(json.dumps(ledger.as_records(), indent=1))
     run.write_metrics(summary)
     plot(summary, run.path / "federated.png")
     run.event("done", metric_before=summary["metric_before"], metric_after=summary["metric_after"])

@@ -76,8 +76,11 @@ def plot(summary: dict, out: Path) -> Path:
     axes[1].bar(np.array(rounds) - width / 2, down, width, label="down (server→client)")
     axes[1].bar(np.array(rounds) + width / 2, up, width, label="up (client→server)")
     axes[1].set_yscale("log")
+    positive = [v for v in up + down if v > 0]
+    if positive:
+        axes[1].set_ylim(min(positive) / 4, max(positive) * 4)
     axes[1].set(xlabel="round", ylabel="bytes per client (mean)", title="communication on the wire")
-    axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="upper left", ncol=2)
     comp = [np.mean(c["compute_s_per_client"]) if c["compute_s_per_client"] else 0 for c in comm]
     axes[2].bar(rounds, comp)
     axes[2].set(xlabel="round", ylabel="seconds per client (mean)", title="client compute")

@@ -158,7 +158,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     names, params = [n for n, _ in named], [p for _, p in named]
     if not params:
         raise ConfigError(f"method options {cfg.method_options} leave nothing to train")
-    w0 = [p.detach().clone() for p in params] if cfg.algorithm != "fedit" else []
+    w0 = [p.detach().clone() for p in params]  # FedKSeed replays from it; every run starts from it
     s = Setup(cfg, task, backbone, featurizer, method, model, names, params, w0, make_loss_fn(featurizer), parts)
     _CACHE[key] = s
     return s
