@@ -45,7 +45,8 @@ def main() -> None:
     ap.add_argument("--model", default=BASE["model"])
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
-    rows = {}
+    path = OUT / "privacy_costs.json"
+    rows = json.loads(path.read_text())["variants"] if path.exists() else {}  # runs may be split (lock < 10 min)
     for name in args.variants:
         out = ROOT / "runs" / f"bench-fed-privacy-{name}"
         shutil.rmtree(out, ignore_errors=True)
@@ -61,12 +62,14 @@ def main() -> None:
             "round_s": s["rounds"][-1]["seconds"],
             "run_wall_s": time.time() - t0,
             "privacy": s.get("privacy"),
+            "machine": MACHINE, "date": time.strftime("%Y-%m-%d"), "command": command(),
         }
         print(name, rows[name], flush=True)
+    rows = {name: rows[name] for name in VARIANTS if name in rows}
     result = {"setting": {k: v for k, v in BASE.items() if k != "out"}, "variants": rows,
-              "machine": MACHINE, "date": time.strftime("%Y-%m-%d"), "command": command()}
+              "note": "each variant records the machine, date and command of its own run"}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "privacy_costs.json").write_text(json.dumps(result, indent=1))
+    path.write_text(json.dumps(result, indent=1))
     plot(rows, OUT / "privacy_costs.png")
 
 
