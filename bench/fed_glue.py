@@ -26,8 +26,9 @@ COMMON = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, r
               method_options={"r": 8})
 SETTINGS = {
     "fedit": dict(algorithm="fedit", local_steps=10, batch_size=16, lr=1e-3),
-    "fwdgrad": dict(algorithm="fwdgrad", perturbations=16, batch_size=16, lr=1e-3, var_threshold=1e-5,
-                    max_extra_requests=1),
+    # FwdLLM tunes PEFT modules; BitFit (biases + the new classification head) keeps the dimension low.
+    "fwdgrad": dict(algorithm="fwdgrad", zo_base="bitfit", method_options={}, perturbations=32, batch_size=16,
+                    lr=5e-3, var_threshold=1e-3, max_extra_requests=1),
 }
 
 

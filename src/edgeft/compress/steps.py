@@ -170,13 +170,19 @@ class GPTQ(_Quantize):
         check_bits(o.bits), check_group_size(o.group_size)
         model = source.backbone.model
         grid = QuantGrid(o.bits, o.sym, o.mse)
+        packed = {}
 
         def fn(name, lin, H):
             res = gptq_quantize(lin.weight, H, grid, o.group_size, o.blocksize, o.percdamp, o.act_order)
-            _swap_quantized(model, name, lin, res.codes, res.scales, res.zeros, o.bits, o.group_size)
+            # the float weight becomes exactly the dequantised codes; layers are packed once every block
+            # is done, so the calibration passes run plain matmuls instead of unpacking codes each time
+            lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
+            packed[name] = (lin, res.codes, res.scales, res.zeros)
             return {"loss": res.loss}
 
         stats = compress_layerwise(source.backbone, ctx.batches, fn, o.true_sequential, progress=progress)
+        for name, (lin, codes, scales, zeros) in packed.items():
+            _swap_quantized(model, name, lin, codes, scales, zeros, o.bits, o.group_size)
         self._record(source, list(stats), o, {"act_order": o.act_order, "percdamp": o.percdamp})
         return {"layers": len(stats), "gptq_loss_sum": sum(s["loss"] for s in stats.values())}
 
