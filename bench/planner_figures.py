@@ -104,7 +104,7 @@ def convergence(res):
     axs[0].plot([fp_start] + sol.fp_history, marker="o")
     axs[0].set_title("FP steps (first association; 0 = start)")
     axs[1].plot(sol.history, marker="o")
-    axs[1].set_title("best after each outer (CCCP) iteration,\nbest-channel start then balanced start", fontsize=9)
+    axs[1].set_title("outer iterations (association)")
     for ax in axs:
         ax.set_xlabel("iteration")
         ax.set_ylabel("objective")
