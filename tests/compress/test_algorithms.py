@@ -149,3 +149,23 @@ def test_mse_range_search_never_does_worse_than_min_max():
     e1 = (searched.fake_quantize(W, s1[:, None], z1[:, None]) - W).abs().pow(2.4).sum(1)
     assert bool((e1 <= e0 + 1e-6).all()) and float(e1.sum()) < float(e0.sum())
     assert torch.equal(s1, s1.half().float())  # still float16-exact scales
+
+
+def test_mse_search_equals_the_reference_loop():
+    """The vectorised search picks what the reference Quantizer's loop (grid 100, shrink 0.8, norm 2.4) picks."""
+    torch.manual_seed(5)
+    W = torch.randn(16, 40)
+    W[:, 2] *= 6
+    g = QuantGrid(4, mse=True)
+    zeros = torch.zeros(16)
+    xmin, xmax = torch.minimum(W.min(1).values, zeros), torch.maximum(W.max(1).values, zeros)
+    scale, zero = g._from_range(xmin, xmax)
+    best = torch.full_like(scale, float("inf"))
+    for i in range(80):
+        p = 1 - i / 100
+        s1, z1 = g._from_range(p * xmin, p * xmax)
+        err = (g.fake_quantize(W, s1[:, None], z1[:, None]) - W).abs().pow(2.4).sum(1)
+        better = err < best
+        best, scale, zero = torch.where(better, err, best), torch.where(better, s1, scale), torch.where(better, z1, zero)
+    s, z = g.params(W)
+    assert torch.equal(s, scale) and torch.equal(z, zero)

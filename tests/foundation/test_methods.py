@@ -77,3 +77,25 @@ def test_adapter_for_another_backbone_is_refused(tmp_path, tiny_llama, tiny_bert
     other = load_backbone(str(tiny_bert), head="sequence_classification")
     with pytest.raises(ModelError, match="trained on backbone"):
         check_backbone_matches(read_adapter_note(tmp_path), other, tmp_path)
+
+
+def test_prompt_tuning_trains_a_language_modelling_task(tiny_llama):
+    """Virtual tokens lengthen the logits; the LM loss must score only the real positions."""
+    torch.manual_seed(0)
+    task = load_task(TaskConfig(name="shakespeare", train_samples=8, dev_samples=2, max_length=24))
+    bb = load_backbone(str(tiny_llama), head="causal_lm")
+    feat = Featurizer(task, bb.tokenizer, "lm", 24)
+    m = get_method("prompt", {"init": "random", "num_virtual_tokens": 5})
+    model = m.prepare(bb, task)
+    batch = feat.collate(feat.encode(task.train[:4]))
+    opt = torch.optim.AdamW(m.trainable_parameters(model), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        loss, logits, n_tokens = forward(model, batch, "lm")
+        assert logits.shape[1] == batch["labels"].shape[1]
+        assert n_tokens == int((batch["labels"][:, 1:] != -100).sum())
+        losses.append(float(loss.detach()))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert losses[-1] < losses[0]

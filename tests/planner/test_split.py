@@ -17,7 +17,9 @@ def test_split_never_worse_than_any_baseline(N, M, seed):
     assert np.all(res.point.alpha == np.round(res.point.alpha))
     for name, fn in BASELINES.items():
         base = fn(inst)
-        assert res.objective <= base.objective * (1 + 1e-9), name
+        # up to the FP solver's stopping tolerance (fp_resources rtol=1e-5): a baseline that lands on the same
+        # association and split differs from the proposed plan only by where its FP iterations stopped
+        assert res.objective <= base.objective * (1 + 1e-5), name
 
 
 def test_fp_history_is_monotone_and_weights_shift_alpha():

@@ -65,16 +65,20 @@ class QuantGrid:
         xmin = torch.where(empty, -torch.ones_like(xmin), xmin)
         xmax = torch.where(empty, torch.ones_like(xmax), xmax)
         scale, zero = self._from_range(xmin, xmax)
-        if self.mse:
+        if self.mse:  # all shrink factors of a chunk at once; argmin keeps the first best, like the loop
             best = torch.full_like(scale, float("inf"))
-            for i in range(int(self.maxshrink * self.grid)):
-                p = 1 - i / self.grid
-                s1, z1 = self._from_range(p * xmin, p * xmax)
-                err = (self.fake_quantize(w, s1[:, None], z1[:, None]) - w).abs_().pow_(self.norm).sum(1)
-                better = err < best
-                best = torch.where(better, err, best)
-                scale = torch.where(better, s1, scale)
-                zero = torch.where(better, z1, zero)
+            shrinks = 1 - torch.arange(int(self.maxshrink * self.grid), dtype=torch.float32) / self.grid
+            chunk = max(1, (1 << 24) // max(w.numel(), 1))
+            for c0 in range(0, len(shrinks), chunk):
+                p = shrinks[c0:c0 + chunk, None]
+                s1, z1 = self._from_range(p * xmin, p * xmax)  # (k, rows)
+                err = (self.fake_quantize(w, s1[..., None], z1[..., None]) - w).abs_().pow_(self.norm).sum(-1)
+                e, k = err.min(0)
+                better = e < best
+                rows = torch.arange(w.shape[0])
+                best = torch.where(better, e, best)
+                scale = torch.where(better, s1[k, rows], scale)
+                zero = torch.where(better, z1[k, rows], zero)
         return scale, zero
 
     def _from_range(self, xmin: torch.Tensor, xmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from edgeft.models.fetch import fetch
 from edgeft.models.sources import SOURCES
 
 HeadKind = Literal["causal_lm", "sequence_classification"]
+HEAD_KINDS = ("causal_lm", "sequence_classification")
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
                   dtype: torch.dtype = torch.float32, problem_type: str | None = None) -> Backbone:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+    if head not in HEAD_KINDS:
+        raise ModelError(f"head='{head}' is not a head edgeft builds; use one of {', '.join(HEAD_KINDS)}.")
     path, local = resolve(name)
     config = load_config(name)
     tokenizer = _load_or_explain(name, path, local, AutoTokenizer.from_pretrained)

@@ -40,6 +40,8 @@ def forward(model, batch: dict, objective: str, label_token_ids: list[int] | Non
             return F.mse_loss(logits, batch["label"]), logits, len(batch["label"])
         return F.cross_entropy(logits, batch["label"]), logits, len(batch["label"])
     logits = call_model(model, batch).logits
+    # prompt tuning prepends virtual tokens: their positions come first and predict no label
+    logits = logits[:, logits.shape[1] - batch["labels"].shape[1]:, :]
     shift_logits = logits[:, :-1, :].float()
     shift_labels = batch["labels"][:, 1:]
     n_tokens = int((shift_labels != -100).sum())
