@@ -39,7 +39,7 @@ def finetune() -> None:
     from edgeft.train.recipe import FinetuneConfig, run_finetune
 
     cfg = FinetuneConfig(model="smollm2-135m", method="lora",
-                         task={"name": "shakespeare", "train_samples": 400, "dev_samples": 40, "max_length": 256},
+                         task={"name": "shakespeare", "train_samples": 200, "dev_samples": 20, "max_length": 128},
                          train={"epochs": 1, "batch_size": 8, "lr": 1e-3, "eval_batch_size": 8}, out=str(FT))
     metrics = run_finetune(cfg)
     _save("finetune", {"command": "bench/compress_gguf.py --step finetune", "metrics": metrics})
