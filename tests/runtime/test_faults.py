@@ -3,9 +3,6 @@ A stalled device (no heartbeat) is detected within the bound and named."""
 
 import json
 import math
-import os
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -48,24 +45,15 @@ def test_stalled_device_is_detected_by_heartbeat(tiny_llama, tmp_path):
     path = tmp_path / "spec.json"
     s.save(path)
     sup = Supervisor(s, path, startup_grace_s=120, stale_after_s=3.0)
-    stopped = {}
-
-    def stall():
-        deadline = time.time() + 120
-        while time.time() < deadline and not stopped:
-            beats = read_beats(tmp_path / "heartbeats")
-            if beats.get(1, {}).get("step", 0) >= 2:
-                os.kill(beats[1]["pid"], signal.SIGSTOP)  # a hung device: alive, silent
-                stopped["t"] = time.time()
-            time.sleep(0.1)
-
+    sup.inject = (1, 2, "stall")  # the device's worker SIGSTOPs itself at step 2: alive, silent
     try:
         sup.start()
-        t = threading.Thread(target=stall, daemon=True)
-        t.start()
         out = sup.watch()
+        detected = time.time()
     finally:
         sup.kill_all()
     assert out.status == "lost" and list(out.lost) == [1]
     assert "no heartbeat" in out.lost[1]
-    assert time.time() - stopped["t"] < 3.0 + 25.0  # detected within the bound (+ the peers' grace)
+    last_beat = read_beats(tmp_path / "heartbeats")[1]
+    assert last_beat["step"] <= 2  # it never got past the step it stopped at
+    assert detected - last_beat["time"] < 3.0 + 25.0  # detected within the bound (+ the peers' grace)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -91,3 +92,25 @@ def stale_ranks(directory: Path, ranks: list[int], timeout: float, now: float | 
         if last and now - last > timeout:
             out[r] = now - last
     return out
+
+
+# "<kill|stall>:<global step>": set by the supervisor for the rank a fault-injection run targets. The
+# worker acts on it at that exact step, so the fault lands mid-run however fast the steps are (a
+# supervisor polling heartbeats can miss a short run's step).
+FAULT_ENV = "EDGEFT_FAULT"
+
+
+def fault_env(kind: str, step: int) -> str:
+    if kind not in ("kill", "stall"):
+        raise ValueError(f"fault kind {kind!r}: use kill or stall")
+    return f"{kind}:{int(step)}"
+
+
+def maybe_inject_fault(global_step: int) -> None:
+    """Die (SIGKILL) or hang (SIGSTOP: alive, silent, heartbeat thread included) as a real device would."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    kind, step = spec.split(":")
+    if global_step >= int(step):
+        os.kill(os.getpid(), signal.SIGKILL if kind == "kill" else signal.SIGSTOP)

@@ -52,7 +52,8 @@ class Supervisor:
         self.startup_grace_s = startup_grace_s
         self.stale_after_s = stale_after_s or max(5 * spec.heartbeat_s, 5.0)
         self.on_tick = on_tick
-        self.inject: tuple | None = None  # (rank, global step): SIGKILL that rank once it reaches the step
+        # (rank, global step[, "kill" | "stall"]): the worker of that rank kills or stops itself at that step
+        self.inject: tuple | None = None
 
     def start(self) -> None:
         run_dir = Path(self.spec.run_dir)
@@ -67,6 +68,11 @@ class Supervisor:
             env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(self.spec.world), "LOCAL_RANK": str(rank),
                    "MASTER_ADDR": addr, "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(self.spec.threads),
                    "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+            if self.inject and self.inject[0] == rank:
+                kind = self.inject[2] if len(self.inject) > 2 else "kill"
+                env[faults.FAULT_ENV] = faults.fault_env(kind, self.inject[1])
+            else:
+                env.pop(faults.FAULT_ENV, None)
             if self.netns:
                 env["GLOO_SOCKET_IFNAME"] = "eft0"
             else:
@@ -118,9 +124,6 @@ class Supervisor:
                     stale[r] = now - self.started
             if failed or stale:
                 return self._classify(failed, stale)
-            if self.inject and self.inject[0] in beats and beats[self.inject[0]].get("step", 0) >= self.inject[1]:
-                self.kill(self.inject[0])  # fault injection: the device dies mid-epoch
-                self.inject = None
             if self.on_tick:
                 self.on_tick(beats)
             time.sleep(poll_s)

@@ -16,6 +16,7 @@ import torch
 from edgeft.runtime import checkpoint as ckpt
 from edgeft.runtime.comm import Comm
 from edgeft.runtime.emulation import DeviceEmulator
+from edgeft.runtime import faults
 from edgeft.runtime.faults import Heartbeat
 from edgeft.runtime.group import Group
 from edgeft.runtime.spec import RunSpec
@@ -254,6 +255,7 @@ def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched
         t_epoch = time.perf_counter()
         for b in range(step0, len(batches)):
             ctx.beat.update(step=res.global_step, epoch=epoch, phase="train")
+            faults.maybe_inject_fault(res.global_step)
             t0 = time.perf_counter()
             loss = step_fn(epoch, batches[b], res.global_step)
             if sched is not None:
