@@ -8,7 +8,7 @@ from edgeft.planner.split_model import SplitSettings, feasible, objective, rando
 from edgeft.planner.split_solver import BASELINES, solve_split
 
 
-@settings(max_examples=6, deadline=None)
+@settings(max_examples=6, deadline=None, derandomize=True)  # a heuristic vs heuristics: same examples each CI run
 @given(st.integers(2, 8), st.integers(1, 3), st.integers(0, 10_000))
 def test_split_never_worse_than_any_baseline(N, M, seed):
     inst = random_instance(np.random.default_rng(seed), N, M)
