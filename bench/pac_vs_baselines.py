@@ -445,14 +445,9 @@ def main(argv=None) -> None:
     if args.merge:
         merge(args)
         return
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
+    from edgeft.quiet import quiet_libraries
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
+    quiet_libraries()
     if args.worker:
         result = run_variant(args.worker, args)
         Path(args.worker_out).write_text(json.dumps(result))

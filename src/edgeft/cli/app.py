@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from edgeft.errors import EdgeftError
+from edgeft.quiet import quiet_libraries
 
 app = typer.Typer(
     help="edgeft: fine-tune language models across edge devices and an edge server.",
@@ -35,20 +36,6 @@ def build_app() -> typer.Typer:
             importlib.import_module(name).register(app)
         _registered = True
     return app
-
-
-def quiet_libraries() -> None:
-    """Keep the terminal for edgeft's own progress: silence transformers' load reports and bars."""
-    import os
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 def main() -> None:

@@ -69,13 +69,13 @@ class QuantGrid:
             best = torch.full_like(scale, float("inf"))
             shrinks = 1 - torch.arange(int(self.maxshrink * self.grid), dtype=torch.float32) / self.grid
             chunk = max(1, (1 << 24) // max(w.numel(), 1))
+            rows = torch.arange(w.shape[0], device=w.device)
             for c0 in range(0, len(shrinks), chunk):
                 p = shrinks[c0:c0 + chunk, None]
                 s1, z1 = self._from_range(p * xmin, p * xmax)  # (k, rows)
                 err = (self.fake_quantize(w, s1[..., None], z1[..., None]) - w).abs_().pow_(self.norm).sum(-1)
                 e, k = err.min(0)
                 better = e < best
-                rows = torch.arange(w.shape[0])
                 best = torch.where(better, e, best)
                 scale = torch.where(better, s1[k, rows], scale)
                 zero = torch.where(better, z1[k, rows], zero)

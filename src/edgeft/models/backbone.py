@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -15,7 +15,7 @@ from edgeft.models.fetch import fetch
 from edgeft.models.sources import SOURCES
 
 HeadKind = Literal["causal_lm", "sequence_classification"]
-HEAD_KINDS = ("causal_lm", "sequence_classification")
+HEAD_KINDS = get_args(HeadKind)
 
 
 @dataclass(frozen=True)

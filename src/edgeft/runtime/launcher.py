@@ -52,7 +52,7 @@ class Supervisor:
         self.startup_grace_s = startup_grace_s
         self.stale_after_s = stale_after_s or max(5 * spec.heartbeat_s, 5.0)
         self.on_tick = on_tick
-        # (rank, global step[, "kill" | "stall"]): the worker of that rank kills or stops itself at that step
+        # (rank, global step, "kill" | "stall"): the worker of that rank kills or stops itself at that step
         self.inject: tuple | None = None
 
     def start(self) -> None:
@@ -69,8 +69,7 @@ class Supervisor:
                    "MASTER_ADDR": addr, "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(self.spec.threads),
                    "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
             if self.inject and self.inject[0] == rank:
-                kind = self.inject[2] if len(self.inject) > 2 else "kill"
-                env[faults.FAULT_ENV] = faults.fault_env(kind, self.inject[1])
+                env[faults.FAULT_ENV] = faults.fault_env(self.inject[2], self.inject[1])
             else:
                 env.pop(faults.FAULT_ENV, None)
             if self.netns:
@@ -194,7 +193,8 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
         netns = netns_factory(spec) if netns_factory else None
         sup = Supervisor(spec, path, netns, on_tick=on_tick)
         if inject and attempt == 0:
-            sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None), int(inject[1]))
+            sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None), int(inject[1]),
+                          "kill")
             if sup.inject[0] is None:
                 raise ConfigError(f"kill_device_at_step: no device named {inject[0]!r} in the plan")
         try:

@@ -32,12 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m edgeft.runtime.worker RUN_DIR/spec.json", file=sys.stderr)
         return 2
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-    from transformers.utils import logging as hf_logging
+    from edgeft.quiet import quiet_libraries
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    quiet_libraries()
+    import torch
 
     from edgeft.errors import EdgeftError
     from edgeft.runtime import faults
