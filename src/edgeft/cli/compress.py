@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         teacher: Optional[str] = typer.Option(None, help="distill: teacher model (usually the fine-tuned base)"),
         teacher_adapter: Optional[str] = typer.Option(None, help="distill: the teacher's adapter"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. "
-                                                              "act_order=true"),
+                                                              "act_order=false"),
         calib_task: Optional[str] = typer.Option(None, help="calibration data (default: the adapter's task, "
                                                             "else wikitext2)"),
         calib_samples: Optional[int] = None,
