@@ -22,7 +22,7 @@ def run(model, method, out, **kw):
 def test_gptq_step_is_stored_packed_and_measured(tiny_word_llama, tmp_path):
     res = run(tiny_word_llama, "gptq", tmp_path / "g", options={"bits": 4, "group_size": 32}, dtype="float32")
     inp, step = res["records"]
-    assert inp["step"] == "input" and step["label"] == "GPTQ 4-bit g32 act-order"
+    assert inp["step"] == "input" and step["label"] == "GPTQ 4-bit g32 act-order guided"  # the LM defaults
     assert step["size_bytes"] < 0.75 * inp["size_bytes"]  # the embedding (kept float32) dominates this tiny model
     assert step["wikitext2_ppl"] < 1.5 * inp["wikitext2_ppl"]
     assert step["extra"]["calibration"]["tokens"] == 4 * 64
@@ -106,3 +106,12 @@ def test_encoder_classifier_is_sparsified_with_its_task_data(tiny_bert, tmp_path
     assert step["nonzero_params"] <= 0.5 * step["extra"]["block_linear_weights"] + 1
     model, _, manifest = load_compressed(tmp_path / "b")
     assert manifest.head == "sequence_classification" and type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_gptq_on_a_classifier_is_unguided_unless_asked(tiny_bert, tmp_path):
+    """guided=None resolves per model: off for an encoder classifier; asking for it there is a clear error."""
+    kw = dict(calib_task="sst2", eval_task="none", eval_wikitext_windows=0, calib_seq_len=32)
+    res = run(tiny_bert, "gptq", tmp_path / "b", options={"bits": 8, "group_size": 32}, **kw)
+    assert res["records"][-1]["label"] == "GPTQ 8-bit g32 act-order"
+    with pytest.raises(ConfigError, match="guided=false"):
+        run(tiny_bert, "gptq", tmp_path / "c", options={"bits": 8, "group_size": 32, "guided": True}, **kw)

@@ -94,3 +94,19 @@ def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size:
         Q = Q[:, inv]
         codes = codes[:, inv]
     return GPTQResult(codes=codes, scales=scales, zeros=zeros, weight=Q, loss=float(losses.sum()))
+
+
+def gptq_by_row_groups(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int = 128, blocksize: int = 128,
+                       percdamp: float = 0.01, act_order: bool = False) -> GPTQResult:
+    """gptq_quantize with H (in, in), or with one Hessian per contiguous group of output rows (K, in, in).
+
+    Rows never interact in GPTQ, so each row group is quantised on its own with its own Hessian
+    (guided GPTQ weights each group's tokens by that group's output gradients) and the parts are stacked.
+    """
+    if H.dim() == 2:
+        return gptq_quantize(W, H, grid, group_size, blocksize, percdamp, act_order)
+    parts = [gptq_quantize(w, h, grid, group_size, blocksize, percdamp, act_order)
+             for w, h in zip(torch.tensor_split(W, H.shape[0], dim=0), H)]
+    return GPTQResult(codes=torch.cat([p.codes for p in parts]), scales=torch.cat([p.scales for p in parts]),
+                      zeros=torch.cat([p.zeros for p in parts]), weight=torch.cat([p.weight for p in parts]),
+                      loss=sum(p.loss for p in parts))

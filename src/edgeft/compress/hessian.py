@@ -11,25 +11,47 @@ import torch
 
 
 class HessianAccumulator:
-    """Sum of x xᵀ over the real (unpadded) token positions fed to one linear layer."""
+    """Sum of x xᵀ over the real (unpadded) token positions fed to one linear layer, optionally weighted.
+
+    Weights with a trailing group dimension (..., K) give K matrices, one per group of output rows
+    (guided GPTQ's channel groups): hessian() is then (K, columns, columns).
+    """
 
     def __init__(self, columns: int, device="cpu"):
+        self.columns, self.device = columns, device
         self.sum = torch.zeros(columns, columns, dtype=torch.float64, device=device)
         self.count = 0
 
-    def add(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> None:
-        """x: (..., columns) inputs; keep: bool mask over the leading dims (True = real token)."""
+    def add(self, x: torch.Tensor, keep: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> None:
+        """x: (..., columns) inputs; keep: bool mask over the leading dims (True = real token);
+        weight: per-position weights over the leading dims, optionally (..., K) (None = every token once)."""
         x = x.detach()
+        w = weight
         if keep is not None:
             x = x[keep]
+            w = None if w is None else w[keep]
         x = x.reshape(-1, x.shape[-1]).float()
-        self.sum += (x.T @ x).double()  # float32 products per batch (as the reference), float64 running sum
-        self.count += x.shape[0]
+        if w is None:
+            self.sum += (x.T @ x).double()  # float32 products per batch (as the reference), float64 running sum
+            self.count += x.shape[0]
+            return
+        w = w.reshape(x.shape[0], -1).float()  # (tokens, K)
+        if self.sum.dim() == 2 and w.shape[1] > 1:
+            self.sum = torch.zeros(w.shape[1], self.columns, self.columns, dtype=torch.float64, device=self.device)
+            self.count = torch.zeros(w.shape[1], dtype=torch.float64, device=self.device)
+        if self.sum.dim() == 2:
+            self.sum += (x.T @ (x * w)).double()
+            self.count += float(w.sum())
+        else:
+            self.sum += torch.einsum("tc,tk,td->kcd", x, w, x).double()
+            self.count += w.sum(0).double()
 
     def hessian(self) -> torch.Tensor:
-        if self.count == 0:
+        count = torch.as_tensor(self.count, dtype=torch.float64)
+        if bool((count == 0).any()):
             raise RuntimeError("no calibration tokens reached this layer")
-        return (2.0 / self.count * self.sum).float()
+        scale = 2.0 / count
+        return (scale[..., None, None] * self.sum if self.sum.dim() == 3 else scale * self.sum).float()
 
 
 def prepare_hessian(H: torch.Tensor, W: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -62,11 +62,13 @@ def block_linear_names(model: nn.Module, view, blocks: range | None = None) -> l
     return [f"{prefix}.{i}.{n}" for i in blocks for n in block_linears(view.blocks[i], include_packed=True)]
 
 
-def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches, device) -> dict:
+def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches, device,
+                     weights: Callable[[str, int], torch.Tensor] | None = None) -> dict:
     """Run block i on every calibration batch and accumulate each layer's input Hessian.
 
     Layers fed the very same tensor (q/k/v after the attention norm, gate/up after the MLP norm)
-    share one accumulator, so that matrix is computed once rather than once per layer.
+    share one accumulator, so that matrix is computed once rather than once per layer. With per-layer
+    token weights (weights(layer, batch index)) every layer has its own matrix.
     """
     accs: dict[str, HessianAccumulator] = {}
     alias: dict[str, str] = {}  # layer -> layer whose accumulator it shares (fixed on the first batch)
@@ -75,7 +77,7 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
     def hook_for(name):
         def hook(module, inputs):
             x = inputs[0]
-            if state["first"]:
+            if state["first"] and weights is None:
                 key = (x.data_ptr(), tuple(x.shape), x.stride())
                 if key in state["seen"]:
                     alias[name] = state["seen"][key][0]
@@ -85,13 +87,15 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
                 accs[name] = HessianAccumulator(module.in_features, device)
             if name in alias:
                 return
-            accs[name].add(x, state["mask"])
+            if name not in accs:
+                accs[name] = HessianAccumulator(module.in_features, device)
+            accs[name].add(x, state["mask"], None if weights is None else weights(name, state["k"]))
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in layers.items()]
     try:
-        for h, b in zip(hidden, batches):
-            state.update(mask=b["attention_mask"].bool(), seen={})
+        for k, (h, b) in enumerate(zip(hidden, batches)):
+            state.update(mask=b["attention_mask"].bool(), seen={}, k=k)
             view.run_blocks(h, i, i + 1, b["attention_mask"])
             state["first"] = False
     finally:
@@ -103,8 +107,13 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
 @torch.no_grad()
 def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequential: bool = False,
                        device: str | torch.device = "cpu", progress: Callable[[], None] | None = None,
-                       blocks: range | None = None) -> dict[str, dict]:
-    """Run `fn` on every linear layer of every block (or of `blocks`), in order; returns stats by name."""
+                       blocks: range | None = None, token_weights: dict[str, list[torch.Tensor]] | None = None
+                       ) -> dict[str, dict]:
+    """Run `fn` on every linear layer of every block (or of `blocks`), in order; returns stats by name.
+
+    token_weights: per layer (qualified name) and batch, a (batch, seq) weight for each token's share of
+    the Hessian (edgeft.compress.guidance); None counts every real token once.
+    """
     view = backbone.view
     model = backbone.model
     was_training = model.training
@@ -122,7 +131,9 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
             block = view.blocks[i]
             linears = block_linears(block)
             for group in linear_groups(block, view.family, true_sequential):
-                accs = _record_hessians(view, i, {n: linears[n] for n in group}, hidden, batches, device)
+                weights = None if token_weights is None else \
+                    (lambda n, k, i=i: token_weights[f"{prefix}.{i}.{n}"][k].to(device))
+                accs = _record_hessians(view, i, {n: linears[n] for n in group}, hidden, batches, device, weights)
                 for n in group:
                     name = f"{prefix}.{i}.{n}"
                     stats[name] = fn(name, linears[n], accs[n].hessian())

@@ -122,6 +122,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
 
     ctx = StepContext(task=task, seed=cfg.seed)
+    opts = step.resolve(src, opts)
     t1, c1 = time.perf_counter(), time.process_time()
     if step.needs_calibration:
         ctx.batches = calibration_batches(task, src.backbone.tokenizer, src.backbone.head, cfg.calib_samples,

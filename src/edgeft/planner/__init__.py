@@ -1,6 +1,7 @@
 """edgeft.planner: cluster spec, cost model and the allocation solvers (CRUNCH, dual ascent,
-fractional-programming split, hybrid-parallel DP). Pure numpy/scipy/cvxpy: no torch needed except
-for the profiler (edgeft.planner.profile)."""
+fractional-programming split, hybrid-parallel DP). Pure numpy/scipy; cvxpy only when the split solver
+runs (imported there, so the planner loads without it); no torch except for the profiler
+(edgeft.planner.profile)."""
 
 from edgeft.planner.arch import PRESETS, ModelArch, resolve_arch
 from edgeft.planner.build import STRATEGIES, make_plan

@@ -64,6 +64,7 @@ def _deft(cluster, arch, workload, table, num_blocks) -> Plan:
                 device=name, role="block-trainer", layers=list(inst.blocks[j]), server=cluster.servers[0].name,
                 bandwidth_share=float(sol.share[k]), rate_bps=float(sol.share[k] * inst.rate[k]),
                 work_flops=float(inst.work_flops[j]), send_bytes=float(inst.upload_bits[j] / 8),
+                recv_bytes=float(inst.download_bits / 8),
                 compute_s=per[k]["compute_s"], comm_s=per[k]["comm_s"], memory_bytes=float(inst.mem_need[j]),
                 energy_j=per[k]["energy_j"],
             ))
@@ -145,6 +146,7 @@ def _hybrid(cluster, arch, workload, table, samples) -> Plan:
             pass
     base["standalone (best device)"] = best_single
     predicted = {"time_s": hp.epoch_s, "time_unit": "epoch", "iteration_s": hp.iteration_s,
+                 "step_fixed_s": table.step_fixed_s,
                  "memory_bytes": {t.device: t.memory_bytes for t in tasks.values() if t.role != "idle"}}
     if hp.cached_epoch_s is not None:
         predicted["cached_epoch_s"] = hp.cached_epoch_s

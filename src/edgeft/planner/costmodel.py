@@ -26,6 +26,7 @@ class Workload:
     method: str = "lora"
     dtype_bytes: int = 4  # fp32 on CPU edge devices
     lora_rank: int = 8
+    lora_targets: tuple[str, ...] = ()  # PEFT module names LoRA wraps; () = PEFT's default (query, value)
     adapter_rank: int = 64  # PAC parallel-adapter width
     task_kind: str = "auto"  # 'causal_lm' | 'classification' | 'auto' (llama -> causal_lm, bert -> classification)
     num_labels: int = 2
@@ -57,10 +58,27 @@ def block_params(arch: ModelArch) -> tuple[int, int]:
     return mat + bias + 4 * h, mat
 
 
-def lora_params(arch: ModelArch, rank: int) -> int:
-    """LoRA on the query and value projections (PEFT's default targets for both families)."""
-    h, kv = arch.hidden_size, arch.kv_dim
-    return rank * (h + h) + rank * (h + kv)
+def lora_shapes(arch: ModelArch, targets: tuple[str, ...] = ()) -> list[tuple[int, int]]:
+    """(in, out) of every linear layer of one block that LoRA wraps, by PEFT module name (a BERT
+    'dense' matches the attention output, intermediate and output layers). () = query and value,
+    PEFT's default for both families; edgeft's lora method passes its own list (LORA_TARGETS)."""
+    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    if arch.family == "llama":
+        table = {"q_proj": [(h, h)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(h, h)],
+                 "gate_proj": [(h, inter)], "up_proj": [(h, inter)], "down_proj": [(inter, h)]}
+        default = ("q_proj", "v_proj")
+    else:
+        table = {"query": [(h, h)], "key": [(h, h)], "value": [(h, kv)], "dense": [(h, h), (h, inter), (inter, h)]}
+        default = ("query", "value")
+    unknown = [t for t in targets if t not in table]
+    if unknown:
+        raise ConfigError(f"LoRA targets {unknown} are not {arch.family} block layers the cost model knows: {sorted(table)}")
+    return [shape for t in (targets or default) for shape in table[t]]
+
+
+def lora_params(arch: ModelArch, rank: int, targets: tuple[str, ...] = ()) -> int:
+    """LoRA's A (in x r) and B (r x out) for every wrapped layer of one block."""
+    return sum(rank * (i + o) for i, o in lora_shapes(arch, targets))
 
 
 def adapter_params(arch: ModelArch, rank: int) -> int:
@@ -113,6 +131,14 @@ class CostTable:
     boundary_bytes: float  # the hidden state between two layers (what a pipeline or split sends)
     source: str = "analytic"
     notes: dict = field(default_factory=dict)
+    # Measured on the machine that runs the plan (runtime calibration); 0 = not measured, analytic only.
+    step_fixed_s: float = 0.0  # per optimizer step, outside the FLOPs above: collate, norm, optimizer update
+    cached_step_flops: float = 0.0  # PAC, per sample: a step on the activation cache (lookup, decode, adapters)
+    trainable_total: float = 0.0  # every trainable parameter of the built model (head included)
+
+    def all_trainable(self) -> float:
+        """Parameters the runtime keeps in sync (all-reduce, deft's broadcast): measured, else the layers' sum."""
+        return self.trainable_total or float(self.trainable.sum())
 
     @property
     def num_layers(self) -> int:
@@ -147,6 +173,7 @@ class CostTable:
             self.arch, wl, self.params, self.trainable, self.fwd * f, self.bwd_pass * f, self.bwd_train * f,
             self.act_saved * f, self.embed_params, self.head_params, self.embed_fwd * f, self.head_fwd * f,
             self.head_bwd * f, self.head_saved * f, self.boundary_bytes * f, self.source, dict(self.notes),
+            self.step_fixed_s, self.cached_step_flops, self.trainable_total,
         )
 
     @classmethod
@@ -172,7 +199,7 @@ def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
         bwd_tr = bwd_in + 2.0 * tokens * mat
     elif method == "lora":
         r = workload.lora_rank
-        trainable = lora_params(arch, r)
+        trainable = lora_params(arch, r, tuple(workload.lora_targets))
         lora_f = 2.0 * tokens * trainable  # the adapters' own matmuls
         fwd = fwd + lora_f
         bwd_in = bwd_in + lora_f
@@ -185,7 +212,8 @@ def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
         bwd_tr = 2.0 * ad_f
     saved = _saved_elems_per_token(arch, s, workload.attention) * tokens * dt
     if method == "lora":
-        saved += tokens * 2 * workload.lora_rank * dt  # the low-rank intermediates
+        wrapped = len(lora_shapes(arch, tuple(workload.lora_targets)))
+        saved += tokens * wrapped * workload.lora_rank * dt  # the low-rank intermediates
     if method == "pac":
         saved = tokens * (h + workload.adapter_rank * 2) * dt  # only the adapter's own activations
 

@@ -1,5 +1,8 @@
 """LoLa DEFT problem: devices train different parameter blocks at once; the round lasts as long as
-the slowest device's computation plus the upload of its block's update over its bandwidth share.
+the slowest device's computation plus its link time over its bandwidth share: the upload of its
+block's update, and the download of the server's broadcast of all trainables (the runtime shapes each
+device's downlink at the same rate x share as its uplink, so the broadcast is part of the cost the
+bandwidth allocation optimises).
 
 Depth j counts from the output: training the block at depth j needs backprop through the j-1
 blocks above it, so computation and memory grow with j. This module turns a cluster + cost table
@@ -39,6 +42,7 @@ class DeftInstance:
     mem_cap: np.ndarray  # K
     upload_bits: np.ndarray  # L: the block's update
     rate: np.ndarray  # K: bit/s with the whole band
+    download_bits: float = 0.0  # the server's broadcast each involved device receives per round
     blocks: list[tuple[int, int]] | None = None  # layer range of each depth
     work_flops: np.ndarray | None = None  # L
     tx_power: np.ndarray | None = None  # K, watts
@@ -64,6 +68,11 @@ class DeftInstance:
         return self.compute_s.shape[1]
 
     @property
+    def link_bits(self) -> np.ndarray:
+        """L: bits over the device's link per round for depth j (its upload + the broadcast)."""
+        return self.upload_bits + self.download_bits
+
+    @property
     def feasible(self) -> np.ndarray:
         return self.mem_need[None, :] <= self.mem_cap[:, None]
 
@@ -71,8 +80,8 @@ class DeftInstance:
         """K x L latency for bandwidth shares (share 0 with data to send = inf)."""
         share = np.asarray(share, float)
         with np.errstate(divide="ignore", invalid="ignore"):
-            comm = self.upload_bits[None, :] / (share[:, None] * self.rate[:, None])
-        comm = np.where(self.upload_bits[None, :] == 0, 0.0, comm)
+            comm = self.link_bits[None, :] / (share[:, None] * self.rate[:, None])
+        comm = np.where(self.link_bits[None, :] == 0, 0.0, comm)
         return np.where(self.feasible, self.compute_s + comm, np.inf)
 
     def check_feasible(self) -> None:
@@ -103,18 +112,25 @@ class DeftSolution:
         out = {}
         for j, k in enumerate(self.assign):
             comp = float(inst.compute_s[k, j])
-            comm = 0.0 if inst.upload_bits[j] == 0 else float(inst.upload_bits[j] / (self.share[k] * inst.rate[k]))
+            bps = self.share[k] * inst.rate[k]
+            up = 0.0 if inst.upload_bits[j] == 0 else float(inst.upload_bits[j] / bps)
+            down = 0.0 if inst.download_bits == 0 else float(inst.download_bits / bps)
             energy = None
             if inst.compute_power is not None and inst.tx_power is not None:
-                energy = float(inst.compute_power[k, j] * comp + inst.tx_power[k] * comm)
-            out[int(k)] = {"depth": j + 1, "compute_s": comp, "comm_s": comm, "energy_j": energy}
+                energy = float(inst.compute_power[k, j] * comp + inst.tx_power[k] * up)  # transmit power: uplink
+            out[int(k)] = {"depth": j + 1, "compute_s": comp, "comm_s": up + down, "up_s": up, "down_s": down,
+                           "energy_j": energy}
         return out
 
 
 def build_deft_instance(
-    cluster: ClusterSpec, table: CostTable, num_blocks: int | None = None, local_steps: int = 1
+    cluster: ClusterSpec, table: CostTable, num_blocks: int | None = None, local_steps: int = 1,
+    broadcast: bool = True,
 ) -> DeftInstance:
-    """Computation c_j = forward of the whole model + backward from the head down to block j."""
+    """Computation c_j = forward of the whole model + backward from the head down to block j.
+
+    broadcast: each round ends with the server sending every device all trainables (what the runtime
+    does); False gives the paper's upload-only model."""
     L_layers = table.num_layers
     K = len(cluster.devices)
     G = num_blocks or min(L_layers, K)
@@ -146,6 +162,7 @@ def build_deft_instance(
         mem_need=np.array(mem),
         mem_cap=np.array([d.memory_gb * 2**30 for d in cluster.devices]),
         upload_bits=np.array(up),
+        download_bits=table.all_trainable() * table.workload.dtype_bytes * 8 if broadcast else 0.0,
         rate=np.array([cluster.full_band_rate(d) for d in cluster.devices]),
         blocks=blocks,
         work_flops=work,

@@ -5,7 +5,8 @@ s serves stage s in data parallel, its micro-batch split in proportion to the me
 dp[s][j][i] = least bottleneck stage time with the first j layers on the first i devices in s
 stages; the 1F1B iteration time is then simulated for each (stages, micro-batches) candidate under
 each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s). PAC's cached
-epochs are planned as a second phase: adapters only, pure data parallel over every device.
+epochs are planned as a second phase: adapters only, data parallel over the run's devices. A step
+also pays `table.step_fixed_s` (measured host work outside the FLOPs: collate, optimizer update).
 """
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ def simulate_1f1b(fwd: list[float], bwd: list[float], comm: list[float], M: int)
     return float(free.max()), events
 
 
+def whole_rows(n: int, shares) -> np.ndarray:
+    """Rows per device when n rows are split by shares into whole rows (largest remainder, ties to the
+    first), as the runtime splits a micro-batch among a stage's devices (strategies.hybrid.share_rows)."""
+    raw = n * np.asarray(shares, float) / np.sum(shares)
+    rows = np.floor(raw)
+    rows[np.argsort(-(raw - rows), kind="stable")[: int(round(n - rows.sum()))]] += 1
+    return rows
+
+
+def busiest_rows(B: int, M: int, shares, rates) -> float:
+    """Mean over a step's M micro-batches (sizes as the runtime cuts the batch) of the slowest member's
+    rows / FLOP rate: a stage's time per micro-batch is the per-sample work times this. With few rows
+    per device it is more than the ideal B/M/sum(rates): 2 rows over 4 devices leave two idle."""
+    sizes = [B // M + (1 if i < B % M else 0) for i in range(M)]
+    return float(np.mean([np.max(whole_rows(m, shares) / rates) for m in sizes]))
+
+
 def _order_candidates(cluster: ClusterSpec) -> dict[str, list[int]]:
     rate = np.array([d.compute.rate() for d in cluster.devices])
     mem = np.array([d.memory_gb for d in cluster.devices])
@@ -139,6 +157,7 @@ def plan_hybrid(
             if M > B:
                 continue
             mb = B / M
+            slowest: dict = {}
 
             def cost(j0, j1, i0, i1, remaining):
                 """Stage of layers [j0, j1) on ordered devices [i0, i1), with `remaining` stages from it to the end."""
@@ -147,8 +166,10 @@ def plan_hybrid(
                 share = rate[grp] / r
                 extra_f = (table.embed_fwd / B if j0 == 0 else 0.0) + (table.head_fwd / B if j1 == L else 0.0)
                 extra_b = table.head_bwd / B if j1 == L else 0.0
-                f = (cum_f[j1] - cum_f[j0] + extra_f) * mb / r
-                b = (cum_b[j1] - cum_b[j0] + extra_b) * mb / r
+                if (i0, i1) not in slowest:
+                    slowest[(i0, i1)] = busiest_rows(B, M, share, rate[grp])
+                f = (cum_f[j1] - cum_f[j0] + extra_f) * slowest[(i0, i1)]
+                b = (cum_b[j1] - cum_b[j0] + extra_b) * slowest[(i0, i1)]
                 weights = (cum_p[j1] - cum_p[j0]) * dt + (table.embed_params * dt if j0 == 0 else 0) + (
                     table.head_params * dt if j1 == L else 0)
                 state = table.trainable_state_bytes(cum_t[j1] - cum_t[j0])
@@ -199,9 +220,9 @@ def plan_hybrid(
                     j, i = j1, i1
                 it_s, events = simulate_1f1b([st.fwd_s for st in stages], [st.bwd_s for st in stages],
                                              [st.comm_s for st in stages], M)
-                it_s += max(st.allreduce_s for st in stages)
+                it_s += max(st.allreduce_s for st in stages) + table.step_fixed_s
                 plan = HybridPlan(stages, M, it_s, it_s * iters, [int(x) for x in order], events)
-                if best is None or plan.epoch_s < best.epoch_s:
+                if best is None or plan.epoch_s < best.epoch_s * (1 - 1e-9):  # a tie keeps fewer micro-batches
                     best = plan
     if best is None:
         need = table.weight_bytes / 2**30
@@ -210,15 +231,15 @@ def plan_hybrid(
             f"{cap_all.max() / 2**30:.2f} GiB). Tried: {reasons[:3]}. Lower the batch, use lora/pac, or add devices"
         )
     if pac:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel
-        ad_work = table.bwd_train.sum() * 1.5 / B  # per sample
-        by_speed = np.argsort(-rate_all, kind="stable")
-        for n in range(1, K + 1):  # the fastest n devices; slow links can make fewer devices better
-            use = by_speed[:n]
-            r = rate_all[use].sum()
-            ar = 2 * (n - 1) / n * table.trainable.sum() * dt * 8 / link_all[use].min() if n > 1 else 0.0
-            epoch = (ad_work * B / r + ar) * iters
-            if best.cached_epoch_s is None or epoch < best.cached_epoch_s:
-                shares = np.zeros(K)
-                shares[use] = rate_all[use] / r
-                best.cached_epoch_s, best.cached_shares = float(epoch), shares.tolist()
+        # per sample; a measured cached step (lookup, decode, adapters: calibration) replaces the count
+        ad_work = table.cached_step_flops or table.bwd_train.sum() * 1.5 / B
+        # Every device of the run all-reduces all trainables each step (the runtime keeps their copies
+        # identical), also one that holds no cached samples; the cache goes to them by speed.
+        use = np.array(sorted({d for st in best.stages for d in st.devices}))
+        n, r = len(use), rate_all[use].sum()
+        ar = 2 * (n - 1) / n * table.all_trainable() * dt * 8 / link_all[use].min() if n > 1 else 0.0
+        shares = np.zeros(K)
+        shares[use] = rate_all[use] / r
+        best.cached_epoch_s = float((ad_work * B / r + ar + table.step_fixed_s) * iters)
+        best.cached_shares = shares.tolist()
     return best

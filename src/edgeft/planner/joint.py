@@ -1,6 +1,8 @@
 """Joint bandwidth-and-block allocation for DEFT, and its baselines.
 
-min T  s.t.  x_kj (a_kj + S_j / (rho_k r_k)) <= T,  sum_k rho_k <= 1,  x a matching.
+min T  s.t.  x_kj (a_kj + S_j / (rho_k r_k)) <= T,  sum_k rho_k <= 1,  x a matching,
+where S_j = the block's upload + the server's broadcast (DeftInstance.link_bits: both cross the
+device's link at rho_k r_k in the runtime).
 `dual_ascent` relaxes the per-device latency constraints with multipliers lambda (on the simplex,
 since T is free); the Lagrangian then splits into a block subproblem (a weighted assignment solved
 by Hungarian among the pairs CRUNCH keeps under its threshold) and a bandwidth subproblem with the
@@ -58,7 +60,7 @@ def evaluate(inst: DeftInstance, assign: np.ndarray, name: str = "plan", share: 
     if not np.all(inst.feasible[assign, cols]):
         return DeftSolution(name, float("inf"), assign, np.zeros(inst.K))
     if share is None:
-        T, sh = exact_bandwidth(a, inst.upload_bits, inst.rate[assign])
+        T, sh = exact_bandwidth(a, inst.link_bits, inst.rate[assign])
         full = np.zeros(inst.K)
         full[assign] = sh
         return DeftSolution(name, T, assign, full)
@@ -111,7 +113,7 @@ def dual_ascent(
         z = np.zeros(K, bool)
         z[x] = True
         s_k = np.zeros(K)
-        s_k[x] = inst.upload_bits
+        s_k[x] = inst.link_bits
         w = np.sqrt(np.maximum(lam, 1e-12) * s_k / inst.rate) * z
         share_dual = w / w.sum() if w.sum() > 0 else z / z.sum()
         # primal recovery: alternate CRUNCH and exact bandwidth from the exact shares of x
@@ -143,7 +145,7 @@ def dual_ascent(
 def min_band(inst: DeftInstance, T: float) -> tuple[float, np.ndarray]:
     """Least total band share any matching needs to finish within T (Hungarian on the need)."""
     a = np.where(inst.feasible, inst.compute_s, np.inf)
-    S = inst.upload_bits[None, :]
+    S = inst.link_bits[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         need = S / (inst.rate[:, None] * (T - a))
     ok = (a < T) | ((S == 0) & (a <= T))
@@ -173,7 +175,7 @@ def exact_joint(inst: DeftInstance, rel_tol: float = 1e-10) -> DeftSolution:
     """Optimal makespan by bisection on T with a min-band assignment (exact for this model)."""
     inst.check_feasible()
     a = np.where(inst.feasible, inst.compute_s, np.inf)
-    S = inst.upload_bits
+    S = inst.link_bits
 
     lo = crunch(a).makespan  # no band needed below the compute-only optimum
     start = evaluate(inst, crunch(inst.latency(np.full(inst.K, 1.0 / inst.L))).assign)

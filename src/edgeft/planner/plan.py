@@ -30,6 +30,7 @@ class DeviceTask:
     split_layer: int | None = None  # split: alpha, the device trains layers [0, alpha)
     work_flops: float = 0.0  # per round / per iteration, this device
     send_bytes: float = 0.0  # per round / per iteration
+    recv_bytes: float = 0.0  # per round over the same shaped link (deft: the server's broadcast)
     compute_s: float = 0.0
     comm_s: float = 0.0
     memory_bytes: float = 0.0
@@ -104,8 +105,9 @@ def predict_time(plan: Plan, device_flops: dict[str, float] | None = None, link_
         return t.compute_s
 
     def comm(t: DeviceTask) -> float:
-        if t.device in link_bps and t.send_bytes:
-            return t.send_bytes * 8 / (link_bps[t.device] * max(t.bandwidth_share, 1e-12) if t.bandwidth_share else link_bps[t.device])
+        if t.device in link_bps and (t.send_bytes or t.recv_bytes):
+            bps = link_bps[t.device] * max(t.bandwidth_share, 1e-12) if t.bandwidth_share else link_bps[t.device]
+            return (t.send_bytes + t.recv_bytes) * 8 / bps
         return t.comm_s
 
     active = [t for t in plan.tasks if t.role != "idle"]
@@ -124,7 +126,7 @@ def predict_time(plan: Plan, device_flops: dict[str, float] | None = None, link_
             bwd.append(st["bwd_s"] * scale)
             cm.append(st["comm_s"])
         it_s, _ = simulate_1f1b(fwd, bwd, cm, plan.micro_batches)
-        it_s += max(st["allreduce_s"] for st in plan.stages)
+        it_s += max(st["allreduce_s"] for st in plan.stages) + plan.predicted.get("step_fixed_s", 0.0)
         return it_s * plan.workload["iterations"]
     raise PlanError(f"unknown strategy {plan.strategy!r}")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cvxpy as cp
 import numpy as np
 from scipy.optimize import linprog
 
@@ -24,6 +23,16 @@ SOLVER = "CLARABEL"
 # few iterations ('InsufficientProgress', a step of 0) even on the scaled problem: 12 of 3746 solves
 # on 120 random instances (2-100 users, 1-10 servers); 0 of 3799 at 0.9, with the same objectives.
 SOLVER_OPTS: dict = {"max_step_fraction": 0.9}
+
+
+def _cvxpy():
+    """cvxpy, imported only when a split problem is solved: the rest of the planner (and the runtime on
+    machines without cvxpy, e.g. the GPU image) must import without it."""
+    try:
+        import cvxpy
+    except ImportError as err:
+        raise PlanError(f"the split solver needs cvxpy ({err}): pip install cvxpy") from None
+    return cvxpy
 
 
 @dataclass
@@ -115,6 +124,7 @@ class _ResourceProblem:
     """
 
     def __init__(self, inst: SplitInstance, server: np.ndarray, fixed_alpha: bool = False):
+        cp = self._cp = _cvxpy()
         N, U, s = inst.N, inst.s.layers, inst.s
         self.fixed_alpha = fixed_alpha
         self.inst, self.server = inst, np.asarray(server, int)
@@ -206,7 +216,7 @@ class _ResourceProblem:
         self.solves += 1
         try:
             self.problem.solve(solver=SOLVER, **SOLVER_OPTS)
-        except cp.error.SolverError:
+        except self._cp.error.SolverError:
             self.failures += 1
             return None
         if self.problem.status not in ("optimal", "optimal_inaccurate") or self.xf.value is None:

@@ -1,9 +1,17 @@
 """Measured calibration of this host: effective FLOP/s of the real training step, single thread.
 
 Emulated devices are slowed down relative to the host by (host FLOP/s) / (device FLOP/s). "Host
-FLOP/s" is measured on the actual model, method and batch shape (the cost model's FLOPs for the
-step divided by the measured CPU time), not on a synthetic matmul, so that the emulated device
-spends FLOPs/device-rate on this workload, which is what the planner predicts. Cached per shape.
+FLOP/s" is measured on the actual model, method and the shapes a device runs in this run (its rows of
+the run's own batches, padded as the runtime pads them), not on a synthetic matmul nor on a few short
+samples, so that the emulated device spends FLOPs/device-rate on this workload, which is what the
+planner predicts. Two per-step costs the FLOP count does not describe are measured too:
+- `step_fixed_s`: host work of a step outside the emulated compute sections (collating the batch,
+  the gradient-norm reduction, the optimizer update); the runtime does not stretch it.
+- `trainable_params`: the built model's trainables (what the runtime all-reduces or broadcasts).
+- `cached_step_flops`: for PAC, a step on the activation cache (cache lookup + int8 decode + the
+  adapters), as effective FLOPs per sample (CPU time x host FLOP/s): the emulator stretches it by the
+  slowdown like any compute, so the planner divides it by the device's rate like FLOPs.
+Cached per shape.
 """
 
 from __future__ import annotations
@@ -11,11 +19,16 @@ from __future__ import annotations
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from edgeft.paths import edgeft_home
+
+
+VERSION = 3  # of what measure() returns: entries cached by another version are measured again
 
 
 def step_flops(table) -> float:
@@ -23,13 +36,82 @@ def step_flops(table) -> float:
     return float(table.embed_fwd + table.fwd.sum() + table.head_fwd + table.head_bwd + table.bwd_train.sum())
 
 
+@dataclass
+class Bench:
+    """What calibrate() times; built lazily (loading the model is the slow part) only on a cache miss."""
+
+    model: torch.nn.Module
+    loss_fn: Callable
+    batches: list[dict]  # one device's rows of the run's batches, without sample ids (no activation cache)
+    collate: Callable[[], dict]  # what every rank collates per step (the whole batch)
+    cached_batches: list[dict] | None = None  # PAC: rows with sample ids, for steps on the activation cache
+
+
 def _cache_file() -> Path:
     return edgeft_home() / "runtime-calibration.json"
 
 
-def calibrate(ctx_build, key: dict, flops_fn, repeats: int = 3, use_cache: bool = True) -> dict:
-    """ctx_build() -> (model, batch, loss_fn); flops_fn(batch) -> FLOPs of one step on that batch."""
-    key = {**key, "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+def _cpu_of(fn, repeats: int) -> float:
+    c0 = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - c0) / repeats
+
+
+def _train(model, loss_fn, batch) -> None:
+    loss_fn(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+
+
+def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
+    """The measurements themselves (one thread): see the module doc."""
+    model, loss_fn = bench.model, bench.loss_fn
+    _train(model, loss_fn, bench.batches[0])  # warm-up
+    cpu, flops, wall0 = 0.0, 0.0, time.perf_counter()
+    for _ in range(repeats):
+        for b in bench.batches:
+            cpu += _cpu_of(lambda: _train(model, loss_fn, b), 1)
+            flops += flops_fn(b)
+    n = repeats * len(bench.batches)
+    host_flops = flops / cpu
+    out = {"host_flops": host_flops, "step_cpu_s": cpu / n, "step_wall_s": (time.perf_counter() - wall0) / n,
+           "step_flops": flops / n, "rows": int(bench.batches[0]["input_ids"].shape[0]),
+           "seq_len": sum(int(b["input_ids"].shape[1]) for b in bench.batches) / len(bench.batches)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    out["trainable_params"] = sum(p.numel() for p in params)  # what every step all-reduces / deft broadcasts
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    loss_fn(model, bench.batches[0]).backward()
+
+    def fixed():  # as a runtime step outside its compute sections: collate, norm, update, zero
+        bench.collate()
+        sq = torch.zeros(1, dtype=torch.float64)
+        for p in params:
+            if p.grad is not None:
+                sq += p.grad.detach().double().pow(2).sum()
+        opt.step()
+        for p in params:
+            p.grad = torch.zeros_like(p)
+
+    fixed()  # AdamW creates its state on the first step
+    out["step_fixed_s"] = _cpu_of(fixed, repeats)
+    model.zero_grad(set_to_none=True)
+    if bench.cached_batches:
+        cbs = bench.cached_batches
+        for cb in cbs:
+            loss_fn(model, cb)  # fills the activation cache for these samples
+        _train(model, loss_fn, cbs[0])
+        # each pass reads every sample once, as a cached epoch does
+        cached_cpu = _cpu_of(lambda: [_train(model, loss_fn, cb) for cb in cbs], repeats) / len(cbs)
+        rows = int(cbs[0]["input_ids"].shape[0])
+        out.update(cached_step_cpu_s=cached_cpu, cached_rows=rows, cached_step_flops=cached_cpu * host_flops / rows)
+    return out
+
+
+def calibrate(bench_build: Callable[[], Bench], key: dict, flops_fn, repeats: int = 3,
+              use_cache: bool = True) -> dict:
+    """bench_build() -> Bench; flops_fn(batch) -> the cost model's FLOPs of one step on that batch."""
+    key = {**key, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+           "version": VERSION}
     tag = json.dumps(key, sort_keys=True)
     f = _cache_file()
     known = json.loads(f.read_text()) if f.is_file() else {}
@@ -38,20 +120,9 @@ def calibrate(ctx_build, key: dict, flops_fn, repeats: int = 3, use_cache: bool 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model, batch, loss_fn = ctx_build()
-        loss_fn(model, batch).backward()  # warm-up
-        model.zero_grad(set_to_none=True)
-        c0, w0 = time.process_time(), time.perf_counter()
-        for _ in range(repeats):
-            loss_fn(model, batch).backward()
-            model.zero_grad(set_to_none=True)
-        cpu = (time.process_time() - c0) / repeats
-        wall = (time.perf_counter() - w0) / repeats
+        out = {**measure(bench_build(), flops_fn, repeats), "key": key}
     finally:
         torch.set_num_threads(threads)
-    flops = flops_fn(batch)
-    out = {"host_flops": flops / cpu, "step_cpu_s": cpu, "step_wall_s": wall, "step_flops": flops,
-           "rows": int(batch["input_ids"].shape[0]), "seq_len": int(batch["input_ids"].shape[1]), "key": key}
     known[tag] = out
     f.parent.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(known, indent=2))

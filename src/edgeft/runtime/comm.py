@@ -72,21 +72,35 @@ class Comm:
             self.flush()
 
     def recv(self, src: int) -> dict[str, torch.Tensor]:
-        n_t = torch.empty(1, dtype=torch.int64, device=self.g.device)
-        dist.recv(n_t, src)
-        head_t = torch.empty(int(n_t.item()), dtype=torch.uint8, device=self.g.device)
-        dist.recv(head_t, src)
-        head = json.loads(bytes(head_t.cpu().tolist()).decode())
+        return self.recv_all([src])[src]
+
+    def recv_all(self, srcs: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+        """One message from each of srcs, received side by side. A gloo p2p message moves only once its
+        receive is posted, so receiving the senders one after another would make their uploads take
+        turns on links the plan has them share at once."""
+        dev = self.g.device
+
+        def post(bufs: dict) -> None:
+            for w in [dist.irecv(t, s) for s, ts in bufs.items() for t in ts]:
+                w.wait()
+
+        n_t = {s: [torch.empty(1, dtype=torch.int64, device=dev)] for s in srcs}
+        post(n_t)
+        head_t = {s: [torch.empty(int(n_t[s][0].item()), dtype=torch.uint8, device=dev)] for s in srcs}
+        post(head_t)
+        heads = {s: json.loads(bytes(head_t[s][0].cpu().tolist()).decode()) for s in srcs}
+        data = {s: [torch.empty(shape, dtype=DTYPES[dtype], device=dev) for shape, dtype in zip(h["s"], h["d"])]
+                for s, h in heads.items()}
+        post(data)
         out = {}
-        for name, shape, dtype in zip(head["k"], head["s"], head["d"]):
-            t = torch.empty(shape, dtype=DTYPES[dtype], device=self.g.device)
-            dist.recv(t, src)
-            out[name] = t
-        size = sum(nbytes(t) for t in out.values())
-        self.ledger.received += size
-        self.ledger.from_peer[src] += size
-        if self.links and head["a"]:
-            self.ledger.comm_wait_s += self.links.wait_until(head["a"])
+        for s in srcs:
+            out[s] = dict(zip(heads[s]["k"], data[s]))
+            size = sum(nbytes(t) for t in data[s])
+            self.ledger.received += size
+            self.ledger.from_peer[s] += size
+        arrive = max(h["a"] for h in heads.values())
+        if self.links and arrive:
+            self.ledger.comm_wait_s += self.links.wait_until(arrive)
         return out
 
     def flush(self) -> None:
@@ -95,16 +109,13 @@ class Comm:
         self._pending.clear()
 
     # -- collectives --------------------------------------------------------------------------------
-    def _emulate_collective(self, ranks: list[int], size: int, pg, src: int | None = None) -> None:
-        """Everyone leaves the collective when the last starter's data would have crossed the links."""
+    def _emulate_collective(self, ranks: list[int], size: int, pg) -> None:
+        """Everyone leaves the all-reduce when the last starter's data would have crossed the links."""
         if not self.links or len(ranks) < 2:
             return
         t = torch.tensor([self.links.clock()], dtype=torch.float64, device=self.g.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=pg)
-        if src is None:
-            span = self.links.ring_allreduce_time(ranks, size)
-        else:  # a broadcast: the source sends to every receiver, each over its own downlink
-            span = max(self.links.transmit_time(src, r, size) for r in ranks if r != src)
+        span = self.links.ring_allreduce_time(ranks, size)
         self.ledger.comm_wait_s += self.links.wait_until(float(t.item()) + span)
 
     def all_reduce_(self, tensors: list[torch.Tensor], ranks: list[int], pg=None, average: bool = False) -> None:
@@ -125,16 +136,20 @@ class Comm:
             t.copy_(flat[i:i + n].view_as(t))
             i += n
 
-    def broadcast_(self, tensors: list[torch.Tensor], src: int, ranks: list[int], pg=None) -> None:
-        if len(ranks) < 2 or not tensors:
+    def star_broadcast_(self, tensors: list[torch.Tensor], src: int, dsts: list[int]) -> None:
+        """src sends the tensors to each of dsts itself, as an edge server does over each device's
+        downlink (all at once); a collective broadcast (gloo: a binomial tree) would relay through
+        devices' uplinks instead."""
+        if not tensors:
             return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        self._emulate_collective(ranks, nbytes(flat), pg, src=src)
-        dist.broadcast(flat, src, group=pg)
         if self.g.rank == src:
-            self.ledger.collective += nbytes(flat) * (len(ranks) - 1)
-        else:
-            self.ledger.collective_in += nbytes(flat)
+            flat = torch.cat([t.reshape(-1) for t in tensors])
+            for d in dsts:
+                self.send({"flat": flat}, d)
+            return
+        if self.g.rank not in dsts:
+            return
+        flat = self.recv(src)["flat"]
         i = 0
         for t in tensors:
             n = t.numel()

@@ -10,8 +10,11 @@ Link: each device has an uplink and a downlink (the cluster's rate x its bandwid
 one-way latency. Two ways to impose them (see docs/runtime.md):
 - `tc`: Linux traffic control (tbf) on veth pairs in network namespaces (netns.py) shapes the bytes
   in the kernel; this kernel has no netem, so latency is still added here, at the receiver;
-- `shaper`: this module models each uplink as a FIFO queue and delays delivery at the receiver to
+- `shaper`: this module models each link as a FIFO queue and delays delivery at the receiver to
   `start + bytes/bandwidth + latency` (same clock on one host); senders never block, like a NIC.
+  The queue is the path's bottleneck: the sender's uplink, or, when the receiver's downlink is
+  slower (the server's unshaped uplink to a device), that downlink, so the server's messages to
+  different devices cross their downlinks at the same time, as in tc mode.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class DeviceEmulator:
     device: str = "cpu"
     compute_s: float = 0.0  # emulated compute time so far
     host_cpu_s: float = 0.0  # what the host itself spent
+    sections: list = field(default_factory=list)  # (host CPU s, emulated s) of the first sections, for diagnosis
     _memory: PeakMemory | None = None
 
     def start(self) -> "DeviceEmulator":
@@ -61,6 +65,8 @@ class DeviceEmulator:
             time.sleep(target - wall)
         self.host_cpu_s += base
         self.compute_s += max(target, wall)
+        if len(self.sections) < 256:
+            self.sections.append((round(base, 5), round(max(target, wall), 5)))
 
     def peak_mb(self) -> float:
         return self._memory.peak_mb() if self._memory else 0.0
@@ -92,7 +98,7 @@ class LinkModel:
     links: dict[int, LinkSpecRT]
     shape_bandwidth: bool = True  # False in tc mode: the kernel already enforces the rates
     clock: callable = time.time
-    _free_at: float = 0.0  # when this rank's uplink finishes what is queued on it
+    _free_at: dict = field(default_factory=dict)  # bottleneck link ("up" or ("down", dst)) -> free again at
     _delay_total: float = field(default=0.0)
 
     def path(self, src: int, dst: int) -> tuple[float, float]:
@@ -108,10 +114,12 @@ class LinkModel:
     def departure(self, src: int, dst: int, nbytes: int) -> float:
         """Queue a message on src's uplink; returns the time it arrives at dst."""
         bw, lat = self.path(src, dst)
+        up = self.links.get(src, LinkSpecRT()).up_bps
+        key = "up" if (up > 0 and up <= bw) or bw == 0 else ("down", dst)
         now = self.clock()
-        start = max(now, self._free_at)
+        start = max(now, self._free_at.get(key, 0.0))
         ser = nbytes * 8 / bw if (bw > 0 and self.shape_bandwidth) else 0.0
-        self._free_at = start + ser
+        self._free_at[key] = start + ser
         return start + ser + lat
 
     def wait_until(self, t_arrive: float) -> float:

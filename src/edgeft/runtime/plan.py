@@ -42,9 +42,14 @@ def cost_method(method: str) -> str:
 
 def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_options: dict,
                task_kind: str = "auto", num_labels: int = 2) -> CostTable:
+    targets = ()
+    if method == "lora":  # the layers edgeft's lora method really wraps (sizes the uploads and broadcasts)
+        from edgeft.methods.peft_methods import LORA_TARGETS
+
+        targets = tuple(method_options.get("target_modules") or LORA_TARGETS[arch.family])
     wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), method=cost_method(method),
                   lora_rank=int(method_options.get("r", 8)), adapter_rank=int(method_options.get("rank", 64)),
-                  task_kind=task_kind, num_labels=num_labels)
+                  lora_targets=targets, task_kind=task_kind, num_labels=num_labels)
     return analytic_costs(arch, wl)
 
 
@@ -72,13 +77,25 @@ def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
     return cluster.model_copy(update={"devices": [d for d in cluster.devices if d.name in names]})
 
 
+def _ring_allreduce_s(cluster: ClusterSpec, nbytes: float) -> float:
+    """Ring all-reduce among the devices over the star (the runtime's LinkModel): 2(K-1) steps of
+    nbytes/K through the slowest link, each paying both ends' latency."""
+    K = len(cluster.devices)
+    if K < 2 or nbytes <= 0:
+        return 0.0
+    bps = min(cluster.full_band_rate(d) for d in cluster.devices)
+    lat = 2 * max(d.link.latency_ms for d in cluster.devices) / 1000
+    return 2 * (K - 1) * (nbytes / K * 8 / bps + lat)
+
+
 # -- split ------------------------------------------------------------------------------------------
 def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | None = None) -> RuntimePlan:
     """One cut for every device (their device-side adapters are averaged, so they must match).
 
     Per step, device k runs embed + blocks[:cut] on its share of the batch (rows by compute rate
     would change the batch split; we split rows evenly, as the runtime does), uploads the cut
-    activations, the server runs the rest and returns the activation gradient. The cut that
+    activations, the server runs the rest and returns the activation gradient; then the devices
+    all-reduce the gradients of their side's trainables (a ring over their links). The cut that
     minimises the predicted step time is chosen unless one is given.
     """
     L, K = table.num_layers, len(cluster.devices)
@@ -103,10 +120,13 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
                             "down_s": bits / link + lat, "memory_bytes": float(mem),
                             "fits": mem <= d.memory_gb * 2**30})
         srv = (table.fwd[c:].sum() + table.bwd_train[c:].sum() + table.head_fwd + table.head_bwd) / srate
+        ring = _ring_allreduce_s(cluster, table.update_bytes(0, c))
         step = max(p["compute_s"] * (2 / 3) + p["up_s"] for p in per_dev) + srv + \
-            max(p["down_s"] + p["compute_s"] / 3 for p in per_dev)
+            max(p["down_s"] + p["compute_s"] / 3 for p in per_dev) + ring
         if all(p["fits"] for p in per_dev) and (best is None or step < best[1]):
             best = (c, step, per_dev, srv)
+        for p in per_dev:
+            p["allreduce_s"] = ring
     if best is None:
         raise PlanError(f"no split cut fits every device's memory in cluster {cluster.name}: lower the batch or "
                         "sequence length, or give the devices more memory_gb")
@@ -136,8 +156,8 @@ def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: in
         ranks.append(_device_rank(cluster, d, float(sol.share[k])))
         depth = per_dev[k]["depth"]
         blocks[len(ranks) - 1] = list(inst.blocks[depth - 1])
-    # the server broadcasts the new trainables to every device after each round (the planner's
-    # round time counts uploads only; the runtime also measures the broadcast)
+    # each device's round = compute + its upload + the server's broadcast of all trainables, both at
+    # its rate x share (the runtime shapes up- and downlink alike); the dual ascent optimises that
     return RuntimePlan("deft", ranks, {"server": 0, "devices": list(range(1, len(ranks))), "blocks": blocks},
                        {"step_s": sol.makespan, "epoch_s": sol.makespan * steps,
                         "later_epoch_s": sol.makespan * steps,
@@ -176,6 +196,35 @@ def plan_hybrid(cluster: ClusterSpec, table: CostTable, samples: int, steps: int
                                     "shares": s.shares, "fwd_s": s.fwd_s, "bwd_s": s.bwd_s, "comm_s": s.comm_s,
                                     "allreduce_s": s.allreduce_s, "memory_bytes": s.memory} for s in hp.stages],
                         "cached_shares": hp.cached_shares})
+
+
+def emulated_cluster(cluster: ClusterSpec, host_flops: float) -> ClusterSpec:
+    """The cluster as the emulation really runs it: a device or server faster than this host runs at
+    the host's speed (its slowdown is clamped to 1, emulation.slowdown_for)."""
+    def cap(x):
+        return x.model_copy(update={"compute": type(x.compute)(flops=min(x.compute.rate(), host_flops))})
+
+    return cluster.model_copy(update={"devices": [cap(d) for d in cluster.devices],
+                                      "servers": [cap(s) for s in cluster.servers]})
+
+
+def repredict(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict | None:
+    """Predicted times of the same placement (cut, blocks and shares) on another cluster, e.g. the
+    emulated one. None for hybrid: it has no server, and time_scale=auto keeps its devices slower
+    than the host, so there the two clusters are the same."""
+    if plan.strategy == "split":
+        q = plan_split(cluster, table, steps, plan.layout["cut"]).predicted
+        return {k: q[k] for k in ("step_s", "epoch_s", "later_epoch_s", "server_compute_s")}
+    if plan.strategy == "deft":
+        from edgeft.planner.deft import build_deft_instance
+
+        inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
+        names = [d.name for d in cluster.devices]
+        assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
+        share = np.array([plan.planner["share"][n] for n in names])
+        T = float(inst.latency(share)[assign, np.arange(inst.L)].max())
+        return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
+    return None
 
 
 def make_plan(strategy: str, cluster: ClusterSpec, table: CostTable, samples: int, steps: int,

@@ -20,16 +20,21 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     plan = summary["plan"]
     spec = summary["spec"]
     results = _results(run_dir)
-    final = [r for r in results.values() if r["attempt"] == spec.attempt]
+    ranks = {r.name for r in spec.ranks}  # a reused run directory may hold other ranks' old results
+    final = [r for r in results.values() if r["attempt"] == spec.attempt and r["name"] in ranks]
     lead = max(final, key=lambda r: len(r["losses"]))  # the rank that saw the loss
     events = run.events()
     lost = [e for e in events if e["event"] == "device_lost"]
-    pred_first, pred_later = plan.predicted.get("epoch_s"), plan.predicted.get("later_epoch_s")
+    # Measured times are compared with the prediction for the cluster as emulated (ranks faster than
+    # this host run at its speed); the plan's own figure for the real cluster is kept beside it.
+    emu = plan.predicted.get("emulated") or plan.predicted
     epochs = []
     for k, (ep, t) in enumerate(zip(lead["epochs_done"], lead["epoch_times_s"])):
-        pred = pred_first if ep == 0 else pred_later
+        key = "epoch_s" if ep == 0 else "later_epoch_s"
+        pred = emu.get(key)
         partial = spec.resume and k == 0
-        epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "partial": partial,
+        epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "plan_s": plan.predicted.get(key),
+                       "partial": partial,
                        "error": (t - pred) / pred if pred and not partial else None,
                        "samples_per_s": steps * cfg.train.batch_size / t if not partial else None})
     per_device = []

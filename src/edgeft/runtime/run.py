@@ -6,6 +6,7 @@ device and link emulation) -> supervise and recover -> report measured beside pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -83,13 +84,22 @@ def _workload(cfg: LaunchConfig):
     return task, head, feat, feats, arch, batches, sum(widths) / len(widths)
 
 
-def _rows_per_device(cfg: LaunchConfig, n_devices: int) -> int:
+def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, planmod) -> tuple[int, int | None]:
+    """(rows one device computes at a time, rows of its PAC cached step or None), as this run's plan
+    will have them: hybrid asks the planner (on the undilated cluster: dilation scales every time
+    alike, so it picks the same micro-batches and shares)."""
     B = cfg.train.batch_size
-    if cfg.strategy == "hybrid":
-        return max(1, B // (cfg.train.micro_batches or 1))
     if cfg.strategy == "split":
-        return max(1, B // n_devices)
-    return B
+        return max(1, math.ceil(B / len(cluster.devices))), None
+    if cfg.strategy != "hybrid":
+        return B, None
+    p = planmod.make_plan("hybrid", cluster, table, samples, steps, cfg.train.micro_batches)
+    share = max(x for st in p.layout["stages"] for x in st["shares"])
+    rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
+    cached = p.planner.get("cached_shares")
+    if cfg.method != "pac" or not cached or cfg.method_options.get("cache") == "off":
+        return rows, None
+    return rows, max(1, round(B * max(cached)))
 
 
 def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
@@ -119,11 +129,13 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
     # -- this host, measured -------------------------------------------------------------------------
     host = None
     if cfg.emulate_compute:
-        rows = _rows_per_device(cfg, len(cluster.devices))
-        host = _calibrate(cfg, task, head, feat, feats, arch, rows, kind, cal, planmod)
+        rows = _device_shapes(cfg, cluster, table, len(feats), steps, planmod)
+        host = _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal)
         run.event("calibration", **{k: v for k, v in host.items() if k != "key"})
         say(f"host calibration: {host['host_flops'] / 1e9:.2f} GFLOP/s effective on this workload "
             f"(one thread{', cached' if host['cached'] else ''})")
+        table = dataclasses.replace(table, step_fixed_s=host["step_fixed_s"], trainable_total=host["trainable_params"],
+                                    cached_step_flops=host.get("cached_step_flops", 0.0))
 
     scale = 1.0
     if cfg.time_scale == "auto":
@@ -160,6 +172,10 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
             return planmod.RuntimePlan(**given_plan)
         p = planmod.make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
+        again = planmod.repredict(p, emu, table, steps) if emu != sub else None
+        if again:  # some rank is faster than this host: predict what the emulation can really run
+            p.predicted["emulated"] = again
         if cfg.strategy == "hybrid" and cfg.method == "pac" and p.planner.get("cached_shares"):
             names = [d.name for d in sub.devices]
             by_name = dict(zip(names, p.planner["cached_shares"]))
@@ -201,22 +217,29 @@ def dilate(cluster, scale: float):
     return cluster.model_copy(update={"devices": devices, "servers": servers})
 
 
-def _calibrate(cfg, task, head, feat, feats, arch, rows, kind, cal, planmod):
+def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
+    """Times this run's own first batches at one device's rows (see calibrate.py)."""
     from edgeft.methods import get_method
     from edgeft.models import load_backbone
+    from edgeft.runtime import plan as planmod
+    from edgeft.runtime.strategies.common import slice_rows
     from edgeft.train.recipe import make_loss_fn
+
+    rows, cached_rows = rows
+    batches = batches[:4]
 
     def build():
         bb = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
                            problem_type="regression" if task.kind == "regression" else None)
         opts = dict(cfg.method_options)
-        if cfg.method == "pac":
-            opts["cache"] = "off"  # measure the backbone pass too, as epoch 1 runs it
+        if cfg.method == "pac":  # the backbone pass is timed without sample ids, the cached step with them
+            opts["cache"] = "memory" if cached_rows else "off"
         model = get_method(cfg.method, opts).prepare(bb, task)
         model.train()
-        batch = feat.collate(feats[:rows])
-        batch.pop("ids", None)
-        return model, batch, make_loss_fn(feat)
+        full = [feat.collate([feats[i] for i in b]) for b in batches]
+        dev = [{k: v for k, v in slice_rows(fb, 0, rows).items() if k != "ids"} for fb in full]
+        cached = [slice_rows(fb, 0, cached_rows) for fb in full] if cached_rows else None
+        return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached)
 
     def flops(batch):
         t = planmod.make_table(arch, cfg.method, int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1]),
@@ -224,5 +247,7 @@ def _calibrate(cfg, task, head, feat, feats, arch, rows, kind, cal, planmod):
         return cal.step_flops(t)
 
     key = {"model": cfg.model, "method": cfg.method, "options": cfg.method_options, "task": task.name,
-           "rows": rows, "max_length": cfg.task.get("max_length")}
+           "rows": rows, "cached_rows": cached_rows, "batch_size": cfg.train.batch_size,
+           "max_length": cfg.task.get("max_length"), "batches": [len(b) for b in batches],
+           "widths": [max(len(feats[i]["input_ids"]) for i in b) for b in batches]}
     return cal.calibrate(build, key, flops)

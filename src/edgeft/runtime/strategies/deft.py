@@ -4,14 +4,17 @@ Every round, all devices run the forward pass of the whole model on the round's 
 backward that stops at their own block (nothing below it trains, so autograd stops there: the
 deeper the block, the more it costs, which is what CRUNCH exploits). Each device takes its local
 optimizer step(s) on its block and uploads the new values over its link (its bandwidth share from
-the plan shapes that uplink); the server writes them into the global model and broadcasts the
-trainables back. Blocks are disjoint, so with one local step the round equals one single-device
-step on the same batch (the global gradient norm for clipping is all-reduced as one scalar).
+the plan shapes that uplink); the server writes them into the global model and sends all trainables
+back to every device over its downlink (same share), the round's last transfer. Blocks are
+disjoint, so with one local step the round equals one single-device step on the same batch (the
+global gradient norm for clipping is all-reduced as one scalar).
 Trainables outside the blocks go with the end block they touch: embeddings with the first block,
 the final norm and head with the last.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -59,30 +62,36 @@ def run(ctx) -> dict:
     opt, sched = C.make_optimizer(ctx, list(mine.values()), total) if not is_server else (None, None)
     objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
     local_steps = ctx.spec.train.local_steps
-    world = [server] + devices
 
     def step(epoch, idx, global_step):
         batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
         loss_v = torch.zeros(1, device=ctx.group.device)
         if is_server:
-            for d in devices:
-                got = ctx.comm.recv(d)
+            for got in ctx.comm.recv_all(devices).values():  # the uploads share the band at once
                 loss_v = got.pop("__loss__")
                 with torch.no_grad():
                     for n, t in got.items():
                         named[n].copy_(t)
+            received = time.time()
         else:
+            t = [time.perf_counter()]
             for _ in range(local_steps):
                 with ctx.emu.compute():
                     loss, _, _ = forward(model, batch, objective, label_ids)
                     loss.backward()
+                t.append(time.perf_counter())
                 C.clip_global(ctx, list(mine.values()), devices, dev_pg)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+            t.append(time.perf_counter())
             ctx.comm.send({**{n: p.detach() for n, p in mine.items()},
                            "__loss__": loss.detach().reshape(1)}, server)
-        flat = [named[n].data for n in all_train]
-        ctx.comm.broadcast_(flat, server, world)
+        ctx.comm.star_broadcast_([named[n].data for n in all_train], server, devices)
+        if is_server:  # where a round went: the uploads are in at `received`; devices log the rest
+            ctx.log("round", step=global_step, received=received)
+        else:
+            ctx.log("round", step=global_step, compute_s=t[-2] - t[0], sync_s=t[-1] - t[-2],
+                    link_s=time.perf_counter() - t[-1])
         return float(loss_v) if is_server else None
 
     def epoch_end(epoch):

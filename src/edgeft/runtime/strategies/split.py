@@ -60,7 +60,8 @@ def run(ctx) -> dict:
         batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
         rows = C.split_rows(len(idx), len(devices))
         if is_server:
-            parts = [ctx.comm.recv(d)["hidden"] for d in devices]
+            got = ctx.comm.recv_all(devices)  # the devices' uploads share the band at once
+            parts = [got[d]["hidden"] for d in devices]
             with ctx.emu.compute():
                 hidden = torch.cat(parts).requires_grad_(True)
                 loss, _, _ = forward(C.HiddenModel(view, cut, hidden), batch, objective, label_ids)

@@ -1,0 +1,81 @@
+"""The runtime's side of prediction: what calibration measures, the split step's device all-reduce,
+and the prediction for the cluster as emulated (ranks faster than the host run at its speed)."""
+
+import pytest
+import torch
+
+from edgeft.planner.arch import PRESETS
+from edgeft.planner.cluster import parse_cluster
+from edgeft.runtime import calibrate as cal
+from edgeft.runtime.plan import emulated_cluster, make_plan, make_table, plan_split, repredict
+
+
+def _cluster(server_flops=1.5e13, latency_ms=0.0):
+    return parse_cluster({"name": "t", "devices": [
+        {"name": f"p{i}", "compute": {"flops": 5e9}, "memory_gb": 8,
+         "link": {"rate_mbps": 40 + 20 * i, "latency_ms": latency_ms}} for i in range(2)],
+        "servers": [{"name": "edge", "compute": {"flops": server_flops}, "memory_gb": 80, "band_mhz": 20}]})
+
+
+def _bench(cached: bool):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 2))
+
+    def loss_fn(m, batch):
+        return m(batch["input_ids"]).mean(1).logsumexp(-1).mean()
+
+    batches = [{"input_ids": torch.randint(0, 50, (4, w))} for w in (6, 10)]
+    return cal.Bench(model, loss_fn, batches, lambda: {"x": torch.zeros(8, 10)},
+                     [{"input_ids": torch.randint(0, 50, (8, w))} for w in (6, 7)] if cached else None)
+
+
+def test_calibration_measures_the_run_shapes_and_the_step_costs():
+    out = cal.measure(_bench(cached=True), lambda b: 1e6 * b["input_ids"].numel(), repeats=2)
+    assert out["rows"] == 4 and out["seq_len"] == 8  # the given batches' rows and mean padded width
+    assert out["step_flops"] == pytest.approx(1e6 * 4 * 8)
+    assert out["host_flops"] == pytest.approx(out["step_flops"] / out["step_cpu_s"])
+    assert out["step_fixed_s"] > 0
+    assert out["cached_rows"] == 8
+    assert out["cached_step_flops"] == pytest.approx(out["cached_step_cpu_s"] * out["host_flops"] / 8)
+    assert "cached_step_flops" not in cal.measure(_bench(cached=False), lambda b: 1e6, repeats=1)
+
+
+def test_split_step_includes_the_devices_all_reduce():
+    table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
+    cl = _cluster(latency_ms=3.0)
+    p = plan_split(cl, table, steps=4, cut=2)
+    ring = p.predicted["per_device"][0]["allreduce_s"]
+    nbytes = table.update_bytes(0, 2)
+    assert ring == pytest.approx(2 * (nbytes / 2 * 8 / 40e6 + 2 * 0.003))
+    per = p.predicted["per_device"]
+    assert p.predicted["step_s"] == pytest.approx(
+        max(d["compute_s"] * 2 / 3 + d["up_s"] for d in per) + p.predicted["server_compute_s"]
+        + max(d["down_s"] + d["compute_s"] / 3 for d in per) + ring)
+
+
+def test_prediction_for_the_emulated_cluster_caps_ranks_at_the_host():
+    table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
+    cl, host = _cluster(), 20e9
+    emu = emulated_cluster(cl, host)
+    assert [d.compute.rate() for d in emu.devices] == [5e9, 5e9]  # slower than the host: unchanged
+    assert emu.servers[0].compute.rate() == host  # the GPU-class server runs at the host's speed
+    p = make_plan("split", cl, table, samples=32, steps=4)
+    again = repredict(p, emu, table, 4)
+    srv = p.predicted["server_compute_s"]
+    assert again["server_compute_s"] == pytest.approx(srv * 1.5e13 / host)
+    assert again["epoch_s"] - p.predicted["epoch_s"] == pytest.approx(4 * (again["server_compute_s"] - srv))
+    d = make_plan("deft", cl, table, samples=32, steps=4)
+    assert repredict(d, emu, table, 4)["epoch_s"] == pytest.approx(d.predicted["epoch_s"])  # no server compute
+    assert repredict(make_plan("hybrid", cl, table, samples=32, steps=4), emu, table, 4) is None
+
+
+def test_shaper_sends_the_servers_messages_down_each_link_at_once():
+    from edgeft.runtime.emulation import LinkModel, LinkSpecRT
+
+    clock = [0.0]
+    lm = LinkModel({0: LinkSpecRT(0.0, 0.0, 0.0), 1: LinkSpecRT(8e6, 8e6, 0.0), 2: LinkSpecRT(16e6, 16e6, 0.0)},
+                   clock=lambda: clock[0])
+    assert lm.departure(0, 1, 1_000_000) == pytest.approx(1.0)  # 1 MB down device 1's 8 Mbit/s
+    assert lm.departure(0, 2, 1_000_000) == pytest.approx(0.5)  # not queued behind it: another downlink
+    assert lm.departure(0, 1, 1_000_000) == pytest.approx(2.0)  # the same downlink queues
+    assert lm.departure(1, 0, 1_000_000) == pytest.approx(1.0)  # a device's uplink is its own queue
