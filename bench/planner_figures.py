@@ -138,8 +138,13 @@ def deft(res):
     cases = [("home-lab.yaml", "smollm2-135m", "lora"), ("home-lab.yaml", "smollm2-135m", "full"),
              ("classroom-deft.yaml", "roberta-base", "lora"), ("classroom-deft.yaml", "roberta-base", "full")]
     out = {}
+    from edgeft.methods.peft_methods import LORA_TARGETS
+
     for cl, model, method in cases:
-        plan = make_plan(load_cluster(CL / cl), resolve_arch(model), Workload(method=method, batch=8, seq_len=128), "deft")
+        arch = resolve_arch(model)
+        targets = tuple(LORA_TARGETS[arch.family]) if method == "lora" else ()  # the layers edgeft's lora wraps
+        plan = make_plan(load_cluster(CL / cl), arch, Workload(method=method, batch=8, seq_len=128, lora_targets=targets),
+                         "deft")
         out[f"{cl.removesuffix('.yaml')}/{model}/{method}"] = {"dual-ascent": plan.predicted["time_s"], **plan.baselines,
                                                                "solver_s": plan.solver["runtime_s"]}
     res["deft"] = out

@@ -1,5 +1,6 @@
 """Plans end to end: JSON round trip, predict_time, hybrid DP and 1F1B, costs, the CLI."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,11 @@ def test_cli_plan_writes_json_and_pngs(tmp_path):
     assert (tmp_path / "plan.json").is_file() and (tmp_path / "placement.png").stat().st_size > 1000
     bad = CliRunner().invoke(app, ["plan", "--cluster", str(tmp_path / "nope.yaml"), "--model", "minilm-l6"])
     assert bad.exit_code != 0 and "not found" in str(bad.exception)
+    # `edgeft plan` sizes LoRA as `edgeft launch` does (the layers edgeft's lora wraps, not PEFT's q/v default)
+    from edgeft.methods.peft_methods import LORA_TARGETS
+
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert tuple(saved["workload"]["lora_targets"]) == tuple(LORA_TARGETS["bert"])
+    arch, spec = resolve_arch("minilm-l6"), load_cluster(HOME)
+    qv_only = make_plan(spec, arch, Workload(batch=8, seq_len=128, method="lora"), "deft")
+    assert saved["predicted"]["time_s"] != pytest.approx(qv_only.predicted["time_s"], rel=1e-3)

@@ -31,15 +31,17 @@ def register(app: typer.Typer) -> None:
         no_plots: bool = typer.Option(False, "--no-plots"),
     ) -> None:
         """Solve a placement, write plan.json, print it and draw placement.png / timeline.png."""
-        from edgeft.planner import Workload, analytic_costs, load_cluster, make_plan, resolve_arch
+        from edgeft.planner import load_cluster, make_plan, resolve_arch
         from edgeft.planner.plot import plot_placement, plot_timeline
         from edgeft.planner.render import print_plan
         from edgeft.planner.split_model import SplitSettings
 
         spec = load_cluster(cluster)
         arch = resolve_arch(model)
-        wl = Workload(batch=batch, seq_len=seq_len, method=method)
-        table = analytic_costs(arch, wl)
+        from edgeft.runtime.plan import make_table
+
+        table = make_table(arch, method, batch, seq_len, {})  # as `edgeft launch` plans: lora's real targets
+        wl = table.workload
         if profile is not None:
             from edgeft.planner.profile import load_profile, profile_to_table
 
