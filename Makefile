@@ -27,10 +27,13 @@ $(TEST_STAMP): $(STAMP)
 
 install: $(STAMP)
 
-# The main job on an embedded default: fine-tune a real model on a real task, dev metric before/after.
+# The main job on an embedded default: four emulated phones fine-tune SmolLM2-135M together on SST-2
+# (hybrid PAC: a pipeline epoch over the frozen backbone that fills the activation cache, then epochs
+# on the cache), printing the plan, progress, measured vs predicted time per epoch and dev accuracy.
 run: install
-	$(VENV)/bin/edgeft finetune --model minilm-l6 --task sst2 --method lora \
-		--train-samples 2000 --epochs 2 --out runs/make-run
+	$(VENV)/bin/edgeft launch --cluster examples/clusters/four-phones.yaml --model smollm2-135m --task sst2 \
+		--method pac --strategy hybrid --epochs 3 --train-samples 64 --dev-samples 64 --batch-size 8 \
+		--max-length 64 --out runs/make-run
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q
