@@ -35,11 +35,10 @@ def register(app: typer.Typer) -> None:
         from edgeft.planner.plot import plot_placement, plot_timeline
         from edgeft.planner.render import print_plan
         from edgeft.planner.split_model import SplitSettings
+        from edgeft.runtime.plan import make_table
 
         spec = load_cluster(cluster)
         arch = resolve_arch(model)
-        from edgeft.runtime.plan import make_table
-
         table = make_table(arch, method, batch, seq_len, {})  # as `edgeft launch` plans: lora's real targets
         wl = table.workload
         if profile is not None:

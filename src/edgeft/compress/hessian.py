@@ -14,12 +14,13 @@ class HessianAccumulator:
     """Sum of x xᵀ over the real (unpadded) token positions fed to one linear layer, optionally weighted.
 
     Weights with a trailing group dimension (..., K) give K matrices, one per group of output rows
-    (guided GPTQ's channel groups): hessian() is then (K, columns, columns).
+    (guided GPTQ's channel groups): hessian() is then (K, columns, columns). The sum is allocated by
+    the first add, which fixes K.
     """
 
     def __init__(self, columns: int, device="cpu"):
         self.columns, self.device = columns, device
-        self.sum = torch.zeros(columns, columns, dtype=torch.float64, device=device)
+        self.sum: torch.Tensor | None = None
         self.count = 0
 
     def add(self, x: torch.Tensor, keep: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> None:
@@ -32,23 +33,22 @@ class HessianAccumulator:
             w = None if w is None else w[keep]
         x = x.reshape(-1, x.shape[-1]).float()
         if w is None:
-            self.sum += (x.T @ x).double()  # float32 products per batch (as the reference), float64 running sum
-            self.count += x.shape[0]
-            return
-        w = w.reshape(x.shape[0], -1).float()  # (tokens, K)
-        if self.sum.dim() == 2 and w.shape[1] > 1:
-            self.sum = torch.zeros(w.shape[1], self.columns, self.columns, dtype=torch.float64, device=self.device)
-            self.count = torch.zeros(w.shape[1], dtype=torch.float64, device=self.device)
-        if self.sum.dim() == 2:
-            self.sum += (x.T @ (x * w)).double()
-            self.count += float(w.sum())
+            term, n = x.T @ x, x.shape[0]  # float32 products per batch (as the reference), float64 running sum
         else:
-            self.sum += torch.einsum("tc,tk,td->kcd", x, w, x).double()
-            self.count += w.sum(0).double()
+            w = w.reshape(x.shape[0], -1).float()  # (tokens, K)
+            if w.shape[1] == 1:
+                term, n = x.T @ (x * w), float(w.sum())
+            else:
+                term, n = torch.einsum("tc,tk,td->kcd", x, w, x), w.sum(0).double()
+        if self.sum is None:
+            groups = term.shape[:-2]  # () or (K,)
+            self.sum = torch.zeros(*groups, self.columns, self.columns, dtype=torch.float64, device=self.device)
+        self.sum += term.double()
+        self.count = self.count + n
 
     def hessian(self) -> torch.Tensor:
         count = torch.as_tensor(self.count, dtype=torch.float64)
-        if bool((count == 0).any()):
+        if self.sum is None or bool((count == 0).any()):
             raise RuntimeError("no calibration tokens reached this layer")
         scale = 2.0 / count
         return (scale[..., None, None] * self.sum if self.sum.dim() == 3 else scale * self.sum).float()

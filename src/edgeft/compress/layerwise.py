@@ -84,7 +84,6 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
                     return
                 # keep x referenced until the pass ends, so no later tensor can reuse its memory address
                 state["seen"][key] = (name, x)
-                accs[name] = HessianAccumulator(module.in_features, device)
             if name in alias:
                 return
             if name not in accs:

@@ -87,6 +87,14 @@ def adapter_params(arch: ModelArch, rank: int) -> int:
     return 2 * h * rank + rank + h
 
 
+def ring_allreduce_s(nbytes: float, n: int, bps: float, latency_s: float = 0.0) -> float:
+    """Ring all-reduce of nbytes among n peers: 2(n-1) steps of nbytes/n through the slowest link
+    (bps), each also paying latency_s. The runtime's links do the same (emulation.LinkModel)."""
+    if n < 2 or nbytes <= 0:
+        return 0.0
+    return 2 * (n - 1) * (nbytes / n * 8 / bps + latency_s)
+
+
 def _saved_elems_per_token(arch: ModelArch, seq: int, attention: str) -> float:
     """Elements autograd keeps per token of one block for its backward (our count of HF's modules)."""
     h, kv, inter, heads = arch.hidden_size, arch.kv_dim, arch.intermediate_size, arch.num_heads

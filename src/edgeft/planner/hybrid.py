@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeft.errors import PlanError
 from edgeft.planner.cluster import ClusterSpec
-from edgeft.planner.costmodel import CostTable
+from edgeft.planner.costmodel import CostTable, ring_allreduce_s
 
 
 @dataclass
@@ -100,7 +100,7 @@ def simulate_1f1b(fwd: list[float], bwd: list[float], comm: list[float], M: int)
 
 def whole_rows(n: int, shares) -> np.ndarray:
     """Rows per device when n rows are split by shares into whole rows (largest remainder, ties to the
-    first), as the runtime splits a micro-batch among a stage's devices (strategies.hybrid.share_rows)."""
+    first); the runtime splits a micro-batch among a stage's devices with it (strategies.hybrid.share_rows)."""
     raw = n * np.asarray(shares, float) / np.sum(shares)
     rows = np.floor(raw)
     rows[np.argsort(-(raw - rows), kind="stable")[: int(round(n - rows.sum()))]] += 1
@@ -183,7 +183,7 @@ def plan_hybrid(
                     bw = min(link[grp].min(), link[i1:].min() if i1 < K else np.inf)
                     comm = (table.boundary_bytes / B) * mb * 8 * (1 if pac else 2) / bw
                 n = i1 - i0
-                ar = 2 * (n - 1) / n * (cum_t[j1] - cum_t[j0]) * dt * 8 / link[grp].min() if n > 1 else 0.0
+                ar = ring_allreduce_s((cum_t[j1] - cum_t[j0]) * dt, n, link[grp].min())
                 return f, b, comm, ar, list(mem), list(share)
 
             # dp from the output side: best[r][j][i] = least bottleneck when layers [j, L) run on
@@ -237,7 +237,7 @@ def plan_hybrid(
         # identical), also one that holds no cached samples; the cache goes to them by speed.
         use = np.array(sorted({d for st in best.stages for d in st.devices}))
         n, r = len(use), rate_all[use].sum()
-        ar = 2 * (n - 1) / n * table.all_trainable() * dt * 8 / link_all[use].min() if n > 1 else 0.0
+        ar = ring_allreduce_s(table.all_trainable() * dt, n, link_all[use].min())
         shares = np.zeros(K)
         shares[use] = rate_all[use] / r
         best.cached_epoch_s = float((ad_work * B / r + ar + table.step_fixed_s) * iters)

@@ -15,7 +15,7 @@ import numpy as np
 from edgeft.errors import ConfigError, PlanError
 from edgeft.planner.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
-from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
+from edgeft.planner.costmodel import CostTable, Workload, analytic_costs, ring_allreduce_s
 
 
 @dataclass
@@ -78,14 +78,11 @@ def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
 
 
 def _ring_allreduce_s(cluster: ClusterSpec, nbytes: float) -> float:
-    """Ring all-reduce among the devices over the star (the runtime's LinkModel): 2(K-1) steps of
-    nbytes/K through the slowest link, each paying both ends' latency."""
-    K = len(cluster.devices)
-    if K < 2 or nbytes <= 0:
-        return 0.0
+    """Ring all-reduce among the devices over the star (the runtime's LinkModel): through the slowest
+    link, each step paying both ends' latency."""
     bps = min(cluster.full_band_rate(d) for d in cluster.devices)
     lat = 2 * max(d.link.latency_ms for d in cluster.devices) / 1000
-    return 2 * (K - 1) * (nbytes / K * 8 / bps + lat)
+    return ring_allreduce_s(nbytes, len(cluster.devices), bps, lat)
 
 
 # -- split ------------------------------------------------------------------------------------------

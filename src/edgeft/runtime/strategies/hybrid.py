@@ -28,19 +28,17 @@ from types import SimpleNamespace
 
 import torch
 
+from edgeft.planner.hybrid import whole_rows
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
 from edgeft.train.objective import forward
 
 
 def share_rows(n: int, shares: list[float]) -> list[tuple[int, int]]:
-    """Split n rows by shares (largest remainder), contiguous, in replica order."""
-    raw = [n * s / sum(shares) for s in shares]
-    sizes = [int(math.floor(x)) for x in raw]
-    for i in sorted(range(len(raw)), key=lambda i: raw[i] - sizes[i], reverse=True)[: n - sum(sizes)]:
-        sizes[i] += 1
+    """Split n rows by shares, contiguous, in replica order; the sizes are the planner's whole_rows
+    (largest remainder), so the rows a plan counts per device are the rows each one gets."""
     out, start = [], 0
-    for s in sizes:
+    for s in whole_rows(n, shares).astype(int).tolist():
         out.append((start, start + s))
         start += s
     return out
