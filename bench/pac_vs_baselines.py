@@ -180,14 +180,15 @@ def run_variant(variant: str, args) -> dict:
     train_feats, dev_feats = featurizer.encode(task.train), featurizer.encode(task.dev)
     method_name, options, lr = method_of(variant, args)
     method = get_method(method_name, options)
-    model = method.prepare(backbone, task).to(device)
+    model = method.place(method.prepare(backbone, task), device)
     trainable, total = parameter_counts(model)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
                       device=str(device), seed=args.seed, log_every=10**9)
-    # One untimed forward through the backbone for every variant, so CUDA/cuBLAS start-up is in nobody's epoch 1.
+    # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
+    # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
     with torch.no_grad():
         warm = featurizer.collate(train_feats[:args.batch_size])
-        backbone.model(input_ids=warm["input_ids"].to(device), attention_mask=warm["attention_mask"].to(device))
+        model(input_ids=warm["input_ids"].to(device), attention_mask=warm["attention_mask"].to(device))
     if device.type == "cuda":
         torch.cuda.synchronize()
         baseline_mb = torch.cuda.memory_allocated(device) / 2**20
@@ -196,7 +197,7 @@ def run_variant(variant: str, args) -> dict:
 
     meter = PeakMemory(device)
     epoch_peaks, evals, eval_times, calls, offloaded = [], [], [], [], []
-    state = {"epoch": 0, "calls": 0}
+    state = {"epoch": 0, "calls": getattr(model, "backbone_calls", 0)}  # the warm-up pass is nobody's epoch
 
     def eval_fn(m):
         state["epoch"] += 1
@@ -236,6 +237,10 @@ def run_variant(variant: str, args) -> dict:
         out["backbone_calls_per_epoch"] = calls  # training passes only (evaluation excluded)
         out["backbone_offloaded_at_epoch_end"] = offloaded
         out["taps"] = list(model.taps)
+        out["fill"] = model.fill
+        out["backbone_kept_on_host"] = model._host is not None
+        if model._host is not None:
+            out["backbone_bytes_lent_gb"] = model._host.bytes_lent / 1e9  # host -> GPU traffic, evaluation included
         out["positions"] = model.positions
         if model.cache is not None:
             out["cache"] = model.cache.describe()

@@ -9,7 +9,9 @@ from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import CacheError, ConfigError, ModelError
 from edgeft.methods import get_method
+from edgeft.methods.pac.model import _feature_hash
 from edgeft.methods.pac.side_network import ParallelAdapters
+from edgeft.methods.pac.streaming import chunks_by_memory
 from edgeft.methods.pac.taps import parse_taps
 from edgeft.models import load_backbone
 from edgeft.testing import make_tiny_model
@@ -58,18 +60,76 @@ CASES = [("llama", "causal_lm", "sst2"), ("bert", "sequence_classification", "ss
          ("llama", "causal_lm", "shakespeare"), ("bert", "sequence_classification", "stsb")]
 
 
+@pytest.mark.parametrize("fill", ["stream", "batch"])
 @pytest.mark.parametrize("family,head,task", CASES)
-def test_epochs_after_the_first_never_enter_the_backbone(family, head, task, tiny_llama, tiny_bert):
+def test_epochs_after_the_first_never_enter_the_backbone(family, head, task, fill, tiny_llama, tiny_bert):
     path = tiny_llama if family == "llama" else tiny_bert
-    t, bb, feat, method, model = setup(path, head, {"taps": "every:2"}, task=task, max_length=16)
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "fill": fill, "stream_batch": 5},
+                                       task=task, max_length=16)
     per_epoch, result = train(model, method, feat, t, epochs=3)
     assert per_epoch[0] > 0, "epoch 1 must run the backbone to fill the cache"
     assert per_epoch[1:] == [0, 0]
     stats = model.cache.stats
     n = len(feat.encode(t.train))
-    assert stats.writes == n and stats.hits == 2 * n and stats.misses == n
+    if fill == "stream":  # filled before epoch 1's first batch: every training batch reads the cache
+        assert stats.writes == n and stats.hits == 3 * n and stats.misses == 0
+        assert model.backbone_calls == -(-n // 5)  # one pass per micro-batch of 5
+    else:
+        assert stats.writes == n and stats.hits == 2 * n and stats.misses == n
     k = len(result.losses) // 3
     assert sum(result.losses[-k:]) < sum(result.losses[:k]), "the side network learns from cached activations"
+
+
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_streamed_fill_stores_what_the_per_batch_pass_computes(family, head, task, tiny_llama, tiny_bert):
+    """Block-by-block over length-sorted micro-batches and tiny chunks = the one-batch backbone pass."""
+    path = tiny_llama if family == "llama" else tiny_bert
+    entries = {}
+    for fill in ("stream", "batch"):
+        t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "cache_dtype": "fp32", "fill": fill,
+                                                        "stream_batch": 3, "stream_mb": 1e-3}, task=task)
+        feats = feat.encode(t.train)
+        if fill == "stream":
+            assert model.fill_cache(feats, feat.collate) == len(feats)
+            assert model.fill_cache(feats, feat.collate) == 0, "a filled cache is not filled again"
+        else:
+            with torch.no_grad():
+                for k in range(0, len(feats), 8):
+                    b = feat.collate(feats[k:k + 8])
+                    model.tapped(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), b["ids"])
+        entries[fill] = {str(f["id"]): model.cache.lookup([str(f["id"])], [_feature_hash(f)])[0] for f in feats}
+    for sid, (payload, rows) in entries["batch"].items():
+        other, other_rows = entries["stream"][sid]
+        assert rows == other_rows and payload.nbytes == other.nbytes
+        assert torch.allclose(torch.from_numpy(payload.view("float32")), torch.from_numpy(other.view("float32")),
+                              atol=1e-5, rtol=1e-4)
+
+
+def test_backbone_kept_on_host_is_lent_one_block_at_a_time(tiny_llama):
+    """keep_backbone_on_host: blocks stay on the host between passes, each lent once per chunk of the fill."""
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2", "stream_batch": 4,
+                                                                  "stream_mb": 1e-3})
+    model.keep_backbone_on_host(torch.device("cpu"))
+    host = {id(p): p.data_ptr() for m in model._offloadable() for p in m.parameters()}
+    feats = feat.encode(t.train)
+    model.fill_cache(feats, feat.collate)
+    n_chunks = len(chunks_by_memory([len(f["input_ids"]) for f in feats], model.side.hidden, 1e-3, 4))
+    block_bytes = sum(p.nbytes for b in model.view.blocks[:model.taps[-1] + 1] for p in b.parameters())
+    assert n_chunks > 1 and model._host.bytes_lent == n_chunks * block_bytes
+    assert all(p.data_ptr() == host[id(p)] for m in model._offloadable() for p in m.parameters()), "not back home"
+    model.to("cpu")  # a later .to() keeps them on the host too
+    assert all(p.data_ptr() == host[id(p)] for m in model._offloadable() for p in m.parameters())
+
+
+def test_streamed_chunks_cover_every_sample_once_within_the_budget():
+    lengths = [5, 30, 7, 12, 30, 3, 9, 18, 22, 1]
+    chunks = chunks_by_memory(lengths, hidden=4, budget_mb=3 * 30 * 4 * 4 / 2**20, micro_batch=3)
+    flat = [i for c in chunks for i in c]
+    assert sorted(flat) == list(range(10)) and [lengths[i] for i in flat] == sorted(lengths)
+    for c in chunks:
+        mbs = [c[k:k + 3] for k in range(0, len(c), 3)]
+        cost = sum(len(mb) * max(lengths[i] for i in mb) * 4 * 4 for mb in mbs)
+        assert len(mbs) == 1 or cost <= 3 * 30 * 4 * 4
 
 
 def test_without_cache_every_epoch_runs_the_backbone(tiny_llama):

@@ -7,6 +7,8 @@
 # Run 2 (a fresh machine; calls 7-10): setup2, chunk 2, chunk 3, then in one call
 #   convert && sweep2 && main2   (the side-attention design; only PAC is re-run: full, lora and the
 #   1B come from run 1, same code paths, same settings, same GPU kind - to stay within the device budget)
+# Run 3 (third session, one fresh H100; every variant re-run on it): setup3, chunk 2, chunk 3,
+#   convert && sweep3, main3, random1b3   (the streamed cache fill: fill=stream, the blocks in host memory)
 set -euo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/root/pacw
@@ -80,5 +82,31 @@ random1b)  # timing only: a 1B-parameter Llama built from a config with random w
   python3 bench/pac_vs_baselines.py --model .devcarry/pac_tok/smollm2-tok --random-llama 1b "${COMMON[@]}" \
     --train-samples "${TRAIN_1B:-1000}" "${CHOSEN[@]}" --eval none --out "$RES/random_llama1b_gpu.json" \
     --label "timing only: random weights, 1B Llama shape"
+  ;;
+setup3)  # run 3: the first part of the wheel, and the streamed fill on a tiny model on the GPU
+  cp .devcarry/pac_w1/part-* "$W/parts/"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
+    --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option stream_batch=8 \
+    --pac-option stream_mb=0.05 --pac-option side_layers=2 --out "$RES/gpu_tiny_check3.json"
+  ;;
+sweep3)  # run 3's tuning on 1000 held-out TRAINING examples; rule fixed before the results: fastest within 0.5 points
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants "" \
+    --sweep bench/results/pac/sweep3_smollm2.json --pac-option cache=disk --eval last \
+    --out "$RES/sweep3_smollm2_holdout.json" --label "run 3 PAC tuning on 1000 held-out SST-2 training examples"
+  python3 bench/results/pac/pick_best.py "$RES/sweep3_smollm2_holdout.json" --within 0.005 > "$W/chosen3.args"
+  cp "$W/chosen3.args" "$RES/chosen3_args.txt"; cat "$W/chosen3.args"
+  ;;
+main3)  # the acceptance run: all four variants on one machine, PAC with run 3's chosen configuration
+  mapfile -t CHOSEN < "$W/chosen3.args"
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
+    --out "$RES/smollm2_sst2_gpu_run3.json" --label "run 3: one H100, every variant, streamed cache fill"
+  ;;
+random1b3)  # timing only, run 3's PAC configuration
+  mapfile -t CHOSEN < "$W/chosen3.args"
+  python3 bench/pac_vs_baselines.py --model .devcarry/pac_tok/smollm2-tok --random-llama 1b "${COMMON[@]}" \
+    --train-samples 1000 "${CHOSEN[@]}" --eval none --out "$RES/random_llama1b_gpu_run3.json" \
+    --label "run 3 timing only: random weights, 1B Llama shape, streamed cache fill"
   ;;
 esac

@@ -10,7 +10,8 @@ held-out accuracy is within 0.5 points of the best. One argument per line (read 
 import json
 import sys
 
-CARRIED = ("taps", "reduction", "width", "combine", "side_blocks", "heads", "dropout", "pool", "cache_dtype")
+CARRIED = ("taps", "reduction", "width", "combine", "side_blocks", "side_layers", "heads", "dropout", "pool",
+           "cache_dtype")
 
 within = float(sys.argv[sys.argv.index("--within") + 1]) if "--within" in sys.argv else 0.0
 report = json.loads(open(sys.argv[1]).read())

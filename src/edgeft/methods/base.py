@@ -42,6 +42,14 @@ class Method:
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 
+    # -- placement and epochs ------------------------------------------------------------------------
+    def place(self, model: nn.Module, device: torch.device | str) -> nn.Module:
+        """Put the model on the training device (a method may keep some of it elsewhere)."""
+        return model.to(device)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, feats: list[dict], collate: Callable) -> None:
+        """Called by the trainer as each epoch starts, inside the epoch's time (default: nothing)."""
+
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, model: nn.Module, batch: dict, loss_fn: Callable[[nn.Module, dict], torch.Tensor],
                    scale: float = 1.0) -> float:

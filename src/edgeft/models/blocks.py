@@ -58,21 +58,32 @@ class BlockView:
         bias = torch.zeros(b, 1, t, t, dtype=dtype, device=attention_mask.device)
         return bias.masked_fill(~keep, torch.finfo(dtype).min)
 
+    def block_inputs(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict:
+        """What every block needs besides the hidden states: the additive mask (and rotary tables for Llama).
+
+        Built once per batch; `run_block` takes it, so a caller running one block at a time over many
+        batches (PAC's streamed backbone pass) does not rebuild it per block.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        kwargs = {"attention_mask": self.attention_bias(attention_mask, hidden.dtype)}
+        if self.family == "llama":
+            pos = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
+            kwargs.update(position_ids=pos, position_embeddings=self.core.rotary_emb(hidden, pos))
+        return kwargs
+
+    def run_block(self, index: int, hidden: torch.Tensor, inputs: dict) -> torch.Tensor:
+        out = self.blocks[index](hidden, **inputs)
+        return out[0] if isinstance(out, tuple) else out
+
     def run_blocks(self, hidden: torch.Tensor, start: int, end: int,
                    attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run blocks[start:end] on hidden states (B, T, H)."""
         if not 0 <= start <= end <= self.num_blocks:
             raise ValueError(f"block range {start}..{end} outside 0..{self.num_blocks}")
-        if attention_mask is None:
-            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=hidden.device)
-        bias = self.attention_bias(attention_mask, hidden.dtype)
-        kwargs = {}
-        if self.family == "llama":
-            pos = torch.arange(hidden.shape[1], device=hidden.device)[None, :]
-            kwargs = {"position_ids": pos, "position_embeddings": self.core.rotary_emb(hidden, pos)}
-        for block in self.blocks[start:end]:
-            out = block(hidden, attention_mask=bias, **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+        inputs = self.block_inputs(hidden, attention_mask)
+        for i in range(start, end):
+            hidden = self.run_block(i, hidden, inputs)
         return hidden
 
     def final(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:

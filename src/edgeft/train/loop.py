@@ -150,6 +150,8 @@ class Trainer:
             order = _epoch_order(len(self.train_feats), cfg.seed, self.epoch)
             batches = [order[i:i + bs] for i in range(0, len(order), bs)]
             t_epoch = self.timer.now()
+            if self.batch_in_epoch == 0:
+                self.method.on_epoch_start(self.model, self.epoch, self.train_feats, self.featurizer.collate)
             for b in range(self.batch_in_epoch, len(batches)):
                 t0 = self.timer.now()
                 batch = self._to(self.featurizer.collate([self.train_feats[i] for i in batches[b]]))

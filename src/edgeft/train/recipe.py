@@ -112,7 +112,7 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None) -> dict:
         metric_before = before.get(task.metric_name)
         run.event("eval", epoch=0, metrics={k: v for k, v in before.items() if isinstance(v, (int, float))})
 
-    model = method.prepare(backbone, task).to(device)
+    model = method.place(method.prepare(backbone, task), device)
     trainable, total = parameter_counts(model)
     progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
         if progress_factory else None

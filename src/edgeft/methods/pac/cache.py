@@ -122,6 +122,11 @@ class ActivationCache:
         return str(self.directory) if self.storage == "disk" else "in-memory activation cache"
 
     # -- reading ---------------------------------------------------------------------------------------
+    def holds(self, sample_id: str, token_hash: str) -> bool:
+        """Whether an entry for these tokens is indexed (cheap: its bytes are checked when it is read)."""
+        meta = self.store.meta(sample_id)
+        return meta is not None and meta.token == token_hash
+
     def lookup(self, sample_ids: list[str], token_hashes: list[str]) -> list[tuple[np.ndarray, int] | None]:
         """(payload, rows) per sample, or None where the sample must be computed by the backbone."""
         out = []

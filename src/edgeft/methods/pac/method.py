@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Literal, Optional, Union
 
+import torch
 from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,7 +26,7 @@ WEIGHTS, SPEC = "pac.safetensors", "pac.json"
 class PacOptions(MethodOptions):
     # the side network
     # Defaults: the configuration chosen on 1000 held-out SST-2 training examples with SmolLM2-135M
-    # (docs/benchmarks_pac.md, run 2); train it at lr 1e-3.
+    # (docs/benchmarks_pac.md, runs 2 and 3); train it at lr 1e-3.
     taps: Union[str, int, list[int]] = Field("every:3", description="'all', 'every:K' (or K), or block indices")
     reduction: int = Field(4, ge=1, description="adapter width = hidden size / reduction")
     width: Optional[int] = Field(None, ge=1, description="adapter width (overrides reduction)")
@@ -33,6 +34,8 @@ class PacOptions(MethodOptions):
     side_blocks: int = Field(1, ge=0, description="residual MLP blocks after combining the taps")
     heads: int = Field(4, ge=0, description="side attention heads across positions (0: none; needs every "
                                             "token's taps in the cache)")
+    side_layers: int = Field(2, ge=1, description="side transformer layers (attention, then side_blocks MLP "
+                                                  "blocks), stacked")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
@@ -49,7 +52,13 @@ class PacOptions(MethodOptions):
     verify: bool = Field(True, description="check every entry's CRC-32 when it is read")
     cache_eval: bool = Field(True, description="cache dev samples too (they are as deterministic as training ones)")
     offload_backbone: bool = Field(True, description="move the backbone's blocks to CPU once a whole training batch "
-                                                     "comes from the cache (accelerators only)")
+                                                     "comes from the cache (accelerators only; fill=batch)")
+    fill: Literal["stream", "batch"] = Field(
+        "stream", description="stream: before epoch 1, run the backbone block by block over the whole training set "
+                              "(length-sorted chunks) to fill the cache, with the blocks kept in host memory on an "
+                              "accelerator; batch: run it on each training batch that misses the cache")
+    stream_mb: float = Field(64.0, gt=0, description="fill=stream: hidden states held per chunk (MB)")
+    stream_batch: int = Field(64, ge=1, description="fill=stream: samples per backbone micro-batch")
 
 
 def positions_for(objective: str, family: str, pool: str, every_token: bool) -> tuple[Positions, Positions]:
@@ -85,7 +94,7 @@ class PAC(Method):
         if o.heads and width % o.heads:
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
-                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal)
+                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers)
         head = None
         if backbone.head == "sequence_classification":
             head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden, task.num_labels))
@@ -103,13 +112,26 @@ class PAC(Method):
                                     verify=o.verify)
         model = PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
                          cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone,
+                         fill=o.fill, stream_mb=o.stream_mb, stream_batch=o.stream_batch,
                          head_pool=head_pool)
         model.backbone_identity = backbone.identity
         return model
 
+    def place(self, model: PacModel, device) -> PacModel:
+        """On an accelerator with a cache and fill=stream, the backbone's blocks stay in host memory."""
+        device = torch.device(device)
+        if self.options.fill == "stream" and model.cache is not None and device.type != "cpu":
+            return model.keep_backbone_on_host(device)
+        return model.to(device)
+
+    def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
+        if epoch == 0 and self.options.fill == "stream":
+            model.fill_cache(feats, collate)
+
     def spec(self, model: PacModel) -> dict:
         return {"taps": list(model.taps), "positions": model.positions, "hidden": model.side.hidden,
                 "width": model.side.width, "combine": model.side.combine, "side_blocks": len(model.side.blocks),
+                "side_layers": 1 + len(model.side.more),
                 "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None}
 
@@ -126,6 +148,7 @@ class PAC(Method):
         if not (d / WEIGHTS).is_file() or not (d / SPEC).is_file():
             raise ModelError(f"{d}: not a PAC adapter folder (needs {WEIGHTS} and {SPEC}).")
         saved = json.loads((d / SPEC).read_text())
+        saved.setdefault("side_layers", 1)  # adapters saved before the option existed had one layer
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")

@@ -12,6 +12,7 @@ the PacModel is in (dropout off, so its activations are a pure function of the t
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from edgeft.errors import ModelError
 from edgeft.methods.pac import codec
 from edgeft.methods.pac.cache import ActivationCache
 from edgeft.methods.pac.side_network import ParallelAdapters
+from edgeft.methods.pac.streaming import HostResidency, chunks_by_memory
 from edgeft.methods.pac.taps import Positions, select
 from edgeft.models.blocks import BlockView
 
@@ -37,7 +39,7 @@ class PacModel(nn.Module):
     def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
                  cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False,
-                 head_pool: Positions = "last"):
+                 head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0, stream_batch: int = 64):
         super().__init__()
         self.backbone = backbone_model
         for p in self.backbone.parameters():
@@ -52,6 +54,8 @@ class PacModel(nn.Module):
         self.offload_backbone = offload_backbone
         self._offloaded = False
         self._offload_given_up = False
+        self.fill, self.stream_mb, self.stream_batch = fill, stream_mb, stream_batch
+        self._host: HostResidency | None = None  # set by keep_backbone_on_host(): blocks are lent one at a time
         self.backbone_calls = 0  # forward passes of the backbone (tests and benchmarks read this)
         if task_head is None and self.view.is_classifier:
             raise ModelError("PAC on a classifier backbone needs its own task head (the backbone's is untrained).")
@@ -76,9 +80,26 @@ class PacModel(nn.Module):
             mods.append(embed)
         return mods
 
+    def keep_backbone_on_host(self, device: torch.device) -> "PacModel":
+        """Place the model on `device` but keep the backbone's blocks in pinned host memory for good.
+
+        Backbone passes then lend one block at a time (streamed); nothing else changes. Only worth it
+        on an accelerator with an activation cache: the cache is filled in a few large streamed passes.
+        """
+        self._host = HostResidency(self._offloadable(), device)
+        self._host.move_rest(self)
+        self._offloaded = False
+        return self
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        if getattr(self, "_host", None) is not None:
+            self._host.unload_all()  # a later .to()/.cuda() must not bring the host-kept blocks back for good
+        return out
+
     def release_backbone(self) -> None:
         """Move the backbone's blocks off the accelerator (to CPU): cached epochs do not need them."""
-        if self._offloaded or self.device.type == "cpu":
+        if self._offloaded or self.device.type == "cpu" or self._host is not None:
             return
         for m in self._offloadable():
             m.to("cpu")
@@ -95,6 +116,11 @@ class PacModel(nn.Module):
     @torch.no_grad()
     def run_backbone(self, input_ids, attention_mask, token_type_ids, positions: Positions) -> torch.Tensor:
         """(B, P, n_taps, H) tapped block outputs at the kept positions, without autograd."""
+        if self.fill == "stream":
+            outs: list[torch.Tensor] = []
+            self._blockwise([(input_ids, attention_mask, token_type_ids)], positions,
+                            lambda m, j, taps: outs.append(taps))
+            return torch.stack(outs, dim=-2)
         self._ensure_backbone()
         self.backbone_calls += 1
         view = self.view
@@ -111,16 +137,79 @@ class PacModel(nn.Module):
                 h.remove()
         return torch.stack([captured[t] for t in self.taps], dim=-2)
 
+    @torch.no_grad()
+    def _blockwise(self, micro: list[tuple], positions: Positions, on_tap) -> None:
+        """The backbone over micro-batches, block by block: each block is lent once for all of them.
+
+        `micro` holds (input_ids, attention_mask, token_type_ids) on the model's device; `on_tap(m, j,
+        taps)` receives micro-batch m's output of the j-th tapped block at the kept positions (B, P, H).
+        """
+        view = self.view
+        lend = self._host.lent if self._host is not None else (lambda module: nullcontext())
+        embed = view.core.embed_tokens if self.family == "llama" else view.core.embeddings
+        with lend(embed):
+            hidden = [view.embed(ids, mask, types) for ids, mask, types in micro]
+        inputs = [view.block_inputs(h, mask) for h, (_, mask, _) in zip(hidden, micro)]
+        tap_of = {t: j for j, t in enumerate(self.taps)}
+        for i in range(self.taps[-1] + 1):
+            with lend(view.blocks[i]):
+                for m, (_, mask, _) in enumerate(micro):
+                    hidden[m] = view.run_block(i, hidden[m], inputs[m])
+                    if i in tap_of:
+                        on_tap(m, tap_of[i], select(hidden[m], mask, positions))
+        self.backbone_calls += len(micro)
+
+    def fill_cache(self, feats: list[dict], collate) -> int:
+        """Epoch 1's backbone work, up front: stream the backbone over every uncached training sample.
+
+        Samples are sorted by length and cut into micro-batches of `stream_batch` and chunks whose
+        hidden states fit `stream_mb`; every block runs once per chunk over all its micro-batches,
+        and each tapped output is encoded and sent to the host as soon as it exists. Training then reads
+        epoch 1 from the cache too, so it sees the same (encoded) activations as every later epoch.
+        Returns how many samples were computed.
+        """
+        if self.cache is None:
+            return 0
+        todo = [f for f in feats if not self.cache.holds(str(f["id"]), _feature_hash(f))]
+        n_taps = len(self.taps)
+        for chunk in chunks_by_memory([len(f["input_ids"]) for f in todo], self.side.hidden, self.stream_mb,
+                                      self.stream_batch):
+            batches = [collate([todo[i] for i in chunk[k:k + self.stream_batch]])
+                       for k in range(0, len(chunk), self.stream_batch)]
+            micro = [(b["input_ids"].to(self.device), b["attention_mask"].to(self.device),
+                      b["token_type_ids"].to(self.device) if "token_type_ids" in b else None) for b in batches]
+            parts = [[None] * n_taps for _ in batches]
+
+            def keep(m, j, taps, micro=micro, parts=parts):
+                flat = taps[micro[m][1].bool()] if self.positions == "all" else taps[:, 0]
+                data, scale = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
+                parts[m][j] = (data.cpu(), None if scale is None else scale.cpu())
+
+            self._blockwise(micro, self.positions, keep)
+            for b, (ids, mask, types), got in zip(batches, micro, parts):
+                data = torch.cat([d for d, _ in got], dim=1)
+                scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
+                rows = mask.sum(1).tolist() if self.positions == "all" else [1] * len(b["ids"])
+                self._store([str(s) for s in b["ids"]], _batch_hashes(ids, mask, types), data, scale, rows)
+        return len(todo)
+
+    def _store(self, sample_ids: list[str], hashes: list[str], data: torch.Tensor, scale: torch.Tensor | None,
+               rows: list[int]) -> list[np.ndarray]:
+        """Encoded activations of consecutive samples (sum(rows), n_taps, H) -> one cache entry each."""
+        payload = codec.to_payload(data, scale)
+        per = [r * len(self.taps) * self.side.hidden * codec.ITEMSIZE[self.cache_dtype] for r in rows]
+        scale_per = [r * len(self.taps) * 4 for r in rows] if scale is not None else [0] * len(rows)
+        payloads = _split_payload(payload, per, scale_per)
+        self.cache.put(sample_ids, hashes, payloads, rows)
+        return payloads
+
     # -- the cache ---------------------------------------------------------------------------------------
     def _uses_cache(self, sample_ids, positions) -> bool:
         return (self.cache is not None and sample_ids is not None and positions == self.positions
                 and (self.training or self.cache_eval))
 
     def _cached_taps(self, input_ids, attention_mask, token_type_ids, sample_ids) -> torch.Tensor:
-        ids_cpu, mask_cpu = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
-        types_cpu = token_type_ids.cpu().numpy() if token_type_ids is not None else None
-        hashes = [codec.token_hash(ids_cpu[b][mask_cpu[b]], None if types_cpu is None else types_cpu[b][mask_cpu[b]])
-                  for b in range(len(sample_ids))]
+        hashes = _batch_hashes(input_ids, attention_mask, token_type_ids)
         sample_ids = [str(s) for s in sample_ids]
         found = self.cache.lookup(sample_ids, hashes)
         missing = [b for b, f in enumerate(found) if f is None]
@@ -138,11 +227,7 @@ class PacModel(nn.Module):
                 rows = [1] * len(missing)
                 flat = taps[:, 0]
             data, scale = codec.encode(flat, self.cache_dtype)
-            payload = codec.to_payload(data, scale)
-            per = [r * len(self.taps) * self.side.hidden * codec.ITEMSIZE[self.cache_dtype] for r in rows]
-            scale_per = [r * len(self.taps) * 4 for r in rows] if scale is not None else [0] * len(rows)
-            payloads = _split_payload(payload, per, scale_per)
-            self.cache.put([sample_ids[b] for b in missing], [hashes[b] for b in missing], payloads, rows)
+            payloads = self._store([sample_ids[b] for b in missing], [hashes[b] for b in missing], data, scale, rows)
             for b, p, r in zip(missing, payloads, rows):
                 found[b] = (p, r)
         elif self.training and self.offload_backbone and not self._offload_given_up:
@@ -200,7 +285,12 @@ class PacModel(nn.Module):
             raise ModelError("generation needs a causal-LM backbone with its LM head (this PAC model has a task head).")
         from transformers import DynamicCache
 
-        self._ensure_backbone()
+        resident = self._host is not None
+        if resident:
+            for m in self._offloadable():
+                self._host.load(m)  # decoding runs the whole backbone per token: lend it all for the call
+        else:
+            self._ensure_backbone()
         was_training = self.training
         self.eval()
         if attention_mask is None:
@@ -243,6 +333,8 @@ class PacModel(nn.Module):
         finally:
             for h in hooks:
                 h.remove()
+            if resident:
+                self._host.unload_all()
             self.train(was_training)
 
     # -- what is trained and saved ---------------------------------------------------------------------------
@@ -260,6 +352,19 @@ def _capture(store: dict, index: int, mask: torch.Tensor | None = None, position
         store[index] = out if mask is None else select(out, mask, positions)
 
     return hook
+
+
+def _batch_hashes(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids) -> list[str]:
+    """Each row's token hash over its real (unpadded) tokens."""
+    ids, mask = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
+    types = token_type_ids.cpu().numpy() if token_type_ids is not None else None
+    return [codec.token_hash(ids[b][mask[b]], None if types is None else types[b][mask[b]]) for b in range(len(ids))]
+
+
+def _feature_hash(feat: dict) -> str:
+    """The same hash, from one featurised sample before collation (all its tokens are real)."""
+    types = feat.get("token_type_ids")
+    return codec.token_hash(np.asarray(feat["input_ids"]), None if types is None else np.asarray(types))
 
 
 def _split_payload(payload: np.ndarray, data_sizes: list[int], scale_sizes: list[int]) -> list[np.ndarray]:

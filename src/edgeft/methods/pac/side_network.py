@@ -12,7 +12,8 @@ depth of the side network in the spirit of Ladder Side-Tuning (Sung et al., Neur
           small block per tap, so n sequential steps)
 
 then, optionally (`heads` > 0), one residual self-attention layer of width r across positions
-(causal for a causal LM, padding masked), followed by `side_blocks` residual MLP blocks of width r,
+(causal for a causal LM, padding masked), followed by `side_blocks` residual MLP blocks of width r
+(`layers` > 1 stacks more such attention + MLP layers),
 and an up-projection r -> H, initialised to zero so that training starts exactly at the frozen
 backbone. The result is added to the backbone's final hidden state, before the frozen final norm +
 LM head or a trainable task head.
@@ -76,9 +77,25 @@ class SideAttention(nn.Module):
         return x + self.out(y.transpose(1, 2).reshape(b, t, r))
 
 
+class SideLayer(nn.Module):
+    """One more side transformer layer: attention across positions (if any heads), then MLP blocks."""
+
+    def __init__(self, width: int, heads: int, causal: bool, dropout: float, side_blocks: int):
+        super().__init__()
+        self.attention = SideAttention(width, heads, causal, dropout) if heads else None
+        self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
+
+    def forward(self, s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.attention is not None:
+            s = self.attention(s, mask)
+        for block in self.blocks:
+            s = block(s)
+        return s
+
+
 class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
-                 side_blocks: int = 1, heads: int = 0, causal: bool = True):
+                 side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1):
         super().__init__()
         if heads and width % heads:
             raise ValueError(f"side width {width} is not divisible by {heads} attention heads")
@@ -94,6 +111,8 @@ class ParallelAdapters(nn.Module):
             else nn.ModuleList()
         self.attention = SideAttention(width, heads, causal, dropout) if heads else None
         self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
+        # layers > 1: more attention + MLP layers on top (the first layer keeps the names above)
+        self.more = nn.ModuleList(SideLayer(width, heads, causal, dropout, side_blocks) for _ in range(layers - 1))
         self.norm_out = nn.LayerNorm(width)
         self.up = nn.Linear(width, hidden)
         nn.init.zeros_(self.up.weight)
@@ -128,8 +147,17 @@ class ParallelAdapters(nn.Module):
             s = torch.zeros_like(z[..., 0, :])
             for i, step in enumerate(self.steps):
                 s = step(mu[i] * s + (1 - mu[i]) * z[..., i, :])
+        return self.finish(s, mask)
+
+    def finish(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Combined side feature (B, P, r) -> correction (B, P, H): attention, MLP blocks, up-projection.
+
+        Separate so a pipeline whose stages each sum their own taps' part ends exactly as forward() does.
+        """
         if self.attention is not None:
             s = self.attention(s, mask)
         for block in self.blocks:
             s = block(s)
+        for layer in self.more:
+            s = layer(s, mask)
         return self.up(self.norm_out(s))

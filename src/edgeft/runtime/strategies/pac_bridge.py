@@ -34,10 +34,9 @@ def partial_side(side, taps: torch.Tensor, idx: list[int]) -> torch.Tensor:
     return torch.einsum("...nr,n->...r", z, side.tap_weights()[sel])
 
 
-def finish_side(side, s: torch.Tensor) -> torch.Tensor:
-    for block in side.blocks:
-        s = block(s)
-    return side.up(side.norm_out(s))
+def finish_side(side, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The side network after the combination (its attention over positions included)."""
+    return side.finish(s, mask)
 
 
 def stage_taps(model, start: int, end: int) -> list[int]:
