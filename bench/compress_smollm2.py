@@ -28,12 +28,14 @@ COMMON = dict(calib_task="wikitext2", calib_samples=16, calib_seq_len=512, eval_
 VARIANTS = {
     "baseline": ("merge", {}, "float32"),  # stores the model as it is: the reference figure
     "fp16": ("merge", {}, "float16"),
-    "gptq4-g128": ("gptq", {"bits": 4, "group_size": 128}, "float16"),  # default: act-order, guided
-    "gptq4-g128-unguided": ("gptq", {"bits": 4, "group_size": 128, "guided": False}, "float16"),
+    "gptq4-g128": ("gptq", {"bits": 4, "group_size": 128}, "float16"),  # default: act-order, guided, norm-tweaked
+    "gptq4-g128-guided": ("gptq", {"bits": 4, "group_size": 128, "norm_tweak": False}, "float16"),
+    "gptq4-g128-unguided": ("gptq", {"bits": 4, "group_size": 128, "guided": False, "norm_tweak": False}, "float16"),
     "rtn4-g128": ("rtn", {"bits": 4, "group_size": 128}, "float16"),
     "gptq4-g32": ("gptq", {"bits": 4, "group_size": 32}, "float16"),
     "gptq8-g128": ("gptq", {"bits": 8, "group_size": 128}, "float16"),
-    "gptq4-g128-noact": ("gptq", {"bits": 4, "group_size": 128, "act_order": False, "guided": False}, "float16"),
+    "gptq4-g128-noact": ("gptq", {"bits": 4, "group_size": 128, "act_order": False, "guided": False,
+                                  "norm_tweak": False}, "float16"),
     "gptq4-g128-mse": ("gptq", {"bits": 4, "group_size": 128, "mse": True}, "float16"),
     "rtn4-g128-mse": ("rtn", {"bits": 4, "group_size": 128, "mse": True}, "float16"),
     "sparsegpt50": ("sparsegpt", {"sparsity": 0.5}, "float16"),

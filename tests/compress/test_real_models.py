@@ -35,11 +35,12 @@ def test_finetuned_smollm2_runs_in_llama_cpp_within_5_percent_of_pytorch(tmp_pat
 
 
 def test_gptq_4bit_g128_on_smollm2_halves_rtn_perplexity_loss(tmp_path):
-    """GPTQ (act-order, guided: the defaults) must lose at most 60% of what round-to-nearest loses, and
-    stay within 15%.
+    """GPTQ (act-order, guided, norm-tweaked: the defaults) must lose at most 60% of what round-to-nearest
+    loses, and stay within 15%.
 
-    The issue's 10% target is only nearly met on this model (docs/benchmarks_compress.md: +10.3% on 32
-    windows of 512 with guidance, +17.8% without); this test guards GPTQ's error feedback working.
+    The issue's 10% target is met only narrowly on this model (docs/benchmarks_compress.md: +9.7% on 32
+    windows of 512, +10.3% without norm tweaking, +17.8% without guidance either), too close to assert on
+    this test's 4 short windows; this test guards GPTQ's error feedback working.
     """
     common = dict(model="smollm2-135m", calib_samples=16, calib_seq_len=256, eval_wikitext_windows=4,
                   eval_seq_len=256, eval_task="none", dtype="float32")

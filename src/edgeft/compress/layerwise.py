@@ -24,6 +24,10 @@ SEQUENTIAL_GROUPS = {
              ["intermediate.dense"], ["output.dense"]],
 }
 
+# block_hook(view, block index, the block's inputs, batches) is called before a block is compressed and returns
+# a function called once its layers are (norm tweaking records float outputs, then adjusts the block's norms).
+BlockHook = Callable[..., Callable[[], None]]
+
 # fn(qualified name in the model, linear layer, Hessian) compresses the layer and returns its stats; it may
 # replace the layer in the model (e.g. by a QuantLinear) as long as the replacement computes the same thing.
 LayerFn = Callable[[str, nn.Linear, torch.Tensor], dict]
@@ -106,12 +110,14 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
 @torch.no_grad()
 def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequential: bool = False,
                        device: str | torch.device = "cpu", progress: Callable[[], None] | None = None,
-                       blocks: range | None = None, token_weights: dict[str, list[torch.Tensor]] | None = None
-                       ) -> dict[str, dict]:
+                       blocks: range | None = None, token_weights: dict[str, list[torch.Tensor]] | None = None,
+                       block_hook: BlockHook | None = None) -> dict[str, dict]:
     """Run `fn` on every linear layer of every block (or of `blocks`), in order; returns stats by name.
 
     token_weights: per layer (qualified name) and batch, a (batch, seq) weight for each token's share of
     the Hessian (edgeft.compress.guidance); None counts every real token once.
+    block_hook: see BlockHook (edgeft.compress.norm_tweak.NormTweak); its work runs before the block's
+    outputs become the next block's inputs.
     """
     view = backbone.view
     model = backbone.model
@@ -129,6 +135,7 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
                 continue
             block = view.blocks[i]
             linears = block_linears(block)
+            after = block_hook(view, i, hidden, batches) if block_hook else None
             for group in linear_groups(block, view.family, true_sequential):
                 weights = None if token_weights is None else \
                     (lambda n, k, i=i: token_weights[f"{prefix}.{i}.{n}"][k].to(device))
@@ -136,6 +143,8 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
                 for n in group:
                     name = f"{prefix}.{i}.{n}"
                     stats[name] = fn(name, linears[n], accs[n].hessian())
+            if after:
+                after()
             hidden = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
             if progress:
                 progress()
