@@ -69,12 +69,12 @@ def main() -> None:
     name = f"predict{'-' + args.only if args.only else ''}"
     (OUT / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
     lines = ["| strategy | cluster (devices) | method | epoch | plan for the real cluster s | predicted (emulated) s "
-             "| measured s | error | time scale |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| measured s | error | time scale | host GFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         err = f"{r['error']:+.0%}" if r["error"] is not None else "-"
         lines.append(f"| {r['strategy']} | {r['cluster']} ({', '.join(r['devices'])}) | {r['method']} | {r['epoch']} | "
-                     f"{r['plan_s']:.2f} | {r['predicted_s']:.2f} | {r['measured_s']:.2f} | {err} | {r['time_scale']:.1f} |")
+                     f"{r['plan_s']:.2f} | {r['predicted_s']:.2f} | {r['measured_s']:.2f} | {err} | {r['time_scale']:.1f} | {r['host_gflops']:.1f} |")
     (OUT / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib

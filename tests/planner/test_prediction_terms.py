@@ -86,7 +86,14 @@ def test_hybrid_adds_measured_step_costs():
     # the cached epoch: measured effective FLOPs per sample at the device's rate, plus the fixed part
     meas = plan_hybrid(one, dataclasses.replace(table, step_fixed_s=0.05, cached_step_flops=2e7), samples=32)
     assert meas.cached_epoch_s == pytest.approx((2e7 * 8 / 4e9 + 0.05) * 4)
+    call = plan_hybrid(one, dataclasses.replace(table, cached_step_flops=2e7, cached_call_flops=1e8), samples=32)
+    assert call.cached_epoch_s == pytest.approx((1e8 / 4e9 + 2e7 * 8 / 4e9) * 4)  # once per step, not per row
     assert base.cached_epoch_s == pytest.approx(table.bwd_train.sum() * 1.5 / 4e9 * 4)
+    # measured at every row count: one device takes all 8 rows, looked up at 8, not on the line
+    rows = tuple(1e8 * (i + 1) ** 0.5 for i in range(8))
+    tab = plan_hybrid(one, dataclasses.replace(table, cached_step_flops=2e7, cached_call_flops=1e8,
+                                               cached_rows_flops=rows), samples=32)
+    assert tab.cached_epoch_s == pytest.approx(rows[7] / 4e9 * 4)
 
 
 def test_planner_imports_without_cvxpy_and_names_it_when_needed():
@@ -126,3 +133,16 @@ def test_hybrid_counts_whole_rows_per_device():
     table = analytic_costs(PRESETS["minilm-l6"], Workload(method="pac", batch=16, seq_len=26))
     hp = plan_hybrid(four, table, samples=64)
     assert len(hp.stages) == 1 and hp.micro_batches == 1  # one stage: no pipelining to win, whole rows to lose
+
+
+def test_hybrid_step_all_reduces_every_trainable_over_every_device():
+    from edgeft.planner.hybrid import simulate_1f1b
+
+    table = analytic_costs(PRESETS["minilm-l6"], Workload(method="pac", batch=8, seq_len=24))
+    measured = dataclasses.replace(table, trainable_total=123_456)
+    two = _cluster(2, rates=(4e9, 4e9), mbps=(50, 20))
+    hp = plan_hybrid(two, measured, samples=32)
+    sim, _ = simulate_1f1b([s.fwd_s for s in hp.stages], [s.bwd_s for s in hp.stages],
+                           [s.comm_s for s in hp.stages], hp.micro_batches)
+    # the runtime all-reduces the measured trainables over both devices, whatever the stages
+    assert hp.iteration_s == pytest.approx(sim + 123_456 * 4 * 8 / 20e6)

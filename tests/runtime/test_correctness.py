@@ -49,3 +49,13 @@ def test_hybrid_pac_pipeline_then_cache_follows_single_device(tiny_llama, tmp_pa
     caches = [res[n]["cache"] for n in ("d0", "d1", "d2")]
     assert sum(c["entries"] for c in caches) == 48
     assert sum(c["hits"] for c in caches) == 48 and sum(c["misses"] for c in caches) == 0
+
+
+def test_hybrid_pac_on_an_encoder_pools_as_the_single_device_does(tiny_bert, tmp_path):
+    """BERT + task head + side attention: the last stage pools real tokens (mean), never the padding column."""
+    lay = {"stages": [{"blocks": [0, 1], "ranks": [0], "shares": [1.0]},
+                      {"blocks": [1, 3], "ranks": [1], "shares": [1.0]}], "micro_batches": 2}
+    s = helpers.spec(tmp_path, tiny_bert, "hybrid", lay, ["d0", "d1"], method="pac")
+    s = s.model_copy(update={"method_options": {"dropout": 0.0, "cache_dtype": "fp32", "width": 8}})
+    res = helpers.run_local(s)
+    _close(res["d1"]["losses"], helpers.reference_losses(tiny_bert, s))

@@ -36,7 +36,16 @@ def test_calibration_measures_the_run_shapes_and_the_step_costs():
     assert out["host_flops"] == pytest.approx(out["step_flops"] / out["step_cpu_s"])
     assert out["step_fixed_s"] > 0
     assert out["cached_rows"] == 8
-    assert out["cached_step_flops"] == pytest.approx(out["cached_step_cpu_s"] * out["host_flops"] / 8)
+    # the cached step as a cost per call plus a cost per row, through one row and all 8 rows
+    per = (out["cached_step_cpu_s"] - out["cached_one_row_cpu_s"]) / 7
+    assert out["cached_step_flops"] == pytest.approx(max(per, 0) * out["host_flops"])
+    # the call cost is what one row takes beyond its own row cost
+    assert out["cached_call_flops"] == pytest.approx(max(out["cached_one_row_cpu_s"] - max(per, 0), 0) * out["host_flops"])
+    # and at every row count a device can get (1 .. 8), as effective FLOPs, the ends being the line's points
+    assert len(out["cached_rows_cpu_s"]) == 8 and len(out["cached_rows_flops"]) == 8
+    assert out["cached_rows_cpu_s"][0] == out["cached_one_row_cpu_s"]
+    assert out["cached_rows_cpu_s"][-1] == out["cached_step_cpu_s"]
+    assert out["cached_rows_flops"] == pytest.approx([c * out["host_flops"] for c in out["cached_rows_cpu_s"]])
     assert "cached_step_flops" not in cal.measure(_bench(cached=False), lambda b: 1e6, repeats=1)
 
 
@@ -79,3 +88,65 @@ def test_shaper_sends_the_servers_messages_down_each_link_at_once():
     assert lm.departure(0, 2, 1_000_000) == pytest.approx(0.5)  # not queued behind it: another downlink
     assert lm.departure(0, 1, 1_000_000) == pytest.approx(2.0)  # the same downlink queues
     assert lm.departure(1, 0, 1_000_000) == pytest.approx(1.0)  # a device's uplink is its own queue
+
+
+def test_cached_epochs_wait_for_each_steps_busiest_owner():
+    import dataclasses
+
+    from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
+    from edgeft.runtime.strategies.hybrid import owner_of
+
+    cl = _cluster()  # two devices at 5 GFLOP/s
+    table = dataclasses.replace(make_table(PRESETS["minilm-l6"], "pac", 4, 24, {}), cached_step_flops=1e9,
+                                cached_call_flops=2e9, step_fixed_s=0.01, trainable_total=1000)
+    ranks = [{"name": d.name} for d in cl.devices]
+    plan = RuntimePlan("hybrid", ranks, {"cached_shares": {"0": 0.5, "1": 0.5}}, {})
+    ids = [f"s{i}" for i in range(16)]
+    epochs = [[list(range(0, 4)), list(range(4, 8))], [list(range(8, 16))]]
+    got = cached_epochs_s(plan, cl, table, ids, epochs)
+    ar = 2 * (1000 * 4 / 2 * 8 / 40e6)  # two devices, the slower link
+    for batches, t in zip(epochs, got):
+        busiest = [max(sum(owner_of(ids[i], {0: 0.5, 1: 0.5}) == r for i in b) for r in (0, 1)) for b in batches]
+        assert t == pytest.approx(sum((2e9 + n * 1e9) / 5e9 + ar + 0.01 for n in busiest))
+        assert t >= sum((2e9 + len(b) / 2 * 1e9) / 5e9 + ar + 0.01 for b in batches)  # never below an even split
+
+
+def test_last_stage_runs_a_per_token_head_on_the_kept_position_only():
+    from edgeft.runtime.strategies.hybrid import LogitsModel
+
+    seen = []
+    head = torch.nn.Linear(4, 7)
+
+    def spy(h):
+        seen.append(tuple(h.shape))
+        return head(h)
+
+    hidden = torch.randn(2, 5, 4)
+    out = LogitsModel(spy, hidden, per_token=True)(logits_to_keep=1).logits
+    assert seen == [(2, 1, 4)] and torch.allclose(out[:, -1], head(hidden)[:, -1])
+    assert LogitsModel(spy, hidden[:, 0], per_token=False)(logits_to_keep=1).logits.shape == (2, 7)
+
+
+def test_cached_epochs_use_the_step_cost_measured_at_the_owners_rows():
+    """A cached step is not linear in its rows (SmolLM2 PAC: 3 rows cost more than 4): where the cost is
+    measured per row count, the prediction takes the busiest owner's rows from there, not from the line."""
+    import dataclasses
+
+    from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
+    from edgeft.runtime.strategies.hybrid import owner_of
+
+    cl = _cluster()  # two devices at 5 GFLOP/s
+    by_rows = (3e9, 6e9, 9e9, 6e9)  # 1..4 rows
+    table = dataclasses.replace(make_table(PRESETS["minilm-l6"], "pac", 4, 24, {}), cached_step_flops=1e9,
+                                cached_call_flops=2e9, step_fixed_s=0.01, trainable_total=1000,
+                                cached_rows_flops=by_rows)
+    assert [table.cached_flops(n) for n in range(6)] == [0.0, 3e9, 6e9, 9e9, 6e9, 7e9]  # beyond: + per row
+    plan = RuntimePlan("hybrid", [{"name": d.name} for d in cl.devices], {"cached_shares": {"0": 0.5, "1": 0.5}}, {})
+    ids = [f"s{i}" for i in range(16)]
+    epochs = [[list(range(0, 4)), list(range(4, 8)), list(range(8, 12)), list(range(12, 16))]]
+    got = cached_epochs_s(plan, cl, table, ids, epochs)[0]
+    ar = 2 * (1000 * 4 / 2 * 8 / 40e6)
+    busiest = [max(sum(owner_of(ids[i], {0: 0.5, 1: 0.5}) == r for i in b) for r in (0, 1)) for b in epochs[0]]
+    assert got == pytest.approx(sum(by_rows[n - 1] / 5e9 + ar + 0.01 for n in busiest))
+    line = sum((2e9 + n * 1e9) / 5e9 + ar + 0.01 for n in busiest)
+    assert got != pytest.approx(line)

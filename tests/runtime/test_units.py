@@ -109,3 +109,32 @@ def test_unknown_strategy_and_bad_spec(tmp_path):
     (tmp_path / "spec.json").write_text("{\"strategy\": \"hybrid\"}")
     with pytest.raises(ConfigError, match="not a valid run spec"):
         RunSpec.load(tmp_path / "spec.json")
+
+
+def test_auto_time_scale_fits_the_whole_cluster_on_the_hosts_cores():
+    from edgeft.runtime.run import auto_time_scale
+
+    H = 40e9
+    # one device alone: at least 2x slower than the host (the per-device rule binds)
+    s, why = auto_time_scale([("a", "device", 30e9)], H, cores=2)
+    assert s == pytest.approx(1.5) and why["host_speed_ranks"] == []
+    # three devices at once on 2 cores: 2 x sum(r / (s H)) <= 2 -> s = 95/40, not 2 x 40/40 = 2
+    ranks = [("p1", "device", 30e9), ("p2", "device", 25e9), ("p3", "device", 40e9)]
+    s, why = auto_time_scale(ranks, H, cores=2)
+    assert s == pytest.approx(95 / 40)
+    assert 2 * sum(r / (s * H) for _, _, r in ranks) == pytest.approx(2.0)
+    # with a GPU-class server that stays faster than the host: it takes a full core, the devices the rest
+    s, why = auto_time_scale([("edge", "server", 15e12)] + ranks, H, cores=2)
+    assert s == pytest.approx(2 * 95 / 40) and why["host_speed_ranks"] == ["edge"]
+    assert why["demand_cores"] == pytest.approx(1.5)
+    # more cores: back to the per-device rule
+    s, _ = auto_time_scale([("edge", "server", 15e12)] + ranks, H, cores=16)
+    assert s == pytest.approx(2.0)
+    # slow devices need no dilation
+    assert auto_time_scale([(f"q{i}", "device", 2e9) for i in range(4)], 80e9, cores=2)[0] == 1.0
+    # a server that the devices' dilation already slows below the host is counted by its demand
+    s, why = auto_time_scale([("srv", "server", 50e9), ("a", "device", 30e9)], H, cores=2)
+    assert why["host_speed_ranks"] == [] and 2 * (50e9 + 30e9) / (s * H) <= 2 + 1e-9
+    # host-speed ranks alone take every core: a clear error
+    with pytest.raises(ConfigError, match="time_scale=auto"):
+        auto_time_scale([("edge", "server", 15e12), ("a", "device", 1e9)], H, cores=1)

@@ -142,7 +142,21 @@ class CostTable:
     # Measured on the machine that runs the plan (runtime calibration); 0 = not measured, analytic only.
     step_fixed_s: float = 0.0  # per optimizer step, outside the FLOPs above: collate, norm, optimizer update
     cached_step_flops: float = 0.0  # PAC, per sample: a step on the activation cache (lookup, decode, adapters)
+    cached_call_flops: float = 0.0  # PAC, per device and step with any cached rows: the part that does not scale
     trainable_total: float = 0.0  # every trainable parameter of the built model (head included)
+    cached_rows_flops: tuple = ()  # PAC: a device's cached step at 1, 2, ... rows, measured (not linear in rows)
+
+    def cached_flops(self, rows: int) -> float:
+        """A device's step on the activation cache with `rows` samples: measured at that row count where
+        calibrated, else (and beyond the measured rows) the call cost plus a cost per row."""
+        if rows <= 0:
+            return 0.0
+        t = self.cached_rows_flops
+        if t and rows <= len(t):
+            return float(t[rows - 1])
+        if t:
+            return float(t[-1]) + (rows - len(t)) * self.cached_step_flops
+        return self.cached_call_flops + rows * self.cached_step_flops
 
     def all_trainable(self) -> float:
         """Parameters the runtime keeps in sync (all-reduce, deft's broadcast): measured, else the layers' sum."""
@@ -181,7 +195,8 @@ class CostTable:
             self.arch, wl, self.params, self.trainable, self.fwd * f, self.bwd_pass * f, self.bwd_train * f,
             self.act_saved * f, self.embed_params, self.head_params, self.embed_fwd * f, self.head_fwd * f,
             self.head_bwd * f, self.head_saved * f, self.boundary_bytes * f, self.source, dict(self.notes),
-            self.step_fixed_s, self.cached_step_flops, self.trainable_total,
+            self.step_fixed_s, self.cached_step_flops, self.trainable_total, self.cached_call_flops,
+            self.cached_rows_flops,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ also pays `table.step_fixed_s` (measured host work outside the FLOPs: collate, o
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,6 +114,22 @@ def busiest_rows(B: int, M: int, shares, rates) -> float:
     per device it is more than the ideal B/M/sum(rates): 2 rows over 4 devices leave two idle."""
     sizes = [B // M + (1 if i < B % M else 0) for i in range(M)]
     return float(np.mean([np.max(whole_rows(m, shares) / rates) for m in sizes]))
+
+
+def ring_allreduce_among(cluster: ClusterSpec, nbytes: float, used: list[int] | None = None) -> float:
+    """Ring all-reduce of nbytes among the devices `used` (all by default) over the star, as the
+    runtime's links do it (emulation.LinkModel): through the slowest link, each hop paying both ends'
+    latency."""
+    devs = cluster.devices if used is None else [cluster.devices[k] for k in used]
+    if len(devs) < 2:
+        return 0.0
+    lat = 2 * max(d.link.latency_ms for d in devs) / 1000
+    return ring_allreduce_s(nbytes, len(devs), min(cluster.full_band_rate(d) for d in devs), lat)
+
+
+def _allreduce_all(cluster: ClusterSpec, table: CostTable, used: list[int]) -> float:
+    """The runtime's per-step all-reduce of all trainables (the measured count when calibrated)."""
+    return ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used)
 
 
 def _order_candidates(cluster: ClusterSpec) -> dict[str, list[int]]:
@@ -220,7 +237,10 @@ def plan_hybrid(
                     j, i = j1, i1
                 it_s, events = simulate_1f1b([st.fwd_s for st in stages], [st.bwd_s for st in stages],
                                              [st.comm_s for st in stages], M)
-                it_s += max(st.allreduce_s for st in stages) + table.step_fixed_s
+                # after the pipeline, one all-reduce of every trainable over every device of the plan (the
+                # runtime keeps identical copies; a stage-local all-reduce is what the DP above ranks by)
+                used = sorted({d for st in stages for d in st.devices})
+                it_s += _allreduce_all(cluster, table, used) + table.step_fixed_s
                 plan = HybridPlan(stages, M, it_s, it_s * iters, [int(x) for x in order], events)
                 if best is None or plan.epoch_s < best.epoch_s * (1 - 1e-9):  # a tie keeps fewer micro-batches
                     best = plan
@@ -236,10 +256,15 @@ def plan_hybrid(
         # Every device of the run all-reduces all trainables each step (the runtime keeps their copies
         # identical), also one that holds no cached samples; the cache goes to them by speed.
         use = np.array(sorted({d for st in best.stages for d in st.devices}))
-        n, r = len(use), rate_all[use].sum()
-        ar = ring_allreduce_s(table.all_trainable() * dt, n, link_all[use].min())
+        r = rate_all[use].sum()
+        ar = _allreduce_all(cluster, table, list(use))
         shares = np.zeros(K)
         shares[use] = rate_all[use] / r
-        best.cached_epoch_s = float((ad_work * B / r + ar + table.step_fixed_s) * iters)
+        if table.cached_rows_flops:  # measured at each row count: each device's rows at its share, the slowest
+            step = max(table.cached_flops(math.ceil(B * shares[k] - 1e-9)) / rate_all[k] for k in use)
+        else:
+            call = table.cached_call_flops / rate_all[use].min()  # every device's step pays its call cost once
+            step = call + ad_work * B / r
+        best.cached_epoch_s = float((step + ar + table.step_fixed_s) * iters)
         best.cached_shares = shares.tolist()
     return best

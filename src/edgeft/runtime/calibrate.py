@@ -8,9 +8,14 @@ planner predicts. Two per-step costs the FLOP count does not describe are measur
 - `step_fixed_s`: host work of a step outside the emulated compute sections (collating the batch,
   the gradient-norm reduction, the optimizer update); the runtime does not stretch it.
 - `trainable_params`: the built model's trainables (what the runtime all-reduces or broadcasts).
-- `cached_step_flops`: for PAC, a step on the activation cache (cache lookup + int8 decode + the
-  adapters), as effective FLOPs per sample (CPU time x host FLOP/s): the emulator stretches it by the
-  slowdown like any compute, so the planner divides it by the device's rate like FLOPs.
+- `cached_step_flops`, `cached_call_flops`: for PAC, a step on the activation cache (cache lookup +
+  int8 decode + the side network), timed on one row and on all rows of the run's batches and split
+  into a cost per sample and a cost per call (a device's step pays it once, whatever its rows: on
+  SmolLM2 it was more than half of a 2-row step), both as effective FLOPs (CPU time x host FLOP/s):
+  the emulator stretches them by the slowdown like any compute, so the planner divides them by the
+  device's rate like FLOPs. `cached_rows_flops[r-1]`: the same step measured at every row count r
+  (the cost is not linear in rows); the launcher's cached-epoch prediction looks the busiest owner's
+  rows up there, the line is kept for the planner's even-split estimate beyond the measured rows.
 Cached per shape.
 """
 
@@ -28,7 +33,7 @@ import torch
 from edgeft.paths import edgeft_home
 
 
-VERSION = 3  # of what measure() returns: entries cached by another version are measured again
+VERSION = 5  # of what measure() returns: entries cached by another version are measured again
 
 
 def step_flops(table) -> float:
@@ -44,7 +49,7 @@ class Bench:
     loss_fn: Callable
     batches: list[dict]  # one device's rows of the run's batches, without sample ids (no activation cache)
     collate: Callable[[], dict]  # what every rank collates per step (the whole batch)
-    cached_batches: list[dict] | None = None  # PAC: rows with sample ids, for steps on the activation cache
+    cached_batches: list[dict] | None = None  # PAC: whole batches with sample ids, for steps on the activation cache
 
 
 def _cache_file() -> Path:
@@ -61,6 +66,10 @@ def _cpu_of(fn, repeats: int) -> float:
 def _train(model, loss_fn, batch) -> None:
     loss_fn(model, batch).backward()
     model.zero_grad(set_to_none=True)
+
+
+def _rows(batch: dict, n: int) -> dict:
+    return {k: (v[:n] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()}
 
 
 def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
@@ -100,10 +109,20 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
         for cb in cbs:
             loss_fn(model, cb)  # fills the activation cache for these samples
         _train(model, loss_fn, cbs[0])
-        # each pass reads every sample once, as a cached epoch does
-        cached_cpu = _cpu_of(lambda: [_train(model, loss_fn, cb) for cb in cbs], repeats) / len(cbs)
-        rows = int(cbs[0]["input_ids"].shape[0])
-        out.update(cached_step_cpu_s=cached_cpu, cached_rows=rows, cached_step_flops=cached_cpu * host_flops / rows)
+        # A step at every row count a device can get (1 .. the batch's rows): the cost is not linear in
+        # rows (SmolLM2 PAC, one process: 1 row 0.029 s, 2 rows 0.057, 3 rows 0.084, 4 rows 0.056, 8 rows
+        # 0.080), so a line through 1 and 8 rows missed the 2-3 row steps the hashed cache owners get by
+        # 2x. Each pass reads the first r rows of every batch once, as a cached epoch reads its samples.
+        most = max(int(cb["input_ids"].shape[0]) for cb in cbs)
+        by_rows = []
+        for r in range(1, most + 1):
+            sub = [_rows(cb, r) for cb in cbs if int(cb["input_ids"].shape[0]) >= r]
+            by_rows.append(_cpu_of(lambda: [_train(model, loss_fn, cb) for cb in sub], repeats) / len(sub))
+        one, whole = by_rows[0], by_rows[-1]
+        per = max(whole - one, 0.0) / max(most - 1, 1)  # the line through (1, one) and (rows, whole)
+        out.update(cached_step_cpu_s=whole, cached_one_row_cpu_s=one, cached_rows=most,
+                   cached_rows_cpu_s=by_rows, cached_rows_flops=[c * host_flops for c in by_rows],
+                   cached_step_flops=per * host_flops, cached_call_flops=max(one - per, 0.0) * host_flops)
     return out
 
 

@@ -8,6 +8,7 @@ so a pipeline stage never blocks on its own uplink; `flush()` waits for them.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ class Ledger:
     collective: int = 0  # bytes this rank sent inside collectives (ring estimate)
     collective_in: int = 0  # bytes this rank received inside collectives
     comm_wait_s: float = 0.0  # time spent waiting for emulated links
+    comm_s: float = 0.0  # time inside receives, collectives and flushes (link waits included)
 
     def to_dict(self, names: dict[int, str]) -> dict:
         return {"sent_bytes": self.sent + self.collective, "received_bytes": self.received + self.collective_in,
@@ -40,7 +42,7 @@ class Ledger:
                 "collective_bytes": self.collective, "messages": self.messages,
                 "to": {names.get(k, str(k)): v for k, v in self.to_peer.items()},
                 "from": {names.get(k, str(k)): v for k, v in self.from_peer.items()},
-                "link_wait_s": self.comm_wait_s}
+                "link_wait_s": self.comm_wait_s, "comm_s": self.comm_s}
 
 
 def nbytes(t: torch.Tensor) -> int:
@@ -79,6 +81,7 @@ class Comm:
         receive is posted, so receiving the senders one after another would make their uploads take
         turns on links the plan has them share at once."""
         dev = self.g.device
+        t0 = time.perf_counter()
 
         def post(bufs: dict) -> None:
             for w in [dist.irecv(t, s) for s, ts in bufs.items() for t in ts]:
@@ -101,12 +104,15 @@ class Comm:
         arrive = max(h["a"] for h in heads.values())
         if self.links and arrive:
             self.ledger.comm_wait_s += self.links.wait_until(arrive)
+        self.ledger.comm_s += time.perf_counter() - t0
         return out
 
     def flush(self) -> None:
+        t0 = time.perf_counter()
         for work, _ in self._pending:
             work.wait()
         self._pending.clear()
+        self.ledger.comm_s += time.perf_counter() - t0
 
     # -- collectives --------------------------------------------------------------------------------
     def _emulate_collective(self, ranks: list[int], size: int, pg) -> None:
@@ -122,6 +128,7 @@ class Comm:
         """Sum (or mean) a list of tensors in place over `ranks`, as one flat buffer."""
         if len(ranks) < 2 or not tensors:
             return
+        t0 = time.perf_counter()
         flat = torch.cat([t.reshape(-1) for t in tensors])
         size = nbytes(flat)
         self._emulate_collective(ranks, size, pg)
@@ -135,6 +142,7 @@ class Comm:
             n = t.numel()
             t.copy_(flat[i:i + n].view_as(t))
             i += n
+        self.ledger.comm_s += time.perf_counter() - t0
 
     def star_broadcast_(self, tensors: list[torch.Tensor], src: int, dsts: list[int]) -> None:
         """src sends the tensors to each of dsts itself, as an edge server does over each device's
@@ -157,4 +165,6 @@ class Comm:
             i += n
 
     def barrier(self) -> None:
+        t0 = time.perf_counter()
         dist.barrier()
+        self.ledger.comm_s += time.perf_counter() - t0

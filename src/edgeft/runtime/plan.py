@@ -15,7 +15,8 @@ import numpy as np
 from edgeft.errors import ConfigError, PlanError
 from edgeft.planner.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
-from edgeft.planner.costmodel import CostTable, Workload, analytic_costs, ring_allreduce_s
+from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
+from edgeft.planner.hybrid import ring_allreduce_among
 
 
 @dataclass
@@ -77,14 +78,6 @@ def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
     return cluster.model_copy(update={"devices": [d for d in cluster.devices if d.name in names]})
 
 
-def _ring_allreduce_s(cluster: ClusterSpec, nbytes: float) -> float:
-    """Ring all-reduce among the devices over the star (the runtime's LinkModel): through the slowest
-    link, each step paying both ends' latency."""
-    bps = min(cluster.full_band_rate(d) for d in cluster.devices)
-    lat = 2 * max(d.link.latency_ms for d in cluster.devices) / 1000
-    return ring_allreduce_s(nbytes, len(cluster.devices), bps, lat)
-
-
 # -- split ------------------------------------------------------------------------------------------
 def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | None = None) -> RuntimePlan:
     """One cut for every device (their device-side adapters are averaged, so they must match).
@@ -117,7 +110,7 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
                             "down_s": bits / link + lat, "memory_bytes": float(mem),
                             "fits": mem <= d.memory_gb * 2**30})
         srv = (table.fwd[c:].sum() + table.bwd_train[c:].sum() + table.head_fwd + table.head_bwd) / srate
-        ring = _ring_allreduce_s(cluster, table.update_bytes(0, c))
+        ring = ring_allreduce_among(cluster, table.update_bytes(0, c))
         step = max(p["compute_s"] * (2 / 3) + p["up_s"] for p in per_dev) + srv + \
             max(p["down_s"] + p["compute_s"] / 3 for p in per_dev) + ring
         if all(p["fits"] for p in per_dev) and (best is None or step < best[1]):
@@ -222,6 +215,41 @@ def repredict(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: 
         T = float(inst.latency(share)[assign, np.arange(inst.L)].max())
         return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
     return None
+
+
+def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, sample_ids: list,
+                    epochs: list[list[list[int]]]) -> list[float] | None:
+    """PAC's epochs on the cache as the runtime runs them, one figure per epoch: each sample's taps live
+    on one owner (strategies.hybrid.owner_of over the plan's cached shares), so a step lasts as long as
+    its busiest owner's cached step at its rows (measured at that row count: table.cached_flops) / its rate, then every device
+    all-reduces all trainables and pays the host's fixed step work. The planner's own figure assumes
+    every step splits by the shares exactly; with a few rows per device the hashed owners of a batch
+    rarely do. `epochs`: each later epoch's batches (indices into sample_ids), in the run's order."""
+    from edgeft.runtime.strategies.hybrid import owner_of
+
+    shares = plan.layout.get("cached_shares")
+    if plan.strategy != "hybrid" or not shares or not table.cached_step_flops:
+        return None
+    shares = {int(k): float(v) for k, v in shares.items()}
+    rate = {d.name: d.compute.rate() for d in cluster.devices}
+    rank_rate = [rate[r["name"]] for r in plan.ranks]
+    used = [i for i, d in enumerate(cluster.devices) if d.name in {r["name"] for r in plan.ranks}]
+    fixed = ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used) + \
+        table.step_fixed_s
+    owner: dict[int, int] = {}
+    out = []
+    for batches in epochs:
+        total = 0.0
+        for b in batches:
+            rows = np.zeros(len(rank_rate))
+            for i in b:
+                if i not in owner:
+                    owner[i] = owner_of(str(sample_ids[i]), shares)
+                rows[owner[i]] += 1
+            work = np.array([table.cached_flops(int(n)) for n in rows])  # measured at these row counts
+            total += float(np.max(work / np.array(rank_rate))) + fixed
+        out.append(total)
+    return out
 
 
 def make_plan(strategy: str, cluster: ClusterSpec, table: CostTable, samples: int, steps: int,

@@ -15,6 +15,17 @@ def _results(run_dir: Path) -> dict[str, dict]:
     return out
 
 
+def _parts_by_epoch(parts: list, steps: int) -> list[dict]:
+    """Mean per step of each epoch: emulated compute, its host CPU, communication (link waits included)
+    and the rest (collate, optimizer, loop bookkeeping); where a step's time went."""
+    out = []
+    for k in range(0, len(parts), max(steps, 1)):
+        chunk = parts[k:k + steps]
+        mean = [sum(p[i] for p in chunk) / len(chunk) for i in range(4)]
+        out.append(dict(zip(("compute_s", "compute_host_cpu_s", "comm_s", "other_s"), mean)))
+    return out
+
+
 def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict:
     run_dir = Path(run.path)
     plan = summary["plan"]
@@ -32,6 +43,9 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     for k, (ep, t) in enumerate(zip(lead["epochs_done"], lead["epoch_times_s"])):
         key = "epoch_s" if ep == 0 else "later_epoch_s"
         pred = emu.get(key)
+        per_epoch = plan.predicted.get("later_epochs_s")  # PAC on the cache: per epoch, by its batches' owners
+        if ep > 0 and per_epoch and ep - 1 < len(per_epoch):
+            pred = per_epoch[ep - 1]
         partial = spec.resume and k == 0
         epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "plan_s": plan.predicted.get(key),
                        "partial": partial,
@@ -46,6 +60,7 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
             "bytes_sent": r["link"]["sent_bytes"], "bytes_received": r["link"]["received_bytes"],
             "link_wait_s": r["link"]["link_wait_s"], "bytes_to": r["link"]["to"],
             "mean_step_s": sum(r["step_times_s"]) / max(len(r["step_times_s"]), 1),
+            "step_parts_mean_s": _parts_by_epoch(r.get("step_parts_s") or [], steps),
             "cache": r.get("cache"),
             "predicted": (plan.predicted.get("per_device") or {}).get(r["name"])
             if isinstance(plan.predicted.get("per_device"), dict) else None})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import uuid
 from pathlib import Path
@@ -47,7 +48,11 @@ class LaunchConfig(BaseModel):
     time_scale: Union[float, Literal["auto"]] = Field(
         1.0, description="time dilation: every compute and link rate is divided by it (latencies multiplied), "
                          "so devices faster than this host can be emulated; 'auto' picks the least that keeps "
-                         "every device at least 2x slower than the host")
+                         "every device at least 2x slower than the host AND the whole emulated cluster on the "
+                         "host's usable cores (os.sched_getaffinity) with the same 2x headroom: the plan's ranks "
+                         "all run at once, an emulated rank of rate r asks r/(scale x host FLOP/s) of a core, a "
+                         "rank that stays faster than the host (a GPU-class server) runs at host speed and "
+                         "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
 
 
 def config_from(data: dict, source: str) -> LaunchConfig:
@@ -109,6 +114,7 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
     from edgeft.runtime import report
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
+    from edgeft.runtime.strategies.common import epoch_batches
     from edgeft.train.rundir import RunDir
 
     cluster = load_cluster(cfg.cluster)
@@ -135,20 +141,26 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
         say(f"host calibration: {host['host_flops'] / 1e9:.2f} GFLOP/s effective on this workload "
             f"(one thread{', cached' if host['cached'] else ''})")
         table = dataclasses.replace(table, step_fixed_s=host["step_fixed_s"], trainable_total=host["trainable_params"],
-                                    cached_step_flops=host.get("cached_step_flops", 0.0))
+                                    cached_step_flops=host.get("cached_step_flops", 0.0),
+                                    cached_call_flops=host.get("cached_call_flops", 0.0),
+                                    cached_rows_flops=tuple(host.get("cached_rows_flops", ())))
 
-    scale = 1.0
+    scale, why_scale = 1.0, {}
     if cfg.time_scale == "auto":
         if host is None:
             raise ConfigError("time_scale=auto needs compute emulation (it compares devices with this host)")
-        fastest = max([d.compute.rate() for d in cluster.devices])
-        scale = max(1.0, 2.0 * fastest / host["host_flops"])
+        # the ranks that will run at once: those of the plan for this cluster (dilation scales every time
+        # alike, so the dilated cluster gets the same placement)
+        probe = planmod.make_plan(cfg.strategy, cluster, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        scale, why_scale = auto_time_scale([(r["name"], r["kind"], r["device_flops"]) for r in probe.ranks],
+                                           host["host_flops"], usable_cores())
     else:
         scale = float(cfg.time_scale)
     if scale != 1.0:
         cluster = dilate(cluster, scale)
         run.event("time_dilation", scale=scale, note="rates divided, latencies multiplied; divide measured and "
-                                                     "predicted times by the scale for the real cluster")
+                                                     "predicted times by the scale for the real cluster",
+                  **why_scale)
         say(f"time dilation x{scale:.1f}: the cluster runs {scale:.1f}x slower than real, predictions likewise")
 
     # -- link emulation --------------------------------------------------------------------------------
@@ -180,6 +192,11 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
             names = [d.name for d in sub.devices]
             by_name = dict(zip(names, p.planner["cached_shares"]))
             p.layout["cached_shares"] = {str(i): by_name.get(r["name"], 0.0) for i, r in enumerate(p.ranks)}
+            later = [epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, e, cfg.train.max_steps_per_epoch)
+                     for e in range(1, cfg.train.epochs)]
+            per_epoch = planmod.cached_epochs_s(p, emu, table, [f["id"] for f in feats], later)
+            if per_epoch:  # the busiest owner of each step, from the run's batch order (before the run)
+                p.predicted["later_epochs_s"] = per_epoch
         return p
 
     base = RunSpec(run_dir=str(out), strategy=cfg.strategy, model=cfg.model, head=cfg.head, task=cfg.task,
@@ -201,6 +218,52 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
     summary["wall_s"] = time.time() - t0
     summary["time_scale"] = scale
     return report.write(run, cfg, summary, host, table, steps)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), which the emulated ranks share."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_time_scale(ranks: list[tuple[str, str, float]], host_flops: float, cores: int,
+                    headroom: float = 2.0) -> tuple[float, dict]:
+    """The least dilation (>= 1) at which the emulation can keep up, for ranks (name, kind, FLOP/s) that run
+    at the same time on `cores` cores of a host of `host_flops` (one thread's measured rate):
+
+    - each device alone at least `headroom` x slower than the host: rate / scale <= host / headroom;
+    - all of them together: an emulated rank of rate r computes r / (scale x host) of the time, i.e. asks
+      that much of one core; a rank still faster than the host at this scale (a GPU-class server: it would
+      need a dilation of ~1000x) is emulated at host speed and takes a full core; the slowed ranks' demand,
+      with the same headroom, must fit the cores those leave: n_fast + headroom x sum(r / (scale x host))
+      <= cores.
+
+    Servers are not required to be slower than the host (they run clamped, at host speed, when faster).
+    Raising the scale can only move a server from 'fast' to 'slowed', so the fixed-point iteration below
+    ends after at most one step per server. Returns (scale, the figures that set it, for the run's events).
+    Raises ConfigError when the host-speed ranks alone take every usable core."""
+    H = float(host_flops)
+    devices = [r for _, kind, r in ranks if kind == "device"]
+    scale = max([1.0] + [headroom * r / H for r in devices])
+    per_device = scale
+    while True:
+        fast = [n for n, _, r in ranks if r / scale >= H]
+        slowed = [r for n, _, r in ranks if n not in fast]
+        free = cores - len(fast)
+        if free <= 0:
+            raise ConfigError(
+                f"time_scale=auto: {len(fast)} rank(s) ({', '.join(fast)}) run at this host's speed and take all "
+                f"{cores} usable core(s), so no dilation leaves the emulated devices CPU to keep their rates; "
+                "give time_scale explicitly, run fewer processes, or use a host with more cores")
+        need = headroom * sum(slowed) / (H * free)
+        if need <= scale * (1 + 1e-9):
+            break
+        scale = need
+    demand = len(fast) + sum(r / (scale * H) for r in slowed)
+    return scale, {"rule": "auto", "per_device_scale": per_device, "cores": cores, "host_speed_ranks": fast,
+                   "demand_cores": demand}
 
 
 def dilate(cluster, scale: float):
@@ -238,7 +301,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
         model.train()
         full = [feat.collate([feats[i] for i in b]) for b in batches]
         dev = [{k: v for k, v in slice_rows(fb, 0, rows).items() if k != "ids"} for fb in full]
-        cached = [slice_rows(fb, 0, cached_rows) for fb in full] if cached_rows else None
+        cached = full if cached_rows else None  # whole batches: calibrate times 1 row and all rows
         return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached)
 
     def flops(batch):

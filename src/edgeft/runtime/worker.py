@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = out.pop("loop")
         result = {
             "name": me.name, "rank": group.rank, "kind": me.kind, "attempt": spec.attempt, **out,
-            "losses": loop.losses, "step_times_s": loop.step_times_s, "epoch_times_s": loop.epoch_times_s,
+            "losses": loop.losses, "step_times_s": loop.step_times_s,
+            "step_parts_s": loop.step_parts_s, "epoch_times_s": loop.epoch_times_s,
             "epochs_done": loop.epochs_done, "global_step": loop.global_step, "evals": loop.evals,
             "wall_s": time.perf_counter() - t0, "emulated_compute_s": emu.compute_s, "host_cpu_s": emu.host_cpu_s,
             "compute_sections": emu.sections,

@@ -124,8 +124,10 @@ class HiddenModel:
     def __init__(self, view, start: int, hidden: torch.Tensor):
         self.view, self.start, self.hidden = view, start, hidden
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, **_):
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, logits_to_keep=None, **_):
         h = self.view.run_blocks(self.hidden, self.start, self.view.num_blocks, attention_mask)
+        if logits_to_keep and not self.view.is_classifier:  # a per-token head: only the positions kept
+            h = h[:, -int(logits_to_keep):]
         return SimpleNamespace(logits=self.view.final(h, attention_mask))
 
 
@@ -229,6 +231,8 @@ def previous_losses(ctx: Context) -> list[float]:
 class LoopResult:
     losses: list = field(default_factory=list)  # (global_step, loss) known on this rank
     step_times_s: list = field(default_factory=list)
+    # per step: [emulated compute, host CPU of that compute, communication (link waits included), the rest]
+    step_parts_s: list = field(default_factory=list)
     epoch_times_s: list = field(default_factory=list)
     epochs_done: list = field(default_factory=list)
     global_step: int = 0
@@ -257,11 +261,14 @@ def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched
             ctx.beat.update(step=res.global_step, epoch=epoch, phase="train")
             faults.maybe_inject_fault(res.global_step)
             t0 = time.perf_counter()
+            c0, h0, m0 = ctx.emu.compute_s, ctx.emu.host_cpu_s, ctx.comm.ledger.comm_s
             loss = step_fn(epoch, batches[b], res.global_step)
             if sched is not None:
                 sched.step()
             res.global_step += 1
             res.step_times_s.append(time.perf_counter() - t0)
+            parts = [ctx.emu.compute_s - c0, ctx.emu.host_cpu_s - h0, ctx.comm.ledger.comm_s - m0]
+            res.step_parts_s.append([round(x, 5) for x in parts + [res.step_times_s[-1] - parts[0] - parts[2]]])
             if loss is not None:
                 res.losses.append((res.global_step, float(loss)))
                 ctx.log("train_loss", step=res.global_step, epoch=epoch, loss=float(loss),

@@ -28,6 +28,7 @@ from types import SimpleNamespace
 
 import torch
 
+from edgeft.methods.pac.taps import select
 from edgeft.planner.hybrid import whole_rows
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
@@ -59,13 +60,21 @@ def owner_of(sample_id: str, shares: dict[int, float]) -> int:
 
 
 class LogitsModel:
+    """Model-like callable for objective.forward on the last stage's output: `head(hidden)` gives logits.
+    A per-token head (the LM head) runs on the positions the objective keeps only (`logits_to_keep`,
+    as PacModel.forward does): the label-word objective reads one position, and the vocabulary
+    projection of every position was a third of a SmolLM2 step's work, thrown away."""
+
     accepts_sample_ids = False
 
-    def __init__(self, logits):
-        self.logits = logits
+    def __init__(self, head, hidden, per_token: bool):
+        self.head, self.hidden, self.per_token = head, hidden, per_token
 
-    def __call__(self, **_):
-        return SimpleNamespace(logits=self.logits)
+    def __call__(self, logits_to_keep=None, **_):
+        h = self.hidden
+        if logits_to_keep and self.per_token:
+            h = h[:, -int(logits_to_keep):]
+        return SimpleNamespace(logits=self.head(h))
 
 
 def run(ctx) -> dict:
@@ -177,7 +186,8 @@ def run(ctx) -> dict:
                 p.grad = torch.zeros_like(p)
         lt = torch.tensor([loss_sum], dtype=torch.float32, device=ctx.group.device)
         ctx.comm.all_reduce_([p.grad for p in params] + [lt], world)
-        C.clip_global(ctx, params, world, share=1.0 / len(world))
+        # every rank now holds the same summed gradients: the global norm is local (no second collective)
+        C.clip_global(ctx, params, [ctx.rank])
         opt.step()
         opt.zero_grad(set_to_none=True)
         return float(lt) if ctx.rank == loss_rank else None
@@ -261,12 +271,15 @@ def _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objecti
             width = 1 if model.positions != "all" else h.shape[1]
             s = h.new_zeros(h.shape[0], width, model.side.width)
         return {"h": h, "s": s}, None
-    final = taps[..., -1, :] + P.finish_side(model.side, s)
+    final = taps[..., -1, :] + P.finish_side(model.side, s, mask if model.positions == "all" else None)
     if model.task_head is not None:
-        logits = model.task_head(final[:, -1] if model.positions == "all" else final[:, 0])
+        # pooled as PacModel.forward pools (mean for BERT, the last real token for Llama), not the last column,
+        # which is padding in a right-padded batch
+        pooled = select(final, mask, model.head_pool)[:, 0] if model.positions == "all" else final[:, 0]
+        out = LogitsModel(model.task_head, pooled, per_token=False)
     else:
-        logits = view.final(final)
-    loss, _, _ = forward(LogitsModel(logits), part, objective, label_ids)
+        out = LogitsModel(view.final, final, per_token=True)
+    loss, _, _ = forward(out, part, objective, label_ids)
     return {}, loss
 
 
