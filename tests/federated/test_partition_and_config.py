@@ -84,3 +84,13 @@ def test_run_config_round_trip_is_flat_scalars():
     assert all(isinstance(v, (str, int, float, bool)) for v in rc.values())
     assert "holdout-category" not in rc and rc["rounds"] == 5
     assert FederatedConfig.from_run_config(rc) == cfg
+    zo = FederatedConfig(algorithm="fedkseed", zo_base="full", zo_params=["norm"])
+    rc = zo.to_run_config()
+    assert rc["zo-params"] == '["norm"]' and FederatedConfig.from_run_config(rc) == zo
+
+
+def test_zo_params_only_for_zeroth_order_algorithms():
+    with pytest.raises(ConfigError, match="zo_params selects what zeroth-order"):
+        config_from_dict({"algorithm": "fedit", "zo_params": ["norm"]})
+    with pytest.raises(ConfigError, match="needs at least one name"):
+        config_from_dict({"algorithm": "fedkseed", "zo_params": []})

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.fedkseed import candidate_seeds, nonzero_pool, pro_probabilities, replay
 from edgeft.federated.runtime import seeded_rng, setup_for
@@ -49,6 +50,32 @@ def test_fedkseed_uploads_under_18kb_and_replay_is_bit_exact(tmp_path, tiny_llam
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     for name, p in zip(fresh.names, fresh.params):
         assert torch.equal(saved[name.replace(".default", "")], p.detach()), name
+
+
+def test_fedkseed_on_norm_weights_moves_only_them_and_replays_bit_exact(tmp_path, tiny_llama):
+    """zo_params narrows what FedKSeed perturbs (here the RMSNorm weights of the full model): the server's
+    model after the run differs from w0 in those weights only, clients' replays match it bit for bit, and a
+    selection that matches nothing is refused with the parameter names it could have used."""
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fedkseed", zo_base="full", zo_params=["norm"], rounds=1,
+               local_steps=20, lr=1e-3)
+    s = run_federated(cfg)
+    assert s["replay_bit_exact"] and s["seeds_in_pool"] > 0
+    assert max(b for c in s["communication"] for b in c["bytes_up_per_client"]) <= 18_000
+
+    fresh = setup_for(cfg, "replayer")
+    assert fresh.names and all("norm" in n for n in fresh.names)
+    original = {n: p.detach().clone() for n, p in fresh.model.named_parameters()}
+    pool = np.load(tmp_path / "run" / "seed_pool.npz")
+    index, values = nonzero_pool(pool["pool"])
+    replay(fresh, pool["seeds"], index.astype(np.int64), values, float(pool["lr"]))
+    assert fresh.digest() == s["final_digest"]
+    replayed = dict(fresh.model.named_parameters())
+    saved = load_file(str(tmp_path / "run" / "adapter" / "model.safetensors"))
+    moved = {n for n, t in saved.items() if n in original and not torch.equal(t, original[n])}
+    assert moved and all("norm" in n for n in moved)  # only the selected weights left w0
+    assert all(torch.equal(saved[n], replayed[n].detach()) for n in moved)
+    with pytest.raises(ConfigError, match="matches none of full's parameters"):
+        setup_for(cfg.model_copy(update={"zo_params": ["no_such_module"]}), "client")
 
 
 def test_pro_probabilities_favour_seeds_with_large_scalars():

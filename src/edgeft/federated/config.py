@@ -50,6 +50,9 @@ class FederatedConfig(BaseModel):
     method_options: dict = Field(default_factory=dict, description="options of the LoRA adapter (FedIT) or of "
                                                                      "the tuned parameter set (zeroth-order)")
     zo_base: str = Field("lora", description="parameter set FedKSeed/FwdLLM tune: lora, bitfit, full, ...")
+    zo_params: Optional[list[str]] = Field(None, description="perturb only those of zo_base's parameters whose name "
+                                                             "contains one of these, e.g. [norm] with zo_base=full "
+                                                             "(RMSNorm weights) or [lora_B] with lora")
 
     # FedKSeed
     num_seeds: int = Field(4096, ge=1, le=65535, description="K, candidate seeds")
@@ -96,6 +99,9 @@ class FederatedConfig(BaseModel):
                 raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs lr_schedule=constant")
             if self.weight_decay != 0:
                 raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs weight_decay=0")
+        if self.zo_params is not None and (self.algorithm == "fedit" or not self.zo_params):
+            raise ValueError("zo_params selects what zeroth-order algorithms perturb (fedkseed, fedkseed-pro, "
+                             "fwdgrad) and needs at least one name; FedIT trains its LoRA adapters")
         if self.algorithm != "fedit" and (self.secagg or self.dp != "none"):
             raise ValueError("secure aggregation and differential privacy are offered for fedit only "
                              "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
@@ -115,7 +121,7 @@ class FederatedConfig(BaseModel):
         for key, value in self.model_dump().items():
             if value is None:
                 continue
-            out[key.replace("_", "-")] = json.dumps(value) if isinstance(value, dict) else value
+            out[key.replace("_", "-")] = json.dumps(value) if isinstance(value, (dict, list)) else value
         return out
 
     @classmethod
@@ -125,6 +131,8 @@ class FederatedConfig(BaseModel):
             name = key.replace("-", "_")
             if name == "method_options" and isinstance(value, str):
                 value = json.loads(value or "{}")
+            if name == "zo_params" and isinstance(value, str):
+                value = json.loads(value)
             data[name] = value
         return config_from_dict(data, "run_config")
 

@@ -139,7 +139,7 @@ def data_for(cfg: FederatedConfig):
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
     key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
-           cfg.zo_base, repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
+           cfg.zo_base, repr(cfg.zo_params), repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
            cfg.holdout_category)
     if key in _CACHE:
         return _CACHE[key]
@@ -154,7 +154,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
     model = method.prepare(backbone, task)
     model.eval()
-    named = named_trainables(method, model)
+    named = zo_selection(cfg, named_trainables(method, model))
     names, params = [n for n, _ in named], [p for _, p in named]
     if not params:
         raise ConfigError(f"method options {cfg.method_options} leave nothing to train")
@@ -162,6 +162,21 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     s = Setup(cfg, task, backbone, featurizer, method, model, names, params, w0, make_loss_fn(featurizer), parts)
     _CACHE[key] = s
     return s
+
+
+def zo_selection(cfg: FederatedConfig, named: list[tuple[str, torch.nn.Parameter]]) -> list:
+    """The parameters a zeroth-order run perturbs: zo_base's trainables, narrowed to cfg.zo_params if given.
+
+    The others stay at their initial values on the server and on every client (for LoRA's A matrices: a
+    fixed random projection), so replay and fingerprints cover exactly the parameters that move.
+    """
+    if not cfg.zo_params or cfg.algorithm == "fedit":
+        return named
+    chosen = [(n, p) for n, p in named if any(s in n for s in cfg.zo_params)]
+    if not chosen:
+        examples = ", ".join(n for n, _ in named[:3])
+        raise ConfigError(f"zo_params {cfg.zo_params} matches none of {cfg.zo_base}'s parameters (e.g. {examples})")
+    return chosen
 
 
 class Work:
