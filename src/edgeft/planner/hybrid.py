@@ -127,7 +127,7 @@ def ring_allreduce_among(cluster: ClusterSpec, nbytes: float, used: list[int] | 
     return ring_allreduce_s(nbytes, len(devs), min(cluster.full_band_rate(d) for d in devs), lat)
 
 
-def _allreduce_all(cluster: ClusterSpec, table: CostTable, used: list[int]) -> float:
+def allreduce_all_trainables(cluster: ClusterSpec, table: CostTable, used: list[int]) -> float:
     """The runtime's per-step all-reduce of all trainables (the measured count when calibrated)."""
     return ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used)
 
@@ -240,7 +240,7 @@ def plan_hybrid(
                 # after the pipeline, one all-reduce of every trainable over every device of the plan (the
                 # runtime keeps identical copies; a stage-local all-reduce is what the DP above ranks by)
                 used = sorted({d for st in stages for d in st.devices})
-                it_s += _allreduce_all(cluster, table, used) + table.step_fixed_s
+                it_s += allreduce_all_trainables(cluster, table, used) + table.step_fixed_s
                 plan = HybridPlan(stages, M, it_s, it_s * iters, [int(x) for x in order], events)
                 if best is None or plan.epoch_s < best.epoch_s * (1 - 1e-9):  # a tie keeps fewer micro-batches
                     best = plan
@@ -257,7 +257,7 @@ def plan_hybrid(
         # identical), also one that holds no cached samples; the cache goes to them by speed.
         use = np.array(sorted({d for st in best.stages for d in st.devices}))
         r = rate_all[use].sum()
-        ar = _allreduce_all(cluster, table, list(use))
+        ar = allreduce_all_trainables(cluster, table, list(use))
         shares = np.zeros(K)
         shares[use] = rate_all[use] / r
         if table.cached_rows_flops:  # measured at each row count: each device's rows at its share, the slowest

@@ -137,11 +137,7 @@ class Comm:
             flat /= len(ranks)
         self.ledger.collective += int(2 * (len(ranks) - 1) / len(ranks) * size)
         self.ledger.collective_in += int(2 * (len(ranks) - 1) / len(ranks) * size)
-        i = 0
-        for t in tensors:
-            n = t.numel()
-            t.copy_(flat[i:i + n].view_as(t))
-            i += n
+        _unflatten_into(flat, tensors)
         self.ledger.comm_s += time.perf_counter() - t0
 
     def star_broadcast_(self, tensors: list[torch.Tensor], src: int, dsts: list[int]) -> None:
@@ -157,14 +153,18 @@ class Comm:
             return
         if self.g.rank not in dsts:
             return
-        flat = self.recv(src)["flat"]
-        i = 0
-        for t in tensors:
-            n = t.numel()
-            t.copy_(flat[i:i + n].view_as(t))
-            i += n
+        _unflatten_into(self.recv(src)["flat"], tensors)
 
     def barrier(self) -> None:
         t0 = time.perf_counter()
         dist.barrier()
         self.ledger.comm_s += time.perf_counter() - t0
+
+
+def _unflatten_into(flat: torch.Tensor, tensors: list[torch.Tensor]) -> None:
+    """Copy one flat buffer back into the tensors it was concatenated from, in order."""
+    i = 0
+    for t in tensors:
+        n = t.numel()
+        t.copy_(flat[i:i + n].view_as(t))
+        i += n

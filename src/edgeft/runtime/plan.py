@@ -16,7 +16,7 @@ from edgeft.errors import ConfigError, PlanError
 from edgeft.planner.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
-from edgeft.planner.hybrid import ring_allreduce_among
+from edgeft.planner.hybrid import allreduce_all_trainables, ring_allreduce_among
 
 
 @dataclass
@@ -234,8 +234,7 @@ def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, s
     rate = {d.name: d.compute.rate() for d in cluster.devices}
     rank_rate = [rate[r["name"]] for r in plan.ranks]
     used = [i for i, d in enumerate(cluster.devices) if d.name in {r["name"] for r in plan.ranks}]
-    fixed = ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used) + \
-        table.step_fixed_s
+    fixed = allreduce_all_trainables(cluster, table, used) + table.step_fixed_s
     owner: dict[int, int] = {}
     out = []
     for batches in epochs:

@@ -181,7 +181,7 @@ class PacModel(nn.Module):
             parts = [[None] * n_taps for _ in batches]
 
             def keep(m, j, taps, micro=micro, parts=parts):
-                flat = taps[micro[m][1].bool()] if self.positions == "all" else taps[:, 0]
+                flat = self._kept(taps, micro[m][1])
                 data, scale = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
                 parts[m][j] = (data.cpu(), None if scale is None else scale.cpu())
 
@@ -189,9 +189,23 @@ class PacModel(nn.Module):
             for b, (ids, mask, types), got in zip(batches, micro, parts):
                 data = torch.cat([d for d, _ in got], dim=1)
                 scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
-                rows = mask.sum(1).tolist() if self.positions == "all" else [1] * len(b["ids"])
-                self._store([str(s) for s in b["ids"]], _batch_hashes(ids, mask, types), data, scale, rows)
+                self._store([str(s) for s in b["ids"]], _batch_hashes(ids, mask, types), data, scale, self._rows(mask))
         return len(todo)
+
+    def _rows(self, attention_mask: torch.Tensor) -> list[int]:
+        """Cached rows per sample: its real tokens when every position is kept, else one."""
+        return attention_mask.sum(1).tolist() if self.positions == "all" else [1] * len(attention_mask)
+
+    def _kept(self, taps: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, P, ...) tapped outputs -> the cached rows of every sample, sample by sample."""
+        return taps[attention_mask.bool()] if self.positions == "all" else taps[:, 0]
+
+    def store_taps(self, sample_ids: list[str], hashes: list[str], taps: torch.Tensor,
+                   attention_mask: torch.Tensor) -> tuple[list[np.ndarray], list[int]]:
+        """Encode tapped outputs (B, P, n_taps, H) of these samples into one cache entry each."""
+        rows = self._rows(attention_mask)
+        data, scale = codec.encode(self._kept(taps, attention_mask), self.cache_dtype)
+        return self._store(sample_ids, hashes, data, scale, rows), rows
 
     def _store(self, sample_ids: list[str], hashes: list[str], data: torch.Tensor, scale: torch.Tensor | None,
                rows: list[int]) -> list[np.ndarray]:
@@ -220,14 +234,8 @@ class PacModel(nn.Module):
             sub_mask = attention_mask[idx]
             taps = self.run_backbone(input_ids[idx], sub_mask, None if token_type_ids is None else token_type_ids[idx],
                                      self.positions)
-            if self.positions == "all":
-                rows = sub_mask.sum(1).tolist()
-                flat = taps[sub_mask.bool()]  # (sum rows, n, H), sample by sample
-            else:
-                rows = [1] * len(missing)
-                flat = taps[:, 0]
-            data, scale = codec.encode(flat, self.cache_dtype)
-            payloads = self._store([sample_ids[b] for b in missing], [hashes[b] for b in missing], data, scale, rows)
+            payloads, rows = self.store_taps([sample_ids[b] for b in missing], [hashes[b] for b in missing], taps,
+                                             sub_mask)
             for b, p, r in zip(missing, payloads, rows):
                 found[b] = (p, r)
         elif self.training and self.offload_backbone and not self._offload_given_up:

@@ -86,11 +86,17 @@ class SideLayer(nn.Module):
         self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
 
     def forward(self, s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if self.attention is not None:
-            s = self.attention(s, mask)
-        for block in self.blocks:
-            s = block(s)
-        return s
+        return _side_layer(s, mask, self.attention, self.blocks)
+
+
+def _side_layer(s: torch.Tensor, mask: torch.Tensor | None, attention: SideAttention | None,
+                blocks: nn.ModuleList) -> torch.Tensor:
+    """Attention across positions (if any), then the MLP blocks: one side layer's computation."""
+    if attention is not None:
+        s = attention(s, mask)
+    for block in blocks:
+        s = block(s)
+    return s
 
 
 class ParallelAdapters(nn.Module):
@@ -154,10 +160,7 @@ class ParallelAdapters(nn.Module):
 
         Separate so a pipeline whose stages each sum their own taps' part ends exactly as forward() does.
         """
-        if self.attention is not None:
-            s = self.attention(s, mask)
-        for block in self.blocks:
-            s = block(s)
+        s = _side_layer(s, mask, self.attention, self.blocks)  # the first layer (its weights keep their old names)
         for layer in self.more:
             s = layer(s, mask)
         return self.up(self.norm_out(s))

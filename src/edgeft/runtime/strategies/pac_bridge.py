@@ -3,7 +3,7 @@
 A pipeline stage owns some taps. Because ParallelAdapters combines taps by a closed-form weighted
 sum (combine 'gated' or 'sum'), stage s can compute its taps' part of that sum and pass it on; the
 last stage adds its own and finishes the side network. `fill_cache` stores taps a device received
-into PAC's ActivationCache in the same encoding PacModel uses, so later epochs hit the cache.
+into PAC's ActivationCache through PacModel.store_taps, so later epochs hit the cache.
 """
 
 from __future__ import annotations
@@ -61,26 +61,12 @@ def run_stage_backbone(model, hidden, start: int, end: int, mask) -> tuple[torch
 
 def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: list, taps: torch.Tensor) -> int:
     """Put taps (B, P, n_taps, H) of these samples into the model's ActivationCache (PacModel's encoding)."""
-    from edgeft.methods.pac import codec
-    from edgeft.methods.pac.model import _split_payload
+    from edgeft.methods.pac.model import _batch_hashes
 
     if model.cache is None or not len(sample_ids):
         return 0
-    ids_cpu, mask_cpu = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
-    types_cpu = token_type_ids.cpu().numpy() if token_type_ids is not None else None
-    hashes = [codec.token_hash(ids_cpu[b][mask_cpu[b]], None if types_cpu is None else types_cpu[b][mask_cpu[b]])
-              for b in range(len(sample_ids))]
-    if model.positions == "all":
-        rows = attention_mask.sum(1).tolist()
-        flat = taps[attention_mask.bool()]
-    else:
-        rows = [1] * len(sample_ids)
-        flat = taps[:, 0]
-    data, scale = codec.encode(flat, model.cache_dtype)
-    payload = codec.to_payload(data, scale)
-    per = [r * len(model.taps) * model.side.hidden * codec.ITEMSIZE[model.cache_dtype] for r in rows]
-    scale_per = [r * len(model.taps) * 4 for r in rows] if scale is not None else [0] * len(rows)
-    model.cache.put([str(s) for s in sample_ids], hashes, _split_payload(payload, per, scale_per), rows)
+    model.store_taps([str(s) for s in sample_ids], _batch_hashes(input_ids, attention_mask, token_type_ids), taps,
+                     attention_mask)
     return len(sample_ids)
 
 
