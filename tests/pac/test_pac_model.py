@@ -193,6 +193,9 @@ def test_tap_sets():
 def test_bad_options_are_clear(tiny_llama):
     with pytest.raises(ConfigError, match="method 'pac' options: cache_dtype"):
         get_method("pac", {"cache_dtype": "int4"})
+    for key, bad in (("fill", "sometimes"), ("stream_mb", 0), ("stream_batch", 0), ("side_layers", 0)):
+        with pytest.raises(ConfigError, match=f"method 'pac' options: {key}"):
+            get_method("pac", {key: bad})
     with pytest.raises(ConfigError, match="pool=mean: language modelling needs every position"):
         setup(tiny_llama, "causal_lm", {"pool": "mean"}, task="shakespeare")
     with pytest.raises(ConfigError, match="side width 7 must be a multiple of the number of heads"):
