@@ -40,15 +40,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=None)
     ap.add_argument("--model", default="minilm-l6")
+    ap.add_argument("--steps", type=int, default=16, help="steps per epoch (the task gets 8 x steps examples)")
     args = ap.parse_args()
+    task = {**TASK, "train_samples": 8 * args.steps}
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
     for strategy, cluster, devices, method, train in CASES:
         if args.only and strategy != args.only:
             continue
         out = ROOT / "runs" / f"bench-predict-{strategy}"
-        cfg = LaunchConfig(cluster=str(ROOT / cluster), devices=devices, model=args.model, task=TASK, method=method,
-                           strategy=strategy, train={"lr": 1e-3, "checkpoint_every": 100, **train}, out=str(out),
+        cfg = LaunchConfig(cluster=str(ROOT / cluster), devices=devices, model=args.model, task=task, method=method,
+                           strategy=strategy, train={"lr": 1e-3, "checkpoint_every": 100, **train,
+                                                     "max_steps_per_epoch": args.steps}, out=str(out),
                            time_scale="auto", evaluate=False, link_mode="auto")
         t0 = time.time()
         m = launch(cfg, say=print)

@@ -16,7 +16,7 @@ planner predicts. Two per-step costs the FLOP count does not describe are measur
   device's rate like FLOPs. `cached_rows_flops[r-1]`: the same step measured at every row count r
   (the cost is not linear in rows); the launcher's cached-epoch prediction looks the busiest owner's
   rows up there, the line is kept for the planner's even-split estimate beyond the measured rows.
-Cached per shape.
+Cached per shape for an hour (MAX_AGE_S).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 from edgeft.paths import edgeft_home
 
 
-VERSION = 5  # of what measure() returns: entries cached by another version are measured again
+VERSION = 8  # of what measure() returns: entries cached by another version are measured again
 
 
 def step_flops(table) -> float:
@@ -50,6 +50,13 @@ class Bench:
     batches: list[dict]  # one device's rows of the run's batches, without sample ids (no activation cache)
     collate: Callable[[], dict]  # what every rank collates per step (the whole batch)
     cached_batches: list[dict] | None = None  # PAC: whole batches with sample ids, for steps on the activation cache
+    embed: torch.nn.Module | None = None  # the embedding and the blocks, to time each part of a step (PartClock)
+    blocks: list | None = None
+
+
+# This host's speed drifts (a shared 2-core VM measured 37 and 44 GFLOP/s on one workload an hour
+# apart), so a calibration older than this is measured again rather than trusted.
+MAX_AGE_S = 3600.0
 
 
 def _cache_file() -> Path:
@@ -61,6 +68,98 @@ def _cpu_of(fn, repeats: int) -> float:
     for _ in range(repeats):
         fn()
     return (time.process_time() - c0) / repeats
+
+
+class PartClock:
+    """CPU time of each part of a training step, from hooks on the embedding and on every block.
+
+    A block's forward runs between its forward pre-hook and forward hook; its backward starts when the
+    gradient of its output arrives and ends when the gradient of its input does (tensor hooks; one
+    thread, so the autograd engine runs the blocks one after another). Whatever the step spends
+    elsewhere (masks, final norm, head, loss, the optimizer-free rest) is `rest`. Why: a FLOP count
+    prices the embedding and a block's fixed per-call work at almost nothing, so a device that runs
+    the embedding and one block (split's device side) took ~1.9x its FLOP share of the step.
+    """
+
+    def __init__(self, embed, blocks):
+        self.n = len(blocks)
+        self.fwd, self.bwd = [0.0] * self.n, [0.0] * self.n
+        self.embed = self.total = 0.0
+        self._t: dict = {}
+        self._handles = []
+        clock = time.process_time
+        if embed is not None:
+            self._handles += [embed.register_forward_pre_hook(lambda m, a: self._t.__setitem__("e", clock())),
+                              embed.register_forward_hook(lambda m, a, o: self._add_embed(clock()))]
+        for i, blk in enumerate(blocks):
+            self._handles += [blk.register_forward_pre_hook(self._pre(i, clock), with_kwargs=True),
+                              blk.register_forward_hook(self._post(i, clock), with_kwargs=True)]
+
+    def _add_embed(self, t):
+        self.embed += t - self._t.pop("e", t)
+
+    @staticmethod
+    def _hidden(args, kwargs, out=None):
+        x = out if out is not None else (args[0] if args else kwargs.get("hidden_states"))
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        return x if torch.is_tensor(x) and x.requires_grad else None
+
+    def _pre(self, i, clock):
+        def hook(mod, args, kwargs):
+            self._t[("f", i)] = clock()
+            x = self._hidden(args, kwargs)
+            if x is not None:  # the gradient of the block's input: its backward is over
+                x.register_hook(lambda g: self._end_bwd(i, clock()))
+        return hook
+
+    def _post(self, i, clock):
+        def hook(mod, args, kwargs, out):
+            t = clock()
+            self.fwd[i] += t - self._t.pop(("f", i), t)
+            y = self._hidden(args, kwargs, out)
+            if y is not None:  # the gradient of the block's output: its backward starts
+                y.register_hook(lambda g: self._t.__setitem__(("b", i), clock()))
+        return hook
+
+    def _end_bwd(self, i, t):
+        self.bwd[i] += t - self._t.pop(("b", i), t)
+
+    def step_done(self, t):
+        """After backward: a block whose input needs no gradient (the first trained one) ends here."""
+        for key in [k for k in self._t if isinstance(k, tuple) and k[0] == "b"]:
+            self.bwd[key[1]] += t - self._t.pop(key)
+
+    def remove(self):
+        for h in self._handles:
+            h.remove()
+
+    def fractions(self) -> dict:
+        """Each part's share of the step's CPU time (embedding, per-block forward and backward, rest)."""
+        tot = max(self.total, 1e-12)
+        rest = max(self.total - self.embed - sum(self.fwd) - sum(self.bwd), 0.0)
+        return {"embed": self.embed / tot, "fwd": [x / tot for x in self.fwd], "bwd": [x / tot for x in self.bwd],
+                "rest": rest / tot}
+
+
+# An emulated device computes in short bursts between sleeps and link waits, and a burst after an idle
+# gap costs more CPU than the same step in a tight loop (cold caches; +5-25% on this host). The
+# calibration measures that ratio so that the host's FLOP/s are those of a burst, the regime every
+# rank of a run computes in.
+IDLE_GAP_S = 0.3
+IDLE_REPS = 5
+
+
+def idle_factor(fn) -> float:
+    """Median CPU of `fn` after an idle gap / median CPU of `fn` back to back (>= 1)."""
+    warm, cold = [], []
+    for _ in range(IDLE_REPS):
+        warm.append(_cpu_of(fn, 1))
+    for _ in range(IDLE_REPS):
+        time.sleep(IDLE_GAP_S)
+        cold.append(_cpu_of(fn, 1))
+    warm.sort()
+    cold.sort()
+    return max(cold[len(cold) // 2] / max(warm[len(warm) // 2], 1e-9), 1.0)
 
 
 def _train(model, loss_fn, batch) -> None:
@@ -75,17 +174,32 @@ def _rows(batch: dict, n: int) -> dict:
 def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
     """The measurements themselves (one thread): see the module doc."""
     model, loss_fn = bench.model, bench.loss_fn
+    c0 = time.process_time()
     _train(model, loss_fn, bench.batches[0])  # warm-up
+    first = time.process_time() - c0
+    parts = PartClock(bench.embed, bench.blocks) if bench.blocks else None
     cpu, flops, wall0 = 0.0, 0.0, time.perf_counter()
     for _ in range(repeats):
         for b in bench.batches:
-            cpu += _cpu_of(lambda: _train(model, loss_fn, b), 1)
+            c0 = time.process_time()
+            loss_fn(model, b).backward()
+            if parts:
+                parts.step_done(time.process_time())
+            model.zero_grad(set_to_none=True)
+            cpu += time.process_time() - c0
             flops += flops_fn(b)
     n = repeats * len(bench.batches)
-    host_flops = flops / cpu
+    if parts:
+        parts.total = cpu
+        parts.remove()
+    factor = idle_factor(lambda: _train(model, loss_fn, bench.batches[0]))
+    host_flops = flops / cpu / factor  # FLOP/s of a burst after idling (see IDLE_GAP_S)
     out = {"host_flops": host_flops, "step_cpu_s": cpu / n, "step_wall_s": (time.perf_counter() - wall0) / n,
            "step_flops": flops / n, "rows": int(bench.batches[0]["input_ids"].shape[0]),
-           "seq_len": sum(int(b["input_ids"].shape[1]) for b in bench.batches) / len(bench.batches)}
+           "seq_len": sum(int(b["input_ids"].shape[1]) for b in bench.batches) / len(bench.batches),
+           "first_step_cpu_s": first, "idle_factor": factor, "warm_host_flops": flops / cpu}
+    if parts:
+        out["parts"] = parts.fractions()
     params = [p for p in model.parameters() if p.requires_grad]
     out["trainable_params"] = sum(p.numel() for p in params)  # what every step all-reduces / deft broadcasts
     opt = torch.optim.AdamW(params, lr=1e-6)
@@ -118,10 +232,14 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
         for r in range(1, most + 1):
             sub = [_rows(cb, r) for cb in cbs if int(cb["input_ids"].shape[0]) >= r]
             by_rows.append(_cpu_of(lambda: [_train(model, loss_fn, cb) for cb in sub], repeats) / len(sub))
+        # the cached step's own cold/warm ratio: its CPU as a burst after idling, priced at host_flops
+        cached_factor = idle_factor(lambda: _train(model, loss_fn, cbs[0]))
+        by_rows = [c * cached_factor for c in by_rows]
         one, whole = by_rows[0], by_rows[-1]
         per = max(whole - one, 0.0) / max(most - 1, 1)  # the line through (1, one) and (rows, whole)
         out.update(cached_step_cpu_s=whole, cached_one_row_cpu_s=one, cached_rows=most,
-                   cached_rows_cpu_s=by_rows, cached_rows_flops=[c * host_flops for c in by_rows],
+                   cached_rows_cpu_s=by_rows, cached_idle_factor=cached_factor,
+                   cached_rows_flops=[c * host_flops for c in by_rows],
                    cached_step_flops=per * host_flops, cached_call_flops=max(one - per, 0.0) * host_flops)
     return out
 
@@ -134,12 +252,12 @@ def calibrate(bench_build: Callable[[], Bench], key: dict, flops_fn, repeats: in
     tag = json.dumps(key, sort_keys=True)
     f = _cache_file()
     known = json.loads(f.read_text()) if f.is_file() else {}
-    if use_cache and tag in known:
+    if use_cache and tag in known and time.time() - known[tag].get("measured_at", 0) < MAX_AGE_S:
         return {**known[tag], "cached": True}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        out = {**measure(bench_build(), flops_fn, repeats), "key": key}
+        out = {**measure(bench_build(), flops_fn, repeats), "key": key, "measured_at": time.time()}
     finally:
         torch.set_num_threads(threads)
     known[tag] = out

@@ -7,6 +7,8 @@ runs, which link share it gets, and what time per epoch the planner predicts for
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass, field
 
@@ -52,6 +54,27 @@ def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_op
                   lora_rank=int(method_options.get("r", 8)), adapter_rank=int(method_options.get("rank", 64)),
                   lora_targets=targets, task_kind=task_kind, num_labels=num_labels)
     return analytic_costs(arch, wl)
+
+
+def with_measured_parts(table: CostTable, parts: dict) -> CostTable:
+    """The table with the step's FLOPs shared out among embedding, blocks and head as this host measured
+    them (calibrate.PartClock), instead of by FLOP count: the step's total stays the cost model's, each
+    part gets its measured share of it. A device that runs only the embedding and a block is then
+    priced with their per-call work, which a FLOP count leaves out."""
+    fwd, bwd = np.asarray(parts["fwd"], float), np.asarray(parts["bwd"], float)
+    if len(fwd) != table.num_layers or len(bwd) != table.num_layers:
+        raise ConfigError(f"calibration measured {len(fwd)} blocks, the cost table has {table.num_layers}")
+    total = float(table.embed_fwd + table.fwd.sum() + table.bwd_train.sum() + table.head_fwd + table.head_bwd)
+    head = table.head_fwd + table.head_bwd
+    head_fwd_share = table.head_fwd / head if head > 0 else 0.5
+    pass_ratio = np.divide(table.bwd_pass, table.bwd_train, out=np.zeros_like(table.bwd_pass),
+                           where=table.bwd_train > 0)
+    bwd_train = bwd * total
+    return dataclasses.replace(
+        table, embed_fwd=parts["embed"] * total, fwd=fwd * total, bwd_train=bwd_train,
+        bwd_pass=bwd_train * pass_ratio, head_fwd=parts["rest"] * total * head_fwd_share,
+        head_bwd=parts["rest"] * total * (1 - head_fwd_share),
+        notes={**table.notes, "parts": "measured shares of the step (runtime calibration)"})
 
 
 def _device_rank(cluster: ClusterSpec, d, share: float = 1.0) -> dict:
@@ -129,6 +152,23 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
 
 
 # -- deft ---------------------------------------------------------------------------------------------
+def deft_round_s(inst, assign, share, cluster: ClusterSpec) -> float:
+    """A round as the runtime runs it, which the planner's objective max_k(compute_k + link_k) does not
+    see: the devices meet at the clipping all-reduce after computing, so the uploads start together
+    once the slowest device is done; the server broadcasts when the last upload is in. Hence
+    max compute + the scalar all-reduce's latencies + max upload + max download."""
+    share = np.asarray(share, float)
+    cols = np.arange(len(assign))
+    rows = np.asarray(assign, int)
+    compute = inst.compute_s[rows, cols].max()
+    rate = share[rows] * inst.rate[rows]
+    up = (inst.upload_bits[cols] / rate).max()
+    down = (np.broadcast_to(inst.download_bits, (len(assign),)) / rate).max() if np.any(inst.download_bits) else 0.0
+    lat = [cluster.devices[k].link.latency_ms / 1000 for k in set(rows.tolist())]
+    sync = 2 * (len(lat) - 1) * 2 * max(lat, default=0.0)  # ring all-reduce of one scalar: 2(K-1) hops
+    return float(compute + sync + up + down)
+
+
 def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: int | None = None) -> RuntimePlan:
     """Dual-ascent joint block + bandwidth allocation (planner.joint) over the cluster's devices."""
     from edgeft.planner.deft import build_deft_instance
@@ -147,10 +187,11 @@ def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: in
         depth = per_dev[k]["depth"]
         blocks[len(ranks) - 1] = list(inst.blocks[depth - 1])
     # each device's round = compute + its upload + the server's broadcast of all trainables, both at
-    # its rate x share (the runtime shapes up- and downlink alike); the dual ascent optimises that
+    # its rate x share (the runtime shapes up- and downlink alike); the dual ascent optimises that, the
+    # prediction is the round the runtime runs (deft_round_s)
+    T = deft_round_s(inst, sol.assign, sol.share, cluster) + table.step_fixed_s
     return RuntimePlan("deft", ranks, {"server": 0, "devices": list(range(1, len(ranks))), "blocks": blocks},
-                       {"step_s": sol.makespan, "epoch_s": sol.makespan * steps,
-                        "later_epoch_s": sol.makespan * steps,
+                       {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps,
                         "per_device": {cluster.devices[k].name: v for k, v in per_dev.items()}},
                        {"solver": "dual_ascent", "makespan_s": sol.makespan,
                         "assign_depth_to_device": [cluster.devices[int(k)].name for k in sol.assign],
@@ -212,7 +253,7 @@ def repredict(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: 
         names = [d.name for d in cluster.devices]
         assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
         share = np.array([plan.planner["share"][n] for n in names])
-        T = float(inst.latency(share)[assign, np.arange(inst.L)].max())
+        T = deft_round_s(inst, assign, share, cluster) + table.step_fixed_s
         return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
     return None
 

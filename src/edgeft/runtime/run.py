@@ -144,6 +144,8 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
                                     cached_step_flops=host.get("cached_step_flops", 0.0),
                                     cached_call_flops=host.get("cached_call_flops", 0.0),
                                     cached_rows_flops=tuple(host.get("cached_rows_flops", ())))
+        if host.get("parts"):
+            table = planmod.with_measured_parts(table, host["parts"])
 
     scale, why_scale = 1.0, {}
     if cfg.time_scale == "auto":
@@ -284,6 +286,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
     """Times this run's own first batches at one device's rows (see calibrate.py)."""
     from edgeft.methods import get_method
     from edgeft.models import load_backbone
+    from edgeft.models.blocks import BlockView
     from edgeft.runtime import plan as planmod
     from edgeft.runtime.strategies.common import slice_rows
     from edgeft.train.recipe import make_loss_fn
@@ -302,7 +305,10 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
         full = [feat.collate([feats[i] for i in b]) for b in batches]
         dev = [{k: v for k, v in slice_rows(fb, 0, rows).items() if k != "ids"} for fb in full]
         cached = full if cached_rows else None  # whole batches: calibrate times 1 row and all rows
-        return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached)
+        view = None if cfg.method == "pac" else BlockView(model, bb.arch.family)  # PAC's blocks run without grad
+        return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached,
+                         embed=view and (view.core.embed_tokens if view.family == "llama" else view.core.embeddings),
+                         blocks=view and list(view.blocks))
 
     def flops(batch):
         t = planmod.make_table(arch, cfg.method, int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1]),
