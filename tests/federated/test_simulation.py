@@ -144,3 +144,32 @@ def test_fedit_with_secagg_plus_and_local_dp(tmp_path, tiny_llama):
     assert all(r["compute_s"] > 0 for r in rows)  # client metrics travel through SecAgg+ too
     assert s["privacy"]["secagg"] and s["privacy"]["dp"] == "local"
     assert s["metric_after"] is not None
+
+
+def test_fedkseed_returns_the_round_with_the_lowest_validation_loss(tmp_path, tiny_llama):
+    """val_samples: the server keeps training rows out of every client, measures the global model's loss
+    on them after every round (round 0 = untuned included), and the run returns the lowest round's model:
+    the saved pool, replayed by anyone, rebuilds a model whose validation loss is that minimum."""
+    from edgeft.federated.runtime import data_and_validation, data_for
+
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fedkseed", zo_base="full", zo_params=["norm"], rounds=3,
+               local_steps=10, lr=5e-2, val_samples=16)
+    task, parts, val = data_and_validation(cfg)
+    assert len(val) == 16 and not set(val) & {i for p in parts for i in p}
+    plain = cfg.model_copy(update={"val_samples": 0})
+    assert data_and_validation(plain)[2] == [] and data_for(plain)[1] != parts
+    s = run_federated(cfg)
+    losses = [(r["round"], r["loss"]) for r in s["val_loss_by_round"]]
+    assert [r for r, _ in losses] == [0, 1, 2, 3]
+    best_round, best = min(losses, key=lambda x: x[1])
+    assert s["selected_round"] == best_round
+    pool = np.load(tmp_path / "run" / "seed_pool.npz")
+    fresh = setup_for(cfg, "replayer")
+    index, values = nonzero_pool(pool["pool"])
+    replay(fresh, pool["seeds"], index.astype(np.int64), values, float(pool["lr"]))
+    assert fresh.digest() == s["final_digest"]
+    assert fresh.val_loss(cfg.eval_batch_size) == pytest.approx(best, rel=1e-6)
+    if best_round != 3:
+        assert s["metric_after"] == s["selected_metrics"]["rougeL"]
+    with pytest.raises(Exception, match="val_samples"):
+        FederatedConfig(**{**cfg.model_dump(), "algorithm": "fedit", "zo_params": None})

@@ -39,6 +39,8 @@ class FederatedConfig(BaseModel):
     partition: Literal["iid", "dirichlet", "task"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more skewed)")
     holdout_category: Optional[str] = Field(None, description="category kept out of every client (FedKSeed)")
+    val_samples: int = Field(0, ge=0, description="training rows the server keeps out of every client to pick the "
+                             "round whose global model the run returns, by loss on them (FedKSeed); 0: the last round")
     seed: int = 0
 
     # local work
@@ -107,6 +109,9 @@ class FederatedConfig(BaseModel):
                              "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
         if self.secagg and self.dp == "central":
             raise ValueError("secagg with central DP is not offered: use dp=local with secagg, or central DP alone")
+        if self.val_samples and not self.algorithm.startswith("fedkseed"):
+            raise ValueError("val_samples (picking the returned round on validation rows) is offered for fedkseed "
+                             "and fedkseed-pro; set val_samples=0")
         if self.secagg and self.clients_per_round < 3:
             raise ValueError("SecAgg+ needs at least 3 clients per round")
         return self

@@ -104,6 +104,50 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
 # -- server ----------------------------------------------------------------------------------------
 
 
+class RoundPicker:
+    """Model selection on the server's validation rows (cfg.val_samples; none: the last round is returned).
+
+    After every round the global model's loss on rows no client holds is measured; the run returns the
+    round with the lowest, round 0 (the untuned model) included. For FedKSeed a round's model is its
+    cumulative seed pool, so keeping the best pool (K floats) is enough: every client can rebuild that
+    model by replaying it, exactly as any other round's."""
+
+    def __init__(self, setup: Setup, cfg: FederatedConfig, log: RoundLog):
+        self.setup, self.cfg, self.log = setup, cfg, log
+        self.losses: list[tuple[int, float]] = []
+        self.best: tuple[int, float, np.ndarray] | None = None
+
+    def consider(self, rnd: int, pool: np.ndarray) -> float | None:
+        if not self.cfg.val_samples:
+            return None
+        loss = self.setup.val_loss(self.cfg.eval_batch_size)
+        self.losses.append((rnd, loss))
+        if self.best is None or loss < self.best[1]:
+            self.best = (rnd, loss, pool.copy())
+        if self.log.run:
+            self.log.run.event("validation", round=rnd, loss=loss, best_round=self.best[0])
+        return loss
+
+    def restore(self, rebuild) -> dict | None:
+        """Puts the best round's model back (when it is not the last) and evaluates it; None if nothing changed."""
+        if self.best is None or self.best[0] == self.losses[-1][0]:
+            self.metrics = None
+            return None
+        self.setup.reset_to_w0()
+        rebuild(self.best[2])
+        self.metrics = self.log.evaluate(self.setup, self.best[0], force=True)
+        if self.log.run:
+            self.log.run.event("selected", round=self.best[0], val_loss=self.best[1], metrics=self.metrics)
+        return {"round": self.best[0], "pool": self.best[2]}
+
+    def summary(self) -> dict:
+        if self.best is None:
+            return {}
+        return {"val_loss_by_round": [{"round": r, "loss": v} for r, v in self.losses],
+                "selected_round": self.best[0], "selected_metrics": getattr(self, "metrics", None)}
+
+
+
 def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
                log: RoundLog, context=None) -> dict:
     k, lr, pro = cfg.num_seeds, cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
@@ -114,6 +158,8 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
     digest = setup.digest()
     log.end_round(0, 0.0, log.evaluate(setup, 0))
     checks = []
+    pick = RoundPicker(setup, cfg, log)
+    pick.consider(0, pool)
     for rnd in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         ledger.round, ledger.phase = rnd, "train"
@@ -146,9 +192,18 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         index, values = nonzero_pool(pool)
         replay(setup, seeds, index.astype(np.int64), values, lr)
         digest = setup.digest()
+        val = pick.consider(rnd, pool)
         metrics = log.evaluate(setup, rnd)
-        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=int(len(index)), pairs_received=touched)
+        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=int(len(index)), pairs_received=touched,
+                      **({"val_loss": val} if val is not None else {}))
+    def rebuild(p: np.ndarray) -> None:
+        idx, vals = nonzero_pool(p)
+        replay(setup, seeds, idx.astype(np.int64), vals, lr)
+
+    chosen = pick.restore(rebuild)
+    if chosen:
+        pool, digest = chosen["pool"], setup.digest()
     if log.run:
         np.savez(log.run.path / "seed_pool.npz", seeds=seeds, pool=pool, lr=lr)
-    return {"replay_checks": checks, "replay_bit_exact": all(c["bit_exact"] for c in checks),
+    return {**pick.summary(), "replay_checks": checks, "replay_bit_exact": all(c["bit_exact"] for c in checks),
             "seeds_in_pool": int(np.count_nonzero(pool.astype(np.float32))), "final_digest": digest}

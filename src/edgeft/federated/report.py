@@ -35,12 +35,16 @@ def summarize(cfg: FederatedConfig, ledger: Ledger, rows: list[dict], metric_nam
     evals = [(r["round"], r["metrics"][metric_name]) for r in rows if metric_name in r.get("metrics", {})]
     before = next((v for rnd, v in evals if rnd == 0), None)
     after = evals[-1][1] if evals and evals[-1][0] > 0 else None
+    last_round = after
+    chosen = extra.get("selected_metrics") or {}
+    if metric_name in chosen:  # the run returns the round picked on the server's validation rows
+        after = chosen[metric_name]
     ups = [b for c in comm for b in c["bytes_up_per_client"]]
     downs = [b for c in comm for b in c["bytes_down_per_client"]]
     setup_rows = ledger.round_rows(0)
     return {
         "algorithm": cfg.algorithm, "model": cfg.model, "task": cfg.task, "metric_name": metric_name,
-        "metric_before": before, "metric_after": after,
+        "metric_before": before, "metric_after": after, "metric_last_round": last_round,
         "metric_by_round": [{"round": rnd, metric_name: v} for rnd, v in evals],
         "rounds": rows,
         "communication": comm,
@@ -67,6 +71,11 @@ def plot(summary: dict, out: Path) -> Path:
     pts = summary["metric_by_round"]
     if pts:
         axes[0].plot([p["round"] for p in pts], [p[name] for p in pts], marker="o")
+    chosen = summary.get("selected_metrics") or {}
+    if name in chosen:
+        axes[0].plot([summary["selected_round"]], [chosen[name]], marker="*", markersize=14, linestyle="",
+                     label=f"returned: round {summary['selected_round']} (lowest validation loss)")
+        axes[0].legend(fontsize=8, loc="lower left")
     axes[0].set(xlabel="round (0 = before training)", ylabel=name, title=f"held-out {name}")
     comm = summary["communication"]
     rounds = [c["round"] for c in comm]

@@ -89,6 +89,23 @@ class Setup:
             self._feats[pid] = self.featurizer.encode(self.client_examples(pid))
         return self._feats[pid]
 
+    def val_features(self) -> list[dict]:
+        """The server's validation rows (val_samples), which no client holds."""
+        if "val" not in self._dev:
+            _, _, val = data_and_validation(self.cfg)
+            self._dev["val"] = self.featurizer.encode([self.task.train[i] for i in val])
+        return self._dev["val"]
+
+    def val_loss(self, batch_size: int) -> float:
+        """Mean training loss of the current model over the validation rows (no gradients)."""
+        feats = self.val_features()
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(feats), batch_size):
+                chunk = feats[i:i + batch_size]
+                total += float(self.loss_fn(self.model, self.featurizer.collate(chunk))) * len(chunk)
+        return total / len(feats)
+
     def dev_features(self) -> list[dict]:
         if "dev" not in self._dev:
             self._dev["dev"] = self.featurizer.encode(self.task.dev)
@@ -126,13 +143,26 @@ _DATA: dict[tuple, tuple] = {}
 
 def data_for(cfg: FederatedConfig):
     """(task, partitions) for this run, the same on the server and on every client (cached per process)."""
+    task, parts, _ = data_and_validation(cfg)
+    return task, parts
+
+
+def data_and_validation(cfg: FederatedConfig):
+    """(task, partitions, validation row indices): `val_samples` seeded training rows go to the server's
+    validation set before the rest is partitioned, so no client ever trains on them."""
     key = (cfg.task, cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
-           cfg.alpha, cfg.holdout_category)
+           cfg.alpha, cfg.holdout_category, cfg.val_samples)
     if key not in _DATA:
         task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
                                     max_length=cfg.max_length, seed=cfg.seed))
-        _DATA[key] = (task, partition(task.train, cfg.clients, cfg.partition, cfg.alpha, cfg.seed,
-                                      cfg.holdout_category))
+        if cfg.val_samples >= len(task.train):
+            raise ConfigError(f"val_samples={cfg.val_samples} leaves no training rows ({len(task.train)} in all): "
+                              "lower val_samples")
+        val = sorted(seeded_rng(cfg.seed, 17).permutation(len(task.train))[:cfg.val_samples].tolist())
+        keep = sorted(set(range(len(task.train))) - set(val))
+        rows = [task.train[i] for i in keep]
+        parts = partition(rows, cfg.clients, cfg.partition, cfg.alpha, cfg.seed, cfg.holdout_category)
+        _DATA[key] = (task, [[keep[i] for i in p] for p in parts], val)
     return _DATA[key]
 
 
@@ -140,7 +170,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
     key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
            cfg.zo_base, repr(cfg.zo_params), repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
-           cfg.holdout_category)
+           cfg.holdout_category, cfg.val_samples)
     if key in _CACHE:
         return _CACHE[key]
     if cfg.threads:
