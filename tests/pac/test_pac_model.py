@@ -152,9 +152,10 @@ def test_cached_training_matches_uncached_training(family, head, task, heads, ti
     assert torch.allclose(torch.tensor(losses["memory"]), torch.tensor(losses["off"]), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("heads", [0, 4])
-def test_side_network_starts_at_the_frozen_backbone(tiny_llama, heads):
-    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"heads": heads, "cache_dtype": "fp32"})
+@pytest.mark.parametrize("heads,init", [(0, "random"), (4, "random"), (0, "backbone"), (4, "backbone")])
+def test_side_network_starts_at_the_frozen_backbone(tiny_llama, heads, init):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"heads": heads, "cache_dtype": "fp32",
+                                                                 "side_init": init})
     batch = feat.collate(feat.encode(t.train[:5]))
     model.eval()
     with torch.no_grad():
@@ -280,19 +281,25 @@ def test_generation_with_kv_cache_equals_rerunning_the_model(tiny_llama, heads):
         model.side.up.weight.normal_(0, 1.0)
         if heads:
             model.side.attention.out.weight.normal_(0, 1.0)
-    model.eval()
-    prompt = torch.tensor([feat.encode(t.dev[:1])[0]["prompt_ids"]])
-    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
-                         pad_token_id=bb.tokenizer.pad_token_id)
-    seq = prompt
-    with torch.no_grad():
-        for _ in range(6):
-            nxt = model(seq, torch.ones_like(seq), logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
-            seq = torch.cat([seq, nxt], 1)
-    assert out.tolist() == seq.tolist()
+    prompt, out = _generation_equals_rerun(model, feat, t, bb, 6)
     base = bb.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
                              do_sample=False, pad_token_id=bb.tokenizer.pad_token_id)
     assert base.tolist() != out.tolist(), "the side network must take part in generation"
+
+
+def _generation_equals_rerun(model, feat, t, bb, steps):
+    """KV-cached generate() gives the tokens that re-running the model on the growing sequence picks."""
+    model.eval()
+    prompt = torch.tensor([feat.encode(t.dev[:1])[0]["prompt_ids"]])
+    out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=steps,
+                         pad_token_id=bb.tokenizer.pad_token_id)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = model(seq, torch.ones_like(seq), logits_to_keep=1).logits[:, -1].argmax(-1, keepdim=True)
+            seq = torch.cat([seq, nxt], 1)
+    assert out.tolist() == seq.tolist()
+    return prompt, out
 
 
 def test_generation_eval_runs_through_the_evaluator(tiny_llama):
@@ -333,3 +340,127 @@ def test_side_attention_is_causal_for_decoders_and_ignores_padding():
     padded = taps.clone()
     padded[:, 0] += 5 * torch.randn(3, 12)
     assert torch.allclose(net(taps, mask)[:, 1:], net(padded, mask)[:, 1:], atol=1e-6)
+
+
+# -- side_init=backbone: side layers copied from the backbone's last blocks, pruned to the side width ----------------
+def _copied_stream(model, batch):
+    """(copied side layers run on the entry tap, the last tap, mask): the copies' output before any training."""
+    with torch.no_grad():
+        taps = model.tapped(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        side = model.side
+        out = side.copied(taps[..., side.entry_tap, :], None, batch["attention_mask"], model.view.block_inputs)
+    return out, taps[..., -1, :], batch["attention_mask"].bool()
+
+
+@pytest.mark.parametrize("family,head", [("llama", "causal_lm"), ("bert", "sequence_classification")])
+def test_full_width_backbone_init_recomputes_the_last_blocks_exactly(family, head, tiny_llama, tiny_bert):
+    """At width = H nothing is pruned: the copies fed the tapped input of block L-k give the backbone's h_L."""
+    path = tiny_llama if family == "llama" else tiny_bert
+    t, bb, feat, method, model = setup(path, head, {"side_init": "backbone", "reduction": 1, "side_layers": 2,
+                                                    "cache_dtype": "fp32"})
+    n = bb.view.num_blocks
+    assert model.taps[model.side.entry_tap] == n - 3 and len(model.side.copies) == 2
+    assert torch.equal(model.side.channels, torch.arange(bb.arch.hidden_size))
+    out, last, mask = _copied_stream(model, feat.collate(feat.encode(t.train[:6])))
+    assert torch.allclose(out[mask], last[mask], atol=1e-5)
+    # the copies are trainable and independent of the frozen blocks they came from
+    assert all(p.requires_grad for p in model.side.copies.parameters())
+    assert all(not p.requires_grad for p in bb.view.blocks[-1].parameters())
+
+
+def test_pruning_keeps_the_largest_weights_and_shrinks_every_dimension(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"side_init": "backbone", "reduction": 4,
+                                                                 "side_layers": 1})
+    h, last = bb.arch.hidden_size, bb.view.blocks[-1]
+    r = h // 4
+    side = model.side
+    assert side.width == r and side.channels.shape == (r,)
+    c = side.copies[0]
+    head_dim = last.self_attn.head_dim
+    # 4 query heads in 2 key/value groups: round(2 * r / H) = 0 -> one whole group is kept (2 query heads)
+    assert c.self_attn.k_proj.weight.shape == (head_dim, r) and c.self_attn.q_proj.weight.shape == (2 * head_dim, r)
+    assert c.self_attn.o_proj.weight.shape == (r, 2 * head_dim)
+    assert c.mlp.gate_proj.weight.shape == (round(last.mlp.gate_proj.out_features / 4), r)
+    assert c.input_layernorm.weight.shape == (r,)
+    # MLP channels kept by the documented magnitude rule, and their weights are the backbone's own
+    w, keep = last.mlp, side.channels
+    score = w.gate_proj.weight.abs().sum(1) + w.up_proj.weight.abs().sum(1) + w.down_proj.weight.abs().sum(0)
+    mlp = torch.sort(torch.topk(score, c.mlp.down_proj.in_features).indices).values
+    assert torch.equal(c.mlp.down_proj.weight, w.down_proj.weight[keep][:, mlp])
+    assert torch.equal(c.mlp.up_proj.weight, w.up_proj.weight[mlp][:, keep])
+    # a residual channel whose weights are made the largest is kept, one whose weights are zeroed is dropped
+    with torch.no_grad():
+        last.mlp.down_proj.weight[5] *= 100
+        last.mlp.up_proj.weight[:, 7] = 0
+        last.mlp.gate_proj.weight[:, 7] = 0
+        last.mlp.down_proj.weight[7] = 0
+        last.self_attn.q_proj.weight[:, 7] = 0
+        last.self_attn.k_proj.weight[:, 7] = 0
+        last.self_attn.v_proj.weight[:, 7] = 0
+        last.self_attn.o_proj.weight[7] = 0
+    model = method.prepare(bb, t)
+    assert 5 in model.side.channels.tolist() and 7 not in model.side.channels.tolist()
+
+
+
+def test_backbone_init_trains_its_copies_and_never_reenters_the_backbone(tiny_llama, tiny_bert):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"side_init": "backbone"})
+    before = [p.detach().clone() for p in model.side.copies.parameters()]
+    per_epoch, result = train(model, method, feat, t, epochs=3)
+    assert per_epoch[1:] == [0, 0]
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.side.copies.parameters())), "copies must train"
+    assert float(model.side.gain.detach().abs().sum()) > 0, "the adapters' feature must join the stream"
+    t, bb, feat, method, model = setup(tiny_bert, "sequence_classification", {"side_init": "backbone"})
+    assert train(model, method, feat, t, epochs=2)[0][1] == 0
+
+
+def test_backbone_init_without_heads_is_per_token(tiny_llama):
+    """heads=0: each position runs the copies alone, so changing one position's taps changes only its output."""
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"side_init": "backbone", "heads": 0},
+                                       task="shakespeare")
+    assert model.positions == "all"
+    side = model.side.eval()
+    with torch.no_grad():
+        side.up.weight.normal_()
+        taps, mask = torch.randn(2, 5, len(model.taps), bb.arch.hidden_size), torch.ones(2, 5, dtype=torch.long)
+        other = taps.clone()
+        other[:, 2] += torch.randn_like(other[:, 2])
+        a, b = side(taps, mask, model.view.block_inputs), side(other, mask, model.view.block_inputs)
+    keep = [0, 1, 3, 4]
+    assert torch.allclose(a[:, keep], b[:, keep], atol=1e-5) and not torch.allclose(a[:, 2], b[:, 2])
+
+
+def test_backbone_init_options_are_checked_saved_and_reloaded(tmp_path, tiny_llama):
+    from edgeft.runtime.strategies.pac_bridge import finish_side
+
+    with pytest.raises(ConfigError, match="side_init=backbone copies the last side_layers=4 blocks"):
+        setup(tiny_llama, "causal_lm", {"side_init": "backbone", "side_layers": 4})
+    with pytest.raises(ConfigError, match="side_init=backbone: the side width 128 must be between 1 and"):
+        setup(tiny_llama, "causal_lm", {"side_init": "backbone", "width": 128})
+    with pytest.raises(ConfigError, match="method 'pac' options: side_init"):
+        get_method("pac", {"side_init": "pretrained"})
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"side_init": "backbone", "taps": "every:2"})
+    assert model.taps == (1, 3)  # the entry (block 1, before the copies of blocks 2 and 3) was already tapped
+    with pytest.raises(ConfigError, match="side_init=backbone.*use side_init=random there"):
+        finish_side(model.side, torch.zeros(1, 3, model.side.width))
+    train(model, method, feat, t, epochs=1)
+    method.save(model, tmp_path / "a")
+    assert json.loads((tmp_path / "a" / "pac.json").read_text())["side_init"] == "backbone"
+    fresh = load_backbone(str(tiny_llama), head="causal_lm")
+    loaded = method.load(fresh, t, tmp_path / "a")
+    batch = feat.collate(feat.encode(t.dev))
+    model.eval(), loaded.eval()
+    with torch.no_grad():
+        a = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=1).logits
+        b = loaded(batch["input_ids"], batch["attention_mask"], logits_to_keep=1).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ModelError, match="side_init: saved 'backbone', now 'random'"):
+        get_method("pac", {"taps": "every:2"}).load(fresh, t, tmp_path / "a")
+
+
+def test_generation_with_backbone_init_equals_rerunning_the_model(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "off", "side_init": "backbone"},
+                                       task="dolly", n=4, max_length=48)
+    with torch.no_grad():
+        model.side.up.weight.normal_(0, 1.0)
+    _generation_equals_rerun(model, feat, t, bb, 5)

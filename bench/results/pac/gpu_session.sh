@@ -9,6 +9,11 @@
 #   1B come from run 1, same code paths, same settings, same GPU kind - to stay within the device budget)
 # Run 3 (third session, one fresh H100; every variant re-run on it): setup3, chunk 2, chunk 3,
 #   convert && sweep3, main3, random1b3   (the streamed cache fill: fill=stream, the blocks in host memory)
+# Run 4 (fourth session, one fresh H100): setup4, chunk 2, chunk 3, convert && sweep5, holdlora, then on a second
+#   fresh H100 (the first went back while idle): setup4, chunk 2, chunk 3, convert && VARIANTS=full,lora PART=a main4,
+#   VARIANTS=pac_nocache,pac_cache PART=b main4
+#   (side_init=backbone: side layers copied from the backbone's last blocks, pruned to the side width;
+#   the choice rule, fixed before sweep5 ran, is in pick_best.py; holdlora scores LoRA on the same held-out split)
 set -euo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/root/pacw
@@ -108,5 +113,34 @@ random1b3)  # timing only, run 3's PAC configuration
   python3 bench/pac_vs_baselines.py --model .devcarry/pac_tok/smollm2-tok --random-llama 1b "${COMMON[@]}" \
     --train-samples 1000 "${CHOSEN[@]}" --eval none --out "$RES/random_llama1b_gpu_run3.json" \
     --label "run 3 timing only: random weights, 1B Llama shape, streamed cache fill"
+  ;;
+setup4)  # run 4: the first part of the wheel, and the backbone-initialised side network on a tiny model on the GPU
+  cp .devcarry/pac_w1/part-* "$W/parts/"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
+    --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option side_init=backbone \
+    --pac-option stream_batch=8 --out "$RES/gpu_tiny_check4.json"
+  ;;
+sweep5)  # run 4's tuning on the 1000 held-out TRAINING examples (never dev); rule fixed before: see pick_best.py
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants "" \
+    --sweep bench/results/pac/sweep5_smollm2.json --pac-option cache=disk --eval last \
+    --out "$RES/sweep5_smollm2_holdout.json" --label "run 4 PAC tuning on 1000 held-out SST-2 training examples"
+  python3 bench/results/pac/pick_best.py "$RES/sweep5_smollm2_holdout.json" --within 0 --max-peak-mb 370 \
+    --max-epoch-s 3.0 > "$W/chosen4.args"
+  cp "$W/chosen4.args" "$RES/chosen4_args.txt"; cat "$W/chosen4.args"
+  ;;
+holdlora)  # LoRA on the same 1000 held-out training examples, so the held-out gap is known (not used for any choice)
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants lora \
+    --out "$RES/lora_smollm2_holdout.json" --label "run 4: LoRA scored on the 1000 held-out SST-2 training examples"
+  ;;
+main4)  # the acceptance run on one machine; VARIANTS picks a subset (two calls: full,lora then pac_nocache,pac_cache,
+  # each under the 10-minute call limit), merged afterwards with --merge. PAC runs chosen4.args when run 4's rule
+  # chose a configuration; it chose none (see docs/benchmarks_pac.md, run 4), so PAC ran the method's defaults.
+  CHOSEN=()
+  [ -s "$W/chosen4.args" ] && mapfile -t CHOSEN < "$W/chosen4.args"
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
+    --variants "${VARIANTS:-full,lora,pac_nocache,pac_cache}" --out "$RES/smollm2_sst2_gpu_run4${PART:-}.json" \
+    --label "run 4: one H100, every variant on the same machine"
   ;;
 esac

@@ -16,7 +16,7 @@ from edgeft.errors import ConfigError, ModelError
 from edgeft.methods.base import Method, MethodOptions, register_method
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
-from edgeft.methods.pac.side_network import ParallelAdapters
+from edgeft.methods.pac.side_network import ParallelAdapters, prune_blocks
 from edgeft.methods.pac.taps import Positions, parse_taps
 from edgeft.paths import edgeft_home
 
@@ -36,6 +36,10 @@ class PacOptions(MethodOptions):
                                             "token's taps in the cache)")
     side_layers: int = Field(2, ge=1, description="side transformer layers (attention, then side_blocks MLP "
                                                   "blocks), stacked")
+    side_init: Literal["random", "backbone"] = Field(
+        "random", description="random: side layers of width r from scratch; backbone: the side layers are copies of "
+                              "the backbone's last side_layers blocks, pruned to width r by weight magnitude (Ladder "
+                              "Side-Tuning), fed from the tapped state entering them (that block is tapped too)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
@@ -91,10 +95,21 @@ class PAC(Method):
                                              o.heads > 0 or o.cache_positions == "all")
         hidden = backbone.arch.hidden_size
         width = o.width or max(8, hidden // o.reduction)
-        if o.heads and width % o.heads:
+        copies = {}
+        if o.side_init == "backbone":
+            entry = view.num_blocks - o.side_layers - 1  # the block whose output enters the first copied block
+            if entry < 0:
+                raise ConfigError(f"side_init=backbone copies the last side_layers={o.side_layers} blocks and feeds "
+                                  f"them the tapped output of the block before; this backbone has "
+                                  f"{view.num_blocks} blocks, so side_layers must be at most {view.num_blocks - 1}.")
+            taps = tuple(sorted(set(taps) | {entry}))
+            layers, channels = prune_blocks(list(view.blocks)[entry + 1:], backbone.arch.family, width)
+            copies = dict(copies=layers, channels=channels, entry_tap=taps.index(entry))
+        elif o.heads and width % o.heads:
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
-                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers)
+                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers,
+                                **copies)
         head = None
         if backbone.head == "sequence_classification":
             head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden, task.num_labels))
@@ -129,9 +144,11 @@ class PAC(Method):
             model.fill_cache(feats, collate)
 
     def spec(self, model: PacModel) -> dict:
-        return {"taps": list(model.taps), "positions": model.positions, "hidden": model.side.hidden,
-                "width": model.side.width, "combine": model.side.combine, "side_blocks": len(model.side.blocks),
-                "side_layers": 1 + len(model.side.more),
+        side = model.side
+        return {"taps": list(model.taps), "positions": model.positions, "hidden": side.hidden,
+                "width": side.width, "combine": side.combine, "side_blocks": len(side.blocks),
+                "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
+                "side_init": "random" if side.copies is None else "backbone",
                 "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None}
 
@@ -148,7 +165,8 @@ class PAC(Method):
         if not (d / WEIGHTS).is_file() or not (d / SPEC).is_file():
             raise ModelError(f"{d}: not a PAC adapter folder (needs {WEIGHTS} and {SPEC}).")
         saved = json.loads((d / SPEC).read_text())
-        saved.setdefault("side_layers", 1)  # adapters saved before the option existed had one layer
+        saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
+        saved.setdefault("side_init", "random")
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")

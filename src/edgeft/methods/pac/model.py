@@ -270,7 +270,7 @@ class PacModel(nn.Module):
         if positions == "last" and not logits_to_keep and self.task_head is None:
             positions = "all"  # every position's logits were asked for: the side network is per token, so it can
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
-        side = self.side(taps, attention_mask if positions == "all" else None)
+        side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
         hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
         if self.task_head is not None:
             pooled = select(hidden, attention_mask, self.head_pool) if positions == "all" else hidden
@@ -316,13 +316,13 @@ class PacModel(nn.Module):
             for _ in range(max_new_tokens):
                 self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past,
                                use_cache=True)
-                if self.side.attention is None:
+                if not self.side.heads:  # a per-token side network: the new position alone
                     taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
-                    hidden = taps[..., -1, :] + self.side(taps)
+                    hidden = taps[..., -1, :] + self.side(taps, block_inputs=self.view.block_inputs)
                 else:
                     new = torch.stack([captured[t] for t in self.taps], dim=-2).float()
                     seen = new if seen is None else torch.cat([seen, new], 1)
-                    hidden = (seen[..., -1, :] + self.side(seen, mask))[:, -1:]
+                    hidden = (seen[..., -1, :] + self.side(seen, mask, block_inputs=self.view.block_inputs))[:, -1:]
                 logits = self.view.final(hidden)[:, -1].float()
                 if do_sample:
                     nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-5), -1), 1).squeeze(-1)

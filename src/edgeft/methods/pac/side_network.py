@@ -18,6 +18,12 @@ and an up-projection r -> H, initialised to zero so that training starts exactly
 backbone. The result is added to the backbone's final hidden state, before the frozen final norm +
 LM head or a trainable task head.
 
+`side_init=backbone` (see `prune_blocks`) replaces those side layers with copies of the backbone's own
+last `layers` blocks, structurally pruned to the side width, as Ladder Side-Tuning initialises its
+side network. Their side stream starts as the kept channels of the tapped state that enters those
+blocks, so at width r = H the side layers recompute the backbone's last blocks exactly; the adapters'
+combined feature joins that stream through a zero-initialised gain.
+
 Without the attention layer the network is per token: it never mixes positions (the backbone's
 attention already did), which is what lets the activation cache keep only the positions an
 objective needs (the last token, a pooled vector). The attention layer gives the side network its
@@ -27,12 +33,15 @@ top keeps the cached epochs cheap - at the price of caching every token's taps.
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from edgeft.errors import ConfigError
 
 Combine = Literal["gated", "sum", "ladder"]
 
@@ -99,11 +108,128 @@ def _side_layer(s: torch.Tensor, mask: torch.Tensor | None, attention: SideAtten
     return s
 
 
+# Where each family's block reads from and writes to its residual stream (dotted module names).
+_LAYOUT = {
+    "llama": dict(q="self_attn.q_proj", kv=("self_attn.k_proj", "self_attn.v_proj"), o="self_attn.o_proj",
+                  mlp_in=("mlp.gate_proj", "mlp.up_proj"), mlp_out="mlp.down_proj",
+                  norms=("input_layernorm", "post_attention_layernorm"), head_dim="self_attn.head_dim"),
+    "bert": dict(q="attention.self.query", kv=("attention.self.key", "attention.self.value"),
+                 o="attention.output.dense", mlp_in=("intermediate.dense",), mlp_out="output.dense",
+                 norms=("attention.output.LayerNorm", "output.LayerNorm"),
+                 head_dim="attention.self.attention_head_size"),
+}
+
+
+def _get(module: nn.Module, dotted: str):
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def _put(module: nn.Module, dotted: str, value: nn.Module) -> None:
+    *parents, name = dotted.split(".")
+    setattr(_get(module, ".".join(parents)) if parents else module, name, value)
+
+
+def _cut_linear(lin: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor | None) -> nn.Linear:
+    """A new Linear with only the given output rows / input columns of `lin` (None: all)."""
+    w = lin.weight.detach()
+    w = w if rows is None else w[rows]
+    w = w if cols is None else w[:, cols]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, dtype=torch.float32)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if lin.bias is not None:
+            new.bias.copy_(lin.bias.detach() if rows is None else lin.bias.detach()[rows])
+    return new
+
+
+def _cut_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
+    """A copy of a LayerNorm / RMSNorm over the kept channels only."""
+    new = copy.deepcopy(norm)
+    new.weight = nn.Parameter(norm.weight.detach()[keep].float().clone())
+    if getattr(norm, "bias", None) is not None:
+        new.bias = nn.Parameter(norm.bias.detach()[keep].float().clone())
+    if hasattr(new, "normalized_shape"):
+        new.normalized_shape = (len(keep),)
+    return new
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores, in ascending index order (ties: the lower index)."""
+    return torch.sort(torch.topk(scores, k, sorted=False).indices).values
+
+
+def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.ModuleList, torch.Tensor]:
+    """Trainable copies of `blocks` (consecutive backbone blocks) structurally pruned to residual width `width`.
+
+    Importance is weight magnitude (L1, as in Li et al. 2017, the pruning Ladder Side-Tuning uses):
+    - residual channels (shared by all copies, since they are one stream): a channel's importance is the
+      sum of |w| over every weight that reads it (query/key/value and MLP input columns) or writes it
+      (attention output and MLP output rows) in all the copied blocks; the `width` largest are kept;
+    - attention heads, per block, in whole key/value groups (grouped-query attention; one head per group
+      for BERT): a group's importance is the sum of |w| of its query, key and value rows and of its heads'
+      output-projection columns; round(groups * width / H) groups (at least one) are kept;
+    - MLP channels, per block: the sum of |w| of their input rows (gate and up for Llama) and output
+      column; round(I * width / H) (at least one) are kept.
+    Head size, norms' epsilon, activation and rotary embeddings are the backbone's. At width = H nothing is
+    pruned and the copies compute exactly what the blocks compute. Returns (copies, kept residual channels).
+    """
+    if family not in _LAYOUT:
+        raise ConfigError(f"side_init=backbone: no block layout for model family '{family}' (llama, bert).")
+    lay = _LAYOUT[family]
+    hidden = _get(blocks[0], lay["o"]).out_features
+    if not 1 <= width <= hidden:
+        raise ConfigError(f"side_init=backbone: the side width {width} must be between 1 and the hidden size "
+                          f"{hidden} (the copies are pruned from the backbone's blocks, not widened).")
+    score = torch.zeros(hidden)
+    for b in blocks:
+        for name in (lay["q"], *lay["kv"], *lay["mlp_in"]):
+            score += _get(b, name).weight.detach().float().abs().sum(0)
+        for name in (lay["o"], lay["mlp_out"]):
+            score += _get(b, name).weight.detach().float().abs().sum(1)
+    keep = _top(score, width)
+    copies = nn.ModuleList()
+    for b in blocks:
+        c = copy.deepcopy(b).float()
+        d = int(_get(b, lay["head_dim"]))
+        q, k = _get(b, lay["q"]).weight.detach().float(), _get(b, lay["kv"][0]).weight.detach().float()
+        n_q, n_kv = q.shape[0] // d, k.shape[0] // d
+        group = n_q // n_kv
+        o = _get(b, lay["o"]).weight.detach().float()
+        g_score = q.abs().sum(1).view(n_kv, group * d).sum(1) + o.abs().sum(0).view(n_kv, group * d).sum(1)
+        for name in lay["kv"]:
+            g_score += _get(b, name).weight.detach().float().abs().sum(1).view(n_kv, d).sum(1)
+        groups = _top(g_score, n_kv if width == hidden else max(1, round(n_kv * width / hidden)))
+        kv_rows = (groups[:, None] * d + torch.arange(d)).flatten()
+        q_rows = (groups[:, None] * group * d + torch.arange(group * d)).flatten()
+        mlp_w = [_get(b, name).weight.detach().float() for name in lay["mlp_in"]]
+        inner = mlp_w[0].shape[0]
+        m_score = sum(w.abs().sum(1) for w in mlp_w) + _get(b, lay["mlp_out"]).weight.detach().float().abs().sum(0)
+        mlp = _top(m_score, inner if width == hidden else max(1, round(inner * width / hidden)))
+        _put(c, lay["q"], _cut_linear(_get(b, lay["q"]), q_rows, keep))
+        for name in lay["kv"]:
+            _put(c, name, _cut_linear(_get(b, name), kv_rows, keep))
+        _put(c, lay["o"], _cut_linear(_get(b, lay["o"]), keep, q_rows))
+        for name in lay["mlp_in"]:
+            _put(c, name, _cut_linear(_get(b, name), mlp, keep))
+        _put(c, lay["mlp_out"], _cut_linear(_get(b, lay["mlp_out"]), keep, mlp))
+        for name in lay["norms"]:
+            _put(c, name, _cut_norm(_get(b, name), keep))
+        c.requires_grad_(True)
+        copies.append(c)
+    return copies, keep
+
+
 class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
-                 side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1):
+                 side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1,
+                 copies: nn.ModuleList | None = None, channels: torch.Tensor | None = None, entry_tap: int = 0):
+        """`copies` (from `prune_blocks`): side layers copied from the backbone (side_init=backbone), fed
+        with the kept `channels` of tap number `entry_tap` (the input of the first copied block); then
+        `heads` only says whether they attend across positions (> 0) or see each position alone (0)."""
         super().__init__()
-        if heads and width % heads:
+        if heads and width % heads and copies is None:
             raise ValueError(f"side width {width} is not divisible by {heads} attention heads")
         self.heads = heads
         self.hidden, self.num_taps, self.width, self.combine = hidden, num_taps, width, combine
@@ -115,10 +241,18 @@ class ParallelAdapters(nn.Module):
         self.gate = nn.Parameter(torch.log(mu) - torch.log1p(-mu)) if combine != "sum" else None
         self.steps = nn.ModuleList(SideBlock(width, dropout) for _ in range(num_taps)) if combine == "ladder" \
             else nn.ModuleList()
-        self.attention = SideAttention(width, heads, causal, dropout) if heads else None
+        self.copies = copies
+        if copies is not None:  # side_init=backbone: the copied blocks are the side layers, then side_blocks MLPs
+            self.register_buffer("channels", channels.clone())
+            self.entry_tap = entry_tap
+            self.gain = nn.Parameter(torch.zeros(width))  # the adapters' feature joins the stream from zero
+            self.attention, self.more = None, nn.ModuleList()
+        else:
+            self.attention = SideAttention(width, heads, causal, dropout) if heads else None
+            # layers > 1: more attention + MLP layers on top (the first layer keeps the names above)
+            self.more = nn.ModuleList(SideLayer(width, heads, causal, dropout, side_blocks)
+                                      for _ in range(layers - 1))
         self.blocks = nn.ModuleList(SideBlock(width, dropout) for _ in range(side_blocks))
-        # layers > 1: more attention + MLP layers on top (the first layer keeps the names above)
-        self.more = nn.ModuleList(SideLayer(width, heads, causal, dropout, side_blocks) for _ in range(layers - 1))
         self.norm_out = nn.LayerNorm(width)
         self.up = nn.Linear(width, hidden)
         nn.init.zeros_(self.up.weight)
@@ -138,10 +272,12 @@ class ParallelAdapters(nn.Module):
         later = torch.flip(torch.cumsum(torch.flip(log_mu, [0]), 0), [0]) - log_mu  # sum_{j>i} log mu_j
         return torch.exp(log_one_minus + later)
 
-    def forward(self, taps: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, taps: torch.Tensor, mask: torch.Tensor | None = None,
+                block_inputs: Callable | None = None) -> torch.Tensor:
         """(B, P, n, H) -> (B, P, H) correction added to the backbone's final hidden state.
 
         `mask` (B, P) marks real tokens when P covers a sequence (the attention layer needs it).
+        `block_inputs(hidden, mask)` (the backbone's BlockView.block_inputs) is needed by copied blocks.
         """
         z = self.adapters(taps)
         if self.combine == "sum":
@@ -153,14 +289,45 @@ class ParallelAdapters(nn.Module):
             s = torch.zeros_like(z[..., 0, :])
             for i, step in enumerate(self.steps):
                 s = step(mu[i] * s + (1 - mu[i]) * z[..., i, :])
-        return self.finish(s, mask)
+        entry = taps[..., self.entry_tap, :] if self.copies is not None else None
+        return self.finish(s, mask, entry=entry, block_inputs=block_inputs)
 
-    def finish(self, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def finish(self, s: torch.Tensor, mask: torch.Tensor | None = None, entry: torch.Tensor | None = None,
+               block_inputs: Callable | None = None) -> torch.Tensor:
         """Combined side feature (B, P, r) -> correction (B, P, H): attention, MLP blocks, up-projection.
 
         Separate so a pipeline whose stages each sum their own taps' part ends exactly as forward() does.
+        Copied blocks (side_init=backbone) also need `entry` (B, P, H), the tapped input of the first one.
         """
+        if self.copies is not None:
+            if entry is None or block_inputs is None:
+                raise ConfigError("side_init=backbone: the copied side layers need the tapped state entering them "
+                                  "and the backbone's block inputs; this caller (e.g. the multi-device pipeline) "
+                                  "provides neither - use side_init=random there.")
+            s = self.copied(entry, s, mask, block_inputs)
+            for block in self.blocks:
+                s = block(s)
+            return self.up(self.norm_out(s))
         s = _side_layer(s, mask, self.attention, self.blocks)  # the first layer (its weights keep their old names)
         for layer in self.more:
             s = layer(s, mask)
         return self.up(self.norm_out(s))
+
+    def copied(self, entry: torch.Tensor, s: torch.Tensor | None, mask: torch.Tensor | None,
+               block_inputs: Callable) -> torch.Tensor:
+        """The copied blocks over the side stream: kept channels of `entry` + gain * (adapters' feature `s`).
+
+        The gain is in units of each position's stream RMS, so it means the same whatever the backbone's
+        residual scale. With heads = 0 every position runs alone (per token, as the cache may hold one).
+        """
+        x = entry.index_select(-1, self.channels)
+        if s is not None:
+            x = x + self.gain * s * x.pow(2).mean(-1, keepdim=True).sqrt()
+        shape = x.shape
+        if not self.heads:
+            x, mask = x.reshape(-1, 1, shape[-1]), None
+        inputs = block_inputs(x, mask)
+        for block in self.copies:
+            out = block(x, **inputs)
+            x = out[0] if isinstance(out, tuple) else out
+        return x.reshape(shape)
