@@ -40,6 +40,12 @@ def replay(setup: Setup, seeds: np.ndarray, index: np.ndarray, values: np.ndarra
         apply_seed_update(setup.params, int(seeds[j]), lr * float(g))
 
 
+def replay_pool(setup: Setup, seeds: np.ndarray, pool: np.ndarray, lr: float) -> None:
+    """Rebuild the global model of a cumulative seed pool (its nonzero entries, as they go on the wire)."""
+    index, values = nonzero_pool(pool)
+    replay(setup, seeds, index.astype(np.int64), values, lr)
+
+
 def pro_probabilities(history: list[list[float]], clip: float) -> np.ndarray:
     """FedKSeed-Pro: softmax of the min-max normalised mean |clipped scalar| of each seed."""
     mean_abs = np.array([np.mean(np.abs(np.clip(h, -clip, clip))) for h in history])
@@ -116,6 +122,7 @@ class RoundPicker:
         self.setup, self.cfg, self.log = setup, cfg, log
         self.losses: list[tuple[int, float]] = []
         self.best: tuple[int, float, np.ndarray] | None = None
+        self.metrics: dict | None = None  # the returned round's held-out metrics, when it is not the last
 
     def consider(self, rnd: int, pool: np.ndarray) -> float | None:
         if not self.cfg.val_samples:
@@ -131,9 +138,7 @@ class RoundPicker:
     def restore(self, rebuild) -> dict | None:
         """Puts the best round's model back (when it is not the last) and evaluates it; None if nothing changed."""
         if self.best is None or self.best[0] == self.losses[-1][0]:
-            self.metrics = None
             return None
-        self.setup.reset_to_w0()
         rebuild(self.best[2])
         self.metrics = self.log.evaluate(self.setup, self.best[0], force=True)
         if self.log.run:
@@ -144,9 +149,7 @@ class RoundPicker:
         if self.best is None:
             return {}
         return {"val_loss_by_round": [{"round": r, "loss": v} for r, v in self.losses],
-                "selected_round": self.best[0], "selected_metrics": getattr(self, "metrics", None)}
-
-
+                "selected_round": self.best[0], "selected_metrics": self.metrics}
 
 def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
                log: RoundLog, context=None) -> dict:
@@ -189,21 +192,16 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
             if pro:
                 for j, gj in zip(idx.tolist(), g.tolist()):
                     history[j].append(gj)
-        index, values = nonzero_pool(pool)
-        replay(setup, seeds, index.astype(np.int64), values, lr)
+        replay_pool(setup, seeds, pool, lr)
         digest = setup.digest()
         val = pick.consider(rnd, pool)
         metrics = log.evaluate(setup, rnd)
-        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=int(len(index)), pairs_received=touched,
-                      **({"val_loss": val} if val is not None else {}))
-    def rebuild(p: np.ndarray) -> None:
-        idx, vals = nonzero_pool(p)
-        replay(setup, seeds, idx.astype(np.int64), vals, lr)
-
-    chosen = pick.restore(rebuild)
+        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=len(nonzero_pool(pool)[0]),
+                      pairs_received=touched, **({"val_loss": val} if val is not None else {}))
+    chosen = pick.restore(lambda p: replay_pool(setup, seeds, p, lr))
     if chosen:
         pool, digest = chosen["pool"], setup.digest()
     if log.run:
         np.savez(log.run.path / "seed_pool.npz", seeds=seeds, pool=pool, lr=lr)
     return {**pick.summary(), "replay_checks": checks, "replay_bit_exact": all(c["bit_exact"] for c in checks),
-            "seeds_in_pool": int(np.count_nonzero(pool.astype(np.float32))), "final_digest": digest}
+            "seeds_in_pool": len(nonzero_pool(pool)[0]), "final_digest": digest}

@@ -41,6 +41,11 @@ class BlockView:
     def num_blocks(self) -> int:
         return len(self.blocks)
 
+    @property
+    def embedding(self) -> nn.Module:
+        """The token embedding module (Llama's embed_tokens; BERT's embeddings, positions included)."""
+        return self.core.embed_tokens if self.family == "llama" else self.core.embeddings
+
     # -- the three parts ------------------------------------------------------------------------
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -111,7 +116,7 @@ class BlockView:
         return [_count(b) for b in self.blocks]
 
     def embed_param_count(self) -> int:
-        return _count(self.core.embed_tokens if self.family == "llama" else self.core.embeddings)
+        return _count(self.embedding)
 
     def final_param_count(self) -> int:
         n = _count(self.head) if self.head is not None else 0

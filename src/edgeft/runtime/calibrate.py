@@ -82,8 +82,7 @@ class PartClock:
     """
 
     def __init__(self, embed, blocks):
-        self.n = len(blocks)
-        self.fwd, self.bwd = [0.0] * self.n, [0.0] * self.n
+        self.fwd, self.bwd = [0.0] * len(blocks), [0.0] * len(blocks)
         self.embed = self.total = 0.0
         self._t: dict = {}
         self._handles = []
@@ -124,8 +123,9 @@ class PartClock:
     def _end_bwd(self, i, t):
         self.bwd[i] += t - self._t.pop(("b", i), t)
 
-    def step_done(self, t):
+    def step_done(self):
         """After backward: a block whose input needs no gradient (the first trained one) ends here."""
+        t = time.process_time()
         for key in [k for k in self._t if isinstance(k, tuple) and k[0] == "b"]:
             self.bwd[key[1]] += t - self._t.pop(key)
 
@@ -162,8 +162,10 @@ def idle_factor(fn) -> float:
     return max(cold[len(cold) // 2] / max(warm[len(warm) // 2], 1e-9), 1.0)
 
 
-def _train(model, loss_fn, batch) -> None:
+def _train(model, loss_fn, batch, after_backward=None) -> None:
     loss_fn(model, batch).backward()
+    if after_backward:
+        after_backward()
     model.zero_grad(set_to_none=True)
 
 
@@ -181,12 +183,7 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
     cpu, flops, wall0 = 0.0, 0.0, time.perf_counter()
     for _ in range(repeats):
         for b in bench.batches:
-            c0 = time.process_time()
-            loss_fn(model, b).backward()
-            if parts:
-                parts.step_done(time.process_time())
-            model.zero_grad(set_to_none=True)
-            cpu += time.process_time() - c0
+            cpu += _cpu_of(lambda: _train(model, loss_fn, b, parts and parts.step_done), 1)
             flops += flops_fn(b)
     n = repeats * len(bench.batches)
     if parts:

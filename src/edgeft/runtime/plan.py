@@ -8,7 +8,6 @@ runs, which link share it gets, and what time per epoch the planner predicts for
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from dataclasses import dataclass, field
 
@@ -163,7 +162,7 @@ def deft_round_s(inst, assign, share, cluster: ClusterSpec) -> float:
     compute = inst.compute_s[rows, cols].max()
     rate = share[rows] * inst.rate[rows]
     up = (inst.upload_bits[cols] / rate).max()
-    down = (np.broadcast_to(inst.download_bits, (len(assign),)) / rate).max() if np.any(inst.download_bits) else 0.0
+    down = (inst.download_bits / rate).max()  # the broadcast: every trainable, to each device (0 if none)
     lat = [cluster.devices[k].link.latency_ms / 1000 for k in set(rows.tolist())]
     sync = 2 * (len(lat) - 1) * 2 * max(lat, default=0.0)  # ring all-reduce of one scalar: 2(K-1) hops
     return float(compute + sync + up + down)

@@ -307,7 +307,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
         cached = full if cached_rows else None  # whole batches: calibrate times 1 row and all rows
         view = None if cfg.method == "pac" else BlockView(model, bb.arch.family)  # PAC's blocks run without grad
         return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached,
-                         embed=view and (view.core.embed_tokens if view.family == "llama" else view.core.embeddings),
+                         embed=view and view.embedding,
                          blocks=view and list(view.blocks))
 
     def flops(batch):

@@ -74,7 +74,7 @@ class PacModel(nn.Module):
     def _offloadable(self) -> list[nn.Module]:
         """Modules that only the backbone pass needs: the blocks, and the embedding unless the head shares it."""
         mods = list(self.view.blocks)
-        embed = self.view.core.embed_tokens if self.family == "llama" else self.view.core.embeddings
+        embed = self.view.embedding
         head_params = {id(p) for p in self.view.head.parameters()} if self.view.head is not None else set()
         if self.task_head is not None or not any(id(p) in head_params for p in embed.parameters()):
             mods.append(embed)
@@ -146,7 +146,7 @@ class PacModel(nn.Module):
         """
         view = self.view
         lend = self._host.lent if self._host is not None else (lambda module: nullcontext())
-        embed = view.core.embed_tokens if self.family == "llama" else view.core.embeddings
+        embed = view.embedding
         with lend(embed):
             hidden = [view.embed(ids, mask, types) for ids, mask, types in micro]
         inputs = [view.block_inputs(h, mask) for h, (_, mask, _) in zip(hidden, micro)]

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgeft.compress.modules import set_module
 from edgeft.errors import ConfigError
 
 Combine = Literal["gated", "sum", "ladder"]
@@ -120,15 +121,14 @@ _LAYOUT = {
 }
 
 
-def _get(module: nn.Module, dotted: str):
-    for part in dotted.split("."):
-        module = getattr(module, part)
-    return module
+def _weight(block: nn.Module, name: str) -> torch.Tensor:
+    return block.get_submodule(name).weight.detach().float()
 
 
-def _put(module: nn.Module, dotted: str, value: nn.Module) -> None:
-    *parents, name = dotted.split(".")
-    setattr(_get(module, ".".join(parents)) if parents else module, name, value)
+def _head_dim(block: nn.Module, dotted: str) -> int:
+    """The attention module's head size (an attribute, not a submodule, hence not get_submodule)."""
+    parent, _, attr = dotted.rpartition(".")
+    return int(getattr(block.get_submodule(parent), attr))
 
 
 def _cut_linear(lin: nn.Linear, rows: torch.Tensor | None, cols: torch.Tensor | None) -> nn.Linear:
@@ -178,44 +178,44 @@ def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.M
     if family not in _LAYOUT:
         raise ConfigError(f"side_init=backbone: no block layout for model family '{family}' (llama, bert).")
     lay = _LAYOUT[family]
-    hidden = _get(blocks[0], lay["o"]).out_features
+    hidden = blocks[0].get_submodule(lay["o"]).out_features
     if not 1 <= width <= hidden:
         raise ConfigError(f"side_init=backbone: the side width {width} must be between 1 and the hidden size "
                           f"{hidden} (the copies are pruned from the backbone's blocks, not widened).")
     score = torch.zeros(hidden)
     for b in blocks:
         for name in (lay["q"], *lay["kv"], *lay["mlp_in"]):
-            score += _get(b, name).weight.detach().float().abs().sum(0)
+            score += _weight(b, name).abs().sum(0)
         for name in (lay["o"], lay["mlp_out"]):
-            score += _get(b, name).weight.detach().float().abs().sum(1)
+            score += _weight(b, name).abs().sum(1)
     keep = _top(score, width)
     copies = nn.ModuleList()
     for b in blocks:
         c = copy.deepcopy(b).float()
-        d = int(_get(b, lay["head_dim"]))
-        q, k = _get(b, lay["q"]).weight.detach().float(), _get(b, lay["kv"][0]).weight.detach().float()
+        d = _head_dim(b, lay["head_dim"])
+        q, k = _weight(b, lay["q"]), _weight(b, lay["kv"][0])
         n_q, n_kv = q.shape[0] // d, k.shape[0] // d
         group = n_q // n_kv
-        o = _get(b, lay["o"]).weight.detach().float()
+        o = _weight(b, lay["o"])
         g_score = q.abs().sum(1).view(n_kv, group * d).sum(1) + o.abs().sum(0).view(n_kv, group * d).sum(1)
         for name in lay["kv"]:
-            g_score += _get(b, name).weight.detach().float().abs().sum(1).view(n_kv, d).sum(1)
+            g_score += _weight(b, name).abs().sum(1).view(n_kv, d).sum(1)
         groups = _top(g_score, n_kv if width == hidden else max(1, round(n_kv * width / hidden)))
         kv_rows = (groups[:, None] * d + torch.arange(d)).flatten()
         q_rows = (groups[:, None] * group * d + torch.arange(group * d)).flatten()
-        mlp_w = [_get(b, name).weight.detach().float() for name in lay["mlp_in"]]
+        mlp_w = [_weight(b, name) for name in lay["mlp_in"]]
         inner = mlp_w[0].shape[0]
-        m_score = sum(w.abs().sum(1) for w in mlp_w) + _get(b, lay["mlp_out"]).weight.detach().float().abs().sum(0)
+        m_score = sum(w.abs().sum(1) for w in mlp_w) + _weight(b, lay["mlp_out"]).abs().sum(0)
         mlp = _top(m_score, inner if width == hidden else max(1, round(inner * width / hidden)))
-        _put(c, lay["q"], _cut_linear(_get(b, lay["q"]), q_rows, keep))
+        set_module(c, lay["q"], _cut_linear(b.get_submodule(lay["q"]), q_rows, keep))
         for name in lay["kv"]:
-            _put(c, name, _cut_linear(_get(b, name), kv_rows, keep))
-        _put(c, lay["o"], _cut_linear(_get(b, lay["o"]), keep, q_rows))
+            set_module(c, name, _cut_linear(b.get_submodule(name), kv_rows, keep))
+        set_module(c, lay["o"], _cut_linear(b.get_submodule(lay["o"]), keep, q_rows))
         for name in lay["mlp_in"]:
-            _put(c, name, _cut_linear(_get(b, name), mlp, keep))
-        _put(c, lay["mlp_out"], _cut_linear(_get(b, lay["mlp_out"]), keep, mlp))
+            set_module(c, name, _cut_linear(b.get_submodule(name), mlp, keep))
+        set_module(c, lay["mlp_out"], _cut_linear(b.get_submodule(lay["mlp_out"]), keep, mlp))
         for name in lay["norms"]:
-            _put(c, name, _cut_norm(_get(b, name), keep))
+            set_module(c, name, _cut_norm(b.get_submodule(name), keep))
         c.requires_grad_(True)
         copies.append(c)
     return copies, keep

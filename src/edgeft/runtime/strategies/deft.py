@@ -29,7 +29,7 @@ def ownership(model, view, blocks: dict[int, tuple[int, int]]) -> dict[int, list
     out = {r: C.block_param_names(model, view, s, e) for r, (s, e) in blocks.items()}
     first = min(blocks, key=lambda r: blocks[r][0])
     last = max(blocks, key=lambda r: blocks[r][1])
-    embed = view.core.embed_tokens if view.family == "llama" else view.core.embeddings
+    embed = view.embedding
     embed_ids = {id(p) for p in embed.parameters()}
     named = dict(model.named_parameters())
     for n in C.outside_block_names(model, view):

@@ -19,7 +19,7 @@ from edgeft.train.objective import forward
 def _partition(ctx, cut: int):
     model, view = ctx.model, ctx.backbone.view
     view = type(view)(model, ctx.backbone.arch.family)
-    embed = view.core.embed_tokens if view.family == "llama" else view.core.embeddings
+    embed = view.embedding
     dev_ids = {id(p) for p in embed.parameters()} | {id(p) for b in view.blocks[:cut] for p in b.parameters()}
     srv_ids = {id(p) for b in view.blocks[cut:] for p in b.parameters()}
     srv_ids |= {id(p) for n, p in model.named_parameters() if id(p) not in dev_ids}
