@@ -94,3 +94,14 @@ def test_zo_params_only_for_zeroth_order_algorithms():
         config_from_dict({"algorithm": "fedit", "zo_params": ["norm"]})
     with pytest.raises(ConfigError, match="needs at least one name"):
         config_from_dict({"algorithm": "fedkseed", "zo_params": []})
+
+
+def test_val_samples_errors_name_the_option():
+    from edgeft.federated.runtime import data_and_validation
+
+    with pytest.raises(ConfigError, match="val_samples"):
+        config_from_dict({"algorithm": "fedit", "val_samples": 16})
+    cfg = config_from_dict({"algorithm": "fedkseed", "task": "dolly", "train_samples": 30, "val_samples": 30,
+                            "clients": 2})
+    with pytest.raises(ConfigError, match="val_samples=30 leaves no training rows"):
+        data_and_validation(cfg)
