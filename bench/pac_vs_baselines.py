@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ("full", "lora", "pac_nocache", "pac_cache")
-DEFAULT_LRS = {"full": 2e-5, "lora": 5e-4, "pac": 1e-3}
+DEFAULT_LRS = {"full": 2e-5, "lora": 5e-4, "pac": 5e-4}  # pac: run 5's choice (docs/benchmarks_pac.md)
 # Llama-architecture shapes for timing-only runs with random weights (timing does not depend on weight values).
 RANDOM_LLAMAS = {
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of the trainable weights' initialisation and the batch order only (default: --seed); "
+                        "the samples, the held-out split and random backbones stay on --seed")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR (full, lora, pac), repeatable")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE, repeatable")
@@ -162,6 +165,7 @@ def run_variant(variant: str, args) -> dict:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    train_seed = args.seed if args.train_seed is None else args.train_seed
     seed_everything(args.seed)
     t0 = time.perf_counter()
     task = load_task(TaskConfig(name=args.task, train_samples=args.train_samples, dev_samples=args.dev_samples,
@@ -180,10 +184,11 @@ def run_variant(variant: str, args) -> dict:
     train_feats, dev_feats = featurizer.encode(task.train), featurizer.encode(task.dev)
     method_name, options, lr = method_of(variant, args)
     method = get_method(method_name, options)
+    seed_everything(train_seed)
     model = method.place(method.prepare(backbone, task), device)
     trainable, total = parameter_counts(model)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
-                      device=str(device), seed=args.seed, log_every=10**9)
+                      device=str(device), seed=train_seed, log_every=10**9)
     # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
     # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
     with torch.no_grad():
@@ -223,6 +228,7 @@ def run_variant(variant: str, args) -> dict:
     final = evals[-1] if evals else {}
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": lr,
+        "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),
         "fit_wall_s_with_eval": fit_s, "eval_times_s": eval_times, "load_s": load_s,
         "epoch_peak_memory_mb": epoch_peaks, "peak_memory_mb": max(epoch_peaks),
@@ -369,6 +375,8 @@ def run(args) -> dict:
             sub.pac_option = args.pac_option + [f"{k}={json.dumps(v)}" for k, v in item.get("options", {}).items()]
             if "lr" in item:
                 sub.lr = args.lr + [f"pac={item['lr']}"]
+            if "train_seed" in item:  # repeats of one configuration: same samples, other init and batch order
+                sub.train_seed = item["train_seed"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
             results[name] = r = run_variant("pac_cache", sub)
@@ -381,7 +389,8 @@ def run(args) -> dict:
                  or args.model, "random_weights": bool(args.random_llama), "task": args.task,
                  "train_samples": args.train_samples, "dev_samples": args.dev_samples, "epochs": args.epochs,
                  "scored_on": f"{args.holdout} held-out training examples" if args.holdout else "dev split",
-                 "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed, "eval": args.eval,
+                 "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
+                 "train_seed": args.train_seed, "eval": args.eval,
                  "label": args.label, "command": "python bench/pac_vs_baselines.py " + " ".join(sys_argv_of(args)),
                  "machine": machine(str(resolve_device(args.device)))},
         "variants": results,
@@ -406,6 +415,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--dev-samples", str(args.dev_samples)]
     if args.holdout:
         words += ["--holdout", str(args.holdout)]
+    if args.train_seed is not None:
+        words += ["--train-seed", str(args.train_seed)]
     if args.threads:
         words += ["--threads", str(args.threads)]
     if args.random_llama:

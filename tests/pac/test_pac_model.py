@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
@@ -464,3 +465,48 @@ def test_generation_with_backbone_init_equals_rerunning_the_model(tiny_llama):
     with torch.no_grad():
         model.side.up.weight.normal_(0, 1.0)
     _generation_equals_rerun(model, feat, t, bb, 5)
+
+
+def test_channel_norm_standardises_each_tap_channel_and_keeps_the_start():
+    """fit_tap_stats on outlier-heavy taps: every (tap, channel) of the fitted input has mean 0 and std 1."""
+    torch.manual_seed(0)
+    net = ParallelAdapters(hidden=16, num_taps=3, width=8, dropout=0.0, tap_norm="channel")
+    taps = torch.randn(6, 10, 3, 16) * (torch.rand(16) * 3 + 0.1)
+    taps[..., 5] += 40.0  # an outlier channel, as the residual streams of Llama-family models have
+    mask = torch.ones(6, 10, dtype=torch.long)
+    mask[0, 7:] = 0  # padding does not count
+    taps[0, 7:] = 1e4
+    plain = net.normalize(taps)
+    assert net.fit_tap_stats([(taps[:3], mask[:3]), (taps[3:], mask[3:])]) == int(mask.sum())
+    x = net.normalize(taps)[mask.bool()]
+    assert torch.allclose(x.mean(0), torch.zeros(3, 16), atol=1e-4)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(3, 16), atol=1e-3)
+    assert not torch.allclose(plain, net.normalize(taps))
+    folded = net.adapters(taps)  # the standardisation folded into the down-projection computes the same features
+    assert torch.allclose(folded, F.gelu(torch.einsum("...nh,nhr->...nr", net.normalize(taps), net.down)
+                                         + net.down_bias), atol=1e-4)
+    assert torch.equal(net(taps, mask), torch.zeros(6, 10, 16))  # the up-projection still starts at zero
+
+
+def test_channel_norm_is_fitted_before_training_saved_and_reloaded(tmp_path, tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"tap_norm": "channel", "norm_samples": 10})
+    assert int(model.side.tap_rows) == 0
+    train(model, method, feat, t, epochs=1)
+    rows = sum(len(f["input_ids"]) for f in feat.encode(t.train)[:10])
+    assert int(model.side.tap_rows) == rows and not torch.all(model.side.tap_scale == 1)
+    method.save(model, tmp_path / "adapter")
+    fresh = load_backbone(str(tiny_llama), head="causal_lm")
+    loaded = method.load(fresh, t, tmp_path / "adapter")
+    assert torch.equal(loaded.side.tap_shift, model.side.tap_shift)
+    with pytest.raises(ModelError, match="tap_norm: saved 'channel', now 'token'"):
+        get_method("pac").load(fresh, t, tmp_path / "adapter")
+
+
+def test_channel_norm_cached_and_uncached_runs_measure_the_same_statistics(tiny_llama):
+    fitted = {}
+    for cache in ("memory", "off"):
+        t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"tap_norm": "channel", "cache": cache,
+                                                                     "cache_dtype": "fp32", "dropout": 0.0})
+        fitted[cache] = (train(model, method, feat, t, epochs=2)[1].losses, model.side.tap_scale.clone())
+    assert torch.allclose(fitted["memory"][1], fitted["off"][1], rtol=1e-4)
+    assert torch.allclose(torch.tensor(fitted["memory"][0]), torch.tensor(fitted["off"][0]), rtol=1e-4, atol=1e-5)

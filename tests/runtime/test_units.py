@@ -138,3 +138,14 @@ def test_auto_time_scale_fits_the_whole_cluster_on_the_hosts_cores():
     # host-speed ranks alone take every core: a clear error
     with pytest.raises(ConfigError, match="time_scale=auto"):
         auto_time_scale([("edge", "server", 15e12), ("a", "device", 1e9)], H, cores=1)
+
+
+def test_runtime_runs_pac_with_token_norm_and_refuses_channel():
+    """The pipeline epoch has no pass before its first step to measure tap_norm=channel statistics."""
+    from edgeft.runtime.run import config_from
+
+    cfg = config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "method": "pac"}, "launch")
+    assert cfg.method_options["tap_norm"] == "token"
+    with pytest.raises(ConfigError, match="method_options.tap_norm.*token"):
+        config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "method_options": {"tap_norm": "channel"}},
+                    "launch")

@@ -14,6 +14,9 @@
 #   VARIANTS=pac_nocache,pac_cache PART=b main4
 #   (side_init=backbone: side layers copied from the backbone's last blocks, pruned to the side width;
 #   the choice rule, fixed before sweep5 ran, is in pick_best.py; holdlora scores LoRA on the same held-out split)
+# Run 5 (2026-11-22, one fresh H100): setup5, chunk 2, chunk 3, convert && sweep6, VARIANTS=full,lora PART=a main5,
+#   VARIANTS=pac_nocache,pac_cache PART=b main5   (tap_norm=channel: every tap channel standardised; each
+#   configuration trained with 3 train seeds, chosen on the mean, rule fixed before: pick_best.py, run 5)
 set -euo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 W=/root/pacw
@@ -142,5 +145,28 @@ main4)  # the acceptance run on one machine; VARIANTS picks a subset (two calls:
   python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
     --variants "${VARIANTS:-full,lora,pac_nocache,pac_cache}" --out "$RES/smollm2_sst2_gpu_run4${PART:-}.json" \
     --label "run 4: one H100, every variant on the same machine"
+  ;;
+setup5)  # run 5: the first part of the wheel, and channel-standardised taps on a tiny model on the GPU
+  cp .devcarry/pac_w1/part-* "$W/parts/"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
+    --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option tap_norm=channel \
+    --pac-option norm_samples=32 --pac-option stream_batch=8 --out "$RES/gpu_tiny_check5.json"
+  ;;
+sweep6)  # run 5's tuning on the 1000 held-out TRAINING examples (never dev), 3 train seeds per configuration
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" --holdout 1000 --variants "" \
+    --sweep bench/results/pac/sweep6_smollm2.json --pac-option cache=disk --eval last \
+    --out "$RES/sweep6_smollm2_holdout.json" --label "run 5 PAC tuning on 1000 held-out SST-2 training examples"
+  python3 bench/results/pac/pick_best.py "$RES/sweep6_smollm2_holdout.json" --within 0 --max-peak-mb 370 \
+    --max-epoch-s 3.0 > "$W/chosen5.args"
+  cp "$W/chosen5.args" "$RES/chosen5_args.txt"; cat "$W/chosen5.args"
+  ;;
+main5)  # the acceptance run on one machine, PAC with run 5's choice (VARIANTS / PART as in main4)
+  # chosen5_args.txt: the sweep's accuracy order without the absolute limits (docs/benchmarks_pac.md, run 5, says why)
+  mapfile -t CHOSEN < bench/results/pac/chosen5_args.txt
+  python3 bench/pac_vs_baselines.py --model smollm2-135m "${COMMON[@]}" "${CHOSEN[@]}" \
+    --variants "${VARIANTS:-full,lora,pac_nocache,pac_cache}" --out "$RES/smollm2_sst2_gpu_run5${PART:-}.json" \
+    --label "run 5: one H100, every variant on the same machine"
   ;;
 esac

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         taps: Optional[str] = typer.Option(None, help="PAC tap set: all, every:K or i,j,k"),
         pac_option: Optional[list[str]] = typer.Option(None, help="PAC option KEY=VALUE (repeatable)"),
         lora_option: Optional[list[str]] = typer.Option(None, help="LoRA option KEY=VALUE (repeatable)"),
-        lr: Optional[list[str]] = typer.Option(None, help="METHOD=LR, e.g. pac=1e-3 (repeatable)"),
+        lr: Optional[list[str]] = typer.Option(None, help="METHOD=LR, e.g. pac=5e-4 (repeatable)"),
         eval: str = typer.Option("last", help="dev evaluation after: last | each | none"),
         threads: Optional[int] = None,
         device: str = "auto",

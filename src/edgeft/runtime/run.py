@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain
@@ -53,6 +53,19 @@ class LaunchConfig(BaseModel):
                          "all run at once, an emulated rank of rate r asks r/(scale x host FLOP/s) of a core, a "
                          "rank that stays faster than the host (a GPU-class server) runs at host speed and "
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
+
+    @model_validator(mode="after")
+    def _pac_tap_norm(self):
+        """The runtime trains PAC's epoch 1 through the pipeline, with no pass before the first step in which the
+        channel statistics of tap_norm=channel (the single-device default) could be measured: it runs PAC with
+        tap_norm=token unless told otherwise, and refuses channel."""
+        if self.method == "pac":
+            if self.method_options.get("tap_norm", "token") != "token":
+                raise ConfigError("method_options.tap_norm: the multi-device runtime supports tap_norm=token only (its "
+                                  "pipeline epoch has no pass before the first step to measure channel statistics); "
+                                  "set tap_norm: token, or train with `edgeft finetune` on one device.")
+            self.method_options = {**self.method_options, "tap_norm": "token"}
+        return self
 
 
 def config_from(data: dict, source: str) -> LaunchConfig:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeft.errors import CacheError
 from edgeft.train.meters import PeakMemory, Timer
 
-DEFAULT_LR = {"full": 2e-5, "lora": 1e-3, "prompt": 3e-2, "bitfit": 1e-3, "pac": 1e-3}
+DEFAULT_LR = {"full": 2e-5, "lora": 1e-3, "prompt": 3e-2, "bitfit": 1e-3, "pac": 5e-4}
 
 
 class TrainConfig(BaseModel):

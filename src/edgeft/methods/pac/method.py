@@ -26,7 +26,7 @@ WEIGHTS, SPEC = "pac.safetensors", "pac.json"
 class PacOptions(MethodOptions):
     # the side network
     # Defaults: the configuration chosen on 1000 held-out SST-2 training examples with SmolLM2-135M
-    # (docs/benchmarks_pac.md, runs 2 and 3); train it at lr 1e-3.
+    # (docs/benchmarks_pac.md, runs 2, 3 and 5); train it at lr 5e-4.
     taps: Union[str, int, list[int]] = Field("every:3", description="'all', 'every:K' (or K), or block indices")
     reduction: int = Field(4, ge=1, description="adapter width = hidden size / reduction")
     width: Optional[int] = Field(None, ge=1, description="adapter width (overrides reduction)")
@@ -40,6 +40,11 @@ class PacOptions(MethodOptions):
         "random", description="random: side layers of width r from scratch; backbone: the side layers are copies of "
                               "the backbone's last side_layers blocks, pruned to width r by weight magnitude (Ladder "
                               "Side-Tuning), fed from the tapped state entering them (that block is tapped too)")
+    tap_norm: Literal["token", "channel"] = Field(
+        "channel", description="token: each tap LayerNormed per token; channel: then every channel standardised "
+                               "with statistics of norm_samples training samples, measured once before the first "
+                               "step (the multi-device runtime uses token)")
+    norm_samples: int = Field(1024, ge=2, description="tap_norm=channel: training samples the statistics come from")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
@@ -109,7 +114,7 @@ class PAC(Method):
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
                                 side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers,
-                                **copies)
+                                tap_norm=o.tap_norm, **copies)
         head = None
         if backbone.head == "sequence_classification":
             head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden, task.num_labels))
@@ -142,13 +147,15 @@ class PAC(Method):
     def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
         if epoch == 0 and self.options.fill == "stream":
             model.fill_cache(feats, collate)
+        if epoch == 0:
+            model.fit_tap_stats(feats, collate, self.options.norm_samples)
 
     def spec(self, model: PacModel) -> dict:
         side = model.side
         return {"taps": list(model.taps), "positions": model.positions, "hidden": side.hidden,
                 "width": side.width, "combine": side.combine, "side_blocks": len(side.blocks),
                 "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
-                "side_init": "random" if side.copies is None else "backbone",
+                "side_init": "random" if side.copies is None else "backbone", "tap_norm": side.tap_norm,
                 "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None}
 
@@ -167,6 +174,7 @@ class PAC(Method):
         saved = json.loads((d / SPEC).read_text())
         saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
         saved.setdefault("side_init", "random")
+        saved.setdefault("tap_norm", "token")
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")

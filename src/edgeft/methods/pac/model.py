@@ -28,6 +28,9 @@ from edgeft.methods.pac.taps import Positions, select
 from edgeft.models.blocks import BlockView
 
 
+STATS_BATCH = 16  # samples per batch of the channel-statistics pass (tap_norm=channel)
+
+
 @dataclass
 class PacOutput:
     logits: torch.Tensor
@@ -191,6 +194,27 @@ class PacModel(nn.Module):
                 scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
                 self._store([str(s) for s in b["ids"]], _batch_hashes(ids, mask, types), data, scale, self._rows(mask))
         return len(todo)
+
+    @torch.no_grad()
+    def fit_tap_stats(self, feats: list[dict], collate, samples: int) -> int:
+        """tap_norm=channel: the side network's channel statistics from the first `samples` training samples.
+
+        Their taps come from the cache when it holds them (fill=stream has just filled it), else from the
+        backbone, so a cached and an uncached run measure the same rows. Batches of STATS_BATCH samples, so
+        the pass holds no more activations than a training step. Returns the rows counted."""
+        if self.side.tap_norm != "channel":
+            return 0
+        chosen = feats[:samples]
+
+        def batches():
+            for k in range(0, len(chosen), STATS_BATCH):
+                b = collate(chosen[k:k + STATS_BATCH])
+                mask = b["attention_mask"].to(self.device)
+                types = b["token_type_ids"].to(self.device) if "token_type_ids" in b else None
+                taps = self.tapped(b["input_ids"].to(self.device), mask, types, b["ids"], self.positions)
+                yield taps, (mask if self.positions == "all" else None)
+
+        return self.side.fit_tap_stats(batches())
 
     def _rows(self, attention_mask: torch.Tensor) -> list[int]:
         """Cached rows per sample: its real tokens when every position is kept, else one."""

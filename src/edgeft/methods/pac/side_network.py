@@ -45,6 +45,8 @@ from edgeft.compress.modules import set_module
 from edgeft.errors import ConfigError
 
 Combine = Literal["gated", "sum", "ladder"]
+TapNorm = Literal["token", "channel"]
+STD_FLOOR = 1e-2  # channel standardisation: a channel whose std is below this (in token-RMS units) is not blown up
 
 
 class SideBlock(nn.Module):
@@ -224,11 +226,19 @@ def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.M
 class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
                  side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1,
-                 copies: nn.ModuleList | None = None, channels: torch.Tensor | None = None, entry_tap: int = 0):
+                 copies: nn.ModuleList | None = None, channels: torch.Tensor | None = None, entry_tap: int = 0,
+                 tap_norm: TapNorm = "token"):
         """`copies` (from `prune_blocks`): side layers copied from the backbone (side_init=backbone), fed
         with the kept `channels` of tap number `entry_tap` (the input of the first copied block); then
-        `heads` only says whether they attend across positions (> 0) or see each position alone (0)."""
+        `heads` only says whether they attend across positions (> 0) or see each position alone (0).
+        `tap_norm="channel"` standardises every (tap, channel) after the per-token norm, with statistics
+        that `fit_tap_stats` measures on training samples before the first step (see there)."""
         super().__init__()
+        self.tap_norm = tap_norm
+        if tap_norm == "channel":
+            self.register_buffer("tap_shift", torch.zeros(num_taps, hidden))
+            self.register_buffer("tap_scale", torch.ones(num_taps, hidden))
+            self.register_buffer("tap_rows", torch.zeros((), dtype=torch.long))  # rows the statistics came from
         if heads and width % heads and copies is None:
             raise ValueError(f"side width {width} is not divisible by {heads} attention heads")
         self.heads = heads
@@ -259,11 +269,68 @@ class ParallelAdapters(nn.Module):
         nn.init.zeros_(self.up.bias)
         self.drop = nn.Dropout(dropout)
 
-    def adapters(self, taps: torch.Tensor) -> torch.Tensor:
-        """(..., n, H) tapped block outputs -> (..., n, r) side features, every adapter at once."""
+    def normalize(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., n, H) tapped outputs -> what the adapters read: per-token LayerNorm (no affine), then, with
+        tap_norm=channel, every channel of every tap shifted and scaled to zero mean and unit variance.
+
+        Why: the backbone's residual stream has a few outlier channels 10-25x the token's RMS (SmolLM2:
+        the same four channels at every depth), so after a per-token norm they dominate every adapter's
+        input, and Adam moves the many small channels' weights with little effect. Standardising each
+        channel (as a linear probe's features are) lets every channel count. `sel`: a subset of the taps.
+        `adapters` computes the same thing with the standardisation folded into its weights."""
         x = F.layer_norm(taps, (self.hidden,))
-        z = torch.einsum("...nh,nhr->...nr", x, self.down) + self.down_bias
+        if self.tap_norm == "channel":
+            shift, scale = (self.tap_shift, self.tap_scale) if sel is None else (self.tap_shift[sel], self.tap_scale[sel])
+            x = (x - shift) * scale
+        return x
+
+    def adapters(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., n, H) tapped block outputs -> (..., n, r) side features, every adapter at once.
+
+        act(normalize(taps) W + b). The channel standardisation rides on the down-projection,
+        ((x - m) s) W + b = x (s W) + (b - (m s) W), so it adds no pass over the activations."""
+        down, bias = (self.down, self.down_bias) if sel is None else (self.down[sel], self.down_bias[sel])
+        if self.tap_norm == "channel":
+            shift, scale = (self.tap_shift, self.tap_scale) if sel is None else (self.tap_shift[sel], self.tap_scale[sel])
+            down = scale.unsqueeze(-1) * down
+            bias = bias - torch.einsum("nh,nhr->nr", shift, down)
+        z = torch.einsum("...nh,nhr->...nr", F.layer_norm(taps, (self.hidden,)), down) + bias
         return self.drop(F.gelu(z))
+
+    @torch.no_grad()
+    def fit_tap_stats(self, batches) -> int:
+        """tap_norm=channel: measure each (tap, channel)'s mean and std of the per-token-normed taps.
+
+        `batches` yields (taps (B, P, n, H), mask (B, P) or None); only real positions count. Runs once,
+        before training; the statistics are buffers, saved with the adapter. Batch means and sums of squared
+        deviations are merged pairwise (Chan et al.), so float32 batches lose nothing to cancellation.
+        Returns the rows counted."""
+        if self.tap_norm != "channel":
+            return 0
+        rows, mean, m2 = 0, None, None
+        for taps, mask in batches:
+            x = taps[mask.bool()] if mask is not None else taps.reshape(-1, self.num_taps, self.hidden)
+            x = F.layer_norm(x.float(), (self.hidden,))
+            n = x.shape[0]
+            if n == 0:
+                continue
+            b_mean = x.mean(0)
+            b_m2 = (x - b_mean).pow_(2).sum(0).double()
+            b_mean = b_mean.double()
+            if mean is None:
+                mean, m2 = b_mean, b_m2
+            else:
+                delta = b_mean - mean
+                m2 = m2 + b_m2 + delta.pow(2) * (rows * n / (rows + n))
+                mean = mean + delta * (n / (rows + n))
+            rows += n
+        if rows < 2:
+            raise ConfigError("tap_norm=channel: the channel statistics need at least 2 tapped rows of training data.")
+        var = m2 / rows
+        self.tap_shift.copy_(mean.float())
+        self.tap_scale.copy_((var.sqrt().clamp_min(STD_FLOOR)).reciprocal().float())
+        self.tap_rows.fill_(rows)
+        return rows
 
     def tap_weights(self) -> torch.Tensor:
         """c_i of the closed-form gated sum: (1 - mu_i) * prod_{j>i} mu_j."""

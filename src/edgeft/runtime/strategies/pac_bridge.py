@@ -9,7 +9,6 @@ into PAC's ActivationCache through PacModel.store_taps, so later epochs hit the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from edgeft.errors import ConfigError
 
@@ -25,10 +24,8 @@ def partial_side(side, taps: torch.Tensor, idx: list[int]) -> torch.Tensor:
 
     Same arithmetic as ParallelAdapters.adapters + the gated/sum combination, restricted to idx.
     """
-    x = F.layer_norm(taps, (side.hidden,))
     sel = torch.tensor(idx, device=taps.device)
-    z = torch.einsum("...nh,nhr->...nr", x, side.down[sel]) + side.down_bias[sel]
-    z = side.drop(F.gelu(z))
+    z = side.adapters(taps, sel)
     if side.combine == "sum":
         return z.sum(-2) / side.num_taps
     return torch.einsum("...nr,n->...r", z, side.tap_weights()[sel])
