@@ -56,15 +56,10 @@ class LaunchConfig(BaseModel):
 
     @model_validator(mode="after")
     def _pac_tap_norm(self):
-        """The runtime trains PAC's epoch 1 through the pipeline, with no pass before the first step in which the
-        channel statistics of tap_norm=channel (the single-device default) could be measured: it runs PAC with
-        tap_norm=token unless told otherwise, and refuses channel."""
-        if self.method == "pac":
-            if self.method_options.get("tap_norm", "token") != "token":
-                raise ConfigError("method_options.tap_norm: the multi-device runtime supports tap_norm=token only (its "
-                                  "pipeline epoch has no pass before the first step to measure channel statistics); "
-                                  "set tap_norm: token, or train with `edgeft finetune` on one device.")
-            self.method_options = {**self.method_options, "tap_norm": "token"}
+        """PAC runs with tap_norm=token in the runtime (pac_bridge.runtime_options says why)."""
+        from edgeft.runtime.strategies.pac_bridge import runtime_options
+
+        self.method_options = runtime_options(self.method, self.method_options)
         return self
 
 

@@ -58,6 +58,7 @@ def build(ctx: Context, prepare: bool = True) -> None:
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.methods import get_method
     from edgeft.models import load_backbone
+    from edgeft.runtime.strategies.pac_bridge import runtime_options
     from edgeft.train.loop import seed_everything
     from edgeft.train.recipe import head_for
 
@@ -69,7 +70,7 @@ def build(ctx: Context, prepare: bool = True) -> None:
     ctx.backbone = load_backbone(spec.model, head=head, num_labels=ctx.task.num_labels,
                                  problem_type="regression" if ctx.task.kind == "regression" else None)
     ctx.featurizer = Featurizer(ctx.task, ctx.backbone.tokenizer, objective_for(ctx.task, head), tcfg.max_length)
-    ctx.method = get_method(spec.method, spec.method_options)
+    ctx.method = get_method(spec.method, runtime_options(spec.method, spec.method_options))
     ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
     if prepare:
         ctx.model = ctx.method.prepare(ctx.backbone, ctx.task).to(ctx.group.device)

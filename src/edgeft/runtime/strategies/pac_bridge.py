@@ -13,6 +13,18 @@ import torch
 from edgeft.errors import ConfigError
 
 
+def runtime_options(method: str, options: dict) -> dict:
+    """PAC's options as the runtime runs them: tap_norm=token. The pipeline trains from its first step, with no
+    pass before it to measure tap_norm=channel's statistics (the single-device default), so channel is refused."""
+    if method != "pac":
+        return options
+    if options.get("tap_norm", "token") != "token":
+        raise ConfigError("method_options.tap_norm: the multi-device runtime supports tap_norm=token only (its "
+                          "pipeline epoch has no pass before the first step to measure channel statistics); "
+                          "set tap_norm: token, or train with `edgeft finetune` on one device.")
+    return {**options, "tap_norm": "token"}
+
+
 def check(model) -> None:
     if model.side.combine not in ("gated", "sum"):
         raise ConfigError(f"PAC combine '{model.side.combine}' is sequential over taps: the pipeline needs "
@@ -67,4 +79,4 @@ def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: lis
     return len(sample_ids)
 
 
-__all__ = ["check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
+__all__ = ["runtime_options", "check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
