@@ -477,14 +477,19 @@ def test_channel_norm_standardises_each_tap_channel_and_keeps_the_start():
     mask = torch.ones(6, 10, dtype=torch.long)
     mask[0, 7:] = 0  # padding does not count
     taps[0, 7:] = 1e4
-    plain = net.normalize(taps)
+    plain = F.layer_norm(taps, (16,))  # what the adapters read with tap_norm=token
+
+    def standardised():
+        return (plain - net.tap_shift) * net.tap_scale
+
+    assert torch.allclose(standardised(), plain)  # unfitted: the identity
     assert net.fit_tap_stats([(taps[:3], mask[:3]), (taps[3:], mask[3:])]) == int(mask.sum())
-    x = net.normalize(taps)[mask.bool()]
+    x = standardised()[mask.bool()]
     assert torch.allclose(x.mean(0), torch.zeros(3, 16), atol=1e-4)
     assert torch.allclose(x.std(0, unbiased=False), torch.ones(3, 16), atol=1e-3)
-    assert not torch.allclose(plain, net.normalize(taps))
+    assert not torch.allclose(plain, standardised())
     folded = net.adapters(taps)  # the standardisation folded into the down-projection computes the same features
-    assert torch.allclose(folded, F.gelu(torch.einsum("...nh,nhr->...nr", net.normalize(taps), net.down)
+    assert torch.allclose(folded, F.gelu(torch.einsum("...nh,nhr->...nr", standardised(), net.down)
                                          + net.down_bias), atol=1e-4)
     assert torch.equal(net(taps, mask), torch.zeros(6, 10, 16))  # the up-projection still starts at zero
 

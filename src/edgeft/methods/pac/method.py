@@ -145,9 +145,9 @@ class PAC(Method):
         return model.to(device)
 
     def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
-        if epoch == 0 and self.options.fill == "stream":
-            model.fill_cache(feats, collate)
         if epoch == 0:
+            if self.options.fill == "stream":
+                model.fill_cache(feats, collate)
             model.fit_tap_stats(feats, collate, self.options.norm_samples)
 
     def spec(self, model: PacModel) -> dict:

@@ -179,8 +179,7 @@ class PacModel(nn.Module):
                                       self.stream_batch):
             batches = [collate([todo[i] for i in chunk[k:k + self.stream_batch]])
                        for k in range(0, len(chunk), self.stream_batch)]
-            micro = [(b["input_ids"].to(self.device), b["attention_mask"].to(self.device),
-                      b["token_type_ids"].to(self.device) if "token_type_ids" in b else None) for b in batches]
+            micro = [self._inputs_on_device(b) for b in batches]
             parts = [[None] * n_taps for _ in batches]
 
             def keep(m, j, taps, micro=micro, parts=parts):
@@ -209,12 +208,16 @@ class PacModel(nn.Module):
         def batches():
             for k in range(0, len(chosen), STATS_BATCH):
                 b = collate(chosen[k:k + STATS_BATCH])
-                mask = b["attention_mask"].to(self.device)
-                types = b["token_type_ids"].to(self.device) if "token_type_ids" in b else None
-                taps = self.tapped(b["input_ids"].to(self.device), mask, types, b["ids"], self.positions)
-                yield taps, (mask if self.positions == "all" else None)
+                ids, mask, types = self._inputs_on_device(b)
+                yield self.tapped(ids, mask, types, b["ids"], self.positions), (mask if self.positions == "all" else None)
 
         return self.side.fit_tap_stats(batches())
+
+    def _inputs_on_device(self, batch: dict) -> tuple:
+        """(input_ids, attention_mask, token_type_ids or None) of a collated batch, on the model's device."""
+        types = batch.get("token_type_ids")
+        return (batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                None if types is None else types.to(self.device))
 
     def _rows(self, attention_mask: torch.Tensor) -> list[int]:
         """Cached rows per sample: its real tokens when every position is kept, else one."""

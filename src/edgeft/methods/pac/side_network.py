@@ -269,26 +269,16 @@ class ParallelAdapters(nn.Module):
         nn.init.zeros_(self.up.bias)
         self.drop = nn.Dropout(dropout)
 
-    def normalize(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
-        """(..., n, H) tapped outputs -> what the adapters read: per-token LayerNorm (no affine), then, with
-        tap_norm=channel, every channel of every tap shifted and scaled to zero mean and unit variance.
-
-        Why: the backbone's residual stream has a few outlier channels 10-25x the token's RMS (SmolLM2:
-        the same four channels at every depth), so after a per-token norm they dominate every adapter's
-        input, and Adam moves the many small channels' weights with little effect. Standardising each
-        channel (as a linear probe's features are) lets every channel count. `sel`: a subset of the taps.
-        `adapters` computes the same thing with the standardisation folded into its weights."""
-        x = F.layer_norm(taps, (self.hidden,))
-        if self.tap_norm == "channel":
-            shift, scale = (self.tap_shift, self.tap_scale) if sel is None else (self.tap_shift[sel], self.tap_scale[sel])
-            x = (x - shift) * scale
-        return x
-
     def adapters(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
         """(..., n, H) tapped block outputs -> (..., n, r) side features, every adapter at once.
 
-        act(normalize(taps) W + b). The channel standardisation rides on the down-projection,
-        ((x - m) s) W + b = x (s W) + (b - (m s) W), so it adds no pass over the activations."""
+        act(x W + b), x = LayerNorm(taps) per token (no affine). With tap_norm=channel, x is also standardised per
+        (tap, channel), (x - m) s. Why: the backbone's residual stream has a few outlier channels 10-25x the
+        token's RMS (SmolLM2: the same four channels at every depth), so after a per-token norm they dominate
+        every adapter's input, and Adam moves the many small channels' weights with little effect; standardised
+        (as a linear probe's features are), every channel counts. The standardisation rides on the
+        down-projection, ((x - m) s) W + b = x (s W) + (b - (m s) W), so it adds no pass over the activations.
+        `sel`: a subset of the taps (a pipeline stage's)."""
         down, bias = (self.down, self.down_bias) if sel is None else (self.down[sel], self.down_bias[sel])
         if self.tap_norm == "channel":
             shift, scale = (self.tap_shift, self.tap_scale) if sel is None else (self.tap_shift[sel], self.tap_scale[sel])
