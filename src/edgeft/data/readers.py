@@ -24,16 +24,24 @@ def _open_text(path: Path) -> str:
         raise DataError(f"{path}: not valid UTF-8 text ({err}). Re-save the file as UTF-8.") from err
 
 
-def read_tsv(path: Path, *, n_columns: int, header: bool) -> list[tuple[int, list[str]]]:
-    """Rows of a GLUE-style TSV (no quoting) as (line number, fields); exactly n_columns each."""
-    rows = []
+def _tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """Every line of a TSV as (line number, tab-split fields): no quote handling, as GLUE writes them.
+
+    A csv reader would join lines after a field that starts with a bare `"`, putting later errors on the
+    wrong line; GLUE text holds such quotes, so each physical line is one row here.
+    """
     lines = _open_text(path).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    for lineno, line in enumerate(lines, start=1):
+    return [(lineno, line.rstrip("\r").split("\t")) for lineno, line in enumerate(lines, start=1)]
+
+
+def read_tsv(path: Path, *, n_columns: int, header: bool) -> list[tuple[int, list[str]]]:
+    """Rows of a GLUE-style TSV (no quoting) as (line number, fields); exactly n_columns each."""
+    rows = []
+    for lineno, fields in _tsv_rows(path):
         if header and lineno == 1:
             continue
-        fields = line.rstrip("\r").split("\t")
         if len(fields) != n_columns:
             raise DataError(
                 f"{path}:{lineno}: expected {n_columns} tab-separated columns, found {len(fields)}. "
@@ -61,26 +69,52 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     return rows
 
 
+def _csv_rows(path: Path) -> list[tuple[int, int, list[str]]]:
+    """Rows of a CSV as (first line, last line, fields); a quoted field may span lines."""
+    text = _open_text(path)
+    # No field can be longer than the file: lift csv's 128 KiB default for this read only.
+    old_limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        rows, start = [], 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return rows
+            except csv.Error as err:
+                hint = ": a double quote opened in this row is never closed" if "end of data" in str(err) else ""
+                raise DataError(f"{path}:{start}: not valid CSV ({err}{hint}). Fix this row.") from None
+            rows.append((start, reader.line_num, fields))
+            start = reader.line_num + 1
+    finally:
+        csv.field_size_limit(old_limit)
+
+
 def read_table(path: Path) -> list[tuple[int, dict]]:
-    """Rows of a user's CSV/TSV (with a header) as (line number, {column: value})."""
+    """Rows of a user's CSV/TSV (with a header) as (line number, {column: value}).
+
+    A .tsv/.tab file is read line by line without quote handling (see _tsv_rows); a .csv follows RFC 4180.
+    """
     path = Path(path)
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    reader = csv.reader(io.StringIO(_open_text(path), newline=""), delimiter=delimiter)
+    if path.suffix.lower() in (".tsv", ".tab"):
+        table = [(lineno, lineno, fields) for lineno, fields in _tsv_rows(path)]
+    else:
+        table = _csv_rows(path)
+    if not table:
+        raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row.")
+    header = [h.strip() for h in table[0][2]]
     rows = []
-    header = None
-    for fields in reader:
-        lineno = reader.line_num
-        if header is None:
-            header = [h.strip() for h in fields]
-            continue
+    for first, last, fields in table[1:]:
         if len(fields) != len(header):
+            span = f" (this row runs from line {first} to {last}: is a double quote left open?)" if last > first else ""
             raise DataError(
-                f"{path}:{lineno}: expected {len(header)} columns ({', '.join(header)}), found {len(fields)}. "
+                f"{path}:{first}: expected {len(header)} columns ({', '.join(header)}), found {len(fields)}{span}. "
                 "Fix or remove this row."
             )
-        rows.append((lineno, dict(zip(header, fields))))
-    if header is None:
-        raise DataError(f"{path}: the file is empty; it needs a header row and at least one data row.")
+        rows.append((first, dict(zip(header, fields))))
+    if not rows:
+        raise DataError(f"{path}: the file has a header row ({', '.join(header)}) but no data rows; add rows below it.")
     return rows
 
 

@@ -267,7 +267,10 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str) -> list[dict]:
 
 
 def _infer_kind(path: Path, cfg: TaskConfig) -> str:
-    first_line, first = read_records(path)[0]
+    rows = read_records(path)
+    if not rows:
+        raise DataError(f"{path}: no data rows; the file needs at least one record to tell the task kind.")
+    first = rows[0][1]
     if cfg.response_column in first:
         return "generation"
     if cfg.label_column in first:

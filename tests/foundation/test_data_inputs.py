@@ -1,0 +1,91 @@
+"""A user's malformed data file gives a DataError naming the file (and line), never a traceback."""
+
+import csv
+import json
+
+import pytest
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.readers import read_table
+from edgeft.errors import DataError
+from edgeft.paths import DATASETS_DIR
+
+
+def test_header_only_csv_says_no_data_rows(tmp_path):
+    p = tmp_path / "mine.csv"
+    p.write_text("text,label\n")
+    with pytest.raises(DataError, match=r"mine.csv: the file has a header row \(text, label\) but no data rows"):
+        load_task(TaskConfig(name="mine", data_file=str(p)))
+
+
+def test_empty_jsonl_says_no_data_rows(tmp_path):
+    p = tmp_path / "mine.jsonl"
+    p.write_text("")
+    with pytest.raises(DataError, match=r"mine.jsonl: no data rows"):
+        load_task(TaskConfig(name="mine", data_file=str(p)))
+
+
+def test_csv_field_over_128_kib_is_read_whole(tmp_path):
+    p = tmp_path / "long.csv"
+    long_text = "word " * 50_000  # 250 kB, over csv's 128 KiB default field limit
+    rows = [("long", long_text)] + [(f"short {i}", "x") for i in range(5)]
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["label", "text"])
+        w.writerows(rows)
+    limit = csv.field_size_limit()
+    got = read_table(p)
+    assert [r["text"] for _, r in got] == [t for _, t in rows]
+    assert [lineno for lineno, _ in got] == list(range(2, 8))
+    assert csv.field_size_limit() == limit  # the process-wide limit is left as it was
+
+
+def test_csv_unclosed_quote_names_the_line_where_the_row_starts(tmp_path):
+    p = tmp_path / "open.csv"
+    p.write_text('text,label\nfine,a\n"left open,b\nnext,c\n')
+    with pytest.raises(DataError, match=r"open.csv:3: not valid CSV .*double quote opened in this row is never closed"):
+        read_table(p)
+
+
+def test_csv_text_after_closing_quote_names_file_and_line(tmp_path):
+    p = tmp_path / "junk.csv"
+    p.write_text('text,label\nfine,a\n"quoted" then more,b\n')
+    with pytest.raises(DataError, match=r"junk.csv:3: not valid CSV"):
+        read_table(p)
+
+
+def test_csv_quoted_newline_is_one_row_at_its_first_line(tmp_path):
+    p = tmp_path / "multi.csv"
+    p.write_text('text,label\n"two\nlines",a\nnext,b\n')
+    assert read_table(p) == [(2, {"text": "two\nlines", "label": "a"}), (4, {"text": "next", "label": "b"})]
+
+
+def test_tsv_bare_quote_is_text_and_errors_name_the_right_line(tmp_path):
+    p = tmp_path / "glue_style.tsv"
+    p.write_text('sentence\tlabel\n"quoted start of a sentence\t1\nplain\t0\n" another\t1\nbad\trow\textra\n')
+    with pytest.raises(DataError, match=r"glue_style.tsv:5: expected 2 columns \(sentence, label\), found 3"):
+        read_table(p)
+    p.write_text('sentence\tlabel\n"quoted start of a sentence\t1\nplain\t0\n" another\t1\n')
+    rows = read_table(p)
+    assert [(n, r["sentence"]) for n, r in rows] == [(2, '"quoted start of a sentence'), (3, "plain"), (4, '" another')]
+
+
+@pytest.mark.parametrize("folder,split,count", [("SST-2", "train", 67349), ("SST-2", "dev", 872),
+                                                ("MRPC", "train", 3668), ("STS-B", "dev", 1500)])
+def test_glue_tsv_as_own_file_reads_every_row(folder, split, count):
+    """GLUE text holds bare quotes: read as a user's .tsv, every line is still one row (README counts)."""
+    assert len(read_table(DATASETS_DIR / "glue" / folder / f"{split}.tsv")) == count
+
+
+def test_own_tsv_task_with_quotes_keeps_every_row(tmp_path):
+    p = tmp_path / "mine.tsv"
+    lines = [f'"{i} said it\t{"pos" if i % 2 else "neg"}' for i in range(20)]
+    p.write_text("text\tlabel\n" + "\n".join(lines) + "\n")
+    task = load_task(TaskConfig(name="mine", data_file=str(p), dev_fraction=0.25))
+    assert len(task.train) + len(task.dev) == 20
+    assert sorted(e["text"] for e in task.train + task.dev) == sorted(f'"{i} said it' for i in range(20))
+    # the same rows as JSON Lines give the same task
+    j = tmp_path / "mine.jsonl"
+    j.write_text("\n".join(json.dumps({"text": line.split("\t")[0], "label": line.split("\t")[1]}) for line in lines))
+    same = load_task(TaskConfig(name="mine", data_file=str(j), dev_fraction=0.25))
+    assert [e["text"] for e in same.dev] == [e["text"] for e in task.dev]
