@@ -39,6 +39,8 @@ def make_plan(
         plan = _hybrid(cluster, arch, workload, table, samples)
     plan.solver["runtime_s"] = time.perf_counter() - t0
     plan.solver["costs"] = table.source
+    # A baseline that fits nowhere has no time: null in plan.json (Infinity is not JSON).
+    plan.baselines = {k: (v if np.isfinite(v) else None) for k, v in plan.baselines.items()}
     return plan
 
 

@@ -11,11 +11,50 @@ from pathlib import Path
 from typing import Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgeft.errors import ConfigError
+from edgeft.planner.quantity import quantity, quantity_range
 
 Range = Union[float, tuple[float, float]]
+
+# Physical ranges (docs/planner.md, "Cluster file"): generous, but no real device lies outside them.
+RANGES = {  # field: (low, high, unit)
+    "flops": (1e3, 1e18, "FLOP/s"),  # also cores x flops_per_cycle x freq_ghz
+    "cores": (1, 1e7, "cores"),
+    "flops_per_cycle": (1e-3, 1e4, "FLOPs/cycle"),
+    "freq_ghz": (1e-3, 100.0, "GHz"),
+    "memory_gb": (1e-3, 1e4, "GB"),  # 1 MB .. 10 TB
+    "rate_mbps": (1e-3, 1e6, "Mbit/s"),  # 1 kbit/s .. 1 Tbit/s, or 0 (no uplink)
+    "channel_gain_db": (-250.0, 30.0, "dB"),
+    "distance_m": (0.1, 1e6, "m"),
+    "position_m": (-1e7, 1e7, "m"),
+    "tx_power_w": (1e-6, 100.0, "W"),  # a [min, max] range may start at 0
+    "latency_ms": (0.0, 1e5, "ms"),
+    "kappa": (1e-35, 1e-12, "J/cycle/Hz^2"),
+    "power_w": (1e-3, 1e5, "W"),
+    "band_mhz": (1e-3, 1e4, "MHz"),  # 1 kHz .. 10 GHz
+    "samples": (1, 1e9, "samples"),
+    "seq_len": (1, 1e7, "tokens"),
+    "pathloss_const_db": (0.0, 300.0, "dB"),
+    "pathloss_slope_db": (0.0, 100.0, "dB/decade"),
+    "noise_dbm_per_hz": (-200.0, -100.0, "dBm/Hz"),
+}
+RATE_BPS_RANGE = (1e3, 1e12)  # uplink bit/s derived from the channel, as rate_mbps
+
+
+def _q(name: str, **kw):
+    return quantity(*RANGES[name], **kw)
+
+
+Flops, Cores, FlopsPerCycle = _q("flops"), _q("cores", integer=True), _q("flops_per_cycle")
+FreqGHz = quantity_range(*RANGES["freq_ghz"])
+MemoryGB, RateMbps, GainDB = _q("memory_gb"), _q("rate_mbps", zero=True), _q("channel_gain_db")
+DistanceM, Position, LatencyMs = _q("distance_m"), _q("position_m"), _q("latency_ms")
+PowerTxW = quantity_range(*RANGES["tx_power_w"], zero_min=True)
+Kappa, PowerW, BandMHz = _q("kappa"), _q("power_w"), _q("band_mhz")
+Samples, SeqLen = _q("samples", integer=True), _q("seq_len", integer=True)
+LossDB, SlopeDB, NoiseDBmHz = _q("pathloss_const_db"), _q("pathloss_slope_db"), _q("noise_dbm_per_hz")
 
 
 def _lo_hi(value: Range) -> tuple[float, float]:
@@ -32,20 +71,10 @@ class _Strict(BaseModel):
 class ComputeSpec(_Strict):
     """Compute rate: sustained FLOP/s, or cores x FLOPs/cycle x frequency (the split paper's C, D, f)."""
 
-    flops: Optional[float] = Field(None, gt=0, description="sustained FLOP/s")
-    cores: Optional[int] = Field(None, gt=0, description="D: parallel units (CPU cores, GPU cores)")
-    flops_per_cycle: Optional[float] = Field(None, gt=0, description="C: FLOPs per cycle per unit")
-    freq_ghz: Optional[Range] = Field(None, description="clock, or [min, max] when the solver may set it")
-
-    @field_validator("freq_ghz")
-    @classmethod
-    def _freq(cls, v):
-        if v is None:
-            return v
-        lo, hi = _lo_hi(v)
-        if not (0 < lo <= hi):
-            raise ValueError("freq_ghz must be positive, and a range [min, max] with min <= max")
-        return v
+    flops: Optional[Flops] = Field(None, description="sustained FLOP/s")
+    cores: Optional[Cores] = Field(None, description="D: parallel units (CPU cores, GPU cores)")
+    flops_per_cycle: Optional[FlopsPerCycle] = Field(None, description="C: FLOPs per cycle per unit")
+    freq_ghz: Optional[FreqGHz] = Field(None, description="clock, or [min, max] when the solver may set it")
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -54,6 +83,11 @@ class ComputeSpec(_Strict):
             raise ValueError("give either 'flops' or all of 'cores', 'flops_per_cycle', 'freq_ghz'")
         if self.flops is not None and any(x is not None for x in cyc):
             raise ValueError("give either 'flops' or the cores/flops_per_cycle/freq_ghz form, not both")
+        lo, hi, _ = RANGES["flops"]
+        for f in self.freq_range_hz():
+            if not lo <= self.rate(f) <= hi:
+                raise ValueError(f"cores x flops_per_cycle x freq_ghz = {self.rate(f):g} FLOP/s is outside the "
+                                 f"physical range {lo:g}..{hi:g} FLOP/s")
         return self
 
     @property
@@ -77,19 +111,11 @@ class ComputeSpec(_Strict):
 class LinkSpec(_Strict):
     """Uplink to the edge server: a measured full-band rate, or a channel (gain or distance) and power."""
 
-    rate_mbps: Optional[float] = Field(None, ge=0, description="rate with the whole band to itself")
-    channel_gain_db: Optional[float] = Field(None, description="path gain (negative dB)")
-    distance_m: Optional[float] = Field(None, gt=0, description="distance to the server for the path-loss model")
-    tx_power_w: Range = Field(0.2, description="transmit power, or [min, max]")
-    latency_ms: float = Field(0.0, ge=0)
-
-    @field_validator("tx_power_w")
-    @classmethod
-    def _power(cls, v):
-        lo, hi = _lo_hi(v)
-        if not (0 <= lo <= hi) or hi <= 0:
-            raise ValueError("tx_power_w must be positive (a range [min, max] with min <= max)")
-        return v
+    rate_mbps: Optional[RateMbps] = Field(None, description="rate with the whole band to itself")
+    channel_gain_db: Optional[GainDB] = Field(None, description="path gain (negative dB)")
+    distance_m: Optional[DistanceM] = Field(None, description="distance to the server for the path-loss model")
+    tx_power_w: PowerTxW = Field(0.2, description="transmit power, or [min, max]")
+    latency_ms: LatencyMs = 0.0
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -105,37 +131,37 @@ class LinkSpec(_Strict):
 class EnergySpec(_Strict):
     """Compute energy: kappa*f^2 per cycle (cycle form) or an active power in watts."""
 
-    kappa: Optional[float] = Field(None, gt=0, description="effective switched capacitance (J/cycle/Hz^2)")
-    power_w: float = Field(5.0, gt=0, description="active power when no kappa is given")
+    kappa: Optional[Kappa] = Field(None, description="effective switched capacitance (J/cycle/Hz^2)")
+    power_w: PowerW = Field(5.0, description="active power when no kappa is given")
 
 
 class DeviceSpec(_Strict):
     name: str
     kind: str = "device"
     compute: ComputeSpec
-    memory_gb: float = Field(gt=0)
+    memory_gb: MemoryGB
     link: LinkSpec = Field(default_factory=LinkSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
-    position_m: Optional[tuple[float, float]] = None
-    samples: int = Field(1000, gt=0, description="local training samples (k_n in the stability bound)")
-    seq_len: Optional[int] = Field(None, gt=0, description="this device's sequence length (d_n), if not the run's")
+    position_m: Optional[tuple[Position, Position]] = None
+    samples: Samples = Field(1000, description="local training samples (k_n in the stability bound)")
+    seq_len: Optional[SeqLen] = Field(None, description="this device's sequence length (d_n), if not the run's")
 
 
 class ServerSpec(_Strict):
     name: str
     compute: ComputeSpec
-    memory_gb: float = Field(gt=0)
-    band_mhz: float = Field(gt=0, description="uplink band shared by its devices")
+    memory_gb: MemoryGB
+    band_mhz: BandMHz = Field(description="uplink band shared by its devices")
     energy: EnergySpec = Field(default_factory=EnergySpec)
-    position_m: Optional[tuple[float, float]] = None
+    position_m: Optional[tuple[Position, Position]] = None
 
 
 class ChannelSpec(_Strict):
     """Path loss PL(dB) = const + slope*log10(d_km) and noise density (defaults: 3GPP-style, the split paper)."""
 
-    pathloss_const_db: float = 128.1
-    pathloss_slope_db: float = 37.6
-    noise_dbm_per_hz: float = -174.0
+    pathloss_const_db: LossDB = 128.1
+    pathloss_slope_db: SlopeDB = 37.6
+    noise_dbm_per_hz: NoiseDBmHz = -174.0
 
 
 class ClusterSpec(_Strict):
@@ -166,6 +192,13 @@ class ClusterSpec(_Strict):
             dist = link.distance_m
         elif device.position_m is not None and server.position_m is not None:
             dist = max(math.dist(device.position_m, server.position_m), 1.0)
+        elif link.rate_mbps is not None:  # only the split strategy asks a rate_mbps link for its channel
+            raise ConfigError(
+                f"cluster {self.name}: device {device.name!r} gives only link.rate_mbps, a fixed rate, but this "
+                f"strategy (split) chooses each device's bandwidth and transmit power, so it needs the channel to "
+                f"server {server.name!r}: give link.channel_gain_db or link.distance_m instead of rate_mbps, "
+                "or position_m for the device and the server"
+            )
         else:
             raise ConfigError(
                 f"cluster {self.name}: device {device.name!r} has no link.rate_mbps, link.channel_gain_db, "
@@ -202,12 +235,34 @@ def _format_loc(loc: tuple, data: dict) -> str:
     return "".join(parts) or "(top level)"
 
 
+def _derived_rate_problems(spec: ClusterSpec, data: dict) -> list[str]:
+    """Uplinks whose rate, derived from distance/gain, power, band and noise, no real link has."""
+    lo, hi = RATE_BPS_RANGE
+    problems = []
+    for i, device in enumerate(spec.devices):
+        if device.link.rate_mbps is not None:
+            continue  # given directly, range-checked as a field
+        for server in spec.servers:
+            try:
+                rate = spec.full_band_rate(device, server)
+            except ConfigError:
+                continue  # no channel to this server at all: the strategy that needs one says so
+            if not lo <= rate <= hi:
+                problems.append(
+                    f"  {_format_loc(('devices', i, 'link'), data)}: the uplink to server {server.name!r} works out "
+                    f"at {rate:g} bit/s, outside the physical range {lo:g}..{hi:g} bit/s; check its distance_m, "
+                    "channel_gain_db or position_m, tx_power_w, the server's band_mhz and the channel's "
+                    "pathloss_const_db, pathloss_slope_db and noise_dbm_per_hz"
+                )
+    return problems
+
+
 def parse_cluster(data: object, source: str = "<cluster>") -> ClusterSpec:
     """Validates a parsed YAML mapping; errors name the source and the field path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a cluster file must be a mapping with 'name', 'devices' and 'servers'")
     try:
-        return ClusterSpec.model_validate(data)
+        spec = ClusterSpec.model_validate(data)
     except ValidationError as err:
         lines = []
         for e in err.errors():
@@ -219,6 +274,10 @@ def parse_cluster(data: object, source: str = "<cluster>") -> ClusterSpec:
             else:
                 lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
         raise ConfigError(f"{source}: invalid cluster spec\n" + "\n".join(lines)) from None
+    problems = _derived_rate_problems(spec, data)
+    if problems:
+        raise ConfigError(f"{source}: invalid cluster spec\n" + "\n".join(problems))
+    return spec
 
 
 def load_cluster(path: str | Path) -> ClusterSpec:
@@ -226,9 +285,12 @@ def load_cluster(path: str | Path) -> ClusterSpec:
     if not path.is_file():
         raise ConfigError(f"cluster file {path} not found (examples are in examples/clusters/)")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded): a cluster file is YAML "
+                          "text; check that this is the right file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', None) or err})") from None
     return parse_cluster(data, str(path))

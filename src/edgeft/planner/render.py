@@ -38,7 +38,7 @@ def summary_table(plan: Plan) -> Table:
     t.add_row(f"[bold]this plan[/] ({'objective' if key == 'objective' else 's per ' + unit})",
               f"[bold]{plan.predicted[key]:.4g}[/]")
     for name, val in plan.baselines.items():
-        t.add_row(name, f"{val:.4g}")
+        t.add_row(name, f"{val:.4g}" if val is not None else "does not fit")
     for k in ("energy_j", "cached_epoch_s", "iteration_s", "time_s"):
         if k in plan.predicted and k != key:
             t.add_row(f"predicted {k}", f"{plan.predicted[k]:.4g}")
