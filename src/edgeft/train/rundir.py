@@ -48,6 +48,7 @@ class RunDir:
         if create:
             self.path.mkdir(parents=True, exist_ok=True)
         self.owned, self.overwrite = owned, overwrite
+        self.begun = create  # whether this run has written into the folder (begin, or made by RunDir())
 
     def begin(self, config: dict) -> None:
         """The inputs are valid: clear the old run's files (under --overwrite) and write config.yaml."""
@@ -56,6 +57,7 @@ class RunDir:
             self.clear()
             self.overwrite = False
         self.write_config(config)
+        self.begun = True
 
     def clear(self) -> list[str]:
         """Remove the entries edgeft writes (self.owned); anything else in the folder stays."""
