@@ -89,8 +89,11 @@ def register(app: typer.Typer) -> None:
             if state["advance"] is None or not beats:
                 return
             step = max(b.get("step", 0) for b in beats.values())
+            hits = [b for b in beats.values() if "cache_hits" in b]  # PAC ranks: activation cache lookups
+            note = (f"cache {sum(b['cache_hits'] for b in hits)} hit / {sum(b['cache_misses'] for b in hits)} miss"
+                    if hits else "")
             while state["done"] < step:
-                state["advance"]()
+                state["advance"](None, note)
                 state["done"] += 1
 
         with progress:

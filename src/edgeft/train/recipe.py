@@ -126,6 +126,12 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     trainable, total = parameter_counts(model)
     progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
         if progress_factory else None
+    cache = getattr(model, "cache", None)  # PAC's activation cache: its hits and misses go on the progress line
+    if progress and cache is not None:
+        advance = progress
+
+        def progress(loss):
+            advance(loss, cache.progress_note())
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
     result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
@@ -154,6 +160,8 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
         "torch": torch.__version__,
         "resumed_from": result.resumed_from,
     }
+    if cache is not None:
+        metrics["activation_cache"] = cache.describe()  # hits, misses, writes, stale, corrupt, size
     if "samples" in final:
         metrics["generation_samples"] = final["samples"]
     run.write_metrics(metrics)
