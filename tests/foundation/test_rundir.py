@@ -121,3 +121,47 @@ def test_runtime_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     assert ckpt.load_into(ckpt.step_dir(tmp_path, 1), dict(other.named_parameters()), opt2) == 2
     assert torch.equal(other.weight, lin.weight)
     assert torch.equal(opt2.state[other.weight]["exp_avg"], opt.state[lin.weight]["exp_avg"])
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def _used(folder):
+    folder.mkdir()
+    (folder / "events.jsonl").write_text('{"event": "start"}\n')
+    return folder
+
+
+def test_every_command_with_an_output_folder_refuses_a_used_one(tmp_path):
+    cluster = str(tmp_path.parent / "x.yaml")
+    for args in (["launch", "--cluster", cluster, "--task", "sst2", "--out"],
+                 ["federate", "--algorithm", "fedit", "--out"],
+                 ["compress", "--model", "smollm2-135m", "--method", "rtn", "--out"]):
+        out = _used(tmp_path / args[0])
+        res = _invoke(*args, str(out))
+        assert isinstance(res.exception, ConfigError) and "not empty (events.jsonl)" in str(res.exception), \
+            (args[0], res.output, res.exception)
+        assert (out / "events.jsonl").read_text() == '{"event": "start"}\n'
+
+
+def test_compress_overwrite_refuses_to_clear_its_own_input(tmp_path):
+    src = _used(tmp_path / "model")
+    res = _invoke("compress", "--model", str(src), "--method", "rtn", "--out", str(src), "--overwrite")
+    assert isinstance(res.exception, ConfigError) and "holds the input (--model" in str(res.exception)
+    assert (src / "events.jsonl").exists()
+
+
+def test_federate_certs_keeps_an_existing_ca(tmp_path):
+    assert _invoke("federate", "certs", str(tmp_path)).exit_code == 0
+    ca = (tmp_path / "ca.crt").read_bytes()
+    res = _invoke("federate", "certs", str(tmp_path))
+    assert isinstance(res.exception, ConfigError) and "ca.crt" in str(res.exception) and "--overwrite" in str(
+        res.exception)
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+    assert _invoke("federate", "certs", str(tmp_path), "--overwrite").exit_code == 0
+    assert (tmp_path / "ca.crt").read_bytes() != ca

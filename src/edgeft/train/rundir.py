@@ -20,9 +20,13 @@ from edgeft.errors import ConfigError
 OWNED = ("config.yaml", "metrics.json", "events.jsonl", "*.png", "adapter", "checkpoint", "logs", "ranks",
          "heartbeats", "spec.json", "spec.attempt*.json", "plan.attempt*.json")
 
+# What `edgeft compress` writes into its output (model) folder.
+MODEL_OWNED = ("*.safetensors", "config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
+               "chat_template.*", "vocab.*", "merges.txt", "edgeft_compress.json", "compress_report.*", "side_module")
+
 
 def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, owned: tuple[str, ...] = OWNED,
-          resume_flag: str | None = "--resume") -> "RunDir":
+          resume_flag: str | None = "--resume", out_flag: str = "--out") -> "RunDir":
     """Check, before any slow work, that `path` may be written; nothing is written or removed yet.
 
     An empty or missing folder is fine; a non-empty one needs `resume` (carry on in it) or `overwrite`
@@ -37,7 +41,7 @@ def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, ow
         how = f"{resume_flag} to continue that run, " if resume_flag else ""
         shown = ", ".join(present[:6]) + (", ..." if len(present) > 6 else "")
         raise ConfigError(f"{p}: the output folder is not empty ({shown}). Use {how}--overwrite to replace "
-                          "edgeft's files in it, or another --out.")
+                          f"edgeft's files in it, or another {out_flag}.")
     return RunDir(p, create=False, owned=owned, overwrite=overwrite and bool(present))
 
 
