@@ -86,3 +86,19 @@ def test_a_stop_signal_kills_the_workers_and_records_the_interruption(tiny_llama
 def _events(out: Path) -> list[dict]:
     f = out / "events.jsonl"
     return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
+
+
+def test_launch_resume_without_a_checkpoint_says_so_and_runs_from_scratch(tiny_llama, tmp_path):
+    import helpers
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    said = []
+    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(tiny_llama), method="lora", strategy="hybrid",
+                       task={**helpers.TASK, "train_samples": 16}, train={"epochs": 1, "batch_size": 4, "lr": 5e-3},
+                       out=str(tmp_path / "run"), link_mode="none", emulate_compute=False, evaluate=False,
+                       resume=True)
+    m = launch(cfg, say=said.append)
+    warned = [s for s in said if "no complete checkpoint" in s]
+    assert len(warned) == 1 and str(tmp_path / "run") in warned[0] and "from scratch" in warned[0]
+    assert [e["event"] for e in _events(tmp_path / "run")].count("resume_missing") == 1
+    assert [s for s, _ in m["losses"]][-1] == 4  # all 4 steps trained
