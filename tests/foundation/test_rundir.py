@@ -165,3 +165,16 @@ def test_federate_certs_keeps_an_existing_ca(tmp_path):
     assert (tmp_path / "ca.crt").read_bytes() == ca
     assert _invoke("federate", "certs", str(tmp_path), "--overwrite").exit_code == 0
     assert (tmp_path / "ca.crt").read_bytes() != ca
+
+
+def test_a_checkpoint_written_before_weights_only_still_resumes(tmp_path, tiny_llama):
+    import numpy as np
+
+    out = tmp_path / "run"
+    run_finetune(_cfg(tiny_llama, out))
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state["rng"]["numpy"] = np.random.get_state()  # how state.pt stored it before: a numpy array inside
+    torch.save(state, out / "checkpoint" / "state.pt")
+    again = _cfg(tiny_llama, out, resume=True)
+    again.train.epochs = 2
+    assert run_finetune(again)["resumed_from"]["epoch"] == 1

@@ -74,7 +74,12 @@ def _numpy_rng_state() -> tuple:
 
 def _numpy_rng_from(saved) -> tuple:
     kind, keys, pos, has_gauss, cached = saved
-    return kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached
+    keys = keys.numpy() if torch.is_tensor(keys) else keys  # older state.pt files hold the numpy array
+    return kind, keys.astype(np.uint32), pos, has_gauss, cached
+
+
+# rebuilding a plain numpy array runs no code: what earlier state.pt files need under weights_only
+_NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
 def _state_of_trainables(model) -> dict:
@@ -125,7 +130,8 @@ class Trainer:
         file = path / "state.pt"
         try:
             # tensors and plain containers only: a run directory from elsewhere cannot run code on load
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(_NUMPY_ARRAYS):  # checkpoints written before the change
+                state = torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # a truncated or foreign file, or one holding other objects than tensors
             raise CacheError(f"{file}: checkpoint cannot be read safely ({str(err).splitlines()[0][:300]}). "
                              "Delete it to start over.") from err
