@@ -33,7 +33,7 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/edgeft launch --cluster examples/clusters/four-phones.yaml --model smollm2-135m --task sst2 \
 		--method pac --strategy hybrid --epochs 3 --train-samples 64 --dev-samples 64 --batch-size 8 \
-		--max-length 64 --out runs/make-run
+		--max-length 64 --out runs/make-run --overwrite
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -q

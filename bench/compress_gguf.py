@@ -40,7 +40,8 @@ def finetune() -> None:
 
     cfg = FinetuneConfig(model="smollm2-135m", method="lora",
                          task={"name": "shakespeare", "train_samples": 200, "dev_samples": 20, "max_length": 128},
-                         train={"epochs": 1, "batch_size": 8, "lr": 1e-3, "eval_batch_size": 8}, out=str(FT))
+                         train={"epochs": 1, "batch_size": 8, "lr": 1e-3, "eval_batch_size": 8}, out=str(FT),
+                         overwrite=True)
     metrics = run_finetune(cfg)
     _save("finetune", {"command": "bench/compress_gguf.py --step finetune", "metrics": metrics})
 

@@ -56,7 +56,7 @@ def main() -> None:
                                train={"epochs": epochs, "batch_size": 16 if small else 64, "micro_batches": 4, "checkpoint_every": 1000,
                                       "lr": 1e-3},
                                out=str(work / f"{method}-{n}gpu"), link_mode="none", emulate_compute=False,
-                               evaluate=False, timeout_s=120)
+                               evaluate=False, timeout_s=120, overwrite=True)
             t0 = time.time()
             m = launch(cfg, say=print)
             for e in m["epochs"]:

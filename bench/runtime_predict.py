@@ -52,7 +52,7 @@ def main() -> None:
         cfg = LaunchConfig(cluster=str(ROOT / cluster), devices=devices, model=args.model, task=task, method=method,
                            strategy=strategy, train={"lr": 1e-3, "checkpoint_every": 100, **train,
                                                      "max_steps_per_epoch": args.steps}, out=str(out),
-                           time_scale="auto", evaluate=False, link_mode="auto")
+                           time_scale="auto", evaluate=False, link_mode="auto", overwrite=True)
         t0 = time.time()
         m = launch(cfg, say=print)
         for e in m["epochs"]:

@@ -31,7 +31,8 @@ def main() -> None:
                            task={"name": "sst2", "train_samples": 64, "dev_samples": 32, "max_length": 48, "seed": 0},
                            train={"epochs": 2, "batch_size": 16, "max_steps_per_epoch": 4,
                                   "checkpoint_every": 100, "lr": 1e-3},
-                           out=str(ROOT / "runs" / f"bench-scaling-{n}"), evaluate=False, link_mode="auto")
+                           out=str(ROOT / "runs" / f"bench-scaling-{n}"), evaluate=False, link_mode="auto",
+                           overwrite=True)
         m = launch(cfg, say=print)
         for e in m["epochs"]:
             rows.append({"devices": n, "epoch": e["epoch"], "measured_s": e["measured_s"],

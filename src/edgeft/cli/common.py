@@ -45,8 +45,9 @@ def progress_bar(description: str):
     def factory(total: int):
         task_id = progress.add_task(description, total=total, info="")
 
-        def advance(loss=None):
-            progress.update(task_id, advance=1, info=f"loss {loss:.4f}" if loss is not None else "")
+        def advance(loss=None, note: str = ""):
+            info = " · ".join(x for x in (f"loss {loss:.4f}" if loss is not None else "", note) if x)
+            progress.update(task_id, advance=1, info=info)
 
         return advance
 

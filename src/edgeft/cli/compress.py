@@ -47,6 +47,20 @@ def show_records(records: list[dict], out: str) -> None:
     console.print(f"model folder and report: {out}")
 
 
+def _claim_out(cfg, overwrite: bool) -> None:
+    """Refuse a non-empty --out (or one that is an input) unless --overwrite; then clear compress's files."""
+    from edgeft.errors import ConfigError
+    from edgeft.train.rundir import MODEL_OWNED, claim
+
+    out = Path(cfg.out).resolve()
+    for name, given in (("--model", cfg.model), ("--adapter", cfg.adapter)):
+        if given and Path(given).exists() and out in (Path(given).resolve(), *Path(given).resolve().parents):
+            raise ConfigError(f"{cfg.out}: the output folder holds the input ({name} {given}); write to another --out.")
+    run = claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
+    if run.overwrite:
+        run.clear()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def compress(
@@ -76,6 +90,7 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = None,
         out: Optional[str] = typer.Option(None, help="output folder"),
         config: Optional[Path] = typer.Option(None, help="YAML file with the keys of CompressConfig"),
+        overwrite: bool = typer.Option(False, help="replace an earlier compress output in --out"),
     ):
         """Compress a (fine-tuned) model one step and measure it: size, WikiText-2 perplexity, task metric, time."""
         from edgeft.compress.pipeline import config_from_dict, run_compress
@@ -97,6 +112,7 @@ def register(app: typer.Typer) -> None:
 
             raise ConfigError("no model given: use --model NAME_OR_FOLDER or 'model:' in the config file.")
         cfg = config_from_dict(data, str(config) if config else "command line")
+        _claim_out(cfg, overwrite)
         progress, factory = _progress()
         with progress:
             result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))

@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
         option: Optional[list[str]] = typer.Option(None, help="LoRA/base method option KEY=VALUE (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="YAML file with FederatedConfig keys"),
         out: Optional[str] = typer.Option(None, help="run directory"),
+        overwrite: bool = typer.Option(False, help="replace an earlier run's files in --out"),
         verbose: bool = typer.Option(False, help="show Flower's own log"),
     ):
         """Run a federated fine-tuning with Flower's simulation engine on this machine."""
@@ -81,6 +82,11 @@ def register(app: typer.Typer) -> None:
             return
         data = load_yaml(config) if config else {}
         cfg = _config(data, ctx.obj["overrides"], option, str(config) if config else "command line")
+        from edgeft.train.rundir import claim
+
+        run = claim(cfg.out, overwrite=overwrite, resume_flag=None)  # never mix two runs' files
+        if run.overwrite:
+            run.clear()
         _simulate(cfg, client_cpus, verbose)
 
     @fed.command("app")
@@ -98,9 +104,16 @@ def register(app: typer.Typer) -> None:
     @fed.command("certs")
     def certs_cmd(dest: Path = typer.Argument(..., help="folder for ca.crt, server.pem, server.key"),
                   host: list[str] = typer.Option(["127.0.0.1", "localhost"], help="names/IPs the SuperLink answers on"),
-                  days: int = 30):
+                  days: int = 30,
+                  overwrite: bool = typer.Option(False, help="replace the CA and certificates already in DEST")):
         """Create a private CA and a SuperLink server certificate for TLS (see docs/federated.md)."""
+        from edgeft.errors import ConfigError
         from edgeft.federated.deploy import make_certificates
+
+        held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
+        if held and not overwrite:  # a new CA locks out every SuperNode that trusts the old ca.crt
+            raise ConfigError(f"{dest}: already holds {', '.join(held)}; a new CA would stop every SuperNode "
+                              "given the old ca.crt from connecting. Use --overwrite to replace it, or another folder.")
 
         paths = make_certificates(dest, host, days)
         for name, p in paths.items():

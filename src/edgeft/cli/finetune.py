@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, help="run directory"),
         config: Optional[Path] = typer.Option(None, help="YAML file with the same keys as FinetuneConfig"),
         resume: bool = typer.Option(False, help="continue from the run directory's checkpoint"),
+        overwrite: bool = typer.Option(False, help="replace an earlier run's files in --out"),
     ):
         """Fine-tune a backbone on a task with one method, on this machine."""
         from edgeft.train.recipe import config_from_dict, run_finetune
@@ -72,6 +73,7 @@ def register(app: typer.Typer) -> None:
         if option:
             data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
         data["resume"] = resume or data.get("resume", False)
+        data["overwrite"] = overwrite or data.get("overwrite", False)
         if "name" not in data["task"]:
             from edgeft.errors import ConfigError
 
@@ -79,7 +81,8 @@ def register(app: typer.Typer) -> None:
         cfg = config_from_dict(data, str(config) if config else "command line")
         progress, factory = progress_bar(f"{cfg.method} on {cfg.task.name}")
         with progress:
-            metrics = run_finetune(cfg, progress_factory=factory)
+            metrics = run_finetune(cfg, progress_factory=factory,
+                                   say=lambda m: progress.console.print(f"[yellow]warning:[/] {m}"))
         show_metrics(metrics, cfg.out)
 
     @app.command(name="eval")

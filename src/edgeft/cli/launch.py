@@ -36,10 +36,13 @@ def register(app: typer.Typer) -> None:
         no_compute_emulation: bool = typer.Option(False, help="run at host speed (no device slowdown)"),
         kill_device: Optional[str] = typer.Option(None, help="fault injection NAME:STEP (kill that device)"),
         out: Optional[str] = typer.Option(None, help="run directory"),
+        resume: bool = typer.Option(False, help="continue the run in --out from its last complete checkpoint"),
+        overwrite: bool = typer.Option(False, help="replace an earlier run's files in --out"),
         config: Optional[Path] = typer.Option(None, help="YAML with the keys of LaunchConfig"),
     ):
         """Plan, start one process per device (+ the edge server), train, recover, report."""
         from edgeft.errors import ConfigError
+        from edgeft.runtime.launcher import Interrupted
         from edgeft.runtime.run import config_from, launch as do_launch
 
         data = load_yaml(config) if config else {}
@@ -59,6 +62,8 @@ def register(app: typer.Typer) -> None:
                          plan=str(plan) if plan else None, out=out, link_mode=link_mode, cut=cut).items():
             if v is not None:
                 data[k] = v
+        for flag, on in dict(resume=resume, overwrite=overwrite).items():
+            data[flag] = on or data.get(flag, False)
         if devices:
             data["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
         if option:
@@ -84,8 +89,11 @@ def register(app: typer.Typer) -> None:
             if state["advance"] is None or not beats:
                 return
             step = max(b.get("step", 0) for b in beats.values())
+            hits = [b for b in beats.values() if "cache_hits" in b]  # PAC ranks: activation cache lookups
+            note = (f"cache {sum(b['cache_hits'] for b in hits)} hit / {sum(b['cache_misses'] for b in hits)} miss"
+                    if hits else "")
             while state["done"] < step:
-                state["advance"]()
+                state["advance"](None, note)
                 state["done"] += 1
 
         with progress:
@@ -98,7 +106,12 @@ def register(app: typer.Typer) -> None:
                     state["advance"] = factory(total)
                 tick(beats)
 
-            metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
+            try:
+                metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
+            except Interrupted as stop:  # workers and namespaces are gone already; say where things stand
+                progress.console.print(f"[yellow]{stop}[/]: workers stopped; {cfg.out} keeps events.jsonl, "
+                                       "metrics.json and the last complete checkpoint (continue with --resume)")
+                raise typer.Exit(stop.exit_code) from None
         show(metrics, cfg.out)
 
 

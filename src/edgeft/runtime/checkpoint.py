@@ -64,10 +64,10 @@ def load_into(ckpt: Path, named: dict[str, torch.nn.Parameter], optimizer=None) 
     params, optim = {}, {}
     for f in sorted(Path(ckpt).glob("*.pt")):
         try:
-            blob = torch.load(f, map_location="cpu", weights_only=False)
+            blob = torch.load(f, map_location="cpu", weights_only=True)  # tensors only: loading runs no code
         except Exception as err:
-            raise CacheError(f"{f}: checkpoint shard cannot be read ({err}); delete {ckpt} to resume from "
-                             "the one before.") from err
+            raise CacheError(f"{f}: checkpoint shard cannot be read safely ({str(err).splitlines()[0][:300]}); "
+                             f"delete {ckpt} to resume from the one before.") from err
         params.update(blob["params"])
         optim.update(blob["optim"])
     missing = [n for n in named if n not in params]

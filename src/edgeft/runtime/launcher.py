@@ -4,6 +4,10 @@ Local emulation: processes are started here with subprocess and meet by env:// r
 host (optionally each in its own network namespace, see netns.py). Across real hosts the same
 worker module runs under `torchrun` (see docs/runtime.md); only this supervisor is local.
 
+Stopping: SIGTERM, SIGINT or SIGHUP raise `Interrupted` in the launcher (`stop_on_signals`), so the
+`finally` blocks run: every worker's process group is killed and the network namespaces deleted;
+the caller writes an `interrupted` event and what metrics exist, and exits with 128 + the signal.
+
 Recovery: when a device is lost (its process dies by a signal or its own error, or its heartbeat
 goes stale), every process of the attempt is stopped, the planner re-plans on the remaining
 devices, and a new attempt resumes from the last complete checkpoint (adapters + optimizer).
@@ -17,7 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +37,44 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal reached the launcher. BaseException, like KeyboardInterrupt: nothing swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals(signals=STOP_SIGNALS):
+    """Turn the first stop signal into `Interrupted`; later ones are ignored so the clean-up it
+    triggers (killing workers, deleting namespaces, writing events) is not cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -81,9 +125,14 @@ class Supervisor:
                 cmd = self.netns.prefix(rank) + cmd
             log = run_dir / "logs" / f"{r.name}.attempt{self.spec.attempt}.log"
             self.logs[rank] = log
-            with open(log, "w") as fh:
-                self.procs[rank] = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                                    start_new_session=True)
+            # a stop signal is held back until the worker is in self.procs, where kill_all finds it
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                with open(log, "w") as fh:
+                    self.procs[rank] = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                                        start_new_session=True)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self.started = time.time()
 
     def kill(self, rank: int, sig=signal.SIGKILL) -> None:
@@ -190,14 +239,17 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
                                                                                   default=float))
         run.event("attempt_start", attempt=attempt, devices=devices, ranks=[r.name for r in spec.ranks],
                   layout=plan.layout, predicted_epoch_s=plan.predicted.get("epoch_s"), resume=resume)
-        netns = netns_factory(spec) if netns_factory else None
-        sup = Supervisor(spec, path, netns, on_tick=on_tick)
-        if inject and attempt == 0:
-            sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None), int(inject[1]),
-                          "kill")
-            if sup.inject[0] is None:
-                raise ConfigError(f"kill_device_at_step: no device named {inject[0]!r} in the plan")
-        try:
+        netns = None
+        sup = Supervisor(spec, path, None, on_tick=on_tick)
+        try:  # from here on, whatever stops the attempt (a signal too) kills its workers and namespaces
+            netns = sup.netns = netns_factory(spec) if netns_factory else None
+            if netns:
+                run.event("namespaces", attempt=attempt, names=list(netns.namespaces))
+            if inject and attempt == 0:
+                sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None),
+                              int(inject[1]), "kill")
+                if sup.inject[0] is None:
+                    raise ConfigError(f"kill_device_at_step: no device named {inject[0]!r} in the plan")
             sup.start()
             t0 = time.time()
             out = sup.watch()

@@ -88,6 +88,31 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     return metrics
 
 
+def write_interrupted(run, cfg, signal_name: str, wall_s: float) -> dict:
+    """A stopped run's metrics.json: how far each rank got, the last complete checkpoint (from which
+    `--resume` continues) and its losses; then the `interrupted` event."""
+    from edgeft.runtime import checkpoint as ckpt
+    from edgeft.runtime.faults import read_beats
+
+    run_dir = Path(run.path)
+    found = ckpt.latest(run_dir / "checkpoint")
+    meta = found[1] if found else {}
+    beats = read_beats(run_dir / "heartbeats")
+    metrics = {
+        "status": "interrupted", "signal": signal_name, "strategy": cfg.strategy, "model": cfg.model,
+        "task": cfg.task.get("name"), "method": cfg.method, "cluster": cfg.cluster, "wall_s": wall_s,
+        "attempts": sum(1 for e in run.events() if e["event"] == "attempt_start"),
+        "steps_reached": {b.get("name", str(r)): b.get("step", 0) for r, b in sorted(beats.items())},
+        "last_checkpoint": ({"path": str(found[0]), "global_step": meta.get("global_step"),
+                             "epoch": meta.get("epoch")} if found else None),
+        "losses": meta.get("losses", []),
+    }
+    run.write_metrics(metrics)
+    run.event("interrupted", signal=signal_name, wall_s=wall_s, last_checkpoint=metrics["last_checkpoint"],
+              steps_reached=metrics["steps_reached"])
+    return metrics
+
+
 def plot(metrics: dict, out: Path) -> Path:
     import matplotlib
 

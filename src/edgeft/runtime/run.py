@@ -42,6 +42,8 @@ class LaunchConfig(BaseModel):
     cut: Optional[int] = None
     devices: Optional[list[str]] = Field(None, description="use only these devices of the cluster")
     max_attempts: int = Field(4, ge=1)
+    resume: bool = Field(False, description="continue the run in `out` from its last complete checkpoint")
+    overwrite: bool = Field(False, description="replace the files of an earlier run in `out`")
     evaluate: bool = True
     dev_samples_eval: Optional[int] = None
     kill_device_at_step: Optional[list] = Field(None, description="[device name, global step]: fault injection")
@@ -116,22 +118,43 @@ def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, 
 
 
 def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
+    """Run `cfg`; a stop signal ends it cleanly (see launcher.stop_on_signals) with an `interrupted`
+    event and metrics.json saying how far it got, then re-raises launcher.Interrupted."""
+    from edgeft.runtime import report
+    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+    from edgeft.train.rundir import claim
+
+    run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
+    t0 = time.time()
+    with stop_on_signals():
+        try:
+            return _launch(cfg, run, say, progress)
+        except Interrupted as stop:
+            if run.begun:
+                report.write_interrupted(run, cfg, stop.name, time.time() - t0)
+            raise
+
+
+def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
     from edgeft.planner.cluster import load_cluster
     from edgeft.runtime import calibrate as cal
     from edgeft.runtime import plan as planmod
     from edgeft.runtime import report
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
+    from edgeft.runtime.checkpoint import latest
     from edgeft.runtime.strategies.common import epoch_batches
-    from edgeft.train.rundir import RunDir
 
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
         cluster = planmod.pick(cluster, cfg.devices)
     out = Path(cfg.out)
-    run = RunDir(out)
-    run.write_config(cfg.model_dump())
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
+    run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
+    if cfg.resume and latest(out / "checkpoint") is None:
+        note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
+        run.event("resume_missing", detail=note)
+        say(f"[yellow]warning:[/] {note}")
     steps = len(batches)
     kind = "causal_lm" if head == "causal_lm" else "classification"
     table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
@@ -213,7 +236,7 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
                    method=cfg.method, method_options=cfg.method_options, train=cfg.train, ranks=[], layout={},
                    link_mode=mode, threads=cfg.threads, timeout_s=cfg.timeout_s, heartbeat_s=cfg.heartbeat_s,
                    host_flops=host["host_flops"] if host else None, evaluate=cfg.evaluate,
-                   dev_samples_eval=cfg.dev_samples_eval)
+                   dev_samples_eval=cfg.dev_samples_eval, resume=cfg.resume)
     run_id = uuid.uuid4().hex[:6]
 
     def netns_factory(spec):

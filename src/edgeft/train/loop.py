@@ -66,6 +66,22 @@ def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+def _numpy_rng_state() -> tuple:
+    """numpy's RNG state with its key array as a tensor, so weights_only loading accepts it."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached
+
+
+def _numpy_rng_from(saved) -> tuple:
+    kind, keys, pos, has_gauss, cached = saved
+    keys = keys.numpy() if torch.is_tensor(keys) else keys  # older state.pt files hold the numpy array
+    return kind, keys.astype(np.uint32), pos, has_gauss, cached
+
+
+# rebuilding a plain numpy array runs no code: what earlier state.pt files need under weights_only
+_NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
 def _state_of_trainables(model) -> dict:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -104,7 +120,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state()},
         }
         tmp = path / "state.pt.tmp"
         torch.save(state, tmp)
@@ -113,9 +129,12 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> dict:
         file = path / "state.pt"
         try:
-            state = torch.load(file, map_location="cpu", weights_only=False)
-        except Exception as err:  # a truncated or foreign file
-            raise CacheError(f"{file}: checkpoint cannot be read ({err}). Delete it to start over.") from err
+            # tensors and plain containers only: a run directory from elsewhere cannot run code on load
+            with torch.serialization.safe_globals(_NUMPY_ARRAYS):  # checkpoints written before the change
+                state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file, or one holding other objects than tensors
+            raise CacheError(f"{file}: checkpoint cannot be read safely ({str(err).splitlines()[0][:300]}). "
+                             "Delete it to start over.") from err
         named = dict(self.model.named_parameters())
         missing = [n for n in state["trainables"] if n not in named]
         if missing:
@@ -129,7 +148,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step}
 

@@ -5,6 +5,7 @@ Reads like torchtune's recipes: each step is one call to a small component, noth
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Literal, Optional
@@ -24,7 +25,7 @@ from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everyth
 from edgeft.train.meters import parameter_counts
 from edgeft.train.objective import forward
 from edgeft.train.plots import plot_run
-from edgeft.train.rundir import RunDir
+from edgeft.train.rundir import claim
 
 
 class FinetuneConfig(BaseModel):
@@ -41,6 +42,7 @@ class FinetuneConfig(BaseModel):
     out: str = "runs/finetune"
     eval_before: bool = True
     resume: bool = False
+    overwrite: bool = Field(False, description="replace the files of an earlier run in `out`")
 
 
 def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
@@ -82,6 +84,10 @@ def build(cfg: FinetuneConfig):
     return task, backbone, featurizer, method
 
 
+def _stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def make_loss_fn(featurizer: Featurizer):
     def loss_fn(model, batch):
         return forward(model, batch, featurizer.objective, featurizer.label_token_ids)[0]
@@ -89,18 +95,22 @@ def make_loss_fn(featurizer: Featurizer):
     return loss_fn
 
 
-def run_finetune(cfg: FinetuneConfig, progress_factory=None) -> dict:
-    run = RunDir(cfg.out)
-    run.write_config(cfg.model_dump())
+def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
+    run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
     task, backbone, featurizer, method = build(cfg)
     device = resolve_device(cfg.train.device)
-    run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
-              dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
     t0 = time.perf_counter()
     train_feats = featurizer.encode(task.train)
     dev_feats = featurizer.encode(task.dev)
-    run.event("featurized", seconds=time.perf_counter() - t0, train_features=len(train_feats),
-              dev_features=len(dev_feats))
+    seconds = time.perf_counter() - t0
+    run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
+    run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
+              dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
+    run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
+    if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
+        note = f"--resume: {run.path} has no checkpoint ({run.checkpoint_dir / 'state.pt'}); starting from scratch"
+        run.event("resume_missing", detail=note)
+        (say or _stderr)(note)
 
     def eval_fn(model):
         return evaluate(model, task, featurizer, dev_feats, cfg.train.eval_batch_size, device,
@@ -116,6 +126,12 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None) -> dict:
     trainable, total = parameter_counts(model)
     progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
         if progress_factory else None
+    cache = getattr(model, "cache", None)  # PAC's activation cache: its hits and misses go on the progress line
+    if progress and cache is not None:
+        advance = progress
+
+        def progress(loss):
+            advance(loss, cache.progress_note())
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
     result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
@@ -144,6 +160,8 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None) -> dict:
         "torch": torch.__version__,
         "resumed_from": result.resumed_from,
     }
+    if cache is not None:
+        metrics["activation_cache"] = cache.describe()  # hits, misses, writes, stale, corrupt, size
     if "samples" in final:
         metrics["generation_samples"] = final["samples"]
     run.write_metrics(metrics)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,7 +35,7 @@ class CacheKey:
 
     backbone: str  # Backbone.identity (hash of the weight source + name)
     tokenizer: str  # tokenizer_fingerprint()
-    weights: str  # weights_fingerprint(): catches weights changed in place under the same identity
+    weights: str  # weights_fingerprint(): every weight the activations depend on, hashed in full
     taps: tuple[int, ...]  # block indices whose outputs are stored
     max_length: int | None
     positions: str  # which positions are kept: last | first | mean | all
@@ -50,22 +52,44 @@ class CacheKey:
         return hashlib.sha256(json.dumps(self.fields(), sort_keys=True).encode()).hexdigest()[:20]
 
 
-def weights_fingerprint(model, sample: int = 256) -> str:
-    """Names, shapes, dtypes and a strided sample of every parameter's values (cheap, not a full hash).
+def read_modules(view, taps: tuple[int, ...]) -> list[tuple[str, object]]:
+    """The backbone modules a cache entry's activations depend on: the embedding, the rotary tables
+    (Llama) and blocks 0..last tap. Not the final norm or any (randomly initialised) task head."""
+    mods = [("embed", view.embedding)]
+    rotary = getattr(view.core, "rotary_emb", None)
+    if rotary is not None:
+        mods.append(("rotary", rotary))
+    mods += [(f"blocks.{i}", view.blocks[i]) for i in range(max(taps) + 1)]
+    return mods
 
-    Backbone.identity names the weight source; this also notices a folder whose weights were replaced
-    (fine-tuned in place, re-converted), which would otherwise reuse a cache built for the old ones.
+
+def weights_fingerprint(view, taps: tuple[int, ...]) -> str:
+    """A full SHA-256 of every byte of the frozen weights and buffers the tapped activations depend
+    on (`read_modules`), with their names, shapes and dtypes.
+
+    Backbone.identity names the weight source; this also notices weights replaced or changed in
+    place under the same name (one changed value is enough), which must not be served old activations.
+    Tensors are hashed on parallel threads (hashlib releases the GIL): ~1-2 s for SmolLM2-135M.
     """
     import torch
 
+    named, seen = [], set()
+    for prefix, module in read_modules(view, taps):
+        for name, t in list(module.named_parameters()) + list(module.named_buffers()):
+            if id(t) not in seen:
+                seen.add(id(t))
+                named.append((f"{prefix}.{name}:{tuple(t.shape)}:{t.dtype}", t))
+
+    def digest(t) -> bytes:
+        flat = t.detach().reshape(-1).contiguous().cpu()
+        return hashlib.sha256(memoryview(flat.view(torch.uint8).numpy())).digest()
+
+    with torch.no_grad(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(digest, [t for _, t in named]))
     h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            flat = p.detach().reshape(-1)
-            step = max(1, flat.numel() // sample)
-            h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-            h.update(flat[::step][:sample].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+    for (label, _), d in zip(named, digests):
+        h.update(label.encode() + d)
+    return h.hexdigest()[:32]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -200,6 +224,11 @@ class ActivationCache:
         return {"storage": self.storage, "dtype": self.key.dtype, "entries": len(self.store),
                 "megabytes": self.store.nbytes / 2**20, "budget_mb": self.budget_mb, "fingerprint": self.key.fingerprint,
                 "directory": str(self.directory) if self.directory else None, **asdict(self.stats)}
+
+    def progress_note(self) -> str:
+        """For a progress line: lookups served / computed so far, and entries stored."""
+        st = self.stats
+        return f"cache {st.hits} hit / {st.misses} miss, {st.writes} stored"
 
     def close(self) -> None:
         self.store.close()

@@ -122,7 +122,7 @@ class PAC(Method):
         if o.cache != "off":
             max_length = task.config.max_length if getattr(task, "config", None) is not None else None
             key = CacheKey(backbone=backbone.identity, tokenizer=tokenizer_fingerprint(backbone.tokenizer),
-                           weights=weights_fingerprint(backbone.model), taps=taps,
+                           weights=weights_fingerprint(view, taps), taps=taps,
                            max_length=max_length, positions=positions, hidden=hidden, dtype=o.cache_dtype)
             directory = None
             if o.cache == "disk":

@@ -211,9 +211,10 @@ def run(ctx) -> dict:
         return out if ctx.rank == loss_rank else None
 
     def step(epoch, idx, global_step):
-        if state["phase"] == "cache":
-            return dp_step(epoch, idx, global_step)
-        return pipeline_step(epoch, idx, global_step)
+        out = (dp_step if state["phase"] == "cache" else pipeline_step)(epoch, idx, global_step)
+        if pac and model.cache is not None:  # for the launcher's progress line
+            ctx.beat.update(cache_hits=model.cache.stats.hits, cache_misses=model.cache.stats.misses)
+        return out
 
     def epoch_start(epoch, step0):
         cache_ready = pac and model.cache is not None and epoch > 0

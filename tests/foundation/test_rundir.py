@@ -1,0 +1,180 @@
+"""Run directories are never silently reused, and checkpoints load without running code (issue 16)."""
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from edgeft.errors import CacheError, ConfigError
+from edgeft.train.recipe import config_from_dict, run_finetune
+from edgeft.train.rundir import claim
+
+
+def _cfg(model, out, method="lora", **top):
+    return config_from_dict({
+        "model": str(model), "method": method, "out": str(out), "eval_before": False,
+        "task": {"name": "sst2", "train_samples": 8, "dev_samples": 4, "max_length": 16},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-3}, **top,
+    })
+
+
+class _Evil:
+    """Unpickling this runs `touch <marker>`: what a crafted checkpoint from elsewhere could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_claim_refuses_a_non_empty_folder_and_names_the_ways_out(tmp_path):
+    claim(tmp_path / "new")  # missing: fine, and nothing is created yet
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "metrics.json").write_text("{}")
+    with pytest.raises(ConfigError, match=r"used: the output folder is not empty \(metrics.json\).*--resume.*"
+                                          r"--overwrite"):
+        claim(tmp_path / "used")
+    with pytest.raises(ConfigError, match="contradict"):
+        claim(tmp_path / "used", resume=True, overwrite=True)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        claim(tmp_path / "afile", overwrite=True)
+
+
+def test_finetune_refuses_an_earlier_run_and_overwrite_replaces_only_its_files(tmp_path, tiny_llama):
+    out = tmp_path / "run"
+    run_finetune(_cfg(tiny_llama, out, "lora"))
+    (out / "notes.txt").write_text("mine")
+    before = (out / "metrics.json").read_text()
+    with pytest.raises(ConfigError, match="not empty"):
+        run_finetune(_cfg(tiny_llama, out, "bitfit"))
+    assert (out / "metrics.json").read_text() == before
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "lora"
+
+    run_finetune(_cfg(tiny_llama, out, "bitfit", overwrite=True))
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == ["bitfit.safetensors", "edgeft_adapter.json"]
+    kinds = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
+    assert kinds.count("start") == 1 and kinds[-1] == "done"  # one run's events, not two
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "bitfit"
+    assert (out / "notes.txt").read_text() == "mine"  # not edgeft's: left alone
+
+
+def test_a_run_with_bad_input_leaves_the_earlier_run_untouched(tmp_path, tiny_llama):
+    out = tmp_path / "run"
+    run_finetune(_cfg(tiny_llama, out))
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok", "label": "a"}\n{"text": "broken"\n')
+    cfg = config_from_dict({"model": str(tiny_llama), "method": "bitfit", "out": str(out), "overwrite": True,
+                            "task": {"name": str(bad)}})
+    with pytest.raises(Exception, match="bad.jsonl:2"):
+        run_finetune(cfg)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path, tiny_llama):
+    said = []
+    metrics = run_finetune(_cfg(tiny_llama, tmp_path / "fresh", resume=True), say=said.append)
+    assert len(said) == 1 and str(tmp_path / "fresh") in said[0] and "from scratch" in said[0]
+    events = [json.loads(line) for line in (tmp_path / "fresh" / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "resume_missing" for e in events)
+    assert metrics["resumed_from"] is None
+
+
+def test_resume_does_not_execute_a_crafted_checkpoint(tmp_path, tiny_llama):
+    out = tmp_path / "run"
+    marker = tmp_path / "pwned"
+    (out / "checkpoint").mkdir(parents=True)
+    torch.save({"trainables": _Evil(marker)}, out / "checkpoint" / "state.pt")
+    with pytest.raises(CacheError, match=r"state.pt: checkpoint cannot be read safely"):
+        run_finetune(_cfg(tiny_llama, out, resume=True))
+    assert not marker.exists()
+
+
+def test_runtime_checkpoint_shards_do_not_execute_code(tmp_path):
+    from edgeft.runtime import checkpoint as ckpt
+
+    marker = tmp_path / "pwned"
+    d = ckpt.step_dir(tmp_path / "checkpoint", 4)
+    d.mkdir(parents=True)
+    torch.save({"params": _Evil(marker), "optim": {}}, d / "dev-a.pt")
+    with pytest.raises(CacheError, match=r"dev-a.pt: checkpoint shard cannot be read safely"):
+        ckpt.load_into(d, {})
+    assert not marker.exists()
+
+
+def test_runtime_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    from edgeft.runtime import checkpoint as ckpt
+
+    lin = torch.nn.Linear(3, 2)
+    named = dict(lin.named_parameters())
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1)
+    lin(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    ckpt.save_shard(tmp_path, 1, "dev-a", named, opt, named)
+    other = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=0.1)
+    assert ckpt.load_into(ckpt.step_dir(tmp_path, 1), dict(other.named_parameters()), opt2) == 2
+    assert torch.equal(other.weight, lin.weight)
+    assert torch.equal(opt2.state[other.weight]["exp_avg"], opt.state[lin.weight]["exp_avg"])
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    return CliRunner().invoke(build_app(), list(args))
+
+
+def _used(folder):
+    folder.mkdir()
+    (folder / "events.jsonl").write_text('{"event": "start"}\n')
+    return folder
+
+
+def test_every_command_with_an_output_folder_refuses_a_used_one(tmp_path):
+    cluster = str(tmp_path.parent / "x.yaml")
+    for args in (["launch", "--cluster", cluster, "--task", "sst2", "--out"],
+                 ["federate", "--algorithm", "fedit", "--out"],
+                 ["compress", "--model", "smollm2-135m", "--method", "rtn", "--out"]):
+        out = _used(tmp_path / args[0])
+        res = _invoke(*args, str(out))
+        assert isinstance(res.exception, ConfigError) and "not empty (events.jsonl)" in str(res.exception), \
+            (args[0], res.output, res.exception)
+        assert (out / "events.jsonl").read_text() == '{"event": "start"}\n'
+
+
+def test_compress_overwrite_refuses_to_clear_its_own_input(tmp_path):
+    src = _used(tmp_path / "model")
+    res = _invoke("compress", "--model", str(src), "--method", "rtn", "--out", str(src), "--overwrite")
+    assert isinstance(res.exception, ConfigError) and "holds the input (--model" in str(res.exception)
+    assert (src / "events.jsonl").exists()
+
+
+def test_federate_certs_keeps_an_existing_ca(tmp_path):
+    assert _invoke("federate", "certs", str(tmp_path)).exit_code == 0
+    ca = (tmp_path / "ca.crt").read_bytes()
+    res = _invoke("federate", "certs", str(tmp_path))
+    assert isinstance(res.exception, ConfigError) and "ca.crt" in str(res.exception) and "--overwrite" in str(
+        res.exception)
+    assert (tmp_path / "ca.crt").read_bytes() == ca
+    assert _invoke("federate", "certs", str(tmp_path), "--overwrite").exit_code == 0
+    assert (tmp_path / "ca.crt").read_bytes() != ca
+
+
+def test_a_checkpoint_written_before_weights_only_still_resumes(tmp_path, tiny_llama):
+    import numpy as np
+
+    out = tmp_path / "run"
+    run_finetune(_cfg(tiny_llama, out))
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    state["rng"]["numpy"] = np.random.get_state()  # how state.pt stored it before: a numpy array inside
+    torch.save(state, out / "checkpoint" / "state.pt")
+    again = _cfg(tiny_llama, out, resume=True)
+    again.train.epochs = 2
+    assert run_finetune(again)["resumed_from"]["epoch"] == 1
