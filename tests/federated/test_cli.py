@@ -42,3 +42,21 @@ def test_certs_command_makes_a_ca_and_a_server_certificate_it_signed(tmp_path):
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "edge.example.org" in names.get_values_for_type(x509.DNSName)
     assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0
+
+
+def test_certs_command_writes_supernode_key_pairs_flower_accepts(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from flwr.cli.supernode.register import try_load_public_key
+    from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+    proc = run_cli("federate", "certs", str(tmp_path), "--nodes", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "supernodes.csv").read_text().splitlines() == ["partition-id,public-key", "0,node-0.pub",
+                                                                      "1,node-1.pub"]
+    for i in range(2):
+        key = serialization.load_ssh_private_key((tmp_path / f"node-{i}.key").read_bytes(), None)  # as flower-supernode
+        assert (tmp_path / f"node-{i}.key").stat().st_mode & 0o077 == 0
+        registered = try_load_public_key(tmp_path / f"node-{i}.pub")  # as `flwr supernode register` reads it
+        assert registered == public_key_to_bytes(key.public_key()) and key.curve.name == "secp384r1"
+    again = run_cli("federate", "certs", str(tmp_path / "more"), "--nodes", "0")
+    assert again.returncode == 0 and not list((tmp_path / "more").glob("node-*"))

@@ -105,3 +105,17 @@ def test_val_samples_errors_name_the_option():
                             "clients": 2})
     with pytest.raises(ConfigError, match="val_samples=30 leaves no training rows"):
         data_and_validation(cfg)
+
+
+def test_min_clients_defaults_to_half_a_round_and_cannot_exceed_it():
+    assert FederatedConfig(algorithm="fedit", clients=10, clients_per_round=5).required_clients == 3
+    assert FederatedConfig(algorithm="fedit", clients=10, clients_per_round=1).required_clients == 1
+    assert FederatedConfig(algorithm="fedit", clients=10, clients_per_round=5, min_clients=5).required_clients == 5
+    with pytest.raises(ConfigError, match=r"min_clients \(6\) exceeds clients_per_round \(5\)"):
+        config_from_dict({"algorithm": "fedit", "clients": 10, "clients_per_round": 5, "min_clients": 6})
+    with pytest.raises(ConfigError, match="min_clients"):
+        config_from_dict({"algorithm": "fedit", "min_clients": 0})
+    # an app written without min_clients keeps the default under a later --run-config clients-per-round
+    run_config = FederatedConfig(algorithm="fedit", clients=10, clients_per_round=8).to_run_config()
+    assert "min-clients" not in run_config
+    assert FederatedConfig.from_run_config({**run_config, "clients-per-round": 2}).required_clients == 1

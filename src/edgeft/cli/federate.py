@@ -36,6 +36,8 @@ def register(app: typer.Typer) -> None:
         task: Optional[str] = typer.Option(None, help="dolly, sst2, rte, ... or a data file"),
         clients: Optional[int] = typer.Option(None, help="number of clients (simulated SuperNodes)"),
         clients_per_round: Optional[int] = None,
+        min_clients: Optional[int] = typer.Option(None, help="connected clients a round needs, else the run stops "
+                                                  "early (default: half of clients-per-round, rounded up)"),
         rounds: Optional[int] = None,
         partition: Optional[str] = typer.Option(None, help="iid | dirichlet | task"),
         alpha: Optional[float] = typer.Option(None, help="Dirichlet concentration"),
@@ -72,6 +74,7 @@ def register(app: typer.Typer) -> None:
         """Run a federated fine-tuning with Flower's simulation engine on this machine."""
         ctx.obj = {"config": config, "option": option, "overrides": dict(
             algorithm=algorithm, model=model, task=task, clients=clients, clients_per_round=clients_per_round,
+            min_clients=min_clients,
             rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
             local_steps=local_steps, batch_size=batch_size, lr=lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,
             perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
@@ -105,10 +108,12 @@ def register(app: typer.Typer) -> None:
     def certs_cmd(dest: Path = typer.Argument(..., help="folder for ca.crt, server.pem, server.key"),
                   host: list[str] = typer.Option(["127.0.0.1", "localhost"], help="names/IPs the SuperLink answers on"),
                   days: int = 30,
-                  overwrite: bool = typer.Option(False, help="replace the CA and certificates already in DEST")):
+                  overwrite: bool = typer.Option(False, help="replace the CA and certificates already in DEST"),
+                  nodes: int = typer.Option(0, help="also write N SuperNode authentication key pairs "
+                                                    "(node-I.key/.pub for partition-id I) and supernodes.csv")):
         """Create a private CA and a SuperLink server certificate for TLS (see docs/federated.md)."""
         from edgeft.errors import ConfigError
-        from edgeft.federated.deploy import make_certificates
+        from edgeft.federated.deploy import make_certificates, make_node_keys
 
         held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
         if held and not overwrite:  # a new CA locks out every SuperNode that trusts the old ca.crt
@@ -116,8 +121,32 @@ def register(app: typer.Typer) -> None:
                               "given the old ca.crt from connecting. Use --overwrite to replace it, or another folder.")
 
         paths = make_certificates(dest, host, days)
+        if nodes:
+            paths.update(make_node_keys(dest, nodes))
         for name, p in paths.items():
             console.print(f"{name}: {p}")
+
+    @fed.command("supernode", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def supernode_cmd(ctx: typer.Context):
+        """Run flower-supernode with these arguments (see flower-supernode --help) once a TLS handshake shows
+        that its --insecure / --root-certificates fit the SuperLink (Flower would retry a mismatch forever)."""
+        import argparse
+        import os
+
+        from flwr.supercore.constant import SUPERLINK_DEFAULT_CLIENT_ADDRESS
+
+        from edgeft.errors import ConfigError
+        from edgeft.federated.deploy import _bin, check_superlink
+
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--superlink", default=SUPERLINK_DEFAULT_CLIENT_ADDRESS)
+        parser.add_argument("--insecure", action="store_true")
+        parser.add_argument("--root-certificates", type=Path)
+        known, _ = parser.parse_known_args(ctx.args)
+        problem = check_superlink(known.superlink, known.root_certificates, known.insecure)
+        if problem:
+            raise ConfigError(f"flower-supernode would retry forever: {problem}")
+        os.execv(_bin("flower-supernode"), [_bin("flower-supernode"), *ctx.args])
 
     app.add_typer(fed, name="federate")
 

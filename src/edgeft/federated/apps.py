@@ -23,7 +23,7 @@ from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.report import plot, summarize
 from edgeft.federated.runtime import data_for, local_examples, node_partition, setup_for
-from edgeft.federated.server import RoundLog, discover
+from edgeft.federated.server import FederationError, RoundLog, discover
 from edgeft.methods.base import write_adapter_note
 from edgeft.train.rundir import RunDir
 
@@ -53,17 +53,25 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     setup.reset_to_w0()  # a process may serve several runs (tests, notebooks): each starts from w0
     nodes = discover(agrid, cfg, ledger)
     log = RoundLog(cfg, run, progress)
-    extra = SERVERS[cfg.algorithm](agrid, cfg, ledger, setup, nodes, log, context)
+    try:
+        extra = SERVERS[cfg.algorithm](agrid, cfg, ledger, setup, nodes, log, context)
+    except FederationError as err:  # a round no client completed: keep what the rounds before it produced
+        log.stop(ledger.round, err)
+        extra = {}
     setup.method.save(setup.model, run.adapter_dir)
     write_adapter_note(run.adapter_dir, setup.method, setup.backbone, setup.task,
                        {"max_length": cfg.max_length, "federated": cfg.algorithm})
     summary = summarize(cfg, ledger, log.rows, setup.task.metric_name, extra)
     summary["total_wall_s"] = time.perf_counter() - t0
     summary["partition_sizes"] = [len(p) for p in setup.parts]
+    summary["stopped"] = log.stopped
     (run.path / "ledger.json").write_text(json.dumps(ledger.as_records(), indent=1))
     run.write_metrics(summary)
     plot(summary, run.path / "federated.png")
     run.event("done", metric_before=summary["metric_before"], metric_after=summary["metric_after"])
+    if log.stopped:
+        raise FederationError(f"stopped before round {log.stopped['round']} of {cfg.rounds}: {log.stopped['reason']}. "
+                              f"The {log.stopped['rounds_done']} round(s) done are in {run.path}")
     return summary
 
 

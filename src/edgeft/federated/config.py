@@ -35,6 +35,9 @@ class FederatedConfig(BaseModel):
     # federation and data split
     clients: int = Field(10, ge=1, description="number of clients (data partitions, one per SuperNode)")
     clients_per_round: int = Field(2, ge=1)
+    min_clients: Optional[int] = Field(None, ge=1, description="connected clients a round needs; with fewer the run "
+                                       "stops early (rounds done are kept). Default: half of clients_per_round, "
+                                       "rounded up")
     rounds: int = Field(3, ge=1)
     partition: Literal["iid", "dirichlet", "task"] = "iid"
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (smaller = more skewed)")
@@ -94,6 +97,9 @@ class FederatedConfig(BaseModel):
     def _check(self) -> "FederatedConfig":
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) exceeds clients ({self.clients})")
+        if self.min_clients is not None and self.min_clients > self.clients_per_round:
+            raise ValueError(f"min_clients ({self.min_clients}) exceeds clients_per_round ({self.clients_per_round}): "
+                             "a round never samples more than clients_per_round")
         if self.algorithm.startswith("fedkseed"):
             # Clients rebuild the model from w0 by replaying sum(lr * g_j * z_j): that equals the trained
             # model only if every step used the same lr and nothing else moved the weights.
@@ -115,6 +121,11 @@ class FederatedConfig(BaseModel):
         if self.secagg and self.clients_per_round < 3:
             raise ValueError("SecAgg+ needs at least 3 clients per round")
         return self
+
+    @property
+    def required_clients(self) -> int:
+        """Connected clients a round needs (min_clients, default ceil(clients_per_round / 2))."""
+        return self.min_clients if self.min_clients is not None else -(-self.clients_per_round // 2)
 
     @property
     def learning_rate(self) -> float:

@@ -1,10 +1,12 @@
 """Deploying the same apps for real: TLS certificates, the Flower App folder, and a loopback federation.
 
 `make_certificates` writes a private CA and a SuperLink certificate (what docs/federated.md does with
-openssl, done with the `cryptography` package Flower already depends on). `write_app` writes the Flower
-App (`pyproject.toml` whose components are edgeft's apps and whose run_config is the FederatedConfig)
-that `flwr run` bundles and submits. `LocalFederation` starts a SuperLink and SuperNodes as separate OS
-processes on 127.0.0.1 with TLS, runs an app on them and stops every process it started.
+openssl, done with the `cryptography` package Flower already depends on); `make_node_keys` the SuperNodes'
+authentication key pairs. `check_superlink` tells a SuperNode what is wrong with its TLS setting before
+Flower retries it forever. `write_app` writes the Flower App (`pyproject.toml` whose components are
+edgeft's apps and whose run_config is the FederatedConfig) that `flwr run` bundles and submits.
+`LocalFederation` starts a SuperLink and SuperNodes as separate OS processes on 127.0.0.1 with TLS and
+node authentication, runs an app on them and stops every process it started.
 """
 
 from __future__ import annotations
@@ -73,6 +75,41 @@ def make_certificates(dest: Path, hosts: list[str], days: int = 30) -> dict[str,
     return paths
 
 
+def make_node_keys(dest: Path, count: int) -> dict[str, Path]:
+    """SuperNode authentication keys: node-I.key (private, OpenSSH) and node-I.pub per partition-id I.
+
+    Flower 1.41 authenticates SuperNodes by an EC key pair on a NIST curve: the SuperLink
+    (`--enable-supernode-auth`) accepts only nodes whose public key was registered with
+    `flwr supernode register node-I.pub <connection>`; the device starts its SuperNode with
+    `--auth-supernode-private-key node-I.key`. `supernodes.csv` lists partition-id -> public key file.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if count < 1:
+        raise ConfigError(f"--nodes must be at least 1 (got {count})")
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    taken = [p for i in range(count) for p in (dest / f"node-{i}.key", dest / f"node-{i}.pub") if p.exists()]
+    if taken:
+        raise ConfigError(f"{taken[0]} exists: keep the registered keys, or remove node-*.key/.pub in {dest} first")
+    paths: dict[str, Path] = {}
+    rows = ["partition-id,public-key"]
+    for i in range(count):
+        key = ec.generate_private_key(ec.SECP384R1())
+        priv, pub = dest / f"node-{i}.key", dest / f"node-{i}.pub"
+        priv.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption()))
+        priv.chmod(0o600)
+        pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                      serialization.PublicFormat.OpenSSH) + b"\n")
+        paths[f"node-{i}-key"], paths[f"node-{i}-pub"] = priv, pub
+        rows.append(f"{i},{pub.name}")
+    paths["nodes"] = dest / "supernodes.csv"
+    paths["nodes"].write_text("\n".join(rows) + "\n")
+    return paths
+
+
 # -- the Flower App --------------------------------------------------------------------------------
 
 
@@ -113,6 +150,54 @@ def write_connection(flwr_home: Path, address: str, root_certificates: Optional[
     path = flwr_home / "config.toml"
     path.write_bytes(tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: conn}}).encode())
     return path
+
+
+# -- pre-flight check of a SuperNode's connection ----------------------------------------------------
+
+
+def check_superlink(address: str, root_certificates: Optional[Path] = None, insecure: bool = False,
+                    timeout: float = 5.0) -> Optional[str]:
+    """What is wrong with connecting to the SuperLink at `address` this way, or None if the TLS handshake fits.
+
+    Flower's SuperNode retries a failed connection forever with only "Connection attempt failed": a plaintext
+    SuperNode against a TLS SuperLink (or the reverse, or the wrong CA) never says why. An unreachable
+    SuperLink is not reported (a SuperNode may well start first)."""
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--superlink {address!r}: expected HOST:PORT, e.g. superlink.example.org:9093")
+    if root_certificates is not None and not Path(root_certificates).is_file():
+        return f"--root-certificates {root_certificates}: no such file (the CA certificate, ca.crt)"
+    context = ssl.create_default_context(cafile=None if insecure else str(root_certificates) if root_certificates
+                                         else None)
+    if insecure:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        raw = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        with context.wrap_socket(raw, server_hostname=host):
+            pass
+    except ssl.SSLCertVerificationError as err:
+        return (f"the SuperLink at {address} serves a certificate this SuperNode does not trust ({err.verify_message}):"
+                f" pass --root-certificates with the CA certificate that signed it (ca.crt), and reach the SuperLink "
+                "by a name or IP its certificate lists (edgeft federate certs --host ...)")
+    except (ssl.SSLError, OSError) as err:
+        if insecure:
+            return None  # no TLS handshake possible: a plaintext SuperLink, as --insecure expects
+        return (f"the SuperLink at {address} does not complete a TLS handshake ({err.__class__.__name__}): it was "
+                "probably started with --insecure; start it with --ssl-ca-certfile/--ssl-certfile/--ssl-keyfile, or "
+                "this SuperNode with --insecure")
+    finally:
+        raw.close()
+    if insecure:
+        return (f"the SuperLink at {address} serves TLS but this SuperNode was started with --insecure, so it would "
+                "retry forever: start it with --root-certificates ca.crt (the CA certificate from "
+                "`edgeft federate certs`) instead of --insecure")
+    return None
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -188,18 +273,25 @@ def _bin(name: str) -> str:
 class LocalFederation:
     """A SuperLink and `n` SuperNodes on 127.0.0.1 (separate processes, TLS), for tests and demos.
 
+    With `auth` (the default with TLS) the SuperLink accepts only SuperNodes whose key was registered,
+    as docs/federated.md deploys it; SuperNode i uses node-i.key and claims partition-id i.
+
     with LocalFederation(workdir, supernodes=2) as fed:
         fed.run(app_dir, timeout=300)
     """
 
-    def __init__(self, workdir: Path, supernodes: int = 2, tls: bool = True):
+    def __init__(self, workdir: Path, supernodes: int = 2, tls: bool = True, auth: Optional[bool] = None):
         if supernodes < 1:
             raise ConfigError("a federation needs at least one SuperNode")
+        auth = tls if auth is None else auth
+        if auth and not tls:
+            raise ConfigError("SuperNode authentication needs TLS (Flower refuses --enable-supernode-auth without it)")
         self.workdir = Path(workdir).resolve()
-        self.n, self.tls = supernodes, tls
+        self.n, self.tls, self.auth = supernodes, tls, auth
         self.procs: dict[str, subprocess.Popen] = {}
         self.logs: dict[str, Path] = {}
         self.flwr_home = self.workdir / "flwr-home"
+        self.certs = self.workdir / "certs"
         self.port = free_port()
         self.env = {**os.environ, "FLWR_HOME": str(self.flwr_home),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -212,7 +304,7 @@ class LocalFederation:
     def _start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = self.workdir / f"{name}.log"
         self.logs[name] = log
-        handle = open(log, "wb")
+        handle = open(log, "ab")  # a restarted component appends to its log
         proc = subprocess.Popen(args, cwd=self.workdir, env=self.env, stdout=handle, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         handle.close()
@@ -221,21 +313,40 @@ class LocalFederation:
 
     def start(self, wait_s: float = 120.0) -> "LocalFederation":
         self.workdir.mkdir(parents=True, exist_ok=True)
-        certs = make_certificates(self.workdir / "certs", ["127.0.0.1", "localhost"]) if self.tls else None
+        certs = make_certificates(self.certs, ["127.0.0.1", "localhost"]) if self.tls else None
         write_connection(self.flwr_home, self.address, certs["ca"] if certs else None)
         tls_args = (["--ssl-ca-certfile", str(certs["ca"]), "--ssl-certfile", str(certs["cert"]),
                      "--ssl-keyfile", str(certs["key"])] if certs else ["--insecure"])
-        self._start("superlink", [_bin("flower-superlink"), *tls_args, "--host", "127.0.0.1", "--port",
+        auth_args = ["--enable-supernode-auth"] if self.auth else []
+        self._start("superlink", [_bin("flower-superlink"), *tls_args, *auth_args, "--host", "127.0.0.1", "--port",
                                   str(self.port), "--disable-runtime-dependency-installation"])
         self._wait_for_port(self.port, wait_s)
+        if self.auth:
+            make_node_keys(self.certs, self.n)
+            for i in range(self.n):
+                self.register(self.certs / f"node-{i}.pub")
         for i in range(self.n):
-            trust = ["--root-certificates", str(certs["ca"])] if certs else ["--insecure"]
-            self._start(f"supernode-{i}", [_bin("flower-supernode"), *trust, "--superlink", self.address,
-                                           "--port", str(free_port()),
-                                           "--node-config", f"partition-id={i} num-partitions={self.n}"])
+            self.start_supernode(f"supernode-{i}", i, self.certs / f"node-{i}.key" if self.auth else None)
         for i in range(self.n):
             self.wait_for_log(f"supernode-{i}", "SuperNode ID", wait_s)
         return self
+
+    def register(self, public_key: Path) -> None:
+        """`flwr supernode register KEY edgeft-local`: the SuperLink will accept the node holding its private key."""
+        done = subprocess.run([_bin("flwr"), "supernode", "register", str(public_key), CONNECTION], env=self.env,
+                              cwd=self.workdir, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"registering {public_key} failed: {done.stdout[-1000:]}{done.stderr[-1000:]}")
+
+    def start_supernode(self, name: str, partition: int, key: Optional[Path] = None,
+                        insecure: Optional[bool] = None) -> subprocess.Popen:
+        """A SuperNode claiming `partition`; `key`: its authentication private key (node-I.key)."""
+        insecure = not self.tls if insecure is None else insecure
+        trust = ["--insecure"] if insecure else ["--root-certificates", str(self.certs / "ca.crt")]
+        auth = ["--auth-supernode-private-key", str(key)] if key else []
+        return self._start(name, [_bin("flower-supernode"), *trust, *auth, "--superlink", self.address,
+                                  "--port", str(free_port()),
+                                  "--node-config", f"partition-id={partition} num-partitions={self.n}"])
 
     def _wait_for_port(self, port: int, wait_s: float) -> None:
         deadline = time.monotonic() + wait_s

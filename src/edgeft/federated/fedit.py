@@ -18,7 +18,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
-from edgeft.federated.server import RoundLog, sample
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample
 from edgeft.train.loop import Trainer, TrainConfig
 
 # -- client ----------------------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def _record(setup: Setup, ndarrays) -> ArrayRecord:
 class SeededFedAvg(FedAvg):
     """FedAvg that samples this round's clients with edgeft's seeded sampler and books the round."""
 
-    def __init__(self, cfg: FederatedConfig, nodes: dict[int, int], ledger: Ledger, **kwargs):
+    def __init__(self, cfg: FederatedConfig, nodes: Roster, ledger: Ledger, **kwargs):
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.clients_per_round,
                          min_available_nodes=cfg.clients_per_round, **kwargs)
         self.cfg, self.nodes, self.ledger = cfg, nodes, ledger
@@ -94,7 +94,7 @@ class SeededFedAvg(FedAvg):
                                         MessageType.TRAIN)
 
 
-def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
+def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: Roster,
                log: RoundLog, context) -> dict:
     if cfg.secagg:
         return _run_secagg(grid, cfg, ledger, setup, log, context)
@@ -112,10 +112,14 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         clock["t"] = time.perf_counter()
         return MetricRecord({k: float(v) for k, v in (metrics or {}).items()}) if metrics else None
 
-    result = strategy.start(grid, setup.arrays(), num_rounds=cfg.rounds, timeout=cfg.round_timeout,
-                            train_config=ConfigRecord({"algorithm": "fedit"}), evaluate_fn=evaluate_fn)
-    if result.arrays is not None:
-        setup.load_arrays(result.arrays)
+    try:
+        result = strategy.start(grid, setup.arrays(), num_rounds=cfg.rounds, timeout=cfg.round_timeout,
+                                train_config=ConfigRecord({"algorithm": "fedit"}), evaluate_fn=evaluate_fn)
+    except TooFewClients as err:  # the model holds the last round's arrays (evaluate_fn loaded them)
+        log.stop(ledger.round, err)
+    else:
+        if result.arrays is not None:
+            setup.load_arrays(result.arrays)
     return {"privacy": _privacy_note(cfg)}
 
 

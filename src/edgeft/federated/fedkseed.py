@@ -24,7 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
-from edgeft.federated.server import RoundLog, sample, successful
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
 from edgeft.methods.mezo import apply_seed_update, projected_gradient
 
 
@@ -151,7 +151,7 @@ class RoundPicker:
         return {"val_loss_by_round": [{"round": r, "loss": v} for r, v in self.losses],
                 "selected_round": self.best[0], "selected_metrics": self.metrics}
 
-def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
+def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: Roster,
                log: RoundLog, context=None) -> dict:
     k, lr, pro = cfg.num_seeds, cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
     seeds = candidate_seeds(cfg.seed, k)
@@ -173,8 +173,12 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         conf = ConfigRecord({"server-round": rnd, "num-seeds": k, "master-seed": cfg.seed, "lr": lr, "eps": cfg.eps,
                              "local-steps": cfg.local_steps, "batch-size": cfg.batch_size})
         content = RecordDict({"pool": ArrayRecord(arrays), "config": conf})
-        msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN, group_id=str(rnd))
-                for n in sample(grid, cfg, nodes, rnd)]
+        try:
+            targets = sample(grid, cfg, nodes, rnd)
+        except TooFewClients as err:
+            log.stop(rnd, err)
+            break
+        msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN, group_id=str(rnd)) for n in targets]
         replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd)
 
         matched = [int(m.content["metrics"]["replay-digest"]) == digest for m in replies]

@@ -20,7 +20,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.runtime import Setup, Work, maybe_drop
-from edgeft.federated.server import RoundLog, sample, successful
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
 from edgeft.methods.fwdgrad import forward_gradient
 
 
@@ -99,7 +99,7 @@ class Pooled:
         return [g / self.count for g in self.grad]
 
 
-def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: dict[int, int],
+def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: Roster,
                log: RoundLog, context=None) -> dict:
     previous = [np.zeros(p.shape, dtype=np.float32) for p in setup.params]
     has_previous = 0
@@ -108,7 +108,11 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
     for rnd in range(1, cfg.rounds + 1):
         t0 = time.perf_counter()
         ledger.round, ledger.phase = rnd, "train"
-        targets = sample(grid, cfg, nodes, rnd)
+        try:
+            targets = sample(grid, cfg, nodes, rnd)
+        except TooFewClients as err:
+            log.stop(rnd, err)
+            break
         pooled = Pooled(setup)
         attempt = 0
         while True:

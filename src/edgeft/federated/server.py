@@ -1,16 +1,21 @@
 """Server-side pieces every algorithm shares: finding the clients, sampling them, evaluating the global model.
 
-The ServerApp first asks every connected SuperNode which data partition it holds (a `query` message);
-after that each round samples partitions with a seeded generator, so a run is repeatable although
-Flower gives nodes random ids.
+SuperNodes come and go (a device loses power, restarts and registers again, under a new node id unless
+node authentication fixes it). A `Roster` therefore asks every node it has not seen yet which data
+partition it holds (a `query` message) before each round; a node may claim a partition whose previous
+holder is no longer connected. Each round then samples, with a seeded generator, among the partitions
+whose node is connected, so a run is repeatable although Flower gives nodes random ids; with fewer than
+`min_clients` connected the run stops early and keeps the rounds done.
 """
 
 from __future__ import annotations
 
 import time
+from logging import WARN
 from typing import Callable, Optional
 
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.common.logger import log
 
 from edgeft.errors import EdgeftError
 from edgeft.federated.accounting import AccountingGrid, Ledger, error_summary
@@ -23,48 +28,100 @@ class FederationError(EdgeftError):
     """The federation cannot go on (no clients, or every client of a round failed)."""
 
 
-def discover(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, wait_s: float = 300.0) -> dict[int, int]:
-    """partition-id -> node id of every client that answers; waits for `cfg.clients` nodes to connect."""
+class TooFewClients(FederationError):
+    """Fewer than min_clients SuperNodes are connected: the run stops after the rounds done."""
+
+
+class Roster:
+    """partition-id -> node id of the connected clients, refreshed before every round."""
+
+    def __init__(self, grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger):
+        self.grid, self.cfg, self.ledger = grid, cfg, ledger
+        self.holder: dict[int, int] = {}   # partition -> node that holds it now
+        self.claims: dict[int, tuple[int, int]] = {}  # node -> (partition it reported, its training rows)
+        self.sizes: dict[int, int] = {}    # partition -> training rows of its holder
+        self.refused: set[int] = set()     # nodes already refused (one event each)
+
+    def _refuse(self, rnd: int, node: int, pid: int, reason: str) -> None:
+        if node not in self.refused:
+            log(WARN, "SuperNode %s refused: %s", node, reason)
+            if self.ledger.run:
+                self.ledger.run.event("client_refused", round=rnd, node=node, partition=pid, reason=reason)
+        self.refused.add(node)
+
+    def _ask(self, nodes: list[int]) -> None:
+        """Query nodes for their partition; booked as set-up traffic (round 0), whatever the round."""
+        saved = self.ledger.round, self.ledger.phase
+        self.ledger.round, self.ledger.phase = 0, "setup"
+        try:
+            msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
+                            message_type=MessageType.QUERY) for n in nodes]
+            replies = self.grid.send_and_receive(msgs, timeout=self.cfg.round_timeout)
+        finally:
+            self.ledger.round, self.ledger.phase = saved
+        for m in replies:
+            if not m.has_error():
+                metrics = m.content.metric_records["metrics"]
+                self.claims[self.grid.node_of(m)] = (int(metrics["partition-id"]), int(metrics["num-examples"]))
+
+    def refresh(self, rnd: int) -> list[int]:
+        """Ask newly connected nodes, let them claim free partitions; the partitions connected now."""
+        alive = set(int(n) for n in self.grid.get_node_ids())
+        new = sorted(alive - set(self.claims))
+        if new:
+            self._ask(new)
+        for node in sorted(alive & set(self.claims)):
+            pid, size = self.claims[node]
+            held_by = self.holder.get(pid)
+            if held_by == node:
+                continue
+            if not 0 <= pid < self.cfg.clients:
+                self._refuse(rnd, node, pid, f"partition-id {pid} is outside 0..{self.cfg.clients - 1} (clients="
+                                             f"{self.cfg.clients}); start it with --node-config 'partition-id=N'")
+            elif held_by is not None and held_by in alive:
+                self._refuse(rnd, node, pid, f"duplicate partition-id {pid}: SuperNode {held_by} holds it and is "
+                                             "connected; give each SuperNode its own --node-config 'partition-id=N'")
+            else:
+                self.holder[pid], self.sizes[pid] = node, size
+                self.ledger.partition_of[node] = pid
+                self.refused.discard(node)
+                if held_by is not None or rnd > 0:
+                    if self.ledger.run:
+                        self.ledger.run.event("client_joined", round=rnd, node=node, partition=pid,
+                                              previous_node=held_by)
+        return sorted(pid for pid, node in self.holder.items() if node in alive)
+
+    def node(self, pid: int) -> int:
+        return self.holder[pid]
+
+
+def discover(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, wait_s: float = 300.0) -> Roster:
+    """The first roster: waits (up to min(wait_s, round_timeout)) for `cfg.clients` nodes to connect."""
+    wait_s = min(wait_s, cfg.round_timeout)
     deadline = time.monotonic() + wait_s
     while len(list(grid.get_node_ids())) < cfg.clients and time.monotonic() < deadline:
         time.sleep(0.5)
-    nodes = sorted(int(n) for n in grid.get_node_ids())
-    if len(nodes) < cfg.clients_per_round:
-        raise FederationError(f"only {len(nodes)} SuperNode(s) connected after {wait_s:.0f} s; "
-                              f"{cfg.clients_per_round} are needed per round")
-    ledger.phase = "setup"
-    msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
-                    message_type=MessageType.QUERY) for n in nodes]
-    replies = grid.send_and_receive(msgs, timeout=cfg.round_timeout)
-    by_pid: dict[int, int] = {}
-    sizes: dict[int, int] = {}
-    for m in replies:
-        if m.has_error():
-            continue
-        metrics = m.content.metric_records["metrics"]
-        pid, node = int(metrics["partition-id"]), grid.node_of(m)
-        if pid in by_pid:
-            raise FederationError(f"two SuperNodes ({by_pid[pid]} and {node}) hold partition-id {pid}; give each "
-                                  "its own --node-config 'partition-id=N'")
-        by_pid[pid] = node
-        sizes[pid] = int(metrics["num-examples"])
-        ledger.partition_of[node] = pid
-    if len(by_pid) < cfg.clients_per_round:
-        raise FederationError(f"only {len(by_pid)} client(s) answered; {cfg.clients_per_round} are needed per round")
+    roster = Roster(grid, cfg, ledger)
+    pids = roster.refresh(0)
+    if len(pids) < cfg.required_clients:
+        raise FederationError(f"only {len(pids)} client(s) answered after {wait_s:.0f} s; a round needs "
+                              f"min_clients={cfg.required_clients} (clients_per_round={cfg.clients_per_round})")
     if ledger.run:
-        ledger.run.event("clients", partitions=sorted(by_pid), sizes=sizes, missing=sorted(set(range(cfg.clients)) -
-                                                                                           set(by_pid)))
-    return by_pid
+        ledger.run.event("clients", partitions=pids, sizes={p: roster.sizes[p] for p in pids},
+                         missing=sorted(set(range(cfg.clients)) - set(pids)))
+    return roster
 
 
-def sample(grid: AccountingGrid, cfg: FederatedConfig, nodes: dict[int, int], rnd: int) -> list[int]:
-    """Node ids of this round's clients: a seeded draw among partitions whose node is still connected."""
-    alive = set(int(n) for n in grid.get_node_ids())
-    pids = sorted(pid for pid, node in nodes.items() if node in alive)
-    if len(pids) < cfg.clients_per_round:
-        raise FederationError(f"round {rnd}: {len(pids)} client(s) still connected, {cfg.clients_per_round} needed")
-    chosen = seeded_rng(cfg.seed, rnd, 11).choice(pids, size=cfg.clients_per_round, replace=False)
-    return [nodes[int(p)] for p in sorted(chosen)]
+def sample(grid: AccountingGrid, cfg: FederatedConfig, roster: Roster, rnd: int) -> list[int]:
+    """Node ids of this round's clients: a seeded draw among the partitions connected now.
+
+    Draws clients_per_round of them, or all when fewer are connected; below min_clients: TooFewClients."""
+    pids = roster.refresh(rnd)
+    if len(pids) < cfg.required_clients:
+        raise TooFewClients(f"round {rnd}: {len(pids)} client(s) connected (partitions {pids}), min_clients="
+                            f"{cfg.required_clients} needed")
+    chosen = seeded_rng(cfg.seed, rnd, 11).choice(pids, size=min(cfg.clients_per_round, len(pids)), replace=False)
+    return [roster.node(int(p)) for p in sorted(chosen)]
 
 
 def successful(replies, rnd: int) -> list[Message]:
@@ -104,6 +161,15 @@ class RoundLog:
         self.cfg, self.run, self.progress = cfg, run, progress
         self.rows: list[dict] = []
         self.t0 = time.perf_counter()
+        self.stopped: Optional[dict] = None  # set when the run ends before cfg.rounds
+
+    def stop(self, rnd: int, err: Exception) -> None:
+        """Record that round `rnd` could not run (the rounds before it are kept)."""
+        done = max((r["round"] for r in self.rows), default=0)
+        self.stopped = {"round": rnd, "rounds_done": done, "reason": str(err)}
+        log(WARN, "stopping early: %s", err)
+        if self.run:
+            self.run.event("stopped", **self.stopped)
 
     def evaluate(self, setup: Setup, rnd: int, force: bool = False) -> Optional[dict]:
         if not self.cfg.evaluate or not (force or rnd == 0 or rnd % self.cfg.eval_every == 0 or rnd == self.cfg.rounds):
