@@ -47,3 +47,33 @@ def test_finetune_then_eval_with_the_adapter_on_a_real_encoder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     shown = [line for line in proc.stdout.splitlines() if "accuracy" in line][0]
     assert f"{metrics['dev_metric']:.4f}" in shown
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    result = CliRunner().invoke(build_app(), [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_eval_scores_all_of_a_users_file_with_its_own_columns(tiny_llama, tiny_bert, tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    rows = [{"question": f"what is film {i}", "answer": f"the film {i} is good"} for i in range(7)]
+    notes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _invoke("eval", "--model", tiny_llama, "--data-file", notes, "--instruction-column", "question",
+                  "--response-column", "answer", "--max-new-tokens", "4")
+    assert "notes dev (7 examples)" in out  # every row, not a seeded 10%
+    assert "rougeL" in out and "sample generations" in out and "the film 0 is good" in out
+
+    mails = tmp_path / "mails.csv"
+    mails.write_text("body,folder\n" + "".join(f"this film is {w},{w}\n" for w in ["good", "bad"] * 4))
+    dev = tmp_path / "mails_dev.csv"
+    dev.write_text("body,folder\nthe story is good,good\nthe story is bad,bad\nawful,bad\n")
+    out = _invoke("eval", "--model", tiny_bert, "--data-file", mails, "--dev-file", dev, "--text-column", "body",
+                  "--label-column", "folder")
+    assert "mails dev (3 examples)" in out and "accuracy" in out

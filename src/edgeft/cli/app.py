@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "edgeft.cli.launch",
     "edgeft.cli.compress",
     "edgeft.cli.federate",
+    "edgeft.cli.generate",
 ]
 
 _registered = False

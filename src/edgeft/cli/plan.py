@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from edgeft.cli.common import console
 from edgeft.errors import ConfigError
 
 
@@ -49,7 +49,6 @@ def register(app: typer.Typer) -> None:
         plan = make_plan(spec, arch, wl, strategy, table=table, num_blocks=blocks, samples=samples, split_settings=settings)
         out.mkdir(parents=True, exist_ok=True)
         plan.to_json(out / "plan.json")
-        console = Console()
         print_plan(plan, console)
         console.print(f"wrote {out / 'plan.json'}")
         if not no_plots:
@@ -72,6 +71,5 @@ def register(app: typer.Typer) -> None:
         prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(prof, indent=2))
-        console = Console()
         console.print(compare_table(prof))
         console.print(f"wrote {out}")
