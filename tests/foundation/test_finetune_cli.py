@@ -77,3 +77,52 @@ def test_eval_scores_all_of_a_users_file_with_its_own_columns(tiny_llama, tiny_b
     out = _invoke("eval", "--model", tiny_bert, "--data-file", mails, "--dev-file", dev, "--text-column", "body",
                   "--label-column", "folder")
     assert "mails dev (3 examples)" in out and "accuracy" in out
+
+
+def test_config_files_take_the_flat_keys_of_the_cli_and_name_an_unknown_one(tmp_path):
+    from pathlib import Path
+
+    from edgeft.cli.common import load_yaml
+    from edgeft.errors import ConfigError
+    from edgeft.train.recipe import config_from_dict, nest_flat_keys
+
+    example = Path(__file__).parents[2] / "examples" / "configs" / "lora-sst2.yaml"
+    flat = config_from_dict(nest_flat_keys(load_yaml(example), str(example)))
+    assert (flat.task.name, flat.task.train_samples, flat.train.epochs, flat.train.lr) == ("sst2", 2000, 2, 5e-4)
+    assert flat.task.seed == flat.train.seed == 0 and flat.method_options == {"r": 8, "alpha": 16}
+    nested = {"model": "minilm-l6", "task": {"name": "sst2", "train_samples": 2000, "seed": 0}, "method": "lora",
+              "method_options": {"r": 8, "alpha": 16}, "train": {"epochs": 2, "batch_size": 16, "lr": 5e-4, "seed": 0},
+              "out": "runs/lora-sst2"}
+    assert config_from_dict(nest_flat_keys(nested)) == flat
+    mine = config_from_dict(nest_flat_keys({"data_file": "n.jsonl", "task_kind": "generation", "epochs": 3}))
+    assert (mine.task.name, mine.task.kind, mine.train.epochs) == ("n.jsonl", "generation", 3)
+    with pytest.raises(ConfigError, match="my.yaml: epoch: unknown key"):
+        nest_flat_keys({"task": "sst2", "epoch": 2}, "my.yaml")
+    with pytest.raises(ConfigError, match="epochs is given twice"):
+        nest_flat_keys({"task": "sst2", "epochs": 2, "train": {"epochs": 3}}, "my.yaml")
+
+
+def test_methods_lists_every_registered_method_with_its_options(tmp_path):
+    from pydantic import Field
+
+    from edgeft.methods.base import METHODS, Method, MethodOptions, register_method
+
+    class ProbeOptions(MethodOptions):
+        depth: int = Field(7, description="how deep the probe goes")
+
+    @register_method
+    class Probe(Method):
+        """A method registered by this test only."""
+
+        name = "probe-test"
+        Options = ProbeOptions
+
+    try:
+        out = _invoke("methods")
+    finally:
+        del METHODS["probe-test"]
+    assert all(f"{name}:" in out for name in METHODS)
+    assert "probe-test: A method registered by this test only." in out
+    assert any(line.split("│")[0].strip() == "depth" and "7" in line and "how deep the probe goes" in line
+               for line in out.splitlines())
+    assert any(line.split("│")[0].strip() == "r" and "8" in line for line in out.splitlines())  # lora's rank

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "edgeft.cli.compress",
     "edgeft.cli.federate",
     "edgeft.cli.generate",
+    "edgeft.cli.methods",
 ]
 
 _registered = False

@@ -59,9 +59,9 @@ def register(app: typer.Typer) -> None:
         data_options: dict = None,
     ):
         """Fine-tune a backbone on a task with one method, on this machine."""
-        from edgeft.train.recipe import config_from_dict, run_finetune
+        from edgeft.train.recipe import config_from_dict, nest_flat_keys, run_finetune
 
-        data = load_yaml(config) if config else {}
+        data = nest_flat_keys(load_yaml(config), str(config)) if config else {}
         t = dict(data.get("task") or {}) if isinstance(data.get("task"), dict) else (
             {"name": data["task"]} if "task" in data else {})
         tr = dict(data.get("train") or {})
