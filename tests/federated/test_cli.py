@@ -42,3 +42,16 @@ def test_certs_command_makes_a_ca_and_a_server_certificate_it_signed(tmp_path):
     names = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "edge.example.org" in names.get_values_for_type(x509.DNSName)
     assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0
+
+
+def test_an_impossible_partition_fails_before_ray_starts(tmp_path, tiny_llama):
+    import time
+
+    t0 = time.perf_counter()
+    proc = run_cli("federate", "--algorithm", "fedit", "--model", str(tiny_llama), "--task", "sst2", "--clients", "50",
+                   "--train-samples", "60", "--partition", "dirichlet", "--alpha", "0.01", "--rounds", "1",
+                   "--out", str(tmp_path / "r"))
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 2 and "could not give each of 50 clients" in proc.stderr, proc.stderr[-2000:]
+    assert elapsed < 20, f"the partition error took {elapsed:.0f} s"
+    assert "ray" not in (proc.stdout + proc.stderr).lower()
