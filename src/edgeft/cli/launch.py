@@ -103,6 +103,8 @@ def register(app: typer.Typer) -> None:
 
 
 def show(m: dict, out: str) -> None:
+    from edgeft.planner.render import block_range
+
     plan = Table(title=f"plan · {m['strategy']} · {m['method']} · {m['model']} on {m['task']}")
     plan.add_column("device")
     plan.add_column("role / blocks")
@@ -112,7 +114,7 @@ def show(m: dict, out: str) -> None:
     plan.add_column("received MiB", justify="right")
     for d in m["per_device"]:
         budget = f"{d['memory_budget_mb']:.0f}" if d["memory_budget_mb"] else "-"
-        plan.add_row(d["name"], f"{d['role']} {d['blocks']}", f"{d['slowdown']:.1f}x",
+        plan.add_row(d["name"], f"{d['role']} {block_range(d['blocks'])}", f"{d['slowdown']:.1f}x",
                      f"{d['peak_memory_mb']:.0f} / {budget}", f"{d['bytes_sent'] / 2**20:.2f}",
                      f"{d['bytes_received'] / 2**20:.2f}")
     console.print(plan)
