@@ -126,3 +126,33 @@ def test_methods_lists_every_registered_method_with_its_options(tmp_path):
     assert any(line.split("│")[0].strip() == "depth" and "7" in line and "how deep the probe goes" in line
                for line in out.splitlines())
     assert any(line.split("│")[0].strip() == "r" and "8" in line for line in out.splitlines())  # lora's rank
+
+
+def test_a_normal_finetune_writes_no_warnings(tiny_llama, tmp_path):
+    proc = run_cli("finetune", "--model", str(tiny_llama), "--task", "sst2", "--method", "lora", "--train-samples", "16",
+                   "--dev-samples", "8", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""  # no FutureWarning, load bar or deprecation notice from the libraries
+    assert "dev accuracy after" in proc.stdout
+
+
+def test_library_notices_are_silenced_by_name(monkeypatch):
+    import logging
+    import warnings
+
+    from edgeft.quiet import quiet_libraries
+
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                               "modeling_utils.py", 1, module="transformers.modeling_utils")
+        warnings.warn_explicit("Tip: In future versions of Ray ...", FutureWarning, "worker.py", 1,
+                               module="ray._private.worker")
+        warnings.warn_explicit("something else changes", FutureWarning, "x.py", 1, module="mylib")
+    assert [str(w.message) for w in seen] == ["something else changes"]  # only the named ones go
+    assert "ignore:Tip:FutureWarning" in __import__("os").environ["PYTHONWARNINGS"]
+    record = logging.LogRecord("flwr", logging.WARNING, "", 0, "DEPRECATED FEATURE: The `run_simulation` function "
+                               "is deprecated and will be removed", None, None)
+    assert not logging.getLogger("flwr").filter(record)
