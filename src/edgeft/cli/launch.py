@@ -94,10 +94,10 @@ def register(app: typer.Typer) -> None:
                 if not beats:
                     return
                 if state["advance"] is None:
-                    total = cfg.train.epochs * cfg.train.max_steps_per_epoch if cfg.train.max_steps_per_epoch else None
-                    state["advance"] = factory(total)
+                    state["advance"] = factory(on_tick.total)
                 tick(beats)
 
+            on_tick.total = None  # launch sets it: epochs x steps per epoch
             metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
         show(metrics, cfg.out)
 

@@ -133,6 +133,8 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
     run.write_config(cfg.model_dump())
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
     steps = len(batches)
+    if progress is not None and hasattr(progress, "total"):  # the caller's bar gets its length
+        progress.total = cfg.train.epochs * steps
     kind = "causal_lm" if head == "causal_lm" else "classification"
     table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
                                task.num_labels if task.kind != "regression" else 1)
