@@ -65,3 +65,18 @@ def test_piped_plan_keeps_whole_cells_explains_idle_devices_and_baselines(tmp_pa
 @pytest.mark.parametrize("blocks, text", [([0, 30], "0..29"), ([12, 18], "12..17"), ([], "-"), ([3, 3], "-")])
 def test_plan_and_launch_print_blocks_alike(blocks, text):
     assert block_range(blocks) == text
+
+
+def test_launch_says_why_a_device_it_was_given_stays_idle():
+    """`launch --devices phone-a,phone-b,phone-c` plans through runtime.plan; its record explains the same way."""
+    from edgeft.runtime import plan as planmod
+
+    spec = planmod.pick(load_cluster(HOME), ["phone-a", "phone-b", "phone-c"])
+    table = planmod.make_table(resolve_arch("minilm-l6"), "pac", 8, 64, {}, "classification", 2)
+    p = planmod.make_plan("hybrid", spec, table, 256, 32, None, None)
+    used = {n for st in p.planner["stages"] for n in st["devices"]}
+    assert used and used != {"phone-a", "phone-b", "phone-c"}, "the case of the issue: a given device left out"
+    held = {n: m for st in p.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
+    reasons = idle_reasons(p.planner["stages"], p.planner["micro_batches"], spec, table, held)
+    assert set(reasons) == {"phone-a", "phone-b", "phone-c"} - used
+    assert all(f"instead of {p.planner['iteration_s']:.3g} s" in r for r in reasons.values())
