@@ -69,6 +69,9 @@ def test_eval_scores_all_of_a_users_file_with_its_own_columns(tiny_llama, tiny_b
                   "--response-column", "answer", "--max-new-tokens", "4")
     assert "notes dev (7 examples)" in out  # every row, not a seeded 10%
     assert "rougeL" in out and "sample generations" in out and "the film 0 is good" in out
+    out = _invoke("eval", "--model", tiny_llama, "--task", notes, "--instruction-column", "question",
+                  "--response-column", "answer", "--max-new-tokens", "4")
+    assert "notes dev (7 examples)" in out  # a file given as --task is scored whole as well
 
     mails = tmp_path / "mails.csv"
     mails.write_text("body,folder\n" + "".join(f"this film is {w},{w}\n" for w in ["good", "bad"] * 4))

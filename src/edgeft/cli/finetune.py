@@ -115,6 +115,8 @@ def register(app: typer.Typer) -> None:
         from edgeft.train.recipe import load_for_eval
 
         keys = data_task_keys(data_options)
+        if task and Path(task).suffix and "data_file" not in keys:  # `--task my.jsonl` is your own file too
+            keys["data_file"] = task
         if "data_file" in keys:  # your own file: score every row (of --dev-file when given)
             keys.setdefault("dev_file", keys["data_file"])
         name = task or keys.get("data_file")
