@@ -99,6 +99,9 @@ def register(app: typer.Typer) -> None:
 
             on_tick.total = None  # launch sets it: epochs x steps per epoch
             metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
+            while state["advance"] and on_tick.total and state["done"] < on_tick.total:  # the last beat may go unpolled
+                state["advance"]()
+                state["done"] += 1
         show(metrics, cfg.out)
 
 
