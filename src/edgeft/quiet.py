@@ -14,6 +14,8 @@ import warnings
 LIBRARY_WARNINGS = [
     # peft reads model.is_gradient_checkpointing, which transformers 5 renamed
     (FutureWarning, r".*`is_gradient_checkpointing` is deprecated", r""),
+    # peft's prompt tuning drops the position ids generate() passes; nothing for a user to change
+    (UserWarning, r"Position ids are not supported for parameter efficient tuning", r"peft"),
     # Ray's own modules, in the driver and in the Flower simulation's worker processes
     (FutureWarning, r"", r"ray(\.|$)"),
     (DeprecationWarning, r"", r"ray(\.|$)"),

@@ -55,6 +55,11 @@ def test_generate_streams_the_answer_of_a_base_model_an_adapter_and_a_compressed
     assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(adapter), "--prompt", prompt,
                "--max-new-tokens", "12").strip() == answer
 
+    prompt_adapter = make_adapter(tiny_word_llama, tmp_path / "prompt", "prompt")
+    tuned = PeftModel.from_pretrained(load_backbone(str(tiny_word_llama)).model, str(prompt_adapter)).eval()
+    assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(prompt_adapter), "--prompt", prompt,
+               "--max-new-tokens", "12").strip() == greedy(tuned, bb.tokenizer, text, 12)
+
     folder = compress(tiny_word_llama, tmp_path / "q", "gptq", bits=4, group_size=32)
     qmodel, qtok, _ = load_compressed(folder)
     assert cli("generate", "--model", str(folder), "--prompt", prompt, "--raw", "--max-new-tokens", "12").strip() \
