@@ -23,6 +23,7 @@ from edgeft.federated.data import data_and_validation, data_for, seeded_rng  # n
 from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
 from edgeft.models import load_backbone
+from edgeft.quiet import quiet_libraries
 from edgeft.train.meters import PeakMemory
 from edgeft.train.recipe import head_for, make_loss_fn
 
@@ -145,6 +146,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
            cfg.holdout_category, cfg.val_samples)
     if key in _CACHE:
         return _CACHE[key]
+    quiet_libraries()  # a ClientApp runs in a Ray worker, which never passed through the CLI's entry point
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
