@@ -22,8 +22,9 @@ LIBRARY_WARNINGS = [
 ]
 # The same for processes Ray starts, in -W syntax: its accelerator tip and its metric-name notice.
 WORKER_WARNINGS = ["ignore:Tip:FutureWarning", "ignore:Metric name:FutureWarning"]
-# Flower logs (not warns) that run_simulation is deprecated; edgeft's simulation is built on it on purpose.
-FLOWER_NOTICES = ("`run_simulation` function is deprecated",)
+# Flower logs (not warns) that run_simulation is deprecated (edgeft builds on it on purpose) and that it stops
+# its client actors at the end of every simulation.
+FLOWER_NOTICES = ("`run_simulation` function is deprecated", "Manually terminating ClientAppActor")
 
 
 class _DropNotices(logging.Filter):
