@@ -159,3 +159,13 @@ def test_library_notices_are_silenced_by_name(monkeypatch):
     record = logging.LogRecord("flwr", logging.WARNING, "", 0, "DEPRECATED FEATURE: The `run_simulation` function "
                                "is deprecated and will be removed", None, None)
     assert not logging.getLogger("flwr").filter(record)
+
+
+def test_piped_help_is_not_cut_to_80_columns_and_points_at_methods():
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    proc = subprocess.run([*EDGEFT, "finetune", "--help"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert any("--instruction-column" in line and "instruction column (generation; default instruction)" in line
+               for line in lines)
+    assert any("(see `edgeft methods`)" in line for line in lines)
