@@ -60,3 +60,16 @@ def test_certs_command_writes_supernode_key_pairs_flower_accepts(tmp_path):
         assert registered == public_key_to_bytes(key.public_key()) and key.curve.name == "secp384r1"
     again = run_cli("federate", "certs", str(tmp_path / "more"), "--nodes", "0")
     assert again.returncode == 0 and not list((tmp_path / "more").glob("node-*"))
+
+
+def test_an_impossible_partition_fails_before_ray_starts(tmp_path, tiny_llama):
+    import time
+
+    t0 = time.perf_counter()
+    proc = run_cli("federate", "--algorithm", "fedit", "--model", str(tiny_llama), "--task", "sst2", "--clients", "50",
+                   "--train-samples", "60", "--partition", "dirichlet", "--alpha", "0.01", "--rounds", "1",
+                   "--out", str(tmp_path / "r"))
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 2 and "could not give each of 50 clients" in proc.stderr, proc.stderr[-2000:]
+    assert elapsed < 20, f"the partition error took {elapsed:.0f} s"
+    assert "ray" not in (proc.stdout + proc.stderr).lower()

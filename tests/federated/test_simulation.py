@@ -122,7 +122,14 @@ def test_fedit_round_completes_when_a_client_fails_mid_round(tmp_path, tiny_llam
 def test_fwdgrad_asks_for_more_perturbations_when_the_variance_is_high(tmp_path, tiny_llama):
     cfg = _cfg(tmp_path, tiny_llama, algorithm="fwdgrad", perturbations=4, var_threshold=1e-12,
                max_extra_requests=1, method_options={"r": 2})
-    s = run_federated(cfg)
+    replies = []
+
+    def progress(rnd, row):
+        pass
+
+    progress.clients = lambda done, total: replies.append((done, total))  # per-client progress within a round
+    s = run_federated(cfg, progress=progress)
+    assert replies.count((2, 2)) >= 4 and all(0 < d <= t for d, t in replies)  # 2 rounds x 2 requests, 2 clients
     checks = s["variance_checks"]
     assert [(c["round"], c["attempt"], c["more"]) for c in checks] == [(1, 0, True), (1, 1, False),
                                                                         (2, 0, True), (2, 1, False)]

@@ -47,3 +47,125 @@ def test_finetune_then_eval_with_the_adapter_on_a_real_encoder(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     shown = [line for line in proc.stdout.splitlines() if "accuracy" in line][0]
     assert f"{metrics['dev_metric']:.4f}" in shown
+
+
+def _invoke(*args):
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    result = CliRunner().invoke(build_app(), [str(a) for a in args])
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_eval_scores_all_of_a_users_file_with_its_own_columns(tiny_llama, tiny_bert, tmp_path):
+    notes = tmp_path / "notes.jsonl"
+    rows = [{"question": f"what is film {i}", "answer": f"the film {i} is good"} for i in range(7)]
+    notes.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _invoke("eval", "--model", tiny_llama, "--data-file", notes, "--instruction-column", "question",
+                  "--response-column", "answer", "--max-new-tokens", "4")
+    assert "notes dev (7 examples)" in out  # every row, not a seeded 10%
+    assert "rougeL" in out and "sample generations" in out and "the film 0 is good" in out
+    out = _invoke("eval", "--model", tiny_llama, "--task", notes, "--instruction-column", "question",
+                  "--response-column", "answer", "--max-new-tokens", "4")
+    assert "notes dev (7 examples)" in out  # a file given as --task is scored whole as well
+
+    mails = tmp_path / "mails.csv"
+    mails.write_text("body,folder\n" + "".join(f"this film is {w},{w}\n" for w in ["good", "bad"] * 4))
+    dev = tmp_path / "mails_dev.csv"
+    dev.write_text("body,folder\nthe story is good,good\nthe story is bad,bad\nawful,bad\n")
+    out = _invoke("eval", "--model", tiny_bert, "--data-file", mails, "--dev-file", dev, "--text-column", "body",
+                  "--label-column", "folder")
+    assert "mails dev (3 examples)" in out and "accuracy" in out
+
+
+def test_config_files_take_the_flat_keys_of_the_cli_and_name_an_unknown_one(tmp_path):
+    from pathlib import Path
+
+    from edgeft.cli.common import load_yaml
+    from edgeft.errors import ConfigError
+    from edgeft.train.recipe import config_from_dict, nest_flat_keys
+
+    example = Path(__file__).parents[2] / "examples" / "configs" / "lora-sst2.yaml"
+    flat = config_from_dict(nest_flat_keys(load_yaml(example), str(example)))
+    assert (flat.task.name, flat.task.train_samples, flat.train.epochs, flat.train.lr) == ("sst2", 2000, 2, 5e-4)
+    assert flat.task.seed == flat.train.seed == 0 and flat.method_options == {"r": 8, "alpha": 16}
+    nested = {"model": "minilm-l6", "task": {"name": "sst2", "train_samples": 2000, "seed": 0}, "method": "lora",
+              "method_options": {"r": 8, "alpha": 16}, "train": {"epochs": 2, "batch_size": 16, "lr": 5e-4, "seed": 0},
+              "out": "runs/lora-sst2"}
+    assert config_from_dict(nest_flat_keys(nested)) == flat
+    mine = config_from_dict(nest_flat_keys({"data_file": "n.jsonl", "task_kind": "generation", "epochs": 3}))
+    assert (mine.task.name, mine.task.kind, mine.train.epochs) == ("n.jsonl", "generation", 3)
+    with pytest.raises(ConfigError, match="my.yaml: epoch: unknown key"):
+        nest_flat_keys({"task": "sst2", "epoch": 2}, "my.yaml")
+    with pytest.raises(ConfigError, match="epochs is given twice"):
+        nest_flat_keys({"task": "sst2", "epochs": 2, "train": {"epochs": 3}}, "my.yaml")
+
+
+def test_methods_lists_every_registered_method_with_its_options(tmp_path):
+    from pydantic import Field
+
+    from edgeft.methods.base import METHODS, Method, MethodOptions, register_method
+
+    class ProbeOptions(MethodOptions):
+        depth: int = Field(7, description="how deep the probe goes")
+
+    @register_method
+    class Probe(Method):
+        """A method registered by this test only."""
+
+        name = "probe-test"
+        Options = ProbeOptions
+
+    try:
+        out = _invoke("methods")
+    finally:
+        del METHODS["probe-test"]
+    assert all(f"{name}:" in out for name in METHODS)
+    assert "probe-test: A method registered by this test only." in out
+    assert any(line.split("│")[0].strip() == "depth" and "7" in line and "how deep the probe goes" in line
+               for line in out.splitlines())
+    assert any(line.split("│")[0].strip() == "r" and "8" in line for line in out.splitlines())  # lora's rank
+
+
+def test_a_normal_finetune_writes_no_warnings(tiny_llama, tmp_path):
+    proc = run_cli("finetune", "--model", str(tiny_llama), "--task", "sst2", "--method", "lora", "--train-samples", "16",
+                   "--dev-samples", "8", "--out", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr == ""  # no FutureWarning, load bar or deprecation notice from the libraries
+    assert "dev accuracy after" in proc.stdout
+
+
+def test_library_notices_are_silenced_by_name(monkeypatch):
+    import logging
+    import warnings
+
+    from edgeft.quiet import quiet_libraries
+
+    monkeypatch.delenv("PYTHONWARNINGS", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn_explicit("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning,
+                               "modeling_utils.py", 1, module="transformers.modeling_utils")
+        warnings.warn_explicit("Tip: In future versions of Ray ...", FutureWarning, "worker.py", 1,
+                               module="ray._private.worker")
+        warnings.warn_explicit("something else changes", FutureWarning, "x.py", 1, module="mylib")
+    assert [str(w.message) for w in seen] == ["something else changes"]  # only the named ones go
+    assert "ignore:Tip:FutureWarning" in __import__("os").environ["PYTHONWARNINGS"]
+    record = logging.LogRecord("flwr", logging.WARNING, "", 0, "DEPRECATED FEATURE: The `run_simulation` function "
+                               "is deprecated and will be removed", None, None)
+    assert not logging.getLogger("flwr").filter(record)
+
+
+def test_piped_help_is_not_cut_to_80_columns_and_points_at_methods():
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH")}
+    proc = subprocess.run([*EDGEFT, "finetune", "--help"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert any("--instruction-column" in line and "instruction column (generation; default instruction)" in line
+               for line in lines)
+    assert any("(see `edgeft methods`)" in line for line in lines)

@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "edgeft.cli.launch",
     "edgeft.cli.compress",
     "edgeft.cli.federate",
+    "edgeft.cli.generate",
+    "edgeft.cli.methods",
 ]
 
 _registered = False
@@ -40,6 +42,12 @@ def build_app() -> typer.Typer:
 
 def main() -> None:
     quiet_libraries()
+    from edgeft.cli.common import PIPED_WIDTH, console
+
+    if console.width == PIPED_WIDTH and not console.is_terminal:  # --help piped: as wide as the tables
+        import typer.rich_utils
+
+        typer.rich_utils.MAX_WIDTH = typer.rich_utils.MAX_WIDTH or PIPED_WIDTH
     try:
         build_app()()
     except EdgeftError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -10,7 +11,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgeft.errors import ConfigError
 
-console = Console()
+# Piped output (a log, CI, `| less`) gets wide lines instead of rich's 80 columns, so table cells stay whole.
+PIPED_WIDTH = 200
+
+
+def wide_console(**kwargs) -> Console:
+    """A rich console that lays tables out PIPED_WIDTH wide when not writing to a terminal ($COLUMNS wins)."""
+    found = Console(**kwargs)
+    if found.is_terminal or "COLUMNS" in os.environ:
+        return found
+    return Console(width=PIPED_WIDTH, **kwargs)
+
+
+console = wide_console()
 
 
 def load_yaml(path: Path) -> dict:
@@ -52,3 +65,27 @@ def progress_bar(description: str):
         return advance
 
     return progress, factory
+
+
+def shared_options(options: dict[str, tuple], into: str):
+    """Add the typer options in `options` ({name: (type, typer.Option)}) to a command, handed to it as one
+    dict argument `into`: commands that take the same options declare them in one place."""
+    import functools
+    import inspect
+
+    def decorate(fn):
+        sig = inspect.signature(fn, eval_str=True)
+        own = [p for p in sig.parameters.values() if p.name != into]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=typ)
+                 for name, (typ, opt) in options.items()]
+
+        @functools.wraps(fn)
+        def command(**kwargs):
+            return fn(**{k: v for k, v in kwargs.items() if k not in options},
+                      **{into: {k: kwargs[k] for k in options}})
+
+        command.__signature__ = sig.replace(parameters=own + added)
+        command.__annotations__ = {p.name: p.annotation for p in own + added}
+        return command
+
+    return decorate

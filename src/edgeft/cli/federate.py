@@ -169,6 +169,10 @@ def _simulate(cfg, client_cpus, verbose) -> None:
             else:
                 progress.update(bar, info=f"before: {info}")
 
+        def clients(done, total):  # within a round: each client's reply as it comes
+            progress.update(bar, info=f"round {int(progress.tasks[0].completed) + 1}: {done}/{total} clients replied")
+
+        on_round.clients = clients
         summary = run_federated(cfg, progress=on_round, client_cpus=client_cpus, verbose=verbose)
     show(summary, cfg.out)
 

@@ -102,20 +102,25 @@ def register(app: typer.Typer) -> None:
                 if not beats:
                     return
                 if state["advance"] is None:
-                    total = cfg.train.epochs * cfg.train.max_steps_per_epoch if cfg.train.max_steps_per_epoch else None
-                    state["advance"] = factory(total)
+                    state["advance"] = factory(on_tick.total)
                 tick(beats)
 
+            on_tick.total = None  # launch sets it: epochs x steps per epoch
             try:
                 metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
             except Interrupted as stop:  # workers and namespaces are gone already; say where things stand
                 progress.console.print(f"[yellow]{stop}[/]: workers stopped; {cfg.out} keeps events.jsonl, "
                                        "metrics.json and the last complete checkpoint (continue with --resume)")
                 raise typer.Exit(stop.exit_code) from None
+            while state["advance"] and on_tick.total and state["done"] < on_tick.total:  # the last beat may go unpolled
+                state["advance"]()
+                state["done"] += 1
         show(metrics, cfg.out)
 
 
 def show(m: dict, out: str) -> None:
+    from edgeft.planner.render import block_range
+
     plan = Table(title=f"plan · {m['strategy']} · {m['method']} · {m['model']} on {m['task']}")
     plan.add_column("device")
     plan.add_column("role / blocks")
@@ -125,7 +130,7 @@ def show(m: dict, out: str) -> None:
     plan.add_column("received MiB", justify="right")
     for d in m["per_device"]:
         budget = f"{d['memory_budget_mb']:.0f}" if d["memory_budget_mb"] else "-"
-        plan.add_row(d["name"], f"{d['role']} {d['blocks']}", f"{d['slowdown']:.1f}x",
+        plan.add_row(d["name"], f"{d['role']} {block_range(d['blocks'])}", f"{d['slowdown']:.1f}x",
                      f"{d['peak_memory_mb']:.0f} / {budget}", f"{d['bytes_sent'] / 2**20:.2f}",
                      f"{d['bytes_received'] / 2**20:.2f}")
     console.print(plan)

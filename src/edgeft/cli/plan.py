@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
+from edgeft.cli.common import console
 from edgeft.errors import ConfigError
 
 
@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         w_s: float = typer.Option(1.0, "--w-s", help="split: weight of the stability bound"),
         out: Path = typer.Option(Path("runs/plan"), "--out", help="directory for plan.json and the PNGs"),
         no_plots: bool = typer.Option(False, "--no-plots"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing plan.json in --out"),
     ) -> None:
         """Solve a placement, write plan.json, print it and draw placement.png / timeline.png."""
         from edgeft.planner import load_cluster, make_plan, resolve_arch
@@ -37,6 +38,9 @@ def register(app: typer.Typer) -> None:
         from edgeft.planner.split_model import SplitSettings
         from edgeft.runtime.plan import make_table
 
+        if (out / "plan.json").exists() and not overwrite:
+            raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
+                              "another --out.")
         spec = load_cluster(cluster)
         arch = resolve_arch(model)
         table = make_table(arch, method, batch, seq_len, {})  # as `edgeft launch` plans: lora's real targets
@@ -49,8 +53,7 @@ def register(app: typer.Typer) -> None:
         plan = make_plan(spec, arch, wl, strategy, table=table, num_blocks=blocks, samples=samples, split_settings=settings)
         out.mkdir(parents=True, exist_ok=True)
         plan.to_json(out / "plan.json")
-        console = Console()
-        print_plan(plan, console)
+        print_plan(plan, console, idle_explained(plan, spec, table))
         console.print(f"wrote {out / 'plan.json'}")
         if not no_plots:
             console.print(f"wrote {plot_placement(plan, out / 'placement.png')}, {plot_timeline(plan, out / 'timeline.png')}")
@@ -72,6 +75,16 @@ def register(app: typer.Typer) -> None:
         prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(prof, indent=2))
-        console = Console()
         console.print(compare_table(prof))
         console.print(f"wrote {out}")
+
+
+def idle_explained(plan, spec, table) -> dict[str, str]:
+    """Why each idle device of the plan is idle (hybrid and deft; split uses every device)."""
+    from edgeft.planner.explain import idle_reasons, idle_reasons_deft
+
+    if plan.strategy == "hybrid":
+        return idle_reasons(plan.stages, plan.micro_batches, spec, table, plan.predicted["memory_bytes"])
+    if plan.strategy == "deft":
+        return idle_reasons_deft(plan)
+    return {}

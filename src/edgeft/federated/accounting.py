@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from flwr.app import Message
 from flwr.common.serde import message_to_proto
@@ -99,8 +99,10 @@ class Ledger:
 class AccountingGrid(Grid):
     """A Grid that books every message to the ledger and polls replies without the 3 s sleeps of HttpGrid."""
 
-    def __init__(self, inner: Grid, ledger: Ledger, poll_interval: float = 0.2):
-        self.inner, self.ledger, self.poll_interval = inner, ledger, poll_interval
+    def __init__(self, inner: Grid, ledger: Ledger, poll_interval: float = 0.2,
+                 on_reply: Optional[Callable[[int, int], None]] = None):
+        """on_reply(done, total): called as replies arrive, so a long round shows per-client progress."""
+        self.inner, self.ledger, self.poll_interval, self.on_reply = inner, ledger, poll_interval, on_reply
         self._dst: dict[str, int] = {}
 
     # -- plain delegation ----------------------------------------------------------------------
@@ -154,6 +156,8 @@ class AccountingGrid(Grid):
         while pending and (deadline is None or time.monotonic() < deadline):
             got = list(self.pull_messages(pending))
             replies.extend(got)
+            if got and self.on_reply:
+                self.on_reply(len(replies), len(replies) + len(pending) - len(got))
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
                 time.sleep(self.poll_interval)

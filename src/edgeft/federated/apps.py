@@ -45,7 +45,7 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     run = RunDir(cfg.out)
     run.write_config(cfg.model_dump())
     ledger = Ledger(run)
-    agrid = AccountingGrid(grid, ledger)
+    agrid = AccountingGrid(grid, ledger, on_reply=getattr(progress, "clients", None))
     t0 = time.perf_counter()
     run.event("start", algorithm=cfg.algorithm, model=cfg.model, task=cfg.task, clients=cfg.clients,
               clients_per_round=cfg.clients_per_round, rounds=cfg.rounds)

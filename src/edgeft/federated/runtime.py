@@ -19,10 +19,11 @@ from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.partition import partition
+from edgeft.federated.data import data_and_validation, data_for, seeded_rng  # noqa: F401  (used by the apps)
 from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
 from edgeft.models import load_backbone
+from edgeft.quiet import quiet_libraries
 from edgeft.train.meters import PeakMemory
 from edgeft.train.recipe import head_for, make_loss_fn
 
@@ -138,34 +139,6 @@ def _method_for(cfg: FederatedConfig):
                              "seed": cfg.seed})
 
 
-_DATA: dict[tuple, tuple] = {}
-
-
-def data_for(cfg: FederatedConfig):
-    """(task, partitions) for this run, the same on the server and on every client (cached per process)."""
-    task, parts, _ = data_and_validation(cfg)
-    return task, parts
-
-
-def data_and_validation(cfg: FederatedConfig):
-    """(task, partitions, validation row indices): `val_samples` seeded training rows go to the server's
-    validation set before the rest is partitioned, so no client ever trains on them."""
-    key = (cfg.task, cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
-           cfg.alpha, cfg.holdout_category, cfg.val_samples)
-    if key not in _DATA:
-        task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
-                                    max_length=cfg.max_length, seed=cfg.seed))
-        if cfg.val_samples >= len(task.train):
-            raise ConfigError(f"val_samples={cfg.val_samples} leaves no training rows ({len(task.train)} in all): "
-                              "lower val_samples")
-        val = sorted(seeded_rng(cfg.seed, 17).permutation(len(task.train))[:cfg.val_samples].tolist())
-        keep = sorted(set(range(len(task.train))) - set(val))
-        rows = [task.train[i] for i in keep]
-        parts = partition(rows, cfg.clients, cfg.partition, cfg.alpha, cfg.seed, cfg.holdout_category)
-        _DATA[key] = (task, [[keep[i] for i in p] for p in parts], val)
-    return _DATA[key]
-
-
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
     key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
@@ -173,6 +146,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
            cfg.holdout_category, cfg.val_samples)
     if key in _CACHE:
         return _CACHE[key]
+    quiet_libraries()  # a ClientApp runs in a Ray worker, which never passed through the CLI's entry point
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
@@ -240,10 +214,6 @@ def node_partition(context) -> int:
     if "partition-id" not in cfg:
         raise ConfigError("this SuperNode has no partition-id: start it with --node-config 'partition-id=N'")
     return int(cfg["partition-id"])
-
-
-def seeded_rng(*parts: int) -> np.random.Generator:
-    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 
 def maybe_drop(cfg: FederatedConfig, rnd: int, pid: int) -> None:

@@ -27,10 +27,12 @@ def backend_config(client_cpus: Optional[int] = None, object_store_mb: int = 256
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
                   verbose: bool = False) -> dict:
     """Simulate `cfg.clients` SuperNodes and the ServerApp; returns the run's summary (metrics.json)."""
+    from edgeft.federated.data import data_and_validation
+
+    data_and_validation(cfg)  # a partition that cannot work fails here, in seconds, before Flower and Ray load
     from flwr.simulation import run_simulation
 
     from edgeft.federated.apps import build_client_app, build_server_app
-
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     if not verbose:

@@ -101,7 +101,10 @@ class FwdGradOptions(ZerothOrderOptions):
 
 @register_method
 class ForwardGradientMethod(ZerothOrderMethod):
-    """`edgeft finetune --method fwdgrad --option base=lora --option perturbations=8`."""
+    """Forward gradients from finite differences along random directions (FwdLLM); no backward pass.
+
+    `edgeft finetune --method fwdgrad --option base=lora --option perturbations=8`.
+    """
 
     name = "fwdgrad"
     Options = FwdGradOptions

@@ -146,7 +146,10 @@ class ZerothOrderMethod(Method):
 
 @register_method
 class MeZO(ZerothOrderMethod):
-    """`edgeft finetune --method mezo --option base=lora --option lr=1e-4 --option eps=1e-2`."""
+    """Zeroth-order SGD in place: two forward passes per step, no backward, inference-sized memory.
+
+    `edgeft finetune --method mezo --option base=lora --option lr=1e-4 --option eps=1e-2`.
+    """
 
     name = "mezo"
     Options = MezoOptions

@@ -46,6 +46,8 @@ class LoraOptions(MethodOptions):
 
 @register_method
 class LoRA(_PeftMethod):
+    """Low-rank updates beside the attention/MLP weights (PEFT's LoRA); mergeable into the model."""
+
     name = "lora"
     Options = LoraOptions
 
@@ -65,6 +67,8 @@ class PromptOptions(MethodOptions):
 
 @register_method
 class PromptTuning(_PeftMethod):
+    """Learned virtual-token embeddings before every input (PEFT's prompt tuning); the backbone stays frozen."""
+
     name = "prompt"
     Options = PromptOptions
 

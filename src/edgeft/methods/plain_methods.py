@@ -20,6 +20,8 @@ def _is_head(name: str) -> bool:
 
 @register_method
 class Full(Method):
+    """Every parameter trained (the reference the memory-efficient methods are measured against)."""
+
     name = "full"
 
     def prepare(self, backbone, task):

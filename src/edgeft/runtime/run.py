@@ -156,6 +156,8 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
         run.event("resume_missing", detail=note)
         say(f"[yellow]warning:[/] {note}")
     steps = len(batches)
+    if progress is not None and hasattr(progress, "total"):  # the caller's bar gets its length
+        progress.total = cfg.train.epochs * steps
     kind = "causal_lm" if head == "causal_lm" else "classification"
     table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
                                task.num_labels if task.kind != "regression" else 1)
@@ -217,6 +219,13 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
             return planmod.RuntimePlan(**given_plan)
         p = planmod.make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        if cfg.strategy == "hybrid":  # say why a device given with --devices gets no work
+            from edgeft.planner.explain import idle_reasons
+
+            held = {n: m for st in p.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
+            p.planner["idle"] = idle_reasons(p.planner["stages"], p.planner["micro_batches"], sub, table, held)
+            for device, reason in p.planner["idle"].items():
+                say(f"{device} idle: {reason}")
         emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
         again = planmod.repredict(p, emu, table, steps) if emu != sub else None
         if again:  # some rank is faster than this host: predict what the emulation can really run

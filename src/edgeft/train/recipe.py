@@ -57,6 +57,37 @@ def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
         raise ConfigError(f"{source}: " + "; ".join(problems)) from err
 
 
+def nest_flat_keys(data: dict, source: str = "config") -> dict:
+    """Accept the flat keys the CLI uses (`epochs: 3`, `data_file: notes.jsonl`, `task_kind: generation`) beside
+    the nested `task:`/`train:` form: each goes where FinetuneConfig keeps it (`seed` sets both seeds)."""
+    top = set(FinetuneConfig.model_fields)
+    task_keys, train_keys = set(TaskConfig.model_fields) - {"name"}, set(TrainConfig.model_fields)
+    out = {k: v for k, v in data.items() if k in top}
+    named = out.get("task")
+    task = dict(named) if isinstance(named, dict) else ({"name": named} if named is not None else {})
+    train = dict(out.get("train") or {}) if isinstance(out.get("train"), dict) else {}
+    for key, value in data.items():
+        if key in top:
+            continue
+        field = "kind" if key == "task_kind" else key
+        places = [d for d, keys in ((task, task_keys), (train, train_keys)) if field in keys]
+        if not places:
+            raise ConfigError(
+                f"{source}: {key}: unknown key (check its spelling). Flat keys are finetune's options with "
+                f"underscores (epochs, lr, data_file, text_column, ...); top-level keys: {', '.join(sorted(top))}.")
+        for place in places:
+            if field in place and place[field] != value:
+                raise ConfigError(f"{source}: {key} is given twice (flat and nested) with different values.")
+            place[field] = value
+    if task:
+        if "name" not in task and task.get("data_file"):
+            task["name"] = task["data_file"]
+        out["task"] = task
+    if train:
+        out["train"] = train
+    return out
+
+
 def head_for(model_name: str, task, head: str) -> str:
     """Which head the backbone gets: a classifier for encoders and regression, else the LM head."""
     if head == "lm":

@@ -1,0 +1,94 @@
+"""`edgeft generate` and `edgeft chat`: talk to a base model, base + adapter, a compressed folder or a GGUF."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from edgeft.cli.common import shared_options
+
+# What to talk to and how to sample: the same options for generate and chat.
+TALK_OPTIONS = {
+    "model": (Optional[str], typer.Option(None, help="alias, model folder, or a merged/compressed folder")),
+    "adapter": (Optional[Path], typer.Option(None, help="adapter folder written by edgeft finetune (with --model)")),
+    "gguf": (Optional[Path], typer.Option(None, help="a GGUF file (edgeft export), run by llama.cpp")),
+    "system": (Optional[str], typer.Option(None, help="system message (when the chat template takes one)")),
+    "top_p": (float, typer.Option(0.9, help="nucleus sampling mass (with --temperature > 0)")),
+    "seed": (int, typer.Option(0, help="sampling seed")),
+    "device": (str, typer.Option("auto", help="auto|cpu|cuda (transformers models)")),
+}
+
+
+def _open(talk: dict, max_new_tokens: int, temperature: float):
+    from edgeft.generate import Sampling, open_talker
+
+    s = Sampling(max_new_tokens, temperature, talk["top_p"], talk["seed"])
+    return open_talker(talk["model"], talk["adapter"], talk["gguf"], talk["device"]), s
+
+
+EXIT_WORDS = {"/exit", "/quit"}
+
+
+def _write(pieces) -> str:
+    text = []
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+        text.append(piece)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return "".join(text)
+
+
+def _start(system: Optional[str]) -> list[dict]:
+    return [{"role": "system", "content": system}] if system else []
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    @shared_options(TALK_OPTIONS, into="talk")
+    def generate(
+        prompt: Annotated[str, typer.Option(help="the prompt (a user turn, or plain text with --raw)")],
+        raw: Annotated[bool, typer.Option(help="feed the prompt as is, without the chat template")] = False,
+        max_new_tokens: int = 128,
+        temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+        talk: dict = None,
+    ):
+        """Generate an answer to one prompt, streaming tokens as they come."""
+        talker, s = _open(talk, max_new_tokens, temperature)
+        if raw:
+            _write(talker.complete(prompt, s))
+        else:
+            _write(talker.chat(_start(talk["system"]) + [{"role": "user", "content": prompt}], s))
+
+    @app.command()
+    @shared_options(TALK_OPTIONS, into="talk")
+    def chat(
+        max_new_tokens: int = 256,
+        temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.7,
+        talk: dict = None,
+    ):
+        """Talk with a model in the terminal (its chat template, streamed). /reset forgets, /exit or Ctrl-D quits."""
+        talker, s = _open(talk, max_new_tokens, temperature)
+        messages = _start(talk["system"])
+        sys.stdout.write("chat: /reset forgets the conversation, /exit or Ctrl-D quits.\n")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                sys.stdout.write("\n")
+                return
+            if line in EXIT_WORDS:
+                return
+            if line == "/reset":
+                messages = _start(talk["system"])
+                continue
+            if not line:
+                continue
+            messages.append({"role": "user", "content": line})
+            sys.stdout.write("model> ")
+            messages.append({"role": "assistant", "content": _write(talker.chat(messages, s))})

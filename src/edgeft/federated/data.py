@@ -1,0 +1,45 @@
+"""The run's data and its split over clients: the same on the server, every client and the launcher.
+
+Kept free of torch and Flower so `edgeft federate` can check that the partition works before they load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeft.data import TaskConfig, load_task
+from edgeft.errors import ConfigError
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.partition import partition
+
+
+def seeded_rng(*parts: int) -> np.random.Generator:
+    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
+
+
+_DATA: dict[tuple, tuple] = {}
+
+
+def data_for(cfg: FederatedConfig):
+    """(task, partitions) for this run, the same on the server and on every client (cached per process)."""
+    task, parts, _ = data_and_validation(cfg)
+    return task, parts
+
+
+def data_and_validation(cfg: FederatedConfig):
+    """(task, partitions, validation row indices): `val_samples` seeded training rows go to the server's
+    validation set before the rest is partitioned, so no client ever trains on them."""
+    key = (cfg.task, cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
+           cfg.alpha, cfg.holdout_category, cfg.val_samples)
+    if key not in _DATA:
+        task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
+                                    max_length=cfg.max_length, seed=cfg.seed))
+        if cfg.val_samples >= len(task.train):
+            raise ConfigError(f"val_samples={cfg.val_samples} leaves no training rows ({len(task.train)} in all): "
+                              "lower val_samples")
+        val = sorted(seeded_rng(cfg.seed, 17).permutation(len(task.train))[:cfg.val_samples].tolist())
+        keep = sorted(set(range(len(task.train))) - set(val))
+        rows = [task.train[i] for i in keep]
+        parts = partition(rows, cfg.clients, cfg.partition, cfg.alpha, cfg.seed, cfg.holdout_category)
+        _DATA[key] = (task, [[keep[i] for i in p] for p in parts], val)
+    return _DATA[key]

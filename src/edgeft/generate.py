@@ -1,0 +1,176 @@
+"""Talk to a model you tuned: a base model, base + adapter, a merged/compressed folder, or a GGUF export.
+
+Tokens stream as they are made (transformers' TextIteratorStreamer in a generation thread; llama.cpp's
+streamed completions for GGUF), so `edgeft generate` and `edgeft chat` print while the model works.
+Prompts use the model's chat template; a model without one gets the Alpaca layout edgeft fine-tunes
+with (data/features.py), so an adapter sees the prompt format it was trained on.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+from edgeft.errors import ConfigError, ModelError
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 128
+    temperature: float = 0.0  # 0: greedy (deterministic)
+    top_p: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1.")
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature {self.temperature}: must be 0 (greedy) or more.")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p {self.top_p}: must be in (0, 1].")
+
+
+def alpaca_chat(messages: list[dict]) -> str:
+    """The layout of data/features.format_prompt, over several turns (a system message leads)."""
+    out = []
+    for m in messages:
+        if m["role"] == "system":
+            out.append(f"{m['content']}\n\n")
+        elif m["role"] == "user":
+            out.append(f"### Instruction:\n{m['content']}\n\n### Response:\n")
+        else:
+            out.append(f"{m['content']}\n\n")
+    return "".join(out)
+
+
+class HFTalker:
+    """A transformers causal LM (+ tokenizer) that streams its answers."""
+
+    def __init__(self, model, tokenizer, device: str = "cpu"):
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.templated = bool(getattr(tokenizer, "chat_template", None))
+
+    def _fit(self, messages: list[dict], max_new_tokens: int) -> list[int]:
+        """Prompt ids; the oldest turns are dropped while the prompt and answer would overflow the context."""
+        limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        msgs = list(messages)
+        while True:
+            if self.templated:
+                text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                ids = self.tokenizer(alpaca_chat(msgs))["input_ids"]
+            first = 1 if msgs and msgs[0]["role"] == "system" else 0
+            if len(ids) + max_new_tokens <= limit or len(msgs) - first <= 1:
+                break
+            del msgs[first:first + 2]
+        if len(ids) + max_new_tokens > limit:
+            raise ConfigError(f"the prompt has {len(ids)} tokens; with --max-new-tokens {max_new_tokens} it exceeds "
+                              f"the model's context of {limit}. Shorten it or lower --max-new-tokens.")
+        return ids
+
+    def stream_ids(self, ids: list[int], s: Sampling) -> Iterator[str]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = dict(input_ids=torch.tensor([ids], device=self.device),
+                      attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+                      max_new_tokens=s.max_new_tokens, streamer=streamer, do_sample=s.temperature > 0,
+                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+        if s.temperature > 0:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        else:  # greedy: silence the generation config's sampling defaults
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        failed: list[BaseException] = []
+
+        def work():
+            try:
+                torch.manual_seed(s.seed)
+                with torch.no_grad():
+                    self.model.generate(**kwargs)
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                failed.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+        if failed:
+            raise failed[0]
+
+    def chat(self, messages: list[dict], s: Sampling) -> Iterator[str]:
+        return self.stream_ids(self._fit(messages, s.max_new_tokens), s)
+
+    def complete(self, prompt: str, s: Sampling) -> Iterator[str]:
+        return self.stream_ids(self.tokenizer(prompt)["input_ids"], s)
+
+
+class GGUFTalker:
+    """An exported GGUF file run by llama.cpp; the chat template is the one written into the file."""
+
+    def __init__(self, path: Path, n_ctx: int = 2048):
+        from edgeft.compress.llamacpp import load
+
+        self.llm = load(path, n_ctx=n_ctx, logits_all=False)
+
+    def _args(self, s: Sampling) -> dict:
+        return dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed, stream=True)
+
+    def chat(self, messages: list[dict], s: Sampling) -> Iterator[str]:
+        for chunk in self.llm.create_chat_completion(messages=messages, **self._args(s)):
+            text = chunk["choices"][0]["delta"].get("content")
+            if text:
+                yield text
+
+    def complete(self, prompt: str, s: Sampling) -> Iterator[str]:
+        for chunk in self.llm.create_completion(prompt, **self._args(s)):
+            yield chunk["choices"][0]["text"]
+
+
+def _hf_model(model: str, adapter: Optional[Path]):
+    """(model, tokenizer) for a base model, base + adapter (LoRA merged, prompt tuning kept as PEFT), or a
+    merged/compressed folder."""
+    from edgeft.compress.source import open_model
+    from edgeft.methods.base import check_backbone_matches, read_adapter_note
+    from edgeft.models.backbone import load_backbone
+
+    note = read_adapter_note(adapter) if adapter is not None else None
+    if note is not None and note.get("head", "causal_lm") != "causal_lm":
+        raise ModelError(f"{adapter}: this adapter was trained with a '{note['head']}' head (a classifier); it "
+                         "cannot generate text. Evaluate it with `edgeft eval` instead.")
+    if note is not None and note.get("method") == "prompt":
+        from peft import PeftModel
+
+        backbone = load_backbone(model, head="causal_lm")
+        check_backbone_matches(note, backbone, adapter)
+        return PeftModel.from_pretrained(backbone.model, str(adapter)), backbone.tokenizer
+    source = open_model(model, adapter)
+    if source.backbone.head != "causal_lm":
+        raise ModelError(f"'{model}' has a '{source.backbone.head}' head, not a language-model head: it cannot "
+                         "generate text. Pick a causal LM such as smollm2-135m.")
+    if source.side_module is not None:
+        raise ModelError(f"{adapter}: a {note.get('method')} adapter runs beside the backbone and is not merged into "
+                         "it; edgeft generates with LoRA, prompt-tuning, full or bitfit results and GGUF exports.")
+    return source.backbone.model, source.backbone.tokenizer
+
+
+def open_talker(model: Optional[str] = None, adapter: Optional[Path] = None, gguf: Optional[Path] = None,
+                device: str = "auto", n_ctx: int = 2048):
+    """A talker for exactly one of --model (with an optional --adapter) or --gguf."""
+    if (model is None) == (gguf is None):
+        raise ConfigError("give exactly one of --model (an alias, model folder or compressed folder, optionally "
+                          "with --adapter) or --gguf FILE.")
+    if gguf is not None:
+        if adapter is not None:
+            raise ConfigError("--adapter goes with --model; a GGUF file already holds its merged weights.")
+        return GGUFTalker(Path(gguf), n_ctx=n_ctx)
+    from edgeft.train.loop import resolve_device
+
+    net, tok = _hf_model(model, adapter)
+    return HFTalker(net, tok, str(resolve_device(device)))

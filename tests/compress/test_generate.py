@@ -1,0 +1,125 @@
+"""`edgeft generate` / `edgeft chat`: the streamed text is the model's own greedy answer, for a base model, a
+base + LoRA adapter, a compressed folder, a model with a chat template, and a GGUF export in llama.cpp."""
+
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeft.cli.app import build_app
+from edgeft.errors import ConfigError, ModelError
+from edgeft.generate import alpaca_chat
+
+from .helpers import make_adapter
+from .test_gguf import _llama_cpp, compress
+
+TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}"
+            "{% if add_generation_prompt %}assistant :{% endif %}")
+
+
+def cli(*args, input=None):
+    result = CliRunner().invoke(build_app(), list(args), input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def greedy(model, tok, text, n, special=True):
+    ids = tok(text, return_tensors="pt", add_special_tokens=special)["input_ids"]
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    answer = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    assert answer, "the tiny model answered nothing; pick another prompt"
+    return answer
+
+
+def test_generate_streams_the_answer_of_a_base_model_an_adapter_and_a_compressed_folder(tiny_word_llama, tmp_path):
+    from peft import PeftModel
+
+    from edgeft.compress.store import load_compressed
+    from edgeft.models import load_backbone
+
+    prompt = "what is the history of the city"
+    text = alpaca_chat([{"role": "user", "content": prompt}])  # no chat template: edgeft's training layout
+    bb = load_backbone(str(tiny_word_llama))
+    assert cli("generate", "--model", str(tiny_word_llama), "--prompt", prompt, "--max-new-tokens", "12").strip() \
+        == greedy(bb.model, bb.tokenizer, text, 12)
+
+    adapter = make_adapter(tiny_word_llama, tmp_path / "lora")
+    tuned = PeftModel.from_pretrained(load_backbone(str(tiny_word_llama)).model, str(adapter)).eval()
+    answer = greedy(tuned, bb.tokenizer, text, 12)
+    assert answer != greedy(bb.model, bb.tokenizer, text, 12)  # the adapter changes the answer
+    assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(adapter), "--prompt", prompt,
+               "--max-new-tokens", "12").strip() == answer
+
+    prompt_adapter = make_adapter(tiny_word_llama, tmp_path / "prompt", "prompt")
+    tuned = PeftModel.from_pretrained(load_backbone(str(tiny_word_llama)).model, str(prompt_adapter)).eval()
+    assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(prompt_adapter), "--prompt", prompt,
+               "--max-new-tokens", "12").strip() == greedy(tuned, bb.tokenizer, text, 12)
+
+    folder = compress(tiny_word_llama, tmp_path / "q", "gptq", bits=4, group_size=32)
+    qmodel, qtok, _ = load_compressed(folder)
+    assert cli("generate", "--model", str(folder), "--prompt", prompt, "--raw", "--max-new-tokens", "12").strip() \
+        == greedy(qmodel, qtok, prompt, 12)
+
+
+@pytest.fixture
+def templated(tiny_word_llama, tmp_path):
+    """The tiny model with a chat template in its tokenizer config, as instruct models ship."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "chat-model"
+    shutil.copytree(tiny_word_llama, folder)
+    tok = AutoTokenizer.from_pretrained(folder)
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(folder)
+    return folder
+
+
+def test_chat_keeps_the_conversation_in_the_template_and_quits_on_exit_or_eof(templated):
+    from edgeft.models import load_backbone
+
+    bb = load_backbone(str(templated))
+    tok = bb.tokenizer
+    first = [{"role": "user", "content": "what is the film"}]
+    a1 = greedy(bb.model, tok, tok.apply_chat_template(first, add_generation_prompt=True, tokenize=False), 6, False)
+    second = first + [{"role": "assistant", "content": a1}, {"role": "user", "content": "why"}]
+    a2 = greedy(bb.model, tok, tok.apply_chat_template(second, add_generation_prompt=True, tokenize=False), 6, False)
+    fresh = greedy(bb.model, tok, tok.apply_chat_template([{"role": "user", "content": "why"}],
+                                                          add_generation_prompt=True, tokenize=False), 6, False)
+    common = ["chat", "--model", str(templated), "--max-new-tokens", "6", "--temperature", "0"]
+    out = cli(*common, input="what is the film\nwhy\n/reset\nwhy\n/exit\nwhat is the film\n")
+    answers = [line.split("model> ", 1)[1].strip() for line in out.splitlines() if "model> " in line]
+    assert answers == [a1, a2, fresh]  # the second turn saw the first; /reset forgot; nothing after /exit
+    out = cli(*common, input="what is the film\n")  # end of input quits cleanly too
+    assert [line.split("model> ", 1)[1].strip() for line in out.splitlines() if "model> " in line] == [a1]
+
+
+def test_generate_refuses_unclear_sources(tiny_word_llama, tiny_bert, tmp_path):
+    with pytest.raises(ConfigError, match="exactly one of --model"):
+        cli("generate", "--prompt", "hi")
+    with pytest.raises(ConfigError, match="exactly one of --model"):
+        cli("generate", "--prompt", "hi", "--model", str(tiny_word_llama), "--gguf", str(tmp_path / "m.gguf"))
+    with pytest.raises(ModelError, match="cannot generate"):
+        cli("generate", "--prompt", "hi", "--model", str(tiny_bert))
+
+
+def test_generate_and_chat_run_a_gguf_export_in_llama_cpp(tiny_smol, tmp_path):
+    llamacpp = _llama_cpp()
+    from edgeft.compress.export import export_model
+
+    export_model(str(tiny_smol), tmp_path / "m.gguf", "gguf", "f32")
+    llm = llamacpp.load(tmp_path / "m.gguf", n_ctx=128, logits_all=False)
+    prompt = "The history of the city"
+    expected = llm.create_completion(prompt, max_tokens=8, temperature=0.0)["choices"][0]["text"]
+    assert expected.strip()
+    out = cli("generate", "--gguf", str(tmp_path / "m.gguf"), "--prompt", prompt, "--raw", "--max-new-tokens", "8")
+    assert out.strip() == expected.strip()
+    chat = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=8, temperature=0.0)
+    expected = chat["choices"][0]["message"]["content"]
+    out = cli("chat", "--gguf", str(tmp_path / "m.gguf"), "--max-new-tokens", "8", "--temperature", "0",
+              input=prompt + "\n/exit\n")
+    assert [line.split("model> ", 1)[1].strip() for line in out.splitlines() if "model> " in line] == [expected.strip()]
