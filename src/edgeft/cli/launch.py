@@ -78,12 +78,12 @@ def register(app: typer.Typer) -> None:
         from edgeft.cli.common import progress_bar
 
         progress, factory = progress_bar(f"{cfg.strategy} · {cfg.method} · {cfg.task['name']}")
-        state = {"advance": None, "done": 0}
+        state = {"advance": None, "done": 0, "total": None}
 
         def tick(beats):
             if state["advance"] is None or not beats:
                 return
-            step = max(b.get("step", 0) for b in beats.values())
+            step = max(b.get("units", b.get("step", 0)) for b in beats.values())
             while state["done"] < step:
                 state["advance"]()
                 state["done"] += 1
@@ -94,11 +94,11 @@ def register(app: typer.Typer) -> None:
                 if not beats:
                     return
                 if state["advance"] is None:
-                    total = cfg.train.epochs * cfg.train.max_steps_per_epoch if cfg.train.max_steps_per_epoch else None
-                    state["advance"] = factory(total)
+                    state["advance"] = factory(state["total"])
                 tick(beats)
 
-            metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
+            metrics = do_launch(cfg, say=progress.console.print, progress=on_tick,
+                                on_start=lambda total: state.update(total=total))
         show(metrics, cfg.out)
 
 
@@ -119,6 +119,10 @@ def show(m: dict, out: str) -> None:
     ep = Table(title="time per epoch: measured vs planner prediction")
     for c in ("epoch", "predicted s", "measured s", "error", "samples/s"):
         ep.add_column(c, justify="right")
+    if m.get("fill"):
+        f = m["fill"]
+        ep.add_row("cache fill", f"<= {f['predicted_max_s']:.1f}" if f.get("predicted_max_s") else "-",
+                   f"{f['measured_s']:.1f}", "-", "-")
     for e in m["epochs"]:
         ep.add_row(f"{e['epoch']}{' (resumed)' if e['partial'] else ''}",
                    f"{e['predicted_s']:.1f}" if e["predicted_s"] else "-", f"{e['measured_s']:.1f}",
@@ -128,7 +132,14 @@ def show(m: dict, out: str) -> None:
     for lost in m["lost_devices"]:
         console.print(f"[yellow]lost {lost['device']} in attempt {lost['attempt']}: {lost['reason']}; "
                       "re-planned and resumed from the last checkpoint[/]")
-    if m["dev_metric"]:
-        console.print("dev metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in m["dev_metric"].items()
-                                                  if isinstance(v, float)))
+    before = m.get("dev_metric_before")
+    if before and m["dev_metric"]:
+        console.print("dev metrics before training: " + _metric_line(before))
+        console.print("dev metrics after training:  " + _metric_line(m["dev_metric"]))
+    elif m["dev_metric"]:
+        console.print("dev metrics: " + _metric_line(m["dev_metric"]))
     console.print(f"run directory: {out} (metrics.json, events.jsonl, runtime.png, logs/, ranks/)")
+
+
+def _metric_line(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
