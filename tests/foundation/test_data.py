@@ -94,3 +94,30 @@ def test_own_data_empty_field_is_an_error(tmp_path):
 def test_unknown_task_config_key():
     with pytest.raises(Exception, match="extra"):
         TaskConfig(name="sst2", nonsense=1)
+
+
+def test_train_and_dev_files_of_the_same_name_get_distinct_ids(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = [{"text": f"note {i}", "label": "work" if i % 2 else "home"} for i in range(6)]
+    for folder in ("a", "b"):
+        (tmp_path / folder / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = load_task(TaskConfig(name="x", data_file=str(tmp_path / "a" / "x.jsonl"),
+                                dev_file=str(tmp_path / "b" / "x.jsonl")))
+    assert not {e["id"] for e in task.train} & {e["id"] for e in task.dev}
+
+
+def test_generation_prompt_for_evaluation_does_not_depend_on_the_answer(tiny_llama):
+    from transformers import AutoTokenizer
+
+    from edgeft.data.features import Featurizer
+    from edgeft.data.tasks import Task
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    long_prompt = " ".join(["word"] * 60)
+    rows = [{"id": f"r{i}", "instruction": long_prompt, "input": "", "response": answer}
+            for i, answer in enumerate(["short", " ".join(["long"] * 40)])]
+    task = Task(name="t", kind="generation", train=rows, dev=rows, metric_name="rougeL")
+    feats = Featurizer(task, tok, "lm", max_length=64).encode(rows)
+    assert feats[0]["prompt_ids"] == feats[1]["prompt_ids"]  # same prompt, different answers
+    assert all(len(f["input_ids"]) <= 64 for f in feats)

@@ -52,6 +52,22 @@ def test_hybrid_pac_pipeline_then_cache_follows_single_device(tiny_llama, tmp_pa
     assert sum(c["hits"] for c in caches) == 48 and sum(c["misses"] for c in caches) == 0
 
 
+def test_hybrid_pac_channel_norm_fills_first_and_follows_single_device(tiny_llama, tmp_path):
+    """tap_norm=channel: a forward-only pipeline pass fills the cache, the ranks' channel moments are merged
+    into the single-device statistics, then every epoch trains on the cache (as finetune's fill=stream)."""
+    lay = {"stages": [{"blocks": [0, 2], "ranks": [0], "shares": [1.0]},
+                      {"blocks": [2, 4], "ranks": [1, 2], "shares": [0.6, 0.4]}], "micro_batches": 2}
+    s = helpers.spec(tmp_path, tiny_llama, "hybrid", lay, ["d0", "d1", "d2"], method="pac", train={"epochs": 2})
+    s = s.model_copy(update={"method_options": {"dropout": 0.0, "cache_dtype": "fp32", "width": 8,
+                                                 "tap_norm": "channel", "norm_samples": 20}})
+    res = helpers.run_local(s)
+    _close(res["d1"]["losses"], helpers.reference_losses(tiny_llama, s))
+    caches = [res[n]["cache"] for n in ("d0", "d1", "d2")]
+    assert sum(c["entries"] for c in caches) == 48  # every training sample filled once, on one owner
+    assert sum(c["misses"] for c in caches) == 0  # no step ran the backbone
+    assert all(res[n]["fill_s"] > 0 for n in ("d0", "d1", "d2"))
+
+
 def test_hybrid_pac_on_an_encoder_pools_as_the_single_device_does(tiny_bert, tmp_path):
     """BERT + task head + side attention: the last stage pools real tokens (mean), never the padding column."""
     lay = {"stages": [{"blocks": [0, 1], "ranks": [0], "shares": [1.0]},

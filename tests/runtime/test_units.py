@@ -140,12 +140,11 @@ def test_auto_time_scale_fits_the_whole_cluster_on_the_hosts_cores():
         auto_time_scale([("edge", "server", 15e12), ("a", "device", 1e9)], H, cores=1)
 
 
-def test_runtime_runs_pac_with_token_norm_and_refuses_channel():
-    """The pipeline epoch has no pass before its first step to measure tap_norm=channel statistics."""
-    from edgeft.runtime.run import config_from
+def test_hybrid_pac_fills_first_with_channel_norm_only():
+    """PAC's default tap_norm=channel needs its statistics before the first step: hybrid fills the cache first."""
+    from edgeft.runtime.strategies.pac_bridge import fills_first
 
-    cfg = config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "method": "pac"}, "launch")
-    assert cfg.method_options["tap_norm"] == "token"
-    with pytest.raises(ConfigError, match="method_options.tap_norm.*token"):
-        config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "method_options": {"tap_norm": "channel"}},
-                    "launch")
+    assert fills_first("pac", {}, "hybrid")
+    assert not fills_first("pac", {"tap_norm": "token"}, "hybrid")
+    assert not fills_first("pac", {"cache": "off"}, "hybrid")
+    assert not fills_first("lora", {}, "hybrid") and not fills_first("pac", {}, "split")

@@ -83,12 +83,12 @@ def register(app: typer.Typer) -> None:
         from edgeft.cli.common import progress_bar
 
         progress, factory = progress_bar(f"{cfg.strategy} · {cfg.method} · {cfg.task['name']}")
-        state = {"advance": None, "done": 0}
+        state = {"advance": None, "done": 0, "total": None}
 
         def tick(beats):
             if state["advance"] is None or not beats:
                 return
-            step = max(b.get("step", 0) for b in beats.values())
+            step = max(b.get("units", b.get("step", 0)) for b in beats.values())
             hits = [b for b in beats.values() if "cache_hits" in b]  # PAC ranks: activation cache lookups
             note = (f"cache {sum(b['cache_hits'] for b in hits)} hit / {sum(b['cache_misses'] for b in hits)} miss"
                     if hits else "")
@@ -102,17 +102,17 @@ def register(app: typer.Typer) -> None:
                 if not beats:
                     return
                 if state["advance"] is None:
-                    state["advance"] = factory(on_tick.total)
+                    state["advance"] = factory(state["total"])
                 tick(beats)
 
-            on_tick.total = None  # launch sets it: epochs x steps per epoch
             try:
-                metrics = do_launch(cfg, say=progress.console.print, progress=on_tick)
+                metrics = do_launch(cfg, say=progress.console.print, progress=on_tick,
+                                    on_start=lambda total: state.update(total=total))
             except Interrupted as stop:  # workers and namespaces are gone already; say where things stand
                 progress.console.print(f"[yellow]{stop}[/]: workers stopped; {cfg.out} keeps events.jsonl, "
                                        "metrics.json and the last complete checkpoint (continue with --resume)")
                 raise typer.Exit(stop.exit_code) from None
-            while state["advance"] and on_tick.total and state["done"] < on_tick.total:  # the last beat may go unpolled
+            while state["advance"] and state["total"] and state["done"] < state["total"]:  # the last beat may go unpolled
                 state["advance"]()
                 state["done"] += 1
         show(metrics, cfg.out)
@@ -137,6 +137,10 @@ def show(m: dict, out: str) -> None:
     ep = Table(title="time per epoch: measured vs planner prediction")
     for c in ("epoch", "predicted s", "measured s", "error", "samples/s"):
         ep.add_column(c, justify="right")
+    if m.get("fill"):
+        f = m["fill"]
+        ep.add_row("cache fill", f"<= {f['predicted_max_s']:.1f}" if f.get("predicted_max_s") else "-",
+                   f"{f['measured_s']:.1f}", "-", "-")
     for e in m["epochs"]:
         ep.add_row(f"{e['epoch']}{' (resumed)' if e['partial'] else ''}",
                    f"{e['predicted_s']:.1f}" if e["predicted_s"] else "-", f"{e['measured_s']:.1f}",
@@ -146,7 +150,14 @@ def show(m: dict, out: str) -> None:
     for lost in m["lost_devices"]:
         console.print(f"[yellow]lost {lost['device']} in attempt {lost['attempt']}: {lost['reason']}; "
                       "re-planned and resumed from the last checkpoint[/]")
-    if m["dev_metric"]:
-        console.print("dev metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in m["dev_metric"].items()
-                                                  if isinstance(v, float)))
+    before = m.get("dev_metric_before")
+    if before and m["dev_metric"]:
+        console.print("dev metrics before training: " + _metric_line(before))
+        console.print("dev metrics after training:  " + _metric_line(m["dev_metric"]))
+    elif m["dev_metric"]:
+        console.print("dev metrics: " + _metric_line(m["dev_metric"]))
     console.print(f"run directory: {out} (metrics.json, events.jsonl, runtime.png, logs/, ranks/)")
+
+
+def _metric_line(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))

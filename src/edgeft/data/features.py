@@ -83,11 +83,14 @@ class Featurizer:
             return {"id": ex["id"], "input_ids": ids, "label": ex["label"]}
         prompt = tok.encode(format_prompt(ex, tok, self.chat), add_special_tokens=not self.chat)
         response = tok.encode(ex["response"], add_special_tokens=False) + [tok.eos_token_id]
+        # Training rows make room for the response; the prompt the model answers at evaluation is cut by
+        # max_length alone, so a score never depends on the length of the reference answer.
         keep_prompt = max(self.max_length - len(response), self.max_length // 2)
-        prompt = prompt[-keep_prompt:]
-        ids = (prompt + response)[: self.max_length]
-        labels = ([-100] * len(prompt) + response)[: self.max_length]
-        return {"id": ex["id"], "input_ids": ids, "labels": labels, "prompt_ids": prompt, "response": ex["response"]}
+        train_prompt = prompt[-keep_prompt:]
+        ids = (train_prompt + response)[: self.max_length]
+        labels = ([-100] * len(train_prompt) + response)[: self.max_length]
+        return {"id": ex["id"], "input_ids": ids, "labels": labels, "prompt_ids": prompt[-self.max_length:],
+                "response": ex["response"]}
 
     def _pack(self, docs: list[dict]) -> list[dict]:
         """Concatenate documents (EOS between) and cut into full blocks of max_length tokens."""

@@ -246,10 +246,12 @@ def _shakespeare_task() -> Task:
 
 # --- a user's own file ----------------------------------------------------------------------------
 
-def _custom_records(path: Path, cfg: TaskConfig, kind: str) -> list[dict]:
+def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[dict]:
+    """Rows of a user's file. Ids carry the split, so a train and a dev file of the same name (in two
+    folders) never share an id: caches key activations by id."""
     out = []
     for lineno, row in read_records(path):
-        ex = {"id": f"{path.name}-{lineno}", "_where": f"{path}:{lineno}"}
+        ex = {"id": f"{path.name}-{split}-{lineno}", "_where": f"{path}:{lineno}"}
         if kind == "generation":
             ex["instruction"] = require_field(path, lineno, row, cfg.instruction_column)
             ex["input"] = (require_field(path, lineno, row, cfg.input_column, allow_empty=True)
@@ -285,9 +287,9 @@ def _infer_kind(path: Path, cfg: TaskConfig) -> str:
 def _custom_task(cfg: TaskConfig) -> Task:
     path = Path(cfg.data_file or cfg.name)
     kind = cfg.kind or _infer_kind(path, cfg)
-    train = _custom_records(path, cfg, kind)
+    train = _custom_records(path, cfg, kind, "train")
     if cfg.dev_file:
-        dev = _custom_records(Path(cfg.dev_file), cfg, kind)
+        dev = _custom_records(Path(cfg.dev_file), cfg, kind, "dev")
     else:  # split by seed; every row lands in exactly one side
         order = list(range(len(train)))
         random.Random(cfg.seed).shuffle(order)

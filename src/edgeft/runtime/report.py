@@ -39,13 +39,19 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     # Measured times are compared with the prediction for the cluster as emulated (ranks faster than
     # this host run at its speed); the plan's own figure for the real cluster is kept beside it.
     emu = plan.predicted.get("emulated") or plan.predicted
+    # hybrid PAC with tap_norm=channel fills the cache first (a forward-only pipeline pass), so every epoch
+    # trains on the cache; the fill is priced as the pipeline epoch, which also trains: an upper bound
+    first_cached = 0 if plan.layout.get("fill_first") else 1
+    fill = None
+    if lead.get("fill_s") is not None:
+        fill = {"measured_s": lead["fill_s"], "predicted_max_s": emu.get("epoch_s")}
     epochs = []
     for k, (ep, t) in enumerate(zip(lead["epochs_done"], lead["epoch_times_s"])):
-        key = "epoch_s" if ep == 0 else "later_epoch_s"
+        key = "epoch_s" if ep < first_cached else "later_epoch_s"
         pred = emu.get(key)
         per_epoch = plan.predicted.get("later_epochs_s")  # PAC on the cache: per epoch, by its batches' owners
-        if ep > 0 and per_epoch and ep - 1 < len(per_epoch):
-            pred = per_epoch[ep - 1]
+        if ep >= first_cached and per_epoch and ep - first_cached < len(per_epoch):
+            pred = per_epoch[ep - first_cached]
         partial = spec.resume and k == 0
         epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "plan_s": plan.predicted.get(key),
                        "partial": partial,
@@ -70,8 +76,10 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
         "cluster": cfg.cluster, "devices": [r["name"] for r in plan.ranks if r["kind"] == "device"],
         "layout": plan.layout, "planner": plan.planner, "predicted": {k: v for k, v in plan.predicted.items()
                                                                        if k != "per_device"},
-        "epochs": epochs, "per_device": per_device, "losses": lead["losses"],
+        "fill": fill, "epochs": epochs, "per_device": per_device, "losses": lead["losses"],
         "dev_metric": evals[-1] if evals else None,
+        "dev_metric_before": evals[0] if evals and evals[0].get("epoch") == 0 else None,
+        "evals": evals,
         "attempts": [{"attempt": a["attempt"], "status": a["status"], "seconds": a["seconds"], "ranks": a["ranks"]}
                      for a in summary["attempts"]],
         "lost_devices": [{"device": e["device"], "reason": e["reason"], "attempt": e["attempt"]} for e in lost],

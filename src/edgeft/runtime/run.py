@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain
@@ -55,14 +55,6 @@ class LaunchConfig(BaseModel):
                          "all run at once, an emulated rank of rate r asks r/(scale x host FLOP/s) of a core, a "
                          "rank that stays faster than the host (a GPU-class server) runs at host speed and "
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
-
-    @model_validator(mode="after")
-    def _pac_tap_norm(self):
-        """PAC runs with tap_norm=token in the runtime (pac_bridge.runtime_options says why)."""
-        from edgeft.runtime.strategies.pac_bridge import runtime_options
-
-        self.method_options = runtime_options(self.method, self.method_options)
-        return self
 
 
 def config_from(data: dict, source: str) -> LaunchConfig:
@@ -117,8 +109,9 @@ def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, 
     return rows, max(1, round(B * max(cached)))
 
 
-def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
-    """Run `cfg`; a stop signal ends it cleanly (see launcher.stop_on_signals) with an `interrupted`
+def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
+    """Run `cfg`; `progress(beats)` is called with the workers' heartbeats; `on_start(total_steps)` once the plan
+    is printed, before any worker starts (the fill pass of hybrid PAC counts one unit per batch). A stop signal ends it cleanly (see launcher.stop_on_signals) with an `interrupted`
     event and metrics.json saying how far it got, then re-raises launcher.Interrupted."""
     from edgeft.runtime import report
     from edgeft.runtime.launcher import Interrupted, stop_on_signals
@@ -128,14 +121,14 @@ def launch(cfg: LaunchConfig, say=print, progress=None) -> dict:
     t0 = time.time()
     with stop_on_signals():
         try:
-            return _launch(cfg, run, say, progress)
+            return _launch(cfg, run, say, progress, on_start)
         except Interrupted as stop:
             if run.begun:
                 report.write_interrupted(run, cfg, stop.name, time.time() - t0)
             raise
 
 
-def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
+def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.planner.cluster import load_cluster
     from edgeft.runtime import calibrate as cal
     from edgeft.runtime import plan as planmod
@@ -144,6 +137,7 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
     from edgeft.runtime.strategies.common import epoch_batches
+    from edgeft.runtime.strategies.pac_bridge import fills_first
 
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
@@ -156,8 +150,6 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
         run.event("resume_missing", detail=note)
         say(f"[yellow]warning:[/] {note}")
     steps = len(batches)
-    if progress is not None and hasattr(progress, "total"):  # the caller's bar gets its length
-        progress.total = cfg.train.epochs * steps
     kind = "causal_lm" if head == "causal_lm" else "classification"
     table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
                                task.num_labels if task.kind != "regression" else 1)
@@ -210,6 +202,7 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
                                                           "latency by the in-process shaper" if mode == "tc" else ""))
     say(f"link emulation: {mode}" + (f" ({why})" if why and mode == "shaper" else ""))
 
+    fill_first = fills_first(cfg.method, cfg.method_options, cfg.strategy)
     given_plan = json.loads(Path(cfg.plan).read_text()) if cfg.plan else None
     if cfg.plan and given_plan.get("strategy") != cfg.strategy:
         raise PlanError(f"{cfg.plan}: plan is for strategy {given_plan.get('strategy')!r}, not {cfg.strategy!r}")
@@ -234,8 +227,10 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
             names = [d.name for d in sub.devices]
             by_name = dict(zip(names, p.planner["cached_shares"]))
             p.layout["cached_shares"] = {str(i): by_name.get(r["name"], 0.0) for i, r in enumerate(p.ranks)}
+            # with a fill pass first, every epoch trains on the cache; else the first trains in the pipeline
+            p.layout["fill_first"] = fill_first
             later = [epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, e, cfg.train.max_steps_per_epoch)
-                     for e in range(1, cfg.train.epochs)]
+                     for e in range(0 if fill_first else 1, cfg.train.epochs)]
             per_epoch = planmod.cached_epochs_s(p, emu, table, [f["id"] for f in feats], later)
             if per_epoch:  # the busiest owner of each step, from the run's batch order (before the run)
                 p.predicted["later_epochs_s"] = per_epoch
@@ -253,13 +248,49 @@ def _launch(cfg: LaunchConfig, run, say, progress) -> dict:
             return None
         return NetnsTopology(run_id, [(r.name, r.up_bps, r.down_bps) for r in spec.ranks]).setup()
 
+    first = replan([d.name for d in cluster.devices])
+    say(describe_plan(first, cfg, fill_first))
+    if on_start:
+        fill_steps = math.ceil(len(feats) / cfg.train.batch_size) if fill_first else 0
+        on_start(steps * cfg.train.epochs + fill_steps)
+    planned = {"plan": first}
+
+    def replan_once(devices):  # the first attempt runs the plan printed above
+        p = planned.pop("plan", None)
+        return p if p is not None and devices == [d.name for d in cluster.devices] else replan(devices)
+
     t0 = time.time()
-    summary = run_attempts(base, replan, run, [d.name for d in cluster.devices], cfg.max_attempts,
+    summary = run_attempts(base, replan_once, run, [d.name for d in cluster.devices], cfg.max_attempts,
                            netns_factory=netns_factory, on_tick=progress, say=say,
                            inject=tuple(cfg.kill_device_at_step) if cfg.kill_device_at_step else None)
     summary["wall_s"] = time.time() - t0
     summary["time_scale"] = scale
     return report.write(run, cfg, summary, host, table, steps)
+
+
+def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
+    """The placement and its predicted time, printed before any worker starts."""
+    from edgeft.planner.render import block_range
+
+    lay, role = p.layout, {}
+    for si, st in enumerate(lay.get("stages") or []):
+        for rk, share in zip(st["ranks"], st["shares"]):
+            role[rk] = f"stage {si + 1}: blocks {block_range(st['blocks'])}, {share:.0%} of each micro-batch"
+    for rk, b in (lay.get("blocks") or {}).items() if isinstance(lay.get("blocks"), dict) else []:
+        role[int(rk)] = f"block(s) {b}"
+    lines = [f"plan: {cfg.strategy} · {cfg.method} · {len(p.ranks)} process(es)"]
+    for i, r in enumerate(p.ranks):
+        lines.append(f"  {r['name']:<12} {r['kind']:<7} {role.get(i, '')}".rstrip())
+    pred = p.predicted.get("emulated") or p.predicted
+    later = p.predicted.get("later_epochs_s") or []
+    if fill_first and pred.get("epoch_s"):
+        lines.append(f"  predicted: cache fill (forward-only pipeline) at most {pred['epoch_s']:.1f} s, then "
+                     + ", ".join(f"{t:.1f}" for t in later) + " s per epoch on the cache")
+    elif pred.get("epoch_s"):
+        lines.append(f"  predicted: epoch 1 {pred['epoch_s']:.1f} s"
+                     + (f", later epochs {', '.join(f'{t:.1f}' for t in later)} s" if later else
+                        (f", later epochs {pred['later_epoch_s']:.1f} s" if pred.get("later_epoch_s") else "")))
+    return "\n".join(lines)
 
 
 def usable_cores() -> int:

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             "losses": loop.losses, "step_times_s": loop.step_times_s,
             "step_parts_s": loop.step_parts_s, "epoch_times_s": loop.epoch_times_s,
             "epochs_done": loop.epochs_done, "global_step": loop.global_step, "evals": loop.evals,
+            "fill_s": loop.fill_s,
             "wall_s": time.perf_counter() - t0, "emulated_compute_s": emu.compute_s, "host_cpu_s": emu.host_cpu_s,
             "compute_sections": emu.sections,
             "slowdown": me.slowdown, "peak_memory_mb": emu.peak_mb(), "memory_budget_mb": me.memory_mb,

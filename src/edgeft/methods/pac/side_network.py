@@ -223,6 +223,17 @@ def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.M
     return copies, keep
 
 
+def merge_moments(a: tuple, b: tuple) -> tuple:
+    """Chan et al.'s pairwise merge of (rows, mean, sum of squared deviations); (0, None, None) is empty."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    if not nb:
+        return a
+    if not na:
+        return b
+    delta = mb - ma
+    return na + nb, ma + delta * (nb / (na + nb)), sa + sb + delta.pow(2) * (na * nb / (na + nb))
+
+
 class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
                  side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1,
@@ -292,33 +303,32 @@ class ParallelAdapters(nn.Module):
         """tap_norm=channel: measure each (tap, channel)'s mean and std of the per-token-normed taps.
 
         `batches` yields (taps (B, P, n, H), mask (B, P) or None); only real positions count. Runs once,
-        before training; the statistics are buffers, saved with the adapter. Batch means and sums of squared
-        deviations are merged pairwise (Chan et al.), so float32 batches lose nothing to cancellation.
-        Returns the rows counted."""
+        before training; the statistics are buffers, saved with the adapter. Returns the rows counted."""
         if self.tap_norm != "channel":
             return 0
-        rows, mean, m2 = 0, None, None
+        return self.set_tap_stats(*self.tap_moments(batches))
+
+    @torch.no_grad()
+    def tap_moments(self, batches) -> tuple[int, torch.Tensor | None, torch.Tensor | None]:
+        """(rows, mean, sum of squared deviations) per (tap, channel) of the per-token-normed taps, in float64.
+        Batch moments are merged pairwise (Chan et al.), so float32 batches lose nothing to cancellation; the
+        multi-device runtime merges its ranks' moments with the same `merge_moments`."""
+        acc = (0, None, None)
         for taps, mask in batches:
             x = taps[mask.bool()] if mask is not None else taps.reshape(-1, self.num_taps, self.hidden)
             x = F.layer_norm(x.float(), (self.hidden,))
-            n = x.shape[0]
-            if n == 0:
-                continue
-            b_mean = x.mean(0)
-            b_m2 = (x - b_mean).pow_(2).sum(0).double()
-            b_mean = b_mean.double()
-            if mean is None:
-                mean, m2 = b_mean, b_m2
-            else:
-                delta = b_mean - mean
-                m2 = m2 + b_m2 + delta.pow(2) * (rows * n / (rows + n))
-                mean = mean + delta * (n / (rows + n))
-            rows += n
+            if x.shape[0]:
+                b_mean = x.mean(0)
+                acc = merge_moments(acc, (x.shape[0], b_mean.double(), (x - b_mean).pow_(2).sum(0).double()))
+        return acc
+
+    @torch.no_grad()
+    def set_tap_stats(self, rows: int, mean: torch.Tensor | None, m2: torch.Tensor | None) -> int:
+        """Store merged moments as the standardisation (shift, 1/std); returns the rows they came from."""
         if rows < 2:
             raise ConfigError("tap_norm=channel: the channel statistics need at least 2 tapped rows of training data.")
-        var = m2 / rows
         self.tap_shift.copy_(mean.float())
-        self.tap_scale.copy_((var.sqrt().clamp_min(STD_FLOOR)).reciprocal().float())
+        self.tap_scale.copy_(((m2 / rows).sqrt().clamp_min(STD_FLOOR)).reciprocal().float())
         self.tap_rows.fill_(rows)
         return rows
 

@@ -38,6 +38,7 @@ class Context:
     model: object = None
     train_feats: list = field(default_factory=list)
     dev_feats: list = field(default_factory=list)
+    done_before_steps: int = 0  # units of work reported before the first step (hybrid PAC's fill batches)
 
     @property
     def rank(self) -> int:
@@ -58,7 +59,6 @@ def build(ctx: Context, prepare: bool = True) -> None:
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.methods import get_method
     from edgeft.models import load_backbone
-    from edgeft.runtime.strategies.pac_bridge import runtime_options
     from edgeft.train.loop import seed_everything
     from edgeft.train.recipe import head_for
 
@@ -70,7 +70,7 @@ def build(ctx: Context, prepare: bool = True) -> None:
     ctx.backbone = load_backbone(spec.model, head=head, num_labels=ctx.task.num_labels,
                                  problem_type="regression" if ctx.task.kind == "regression" else None)
     ctx.featurizer = Featurizer(ctx.task, ctx.backbone.tokenizer, objective_for(ctx.task, head), tcfg.max_length)
-    ctx.method = get_method(spec.method, runtime_options(spec.method, spec.method_options))
+    ctx.method = get_method(spec.method, spec.method_options)
     ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
     if prepare:
         ctx.model = ctx.method.prepare(ctx.backbone, ctx.task).to(ctx.group.device)
@@ -238,6 +238,7 @@ class LoopResult:
     epochs_done: list = field(default_factory=list)
     global_step: int = 0
     evals: list = field(default_factory=list)
+    fill_s: float | None = None  # PAC tap_norm=channel: the forward-only pipeline pass that filled the cache
 
 
 def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched,
@@ -259,7 +260,8 @@ def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched
         ctx.comm.barrier()
         t_epoch = time.perf_counter()
         for b in range(step0, len(batches)):
-            ctx.beat.update(step=res.global_step, epoch=epoch, phase="train")
+            ctx.beat.update(step=res.global_step, epoch=epoch, phase="train",
+                            units=ctx.done_before_steps + res.global_step)
             faults.maybe_inject_fault(res.global_step)
             t0 = time.perf_counter()
             c0, h0, m0 = ctx.emu.compute_s, ctx.emu.host_cpu_s, ctx.comm.ledger.comm_s

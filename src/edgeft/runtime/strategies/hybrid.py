@@ -13,6 +13,11 @@ overlap it.
   by weighted rendezvous hashing, so a lost device only moves its own samples). Later epochs are
   pure data parallel over the adapters on the cache: no backbone, an all-reduce of the adapter
   gradients per step.
+  With tap_norm=channel (PAC's default) the pipeline first runs forward only over the training set
+  (`fill`): no adapter trains while the cache fills, the taps are exchanged, every owner measures its
+  samples' channel moments and one all-reduce merges them (the single-device statistics, from the same
+  first norm_samples samples); then every epoch trains on the cache, as `edgeft finetune` does with
+  fill=stream. With tap_norm=token the pipeline epoch trains while it fills, as before.
 - lora / full / bitfit: the same pipeline with the backward through the blocks, every epoch.
 
 Gradients of all trainables are summed over all ranks after each step (each rank's are non-zero
@@ -105,6 +110,7 @@ def run(ctx) -> dict:
     cache_shares = {int(k): float(v) for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
     kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
     state = {"phase": "pipeline"}
+    fill_first = pac and model.cache is not None and model.side.tap_norm == "channel"
 
     def rows_of(stage: int, m: int, mbs) -> list[tuple[int, int]]:
         lo, hi = mbs[m]
@@ -216,8 +222,52 @@ def run(ctx) -> dict:
             ctx.beat.update(cache_hits=model.cache.stats.hits, cache_misses=model.cache.stats.misses)
         return out
 
+    # -- PAC with tap_norm=channel: a forward-only pipeline fills the cache before the first step ----------
+    def fill_fwd(m, batch, mbs):
+        mine = rows_of(si, m, mbs)[j]
+        if mine[0] == mine[1]:
+            return
+        part = C.slice_rows(batch, *mine)
+        mask = part["attention_mask"]
+        h = None
+        if si > 0:
+            got = [ctx.comm.recv(r) for r, *_ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"])]
+            h = torch.cat([g["h"] for g in got])
+        with ctx.emu.compute(), torch.no_grad():
+            if si == 0:
+                h = view.embed(part["input_ids"], mask, part.get("token_type_ids"))
+            h, taps = P.run_stage_backbone(model, h, start, end, mask)
+            if taps is not None:
+                kept.append((list(part["ids"]), list(part["_feat_idx"]), taps.cpu(), mask.cpu()))
+        if not last:
+            for r, lo, hi, _ in overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"]):
+                ctx.comm.send({"h": h[lo - mine[0]:hi - mine[0]]}, r)
+
+    def fill_then_fit():
+        import time
+
+        t0 = time.perf_counter()
+        ctx.log("phase", epoch=0, phase="fill")
+        batches = _fill_batches(ctx)
+        for k, idx in enumerate(batches):
+            ctx.beat.update(step=0, epoch=0, phase="fill", units=k)
+            batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
+            batch["_feat_idx"] = list(idx)
+            mbs = C.split_rows(len(idx), min(M, len(idx)))
+            for m in range(len(mbs)):
+                fill_fwd(m, batch, mbs)
+        ctx.comm.flush()
+        ctx.done_before_steps = len(batches)
+        ctx.beat.update(units=len(batches))
+        _exchange_cache(ctx, model, kept, cache_shares, world)
+        kept.clear()
+        rows = _fit_channel_stats(ctx, model, cache_shares, world)
+        ctx.comm.barrier()
+        ctx.log("fill_done", seconds=time.perf_counter() - t0, stats_rows=rows)
+        return time.perf_counter() - t0
+
     def epoch_start(epoch, step0):
-        cache_ready = pac and model.cache is not None and epoch > 0
+        cache_ready = pac and model.cache is not None and (epoch > 0 or fill_first)
         state["phase"] = "cache" if cache_ready else "pipeline"
         ctx.log("phase", epoch=epoch + 1, phase=state["phase"])
         ctx.beat.update(phase=state["phase"])
@@ -231,7 +281,12 @@ def run(ctx) -> dict:
         return None
 
     shard = "all" if ctx.rank == 0 else None
+    before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == loss_rank else None
+    fill_s = fill_then_fit() if fill_first else None
     res = C.train_loop(ctx, step, named, shard, opt, sched, epoch_start_fn=epoch_start, epoch_end_fn=epoch_end)
+    if before is not None:
+        res.evals.insert(0, {"epoch": 0, **before})
+    res.fill_s = fill_s
     ctx.emu.check_memory("end of training")
     info = {"role": f"stage {si} replica {j}", "blocks": [start, end], "stage": si, "loop": res}
     if pac and model.cache is not None:
@@ -345,3 +400,47 @@ def _exchange_cache(ctx, model, kept, shares, world) -> None:
 
 def _stage_of(ctx) -> int:
     return next(i for i, st in enumerate(ctx.spec.layout["stages"]) if ctx.rank in st["ranks"])
+
+
+def _fit_channel_stats(ctx, model, shares, world) -> int:
+    """tap_norm=channel over ranks: each owner measures the moments of its cached samples among the first
+    norm_samples, one all-reduce gathers every rank's (rows, mean, m2) into its own slot, and all merge them
+    in rank order, so every rank holds the same statistics the single-device pass measures."""
+    from edgeft.methods.pac.model import STATS_BATCH
+    from edgeft.methods.pac.side_network import merge_moments
+
+    side = model.side
+    samples = int(ctx.method.options.norm_samples)
+    filled = {i for b in _fill_batches(ctx) for i in b}
+    mine = [f for i, f in enumerate(ctx.train_feats[:samples]) if i in filled and owner_of(str(f["id"]), shares) == ctx.rank]
+
+    def batches():
+        for k in range(0, len(mine), STATS_BATCH):
+            b = C.to_device(ctx.featurizer.collate(mine[k:k + STATS_BATCH]), ctx.group.device)
+            taps = model.tapped(b["input_ids"], b["attention_mask"], b.get("token_type_ids"), b["ids"])
+            yield taps, (b["attention_mask"] if model.positions == "all" else None)
+
+    with ctx.emu.compute():
+        rows, mean, m2 = side.tap_moments(batches())
+    n, shape = len(world), (side.num_taps, side.hidden)
+    slots = torch.zeros(n, 1 + 2 * side.num_taps * side.hidden, dtype=torch.float64, device=ctx.group.device)
+    if rows:
+        slots[world.index(ctx.rank)] = torch.cat([torch.tensor([float(rows)], dtype=torch.float64,
+                                                               device=slots.device), mean.reshape(-1), m2.reshape(-1)])
+    ctx.comm.all_reduce_([slots], world)
+    acc = (0, None, None)
+    size = side.num_taps * side.hidden
+    for row in slots:
+        if row[0] > 0:
+            acc = merge_moments(acc, (int(row[0]), row[1:1 + size].reshape(shape), row[1 + size:].reshape(shape)))
+    return side.set_tap_stats(*acc)
+
+
+def _fill_batches(ctx) -> list[list[int]]:
+    """The samples the run's epochs train on (all of them unless max_steps_per_epoch cuts epochs short), in
+    batches of the training batch size: what the forward-only fill passes through the pipeline."""
+    cfg = ctx.spec.train
+    n = len(ctx.train_feats)
+    used = sorted({i for e in range(cfg.epochs)
+                   for b in C.epoch_batches(n, cfg.batch_size, cfg.seed, e, cfg.max_steps_per_epoch) for i in b})
+    return [used[k:k + cfg.batch_size] for k in range(0, len(used), cfg.batch_size)]

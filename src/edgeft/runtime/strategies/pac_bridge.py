@@ -13,16 +13,15 @@ import torch
 from edgeft.errors import ConfigError
 
 
-def runtime_options(method: str, options: dict) -> dict:
-    """PAC's options as the runtime runs them: tap_norm=token. The pipeline trains from its first step, with no
-    pass before it to measure tap_norm=channel's statistics (the single-device default), so channel is refused."""
-    if method != "pac":
-        return options
-    if options.get("tap_norm", "token") != "token":
-        raise ConfigError("method_options.tap_norm: the multi-device runtime supports tap_norm=token only (its "
-                          "pipeline epoch has no pass before the first step to measure channel statistics); "
-                          "set tap_norm: token, or train with `edgeft finetune` on one device.")
-    return {**options, "tap_norm": "token"}
+def fills_first(method: str, options: dict, strategy: str) -> bool:
+    """Whether a hybrid PAC run fills its cache with a forward-only pipeline pass before the first step: with
+    tap_norm=channel (PAC's default), whose statistics must be measured before training (hybrid.py says how)."""
+    if method != "pac" or strategy != "hybrid":
+        return False
+    from edgeft.methods import get_method
+
+    o = get_method(method, options).options
+    return o.cache != "off" and o.tap_norm == "channel"
 
 
 def check(model) -> None:
