@@ -101,7 +101,9 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
         cur = timed(_canon(seed.spec), seed.micro_batches)
         while True:
             near = {n for n in neighbours(cur.spec, pricer.K, pricer.L, max_S) if n} | {cur.spec}
-            cand = [timed(n, M) for n in near for M in options]
+            small = len(near) * len(options) <= 600  # large clusters: neighbours at the current count only
+            cand = [timed(n, M) for n in near for M in (options if small else (cur.micro_batches,))]
+            cand += [timed(cur.spec, M) for M in options]
             cand = [c for c in cand if c is not None]
             nxt = min(cand, key=key, default=None)
             if nxt is None or not nxt.iteration_s < cur.iteration_s * (1 - 1e-12):
