@@ -1,10 +1,11 @@
-"""Hybrid pipeline + data-parallel placement (PAC / Asteroid) by dynamic programming.
+"""Hybrid pipeline + data-parallel placement (PAC / Asteroid) by dynamic programming and local search.
 
 Devices (in a chosen order) are cut into consecutive groups, layers into consecutive stages; group
 s serves stage s in data parallel, its micro-batch split in proportion to the members' speeds.
 dp[s][j][i] = least bottleneck stage time with the first j layers on the first i devices in s
 stages; the 1F1B iteration time is then simulated for each (stages, micro-batches) candidate under
-each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s). PAC's cached
+each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s), and a local search
+(hybrid_search.refine) lowers that simulated time, which is what the plan reports. PAC's cached
 epochs are planned as a second phase: adapters only, data parallel over the run's devices. A step
 also pays `table.step_fixed_s` (measured host work outside the FLOPs: collate, optimizer update).
 """
@@ -183,6 +184,15 @@ class StagePricer:
         return self._memo[key]
 
     def _price(self, j0, j1, group, remaining, M, next_bw) -> Stage | None:
+        f, b, comm, ar, mem, share = self.price_ends(j0, np.array([j1]), group, remaining, M, next_bw)
+        if np.any(mem[:, 0] > self.cap[list(group)]):
+            return None
+        return Stage((j0, j1), list(group), list(share), float(f[0]), float(b[0]), float(comm[0]), float(ar[0]),
+                     list(mem[:, 0]))
+
+    def price_ends(self, j0: int, j1: np.ndarray, group: tuple[int, ...], remaining: int, M: int, next_bw: float):
+        """Stages of layers [j0, j1) for every end in the array j1 at once (the DP's inner loop): per end the
+        forward, backward, send and all-reduce seconds, and each member's bytes (members x ends)."""
         t, L, B = self.table, self.L, self.B
         dt = t.workload.dtype_bytes
         g = list(group)
@@ -191,24 +201,23 @@ class StagePricer:
         if (group, M) not in self._slowest:
             self._slowest[(group, M)] = busiest_rows(B, M, share, rate)
         slow = self._slowest[(group, M)]
-        extra_f = (t.embed_fwd / B if j0 == 0 else 0.0) + (t.head_fwd / B if j1 == L else 0.0)
-        extra_b = t.head_bwd / B if j1 == L else 0.0
+        last = j1 == L
+        extra_f = (t.embed_fwd / B if j0 == 0 else 0.0) + t.head_fwd / B * last
         f = (self.cum_f[j1] - self.cum_f[j0] + extra_f) * slow
-        b = (self.cum_b[j1] - self.cum_b[j0] + extra_b) * slow
-        weights = (self.cum_p[j1] - self.cum_p[j0]) * dt + (t.embed_params * dt if j0 == 0 else 0) + (
-            t.head_params * dt if j1 == L else 0)
-        state = t.trainable_state_bytes(self.cum_t[j1] - self.cum_t[j0])
+        b = (self.cum_b[j1] - self.cum_b[j0] + t.head_bwd / B * last) * slow
+        weights = (self.cum_p[j1] - self.cum_p[j0]) * dt + (t.embed_params * dt if j0 == 0 else 0) + \
+            t.head_params * dt * last
+        n_train = self.cum_t[j1] - self.cum_t[j0]
         inflight = min(remaining, M)  # 1F1B: stage s of S holds S - s micro-batches
-        act = (self.cum_a[j1] - self.cum_a[j0] + (t.head_saved / B if j1 == L else 0)) * (B / M) * inflight
-        mem = weights + state + act * share  # each member keeps activations of its share
-        if np.any(mem > self.cap[g]):
-            return None
-        comm = 0.0
-        if j1 < L:
-            bw = min(self.link[g].min(), next_bw)
-            comm = (t.boundary_bytes / B) * (B / M) * 8 * (1 if self.pac else 2) / bw
-        ar = ring_allreduce_s((self.cum_t[j1] - self.cum_t[j0]) * dt, len(g), self.link[g].min())
-        return Stage((j0, j1), g, list(share), f, b, comm, ar, list(mem))
+        act = (self.cum_a[j1] - self.cum_a[j0] + t.head_saved / B * last) * (B / M) * inflight
+        # each member keeps the activations of its share
+        mem = (weights + t.trainable_state_bytes(n_train))[None, :] + share[:, None] * act[None, :]
+        slowest_link = self.link[g].min()
+        bw = min(slowest_link, next_bw)
+        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * (1 if self.pac else 2) / bw)
+        ar = np.array([ring_allreduce_s(x * dt, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
+            else np.zeros(len(j1))
+        return f, b, comm, ar, mem, share
 
     def evaluate(self, spec: tuple, M: int) -> "HybridPlan | None":
         """The plan `spec` = ((j1, group), ...) (stage s runs layers [previous j1, j1) on `group`) at M
@@ -229,7 +238,7 @@ class StagePricer:
         used = [d for _, group in spec for d in group]
         it_s += allreduce_all_trainables(self.cluster, self.table, sorted(used)) + self.table.step_fixed_s
         order = used + [k for k in range(self.K) if k not in used]
-        return HybridPlan(stages, M, it_s, it_s * self.iters, order, events)
+        return HybridPlan(stages, M, it_s, it_s * self.iters, order, events, spec=tuple(spec))
 
 
 def _dp_specs(pricer: StagePricer, order: list[int], M: int, max_S: int) -> tuple[list[tuple], list[str]]:
@@ -244,19 +253,20 @@ def _dp_specs(pricer: StagePricer, order: list[int], M: int, max_S: int) -> tupl
     dp[0, L, :] = 0.0
     for r in range(1, max_S + 1):
         for j0 in range(L - r, -1, -1):
+            ends = np.arange(j0 + 1, L - (r - 1) + 1)
             for i0 in range(K - r, -1, -1):
                 bestv, besta = INF, None
-                for j1 in range(j0 + 1, L - (r - 1) + 1):
-                    for i1 in range(i0 + 1, K - (r - 1) + 1):
-                        nxt = dp[r - 1, j1, i1]
-                        if nxt == INF:
-                            continue
-                        st = pricer.stage(j0, j1, tuple(order[i0:i1]), r, M, link[i1:].min() if i1 < K else INF)
-                        if st is None:
-                            continue
-                        v = max(nxt, st.fwd_s + st.bwd_s + st.comm_s + st.allreduce_s / M)
-                        if v < bestv:
-                            bestv, besta = v, (j1, i1)
+                for i1 in range(i0 + 1, K - (r - 1) + 1):
+                    nxt = dp[r - 1, ends, i1]
+                    if np.all(nxt == INF):
+                        continue
+                    grp = tuple(order[i0:i1])
+                    f, b, comm, ar, mem, _ = pricer.price_ends(j0, ends, grp, r, M, link[i1:].min() if i1 < K else INF)
+                    fits = np.all(mem <= pricer.cap[list(grp)][:, None], axis=0)
+                    v = np.where(fits, np.maximum(nxt, f + b + comm + ar / M), INF)
+                    x = int(np.argmin(v))  # the first (fewest layers) on a tie, as the loop over ends did
+                    if v[x] < bestv:
+                        bestv, besta = float(v[x]), (int(ends[x]), i1)
                 dp[r, j0, i0] = bestv
                 arg[(r, j0, i0)] = besta
     specs, reasons = [], []
@@ -283,10 +293,10 @@ def plan_hybrid(
     since the DP ranks by the bottleneck stage, not by the iteration time it reports."""
     from edgeft.planner.hybrid_search import refine as local_search
 
-    K, L, B = len(cluster.devices), table.num_layers, table.workload.batch
+    K, B = len(cluster.devices), table.workload.batch
     pac = table.workload.method == "pac"
     pricer = StagePricer(cluster, table, samples)
-    max_S = min(max_stages or K, K, L)
+    max_S = min(max_stages or K, K, table.num_layers)
     options = tuple(M for M in micro_batch_options if M <= B)
     seeds: list[HybridPlan] = []
     reasons: list[str] = []
@@ -301,7 +311,6 @@ def plan_hybrid(
                 seen.add((spec, M))
                 plan = pricer.evaluate(spec, M)
                 if plan is not None:
-                    plan.spec = spec
                     seeds.append(plan)
     if not seeds:
         need = table.weight_bytes / 2**30

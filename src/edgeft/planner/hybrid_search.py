@@ -87,10 +87,7 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
 
     def timed(spec, M):
         if (spec, M) not in cache:
-            plan = pricer.evaluate(spec, M)
-            if plan is not None:
-                plan.spec = spec
-            cache[(spec, M)] = plan
+            cache[(spec, M)] = pricer.evaluate(spec, M)
         return cache[(spec, M)]
 
     def key(p: HybridPlan):
@@ -133,7 +130,6 @@ def brute_force(pricer: StagePricer, options: tuple[int, ...], max_S: int | None
         for M in (M for M in options if M <= pricer.B):  # as plan_hybrid: no micro-batch below one sample
             plan = pricer.evaluate(spec, M)
             if plan is not None and (best is None or plan.iteration_s < best.iteration_s):
-                plan.spec = spec
                 best = plan
     if best is None:
         raise PlanError("no hybrid plan fits the devices' memory")
