@@ -444,7 +444,7 @@ def local_search(inst: SplitInstance, best: SplitPoint, best_val: float, tried: 
 
 
 def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 0, seed: int = 12345,
-                local_solves: int = 12) -> SplitResult:
+                local_solves: int = 6) -> SplitResult:
     """Alternates the FP resource solver and CCCP association from several starts (best channel,
     load-balanced priced association, and random ones, as the paper uses several); keeps the best,
     then improves its association by a local search of at most `local_solves` solves."""
