@@ -80,9 +80,12 @@ def neighbours(spec: Spec, K: int, L: int, max_S: int):
 
 
 def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...], max_S: int,
-           starts: int = 3) -> HybridPlan:
-    """Steepest descent on the simulated iteration time over `neighbours`, each at every micro-batch count, from
-    each of the best `starts` seeds (sorted, fastest first); the fastest plan reached."""
+           budget: int = 5000) -> HybridPlan:
+    """Steepest descent on the simulated iteration time over `neighbours` (each at every micro-batch count
+    while that is cheap) from the seeds in turn (sorted, fastest first); where a descent stops, two moves
+    at once are tried, so a pair of steps that each alone would not help (e.g. a device swap and a cut
+    moved) is found too. New plans are timed until `budget` simulations are spent; the first seed's
+    descent always finishes. The fastest plan reached."""
     cache: dict = {}
 
     def timed(spec, M):
@@ -93,16 +96,39 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
     def key(p: HybridPlan):
         return (p.iteration_s, p.micro_batches, len(p.stages))
 
+    def near(spec):
+        return {n for n in neighbours(spec, pricer.K, pricer.L, max_S) if n}
+
+    def fastest(specs, counts, spent):
+        out = None
+        for n in specs:
+            for M in counts:
+                if len(cache) >= spent and (n, M) not in cache:
+                    return out
+                c = timed(n, M)
+                if c is not None and (out is None or key(c) < key(out)):
+                    out = c
+        return out
+
+    def two_moves(spec):
+        seen = {spec}
+        for n in near(spec):
+            for n2 in near(n):
+                if n2 not in seen:
+                    seen.add(n2)
+                    yield n2
+
     best = seeds[0]
-    for seed in seeds[:starts]:
+    for i, seed in enumerate(seeds):
+        if i and len(cache) >= budget:
+            break
         cur = timed(_canon(seed.spec), seed.micro_batches)
         while True:
-            near = {n for n in neighbours(cur.spec, pricer.K, pricer.L, max_S) if n} | {cur.spec}
-            small = len(near) * len(options) <= 600  # large clusters: neighbours at the current count only
-            cand = [timed(n, M) for n in near for M in (options if small else (cur.micro_batches,))]
-            cand += [timed(cur.spec, M) for M in options]
-            cand = [c for c in cand if c is not None]
-            nxt = min(cand, key=key, default=None)
+            one = near(cur.spec) | {cur.spec}
+            counts = options if len(one) * len(options) <= 600 else (cur.micro_batches,)  # large: current count
+            nxt = fastest(one, counts, budget if i else float("inf"))
+            if (nxt is None or not nxt.iteration_s < cur.iteration_s * (1 - 1e-12)) and len(cache) < budget:
+                nxt = fastest(two_moves(cur.spec), counts, budget)
             if nxt is None or not nxt.iteration_s < cur.iteration_s * (1 - 1e-12):
                 break
             cur = nxt
