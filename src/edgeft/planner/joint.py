@@ -85,12 +85,12 @@ def dual_ascent(
 
     Primal plans come from alternating CRUNCH and exact bandwidth, then `band_need_descent` from the
     best plan each iteration (recovery='band-need', the only one). The recovery by CRUNCH alone
-    (recovery='crunch', the paper's as we read it) was dropped: it stopped up to 31% above the optimum
-    on random instances (docs/planner.md).
+    (recovery='crunch', the paper's as we read it) was dropped: it stopped up to 25.5% above the optimum
+    on 300 random instances (31% in issue 18's check; docs/planner.md).
     """
     if recovery not in RECOVERIES:
         raise ConfigError(f"dual_ascent: recovery={recovery!r} is not one of {RECOVERIES}; 'crunch' was dropped "
-                          "(up to 31% above the optimum, docs/planner.md): use the default 'band-need'")
+                          "(up to 25.5% above the optimum, docs/planner.md): use the default 'band-need'")
     inst.check_feasible()
     K, L = inst.K, inst.L
     share = np.full(K, 1.0 / min(K, L))

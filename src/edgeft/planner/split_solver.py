@@ -421,8 +421,9 @@ def local_search(inst: SplitInstance, best: SplitPoint, best_val: float, tried: 
     """After CCCP: single-user moves and swaps (`association_moves`), each association not tried yet
     solved afresh (`solve_given_association`); the first that lowers the objective is kept and the
     search restarts from it. At most `max_solves` associations are solved in all. Why: CCCP's
-    linearised penalty stops in a local optimum of the association (1.45% above brute force on a
-    3-user, 2-server instance); the moves reach the neighbours it rejects."""
+    linearised penalty can stop in a local optimum of the association (issue 18: 1.45% above brute
+    force on a 3-user, 2-server instance; tests/planner/test_split_local.py has a 0.195% one); the
+    moves reach the neighbours it rejects."""
     solves = 0
     improved = True
     while improved and solves < max_solves:
