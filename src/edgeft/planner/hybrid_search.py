@@ -3,8 +3,9 @@ and brute force over every plan (small clusters only; the tests' reference).
 
 The DP (hybrid._dp_specs) minimises the bottleneck stage over a fixed device order, but a plan's time
 is the 1F1B simulation with its fill and drain plus the all-reduce: on small clusters another
-partition, or a device order the DP did not try, is up to 12.6% (21.6%) faster. The local search
-moves one thing at a time and keeps a change only when the simulated time falls.
+partition, or a device order the DP did not try, is up to 12.6% (21.6%) faster (issue 18). The local
+search makes one move at a time (two where one no longer helps) and keeps a change only when the
+simulated time falls.
 """
 
 from __future__ import annotations
