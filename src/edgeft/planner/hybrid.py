@@ -47,6 +47,12 @@ class HybridPlan:
     spec: tuple = ()  # ((end layer, devices), ...) per stage: what StagePricer.evaluate timed
 
 
+def rank_key(plan: HybridPlan) -> tuple:
+    """Order of plans: simulated time (to 10 significant digits, so float noise does not decide a tie),
+    then fewer micro-batches, then fewer stages."""
+    return float(f"{plan.iteration_s:.10g}"), plan.micro_batches, len(plan.stages)
+
+
 def simulate_1f1b(fwd: list[float], bwd: list[float], comm: list[float], M: int) -> tuple[float, list[dict]]:
     """Event-level 1F1B schedule: each stage does S-s warm-up forwards, then alternates one forward
     and one backward; a stage starts an op when its input arrived and the stage is free."""
@@ -318,7 +324,7 @@ def plan_hybrid(
             f"no pipeline placement fits the devices' memory (whole model weights {need:.2f} GiB; largest device "
             f"{pricer.cap.max() / 2**30:.2f} GiB). Tried: {reasons[:3]}. Lower the batch, use lora/pac, or add devices"
         )
-    seeds.sort(key=lambda p: (p.iteration_s, p.micro_batches, len(p.stages)))  # a tie keeps fewer micro-batches
+    seeds.sort(key=rank_key)
     best = local_search(pricer, seeds, options, max_S) if refine else seeds[0]
     rate_all, iters = pricer.rate, pricer.iters
     if pac:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 
 from edgeft.errors import PlanError
-from edgeft.planner.hybrid import HybridPlan, StagePricer
+from edgeft.planner.hybrid import HybridPlan, StagePricer, rank_key
 
 Spec = tuple  # ((end layer, devices tuple), ...) per stage
 
@@ -94,9 +94,6 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
             cache[(spec, M)] = pricer.evaluate(spec, M)
         return cache[(spec, M)]
 
-    def key(p: HybridPlan):
-        return (p.iteration_s, p.micro_batches, len(p.stages))
-
     def near(spec):
         return {n for n in neighbours(spec, pricer.K, pricer.L, max_S) if n}
 
@@ -107,7 +104,7 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
                 if len(cache) >= spent and (n, M) not in cache:
                     return out
                 c = timed(n, M)
-                if c is not None and (out is None or key(c) < key(out)):
+                if c is not None and (out is None or rank_key(c) < rank_key(out)):
                     out = c
         return out
 
@@ -133,7 +130,7 @@ def refine(pricer: StagePricer, seeds: list[HybridPlan], options: tuple[int, ...
             if nxt is None or not nxt.iteration_s < cur.iteration_s * (1 - 1e-12):
                 break
             cur = nxt
-        if key(cur) < key(best):
+        if rank_key(cur) < rank_key(best):
             best = cur
     return best
 
