@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from edgeft.errors import PlanError
+from hypothesis import given, settings, strategies as st
+
+from edgeft.errors import ConfigError, PlanError
 from edgeft.planner.deft import DeftInstance
 from edgeft.planner.joint import (
     baseline_equal_bandwidth, baseline_greedy, baseline_random, brute_force_joint, dual_ascent, exact_bandwidth,
@@ -38,17 +40,27 @@ def _instances(n, seed):
 
 
 def test_dual_ascent_within_one_percent_of_brute_force():
-    gaps_plain = []
     for inst, bf in _instances(120, 11):
         da = dual_ascent(inst)
         assert da.makespan <= bf.makespan * 1.01 + 1e-12
         assert da.share.sum() <= 1 + 1e-9
-        gaps_plain.append(dual_ascent(inst, recovery="crunch").makespan / bf.makespan - 1)
         assert exact_joint(inst).makespan == pytest.approx(bf.makespan, rel=1e-7)
         for base in (baseline_random(inst), baseline_greedy(inst), baseline_equal_bandwidth(inst)):
             assert base.makespan >= bf.makespan * (1 - 1e-9)
-    # the recovery by CRUNCH alone is measurably weaker (documented in docs/planner.md)
-    assert max(gaps_plain) > 0.01
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.integers(0, 100_000))
+def test_every_recovery_dual_ascent_accepts_is_within_half_a_percent(seed):
+    """recovery='crunch' (CRUNCH + exact bandwidth alone) was up to 25.5% off on 300 instances with K <= 6: dropped."""
+    (inst, bf), = _instances(1, seed)
+    for recovery in ("band-need", "crunch"):
+        try:
+            sol = dual_ascent(inst, recovery=recovery)
+        except ConfigError as err:
+            assert "band-need" in str(err)
+            continue
+        assert sol.makespan <= bf.makespan * 1.005
 
 
 def test_exact_bandwidth_equalises_senders():

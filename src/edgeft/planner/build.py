@@ -157,6 +157,7 @@ def _hybrid(cluster, arch, workload, table, samples) -> Plan:
         strategy="hybrid", model=arch.name, method=workload.method, cluster=cluster.name,
         workload={**asdict(workload), "samples": samples, "iterations": iters}, tasks=list(tasks.values()),
         predicted=predicted, stages=stages, micro_batches=hp.micro_batches, baselines=base,
-        solver={"name": "DP over stages x device groups, 1F1B simulated", "device_order": [names[i] for i in hp.order]},
+        solver={"name": "DP over stages x device groups + local search, 1F1B simulated",
+                "device_order": [names[i] for i in hp.order]},
         timeline=hp.timeline,
     )

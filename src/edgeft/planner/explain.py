@@ -105,7 +105,7 @@ def idle_reasons(stages: list[dict], micro_batches: int, cluster: ClusterSpec, t
                                f"of {now:.3g} s: {why}"))
         best_t, text = min(options, key=lambda o: o[0])
         if best_t < now * (1 - 1e-6):  # say so plainly if a what-if beats the plan
-            text += " (faster by this estimate; the planner only tries device orders by memory and speed)"
+            text += " (faster by this cost-model estimate, which prices a replica without the simulated 1F1B schedule the planner minimises)"
         reasons[dev.name] = text + "; " + _alone(cluster, dev, table)
     return reasons
 

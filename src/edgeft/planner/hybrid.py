@@ -1,10 +1,11 @@
-"""Hybrid pipeline + data-parallel placement (PAC / Asteroid) by dynamic programming.
+"""Hybrid pipeline + data-parallel placement (PAC / Asteroid) by dynamic programming and local search.
 
 Devices (in a chosen order) are cut into consecutive groups, layers into consecutive stages; group
 s serves stage s in data parallel, its micro-batch split in proportion to the members' speeds.
 dp[s][j][i] = least bottleneck stage time with the first j layers on the first i devices in s
 stages; the 1F1B iteration time is then simulated for each (stages, micro-batches) candidate under
-each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s). PAC's cached
+each device's memory (1F1B keeps up to S - s micro-batches in flight at stage s), and a local search
+(hybrid_search.refine) lowers that simulated time, which is what the plan reports. PAC's cached
 epochs are planned as a second phase: adapters only, data parallel over the run's devices. A step
 also pays `table.step_fixed_s` (measured host work outside the FLOPs: collate, optimizer update).
 """
@@ -43,6 +44,13 @@ class HybridPlan:
     timeline: list[dict] = field(default_factory=list)
     cached_epoch_s: float | None = None  # PAC: later epochs on cached activations
     cached_shares: list[float] | None = None
+    spec: tuple = ()  # ((end layer, devices), ...) per stage: what StagePricer.evaluate timed
+
+
+def rank_key(plan: HybridPlan) -> tuple:
+    """Order of plans: simulated time (to 10 significant digits, so float noise does not decide a tie),
+    then fewer micro-batches, then fewer stages."""
+    return float(f"{plan.iteration_s:.10g}"), plan.micro_batches, len(plan.stages)
 
 
 def simulate_1f1b(fwd: list[float], bwd: list[float], comm: list[float], M: int) -> tuple[float, list[dict]]:
@@ -132,124 +140,193 @@ def allreduce_all_trainables(cluster: ClusterSpec, table: CostTable, used: list[
     return ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used)
 
 
-def _order_candidates(cluster: ClusterSpec) -> dict[str, list[int]]:
+def _order_candidates(cluster: ClusterSpec) -> list[list[int]]:
+    """Device orders the DP cuts into consecutive groups: by memory, by speed (both ways), by link (both
+    ways); orders that differ only by swapping identical devices are kept once. The local search
+    (hybrid_search.refine) then moves single devices between stages, which no fixed order reaches."""
     rate = np.array([d.compute.rate() for d in cluster.devices])
     mem = np.array([d.memory_gb for d in cluster.devices])
-    return {
-        "memory-desc": list(np.lexsort((-rate, -mem))),
-        "speed-desc": list(np.argsort(-rate, kind="stable")),
-        "speed-asc": list(np.argsort(rate, kind="stable")),
-    }
+    link = np.array([cluster.full_band_rate(d) for d in cluster.devices])
+    orders = [np.lexsort((-rate, -mem)), np.argsort(-rate, kind="stable"), np.argsort(rate, kind="stable"),
+              np.lexsort((-rate, -link)), np.lexsort((-rate, link))]
+    sig = list(zip(rate, mem, link))
+    out, seen = [], set()
+    for o in orders:
+        key = tuple(sig[k] for k in o)
+        if key not in seen:
+            seen.add(key)
+            out.append([int(k) for k in o])
+    return out
+
+
+class StagePricer:
+    """Time and memory of one stage (layers [j0, j1) on a group of devices), shared by the DP, the local
+    search and the brute force, so that all three rank plans by the same numbers."""
+
+    def __init__(self, cluster: ClusterSpec, table: CostTable, samples: int):
+        self.cluster, self.table = cluster, table
+        devs = cluster.devices
+        self.K, self.L, self.B = len(devs), table.num_layers, table.workload.batch
+        self.iters = int(np.ceil(samples / self.B))
+        self.pac = table.workload.method == "pac"
+        self.rate = np.array([d.compute.rate() for d in devs])
+        self.link = np.array([cluster.full_band_rate(d) for d in devs])
+        self.cap = np.array([d.memory_gb * 2**30 for d in devs])
+        B = self.B
+        self.cum_f = np.concatenate([[0.0], np.cumsum(table.fwd / B)])  # per-sample work per layer
+        self.cum_b = np.concatenate([[0.0], np.cumsum(table.bwd_train / B)])
+        self.cum_p = np.concatenate([[0.0], np.cumsum(table.params)])
+        self.cum_t = np.concatenate([[0.0], np.cumsum(table.trainable)])
+        self.cum_a = np.concatenate([[0.0], np.cumsum(table.act_saved / B)])
+        self._slowest: dict = {}
+        self._memo: dict = {}
+
+    def stage(self, j0: int, j1: int, group: tuple[int, ...], remaining: int, M: int, next_bw: float) -> Stage | None:
+        """The stage with `remaining` stages from it to the end (1F1B keeps that many micro-batches in
+        flight), sending its boundary at min(its own links, next_bw); None if a member's memory overflows."""
+        key = (j0, j1, group, min(remaining, M), M, next_bw)
+        if key not in self._memo:
+            self._memo[key] = self._price(j0, j1, group, remaining, M, next_bw)
+        return self._memo[key]
+
+    def _price(self, j0, j1, group, remaining, M, next_bw) -> Stage | None:
+        f, b, comm, ar, mem, share = self.price_ends(j0, np.array([j1]), group, remaining, M, next_bw)
+        if np.any(mem[:, 0] > self.cap[list(group)]):
+            return None
+        return Stage((j0, j1), list(group), list(share), float(f[0]), float(b[0]), float(comm[0]), float(ar[0]),
+                     list(mem[:, 0]))
+
+    def price_ends(self, j0: int, j1: np.ndarray, group: tuple[int, ...], remaining: int, M: int, next_bw: float):
+        """Stages of layers [j0, j1) for every end in the array j1 at once (the DP's inner loop): per end the
+        forward, backward, send and all-reduce seconds, and each member's bytes (members x ends)."""
+        t, L, B = self.table, self.L, self.B
+        dt = t.workload.dtype_bytes
+        g = list(group)
+        rate = self.rate[g]
+        share = rate / rate.sum()
+        if (group, M) not in self._slowest:
+            self._slowest[(group, M)] = busiest_rows(B, M, share, rate)
+        slow = self._slowest[(group, M)]
+        last = j1 == L
+        extra_f = (t.embed_fwd / B if j0 == 0 else 0.0) + t.head_fwd / B * last
+        f = (self.cum_f[j1] - self.cum_f[j0] + extra_f) * slow
+        b = (self.cum_b[j1] - self.cum_b[j0] + t.head_bwd / B * last) * slow
+        weights = (self.cum_p[j1] - self.cum_p[j0]) * dt + (t.embed_params * dt if j0 == 0 else 0) + \
+            t.head_params * dt * last
+        n_train = self.cum_t[j1] - self.cum_t[j0]
+        inflight = min(remaining, M)  # 1F1B: stage s of S holds S - s micro-batches
+        act = (self.cum_a[j1] - self.cum_a[j0] + t.head_saved / B * last) * (B / M) * inflight
+        # each member keeps the activations of its share
+        mem = (weights + t.trainable_state_bytes(n_train))[None, :] + share[:, None] * act[None, :]
+        slowest_link = self.link[g].min()
+        bw = min(slowest_link, next_bw)
+        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * (1 if self.pac else 2) / bw)
+        ar = np.array([ring_allreduce_s(x * dt, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
+            else np.zeros(len(j1))
+        return f, b, comm, ar, mem, share
+
+    def evaluate(self, spec: tuple, M: int) -> "HybridPlan | None":
+        """The plan `spec` = ((j1, group), ...) (stage s runs layers [previous j1, j1) on `group`) at M
+        micro-batches, timed by the 1F1B simulation plus the all-reduce of every trainable over the used
+        devices and the fixed step work; None if a stage does not fit memory."""
+        stages, j0, S = [], 0, len(spec)
+        for s, (j1, group) in enumerate(spec):
+            nxt = self.link[list(spec[s + 1][1])].min() if s + 1 < S else np.inf
+            st = self.stage(j0, j1, group, S - s, M, nxt)
+            if st is None:
+                return None
+            stages.append(st)
+            j0 = j1
+        it_s, events = simulate_1f1b([st.fwd_s for st in stages], [st.bwd_s for st in stages],
+                                     [st.comm_s for st in stages], M)
+        # after the pipeline, one all-reduce of every trainable over every device of the plan (the
+        # runtime keeps identical copies)
+        used = [d for _, group in spec for d in group]
+        it_s += allreduce_all_trainables(self.cluster, self.table, sorted(used)) + self.table.step_fixed_s
+        order = used + [k for k in range(self.K) if k not in used]
+        return HybridPlan(stages, M, it_s, it_s * self.iters, order, events, spec=tuple(spec))
+
+
+def _dp_specs(pricer: StagePricer, order: list[int], M: int, max_S: int) -> tuple[list[tuple], list[str]]:
+    """The least-bottleneck partition for each stage count S (dp from the output side: dp[r][j][i] = least
+    bottleneck when layers [j, L) run on r stages over ordered devices from i on; later devices may stay
+    idle). A stage's send is priced at the slowest link among the later devices of the order."""
+    K, L = pricer.K, pricer.L
+    link = pricer.link[order]
+    INF = np.inf
+    dp = np.full((max_S + 1, L + 1, K + 1), INF)
+    arg: dict = {}
+    dp[0, L, :] = 0.0
+    for r in range(1, max_S + 1):
+        for j0 in range(L - r, -1, -1):
+            ends = np.arange(j0 + 1, L - (r - 1) + 1)
+            for i0 in range(K - r, -1, -1):
+                bestv, besta = INF, None
+                for i1 in range(i0 + 1, K - (r - 1) + 1):
+                    nxt = dp[r - 1, ends, i1]
+                    if np.all(nxt == INF):
+                        continue
+                    grp = tuple(order[i0:i1])
+                    f, b, comm, ar, mem, _ = pricer.price_ends(j0, ends, grp, r, M, link[i1:].min() if i1 < K else INF)
+                    fits = np.all(mem <= pricer.cap[list(grp)][:, None], axis=0)
+                    v = np.where(fits, np.maximum(nxt, f + b + comm + ar / M), INF)
+                    x = int(np.argmin(v))  # the first (fewest layers) on a tie, as the loop over ends did
+                    if v[x] < bestv:
+                        bestv, besta = float(v[x]), (int(ends[x]), i1)
+                dp[r, j0, i0] = bestv
+                arg[(r, j0, i0)] = besta
+    specs, reasons = [], []
+    for S in range(1, max_S + 1):
+        if dp[S, 0, 0] == INF:
+            reasons.append(f"{S} stages, {M} micro-batches: no grouping fits memory")
+            continue
+        spec, j, i = [], 0, 0
+        for r in range(S, 0, -1):
+            j1, i1 = arg[(r, j, i)]
+            spec.append((j1, tuple(order[i:i1])))
+            j, i = j1, i1
+        specs.append(tuple(spec))
+    return specs, reasons
 
 
 def plan_hybrid(
     cluster: ClusterSpec, table: CostTable, samples: int = 1000, max_stages: int | None = None,
-    micro_batch_options: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+    micro_batch_options: tuple[int, ...] = (1, 2, 4, 8, 16, 32), refine: bool = True,
 ) -> HybridPlan:
-    """Best (order, stages, groups, micro-batches) for one epoch over `samples` examples."""
-    devs = cluster.devices
-    K, L = len(devs), table.num_layers
-    B = table.workload.batch
+    """Best (stages, groups, micro-batches) for one epoch over `samples` examples: the DP's partition for
+    every device order, stage count and micro-batch count, each timed by the 1F1B simulation; then
+    (`refine`) a local search on that simulated time from the best of them (hybrid_search.refine),
+    since the DP ranks by the bottleneck stage, not by the iteration time it reports."""
+    from edgeft.planner.hybrid_search import refine as local_search
+
+    K, B = len(cluster.devices), table.workload.batch
     pac = table.workload.method == "pac"
-    dt = table.workload.dtype_bytes
-    rate_all = np.array([d.compute.rate() for d in devs])
-    link_all = np.array([cluster.full_band_rate(d) for d in devs])
-    cap_all = np.array([d.memory_gb * 2**30 for d in devs])
-    max_S = min(max_stages or K, K, L)
-    # per-layer training work per sample; embed on the first stage, head on the last
-    fwd_l = table.fwd / B
-    bwd_l = table.bwd_train / B
-    best: HybridPlan | None = None
-    iters = int(np.ceil(samples / B))
-    cum_f = np.concatenate([[0.0], np.cumsum(fwd_l)])
-    cum_b = np.concatenate([[0.0], np.cumsum(bwd_l)])
-    cum_p = np.concatenate([[0.0], np.cumsum(table.params)])
-    cum_t = np.concatenate([[0.0], np.cumsum(table.trainable)])
-    cum_a = np.concatenate([[0.0], np.cumsum(table.act_saved / B)])
+    pricer = StagePricer(cluster, table, samples)
+    max_S = min(max_stages or K, K, table.num_layers)
+    options = tuple(M for M in micro_batch_options if M <= B)
+    seeds: list[HybridPlan] = []
     reasons: list[str] = []
-    for order in _order_candidates(cluster).values():
-        rate, link, cap = rate_all[order], link_all[order], cap_all[order]
-        cum_r = np.concatenate([[0.0], np.cumsum(rate)])
-        for M in micro_batch_options:
-            if M > B:
-                continue
-            mb = B / M
-            slowest: dict = {}
-
-            def cost(j0, j1, i0, i1, remaining):
-                """Stage of layers [j0, j1) on ordered devices [i0, i1), with `remaining` stages from it to the end."""
-                grp = slice(i0, i1)
-                r = cum_r[i1] - cum_r[i0]
-                share = rate[grp] / r
-                extra_f = (table.embed_fwd / B if j0 == 0 else 0.0) + (table.head_fwd / B if j1 == L else 0.0)
-                extra_b = table.head_bwd / B if j1 == L else 0.0
-                if (i0, i1) not in slowest:
-                    slowest[(i0, i1)] = busiest_rows(B, M, share, rate[grp])
-                f = (cum_f[j1] - cum_f[j0] + extra_f) * slowest[(i0, i1)]
-                b = (cum_b[j1] - cum_b[j0] + extra_b) * slowest[(i0, i1)]
-                weights = (cum_p[j1] - cum_p[j0]) * dt + (table.embed_params * dt if j0 == 0 else 0) + (
-                    table.head_params * dt if j1 == L else 0)
-                state = table.trainable_state_bytes(cum_t[j1] - cum_t[j0])
-                inflight = min(remaining, M)  # 1F1B: stage s of S holds S - s micro-batches
-                act = (cum_a[j1] - cum_a[j0] + (table.head_saved / B if j1 == L else 0)) * mb * inflight
-                mem = weights + state + act * share  # each member keeps activations of its share
-                if np.any(mem > cap[grp]):
-                    return None
-                comm = 0.0
-                if j1 < L:
-                    bw = min(link[grp].min(), link[i1:].min() if i1 < K else np.inf)
-                    comm = (table.boundary_bytes / B) * mb * 8 * (1 if pac else 2) / bw
-                n = i1 - i0
-                ar = ring_allreduce_s((cum_t[j1] - cum_t[j0]) * dt, n, link[grp].min())
-                return f, b, comm, ar, list(mem), list(share)
-
-            # dp from the output side: best[r][j][i] = least bottleneck when layers [j, L) run on
-            # r stages over ordered devices from i on (later devices may stay idle)
-            INF = np.inf
-            dp = np.full((max_S + 1, L + 1, K + 1), INF)
-            arg: dict = {}
-            dp[0, L, :] = 0.0
-            for r in range(1, max_S + 1):
-                for j0 in range(L - r, -1, -1):
-                    for i0 in range(K - r, -1, -1):
-                        bestv, besta = INF, None
-                        for j1 in range(j0 + 1, L - (r - 1) + 1):
-                            for i1 in range(i0 + 1, K - (r - 1) + 1):
-                                nxt = dp[r - 1, j1, i1]
-                                if nxt == INF:
-                                    continue
-                                info = cost(j0, j1, i0, i1, r)
-                                if info is None:
-                                    continue
-                                v = max(nxt, info[0] + info[1] + info[2] + info[3] / M)
-                                if v < bestv:
-                                    bestv, besta = v, (j1, i1, info)
-                        dp[r, j0, i0] = bestv
-                        arg[(r, j0, i0)] = besta
-            for S in range(1, max_S + 1):
-                if dp[S, 0, 0] == INF:
-                    reasons.append(f"{S} stages, {M} micro-batches: no grouping fits memory")
+    seen: set = set()
+    for order in _order_candidates(cluster):
+        for M in options:
+            specs, why = _dp_specs(pricer, order, M, max_S)
+            reasons += why
+            for spec in specs:
+                if (spec, M) in seen:
                     continue
-                stages, j, i = [], 0, 0
-                for r in range(S, 0, -1):
-                    j1, i1, (f, b, comm, ar, mem, share) = arg[(r, j, i)]
-                    stages.append(Stage((j, j1), [int(order[x]) for x in range(i, i1)], share, f, b, comm, ar, mem))
-                    j, i = j1, i1
-                it_s, events = simulate_1f1b([st.fwd_s for st in stages], [st.bwd_s for st in stages],
-                                             [st.comm_s for st in stages], M)
-                # after the pipeline, one all-reduce of every trainable over every device of the plan (the
-                # runtime keeps identical copies; a stage-local all-reduce is what the DP above ranks by)
-                used = sorted({d for st in stages for d in st.devices})
-                it_s += allreduce_all_trainables(cluster, table, used) + table.step_fixed_s
-                plan = HybridPlan(stages, M, it_s, it_s * iters, [int(x) for x in order], events)
-                if best is None or plan.epoch_s < best.epoch_s * (1 - 1e-9):  # a tie keeps fewer micro-batches
-                    best = plan
-    if best is None:
+                seen.add((spec, M))
+                plan = pricer.evaluate(spec, M)
+                if plan is not None:
+                    seeds.append(plan)
+    if not seeds:
         need = table.weight_bytes / 2**30
         raise PlanError(
             f"no pipeline placement fits the devices' memory (whole model weights {need:.2f} GiB; largest device "
-            f"{cap_all.max() / 2**30:.2f} GiB). Tried: {reasons[:3]}. Lower the batch, use lora/pac, or add devices"
+            f"{pricer.cap.max() / 2**30:.2f} GiB). Tried: {reasons[:3]}. Lower the batch, use lora/pac, or add devices"
         )
+    seeds.sort(key=rank_key)
+    best = local_search(pricer, seeds, options, max_S) if refine else seeds[0]
+    rate_all, iters = pricer.rate, pricer.iters
     if pac:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel
         # per sample; a measured cached step (lookup, decode, adapters: calibration) replaces the count
         ad_work = table.cached_step_flops or table.bwd_train.sum() * 1.5 / B
