@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from edgeft.compress.embedding_gptq import add_code_buffers, embedding_codes
 from edgeft.compress.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
@@ -184,6 +185,8 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
         old = model.get_submodule(name)
         set_module(model, name, QuantLinear(old.in_features, old.out_features, q["bits"], q["group_size"],
                                              old.bias is not None))
+    if q.get("embedding"):  # GPTQ codes of the tied embedding (embedding_gptq.py), kept beside its float weight
+        add_code_buffers(model.get_input_embeddings(), q["bits"], q["group_size"])
     for name in manifest.sparse:
         key = f"{name}.weight"
         if key + ".values" not in state or key + ".bitmask" not in state:
@@ -204,6 +207,9 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
                          f"{unexpected[:3]}); the folder is corrupt or was edited by hand.")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
+    if q.get("embedding"):  # exactly the codes' values, not their float16 rounding
+        emb = model.get_input_embeddings()
+        emb.weight.data.copy_(embedding_codes(emb, q["bits"], q["group_size"]).dequantized())
     if int4_kernel:
         for m in model.modules():
             if isinstance(m, QuantLinear):
