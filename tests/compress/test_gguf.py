@@ -95,10 +95,20 @@ def test_default_gptq_exported_auto_is_all_q4_0_and_states_its_bits_per_weight(t
     assert info["bits_per_weight"] == pytest.approx(8 * sum(int(x.n_bytes) for x in t.values()) / weights)
     assert 4.5 < info["bits_per_weight"] < 4.55  # Q4_0 throughout: 18 bytes per 32 weights, + the F32 norms
     assert info["native_gptq_tensors"] == 3 * 7 + 1 and info["embedding_type"] == "q4_0 (GPTQ codes)"
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / "model.safetensors"))  # the folder keeps the embedding's codes, no float copy
+    assert "model.embed_tokens.qweight" in stored and "model.embed_tokens.weight" not in stored
     model, _, manifest = load_compressed(folder)  # the embedding GPTQ chose (tied: the output layer) is the file's
     assert manifest.quantized["embedding"] and model.lm_head.weight is model.model.embed_tokens.weight
     emb = t["token_embd.weight"]
     assert np.array_equal(gguf.quants.dequantize(emb.data, emb.tensor_type), model.model.embed_tokens.weight.numpy())
+    export_model(str(folder), tmp_path / "hf", "safetensors", dtype="float32")  # a plain folder: float weight only
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert torch.equal(hf.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert "model.embed_tokens.qweight" not in load_file(str(tmp_path / "hf" / "model.safetensors"))
 
 
 def test_without_embedding_gptq_auto_rounds_the_embedding_to_q4_0(tiny_smol, tmp_path):

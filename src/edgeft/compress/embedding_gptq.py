@@ -79,3 +79,9 @@ def embedding_codes(emb: nn.Module, bits: int, group_size: int) -> QuantLinear |
     for b in CODE_BUFFERS:
         getattr(q, b).copy_(getattr(emb, b))
     return q
+
+
+def drop_code_buffers(emb: nn.Module) -> None:
+    """Remove the codes (a plain Hugging Face folder holds the float weight only)."""
+    for b in CODE_BUFFERS:
+        emb._buffers.pop(b, None)

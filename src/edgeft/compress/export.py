@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeft.compress.embedding_gptq import drop_code_buffers
 from edgeft.compress.evaluation import lm_windows, perplexity_of_windows
 from edgeft.compress.gguf_export import check_gguf_type, export_gguf
 from edgeft.compress.modules import set_module
@@ -39,6 +40,8 @@ def dense_copy(model: nn.Module) -> nn.Module:
             if module.bias is not None:
                 lin.bias.data.copy_(module.bias.detach())
             set_module(model, name, lin)
+    if model.get_input_embeddings() is not None:
+        drop_code_buffers(model.get_input_embeddings())
     return model
 
 
