@@ -8,8 +8,10 @@ and llama.cpp's greedy generation speed. Model: SmolLM2-135M (edgeft's `smollm2-
 Steps (each its own run; hold `flock /tmp/edgeft-cpu.lock` for --step eval, which times generation):
   --step f16        edgeft export of the float model as F16: the reference and llama.cpp's quantiser input
   --step llamacpp   llama_model_quantize (llama-cpp-python's low-level API): Q4_0 Q4_1 Q4_K_M Q5_0 Q8_0
-  --step gptq       edgeft compress --method gptq with its defaults (4-bit, g32, symmetric) -> export auto;
-                    and the same codes with a Q8_0 embedding (--embedding-type q8_0)
+  --step gptq       edgeft compress --method gptq with its defaults (4-bit, g32, symmetric, the tied embedding
+                    GPTQ'd as the output layer) -> export auto: Q4_0 throughout
+  --step embedding  the same GPTQ blocks with the float embedding rounded by gguf-py to Q4_0 / Q8_0 instead:
+                    what GPTQ on the embedding adds, and what 8 bits there would give
   --step sparsegpt  edgeft compress --method sparsegpt --pattern 2:4 -> export q8_0 and q4_0 (ggml has no
                     sparse block type: the zeros are stored)
   --step eval       perplexity, size, bits per weight and tokens/s of every file made so far
@@ -30,14 +32,16 @@ RUNS = Path("runs/compress-vs-llamacpp")
 WINDOWS, SEQ, NEW_TOKENS = 20, 512, 64
 LLAMA_CPP_TYPES = ("Q4_0", "Q4_1", "Q4_K_M", "Q5_0", "Q8_0")
 ACCEPT_BPW = 4.6
+OURS = "edgeft GPTQ defaults (auto: Q4_0 throughout)"
 
 
 def files() -> dict[str, tuple[str, Path]]:
     """label -> (who made it, path), for every variant this benchmark knows."""
     out = {"f16": ("edgeft export", RUNS / "f16.gguf")}
     out.update({f"llama.cpp {t}": ("llama.cpp", RUNS / f"llamacpp-{t.lower()}.gguf") for t in LLAMA_CPP_TYPES})
-    out["edgeft GPTQ 4-bit g32 (auto: Q4_0, embedding Q4_0)"] = ("edgeft", RUNS / "gptq-auto.gguf")
-    out["edgeft GPTQ 4-bit g32 (Q4_0, embedding Q8_0)"] = ("edgeft", RUNS / "gptq-embq8.gguf")
+    out[OURS] = ("edgeft", RUNS / "gptq-auto.gguf")
+    out["edgeft GPTQ blocks Q4_0, embedding rounded to Q4_0"] = ("edgeft", RUNS / "gptq-emb-q4_0.gguf")
+    out["edgeft GPTQ blocks Q4_0, embedding rounded to Q8_0"] = ("edgeft", RUNS / "gptq-emb-q8_0.gguf")
     out["edgeft SparseGPT 2:4 (Q8_0)"] = ("edgeft", RUNS / "sparsegpt24-q8_0.gguf")
     out["edgeft SparseGPT 2:4 (Q4_0, embedding Q8_0)"] = ("edgeft", RUNS / "sparsegpt24-q4_0.gguf")
     return out
@@ -82,9 +86,28 @@ def gptq() -> None:
 
     folder = RUNS / "gptq"
     record = _compress("gptq", {}, folder)  # the defaults, as the README's quickstart runs them
-    exports = {"auto": export_model(str(folder), RUNS / "gptq-auto.gguf"),
-               "embq8": export_model(str(folder), RUNS / "gptq-embq8.gguf", embed_type="q8_0")}
+    exports = {"auto": export_model(str(folder), RUNS / "gptq-auto.gguf")}
     _save("gptq", {"command": "bench/compress_vs_llamacpp.py --step gptq", "compress": record, "exports": exports})
+
+
+def embedding() -> None:
+    from safetensors.torch import load_file
+
+    from edgeft.compress.embedding_gptq import drop_code_buffers
+    from edgeft.compress.gguf_export import export_gguf
+    from edgeft.compress.source import open_model
+    from edgeft.models.backbone import resolve
+
+    src = open_model(str(RUNS / "gptq"))
+    model = src.backbone.model
+    float_emb = load_file(str(Path(resolve("smollm2-135m")[0]) / "model.safetensors"))["model.embed_tokens.weight"]
+    emb = model.get_input_embeddings()
+    drop_code_buffers(emb)
+    emb.weight.data.copy_(float_emb)
+    src.manifest.quantized["embedding"] = False
+    exports = {t: export_gguf(model, src.backbone.tokenizer, RUNS / f"gptq-emb-{t}.gguf", "auto", src.manifest,
+                              embed_type=t) for t in ("q4_0", "q8_0")}
+    _save("embedding", {"command": "bench/compress_vs_llamacpp.py --step embedding", "exports": exports})
 
 
 def sparsegpt() -> None:
@@ -172,7 +195,7 @@ def summary() -> None:
                      f"{r['file_bits_per_weight']:.2f} | {r['perplexity']:.3f} | "
                      f"{100 * (r['perplexity'] / ref - 1):+.1f}% | {r['tokens_per_s']:.1f} |")
     q40 = res.get("llama.cpp Q4_0")
-    ours = res.get("edgeft GPTQ 4-bit g32 (auto: Q4_0, embedding Q4_0)")
+    ours = res.get(OURS)
     acceptance = None
     if q40 and ours:
         acceptance = {"bits_per_weight": ours["bits_per_weight"], "bpw_ok": ours["bits_per_weight"] <= ACCEPT_BPW,
@@ -203,7 +226,8 @@ def summary() -> None:
     print(json.dumps(acceptance, indent=2))
 
 
-STEPS = {"f16": f16, "llamacpp": llamacpp_quantise, "gptq": gptq, "sparsegpt": sparsegpt, "eval": evaluate}
+STEPS = {"f16": f16, "llamacpp": llamacpp_quantise, "gptq": gptq, "embedding": embedding, "sparsegpt": sparsegpt,
+         "eval": evaluate}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
