@@ -14,7 +14,8 @@ Steps (each its own run; hold `flock /tmp/edgeft-cpu.lock` for --step eval, whic
                     what GPTQ on the embedding adds, and what 8 bits there would give
   --step sparsegpt  edgeft compress --method sparsegpt --pattern 2:4 -> export q8_0 and q4_0 (ggml has no
                     sparse block type: the zeros are stored)
-  --step eval       perplexity, size, bits per weight and tokens/s of every file made so far
+  --step eval       perplexity, size, bits per weight and tokens/s of every file made so far (files scored
+                    before and unchanged since keep their figures)
   --summary         bench/results/compress/vs_llamacpp/summary.{json,md,png} + the acceptance check
 """
 
@@ -36,10 +37,10 @@ OURS = "edgeft GPTQ defaults (auto: Q4_0 throughout)"
 
 
 def files() -> dict[str, tuple[str, Path]]:
-    """label -> (who made it, path), for every variant this benchmark knows."""
-    out = {"f16": ("edgeft export", RUNS / "f16.gguf")}
+    """label -> (who made it, path), for every variant this benchmark knows; the acceptance's three first."""
+    out = {"f16": ("edgeft export", RUNS / "f16.gguf"), "llama.cpp Q4_0": ("llama.cpp", RUNS / "llamacpp-q4_0.gguf"),
+           OURS: ("edgeft", RUNS / "gptq-auto.gguf")}
     out.update({f"llama.cpp {t}": ("llama.cpp", RUNS / f"llamacpp-{t.lower()}.gguf") for t in LLAMA_CPP_TYPES})
-    out[OURS] = ("edgeft", RUNS / "gptq-auto.gguf")
     out["edgeft GPTQ blocks Q4_0, embedding rounded to Q4_0"] = ("edgeft", RUNS / "gptq-emb-q4_0.gguf")
     out["edgeft GPTQ blocks Q4_0, embedding rounded to Q8_0"] = ("edgeft", RUNS / "gptq-emb-q8_0.gguf")
     out["edgeft SparseGPT 2:4 (Q8_0)"] = ("edgeft", RUNS / "sparsegpt24-q8_0.gguf")
@@ -134,7 +135,7 @@ def gguf_tensors(path: Path) -> tuple[int, int, dict[str, int]]:
     return weights, data, types
 
 
-def evaluate() -> None:
+def evaluate(only: list[str] | None = None) -> None:
     from transformers import AutoTokenizer
 
     from edgeft.compress import llamacpp
@@ -145,10 +146,16 @@ def evaluate() -> None:
     tok = AutoTokenizer.from_pretrained(resolve("smollm2-135m")[0])
     wins = lm_windows("wikitext2", tok, SEQ, WINDOWS)
     prompt = tok.encode(CHECK_PROMPT, add_special_tokens=False)
+    done = json.loads((RESULTS / "eval.json").read_text())["results"] if (RESULTS / "eval.json").is_file() else {}
     out = {}
     for label, (maker, path) in files().items():
         if not path.is_file():
             print(f"skip {label}: {path} not made yet", flush=True)
+            continue
+        if label in done and done[label]["mtime"] == path.stat().st_mtime:  # scored already, file unchanged
+            out[label] = done[label]
+            continue
+        if only and not any(o in label for o in only):
             continue
         ppl = llamacpp.perplexity(llamacpp.load(path, n_ctx=SEQ), wins)
         llm = llamacpp.load(path, n_ctx=256, logits_all=False)
@@ -158,17 +165,22 @@ def evaluate() -> None:
         dt = time.perf_counter() - t0
         size = path.stat().st_size
         weights, data, types = gguf_tensors(path)
-        out[label] = {"maker": maker, "file": str(path), "bytes": size, "weights": weights,
+        out[label] = {"maker": maker, "file": str(path), "mtime": path.stat().st_mtime, "bytes": size,
+                      "weights": weights, "date": time.strftime("%Y-%m-%d %H:%M"),
                       "bits_per_weight": 8 * data / weights, "file_bits_per_weight": 8 * size / weights,
                       "perplexity": ppl["perplexity"], "eval_tokens": ppl["eval_tokens"], "tokens_per_s": n / dt,
                       "generated_tokens": n, "tensor_types": types}
         print(f"{label}: ppl {ppl['perplexity']:.3f}  {size / 1e6:.1f} MB  {8 * data / weights:.2f} bpw  "
               f"{n / dt:.1f} tok/s", flush=True)
+        _save_eval({**done, **out})  # after every file: a long run stopped midway keeps what it measured
+
+
+def _save_eval(results: dict) -> None:
     import llama_cpp
 
     _save("eval", {"command": "flock /tmp/edgeft-cpu.lock .venv/bin/python bench/compress_vs_llamacpp.py --step eval",
                    "windows": WINDOWS, "seq_len": SEQ, "threads": os.cpu_count(), "new_tokens": NEW_TOKENS,
-                   "llama_cpp_python": llama_cpp.__version__, "results": out})
+                   "llama_cpp_python": llama_cpp.__version__, "results": results})
 
 
 def _save(name: str, data: dict) -> None:
@@ -233,9 +245,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--step", choices=list(STEPS), help="one step (see above)")
     parser.add_argument("--summary", action="store_true", help="table, plot and acceptance from eval.json")
+    parser.add_argument("--only", action="append", help="eval: only the variants whose label contains this")
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
-    if args.step:
+    if args.step == "eval":
+        evaluate(args.only)
+    elif args.step:
         STEPS[args.step]()
     if args.summary:
         summary()

@@ -102,7 +102,8 @@ def test_default_gptq_exported_auto_is_all_q4_0_and_states_its_bits_per_weight(t
     model, _, manifest = load_compressed(folder)  # the embedding GPTQ chose (tied: the output layer) is the file's
     assert manifest.quantized["embedding"] and model.lm_head.weight is model.model.embed_tokens.weight
     emb = t["token_embd.weight"]
-    assert np.array_equal(gguf.quants.dequantize(emb.data, emb.tensor_type), model.model.embed_tokens.weight.numpy())
+    assert np.array_equal(gguf.quants.dequantize(emb.data, emb.tensor_type),
+                          model.model.embed_tokens.weight.detach().numpy())
     export_model(str(folder), tmp_path / "hf", "safetensors", dtype="float32")  # a plain folder: float weight only
     from transformers import AutoModelForCausalLM
 
