@@ -104,6 +104,9 @@ def test_default_gptq_exported_auto_is_all_q4_0_and_states_its_bits_per_weight(t
     emb = t["token_embd.weight"]
     assert np.array_equal(gguf.quants.dequantize(emb.data, emb.tensor_type),
                           model.model.embed_tokens.weight.detach().numpy())
+    info = export_model(str(folder), tmp_path / "e8.gguf", embed_type="q8_0")  # the user's choice wins over the codes
+    assert info["embedding_type"] == "q8_0"
+    assert read(tmp_path / "e8.gguf")[2]["token_embd.weight"].tensor_type.name == "Q8_0"
     export_model(str(folder), tmp_path / "hf", "safetensors", dtype="float32")  # a plain folder: float weight only
     from transformers import AutoModelForCausalLM
 

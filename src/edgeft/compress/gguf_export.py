@@ -229,8 +229,8 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
     counts: dict[str, int] = {}
     weights = data_bytes = 0
     emb_codes = embedding_codes(model.get_input_embeddings(), quantized.get("bits", 0),
-                                quantized.get("group_size", 0)) if gguf_type == "auto" and quantized.get("embedding") \
-        else None
+                                quantized.get("group_size", 0)) \
+        if gguf_type == "auto" and quantized.get("embedding") and embed_type in (None, "auto") else None
     if emb_codes is not None and native_type(emb_codes, sym) is not None:
         kinds = (kinds[0], f"{native_type(emb_codes, sym)} (GPTQ codes)")
     else:
