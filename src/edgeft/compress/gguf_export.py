@@ -38,7 +38,6 @@ from edgeft.errors import ConfigError, ModelError
 
 GGUF_TYPES = ("auto", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 BLOCK = 32  # elements per block of every ggml type written here
-QUANT_TYPES = ("q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 # the embedding (= the output layer when tied) under "auto", by the GPTQ bit width: chosen so that the file stays
 # within the blocks' budget (docs/benchmarks_compress.md: q4_0 blocks + q8_0 embedding is 5.4 bits/weight)
 AUTO_EMBED = {4: "q4_0", 8: "q8_0"}
