@@ -70,7 +70,8 @@ def gptq() -> None:
 
     folder = RUNS / "ft-gptq4-g32"
     res = run_compress(CompressConfig(model="smollm2-135m", adapter=str(ADAPTER), method="gptq",
-                                      options={"bits": 4, "group_size": 32}, out=str(folder), calib_task="shakespeare",
+                                      options={"bits": 4, "group_size": 32, "sym": False, "embedding": False},
+                                      out=str(folder), calib_task="shakespeare",
                                       calib_samples=16, calib_seq_len=512, eval_wikitext_windows=WINDOWS,
                                       eval_seq_len=SEQ, eval_task="shakespeare", eval_task_samples=WINDOWS,
                                       eval_before=False), log=lambda m: print(m, flush=True))

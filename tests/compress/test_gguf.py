@@ -49,11 +49,26 @@ def test_f32_export_holds_the_exact_weights_in_llama_cpp_layout(tiny_smol, tmp_p
     assert len(t) == 2 + 3 * 9
 
 
+def test_symmetric_4bit_grid_rounds_like_ggml_q4_0():
+    """Signed largest value on code 0, scale -m/8: round to nearest then gives ggml's own Q4_0 blocks."""
+    from edgeft.compress.quantizer import QuantGrid, dequantize_codes, rtn_quantize
+
+    torch.manual_seed(0)
+    w = torch.randn(64, 256) * 0.05
+    codes, s, z = rtn_quantize(w, QuantGrid(4, sym=True), 32)
+    ours = dequantize_codes(codes, s, z, 32).numpy()
+    q4_0 = gguf.GGMLQuantizationType.Q4_0
+    ggml = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), q4_0), q4_0)
+    same = np.isclose(ours, ggml, rtol=0, atol=1e-6)
+    assert same.mean() > 0.999  # a code may differ where ggml rounds with the float32 scale, we with float16's
+    assert np.abs(ours - ggml).max() <= s.abs().max().item() * 1.01
+
+
 @pytest.mark.parametrize("bits,sym,qtype", [(4, False, "Q4_1"), (4, True, "Q4_0"), (8, True, "Q8_0")])
 def test_gptq_codes_are_written_as_native_ggml_blocks(tiny_smol, tmp_path, bits, sym, qtype):
     folder = compress(tiny_smol, tmp_path / "q", "gptq", bits=bits, group_size=32, sym=sym)
     info = export_model(str(folder), tmp_path / "q.gguf", "gguf", "auto")
-    assert info["native_gptq_tensors"] == 3 * 7
+    assert info["native_gptq_tensors"] == 3 * 7 + 1  # the blocks' layers and the tied embedding
     model, _, _ = load_compressed(folder)
     _, _, t = read(tmp_path / "q.gguf")
     tensor = t["blk.2.ffn_down.weight"]
@@ -66,6 +81,55 @@ def test_gptq_codes_are_written_as_native_ggml_blocks(tiny_smol, tmp_path, bits,
     q_got = gguf.quants.dequantize(t["blk.0.attn_q.weight"].data, t["blk.0.attn_q.weight"].tensor_type)
     q_want = permute_rows(model.model.layers[0].self_attn.q_proj.dequantized(), 4).numpy()
     assert np.abs(q_got - q_want).max() <= 1e-2 * model.model.layers[0].self_attn.q_proj.scales.float().max().item()
+
+
+def test_default_gptq_exported_auto_is_all_q4_0_and_states_its_bits_per_weight(tiny_smol, tmp_path):
+    folder = compress(tiny_smol, tmp_path / "q", "gptq")  # the defaults: 4-bit, group 32, symmetric
+    info = export_model(str(folder), tmp_path / "q.gguf")  # the default type: auto
+    r, f, t = read(tmp_path / "q.gguf")
+    matrices = {n: x.tensor_type.name for n, x in t.items() if len(x.shape) == 2 and x.shape[1] > 1}
+    assert set(matrices.values()) == {"Q4_0"} and "token_embd.weight" in matrices  # no F16 matrix is left
+    assert f["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_0
+    weights = sum(int(np.prod(x.shape)) for x in t.values())
+    assert info["weights"] == weights and info["file_bits_per_weight"] == pytest.approx(8 * info["bytes"] / weights)
+    assert info["bits_per_weight"] == pytest.approx(8 * sum(int(x.n_bytes) for x in t.values()) / weights)
+    assert 4.5 < info["bits_per_weight"] < 4.55  # Q4_0 throughout: 18 bytes per 32 weights, + the F32 norms
+    assert info["native_gptq_tensors"] == 3 * 7 + 1 and info["embedding_type"] == "q4_0 (GPTQ codes)"
+    from safetensors.torch import load_file
+
+    stored = load_file(str(folder / "model.safetensors"))  # the folder keeps the embedding's codes, no float copy
+    assert "model.embed_tokens.qweight" in stored and "model.embed_tokens.weight" not in stored
+    model, _, manifest = load_compressed(folder)  # the embedding GPTQ chose (tied: the output layer) is the file's
+    assert manifest.quantized["embedding"] and model.lm_head.weight is model.model.embed_tokens.weight
+    emb = t["token_embd.weight"]
+    assert np.array_equal(gguf.quants.dequantize(emb.data, emb.tensor_type),
+                          model.model.embed_tokens.weight.detach().numpy())
+    info = export_model(str(folder), tmp_path / "e8.gguf", embed_type="q8_0")  # the user's choice wins over the codes
+    assert info["embedding_type"] == "q8_0"
+    assert read(tmp_path / "e8.gguf")[2]["token_embd.weight"].tensor_type.name == "Q8_0"
+    export_model(str(folder), tmp_path / "hf", "safetensors", dtype="float32")  # a plain folder: float weight only
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert torch.equal(hf.model.embed_tokens.weight, model.model.embed_tokens.weight)
+    assert "model.embed_tokens.qweight" not in load_file(str(tmp_path / "hf" / "model.safetensors"))
+
+
+def test_without_embedding_gptq_auto_rounds_the_embedding_to_q4_0(tiny_smol, tmp_path):
+    folder = compress(tiny_smol, tmp_path / "q", "gptq", embedding=False, guided=False, norm_tweak=False)
+    info = export_model(str(folder), tmp_path / "q.gguf")
+    _, _, t = read(tmp_path / "q.gguf")
+    assert info["embedding_type"] == "q4_0" and t["token_embd.weight"].tensor_type.name == "Q4_0"
+    assert info["native_gptq_tensors"] == 3 * 7
+
+
+def test_auto_refuses_gptq_codes_that_fit_no_ggml_block_instead_of_writing_f16(tiny_smol, tmp_path):
+    folder = compress(tiny_smol, tmp_path / "q", "gptq", group_size=64, norm_tweak=False, guided=False)
+    with pytest.raises(ConfigError, match=r"4-bit g64 symmetric.*map onto no ggml block type.*--group-size 32"):
+        export_model(str(folder), tmp_path / "q.gguf", "gguf", "auto")
+    assert not (tmp_path / "q.gguf").exists()
+    info = export_model(str(folder), tmp_path / "q.gguf", "gguf", "q4_1", embed_type="q8_0")  # chosen: re-rounded
+    assert info["tensor_types"]["Q4_1"] == 3 * 7 and info["embedding_type"] == "q8_0"
 
 
 def test_unevenly_pruned_model_is_written_as_deci_with_per_layer_sizes(tiny_smol, tmp_path):
@@ -121,9 +185,11 @@ def test_llama_cpp_runs_the_export_like_pytorch(tiny_smol, tmp_path):
     assert agree["identical"]
 
 
-def test_llama_cpp_runs_native_gptq_blocks_with_the_packed_models_numbers(tiny_smol, tmp_path):
+@pytest.mark.parametrize("options", [{"group_size": 32, "sym": False}, {}], ids=["q4_1", "defaults-q4_0"])
+def test_llama_cpp_runs_native_gptq_blocks_with_the_packed_models_numbers(tiny_smol, tmp_path, options):
+    """Asymmetric g32 -> Q4_1; the defaults -> Q4_0 for every matrix, the GPTQ'd embedding too."""
     llamacpp = _llama_cpp()
-    folder = compress(tiny_smol, tmp_path / "q", "gptq", bits=4, group_size=32)
+    folder = compress(tiny_smol, tmp_path / "q", "gptq", **options)
     export_model(str(folder), tmp_path / "q.gguf", "gguf", "auto")
     model, tok, _ = load_compressed(folder)
     ids = tok.encode("One of the first things the council did was to build a bridge .", add_special_tokens=False)

@@ -123,8 +123,12 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option(..., help="alias, model folder or compressed folder"),
         out: str = typer.Option(..., help="output .gguf file (or folder for safetensors)"),
         format: str = typer.Option("gguf", "--format", help="gguf|safetensors"),
-        gguf_type: str = typer.Option("f16", help="auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1 (auto: GPTQ codes "
-                                                  "as they are when they fit a ggml type)"),
+        gguf_type: str = typer.Option("auto", help="auto|f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1 (auto: GPTQ codes "
+                                                   "as they are, refused if they fit no ggml type; f16 for an "
+                                                   "unquantised model)"),
+        embedding_type: Optional[str] = typer.Option(None, help="gguf: type of the token embedding / output "
+                                                                "layer (default: q4_0 beside 4-bit GPTQ, q8_0 "
+                                                                "beside q4_*/q5_*)"),
         adapter: Optional[str] = typer.Option(None, help="adapter folder to merge first"),
         dtype: str = typer.Option("float16", help="safetensors: float16|bfloat16|float32"),
         check: bool = typer.Option(False, help="gguf: load it in llama.cpp and compare perplexity/generation with "
@@ -136,12 +140,17 @@ def register(app: typer.Typer) -> None:
         from edgeft.compress.export import export_model
 
         with console.status("exporting"):
-            info = export_model(model, out, format, gguf_type, adapter, dtype, check, check_windows, seq_len)
+            info = export_model(model, out, format, gguf_type, adapter, dtype, check, check_windows, seq_len,
+                                embed_type=embedding_type)
         table = Table(title=f"export · {info['path']}")
         table.add_column("")
         table.add_column("value", justify="right")
         table.add_row("size (MB)", f"{info['bytes'] / 1e6:.1f}")
-        for key in ("arch", "gguf_type", "tensor_types", "tokenizer_pre", "native_gptq_tensors", "seconds"):
+        if "bits_per_weight" in info:
+            table.add_row("bits per weight: tensor data / whole file",
+                          f"{info['bits_per_weight']:.2f} / {info['file_bits_per_weight']:.2f}")
+        for key in ("arch", "gguf_type", "tensor_types", "embedding_type", "tokenizer_pre", "native_gptq_tensors",
+                    "seconds"):
             if key in info:
                 table.add_row(key, f"{info[key]:.1f}" if isinstance(info[key], float) else str(info[key]))
         c = info.get("check")

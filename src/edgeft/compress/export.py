@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgeft.compress.embedding_gptq import drop_code_buffers
 from edgeft.compress.evaluation import lm_windows, perplexity_of_windows
 from edgeft.compress.gguf_export import check_gguf_type, export_gguf
 from edgeft.compress.modules import set_module
@@ -39,6 +40,8 @@ def dense_copy(model: nn.Module) -> nn.Module:
             if module.bias is not None:
                 lin.bias.data.copy_(module.bias.detach())
             set_module(model, name, lin)
+    if model.get_input_embeddings() is not None:
+        drop_code_buffers(model.get_input_embeddings())
     return model
 
 
@@ -147,9 +150,9 @@ def _check_tasks(src: Source, tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tasks
 
 
-def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "f16", adapter: str | None = None,
+def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "auto", adapter: str | None = None,
                  dtype: str = "float16", check: bool = False, check_windows: int = 8, seq_len: int = 512,
-                 progress=None, check_tasks: tuple[str, ...] = ("wikitext2",)) -> dict:
+                 progress=None, check_tasks: tuple[str, ...] = ("wikitext2",), embed_type: str | None = None) -> dict:
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
     if fmt == "gguf":
@@ -161,19 +164,20 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
         return export_safetensors(src, out, dtype)
     if out.suffix != ".gguf":
         out = out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
-    return export_gguf_checked(src, out, gguf_type, check, check_windows, seq_len, check_tasks, progress)
+    return export_gguf_checked(src, out, gguf_type, check, check_windows, seq_len, check_tasks, progress,
+                               embed_type=embed_type)
 
 
 def export_gguf_checked(src: Source, out: Path, gguf_type: str, check: bool = False, check_windows: int = 8,
                         seq_len: int = 512, check_tasks: tuple[str, ...] = ("wikitext2",), progress=None,
-                        torch_cache: dict | None = None) -> dict:
+                        torch_cache: dict | None = None, embed_type: str | None = None) -> dict:
     """Write one GGUF file from an opened model (+ the llama.cpp check); info also goes to <file>.json."""
     gguf_type = check_gguf_type(gguf_type)
     if src.side_module is not None:
         raise ModelError("GGUF export: the adapter is kept as a side network (it cannot be merged into the "
                          "weights); llama.cpp cannot run it. Export a LoRA/full/BitFit fine-tune instead.")
     info = export_gguf(src.backbone.model, src.backbone.tokenizer, out, gguf_type, src.manifest,
-                       name=src.manifest.source.get("model", out.stem), progress=progress)
+                       name=src.manifest.source.get("model", out.stem), progress=progress, embed_type=embed_type)
     info["source"] = src.manifest.source
     if check:
         info["check"] = check_gguf(out, src, check_windows, seq_len, tasks=_check_tasks(src, check_tasks),

@@ -10,11 +10,17 @@ as llama.cpp's "deci" architecture (DeciLM/Nemotron-NAS), which is Llama with pe
 feed-forward counts.
 
 Tensor types: 1-D tensors (norms, biases) stay F32. f32/f16/bf16 store every matrix in that type.
-q8_0/q4_0/q4_1/q5_0/q5_1 quantise the blocks' matrices with gguf-py (the embedding, which is also
-the output layer when tied, gets Q8_0 for the 4/5-bit types, as llama.cpp's quantiser keeps the
-output at higher precision). "auto" writes GPTQ codes *as they are* when they map exactly onto a
-ggml block type (group size 32: 4-bit asymmetric -> Q4_1, 4-bit symmetric -> Q4_0, 8-bit symmetric
--> Q8_0), so llama.cpp runs the very weights GPTQ chose; otherwise it falls back to f16.
+q8_0/q4_0/q4_1/q5_0/q5_1 quantise the matrices with gguf-py (round to nearest; the embedding, which is
+also the output layer when tied, gets Q8_0 for the 4/5-bit types unless `embed_type` says otherwise,
+as llama.cpp's quantiser keeps the output at higher precision). "auto" writes GPTQ codes *as they are*
+(group size 32: 4-bit symmetric -> Q4_0, 4-bit asymmetric -> Q4_1, 8-bit symmetric -> Q8_0), so
+llama.cpp runs the very weights GPTQ chose; the tied embedding too when GPTQ quantised it
+(embedding_gptq.py), else it is rounded to the matching budget type (AUTO_EMBED);
+GPTQ codes that map onto no block type are refused with what to do, never silently widened to F16.
+"auto" on a model that is not quantised writes F16 (lossless). Every export reports its size in bits
+per weight over the number of weights (elements of all tensors written, the tied embedding once):
+`bits_per_weight` counts the tensor data (llama.cpp's own "BPW"), `file_bits_per_weight` the whole
+file, vocabulary and metadata included (SmolLM2: +0.11).
 """
 
 from __future__ import annotations
@@ -25,17 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeft.compress.embedding_gptq import embedding_codes
 from edgeft.compress.gguf_vocab import add_vocab
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
 
 GGUF_TYPES = ("auto", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1")
 BLOCK = 32  # elements per block of every ggml type written here
+# the embedding (= the output layer when tied) under "auto", by the GPTQ bit width: chosen so that the file stays
+# within the blocks' budget (docs/benchmarks_compress.md: q4_0 blocks + q8_0 embedding is 5.4 bits/weight)
+AUTO_EMBED = {4: "q4_0", 8: "q8_0"}
 
 
-def check_gguf_type(name: str) -> str:
+def check_gguf_type(name: str, where: str = "GGUF type") -> str:
     if name.lower() not in GGUF_TYPES:
-        raise ConfigError(f"unknown GGUF type '{name}'. Choose one of: {', '.join(GGUF_TYPES)} "
+        raise ConfigError(f"unknown {where} '{name}'. Choose one of: {', '.join(GGUF_TYPES)} "
                           "(K-quants such as q4_k_m: quantise the f16 export with llama.cpp's llama-quantize).")
     return name.lower()
 
@@ -76,6 +86,23 @@ def native_type(q: QuantLinear, sym: bool) -> str | None:
     return None
 
 
+def check_native(model, quantized: dict) -> None:
+    """Refuse "auto" for GPTQ codes that map onto no ggml block type, saying what to do instead."""
+    bad = [(name, m) for name, m in model.named_modules()
+           if isinstance(m, QuantLinear) and native_type(m, bool(quantized.get("sym"))) is None]
+    if not bad:
+        return
+    name, m = bad[0]
+    grid = f"{m.bits}-bit g{m.group_size} {'symmetric' if quantized.get('sym') else 'asymmetric'}"
+    raise ConfigError(
+        f"GGUF export --gguf-type auto: the {quantized.get('method', 'quantised')} codes of {len(bad)} layers "
+        f"(first: {name}, {grid}, {m.in_features} inputs) map onto no ggml block type; only group size 32 with "
+        "4-bit symmetric (Q4_0, 4.5 bits/weight), 4-bit asymmetric (Q4_1, 5.0) or 8-bit symmetric (Q8_0, 8.5) "
+        "codes are written as they are. Either compress again with --group-size 32 (the default) and "
+        "--option sym=true, or choose --gguf-type q4_0|q4_1|q5_0|q5_1|q8_0 (re-rounds the dequantised weights "
+        "to nearest: more error) or f16 (exact, about 3.5 times larger).")
+
+
 def gptq_blocks(q: QuantLinear, qtype: str, row_perm: torch.Tensor | None = None) -> np.ndarray:
     """ggml block bytes (rows, row_bytes) built from packed GPTQ codes, without requantising."""
     codes = q.codes().to(torch.int32)  # (rows, cols) in [0, maxq]
@@ -114,9 +141,31 @@ def _one_or_list(values: list[int]):
     return values[0] if len(set(values)) == 1 else values
 
 
+def tensor_kinds(model, gguf_type: str, embed_type: str | None, quantized: dict) -> tuple[str, str]:
+    """(type of the blocks' dense matrices, type of the embedding/output) for this request.
+
+    Under "auto" the blocks' GPTQ layers are written natively (checked here) and the first value only
+    applies to dense matrices left in them (none after GPTQ)."""
+    packed = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    if gguf_type == "auto" and packed:
+        check_native(model, quantized)
+        embed = AUTO_EMBED.get(packed[0].bits, "f16")
+        matrix = "f16"
+    else:
+        matrix = "f16" if gguf_type == "auto" else gguf_type
+        embed = "q8_0" if matrix in ("q4_0", "q4_1", "q5_0", "q5_1") else matrix
+    if embed_type not in (None, "auto"):
+        embed = check_gguf_type(embed_type, "embedding type")
+        if embed == "auto":
+            raise ConfigError("embedding type 'auto' is the default; name a type such as q4_0, q8_0 or f16.")
+    return matrix, embed
+
+
 def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", manifest=None,
-                name: str | None = None, progress=None) -> dict:
-    """Write `model` to out_path; returns what was written (types per tensor kind, notes, seconds)."""
+                name: str | None = None, progress=None, embed_type: str | None = None) -> dict:
+    """Write `model` to out_path; returns what was written (types per tensor, bits per weight, notes, seconds).
+
+    embed_type: the token embedding's (and untied output layer's) type; None: see tensor_kinds."""
     import gguf
 
     t0 = time.perf_counter()
@@ -144,7 +193,9 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
     arch_name = gguf.MODEL_ARCH_NAMES[arch]
     n_layers = len(heads)
     vocab_size = model.get_input_embeddings().weight.shape[0]
-    sym = bool((manifest.quantized or {}).get("sym")) if manifest is not None else False
+    quantized = (manifest.quantized or {}) if manifest is not None else {}
+    sym = bool(quantized.get("sym"))
+    kinds = tensor_kinds(model, gguf_type, embed_type, quantized)
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +217,8 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
     writer.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
     writer.add_vocab_size(vocab_size)
     writer.add_rope_dimension_count(head_dim)
-    file_type = "f16" if gguf_type == "auto" else gguf_type
+    native = {native_type(m, sym) for m in model.modules() if isinstance(m, QuantLinear)} - {None}
+    file_type = (native.pop() if len(native) == 1 else "f16") if gguf_type == "auto" else gguf_type
     writer.add_file_type(_file_type(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     notes = add_vocab(writer, tokenizer, vocab_size)
@@ -174,6 +226,14 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
     tmap = gguf.get_tensor_name_map(arch, n_layers)
     tied = getattr(cfg, "tie_word_embeddings", False)
     counts: dict[str, int] = {}
+    weights = data_bytes = 0
+    emb_codes = embedding_codes(model.get_input_embeddings(), quantized.get("bits", 0),
+                                quantized.get("group_size", 0)) \
+        if gguf_type == "auto" and quantized.get("embedding") and embed_type in (None, "auto") else None
+    if emb_codes is not None and native_type(emb_codes, sym) is not None:
+        kinds = (kinds[0], f"{native_type(emb_codes, sym)} (GPTQ codes)")
+    else:
+        emb_codes = None
     modules = dict(model.named_modules())
     for hf_name, tensor, module in _named_tensors(model, modules):
         if tied and hf_name == "lm_head.weight":
@@ -184,8 +244,12 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
         layer = int(hf_name.split(".")[2]) if hf_name.startswith("model.layers.") else None
         n_head = {"q_proj": heads[layer], "k_proj": kv[layer]}.get(hf_name.split(".")[-2]) if layer is not None \
             else None
-        data, qtype = _tensor_data(hf_name, tensor, module, gguf_type, n_head, head_dim, sym, notes)
+        if emb_codes is not None and hf_name == "model.embed_tokens.weight":
+            tensor, module = None, emb_codes
+        data, qtype = _tensor_data(hf_name, tensor, module, gguf_type, kinds, n_head, sym, notes)
         writer.add_tensor(gg_name, data, raw_dtype=qtype)
+        weights += module.in_features * module.out_features if module is not None else tensor.numel()
+        data_bytes += data.nbytes
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
         if progress:
             progress()
@@ -193,8 +257,11 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    size = out_path.stat().st_size
     return {"path": str(out_path), "arch": arch_name, "gguf_type": gguf_type, "tensor_types": counts,
-            "bytes": out_path.stat().st_size, "seconds": time.perf_counter() - t0, **notes}
+            "embedding_type": kinds[1], "bytes": size, "weights": weights, "bits_per_weight": 8 * data_bytes / weights,
+            "file_bits_per_weight": 8 * size / weights,
+            "seconds": time.perf_counter() - t0, **notes}
 
 
 def _named_tensors(model, modules):
@@ -209,7 +276,7 @@ def _named_tensors(model, modules):
             yield f"{mod_name}.{pname}", p.detach(), None
 
 
-def _tensor_data(hf_name, tensor, module, gguf_type, n_head, head_dim, sym, notes):
+def _tensor_data(hf_name, tensor, module, gguf_type, kinds, n_head, sym, notes):
     import gguf
 
     if module is not None:  # packed GPTQ layer
@@ -228,15 +295,15 @@ def _tensor_data(hf_name, tensor, module, gguf_type, n_head, head_dim, sym, note
     arr = w.cpu().numpy()
     if arr.ndim == 1:
         return arr.astype(np.float32), gguf.GGMLQuantizationType.F32
-    kind = "f16" if gguf_type == "auto" else gguf_type
-    if hf_name == "model.embed_tokens.weight" and kind in ("q4_0", "q4_1", "q5_0", "q5_1"):
-        kind = "q8_0"
-    if kind in ("f32",):
+    kind = kinds[1] if hf_name in ("model.embed_tokens.weight", "lm_head.weight") else kinds[0]
+    if kind == "f32":
         return arr.astype(np.float32), gguf.GGMLQuantizationType.F32
     if kind == "f16":
         return arr.astype(np.float16), gguf.GGMLQuantizationType.F16
+    if kind == "bf16":
+        return gguf.quants.quantize(arr, gguf.GGMLQuantizationType.BF16), gguf.GGMLQuantizationType.BF16
+    if arr.shape[-1] % BLOCK:  # rows must be whole blocks; never widened to F16 behind the user's back
+        raise ConfigError(f"GGUF export: tensor '{hf_name}' has rows of {arr.shape[-1]} values, not a multiple of "
+                          f"{BLOCK}, so it cannot be stored as {kind}; choose --gguf-type f16 (or bf16/f32).")
     qtype = _qtype(kind)
-    if arr.shape[-1] % BLOCK:
-        notes.setdefault("f16_fallback", []).append(hf_name)  # rows must be whole blocks, as in the converter
-        return arr.astype(np.float16), gguf.GGMLQuantizationType.F16
     return gguf.quants.quantize(arr, qtype), qtype

@@ -2,7 +2,10 @@
 
 Follows the quantiser of the GPTQ reference code (IST-DASLab/gptq, quant.py): per output row and
 per group of input columns, min-max range that always contains 0, asymmetric (integer zero point)
-or symmetric. One change that keeps storage honest: the scale is rounded to float16 *before* it is
+or symmetric. Symmetric grids follow ggml's Q4_0/Q8_0 rather than the reference: the scale is the
+signed value of largest magnitude over -2^(bits-1) (it may be negative), so that value is exact and
+the step is 8/7.5 times finer than the reference's 2·max|w|/15, and 4-bit g32 codes *are* Q4_0 blocks.
+One change that keeps storage honest: the scale is rounded to float16 *before* it is
 used, so the values GPTQ feeds its error correction are bit-for-bit the values the packed file
 dequantises to (scales are stored as float16, as in every GPTQ checkpoint format).
 """
@@ -58,9 +61,6 @@ class QuantGrid:
         zero_t = torch.zeros(w.shape[0], device=w.device)
         xmin = torch.minimum(w.min(dim=1).values, zero_t)
         xmax = torch.maximum(w.max(dim=1).values, zero_t)
-        if self.sym:
-            xmax = torch.maximum(xmin.abs(), xmax)
-            xmin = torch.where(xmin < 0, -xmax, xmin)
         empty = (xmin == 0) & (xmax == 0)
         xmin = torch.where(empty, -torch.ones_like(xmin), xmin)
         xmax = torch.where(empty, torch.ones_like(xmax), xmax)
@@ -82,10 +82,15 @@ class QuantGrid:
         return scale, zero
 
     def _from_range(self, xmin: torch.Tensor, xmax: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = ((xmax - xmin) / self.maxq).half().float()
+        half = (self.maxq + 1) / 2
+        if self.sym:  # ggml's Q4_0/Q8_0 rule: the value of largest magnitude m lands exactly on code 0, scale = -m/8
+            scale = torch.where(xmin.abs() >= xmax, xmin, xmax) / -half
+        else:
+            scale = (xmax - xmin) / self.maxq
+        scale = scale.half().float()
         scale = torch.where(scale == 0, torch.full_like(scale, 2.0 ** -24), scale)  # float16's smallest step
         if self.sym:
-            zero = torch.full_like(scale, (self.maxq + 1) / 2)
+            zero = torch.full_like(scale, half)
         else:
             zero = torch.round(-xmin / scale).clamp(0, self.maxq)
         return scale, zero

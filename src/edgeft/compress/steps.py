@@ -12,6 +12,7 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embedding
 from edgeft.compress.gptq import gptq_by_row_groups
 from edgeft.compress.guidance import output_gradient_weights
 from edgeft.compress.layerwise import block_linear_names, compress_layerwise
@@ -111,8 +112,11 @@ class Merge(Step):
 
 class QuantOptions(StepOptions):
     bits: int = 4
-    group_size: int = 128
-    sym: bool = False
+    # group 32, symmetric: the codes are exactly ggml's Q4_0 blocks (4.5 bits/weight), so `edgeft export` writes
+    # them as they are and llama.cpp runs them 4-bit; asymmetric g32 is Q4_1 (5.0), g128 fits no ggml block
+    # (docs/benchmarks_compress.md, "GPTQ against llama.cpp's quantisers")
+    group_size: int = 32
+    sym: bool = True
     mse: bool = False  # search a clipped range per group (the reference Quantizer's mse option)
 
 
@@ -178,6 +182,9 @@ class GPTQOptions(QuantOptions):
     norm_tweak_lr: float = Field(1e-4, gt=0)
     norm_tweak_epochs: int = Field(1, ge=1)
     norm_tweak_loss: NormLoss = "mse"
+    # embedding: GPTQ the tied token embedding too, as the output layer (edgeft.compress.embedding_gptq), so a
+    # GGUF export is 4-bit throughout. None: on when the output layer shares the embedding's weight
+    embedding: Optional[bool] = None
 
 
 @register
@@ -188,7 +195,8 @@ class GPTQ(_Quantize):
 
     def label(self, o):
         return (f"GPTQ {o.bits}-bit g{o.group_size}" + (" act-order" if o.act_order else "") + (" mse" if o.mse else "")
-                + (" guided" if o.guided else "") + (" norm-tweaked" if o.norm_tweak else ""))
+                + (" guided" if o.guided else "") + (" norm-tweaked" if o.norm_tweak else "")
+                + (" +embedding" if o.embedding else ""))
 
     def resolve(self, source, o):
         """guided=None becomes on for a causal LM, off for other heads (guidance uses the LM loss);
@@ -198,6 +206,12 @@ class GPTQ(_Quantize):
             o = o.model_copy(update={"guided": causal})
         if o.norm_tweak is None:
             o = o.model_copy(update={"norm_tweak": causal})
+        tied = causal and tied_embedding(source.backbone.model) is not None
+        if o.embedding is None:
+            o = o.model_copy(update={"embedding": tied})
+        elif o.embedding and not tied:
+            raise ConfigError("gptq option embedding=true: this model's output layer does not share the input "
+                              "embedding's weight (or it is not a causal LM); leave the option out.")
         return o
 
     def apply(self, source, ctx, o, progress=None):
@@ -220,11 +234,14 @@ class GPTQ(_Quantize):
             if o.norm_tweak else None
         stats = compress_layerwise(source.backbone, ctx.batches, fn, o.true_sequential, progress=progress,
                                    token_weights=weights, block_hook=tweak)
+        info = {"layers": len(stats), "gptq_loss_sum": sum(s["loss"] for s in stats.values())}
+        if o.embedding:  # before packing: the Hessian pass then runs plain matmuls
+            info["embedding"] = quantize_tied_embedding(model, ctx.batches, grid, o.group_size, o.percdamp,
+                                                        o.act_order)
         for name, (lin, codes, scales, zeros) in packed.items():
             _swap_quantized(model, name, lin, codes, scales, zeros, o.bits, o.group_size)
         self._record(source, list(stats), o, {"act_order": o.act_order, "percdamp": o.percdamp, "guided": o.guided,
-                                              "norm_tweak": o.norm_tweak})
-        info = {"layers": len(stats), "gptq_loss_sum": sum(s["loss"] for s in stats.values())}
+                                              "norm_tweak": o.norm_tweak, "embedding": o.embedding})
         if tweak:
             info["norm_tweak"] = {str(i): s for i, s in tweak.stats.items()}
         return info

@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from edgeft.compress.embedding_gptq import add_code_buffers, embedding_codes
 from edgeft.compress.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
@@ -111,12 +112,19 @@ def _tied_duplicates(model: nn.Module) -> set[str]:
     return dup
 
 
+def _embedding_key(model: nn.Module) -> str:
+    emb = model.get_input_embeddings()
+    return next(f"{name}.weight" for name, m in model.named_modules() if m is emb)
+
+
 def save_compressed(model: nn.Module, tokenizer, manifest: Manifest, out: str | Path) -> Path:
     """Write the folder; returns the path of the weights file."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = storage_dtype(manifest.dtype)
     skip = _tied_duplicates(model)
+    if manifest.quantized.get("embedding"):  # its codes are stored; the loader rebuilds the float weight from them
+        skip.add(_embedding_key(model))
     sparse = set(manifest.sparse)
     tensors: dict[str, torch.Tensor] = {}
     for name, t in model.state_dict().items():
@@ -184,6 +192,8 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
         old = model.get_submodule(name)
         set_module(model, name, QuantLinear(old.in_features, old.out_features, q["bits"], q["group_size"],
                                              old.bias is not None))
+    if q.get("embedding"):  # codes of the GPTQ-quantised tied embedding (embedding_gptq.py)
+        add_code_buffers(model.get_input_embeddings(), q["bits"], q["group_size"])
     for name in manifest.sparse:
         key = f"{name}.weight"
         if key + ".values" not in state or key + ".bitmask" not in state:
@@ -198,12 +208,17 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
             state[key] = t.to(expected[key].dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = _tied_duplicates(model)
+    if q.get("embedding"):
+        tied.add(_embedding_key(model))
     missing = [k for k in missing if k not in tied]
     if missing or unexpected:
         raise ModelError(f"{weights}: weights do not fit the config (missing {missing[:3]}, unexpected "
                          f"{unexpected[:3]}); the folder is corrupt or was edited by hand.")
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
+    if q.get("embedding"):  # exactly the codes' values, not their float16 rounding
+        emb = model.get_input_embeddings()
+        emb.weight.data.copy_(embedding_codes(emb, q["bits"], q["group_size"]).dequantized())
     if int4_kernel:
         for m in model.modules():
             if isinstance(m, QuantLinear):
