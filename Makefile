@@ -35,7 +35,7 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/edgeft launch --cluster examples/clusters/four-phones.yaml --model smollm2-135m --task sst2 \
 		--method pac --strategy hybrid --epochs 4 --train-samples 1024 --dev-samples 200 --batch-size 32 \
-		--max-length 48 --lr 2e-3 --out runs/make-run --overwrite
+		--max-length 48 --lr 2e-3 --time-scale auto --out runs/make-run --overwrite
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest -v --durations=25

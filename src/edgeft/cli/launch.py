@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),
         link_mode: Optional[str] = typer.Option(None, help="auto | tc | shaper | none"),
         no_compute_emulation: bool = typer.Option(False, help="run at host speed (no device slowdown)"),
+        time_scale: Optional[str] = typer.Option(None, help="time dilation: a number, or 'auto' (the least that "
+                                                            "lets this host emulate the whole cluster; docs/runtime.md)"),
         kill_device: Optional[str] = typer.Option(None, help="fault injection NAME:STEP (kill that device)"),
         out: Optional[str] = typer.Option(None, help="run directory"),
         resume: bool = typer.Option(False, help="continue the run in --out from its last complete checkpoint"),
@@ -70,6 +72,8 @@ def register(app: typer.Typer) -> None:
             data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
         if no_compute_emulation:
             data["emulate_compute"] = False
+        if time_scale is not None:
+            data["time_scale"] = time_scale if time_scale == "auto" else _number("--time-scale", time_scale)
         if kill_device:
             if ":" not in kill_device:
                 raise ConfigError(f"--kill-device '{kill_device}': expected NAME:STEP")
@@ -161,3 +165,12 @@ def show(m: dict, out: str) -> None:
 
 def _metric_line(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def _number(option: str, text: str) -> float:
+    from edgeft.errors import ConfigError
+
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{option} '{text}': expected a number or 'auto'") from None
