@@ -251,7 +251,9 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     first = replan([d.name for d in cluster.devices])
     say(describe_plan(first, cfg, fill_first))
     if on_start:
-        fill_steps = math.ceil(len(feats) / cfg.train.batch_size) if fill_first else 0
+        from edgeft.runtime.strategies.hybrid import fill_batches
+
+        fill_steps = len(fill_batches(len(feats), cfg.train)) if fill_first else 0
         on_start(steps * cfg.train.epochs + fill_steps)
     planned = {"plan": first}
 

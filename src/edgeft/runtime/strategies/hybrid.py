@@ -110,7 +110,7 @@ def run(ctx) -> dict:
     cache_shares = {int(k): float(v) for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
     kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
     state = {"phase": "pipeline"}
-    fill_first = pac and model.cache is not None and model.side.tap_norm == "channel"
+    fill_first = P.fills_first(ctx.spec.method, ctx.spec.method_options, "hybrid")
 
     def rows_of(stage: int, m: int, mbs) -> list[tuple[int, int]]:
         lo, hi = mbs[m]
@@ -248,7 +248,7 @@ def run(ctx) -> dict:
 
         t0 = time.perf_counter()
         ctx.log("phase", epoch=0, phase="fill")
-        batches = _fill_batches(ctx)
+        batches = fill_batches(len(ctx.train_feats), ctx.spec.train)
         for k, idx in enumerate(batches):
             ctx.beat.update(step=0, epoch=0, phase="fill", units=k)
             batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
@@ -261,10 +261,11 @@ def run(ctx) -> dict:
         ctx.beat.update(units=len(batches))
         _exchange_cache(ctx, model, kept, cache_shares, world)
         kept.clear()
-        rows = _fit_channel_stats(ctx, model, cache_shares, world)
+        rows = _fit_channel_stats(ctx, model, cache_shares, world, {i for b in batches for i in b})
         ctx.comm.barrier()
-        ctx.log("fill_done", seconds=time.perf_counter() - t0, stats_rows=rows)
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        ctx.log("fill_done", seconds=seconds, stats_rows=rows)
+        return seconds
 
     def epoch_start(epoch, step0):
         cache_ready = pac and model.cache is not None and (epoch > 0 or fill_first)
@@ -402,16 +403,15 @@ def _stage_of(ctx) -> int:
     return next(i for i, st in enumerate(ctx.spec.layout["stages"]) if ctx.rank in st["ranks"])
 
 
-def _fit_channel_stats(ctx, model, shares, world) -> int:
+def _fit_channel_stats(ctx, model, shares, world, filled: set[int]) -> int:
     """tap_norm=channel over ranks: each owner measures the moments of its cached samples among the first
-    norm_samples, one all-reduce gathers every rank's (rows, mean, m2) into its own slot, and all merge them
+    norm_samples (of those `filled`), one all-reduce gathers every rank's (rows, mean, m2) into its own slot, and all merge them
     in rank order, so every rank holds the same statistics the single-device pass measures."""
     from edgeft.methods.pac.model import STATS_BATCH
     from edgeft.methods.pac.side_network import merge_moments
 
     side = model.side
     samples = int(ctx.method.options.norm_samples)
-    filled = {i for b in _fill_batches(ctx) for i in b}
     mine = [f for i, f in enumerate(ctx.train_feats[:samples]) if i in filled and owner_of(str(f["id"]), shares) == ctx.rank]
 
     def batches():
@@ -422,25 +422,24 @@ def _fit_channel_stats(ctx, model, shares, world) -> int:
 
     with ctx.emu.compute():
         rows, mean, m2 = side.tap_moments(batches())
-    n, shape = len(world), (side.num_taps, side.hidden)
-    slots = torch.zeros(n, 1 + 2 * side.num_taps * side.hidden, dtype=torch.float64, device=ctx.group.device)
+    shape = (side.num_taps, side.hidden)
+    size = side.num_taps * side.hidden
+    slots = torch.zeros(len(world), 1 + 2 * size, dtype=torch.float64, device=ctx.group.device)
     if rows:
         slots[world.index(ctx.rank)] = torch.cat([torch.tensor([float(rows)], dtype=torch.float64,
                                                                device=slots.device), mean.reshape(-1), m2.reshape(-1)])
     ctx.comm.all_reduce_([slots], world)
     acc = (0, None, None)
-    size = side.num_taps * side.hidden
     for row in slots:
         if row[0] > 0:
             acc = merge_moments(acc, (int(row[0]), row[1:1 + size].reshape(shape), row[1 + size:].reshape(shape)))
     return side.set_tap_stats(*acc)
 
 
-def _fill_batches(ctx) -> list[list[int]]:
-    """The samples the run's epochs train on (all of them unless max_steps_per_epoch cuts epochs short), in
-    batches of the training batch size: what the forward-only fill passes through the pipeline."""
-    cfg = ctx.spec.train
-    n = len(ctx.train_feats)
+def fill_batches(n: int, cfg) -> list[list[int]]:
+    """The samples the run's epochs train on (all n unless max_steps_per_epoch cuts epochs short), in batches
+    of the training batch size: what the forward-only fill passes through the pipeline (and the launcher's
+    progress bar counts)."""
     used = sorted({i for e in range(cfg.epochs)
                    for b in C.epoch_batches(n, cfg.batch_size, cfg.seed, e, cfg.max_steps_per_epoch) for i in b})
     return [used[k:k + cfg.batch_size] for k in range(0, len(used), cfg.batch_size)]
