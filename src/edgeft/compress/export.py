@@ -19,7 +19,7 @@ from torch import nn
 from edgeft.compress.embedding_gptq import drop_code_buffers
 from edgeft.compress.evaluation import lm_windows, perplexity_of_windows
 from edgeft.compress.gguf_export import check_gguf_type, export_gguf
-from edgeft.compress.modules import set_module
+from edgeft.models.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.compress.source import Source, open_model
 from edgeft.compress.store import storage_dtype

@@ -22,14 +22,6 @@ INSTALL_HINT = ("llama-cpp-python is not installed. It builds llama.cpp from sou
                 "pip install llama-cpp-python==0.3.36 (see docs/compress.md).")
 
 
-def llama_cpp_available() -> bool:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @contextmanager
 def _quiet_stderr():
     """llama.cpp logs every tensor to stderr (fd 2); keep the terminal for edgeft's own output."""

@@ -1,14 +1,8 @@
-"""Small helpers over a model's modules: replace one by name, count what it holds."""
+"""Count what a (possibly compressed) model holds."""
 
 from __future__ import annotations
 
 from torch import nn
-
-
-def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
 
 
 def count_params(model: nn.Module) -> int:

@@ -88,8 +88,3 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, bias={self.bias is not None}")
-
-
-def packed_bytes(module: QuantLinear) -> int:
-    n = sum(b.numel() * b.element_size() for b in (module.qweight, module.scales, module.qzeros))
-    return n + (module.bias.numel() * module.bias.element_size() if module.bias is not None else 0)

@@ -16,7 +16,7 @@ from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embeddi
 from edgeft.compress.gptq import gptq_by_row_groups
 from edgeft.compress.guidance import output_gradient_weights
 from edgeft.compress.layerwise import block_linear_names, compress_layerwise
-from edgeft.compress.modules import set_module
+from edgeft.models.modules import set_module
 from edgeft.compress.norm_tweak import NormLoss, NormTweak
 from edgeft.compress.prune import apply_structured, magnitude_mask, plan_structured
 from edgeft.compress.qlinear import QuantLinear

@@ -11,7 +11,6 @@ A folder holds the Hugging Face config + tokenizer, one `model.safetensors` and 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeft.compress.embedding_gptq import add_code_buffers, embedding_codes
-from edgeft.compress.modules import set_module
+from edgeft.models.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
 
@@ -234,9 +233,3 @@ def folder_bytes(folder: str | Path) -> int:
     """Bytes of the weight files (what a device must hold); config/tokenizer files are not counted."""
     folder = Path(folder)
     return sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".safetensors", ".gguf", ".bin"))
-
-
-def copy_tokenizer_files(src: str | Path, dst: str | Path) -> None:
-    for name in TOKENIZER_FILES:
-        if (Path(src) / name).is_file():
-            shutil.copy2(Path(src) / name, Path(dst) / name)

@@ -11,7 +11,6 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord
 

@@ -30,6 +30,8 @@ class Method:
     name: ClassVar[str]
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     uses_optimizer: ClassVar[bool] = True
+    # The learning rate a run takes when none is given (chosen per method; see docs/methods.md).
+    default_lr: ClassVar[float] = 1e-4
 
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or self.Options()

@@ -49,6 +49,7 @@ class LoRA(_PeftMethod):
     """Low-rank updates beside the attention/MLP weights (PEFT's LoRA); mergeable into the model."""
 
     name = "lora"
+    default_lr = 1e-3
     Options = LoraOptions
 
     def peft_config(self, backbone, task):
@@ -70,6 +71,7 @@ class PromptTuning(_PeftMethod):
     """Learned virtual-token embeddings before every input (PEFT's prompt tuning); the backbone stays frozen."""
 
     name = "prompt"
+    default_lr = 3e-2
     Options = PromptOptions
 
     def peft_config(self, backbone, task):

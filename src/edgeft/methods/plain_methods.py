@@ -23,6 +23,7 @@ class Full(Method):
     """Every parameter trained (the reference the memory-efficient methods are measured against)."""
 
     name = "full"
+    default_lr = 2e-5
 
     def prepare(self, backbone, task):
         for p in backbone.model.parameters():
@@ -49,6 +50,7 @@ class BitFit(Method):
     """
 
     name = "bitfit"
+    default_lr = 1e-3
 
     def prepare(self, backbone, task):
         model = backbone.model

@@ -1,7 +1,7 @@
 """Analytic cost per transformer block: FLOPs, memory and bytes to send, for full / lora / pac.
 
 Every solver reads a `CostTable` (per-layer arrays), so the same solver works on analytic counts or
-on a measured profile (`CostTable.from_profile`), where measured time x the profiling machine's
+on a measured profile (`planner.profile.profile_to_table`), where measured time x the profiling machine's
 matmul rate stands in for FLOPs.
 """
 
@@ -198,13 +198,6 @@ class CostTable:
             self.step_fixed_s, self.cached_step_flops, self.trainable_total, self.cached_call_flops,
             self.cached_rows_flops,
         )
-
-    @classmethod
-    def from_profile(cls, profile: dict, arch: ModelArch, workload: Workload) -> "CostTable":
-        """Measured costs: time x the profiling machine's matmul FLOP/s becomes 'effective FLOPs'."""
-        from edgeft.planner.profile import profile_to_table
-
-        return profile_to_table(profile, arch, workload)
 
 
 def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:

@@ -81,19 +81,6 @@ def read_beats(directory: Path) -> dict[int, dict]:
     return out
 
 
-def stale_ranks(directory: Path, ranks: list[int], timeout: float, now: float | None = None,
-                started: float = 0.0) -> dict[int, float]:
-    """rank -> seconds since its last beat, for ranks silent longer than `timeout`."""
-    now = now or time.time()
-    beats = read_beats(directory)
-    out = {}
-    for r in ranks:
-        last = beats.get(r, {}).get("time", started)
-        if last and now - last > timeout:
-            out[r] = now - last
-    return out
-
-
 # "<kill|stall>:<global step>": set by the supervisor for the rank a fault-injection run targets. The
 # worker acts on it at that exact step, so the fault lands mid-run however fast the steps are (a
 # supervisor polling heartbeats can miss a short run's step).

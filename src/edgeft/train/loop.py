@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from edgeft.errors import CacheError
 from edgeft.train.meters import PeakMemory, Timer
 
-DEFAULT_LR = {"full": 2e-5, "lora": 1e-3, "prompt": 3e-2, "bitfit": 1e-3, "pac": 5e-4}
 
 
 class TrainConfig(BaseModel):
@@ -96,7 +95,7 @@ class Trainer:
         self.run, self.progress = run, progress
         self.device = resolve_device(cfg.device)
         self.timer = Timer(self.device)
-        lr = cfg.lr or DEFAULT_LR.get(method.name, 1e-4)
+        lr = cfg.lr or method.default_lr
         self.lr = lr
         self.params = method.trainable_parameters(model)
         self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=cfg.weight_decay) \

@@ -89,6 +89,7 @@ class PAC(Method):
     """Parallel adapters on a frozen backbone, fed from an activation cache after epoch 1."""
 
     name = "pac"
+    default_lr = 5e-4
     Options = PacOptions
 
     def prepare(self, backbone, task) -> PacModel:

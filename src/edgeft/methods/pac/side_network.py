@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgeft.compress.modules import set_module
+from edgeft.models.modules import set_module
 from edgeft.errors import ConfigError
 
 Combine = Literal["gated", "sum", "ladder"]

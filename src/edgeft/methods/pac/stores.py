@@ -13,7 +13,6 @@ reads by id; numpy.memmap gives zero-copy reads and the format stays inspectable
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -224,7 +223,3 @@ class DiskStore:
         d = Path(directory)
         if (d / MANIFEST).exists():
             shutil.rmtree(d)
-
-
-def disk_usage(directory: Path) -> int:
-    return sum(os.path.getsize(p) for p in Path(directory).glob("*") if p.is_file())

@@ -20,7 +20,7 @@ from edgeft.runtime import faults
 from edgeft.runtime.faults import Heartbeat
 from edgeft.runtime.group import Group
 from edgeft.runtime.spec import RunSpec
-from edgeft.train.loop import DEFAULT_LR, _epoch_order
+from edgeft.train.loop import _epoch_order
 
 
 @dataclass
@@ -152,7 +152,7 @@ def make_optimizer(ctx: Context, params: list[torch.nn.Parameter], total_steps: 
     cfg = ctx.spec.train
     if not params:
         return None, None
-    lr = cfg.lr or DEFAULT_LR.get(ctx.spec.method, 1e-4)
+    lr = cfg.lr or ctx.method.default_lr
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     sched = get_scheduler(cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup", opt,
                           num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)

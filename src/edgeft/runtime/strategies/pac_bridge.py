@@ -78,4 +78,4 @@ def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: lis
     return len(sample_ids)
 
 
-__all__ = ["runtime_options", "check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
+__all__ = ["fills_first", "check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
