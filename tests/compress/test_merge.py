@@ -8,7 +8,7 @@ from edgeft.compress.source import open_model
 from edgeft.errors import ModelError
 from edgeft.models import load_backbone
 
-from .conftest import make_llama
+from tiny_models import COMPRESS_LLAMA, make_llama
 from .helpers import logits_of, make_adapter
 
 
@@ -48,7 +48,7 @@ def test_prompt_tuning_is_kept_beside_the_model_and_gguf_refuses_it(tiny_word_ll
 
 def test_adapter_for_another_backbone_is_refused(tiny_word_llama, tmp_path, smol_tokenizer):
     adapter = make_adapter(tiny_word_llama, tmp_path / "lora")
-    other = make_llama(tmp_path / "other", smol_tokenizer, layers=2, seed=3)
+    other = make_llama(tmp_path / "other", smol_tokenizer, **{**COMPRESS_LLAMA, "layers": 2}, seed=3)
     with pytest.raises(ModelError, match="trained on backbone"):
         open_model(str(other), adapter)
 

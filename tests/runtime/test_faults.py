@@ -14,8 +14,8 @@ from edgeft.runtime.run import LaunchConfig, launch
 CLUSTER = Path(__file__).parent / "clusters" / "three.yaml"
 
 
-def test_killed_device_replan_and_resume(tiny_llama, tmp_path):
-    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(tiny_llama), method="pac", strategy="hybrid",
+def test_killed_device_replan_and_resume(sst2_llama, tmp_path):
+    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(sst2_llama), method="pac", strategy="hybrid",
                        task={**helpers.TASK, "train_samples": 40}, method_options={"dropout": 0.0, "width": 8},
                        train={"epochs": 2, "batch_size": 4, "micro_batches": 2, "checkpoint_every": 2, "lr": 5e-3},
                        out=str(tmp_path / "run"), link_mode="none", emulate_compute=False, timeout_s=20,
@@ -38,8 +38,8 @@ def test_killed_device_replan_and_resume(tiny_llama, tmp_path):
     assert 0.0 <= acc <= 1.0
 
 
-def test_stalled_device_is_detected_by_heartbeat(tiny_llama, tmp_path):
-    s = helpers.spec(tmp_path, tiny_llama, "deft", {"server": 0, "devices": [1], "blocks": {"1": [0, 4]}},
+def test_stalled_device_is_detected_by_heartbeat(sst2_llama, tmp_path):
+    s = helpers.spec(tmp_path, sst2_llama, "deft", {"server": 0, "devices": [1], "blocks": {"1": [0, 4]}},
                      ["edge", "d0"], servers=("edge",), train={"batch_size": 2, "checkpoint_every": 50},
                      timeout_s=60)
     path = tmp_path / "spec.json"

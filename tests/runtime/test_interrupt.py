@@ -31,11 +31,11 @@ def _namespaces() -> set[str]:
 
 
 @pytest.mark.parametrize("sig,link_mode", [(signal.SIGTERM, "tc"), (signal.SIGINT, "none")])
-def test_a_stop_signal_kills_the_workers_and_records_the_interruption(tiny_llama, tmp_path, sig, link_mode):
+def test_a_stop_signal_kills_the_workers_and_records_the_interruption(sst2_llama, tmp_path, sig, link_mode):
     if link_mode == "tc" and not tc_available()[0]:
         link_mode = "none"  # the namespace half needs root + ip + tc; the worker half runs anyway
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edgeft.cli", "launch", "--cluster", str(CLUSTER), "--model", str(tiny_llama),
+    cmd = [sys.executable, "-m", "edgeft.cli", "launch", "--cluster", str(CLUSTER), "--model", str(sst2_llama),
            "--task", "sst2", "--train-samples", "40", "--dev-samples", "8", "--max-length", "24", "--method", "lora",
            "--strategy", "hybrid", "--epochs", "200", "--batch-size", "4", "--micro-batches", "2",
            "--no-compute-emulation", "--link-mode", link_mode, "--out", str(out)]
@@ -88,12 +88,12 @@ def _events(out: Path) -> list[dict]:
     return [json.loads(x) for x in f.read_text().splitlines()] if f.exists() else []
 
 
-def test_launch_resume_without_a_checkpoint_says_so_and_runs_from_scratch(tiny_llama, tmp_path):
+def test_launch_resume_without_a_checkpoint_says_so_and_runs_from_scratch(sst2_llama, tmp_path):
     import helpers
     from edgeft.runtime.run import LaunchConfig, launch
 
     said = []
-    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(tiny_llama), method="lora", strategy="hybrid",
+    cfg = LaunchConfig(cluster=str(CLUSTER), model=str(sst2_llama), method="lora", strategy="hybrid",
                        task={**helpers.TASK, "train_samples": 16}, train={"epochs": 1, "batch_size": 4, "lr": 5e-3},
                        out=str(tmp_path / "run"), link_mode="none", emulate_compute=False, evaluate=False,
                        resume=True)

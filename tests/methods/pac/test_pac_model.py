@@ -15,7 +15,7 @@ from edgeft.methods.pac.side_network import ParallelAdapters
 from edgeft.methods.pac.streaming import chunks_by_memory
 from edgeft.methods.pac.taps import parse_taps
 from edgeft.models import load_backbone
-from edgeft.testing import make_tiny_model
+from tiny_models import make_tiny_model
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig
 from edgeft.train.recipe import make_loss_fn
