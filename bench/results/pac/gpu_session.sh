@@ -35,13 +35,13 @@ setup)  # versions, GPU, the part of the wheel in this call, and a tiny-model ru
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers, peft, pydantic; print(torch.__version__, transformers.__version__, peft.__version__, pydantic.__version__, torch.cuda.get_device_name(0))"
   cp .devcarry/pac_w1/part-* "$W/parts/"
-  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  PYTHONPATH=tests python3 -c "from tiny_models import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --out "$RES/gpu_tiny_check.json"
   ;;
 setup2)  # run 2: the first part of the wheel, and the side-attention code path on a tiny model on the GPU
   cp .devcarry/pac_w1/part-* "$W/parts/"
-  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  PYTHONPATH=tests python3 -c "from tiny_models import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option heads=4 \
     --pac-option cache_dtype=int8 --out "$RES/gpu_tiny_check2.json"
@@ -94,7 +94,7 @@ random1b)  # timing only: a 1B-parameter Llama built from a config with random w
 setup3)  # run 3: the first part of the wheel, and the streamed fill on a tiny model on the GPU
   cp .devcarry/pac_w1/part-* "$W/parts/"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  PYTHONPATH=tests python3 -c "from tiny_models import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option stream_batch=8 \
     --pac-option stream_mb=0.05 --pac-option side_layers=2 --out "$RES/gpu_tiny_check3.json"
@@ -120,7 +120,7 @@ random1b3)  # timing only, run 3's PAC configuration
 setup4)  # run 4: the first part of the wheel, and the backbone-initialised side network on a tiny model on the GPU
   cp .devcarry/pac_w1/part-* "$W/parts/"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  PYTHONPATH=tests python3 -c "from tiny_models import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option side_init=backbone \
     --pac-option stream_batch=8 --out "$RES/gpu_tiny_check4.json"
@@ -149,7 +149,7 @@ main4)  # the acceptance run on one machine; VARIANTS picks a subset (two calls:
 setup5)  # run 5: the first part of the wheel, and channel-standardised taps on a tiny model on the GPU
   cp .devcarry/pac_w1/part-* "$W/parts/"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "from edgeft.testing import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
+  PYTHONPATH=tests python3 -c "from tiny_models import make_tiny_model; make_tiny_model('$W/tiny-llama', 'llama')"
   python3 bench/pac_vs_baselines.py --model "$W/tiny-llama" --train-samples 64 --dev-samples 32 --epochs 3 \
     --batch-size 16 --max-length 32 --eval each --variants pac_nocache,pac_cache --pac-option tap_norm=channel \
     --pac-option norm_samples=32 --pac-option stream_batch=8 --out "$RES/gpu_tiny_check5.json"
