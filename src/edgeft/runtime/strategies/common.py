@@ -308,7 +308,10 @@ def evaluate_full(ctx: Context, model) -> dict:
 
 def check_blockwise_method(ctx: Context) -> None:
     from edgeft.errors import ConfigError
+    from edgeft.methods.base import METHODS, method_class
 
-    if ctx.spec.method == "prompt":
-        raise ConfigError("method 'prompt' prepends virtual tokens inside PEFT's forward, which block-wise "
-                          "execution (split, deft, pipeline) bypasses: use lora, full or bitfit.")
+    cls = method_class(ctx.spec.method)
+    if not cls.supports_blockwise:
+        usable = ", ".join(n for n in sorted(METHODS) if METHODS[n].supports_blockwise)
+        raise ConfigError(f"method '{cls.name}' cannot run block by block (split, deft, pipeline): "
+                          f"{cls.blockwise_problem()}. Use one of: {usable}.")
