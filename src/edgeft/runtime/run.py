@@ -75,7 +75,7 @@ def _workload(cfg: LaunchConfig):
     from edgeft.models.backbone import resolve
     from edgeft.planner.arch import arch_from_hf_config
     from edgeft.runtime.strategies.common import epoch_batches
-    from edgeft.train.recipe import head_for
+    from edgeft.train.setup import head_for
 
     task = load_task(TaskConfig(**cfg.task))
     head = head_for(cfg.model, task, cfg.head)
@@ -361,18 +361,17 @@ def dilate(cluster, scale: float):
 def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
     """Times this run's own first batches at one device's rows (see calibrate.py)."""
     from edgeft.methods.base import get_method, method_class
-    from edgeft.models import load_backbone
     from edgeft.models.blocks import BlockView
     from edgeft.runtime import plan as planmod
     from edgeft.runtime.strategies.common import slice_rows
     from edgeft.train.recipe import make_loss_fn
+    from edgeft.train.setup import backbone_for
 
     rows, cached_rows = rows
     batches = batches[:4]
 
     def build():
-        bb = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
-                           problem_type="regression" if task.kind == "regression" else None)
+        bb = backbone_for(cfg.model, task, head)
         method = get_method(cfg.method, method_class(cfg.method).timing_options(cfg.method_options, bool(cached_rows)))
         model = method.prepare(bb, task)
         model.train()
