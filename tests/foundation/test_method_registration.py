@@ -21,11 +21,9 @@ def throwaway_methods():
     class SideProbe(Method):
         """Trains 100 parameters beside each frozen block, from a cache after the first epoch."""
 
-        name = "side-probe-test"
-        priced_as = "side-probe-test"
-        supports_blockwise = True
+        name = priced_as = "side-probe-test"  # priced by its own block_cost
+        supports_blockwise = caches_backbone = True
         trains_backbone = False
-        caches_backbone = True
 
         @classmethod
         def block_cost(cls, arch, workload, dense):
