@@ -11,7 +11,8 @@ import pytest
 from edgeft.errors import ConfigError
 from edgeft.planner.arch import PRESETS
 from edgeft.planner.cluster import parse_cluster
-from edgeft.planner.costmodel import Workload, analytic_costs, lora_params
+from edgeft.methods.peft_methods import lora_params
+from edgeft.planner.costmodel import Workload, analytic_costs
 from edgeft.planner.deft import DeftInstance, build_deft_instance
 from edgeft.planner.hybrid import plan_hybrid
 from edgeft.planner.joint import brute_force_joint, dual_ascent, exact_joint

@@ -49,7 +49,8 @@ def reference_losses(model: Path, s: RunSpec) -> list[float]:
     from edgeft.methods import get_method
     from edgeft.models import load_backbone
     from edgeft.train.loop import TrainConfig, Trainer, seed_everything
-    from edgeft.train.recipe import head_for, make_loss_fn
+    from edgeft.train.recipe import make_loss_fn
+    from edgeft.train.setup import head_for
 
     seed_everything(s.train.seed)
     task = load_task(TaskConfig(**s.task))

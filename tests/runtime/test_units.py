@@ -142,7 +142,10 @@ def test_auto_time_scale_fits_the_whole_cluster_on_the_hosts_cores():
 
 def test_hybrid_pac_fills_first_with_channel_norm_only():
     """PAC's default tap_norm=channel needs its statistics before the first step: hybrid fills the cache first."""
-    from edgeft.runtime.strategies.pac_bridge import fills_first
+    from edgeft.methods import get_method
+
+    def fills_first(method, options, strategy):
+        return get_method(method, options).fills_cache_first(strategy)
 
     assert fills_first("pac", {}, "hybrid")
     assert not fills_first("pac", {"tap_norm": "token"}, "hybrid")

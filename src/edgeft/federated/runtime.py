@@ -15,16 +15,16 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import Featurizer, objective_for
+from edgeft.data.features import Featurizer
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import data_and_validation, data_for, seeded_rng  # noqa: F401  (used by the apps)
 from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
-from edgeft.models import load_backbone
 from edgeft.quiet import quiet_libraries
 from edgeft.train.meters import PeakMemory
-from edgeft.train.recipe import head_for, make_loss_fn
+from edgeft.train.recipe import make_loss_fn
+from edgeft.train.setup import open_session
 
 
 @dataclass
@@ -149,13 +149,10 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
-    head = head_for(cfg.model, task, cfg.head)
-    backbone = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
-                             problem_type="regression" if task.kind == "regression" else None)
-    featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, head), cfg.max_length)
-    method = _method_for(cfg)
+    session = open_session(cfg.model, task, _method_for(cfg), head=cfg.head, max_length=cfg.max_length)
+    task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
-    model = method.prepare(backbone, task)
+    model = session.prepare()
     model.eval()
     named = zo_selection(cfg, named_trainables(method, model))
     names, params = [n for n, _ in named], [p for _, p in named]

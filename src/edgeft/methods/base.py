@@ -8,6 +8,7 @@ these same objects, so a method written once runs everywhere.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
@@ -18,6 +19,32 @@ from torch import nn
 from edgeft.errors import ConfigError, ModelError
 
 ADAPTER_NOTE = "edgeft_adapter.json"
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """One transformer block's cost for one training step of batch x seq_len tokens: what the planner's
+    cost table holds per layer. FLOPs, except act_saved (bytes autograd keeps for the backward)."""
+
+    trainable: float  # parameters trained in (or for) this block
+    fwd: float
+    bwd_pass: float  # the backward that only crosses the block (input gradients)
+    bwd_train: float  # the backward of a block whose own parameters (or adapters) train
+    act_saved: float
+
+
+@dataclass(frozen=True)
+class DenseBlock:
+    """The same block with its weights frozen, as the planner counts it from the architecture alone:
+    the starting point a method's cost model adds its own work to."""
+
+    params: int  # every parameter of the block
+    matmul_params: int  # of which in matmul weights (their gradients cost 2 x tokens x these FLOPs)
+    tokens: int  # batch x seq_len
+    dtype_bytes: int
+    fwd: float
+    bwd_input: float  # input gradients of every matmul and of attention
+    act_saved: float  # bytes the frozen block keeps for a backward that crosses it
 
 
 class MethodOptions(BaseModel):
@@ -33,8 +60,60 @@ class Method:
     # The learning rate a run takes when none is given (chosen per method; see docs/methods.md).
     default_lr: ClassVar[float] = 1e-4
 
+    # -- what the planner and the block-wise runtime ask of a method (docs/methods.md) ------------------
+    # The registered method whose cost model prices this one for planning: its own name when it has one
+    # (block_cost), a close one's when that is a fair stand-in, None when it cannot be planned.
+    priced_as: ClassVar[str | None] = None
+    # Whether the block-wise strategies (deft, split, hybrid) can run it: they call the backbone's blocks one
+    # by one, so whatever the method trains must live in (or beside) the blocks, not in the model's own forward.
+    supports_blockwise: ClassVar[bool] = False
+    # Whether training runs backward through the backbone's blocks. False: the backbone only runs forward,
+    # without autograd, and a network beside it trains on what it taps (calibration times no block backward).
+    trains_backbone: ClassVar[bool] = True
+    # Whether later epochs may train on cached backbone activations instead of running the backbone
+    # (the planner then prices those epochs as the cached step, data parallel).
+    caches_backbone: ClassVar[bool] = False
+
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or self.Options()
+
+    @classmethod
+    def block_cost(cls, arch, workload, dense: DenseBlock) -> BlockCost | None:
+        """One block's cost under this method for `workload` (planner.costmodel.Workload); None: no cost model."""
+        return None
+
+    @classmethod
+    def has_cost_model(cls) -> bool:
+        return cls.block_cost.__func__ is not Method.block_cost.__func__
+
+    def cost_workload(self, arch) -> dict:
+        """The planner Workload's fields this method's options set (method, ranks, targets); see priced_as."""
+        return {"method": self.priced_as}
+
+    def trainable_layout(self, arch, task_kind: str, num_labels: int) -> tuple[list[float], float] | None:
+        """(trainable parameters per block, all trainable parameters) when the cost model's per-block count
+        does not say where they are (a side network, a head); None: the cost model's count stands."""
+        return None
+
+    def uses_cache(self) -> bool:
+        """Whether this run, with these options, trains later epochs on cached backbone activations."""
+        return self.caches_backbone
+
+    def fills_cache_first(self, strategy: str) -> bool:
+        """Whether a run under `strategy` fills the activation cache with a forward-only pass before its first
+        step (statistics a step needs must be measured first)."""
+        return False
+
+    @classmethod
+    def timing_options(cls, options: dict, cached: bool) -> dict:
+        """The options (as given) for a calibration build that times the backbone pass (cached=False) or the
+        cached step (cached=True)."""
+        return dict(options)
+
+    @classmethod
+    def blockwise_problem(cls) -> str:
+        """Why the block-wise strategies cannot run this method (asked only when supports_blockwise is False)."""
+        return "its training does not live in the backbone's blocks, which block-wise execution calls one by one"
 
     # -- what is trained --------------------------------------------------------------------------
     def prepare(self, backbone, task) -> nn.Module:
@@ -76,10 +155,19 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def get_method(name: str, options: dict | None = None) -> Method:
+def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'. Choose one of: {', '.join(sorted(METHODS))}.")
-    cls = METHODS[name]
+    return METHODS[name]
+
+
+def costed_methods() -> tuple[str, ...]:
+    """Methods with their own cost model, which the planner can price a block under."""
+    return tuple(sorted(n for n, c in METHODS.items() if c.has_cost_model()))
+
+
+def get_method(name: str, options: dict | None = None) -> Method:
+    cls = method_class(name)
     try:
         return cls(cls.Options(**(options or {})))
     except ValidationError as err:

@@ -5,11 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from edgeft.methods.base import Method, MethodOptions, register_method
+from edgeft.errors import ConfigError
+from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 
 # Attention projections for Llama; for BERT also every dense layer (attention output, FFN, pooler):
 # on SST-2 with MiniLM this lifted dev accuracy from 0.775 to 0.817 at the same budget (docs/benchmarks.md).
 LORA_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "bert": ["query", "key", "value", "dense"]}
+
+
+def lora_shapes(arch, targets: tuple[str, ...] = ()) -> list[tuple[int, int]]:
+    """(in, out) of every linear layer of one block that LoRA wraps, by PEFT module name (a BERT
+    'dense' matches the attention output, intermediate and output layers). () = query and value,
+    PEFT's default for both families; edgeft's lora method passes its own list (LORA_TARGETS)."""
+    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    if arch.family == "llama":
+        table = {"q_proj": [(h, h)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(h, h)],
+                 "gate_proj": [(h, inter)], "up_proj": [(h, inter)], "down_proj": [(inter, h)]}
+        default = ("q_proj", "v_proj")
+    else:
+        table = {"query": [(h, h)], "key": [(h, h)], "value": [(h, kv)], "dense": [(h, h), (h, inter), (inter, h)]}
+        default = ("query", "value")
+    unknown = [t for t in targets if t not in table]
+    if unknown:
+        raise ConfigError(f"LoRA targets {unknown} are not {arch.family} block layers the cost model knows: {sorted(table)}")
+    return [shape for t in (targets or default) for shape in table[t]]
+
+
+def lora_params(arch, rank: int, targets: tuple[str, ...] = ()) -> int:
+    """LoRA's A (in x r) and B (r x out) for every wrapped layer of one block."""
+    return sum(rank * (i + o) for i, o in lora_shapes(arch, targets))
 
 
 def _task_type(backbone):
@@ -51,6 +75,26 @@ class LoRA(_PeftMethod):
     name = "lora"
     default_lr = 1e-3
     Options = LoraOptions
+    priced_as = "lora"
+    supports_blockwise = True
+
+    @classmethod
+    def block_cost(cls, arch, workload, dense):
+        """The frozen block plus the adapters' own matmuls (forward, input and weight gradients) and
+        their low-rank intermediates."""
+        targets = tuple(workload.lora_targets)
+        trainable = lora_params(arch, workload.lora_rank, targets)
+        lora_f = 2.0 * dense.tokens * trainable
+        bwd_in = dense.bwd_input + lora_f
+        saved = dense.act_saved + dense.tokens * len(lora_shapes(arch, targets)) * workload.lora_rank * dense.dtype_bytes
+        return BlockCost(trainable=trainable, fwd=dense.fwd + lora_f, bwd_pass=bwd_in, bwd_train=bwd_in + lora_f,
+                         act_saved=saved)
+
+    def cost_workload(self, arch) -> dict:
+        """The layers this method really wraps (they size the uploads and broadcasts) at its rank."""
+        o = self.options
+        return {"method": "lora", "lora_rank": int(o.r),
+                "lora_targets": tuple(o.target_modules or LORA_TARGETS[arch.family])}
 
     def peft_config(self, backbone, task):
         from peft import LoraConfig
@@ -73,6 +117,10 @@ class PromptTuning(_PeftMethod):
     name = "prompt"
     default_lr = 3e-2
     Options = PromptOptions
+
+    @classmethod
+    def blockwise_problem(cls) -> str:
+        return "it prepends virtual tokens inside PEFT's forward, which block-wise execution bypasses"
 
     def peft_config(self, backbone, task):
         from peft import PromptTuningConfig, PromptTuningInit

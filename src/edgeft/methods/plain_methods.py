@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeft.errors import ModelError
-from edgeft.methods.base import Method, register_method
+from edgeft.methods.base import BlockCost, Method, register_method
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -24,6 +24,15 @@ class Full(Method):
 
     name = "full"
     default_lr = 2e-5
+    priced_as = "full"
+    supports_blockwise = True
+
+    @classmethod
+    def block_cost(cls, arch, workload, dense):
+        """Every weight trains: the backward adds each matmul weight's gradient to the input gradients."""
+        return BlockCost(trainable=dense.params, fwd=dense.fwd, bwd_pass=dense.bwd_input,
+                         bwd_train=dense.bwd_input + 2.0 * dense.tokens * dense.matmul_params,
+                         act_saved=dense.act_saved)
 
     def prepare(self, backbone, task):
         for p in backbone.model.parameters():
@@ -51,6 +60,8 @@ class BitFit(Method):
 
     name = "bitfit"
     default_lr = 1e-3
+    priced_as = "lora"  # a handful of vectors per block: priced as LoRA at its defaults (rank 8, query/value)
+    supports_blockwise = True
 
     def prepare(self, backbone, task):
         model = backbone.model

@@ -1,4 +1,7 @@
-"""Analytic cost per transformer block: FLOPs, memory and bytes to send, for full / lora / pac.
+"""Analytic cost per transformer block: FLOPs, memory and bytes to send.
+
+This module counts the frozen block (DenseBlock); each method adds its own work (Method.block_cost,
+in edgeft.methods), so a new method brings its cost model with it.
 
 Every solver reads a `CostTable` (per-layer arrays), so the same solver works on analytic counts or
 on a measured profile (`planner.profile.profile_to_table`), where measured time x the profiling machine's
@@ -14,7 +17,13 @@ import numpy as np
 from edgeft.errors import ConfigError
 from edgeft.planner.arch import ModelArch
 
-METHODS = ("full", "lora", "pac")
+
+
+def _method_class(name: str):
+    """The registered method (imported here, not at module level: the planner alone needs no torch)."""
+    from edgeft.methods import METHODS
+
+    return METHODS.get(name)
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,25 @@ class Workload:
     optimizer_states: int = 2  # Adam: two fp32 moments per trainable parameter
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"method {self.method!r} has no cost model; choose one of {METHODS}")
+        cls = _method_class(self.method)
+        if cls is None or not cls.has_cost_model():
+            from edgeft.methods.base import costed_methods
+
+            raise ConfigError(f"method {self.method!r} has no cost model; choose one of {costed_methods()}")
         if self.batch <= 0 or self.seq_len <= 0:
             raise ConfigError("batch and seq_len must be positive")
         if self.attention not in ("sdpa", "eager"):
             raise ConfigError("attention must be 'sdpa' or 'eager'")
+
+    @property
+    def trains_backbone(self) -> bool:
+        """Whether backward runs through the blocks (the method says: Method.trains_backbone)."""
+        return _method_class(self.method).trains_backbone
+
+    @property
+    def caches_backbone(self) -> bool:
+        """Whether later epochs train on cached backbone activations (the method says: Method.caches_backbone)."""
+        return _method_class(self.method).caches_backbone
 
     def kind_for(self, arch: ModelArch) -> str:
         if self.task_kind != "auto":
@@ -56,35 +78,6 @@ def block_params(arch: ModelArch) -> tuple[int, int]:
     mat = 4 * h * h + 2 * h * inter
     bias = 4 * h + inter + h
     return mat + bias + 4 * h, mat
-
-
-def lora_shapes(arch: ModelArch, targets: tuple[str, ...] = ()) -> list[tuple[int, int]]:
-    """(in, out) of every linear layer of one block that LoRA wraps, by PEFT module name (a BERT
-    'dense' matches the attention output, intermediate and output layers). () = query and value,
-    PEFT's default for both families; edgeft's lora method passes its own list (LORA_TARGETS)."""
-    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
-    if arch.family == "llama":
-        table = {"q_proj": [(h, h)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(h, h)],
-                 "gate_proj": [(h, inter)], "up_proj": [(h, inter)], "down_proj": [(inter, h)]}
-        default = ("q_proj", "v_proj")
-    else:
-        table = {"query": [(h, h)], "key": [(h, h)], "value": [(h, kv)], "dense": [(h, h), (h, inter), (inter, h)]}
-        default = ("query", "value")
-    unknown = [t for t in targets if t not in table]
-    if unknown:
-        raise ConfigError(f"LoRA targets {unknown} are not {arch.family} block layers the cost model knows: {sorted(table)}")
-    return [shape for t in (targets or default) for shape in table[t]]
-
-
-def lora_params(arch: ModelArch, rank: int, targets: tuple[str, ...] = ()) -> int:
-    """LoRA's A (in x r) and B (r x out) for every wrapped layer of one block."""
-    return sum(rank * (i + o) for i, o in lora_shapes(arch, targets))
-
-
-def adapter_params(arch: ModelArch, rank: int) -> int:
-    """PAC parallel adapter per layer: down h->r, up r->h, with biases."""
-    h = arch.hidden_size
-    return 2 * h * rank + rank + h
 
 
 def ring_allreduce_s(nbytes: float, n: int, bps: float, latency_s: float = 0.0) -> float:
@@ -201,37 +194,20 @@ class CostTable:
 
 
 def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
-    """Counts from the model config alone (no weights, no torch)."""
-    L, h, inter = arch.num_layers, arch.hidden_size, arch.intermediate_size
+    """Counts from the model config alone (no weights); each method adds its own work (Method.block_cost)."""
+    L, h = arch.num_layers, arch.hidden_size
     B, s, dt = workload.batch, workload.seq_len, workload.dtype_bytes
     tokens = B * s
     total, mat = block_params(arch)
     attn_fwd = 4.0 * B * s * s * h  # QK^T and PV; a causal mask still computes the full square on CPU
     fwd = 2.0 * tokens * mat + attn_fwd
     bwd_in = 2.0 * tokens * mat + 2 * attn_fwd  # input gradients of every matmul, attention backward
-    method = workload.method
-    if method == "full":
-        trainable = total
-        bwd_tr = bwd_in + 2.0 * tokens * mat
-    elif method == "lora":
-        r = workload.lora_rank
-        trainable = lora_params(arch, r, tuple(workload.lora_targets))
-        lora_f = 2.0 * tokens * trainable  # the adapters' own matmuls
-        fwd = fwd + lora_f
-        bwd_in = bwd_in + lora_f
-        bwd_tr = bwd_in + lora_f
-    else:  # pac: the backbone never runs backward; the adapters do, on cached activations
-        trainable = adapter_params(arch, workload.adapter_rank)
-        ad_f = 2.0 * tokens * (2 * h * workload.adapter_rank)
-        fwd = fwd + ad_f
-        bwd_in = 0.0 * fwd
-        bwd_tr = 2.0 * ad_f
-    saved = _saved_elems_per_token(arch, s, workload.attention) * tokens * dt
-    if method == "lora":
-        wrapped = len(lora_shapes(arch, tuple(workload.lora_targets)))
-        saved += tokens * wrapped * workload.lora_rank * dt  # the low-rank intermediates
-    if method == "pac":
-        saved = tokens * (h + workload.adapter_rank * 2) * dt  # only the adapter's own activations
+    from edgeft.methods.base import DenseBlock
+
+    dense = DenseBlock(params=total, matmul_params=mat, tokens=tokens, dtype_bytes=dt, fwd=fwd, bwd_input=bwd_in,
+                       act_saved=_saved_elems_per_token(arch, s, workload.attention) * tokens * dt)
+    cost = _method_class(workload.method).block_cost(arch, workload, dense)
+    trainable, fwd, bwd_in, bwd_tr, saved = cost.trainable, cost.fwd, cost.bwd_pass, cost.bwd_train, cost.act_saved
 
     emb = arch.vocab_size * h + (arch.max_positions * h + arch.type_vocab_size * h + 2 * h if arch.family == "bert" else 0)
     kind = workload.kind_for(arch)

@@ -168,7 +168,8 @@ class StagePricer:
         devs = cluster.devices
         self.K, self.L, self.B = len(devs), table.num_layers, table.workload.batch
         self.iters = int(np.ceil(samples / self.B))
-        self.pac = table.workload.method == "pac"
+        # a frozen backbone sends its boundary forward only; one that trains sends a gradient back too
+        self.boundary_trips = 2 if table.workload.trains_backbone else 1
         self.rate = np.array([d.compute.rate() for d in devs])
         self.link = np.array([cluster.full_band_rate(d) for d in devs])
         self.cap = np.array([d.memory_gb * 2**30 for d in devs])
@@ -220,7 +221,7 @@ class StagePricer:
         mem = (weights + t.trainable_state_bytes(n_train))[None, :] + share[:, None] * act[None, :]
         slowest_link = self.link[g].min()
         bw = min(slowest_link, next_bw)
-        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * (1 if self.pac else 2) / bw)
+        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * self.boundary_trips / bw)
         ar = np.array([ring_allreduce_s(x * dt, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
             else np.zeros(len(j1))
         return f, b, comm, ar, mem, share
@@ -300,7 +301,7 @@ def plan_hybrid(
     from edgeft.planner.hybrid_search import refine as local_search
 
     K, B = len(cluster.devices), table.workload.batch
-    pac = table.workload.method == "pac"
+    cached = table.workload.caches_backbone
     pricer = StagePricer(cluster, table, samples)
     max_S = min(max_stages or K, K, table.num_layers)
     options = tuple(M for M in micro_batch_options if M <= B)
@@ -327,7 +328,7 @@ def plan_hybrid(
     seeds.sort(key=rank_key)
     best = local_search(pricer, seeds, options, max_S) if refine else seeds[0]
     rate_all, iters = pricer.rate, pricer.iters
-    if pac:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel
+    if cached:  # cached epochs: adapters only (fwd+bwd = 1.5x their backward), data parallel
         # per sample; a measured cached step (lookup, decode, adapters: calibration) replaces the count
         ad_work = table.cached_step_flops or table.bwd_train.sum() * 1.5 / B
         # Every device of the run all-reduces all trainables each step (the runtime keeps their copies

@@ -48,7 +48,11 @@ def _arch_of(bb) -> ModelArch:
 
 
 def _apply_method(bb, method: str, lora_rank: int):
+    """The backbone as the cost model shapes `method`: all weights (full), LoRA on query and value, or a
+    64-wide adapter beside each frozen block (a method that does not train the backbone)."""
     import torch
+
+    from edgeft.methods.base import method_class
 
     model = bb.model
     for p in model.parameters():
@@ -60,7 +64,7 @@ def _apply_method(bb, method: str, lora_rank: int):
         model = get_peft_model(model, LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules=targets,
                                                  lora_dropout=0.0))
     adapters = None
-    if method == "pac":
+    if not method_class(method).trains_backbone:
         h = bb.arch.hidden_size
         adapters = [torch.nn.Sequential(torch.nn.Linear(h, 64), torch.nn.ReLU(), torch.nn.Linear(64, h))
                     for _ in range(bb.arch.num_layers)]
@@ -102,11 +106,13 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from edgeft.methods.base import costed_methods, method_class
     from edgeft.models import load_backbone
     from edgeft.models.blocks import BlockView
 
-    if method not in ("full", "lora", "pac"):
-        raise ConfigError(f"method {method!r} cannot be profiled; choose full, lora or pac")
+    if method not in costed_methods():
+        raise ConfigError(f"method {method!r} cannot be profiled; choose {', '.join(costed_methods())}")
+    frozen = not method_class(method).trains_backbone  # the backbone runs forward only; adapters beside it train
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -126,10 +132,10 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
     hidden = hidden0
     for i in range(view.num_blocks):
         blk = view.blocks[i]
-        x = hidden.detach().requires_grad_(method != "pac")
+        x = hidden.detach().requires_grad_(not frozen)
 
         def fwd():
-            if method == "pac":
+            if frozen:
                 with torch.no_grad():
                     return view.run_blocks(x, i, i + 1, mask)
             return view.run_blocks(x, i, i + 1, mask)
@@ -143,7 +149,7 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
         rec = {"index": i, "params": sum(p.numel() for p in blk.parameters()),
                "trainable": sum(p.numel() for p in blk.parameters() if p.requires_grad), "fwd_s": t_f,
                "fwd_flops": float(f_flops)}
-        if method == "pac":
+        if frozen:
             ad = adapters[i]
             h_in = out.detach()
             rec["trainable"] = sum(p.numel() for p in ad.parameters())

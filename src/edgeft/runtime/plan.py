@@ -33,65 +33,29 @@ class RuntimePlan:
                 "planner": self.planner}
 
 
-def cost_method(method: str) -> str:
-    """The cost model knows full / lora / pac; bitfit trains a handful of vectors, like lora."""
-    if method in ("full", "lora", "pac"):
-        return method
-    if method == "bitfit":
-        return "lora"
-    raise ConfigError(f"method '{method}' has no cost model for planning (use full, lora, bitfit or pac)")
+def priced_method(method: str, method_options: dict):
+    """The method, checked to have a cost model the planner can price it with (Method.priced_as)."""
+    from edgeft.methods.base import METHODS, get_method, method_class
+
+    if method_class(method).priced_as is None:
+        usable = ", ".join(n for n in sorted(METHODS) if METHODS[n].priced_as)
+        raise ConfigError(f"method '{method}' has no cost model for planning (use {usable})")
+    return get_method(method, method_options)
 
 
 def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_options: dict,
                task_kind: str = "auto", num_labels: int = 2) -> CostTable:
-    targets = ()
-    if method == "lora":  # the layers edgeft's lora method really wraps (sizes the uploads and broadcasts)
-        from edgeft.methods.peft_methods import LORA_TARGETS
-
-        targets = tuple(method_options.get("target_modules") or LORA_TARGETS[arch.family])
-    side = pac_side_params(arch, method_options, task_kind, num_labels) if method == "pac" else None
-    wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), method=cost_method(method),
-                  lora_rank=int(method_options.get("r", 8)), adapter_rank=side["width"] if side else 64,
-                  lora_targets=targets, task_kind=task_kind, num_labels=num_labels)
+    """The cost table of this method with these options; the method says which workload prices it and,
+    when its cost model's per-block count does not, where its trainable parameters are."""
+    m = priced_method(method, method_options)
+    wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), task_kind=task_kind, num_labels=num_labels,
+                  **m.cost_workload(arch))
     table = analytic_costs(arch, wl)
-    if side:  # each tap's down-projection on its block, the rest of the side network on the last block
-        trainable = np.zeros(arch.num_layers)
-        trainable[list(side["taps"])] = side["per_tap"]
-        trainable[-1] += side["total"] - trainable.sum()
-        table = dataclasses.replace(table, trainable=trainable, trainable_total=float(side["total"]))
+    layout = m.trainable_layout(arch, task_kind, num_labels)
+    if layout:
+        trainable, total = layout
+        table = dataclasses.replace(table, trainable=np.array(trainable, float), trainable_total=total)
     return table
-
-
-def pac_side_params(arch: ModelArch, options: dict, task_kind: str = "auto", num_labels: int = 2) -> dict:
-    """PAC's trainable parameters from its own options (width or reduction, taps, side layers, heads,
-    side blocks, combine): the side network built on torch's meta device, so nothing is allocated.
-    side_init=backbone copies the last side_layers blocks pruned to the side width; each copy is
-    counted as a block of the backbone scaled by (width / hidden)^2 (both sides of its matrices are cut)."""
-    import torch
-
-    from edgeft.methods.pac.method import PacOptions
-    from edgeft.methods.pac.side_network import ParallelAdapters
-    from edgeft.methods.pac.taps import parse_taps
-    from edgeft.planner.costmodel import block_params
-
-    o = PacOptions(**options)
-    h, L = arch.hidden_size, arch.num_layers
-    width = o.width or max(8, h // o.reduction)
-    taps = set(parse_taps(o.taps, L))
-    copied = o.side_init == "backbone"
-    if copied:
-        taps.add(L - o.side_layers - 1)
-    with torch.device("meta"):
-        side = ParallelAdapters(h, len(taps), width, combine=o.combine, side_blocks=o.side_blocks,
-                                heads=0 if copied else o.heads, layers=1 if copied else o.side_layers,
-                                tap_norm=o.tap_norm)
-    total = sum(p.numel() for p in side.parameters())
-    if copied:
-        total += width + o.side_layers * round(block_params(arch)[0] * (width / h) ** 2)  # gain + the copies
-    kind = task_kind if task_kind != "auto" else ("causal_lm" if arch.family == "llama" else "classification")
-    if kind != "causal_lm":
-        total += h * num_labels + num_labels  # the trainable task head
-    return {"width": width, "taps": sorted(taps), "per_tap": h * width + width, "total": total}
 
 
 def with_measured_parts(table: CostTable, parts: dict) -> CostTable:

@@ -75,7 +75,7 @@ def _workload(cfg: LaunchConfig):
     from edgeft.models.backbone import resolve
     from edgeft.planner.arch import arch_from_hf_config
     from edgeft.runtime.strategies.common import epoch_batches
-    from edgeft.train.recipe import head_for
+    from edgeft.train.setup import head_for
 
     task = load_task(TaskConfig(**cfg.task))
     head = head_for(cfg.model, task, cfg.head)
@@ -104,7 +104,9 @@ def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, 
     share = max(x for st in p.layout["stages"] for x in st["shares"])
     rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
     cached = p.planner.get("cached_shares")
-    if cfg.method != "pac" or not cached or cfg.method_options.get("cache") == "off":
+    from edgeft.methods import get_method
+
+    if not cached or not get_method(cfg.method, cfg.method_options).uses_cache():
         return rows, None
     return rows, max(1, round(B * max(cached)))
 
@@ -137,7 +139,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
     from edgeft.runtime.strategies.common import epoch_batches
-    from edgeft.runtime.strategies.pac_bridge import fills_first
+    from edgeft.methods import get_method
 
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
@@ -202,7 +204,8 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
                                                           "latency by the in-process shaper" if mode == "tc" else ""))
     say(f"link emulation: {mode}" + (f" ({why})" if why and mode == "shaper" else ""))
 
-    fill_first = fills_first(cfg.method, cfg.method_options, cfg.strategy)
+    method = get_method(cfg.method, cfg.method_options)
+    fill_first = method.fills_cache_first(cfg.strategy)
     given_plan = json.loads(Path(cfg.plan).read_text()) if cfg.plan else None
     if cfg.plan and given_plan.get("strategy") != cfg.strategy:
         raise PlanError(f"{cfg.plan}: plan is for strategy {given_plan.get('strategy')!r}, not {cfg.strategy!r}")
@@ -223,7 +226,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         again = planmod.repredict(p, emu, table, steps) if emu != sub else None
         if again:  # some rank is faster than this host: predict what the emulation can really run
             p.predicted["emulated"] = again
-        if cfg.strategy == "hybrid" and cfg.method == "pac" and p.planner.get("cached_shares"):
+        if cfg.strategy == "hybrid" and method.caches_backbone and p.planner.get("cached_shares"):
             names = [d.name for d in sub.devices]
             by_name = dict(zip(names, p.planner["cached_shares"]))
             p.layout["cached_shares"] = {str(i): by_name.get(r["name"], 0.0) for i, r in enumerate(p.ranks)}
@@ -357,28 +360,25 @@ def dilate(cluster, scale: float):
 
 def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
     """Times this run's own first batches at one device's rows (see calibrate.py)."""
-    from edgeft.methods import get_method
-    from edgeft.models import load_backbone
+    from edgeft.methods.base import get_method, method_class
     from edgeft.models.blocks import BlockView
     from edgeft.runtime import plan as planmod
     from edgeft.runtime.strategies.common import slice_rows
     from edgeft.train.recipe import make_loss_fn
+    from edgeft.train.setup import backbone_for
 
     rows, cached_rows = rows
     batches = batches[:4]
 
     def build():
-        bb = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
-                           problem_type="regression" if task.kind == "regression" else None)
-        opts = dict(cfg.method_options)
-        if cfg.method == "pac":  # the backbone pass is timed without sample ids, the cached step with them
-            opts["cache"] = "memory" if cached_rows else "off"
-        model = get_method(cfg.method, opts).prepare(bb, task)
+        bb = backbone_for(cfg.model, task, head)
+        method = get_method(cfg.method, method_class(cfg.method).timing_options(cfg.method_options, bool(cached_rows)))
+        model = method.prepare(bb, task)
         model.train()
         full = [feat.collate([feats[i] for i in b]) for b in batches]
         dev = [{k: v for k, v in slice_rows(fb, 0, rows).items() if k != "ids"} for fb in full]
         cached = full if cached_rows else None  # whole batches: calibrate times 1 row and all rows
-        view = None if cfg.method == "pac" else BlockView(model, bb.arch.family)  # PAC's blocks run without grad
+        view = BlockView(model, bb.arch.family) if method.trains_backbone else None  # else: blocks run without grad
         return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached,
                          embed=view and view.embedding,
                          blocks=view and list(view.blocks))

@@ -13,19 +13,18 @@ from typing import Literal, Optional
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import Featurizer, objective_for
+from edgeft.data import TaskConfig
+from edgeft.data.features import Featurizer
 from edgeft.errors import ConfigError
 from edgeft.methods import get_method
 from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
-from edgeft.models import load_backbone
-from edgeft.models.backbone import family_of, load_config
 from edgeft.train.evaluate import evaluate
-from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
+from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
 from edgeft.train.objective import forward
 from edgeft.train.plots import plot_run
 from edgeft.train.rundir import claim
+from edgeft.train.setup import backbone_for, head_for, start_session
 
 
 class FinetuneConfig(BaseModel):
@@ -88,33 +87,6 @@ def nest_flat_keys(data: dict, source: str = "config") -> dict:
     return out
 
 
-def head_for(model_name: str, task, head: str) -> str:
-    """Which head the backbone gets: a classifier for encoders and regression, else the LM head."""
-    if head == "lm":
-        return "causal_lm"
-    if head == "classifier":
-        return "sequence_classification"
-    if task.kind in ("generation", "lm"):
-        return "causal_lm"
-    family = family_of(load_config(model_name))
-    if family == "bert" or task.kind == "regression":
-        return "sequence_classification"
-    return "causal_lm"
-
-
-def build(cfg: FinetuneConfig):
-    """Load task, backbone and method; return everything the loop needs."""
-    seed_everything(cfg.train.seed)
-    task = load_task(cfg.task)
-    head = head_for(cfg.model, task, cfg.head)
-    backbone = load_backbone(cfg.model, head=head, num_labels=task.num_labels,
-                             problem_type="regression" if task.kind == "regression" else None)
-    objective = objective_for(task, head)
-    featurizer = Featurizer(task, backbone.tokenizer, objective, cfg.task.max_length)
-    method = get_method(cfg.method, cfg.method_options)
-    return task, backbone, featurizer, method
-
-
 def _stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
@@ -128,7 +100,8 @@ def make_loss_fn(featurizer: Featurizer):
 
 def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
-    task, backbone, featurizer, method = build(cfg)
+    session = start_session(cfg.model, cfg.task, cfg.method, cfg.method_options, cfg.head, cfg.train.seed)
+    task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     train_feats = featurizer.encode(task.train)
@@ -153,7 +126,7 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
         metric_before = before.get(task.metric_name)
         run.event("eval", epoch=0, metrics={k: v for k, v in before.items() if isinstance(v, (int, float))})
 
-    model = method.place(method.prepare(backbone, task), device)
+    model = method.place(session.prepare(), device)
     trainable, total = parameter_counts(model)
     progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
         if progress_factory else None
@@ -205,14 +178,10 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
     """Backbone (+ adapter when given) ready for evaluation; checks the adapter fits the backbone."""
     if adapter is not None:
         note = read_adapter_note(adapter)
-        head_kind = note["head"]
-        backbone = load_backbone(model_name, head=head_kind, num_labels=note.get("num_labels") or task.num_labels,
-                                 problem_type="regression" if task.kind == "regression" else None)
+        backbone = backbone_for(model_name, task, note["head"], note.get("num_labels"))
         check_backbone_matches(note, backbone, adapter)
         method = get_method(note["method"], note["options"])
         model = method.load(backbone, task, adapter)
         return backbone, model
-    head_kind = head_for(model_name, task, head)
-    backbone = load_backbone(model_name, head=head_kind, num_labels=task.num_labels,
-                             problem_type="regression" if task.kind == "regression" else None)
+    backbone = backbone_for(model_name, task, head_for(model_name, task, head))
     return backbone, backbone.model

@@ -13,7 +13,7 @@ from torch import nn
 
 from edgeft.data.features import objective_for
 from edgeft.errors import ConfigError, ModelError
-from edgeft.methods.base import Method, MethodOptions, register_method
+from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
 from edgeft.methods.pac.side_network import ParallelAdapters, prune_blocks
@@ -91,6 +91,48 @@ class PAC(Method):
     name = "pac"
     default_lr = 5e-4
     Options = PacOptions
+    priced_as = "pac"
+    supports_blockwise = True
+    trains_backbone = False
+    caches_backbone = True
+
+    # -- what the planner and the block-wise runtime ask --------------------------------------------
+    @classmethod
+    def block_cost(cls, arch, workload, dense):
+        """The backbone never runs backward; an adapter of width adapter_rank does, beside each block."""
+        h, r = arch.hidden_size, workload.adapter_rank
+        ad_f = 2.0 * dense.tokens * (2 * h * r)
+        fwd = dense.fwd + ad_f
+        return BlockCost(trainable=2 * h * r + r + h, fwd=fwd, bwd_pass=0.0 * fwd, bwd_train=2.0 * ad_f,
+                         act_saved=dense.tokens * (h + r * 2) * dense.dtype_bytes)  # the adapter's own activations
+
+    def cost_workload(self, arch) -> dict:
+        return {"method": "pac", "adapter_rank": self.width(arch.hidden_size)}
+
+    def width(self, hidden: int) -> int:
+        return self.options.width or max(8, hidden // self.options.reduction)
+
+    def trainable_layout(self, arch, task_kind: str, num_labels: int) -> tuple[list[float], float]:
+        """Each tap's down-projection on its block, the rest of the side network on the last block."""
+        side = side_params(self.options, arch, task_kind, num_labels)
+        trainable = [0.0] * arch.num_layers
+        for t in side["taps"]:
+            trainable[t] = float(side["per_tap"])
+        trainable[-1] += side["total"] - sum(trainable)
+        return trainable, float(side["total"])
+
+    def uses_cache(self) -> bool:
+        return self.options.cache != "off"
+
+    def fills_cache_first(self, strategy: str) -> bool:
+        """Hybrid fills the cache with a forward-only pipeline pass first when tap_norm=channel (the default),
+        whose statistics must be measured before training (runtime/strategies/hybrid.py says how)."""
+        return strategy == "hybrid" and self.uses_cache() and self.options.tap_norm == "channel"
+
+    @classmethod
+    def timing_options(cls, options: dict, cached: bool) -> dict:
+        """The backbone pass is timed without the cache, the cached step with an in-memory one."""
+        return {**options, "cache": "memory" if cached else "off"}
 
     def prepare(self, backbone, task) -> PacModel:
         o = self.options
@@ -192,3 +234,29 @@ class PAC(Method):
             model.task_head.load_state_dict({k[len("task_head."):]: v for k, v in state.items()
                                              if k.startswith("task_head.")}, strict=True)
         return model
+
+
+def side_params(o: PacOptions, arch, task_kind: str = "auto", num_labels: int = 2) -> dict:
+    """PAC's trainable parameters from its own options (width or reduction, taps, side layers, heads,
+    side blocks, combine): the side network built on torch's meta device, so nothing is allocated.
+    side_init=backbone copies the last side_layers blocks pruned to the side width; each copy is
+    counted as a block of the backbone scaled by (width / hidden)^2 (both sides of its matrices are cut)."""
+    from edgeft.planner.costmodel import block_params
+
+    h, L = arch.hidden_size, arch.num_layers
+    width = o.width or max(8, h // o.reduction)
+    taps = set(parse_taps(o.taps, L))
+    copied = o.side_init == "backbone"
+    if copied:
+        taps.add(L - o.side_layers - 1)
+    with torch.device("meta"):
+        side = ParallelAdapters(h, len(taps), width, combine=o.combine, side_blocks=o.side_blocks,
+                                heads=0 if copied else o.heads, layers=1 if copied else o.side_layers,
+                                tap_norm=o.tap_norm)
+    total = sum(p.numel() for p in side.parameters())
+    if copied:
+        total += width + o.side_layers * round(block_params(arch)[0] * (width / h) ** 2)  # gain + the copies
+    kind = task_kind if task_kind != "auto" else ("causal_lm" if arch.family == "llama" else "classification")
+    if kind != "causal_lm":
+        total += h * num_labels + num_labels  # the trainable task head
+    return {"width": width, "taps": sorted(taps), "per_tap": h * width + width, "total": total}

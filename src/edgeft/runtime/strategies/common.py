@@ -54,26 +54,16 @@ class Context:
 
 
 def build(ctx: Context, prepare: bool = True) -> None:
-    """Task, backbone, featurizer and method exactly as `edgeft finetune` builds them."""
-    from edgeft.data import TaskConfig, load_task
-    from edgeft.data.features import Featurizer, objective_for
-    from edgeft.methods import get_method
-    from edgeft.models import load_backbone
-    from edgeft.train.loop import seed_everything
-    from edgeft.train.recipe import head_for
+    """Task, backbone, featurizer and method exactly as `edgeft finetune` builds them (train.setup)."""
+    from edgeft.train.setup import start_session
 
     spec = ctx.spec
-    seed_everything(spec.train.seed)
-    tcfg = TaskConfig(**spec.task)
-    ctx.task = load_task(tcfg)
-    head = head_for(spec.model, ctx.task, spec.head)
-    ctx.backbone = load_backbone(spec.model, head=head, num_labels=ctx.task.num_labels,
-                                 problem_type="regression" if ctx.task.kind == "regression" else None)
-    ctx.featurizer = Featurizer(ctx.task, ctx.backbone.tokenizer, objective_for(ctx.task, head), tcfg.max_length)
-    ctx.method = get_method(spec.method, spec.method_options)
+    session = start_session(spec.model, spec.task, spec.method, spec.method_options, spec.head, spec.train.seed)
+    ctx.task, ctx.backbone, ctx.featurizer, ctx.method = session.task, session.backbone, session.featurizer, \
+        session.method
     ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
     if prepare:
-        ctx.model = ctx.method.prepare(ctx.backbone, ctx.task).to(ctx.group.device)
+        ctx.model = session.prepare().to(ctx.group.device)
         ctx.model.train()
 
 
@@ -308,7 +298,10 @@ def evaluate_full(ctx: Context, model) -> dict:
 
 def check_blockwise_method(ctx: Context) -> None:
     from edgeft.errors import ConfigError
+    from edgeft.methods.base import METHODS, method_class
 
-    if ctx.spec.method == "prompt":
-        raise ConfigError("method 'prompt' prepends virtual tokens inside PEFT's forward, which block-wise "
-                          "execution (split, deft, pipeline) bypasses: use lora, full or bitfit.")
+    cls = method_class(ctx.spec.method)
+    if not cls.supports_blockwise:
+        usable = ", ".join(n for n in sorted(METHODS) if METHODS[n].supports_blockwise)
+        raise ConfigError(f"method '{cls.name}' cannot run block by block (split, deft, pipeline): "
+                          f"{cls.blockwise_problem()}. Use one of: {usable}.")

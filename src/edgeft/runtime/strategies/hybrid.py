@@ -89,9 +89,9 @@ def run(ctx) -> dict:
     M = int(lay["micro_batches"])
     C.build(ctx)
     model = ctx.model
-    pac = ctx.spec.method == "pac"
-    view = model.view if pac else type(ctx.backbone.view)(model, ctx.backbone.arch.family)
-    if pac:
+    side = not ctx.method.trains_backbone  # a side network trains on the frozen backbone's taps (PAC)
+    view = model.view if side else type(ctx.backbone.view)(model, ctx.backbone.arch.family)
+    if side:
         P.check(model)
     S = len(stages)
     si = next(i for i, st in enumerate(stages) if ctx.rank in st["ranks"])
@@ -106,11 +106,11 @@ def run(ctx) -> dict:
     objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
     last = si == S - 1
     loss_rank = stages[-1]["ranks"][0]
-    my_taps = P.stage_taps(model, start, end) if pac else []
+    my_taps = P.stage_taps(model, start, end) if side else []
     cache_shares = {int(k): float(v) for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
     kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
     state = {"phase": "pipeline"}
-    fill_first = P.fills_first(ctx.spec.method, ctx.spec.method_options, "hybrid")
+    fill_first = ctx.method.fills_cache_first("hybrid")
 
     def rows_of(stage: int, m: int, mbs) -> list[tuple[int, int]]:
         lo, hi = mbs[m]
@@ -135,7 +135,7 @@ def run(ctx) -> dict:
             got = [ctx.comm.recv(r) for r, *_ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"])]
             inputs = {k: torch.cat([g[k] for g in got]) for k in got[0]}
         with ctx.emu.compute():
-            if pac:
+            if side:
                 out, loss = _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objective,
                                        label_ids, kept)
             else:
@@ -157,13 +157,13 @@ def run(ctx) -> dict:
             if last:
                 loss.backward()
             else:
-                key = "s" if pac else "h"
+                key = "s" if side else "h"
                 got = [ctx.comm.recv(r)["g"] for r, *_ in
                        overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"])]
                 if out[key].requires_grad:
                     out[key].backward(torch.cat(got))
         if si > 0:
-            key = "s" if pac else "h"
+            key = "s" if side else "h"
             g = inputs[key].grad
             for r, lo, hi, _ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"]):
                 ctx.comm.send({"g": g[lo - mine[0]:hi - mine[0]]}, r)
@@ -218,7 +218,7 @@ def run(ctx) -> dict:
 
     def step(epoch, idx, global_step):
         out = (dp_step if state["phase"] == "cache" else pipeline_step)(epoch, idx, global_step)
-        if pac and model.cache is not None:  # for the launcher's progress line
+        if side and model.cache is not None:  # for the launcher's progress line
             ctx.beat.update(cache_hits=model.cache.stats.hits, cache_misses=model.cache.stats.misses)
         return out
 
@@ -268,13 +268,13 @@ def run(ctx) -> dict:
         return seconds
 
     def epoch_start(epoch, step0):
-        cache_ready = pac and model.cache is not None and (epoch > 0 or fill_first)
+        cache_ready = side and model.cache is not None and (epoch > 0 or fill_first)
         state["phase"] = "cache" if cache_ready else "pipeline"
         ctx.log("phase", epoch=epoch + 1, phase=state["phase"])
         ctx.beat.update(phase=state["phase"])
 
     def epoch_end(epoch):
-        if pac and state["phase"] == "pipeline" and model.cache is not None and epoch + 1 < ctx.spec.train.epochs:
+        if side and state["phase"] == "pipeline" and model.cache is not None and epoch + 1 < ctx.spec.train.epochs:
             _exchange_cache(ctx, model, kept, cache_shares, world)
             kept.clear()
         if ctx.spec.evaluate and ctx.rank == loss_rank:
@@ -290,7 +290,7 @@ def run(ctx) -> dict:
     res.fill_s = fill_s
     ctx.emu.check_memory("end of training")
     info = {"role": f"stage {si} replica {j}", "blocks": [start, end], "stage": si, "loop": res}
-    if pac and model.cache is not None:
+    if side and model.cache is not None:
         info["cache"] = model.cache.describe()
     return info
 

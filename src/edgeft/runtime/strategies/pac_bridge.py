@@ -13,17 +13,6 @@ import torch
 from edgeft.errors import ConfigError
 
 
-def fills_first(method: str, options: dict, strategy: str) -> bool:
-    """Whether a hybrid PAC run fills its cache with a forward-only pipeline pass before the first step: with
-    tap_norm=channel (PAC's default), whose statistics must be measured before training (hybrid.py says how)."""
-    if method != "pac" or strategy != "hybrid":
-        return False
-    from edgeft.methods import get_method
-
-    o = get_method(method, options).options
-    return o.cache != "off" and o.tap_norm == "channel"
-
-
 def check(model) -> None:
     if model.side.combine not in ("gated", "sum"):
         raise ConfigError(f"PAC combine '{model.side.combine}' is sequential over taps: the pipeline needs "
@@ -78,4 +67,4 @@ def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: lis
     return len(sample_ids)
 
 
-__all__ = ["fills_first", "check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
+__all__ = ["check", "partial_side", "finish_side", "stage_taps", "run_stage_backbone", "fill_cache"]
