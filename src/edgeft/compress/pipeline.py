@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.compress.calibration import calibration_batches, count_tokens
 from edgeft.compress.evaluation import task_metric, wikitext2_perplexity
@@ -19,6 +19,7 @@ from edgeft.compress.report import StepRecord, write_report
 from edgeft.compress.source import Source, open_model
 from edgeft.compress.steps import StepContext, get_step
 from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
+from edgeft.config import validate
 from edgeft.errors import ConfigError
 from edgeft.models.backbone import resolve
 
@@ -46,14 +47,7 @@ class CompressConfig(BaseModel):
 
 
 def config_from_dict(data: dict, source: str = "config") -> CompressConfig:
-    try:
-        return CompressConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{'.'.join(map(str, e['loc']))}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+    return validate(CompressConfig, data, source, "compress config")
 
 
 def _adapter_task(src: Source) -> Optional[str]:

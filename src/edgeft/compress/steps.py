@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embedding
 from edgeft.compress.gptq import gptq_by_row_groups
@@ -22,6 +22,7 @@ from edgeft.compress.prune import apply_structured, magnitude_mask, plan_structu
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.compress.quantizer import QuantGrid, check_bits, check_group_size, rtn_quantize
 from edgeft.compress.sparsegpt import sparsegpt_prune
+from edgeft.config import validate
 from edgeft.errors import ConfigError
 
 
@@ -88,13 +89,8 @@ def get_step(name: str, options: dict | None = None):
     if name not in STEPS:
         raise ConfigError(f"unknown compression method '{name}'. Choose one of: {', '.join(sorted(STEPS))}.")
     step = STEPS[name]()
-    try:
-        return step, step.Options(**(options or {}))
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: "
-                             f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}"
-                             for e in err.errors())
-        raise ConfigError(f"method '{name}' options: {problems}") from err
+    return step, validate(step.Options, options or {}, f"method '{name}' options", "compression options",
+                          "`edgeft compress --help` and docs/compress.md list them")
 
 
 @register

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgeft.errors import ConfigError
+from edgeft.config import validate
+from edgeft.config import validate
 
 ALGORITHMS = ("fedit", "fedkseed", "fedkseed-pro", "fwdgrad")
 
@@ -154,12 +155,4 @@ class FederatedConfig(BaseModel):
 
 
 def config_from_dict(data: dict, source: str = "config") -> FederatedConfig:
-    try:
-        return FederatedConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(map(str, e["loc"])) or "config"
-            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+    return validate(FederatedConfig, data, source, "federated config")

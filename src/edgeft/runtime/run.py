@@ -15,8 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeft.config import validate
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain
 
@@ -58,12 +59,7 @@ class LaunchConfig(BaseModel):
 
 
 def config_from(data: dict, source: str) -> LaunchConfig:
-    try:
-        return LaunchConfig(**data)
-    except ValidationError as err:
-        problems = [f"{'.'.join(map(str, e['loc']))}: "
-                    f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    return validate(LaunchConfig, data, source, "launch config")
 
 
 def _workload(cfg: LaunchConfig):

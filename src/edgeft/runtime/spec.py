@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeft.config import validate
 from edgeft.errors import ConfigError
 
 Strategy = Literal["hybrid", "deft", "split"]
@@ -88,6 +89,7 @@ class RunSpec(BaseModel):
         if not path.is_file():
             raise ConfigError(f"{path}: run spec not found (the launcher writes it into the run directory).")
         try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except (ValidationError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a valid run spec ({str(err).splitlines()[0]}).") from None
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not a valid run spec (line {err.lineno}: {err.msg}).") from None
+        return validate(cls, data, str(path), "run spec", "the launcher writes it; relaunch rather than edit it")

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeft.config import validate
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
@@ -46,15 +47,7 @@ class FinetuneConfig(BaseModel):
 
 
 def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
-    try:
-        return FinetuneConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(map(str, e["loc"]))
-            msg = "unknown key (check its spelling and place)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+    return validate(FinetuneConfig, data, source, "finetune config")
 
 
 def nest_flat_keys(data: dict, source: str = "config") -> dict:

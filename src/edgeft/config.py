@@ -1,0 +1,184 @@
+"""The one config layer: a YAML file plus command-line values -> a validated pydantic model.
+
+Every config of edgeft (finetune, launch, compress, federate, a cluster, a method's or a compression step's
+options) is loaded here, so a user sees one kind of error whatever they got wrong: the file, the dotted
+field (list items as `[i]`, with the item's `name` when it has one), what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Callable, Optional, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edgeft.errors import ConfigError
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+# -- reading -------------------------------------------------------------------------------------------
+def read_yaml(path: str | Path, what: str = "config file", hint: str = "") -> dict:
+    """The mapping a YAML file holds; a missing file, bad bytes, bad YAML (line and column) or a
+    top level that is not a mapping is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found{f' ({hint})' if hint else ''}.")
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded): a {what} is YAML "
+                          "text; check that this is the right file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level of the {what}.")
+    return data
+
+
+def parse_options(pairs: list[str] | None) -> dict:
+    """`--option r=16 --option alpha=32` -> {"r": 16, "alpha": 32} (values parsed as YAML scalars)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ConfigError(f"--option '{pair}': expected KEY=VALUE.")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def overlay(data: dict, overrides: dict | None) -> dict:
+    """`data` with the command line's values over it. A None value was not given and changes nothing; a dotted
+    key (`train.lr`) sets a key of a section; a mapping value (`method_options`) adds to the file's mapping."""
+    out = dict(data)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        *sections, leaf = key.split(".")
+        place = out
+        for section in sections:
+            inner = place.get(section)
+            place[section] = dict(inner) if isinstance(inner, dict) else {}
+            place = place[section]
+        if isinstance(value, dict) and isinstance(place.get(leaf), dict):
+            value = {**place[leaf], **value}
+        place[leaf] = value
+    return out
+
+
+# -- validating and telling what is wrong ------------------------------------------------------------------
+def validate(model: type[Model], data: object, source: str, what: str = "config", hint: str = "") -> Model:
+    """`model` built from `data`; invalid data is a ConfigError from `error_message`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(error_message(err, source, model, data, what, hint)) from None
+
+
+def load(model: type[Model], path: str | Path | None = None, overrides: dict | None = None, *,
+         what: str = "config", hint: str = "", prepare: Optional[Callable[[dict, str], dict]] = None) -> Model:
+    """A config from an optional YAML file with command-line `overrides` (see `overlay`) over it.
+    `prepare(data, source)` brings the file's own layout (flat keys, shorthands) into the model's first."""
+    source = str(path) if path else "command line"
+    data = read_yaml(path, f"{what} file") if path else {}
+    if prepare:
+        data = prepare(data, source)
+    return validate(model, overlay(data, overrides), source, what, hint)
+
+
+def format_problems(source: str, problems: list[str], what: str = "config") -> str:
+    """One problem: `source: field: what is wrong`; several: a heading and one indented line each."""
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: invalid {what} ({len(problems)} problems)\n" + "\n".join(f"  {p}" for p in problems)
+
+
+def error_message(err: ValidationError, source: str, model: type[BaseModel] | None = None, data: object = None,
+                  what: str = "config", hint: str = "") -> str:
+    """The message for every problem pydantic found: field path, what is wrong, what to do. `hint` says
+    where the keys are described; an unknown key also gets the nearest known one."""
+    problems = []
+    for e in err.errors():
+        where = field_path(tuple(e["loc"]), data)
+        if e["type"] == "extra_forbidden":
+            text = f"unknown {'option' if 'option' in what else 'key'}"
+            near = _nearest_key(model, tuple(e["loc"]))
+            text += f", did you mean '{near}'?" if near else ""
+            text += f" ({hint})" if hint else (" (check its spelling and place)" if not near else "")
+        elif e["type"] == "missing":
+            text = "required key is missing"
+            about = _field_at(model, tuple(e["loc"]))
+            text += f" ({about.description})" if about is not None and about.description else ""
+        else:
+            text = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(f"{where}: {text}" if where else text)
+    return format_problems(source, problems, what)
+
+
+def field_path(loc: tuple, data: object = None) -> str:
+    """('devices', 0, 'memory_gb') -> 'devices[0](phone-a).memory_gb' (the item's name read from `data`);
+    pydantic's own steps (validator and union tags) are left out."""
+    parts, node = [], data
+    for item in loc:
+        if isinstance(item, int):
+            name = ""
+            inside = isinstance(node, list) and 0 <= item < len(node)
+            if inside and isinstance(node[item], dict):
+                name = node[item].get("name", "")
+            parts.append(f"[{item}]" + (f"({name})" if name else ""))
+            node = node[item] if inside else None
+        else:
+            if _is_internal(str(item)):
+                continue
+            parts.append(("." if parts else "") + str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return "".join(parts)
+
+
+def _is_internal(item: str) -> bool:
+    return item.startswith(("function-", "literal[", "tagged-union[")) or item in (
+        "float", "int", "str", "bool", "list", "dict", "tuple")
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (Optional[X], list[X], dict[str, X], X | Y), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, list, tuple, dict, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            found = _model_in(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | None:
+    for item in loc:
+        if model is None:
+            return None
+        if isinstance(item, int) or _is_internal(str(item)):
+            continue
+        field = model.model_fields.get(item)
+        model = _model_in(field.annotation) if field is not None else None
+    return model
+
+
+def _field_at(model, loc: tuple):
+    parent = _model_at(model, loc[:-1])
+    return parent.model_fields.get(loc[-1]) if parent is not None and loc else None
+
+
+def _nearest_key(model, loc: tuple) -> str | None:
+    parent = _model_at(model, loc[:-1])
+    if parent is None or not loc:
+        return None
+    near = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1, cutoff=0.6)
+    return near[0] if near else None
