@@ -61,3 +61,16 @@ def test_a_file_that_is_not_a_yaml_mapping_is_named(tmp_path):
     p.write_text("a: [1,\n")
     with pytest.raises(ConfigError, match=rf"{p}: line \d+, column \d+ is not valid YAML"):
         read_yaml(p)
+
+
+def test_the_runtime_trains_with_the_finetune_knobs_and_refuses_the_ones_it_cannot_honour():
+    from edgeft.runtime.run import config_from
+    from edgeft.runtime.spec import RuntimeTrain
+    from edgeft.train.loop import TrainConfig
+
+    assert issubclass(RuntimeTrain, TrainConfig)
+    spec_train = RuntimeTrain(epochs=2, micro_batches=4)
+    assert RuntimeTrain.model_validate(spec_train.model_dump()) == spec_train  # what the worker reads back
+    with pytest.raises(ConfigError, match=r"^l.yaml: train: grad_accum is a knob of `edgeft finetune` only.*"
+                                          r"micro_batches"):
+        config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "train": {"grad_accum": 2}}, "l.yaml")
