@@ -11,14 +11,38 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Callable, Optional, TypeVar
+from typing import Callable, ClassVar, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeft.errors import ConfigError
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+class ConfigFile(BaseModel):
+    """Base of the configs a user writes (as PEFT's config classes): unknown keys are refused, and `load` /
+    `from_dict` go through this module, so every command reads its file and reports problems the same way."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    what: ClassVar[str] = "config"  # what the file is, in messages ("finetune config")
+    keys_hint: ClassVar[str] = ""  # where its keys are described, said beside an unknown key
+
+    @classmethod
+    def prepare(cls, data: dict, source: str) -> dict:
+        """The file's own layout (flat keys, shorthands) brought into the model's, before overrides go on."""
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config"):
+        return validate(cls, data, source, cls.what, cls.keys_hint)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict | None = None):
+        """The config in the YAML file `path` (if any) with the command line's `overrides` over it."""
+        return load(cls, path, overrides, what=cls.what, hint=cls.keys_hint, prepare=cls.prepare)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -109,10 +133,9 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
     for e in err.errors():
         where = field_path(tuple(e["loc"]), data)
         if e["type"] == "extra_forbidden":
-            text = f"unknown {'option' if 'option' in what else 'key'}"
-            near = _nearest_key(model, tuple(e["loc"]))
-            text += f", did you mean '{near}'?" if near else ""
-            text += f" ({hint})" if hint else (" (check its spelling and place)" if not near else "")
+            parent = _model_at(model, tuple(e["loc"])[:-1])
+            text = unknown_key(str(e["loc"][-1]), list(parent.model_fields) if parent else [], hint,
+                               "option" if "option" in what else "key")
         elif e["type"] == "missing":
             text = "required key is missing"
             about = _field_at(model, tuple(e["loc"]))
@@ -121,6 +144,13 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
             text = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         problems.append(f"{where}: {text}" if where else text)
     return format_problems(source, problems, what)
+
+
+def unknown_key(key: str, known: list[str], hint: str = "", noun: str = "key") -> str:
+    """'unknown key', the nearest known key when one is close, and where the keys are described."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    text = f"unknown {noun}" + (f", did you mean '{near[0]}'?" if near else "")
+    return text + (f" ({hint})" if hint else "" if near else " (check its spelling and place)")
 
 
 def field_path(loc: tuple, data: object = None) -> str:
@@ -174,11 +204,3 @@ def _model_at(model: type[BaseModel] | None, loc: tuple) -> type[BaseModel] | No
 def _field_at(model, loc: tuple):
     parent = _model_at(model, loc[:-1])
     return parent.model_fields.get(loc[-1]) if parent is not None and loc else None
-
-
-def _nearest_key(model, loc: tuple) -> str | None:
-    parent = _model_at(model, loc[:-1])
-    if parent is None or not loc:
-        return None
-    near = difflib.get_close_matches(str(loc[-1]), list(parent.model_fields), n=1, cutoff=0.6)
-    return near[0] if near else None

@@ -9,19 +9,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console, load_yaml, parse_options
+from edgeft.cli.common import console
+from edgeft.config import parse_options
 
 
-def _config(data: dict, overrides: dict, options: Optional[list[str]], source: str):
-    from edgeft.federated.config import config_from_dict
+def _config(config: Optional[Path], overrides: dict, options: Optional[list[str]]):
+    from edgeft.federated.config import FederatedConfig
 
-    data = dict(data)
-    for key, value in overrides.items():
-        if value is not None:
-            data[key] = value
-    if options:
-        data["method_options"] = {**data.get("method_options", {}), **parse_options(options)}
-    return config_from_dict(data, source)
+    return FederatedConfig.load(config, {**overrides, "method_options": parse_options(options) or None})
 
 
 def register(app: typer.Typer) -> None:
@@ -83,8 +78,7 @@ def register(app: typer.Typer) -> None:
             round_timeout=round_timeout, seed=seed, threads=threads, out=out)}
         if ctx.invoked_subcommand is not None:
             return
-        data = load_yaml(config) if config else {}
-        cfg = _config(data, ctx.obj["overrides"], option, str(config) if config else "command line")
+        cfg = _config(config, ctx.obj["overrides"], option)
         from edgeft.train.rundir import claim
 
         run = claim(cfg.out, overwrite=overwrite, resume_flag=None)  # never mix two runs' files
@@ -99,8 +93,7 @@ def register(app: typer.Typer) -> None:
         from edgeft.federated.deploy import write_app
 
         obj = ctx.obj or {}
-        data = load_yaml(obj["config"]) if obj.get("config") else {}
-        cfg = _config(data, obj.get("overrides", {}), obj.get("option"), "command line")
+        cfg = _config(obj.get("config"), obj.get("overrides", {}), obj.get("option"))
         path = write_app(dest, cfg)
         console.print(f"Flower App written to {path}. Run it with: flwr run {dest} <superlink-connection>")
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
-from edgeft.config import validate
+from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
@@ -29,13 +29,14 @@ from edgeft.train.plots import plot_run
 from edgeft.train.rundir import claim
 
 
-class FinetuneConfig(BaseModel):
-    """Everything `edgeft finetune` needs; the same keys work from a YAML file."""
+class FinetuneConfig(ConfigFile):
+    """Everything `edgeft finetune` needs; the same keys work from a YAML file (nested, or flat as the CLI's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    what: ClassVar[str] = "finetune config"
 
     model: str = "smollm2-135m"
-    task: TaskConfig
+    task: TaskConfig = Field(description="a task name (sst2, dolly, ...) or your own data file: --task NAME, "
+                                         "--data-file FILE, or 'task:' in the config file")
     method: str = "lora"
     method_options: dict = Field(default_factory=dict)
     head: Literal["auto", "lm", "classifier"] = "auto"
@@ -45,9 +46,22 @@ class FinetuneConfig(BaseModel):
     resume: bool = False
     overwrite: bool = Field(False, description="replace the files of an earlier run in `out`")
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthands(cls, task):
+        """`task: sst2` is `task: {name: sst2}`; your own file names the task when no name is given."""
+        if isinstance(task, str):
+            return {"name": task}
+        if isinstance(task, dict) and "name" not in task and task.get("data_file"):
+            return {**task, "name": task["data_file"]}
+        return task
 
-def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
-    return validate(FinetuneConfig, data, source, "finetune config")
+    @classmethod
+    def prepare(cls, data: dict, source: str) -> dict:
+        return nest_flat_keys(data, source)
+
+
+config_from_dict = FinetuneConfig.from_dict
 
 
 def nest_flat_keys(data: dict, source: str = "config") -> dict:
@@ -65,16 +79,15 @@ def nest_flat_keys(data: dict, source: str = "config") -> dict:
         field = "kind" if key == "task_kind" else key
         places = [d for d, keys in ((task, task_keys), (train, train_keys)) if field in keys]
         if not places:
-            raise ConfigError(
-                f"{source}: {key}: unknown key (check its spelling). Flat keys are finetune's options with "
-                f"underscores (epochs, lr, data_file, text_column, ...); top-level keys: {', '.join(sorted(top))}.")
+            known = sorted(top | task_keys | train_keys | {"task_kind"})
+            raise ConfigError(f"{source}: {key}: " + unknown_key(
+                key, known, "flat keys are finetune's options with underscores (epochs, lr, data_file, ...); "
+                            f"top-level keys: {', '.join(sorted(top))}"))
         for place in places:
             if field in place and place[field] != value:
                 raise ConfigError(f"{source}: {key} is given twice (flat and nested) with different values.")
             place[field] = value
     if task:
-        if "name" not in task and task.get("data_file"):
-            task["name"] = task["data_file"]
         out["task"] = task
     if train:
         out["train"] = train
@@ -209,3 +222,31 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
     backbone = load_backbone(model_name, head=head_kind, num_labels=task.num_labels,
                              problem_type="regression" if task.kind == "regression" else None)
     return backbone, backbone.model
+
+
+def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None, max_length: int = 128,
+                     seed: int = 0) -> TaskConfig:
+    """The task `edgeft eval` scores: a named task's dev split, or every row of your own file (of its dev file
+    when one is given); a file given as the task is your own file too."""
+    keys = dict(data_keys)
+    if task and Path(task).suffix and "data_file" not in keys:
+        keys["data_file"] = task
+    if "data_file" in keys:
+        keys.setdefault("dev_file", keys["data_file"])
+    name = task or keys.get("data_file")
+    if name is None:
+        raise ConfigError("no task given: use --task NAME or --data-file FILE.")
+    return validate(TaskConfig, {"name": name, **keys, "dev_samples": dev_samples, "max_length": max_length,
+                                 "seed": seed}, "command line", "task")
+
+
+def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = None, head: str = "auto",
+             batch_size: int = 32, device: str = "auto", max_new_tokens: int = 64) -> tuple[str, int, dict]:
+    """(task name, dev examples, dev metrics) of a backbone, with an adapter when given."""
+    task = load_task(task_cfg)
+    backbone, net = load_for_eval(model_name, task, head, adapter)
+    featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, backbone.head), task_cfg.max_length)
+    dev = featurizer.encode(task.dev)
+    dev_device = resolve_device(device)
+    metrics = evaluate(net.to(dev_device), task, featurizer, dev, batch_size, dev_device, max_new_tokens)
+    return task.name, len(dev), metrics
