@@ -11,7 +11,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Callable, ClassVar, Optional, TypeVar
+from typing import ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -41,8 +41,11 @@ class ConfigFile(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None):
-        """The config in the YAML file `path` (if any) with the command line's `overrides` over it."""
-        return load(cls, path, overrides, what=cls.what, hint=cls.keys_hint, prepare=cls.prepare)
+        """The config in the YAML file `path` (if any) with the command line's `overrides` (see `overlay`)
+        over it; messages name the file, or "command line" when there is none."""
+        source = str(path) if path else "command line"
+        data = read_yaml(path, f"{cls.what} file") if path else {}
+        return cls.from_dict(overlay(cls.prepare(data, source), overrides), source)
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -99,23 +102,14 @@ def overlay(data: dict, overrides: dict | None) -> dict:
 
 
 # -- validating and telling what is wrong ------------------------------------------------------------------
-def validate(model: type[Model], data: object, source: str, what: str = "config", hint: str = "") -> Model:
-    """`model` built from `data`; invalid data is a ConfigError from `error_message`."""
+def validate(model: type[Model], data: object, source: str, what: str = "config", hint: str = "",
+             at: tuple = ()) -> Model:
+    """`model` built from `data`; invalid data is a ConfigError from `error_message`. `at` is where `data`
+    sits in the file (("task",) for a config's task section), so the message names the field as written."""
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(error_message(err, source, model, data, what, hint)) from None
-
-
-def load(model: type[Model], path: str | Path | None = None, overrides: dict | None = None, *,
-         what: str = "config", hint: str = "", prepare: Optional[Callable[[dict, str], dict]] = None) -> Model:
-    """A config from an optional YAML file with command-line `overrides` (see `overlay`) over it.
-    `prepare(data, source)` brings the file's own layout (flat keys, shorthands) into the model's first."""
-    source = str(path) if path else "command line"
-    data = read_yaml(path, f"{what} file") if path else {}
-    if prepare:
-        data = prepare(data, source)
-    return validate(model, overlay(data, overrides), source, what, hint)
+        raise ConfigError(error_message(err, source, model, data, what, hint, at)) from None
 
 
 def format_problems(source: str, problems: list[str], what: str = "config") -> str:
@@ -126,12 +120,14 @@ def format_problems(source: str, problems: list[str], what: str = "config") -> s
 
 
 def error_message(err: ValidationError, source: str, model: type[BaseModel] | None = None, data: object = None,
-                  what: str = "config", hint: str = "") -> str:
+                  what: str = "config", hint: str = "", at: tuple = ()) -> str:
     """The message for every problem pydantic found: field path, what is wrong, what to do. `hint` says
     where the keys are described; an unknown key also gets the nearest known one."""
     problems = []
+    for section in reversed(at):
+        data = {section: data}
     for e in err.errors():
-        where = field_path(tuple(e["loc"]), data)
+        where = field_path(tuple(at) + tuple(e["loc"]), data)
         if e["type"] == "extra_forbidden":
             parent = _model_at(model, tuple(e["loc"])[:-1])
             text = unknown_key(str(e["loc"][-1]), list(parent.model_fields) if parent else [], hint,

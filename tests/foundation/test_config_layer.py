@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgeft.config import load, overlay, read_yaml
+from edgeft.config import overlay, read_yaml
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.planner.cluster import load_cluster
@@ -17,7 +17,7 @@ def test_a_wrong_key_and_a_wrong_type_name_file_field_and_fix_in_two_configs(tmp
     ft = tmp_path / "ft.yaml"
     ft.write_text("task: {name: sst2}\ntrain: {epocs: 3, lr: fast}\n")
     with pytest.raises(ConfigError) as err:
-        load(FinetuneConfig, ft, what="finetune config")
+        FinetuneConfig.load(ft)
     head, *lines = _problems(err)
     assert head == f"{ft}: invalid finetune config (2 problems)"
     assert "  train.epocs: unknown key, did you mean 'epochs'?" in lines
@@ -26,7 +26,7 @@ def test_a_wrong_key_and_a_wrong_type_name_file_field_and_fix_in_two_configs(tmp
     fed = tmp_path / "fed.yaml"
     fed.write_text("algorithm: fedit\nrounds_: 3\n")
     with pytest.raises(ConfigError, match=rf"^{fed}: rounds_: unknown key, did you mean 'rounds'\?$"):
-        load(FederatedConfig, fed, what="federated config")
+        FederatedConfig.load(fed)
 
     cluster = tmp_path / "c.yaml"
     cluster.write_text("name: x\ndevices:\n  - {name: phone, compute: {flops: 1e10}, memory_gb: lots, memroy: 3}\n"
@@ -42,10 +42,10 @@ def test_a_wrong_key_and_a_wrong_type_name_file_field_and_fix_in_two_configs(tmp
 
 def test_a_missing_key_says_what_it_is_and_the_command_line_goes_over_the_file(tmp_path):
     with pytest.raises(ConfigError, match="^command line: algorithm: required key is missing"):
-        load(FederatedConfig, None, {"rounds": 2})
+        FederatedConfig.load(None, {"rounds": 2})
     f = tmp_path / "fed.yaml"
     f.write_text("algorithm: fedit\nrounds: 3\nmethod_options: {r: 4}\n")
-    cfg = load(FederatedConfig, f, {"rounds": 5, "clients": None, "method_options": {"alpha": 8}})
+    cfg = FederatedConfig.load(f, {"rounds": 5, "clients": None, "method_options": {"alpha": 8}})
     assert (cfg.rounds, cfg.clients, cfg.method_options) == (5, 10, {"r": 4, "alpha": 8})
     assert overlay({"train": {"lr": 1.0}}, {"train.epochs": 2, "task.name": "sst2"}) == {
         "train": {"lr": 1.0, "epochs": 2}, "task": {"name": "sst2"}}
@@ -74,3 +74,14 @@ def test_the_runtime_trains_with_the_finetune_knobs_and_refuses_the_ones_it_cann
     with pytest.raises(ConfigError, match=r"^l.yaml: train: grad_accum is a knob of `edgeft finetune` only.*"
                                           r"micro_batches"):
         config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "train": {"grad_accum": 2}}, "l.yaml")
+
+
+def test_a_launch_task_is_checked_as_finetune_checks_it_before_any_worker_starts(tmp_path):
+    from edgeft.runtime.run import LaunchConfig
+
+    f = tmp_path / "l.yaml"
+    f.write_text("cluster: c.yaml\ntask: sst2\n")
+    cfg = LaunchConfig.load(f, {"task.train_samples": 64})  # `task: NAME` takes command-line task keys
+    assert cfg.task == {"name": "sst2", "train_samples": 64}
+    with pytest.raises(ConfigError, match=rf"^{f}: task.train_sampels: unknown key, did you mean 'train_samples'\?$"):
+        LaunchConfig.load(f, {"task.train_sampels": 64})

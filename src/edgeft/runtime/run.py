@@ -17,7 +17,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator
 
-from edgeft.config import ConfigFile
+from edgeft.config import ConfigFile, validate
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain
 
@@ -68,6 +68,15 @@ class LaunchConfig(ConfigFile):
         if "name" not in task:
             raise ValueError("needs a name: use --task NAME or 'task: NAME' in the config file")
         return task
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "LaunchConfig":
+        """As every config, and the task section checked as finetune's now, not in the workers later."""
+        from edgeft.data import TaskConfig
+
+        cfg = super().from_dict(data, source)
+        validate(TaskConfig, cfg.task, source, cls.what, at=("task",))
+        return cfg
 
     @classmethod
     def prepare(cls, data: dict, source: str) -> dict:
