@@ -138,7 +138,10 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
             text += f" ({about.description})" if about is not None and about.description else ""
         else:
             text = e["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        problems.append(f"{where}: {text}" if where else text)
+        if problems and where and problems[-1].startswith(f"{where}: "):  # the branches of one union field
+            problems[-1] += f", or {text}"
+        else:
+            problems.append(f"{where}: {text}" if where else text)
     return format_problems(source, problems, what)
 
 
@@ -170,8 +173,8 @@ def field_path(loc: tuple, data: object = None) -> str:
 
 
 def _is_internal(item: str) -> bool:
-    return item.startswith(("function-", "literal[", "tagged-union[")) or item in (
-        "float", "int", "str", "bool", "list", "dict", "tuple")
+    """pydantic's names for a validator or a union branch ('function-after[...]', 'float', "literal['auto']")."""
+    return "[" in item or item in ("float", "int", "str", "bool", "list", "dict", "tuple", "none")
 
 
 def _model_in(annotation) -> type[BaseModel] | None:
