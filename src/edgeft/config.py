@@ -148,8 +148,10 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
 def unknown_key(key: str, known: list[str], hint: str = "", noun: str = "key") -> str:
     """'unknown key', the nearest known key when one is close, and where the keys are described."""
     near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    text = f"unknown {noun}" + (f", did you mean '{near[0]}'?" if near else "")
-    return text + (f" ({hint})" if hint else "" if near else " (check its spelling and place)")
+    text = f"unknown {noun}, did you mean '{near[0]}'?" if near else f"unknown {noun}"
+    if hint:
+        return f"{text} ({hint})"
+    return text if near else f"{text} (check its spelling and place)"
 
 
 def field_path(loc: tuple, data: object = None) -> str:
