@@ -85,12 +85,11 @@ def test_eval_scores_all_of_a_users_file_with_its_own_columns(tiny_llama, tiny_b
 def test_config_files_take_the_flat_keys_of_the_cli_and_name_an_unknown_one(tmp_path):
     from pathlib import Path
 
-    from edgeft.cli.common import load_yaml
     from edgeft.errors import ConfigError
-    from edgeft.train.recipe import config_from_dict, nest_flat_keys
+    from edgeft.train.recipe import FinetuneConfig, config_from_dict, nest_flat_keys
 
     example = Path(__file__).parents[2] / "examples" / "configs" / "lora-sst2.yaml"
-    flat = config_from_dict(nest_flat_keys(load_yaml(example), str(example)))
+    flat = FinetuneConfig.load(example)
     assert (flat.task.name, flat.task.train_samples, flat.train.epochs, flat.train.lr) == ("sst2", 2000, 2, 5e-4)
     assert flat.task.seed == flat.train.seed == 0 and flat.method_options == {"r": 8, "alpha": 16}
     nested = {"model": "minilm-l6", "task": {"name": "sst2", "train_samples": 2000, "seed": 0}, "method": "lora",

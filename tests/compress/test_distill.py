@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgeft.compress.distill import (GKDConfig, check_compatible, distill_pairs, generalized_jsd, gkd,
+from edgeft.compress.distill import (DistillOptions, check_compatible, distill_pairs, generalized_jsd, gkd,
                                      supervised_batch)
 from edgeft.compress.prune import StructuredPlan, apply_structured
 from edgeft.errors import ConfigError, ModelError
@@ -52,8 +52,8 @@ def test_gkd_moves_a_pruned_student_towards_its_teacher(tiny_word_llama):
     pairs = distill_pairs("wikitext2", tok, 24, prompt_len=12, completion_len=12)
     train, held = pairs[:16], pairs[16:]
     before = held_out_divergence(student, teacher.model, held, tok.pad_token_id)
-    res = gkd(student, teacher.model, tok, train, GKDConfig(steps=12, batch_size=4, lr=3e-3, lmbda=0.5,
-                                                            max_new_tokens=12, seed=0))
+    res = gkd(student, teacher.model, tok, train, DistillOptions(teacher=str(tiny_word_llama), steps=12, batch_size=4,
+                                                                 lr=3e-3, lmbda=0.5, max_new_tokens=12, seed=0))
     after = held_out_divergence(student, teacher.model, held, tok.pad_token_id)
     assert after < 0.8 * before
     assert any(res.on_policy) and not all(res.on_policy)  # lmbda = 0.5 mixes both kinds of batch

@@ -66,7 +66,7 @@ def test_lora_adapter_loads_in_peft_with_the_same_logits(tmp_path, tiny_llama):
 def test_unknown_method_and_option_are_clear():
     with pytest.raises(ConfigError, match="unknown method 'lorra'"):
         get_method("lorra")
-    with pytest.raises(ConfigError, match="method 'lora' options: rank: Extra inputs"):
+    with pytest.raises(ConfigError, match="method 'lora' options: rank: unknown option .*`edgeft methods lora` lists them"):
         get_method("lora", {"rank": 4})
     assert {"full", "lora", "prompt", "bitfit"} <= set(METHODS)
 

@@ -63,7 +63,7 @@ def test_bad_number_names_file_and_field(tmp_path, base, path, value, named, say
     with pytest.raises(ConfigError) as err:
         load_cluster(p)
     msg = str(err.value)
-    assert msg.startswith(f"{p}: invalid cluster spec") and f"{named}: " in msg and says in msg, msg
+    assert msg.startswith(f"{p}: {named}: ") and says in msg, msg  # one problem: file, field, what, one line
 
 
 def test_numbers_as_yaml_writes_them_still_load(tmp_path):

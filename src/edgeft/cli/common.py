@@ -1,15 +1,13 @@
-"""Helpers shared by command modules: YAML loading, key=value options, progress bars, result tables."""
+"""Helpers shared by command modules: progress bars, wide tables, options shared by commands (configs are
+loaded by edgeft.config)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from edgeft.errors import ConfigError
 
 # Piped output (a log, CI, `| less`) gets wide lines instead of rich's 80 columns, so table cells stay whole.
 PIPED_WIDTH = 200
@@ -24,29 +22,6 @@ def wide_console(**kwargs) -> Console:
 
 
 console = wide_console()
-
-
-def load_yaml(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise ConfigError(f"{path}: config file not found.")
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err}).") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level.")
-    return data
-
-
-def parse_options(pairs: list[str] | None) -> dict:
-    """`--option r=16 --option alpha=32` -> {"r": 16, "alpha": 32} (values parsed as YAML scalars)."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ConfigError(f"--option '{pair}': expected KEY=VALUE.")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
 
 
 def progress_bar(description: str):

@@ -10,7 +10,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeft.cli.common import console, load_yaml, parse_options
+from edgeft.cli.common import console
+from edgeft.config import parse_options
 
 
 def _progress():
@@ -28,11 +29,6 @@ def _progress():
     return progress, factory
 
 
-def _set(d: dict, key: str, value) -> None:
-    if value is not None:
-        d[key] = value
-
-
 def show_records(records: list[dict], out: str) -> None:
     table = Table(title=f"compression steps · {out}")
     for col in ("step", "size (MB)", "WikiText-2 ppl", "task metric", "time (s)"):
@@ -45,20 +41,6 @@ def show_records(records: list[dict], out: str) -> None:
         table.add_row(r["label"], size, ppl, metric, secs)
     console.print(table)
     console.print(f"model folder and report: {out}")
-
-
-def _claim_out(cfg, overwrite: bool) -> None:
-    """Refuse a non-empty --out (or one that is an input) unless --overwrite; then clear compress's files."""
-    from edgeft.errors import ConfigError
-    from edgeft.train.rundir import MODEL_OWNED, claim
-
-    out = Path(cfg.out).resolve()
-    for name, given in (("--model", cfg.model), ("--adapter", cfg.adapter)):
-        if given and Path(given).exists() and out in (Path(given).resolve(), *Path(given).resolve().parents):
-            raise ConfigError(f"{cfg.out}: the output folder holds the input ({name} {given}); write to another --out.")
-    run = claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
-    if run.overwrite:
-        run.clear()
 
 
 def register(app: typer.Typer) -> None:
@@ -93,26 +75,16 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, help="replace an earlier compress output in --out"),
     ):
         """Compress a (fine-tuned) model one step and measure it: size, WikiText-2 perplexity, task metric, time."""
-        from edgeft.compress.pipeline import config_from_dict, run_compress
+        from edgeft.compress.pipeline import CompressConfig, claim_output, run_compress
 
-        data = load_yaml(config) if config else {}
-        for key, value in dict(model=model, adapter=adapter, method=method, calib_task=calib_task,
-                               calib_samples=calib_samples, calib_seq_len=calib_seq_len, eval_task=eval_task,
-                               eval_wikitext_windows=eval_wikitext_windows, eval_seq_len=eval_seq_len, dtype=dtype,
-                               seed=seed, out=out).items():
-            _set(data, key, value)
-        opts = dict(data.get("options") or {})
-        for key, value in dict(bits=bits, group_size=group_size, sparsity=sparsity, pattern=pattern, ratio=ratio,
-                               teacher=teacher, teacher_adapter=teacher_adapter).items():
-            _set(opts, key, value)
-        opts.update(parse_options(option))
-        data["options"] = opts
-        if "model" not in data:
-            from edgeft.errors import ConfigError
-
-            raise ConfigError("no model given: use --model NAME_OR_FOLDER or 'model:' in the config file.")
-        cfg = config_from_dict(data, str(config) if config else "command line")
-        _claim_out(cfg, overwrite)
+        step_options = {"bits": bits, "group_size": group_size, "sparsity": sparsity, "pattern": pattern,
+                        "ratio": ratio, "teacher": teacher, "teacher_adapter": teacher_adapter}
+        cfg = CompressConfig.load(config, {
+            "model": model, "adapter": adapter, "method": method, "calib_task": calib_task,
+            "calib_samples": calib_samples, "calib_seq_len": calib_seq_len, "eval_task": eval_task,
+            "eval_wikitext_windows": eval_wikitext_windows, "eval_seq_len": eval_seq_len, "dtype": dtype, "seed": seed,
+            "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": parse_options(option) or None})
+        claim_output(cfg, overwrite)
         progress, factory = _progress()
         with progress:
             result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))

@@ -9,19 +9,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console, load_yaml, parse_options
+from edgeft.cli.common import console
+from edgeft.config import parse_options
 
 
-def _config(data: dict, overrides: dict, options: Optional[list[str]], source: str):
-    from edgeft.federated.config import config_from_dict
+def _config(config: Optional[Path], overrides: dict, options: Optional[list[str]]):
+    from edgeft.federated.config import FederatedConfig
 
-    data = dict(data)
-    for key, value in overrides.items():
-        if value is not None:
-            data[key] = value
-    if options:
-        data["method_options"] = {**data.get("method_options", {}), **parse_options(options)}
-    return config_from_dict(data, source)
+    return FederatedConfig.load(config, {**overrides, "method_options": parse_options(options) or None})
 
 
 def register(app: typer.Typer) -> None:
@@ -83,8 +78,7 @@ def register(app: typer.Typer) -> None:
             round_timeout=round_timeout, seed=seed, threads=threads, out=out)}
         if ctx.invoked_subcommand is not None:
             return
-        data = load_yaml(config) if config else {}
-        cfg = _config(data, ctx.obj["overrides"], option, str(config) if config else "command line")
+        cfg = _config(config, ctx.obj["overrides"], option)
         from edgeft.train.rundir import claim
 
         run = claim(cfg.out, overwrite=overwrite, resume_flag=None)  # never mix two runs' files
@@ -99,8 +93,7 @@ def register(app: typer.Typer) -> None:
         from edgeft.federated.deploy import write_app
 
         obj = ctx.obj or {}
-        data = load_yaml(obj["config"]) if obj.get("config") else {}
-        cfg = _config(data, obj.get("overrides", {}), obj.get("option"), "command line")
+        cfg = _config(obj.get("config"), obj.get("overrides", {}), obj.get("option"))
         path = write_app(dest, cfg)
         console.print(f"Flower App written to {path}. Run it with: flwr run {dest} <superlink-connection>")
 
@@ -112,17 +105,9 @@ def register(app: typer.Typer) -> None:
                   nodes: int = typer.Option(0, help="also write N SuperNode authentication key pairs "
                                                     "(node-I.key/.pub for partition-id I) and supernodes.csv")):
         """Create a private CA and a SuperLink server certificate for TLS (see docs/federated.md)."""
-        from edgeft.errors import ConfigError
-        from edgeft.federated.deploy import make_certificates, make_node_keys
+        from edgeft.federated.deploy import write_credentials
 
-        held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
-        if held and not overwrite:  # a new CA locks out every SuperNode that trusts the old ca.crt
-            raise ConfigError(f"{dest}: already holds {', '.join(held)}; a new CA would stop every SuperNode "
-                              "given the old ca.crt from connecting. Use --overwrite to replace it, or another folder.")
-
-        paths = make_certificates(dest, host, days)
-        if nodes:
-            paths.update(make_node_keys(dest, nodes))
+        paths = write_credentials(dest, host, days, nodes, overwrite)
         for name, p in paths.items():
             console.print(f"{name}: {p}")
 
@@ -130,23 +115,9 @@ def register(app: typer.Typer) -> None:
     def supernode_cmd(ctx: typer.Context):
         """Run flower-supernode with these arguments (see flower-supernode --help) once a TLS handshake shows
         that its --insecure / --root-certificates fit the SuperLink (Flower would retry a mismatch forever)."""
-        import argparse
-        import os
+        from edgeft.federated.deploy import run_supernode
 
-        from flwr.supercore.constant import SUPERLINK_DEFAULT_CLIENT_ADDRESS
-
-        from edgeft.errors import ConfigError
-        from edgeft.federated.deploy import _bin, check_superlink
-
-        parser = argparse.ArgumentParser(add_help=False)
-        parser.add_argument("--superlink", default=SUPERLINK_DEFAULT_CLIENT_ADDRESS)
-        parser.add_argument("--insecure", action="store_true")
-        parser.add_argument("--root-certificates", type=Path)
-        known, _ = parser.parse_known_args(ctx.args)
-        problem = check_superlink(known.superlink, known.root_certificates, known.insecure)
-        if problem:
-            raise ConfigError(f"flower-supernode would retry forever: {problem}")
-        os.execv(_bin("flower-supernode"), [_bin("flower-supernode"), *ctx.args])
+        run_supernode(ctx.args)
 
     app.add_typer(fed, name="federate")
 

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console, load_yaml, parse_options, progress_bar, shared_options
+from edgeft.cli.common import console, progress_bar, shared_options
+from edgeft.config import parse_options
 
 # Your own data: the same options for finetune and eval, declared once.
 DATA_OPTIONS = {
@@ -28,11 +29,6 @@ DATA_OPTIONS = {
 def data_task_keys(options: dict) -> dict:
     """DATA_OPTIONS values as TaskConfig keys (unset ones left out)."""
     return {("kind" if k == "task_kind" else k): v for k, v in options.items() if v is not None}
-
-
-def _set(d: dict, key: str, value) -> None:
-    if value is not None:
-        d[key] = value
 
 
 def register(app: typer.Typer) -> None:
@@ -60,34 +56,17 @@ def register(app: typer.Typer) -> None:
         data_options: dict = None,
     ):
         """Fine-tune a backbone on a task with one method, on this machine."""
-        from edgeft.train.recipe import config_from_dict, nest_flat_keys, run_finetune
+        from edgeft.train.recipe import FinetuneConfig, run_finetune
 
-        data = nest_flat_keys(load_yaml(config), str(config)) if config else {}
-        t = dict(data.get("task") or {}) if isinstance(data.get("task"), dict) else (
-            {"name": data["task"]} if "task" in data else {})
-        tr = dict(data.get("train") or {})
-        for k, v in dict(name=task, **data_task_keys(data_options), train_samples=train_samples,
-                         dev_samples=dev_samples, max_length=max_length, seed=seed).items():
-            _set(t, k, v)
-        if "name" not in t and t.get("data_file"):
-            t["name"] = t["data_file"]
-        for k, v in dict(epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
-                         device=device).items():
-            _set(tr, k, v)
-        data = {**data, "task": t, "train": tr}
-        _set(data, "model", model)
-        _set(data, "method", method)
-        _set(data, "head", head)
-        _set(data, "out", out)
-        if option:
-            data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
-        data["resume"] = resume or data.get("resume", False)
-        data["overwrite"] = overwrite or data.get("overwrite", False)
-        if "name" not in data["task"]:
-            from edgeft.errors import ConfigError
-
-            raise ConfigError("no task given: use --task NAME, --data-file FILE, or 'task:' in the config file.")
-        cfg = config_from_dict(data, str(config) if config else "command line")
+        task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
+                     "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
+        train_keys = {"epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "seed": seed,
+                      "device": device}
+        cfg = FinetuneConfig.load(config, {
+            "model": model, "method": method, "head": head, "out": out,
+            "method_options": parse_options(option) or None, "resume": resume or None,
+            "overwrite": overwrite or None, **{f"task.{k}": v for k, v in task_keys.items()},
+            **{f"train.{k}": v for k, v in train_keys.items()}})
         progress, factory = progress_bar(f"{cfg.method} on {cfg.task.name}")
         with progress:
             metrics = run_finetune(cfg, progress_factory=factory,
@@ -110,28 +89,11 @@ def register(app: typer.Typer) -> None:
         data_options: dict = None,
     ):
         """Evaluate a backbone (optionally with an adapter) on a task's dev split, or on all of your own file."""
-        from edgeft.data import TaskConfig, load_task
-        from edgeft.data.features import Featurizer, objective_for
-        from edgeft.errors import ConfigError
-        from edgeft.train.evaluate import evaluate
-        from edgeft.train.loop import resolve_device
-        from edgeft.train.recipe import load_for_eval
+        from edgeft.train.recipe import eval_task_config, run_eval
 
-        keys = data_task_keys(data_options)
-        if task and Path(task).suffix and "data_file" not in keys:  # `--task my.jsonl` is your own file too
-            keys["data_file"] = task
-        if "data_file" in keys:  # your own file: score every row (of --dev-file when given)
-            keys.setdefault("dev_file", keys["data_file"])
-        name = task or keys.get("data_file")
-        if name is None:
-            raise ConfigError("no task given: use --task NAME or --data-file FILE.")
-        the_task = load_task(TaskConfig(name=name, **keys, dev_samples=dev_samples, max_length=max_length, seed=seed))
-        backbone, net = load_for_eval(model, the_task, head, adapter)
-        featurizer = Featurizer(the_task, backbone.tokenizer, objective_for(the_task, backbone.head), max_length)
-        dev = featurizer.encode(the_task.dev)
-        dev_device = resolve_device(device)
-        metrics = evaluate(net.to(dev_device), the_task, featurizer, dev, batch_size, dev_device, max_new_tokens)
-        console.print(f"{model} on {the_task.name} dev ({len(dev)} examples)", soft_wrap=True)
+        task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed)
+        name, examples, metrics = run_eval(model, task_cfg, adapter, head, batch_size, device, max_new_tokens)
+        console.print(f"{model} on {name} dev ({examples} examples)", soft_wrap=True)
         table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")

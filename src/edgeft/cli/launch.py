@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console, load_yaml, parse_options
+from edgeft.cli.common import console
+from edgeft.config import parse_options
 
 
 def register(app: typer.Typer) -> None:
@@ -45,45 +46,28 @@ def register(app: typer.Typer) -> None:
         """Plan, start one process per device (+ the edge server), train, recover, report."""
         from edgeft.errors import ConfigError
         from edgeft.runtime.launcher import Interrupted
-        from edgeft.runtime.run import config_from, launch as do_launch
+        from edgeft.runtime.run import LaunchConfig, launch as do_launch
 
-        data = load_yaml(config) if config else {}
-        t = dict(data.get("task") or {}) if isinstance(data.get("task"), dict) else (
-            {"name": data["task"]} if "task" in data else {})
-        for k, v in dict(name=task, train_samples=train_samples, dev_samples=dev_samples, max_length=max_length,
-                         seed=seed).items():
-            if v is not None:
-                t[k] = v
-        tr = dict(data.get("train") or {})
-        for k, v in dict(epochs=epochs, batch_size=batch_size, micro_batches=micro_batches, lr=lr, seed=seed,
-                         max_steps_per_epoch=max_steps_per_epoch).items():
-            if v is not None:
-                tr[k] = v
-        data = {**data, "task": t, "train": tr}
-        for k, v in dict(cluster=str(cluster) if cluster else None, model=model, method=method, strategy=strategy,
-                         plan=str(plan) if plan else None, out=out, link_mode=link_mode, cut=cut).items():
-            if v is not None:
-                data[k] = v
-        for flag, on in dict(resume=resume, overwrite=overwrite).items():
-            data[flag] = on or data.get(flag, False)
-        if devices:
-            data["devices"] = [d.strip() for d in devices.split(",") if d.strip()]
-        if option:
-            data["method_options"] = {**data.get("method_options", {}), **parse_options(option)}
-        if no_compute_emulation:
-            data["emulate_compute"] = False
-        if time_scale is not None:
-            data["time_scale"] = time_scale if time_scale == "auto" else _number("--time-scale", time_scale)
+        kill_at = None
         if kill_device:
             if ":" not in kill_device:
                 raise ConfigError(f"--kill-device '{kill_device}': expected NAME:STEP")
             name, step = kill_device.rsplit(":", 1)
-            data["kill_device_at_step"] = [name, int(step)]
-        if "name" not in data["task"]:
-            raise ConfigError("no task given: use --task NAME or 'task:' in the config file.")
-        if "cluster" not in data:
-            raise ConfigError("no cluster given: use --cluster FILE (examples in examples/clusters/).")
-        cfg = config_from(data, str(config) if config else "command line")
+            kill_at = [name, int(step)]
+        task_keys = {"name": task, "train_samples": train_samples, "dev_samples": dev_samples,
+                     "max_length": max_length, "seed": seed}
+        train_keys = {"epochs": epochs, "batch_size": batch_size, "micro_batches": micro_batches, "lr": lr,
+                      "seed": seed, "max_steps_per_epoch": max_steps_per_epoch}
+        cfg = LaunchConfig.load(config, {
+            "cluster": str(cluster) if cluster else None, "model": model, "method": method, "strategy": strategy,
+            "plan": str(plan) if plan else None, "out": out, "link_mode": link_mode, "cut": cut,
+            "resume": resume or None, "overwrite": overwrite or None,
+            "devices": [d.strip() for d in devices.split(",") if d.strip()] if devices else None,
+            "method_options": parse_options(option) or None, "emulate_compute": False if no_compute_emulation else None,
+            "time_scale": None if time_scale is None else time_scale if time_scale == "auto" else _number(
+                "--time-scale", time_scale),
+            "kill_device_at_step": kill_at, **{f"task.{k}": v for k, v in task_keys.items()},
+            **{f"train.{k}": v for k, v in train_keys.items()}})
         from edgeft.cli.common import progress_bar
 
         progress, factory = progress_bar(f"{cfg.strategy} · {cfg.method} · {cfg.task['name']}")

@@ -33,6 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Solve a placement, write plan.json, print it and draw placement.png / timeline.png."""
         from edgeft.planner import load_cluster, make_plan, resolve_arch
+        from edgeft.planner.explain import explain_idle
         from edgeft.planner.plot import plot_placement, plot_timeline
         from edgeft.planner.render import print_plan
         from edgeft.planner.split_model import SplitSettings
@@ -53,7 +54,7 @@ def register(app: typer.Typer) -> None:
         plan = make_plan(spec, arch, wl, strategy, table=table, num_blocks=blocks, samples=samples, split_settings=settings)
         out.mkdir(parents=True, exist_ok=True)
         plan.to_json(out / "plan.json")
-        print_plan(plan, console, idle_explained(plan, spec, table))
+        print_plan(plan, console, explain_idle(plan, spec, table))
         console.print(f"wrote {out / 'plan.json'}")
         if not no_plots:
             console.print(f"wrote {plot_placement(plan, out / 'placement.png')}, {plot_timeline(plan, out / 'timeline.png')}")
@@ -77,14 +78,3 @@ def register(app: typer.Typer) -> None:
         out.write_text(json.dumps(prof, indent=2))
         console.print(compare_table(prof))
         console.print(f"wrote {out}")
-
-
-def idle_explained(plan, spec, table) -> dict[str, str]:
-    """Why each idle device of the plan is idle (hybrid and deft; split uses every device)."""
-    from edgeft.planner.explain import idle_reasons, idle_reasons_deft
-
-    if plan.strategy == "hybrid":
-        return idle_reasons(plan.stages, plan.micro_batches, spec, table, plan.predicted["memory_bytes"])
-    if plan.strategy == "deft":
-        return idle_reasons_deft(plan)
-    return {}

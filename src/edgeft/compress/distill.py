@@ -18,9 +18,11 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer
@@ -122,19 +124,26 @@ def on_policy_batch(student, pairs: list[Pair], pad: int, eos: int | None, max_n
     return {"input_ids": out, "attention_mask": mask, "labels": labels}
 
 
-@dataclass
-class GKDConfig:
-    steps: int = 40
-    batch_size: int = 4
-    lr: float = 5e-5
-    beta: float = 0.5
-    lmbda: float = 0.5
-    temperature: float = 0.9
-    max_new_tokens: int = 64
-    prompt_len: int = 64
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
+class DistillOptions(BaseModel):
+    """`edgeft compress --method distill` options: where the teacher comes from and the GKD knobs (TRL's
+    defaults). One class for the command and for `gkd`, so an option cannot be offered and then dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str = Field(description="alias, model folder or compressed folder: usually the fine-tuned model")
+    teacher_adapter: Optional[str] = Field(None, description="the fine-tuning result, merged into the teacher")
+    pairs: int = Field(256, ge=1, description="task prompts (with their reference continuations) to train on")
+    steps: int = Field(40, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="0: forward KL(T||S), 1: reverse KL(S||T)")
+    lmbda: float = Field(0.5, ge=0.0, le=1.0, description="share of on-policy batches (the student's own text)")
+    temperature: float = Field(0.9, gt=0)
+    max_new_tokens: int = Field(64, ge=1)
+    prompt_len: int = Field(64, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: Optional[int] = Field(None, description="default: the compress run's seed")
 
 
 @dataclass
@@ -153,12 +162,13 @@ def check_compatible(student, teacher, student_tok, teacher_tok) -> None:
                          "tokenizer; GKD compares next-token distributions, so they must.")
 
 
-def gkd(student, teacher, tokenizer, pairs: list[Pair], cfg: GKDConfig, progress=None) -> GKDResult:
+def gkd(student, teacher, tokenizer, pairs: list[Pair], cfg: DistillOptions, progress=None) -> GKDResult:
     """Train `student` in place for cfg.steps GKD steps; the teacher is only run forward."""
     if not 0.0 <= cfg.beta <= 1.0 or not 0.0 <= cfg.lmbda <= 1.0:
         raise ConfigError(f"distill: beta ({cfg.beta}) and lmbda ({cfg.lmbda}) must lie in [0, 1].")
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed = cfg.seed or 0
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
     pad = tokenizer.pad_token_id
     eos = tokenizer.eos_token_id
     teacher.eval()

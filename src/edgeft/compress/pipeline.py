@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
 from edgeft.compress.calibration import calibration_batches, count_tokens
 from edgeft.compress.evaluation import task_metric, wikitext2_perplexity
@@ -19,16 +19,18 @@ from edgeft.compress.report import StepRecord, write_report
 from edgeft.compress.source import Source, open_model
 from edgeft.compress.steps import StepContext, get_step
 from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
+from edgeft.config import ConfigFile
 from edgeft.errors import ConfigError
 from edgeft.models.backbone import resolve
 
 
-class CompressConfig(BaseModel):
+class CompressConfig(ConfigFile):
     """Everything `edgeft compress` needs; the same keys work from a YAML file."""
 
-    model_config = ConfigDict(extra="forbid")
+    what: ClassVar[str] = "compress config"
 
-    model: str
+    model: str = Field(description="alias, model folder or an earlier compress step's output folder: --model or "
+                                   "'model:' in the config file")
     adapter: Optional[str] = None
     method: str = "gptq"
     options: dict = Field(default_factory=dict)
@@ -45,15 +47,20 @@ class CompressConfig(BaseModel):
     eval_before: bool = True
 
 
-def config_from_dict(data: dict, source: str = "config") -> CompressConfig:
-    try:
-        return CompressConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{'.'.join(map(str, e['loc']))}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+config_from_dict = CompressConfig.from_dict
+
+
+def claim_output(cfg: CompressConfig, overwrite: bool = False) -> None:
+    """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`; then clear compress's files."""
+    from edgeft.train.rundir import MODEL_OWNED, claim
+
+    out = Path(cfg.out).resolve()
+    for name, given in (("--model", cfg.model), ("--adapter", cfg.adapter)):
+        if given and Path(given).exists() and out in (Path(given).resolve(), *Path(given).resolve().parents):
+            raise ConfigError(f"{cfg.out}: the output folder holds the input ({name} {given}); write to another --out.")
+    run = claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
+    if run.overwrite:
+        run.clear()
 
 
 def _adapter_task(src: Source) -> Optional[str]:

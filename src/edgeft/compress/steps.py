@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from edgeft.compress.distill import DistillOptions
 from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embedding
 from edgeft.compress.gptq import gptq_by_row_groups
 from edgeft.compress.guidance import output_gradient_weights
@@ -22,6 +23,7 @@ from edgeft.compress.prune import apply_structured, magnitude_mask, plan_structu
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.compress.quantizer import QuantGrid, check_bits, check_group_size, rtn_quantize
 from edgeft.compress.sparsegpt import sparsegpt_prune
+from edgeft.config import validate
 from edgeft.errors import ConfigError
 
 
@@ -88,13 +90,8 @@ def get_step(name: str, options: dict | None = None):
     if name not in STEPS:
         raise ConfigError(f"unknown compression method '{name}'. Choose one of: {', '.join(sorted(STEPS))}.")
     step = STEPS[name]()
-    try:
-        return step, step.Options(**(options or {}))
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: "
-                             f"{'unknown option' if e['type'] == 'extra_forbidden' else e['msg']}"
-                             for e in err.errors())
-        raise ConfigError(f"method '{name}' options: {problems}") from err
+    return step, validate(step.Options, options or {}, f"method '{name}' options", "compression options",
+                          "`edgeft compress --help` and docs/compress.md list them")
 
 
 @register
@@ -357,20 +354,6 @@ class Prune(Step):
                 "channels_kept": {i: len(v) for i, v in plan.keep_channels.items()}}
 
 
-class DistillOptions(StepOptions):
-    teacher: str  # alias, model folder or compressed folder: usually the fine-tuned model
-    teacher_adapter: Optional[str] = None  # the fine-tuning result, merged into the teacher
-    steps: int = Field(40, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    beta: float = Field(0.5, ge=0.0, le=1.0)
-    lmbda: float = Field(0.5, ge=0.0, le=1.0)
-    temperature: float = Field(0.9, gt=0)
-    max_new_tokens: int = Field(64, ge=1)
-    prompt_len: int = Field(64, ge=1)
-    pairs: int = Field(256, ge=1)
-
-
 @register
 class Distill(Step):
     """GKD from a teacher into this (smaller or pruned) student."""
@@ -388,7 +371,7 @@ class Distill(Step):
     def apply(self, source, ctx, o, progress=None):
         from pathlib import Path
 
-        from edgeft.compress.distill import GKDConfig, check_compatible, distill_pairs, gkd
+        from edgeft.compress.distill import check_compatible, distill_pairs, gkd
         from edgeft.compress.source import open_model
 
         teacher = open_model(o.teacher, Path(o.teacher_adapter) if o.teacher_adapter else None)
@@ -396,10 +379,9 @@ class Distill(Step):
             raise ConfigError("distill: the teacher's adapter cannot be merged into it; use a mergeable method.")
         student = source.backbone
         check_compatible(student.model, teacher.backbone.model, student.tokenizer, teacher.backbone.tokenizer)
-        pairs = distill_pairs(ctx.task, student.tokenizer, o.pairs, o.prompt_len, o.max_new_tokens, ctx.seed)
-        cfg = GKDConfig(steps=o.steps, batch_size=o.batch_size, lr=o.lr, beta=o.beta, lmbda=o.lmbda,
-                        temperature=o.temperature, max_new_tokens=o.max_new_tokens, prompt_len=o.prompt_len,
-                        seed=ctx.seed)
-        res = gkd(student.model, teacher.backbone.model, student.tokenizer, pairs, cfg, progress)
+        seed = ctx.seed if o.seed is None else o.seed
+        pairs = distill_pairs(ctx.task, student.tokenizer, o.pairs, o.prompt_len, o.max_new_tokens, seed)
+        res = gkd(student.model, teacher.backbone.model, student.tokenizer, pairs, o.model_copy(update={"seed": seed}),
+                  progress)
         return {"teacher": teacher.manifest.source, "losses": res.losses, "on_policy": res.on_policy,
                 "step_seconds": res.step_seconds, "task": ctx.task}

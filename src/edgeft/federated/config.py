@@ -8,11 +8,11 @@ model to and from that form, so the same ServerApp/ClientApp code serves both ru
 from __future__ import annotations
 
 import json
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from edgeft.errors import ConfigError
+from edgeft.config import ConfigFile
 
 ALGORITHMS = ("fedit", "fedkseed", "fedkseed-pro", "fwdgrad")
 
@@ -21,8 +21,8 @@ ALGORITHMS = ("fedit", "fedkseed", "fedkseed-pro", "fwdgrad")
 DEFAULT_LR = {"fedit": 3e-4, "fedkseed": 1e-4, "fedkseed-pro": 1e-4, "fwdgrad": 1e-3}
 
 
-class FederatedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FederatedConfig(ConfigFile):
+    what: ClassVar[str] = "federated config"
 
     algorithm: Literal["fedit", "fedkseed", "fedkseed-pro", "fwdgrad"]
     model: str = "smollm2-135m"
@@ -153,13 +153,4 @@ class FederatedConfig(BaseModel):
         return config_from_dict(data, "run_config")
 
 
-def config_from_dict(data: dict, source: str = "config") -> FederatedConfig:
-    try:
-        return FederatedConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(map(str, e["loc"])) or "config"
-            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+config_from_dict = FederatedConfig.from_dict

@@ -75,6 +75,21 @@ def make_certificates(dest: Path, hosts: list[str], days: int = 30) -> dict[str,
     return paths
 
 
+def write_credentials(dest: Path, hosts: list[str], days: int = 30, nodes: int = 0,
+                      overwrite: bool = False) -> dict[str, Path]:
+    """`edgeft federate certs`: a CA and a SuperLink certificate (+ `nodes` SuperNode key pairs) in `dest`,
+    refusing to replace files there unless `overwrite`: a new CA locks out every SuperNode that trusts the old."""
+    dest = Path(dest)
+    held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
+    if held and not overwrite:
+        raise ConfigError(f"{dest}: already holds {', '.join(held)}; a new CA would stop every SuperNode "
+                          "given the old ca.crt from connecting. Use --overwrite to replace it, or another folder.")
+    paths = make_certificates(dest, hosts, days)
+    if nodes:
+        paths.update(make_node_keys(dest, nodes))
+    return paths
+
+
 def make_node_keys(dest: Path, count: int) -> dict[str, Path]:
     """SuperNode authentication keys: node-I.key (private, OpenSSH) and node-I.pub per partition-id I.
 
@@ -198,6 +213,24 @@ def check_superlink(address: str, root_certificates: Optional[Path] = None, inse
                 "retry forever: start it with --root-certificates ca.crt (the CA certificate from "
                 "`edgeft federate certs`) instead of --insecure")
     return None
+
+
+def run_supernode(args: list[str]) -> None:
+    """Replace this process by flower-supernode with `args` once a TLS handshake shows that its --insecure /
+    --root-certificates fit the SuperLink (Flower would retry a mismatch forever)."""
+    import argparse
+
+    from flwr.supercore.constant import SUPERLINK_DEFAULT_CLIENT_ADDRESS
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--superlink", default=SUPERLINK_DEFAULT_CLIENT_ADDRESS)
+    parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--root-certificates", type=Path)
+    known, _ = parser.parse_known_args(args)
+    problem = check_superlink(known.superlink, known.root_certificates, known.insecure)
+    if problem:
+        raise ConfigError(f"flower-supernode would retry forever: {problem}")
+    os.execv(_bin("flower-supernode"), [_bin("flower-supernode"), *args])
 
 
 # -- processes -------------------------------------------------------------------------------------

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from edgeft.config import validate
 from edgeft.errors import ConfigError, ModelError
 
 ADAPTER_NOTE = "edgeft_adapter.json"
@@ -168,11 +169,8 @@ def costed_methods() -> tuple[str, ...]:
 
 def get_method(name: str, options: dict | None = None) -> Method:
     cls = method_class(name)
-    try:
-        return cls(cls.Options(**(options or {})))
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ConfigError(f"method '{name}' options: {problems}") from err
+    return cls(validate(cls.Options, options or {}, f"method '{name}' options", "method options",
+                        f"`edgeft methods {name}` lists them"))
 
 
 def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dict | None = None) -> None:

@@ -10,9 +10,9 @@ import math
 from pathlib import Path
 from typing import Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgeft.config import field_path, format_problems, read_yaml, validate
 from edgeft.errors import ConfigError
 from edgeft.planner.quantity import quantity, quantity_range
 
@@ -218,23 +218,6 @@ class ClusterSpec(_Strict):
         return band * math.log2(1 + snr)
 
 
-def _format_loc(loc: tuple, data: dict) -> str:
-    parts, node = [], data
-    for item in loc:
-        if isinstance(item, int):
-            name = ""
-            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
-                name = node[item].get("name", "")
-            parts.append(f"[{item}]" + (f"({name})" if name else ""))
-            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
-        else:
-            if item in ("function-after[_one_form(), ComputeSpec]",) or "function-" in str(item):
-                continue
-            parts.append(("." if parts else "") + str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return "".join(parts) or "(top level)"
-
-
 def _derived_rate_problems(spec: ClusterSpec, data: dict) -> list[str]:
     """Uplinks whose rate, derived from distance/gain, power, band and noise, no real link has."""
     lo, hi = RATE_BPS_RANGE
@@ -249,7 +232,7 @@ def _derived_rate_problems(spec: ClusterSpec, data: dict) -> list[str]:
                 continue  # no channel to this server at all: the strategy that needs one says so
             if not lo <= rate <= hi:
                 problems.append(
-                    f"  {_format_loc(('devices', i, 'link'), data)}: the uplink to server {server.name!r} works out "
+                    f"{field_path(('devices', i, 'link'), data)}: the uplink to server {server.name!r} works out "
                     f"at {rate:g} bit/s, outside the physical range {lo:g}..{hi:g} bit/s; check its distance_m, "
                     "channel_gain_db or position_m, tx_power_w, the server's band_mhz and the channel's "
                     "pathloss_const_db, pathloss_slope_db and noise_dbm_per_hz"
@@ -261,36 +244,13 @@ def parse_cluster(data: object, source: str = "<cluster>") -> ClusterSpec:
     """Validates a parsed YAML mapping; errors name the source and the field path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a cluster file must be a mapping with 'name', 'devices' and 'servers'")
-    try:
-        spec = ClusterSpec.model_validate(data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = _format_loc(tuple(e["loc"]), data)
-            if e["type"] == "extra_forbidden":
-                lines.append(f"  {where}: unknown key (check the spelling; see docs/planner.md for the keys)")
-            elif e["type"] == "missing":
-                lines.append(f"  {where}: required key is missing")
-            else:
-                lines.append(f"  {where}: {e['msg'].removeprefix('Value error, ')}")
-        raise ConfigError(f"{source}: invalid cluster spec\n" + "\n".join(lines)) from None
+    spec = validate(ClusterSpec, data, source, "cluster spec", "see docs/planner.md for the keys")
     problems = _derived_rate_problems(spec, data)
     if problems:
-        raise ConfigError(f"{source}: invalid cluster spec\n" + "\n".join(problems))
+        raise ConfigError(format_problems(source, problems, "cluster spec"))
     return spec
 
 
 def load_cluster(path: str | Path) -> ClusterSpec:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"cluster file {path} not found (examples are in examples/clusters/)")
-    try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded): a cluster file is YAML "
-                          "text; check that this is the right file") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    data = read_yaml(path, "cluster file", "examples are in examples/clusters/")
     return parse_cluster(data, str(path))

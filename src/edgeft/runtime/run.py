@@ -13,20 +13,25 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, field_validator
 
+from edgeft.config import ConfigFile, validate
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain
 
 
-class LaunchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class LaunchConfig(ConfigFile):
+    """Everything `edgeft launch` needs; the same keys work from a YAML file."""
 
-    cluster: str
+    what: ClassVar[str] = "launch config"
+
+    cluster: str = Field(description="the cluster YAML, examples in examples/clusters/: --cluster FILE or "
+                                     "'cluster:' in the config file")
     model: str = "smollm2-135m"
-    task: dict
+    task: dict = Field(description="a task name (sst2, ...) or data file: --task or 'task:' in the config file; "
+                                   "a mapping takes the keys of finetune's task section")
     method: str = "pac"
     method_options: dict = Field(default_factory=dict)
     head: str = "auto"
@@ -57,13 +62,29 @@ class LaunchConfig(BaseModel):
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
 
 
-def config_from(data: dict, source: str) -> LaunchConfig:
-    try:
-        return LaunchConfig(**data)
-    except ValidationError as err:
-        problems = [f"{'.'.join(map(str, e['loc']))}: "
-                    f"{'unknown key' if e['type'] == 'extra_forbidden' else e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+    @field_validator("task")
+    @classmethod
+    def _task_is_named(cls, task: dict) -> dict:
+        if "name" not in task:
+            raise ValueError("needs a name: use --task NAME or 'task: NAME' in the config file")
+        return task
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "LaunchConfig":
+        """As every config, and the task section checked as finetune's now, not in the workers later."""
+        from edgeft.data import TaskConfig
+
+        cfg = super().from_dict(data, source)
+        validate(TaskConfig, cfg.task, source, cls.what, at=("task",))
+        return cfg
+
+    @classmethod
+    def prepare(cls, data: dict, source: str) -> dict:
+        """`task: sst2` is `task: {name: sst2}`, so --train-samples and the like can go into it."""
+        return {**data, "task": {"name": data["task"]}} if isinstance(data.get("task"), str) else data
+
+
+config_from = LaunchConfig.from_dict
 
 
 def _workload(cfg: LaunchConfig):

@@ -8,33 +8,41 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgeft.config import validate
 from edgeft.errors import ConfigError
+from edgeft.train.loop import TrainConfig
 
 Strategy = Literal["hybrid", "deft", "split"]
 
 
-class RuntimeTrain(BaseModel):
-    """Training knobs shared by all strategies; the defaults match edgeft.train.loop.TrainConfig."""
+class RuntimeTrain(TrainConfig):
+    """TrainConfig (same keys, defaults and checks) as every strategy uses it, plus the runtime's own knobs.
+    The knobs only the single-device loop has are refused when changed, so none is silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    SINGLE_DEVICE_ONLY: ClassVar[dict[str, str]] = {
+        "grad_accum": "use micro_batches (hybrid) or a smaller batch_size",
+        "checkpoint_steps": "use checkpoint_every",
+        "log_every": "the workers report every step",
+        "max_new_tokens": "generation tasks are scored with 32 new tokens",
+        "device": "the launcher places each rank",
+    }
 
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(16, ge=1)
     micro_batches: Optional[int] = Field(None, ge=1, description="hybrid: micro-batches per step (None: the planner picks)")
-    lr: Optional[float] = Field(None, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    scheduler: Literal["linear", "constant", "cosine"] = "linear"
-    max_grad_norm: Optional[float] = 1.0
-    seed: int = 0
     checkpoint_every: int = Field(5, ge=1, description="optimizer steps between checkpoints")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="cut epochs short (benchmarks)")
-    eval_batch_size: int = Field(32, ge=1)
     local_steps: int = Field(1, ge=1, description="deft: optimizer steps per device per round")
+
+    @model_validator(mode="after")
+    def _refuse_single_device_knobs(self):
+        for key, instead in self.SINGLE_DEVICE_ONLY.items():
+            if getattr(self, key) != TrainConfig.model_fields[key].default:
+                raise ValueError(f"{key} is a knob of `edgeft finetune` only; edgeft launch cannot honour it "
+                                 f"({instead})")
+        return self
 
 
 class RankSpec(BaseModel):
@@ -88,6 +96,7 @@ class RunSpec(BaseModel):
         if not path.is_file():
             raise ConfigError(f"{path}: run spec not found (the launcher writes it into the run directory).")
         try:
-            return cls.model_validate(json.loads(path.read_text()))
-        except (ValidationError, json.JSONDecodeError) as err:
-            raise ConfigError(f"{path}: not a valid run spec ({str(err).splitlines()[0]}).") from None
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not a valid run spec (line {err.lineno}: {err.msg}).") from None
+        return validate(cls, data, str(path), "run spec", "the launcher writes it; relaunch rather than edit it")

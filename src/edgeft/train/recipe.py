@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, field_validator
 
-from edgeft.data import TaskConfig
-from edgeft.data.features import Featurizer
+from edgeft.config import ConfigFile, unknown_key, validate
+from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
 from edgeft.methods import get_method
 from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
@@ -27,13 +28,14 @@ from edgeft.train.rundir import claim
 from edgeft.train.setup import backbone_for, head_for, start_session
 
 
-class FinetuneConfig(BaseModel):
-    """Everything `edgeft finetune` needs; the same keys work from a YAML file."""
+class FinetuneConfig(ConfigFile):
+    """Everything `edgeft finetune` needs; the same keys work from a YAML file (nested, or flat as the CLI's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    what: ClassVar[str] = "finetune config"
 
     model: str = "smollm2-135m"
-    task: TaskConfig
+    task: TaskConfig = Field(description="a task name (sst2, dolly, ...) or your own data file: --task NAME, "
+                                         "--data-file FILE, or 'task:' in the config file")
     method: str = "lora"
     method_options: dict = Field(default_factory=dict)
     head: Literal["auto", "lm", "classifier"] = "auto"
@@ -43,17 +45,22 @@ class FinetuneConfig(BaseModel):
     resume: bool = False
     overwrite: bool = Field(False, description="replace the files of an earlier run in `out`")
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_shorthands(cls, task):
+        """`task: sst2` is `task: {name: sst2}`; your own file names the task when no name is given."""
+        if isinstance(task, str):
+            return {"name": task}
+        if isinstance(task, dict) and "name" not in task and task.get("data_file"):
+            return {**task, "name": task["data_file"]}
+        return task
 
-def config_from_dict(data: dict, source: str = "config") -> FinetuneConfig:
-    try:
-        return FinetuneConfig(**data)
-    except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            where = ".".join(map(str, e["loc"]))
-            msg = "unknown key (check its spelling and place)" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append(f"{where}: {msg}")
-        raise ConfigError(f"{source}: " + "; ".join(problems)) from err
+    @classmethod
+    def prepare(cls, data: dict, source: str) -> dict:
+        return nest_flat_keys(data, source)
+
+
+config_from_dict = FinetuneConfig.from_dict
 
 
 def nest_flat_keys(data: dict, source: str = "config") -> dict:
@@ -71,16 +78,15 @@ def nest_flat_keys(data: dict, source: str = "config") -> dict:
         field = "kind" if key == "task_kind" else key
         places = [d for d, keys in ((task, task_keys), (train, train_keys)) if field in keys]
         if not places:
-            raise ConfigError(
-                f"{source}: {key}: unknown key (check its spelling). Flat keys are finetune's options with "
-                f"underscores (epochs, lr, data_file, text_column, ...); top-level keys: {', '.join(sorted(top))}.")
+            known = sorted(top | task_keys | train_keys | {"task_kind"})
+            raise ConfigError(f"{source}: {key}: " + unknown_key(
+                key, known, "flat keys are finetune's options with underscores (epochs, lr, data_file, ...); "
+                            f"top-level keys: {', '.join(sorted(top))}"))
         for place in places:
             if field in place and place[field] != value:
                 raise ConfigError(f"{source}: {key} is given twice (flat and nested) with different values.")
             place[field] = value
     if task:
-        if "name" not in task and task.get("data_file"):
-            task["name"] = task["data_file"]
         out["task"] = task
     if train:
         out["train"] = train
@@ -185,3 +191,31 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
         return backbone, model
     backbone = backbone_for(model_name, task, head_for(model_name, task, head))
     return backbone, backbone.model
+
+
+def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None, max_length: int = 128,
+                     seed: int = 0) -> TaskConfig:
+    """The task `edgeft eval` scores: a named task's dev split, or every row of your own file (of its dev file
+    when one is given); a file given as the task is your own file too."""
+    keys = dict(data_keys)
+    if task and Path(task).suffix and "data_file" not in keys:
+        keys["data_file"] = task
+    if "data_file" in keys:
+        keys.setdefault("dev_file", keys["data_file"])
+    name = task or keys.get("data_file")
+    if name is None:
+        raise ConfigError("no task given: use --task NAME or --data-file FILE.")
+    return validate(TaskConfig, {"name": name, **keys, "dev_samples": dev_samples, "max_length": max_length,
+                                 "seed": seed}, "command line", "task")
+
+
+def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = None, head: str = "auto",
+             batch_size: int = 32, device: str = "auto", max_new_tokens: int = 64) -> tuple[str, int, dict]:
+    """(task name, dev examples, dev metrics) of a backbone, with an adapter when given."""
+    task = load_task(task_cfg)
+    backbone, net = load_for_eval(model_name, task, head, adapter)
+    featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, backbone.head), task_cfg.max_length)
+    dev = featurizer.encode(task.dev)
+    dev_device = resolve_device(device)
+    metrics = evaluate(net.to(dev_device), task, featurizer, dev, batch_size, dev_device, max_new_tokens)
+    return task.name, len(dev), metrics

@@ -1,0 +1,87 @@
+"""The one config layer: every config names the file, the dotted field and what to do, the same way."""
+
+import pytest
+
+from edgeft.config import overlay, read_yaml
+from edgeft.errors import ConfigError
+from edgeft.federated.config import FederatedConfig
+from edgeft.planner.cluster import load_cluster
+from edgeft.train.recipe import FinetuneConfig
+
+
+def _problems(err) -> list[str]:
+    return str(err.value).splitlines()
+
+
+def test_a_wrong_key_and_a_wrong_type_name_file_field_and_fix_in_two_configs(tmp_path):
+    ft = tmp_path / "ft.yaml"
+    ft.write_text("task: {name: sst2}\ntrain: {epocs: 3, lr: fast}\n")
+    with pytest.raises(ConfigError) as err:
+        FinetuneConfig.load(ft)
+    head, *lines = _problems(err)
+    assert head == f"{ft}: invalid finetune config (2 problems)"
+    assert "  train.epocs: unknown key, did you mean 'epochs'?" in lines
+    assert any(line.startswith("  train.lr: ") and "valid number" in line for line in lines), lines
+
+    fed = tmp_path / "fed.yaml"
+    fed.write_text("algorithm: fedit\nrounds_: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{fed}: rounds_: unknown key, did you mean 'rounds'\?$"):
+        FederatedConfig.load(fed)
+
+    cluster = tmp_path / "c.yaml"
+    cluster.write_text("name: x\ndevices:\n  - {name: phone, compute: {flops: 1e10}, memory_gb: lots, memroy: 3}\n"
+                       "servers:\n  - {name: s, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
+    with pytest.raises(ConfigError) as err:
+        load_cluster(cluster)
+    head, *lines = _problems(err)
+    assert head == f"{cluster}: invalid cluster spec (2 problems)"
+    assert any(line.startswith("  devices[0](phone).memory_gb: ") and "lots" in line for line in lines), lines
+    assert "  devices[0](phone).memroy: unknown key, did you mean 'memory_gb'? (see docs/planner.md for the keys)" \
+        in lines
+
+
+def test_a_missing_key_says_what_it_is_and_the_command_line_goes_over_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="^command line: algorithm: required key is missing"):
+        FederatedConfig.load(None, {"rounds": 2})
+    f = tmp_path / "fed.yaml"
+    f.write_text("algorithm: fedit\nrounds: 3\nmethod_options: {r: 4}\n")
+    cfg = FederatedConfig.load(f, {"rounds": 5, "clients": None, "method_options": {"alpha": 8}})
+    assert (cfg.rounds, cfg.clients, cfg.method_options) == (5, 10, {"r": 4, "alpha": 8})
+    assert overlay({"train": {"lr": 1.0}}, {"train.epochs": 2, "task.name": "sst2"}) == {
+        "train": {"lr": 1.0, "epochs": 2}, "task": {"name": "sst2"}}
+
+
+def test_a_file_that_is_not_a_yaml_mapping_is_named(tmp_path):
+    p = tmp_path / "x.yaml"
+    with pytest.raises(ConfigError, match=f"{p}: config file not found"):
+        read_yaml(p)
+    p.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=f"{p}: expected a mapping"):
+        read_yaml(p)
+    p.write_text("a: [1,\n")
+    with pytest.raises(ConfigError, match=rf"{p}: line \d+, column \d+ is not valid YAML"):
+        read_yaml(p)
+
+
+def test_the_runtime_trains_with_the_finetune_knobs_and_refuses_the_ones_it_cannot_honour():
+    from edgeft.runtime.run import config_from
+    from edgeft.runtime.spec import RuntimeTrain
+    from edgeft.train.loop import TrainConfig
+
+    assert issubclass(RuntimeTrain, TrainConfig)
+    spec_train = RuntimeTrain(epochs=2, micro_batches=4)
+    assert RuntimeTrain.model_validate(spec_train.model_dump()) == spec_train  # what the worker reads back
+    with pytest.raises(ConfigError, match=r"^l.yaml: train: grad_accum is a knob of `edgeft finetune` only.*"
+                                          r"micro_batches"):
+        config_from({"cluster": "c.yaml", "task": {"name": "sst2"}, "train": {"grad_accum": 2}}, "l.yaml")
+
+
+def test_a_launch_task_is_checked_as_finetune_checks_it_before_any_worker_starts(tmp_path):
+    from edgeft.runtime.run import LaunchConfig
+
+    f = tmp_path / "l.yaml"
+    f.write_text("cluster: c.yaml\ntask: sst2\n")
+    cfg = LaunchConfig.load(f, {"task.train_samples": 64})  # `task: NAME` takes command-line task keys
+    assert cfg.task == {"name": "sst2", "train_samples": 64}
+    with pytest.raises(ConfigError, match=rf"^{f}: task.train_sampels: unknown key, did you mean 'train_samples'\?$"):
+        LaunchConfig.load(f, {"task.train_sampels": 64})
