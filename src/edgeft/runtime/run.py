@@ -74,7 +74,7 @@ def _workload(cfg: LaunchConfig):
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.models.backbone import resolve
     from edgeft.planner.arch import arch_from_hf_config
-    from edgeft.runtime.strategies.common import epoch_batches
+    from edgeft.train.batches import epoch_batches
     from edgeft.train.recipe import head_for
 
     task = load_task(TaskConfig(**cfg.task))
@@ -136,7 +136,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
-    from edgeft.runtime.strategies.common import epoch_batches
+    from edgeft.train.batches import epoch_batches
     from edgeft.runtime.strategies.pac_bridge import fills_first
 
     cluster = load_cluster(cfg.cluster)

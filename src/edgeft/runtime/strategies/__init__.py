@@ -1,4 +1,4 @@
-"""One module per strategy; each exposes `run(ctx) -> dict` (this rank's measured result)."""
+"""One module per strategy; each defines a `Strategy` subclass (loop.py) named after it."""
 
 STRATEGIES = ("hybrid", "deft", "split")
 
@@ -10,4 +10,4 @@ def get(name: str):
 
     if name not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{name}': choose one of {', '.join(STRATEGIES)}")
-    return importlib.import_module(f"edgeft.runtime.strategies.{name}")
+    return getattr(importlib.import_module(f"edgeft.runtime.strategies.{name}"), name.capitalize())
