@@ -80,11 +80,8 @@ def register(app: typer.Typer) -> None:
 
 
 def idle_explained(plan, spec, table) -> dict[str, str]:
-    """Why each idle device of the plan is idle (hybrid and deft; split uses every device)."""
-    from edgeft.planner.explain import idle_reasons, idle_reasons_deft
+    """Why each idle device of the plan is idle (empty where the strategy uses every device)."""
+    from edgeft.planner.strategies import get
 
-    if plan.strategy == "hybrid":
-        return idle_reasons(plan.stages, plan.micro_batches, spec, table, plan.predicted["memory_bytes"])
-    if plan.strategy == "deft":
-        return idle_reasons_deft(plan)
-    return {}
+    idle = get(plan.strategy).idle
+    return idle(plan, spec, table) if idle else {}

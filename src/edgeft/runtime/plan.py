@@ -279,21 +279,28 @@ def emulated_cluster(cluster: ClusterSpec, host_flops: float) -> ClusterSpec:
 
 def repredict(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict | None:
     """Predicted times of the same placement (cut, blocks and shares) on another cluster, e.g. the
-    emulated one. None for hybrid: it has no server, and time_scale=auto keeps its devices slower
-    than the host, so there the two clusters are the same."""
-    if plan.strategy == "split":
-        q = plan_split(cluster, table, steps, plan.layout["cut"]).predicted
-        return {k: q[k] for k in ("step_s", "epoch_s", "later_epoch_s", "server_compute_s")}
-    if plan.strategy == "deft":
-        from edgeft.planner.deft import build_deft_instance
+    emulated one; None where the strategy needs none (its Strategy.repredict says)."""
+    from edgeft.runtime.strategies import get
 
-        inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
-        names = [d.name for d in cluster.devices]
-        assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
-        share = np.array([plan.planner["share"][n] for n in names])
-        T = deft_round_s(inst, assign, share, cluster) + table.step_fixed_s
-        return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
-    return None
+    return get(plan.strategy).repredict(plan, cluster, table, steps)
+
+
+def repredict_split(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict:
+    """The split plan's cut, re-timed on `cluster`."""
+    q = plan_split(cluster, table, steps, plan.layout["cut"]).predicted
+    return {k: q[k] for k in ("step_s", "epoch_s", "later_epoch_s", "server_compute_s")}
+
+
+def repredict_deft(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict:
+    """The deft plan's blocks and bandwidth shares, re-timed on `cluster`."""
+    from edgeft.planner.deft import build_deft_instance
+
+    inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
+    names = [d.name for d in cluster.devices]
+    assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
+    share = np.array([plan.planner["share"][n] for n in names])
+    T = deft_round_s(inst, assign, share, cluster) + table.step_fixed_s
+    return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
 
 
 def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, sample_ids: list,
@@ -307,7 +314,7 @@ def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, s
     from edgeft.runtime.strategies.hybrid import owner_of
 
     shares = plan.layout.get("cached_shares")
-    if plan.strategy != "hybrid" or not shares or not table.cached_step_flops:
+    if not shares or not table.cached_step_flops:  # only a hybrid PAC plan caches
         return None
     shares = {int(k): float(v) for k, v in shares.items()}
     rate = {d.name: d.compute.rate() for d in cluster.devices}
@@ -332,10 +339,7 @@ def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, s
 
 def make_plan(strategy: str, cluster: ClusterSpec, table: CostTable, samples: int, steps: int,
               micro_batches: int | None = None, cut: int | None = None) -> RuntimePlan:
-    if strategy == "split":
-        return plan_split(cluster, table, steps, cut)
-    if strategy == "deft":
-        return plan_deft(cluster, table, steps)
-    if strategy == "hybrid":
-        return plan_hybrid(cluster, table, samples, steps, micro_batches)
-    raise ConfigError(f"unknown strategy '{strategy}': choose hybrid, deft or split")
+    """The registered strategy's runtime plan (its Strategy.make_plan)."""
+    from edgeft.runtime.strategies import get
+
+    return get(strategy).make_plan(cluster, table, samples, steps, micro_batches, cut)

@@ -18,7 +18,7 @@ from typing import Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeft.errors import ConfigError, PlanError
-from edgeft.runtime.spec import RunSpec, RuntimeTrain
+from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
 
 
 class LaunchConfig(BaseModel):
@@ -30,7 +30,7 @@ class LaunchConfig(BaseModel):
     method: str = "pac"
     method_options: dict = Field(default_factory=dict)
     head: str = "auto"
-    strategy: Literal["hybrid", "deft", "split"] = "hybrid"
+    strategy: StrategyName = "hybrid"
     plan: Optional[str] = Field(None, description="a plan JSON written by an earlier launch (plan.attempt0.json)")
     train: RuntimeTrain = Field(default_factory=RuntimeTrain)
     out: str = "runs/launch"

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from edgeft.errors import ConfigError
+from edgeft.planner.strategies import get as strategy_entry
 
-Strategy = Literal["hybrid", "deft", "split"]
+
+def _registered(name: str) -> str:
+    strategy_entry(name, ValueError)
+    return name
+
+
+StrategyName = Annotated[str, AfterValidator(_registered)]  # a name in edgeft.planner.strategies
 
 
 class RuntimeTrain(BaseModel):
@@ -56,7 +63,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: str
-    strategy: Strategy
+    strategy: StrategyName
     model: str
     head: str = "auto"
     task: dict

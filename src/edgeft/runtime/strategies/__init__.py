@@ -1,13 +1,13 @@
-"""One module per strategy; each defines a `Strategy` subclass (loop.py) named after it."""
-
-STRATEGIES = ("hybrid", "deft", "split")
+"""The runtime half of each strategy: one module per strategy defines its `Strategy` subclass (loop.py),
+which the one registry (edgeft.planner.strategies) names."""
 
 
 def get(name: str):
+    """The runtime Strategy class of a registered strategy (ConfigError for an unknown name)."""
     import importlib
 
     from edgeft.errors import ConfigError
+    from edgeft.planner.strategies import get as entry
 
-    if name not in STRATEGIES:
-        raise ConfigError(f"unknown strategy '{name}': choose one of {', '.join(STRATEGIES)}")
-    return getattr(importlib.import_module(f"edgeft.runtime.strategies.{name}"), name.capitalize())
+    module, cls = entry(name, ConfigError).runtime.split(":")
+    return getattr(importlib.import_module(module), cls)

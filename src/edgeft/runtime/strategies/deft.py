@@ -42,7 +42,17 @@ def ownership(model, view, blocks: dict[int, tuple[int, int]]) -> dict[int, list
 
 
 class Deft(Strategy):
-    name = "deft"
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        from edgeft.runtime.plan import plan_deft
+
+        return plan_deft(cluster, table, steps)
+
+    @staticmethod
+    def repredict(plan, cluster, table, steps: int) -> dict:
+        from edgeft.runtime.plan import repredict_deft
+
+        return repredict_deft(plan, cluster, table, steps)
 
     def setup(self) -> None:
         ctx = self.ctx

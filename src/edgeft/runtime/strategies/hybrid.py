@@ -85,7 +85,14 @@ class LogitsModel:
 
 
 class Hybrid(Strategy):
-    name = "hybrid"
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        from edgeft.runtime.plan import plan_hybrid
+
+        return plan_hybrid(cluster, table, samples, steps, micro_batches)
+
+    # repredict: None. Hybrid has no server, and time_scale=auto keeps its devices slower than the host,
+    # so the emulated cluster is the planned one.
 
     def setup(self) -> None:
         ctx = self.ctx
@@ -117,7 +124,7 @@ class Hybrid(Strategy):
                              for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
         self.kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
         self.phase = "pipeline"
-        self.fill_first = P.fills_first(ctx.spec.method, ctx.spec.method_options, self.name)
+        self.fill_first = P.fills_first(ctx.spec.method, ctx.spec.method_options, ctx.spec.strategy)
         self.shard = "all" if ctx.rank == 0 else None  # every rank holds the same trainables: rank 0 saves them
         self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
         self.fill_s = self._fill() if self.fill_first else None

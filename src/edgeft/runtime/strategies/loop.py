@@ -34,9 +34,19 @@ class Strategy:
       (None: it writes none), `opt`/`sched`: its optimizer and schedule (None when it steps nothing).
 
     The loop then calls `epoch_start`, `step` per batch and `epoch_end`, and `finish` builds the result.
+    Its name and planners are registered in edgeft.planner.strategies; `make_plan`/`repredict` are the
+    launcher's side of it.
     """
 
-    name: str = ""  # the registry's name (edgeft.runtime.strategies.registry)
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        """The launcher's RuntimePlan for this strategy (edgeft.runtime.plan)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def repredict(plan, cluster, table, steps: int) -> dict | None:
+        """The plan's placement re-timed on another cluster; None: the same as planned."""
+        return None
 
     def __init__(self, ctx: C.Context):
         self.ctx = ctx

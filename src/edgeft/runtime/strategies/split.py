@@ -36,7 +36,17 @@ def _partition(ctx, cut: int):
 
 
 class Split(Strategy):
-    name = "split"
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        from edgeft.runtime.plan import plan_split
+
+        return plan_split(cluster, table, steps, cut)
+
+    @staticmethod
+    def repredict(plan, cluster, table, steps: int) -> dict:
+        from edgeft.runtime.plan import repredict_split
+
+        return repredict_split(plan, cluster, table, steps)
 
     def setup(self) -> None:
         ctx = self.ctx
