@@ -20,6 +20,7 @@ import torch
 
 from edgeft.errors import ConfigError
 from edgeft.runtime.group import new_groups
+from edgeft.runtime import plan as launch_plan
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward
@@ -44,15 +45,9 @@ def ownership(model, view, blocks: dict[int, tuple[int, int]]) -> dict[int, list
 class Deft(Strategy):
     @staticmethod
     def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
-        from edgeft.runtime.plan import plan_deft
+        return launch_plan.plan_deft(cluster, table, steps)
 
-        return plan_deft(cluster, table, steps)
-
-    @staticmethod
-    def repredict(plan, cluster, table, steps: int) -> dict:
-        from edgeft.runtime.plan import repredict_deft
-
-        return repredict_deft(plan, cluster, table, steps)
+    repredict = staticmethod(launch_plan.repredict_deft)
 
     def setup(self) -> None:
         ctx = self.ctx

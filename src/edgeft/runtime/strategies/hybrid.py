@@ -35,6 +35,7 @@ import torch
 
 from edgeft.methods.pac.taps import select
 from edgeft.planner.hybrid import whole_rows
+from edgeft.runtime import plan as launch_plan
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
 from edgeft.runtime.strategies.loop import Strategy
@@ -87,9 +88,7 @@ class LogitsModel:
 class Hybrid(Strategy):
     @staticmethod
     def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
-        from edgeft.runtime.plan import plan_hybrid
-
-        return plan_hybrid(cluster, table, samples, steps, micro_batches)
+        return launch_plan.plan_hybrid(cluster, table, samples, steps, micro_batches)
 
     # repredict: None. Hybrid has no server, and time_scale=auto keeps its devices slower than the host,
     # so the emulated cluster is the planned one.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from edgeft.errors import ConfigError
+from edgeft.runtime import plan as launch_plan
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward
@@ -38,15 +39,9 @@ def _partition(ctx, cut: int):
 class Split(Strategy):
     @staticmethod
     def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
-        from edgeft.runtime.plan import plan_split
+        return launch_plan.plan_split(cluster, table, steps, cut)
 
-        return plan_split(cluster, table, steps, cut)
-
-    @staticmethod
-    def repredict(plan, cluster, table, steps: int) -> dict:
-        from edgeft.runtime.plan import repredict_split
-
-        return repredict_split(plan, cluster, table, steps)
+    repredict = staticmethod(launch_plan.repredict_split)
 
     def setup(self) -> None:
         ctx = self.ctx
