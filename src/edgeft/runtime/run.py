@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
+from edgeft.runtime.strategies import make_plan, repredict
 
 
 class LaunchConfig(BaseModel):
@@ -100,7 +101,7 @@ def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, 
         return max(1, math.ceil(B / len(cluster.devices))), None
     if cfg.strategy != "hybrid":
         return B, None
-    p = planmod.make_plan("hybrid", cluster, table, samples, steps, cfg.train.micro_batches)
+    p = make_plan("hybrid", cluster, table, samples, steps, cfg.train.micro_batches)
     share = max(x for st in p.layout["stages"] for x in st["shares"])
     rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
     cached = p.planner.get("cached_shares")
@@ -178,7 +179,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             raise ConfigError("time_scale=auto needs compute emulation (it compares devices with this host)")
         # the ranks that will run at once: those of the plan for this cluster (dilation scales every time
         # alike, so the dilated cluster gets the same placement)
-        probe = planmod.make_plan(cfg.strategy, cluster, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        probe = make_plan(cfg.strategy, cluster, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         scale, why_scale = auto_time_scale([(r["name"], r["kind"], r["device_flops"]) for r in probe.ranks],
                                            host["host_flops"], usable_cores())
     else:
@@ -211,7 +212,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         sub = planmod.pick(cluster, devices)
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
             return planmod.RuntimePlan(**given_plan)
-        p = planmod.make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         if cfg.strategy == "hybrid":  # say why a device given with --devices gets no work
             from edgeft.planner.explain import idle_reasons
 
@@ -220,7 +221,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             for device, reason in p.planner["idle"].items():
                 say(f"{device} idle: {reason}")
         emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
-        again = planmod.repredict(p, emu, table, steps) if emu != sub else None
+        again = repredict(p, emu, table, steps) if emu != sub else None
         if again:  # some rank is faster than this host: predict what the emulation can really run
             p.predicted["emulated"] = again
         if cfg.strategy == "hybrid" and cfg.method == "pac" and p.planner.get("cached_shares"):

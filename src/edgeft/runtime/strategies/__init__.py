@@ -11,3 +11,15 @@ def get(name: str):
 
     module, cls = entry(name, ConfigError).runtime.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def make_plan(strategy: str, cluster, table, samples: int, steps: int, micro_batches: int | None = None,
+              cut: int | None = None):
+    """The launcher's RuntimePlan of a registered strategy (its Strategy.make_plan)."""
+    return get(strategy).make_plan(cluster, table, samples, steps, micro_batches, cut)
+
+
+def repredict(plan, cluster, table, steps: int) -> dict | None:
+    """Predicted times of the plan's placement (cut, blocks and shares) on another cluster, e.g. the
+    emulated one; None where the strategy needs none (its Strategy.repredict says)."""
+    return get(plan.strategy).repredict(plan, cluster, table, steps)

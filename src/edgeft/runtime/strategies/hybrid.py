@@ -27,8 +27,6 @@ the single-device step on the same batch, and a checkpoint is any rank's copy.
 
 from __future__ import annotations
 
-import hashlib
-import math
 from types import SimpleNamespace
 
 import torch
@@ -36,6 +34,7 @@ import torch
 from edgeft.methods.pac.taps import select
 from edgeft.planner.hybrid import whole_rows
 from edgeft.runtime import plan as launch_plan
+from edgeft.runtime.plan import owner_of
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
 from edgeft.runtime.strategies.loop import Strategy
@@ -51,20 +50,6 @@ def share_rows(n: int, shares: list[float]) -> list[tuple[int, int]]:
         out.append((start, start + s))
         start += s
     return out
-
-
-def owner_of(sample_id: str, shares: dict[int, float]) -> int:
-    """Weighted rendezvous hashing: stable when a rank leaves (only its samples move)."""
-    best, best_score = None, -math.inf
-    for rank, w in shares.items():
-        if w <= 0:
-            continue
-        h = int.from_bytes(hashlib.blake2b(f"{sample_id}/{rank}".encode(), digest_size=8).digest(), "big")
-        u = (h + 0.5) / 2**64
-        score = -w / math.log(u)
-        if score > best_score:
-            best, best_score = rank, score
-    return best
 
 
 class LogitsModel:
