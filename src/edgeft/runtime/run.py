@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 import uuid
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
-from edgeft.runtime.strategies import make_plan, repredict
+from edgeft.runtime.strategies import get as get_strategy, make_plan, repredict
 
 
 class LaunchConfig(BaseModel):
@@ -92,22 +91,10 @@ def _workload(cfg: LaunchConfig):
     return task, head, feat, feats, arch, batches, sum(widths) / len(widths)
 
 
-def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, planmod) -> tuple[int, int | None]:
+def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
     """(rows one device computes at a time, rows of its PAC cached step or None), as this run's plan
-    will have them: hybrid asks the planner (on the undilated cluster: dilation scales every time
-    alike, so it picks the same micro-batches and shares)."""
-    B = cfg.train.batch_size
-    if cfg.strategy == "split":
-        return max(1, math.ceil(B / len(cluster.devices))), None
-    if cfg.strategy != "hybrid":
-        return B, None
-    p = make_plan("hybrid", cluster, table, samples, steps, cfg.train.micro_batches)
-    share = max(x for st in p.layout["stages"] for x in st["shares"])
-    rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
-    cached = p.planner.get("cached_shares")
-    if cfg.method != "pac" or not cached or cfg.method_options.get("cache") == "off":
-        return rows, None
-    return rows, max(1, round(B * max(cached)))
+    will have them (the strategy's Strategy.device_rows says)."""
+    return get_strategy(cfg.strategy).device_rows(cfg, cluster, table, samples, steps)
 
 
 def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
@@ -161,7 +148,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     # -- this host, measured -------------------------------------------------------------------------
     host = None
     if cfg.emulate_compute:
-        rows = _device_shapes(cfg, cluster, table, len(feats), steps, planmod)
+        rows = _device_shapes(cfg, cluster, table, len(feats), steps)
         host = _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal)
         run.event("calibration", **{k: v for k, v in host.items() if k != "key"})
         say(f"host calibration: {host['host_flops'] / 1e9:.2f} GFLOP/s effective on this workload "
@@ -213,12 +200,10 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
             return planmod.RuntimePlan(**given_plan)
         p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
-        if cfg.strategy == "hybrid":  # say why a device given with --devices gets no work
-            from edgeft.planner.explain import idle_reasons
-
-            held = {n: m for st in p.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
-            p.planner["idle"] = idle_reasons(p.planner["stages"], p.planner["micro_batches"], sub, table, held)
-            for device, reason in p.planner["idle"].items():
+        idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
+        if idle is not None:
+            p.planner["idle"] = idle
+            for device, reason in idle.items():
                 say(f"{device} idle: {reason}")
         emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
         again = repredict(p, emu, table, steps) if emu != sub else None

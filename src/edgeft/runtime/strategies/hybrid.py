@@ -27,6 +27,7 @@ the single-device step on the same batch, and a checkpoint is any rank's copy.
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import torch
@@ -77,6 +78,26 @@ class Hybrid(Strategy):
 
     # repredict: None. Hybrid has no server, and time_scale=auto keeps its devices slower than the host,
     # so the emulated cluster is the planned one.
+
+    @classmethod
+    def device_rows(cls, cfg, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
+        """A device's share of a micro-batch, as the planner will pick them (on the undilated cluster:
+        dilation scales every time alike, so it picks the same micro-batches and shares)."""
+        B = cfg.train.batch_size
+        p = cls.make_plan(cluster, table, samples, steps, cfg.train.micro_batches, None)
+        share = max(x for st in p.layout["stages"] for x in st["shares"])
+        rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
+        cached = p.planner.get("cached_shares")
+        if cfg.method != "pac" or not cached or cfg.method_options.get("cache") == "off":
+            return rows, None
+        return rows, max(1, round(B * max(cached)))
+
+    @staticmethod
+    def explain_idle(plan, cluster, table) -> dict[str, str]:
+        from edgeft.planner.explain import idle_reasons
+
+        held = {n: m for st in plan.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
+        return idle_reasons(plan.planner["stages"], plan.planner["micro_batches"], cluster, table, held)
 
     def setup(self) -> None:
         ctx = self.ctx

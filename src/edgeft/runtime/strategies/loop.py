@@ -48,6 +48,17 @@ class Strategy:
         """The plan's placement re-timed on another cluster; None: the same as planned."""
         return None
 
+    @classmethod
+    def device_rows(cls, cfg, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
+        """(rows one device computes at a time, rows of its PAC cached step or None) under launch config
+        `cfg`, for calibrating the cost table before planning: the whole batch here."""
+        return cfg.train.batch_size, None
+
+    @staticmethod
+    def explain_idle(plan, cluster, table) -> dict[str, str] | None:
+        """Why each device of `cluster` the launcher's plan leaves out gets no work; None: none is left out."""
+        return None
+
     def __init__(self, ctx: C.Context):
         self.ctx = ctx
         self.named: dict = {}

@@ -9,6 +9,8 @@ the run is the single-device step on the same batch (SplitFed-style); the server
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from edgeft.errors import ConfigError
@@ -42,6 +44,10 @@ class Split(Strategy):
         return launch_plan.plan_split(cluster, table, steps, cut)
 
     repredict = staticmethod(launch_plan.repredict_split)
+
+    @classmethod
+    def device_rows(cls, cfg, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
+        return max(1, math.ceil(cfg.train.batch_size / len(cluster.devices))), None  # one row slice per device
 
     def setup(self) -> None:
         ctx = self.ctx
