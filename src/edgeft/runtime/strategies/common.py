@@ -1,6 +1,6 @@
-"""What every strategy needs: the task and model as the single-device recipe builds them, the same
-batch order and optimizer/schedule as edgeft.train.loop.Trainer (so runs are comparable to it),
-micro-batch slicing, loss weights, global gradient clipping, and checkpoints.
+"""What every strategy needs: the task and model as the single-device recipe builds them, the
+optimizer/schedule the Trainer builds (edgeft.train.optim, so runs are comparable to it), micro-batch
+slicing, loss weights, global gradient clipping, and checkpoints. The loop itself is loop.py's.
 """
 
 from __future__ import annotations
