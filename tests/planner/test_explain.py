@@ -72,11 +72,12 @@ def test_launch_says_why_a_device_it_was_given_stays_idle():
     (The issue's phone-a,phone-b,phone-c now uses all three: the planner's search over the simulated iteration
     time, issue 18, found the three-phone plan faster.)"""
     from edgeft.runtime import plan as planmod
+    from edgeft.runtime.strategies import make_plan
 
     given = ["phone-a", "phone-b", "phone-c", "laptop"]
     spec = planmod.pick(load_cluster(HOME), given)
     table = planmod.make_table(resolve_arch("minilm-l6"), "pac", 8, 64, {}, "classification", 2)
-    p = planmod.make_plan("hybrid", spec, table, 256, 32, None, None)
+    p = make_plan("hybrid", spec, table, 256, 32, None, None)
     used = {n for st in p.planner["stages"] for n in st["devices"]}
     assert used and used != set(given), "a given device left out"
     held = {n: m for st in p.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}

@@ -7,7 +7,8 @@ import torch
 from edgeft.planner.arch import PRESETS
 from edgeft.planner.cluster import parse_cluster
 from edgeft.runtime import calibrate as cal
-from edgeft.runtime.plan import emulated_cluster, make_plan, make_table, plan_split, repredict
+from edgeft.runtime.plan import emulated_cluster, make_table, plan_split
+from edgeft.runtime.strategies import make_plan, repredict
 
 
 def _cluster(server_flops=1.5e13, latency_ms=0.0):
@@ -97,7 +98,7 @@ def test_cached_epochs_wait_for_each_steps_busiest_owner():
     import dataclasses
 
     from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
-    from edgeft.runtime.strategies.hybrid import owner_of
+    from edgeft.runtime.plan import owner_of
 
     cl = _cluster()  # two devices at 5 GFLOP/s
     table = dataclasses.replace(make_table(PRESETS["minilm-l6"], "pac", 4, 24, {}), cached_step_flops=1e9,
@@ -136,7 +137,7 @@ def test_cached_epochs_use_the_step_cost_measured_at_the_owners_rows():
     import dataclasses
 
     from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
-    from edgeft.runtime.strategies.hybrid import owner_of
+    from edgeft.runtime.plan import owner_of
 
     cl = _cluster()  # two devices at 5 GFLOP/s
     by_rows = (3e9, 6e9, 9e9, 6e9)  # 1..4 rows

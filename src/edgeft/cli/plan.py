@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Solve a placement, write plan.json, print it and draw placement.png / timeline.png."""
         from edgeft.planner import load_cluster, make_plan, resolve_arch
-        from edgeft.planner.explain import explain_idle
+        from edgeft.planner.strategies import explain_idle
         from edgeft.planner.plot import plot_placement, plot_timeline
         from edgeft.planner.render import print_plan
         from edgeft.planner.split_model import SplitSettings

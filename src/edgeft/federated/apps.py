@@ -18,7 +18,6 @@ from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from edgeft.federated import fedit, fedkseed, fwdgrad
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.report import plot, summarize
@@ -26,12 +25,6 @@ from edgeft.federated.runtime import data_for, local_examples, node_partition, s
 from edgeft.federated.server import FederationError, RoundLog, discover
 from edgeft.methods.base import write_adapter_note
 from edgeft.train.rundir import RunDir
-
-SERVERS = {"fedit": fedit.run_server, "fedkseed": fedkseed.run_server, "fedkseed-pro": fedkseed.run_server,
-           "fwdgrad": fwdgrad.run_server}
-CLIENTS = {"fedit": fedit.handle_train, "fedkseed": fedkseed.handle_train, "fedkseed-pro": fedkseed.handle_train,
-           "fwdgrad": fwdgrad.handle_train}
-
 
 def _config(fixed: Optional[FederatedConfig], context: Context) -> FederatedConfig:
     return fixed if fixed is not None else FederatedConfig.from_run_config(context.run_config)
@@ -54,7 +47,7 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     nodes = discover(agrid, cfg, ledger)
     log = RoundLog(cfg, run, progress)
     try:
-        extra = SERVERS[cfg.algorithm](agrid, cfg, ledger, setup, nodes, log, context)
+        extra = cfg.entry.server()(agrid, cfg, ledger, setup, nodes, log, context)
     except FederationError as err:  # a round no client completed: keep what the rounds before it produced
         log.stop(ledger.round, err)
         extra = {}
@@ -139,7 +132,7 @@ def build_client_app(fixed: Optional[FederatedConfig] = None) -> ClientApp:
         setup = setup_for(cfg, "client")
         if context.node_config.get("data-file"):
             setup.use_local_file(pid, str(context.node_config["data-file"]))
-        return CLIENTS[cfg.algorithm](setup, cfg, pid, msg)
+        return cfg.entry.client()(setup, cfg, pid, msg)
 
     return app
 

@@ -8,23 +8,23 @@ model to and from that form, so the same ServerApp/ClientApp code serves both ru
 from __future__ import annotations
 
 import json
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from edgeft.config import ConfigFile
+from edgeft.federated.algorithms import FederatedAlgorithm, get as algorithm_entry
 
-ALGORITHMS = ("fedit", "fedkseed", "fedkseed-pro", "fwdgrad")
 
-# Per-algorithm learning rates when none is given: FedIT trains LoRA with AdamW (FedIT/Shepherd's order of
-# magnitude); the zeroth-order ones follow MeZO's LoRA setting (lr 1e-4..5e-5, eps 1e-2) and FwdLLM.
-DEFAULT_LR = {"fedit": 3e-4, "fedkseed": 1e-4, "fedkseed-pro": 1e-4, "fwdgrad": 1e-3}
+def _registered(name: str) -> str:
+    algorithm_entry(name)
+    return name
 
 
 class FederatedConfig(ConfigFile):
     what: ClassVar[str] = "federated config"
 
-    algorithm: Literal["fedit", "fedkseed", "fedkseed-pro", "fwdgrad"]
+    algorithm: Annotated[str, AfterValidator(_registered)]  # a name in edgeft.federated.algorithms
     model: str = "smollm2-135m"
     task: str = "dolly"
     head: Literal["auto", "lm", "classifier"] = "auto"
@@ -100,22 +100,23 @@ class FederatedConfig(ConfigFile):
         if self.min_clients is not None and self.min_clients > self.clients_per_round:
             raise ValueError(f"min_clients ({self.min_clients}) exceeds clients_per_round ({self.clients_per_round}): "
                              "a round never samples more than clients_per_round")
-        if self.algorithm.startswith("fedkseed"):
+        alg = self.entry
+        if alg.replays_seeds:
             # Clients rebuild the model from w0 by replaying sum(lr * g_j * z_j): that equals the trained
             # model only if every step used the same lr and nothing else moved the weights.
             if self.lr_schedule != "constant":
                 raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs lr_schedule=constant")
             if self.weight_decay != 0:
                 raise ValueError("FedKSeed replays (seed, scalar) pairs: it needs weight_decay=0")
-        if self.zo_params is not None and (self.algorithm == "fedit" or not self.zo_params):
+        if self.zo_params is not None and (not alg.zeroth_order or not self.zo_params):
             raise ValueError("zo_params selects what zeroth-order algorithms perturb (fedkseed, fedkseed-pro, "
                              "fwdgrad) and needs at least one name; FedIT trains its LoRA adapters")
-        if self.algorithm != "fedit" and (self.secagg or self.dp != "none"):
+        if alg.zeroth_order and (self.secagg or self.dp != "none"):
             raise ValueError("secure aggregation and differential privacy are offered for fedit only "
                              "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
         if self.secagg and self.dp == "central":
             raise ValueError("secagg with central DP is not offered: use dp=local with secagg, or central DP alone")
-        if self.val_samples and not self.algorithm.startswith("fedkseed"):
+        if self.val_samples and not alg.replays_seeds:
             raise ValueError("val_samples (picking the returned round on validation rows) is offered for fedkseed "
                              "and fedkseed-pro; set val_samples=0")
         if self.secagg and self.clients_per_round < 3:
@@ -128,8 +129,13 @@ class FederatedConfig(ConfigFile):
         return self.min_clients if self.min_clients is not None else -(-self.clients_per_round // 2)
 
     @property
+    def entry(self) -> FederatedAlgorithm:
+        """The registered algorithm (edgeft.federated.algorithms)."""
+        return algorithm_entry(self.algorithm)
+
+    @property
     def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.algorithm]
+        return self.lr if self.lr is not None else self.entry.default_lr
 
     # -- Flower run_config (flat scalars) -------------------------------------------------------
     def to_run_config(self) -> dict:

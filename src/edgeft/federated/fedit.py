@@ -114,7 +114,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
 
     try:
         result = strategy.start(grid, setup.arrays(), num_rounds=cfg.rounds, timeout=cfg.round_timeout,
-                                train_config=ConfigRecord({"algorithm": "fedit"}), evaluate_fn=evaluate_fn)
+                                train_config=ConfigRecord({"algorithm": cfg.algorithm}), evaluate_fn=evaluate_fn)
     except TooFewClients as err:  # the model holds the last round's arrays (evaluate_fn loaded them)
         log.stop(ledger.round, err)
     else:

@@ -131,11 +131,11 @@ _CACHE: dict[tuple, Setup] = {}
 
 
 def _method_for(cfg: FederatedConfig):
-    if cfg.algorithm == "fedit":
-        return get_method("lora", cfg.method_options)
-    name = "fwdgrad" if cfg.algorithm == "fwdgrad" else "mezo"
-    return get_method(name, {"base": cfg.zo_base, "base_options": cfg.method_options, "lr": cfg.learning_rate,
-                             "seed": cfg.seed})
+    alg = cfg.entry
+    if not alg.zeroth_order:
+        return get_method(alg.method, cfg.method_options)
+    return get_method(alg.method, {"base": cfg.zo_base, "base_options": cfg.method_options, "lr": cfg.learning_rate,
+                                   "seed": cfg.seed})
 
 
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
@@ -170,7 +170,7 @@ def zo_selection(cfg: FederatedConfig, named: list[tuple[str, torch.nn.Parameter
     The others stay at their initial values on the server and on every client (for LoRA's A matrices: a
     fixed random projection), so replay and fingerprints cover exactly the parameters that move.
     """
-    if not cfg.zo_params or cfg.algorithm == "fedit":
+    if not cfg.zo_params or not cfg.entry.zeroth_order:
         return named
     chosen = [(n, p) for n, p in named if any(s in n for s in cfg.zo_params)]
     if not chosen:

@@ -4,12 +4,12 @@ runs (imported there, so the planner loads without it); no torch except for the 
 (edgeft.planner.profile)."""
 
 from edgeft.planner.arch import PRESETS, ModelArch, resolve_arch
-from edgeft.planner.build import STRATEGIES, make_plan
 from edgeft.planner.cluster import ClusterSpec, load_cluster, parse_cluster
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
 from edgeft.planner.crunch import brute_force, crunch
 from edgeft.planner.joint import dual_ascent, exact_joint
-from edgeft.planner.plan import DeviceTask, Plan, predict_epoch_time, predict_time
+from edgeft.planner.plan import DeviceTask, Plan
+from edgeft.planner.strategies import STRATEGIES, make_plan, predict_epoch_time, predict_time
 
 __all__ = [
     "PRESETS", "ModelArch", "resolve_arch", "STRATEGIES", "make_plan", "ClusterSpec", "load_cluster",

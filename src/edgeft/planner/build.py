@@ -1,16 +1,13 @@
-"""From (cluster, model shape, workload, strategy) to a Plan: runs the solver and its baselines."""
+"""Each strategy's offline planner: from (cluster, model shape, workload) to a Plan, with its baselines.
+The registry (planner.strategies) picks one by the strategy's name."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 import numpy as np
 
 from edgeft.errors import PlanError
-from edgeft.planner.arch import ModelArch
-from edgeft.planner.cluster import ClusterSpec
-from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
 from edgeft.planner.deft import build_deft_instance
 from edgeft.planner.hybrid import plan_hybrid
 from edgeft.planner.joint import (
@@ -20,31 +17,9 @@ from edgeft.planner.plan import DeviceTask, Plan
 from edgeft.planner.split_model import SplitSettings, breakdown, build_split_instance, totals
 from edgeft.planner.split_solver import BASELINES, solve_split
 
-STRATEGIES = ("deft", "split", "hybrid")
 
-
-def make_plan(
-    cluster: ClusterSpec, arch: ModelArch, workload: Workload, strategy: str, table: CostTable | None = None,
-    num_blocks: int | None = None, samples: int = 1000, split_settings: SplitSettings | None = None,
-) -> Plan:
-    if strategy not in STRATEGIES:
-        raise PlanError(f"unknown strategy {strategy!r}: choose one of {STRATEGIES}")
-    table = table or analytic_costs(arch, workload)
-    t0 = time.perf_counter()
-    if strategy == "deft":
-        plan = _deft(cluster, arch, workload, table, num_blocks)
-    elif strategy == "split":
-        plan = _split(cluster, arch, workload, split_settings)
-    else:
-        plan = _hybrid(cluster, arch, workload, table, samples)
-    plan.solver["runtime_s"] = time.perf_counter() - t0
-    plan.solver["costs"] = table.source
-    # A baseline that fits nowhere has no time: null in plan.json (Infinity is not JSON).
-    plan.baselines = {k: (v if np.isfinite(v) else None) for k, v in plan.baselines.items()}
-    return plan
-
-
-def _deft(cluster, arch, workload, table, num_blocks) -> Plan:
+def deft_plan(cluster, arch, workload, table, num_blocks, samples, split_settings) -> Plan:
+    """Blocks and bandwidth shares by dual ascent, against the exact joint optimum and the baselines."""
     inst = build_deft_instance(cluster, table, num_blocks)
     sol = dual_ascent(inst)
     exact = exact_joint(inst)
@@ -84,7 +59,7 @@ def _deft(cluster, arch, workload, table, num_blocks) -> Plan:
     )
 
 
-def _split(cluster, arch, workload, settings) -> Plan:
+def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) -> Plan:
     settings = settings or SplitSettings(batch=workload.batch, hidden=arch.hidden_size, layers=arch.num_layers)
     inst = build_split_instance(cluster, settings, workload.seq_len)
     res = solve_split(inst)
@@ -116,7 +91,7 @@ def _split(cluster, arch, workload, settings) -> Plan:
     )
 
 
-def _hybrid(cluster, arch, workload, table, samples) -> Plan:
+def hybrid_plan(cluster, arch, workload, table, num_blocks, samples, split_settings) -> Plan:
     hp = plan_hybrid(cluster, table, samples=samples)
     names = [d.name for d in cluster.devices]
     rates = [d.compute.rate() for d in cluster.devices]

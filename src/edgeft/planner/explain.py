@@ -125,12 +125,3 @@ def idle_reasons_deft(plan) -> dict[str, str]:
     return {t.device: (f"{L} parameter blocks for {len(plan.tasks)} devices (set --blocks); the matching gave "
                        "them to devices that finish a round sooner")
             for t in plan.tasks if t.role == "idle"}
-
-
-def explain_idle(plan, cluster: ClusterSpec, table: CostTable) -> dict[str, str]:
-    """Why each idle device of the plan is idle (hybrid and deft; split uses every device)."""
-    if plan.strategy == "hybrid":
-        return idle_reasons(plan.stages, plan.micro_batches, cluster, table, plan.predicted["memory_bytes"])
-    if plan.strategy == "deft":
-        return idle_reasons_deft(plan)
-    return {}

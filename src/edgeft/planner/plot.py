@@ -10,20 +10,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from edgeft.planner.plan import Plan  # noqa: E402
+from edgeft.planner.strategies import get  # noqa: E402
 
 
 def plot_placement(plan: Plan, path: str | Path) -> Path:
     """Which layers each device runs (a bar per device over the layer axis)."""
-    tasks = plan.tasks
+    tasks, entry = plan.tasks, get(plan.strategy)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(tasks) + 1.5))
     cmap = plt.get_cmap("tab20")
     for y, t in enumerate(tasks):
         if t.layers and t.layers[1] > t.layers[0]:
             c = cmap((t.stage if t.stage is not None else y) % 20)
             ax.barh(y, t.layers[1] - t.layers[0], left=t.layers[0], color=c, edgecolor="black")
-            label = f"{t.bandwidth_share:.2f} band" if plan.strategy == "deft" else (
-                f"share {t.data_share:.2f}" if plan.strategy == "hybrid" else f"-> {t.server}")
-            ax.text(t.layers[1] + 0.2, y, label, va="center", fontsize=7)
+            ax.text(t.layers[1] + 0.2, y, entry.placement_label(t), va="center", fontsize=7)
     ax.set_yticks(range(len(tasks)), [t.device for t in tasks], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("transformer layer (0 = input side)")
@@ -38,7 +37,8 @@ def plot_placement(plan: Plan, path: str | Path) -> Path:
 def plot_timeline(plan: Plan, path: str | Path) -> Path:
     """Hybrid: the simulated 1F1B schedule per stage; deft/split: compute and upload per device."""
     fig, ax = plt.subplots(figsize=(9, 0.45 * max(len(plan.stages), len(plan.tasks)) + 1.5))
-    if plan.strategy == "hybrid" and plan.timeline:
+    entry = get(plan.strategy)
+    if entry.pipeline_timeline and plan.timeline:
         for e in plan.timeline:
             color = "tab:blue" if e["op"] == "F" else "tab:orange"
             ax.barh(e["stage"], e["end"] - e["start"], left=e["start"], color=color, edgecolor="white")
@@ -53,7 +53,7 @@ def plot_timeline(plan: Plan, path: str | Path) -> Path:
             ax.barh(y, t.compute_s, color="tab:blue", label="compute" if y == 0 else None)
             ax.barh(y, t.comm_s, left=t.compute_s, color="tab:green", label="upload" if y == 0 else None)
         ax.set_yticks(range(len(active)), [t.device for t in active], fontsize=7)
-        if plan.strategy == "deft":
+        if entry.makespan_line:
             ax.axvline(plan.predicted["time_s"], color="red", ls="--", label="round makespan")
         ax.legend(fontsize=7)
         ax.set_xlabel("seconds per " + str(plan.predicted.get("time_unit", "round")))

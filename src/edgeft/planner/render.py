@@ -44,7 +44,9 @@ def summary_table(plan: Plan) -> Table:
     t.add_column("value", justify="right")
     t.add_column("what it counts")
     unit = plan.predicted.get("time_unit", "")
-    key = "objective" if plan.strategy == "split" else "time_s"
+    from edgeft.planner.strategies import get
+
+    key = get(plan.strategy).headline
     t.add_row(f"[bold]this plan[/] ({'objective' if key == 'objective' else 's per ' + unit})",
               f"[bold]{plan.predicted[key]:.4g}[/]", "the placement above")
     for name, val in plan.baselines.items():

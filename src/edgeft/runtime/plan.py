@@ -8,6 +8,7 @@ runs, which link share it gets, and what time per epoch the planner predicts for
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 
@@ -241,37 +242,48 @@ def emulated_cluster(cluster: ClusterSpec, host_flops: float) -> ClusterSpec:
                                       "servers": [cap(s) for s in cluster.servers]})
 
 
-def repredict(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict | None:
-    """Predicted times of the same placement (cut, blocks and shares) on another cluster, e.g. the
-    emulated one. None for hybrid: it has no server, and time_scale=auto keeps its devices slower
-    than the host, so there the two clusters are the same."""
-    if plan.strategy == "split":
-        q = plan_split(cluster, table, steps, plan.layout["cut"]).predicted
-        return {k: q[k] for k in ("step_s", "epoch_s", "later_epoch_s", "server_compute_s")}
-    if plan.strategy == "deft":
-        from edgeft.planner.deft import build_deft_instance
+def repredict_split(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict:
+    """The split plan's cut, re-timed on `cluster`."""
+    q = plan_split(cluster, table, steps, plan.layout["cut"]).predicted
+    return {k: q[k] for k in ("step_s", "epoch_s", "later_epoch_s", "server_compute_s")}
 
-        inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
-        names = [d.name for d in cluster.devices]
-        assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
-        share = np.array([plan.planner["share"][n] for n in names])
-        T = deft_round_s(inst, assign, share, cluster) + table.step_fixed_s
-        return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
-    return None
+
+def repredict_deft(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict:
+    """The deft plan's blocks and bandwidth shares, re-timed on `cluster`."""
+    from edgeft.planner.deft import build_deft_instance
+
+    inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
+    names = [d.name for d in cluster.devices]
+    assign = [names.index(n) for n in plan.planner["assign_depth_to_device"]]
+    share = np.array([plan.planner["share"][n] for n in names])
+    T = deft_round_s(inst, assign, share, cluster) + table.step_fixed_s
+    return {"step_s": T, "epoch_s": T * steps, "later_epoch_s": T * steps}
+
+
+def owner_of(sample_id: str, shares: dict[int, float]) -> int:
+    """Weighted rendezvous hashing: stable when a rank leaves (only its samples move)."""
+    best, best_score = None, -math.inf
+    for rank, w in shares.items():
+        if w <= 0:
+            continue
+        h = int.from_bytes(hashlib.blake2b(f"{sample_id}/{rank}".encode(), digest_size=8).digest(), "big")
+        u = (h + 0.5) / 2**64
+        score = -w / math.log(u)
+        if score > best_score:
+            best, best_score = rank, score
+    return best
 
 
 def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, sample_ids: list,
                     epochs: list[list[list[int]]]) -> list[float] | None:
     """PAC's epochs on the cache as the runtime runs them, one figure per epoch: each sample's taps live
-    on one owner (strategies.hybrid.owner_of over the plan's cached shares), so a step lasts as long as
+    on one owner (owner_of over the plan's cached shares), so a step lasts as long as
     its busiest owner's cached step at its rows (measured at that row count: table.cached_flops) / its rate, then every device
     all-reduces all trainables and pays the host's fixed step work. The planner's own figure assumes
     every step splits by the shares exactly; with a few rows per device the hashed owners of a batch
     rarely do. `epochs`: each later epoch's batches (indices into sample_ids), in the run's order."""
-    from edgeft.runtime.strategies.hybrid import owner_of
-
     shares = plan.layout.get("cached_shares")
-    if plan.strategy != "hybrid" or not shares or not table.cached_step_flops:
+    if not shares or not table.cached_step_flops:  # only a hybrid PAC plan caches
         return None
     shares = {int(k): float(v) for k, v in shares.items()}
     rate = {d.name: d.compute.rate() for d in cluster.devices}
@@ -292,14 +304,3 @@ def cached_epochs_s(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, s
             total += float(np.max(work / np.array(rank_rate))) + fixed
         out.append(total)
     return out
-
-
-def make_plan(strategy: str, cluster: ClusterSpec, table: CostTable, samples: int, steps: int,
-              micro_batches: int | None = None, cut: int | None = None) -> RuntimePlan:
-    if strategy == "split":
-        return plan_split(cluster, table, steps, cut)
-    if strategy == "deft":
-        return plan_deft(cluster, table, steps)
-    if strategy == "hybrid":
-        return plan_hybrid(cluster, table, samples, steps, micro_batches)
-    raise ConfigError(f"unknown strategy '{strategy}': choose hybrid, deft or split")

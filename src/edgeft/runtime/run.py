@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 import uuid
@@ -19,7 +18,8 @@ from pydantic import Field, field_validator
 
 from edgeft.config import ConfigFile, validate
 from edgeft.errors import ConfigError, PlanError
-from edgeft.runtime.spec import RunSpec, RuntimeTrain
+from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
+from edgeft.runtime.strategies import get as get_strategy, make_plan, repredict
 
 
 class LaunchConfig(ConfigFile):
@@ -35,7 +35,7 @@ class LaunchConfig(ConfigFile):
     method: str = "pac"
     method_options: dict = Field(default_factory=dict)
     head: str = "auto"
-    strategy: Literal["hybrid", "deft", "split"] = "hybrid"
+    strategy: StrategyName = "hybrid"
     plan: Optional[str] = Field(None, description="a plan JSON written by an earlier launch (plan.attempt0.json)")
     train: RuntimeTrain = Field(default_factory=RuntimeTrain)
     out: str = "runs/launch"
@@ -95,8 +95,8 @@ def _workload(cfg: LaunchConfig):
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.models.backbone import resolve
     from edgeft.planner.arch import arch_from_hf_config
-    from edgeft.runtime.strategies.common import epoch_batches
-    from edgeft.train.setup import head_for
+    from edgeft.train.batches import epoch_batches
+    from edgeft.train.recipe import head_for
 
     task = load_task(TaskConfig(**cfg.task))
     head = head_for(cfg.model, task, cfg.head)
@@ -112,24 +112,10 @@ def _workload(cfg: LaunchConfig):
     return task, head, feat, feats, arch, batches, sum(widths) / len(widths)
 
 
-def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int, planmod) -> tuple[int, int | None]:
+def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
     """(rows one device computes at a time, rows of its PAC cached step or None), as this run's plan
-    will have them: hybrid asks the planner (on the undilated cluster: dilation scales every time
-    alike, so it picks the same micro-batches and shares)."""
-    B = cfg.train.batch_size
-    if cfg.strategy == "split":
-        return max(1, math.ceil(B / len(cluster.devices))), None
-    if cfg.strategy != "hybrid":
-        return B, None
-    p = planmod.make_plan("hybrid", cluster, table, samples, steps, cfg.train.micro_batches)
-    share = max(x for st in p.layout["stages"] for x in st["shares"])
-    rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
-    cached = p.planner.get("cached_shares")
-    from edgeft.methods import get_method
-
-    if not cached or not get_method(cfg.method, cfg.method_options).uses_cache():
-        return rows, None
-    return rows, max(1, round(B * max(cached)))
+    will have them (the strategy's Strategy.device_rows says)."""
+    return get_strategy(cfg.strategy).device_rows(cfg, cluster, table, samples, steps)
 
 
 def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
@@ -159,7 +145,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
-    from edgeft.runtime.strategies.common import epoch_batches
+    from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
 
     cluster = load_cluster(cfg.cluster)
@@ -183,7 +169,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     # -- this host, measured -------------------------------------------------------------------------
     host = None
     if cfg.emulate_compute:
-        rows = _device_shapes(cfg, cluster, table, len(feats), steps, planmod)
+        rows = _device_shapes(cfg, cluster, table, len(feats), steps)
         host = _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal)
         run.event("calibration", **{k: v for k, v in host.items() if k != "key"})
         say(f"host calibration: {host['host_flops'] / 1e9:.2f} GFLOP/s effective on this workload "
@@ -201,7 +187,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             raise ConfigError("time_scale=auto needs compute emulation (it compares devices with this host)")
         # the ranks that will run at once: those of the plan for this cluster (dilation scales every time
         # alike, so the dilated cluster gets the same placement)
-        probe = planmod.make_plan(cfg.strategy, cluster, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        probe = make_plan(cfg.strategy, cluster, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         scale, why_scale = auto_time_scale([(r["name"], r["kind"], r["device_flops"]) for r in probe.ranks],
                                            host["host_flops"], usable_cores())
     else:
@@ -235,16 +221,14 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         sub = planmod.pick(cluster, devices)
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
             return planmod.RuntimePlan(**given_plan)
-        p = planmod.make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
-        if cfg.strategy == "hybrid":  # say why a device given with --devices gets no work
-            from edgeft.planner.explain import idle_reasons
-
-            held = {n: m for st in p.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
-            p.planner["idle"] = idle_reasons(p.planner["stages"], p.planner["micro_batches"], sub, table, held)
-            for device, reason in p.planner["idle"].items():
+        p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
+        if idle is not None:
+            p.planner["idle"] = idle
+            for device, reason in idle.items():
                 say(f"{device} idle: {reason}")
         emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
-        again = planmod.repredict(p, emu, table, steps) if emu != sub else None
+        again = repredict(p, emu, table, steps) if emu != sub else None
         if again:  # some rank is faster than this host: predict what the emulation can really run
             p.predicted["emulated"] = again
         if cfg.strategy == "hybrid" and method.caches_backbone and p.planner.get("cached_shares"):

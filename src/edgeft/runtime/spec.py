@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from edgeft.config import validate
 from edgeft.errors import ConfigError
+from edgeft.planner.strategies import get as strategy_entry
 from edgeft.train.loop import TrainConfig
 
-Strategy = Literal["hybrid", "deft", "split"]
+
+def _registered(name: str) -> str:
+    strategy_entry(name, ValueError)
+    return name
+
+
+StrategyName = Annotated[str, AfterValidator(_registered)]  # a name in edgeft.planner.strategies
 
 
 class RuntimeTrain(TrainConfig):
@@ -64,7 +71,7 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     run_dir: str
-    strategy: Strategy
+    strategy: StrategyName
     model: str
     head: str = "auto"
     task: dict

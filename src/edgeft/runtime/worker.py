@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgeft.runtime.spec import RunSpec
     from edgeft.runtime.strategies import common as C
     from edgeft.runtime.strategies import get as get_strategy
+    from edgeft.runtime.strategies.loop import run as run_strategy
 
     spec = RunSpec.load(argv[0])
     torch.set_num_threads(spec.threads)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         log("start", pid=os.getpid(), backend=group.backend, device=str(group.device), slowdown=me.slowdown,
             memory_mb=me.memory_mb, link_mode=spec.link_mode, threads=spec.threads)
         t0 = time.perf_counter()
-        out = get_strategy(spec.strategy).run(ctx)
+        out = run_strategy(ctx, get_strategy(spec.strategy))
         loop = out.pop("loop")
         result = {
             "name": me.name, "rank": group.rank, "kind": me.kind, "attempt": spec.attempt, **out,

@@ -13,7 +13,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import CacheError
+from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
+from edgeft.train.optim import build_optimizer
 
 
 
@@ -60,11 +62,6 @@ class TrainResult:
     resumed_from: Optional[dict] = None
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    g = torch.Generator().manual_seed(seed * 1000003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
 def _numpy_rng_state() -> tuple:
     """numpy's RNG state with its key array as a tensor, so weights_only loading accepts it."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -86,7 +83,8 @@ def _state_of_trainables(model) -> dict:
 
 
 class Trainer:
-    """Runs a Method over featurised data. `evaluate_fn(model) -> metrics` is called after each epoch."""
+    """Runs a Method over featurised data on one device: the hooks the loop driver (edgeft.train.driver)
+    calls. `evaluate_fn(model) -> metrics` is called after each epoch."""
 
     def __init__(self, model, method, featurizer, train_feats: list[dict], cfg: TrainConfig,
                  loss_fn: Callable, evaluate_fn: Callable | None = None, run=None, progress=None):
@@ -98,17 +96,9 @@ class Trainer:
         lr = cfg.lr or method.default_lr
         self.lr = lr
         self.params = method.trainable_parameters(model)
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=cfg.weight_decay) \
-            if method.uses_optimizer and self.params else None
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
-        total = self.steps_per_epoch * cfg.epochs
-        self.scheduler = None
-        if self.optimizer is not None:
-            from transformers import get_scheduler
-
-            self.scheduler = get_scheduler(cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup",
-                                           self.optimizer, num_warmup_steps=int(cfg.warmup_ratio * total),
-                                           num_training_steps=total)
+        self.optimizer, self.scheduler = build_optimizer(self.params if method.uses_optimizer else [], cfg, lr,
+                                                         self.steps_per_epoch * cfg.epochs)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -156,51 +146,58 @@ class Trainer:
         return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def fit(self, resume_from: Path | None = None) -> TrainResult:
-        cfg, result = self.cfg, TrainResult()
-        if resume_from is not None and (resume_from / "state.pt").is_file():
-            result.resumed_from = self.load_checkpoint(resume_from)
-            if self.run:
-                self.run.event("resume", **result.resumed_from)
-        memory = PeakMemory(self.device).start()
-        self.model.train()
-        bs = cfg.batch_size
-        while self.epoch < cfg.epochs:
-            order = _epoch_order(len(self.train_feats), cfg.seed, self.epoch)
-            batches = [order[i:i + bs] for i in range(0, len(order), bs)]
-            t_epoch = self.timer.now()
-            if self.batch_in_epoch == 0:
-                self.method.on_epoch_start(self.model, self.epoch, self.train_feats, self.featurizer.collate)
-            for b in range(self.batch_in_epoch, len(batches)):
-                t0 = self.timer.now()
-                batch = self._to(self.featurizer.collate([self.train_feats[i] for i in batches[b]]))
-                loss = self.method.train_step(self.model, batch, self.loss_fn, scale=1.0 / cfg.grad_accum)
-                result.losses.append(loss)
-                self.batch_in_epoch = b + 1
-                last_of_epoch = b + 1 == len(batches)
-                if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
-                    self._optimizer_step()
-                    if self.run and self.global_step % cfg.log_every == 0:
-                        self.run.event("train_loss", step=self.global_step, epoch=self.epoch, loss=loss,
-                                       lr=self._current_lr())
-                    if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
-                        self.save_checkpoint(self.run.checkpoint_dir)
-                result.step_times_s.append(self.timer.now() - t0)
-                if self.progress:
-                    self.progress(loss)
-            result.epoch_times_s.append(self.timer.now() - t_epoch)
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if self.run:
-                self.run.event("epoch_end", epoch=self.epoch, seconds=result.epoch_times_s[-1])
-            if self.evaluate_fn is not None:
-                metrics = self.evaluate_fn(self.model)
-                result.eval_history.append({"epoch": self.epoch, **metrics})
-                if self.run:
-                    self.run.event("eval", epoch=self.epoch, metrics=_scalars(metrics))
-            if self.run:
-                self.save_checkpoint(self.run.checkpoint_dir)
-        result.peak_memory_mb, result.memory_kind = memory.peak_mb(), memory.kind
+        self._result, self._resume_from = TrainResult(), resume_from
+        drive(self, len(self.train_feats), self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)
+        result = self._result
+        result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind
         result.steps = self.global_step
         return result
+
+    # -- the driver's hooks (edgeft.train.driver) ------------------------------------------------------
+    def start(self) -> tuple[int, int]:
+        if self._resume_from is not None and (self._resume_from / "state.pt").is_file():
+            self._result.resumed_from = self.load_checkpoint(self._resume_from)
+            if self.run:
+                self.run.event("resume", **self._result.resumed_from)
+        self._memory = PeakMemory(self.device).start()
+        self.model.train()
+        return self.epoch, self.batch_in_epoch
+
+    def epoch_start(self, epoch: int, first_batch: int) -> None:
+        self._t_epoch = self.timer.now()
+        if first_batch == 0:
+            self.method.on_epoch_start(self.model, epoch, self.train_feats, self.featurizer.collate)
+
+    def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
+        cfg, result = self.cfg, self._result
+        t0 = self.timer.now()
+        batch = self._to(self.featurizer.collate([self.train_feats[i] for i in indices]))
+        loss = self.method.train_step(self.model, batch, self.loss_fn, scale=1.0 / cfg.grad_accum)
+        result.losses.append(loss)
+        self.batch_in_epoch = b + 1
+        if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
+            self._optimizer_step()
+            if self.run and self.global_step % cfg.log_every == 0:
+                self.run.event("train_loss", step=self.global_step, epoch=epoch, loss=loss, lr=self._current_lr())
+            if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
+                self.save_checkpoint(self.run.checkpoint_dir)
+        result.step_times_s.append(self.timer.now() - t0)
+        if self.progress:
+            self.progress(loss)
+
+    def epoch_end(self, epoch: int, first_batch: int, n_batches: int) -> None:
+        result = self._result
+        result.epoch_times_s.append(self.timer.now() - self._t_epoch)
+        self.epoch, self.batch_in_epoch = epoch + 1, 0
+        if self.run:
+            self.run.event("epoch_end", epoch=self.epoch, seconds=result.epoch_times_s[-1])
+        if self.evaluate_fn is not None:
+            metrics = self.evaluate_fn(self.model)
+            result.eval_history.append({"epoch": self.epoch, **metrics})
+            if self.run:
+                self.run.event("eval", epoch=self.epoch, metrics=_scalars(metrics))
+        if self.run:
+            self.save_checkpoint(self.run.checkpoint_dir)
 
     def _optimizer_step(self) -> None:
         if self.optimizer is not None:

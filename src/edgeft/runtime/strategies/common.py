@@ -1,6 +1,6 @@
-"""What every strategy needs: the task and model as the single-device recipe builds them, the same
-batch order and optimizer/schedule as edgeft.train.loop.Trainer (so runs are comparable to it),
-micro-batch slicing, loss weights, global gradient clipping, and checkpoints.
+"""What every strategy needs: the task and model as the single-device recipe builds them, the
+optimizer/schedule the Trainer builds (edgeft.train.optim, so runs are comparable to it), micro-batch
+slicing, loss weights, global gradient clipping, and checkpoints. The loop itself is loop.py's.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ import torch
 from edgeft.runtime import checkpoint as ckpt
 from edgeft.runtime.comm import Comm
 from edgeft.runtime.emulation import DeviceEmulator
-from edgeft.runtime import faults
 from edgeft.runtime.faults import Heartbeat
 from edgeft.runtime.group import Group
 from edgeft.runtime.spec import RunSpec
-from edgeft.train.loop import _epoch_order
+from edgeft.train.optim import build_optimizer
 
 
 @dataclass
@@ -68,13 +67,6 @@ def build(ctx: Context, prepare: bool = True) -> None:
 
 
 # -- batches ----------------------------------------------------------------------------------------
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, limit: int | None = None) -> list[list[int]]:
-    """The Trainer's batch order (same seed -> same batches)."""
-    order = _epoch_order(n, seed, epoch)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return batches[:limit] if limit else batches
-
-
 def steps_per_epoch(ctx: Context) -> int:
     n = math.ceil(len(ctx.train_feats) / ctx.spec.train.batch_size)
     return min(n, ctx.spec.train.max_steps_per_epoch or n)
@@ -137,16 +129,8 @@ def outside_block_names(model, view) -> list[str]:
 # -- optimizer ----------------------------------------------------------------------------------------
 def make_optimizer(ctx: Context, params: list[torch.nn.Parameter], total_steps: int):
     """AdamW + schedule exactly as Trainer builds them (None when nothing trains here)."""
-    from transformers import get_scheduler
-
     cfg = ctx.spec.train
-    if not params:
-        return None, None
-    lr = cfg.lr or ctx.method.default_lr
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    sched = get_scheduler(cfg.scheduler if cfg.scheduler != "constant" else "constant_with_warmup", opt,
-                          num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
-    return opt, sched
+    return build_optimizer(params, cfg, cfg.lr or ctx.method.default_lr, total_steps)
 
 
 def clip_global(ctx: Context, params: list[torch.nn.Parameter], ranks: list[int], pg=None,
@@ -215,73 +199,6 @@ def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: in
 def previous_losses(ctx: Context) -> list[float]:
     found = ckpt.latest(ctx.ckpt_root) if ctx.spec.resume else None
     return list(found[1].get("losses", [])) if found else []
-
-
-# -- the outer loop shared by the strategies ---------------------------------------------------------
-@dataclass
-class LoopResult:
-    losses: list = field(default_factory=list)  # (global_step, loss) known on this rank
-    step_times_s: list = field(default_factory=list)
-    # per step: [emulated compute, host CPU of that compute, communication (link waits included), the rest]
-    step_parts_s: list = field(default_factory=list)
-    epoch_times_s: list = field(default_factory=list)
-    epochs_done: list = field(default_factory=list)
-    global_step: int = 0
-    evals: list = field(default_factory=list)
-    fill_s: float | None = None  # PAC tap_norm=channel: the forward-only pipeline pass that filled the cache
-
-
-def train_loop(ctx: Context, step_fn, named: dict, shard: str | None, opt, sched,
-               epoch_start_fn=None, epoch_end_fn=None) -> LoopResult:
-    """Epochs of steps in the Trainer's batch order, checkpoints every `checkpoint_every` steps and at
-    each epoch end, resuming from the last complete checkpoint when the spec says so.
-
-    step_fn(epoch, index_list, global_step) -> loss (float, or None on ranks that do not see it).
-    """
-    cfg = ctx.spec.train
-    res = LoopResult()
-    epoch0, step0, res.global_step = maybe_resume(ctx, named, opt, sched)
-    res.losses = [tuple(x) for x in previous_losses(ctx)]
-    n = len(ctx.train_feats)
-    for epoch in range(epoch0, cfg.epochs):
-        batches = epoch_batches(n, cfg.batch_size, cfg.seed, epoch, cfg.max_steps_per_epoch)
-        if epoch_start_fn:
-            epoch_start_fn(epoch, step0)
-        ctx.comm.barrier()
-        t_epoch = time.perf_counter()
-        for b in range(step0, len(batches)):
-            ctx.beat.update(step=res.global_step, epoch=epoch, phase="train",
-                            units=ctx.done_before_steps + res.global_step)
-            faults.maybe_inject_fault(res.global_step)
-            t0 = time.perf_counter()
-            c0, h0, m0 = ctx.emu.compute_s, ctx.emu.host_cpu_s, ctx.comm.ledger.comm_s
-            loss = step_fn(epoch, batches[b], res.global_step)
-            if sched is not None:
-                sched.step()
-            res.global_step += 1
-            res.step_times_s.append(time.perf_counter() - t0)
-            parts = [ctx.emu.compute_s - c0, ctx.emu.host_cpu_s - h0, ctx.comm.ledger.comm_s - m0]
-            res.step_parts_s.append([round(x, 5) for x in parts + [res.step_times_s[-1] - parts[0] - parts[2]]])
-            if loss is not None:
-                res.losses.append((res.global_step, float(loss)))
-                ctx.log("train_loss", step=res.global_step, epoch=epoch, loss=float(loss),
-                        seconds=res.step_times_s[-1])
-            if res.global_step % cfg.checkpoint_every == 0 and b + 1 < len(batches):
-                save_checkpoint(ctx, shard, named, opt, epoch, b + 1, res.global_step,
-                                [list(x) for x in res.losses])
-        ctx.comm.flush()
-        ctx.comm.barrier()
-        res.epoch_times_s.append(time.perf_counter() - t_epoch)
-        res.epochs_done.append(epoch)
-        ctx.log("epoch_end", epoch=epoch + 1, seconds=res.epoch_times_s[-1], steps=len(batches) - step0,
-                partial=step0 > 0)
-        if epoch_end_fn:
-            metrics = epoch_end_fn(epoch)
-            if metrics is not None:
-                res.evals.append({"epoch": epoch + 1, **metrics})
-        step0 = 0
-        save_checkpoint(ctx, shard, named, opt, epoch + 1, 0, res.global_step, [list(x) for x in res.losses])
-    return res
 
 
 def evaluate_full(ctx: Context, model) -> dict:

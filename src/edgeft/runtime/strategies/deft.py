@@ -20,7 +20,9 @@ import torch
 
 from edgeft.errors import ConfigError
 from edgeft.runtime.group import new_groups
+from edgeft.runtime import plan as launch_plan
 from edgeft.runtime.strategies import common as C
+from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward
 
 
@@ -40,33 +42,45 @@ def ownership(model, view, blocks: dict[int, tuple[int, int]]) -> dict[int, list
     return out
 
 
-def run(ctx) -> dict:
-    C.check_blockwise_method(ctx)
-    lay = ctx.spec.layout
-    server, devices = lay["server"], list(lay["devices"])
-    blocks = {int(r): tuple(b) for r, b in lay["blocks"].items()}
-    C.build(ctx)
-    model = ctx.model
-    view = type(ctx.backbone.view)(model, ctx.backbone.arch.family)
-    owners = ownership(model, view, blocks)
-    named = dict(model.named_parameters())
-    all_train = [n for n, p in named.items() if p.requires_grad]
-    is_server = ctx.rank == server
-    mine = {n: named[n] for n in owners.get(ctx.rank, [])}
-    if not is_server:
-        for n in all_train:
-            if n not in mine:
-                named[n].requires_grad_(False)  # autograd stops below this device's block
-    (dev_pg,) = new_groups([devices])
-    total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
-    opt, sched = C.make_optimizer(ctx, list(mine.values()), total) if not is_server else (None, None)
-    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
-    local_steps = ctx.spec.train.local_steps
+class Deft(Strategy):
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        return launch_plan.plan_deft(cluster, table, steps)
 
-    def step(epoch, idx, global_step):
-        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
+    repredict = staticmethod(launch_plan.repredict_deft)
+
+    def setup(self) -> None:
+        ctx = self.ctx
+        C.check_blockwise_method(ctx)
+        lay = ctx.spec.layout
+        self.server, self.devices = lay["server"], list(lay["devices"])
+        self.blocks = {int(r): tuple(b) for r, b in lay["blocks"].items()}
+        C.build(ctx)
+        model = self.model = ctx.model
+        view = type(ctx.backbone.view)(model, ctx.backbone.arch.family)
+        owners = ownership(model, view, self.blocks)
+        named = self.all_named = dict(model.named_parameters())
+        self.all_train = [n for n, p in named.items() if p.requires_grad]
+        self.is_server = ctx.rank == self.server
+        self.mine = {n: named[n] for n in owners.get(ctx.rank, [])}
+        if not self.is_server:
+            for n in self.all_train:
+                if n not in self.mine:
+                    named[n].requires_grad_(False)  # autograd stops below this device's block
+        (self.dev_pg,) = new_groups([self.devices])
+        total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+        if not self.is_server:
+            self.opt, self.sched = C.make_optimizer(ctx, list(self.mine.values()), total)
+        self.objective, self.label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+        # the server checkpoints the global model, each device its optimizer state
+        self.named = {n: named[n] for n in self.all_train} if self.is_server else self.mine
+        self.shard = "global" if self.is_server else f"opt-{ctx.name}"
+
+    def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
+        ctx, named, devices = self.ctx, self.all_named, self.devices
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in indices]), ctx.group.device)
         loss_v = torch.zeros(1, device=ctx.group.device)
-        if is_server:
+        if self.is_server:
             for got in ctx.comm.recv_all(devices).values():  # the uploads share the band at once
                 loss_v = got.pop("__loss__")
                 with torch.no_grad():
@@ -75,32 +89,28 @@ def run(ctx) -> dict:
             received = time.time()
         else:
             t = [time.perf_counter()]
-            for _ in range(local_steps):
+            for _ in range(ctx.spec.train.local_steps):
                 with ctx.emu.compute():
-                    loss, _, _ = forward(model, batch, objective, label_ids)
+                    loss, _, _ = forward(self.model, batch, self.objective, self.label_ids)
                     loss.backward()
                 t.append(time.perf_counter())
-                C.clip_global(ctx, list(mine.values()), devices, dev_pg)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                C.clip_global(ctx, list(self.mine.values()), devices, self.dev_pg)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
             t.append(time.perf_counter())
-            ctx.comm.send({**{n: p.detach() for n, p in mine.items()},
-                           "__loss__": loss.detach().reshape(1)}, server)
-        ctx.comm.star_broadcast_([named[n].data for n in all_train], server, devices)
-        if is_server:  # where a round went: the uploads are in at `received`; devices log the rest
+            ctx.comm.send({**{n: p.detach() for n, p in self.mine.items()},
+                           "__loss__": loss.detach().reshape(1)}, self.server)
+        ctx.comm.star_broadcast_([named[n].data for n in self.all_train], self.server, devices)
+        if self.is_server:  # where a round went: the uploads are in at `received`; devices log the rest
             ctx.log("round", step=global_step, received=received)
         else:
             ctx.log("round", step=global_step, compute_s=t[-2] - t[0], sync_s=t[-1] - t[-2],
                     link_s=time.perf_counter() - t[-1])
-        return float(loss_v) if is_server else None
+        return float(loss_v) if self.is_server else None
 
-    def epoch_end(epoch):
-        return C.evaluate_full(ctx, model) if is_server else None
+    def epoch_end(self, epoch: int) -> dict | None:
+        return C.evaluate_full(self.ctx, self.model) if self.ctx.spec.evaluate and self.is_server else None
 
-    shard = "global" if is_server else None
-    res = C.train_loop(ctx, step, mine if not is_server else {n: named[n] for n in all_train},
-                       shard if is_server else f"opt-{ctx.name}", opt, sched,
-                       epoch_end_fn=epoch_end if ctx.spec.evaluate else None)
-    ctx.emu.check_memory("end of training")
-    return {"role": "server" if is_server else "device", "blocks": list(blocks.get(ctx.rank, ())),
-            "trains": len(mine), "loop": res}
+    def finish(self, res) -> dict:
+        return {"role": "server" if self.is_server else "device", "blocks": list(self.blocks.get(self.ctx.rank, ())),
+                "trains": len(self.mine), "loop": res}

@@ -27,7 +27,6 @@ the single-device step on the same batch, and a checkpoint is any rank's copy.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from types import SimpleNamespace
 
@@ -35,8 +34,12 @@ import torch
 
 from edgeft.methods.pac.taps import select
 from edgeft.planner.hybrid import whole_rows
+from edgeft.runtime import plan as launch_plan
+from edgeft.runtime.plan import owner_of
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
+from edgeft.runtime.strategies.loop import Strategy
+from edgeft.train.batches import epoch_batches
 from edgeft.train.objective import forward
 
 
@@ -48,20 +51,6 @@ def share_rows(n: int, shares: list[float]) -> list[tuple[int, int]]:
         out.append((start, start + s))
         start += s
     return out
-
-
-def owner_of(sample_id: str, shares: dict[int, float]) -> int:
-    """Weighted rendezvous hashing: stable when a rank leaves (only its samples move)."""
-    best, best_score = None, -math.inf
-    for rank, w in shares.items():
-        if w <= 0:
-            continue
-        h = int.from_bytes(hashlib.blake2b(f"{sample_id}/{rank}".encode(), digest_size=8).digest(), "big")
-        u = (h + 0.5) / 2**64
-        score = -w / math.log(u)
-        if score > best_score:
-            best, best_score = rank, score
-    return best
 
 
 class LogitsModel:
@@ -82,49 +71,87 @@ class LogitsModel:
         return SimpleNamespace(logits=self.head(h))
 
 
-def run(ctx) -> dict:
-    C.check_blockwise_method(ctx)
-    lay = ctx.spec.layout
-    stages = lay["stages"]
-    M = int(lay["micro_batches"])
-    C.build(ctx)
-    model = ctx.model
-    side = not ctx.method.trains_backbone  # a side network trains on the frozen backbone's taps (PAC)
-    view = model.view if side else type(ctx.backbone.view)(model, ctx.backbone.arch.family)
-    if side:
-        P.check(model)
-    S = len(stages)
-    si = next(i for i, st in enumerate(stages) if ctx.rank in st["ranks"])
-    st = stages[si]
-    j = st["ranks"].index(ctx.rank)
-    start, end = st["blocks"]
-    world = list(range(ctx.group.world))
-    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    params = list(named.values())
-    total_steps = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
-    opt, sched = C.make_optimizer(ctx, params, total_steps)
-    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
-    last = si == S - 1
-    loss_rank = stages[-1]["ranks"][0]
-    my_taps = P.stage_taps(model, start, end) if side else []
-    cache_shares = {int(k): float(v) for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
-    kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
-    state = {"phase": "pipeline"}
-    fill_first = ctx.method.fills_cache_first("hybrid")
+class Hybrid(Strategy):
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        return launch_plan.plan_hybrid(cluster, table, samples, steps, micro_batches)
 
-    def rows_of(stage: int, m: int, mbs) -> list[tuple[int, int]]:
+    # repredict: None. Hybrid has no server, and time_scale=auto keeps its devices slower than the host,
+    # so the emulated cluster is the planned one.
+
+    @classmethod
+    def device_rows(cls, cfg, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
+        """A device's share of a micro-batch, as the planner will pick them (on the undilated cluster:
+        dilation scales every time alike, so it picks the same micro-batches and shares)."""
+        B = cfg.train.batch_size
+        p = cls.make_plan(cluster, table, samples, steps, cfg.train.micro_batches, None)
+        share = max(x for st in p.layout["stages"] for x in st["shares"])
+        rows = max(1, round(math.ceil(B / p.layout["micro_batches"]) * share))
+        cached = p.planner.get("cached_shares")
+        from edgeft.methods import get_method
+
+        if not cached or not get_method(cfg.method, cfg.method_options).uses_cache():
+            return rows, None
+        return rows, max(1, round(B * max(cached)))
+
+    @staticmethod
+    def explain_idle(plan, cluster, table) -> dict[str, str]:
+        from edgeft.planner.explain import idle_reasons
+
+        held = {n: m for st in plan.planner["stages"] for n, m in zip(st["devices"], st["memory_bytes"])}
+        return idle_reasons(plan.planner["stages"], plan.planner["micro_batches"], cluster, table, held)
+
+    def setup(self) -> None:
+        ctx = self.ctx
+        C.check_blockwise_method(ctx)
+        lay = ctx.spec.layout
+        self.stages = stages = lay["stages"]
+        self.M = int(lay["micro_batches"])
+        C.build(ctx)
+        model = self.model = ctx.model
+        self.side = side = not ctx.method.trains_backbone  # a side network trains on the frozen backbone's taps (PAC)
+        self.view = model.view if side else type(ctx.backbone.view)(model, ctx.backbone.arch.family)
+        if side:
+            P.check(model)
+        self.S = len(stages)
+        self.si = si = next(i for i, st in enumerate(stages) if ctx.rank in st["ranks"])
+        st = stages[si]
+        self.j = st["ranks"].index(ctx.rank)
+        self.start, self.end = st["blocks"]
+        self.world = world = list(range(ctx.group.world))
+        self.named = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = list(self.named.values())
+        total_steps = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+        self.opt, self.sched = C.make_optimizer(ctx, self.params, total_steps)
+        self.objective, self.label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+        self.last = si == self.S - 1
+        self.loss_rank = stages[-1]["ranks"][0]
+        self.my_taps = P.stage_taps(model, self.start, self.end) if side else []
+        self.cache_shares = {int(k): float(v)
+                             for k, v in (lay.get("cached_shares") or {r: 1.0 for r in world}).items()}
+        self.kept: list = []  # (sample ids, feature indices, taps (rows, P, n_mine, H), mask) for the cache exchange
+        self.phase = "pipeline"
+        self.fill_first = ctx.method.fills_cache_first("hybrid")
+        self.shard = "all" if ctx.rank == 0 else None  # every rank holds the same trainables: rank 0 saves them
+        self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
+        self.fill_s = self._fill() if self.fill_first else None
+
+    # -- rows and neighbours -----------------------------------------------------------------------------
+    def _rows_of(self, stage: int, m: int, mbs) -> list[tuple[int, int]]:
         lo, hi = mbs[m]
-        return [(lo + a, lo + b) for a, b in share_rows(hi - lo, stages[stage]["shares"])]
+        return [(lo + a, lo + b) for a, b in share_rows(hi - lo, self.stages[stage]["shares"])]
 
-    def overlaps(mine, theirs_list, ranks):
-        for (a, b), r in zip(theirs_list, ranks):
+    def _overlaps(self, mine, stage: int, m: int, mbs):
+        """(rank, lo, hi) of stage `stage`'s devices whose rows of micro-batch m overlap `mine`."""
+        for (a, b), r in zip(self._rows_of(stage, m, mbs), self.stages[stage]["ranks"]):
             lo, hi = max(a, mine[0]), min(b, mine[1])
             if lo < hi:
-                yield r, lo, hi, a
+                yield r, lo, hi
 
-    # -- one micro-batch through this stage --------------------------------------------------------
-    def fwd(m, batch, mbs, units_total, saved):
-        mine = rows_of(si, m, mbs)[j]
+    # -- one micro-batch through this stage ----------------------------------------------------------------
+    def _fwd(self, m, batch, mbs, units_total, saved):
+        ctx, si = self.ctx, self.si
+        mine = self._rows_of(si, m, mbs)[self.j]
         if mine[0] == mine[1]:
             saved[m] = None
             return
@@ -132,120 +159,125 @@ def run(ctx) -> dict:
         mask = part["attention_mask"]
         inputs = {}
         if si > 0:
-            got = [ctx.comm.recv(r) for r, *_ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"])]
+            got = [ctx.comm.recv(r) for r, *_ in self._overlaps(mine, si - 1, m, mbs)]
             inputs = {k: torch.cat([g[k] for g in got]) for k in got[0]}
         with ctx.emu.compute():
-            if side:
-                out, loss = _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objective,
-                                       label_ids, kept)
+            if self.side:
+                out, loss = _pac_stage(self.model, part, inputs, mask, si, self.last, self.start, self.end,
+                                       self.my_taps, self.objective, self.label_ids, self.kept)
             else:
-                out, loss = _block_stage(view, part, inputs, mask, si, last, start, end, objective, label_ids)
+                out, loss = _block_stage(self.view, part, inputs, mask, si, self.last, self.start, self.end,
+                                         self.objective, self.label_ids)
             if loss is not None:
-                loss = loss * (C.loss_units(part, objective) / units_total)
+                loss = loss * (C.loss_units(part, self.objective) / units_total)
         saved[m] = (inputs, out, loss)
-        if not last:
-            for r, lo, hi, _ in overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"]):
+        if not self.last:
+            for r, lo, hi in self._overlaps(mine, si + 1, m, mbs):
                 ctx.comm.send({k: v[lo - mine[0]:hi - mine[0]] for k, v in out.items()}, r)
 
-    def bwd(m, mbs, saved):
+    def _bwd(self, m, mbs, saved):
+        ctx, si = self.ctx, self.si
         item = saved.pop(m)
         if item is None:
             return
         inputs, out, loss = item
-        mine = rows_of(si, m, mbs)[j]
+        mine = self._rows_of(si, m, mbs)[self.j]
+        key = "s" if self.side else "h"
         with ctx.emu.compute():
-            if last:
+            if self.last:
                 loss.backward()
             else:
-                key = "s" if side else "h"
-                got = [ctx.comm.recv(r)["g"] for r, *_ in
-                       overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"])]
+                got = [ctx.comm.recv(r)["g"] for r, *_ in self._overlaps(mine, si + 1, m, mbs)]
                 if out[key].requires_grad:
                     out[key].backward(torch.cat(got))
         if si > 0:
-            key = "s" if side else "h"
             g = inputs[key].grad
-            for r, lo, hi, _ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"]):
+            for r, lo, hi in self._overlaps(mine, si - 1, m, mbs):
                 ctx.comm.send({"g": g[lo - mine[0]:hi - mine[0]]}, r)
-        return float(loss.detach()) if last else None
+        return float(loss.detach()) if self.last else None
 
-    def pipeline_step(epoch, idx, global_step):
-        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
-        batch["_feat_idx"] = list(idx)
-        units_total = C.loss_units(batch, objective)
-        mbs = C.split_rows(len(idx), min(M, len(idx)))
+    def _pipeline_step(self, indices):
+        ctx = self.ctx
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in indices]), ctx.group.device)
+        batch["_feat_idx"] = list(indices)
+        units_total = C.loss_units(batch, self.objective)
+        mbs = C.split_rows(len(indices), min(self.M, len(indices)))
         nmb = len(mbs)
-        warm = min(S - si - 1, nmb)
+        warm = min(self.S - self.si - 1, nmb)
         saved, loss_sum = {}, 0.0
         for m in range(warm):
-            fwd(m, batch, mbs, units_total, saved)
+            self._fwd(m, batch, mbs, units_total, saved)
         for i in range(nmb - warm):
-            fwd(warm + i, batch, mbs, units_total, saved)
-            loss_sum += bwd(i, mbs, saved) or 0.0
+            self._fwd(warm + i, batch, mbs, units_total, saved)
+            loss_sum += self._bwd(i, mbs, saved) or 0.0
         for m in range(nmb - warm, nmb):
-            loss_sum += bwd(m, mbs, saved) or 0.0
-        return finish_step(loss_sum)
+            loss_sum += self._bwd(m, mbs, saved) or 0.0
+        return self._finish_step(loss_sum)
 
-    def finish_step(loss_sum):
+    def _finish_step(self, loss_sum):
+        ctx, params = self.ctx, self.params
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         lt = torch.tensor([loss_sum], dtype=torch.float32, device=ctx.group.device)
-        ctx.comm.all_reduce_([p.grad for p in params] + [lt], world)
+        ctx.comm.all_reduce_([p.grad for p in params] + [lt], self.world)
         # every rank now holds the same summed gradients: the global norm is local (no second collective)
         C.clip_global(ctx, params, [ctx.rank])
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return float(lt) if ctx.rank == loss_rank else None
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(lt) if ctx.rank == self.loss_rank else None
 
     # -- PAC later epochs: data parallel on the cache ------------------------------------------------
-    def dp_step(epoch, idx, global_step):
-        feats = [ctx.train_feats[i] for i in idx]
+    def _dp_step(self, indices):
+        ctx, objective = self.ctx, self.objective
+        feats = [ctx.train_feats[i] for i in indices]
         batch = C.to_device(ctx.featurizer.collate(feats), ctx.group.device)
         units_total = C.loss_units(batch, objective)
-        rows = [b for b, f in enumerate(feats) if owner_of(str(f["id"]), cache_shares) == ctx.rank]
+        rows = [b for b, f in enumerate(feats) if owner_of(str(f["id"]), self.cache_shares) == ctx.rank]
         loss_sum = 0.0
         if rows:
             sel = torch.tensor(rows, device=ctx.group.device)
             part = {k: (v[sel] if torch.is_tensor(v) else [v[r] for r in rows]) for k, v in batch.items()}
             with ctx.emu.compute():
-                loss, _, _ = forward(model, part, objective, label_ids)
+                loss, _, _ = forward(self.model, part, objective, self.label_ids)
                 loss = loss * (C.loss_units(part, objective) / units_total)
                 loss.backward()
             loss_sum = float(loss.detach())
-        out = finish_step(loss_sum)
-        return out if ctx.rank == loss_rank else None
+        return self._finish_step(loss_sum)
 
-    def step(epoch, idx, global_step):
-        out = (dp_step if state["phase"] == "cache" else pipeline_step)(epoch, idx, global_step)
-        if side and model.cache is not None:  # for the launcher's progress line
-            ctx.beat.update(cache_hits=model.cache.stats.hits, cache_misses=model.cache.stats.misses)
+    def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
+        out = (self._dp_step if self.phase == "cache" else self._pipeline_step)(indices)
+        model = self.model
+        if self.side and model.cache is not None:  # for the launcher's progress line
+            self.ctx.beat.update(cache_hits=model.cache.stats.hits, cache_misses=model.cache.stats.misses)
         return out
 
     # -- PAC with tap_norm=channel: a forward-only pipeline fills the cache before the first step ----------
-    def fill_fwd(m, batch, mbs):
-        mine = rows_of(si, m, mbs)[j]
+    def _fill_fwd(self, m, batch, mbs):
+        ctx, si, model = self.ctx, self.si, self.model
+        mine = self._rows_of(si, m, mbs)[self.j]
         if mine[0] == mine[1]:
             return
         part = C.slice_rows(batch, *mine)
         mask = part["attention_mask"]
         h = None
         if si > 0:
-            got = [ctx.comm.recv(r) for r, *_ in overlaps(mine, rows_of(si - 1, m, mbs), stages[si - 1]["ranks"])]
+            got = [ctx.comm.recv(r) for r, *_ in self._overlaps(mine, si - 1, m, mbs)]
             h = torch.cat([g["h"] for g in got])
         with ctx.emu.compute(), torch.no_grad():
             if si == 0:
-                h = view.embed(part["input_ids"], mask, part.get("token_type_ids"))
-            h, taps = P.run_stage_backbone(model, h, start, end, mask)
+                h = self.view.embed(part["input_ids"], mask, part.get("token_type_ids"))
+            h, taps = P.run_stage_backbone(model, h, self.start, self.end, mask)
             if taps is not None:
-                kept.append((list(part["ids"]), list(part["_feat_idx"]), taps.cpu(), mask.cpu()))
-        if not last:
-            for r, lo, hi, _ in overlaps(mine, rows_of(si + 1, m, mbs), stages[si + 1]["ranks"]):
+                self.kept.append((list(part["ids"]), list(part["_feat_idx"]), taps.cpu(), mask.cpu()))
+        if not self.last:
+            for r, lo, hi in self._overlaps(mine, si + 1, m, mbs):
                 ctx.comm.send({"h": h[lo - mine[0]:hi - mine[0]]}, r)
 
-    def fill_then_fit():
+    def _fill(self) -> float:
         import time
 
+        ctx = self.ctx
         t0 = time.perf_counter()
         ctx.log("phase", epoch=0, phase="fill")
         batches = fill_batches(len(ctx.train_feats), ctx.spec.train)
@@ -253,46 +285,46 @@ def run(ctx) -> dict:
             ctx.beat.update(step=0, epoch=0, phase="fill", units=k)
             batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
             batch["_feat_idx"] = list(idx)
-            mbs = C.split_rows(len(idx), min(M, len(idx)))
+            mbs = C.split_rows(len(idx), min(self.M, len(idx)))
             for m in range(len(mbs)):
-                fill_fwd(m, batch, mbs)
+                self._fill_fwd(m, batch, mbs)
         ctx.comm.flush()
         ctx.done_before_steps = len(batches)
         ctx.beat.update(units=len(batches))
-        _exchange_cache(ctx, model, kept, cache_shares, world)
-        kept.clear()
-        rows = _fit_channel_stats(ctx, model, cache_shares, world, {i for b in batches for i in b})
+        _exchange_cache(ctx, self.model, self.kept, self.cache_shares, self.world)
+        self.kept.clear()
+        rows = _fit_channel_stats(ctx, self.model, self.cache_shares, self.world, {i for b in batches for i in b})
         ctx.comm.barrier()
         seconds = time.perf_counter() - t0
         ctx.log("fill_done", seconds=seconds, stats_rows=rows)
         return seconds
 
-    def epoch_start(epoch, step0):
-        cache_ready = side and model.cache is not None and (epoch > 0 or fill_first)
-        state["phase"] = "cache" if cache_ready else "pipeline"
-        ctx.log("phase", epoch=epoch + 1, phase=state["phase"])
-        ctx.beat.update(phase=state["phase"])
+    # -- epochs ------------------------------------------------------------------------------------------
+    def epoch_start(self, epoch: int, first_batch: int) -> None:
+        cache_ready = self.side and self.model.cache is not None and (epoch > 0 or self.fill_first)
+        self.phase = "cache" if cache_ready else "pipeline"
+        self.ctx.log("phase", epoch=epoch + 1, phase=self.phase)
+        self.ctx.beat.update(phase=self.phase)
 
-    def epoch_end(epoch):
-        if side and state["phase"] == "pipeline" and model.cache is not None and epoch + 1 < ctx.spec.train.epochs:
-            _exchange_cache(ctx, model, kept, cache_shares, world)
-            kept.clear()
-        if ctx.spec.evaluate and ctx.rank == loss_rank:
+    def epoch_end(self, epoch: int) -> dict | None:
+        ctx, model = self.ctx, self.model
+        if (self.side and self.phase == "pipeline" and model.cache is not None
+                and epoch + 1 < ctx.spec.train.epochs):
+            _exchange_cache(ctx, model, self.kept, self.cache_shares, self.world)
+            self.kept.clear()
+        if ctx.spec.evaluate and ctx.rank == self.loss_rank:
             return C.evaluate_full(ctx, model)
         return None
 
-    shard = "all" if ctx.rank == 0 else None
-    before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == loss_rank else None
-    fill_s = fill_then_fit() if fill_first else None
-    res = C.train_loop(ctx, step, named, shard, opt, sched, epoch_start_fn=epoch_start, epoch_end_fn=epoch_end)
-    if before is not None:
-        res.evals.insert(0, {"epoch": 0, **before})
-    res.fill_s = fill_s
-    ctx.emu.check_memory("end of training")
-    info = {"role": f"stage {si} replica {j}", "blocks": [start, end], "stage": si, "loop": res}
-    if side and model.cache is not None:
-        info["cache"] = model.cache.describe()
-    return info
+    def finish(self, res) -> dict:
+        if self.before is not None:
+            res.evals.insert(0, {"epoch": 0, **self.before})
+        res.fill_s = self.fill_s
+        info = {"role": f"stage {self.si} replica {self.j}", "blocks": [self.start, self.end], "stage": self.si,
+                "loop": res}
+        if self.side and self.model.cache is not None:
+            info["cache"] = self.model.cache.describe()
+        return info
 
 
 def _block_stage(view, part, inputs, mask, si, last, start, end, objective, label_ids):
@@ -441,5 +473,5 @@ def fill_batches(n: int, cfg) -> list[list[int]]:
     of the training batch size: what the forward-only fill passes through the pipeline (and the launcher's
     progress bar counts)."""
     used = sorted({i for e in range(cfg.epochs)
-                   for b in C.epoch_batches(n, cfg.batch_size, cfg.seed, e, cfg.max_steps_per_epoch) for i in b})
+                   for b in epoch_batches(n, cfg.batch_size, cfg.seed, e, cfg.max_steps_per_epoch) for i in b})
     return [used[k:k + cfg.batch_size] for k in range(0, len(used), cfg.batch_size)]

@@ -9,10 +9,14 @@ the run is the single-device step on the same batch (SplitFed-style); the server
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from edgeft.errors import ConfigError
+from edgeft.runtime import plan as launch_plan
 from edgeft.runtime.strategies import common as C
+from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward
 
 
@@ -34,72 +38,86 @@ def _partition(ctx, cut: int):
     return view, dev, srv
 
 
-def run(ctx) -> dict:
-    C.check_blockwise_method(ctx)
-    lay = ctx.spec.layout
-    server, devices, cut = lay["server"], list(lay["devices"]), int(lay["cut"])
-    C.build(ctx)
-    view, dev_params, srv_params = _partition(ctx, cut)
-    if not 0 < cut < view.num_blocks:
-        raise ConfigError(f"split cut {cut} must be between 1 and {view.num_blocks - 1}")
-    is_server = ctx.rank == server
-    mine = srv_params if is_server else dev_params
-    for n, p in dict(ctx.model.named_parameters()).items():  # autograd stops where nothing trains
-        if p.requires_grad and n not in mine:
-            p.requires_grad_(False)
-    from edgeft.runtime.group import new_groups
+class Split(Strategy):
+    @staticmethod
+    def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
+        return launch_plan.plan_split(cluster, table, steps, cut)
 
-    (dev_pg,) = new_groups([devices])
-    total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
-    opt, sched = C.make_optimizer(ctx, list(mine.values()), total)
-    objective, label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
-    all_ranks = [server] + devices
-    my_slot = devices.index(ctx.rank) if not is_server else -1
+    repredict = staticmethod(launch_plan.repredict_split)
 
-    def step(epoch, idx, global_step):
-        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in idx]), ctx.group.device)
-        rows = C.split_rows(len(idx), len(devices))
-        if is_server:
+    @classmethod
+    def device_rows(cls, cfg, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
+        return max(1, math.ceil(cfg.train.batch_size / len(cluster.devices))), None  # one row slice per device
+
+    def setup(self) -> None:
+        ctx = self.ctx
+        C.check_blockwise_method(ctx)
+        lay = ctx.spec.layout
+        self.server, self.devices, self.cut = lay["server"], list(lay["devices"]), int(lay["cut"])
+        C.build(ctx)
+        self.view, self.dev_params, srv_params = _partition(ctx, self.cut)
+        if not 0 < self.cut < self.view.num_blocks:
+            raise ConfigError(f"split cut {self.cut} must be between 1 and {self.view.num_blocks - 1}")
+        self.is_server = ctx.rank == self.server
+        self.named = mine = srv_params if self.is_server else self.dev_params
+        for n, p in dict(ctx.model.named_parameters()).items():  # autograd stops where nothing trains
+            if p.requires_grad and n not in mine:
+                p.requires_grad_(False)
+        from edgeft.runtime.group import new_groups
+
+        (self.dev_pg,) = new_groups([self.devices])
+        total = C.steps_per_epoch(ctx) * ctx.spec.train.epochs
+        self.opt, self.sched = C.make_optimizer(ctx, list(mine.values()), total)
+        self.objective, self.label_ids = ctx.featurizer.objective, ctx.featurizer.label_token_ids
+        self.all_ranks = [self.server] + self.devices
+        self.my_slot = self.devices.index(ctx.rank) if not self.is_server else -1
+        self.shard = "server" if self.is_server else ("devices" if self.my_slot == 0 else None)
+
+    def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
+        ctx, view, cut, devices, opt = self.ctx, self.view, self.cut, self.devices, self.opt
+        batch = C.to_device(ctx.featurizer.collate([ctx.train_feats[i] for i in indices]), ctx.group.device)
+        rows = C.split_rows(len(indices), len(devices))
+        if self.is_server:
             got = ctx.comm.recv_all(devices)  # the devices' uploads share the band at once
             parts = [got[d]["hidden"] for d in devices]
             with ctx.emu.compute():
                 hidden = torch.cat(parts).requires_grad_(True)
-                loss, _, _ = forward(C.HiddenModel(view, cut, hidden), batch, objective, label_ids)
+                loss, _, _ = forward(C.HiddenModel(view, cut, hidden), batch, self.objective, self.label_ids)
                 loss.backward()
             for d, (lo, hi) in zip(devices, rows):
                 ctx.comm.send({"grad": hidden.grad[lo:hi]}, d)
-            C.clip_global(ctx, list(mine.values()), all_ranks)
+            C.clip_global(ctx, list(self.named.values()), self.all_ranks)
             opt.step()
             opt.zero_grad(set_to_none=True)
             return float(loss.detach())
-        lo, hi = rows[my_slot]
+        lo, hi = rows[self.my_slot]
         part = C.slice_rows(batch, lo, hi)
         with ctx.emu.compute():
             h = view.embed(part["input_ids"], part["attention_mask"], part.get("token_type_ids"))
             h = view.run_blocks(h, 0, cut, part["attention_mask"])
-        ctx.comm.send({"hidden": h}, server)
-        grad = ctx.comm.recv(server)["grad"]
+        ctx.comm.send({"hidden": h}, self.server)
+        grad = ctx.comm.recv(self.server)["grad"]
         with ctx.emu.compute():
             if h.requires_grad:
                 h.backward(grad)
-        params = list(mine.values())
+        params = list(self.named.values())
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        ctx.comm.all_reduce_([p.grad for p in params], devices, dev_pg)
-        C.clip_global(ctx, params, all_ranks, share=1.0 / len(devices))  # replicas count once
+        ctx.comm.all_reduce_([p.grad for p in params], devices, self.dev_pg)
+        C.clip_global(ctx, params, self.all_ranks, share=1.0 / len(devices))  # replicas count once
         opt.step()
         opt.zero_grad(set_to_none=True)
         return None
 
-    def epoch_end(epoch):
-        return _assemble_and_eval(ctx, server, devices, dev_params)
+    def epoch_end(self, epoch: int) -> dict | None:
+        if not self.ctx.spec.evaluate:
+            return None
+        return _assemble_and_eval(self.ctx, self.server, self.devices, self.dev_params)
 
-    shard = "server" if is_server else ("devices" if my_slot == 0 else None)
-    res = C.train_loop(ctx, step, mine, shard, opt, sched, epoch_end_fn=epoch_end if ctx.spec.evaluate else None)
-    ctx.emu.check_memory("end of training")
-    return {"role": "server" if is_server else "device", "blocks": [cut, view.num_blocks] if is_server else [0, cut],
-            "loop": res}
+    def finish(self, res) -> dict:
+        return {"role": "server" if self.is_server else "device",
+                "blocks": [self.cut, self.view.num_blocks] if self.is_server else [0, self.cut], "loop": res}
 
 
 def _assemble_and_eval(ctx, server, devices, dev_params):
