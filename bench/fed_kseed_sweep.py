@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -74,55 +73,38 @@ def to_device(setup, device: str):
 
 
 def simulate(cfg, device: str = "cpu", heldout: bool = False, train_rouge_rows: int = TRAIN_ROUGE_ROWS) -> dict:
-    """A FedKSeed(-Pro) run without Flower: per-round validation loss (and held-out Rouge-L if asked)."""
+    """One FedKSeed(-Pro) run (fedkseed.simulate): per-round validation loss, held-out Rouge-L if asked."""
     import numpy as np
 
-    from edgeft.federated.data import seeded_rng
-    from edgeft.federated.fedkseed import add_to_pool, candidate_seeds, local_steps, pro_probabilities, replay_pool
+    from edgeft.federated import fedkseed
     from edgeft.federated.runtime import setup_for
     from edgeft.federated.server import global_eval
     from edgeft.train.evaluate import evaluate
 
     setup = setup_for(cfg, "server")
     to_device(setup, device)
-    lr, pro = cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
-    seeds = candidate_seeds(cfg.seed, cfg.num_seeds)
-    pool = np.zeros(cfg.num_seeds, dtype=np.float64)
-    history = [[0.0] for _ in range(cfg.num_seeds)]
     val_rows = setup.val_features()[:train_rouge_rows]
 
     def train_rouge() -> float:
         return float(evaluate(setup.model, setup.task, setup.featurizer, val_rows, 16, device,
                               cfg.max_new_tokens)["rougeL"])
 
-    def measure(rnd: int, t: float, **extra) -> dict:
-        row = {"round": rnd, "val_loss": setup.val_loss(16), "seconds": t, **extra}
+    clock = [time.perf_counter()]
+
+    def measure(rnd: int, skipped: int = 0) -> None:
+        row = {"round": rnd, "val_loss": setup.val_loss(16), "seconds": time.perf_counter() - clock[0],
+               "skipped": skipped}
         if heldout:
             row["heldout"] = global_eval(setup, cfg)
-        return row
+        rows.append(row)
+        clock[0] = time.perf_counter()
 
     setup.reset_to_w0()
-    rows = [measure(0, 0.0, train_rougeL=train_rouge())]
+    rows: list[dict] = []
+    measure(0)
+    rows[0]["train_rougeL"] = train_rouge()
     t_start = time.perf_counter()
-    for rnd in range(1, cfg.rounds + 1):
-        t0 = time.perf_counter()
-        pids = sorted(seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=cfg.clients_per_round, replace=False))
-        probs = pro_probabilities(history, cfg.pro_clip).astype(np.float32).astype(np.float64) if pro else None
-        if probs is not None:
-            probs /= probs.sum()
-        uploads, skipped = [], 0
-        for pid in pids:
-            replay_pool(setup, seeds, pool, lr)
-            batches = setup.batches(int(pid), rnd, cfg.local_steps, cfg.batch_size)
-            local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, int(pid), 5), lr, cfg.eps,
-                                         probs, cfg.max_loss_diff)
-            skipped += skip
-            order = sorted(local)
-            uploads.append((float(len(setup.client_features(int(pid)))), np.array(order, dtype=np.uint16),
-                            np.array([local[j] for j in order], dtype=np.float32)))
-        add_to_pool(pool, uploads, history if pro else None)
-        replay_pool(setup, seeds, pool, lr)
-        rows.append(measure(rnd, time.perf_counter() - t0, skipped=skipped))
+    pool = fedkseed.simulate(setup, cfg, measure)
     rows[-1]["train_rougeL"] = train_rouge()
     return {"rounds": rows, "wall_s": time.perf_counter() - t_start, "seeds_in_pool": int(np.count_nonzero(pool))}
 

@@ -145,6 +145,40 @@ def add_to_pool(pool: np.ndarray, uploads: list[tuple[float, np.ndarray, np.ndar
     return touched
 
 
+def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> np.ndarray:
+    """FedKSeed(-Pro) in one process, without Flower: the same client sampling rule, client steps
+    (`local_steps`), pool (`add_to_pool`) and replay as the apps, with every client connected. For
+    sweeps and tests of how the global model moves (bench/fed_kseed_sweep.py); bytes, processes and
+    failures are the Flower runs' business. Calls on_round(rnd, skipped) with the round's global model
+    in `setup`; returns the cumulative pool."""
+    lr, pro = cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
+    seeds = candidate_seeds(cfg.seed, cfg.num_seeds)
+    pool = np.zeros(cfg.num_seeds, dtype=np.float64)
+    history: list[list[float]] = [[0.0] for _ in range(cfg.num_seeds)]
+    for rnd in range(1, cfg.rounds + 1):
+        chosen = seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=min(cfg.clients_per_round, cfg.clients),
+                                                      replace=False)
+        probs = None
+        if pro:  # as it travels: float32, renormalised by the client
+            probs = pro_probabilities(history, cfg.pro_clip).astype(np.float32).astype(np.float64)
+            probs /= probs.sum()
+        uploads, skipped = [], 0
+        for pid in sorted(int(p) for p in chosen):
+            replay_pool(setup, seeds, pool, lr)
+            batches = setup.batches(pid, rnd, cfg.local_steps, cfg.batch_size)
+            local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, pid, 5), lr, cfg.eps, probs,
+                                         cfg.max_loss_diff)
+            skipped += skip
+            order = sorted(local)
+            uploads.append((float(len(setup.client_features(pid))), np.array(order, dtype=np.uint16),
+                            np.array([local[j] for j in order], dtype=np.float32)))
+        add_to_pool(pool, uploads, history if pro else None)
+        replay_pool(setup, seeds, pool, lr)
+        if on_round is not None:
+            on_round(rnd, skipped)
+    return pool
+
+
 class RoundPicker:
     """Model selection on the server's validation rows (cfg.val_samples; none: the last round is returned).
 
