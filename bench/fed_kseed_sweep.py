@@ -184,6 +184,8 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="a tiny setting, to check the script in seconds")
     ap.add_argument("--phase", choices=["all", "sweep", "final"], default="all",
                     help="sweep (with the choice) and final can run as two commands; final reads kseed_choice.json")
+    ap.add_argument("--chosen", choices=list(GRID), help="final: this setting instead of kseed_choice.json's")
+    ap.add_argument("--final-algorithms", nargs="+", default=["fedkseed", "fedkseed-pro"])
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,11 +209,11 @@ def main() -> None:
         print("chosen:", chosen, json.dumps(table, indent=1), flush=True)
     if args.phase == "sweep":
         return
-    chosen = json.loads((out / "kseed_choice.json").read_text())["chosen"]
+    chosen = args.chosen or json.loads((out / "kseed_choice.json").read_text())["chosen"]
     if chosen is None:
         return
     final = [(f"final-{alg}", {**BASE, **GRID[chosen], "algorithm": alg}, s, args.device, True, args.threads,
-              rouge_rows) for alg in ("fedkseed", "fedkseed-pro") for s in SEEDS]
+              rouge_rows) for alg in args.final_algorithms for s in SEEDS]
     run_pool(final, args.workers, out / "kseed_final.jsonl", time.monotonic() + args.final_s)
 
 
