@@ -61,27 +61,9 @@ def result_path(task: str, algorithm: str, seed: int) -> Path:
 
 
 def run(task: str, algorithm: str, seed: int, overrides: dict, lock) -> dict:
-    from edgeft.federated.config import FederatedConfig
-    from edgeft.federated.simulation import run_federated
-
-    import shutil
-    import time
-
     settings = {**COMMON[task], **SETTINGS[task][algorithm], "seed": seed, **overrides,
                 "out": str(ROOT / "runs" / f"bench-fed-quality-{task}-{algorithm}-{seed}")}
-    shutil.rmtree(settings["out"], ignore_errors=True)
-    cfg = FederatedConfig(**settings)
-    if lock:
-        lock.acquire()
-        lock.waited = 0.0
-    t0 = time.time()
-    try:
-        summary = run_federated(cfg, progress=lock.between_rounds if lock else None)
-    finally:
-        if lock:
-            lock.release()
-    summary.update(bench_wall_s=time.time() - t0, lock_wait_s=lock.waited if lock else 0.0,
-                   machine=fed_dolly.MACHINE, date=time.strftime("%Y-%m-%d"), command=fed_dolly.command())
+    summary = fed_dolly.simulate(settings, lock)
     OUT.mkdir(parents=True, exist_ok=True)
     result_path(task, algorithm, seed).write_text(json.dumps(summary, indent=1))
     return summary

@@ -1,7 +1,6 @@
 """FedKSeed's replay and in-process rounds, and batched forward gradients, on a tiny random model (CPU)."""
 
 import numpy as np
-import pytest
 import torch
 
 from edgeft.federated import fedkseed
@@ -9,14 +8,7 @@ from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import seeded_rng
 from edgeft.federated.runtime import setup_for
 from edgeft.methods.fwdgrad import batched_forward_gradient, batched_jvp, directional_derivative, draw_directions
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from test_zeroth_order import one_thread  # noqa: F401  (autouse: one torch thread per test)
 
 
 def _cfg(tmp_path, model, **kw):
