@@ -72,8 +72,9 @@ def to_device(setup, device: str):
     setup.loss_fn = on_device
 
 
-def simulate(cfg, device: str = "cpu", heldout: bool = False, train_rouge_rows: int = TRAIN_ROUGE_ROWS) -> dict:
-    """One FedKSeed(-Pro) run (fedkseed.simulate): per-round validation loss, held-out Rouge-L if asked."""
+def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TRAIN_ROUGE_ROWS) -> dict:
+    """One FedKSeed(-Pro) run (fedkseed.simulate): per-round validation loss, held-out Rouge-L if asked
+    (heldout: True for every round, or a collection of rounds)."""
     import numpy as np
 
     from edgeft.federated import fedkseed
@@ -85,7 +86,9 @@ def simulate(cfg, device: str = "cpu", heldout: bool = False, train_rouge_rows: 
     to_device(setup, device)
     val_rows = setup.val_features()[:train_rouge_rows]
 
-    def train_rouge() -> float:
+    def train_rouge() -> float | None:
+        if not val_rows:
+            return None
         return float(evaluate(setup.model, setup.task, setup.featurizer, val_rows, 16, device,
                               cfg.max_new_tokens)["rougeL"])
 
@@ -94,7 +97,7 @@ def simulate(cfg, device: str = "cpu", heldout: bool = False, train_rouge_rows: 
     def measure(rnd: int, skipped: int = 0) -> None:
         row = {"round": rnd, "val_loss": setup.val_loss(16), "seconds": time.perf_counter() - clock[0],
                "skipped": skipped}
-        if heldout:
+        if heldout is True or (heldout and rnd in heldout):
             row["heldout"] = global_eval(setup, cfg)
         rows.append(row)
         clock[0] = time.perf_counter()
@@ -186,6 +189,10 @@ def main() -> None:
                     help="sweep (with the choice) and final can run as two commands; final reads kseed_choice.json")
     ap.add_argument("--chosen", choices=list(GRID), help="final: this setting instead of kseed_choice.json's")
     ap.add_argument("--final-algorithms", nargs="+", default=["fedkseed", "fedkseed-pro"])
+    ap.add_argument("--train-rouge-rows", type=int, default=TRAIN_ROUGE_ROWS, help="0: no generation on them")
+    ap.add_argument("--final-seeds", nargs="+", type=int, default=list(SEEDS))
+    ap.add_argument("--final-rounds", type=int, help="final: this many rounds instead of the setting's")
+    ap.add_argument("--heldout-rounds", nargs="+", type=int, help="final: held-out Rouge-L only after these rounds")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -197,7 +204,7 @@ def main() -> None:
             for s in settings.values():
                 s.update(local_steps=2)
     t0 = time.monotonic()
-    rouge_rows = 4 if args.smoke else TRAIN_ROUGE_ROWS
+    rouge_rows = 4 if args.smoke else args.train_rouge_rows
     if args.phase in ("all", "sweep"):
         names = {**GRID, **DIAGNOSTICS}
         jobs = [(n, {**BASE, **o}, s, args.device, False, args.threads, rouge_rows) for n, o in names.items()
@@ -212,8 +219,10 @@ def main() -> None:
     chosen = args.chosen or json.loads((out / "kseed_choice.json").read_text())["chosen"]
     if chosen is None:
         return
-    final = [(f"final-{alg}", {**BASE, **GRID[chosen], "algorithm": alg}, s, args.device, True, args.threads,
-              rouge_rows) for alg in args.final_algorithms for s in SEEDS]
+    rounds = {"rounds": args.final_rounds} if args.final_rounds else {}
+    heldout = set(args.heldout_rounds) if args.heldout_rounds else True
+    final = [(f"final-{alg}", {**BASE, **GRID[chosen], "algorithm": alg, **rounds}, s, args.device, heldout,
+              args.threads, rouge_rows) for alg in args.final_algorithms for s in args.final_seeds]
     run_pool(final, args.workers, out / "kseed_final.jsonl", time.monotonic() + args.final_s)
 
 
