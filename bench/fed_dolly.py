@@ -81,12 +81,12 @@ class CpuLock:
         print(f"round {rnd} done ({row.get('seconds', 0.0):.0f} s) {row.get('metrics') or ''}", flush=True)
 
 
-def run(name: str, overrides: dict, lock: CpuLock | None = None) -> dict:
+def simulate(settings: dict, lock: CpuLock | None = None) -> dict:
+    """One `edgeft federate` run in Flower's simulation (a fresh run folder), under the CPU lock if given;
+    its summary with how, where and when it was made."""
     from edgeft.federated.config import FederatedConfig
     from edgeft.federated.simulation import run_federated
 
-    settings = {**COMMON, **SETTINGS[name], "eval_every": 100, **overrides,
-                "out": str(ROOT / "runs" / f"bench-fed-dolly-{name}")}
     shutil.rmtree(settings["out"], ignore_errors=True)
     cfg = FederatedConfig(**settings)
     if lock:
@@ -103,6 +103,13 @@ def run(name: str, overrides: dict, lock: CpuLock | None = None) -> dict:
     summary["machine"] = MACHINE
     summary["date"] = time.strftime("%Y-%m-%d")
     summary["command"] = command()
+    return summary
+
+
+def run(name: str, overrides: dict, lock: CpuLock | None = None) -> dict:
+    settings = {**COMMON, **SETTINGS[name], "eval_every": 100, **overrides,
+                "out": str(ROOT / "runs" / f"bench-fed-dolly-{name}")}
+    summary = simulate(settings, lock)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"dolly_{name}.json").write_text(json.dumps(summary, indent=1))
     shutil.copy(Path(settings["out"]) / "federated.png", OUT / f"dolly_{name}.png")

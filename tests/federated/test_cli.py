@@ -22,6 +22,7 @@ def test_bad_federated_options_are_clean_errors(tmp_path):
 
 def test_app_command_writes_a_flower_app_carrying_the_configuration(tmp_path):
     proc = run_cli("federate", "--algorithm", "fedkseed-pro", "--clients", "5", "--rounds", "7", "--option", "r=4",
+                   "--zo-base", "full", "--zo-params", "norm", "--zo-params", "lm_head",
                    "--out", str(tmp_path / "run"), "app", str(tmp_path / "app"))
     assert proc.returncode == 0, proc.stderr
     doc = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
@@ -30,6 +31,7 @@ def test_app_command_writes_a_flower_app_carrying_the_configuration(tmp_path):
                                  "clientapp": "edgeft.federated.apps:client_app"}
     cfg = FederatedConfig.from_run_config(app["config"])
     assert (cfg.algorithm, cfg.clients, cfg.rounds, cfg.method_options) == ("fedkseed-pro", 5, 7, {"r": 4})
+    assert (cfg.zo_base, cfg.zo_params) == ("full", ["norm", "lm_head"])
     assert cfg.out == str((tmp_path / "run").resolve())
 
 

@@ -43,6 +43,8 @@ def register(app: typer.Typer) -> None:
         eps: Optional[float] = typer.Option(None, help="MeZO perturbation scale (FedKSeed)"),
         num_seeds: Optional[int] = typer.Option(None, help="K candidate seeds (FedKSeed)"),
         zo_base: Optional[str] = typer.Option(None, help="what FedKSeed/fwdgrad tune: lora, bitfit, full"),
+        zo_params: Optional[list[str]] = typer.Option(None, help="perturb only zo-base parameters whose name contains "
+                                                       "this (repeatable), e.g. norm with --zo-base full"),
         perturbations: Optional[int] = typer.Option(None, help="forward gradients per client request (fwdgrad)"),
         var_threshold: Optional[float] = typer.Option(None, help="fwdgrad: ask for more perturbations above this"),
         train_samples: Optional[int] = None,
@@ -72,6 +74,7 @@ def register(app: typer.Typer) -> None:
             min_clients=min_clients,
             rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
             local_steps=local_steps, batch_size=batch_size, lr=lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,
+            zo_params=zo_params or None,
             perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
             eval_samples=eval_samples, max_length=max_length, max_new_tokens=max_new_tokens, eval_every=eval_every,
             secagg=secagg, dp=dp, dp_clip=dp_clip, dp_noise=dp_noise, dp_epsilon=dp_epsilon, dropout=dropout,

@@ -65,6 +65,36 @@ def nonzero_pool(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # -- client ----------------------------------------------------------------------------------------
 
 
+def local_steps(setup: Setup, seeds: np.ndarray, batches: list, rng: np.random.Generator, lr: float, eps: float,
+                probs: np.ndarray | None = None, max_loss_diff: float | None = None,
+                on_half=None) -> tuple[dict[int, float], list[float], int]:
+    """One client's MeZO steps from the model in `setup`: ({seed index: summed scalar}, losses, skipped).
+
+    Each step draws a seed index (uniformly, or with FedKSeed-Pro's probabilities), estimates the scalar
+    along z(seed) and applies lr * g * z at once, as FedKSeed's clients do. A step whose |L+ - L-|
+    exceeds `max_loss_diff` (FedKSeed's scalar clipping) or whose estimate is not finite is skipped: it
+    moves nothing and is not uploaded."""
+    k = len(seeds)
+    local: dict[int, float] = defaultdict(float)
+    losses, skipped = [], 0
+    model = setup.model
+    model.eval()
+    for step, batch in enumerate(batches):
+        if on_half is not None and step == len(batches) // 2:
+            on_half()
+        j = int(rng.choice(k, p=probs)) if probs is not None else int(rng.integers(k))
+        g, plus, minus = projected_gradient(setup.params, int(seeds[j]), eps, lambda: setup.loss_fn(model, batch))
+        if not np.isfinite(g) or (max_loss_diff is not None and abs(plus - minus) > max_loss_diff):
+            skipped += 1
+            continue
+        apply_seed_update(setup.params, int(seeds[j]), lr * g)
+        local[j] += g
+        losses.append(plus)
+    return dict(local), losses, skipped
+
+
+
+
 def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
     conf = msg.content["config"]
     rnd, k = int(conf["server-round"]), int(conf["num-seeds"])
@@ -81,22 +111,9 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
         replay_s = time.perf_counter() - t0
         digest = setup.digest()  # the server compares it with its own model's
         rng = seeded_rng(cfg.seed, rnd, pid, 5)
-        local: dict[int, float] = defaultdict(float)
-        losses, skipped = [], 0
         batches = setup.batches(pid, rnd, int(conf["local-steps"]), int(conf["batch-size"]))
-        model = setup.model
-        model.eval()
-        for step, batch in enumerate(batches):
-            if step == len(batches) // 2:
-                maybe_drop(cfg, rnd, pid)
-            j = int(rng.choice(k, p=probs)) if probs is not None else int(rng.integers(k))
-            g, plus, minus = projected_gradient(setup.params, int(seeds[j]), eps, lambda: setup.loss_fn(model, batch))
-            if not np.isfinite(g) or (cfg.max_loss_diff is not None and abs(plus - minus) > cfg.max_loss_diff):
-                skipped += 1
-                continue
-            apply_seed_update(setup.params, int(seeds[j]), lr * g)
-            local[j] += g
-            losses.append(plus)
+        local, losses, skipped = local_steps(setup, seeds, batches, rng, lr, eps, probs, cfg.max_loss_diff,
+                                             on_half=lambda: maybe_drop(cfg, rnd, pid))
     index = np.array(sorted(local), dtype=np.uint16)
     grads = np.array([local[j] for j in sorted(local)], dtype=np.float32)
     metrics = {"num-examples": len(setup.client_features(pid)), "partition-id": pid, "replay-digest": digest,
@@ -108,6 +125,58 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
 
 
 # -- server ----------------------------------------------------------------------------------------
+
+
+def add_to_pool(pool: np.ndarray, uploads: list[tuple[float, np.ndarray, np.ndarray]],
+                history: list[list[float]] | None = None) -> int:
+    """Adds the clients' (num_examples, seed indices, scalars) to the cumulative pool, weighted by data size
+    (the weights sum to 1, so the global model moves by the clients' average update); returns the pairs
+    received. With `history` (FedKSeed-Pro) every reported scalar is appended to its seed's history."""
+    sizes = np.array([u[0] for u in uploads], dtype=np.float64)
+    weights = sizes / sizes.sum()
+    touched = 0
+    for w, (_, index, grads) in zip(weights, uploads):
+        idx, g = np.asarray(index).astype(np.int64), np.asarray(grads).astype(np.float64)
+        np.add.at(pool, idx, w * g)
+        touched += len(idx)
+        if history is not None:
+            for j, gj in zip(idx.tolist(), g.tolist()):
+                history[j].append(gj)
+    return touched
+
+
+def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> np.ndarray:
+    """FedKSeed(-Pro) in one process, without Flower: the same client sampling rule, client steps
+    (`local_steps`), pool (`add_to_pool`) and replay as the apps, with every client connected. For
+    sweeps and tests of how the global model moves (bench/fed_kseed_sweep.py); bytes, processes and
+    failures are the Flower runs' business. Calls on_round(rnd, skipped) with the round's global model
+    in `setup`; returns the cumulative pool."""
+    lr, pro = cfg.learning_rate, cfg.algorithm == "fedkseed-pro"
+    seeds = candidate_seeds(cfg.seed, cfg.num_seeds)
+    pool = np.zeros(cfg.num_seeds, dtype=np.float64)
+    history: list[list[float]] = [[0.0] for _ in range(cfg.num_seeds)]
+    for rnd in range(1, cfg.rounds + 1):
+        chosen = seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=min(cfg.clients_per_round, cfg.clients),
+                                                      replace=False)
+        probs = None
+        if pro:  # as it travels: float32, renormalised by the client
+            probs = pro_probabilities(history, cfg.pro_clip).astype(np.float32).astype(np.float64)
+            probs /= probs.sum()
+        uploads, skipped = [], 0
+        for pid in sorted(int(p) for p in chosen):
+            replay_pool(setup, seeds, pool, lr)
+            batches = setup.batches(pid, rnd, cfg.local_steps, cfg.batch_size)
+            local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, pid, 5), lr, cfg.eps, probs,
+                                         cfg.max_loss_diff)
+            skipped += skip
+            order = sorted(local)
+            uploads.append((float(len(setup.client_features(pid))), np.array(order, dtype=np.uint16),
+                            np.array([local[j] for j in order], dtype=np.float32)))
+        add_to_pool(pool, uploads, history if pro else None)
+        replay_pool(setup, seeds, pool, lr)
+        if on_round is not None:
+            on_round(rnd, skipped)
+    return pool
 
 
 class RoundPicker:
@@ -185,17 +254,9 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         checks.append({"round": rnd, "clients": len(matched), "bit_exact": all(matched)})
         if log.run:
             log.run.event("replay_check", round=rnd, server_digest=digest, matched=sum(matched), clients=len(matched))
-        sizes = np.array([float(m.content["metrics"]["num-examples"]) for m in replies])
-        weights = sizes / sizes.sum()
-        touched = 0
-        for w, m in zip(weights, replies):
-            idx = m.content["pairs"]["index"].numpy().astype(np.int64)
-            g = m.content["pairs"]["grad"].numpy().astype(np.float64)
-            np.add.at(pool, idx, w * g)
-            touched += len(idx)
-            if pro:
-                for j, gj in zip(idx.tolist(), g.tolist()):
-                    history[j].append(gj)
+        touched = add_to_pool(pool, [(float(m.content["metrics"]["num-examples"]),
+                                      m.content["pairs"]["index"].numpy(), m.content["pairs"]["grad"].numpy())
+                                     for m in replies], history if pro else None)
         replay_pool(setup, seeds, pool, lr)
         digest = setup.digest()
         val = pick.consider(rnd, pool)

@@ -1,8 +1,10 @@
 """Forward-gradient federated tuning (FwdLLM, Xu et al., USENIX ATC'24), with variance-controlled rounds.
 
 Each sampled client receives the global trainable parameters (LoRA/BitFit, as FwdLLM tunes PEFT
-modules) and the previous global update, computes `perturbations` forward gradients (one local batch
-each, directions picked by cosine similarity to that update) and uploads their sum. The server pools
+modules) and the previous global update, computes `perturbations` forward gradients on one local batch
+(directions picked by cosine similarity to that update; all of them through one vmapped torch.func.jvp,
+`methods.fwdgrad.batched_forward_gradient`) and uploads their sum. A request for more perturbations
+draws a new batch. The server pools
 the sums and checks their spread as FwdLLM does, on one tensor: the variance between the mean of the
 first half of the per-perturbation terms and the mean of the second half. Above `var_threshold` it asks
 the same clients for more perturbations at the same parameters (up to `max_extra_requests` times)
@@ -21,7 +23,7 @@ from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.runtime import Setup, Work, maybe_drop
 from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
-from edgeft.methods.fwdgrad import forward_gradient
+from edgeft.methods.fwdgrad import batched_forward_gradient
 
 
 def check_index(setup: Setup) -> int:
@@ -41,19 +43,12 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
         reference = None
         if int(conf["has-previous"]):
             reference = [torch.from_numpy(previous[n].numpy()) for n in setup.names]
-        batches = setup.batches(pid, rnd, num, int(conf["batch-size"]), salt=attempt)
+        batch = setup.batches(pid, rnd, 1, int(conf["batch-size"]), salt=attempt)[0]
         gen = torch.Generator().manual_seed(int(cfg.seed * 1_000_003 + rnd * 1009 + pid * 31 + attempt) & 0x7FFFFFFF)
-        model = setup.model
-        model.eval()
-        ci = check_index(setup)
-
-        def loss_for(i):
-            if i == num // 2:
-                maybe_drop(cfg, rnd, pid)
-            return setup.loss_fn(model, batches[i])
-
-        est = forward_gradient(setup.params, loss_for, num, float(conf["h"]), gen, reference,
-                               int(conf["candidates"]), check_index=ci)
+        maybe_drop(cfg, rnd, pid)
+        setup.model.eval()
+        est = batched_forward_gradient(setup.model, list(zip(setup.names, setup.params)), setup.loss_fn, batch, num,
+                                       gen, reference, int(conf["candidates"]), check_index=check_index(setup))
     half = len(est.check) // 2
     arrays = {n: Array(g.numpy()) for n, g in zip(setup.names, est.grad)}
     check = {"first": Array(torch.stack(est.check[:half]).sum(0).numpy()),

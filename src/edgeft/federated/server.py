@@ -139,15 +139,16 @@ def global_eval(setup: Setup, cfg: FederatedConfig) -> dict:
     """The task's metrics for the server's current model on the held-out rows (per category when known)."""
     feats = setup.dev_features()
     task, model = setup.task, setup.model
+    device = next(model.parameters()).device  # the CPU in every Flower run; a GPU in bench/fed_kseed_sweep.py
     name = task.metric_name
     categories = [ex.get("category") for ex in task.dev]
     if task.kind != "generation" or None in categories:
-        out = evaluate(model, task, setup.featurizer, feats, cfg.eval_batch_size, "cpu", cfg.max_new_tokens)
+        out = evaluate(model, task, setup.featurizer, feats, cfg.eval_batch_size, device, cfg.max_new_tokens)
         return {k: v for k, v in out.items() if isinstance(v, (int, float))}
     out, total = {}, 0.0
     for cat in sorted(set(categories)):
         sub = [f for f, c in zip(feats, categories) if c == cat]
-        res = evaluate(model, task, setup.featurizer, sub, cfg.eval_batch_size, "cpu", cfg.max_new_tokens)
+        res = evaluate(model, task, setup.featurizer, sub, cfg.eval_batch_size, device, cfg.max_new_tokens)
         out[f"{name}/{cat}"] = res[name]
         total += res[name] * len(sub)
     out[name] = total / len(feats)

@@ -8,6 +8,11 @@ jvp * v over the perturbations; its spread is measured on one tensor by comparin
 half of the per-perturbation estimates with the mean of the second half (`halves_variance`).
 
 The primitives here serve both `edgeft finetune --method fwdgrad` and the federated FwdLLM clients.
+Both run `batched_forward_gradient`: all directions of a request are drawn at once (candidates and the
+cosine choice as stacked tensors, one loop over parameter tensors, none over directions) and their
+directional derivatives come from one `torch.func.jvp` vmapped over the directions (in chunks of
+`chunk` directions, to bound the memory of the tangent logits), on one batch. The jvp is exact: it is
+the limit h -> 0 of FwdLLM's central difference, which `forward_gradient` keeps as the reference.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Callable, Optional
 
 import torch
 from pydantic import Field
+from torch import nn
 
 from edgeft.methods.base import register_method
-from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions
+from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions, named_trainables
 
 
 @dataclass
@@ -81,6 +87,78 @@ def forward_gradient(params: list[torch.Tensor], loss_for: Callable[[int], torch
     return out
 
 
+def draw_directions(params: list[torch.Tensor], num: int, reference: Optional[list[torch.Tensor]], candidates: int,
+                    gen: torch.Generator) -> list[torch.Tensor]:
+    """`num` directions per tensor, stacked ([num, *shape]); with a reference, each is the most
+    cosine-similar to that tensor's reference of `candidates` Gaussian draws (FwdLLM's choice)."""
+    out = []
+    for j, p in enumerate(params):
+        ref = reference[j] if reference else None
+        shape = (num,) + tuple(p.shape)
+        if ref is None or candidates <= 1 or not torch.any(ref):
+            out.append(torch.randn(shape, generator=gen))
+            continue
+        cands = torch.randn((num, candidates, p.numel()), generator=gen)
+        r = ref.reshape(-1).float()
+        cos = (cands @ r) / (cands.norm(dim=-1) * r.norm()).clamp_min(1e-30)
+        out.append(cands[torch.arange(num), cos.argmax(dim=1)].reshape(shape))
+    return out
+
+
+class _LossOf(nn.Module):
+    """loss_fn(model, batch) as a module, so torch.func.functional_call can swap the tuned tensors."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+def batched_jvp(model: nn.Module, named: list[tuple[str, torch.Tensor]], loss_fn: Callable, batch: dict,
+                directions: list[torch.Tensor], chunk: int = 4) -> tuple[torch.Tensor, float]:
+    """(dL/dv_i for every stacked direction i, the loss at theta): torch.func.jvp vmapped over directions."""
+    from torch.func import functional_call, jvp, vmap
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    wrapped = _LossOf(model, loss_fn)
+    keys = ["model." + n for n, _ in named]
+    primals = tuple(p.detach() for _, p in named)
+
+    def loss_at(*tensors):
+        return functional_call(wrapped, dict(zip(keys, tensors)), (batch,), strict=False)
+
+    def both(*tangents):
+        return jvp(loss_at, primals, tangents)
+
+    num = directions[0].shape[0]
+    out, loss = [], float("nan")
+    # forward-mode AD has no rule for the fused CPU attention kernels; the math kernel is the same function
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+        for start in range(0, num, chunk):
+            part = [d[start:start + chunk].to(p.dtype) for d, (_, p) in zip(directions, named)]
+            value, tangent = vmap(both)(*part)
+            out.append(tangent.float())
+            loss = float(value[0])
+    return torch.cat(out), loss
+
+
+def batched_forward_gradient(model: nn.Module, named: list[tuple[str, torch.Tensor]], loss_fn: Callable,
+                             batch: dict, num: int, gen: torch.Generator,
+                             reference: Optional[list[torch.Tensor]] = None, candidates: int = 1,
+                             check_index: Optional[int] = None, chunk: int = 4) -> ForwardGradient:
+    """`num` forward gradients on one batch: sum_i jvp_i * v_i, with FwdLLM's per-direction check terms."""
+    params = [p for _, p in named]
+    directions = draw_directions(params, num, reference, candidates, gen)
+    jvps, loss = batched_jvp(model, named, loss_fn, batch, directions, chunk)
+    grad = [torch.tensordot(jvps, d, dims=1) for d in directions]
+    out = ForwardGradient(grad=grad, count=num, losses=[loss] * num)
+    if check_index is not None:
+        out.check = list(directions[check_index] * jvps.view((num,) + (1,) * (directions[check_index].dim() - 1)))
+    return out
+
+
 def halves_variance(terms: list[torch.Tensor]) -> float:
     """FwdLLM's check: variance between the mean of the first and second half of the terms, averaged."""
     if len(terms) < 2:
@@ -97,6 +175,7 @@ class FwdGradOptions(ZerothOrderOptions):
     h: float = Field(0.01, gt=0, description="finite-difference step")
     perturbations: int = Field(4, ge=1, description="directions per step")
     candidates: int = Field(10, ge=1, description="draws per direction; the most aligned with the previous update wins")
+    chunk: int = Field(4, ge=1, description="directions per vmapped jvp (bounds the memory of the tangents)")
 
 
 @register_method
@@ -115,15 +194,15 @@ class ForwardGradientMethod(ZerothOrderMethod):
         self._previous: Optional[list[torch.Tensor]] = None
 
     def train_step(self, model, batch, loss_fn, scale: float = 1.0) -> float:
-        params = self.trainable_parameters(model)
+        named = named_trainables(self, model)
         was_training = model.training
         model.eval()
         try:
+            est = batched_forward_gradient(model, named, loss_fn, batch, self.options.perturbations, self._gen,
+                                           self._previous, self.options.candidates, chunk=self.options.chunk)
+            mean = [g / est.count for g in est.grad]
             with torch.no_grad():
-                est = forward_gradient(params, lambda i: loss_fn(model, batch), self.options.perturbations,
-                                       self.options.h, self._gen, self._previous, self.options.candidates)
-                mean = [g / est.count for g in est.grad]
-                for p, g in zip(params, mean):
+                for (_, p), g in zip(named, mean):
                     p.add_(g.to(p.dtype), alpha=-self.options.lr)
         finally:
             model.train(was_training)

@@ -1,0 +1,230 @@
+"""Why FedKSeed drifts, and its defaults: many short federated runs, in process, on server-held TRAINING rows.
+
+The FedKSeed algorithm here is the one the Flower apps run, called without Flower: the same client
+steps (`fedkseed.local_steps`), the same weighted pool (`fedkseed.add_to_pool`), the same replay
+(`fedkseed.replay_pool`), the same client sampling rule, seeds and batches. What Flower adds (messages,
+bytes, processes) is measured by bench/fed_quality.py; this script only asks how the global model moves.
+
+Phases (one command, so that the choice cannot look at what it chooses for):
+  sweep   every setting in GRID and DIAGNOSTICS x SEEDS; per round the global model's loss on the 96 rows the
+          server keeps out of every client (`val_samples`), and Rouge-L on 48 of them before and after.
+  choose  the RULE below, on the sweep's rows alone (written before the sweep was run).
+  final   the chosen setting (FedKSeed and FedKSeed-Pro) x SEEDS with Rouge-L on the 40 held-out Dolly rows
+          (global_test) after every round; these rows play no part in the choice.
+
+    PYTHONPATH=src python bench/fed_kseed_sweep.py --device cuda --workers 8 --out DIR
+    PYTHONPATH=src python bench/fed_kseed_sweep.py --device cpu --smoke      # seconds: a tiny check
+
+RULE (docs/benchmarks_federated.md): among the GRID settings (all fit the 2-core budget: 1,200 MeZO steps of
+2 rows), keep those whose mean over seeds of (last-round validation loss - lowest validation loss of the
+run) is at most 0.005 and whose last-round validation loss is below the untuned model's in every seed;
+among them take the largest mean gain in Rouge-L on the 48 server-held rows (last round - round 0); a
+setting within 0.5 Rouge-L points of the best with a smaller lr wins (less drift at the same quality).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+# The benchmark's Dolly setting (bench/fed_quality.py uses the same): 20 clients, Dirichlet(0.5) over the
+# categories with summarization held out of every client, 96 training rows kept by the server.
+BASE = dict(algorithm="fedkseed", model="smollm2-135m", task="dolly", clients=20, partition="dirichlet", alpha=0.5,
+            holdout_category="summarization", max_length=80, eval_samples=40, max_new_tokens=48,
+            eval_batch_size=8, val_samples=96, rounds=8, batch_size=2, num_seeds=4096, eps=1e-2,
+            zo_base="full", zo_params=["norm"])
+SPLITS = {"2x75": dict(clients_per_round=2, local_steps=75), "6x25": dict(clients_per_round=6, local_steps=25)}
+GRID = {f"lr{lr:g}-{split}-{'clip' if clip else 'noclip'}": dict(lr=lr, **SPLITS[split], max_loss_diff=clip)
+        for lr in (1.5e-4, 7.5e-5, 3e-5) for split in SPLITS for clip in (None, 0.5)}
+# Not candidates (other budgets or data): they locate the cause.
+DIAGNOSTICS = {
+    "old-2400steps": dict(lr=1.5e-4, clients_per_round=2, local_steps=150),  # the drifting run's setting
+    "old-iid": dict(lr=1.5e-4, **SPLITS["2x75"], partition="iid"),           # heterogeneity removed
+    "eps1e-3": dict(lr=7.5e-5, **SPLITS["6x25"], eps=1e-3),
+    "lora-readme": dict(lr=1e-4, **SPLITS["6x25"], zo_base="lora", zo_params=None),  # the README's old default set
+    "full-mezo": dict(lr=1e-6, **SPLITS["6x25"], eps=1e-3, zo_params=None),  # all weights, MeZO's full-model lr/eps
+}
+SEEDS = (0, 1, 2)
+TRAIN_ROUGE_ROWS = 48
+MAX_LAST_MINUS_BEST = 0.005
+TIE_POINTS = 0.005
+
+
+def to_device(setup, device: str):
+    """Moves the Setup's model (params keep their identity) and w0; batches follow inside the loss."""
+    import torch
+
+    if device == "cpu":
+        return
+    setup.model.to(device)
+    setup.w0 = [w.to(device) for w in setup.w0]
+    loss_fn = setup.loss_fn
+
+    def on_device(model, batch):
+        return loss_fn(model, {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()})
+
+    setup.loss_fn = on_device
+
+
+def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TRAIN_ROUGE_ROWS) -> dict:
+    """One FedKSeed(-Pro) run (fedkseed.simulate): per-round validation loss, held-out Rouge-L if asked
+    (heldout: True for every round, or a collection of rounds)."""
+    import numpy as np
+
+    from edgeft.federated import fedkseed
+    from edgeft.federated.runtime import setup_for
+    from edgeft.federated.server import global_eval
+    from edgeft.train.evaluate import evaluate
+
+    setup = setup_for(cfg, "server")
+    to_device(setup, device)
+    val_rows = setup.val_features()[:train_rouge_rows]
+
+    def train_rouge() -> float | None:
+        if not val_rows:
+            return None
+        return float(evaluate(setup.model, setup.task, setup.featurizer, val_rows, 16, device,
+                              cfg.max_new_tokens)["rougeL"])
+
+    clock = [time.perf_counter()]
+
+    def measure(rnd: int, skipped: int = 0) -> None:
+        row = {"round": rnd, "val_loss": setup.val_loss(16), "seconds": time.perf_counter() - clock[0],
+               "skipped": skipped}
+        if heldout is True or (heldout and rnd in heldout):
+            row["heldout"] = global_eval(setup, cfg)
+        rows.append(row)
+        clock[0] = time.perf_counter()
+
+    setup.reset_to_w0()
+    rows: list[dict] = []
+    measure(0)
+    rows[0]["train_rougeL"] = train_rouge()
+    t_start = time.perf_counter()
+    pool = fedkseed.simulate(setup, cfg, measure)
+    rows[-1]["train_rougeL"] = train_rouge()
+    return {"rounds": rows, "wall_s": time.perf_counter() - t_start, "seeds_in_pool": int(np.count_nonzero(pool))}
+
+
+def job(args: tuple) -> dict:
+    """One run in a worker process (its own model), as a JSON-able row."""
+    name, settings, seed, device, heldout, threads, rouge_rows = args
+    import torch
+
+    from edgeft.federated.config import FederatedConfig
+
+    torch.set_num_threads(threads)
+    overrides = {k: v for k, v in settings.items() if BASE.get(k, object()) != v}
+    cfg = FederatedConfig(**{**settings, "seed": seed, "out": "/tmp/unused"})
+    t0 = time.perf_counter()
+    try:
+        out = simulate(cfg, device, heldout, rouge_rows)
+    except Exception as err:  # one failed setting must not lose the others' rows
+        return {"name": name, "seed": seed, "error": repr(err)[-500:]}
+    return {"name": name, "seed": seed, "overrides": overrides, "device": device, "elapsed_s": time.perf_counter() - t0,
+            **out}
+
+
+def choose(rows: list[dict]) -> tuple[str | None, dict]:
+    """The RULE of the module docstring, on validation loss and server-held Rouge-L only."""
+    table = {}
+    for name in GRID:
+        runs = [r for r in rows if r["name"] == name and "rounds" in r]
+        if not runs:
+            continue
+        drift = [r["rounds"][-1]["val_loss"] - min(x["val_loss"] for x in r["rounds"]) for r in runs]
+        below = all(r["rounds"][-1]["val_loss"] < r["rounds"][0]["val_loss"] for r in runs)
+        gain = [r["rounds"][-1]["train_rougeL"] - r["rounds"][0]["train_rougeL"] for r in runs]
+        table[name] = {"seeds": len(runs), "last_minus_best_val": sum(drift) / len(drift), "last_below_untuned": below,
+                       "train_rougeL_gain": sum(gain) / len(gain), "lr": GRID[name]["lr"],
+                       "val_loss_last": sum(r["rounds"][-1]["val_loss"] for r in runs) / len(runs)}
+    ok = {n: t for n, t in table.items() if t["last_minus_best_val"] <= MAX_LAST_MINUS_BEST and t["last_below_untuned"]
+          and t["seeds"] == len(SEEDS)}
+    if not ok:
+        return None, table
+    best = max(ok.values(), key=lambda t: t["train_rougeL_gain"])["train_rougeL_gain"]
+    near = [n for n, t in ok.items() if t["train_rougeL_gain"] >= best - TIE_POINTS]
+    chosen = min(near, key=lambda n: (ok[n]["lr"], -ok[n]["train_rougeL_gain"]))
+    return chosen, table
+
+
+def run_pool(jobs: list[tuple], workers: int, sink: Path, deadline: float) -> list[dict]:
+    """Runs jobs over `workers` processes; rows are appended to `sink` as they finish; none start past deadline."""
+    import multiprocessing as mp
+
+    rows = []
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, maxtasksperchild=None) as pool:
+        pending = [pool.apply_async(job, (j,)) for j in jobs]
+        for j, res in zip(jobs, pending):
+            left = deadline - time.monotonic()
+            try:
+                row = res.get(timeout=max(left, 1.0))
+            except mp.TimeoutError:
+                row = {"name": j[0], "seed": j[2], "error": "not finished before the deadline"}
+            rows.append(row)
+            with sink.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: row.get(k) for k in ("name", "seed", "elapsed_s", "error")}), flush=True)
+        pool.terminate()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fed_quality"))
+    ap.add_argument("--sweep-s", type=float, default=330.0, help="no sweep run starts after this many seconds")
+    ap.add_argument("--final-s", type=float, default=200.0)
+    ap.add_argument("--smoke", action="store_true", help="a tiny setting, to check the script in seconds")
+    ap.add_argument("--phase", choices=["all", "sweep", "final"], default="all",
+                    help="sweep (with the choice) and final can run as two commands; final reads kseed_choice.json")
+    ap.add_argument("--chosen", choices=list(GRID), help="final: this setting instead of kseed_choice.json's")
+    ap.add_argument("--final-algorithms", nargs="+", default=["fedkseed", "fedkseed-pro"])
+    ap.add_argument("--train-rouge-rows", type=int, default=TRAIN_ROUGE_ROWS, help="0: no generation on them")
+    ap.add_argument("--final-seeds", nargs="+", type=int, default=list(SEEDS))
+    ap.add_argument("--final-rounds", type=int, help="final: this many rounds instead of the setting's")
+    ap.add_argument("--heldout-rounds", nargs="+", type=int, help="final: held-out Rouge-L only after these rounds")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        BASE.update(rounds=2, val_samples=8, eval_samples=8, max_new_tokens=4, max_length=32)
+        for settings in (GRID, DIAGNOSTICS):
+            for k in list(settings)[1:]:
+                settings.pop(k)
+            for s in settings.values():
+                s.update(local_steps=2)
+    t0 = time.monotonic()
+    rouge_rows = 4 if args.smoke else args.train_rouge_rows
+    if args.phase in ("all", "sweep"):
+        names = {**GRID, **DIAGNOSTICS}
+        jobs = [(n, {**BASE, **o}, s, args.device, False, args.threads, rouge_rows) for n, o in names.items()
+                for s in SEEDS]
+        sweep = run_pool(jobs, args.workers, out / "kseed_sweep.jsonl", t0 + args.sweep_s)
+        chosen, table = choose(sweep)
+        (out / "kseed_choice.json").write_text(json.dumps({"rule": __doc__.split("RULE (")[1].strip(),
+                                                           "chosen": chosen, "table": table}, indent=1))
+        print("chosen:", chosen, json.dumps(table, indent=1), flush=True)
+    if args.phase == "sweep":
+        return
+    chosen = args.chosen or json.loads((out / "kseed_choice.json").read_text())["chosen"]
+    if chosen is None:
+        return
+    rounds = {"rounds": args.final_rounds} if args.final_rounds else {}
+    heldout = set(args.heldout_rounds) if args.heldout_rounds else True
+    final = [(f"final-{alg}", {**BASE, **GRID[chosen], "algorithm": alg, **rounds}, s, args.device, heldout,
+              args.threads, rouge_rows) for alg in args.final_algorithms for s in args.final_seeds]
+    run_pool(final, args.workers, out / "kseed_final.jsonl", time.monotonic() + args.final_s)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Quality per round against bytes: FedIT, FedKSeed, FedKSeed-Pro and forward gradients on Dolly and SST-2.
+
+Every run is one `edgeft federate` configuration on Flower's simulation engine (fed_dolly.run_config), on
+the 2-core budget: round 0 is the untuned model; the server measures the held-out metric after every
+`eval_every` rounds; bytes up/down per client-round are Flower's own message sizes; client time and peak
+memory are what each client reports. One JSON per (task, algorithm, seed) under
+bench/results/fed_quality/, then a summary (mean over the seeds present) and a plot of quality against
+rounds and against cumulative bytes per client.
+
+    flock /tmp/edgeft-cpu.lock .venv/bin/python bench/fed_quality.py --task dolly --algorithms fedkseed --seeds 0 1 2
+    .venv/bin/python bench/fed_quality.py --summary-only
+
+Dolly: 20 clients, Dirichlet(0.5) over categories, summarization held out of every client (FedKSeed's
+setting), Rouge-L on the 40 global_test rows (5 per category, summarization included). SST-2: MiniLM-L6,
+3,000 sentences over 10 clients, Dirichlet(0.5) over labels, accuracy on 300 dev sentences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import fed_dolly  # noqa: E402  (CpuLock, the common Dolly settings, command())
+
+OUT = ROOT / "bench" / "results" / "fed_quality"
+
+DOLLY = {**fed_dolly.COMMON, "holdout_category": "summarization", "eval_every": 2}
+# FedKSeed: the default chosen by bench/fed_kseed_sweep.py's rule (docs/benchmarks_federated.md): the RMSNorm
+# weights, lr 1.5e-4, many clients per round with short local walks (6 x 25 MeZO steps of 2 rows).
+ZO = dict(rounds=8, clients_per_round=6, local_steps=25, batch_size=2, lr=1.5e-4, eps=1e-2, num_seeds=4096,
+          zo_base="full", zo_params=["norm"])
+SETTINGS = {
+    "dolly": {
+        "fedit": dict(algorithm="fedit", rounds=8, clients_per_round=6, local_steps=4, batch_size=4, lr=3e-4,
+                      method_options={"r": 8}),
+        "fedkseed": dict(algorithm="fedkseed", **ZO),
+        "fedkseed-pro": dict(algorithm="fedkseed-pro", **ZO),
+        "fwdgrad": dict(algorithm="fwdgrad", rounds=8, clients_per_round=4, perturbations=16, candidates=10,
+                        batch_size=2, lr=1e-4, zo_base="full", zo_params=["norm"], max_extra_requests=1),
+    },
+    "sst2": {
+        "fedit": dict(algorithm="fedit", local_steps=10, batch_size=16, lr=1e-3, method_options={"r": 8}),
+        "fedkseed": dict(algorithm="fedkseed", local_steps=100, batch_size=16, lr=1e-3, eps=1e-2, zo_base="bitfit"),
+        "fedkseed-pro": dict(algorithm="fedkseed-pro", local_steps=100, batch_size=16, lr=1e-3, eps=1e-2,
+                             zo_base="bitfit"),
+        "fwdgrad": dict(algorithm="fwdgrad", perturbations=32, batch_size=16, lr=5e-3, zo_base="bitfit",
+                        max_extra_requests=1),
+    },
+}
+GLUE = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, rounds=6, partition="dirichlet",
+            alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_every=1, threads=1)
+COMMON = {"dolly": DOLLY, "sst2": GLUE}
+
+
+def result_path(task: str, algorithm: str, seed: int) -> Path:
+    return OUT / f"{task}_{algorithm}_seed{seed}.json"
+
+
+def run(task: str, algorithm: str, seed: int, overrides: dict, lock) -> dict:
+    settings = {**COMMON[task], **SETTINGS[task][algorithm], "seed": seed, **overrides,
+                "out": str(ROOT / "runs" / f"bench-fed-quality-{task}-{algorithm}-{seed}")}
+    summary = fed_dolly.simulate(settings, lock)
+    OUT.mkdir(parents=True, exist_ok=True)
+    result_path(task, algorithm, seed).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def curve(summary: dict) -> list[tuple[int, float, float]]:
+    """(round, metric, cumulative bytes up+down per client) for every evaluated round."""
+    name = summary["metric_name"]
+    per_round = {r["round"]: r for r in summary["rounds"]}
+    up = summary["bytes_up_per_client_round"]["mean"]
+    down = summary["bytes_down_per_client_round"]["mean"]
+    out = []
+    for p in summary["metric_by_round"]:
+        if name in p and p["round"] in per_round:
+            out.append((p["round"], p[name], p["round"] * (up + down)))
+    return out
+
+
+def summarize() -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    table: dict = {}
+    for path in sorted(OUT.glob("*_seed*.json")):
+        s = json.loads(path.read_text())
+        task, algorithm = path.stem.split("_seed")[0].split("_", 1)
+        table.setdefault(task, {}).setdefault(algorithm, []).append(s)
+    summary: dict = {}
+    fig, axes = plt.subplots(len(table) or 1, 2, figsize=(11, 3.8 * max(len(table), 1)), squeeze=False)
+    for row, (task, algos) in enumerate(sorted(table.items())):
+        summary[task] = {}
+        for algorithm, runs in sorted(algos.items()):
+            curves = [curve(s) for s in runs]
+            rounds = sorted(set.intersection(*[{r for r, _, _ in c} for c in curves]))
+            mean = [float(np.mean([dict((r, m) for r, m, _ in c)[x] for c in curves])) for x in rounds]
+            cum = [float(np.mean([dict((r, b) for r, _, b in c)[x] for c in curves])) for x in rounds]
+            summary[task][algorithm] = {
+                "seeds": [s["config"]["seed"] for s in runs], "rounds": rounds, "metric_mean": mean,
+                "metric_by_seed": [[dict((r, m) for r, m, _ in c)[x] for x in rounds] for c in curves],
+                "last_minus_untuned": mean[-1] - mean[0] if mean else None,
+                "last_minus_best": mean[-1] - max(mean) if mean else None,
+                "bytes_up_per_client_round_max": max(s["bytes_up_per_client_round"]["max"] for s in runs),
+                "bytes_down_per_client_round_max": max(s["bytes_down_per_client_round"]["max"] for s in runs),
+                "client_compute_s_mean": float(np.mean([s["client_compute_s_mean"] for s in runs])),
+                "client_peak_memory_mb_max": max(s["client_peak_memory_mb_max"] for s in runs),
+                "wall_s_mean": float(np.mean([s.get("total_wall_s", s.get("wall_s", 0.0)) for s in runs])),
+                "machine": runs[0].get("machine"), "date": runs[0].get("date")}
+            a, b = axes[row]
+            a.plot(rounds, mean, marker="o", label=f"{algorithm} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+            b.plot([max(x, 1.0) for x in cum], mean, marker="o", label=algorithm)
+        metric = runs[0]["metric_name"]
+        axes[row][0].set(xlabel="round (0 = untuned)", ylabel=metric, title=f"{task}: held-out {metric} per round")
+        axes[row][1].set(xlabel="cumulative bytes per client (up + down)", ylabel=metric, xscale="log",
+                         title=f"{task}: {metric} vs communication")
+        axes[row][0].legend(fontsize=8)
+    fig.tight_layout()
+    OUT.mkdir(parents=True, exist_ok=True)
+    fig.savefig(OUT / "fed_quality.png", dpi=110)
+    plt.close(fig)
+    (OUT / "fed_quality_summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", choices=list(SETTINGS), default="dolly")
+    ap.add_argument("--algorithms", nargs="+", default=["fedit", "fedkseed", "fedkseed-pro", "fwdgrad"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--set", nargs="*", default=[], help="overrides KEY=VALUE (YAML values) for every run")
+    ap.add_argument("--cpu-lock", help="take this flock file around each run, in segments (fed_dolly.CpuLock)")
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args()
+    import yaml
+
+    if not args.summary_only:
+        overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        for algorithm in args.algorithms:
+            for seed in args.seeds:
+                lock = fed_dolly.CpuLock(args.cpu_lock, 840.0) if args.cpu_lock else None
+                s = run(args.task, algorithm, seed, overrides, lock)
+                print(args.task, algorithm, seed, [(r, round(m, 4)) for r, m, _ in curve(s)], flush=True)
+    print(json.dumps(summarize(), indent=1))
+
+
+if __name__ == "__main__":
+    main()

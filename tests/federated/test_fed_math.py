@@ -1,0 +1,98 @@
+"""FedKSeed's replay and in-process rounds, and batched forward gradients, on a tiny random model (CPU)."""
+
+import numpy as np
+import torch
+
+from edgeft.federated import fedkseed
+from edgeft.federated.config import FederatedConfig
+from edgeft.federated.data import seeded_rng
+from edgeft.federated.runtime import setup_for
+from edgeft.methods.fwdgrad import batched_forward_gradient, batched_jvp, directional_derivative, draw_directions
+from test_zeroth_order import one_thread  # noqa: F401  (autouse: one torch thread per test)
+
+
+def _cfg(tmp_path, model, **kw):
+    base = dict(algorithm="fedkseed", model=str(model), task="dolly", train_samples=240, eval_samples=4, clients=4,
+                clients_per_round=3, rounds=3, local_steps=8, batch_size=2, max_length=40, max_new_tokens=4,
+                val_samples=16, num_seeds=64, lr=5e-3, eps=1e-2, threads=1, out=str(tmp_path / "run"))
+    base.update(kw)
+    return FederatedConfig(**base)
+
+
+def _state(setup):
+    return [p.detach().clone() for p in setup.params]
+
+
+def test_replaying_a_clients_pairs_rebuilds_its_model_and_two_replays_agree_bit_for_bit(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama)
+    setup = setup_for(cfg, "client")
+    seeds = fedkseed.candidate_seeds(cfg.seed, cfg.num_seeds)
+    setup.reset_to_w0()
+    batches = setup.batches(0, 1, 12, 2)
+    local, losses, skipped = fedkseed.local_steps(setup, seeds, batches, seeded_rng(0, 1, 0, 5), cfg.lr, cfg.eps)
+    assert skipped == 0 and len(losses) == 12 and local
+    trained = _state(setup)
+    pool = np.zeros(cfg.num_seeds)
+    fedkseed.add_to_pool(pool, [(1.0, np.array(sorted(local), dtype=np.uint16),
+                                 np.array([local[j] for j in sorted(local)], dtype=np.float32))])
+    fedkseed.replay_pool(setup, seeds, pool, cfg.lr)
+    first, digest = _state(setup), setup.digest()
+    for a, b in zip(first, trained):  # one client's pairs, replayed: its own model up to float32 rounding
+        assert torch.allclose(a, b, atol=1e-6)
+    assert any(not torch.equal(a, w) for a, w in zip(first, setup.w0))
+    setup.reset_to_w0()
+    fedkseed.replay_pool(setup, seeds, pool, cfg.lr)
+    assert setup.digest() == digest  # the server and every client rebuild the same bits
+
+
+def test_scalar_clipping_skips_the_steps_and_uploads_nothing_for_them(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama)
+    setup = setup_for(cfg, "client")
+    seeds = fedkseed.candidate_seeds(cfg.seed, cfg.num_seeds)
+    setup.reset_to_w0()
+    local, losses, skipped = fedkseed.local_steps(setup, seeds, setup.batches(0, 1, 6, 2), seeded_rng(0, 1, 0, 5),
+                                                  cfg.lr, cfg.eps, max_loss_diff=1e-12)
+    assert skipped == 6 and not local and not losses
+    # +eps, -2 eps, +eps restores the weights up to float32 rounding (MeZO stores nothing to restore from)
+    assert all(torch.allclose(p, w, atol=1e-6) for p, w in zip(setup.params, setup.w0))
+
+
+def test_a_few_in_process_rounds_lower_the_server_held_training_loss(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama, rounds=4, local_steps=20, lr=2e-3)
+    setup = setup_for(cfg, "server")
+    setup.reset_to_w0()
+    before = setup.val_loss(8)
+    losses = []
+    pool = fedkseed.simulate(setup, cfg, lambda rnd, skipped: losses.append(setup.val_loss(8)))
+    assert len(losses) == cfg.rounds and np.count_nonzero(pool) > 0
+    assert losses[-1] < before - 1e-3, (before, losses)
+
+
+def test_batched_forward_gradients_equal_the_per_direction_central_differences(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fwdgrad", val_samples=0, zo_base="full", zo_params=["norm"])
+    setup = setup_for(cfg, "client")
+    setup.reset_to_w0()
+    named = list(zip(setup.names, setup.params))
+    batch = setup.batches(0, 1, 1, 2)[0]
+    reference = [torch.randn(p.shape, generator=torch.Generator().manual_seed(5)) for p in setup.params]
+    directions = draw_directions(setup.params, 6, reference, 10, torch.Generator().manual_seed(3))
+    jvps, loss = batched_jvp(setup.model, named, setup.loss_fn, batch, directions, chunk=4)  # 4 + 2: chunks
+    fd = [directional_derivative(setup.params, [d[i] for d in directions], 1e-3,
+                                 lambda: setup.loss_fn(setup.model, batch))[0] for i in range(6)]
+    assert torch.allclose(jvps, torch.tensor(fd), rtol=2e-2, atol=2e-3), (jvps, fd)
+    with torch.no_grad():
+        assert abs(loss - float(setup.loss_fn(setup.model, batch))) < 1e-5
+    est = batched_forward_gradient(setup.model, named, setup.loss_fn, batch, 6, torch.Generator().manual_seed(3),
+                                   reference, 10, check_index=0, chunk=4)
+    for g, d in zip(est.grad, directions):  # the same draws: sum_i jvp_i v_i
+        assert torch.allclose(g, sum(float(fd[i]) * d[i] for i in range(6)), rtol=2e-2, atol=2e-3)
+    assert len(est.check) == 6 and torch.allclose(est.check[2], directions[0][2] * jvps[2])
+
+
+def test_drawn_directions_lean_towards_the_previous_update():
+    ref = [torch.randn(64, generator=torch.Generator().manual_seed(1))]
+    picked = draw_directions([torch.zeros(64)], 32, ref, 10, torch.Generator().manual_seed(2))[0]
+    plain = draw_directions([torch.zeros(64)], 32, None, 10, torch.Generator().manual_seed(2))[0]
+    cos = torch.nn.functional.cosine_similarity(picked, ref[0][None], dim=1)
+    cos_plain = torch.nn.functional.cosine_similarity(plain, ref[0][None], dim=1)
+    assert picked.shape == (32, 64) and float(cos.mean()) > 0.1 > abs(float(cos_plain.mean()))
