@@ -31,7 +31,7 @@ def client() -> dict:
     import torch
 
     from edgeft.federated.config import FederatedConfig
-    from edgeft.federated.runtime import setup_for
+    from edgeft.federated.session import setup_for
     from edgeft.methods.fwdgrad import batched_forward_gradient, forward_gradient
 
     cfg = FederatedConfig(**settings(out="/tmp/unused"))

@@ -78,7 +78,7 @@ def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TR
     import numpy as np
 
     from edgeft.federated import fedkseed
-    from edgeft.federated.runtime import setup_for
+    from edgeft.federated.session import setup_for
     from edgeft.federated.server import global_eval
     from edgeft.train.evaluate import evaluate
 

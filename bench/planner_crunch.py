@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.planner.crunch import crunch
-from edgeft.planner.deft import DeftInstance
-from edgeft.planner.joint import dual_ascent, exact_joint
+from edgeft.planner.deft_problem import DeftInstance
+from edgeft.planner.dual_ascent import dual_ascent, exact_joint
 
 OUT = Path(__file__).resolve().parent / "results" / "planner" / "crunch.json"
 

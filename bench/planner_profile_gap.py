@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgeft.planner.profile import comparison, profile_model
+from edgeft.measure.profile import comparison, profile_model
 
 OUT = Path(__file__).resolve().parent / "results" / "planner"
 CASES = [("minilm-l6", "full"), ("minilm-l6", "lora"), ("smollm2-135m", "lora"), ("smollm2-135m", "full")]

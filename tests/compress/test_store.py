@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from edgeft.compress.source import open_model
-from edgeft.compress.steps import StepContext, get_step
+from edgeft.compress.registry import StepContext, get_step
 from edgeft.compress.store import (MANIFEST, WEIGHTS, decode_sparse, encode_sparse, folder_bytes, load_compressed,
                                    save_compressed)
 from edgeft.errors import ConfigError, ModelError

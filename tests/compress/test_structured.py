@@ -6,7 +6,7 @@ import torch
 from edgeft.compress.calibration import calibration_batches
 from edgeft.compress.prune import apply_structured, plan_structured
 from edgeft.compress.source import open_model
-from edgeft.compress.steps import StepContext, get_step
+from edgeft.compress.registry import StepContext, get_step
 from edgeft.errors import ConfigError, ModelError
 from edgeft.models import load_backbone
 

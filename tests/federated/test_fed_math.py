@@ -6,7 +6,7 @@ import torch
 from edgeft.federated import fedkseed
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import seeded_rng
-from edgeft.federated.runtime import setup_for
+from edgeft.federated.session import setup_for
 from edgeft.methods.fwdgrad import batched_forward_gradient, batched_jvp, directional_derivative, draw_directions
 from test_zeroth_order import one_thread  # noqa: F401  (autouse: one torch thread per test)
 

@@ -97,7 +97,7 @@ def test_zo_params_only_for_zeroth_order_algorithms():
 
 
 def test_val_samples_errors_name_the_option():
-    from edgeft.federated.runtime import data_and_validation
+    from edgeft.federated.session import data_and_validation
 
     with pytest.raises(ConfigError, match="val_samples"):
         config_from_dict({"algorithm": "fedit", "val_samples": 16})

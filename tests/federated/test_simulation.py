@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.fedkseed import candidate_seeds, nonzero_pool, pro_probabilities, replay
-from edgeft.federated.runtime import seeded_rng, setup_for
+from edgeft.federated.session import seeded_rng, setup_for
 from edgeft.federated.simulation import run_federated
 
 
@@ -157,7 +157,7 @@ def test_fedkseed_returns_the_round_with_the_lowest_validation_loss(tmp_path, ti
     """val_samples: the server keeps training rows out of every client, measures the global model's loss
     on them after every round (round 0 = untuned included), and the run returns the lowest round's model:
     the saved pool, replayed by anyone, rebuilds a model whose validation loss is that minimum."""
-    from edgeft.federated.runtime import data_and_validation, data_for
+    from edgeft.federated.session import data_and_validation, data_for
 
     cfg = _cfg(tmp_path, tiny_llama, algorithm="fedkseed", zo_base="full", zo_params=["norm"], rounds=3,
                local_steps=10, lr=5e-2, val_samples=16)

@@ -7,11 +7,12 @@ import pytest
 from edgeft.errors import ConfigError
 from edgeft.methods import get_method
 from edgeft.methods.base import METHODS, BlockCost, Method, register_method
-from edgeft.planner.arch import PRESETS
+from edgeft.models.arch import PRESETS
 from edgeft.planner.cluster import parse_cluster
 from edgeft.planner.costmodel import Workload, analytic_costs
-from edgeft.planner.hybrid import StagePricer, plan_hybrid
-from edgeft.runtime import plan as planmod
+from edgeft.planner.hybrid_dp import plan_hybrid
+from edgeft.planner.hybrid_pricing import StagePricer
+from edgeft.runtime import placement as planmod
 from edgeft.runtime.strategies.common import check_blockwise_method
 
 

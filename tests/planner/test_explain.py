@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from edgeft.planner import load_cluster, make_plan, resolve_arch
 from edgeft.planner.explain import BASELINES, idle_reasons
 from edgeft.planner.render import block_range
-from edgeft.runtime.plan import make_table
+from edgeft.runtime.placement import make_table
 
 HOME = Path(__file__).resolve().parents[2] / "examples" / "clusters" / "home-lab.yaml"
 
@@ -71,7 +71,7 @@ def test_launch_says_why_a_device_it_was_given_stays_idle():
     """`launch --devices phone-a,phone-b,phone-c,laptop` plans through runtime.plan; its record explains the same way.
     (The issue's phone-a,phone-b,phone-c now uses all three: the planner's search over the simulated iteration
     time, issue 18, found the three-phone plan faster.)"""
-    from edgeft.runtime import plan as planmod
+    from edgeft.runtime import placement as planmod
     from edgeft.runtime.strategies import make_plan
 
     given = ["phone-a", "phone-b", "phone-c", "laptop"]

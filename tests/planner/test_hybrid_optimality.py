@@ -4,10 +4,11 @@ import pytest
 from hypothesis import event, example, given, settings, strategies as st
 
 from edgeft.errors import PlanError
-from edgeft.planner.arch import ModelArch
+from edgeft.models.arch import ModelArch
 from edgeft.planner.cluster import parse_cluster
 from edgeft.planner.costmodel import Workload, analytic_costs
-from edgeft.planner.hybrid import StagePricer, plan_hybrid
+from edgeft.planner.hybrid_dp import plan_hybrid
+from edgeft.planner.hybrid_pricing import StagePricer
 from edgeft.planner.hybrid_search import brute_force
 
 OPTIONS = (1, 2, 4, 8)

@@ -8,8 +8,8 @@ import pytest
 from edgeft.data import TaskConfig, load_task
 from edgeft.methods import get_method
 from edgeft.models import load_backbone
-from edgeft.planner.arch import arch_from_hf_config
-from edgeft.runtime.plan import make_table
+from edgeft.models.arch import arch_from_hf_config
+from edgeft.runtime.placement import make_table
 
 
 @pytest.mark.parametrize("options", [{}, {"width": 16, "side_layers": 1, "heads": 2, "taps": "every:2"}])

@@ -9,9 +9,9 @@ import typer
 from typer.testing import CliRunner
 
 from edgeft.planner import Plan, Workload, analytic_costs, load_cluster, make_plan, predict_time, resolve_arch
-from edgeft.planner.arch import PRESETS
-from edgeft.planner.costmodel import block_params
-from edgeft.planner.hybrid import simulate_1f1b
+from edgeft.models.arch import PRESETS
+from edgeft.models.arch import block_params
+from edgeft.planner.hybrid_pricing import simulate_1f1b
 
 ROOT = Path(__file__).resolve().parents[2]
 HOME = ROOT / "examples" / "clusters" / "home-lab.yaml"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from edgeft.errors import ConfigError
-from edgeft.planner.arch import PRESETS
+from edgeft.models.arch import PRESETS
 from edgeft.planner.cluster import parse_cluster
 from edgeft.methods.peft_methods import lora_params
 from edgeft.planner.costmodel import Workload, analytic_costs
-from edgeft.planner.deft import DeftInstance, build_deft_instance
-from edgeft.planner.hybrid import plan_hybrid
-from edgeft.planner.joint import brute_force_joint, dual_ascent, exact_joint
+from edgeft.planner.deft_problem import DeftInstance, build_deft_instance
+from edgeft.planner.hybrid_dp import plan_hybrid
+from edgeft.planner.dual_ascent import brute_force_joint, dual_ascent, exact_joint
 
 
 def _cluster(n=3, rates=(30e9, 25e9, 40e9), mbps=(90, 30, 15)):
@@ -37,7 +37,7 @@ def test_lora_targets_count_every_wrapped_layer():
 
 def test_runtime_table_uses_the_lora_method_targets():
     from edgeft.methods.peft_methods import LORA_TARGETS
-    from edgeft.runtime.plan import make_table
+    from edgeft.runtime.placement import make_table
 
     arch = PRESETS["smollm2-135m"]
     t = make_table(arch, "lora", 8, 32, {})
@@ -99,7 +99,7 @@ def test_hybrid_adds_measured_step_costs():
 
 def test_planner_imports_without_cvxpy_and_names_it_when_needed():
     code = ("import sys; sys.modules['cvxpy'] = None\n"
-            "import edgeft.planner, edgeft.planner.build\n"
+            "import edgeft.planner, edgeft.planner.solve\n"
             "from edgeft.planner.split_solver import _cvxpy\n"
             "try:\n    _cvxpy()\nexcept Exception as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -121,7 +121,7 @@ def test_measured_trainables_size_the_broadcast_and_the_cached_all_reduce():
 
 
 def test_hybrid_counts_whole_rows_per_device():
-    from edgeft.planner.hybrid import busiest_rows, whole_rows
+    from edgeft.planner.hybrid_pricing import busiest_rows, whole_rows
 
     assert whole_rows(2, [0.25] * 4).tolist() == [1, 1, 0, 0]  # the runtime's share_rows: two devices idle
     assert whole_rows(7, [0.5, 0.3, 0.2]).tolist() == [4, 2, 1]
@@ -137,7 +137,7 @@ def test_hybrid_counts_whole_rows_per_device():
 
 
 def test_hybrid_step_all_reduces_every_trainable_over_every_device():
-    from edgeft.planner.hybrid import simulate_1f1b
+    from edgeft.planner.hybrid_pricing import simulate_1f1b
 
     table = analytic_costs(PRESETS["minilm-l6"], Workload(method="pac", batch=8, seq_len=24))
     measured = dataclasses.replace(table, trainable_total=123_456)

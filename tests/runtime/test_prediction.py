@@ -4,10 +4,10 @@ and the prediction for the cluster as emulated (ranks faster than the host run a
 import pytest
 import torch
 
-from edgeft.planner.arch import PRESETS
+from edgeft.models.arch import PRESETS
 from edgeft.planner.cluster import parse_cluster
-from edgeft.runtime import calibrate as cal
-from edgeft.runtime.plan import emulated_cluster, make_table, plan_split
+from edgeft.measure import calibrate as cal
+from edgeft.runtime.placement import emulated_cluster, make_table, plan_split
 from edgeft.runtime.strategies import make_plan, repredict
 
 
@@ -97,8 +97,8 @@ def test_shaper_sends_the_servers_messages_down_each_link_at_once():
 def test_cached_epochs_wait_for_each_steps_busiest_owner():
     import dataclasses
 
-    from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
-    from edgeft.runtime.plan import owner_of
+    from edgeft.runtime.placement import RuntimePlan, cached_epochs_s
+    from edgeft.runtime.placement import owner_of
 
     cl = _cluster()  # two devices at 5 GFLOP/s
     table = dataclasses.replace(make_table(PRESETS["minilm-l6"], "pac", 4, 24, {}), cached_step_flops=1e9,
@@ -136,8 +136,8 @@ def test_cached_epochs_use_the_step_cost_measured_at_the_owners_rows():
     measured per row count, the prediction takes the busiest owner's rows from there, not from the line."""
     import dataclasses
 
-    from edgeft.runtime.plan import RuntimePlan, cached_epochs_s
-    from edgeft.runtime.plan import owner_of
+    from edgeft.runtime.placement import RuntimePlan, cached_epochs_s
+    from edgeft.runtime.placement import owner_of
 
     cl = _cluster()  # two devices at 5 GFLOP/s
     by_rows = (3e9, 6e9, 9e9, 6e9)  # 1..4 rows
@@ -198,7 +198,7 @@ def test_part_clock_times_each_block_forward_and_backward():
 
 
 def test_measured_parts_share_out_the_step_and_keep_its_total():
-    from edgeft.runtime.plan import with_measured_parts
+    from edgeft.runtime.placement import with_measured_parts
 
     table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
     total = table.embed_fwd + table.fwd.sum() + table.bwd_train.sum() + table.head_fwd + table.head_bwd
@@ -214,9 +214,9 @@ def test_measured_parts_share_out_the_step_and_keep_its_total():
 
 
 def test_deft_round_waits_for_the_slowest_compute_then_the_slowest_link():
-    from edgeft.planner.deft import build_deft_instance
-    from edgeft.planner.joint import dual_ascent
-    from edgeft.runtime.plan import deft_round_s, plan_deft
+    from edgeft.planner.deft_problem import build_deft_instance
+    from edgeft.planner.dual_ascent import dual_ascent
+    from edgeft.runtime.placement import deft_round_s, plan_deft
 
     table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
     cl = parse_cluster({"name": "t", "devices": [

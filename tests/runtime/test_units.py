@@ -9,7 +9,7 @@ from edgeft.errors import ConfigError, PlanError
 from edgeft.runtime import checkpoint as ckpt
 from edgeft.runtime.emulation import DeviceEmulator, DeviceMemoryError, LinkModel, LinkSpecRT, slowdown_for
 from edgeft.runtime.strategies.common import split_rows
-from edgeft.runtime.plan import owner_of
+from edgeft.runtime.placement import owner_of
 from edgeft.runtime.strategies.hybrid import share_rows
 
 
@@ -88,9 +88,9 @@ def test_malformed_cluster_file_names_field(tmp_path):
 
 
 def test_plan_that_does_not_fit_is_a_plan_error():
-    from edgeft.planner.arch import PRESETS
+    from edgeft.models.arch import PRESETS
     from edgeft.planner.cluster import parse_cluster
-    from edgeft.runtime.plan import make_table
+    from edgeft.runtime.placement import make_table
     from edgeft.runtime.strategies import make_plan
 
     cluster = parse_cluster({"name": "tiny-phones", "devices": [

@@ -5,7 +5,7 @@ import torch
 import yaml
 
 from edgeft.errors import ConfigError
-from edgeft.train.recipe import FinetuneConfig, config_from_dict, run_finetune
+from edgeft.train.recipe import config_from_dict, run_finetune
 
 
 def _cfg(model, out, **train):

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         from edgeft.planner.plot import plot_placement, plot_timeline
         from edgeft.planner.render import print_plan
         from edgeft.planner.split_model import SplitSettings
-        from edgeft.runtime.plan import make_table
+        from edgeft.runtime.placement import make_table
 
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         table = make_table(arch, method, batch, seq_len, {})  # as `edgeft launch` plans: lora's real targets
         wl = table.workload
         if profile is not None:
-            from edgeft.planner.profile import load_profile, profile_to_table
+            from edgeft.measure.profile import load_profile, profile_to_table
 
             table = profile_to_table(load_profile(profile), arch, wl)
         settings = SplitSettings(batch=batch, hidden=arch.hidden_size, layers=arch.num_layers, w_t=w_t, w_e=w_e, w_s=w_s)
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/profile.json"), "--out"),
     ) -> None:
         """Measure forward/backward time, FLOPs and saved activations per block on this machine."""
-        from edgeft.planner.profile import compare_table, profile_model
+        from edgeft.measure.profile import compare_table, profile_model
 
         if reps < 1:
             raise ConfigError("--reps must be at least 1")

@@ -15,9 +15,9 @@ from edgeft.compress.calibration import calibration_batches, count_tokens
 from edgeft.compress.evaluation import task_metric, wikitext2_perplexity
 from edgeft.compress.layerwise import block_linear_names
 from edgeft.compress.modules import count_params, nonzero_weights
-from edgeft.compress.report import StepRecord, write_report
+from edgeft.compress.step_records import StepRecord, write_report
 from edgeft.compress.source import Source, open_model
-from edgeft.compress.steps import StepContext, get_step
+from edgeft.compress.registry import StepContext, get_step
 from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
 from edgeft.config import ConfigFile
 from edgeft.errors import ConfigError

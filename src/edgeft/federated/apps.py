@@ -20,8 +20,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.report import plot, summarize
-from edgeft.federated.runtime import data_for, local_examples, node_partition, setup_for
+from edgeft.federated.round_summary import plot, summarize
+from edgeft.federated.session import data_for, local_examples, node_partition, setup_for
 from edgeft.federated.server import FederationError, RoundLog, discover
 from edgeft.methods.base import write_adapter_note
 from edgeft.train.rundir import RunDir

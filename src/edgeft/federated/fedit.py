@@ -17,7 +17,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
+from edgeft.federated.session import Setup, Work, maybe_drop, seeded_rng
 from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample
 from edgeft.train.loop import Trainer, TrainConfig
 

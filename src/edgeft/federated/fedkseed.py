@@ -23,7 +23,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.runtime import Setup, Work, maybe_drop, seeded_rng
+from edgeft.federated.session import Setup, Work, maybe_drop, seeded_rng
 from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
 from edgeft.methods.mezo import apply_seed_update, projected_gradient
 

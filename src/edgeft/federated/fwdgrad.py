@@ -21,7 +21,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.runtime import Setup, Work, maybe_drop
+from edgeft.federated.session import Setup, Work, maybe_drop
 from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
 from edgeft.methods.fwdgrad import batched_forward_gradient
 

@@ -20,7 +20,7 @@ from flwr.common.logger import log
 from edgeft.errors import EdgeftError
 from edgeft.federated.accounting import AccountingGrid, Ledger, error_summary
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.runtime import Setup, seeded_rng
+from edgeft.federated.session import Setup, seeded_rng
 from edgeft.train.evaluate import evaluate
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgeft.errors import ConfigError
-from edgeft.planner.arch import ModelArch
+from edgeft.models.arch import ModelArch, block_params
 
 
 
@@ -67,17 +67,6 @@ class Workload:
         if self.task_kind != "auto":
             return self.task_kind
         return "causal_lm" if arch.family == "llama" else "classification"
-
-
-def block_params(arch: ModelArch) -> tuple[int, int]:
-    """(parameters in one block, of which in matmul weights)."""
-    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
-    if arch.family == "llama":
-        mat = h * h + 2 * h * kv + h * h + 3 * h * inter
-        return mat + 2 * h, mat
-    mat = 4 * h * h + 2 * h * inter
-    bias = 4 * h + inter + h
-    return mat + bias + 4 * h, mat
 
 
 def ring_allreduce_s(nbytes: float, n: int, bps: float, latency_s: float = 0.0) -> float:

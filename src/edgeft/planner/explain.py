@@ -10,7 +10,8 @@ from __future__ import annotations
 from edgeft.errors import PlanError
 from edgeft.planner.cluster import ClusterSpec
 from edgeft.planner.costmodel import CostTable
-from edgeft.planner.hybrid import allreduce_all_trainables, busiest_rows, plan_hybrid, simulate_1f1b
+from edgeft.planner.hybrid_dp import plan_hybrid
+from edgeft.planner.hybrid_pricing import allreduce_all_trainables, busiest_rows, simulate_1f1b
 
 BASELINES = {
     # deft (s per round)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 
 from edgeft.errors import PlanError
-from edgeft.planner.hybrid import HybridPlan, StagePricer, rank_key
+from edgeft.planner.hybrid_pricing import HybridPlan, StagePricer, rank_key
 
 Spec = tuple  # ((end layer, devices tuple), ...) per stage
 

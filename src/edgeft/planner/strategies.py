@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from edgeft.errors import PlanError
-from edgeft.planner.build import deft_plan, hybrid_plan, split_plan
+from edgeft.planner.solve import deft_plan, hybrid_plan, split_plan
 from edgeft.planner.plan import DeviceTask, Plan
 
 
@@ -43,7 +43,7 @@ def _split_time(plan, active, comp, comm) -> float:
 
 
 def _hybrid_time(plan, active, comp, comm) -> float:
-    from edgeft.planner.hybrid import simulate_1f1b
+    from edgeft.planner.hybrid_pricing import simulate_1f1b
 
     fwd, bwd, cm = [], [], []
     for st in plan.stages:

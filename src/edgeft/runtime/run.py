@@ -94,7 +94,7 @@ def _workload(cfg: LaunchConfig):
     from edgeft.data import TaskConfig, load_task
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.models.backbone import resolve
-    from edgeft.planner.arch import arch_from_hf_config
+    from edgeft.models.arch import arch_from_hf_config
     from edgeft.train.batches import epoch_batches
     from edgeft.train.recipe import head_for
 
@@ -122,7 +122,7 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
     """Run `cfg`; `progress(beats)` is called with the workers' heartbeats; `on_start(total_steps)` once the plan
     is printed, before any worker starts (the fill pass of hybrid PAC counts one unit per batch). A stop signal ends it cleanly (see launcher.stop_on_signals) with an `interrupted`
     event and metrics.json saying how far it got, then re-raises launcher.Interrupted."""
-    from edgeft.runtime import report
+    from edgeft.runtime import run_summary
     from edgeft.runtime.launcher import Interrupted, stop_on_signals
     from edgeft.train.rundir import claim
 
@@ -133,15 +133,15 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             return _launch(cfg, run, say, progress, on_start)
         except Interrupted as stop:
             if run.begun:
-                report.write_interrupted(run, cfg, stop.name, time.time() - t0)
+                run_summary.write_interrupted(run, cfg, stop.name, time.time() - t0)
             raise
 
 
 def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.planner.cluster import load_cluster
-    from edgeft.runtime import calibrate as cal
-    from edgeft.runtime import plan as planmod
-    from edgeft.runtime import report
+    from edgeft.measure import calibrate as cal
+    from edgeft.runtime import placement
+    from edgeft.runtime import run_summary
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
@@ -150,7 +150,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
 
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
-        cluster = planmod.pick(cluster, cfg.devices)
+        cluster = placement.pick(cluster, cfg.devices)
     out = Path(cfg.out)
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
@@ -160,7 +160,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         say(f"[yellow]warning:[/] {note}")
     steps = len(batches)
     kind = "causal_lm" if head == "causal_lm" else "classification"
-    table = planmod.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
+    table = placement.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
                                task.num_labels if task.kind != "regression" else 1)
     run.event("start", cluster=cluster.name, devices=[d.name for d in cluster.devices], model=cfg.model,
               task=task.name, method=cfg.method, strategy=cfg.strategy, steps_per_epoch=steps,
@@ -179,7 +179,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
                                     cached_call_flops=host.get("cached_call_flops", 0.0),
                                     cached_rows_flops=tuple(host.get("cached_rows_flops", ())))
         if host.get("parts"):
-            table = planmod.with_measured_parts(table, host["parts"])
+            table = placement.with_measured_parts(table, host["parts"])
 
     scale, why_scale = 1.0, {}
     if cfg.time_scale == "auto":
@@ -218,16 +218,16 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         raise PlanError(f"{cfg.plan}: plan is for strategy {given_plan.get('strategy')!r}, not {cfg.strategy!r}")
 
     def replan(devices: list[str]):
-        sub = planmod.pick(cluster, devices)
+        sub = placement.pick(cluster, devices)
         if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
-            return planmod.RuntimePlan(**given_plan)
+            return placement.RuntimePlan(**given_plan)
         p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
         if idle is not None:
             p.planner["idle"] = idle
             for device, reason in idle.items():
                 say(f"{device} idle: {reason}")
-        emu = planmod.emulated_cluster(sub, host["host_flops"]) if host else sub
+        emu = placement.emulated_cluster(sub, host["host_flops"]) if host else sub
         again = repredict(p, emu, table, steps) if emu != sub else None
         if again:  # some rank is faster than this host: predict what the emulation can really run
             p.predicted["emulated"] = again
@@ -239,7 +239,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             p.layout["fill_first"] = fill_first
             later = [epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, e, cfg.train.max_steps_per_epoch)
                      for e in range(0 if fill_first else 1, cfg.train.epochs)]
-            per_epoch = planmod.cached_epochs_s(p, emu, table, [f["id"] for f in feats], later)
+            per_epoch = placement.cached_epochs_s(p, emu, table, [f["id"] for f in feats], later)
             if per_epoch:  # the busiest owner of each step, from the run's batch order (before the run)
                 p.predicted["later_epochs_s"] = per_epoch
         return p
@@ -275,7 +275,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
                            inject=tuple(cfg.kill_device_at_step) if cfg.kill_device_at_step else None)
     summary["wall_s"] = time.time() - t0
     summary["time_scale"] = scale
-    return report.write(run, cfg, summary, host, table, steps)
+    return run_summary.write(run, cfg, summary, host, table, steps)
 
 
 def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
@@ -364,10 +364,10 @@ def dilate(cluster, scale: float):
 
 
 def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
-    """Times this run's own first batches at one device's rows (see calibrate.py)."""
+    """Times this run's own first batches at one device's rows (see edgeft.measure.calibrate)."""
     from edgeft.methods.base import get_method, method_class
     from edgeft.models.blocks import BlockView
-    from edgeft.runtime import plan as planmod
+    from edgeft.runtime import placement
     from edgeft.runtime.strategies.common import slice_rows
     from edgeft.train.recipe import make_loss_fn
     from edgeft.train.setup import backbone_for
@@ -389,7 +389,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
                          blocks=view and list(view.blocks))
 
     def flops(batch):
-        t = planmod.make_table(arch, cfg.method, int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1]),
+        t = placement.make_table(arch, cfg.method, int(batch["input_ids"].shape[0]), int(batch["input_ids"].shape[1]),
                                cfg.method_options, kind, task.num_labels)
         return cal.step_flops(t)
 

@@ -79,7 +79,7 @@ class RunSpec(BaseModel):
     method_options: dict = Field(default_factory=dict)
     train: RuntimeTrain = Field(default_factory=RuntimeTrain)
     ranks: list[RankSpec]
-    layout: dict = Field(description="strategy-specific placement, see runtime/plan.py")
+    layout: dict = Field(description="strategy-specific placement, see runtime/placement.py")
     link_mode: Literal["tc", "shaper", "none"] = "shaper"
     threads: int = 1
     timeout_s: float = 60.0

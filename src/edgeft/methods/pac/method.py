@@ -241,7 +241,7 @@ def side_params(o: PacOptions, arch, task_kind: str = "auto", num_labels: int = 
     side blocks, combine): the side network built on torch's meta device, so nothing is allocated.
     side_init=backbone copies the last side_layers blocks pruned to the side width; each copy is
     counted as a block of the backbone scaled by (width / hidden)^2 (both sides of its matrices are cut)."""
-    from edgeft.planner.costmodel import block_params
+    from edgeft.models.arch import block_params
 
     h, L = arch.hidden_size, arch.num_layers
     width = o.width or max(8, h // o.reduction)

@@ -191,7 +191,7 @@ class PacModel(nn.Module):
             for b, (ids, mask, types), got in zip(batches, micro, parts):
                 data = torch.cat([d for d, _ in got], dim=1)
                 scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
-                self._store([str(s) for s in b["ids"]], _batch_hashes(ids, mask, types), data, scale, self._rows(mask))
+                self._store([str(s) for s in b["ids"]], batch_hashes(ids, mask, types), data, scale, self._rows(mask))
         return len(todo)
 
     @torch.no_grad()
@@ -250,7 +250,7 @@ class PacModel(nn.Module):
                 and (self.training or self.cache_eval))
 
     def _cached_taps(self, input_ids, attention_mask, token_type_ids, sample_ids) -> torch.Tensor:
-        hashes = _batch_hashes(input_ids, attention_mask, token_type_ids)
+        hashes = batch_hashes(input_ids, attention_mask, token_type_ids)
         sample_ids = [str(s) for s in sample_ids]
         found = self.cache.lookup(sample_ids, hashes)
         missing = [b for b, f in enumerate(found) if f is None]
@@ -389,7 +389,7 @@ def _capture(store: dict, index: int, mask: torch.Tensor | None = None, position
     return hook
 
 
-def _batch_hashes(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids) -> list[str]:
+def batch_hashes(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids) -> list[str]:
     """Each row's token hash over its real (unpadded) tokens."""
     ids, mask = input_ids.cpu().numpy(), attention_mask.bool().cpu().numpy()
     types = token_type_ids.cpu().numpy() if token_type_ids is not None else None

@@ -20,7 +20,7 @@ import torch
 
 from edgeft.errors import ConfigError
 from edgeft.runtime.group import new_groups
-from edgeft.runtime import plan as launch_plan
+from edgeft.runtime import placement as launch_plan
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward

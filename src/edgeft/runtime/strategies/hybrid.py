@@ -33,9 +33,9 @@ from types import SimpleNamespace
 import torch
 
 from edgeft.methods.pac.taps import select
-from edgeft.planner.hybrid import whole_rows
-from edgeft.runtime import plan as launch_plan
-from edgeft.runtime.plan import owner_of
+from edgeft.planner.hybrid_pricing import whole_rows
+from edgeft.runtime import placement as launch_plan
+from edgeft.runtime.placement import owner_of
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies import pac_bridge as P
 from edgeft.runtime.strategies.loop import Strategy

@@ -40,7 +40,7 @@ class Strategy:
 
     @staticmethod
     def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
-        """The launcher's RuntimePlan for this strategy (edgeft.runtime.plan)."""
+        """The launcher's RuntimePlan for this strategy (edgeft.runtime.placement)."""
         raise NotImplementedError
 
     @staticmethod

@@ -58,11 +58,11 @@ def run_stage_backbone(model, hidden, start: int, end: int, mask) -> tuple[torch
 
 def fill_cache(model, input_ids, attention_mask, token_type_ids, sample_ids: list, taps: torch.Tensor) -> int:
     """Put taps (B, P, n_taps, H) of these samples into the model's ActivationCache (PacModel's encoding)."""
-    from edgeft.methods.pac.model import _batch_hashes
+    from edgeft.methods.pac.model import batch_hashes
 
     if model.cache is None or not len(sample_ids):
         return 0
-    model.store_taps([str(s) for s in sample_ids], _batch_hashes(input_ids, attention_mask, token_type_ids), taps,
+    model.store_taps([str(s) for s in sample_ids], batch_hashes(input_ids, attention_mask, token_type_ids), taps,
                      attention_mask)
     return len(sample_ids)
 

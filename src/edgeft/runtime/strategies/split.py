@@ -14,7 +14,7 @@ import math
 import torch
 
 from edgeft.errors import ConfigError
-from edgeft.runtime import plan as launch_plan
+from edgeft.runtime import placement as launch_plan
 from edgeft.runtime.strategies import common as C
 from edgeft.runtime.strategies.loop import Strategy
 from edgeft.train.objective import forward

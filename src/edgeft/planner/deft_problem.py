@@ -6,7 +6,7 @@ bandwidth allocation optimises).
 
 Depth j counts from the output: training the block at depth j needs backprop through the j-1
 blocks above it, so computation and memory grow with j. This module turns a cluster + cost table
-into that problem; crunch.py and joint.py solve it.
+into that problem; crunch.py and dual_ascent.py solve it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from edgeft.errors import ConfigError, PlanError
-from edgeft.planner.deft import DeftInstance
-from edgeft.planner.joint import (
+from edgeft.planner.deft_problem import DeftInstance
+from edgeft.planner.dual_ascent import (
     baseline_equal_bandwidth, baseline_greedy, baseline_random, brute_force_joint, dual_ascent, exact_bandwidth,
     exact_joint,
 )

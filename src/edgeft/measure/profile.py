@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeft.errors import ConfigError
-from edgeft.planner.arch import ModelArch, PRESETS
+from edgeft.models.arch import ModelArch, PRESETS
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
 
 PROFILE_VERSION = 1

@@ -23,7 +23,7 @@ from scipy.optimize import brentq, linear_sum_assignment
 
 from edgeft.errors import ConfigError, PlanError
 from edgeft.planner.crunch import BIG, crunch, refine_min_sum
-from edgeft.planner.deft import DeftInstance, DeftSolution
+from edgeft.planner.deft_problem import DeftInstance, DeftSolution
 
 RECOVERIES = ("band-need",)  # dual_ascent's primal recovery; 'crunch' alone was dropped (see dual_ascent)
 

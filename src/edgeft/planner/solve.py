@@ -8,9 +8,9 @@ from dataclasses import asdict
 import numpy as np
 
 from edgeft.errors import PlanError
-from edgeft.planner.deft import build_deft_instance
-from edgeft.planner.hybrid import plan_hybrid
-from edgeft.planner.joint import (
+from edgeft.planner.deft_problem import build_deft_instance
+from edgeft.planner.hybrid_dp import plan_hybrid
+from edgeft.planner.dual_ascent import (
     baseline_equal_bandwidth, baseline_greedy, baseline_offloading, baseline_random, dual_ascent, exact_joint,
 )
 from edgeft.planner.plan import DeviceTask, Plan

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeft.errors import ConfigError, PlanError
-from edgeft.planner.arch import ModelArch
+from edgeft.models.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
-from edgeft.planner.hybrid import allreduce_all_trainables, ring_allreduce_among
+from edgeft.planner.hybrid_pricing import allreduce_all_trainables, ring_allreduce_among
 
 
 @dataclass
@@ -174,8 +174,8 @@ def deft_round_s(inst, assign, share, cluster: ClusterSpec) -> float:
 
 def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: int | None = None) -> RuntimePlan:
     """Dual-ascent joint block + bandwidth allocation (planner.joint) over the cluster's devices."""
-    from edgeft.planner.deft import build_deft_instance
-    from edgeft.planner.joint import dual_ascent
+    from edgeft.planner.deft_problem import build_deft_instance
+    from edgeft.planner.dual_ascent import dual_ascent
 
     inst = build_deft_instance(cluster, table, num_blocks)
     sol = dual_ascent(inst)
@@ -206,7 +206,7 @@ def plan_deft(cluster: ClusterSpec, table: CostTable, steps: int, num_blocks: in
 def plan_hybrid(cluster: ClusterSpec, table: CostTable, samples: int, steps: int,
                 micro_batches: int | None = None, max_stages: int | None = None) -> RuntimePlan:
     """The pipeline + data parallel DP (planner.hybrid); stage s's devices split each micro-batch."""
-    from edgeft.planner.hybrid import plan_hybrid as solve
+    from edgeft.planner.hybrid_dp import plan_hybrid as solve
 
     options = (micro_batches,) if micro_batches else (1, 2, 4, 8, 16, 32)
     hp = solve(cluster, table, samples=samples, max_stages=max_stages, micro_batch_options=options)
@@ -250,7 +250,7 @@ def repredict_split(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, s
 
 def repredict_deft(plan: RuntimePlan, cluster: ClusterSpec, table: CostTable, steps: int) -> dict:
     """The deft plan's blocks and bandwidth shares, re-timed on `cluster`."""
-    from edgeft.planner.deft import build_deft_instance
+    from edgeft.planner.deft_problem import build_deft_instance
 
     inst = build_deft_instance(cluster, table, len(plan.planner["blocks_by_depth"]))
     names = [d.name for d in cluster.devices]

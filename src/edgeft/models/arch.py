@@ -97,3 +97,14 @@ def resolve_arch(model: str) -> ModelArch:
     raise ConfigError(
         f"unknown model {model!r}: use one of {sorted(PRESETS)} or a path to a transformers config.json / model dir"
     )
+
+
+def block_params(arch: ModelArch) -> tuple[int, int]:
+    """(parameters in one block, of which in matmul weights)."""
+    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    if arch.family == "llama":
+        mat = h * h + 2 * h * kv + h * h + 3 * h * inter
+        return mat + 2 * h, mat
+    mat = 4 * h * h + 2 * h * inter
+    bias = 4 * h + inter + h
+    return mat + bias + 4 * h, mat
