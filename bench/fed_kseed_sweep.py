@@ -77,7 +77,7 @@ def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TR
     (heldout: True for every round, or a collection of rounds)."""
     import numpy as np
 
-    from edgeft.federated import fedkseed
+    from edgeft.federated import fedit, fedkseed
     from edgeft.federated.session import setup_for
     from edgeft.federated.server import global_eval
     from edgeft.train.evaluate import evaluate
@@ -107,9 +107,14 @@ def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TR
     measure(0)
     rows[0]["train_rougeL"] = train_rouge()
     t_start = time.perf_counter()
-    pool = fedkseed.simulate(setup, cfg, measure)
+    if cfg.algorithm == "fedit":  # the comparison: federated LoRA at the same clients, steps and rounds
+        fedit.simulate(setup, cfg, measure)
+        pool = None
+    else:
+        pool = fedkseed.simulate(setup, cfg, measure)
     rows[-1]["train_rougeL"] = train_rouge()
-    return {"rounds": rows, "wall_s": time.perf_counter() - t_start, "seeds_in_pool": int(np.count_nonzero(pool))}
+    return {"rounds": rows, "wall_s": time.perf_counter() - t_start,
+            "seeds_in_pool": None if pool is None else int(np.count_nonzero(pool))}
 
 
 def job(args: tuple) -> dict:
@@ -121,7 +126,7 @@ def job(args: tuple) -> dict:
 
     torch.set_num_threads(threads)
     overrides = {k: v for k, v in settings.items() if BASE.get(k, object()) != v}
-    cfg = FederatedConfig(**{**settings, "seed": seed, "out": "/tmp/unused"})
+    cfg = same_shards_config(settings, seed)
     t0 = time.perf_counter()
     try:
         out = simulate(cfg, device, heldout, rouge_rows)
@@ -152,6 +157,29 @@ def choose(rows: list[dict]) -> tuple[str | None, dict]:
     near = [n for n, t in ok.items() if t["train_rougeL_gain"] >= best - TIE_POINTS]
     chosen = min(near, key=lambda n: (ok[n]["lr"], -ok[n]["train_rougeL_gain"]))
     return chosen, table
+
+
+def same_shards_config(settings: dict, seed: int):
+    """The run's FederatedConfig. The Flower apps refuse val_samples for FedIT (its server never picks a round);
+    in process, FedIT keeps the same server-held rows out of every client as FedKSeed does, so both algorithms
+    train on the same shards, and their loss is only reported."""
+    from edgeft.federated.config import FederatedConfig
+
+    full = {**settings, "seed": seed, "out": "/tmp/unused"}
+    if settings["algorithm"] != "fedit":
+        return FederatedConfig(**full)
+    return FederatedConfig(**{**full, "val_samples": 0}).model_copy(update={"val_samples": full.get("val_samples", 0)})
+
+
+def final_settings(algorithm: str, chosen: dict) -> dict:
+    """The final run's settings: FedKSeed(-Pro) with the chosen setting; FedIT (LoRA r=8 with AdamW, its own
+    default lr) with the chosen setting's clients per round and local steps, so both see the same clients,
+    batches and rounds."""
+    if algorithm != "fedit":
+        return {**BASE, **chosen, "algorithm": algorithm}
+    zeroth_order_only = ("zo_base", "zo_params", "eps", "num_seeds")
+    return {**{k: v for k, v in BASE.items() if k not in zeroth_order_only}, "algorithm": "fedit",
+            "clients_per_round": chosen["clients_per_round"], "local_steps": chosen["local_steps"]}
 
 
 def run_pool(jobs: list[tuple], workers: int, sink: Path, deadline: float) -> list[dict]:
@@ -188,7 +216,8 @@ def main() -> None:
     ap.add_argument("--phase", choices=["all", "sweep", "final"], default="all",
                     help="sweep (with the choice) and final can run as two commands; final reads kseed_choice.json")
     ap.add_argument("--chosen", choices=list(GRID), help="final: this setting instead of kseed_choice.json's")
-    ap.add_argument("--final-algorithms", nargs="+", default=["fedkseed", "fedkseed-pro"])
+    ap.add_argument("--final-algorithms", nargs="+", default=["fedkseed", "fedkseed-pro"],
+                    choices=["fedkseed", "fedkseed-pro", "fedit"])
     ap.add_argument("--train-rouge-rows", type=int, default=TRAIN_ROUGE_ROWS, help="0: no generation on them")
     ap.add_argument("--final-seeds", nargs="+", type=int, default=list(SEEDS))
     ap.add_argument("--final-rounds", type=int, help="final: this many rounds instead of the setting's")
@@ -221,7 +250,7 @@ def main() -> None:
         return
     rounds = {"rounds": args.final_rounds} if args.final_rounds else {}
     heldout = set(args.heldout_rounds) if args.heldout_rounds else True
-    final = [(f"final-{alg}", {**BASE, **GRID[chosen], "algorithm": alg, **rounds}, s, args.device, heldout,
+    final = [(f"final-{alg}", {**final_settings(alg, GRID[chosen]), **rounds}, s, args.device, heldout,
               args.threads, rouge_rows) for alg in args.final_algorithms for s in args.final_seeds]
     run_pool(final, args.workers, out / "kseed_final.jsonl", time.monotonic() + args.final_s)
 

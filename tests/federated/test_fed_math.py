@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from edgeft.federated import fedkseed
+from edgeft.federated import fedit, fedkseed
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import seeded_rng
 from edgeft.federated.session import setup_for
@@ -66,6 +66,33 @@ def test_a_few_in_process_rounds_lower_the_server_held_training_loss(tmp_path, t
     pool = fedkseed.simulate(setup, cfg, lambda rnd, skipped: losses.append(setup.val_loss(8)))
     assert len(losses) == cfg.rounds and np.count_nonzero(pool) > 0
     assert losses[-1] < before - 1e-3, (before, losses)
+
+
+def test_fedit_in_process_rounds_average_the_clients_by_samples_and_lower_the_loss(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fedit", rounds=1, local_steps=6, lr=5e-3, val_samples=0,
+               partition="dirichlet", alpha=0.5)  # shards of different sizes: the weights matter
+    cfg = cfg.model_copy(update={"val_samples": 16})  # server-held rows for the loss, as bench/fed_kseed_sweep.py
+    setup = setup_for(cfg, "server")
+    start = _state(setup)
+    chosen = sorted(int(p) for p in seeded_rng(cfg.seed, 1, 11).choice(cfg.clients, size=cfg.clients_per_round,
+                                                                       replace=False))
+    by_hand, weights = [], []
+    for pid in chosen:  # each client from the same global adapters, as the Flower clients start
+        with torch.no_grad():
+            for p, w in zip(setup.params, start):
+                p.copy_(w)
+        weights.append(fedit.local_train(setup, cfg, pid, 1)["num-examples"])
+        by_hand.append(_state(setup))
+    with torch.no_grad():
+        for p, w in zip(setup.params, start):
+            p.copy_(w)
+    before = setup.val_loss(8)
+    fedit.simulate(setup, cfg)
+    for p, *clients in zip(setup.params, *by_hand):
+        mean = sum(n * c.double() for n, c in zip(weights, clients)) / sum(weights)
+        assert torch.allclose(p.double(), mean, atol=1e-6)
+    assert any(not torch.equal(p, w) for p, w in zip(setup.params, start))
+    assert setup.val_loss(8) < before
 
 
 def test_batched_forward_gradients_equal_the_per_direction_central_differences(tmp_path, tiny_llama):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 
@@ -36,10 +37,38 @@ def local_train(setup: Setup, cfg: FederatedConfig, pid: int, rnd: int) -> dict:
     trainer = Trainer(setup.model, setup.method, setup.featurizer, [feats[int(i)] for i in picks], train,
                       setup.loss_fn)
     maybe_drop(cfg, rnd, pid)
-    result = trainer.fit()
+    with torch.random.fork_rng(devices=[]):  # LoRA dropout drawn from (seed, round, client): a round is reproducible
+        torch.manual_seed(train.seed)
+        result = trainer.fit()
     setup.model.eval()
     return {"num-examples": len(feats), "train-loss": float(np.mean(result.losses)) if result.losses else 0.0,
             "steps": result.steps}
+
+
+def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> None:
+    """FedIT in one process, without Flower: the same client sampling rule as the server (`server.sample`,
+    every client connected), the same client work (`local_train`) and FedAvg's weighting by the clients'
+    sample counts. For comparisons with fedkseed.simulate at the same rounds (bench/fed_kseed_sweep.py);
+    bytes, processes and failures are the Flower runs' business. Calls on_round(rnd) with the round's
+    global adapters in `setup`."""
+    for rnd in range(1, cfg.rounds + 1):
+        chosen = seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=min(cfg.clients_per_round, cfg.clients),
+                                                      replace=False)
+        start = [p.detach().clone() for p in setup.params]
+        total, summed = 0, [torch.zeros_like(p, dtype=torch.float64) for p in setup.params]
+        for pid in sorted(int(p) for p in chosen):
+            with torch.no_grad():
+                for p, w in zip(setup.params, start):
+                    p.copy_(w)
+            n = local_train(setup, cfg, pid, rnd)["num-examples"]
+            total += n
+            for acc, p in zip(summed, setup.params):
+                acc += n * p.detach().double()
+        with torch.no_grad():
+            for p, acc in zip(setup.params, summed):
+                p.copy_((acc / total).to(p.dtype))
+        if on_round is not None:
+            on_round(rnd)
 
 
 def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
