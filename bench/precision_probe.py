@@ -8,7 +8,7 @@ config.json), as sent to the GPU for docs/benchmarks_pac.md ("Performance"):
 
   python3 bench/precision_probe.py FOLDER
 """
-import sys, time, math, json, torch
+import sys, time, json, torch
 sys.path.insert(0, sys.argv[1] + "/bench")
 from pac_vs_baselines import random_backbone
 from edgeft.data import TaskConfig, load_task

@@ -14,7 +14,7 @@ skipping a step whose gradients overflowed:
 `auto` is fp32 on every device for now, so CPU runs stay bit-identical to what they were. It was meant to be bf16
 on a CUDA GPU; measured on an H200 (docs/benchmarks_pac.md, "Performance") bf16 autocast made the SmolLM2-sized
 runs slower, not faster (they are launch-bound, and autocast re-casts every frozen fp32 weight on each forward),
-and LoRA's bf16 loss turned NaN within the first epoch there. `bf16`/`fp16` are there to ask for.
+and LoRA's bf16 loss turned NaN during training there (cause not found yet). `bf16`/`fp16` are there to ask for.
 Methods without a backward (MeZO, FwdLLM) take autocast for their forwards through the wrapped loss function.
 PAC's activation cache keeps its own cache_dtype: it stores whatever the backbone produced in that dtype.
 """
