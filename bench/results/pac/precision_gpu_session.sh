@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Issue 18 (docs/benchmarks_pac.md, "Performance"): the first of two calls, as sent with carry=[".devcarry/p"] and
+#   the command: BUDGET=400 bash .devcarry/p/run_gpu.sh
 # issue 18: fp32 vs bf16 (fused AdamW on CUDA) for LoRA and PAC, random-weight SmolLM2-135M shape, 4000 SST-2, len 64.
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -37,3 +39,9 @@ run pac_b16_bf16 16 bf16 5 pac_cache
 run lora_b16_bf16 16 bf16 1 lora
 run lora_b16_fp32 16 fp32 1 lora
 date -u
+# Second call (the probe, bench/precision_probe.py, sent as .devcarry/p/diag.py):
+#   P=$PWD/.devcarry/p; python3 -m pip install -q --no-index --no-deps --no-compile --target /root/site $P/whl/*.whl
+#   cp -r $P/src/edgeft/. src/edgeft/; PYTHONPATH=/root/site:$PWD/src timeout 80 python3 $P/diag.py $P
+# (.devcarry/p held: src/edgeft of this branch without datasets, bench/, the pydantic wheels for Python 3.12 in whl/,
+#  and smol-tok/: config.json, tokenizer.json, tokenizer_config.json, chat_template.jinja, generation_config.json
+#  of the SmolLM2-135M model folder.) Device time: about 7.7 min for the first call (start included), 45 s the second.
