@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="score on N held-out TRAINING examples instead of dev (for tuning without touching dev)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="training precision (auto: fp32; edgeft.train.precision says why)")
     p.add_argument("--out", default="bench/results/pac/pac_vs_baselines.json")
     p.add_argument("--label", default="", help="free text stored with the results (machine, purpose)")
     p.add_argument("--sweep", default=None,
@@ -160,6 +162,7 @@ def run_variant(variant: str, args) -> dict:
     from edgeft.train.evaluate import evaluate
     from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
     from edgeft.train.meters import PeakMemory, current_rss_mb, parameter_counts
+    from edgeft.train.precision import Precision
     from edgeft.train.recipe import head_for, make_loss_fn
 
     device = resolve_device(args.device)
@@ -188,10 +191,11 @@ def run_variant(variant: str, args) -> dict:
     model = method.place(method.prepare(backbone, task), device)
     trainable, total = parameter_counts(model)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
-                      device=str(device), seed=train_seed, log_every=10**9)
+                      device=str(device), seed=train_seed, log_every=10**9, precision=args.precision)
+    precision = Precision(args.precision, device)
     # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
     # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
-    with torch.no_grad():
+    with torch.no_grad(), precision.autocast():
         warm = featurizer.collate(train_feats[:args.batch_size])
         model(input_ids=warm["input_ids"].to(device), attention_mask=warm["attention_mask"].to(device))
     if device.type == "cuda":
@@ -228,6 +232,7 @@ def run_variant(variant: str, args) -> dict:
     final = evals[-1] if evals else {}
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": lr,
+        "precision": precision.name,
         "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),
         "fit_wall_s_with_eval": fit_s, "eval_times_s": eval_times, "load_s": load_s,
@@ -390,6 +395,7 @@ def run(args) -> dict:
                  "train_samples": args.train_samples, "dev_samples": args.dev_samples, "epochs": args.epochs,
                  "scored_on": f"{args.holdout} held-out training examples" if args.holdout else "dev split",
                  "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
+                 "precision": args.precision,
                  "train_seed": args.train_seed, "eval": args.eval,
                  "label": args.label, "command": "python bench/pac_vs_baselines.py " + " ".join(sys_argv_of(args)),
                  "machine": machine(str(resolve_device(args.device)))},
@@ -411,6 +417,8 @@ def sys_argv_of(args) -> list[str]:
              "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--eval-batch-size",
              str(args.eval_batch_size), "--max-length", str(args.max_length), "--seed", str(args.seed),
              "--variants", args.variants, "--eval", args.eval, "--device", args.device, "--out", args.out]
+    if args.precision != "auto":
+        words += ["--precision", args.precision]
     if args.dev_samples:
         words += ["--dev-samples", str(args.dev_samples)]
     if args.holdout:

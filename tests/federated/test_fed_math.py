@@ -123,3 +123,31 @@ def test_drawn_directions_lean_towards_the_previous_update():
     cos = torch.nn.functional.cosine_similarity(picked, ref[0][None], dim=1)
     cos_plain = torch.nn.functional.cosine_similarity(plain, ref[0][None], dim=1)
     assert picked.shape == (32, 64) and float(cos.mean()) > 0.1 > abs(float(cos_plain.mean()))
+
+
+def test_clients_run_their_forwards_in_the_configured_precision(tmp_path, tiny_llama):
+    from edgeft.federated.fedit import local_train
+
+    losses, dtypes = {}, []
+    for precision in ("fp32", "bf16"):
+        cfg = _cfg(tmp_path, tiny_llama, precision=precision)
+        setup = setup_for(cfg, "client")
+        q = next(m for n, m in setup.model.named_modules() if n.endswith("layers.0.self_attn.q_proj"))
+        hook = q.register_forward_hook(lambda mod, inp, out: dtypes.append((precision, out.dtype)))
+        setup.reset_to_w0()
+        seeds = fedkseed.candidate_seeds(cfg.seed, cfg.num_seeds)  # zeroth order: forwards only
+        _, losses[precision], _ = fedkseed.local_steps(setup, seeds, setup.batches(0, 1, 4, 2), seeded_rng(0, 1, 0, 5),
+                                                       cfg.lr, cfg.eps)
+        hook.remove()
+    assert {d for p, d in dtypes if p == "bf16"} == {torch.bfloat16}
+    assert {d for p, d in dtypes if p == "fp32"} == {torch.float32}
+    assert losses["bf16"] != losses["fp32"]
+    assert np.allclose(losses["bf16"], losses["fp32"], atol=0.05)
+    # FedIT's local AdamW steps take it through the Trainer
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fedit", val_samples=0, local_steps=2, lr=1e-3, precision="bf16")
+    setup = setup_for(cfg, "client")
+    q = next(m for n, m in setup.model.named_modules() if n.endswith("layers.0.self_attn.q_proj.base_layer"))
+    seen = []
+    q.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
+    out = local_train(setup, cfg, 0, 1)
+    assert out["steps"] == 2 and seen and set(seen) == {torch.bfloat16}

@@ -61,6 +61,6 @@ def reference_losses(model: Path, s: RunSpec) -> list[float]:
     net = method.prepare(bb, task)
     cfg = TrainConfig(epochs=s.train.epochs, batch_size=s.train.batch_size, lr=s.train.lr,
                       warmup_ratio=s.train.warmup_ratio, max_grad_norm=s.train.max_grad_norm, seed=s.train.seed,
-                      scheduler=s.train.scheduler, device="cpu")
+                      scheduler=s.train.scheduler, device="cpu", precision=s.train.precision)
     tr = Trainer(net, method, feat, feat.encode(task.train), cfg, make_loss_fn(feat))
     return tr.fit().losses

@@ -1,6 +1,9 @@
 """Each strategy on 3 local processes follows the single-device Trainer's loss curve (fp32, same seed)."""
 
 import numpy as np
+import pytest
+
+from edgeft.train.precision import cpu_supports_fp16
 
 import helpers
 
@@ -34,6 +37,27 @@ def test_hybrid_lora_pipeline_follows_single_device(sst2_llama, tmp_path):
     s = helpers.spec(tmp_path, sst2_llama, "hybrid", lay, ["d0", "d1", "d2"])
     res = helpers.run_local(s)
     _close(res["d2"]["losses"], helpers.reference_losses(sst2_llama, s))
+
+
+def test_hybrid_lora_pipeline_in_bf16_follows_single_device_bf16(sst2_llama, tmp_path):
+    # the loop runs every step under the run's autocast; bf16 activations cross the stages
+    lay = {"stages": [{"blocks": [0, 1], "ranks": [0, 1], "shares": [0.5, 0.5]},
+                      {"blocks": [1, 4], "ranks": [2], "shares": [1.0]}], "micro_batches": 3}
+    s = helpers.spec(tmp_path, sst2_llama, "hybrid", lay, ["d0", "d1", "d2"], train={"precision": "bf16"})
+    res = helpers.run_local(s)
+    ref = helpers.reference_losses(sst2_llama, s)
+    _close(res["d2"]["losses"], ref, tol=2e-2)  # micro-batches round differently in bf16
+    fp32 = helpers.reference_losses(sst2_llama, s.model_copy(update={"train": s.train.model_copy(
+        update={"precision": "fp32"})}))
+    assert ref != fp32  # the reference really ran in bf16
+
+
+@pytest.mark.skipif(not cpu_supports_fp16(), reason="this torch has no fp16 autocast on the CPU")
+def test_split_in_fp16_scales_its_loss_on_every_rank_alike(sst2_llama, tmp_path):
+    s = helpers.spec(tmp_path, sst2_llama, "split", {"server": 0, "devices": [1, 2], "cut": 2},
+                     ["edge", "d0", "d1"], servers=("edge",), train={"precision": "fp16"})
+    res = helpers.run_local(s)
+    _close(res["edge"]["losses"], helpers.reference_losses(sst2_llama, s), tol=2e-2)
 
 
 def test_hybrid_pac_pipeline_then_cache_follows_single_device(sst2_llama, tmp_path):

@@ -61,6 +61,7 @@ def register(app: typer.Typer) -> None:
         round_timeout: Optional[float] = None,
         seed: Optional[int] = None,
         threads: Optional[int] = typer.Option(None, help="torch threads per client process"),
+        precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (default: fp32)"),
         client_cpus: Optional[int] = typer.Option(None, help="CPUs per simulated client (default: all; one at a time)"),
         option: Optional[list[str]] = typer.Option(None, help="LoRA/base method option KEY=VALUE (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="YAML file with FederatedConfig keys"),
@@ -78,7 +79,7 @@ def register(app: typer.Typer) -> None:
             perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
             eval_samples=eval_samples, max_length=max_length, max_new_tokens=max_new_tokens, eval_every=eval_every,
             secagg=secagg, dp=dp, dp_clip=dp_clip, dp_noise=dp_noise, dp_epsilon=dp_epsilon, dropout=dropout,
-            round_timeout=round_timeout, seed=seed, threads=threads, out=out)}
+            round_timeout=round_timeout, seed=seed, threads=threads, precision=precision, out=out)}
         if ctx.invoked_subcommand is not None:
             return
         cfg = _config(config, ctx.obj["overrides"], option)

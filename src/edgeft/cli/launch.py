@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         max_length: Optional[int] = None,
         lr: Optional[float] = None,
         seed: Optional[int] = None,
+        precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
         cut: Optional[int] = typer.Option(None, help="split: blocks on the device (default: planned)"),
         devices: Optional[str] = typer.Option(None, help="comma-separated device names to use"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),
@@ -57,7 +58,7 @@ def register(app: typer.Typer) -> None:
         task_keys = {"name": task, "train_samples": train_samples, "dev_samples": dev_samples,
                      "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "micro_batches": micro_batches, "lr": lr,
-                      "seed": seed, "max_steps_per_epoch": max_steps_per_epoch}
+                      "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "precision": precision}
         cfg = LaunchConfig.load(config, {
             "cluster": str(cluster) if cluster else None, "model": model, "method": method, "strategy": strategy,
             "plan": str(plan) if plan else None, "out": out, "link_mode": link_mode, "cut": cut,

@@ -23,6 +23,7 @@ from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
 from edgeft.quiet import quiet_libraries
 from edgeft.train.meters import PeakMemory
+from edgeft.train.precision import Precision
 from edgeft.train.recipe import make_loss_fn
 from edgeft.train.setup import open_session
 
@@ -142,7 +143,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
     key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
            cfg.zo_base, repr(cfg.zo_params), repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
-           cfg.holdout_category, cfg.val_samples)
+           cfg.holdout_category, cfg.val_samples, cfg.precision)
     if key in _CACHE:
         return _CACHE[key]
     quiet_libraries()  # a ClientApp runs in a Ray worker, which never passed through the CLI's entry point
@@ -159,7 +160,9 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     if not params:
         raise ConfigError(f"method options {cfg.method_options} leave nothing to train")
     w0 = [p.detach().clone() for p in params]  # FedKSeed replays from it; every run starts from it
-    s = Setup(cfg, task, backbone, featurizer, method, model, names, params, w0, make_loss_fn(featurizer), parts)
+    # every forward of a client or the server (zeroth-order estimates included) in the run's precision
+    loss_fn = Precision(cfg.precision, "cpu").wrap(make_loss_fn(featurizer))
+    s = Setup(cfg, task, backbone, featurizer, method, model, names, params, w0, loss_fn, parts)
     _CACHE[key] = s
     return s
 

@@ -16,6 +16,7 @@ from edgeft.errors import CacheError
 from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
 from edgeft.train.optim import build_optimizer
+from edgeft.train.precision import Precision, PrecisionName
 
 
 
@@ -35,6 +36,8 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     device: str = "auto"
+    precision: PrecisionName = Field("auto", description="fp32 | bf16 | fp16 | auto (fp32 for now: "
+                                                          "see edgeft.train.precision)")
     seed: int = 0
 
 
@@ -93,6 +96,8 @@ class Trainer:
         self.run, self.progress = run, progress
         self.device = resolve_device(cfg.device)
         self.timer = Timer(self.device)
+        self.precision = Precision(cfg.precision, self.device)
+        self._loss_fn = self.precision.wrap(loss_fn)  # the forward under autocast (loss_fn itself under fp32)
         lr = cfg.lr or method.default_lr
         self.lr = lr
         self.params = method.trainable_parameters(model)
@@ -108,6 +113,7 @@ class Trainer:
             "trainables": _state_of_trainables(self.model),
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+            "loss_scale": self.precision.state_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state()},
         }
@@ -135,6 +141,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state.get("loss_scale"))
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
@@ -166,13 +173,14 @@ class Trainer:
     def epoch_start(self, epoch: int, first_batch: int) -> None:
         self._t_epoch = self.timer.now()
         if first_batch == 0:
-            self.method.on_epoch_start(self.model, epoch, self.train_feats, self.featurizer.collate)
+            with self.precision.autocast():  # PAC's streamed cache fill runs here
+                self.method.on_epoch_start(self.model, epoch, self.train_feats, self.featurizer.collate)
 
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
         t0 = self.timer.now()
         batch = self._to(self.featurizer.collate([self.train_feats[i] for i in indices]))
-        loss = self.method.train_step(self.model, batch, self.loss_fn, scale=1.0 / cfg.grad_accum)
+        loss = self.method.train_step(self.model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
         result.losses.append(loss)
         self.batch_in_epoch = b + 1
         if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
@@ -201,9 +209,7 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         if self.optimizer is not None:
-            if self.cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm)
-            self.optimizer.step()
+            self.precision.step(self.optimizer, self.params, self.cfg.max_grad_norm)  # unscale (fp16), clip, step
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1

@@ -1,6 +1,8 @@
 """What every strategy needs: the task and model as the single-device recipe builds them, the
-optimizer/schedule the Trainer builds (edgeft.train.optim, so runs are comparable to it), micro-batch
-slicing, loss weights, global gradient clipping, and checkpoints. The loop itself is loop.py's.
+optimizer/schedule the Trainer builds (edgeft.train.optim, so runs are comparable to it), the run's
+precision (edgeft.train.precision: the loop runs each step under its autocast; `backward` scales an fp16
+loss and `clip_global` unscales, clips and says whether the ranks step), micro-batch slicing, loss weights,
+global gradient clipping, and checkpoints. The loop itself is loop.py's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edgeft.runtime.faults import Heartbeat
 from edgeft.runtime.group import Group
 from edgeft.runtime.spec import RunSpec
 from edgeft.train.optim import build_optimizer
+from edgeft.train.precision import Precision
 
 
 @dataclass
@@ -38,6 +41,14 @@ class Context:
     train_feats: list = field(default_factory=list)
     dev_feats: list = field(default_factory=list)
     done_before_steps: int = 0  # units of work reported before the first step (hybrid PAC's fill batches)
+    _precision: Precision | None = None
+
+    @property
+    def precision(self) -> Precision:
+        """The run's precision on this rank (fp16 with a loss scale every rank agrees on)."""
+        if self._precision is None:
+            self._precision = Precision(self.spec.train.precision, self.group.device, agreed=True)
+        return self._precision
 
     @property
     def rank(self) -> int:
@@ -133,24 +144,38 @@ def make_optimizer(ctx: Context, params: list[torch.nn.Parameter], total_steps: 
     return build_optimizer(params, cfg, cfg.lr or ctx.method.default_lr, total_steps)
 
 
+def backward(ctx: Context, loss: torch.Tensor) -> None:
+    """The backward of a rank's loss (scaled up under fp16; every gradient sent on carries the same scale)."""
+    if ctx.precision.scales_loss:
+        loss = loss * ctx.precision.scale(1.0)
+    loss.backward()
+
+
 def clip_global(ctx: Context, params: list[torch.nn.Parameter], ranks: list[int], pg=None,
-                share: float = 1.0) -> None:
+                share: float = 1.0) -> bool:
     """Clip by the norm over all parameters spread across `ranks`. Each rank holds a disjoint part, or
-    a replica: then `share` = 1/replicas so the replicas' copies count once."""
+    a replica: then `share` = 1/replicas so the replicas' copies count once. Under fp16 the gradients are
+    unscaled first, and the answer says whether to step: False when they overflowed on any of `ranks`
+    (all of them read the same all-reduced norm, so all skip together)."""
     max_norm = ctx.spec.train.max_grad_norm
-    if not max_norm:
-        return
+    prec = ctx.precision
+    if not max_norm and not prec.scales_loss:
+        return True
     grads = [p.grad for p in params if p.grad is not None]
+    prec.unscale_agreed(grads)
     sq = torch.zeros(1, dtype=torch.float64, device=ctx.group.device)
     for g in grads:
         sq += g.detach().double().pow(2).sum()
     sq *= share
     ctx.comm.all_reduce_([sq], ranks, pg)
     total = float(sq.sqrt())
-    coef = max_norm / (total + 1e-6)
+    if not prec.agree(total):
+        return False
+    coef = max_norm / (total + 1e-6) if max_norm else 1.0
     if coef < 1.0:
         for g in grads:
             g.mul_(coef)
+    return True
 
 
 def restore_lr(opt, sched, global_step: int) -> None:

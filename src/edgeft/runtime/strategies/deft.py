@@ -92,10 +92,10 @@ class Deft(Strategy):
             for _ in range(ctx.spec.train.local_steps):
                 with ctx.emu.compute():
                     loss, _, _ = forward(self.model, batch, self.objective, self.label_ids)
-                    loss.backward()
+                    C.backward(ctx, loss)
                 t.append(time.perf_counter())
-                C.clip_global(ctx, list(self.mine.values()), devices, self.dev_pg)
-                self.opt.step()
+                if C.clip_global(ctx, list(self.mine.values()), devices, self.dev_pg):
+                    self.opt.step()
                 self.opt.zero_grad(set_to_none=True)
             t.append(time.perf_counter())
             ctx.comm.send({**{n: p.detach() for n, p in self.mine.items()},

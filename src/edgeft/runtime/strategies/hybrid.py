@@ -134,7 +134,8 @@ class Hybrid(Strategy):
         self.fill_first = ctx.method.fills_cache_first("hybrid")
         self.shard = "all" if ctx.rank == 0 else None  # every rank holds the same trainables: rank 0 saves them
         self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
-        self.fill_s = self._fill() if self.fill_first else None
+        with ctx.precision.autocast():
+            self.fill_s = self._fill() if self.fill_first else None
 
     # -- rows and neighbours -----------------------------------------------------------------------------
     def _rows_of(self, stage: int, m: int, mbs) -> list[tuple[int, int]]:
@@ -185,7 +186,7 @@ class Hybrid(Strategy):
         key = "s" if self.side else "h"
         with ctx.emu.compute():
             if self.last:
-                loss.backward()
+                C.backward(ctx, loss)
             else:
                 got = [ctx.comm.recv(r)["g"] for r, *_ in self._overlaps(mine, si + 1, m, mbs)]
                 if out[key].requires_grad:
@@ -222,8 +223,8 @@ class Hybrid(Strategy):
         lt = torch.tensor([loss_sum], dtype=torch.float32, device=ctx.group.device)
         ctx.comm.all_reduce_([p.grad for p in params] + [lt], self.world)
         # every rank now holds the same summed gradients: the global norm is local (no second collective)
-        C.clip_global(ctx, params, [ctx.rank])
-        self.opt.step()
+        if C.clip_global(ctx, params, [ctx.rank]):
+            self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         return float(lt) if ctx.rank == self.loss_rank else None
 
@@ -241,7 +242,7 @@ class Hybrid(Strategy):
             with ctx.emu.compute():
                 loss, _, _ = forward(self.model, part, objective, self.label_ids)
                 loss = loss * (C.loss_units(part, objective) / units_total)
-                loss.backward()
+                C.backward(ctx, loss)
             loss_sum = float(loss.detach())
         return self._finish_step(loss_sum)
 

@@ -97,7 +97,8 @@ class RuntimeLoop:
         return epoch0, step0
 
     def epoch_start(self, epoch: int, first_batch: int) -> None:
-        self.s.epoch_start(epoch, first_batch)
+        with self.ctx.precision.autocast():  # PAC's cache fill, where a strategy runs one here
+            self.s.epoch_start(epoch, first_batch)
         self.ctx.comm.barrier()
         self._t_epoch = time.perf_counter()
 
@@ -107,7 +108,8 @@ class RuntimeLoop:
         faults.maybe_inject_fault(res.global_step)
         t0 = time.perf_counter()
         c0, h0, m0 = ctx.emu.compute_s, ctx.emu.host_cpu_s, ctx.comm.ledger.comm_s
-        loss = s.step(epoch, indices, res.global_step)
+        with ctx.precision.autocast():  # every strategy's forwards in the run's precision (fp32: nothing)
+            loss = s.step(epoch, indices, res.global_step)
         if s.sched is not None:
             s.sched.step()
         res.global_step += 1

@@ -83,11 +83,11 @@ class Split(Strategy):
             with ctx.emu.compute():
                 hidden = torch.cat(parts).requires_grad_(True)
                 loss, _, _ = forward(C.HiddenModel(view, cut, hidden), batch, self.objective, self.label_ids)
-                loss.backward()
+                C.backward(ctx, loss)
             for d, (lo, hi) in zip(devices, rows):
                 ctx.comm.send({"grad": hidden.grad[lo:hi]}, d)
-            C.clip_global(ctx, list(self.named.values()), self.all_ranks)
-            opt.step()
+            if C.clip_global(ctx, list(self.named.values()), self.all_ranks):
+                opt.step()
             opt.zero_grad(set_to_none=True)
             return float(loss.detach())
         lo, hi = rows[self.my_slot]
@@ -105,8 +105,8 @@ class Split(Strategy):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         ctx.comm.all_reduce_([p.grad for p in params], devices, self.dev_pg)
-        C.clip_global(ctx, params, self.all_ranks, share=1.0 / len(devices))  # replicas count once
-        opt.step()
+        if C.clip_global(ctx, params, self.all_ranks, share=1.0 / len(devices)):  # replicas count once
+            opt.step()
         opt.zero_grad(set_to_none=True)
         return None
 

@@ -1,0 +1,174 @@
+"""Mixed precision, in one place: which precision a run trains in, autocast for its forwards, and loss scaling
+for fp16.
+
+The weights (and so the optimizer's master copy) stay fp32 whatever the precision: `torch.autocast` runs the
+forward's matrix products in bf16 or fp16 and keeps reductions, norms and losses in fp32. fp16's narrow range
+needs the loss scaled up before the backward and the gradients scaled back before clipping and the step,
+skipping a step whose gradients overflowed:
+
+- one process (the Trainer, the federated clients): torch's `GradScaler`;
+- several ranks that must skip the same steps (the runtime strategies): `AgreedScale`, the same rule (start at
+  2**16, halve on overflow, double after 2000 clean steps) decided on the gradient norm the ranks all-reduce
+  anyway, so every rank holds the same scale and skips together.
+
+`auto` is fp32 on every device for now, so CPU runs stay bit-identical to what they were. It was meant to be bf16
+on a CUDA GPU; measured on an H200 (docs/benchmarks_pac.md, "Performance") bf16 autocast made the SmolLM2-sized
+runs slower, not faster (they are launch-bound, and autocast re-casts every frozen fp32 weight on each forward),
+and LoRA's bf16 loss turned NaN during training there (cause not found yet). `bf16`/`fp16` are there to ask for.
+Methods without a backward (MeZO, FwdLLM) take autocast for their forwards through the wrapped loss function.
+PAC's activation cache keeps its own cache_dtype: it stores whatever the backbone produced in that dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Literal
+
+import torch
+
+from edgeft.errors import ConfigError
+
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_supports_fp16() -> bool:
+    """Whether this torch runs fp16 autocast and gradient unscaling on the CPU."""
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            out = torch.ones(2, 2) @ torch.ones(2, 2)
+        torch.amp.GradScaler("cpu")
+        return out.dtype == torch.float16
+    except (RuntimeError, AttributeError, TypeError):
+        return False
+
+
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """fp32, bf16 or fp16 for a run of precision `name` on `device` (auto: fp32, see the module's note)."""
+    device = torch.device(device)
+    if name not in PRECISIONS:
+        raise ConfigError(f"precision '{name}': choose one of {', '.join(PRECISIONS)}.")
+    if name == "auto":
+        return "fp32"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision 'bf16': {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32.")
+    if name == "fp16" and device.type == "cpu" and not cpu_supports_fp16():
+        raise ConfigError("precision 'fp16': this torch has no fp16 autocast on the CPU; use bf16 or fp32.")
+    if name != "fp32" and device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision '{name}' on device '{device}': mixed precision runs on cpu or cuda; use fp32.")
+    return name
+
+
+class AgreedScale:
+    """fp16 loss scaling for ranks that must agree: a plain float, updated on a decision every rank shares."""
+
+    def __init__(self, init: float = 2.0**16, growth: float = 2.0, backoff: float = 0.5, interval: int = 2000):
+        self.scale, self.growth, self.backoff, self.interval = init, growth, backoff, interval
+        self.clean = 0
+
+    def update(self, finite: bool) -> bool:
+        """After an all-reduced gradient norm: whether to step (False: skip, and scale down)."""
+        if not finite:
+            self.scale *= self.backoff
+            self.clean = 0
+            return False
+        self.clean += 1
+        if self.clean % self.interval == 0:
+            self.scale *= self.growth
+        return True
+
+
+class Precision:
+    """One run's precision on one device. `agreed=True`: fp16 scales with AgreedScale (several ranks)."""
+
+    def __init__(self, name: str = "auto", device: torch.device | str = "cpu", agreed: bool = False):
+        self.device = torch.device(device)
+        self.name = resolve_precision(name, self.device)
+        self.dtype = DTYPES.get(self.name)  # None: fp32, no autocast
+        self.scaler = self.agreed = None
+        if self.name == "fp16":
+            if agreed:
+                self.agreed = AgreedScale()
+            else:
+                self.scaler = torch.amp.GradScaler(self.device.type)
+
+    def __repr__(self) -> str:
+        return f"Precision({self.name}, {self.device})"
+
+    @property
+    def scales_loss(self) -> bool:
+        return self.scaler is not None or self.agreed is not None
+
+    def autocast(self):
+        """The context a forward runs in (nothing under fp32)."""
+        if self.dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def wrap(self, loss_fn: Callable) -> Callable:
+        """`loss_fn(model, batch)` with its forward under autocast (loss_fn itself under fp32)."""
+        if self.dtype is None:
+            return loss_fn
+
+        def autocast_loss(model, batch):
+            with self.autocast():
+                return loss_fn(model, batch)
+
+        return autocast_loss
+
+    # -- loss scaling ---------------------------------------------------------------------------------------
+    def scale(self, factor: float):
+        """What a loss is multiplied by before its backward: `factor`, times the loss scale under fp16."""
+        if self.scaler is not None:
+            return self.scaler.scale(torch.tensor(float(factor), device=self.device))
+        if self.agreed is not None:
+            return factor * self.agreed.scale
+        return factor
+
+    def step(self, optimizer, params: list, max_grad_norm: float | None) -> bool:
+        """Clip (after unscaling) and step one process's optimizer; False when fp16 gradients overflowed and the
+        step was skipped."""
+        if self.scaler is None:
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            return True
+        scaler = self.scaler
+        before = scaler.get_scale()
+        scaler.unscale_(optimizer)
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return scaler.get_scale() >= before
+
+    def unscale_agreed(self, grads: list[torch.Tensor]) -> None:
+        """Ranks' gradients back to the loss's own scale (before their norm is all-reduced)."""
+        if self.agreed is not None:
+            inv = 1.0 / self.agreed.scale
+            for g in grads:
+                g.mul_(inv)
+
+    def agree(self, total_norm: float) -> bool:
+        """Whether the ranks step, from their all-reduced gradient norm (always True unless fp16 overflowed)."""
+        if self.agreed is None:
+            return True
+        return self.agreed.update(math.isfinite(total_norm))
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict | None:
+        if self.scaler is not None:
+            return {"scale": float(self.scaler.get_scale())} if self.scaler.is_enabled() else None
+        if self.agreed is not None:
+            return {"scale": self.agreed.scale, "clean": self.agreed.clean}
+        return None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if not state:
+            return
+        if self.scaler is not None:  # a fresh scaler starting at the saved scale (it has not scaled anything yet)
+            self.scaler = torch.amp.GradScaler(self.device.type, init_scale=float(state["scale"]))
+        elif self.agreed is not None:
+            self.agreed.scale, self.agreed.clean = float(state["scale"]), int(state.get("clean", 0))

@@ -1,0 +1,121 @@
+"""Mixed precision (edgeft.train.precision): auto is fp32 on CPU, bf16 follows fp32, fp16 scales its loss."""
+
+import math
+
+import pytest
+import torch
+
+from edgeft.errors import ConfigError
+from edgeft.train.loop import Trainer, TrainConfig
+from edgeft.train.optim import build_optimizer
+from edgeft.train.precision import AgreedScale, Precision, cpu_supports_fp16, resolve_precision
+from edgeft.train.recipe import config_from_dict, make_loss_fn
+from edgeft.train.setup import start_session
+
+TASK = {"name": "sst2", "train_samples": 48, "dev_samples": 8, "max_length": 24}
+
+
+def _train(model_dir, method: str, precision: str, epochs: int = 3, lr: float = 5e-3, dtypes: list | None = None,
+           **options):
+    """Losses of a run on the tiny model; `dtypes` collects the dtype of the first block's q_proj output."""
+    session = start_session(str(model_dir), TASK, method, options or None, seed=0)
+    model = session.prepare()
+    if dtypes is not None:
+        q = next(m for n, m in model.named_modules() if n.endswith("layers.0.self_attn.q_proj"))
+        q.register_forward_hook(lambda mod, inp, out: dtypes.append(out.dtype))
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=lr, device="cpu", precision=precision, seed=0)
+    trainer = Trainer(model, session.method, session.featurizer, session.featurizer.encode(session.task.train), cfg,
+                      make_loss_fn(session.featurizer))
+    return trainer, trainer.fit().losses
+
+
+def test_auto_is_fp32_on_cpu_and_changes_nothing(sst2_llama):
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("auto", "cuda") == "fp32"  # for now (measured slower and NaN-prone on an H200)
+    assert Precision("auto", "cpu").dtype is None
+    dtypes = []
+    _, auto = _train(sst2_llama, "lora", "auto", epochs=1, dtypes=dtypes)
+    _, fp32 = _train(sst2_llama, "lora", "fp32", epochs=1)
+    assert auto == fp32  # bit-identical: no autocast, no scaling
+    assert set(dtypes) == {torch.float32}
+
+
+def test_bf16_loss_curve_follows_fp32(sst2_llama):
+    dtypes = []
+    _, bf16 = _train(sst2_llama, "lora", "bf16", epochs=6, dtypes=dtypes)
+    _, fp32 = _train(sst2_llama, "lora", "fp32", epochs=6)
+    assert torch.bfloat16 in dtypes  # the matrix products really ran in bf16
+    assert bf16 != fp32  # so the losses differ in their last bits ...
+    gap = max(abs(a - b) for a, b in zip(bf16, fp32))
+    assert gap < 0.02, gap  # ... but follow the fp32 curve step by step (36 steps; measured gap 0.0024)
+    first, last = sum(bf16[:6]) / 6, sum(bf16[-6:]) / 6  # 6 steps an epoch
+    assert last < first - 0.03  # and it trains as fp32 does
+    assert abs(last - sum(fp32[-6:]) / 6) < 0.01
+
+
+def test_bf16_runs_forward_only_methods_under_autocast(sst2_llama):
+    dtypes = []
+    _, losses = _train(sst2_llama, "mezo", "bf16", epochs=1, dtypes=dtypes)
+    assert dtypes and set(dtypes) == {torch.bfloat16}
+    assert all(math.isfinite(x) for x in losses)
+
+
+@pytest.mark.skipif(not cpu_supports_fp16(), reason="this torch has no fp16 autocast on the CPU")
+def test_fp16_scales_the_loss_with_gradscaler(sst2_llama):
+    trainer, losses = _train(sst2_llama, "lora", "fp16", epochs=1)
+    assert isinstance(trainer.precision.scaler, torch.amp.GradScaler)
+    assert all(math.isfinite(x) for x in losses)
+    assert 1.0 <= trainer.precision.scaler.get_scale() <= 2.0**16
+
+
+@pytest.mark.skipif(not cpu_supports_fp16(), reason="this torch has no fp16 autocast on the CPU")
+def test_fp16_skips_a_step_whose_gradients_overflow():
+    lin = torch.nn.Linear(4, 1)
+    prec = Precision("fp16", "cpu")
+    opt = torch.optim.AdamW(lin.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in lin.parameters()]
+    with prec.autocast():
+        loss = lin(torch.full((2, 4), 60000.0)).float().pow(2).sum()  # scaled by 2**16: overflows
+    (loss * prec.scale(1.0)).backward()
+    assert not prec.step(opt, list(lin.parameters()), 1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, lin.parameters()))  # skipped
+    assert prec.scaler.get_scale() == 2.0**15  # and scaled down
+    opt.zero_grad()
+    with prec.autocast():
+        loss = lin(torch.full((1, 4), 0.01)).float().sum()  # one row: the bias gradient is the scale itself
+    (loss * prec.scale(1.0)).backward()
+    assert prec.step(opt, list(lin.parameters()), 1.0)
+    assert not all(torch.equal(a, b) for a, b in zip(before, lin.parameters()))
+
+
+def test_agreed_scale_skips_and_recovers_like_gradscaler():
+    s = AgreedScale(init=8.0, interval=2)
+    assert not s.update(False) and s.scale == 4.0
+    assert s.update(True) and s.scale == 4.0
+    assert s.update(True) and s.scale == 8.0  # grows after `interval` clean steps
+    prec = Precision("bf16", "cpu", agreed=True)
+    assert not prec.scales_loss and prec.agree(float("inf"))  # bf16 never scales or skips
+
+
+def test_bad_precision_is_a_config_error_naming_the_field():
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        config_from_dict({"task": {"name": "sst2"}, "train": {"precision": "fp64"}}, "my.yaml")
+    from edgeft.federated.config import FederatedConfig
+
+    with pytest.raises(ConfigError, match=r"precision"):
+        FederatedConfig.load(None, {"algorithm": "fedit", "precision": "half"})
+    from edgeft.runtime.spec import RuntimeTrain
+
+    assert RuntimeTrain(precision="bf16").precision == "bf16"  # launch's train section takes it too
+    with pytest.raises(ConfigError, match="precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+
+
+def test_adamw_is_fused_on_cuda_only():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt, _ = build_optimizer([p], TrainConfig(), 1e-3, 10)
+    assert not opt.defaults.get("fused")  # CPU: the default implementation, bit-identical to before
+    if torch.cuda.is_available():
+        q = torch.nn.Parameter(torch.zeros(3, device="cuda"))
+        opt, _ = build_optimizer([q], TrainConfig(), 1e-3, 10)
+        assert opt.defaults["fused"]
