@@ -122,8 +122,6 @@ def job(args: tuple) -> dict:
     name, settings, seed, device, heldout, threads, rouge_rows = args
     import torch
 
-    from edgeft.federated.config import FederatedConfig
-
     torch.set_num_threads(threads)
     overrides = {k: v for k, v in settings.items() if BASE.get(k, object()) != v}
     cfg = same_shards_config(settings, seed)
