@@ -55,3 +55,16 @@ def test_head_norm_changes_nothing_on_bert(tiny_bert):
         with torch.no_grad():
             outs.append(model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits)
     assert torch.equal(outs[0], outs[1])
+
+
+def test_an_adapter_saved_before_head_norm_existed_loads_as_it_was_trained(tmp_path, tiny_llama):
+    import json
+
+    t, bb, feat, method, model = _model(tiny_llama, "stsb", head_norm="none")
+    method.save(model, tmp_path / "old")
+    spec = json.loads((tmp_path / "old" / "pac.json").read_text())
+    del spec["head_norm"]  # what an adapter written before the option existed looks like
+    (tmp_path / "old" / "pac.json").write_text(json.dumps(spec))
+    fresh = load_backbone(str(tiny_llama), head="sequence_classification", num_labels=1, problem_type="regression")
+    loaded = get_method("pac", {"cache_dtype": "fp32"}).load(fresh, t, tmp_path / "old")  # default: final
+    assert get_method("pac", {}).options.head_norm == "final" and loaded.head_norm == "none"

@@ -49,7 +49,7 @@ class PacOptions(MethodOptions):
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
     head_norm: Literal["none", "final"] = Field(
-        "none", description="task head (classifier/regression): final = it reads the state through the backbone's "
+        "final", description="task head (classifier/regression): final = it reads the state through the backbone's "
                             "frozen final norm, as the backbone's own classifier does (Llama; BERT's block output "
                             "is normalised already); none = the raw last-block state plus the side output")
     # the activation cache
@@ -222,11 +222,14 @@ class PAC(Method):
         saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
         saved.setdefault("side_init", "random")
         saved.setdefault("tap_norm", "token")
-        saved.setdefault("head_norm", "none")  # adapters saved before head_norm existed read the raw state
+        old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
+        saved.setdefault("head_norm", "none")
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")
         model = self.prepare(backbone, task)
+        if old_head:
+            model.head_norm = "none"
         now = self.spec(model)
         diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
         if diff:
