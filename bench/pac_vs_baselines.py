@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="smollm2-135m", help="alias, local folder or hub id")
     p.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), default=None,
                    help="timing only: a Llama built from a config with random weights (uses --model's tokenizer)")
-    p.add_argument("--task", default="sst2")
+    p.add_argument("--task", default="sst2", help="a bundled task, or a user's .jsonl/.csv/.tsv file (as --data-file)")
+    p.add_argument("--dev-file", default=None, help="with a file --task: the user's dev file (as finetune --dev-file)")
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--dev-samples", type=int, default=None, help="default: the whole dev split")
     p.add_argument("--epochs", type=int, default=5)
@@ -144,7 +145,7 @@ def holdout_examples(task, args) -> list[dict]:
 
     from edgeft.data import TaskConfig, load_task
 
-    whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed))
+    whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed, dev_file=args.dev_file))
     used = {e["id"] for e in task.train}
     rest = [e for e in whole.train if e["id"] not in used]
     if len(rest) < args.holdout:
@@ -172,7 +173,7 @@ def run_variant(variant: str, args) -> dict:
     seed_everything(args.seed)
     t0 = time.perf_counter()
     task = load_task(TaskConfig(name=args.task, train_samples=args.train_samples, dev_samples=args.dev_samples,
-                                max_length=args.max_length, seed=args.seed))
+                                max_length=args.max_length, seed=args.seed, dev_file=args.dev_file))
     if args.holdout:
         task.dev = holdout_examples(task, args)
     if args.random_llama:
@@ -340,8 +341,15 @@ def plot(report: dict, out: Path) -> Path:
                             label="epochs 2+ peak", zorder=3)
             axes[2].legend(fontsize=8)
     m = report["meta"]
-    fig.suptitle(f"{m['model']} on {m['task']} · {m['train_samples']} samples × {m['epochs']} epochs · "
-                 f"batch {m['batch_size']} · {m['machine'].get('gpu') or 'CPU'}", fontsize=10)
+    return save_figure(fig, f"{m['model']} on {m['task']} · {m['train_samples']} samples × {m['epochs']} epochs · "
+                            f"batch {m['batch_size']} · {m['machine'].get('gpu') or 'CPU'}", out)
+
+
+def save_figure(fig, title: str, out: Path) -> Path:
+    """Title, layout, PNG at 110 dpi, figure closed (the benchmark scripts' common last step)."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -382,6 +390,8 @@ def run(args) -> dict:
                 sub.lr = args.lr + [f"pac={item['lr']}"]
             if "train_seed" in item:  # repeats of one configuration: same samples, other init and batch order
                 sub.train_seed = item["train_seed"]
+            if "epochs" in item:  # PAC's cached epochs are cheap: a configuration may spend more of them
+                sub.epochs = item["epochs"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
             results[name] = r = run_variant("pac_cache", sub)
@@ -421,6 +431,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--precision", args.precision]
     if args.dev_samples:
         words += ["--dev-samples", str(args.dev_samples)]
+    if args.dev_file:
+        words += ["--dev-file", args.dev_file]
     if args.holdout:
         words += ["--holdout", str(args.holdout)]
     if args.train_seed is not None:

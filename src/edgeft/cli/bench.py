@@ -13,7 +13,7 @@ from edgeft.errors import ConfigError
 bench_app = typer.Typer(help="Benchmarks: methods against each other on this machine.", no_args_is_help=True)
 
 
-def _script(name: str):
+def bench_script(name: str):
     """Load bench/<name>.py from the source checkout (benchmarks ship with the repository, not the wheel)."""
     path = Path(__file__).resolve().parents[3] / "bench" / f"{name}.py"
     if not path.is_file():
@@ -62,4 +62,12 @@ def register(app: typer.Typer) -> None:
         for flag, values in (("--pac-option", pac_option), ("--lora-option", lora_option), ("--lr", lr)):
             for v in values or []:
                 argv += [flag, v]
-        _script("pac_vs_baselines").main(argv)
+        bench_script("pac_vs_baselines").main(argv)
+
+    @bench_app.command("quality", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def quality(ctx: typer.Context):
+        """PAC vs LoRA (and full) on SST-2, CoLA, MRPC, RTE, STS-B and user-file tasks: mean ± std over train
+        seeds and PAC's gap to LoRA. Every option of bench/quality.py is passed on (--models, --tasks, --seeds,
+        --holdout, --sweep, --pick, --jobs, --out, ...); `edgeft bench quality --help-script` lists them."""
+        argv = ["--help" if a == "--help-script" else a for a in ctx.args]
+        bench_script("quality").main(argv)

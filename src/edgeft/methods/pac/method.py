@@ -48,6 +48,10 @@ class PacOptions(MethodOptions):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
         "auto", description="encoder/classifier pooling (auto: mean for BERT, last token for Llama)")
+    head_norm: Literal["none", "final"] = Field(
+        "final", description="task head (classifier/regression): final = it reads the state through the backbone's "
+                            "frozen final norm, as the backbone's own classifier does (Llama; BERT's block output "
+                            "is normalised already); none = the raw last-block state plus the side output")
     # the activation cache
     cache_positions: Literal["auto", "all"] = Field(
         "auto", description="auto: only the positions the side network needs; all: every real token")
@@ -176,7 +180,7 @@ class PAC(Method):
         model = PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
                          cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone,
                          fill=o.fill, stream_mb=o.stream_mb, stream_batch=o.stream_batch,
-                         head_pool=head_pool)
+                         head_pool=head_pool, head_norm=o.head_norm)
         model.backbone_identity = backbone.identity
         return model
 
@@ -200,7 +204,7 @@ class PAC(Method):
                 "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
                 "side_init": "random" if side.copies is None else "backbone", "tap_norm": side.tap_norm,
                 "heads": model.side.heads, "head_pool": model.head_pool,
-                "task_head": model.task_head is not None}
+                "task_head": model.task_head is not None, "head_norm": model.head_norm}
 
     def save(self, model: PacModel, out_dir: Path) -> None:
         """pac.safetensors (side network + task head) and pac.json (its shape and the backbone it belongs to)."""
@@ -218,10 +222,14 @@ class PAC(Method):
         saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
         saved.setdefault("side_init", "random")
         saved.setdefault("tap_norm", "token")
+        old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
+        saved.setdefault("head_norm", "none")
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")
         model = self.prepare(backbone, task)
+        if old_head:
+            model.head_norm = "none"
         now = self.spec(model)
         diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
         if diff:

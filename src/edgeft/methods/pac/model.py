@@ -42,7 +42,8 @@ class PacModel(nn.Module):
     def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
                  cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False,
-                 head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0, stream_batch: int = 64):
+                 head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0, stream_batch: int = 64,
+                 head_norm: str = "none"):
         super().__init__()
         self.backbone = backbone_model
         for p in self.backbone.parameters():
@@ -52,6 +53,7 @@ class PacModel(nn.Module):
         self.view = BlockView(backbone_model, family)
         self.taps, self.positions = tuple(taps), positions
         self.head_pool = head_pool  # how a task head pools when every position is tapped
+        self.head_norm = head_norm  # "final": the task head reads the backbone's frozen final norm of the state
         self.side, self.task_head = side, task_head
         self.cache, self.cache_dtype, self.cache_eval = cache, cache_dtype, cache_eval
         self.offload_backbone = offload_backbone
@@ -300,11 +302,20 @@ class PacModel(nn.Module):
         side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
         hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
         if self.task_head is not None:
+            hidden = self.head_input(hidden)
             pooled = select(hidden, attention_mask, self.head_pool) if positions == "all" else hidden
             return PacOutput(logits=self.task_head(pooled[:, 0]))
         if logits_to_keep and positions == "all":
             hidden = hidden[:, -int(logits_to_keep):]
         return PacOutput(logits=self.view.final(hidden))
+
+    def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What the task head reads. A Llama block's output is the raw residual stream (a few outlier channels
+        at 12-24x the token's RMS in SmolLM2); the backbone's own classifier reads it through the final RMSNorm.
+        head_norm=final does the same with that frozen norm; a BERT block's output is LayerNormed already."""
+        if self.head_norm == "final" and self.family == "llama":
+            return self.view.core.norm(hidden)
+        return hidden
 
     # -- generation (causal LM) ----------------------------------------------------------------------------
     @torch.no_grad()

@@ -365,6 +365,7 @@ def _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objecti
     if model.task_head is not None:
         # pooled as PacModel.forward pools (mean for BERT, the last real token for Llama), not the last column,
         # which is padding in a right-padded batch
+        final = model.head_input(final)
         pooled = select(final, mask, model.head_pool)[:, 0] if model.positions == "all" else final[:, 0]
         out = LogitsModel(model.task_head, pooled, per_token=False)
     else:

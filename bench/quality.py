@@ -1,0 +1,347 @@
+"""PAC against LoRA (and full fine-tuning where it fits) on every bundled GLUE task, at the same budget.
+
+Tasks: SST-2, CoLA, MRPC, RTE, STS-B, and user-file tasks (`file:rte`): a bundled task written out as a train
+and a dev .jsonl file *of the same name in two folders* and read back through `--task FILE --dev-file FILE`,
+the code path a user's own data takes. Every (backbone, task, method, train seed) is one run of
+`bench/pac_vs_baselines.py` (its run functions train and score; nothing is trained here), `--jobs` of them at
+a time, each in its own process. The report gives, per backbone and task, each method's mean and standard
+deviation over the train seeds (same samples, other initialisation and batch order), PAC's gap to LoRA in
+points, and whether PAC is within the acceptance tolerance: max(2 points, LoRA's own seed std).
+
+Scoring: `--holdout N` scores on N held-out TRAINING rows (tuning; never dev); without it, on dev.
+
+  python bench/quality.py --models minilm-l6,smollm2-135m --jobs 8 --out bench/results/quality/quality.json
+  python bench/quality.py --holdout 500 --sweep configs.json --out sweep.json    (PAC configurations, tuning)
+  python bench/quality.py --pick sweep.json --pick-out chosen.json             (the selection rule, runs nothing)
+  edgeft bench quality --models minilm-l6 --tasks sst2,rte --seeds 0 --jobs 2   (the same, through the CLI)
+
+Timings in a report come from runs that shared the machine with `--jobs - 1` others: indicative only; the
+speed ratios are measured by pac_vs_baselines alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent / "pac_vs_baselines.py"
+TASKS = ("sst2", "cola", "mrpc", "rte", "stsb", "file:rte")
+METHOD_VARIANT = {"lora": "lora", "pac": "pac_cache", "full": "full"}
+BASE = "base"  # the sweep's label for PAC's current defaults
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="minilm-l6,smollm2-135m")
+    p.add_argument("--tasks", default=",".join(TASKS), help="bundled tasks and file:<bundled task> user-file tasks")
+    p.add_argument("--seeds", default="0,1,2", help="train seeds (the samples stay on --seed)")
+    p.add_argument("--methods", default="lora,pac,full")
+    p.add_argument("--full-models", default="minilm-l6", help="backbones on which full fine-tuning also runs")
+    p.add_argument("--train-samples", type=int, default=1000)
+    p.add_argument("--dev-samples", type=int, default=500)
+    p.add_argument("--holdout", type=int, default=None, help="score on N held-out TRAINING rows (tuning), not dev")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--pac-epochs", type=int, default=None, help="PAC's epochs (default: --epochs)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")
+    p.add_argument("--lr", action="append", default=[], help="METHOD=LR, passed on (repeatable)")
+    p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE (repeatable)")
+    p.add_argument("--pac-config", default=None,
+                   help="JSON {options, lr?, epochs?} (e.g. --pick's output): PAC's configuration for this run")
+    p.add_argument("--sweep", default=None, help="JSON list of {label, options, lr?, epochs?}: PAC configurations "
+                                                 "to score (PAC only; use with --holdout)")
+    p.add_argument("--pick", default=None, help="a --sweep report: apply the selection rule and print the choice")
+    p.add_argument("--pick-out", default=None, help="with --pick: write the chosen configuration here (JSON)")
+    p.add_argument("--margin", type=float, default=0.5,
+                   help="--pick: points by which a configuration must beat 'base' to replace the defaults")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--work", default=None, help="folder for the per-run reports and the user files "
+                                                "(default: <out stem>_runs next to --out)")
+    p.add_argument("--out", default="bench/results/quality/quality.json")
+    p.add_argument("--label", default="")
+    return p.parse_args(argv)
+
+
+def _baselines():
+    """bench/pac_vs_baselines.py as a module (its runs train and score; its plotting helpers are shared)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgeft_bench_pac_vs_baselines", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+# -- user-file tasks ---------------------------------------------------------------------------------------
+def write_user_files(task: str, folder: Path) -> tuple[str, str]:
+    """The bundled task's train and dev splits as <folder>/train/<task>.jsonl and <folder>/dev/<task>.jsonl
+    (same file name: their sample ids must still differ), labels by name, as a user would write them."""
+    from edgeft.data import load_task
+
+    bundled = load_task(task)
+    paths = []
+    for split, rows in (("train", bundled.train), ("dev", bundled.dev)):
+        path = folder / split / f"{task}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            for ex in rows:
+                row = {"text": ex["text"], **({"text2": ex["text2"]} if "text2" in ex else {})}
+                row["label"] = bundled.label_names[ex["label"]] if bundled.label_names else ex["label"]
+                f.write(json.dumps(row) + "\n")
+        paths.append(str(path))
+    return paths[0], paths[1]
+
+
+# -- runs --------------------------------------------------------------------------------------------------
+def pac_config(args) -> dict:
+    cfg = json.loads(Path(args.pac_config).read_text()) if args.pac_config else {}
+    return {"options": cfg.get("options", {}), "lr": cfg.get("lr"), "epochs": cfg.get("epochs"),
+            "label": cfg.get("label")}
+
+
+def plan_runs(args, work: Path) -> list[dict]:
+    """One entry per (backbone, task, method, train seed): the pac_vs_baselines command and where it reports."""
+    files = {}
+    for t in _csv(args.tasks):
+        if t.startswith("file:"):
+            files[t] = write_user_files(t[5:], work / "userdata")
+    pac = pac_config(args)
+    runs = []
+    for model in _csv(args.models):
+        for task in _csv(args.tasks):
+            methods = ["pac"] if args.sweep else [m for m in _csv(args.methods)
+                                                  if m != "full" or model in _csv(args.full_models)]
+            for method in methods:
+                for seed in (int(s) for s in _csv(args.seeds)):
+                    name = f"{Path(model).name}__{task.replace(':', '-')}__{method}__s{seed}"
+                    epochs = args.epochs
+                    words = ["--model", model, "--train-samples", str(args.train_samples), "--batch-size",
+                             str(args.batch_size), "--max-length", str(args.max_length), "--seed", str(args.seed),
+                             "--train-seed", str(seed), "--eval", "last", "--device", args.device, "--in-process",
+                             "--out", str(work / f"{name}.json"), "--label", f"quality suite: {name}"]
+                    if task in files:
+                        words += ["--task", files[task][0], "--dev-file", files[task][1]]
+                    else:
+                        words += ["--task", task]
+                    words += ["--holdout", str(args.holdout)] if args.holdout else \
+                        ["--dev-samples", str(args.dev_samples)]
+                    if args.threads:
+                        words += ["--threads", str(args.threads)]
+                    for v in args.lr:
+                        words += ["--lr", v]
+                    if method == "pac":
+                        for v in args.pac_option + [f"{k}={json.dumps(v)}" for k, v in pac["options"].items()]:
+                            words += ["--pac-option", v]
+                        if pac["lr"]:
+                            words += ["--lr", f"pac={pac['lr']}"]
+                        epochs = pac["epochs"] or args.pac_epochs or args.epochs
+                    if args.sweep:
+                        words += ["--variants", "", "--sweep", str(Path(args.sweep).resolve())]
+                    else:
+                        words += ["--variants", METHOD_VARIANT[method]]
+                    words += ["--epochs", str(epochs)]
+                    runs.append({"name": name, "model": model, "task": task, "method": method, "seed": seed,
+                                 "argv": words, "report": str(work / f"{name}.json"), "log": str(work / f"{name}.log")})
+    # the slowest first (SmolLM2 LoRA), so the pool does not end on one long run
+    weight = {"lora": 3, "full": 3, "pac": 1}
+    return sorted(runs, key=lambda r: -(weight[r["method"]] * (4 if "smollm" in r["model"] else 1)))
+
+
+def execute(runs: list[dict], jobs: int) -> list[dict]:
+    def one(run):
+        if Path(run["report"]).exists():  # a finished run is not repeated (a rerun after an interruption)
+            return {**run, "rc": 0, "wall_s": 0.0, "reused": True}
+        t0 = time.perf_counter()
+        with open(run["log"], "w") as log:
+            rc = subprocess.run([sys.executable, str(BENCH), *run["argv"]], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        wall = time.perf_counter() - t0
+        print(f"  {run['name']}: {'ok' if rc == 0 else f'FAILED ({rc}), see ' + run['log']} {wall:.0f}s", flush=True)
+        return {**run, "rc": rc, "wall_s": wall}
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(one, runs))
+
+
+# -- tables -----------------------------------------------------------------------------------------------
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def collect(done: list[dict]) -> dict:
+    """{model: {task: {entry: [one record per seed]}}}; entry = method, or pac:<label> for sweep entries."""
+    out: dict = {}
+    for run in done:
+        if run["rc"] != 0 or not Path(run["report"]).exists():
+            continue
+        report = json.loads(Path(run["report"]).read_text())
+        for variant, res in report["variants"].items():
+            entry = run["method"] if ":" not in variant else "pac:" + variant.split(":", 1)[1]
+            out.setdefault(run["model"], {}).setdefault(run["task"], {}).setdefault(entry, []).append({
+                "seed": run["seed"], "metric": res["dev_metric"], "metric_name": res["dev_metric_name"],
+                "train_time_s": res["train_time_s"], "epochs": len(res["epoch_times_s"]), "lr": res["lr"],
+                "final_train_loss": res["final_train_loss"], "options": res["options"] if res["method"] == "pac" else None,
+                "machine": report["meta"]["machine"].get("gpu") or report["meta"]["machine"]["platform"]})
+    return out
+
+
+def summarise(raw: dict) -> dict:
+    table = {}
+    for model, tasks in raw.items():
+        for task, entries in tasks.items():
+            row = {}
+            for entry, recs in entries.items():
+                vals = [r["metric"] for r in recs if r["metric"] is not None]
+                if not vals:
+                    continue
+                mean, std = _mean_std(vals)
+                row[entry] = {"mean": mean, "std": std, "n": len(vals), "metric_name": recs[0]["metric_name"],
+                              "per_seed": {r["seed"]: r["metric"] for r in recs},
+                              "train_time_s": statistics.fmean(r["train_time_s"] for r in recs),
+                              "epochs": recs[0]["epochs"]}
+            lora = row.get("lora")
+            for entry, cell in row.items():
+                if lora and entry != "lora":
+                    cell["gap_to_lora_points"] = 100 * (cell["mean"] - lora["mean"])
+                    cell["tolerance_points"] = max(2.0, 100 * lora["std"])
+                    cell["within_tolerance"] = cell["gap_to_lora_points"] >= -cell["tolerance_points"]
+            table.setdefault(model, {})[task] = row
+    return table
+
+
+def pick(sweep: dict, margin: float) -> dict:
+    """The selection rule (docs/benchmarks_pac.md, "The quality suite"): for each PAC configuration the mean,
+    over ALL (backbone, task) cells of the sweep, of its mean over train seeds of the held-out metric (x100);
+    the highest wins, but replaces 'base' (the current defaults) only if it beats base by more than `margin`
+    points. A configuration missing any cell is not eligible."""
+    table = sweep["table"]
+    cells = [(m, t) for m in table for t in table[m]]
+    configs = sorted({e for m, t in cells for e in table[m][t] if e.startswith("pac:")})
+    scores = {}
+    for c in configs:
+        if all(c in table[m][t] for m, t in cells):
+            scores[c[4:]] = statistics.fmean(100 * table[m][t][c]["mean"] for m, t in cells)
+    if not scores:
+        raise SystemExit("no configuration has a result in every cell")
+    best = max(scores, key=scores.get)
+    base = scores.get(BASE)
+    chosen = best if base is None or scores[best] > base + margin else BASE
+    items = {i["label"]: i for i in sweep["meta"]["sweep_items"]}
+    return {"rule": pick.__doc__.split("\n\n")[0] if pick.__doc__ else "", "margin_points": margin,
+            "cells": [f"{m}/{t}" for m, t in cells], "scores": dict(sorted(scores.items(), key=lambda kv: -kv[1])),
+            "best": best, "chosen": chosen, **{k: v for k, v in items[chosen].items() if k != "label"},
+            "label": chosen}
+
+
+def plot(report: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = report["table"]
+    models = list(table)
+    if not models:
+        return out
+    fig, axes = plt.subplots(1, len(models), figsize=(7.5 * len(models), 4.2), squeeze=False)
+    colors = {"lora": "#1f77b4", "pac": "#2ca02c", "full": "#7f7f7f"}
+    for ax, model in zip(axes[0], models):
+        tasks = list(table[model])
+        entries = sorted({e for t in tasks for e in table[model][t]}, key=lambda e: (e != "lora", e))
+        width = 0.8 / max(1, len(entries))
+        for i, e in enumerate(entries):
+            xs = [j + (i - (len(entries) - 1) / 2) * width for j in range(len(tasks))]
+            means = [100 * table[model][t][e]["mean"] if e in table[model][t] else 0 for t in tasks]
+            stds = [100 * table[model][t][e]["std"] if e in table[model][t] else 0 for t in tasks]
+            ax.bar(xs, means, width, yerr=stds, capsize=2, label=e, color=colors.get(e))
+            if e != "lora":
+                for x, t in zip(xs, tasks):
+                    gap = table[model][t].get(e, {}).get("gap_to_lora_points")
+                    if gap is not None:
+                        ax.text(x, 1, f"{gap:+.1f}", ha="center", va="bottom", fontsize=7, rotation=90)
+        names = [f"{t}\n{table[model][t][entries[0]]['metric_name']}" if entries[0] in table[model][t] else t
+                 for t in tasks]
+        ax.set_xticks(range(len(tasks)), names, fontsize=8)
+        ax.set_ylabel(f"{report['meta']['scored_on']} metric x100 (mean ± std over seeds)")
+        ax.set_title(model)
+        ax.legend(fontsize=8)
+    m = report["meta"]
+    return _baselines().save_figure(
+        fig, f"PAC vs LoRA · {m['train_samples']} training rows · {m['epochs']} epochs (PAC {m['pac_epochs']}) · "
+             f"batch {m['batch_size']} · seeds {m['seeds']} · numbers: PAC's gap to LoRA (points)", out)
+
+
+def print_table(table: dict) -> None:
+    for model, tasks in table.items():
+        for task, row in tasks.items():
+            cells = [f"{e} {100 * c['mean']:.1f}±{100 * c['std']:.1f}"
+                     + (f" ({c['gap_to_lora_points']:+.1f})" if "gap_to_lora_points" in c else "")
+                     for e, c in sorted(row.items(), key=lambda kv: (kv[0] != "lora", kv[0]))]
+            print(f"{model:14s} {task:9s} " + " | ".join(cells), flush=True)
+
+
+def run(args) -> dict:
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out.with_name(out.stem + "_runs")
+    work.mkdir(parents=True, exist_ok=True)
+    runs = plan_runs(args, work)
+    print(f"{len(runs)} runs, {args.jobs} at a time; reports in {work}", flush=True)
+    t0 = time.perf_counter()
+    done = execute(runs, args.jobs)
+    raw = collect(done)
+    table = summarise(raw)
+    pac = pac_config(args)
+    report = {
+        "meta": {"date": dt.date.today().isoformat(), "models": _csv(args.models), "tasks": _csv(args.tasks),
+                 "seeds": [int(s) for s in _csv(args.seeds)], "sample_seed": args.seed,
+                 "train_samples": args.train_samples,
+                 "scored_on": f"{args.holdout} held-out training rows" if args.holdout else
+                 f"dev (at most {args.dev_samples} rows)",
+                 "epochs": args.epochs, "pac_epochs": pac["epochs"] or args.pac_epochs or args.epochs,
+                 "batch_size": args.batch_size, "max_length": args.max_length, "jobs": args.jobs,
+                 "pac_config": pac, "pac_options": args.pac_option, "lr": args.lr,
+                 "sweep_items": json.loads(Path(args.sweep).read_text()) if args.sweep else None,
+                 "failed": [r["name"] for r in done if r["rc"] != 0], "wall_s": time.perf_counter() - t0,
+                 "label": args.label, "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
+                 "timing_note": f"runs shared the machine {args.jobs} at a time: times are indicative only"},
+        "table": table,
+        "runs": raw,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    plot(report, out.with_suffix(".png"))
+    print_table(table)
+    if report["meta"]["failed"]:
+        print(f"FAILED runs: {report['meta']['failed']}", flush=True)
+    print(f"wrote {out} and {out.with_suffix('.png')}", flush=True)
+    return report
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.pick:
+        choice = pick(json.loads(Path(args.pick).read_text()), args.margin)
+        print(json.dumps(choice, indent=2))
+        if args.pick_out:
+            Path(args.pick_out).write_text(json.dumps(choice, indent=2))
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""The quality suite (bench/quality.py): runs PAC and LoRA through pac_vs_baselines on bundled and user-file
+tasks, reports mean ± std and the gap to LoRA; the selection rule keeps the defaults unless beaten by the margin."""
+
+import json
+
+from typer.testing import CliRunner
+
+from edgeft.cli.bench import bench_script
+
+
+def test_suite_on_a_bundled_and_a_user_file_task(tmp_path, tiny_bert):
+    from edgeft.cli.app import build_app
+
+    out = tmp_path / "q.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "quality", "--models", str(tiny_bert), "--full-models", "", "--tasks", "sst2,file:rte",
+        "--seeds", "0,1", "--methods", "lora,pac", "--train-samples", "16", "--dev-samples", "8", "--epochs", "1",
+        "--pac-epochs", "2", "--batch-size", "8", "--max-length", "24", "--jobs", "2", "--threads", "1",
+        "--pac-option", "width=8", "--pac-option", "norm_samples=8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["meta"]["failed"] == []
+    table = report["table"][str(tiny_bert)]
+    assert set(table) == {"sst2", "file:rte"}
+    for row in table.values():
+        assert set(row) == {"lora", "pac"} and row["lora"]["n"] == row["pac"]["n"] == 2
+        assert row["pac"]["epochs"] == 2 and row["lora"]["epochs"] == 1
+        gap = 100 * (row["pac"]["mean"] - row["lora"]["mean"])
+        assert abs(row["pac"]["gap_to_lora_points"] - gap) < 1e-9
+        assert row["pac"]["tolerance_points"] >= 2.0
+    # the user-file task went through --task FILE --dev-file FILE: two files of one name in two folders
+    runs = out.with_name("q_runs")
+    train, dev = runs / "userdata" / "train" / "rte.jsonl", runs / "userdata" / "dev" / "rte.jsonl"
+    assert train.name == dev.name and json.loads(train.read_text().splitlines()[0])["label"] in (
+        "entailment", "not_entailment")
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def _sweep(scores: dict) -> dict:
+    """A sweep report with two cells; scores {label: (cell1, cell2)} as fractions."""
+    table = {"m": {"a": {}, "b": {}}}
+    for label, (x, y) in scores.items():
+        table["m"]["a"][f"pac:{label}"] = {"mean": x}
+        table["m"]["b"][f"pac:{label}"] = {"mean": y}
+    items = [{"label": k, "options": {"lr_probe": k}} for k in scores]
+    return {"table": table, "meta": {"sweep_items": items}}
+
+
+def test_the_rule_takes_the_best_mean_over_all_cells_only_past_the_margin():
+    q = bench_script("quality")
+    # 'one' wins cell a by far but loses on the mean over both cells; 'two' has the best mean
+    choice = q.pick(_sweep({"base": (0.70, 0.60), "one": (0.90, 0.40), "two": (0.72, 0.62)}), margin=0.5)
+    assert choice["best"] == "two" and choice["chosen"] == "two" and choice["options"] == {"lr_probe": "two"}
+    assert abs(choice["scores"]["two"] - 67.0) < 1e-9
+    # within the margin the defaults stay
+    choice = q.pick(_sweep({"base": (0.70, 0.60), "two": (0.704, 0.602)}), margin=0.5)
+    assert choice["best"] == "two" and choice["chosen"] == "base"
