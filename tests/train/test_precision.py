@@ -119,3 +119,25 @@ def test_adamw_is_fused_on_cuda_only():
         q = torch.nn.Parameter(torch.zeros(3, device="cuda"))
         opt, _ = build_optimizer([q], TrainConfig(), 1e-3, 10)
         assert opt.defaults["fused"]
+
+
+def test_cast_frozen_stores_only_frozen_linear_weights_in_the_compute_dtype():
+    """Frozen Linear weights go to bf16 once (autocast would re-cast them every forward); trained weights,
+    embeddings, an LM head tied to them and norms stay fp32; nothing happens on CPU."""
+    emb = torch.nn.Embedding(10, 4)
+    frozen, trained, head, norm = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 10, bias=False), \
+        torch.nn.LayerNorm(4)
+    head.weight = emb.weight  # tied, as in SmolLM2
+    model = torch.nn.ModuleList([emb, frozen, trained, head, norm])
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained.parameters():
+        p.requires_grad_(True)
+    on_cpu = Precision("bf16", "cpu")
+    assert on_cpu.cast_frozen(model) == 0 and frozen.weight.dtype == torch.float32
+    on_gpu = Precision("bf16", "cpu")
+    on_gpu.device = torch.device("cuda")  # the selection rule, without a GPU
+    assert on_gpu.cast_frozen(model) == 2
+    assert frozen.weight.dtype == frozen.bias.dtype == torch.bfloat16
+    assert trained.weight.dtype == emb.weight.dtype == head.weight.dtype == norm.weight.dtype == torch.float32
+    assert Precision("fp32", "cpu").cast_frozen(model) == 0

@@ -101,6 +101,7 @@ class Trainer:
         lr = cfg.lr or method.default_lr
         self.lr = lr
         self.params = method.trainable_parameters(model)
+        self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16 only)
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
         self.optimizer, self.scheduler = build_optimizer(self.params if method.uses_optimizer else [], cfg, lr,
                                                          self.steps_per_epoch * cfg.epochs)
