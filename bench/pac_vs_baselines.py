@@ -122,7 +122,7 @@ def random_backbone(size: str, tokenizer_from: str, seed: int, device):
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from edgeft.models.backbone import Arch, Backbone, resolve
+    from edgeft.models.backbone import Backbone, arch_of, resolve
 
     path, _ = resolve(tokenizer_from)
     tok = AutoTokenizer.from_pretrained(path)
@@ -136,7 +136,7 @@ def random_backbone(size: str, tokenizer_from: str, seed: int, device):
         model = LlamaForCausalLM(cfg)
     model.eval()
     return Backbone(name=f"random-llama-{size}", path=f"random-llama-{size}-seed{seed}", model=model, tokenizer=tok,
-                    arch=Arch.from_config(cfg), head="causal_lm")
+                    arch=arch_of(cfg), head="causal_lm")
 
 
 def holdout_examples(task, args) -> list[dict]:

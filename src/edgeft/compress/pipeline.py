@@ -169,10 +169,10 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
 
 def _reopen(out: Path, src: Source) -> Source:
     from edgeft.compress.store import load_compressed
-    from edgeft.models.backbone import Arch, Backbone
+    from edgeft.models.backbone import Backbone, arch_of
 
     model, tok, manifest = load_compressed(out)
-    bb = Backbone(name=str(out), path=str(out), model=model, tokenizer=tok, arch=Arch.from_config(model.config),
+    bb = Backbone(name=str(out), path=str(out), model=model, tokenizer=tok, arch=arch_of(model.config),
                   head=manifest.head)
     return Source(bb, manifest, src.side_module)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgeft.compress.merge import adapter_head, merge_adapter
 from edgeft.compress.store import Manifest, is_compressed_folder, load_compressed
 from edgeft.errors import ModelError
-from edgeft.models.backbone import Arch, Backbone, family_of, load_backbone, resolve
+from edgeft.models.backbone import Backbone, arch_of, family_of, load_backbone, resolve
 
 
 @dataclass
@@ -26,7 +26,7 @@ def open_model(model: str, adapter: Path | None = None) -> Source:
                              "Merge it first: edgeft compress --model BASE --adapter ADAPTER ...")
         net, tok, manifest = load_compressed(model)
         bb = Backbone(name=str(model), path=str(model), model=net, tokenizer=tok,
-                      arch=Arch.from_config(net.config), head=manifest.head)
+                      arch=arch_of(net.config), head=manifest.head)
         side = manifest.extra.get("side_module")
         return Source(bb, manifest, Path(model) / side if side else None)
     if adapter is not None:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from edgeft.errors import ModelError
+from edgeft.models.arch import ModelArch, arch_from_hf_config
 from edgeft.models.blocks import BlockView
 from edgeft.models.fetch import fetch
 from edgeft.models.sources import SOURCES
@@ -18,30 +19,11 @@ HeadKind = Literal["causal_lm", "sequence_classification"]
 HEAD_KINDS = get_args(HeadKind)
 
 
-@dataclass(frozen=True)
-class Arch:
-    """The numbers cost models need, read from the model config."""
-
-    family: str
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    vocab_size: int
-
-    @classmethod
-    def from_config(cls, config) -> "Arch":
-        family = family_of(config)
-        return cls(
-            family=family,
-            num_layers=config.num_hidden_layers,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            vocab_size=config.vocab_size,
-        )
+def arch_of(config, name: str = "") -> ModelArch:
+    """The numbers cost models need (a ModelArch), read from a loaded model's transformers config."""
+    cfg = config.to_dict()
+    cfg["model_type"] = {"llama": "llama", "bert": "bert"}[family_of(config)]  # the families edgeft runs
+    return arch_from_hf_config(cfg, name or config.model_type)
 
 
 @dataclass
@@ -50,7 +32,7 @@ class Backbone:
     path: str  # resolved local folder (or hub id)
     model: nn.Module
     tokenizer: object
-    arch: Arch
+    arch: ModelArch
     head: HeadKind
 
     @property
@@ -140,4 +122,4 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
-    return Backbone(name=name, path=path, model=model, tokenizer=tokenizer, arch=Arch.from_config(config), head=head)
+    return Backbone(name=name, path=path, model=model, tokenizer=tokenizer, arch=arch_of(config, name), head=head)
