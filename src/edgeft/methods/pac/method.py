@@ -72,6 +72,16 @@ class PacOptions(MethodOptions):
                               "accelerator; batch: run it on each training batch that misses the cache")
     stream_mb: float = Field(64.0, gt=0, description="fill=stream: hidden states held per chunk (MB)")
     stream_batch: int = Field(64, ge=1, description="fill=stream: samples per backbone micro-batch")
+    # the cached epochs' fast path
+    device_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="after the fill, pack the training samples' cache entries on the training device (each "
+                            "checked once, then one gather per batch); auto: on CUDA when they fit device_cache_share "
+                            "of its free memory; on: on any device (CPU too); off: read the cache every step")
+    device_cache_share: float = Field(0.25, gt=0, le=1, description="device_cache=auto: most of the free device "
+                                                                     "memory the packed cache may take")
+    graphs: bool = Field(True, description="CUDA only, with the device cache: pad cached batches to length buckets "
+                                           "and replay each bucket's forward+backward as a CUDA graph")
+    graph_bucket: int = Field(16, ge=1, description="graphs: batches are padded to a multiple of this many tokens")
 
 
 def positions_for(objective: str, family: str, pool: str, every_token: bool) -> tuple[Positions, Positions]:
@@ -196,6 +206,9 @@ class PAC(Method):
             if self.options.fill == "stream":
                 model.fill_cache(feats, collate)
             model.fit_tap_stats(feats, collate, self.options.norm_samples)
+        if epoch <= 1 and model.cache is not None:  # after the fill (stream: before epoch 1; batch: during it)
+            o = self.options
+            model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
 
     def spec(self, model: PacModel) -> dict:
         side = model.side
