@@ -17,6 +17,7 @@ else goes through the cache as before.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from edgeft.methods.pac import codec
@@ -60,9 +61,18 @@ class DeviceCacheView:
         metas = [cache.store.meta(s) for s in sample_ids]
         if not sample_ids or any(m is None for m in metas):
             return None
+        row_bytes = n_taps * hidden * codec.ITEMSIZE[dtype]
         total = sum(m.rows for m in metas)
-        data = torch.empty(total, n_taps, hidden, dtype=codec.TORCH_DTYPES[dtype], device=device)
-        scale = torch.empty(total, n_taps, dtype=torch.float32, device=device) if dtype == "int8" else None
+        # flat byte buffers on the device, filled chunk by chunk through one pinned host buffer each (CUDA) or
+        # directly (CPU): the payloads are concatenated straight into them, no temporary arrays
+        data = torch.empty(total * row_bytes, dtype=torch.uint8, device=device)
+        scale = torch.empty(total * n_taps * 4, dtype=torch.uint8, device=device) if dtype == "int8" else None
+        chunk_rows = max(sum(m.rows for m in metas[k:k + PACK_CHUNK]) for k in range(0, len(metas), PACK_CHUNK))
+        staged = device.type != "cpu"
+        pin = device.type == "cuda"
+        stage_d = torch.empty(chunk_rows * row_bytes, dtype=torch.uint8, pin_memory=pin) if staged else None
+        stage_s = torch.empty(chunk_rows * n_taps * 4, dtype=torch.uint8, pin_memory=pin) \
+            if staged and scale is not None else None
         first, rows, index, at = [], [], {}, 0
         for k in range(0, len(sample_ids), PACK_CHUNK):
             ids, toks = sample_ids[k:k + PACK_CHUNK], hashes[k:k + PACK_CHUNK]
@@ -70,15 +80,18 @@ class DeviceCacheView:
             if any(f is None for f in found):
                 return None  # a stale/corrupt entry under rebuild/recompute: it must be recomputed first
             r = [f[1] for f in found]
-            d, s = codec.from_payloads([f[0] for f in found], r, n_taps, hidden, dtype)
-            data[at:at + sum(r)].copy_(d)
+            n = sum(r)
+            nd = [x * row_bytes for x in r]
+            _concat_into([f[0][:b] for f, b in zip(found, nd)], data, at * row_bytes, n * row_bytes, stage_d)
             if scale is not None:
-                scale[at:at + sum(r)].copy_(s)
-            for sid, n in zip(ids, r):
+                _concat_into([f[0][b:] for f, b in zip(found, nd)], scale, at * n_taps * 4, n * n_taps * 4, stage_s)
+            for sid, m in zip(ids, r):
                 index[sid] = len(first)
                 first.append(at)
-                rows.append(n)
-                at += n
+                rows.append(m)
+                at += m
+        data = data.view(codec.TORCH_DTYPES[dtype]).view(total, n_taps, hidden)
+        scale = None if scale is None else scale.view(torch.float32).view(total, n_taps)
         as_long = dict(dtype=torch.long, device=device)
         return cls(index, data, scale, torch.tensor(first, **as_long), torch.tensor(rows, **as_long), per_token)
 
@@ -101,3 +114,14 @@ class DeviceCacheView:
         at = self.first[idx].unsqueeze(1) + torch.minimum(step, self.rows[idx].unsqueeze(1) - 1)
         flat = codec.decode(self.data[at], None if self.scale is None else self.scale[at])
         return torch.where(real[:, :, None, None], flat, flat.new_zeros(()))
+
+
+def _concat_into(parts: list[np.ndarray], dest: torch.Tensor, offset: int, nbytes: int,
+                 stage: torch.Tensor | None) -> None:
+    """Byte arrays, concatenated into dest[offset:offset + nbytes] (a flat uint8 tensor), through `stage`
+    (a host buffer) when dest is on an accelerator."""
+    if stage is None:
+        np.concatenate(parts, out=dest[offset:offset + nbytes].numpy())
+        return
+    np.concatenate(parts, out=stage[:nbytes].numpy())
+    dest[offset:offset + nbytes].copy_(stage[:nbytes])  # synchronous: the stage is refilled next

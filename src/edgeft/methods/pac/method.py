@@ -202,13 +202,13 @@ class PAC(Method):
         return model.to(device)
 
     def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
-        if epoch == 0:
-            if self.options.fill == "stream":
-                model.fill_cache(feats, collate)
-            model.fit_tap_stats(feats, collate, self.options.norm_samples)
+        o = self.options
+        if epoch == 0 and o.fill == "stream":
+            model.fill_cache(feats, collate)
         if epoch <= 1 and model.cache is not None:  # after the fill (stream: before epoch 1; batch: during it)
-            o = self.options
             model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
+        if epoch == 0:
+            model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
 
     def spec(self, model: PacModel) -> dict:
         side = model.side

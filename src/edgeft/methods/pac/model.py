@@ -319,6 +319,9 @@ class PacModel(nn.Module):
         """The side network's input (B, P, n_taps, H), from the cache when it can, else from the backbone."""
         positions = positions or self.positions
         if self._uses_cache(sample_ids, positions):
+            idx = self.device_view.indices(sample_ids) if self.device_view is not None else None
+            if idx is not None:  # packed on the device (checked when packed): one gather
+                return self.device_view.taps(idx, attention_mask)
             return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
         return self.run_backbone(input_ids, attention_mask, token_type_ids, positions).float()
 
