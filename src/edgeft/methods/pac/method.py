@@ -203,12 +203,15 @@ class PAC(Method):
 
     def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
         o = self.options
-        if epoch == 0 and o.fill == "stream":
-            model.fill_cache(feats, collate)
-        if epoch <= 1 and model.cache is not None:  # after the fill (stream: before epoch 1; batch: during it)
-            model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
-        if epoch == 0:
-            model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
+        with model.timed("fill_s"):
+            if epoch == 0 and o.fill == "stream":
+                model.fill_cache(feats, collate)
+        with model.timed("pack_s"):
+            if epoch <= 1 and model.cache is not None:  # after the fill (stream: before epoch 1; batch: during it)
+                model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
+        with model.timed("tap_stats_s"):
+            if epoch == 0:
+                model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
 
     def spec(self, model: PacModel) -> dict:
         side = model.side

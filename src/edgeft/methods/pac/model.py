@@ -12,7 +12,8 @@ the PacModel is in (dropout off, so its activations are a pure function of the t
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +67,7 @@ class PacModel(nn.Module):
         self.backbone_calls = 0  # forward passes of the backbone (tests and benchmarks read this)
         self.device_view: DeviceCacheView | None = None  # the cache packed on the device (pack_device_cache)
         self.cached_step: CachedStep | None = None  # how training steps read it (bucketed, CUDA graphs)
+        self.phase_s: dict[str, float] = {}  # seconds spent in the fill, the packing, ... (benchmarks read it)
         if task_head is None and self.view.is_classifier:
             raise ModelError("PAC on a classifier backbone needs its own task head (the backbone's is untrained).")
 
@@ -78,6 +80,24 @@ class PacModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.side.up.weight.device
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Adds the wall time of the block (the device synchronised) to phase_s[phase]."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync()
+            self.phase_s[phase] = self.phase_s.get(phase, 0.0) + time.perf_counter() - t0
+
+    def fast_path(self) -> dict:
+        """What the cached epochs ran on: the device view (MB) and the cached step (buckets, graphs)."""
+        view = self.device_view
+        return {"device_view_mb": None if view is None else view.nbytes / 2**20,
+                "cached_step": None if self.cached_step is None else self.cached_step.describe()}
 
     # -- the frozen backbone ---------------------------------------------------------------------------
     def _offloadable(self) -> list[nn.Module]:
@@ -188,15 +208,19 @@ class PacModel(nn.Module):
             micro = [self._inputs_on_device(b) for b in batches]
             parts = [[None] * n_taps for _ in batches]
 
-            def keep(m, j, taps, micro=micro, parts=parts):
-                flat = self._kept(taps, micro[m][1])
-                data, scale = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
-                parts[m][j] = (data.cpu(), None if scale is None else scale.cpu())
+            # the real positions' rows, found once per micro-batch (a boolean index per tap would sync each time)
+            real = [mask.reshape(-1).nonzero().squeeze(1) if self.positions == "all" else None
+                    for _, mask, _ in micro]
+
+            def keep(m, j, taps, real=real, parts=parts):
+                flat = taps.reshape(-1, taps.shape[-1]).index_select(0, real[m]) if real[m] is not None else taps[:, 0]
+                parts[m][j] = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
 
             self._blockwise(micro, self.positions, keep)
             for b, (ids, mask, types), got in zip(batches, micro, parts):
-                data = torch.cat([d for d, _ in got], dim=1)
-                scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
+                # the encoded taps stay on the device until the chunk is done: one copy to the host per micro-batch
+                data = torch.cat([d for d, _ in got], dim=1).cpu()
+                scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1).cpu()
                 self._store([str(s) for s in b["ids"]], batch_hashes(ids, mask, types), data, scale, self._rows(mask))
         return len(todo)
 
