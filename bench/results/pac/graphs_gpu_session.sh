@@ -77,7 +77,11 @@ for bs in (64, 16):
     summary[f"batch_{bs}"] = row
 fr = runs.get("frozen")
 if fr:
-    summary["frozen_forward"] = fr.get("results", fr)
+    summary["frozen_forward"] = fr.get("runs", fr)
+    bf16 = [r["forward_s"] for r in fr.get("runs", []) if r["batch_size"] == 64 and r["precision"] == "bf16"]
+    fill = ((summary["batch_64"].get("graphs") or {}).get("phase_s") or {}).get("fill_s")
+    if bf16 and fill:
+        summary["fill_b64_vs_frozen_bf16_forward"] = fill / bf16[0]
 summary["goal"] = "PAC >= 8.64x LoRA (5 epochs) at batch 16 and 64; cached epoch < 0.3 s; fill <= 3x frozen bf16 fwd"
 json.dump(summary, open(OUT + "/graphs_summary.json", "w"), indent=1)
 print(json.dumps(summary, indent=1))

@@ -248,9 +248,8 @@ class PacModel(nn.Module):
         self.device_view = DeviceCacheView.pack(self.cache, ids, [_feature_hash(f) for f in feats], len(self.taps),
                                                 self.side.hidden, self.positions == "all", device)
         if self.device_view is not None:
-            on_gpu = device.type == "cuda"
-            self.cached_step = CachedStep(self, bucket=bucket if on_gpu and self.side.copies is None else 0,
-                                          capture=graphs and on_gpu)
+            graphed = graphs and device.type == "cuda" and self.side.copies is None  # copies: positions matter
+            self.cached_step = CachedStep(self, bucket=bucket if graphed else 0, capture=graphed)
         return self.device_view is not None
 
     @torch.no_grad()
