@@ -124,3 +124,10 @@ def test_cuda_graphs_train_as_the_eager_step(family, head, task, tiny_llama, tin
     assert graphed.cached_step.failed is None and graphed.cached_step.replays > 0
     assert eager.cached_step.replays == 0
     assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
+
+
+def test_fill_batch_packs_after_the_first_epoch(tiny_llama):
+    base, ref = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "off"})
+    model, got = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "on"})
+    assert model.device_view is not None and len(model.device_view) == 24
+    assert got.losses == ref.losses

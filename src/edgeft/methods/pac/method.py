@@ -207,7 +207,7 @@ class PAC(Method):
             if epoch == 0 and o.fill == "stream":
                 model.fill_cache(feats, collate)
         with model.timed("pack_s"):
-            if epoch <= 1 and model.cache is not None:  # after the fill (stream: before epoch 1; batch: during it)
+            if model.cache is not None:  # once the cache holds every sample (stream: before epoch 1; batch: after it)
                 model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
         with model.timed("tap_stats_s"):
             if epoch == 0:

@@ -239,8 +239,8 @@ class PacModel(nn.Module):
         if mode == "auto" and device.type != "cuda":
             return False
         ids = [str(f["id"]) for f in feats]
-        if len(set(ids)) != len(ids):
-            return False  # sample ids must name one sample each
+        if len(set(ids)) != len(ids) or any(self.cache.store.meta(i) is None for i in ids):
+            return False  # sample ids must name one sample each, and the cache must hold every one
         if mode == "auto":
             free, _ = torch.cuda.mem_get_info(device)
             if DeviceCacheView.bytes_needed(self.cache, ids) > share * free:
