@@ -254,6 +254,8 @@ def run_variant(variant: str, args) -> dict:
         if model._host is not None:
             out["backbone_bytes_lent_gb"] = model._host.bytes_lent / 1e9  # host -> GPU traffic, evaluation included
         out["positions"] = model.positions
+        out["phase_s"] = dict(model.phase_s)  # fill, packing, channel statistics (before epoch 1's steps)
+        out["fast_path"] = model.fast_path()  # device cache view and CUDA graphs of the cached epochs
         if model.cache is not None:
             out["cache"] = model.cache.describe()
             out["cache_mb"] = out["cache"]["megabytes"]

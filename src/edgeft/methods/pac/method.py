@@ -72,6 +72,16 @@ class PacOptions(MethodOptions):
                               "accelerator; batch: run it on each training batch that misses the cache")
     stream_mb: float = Field(64.0, gt=0, description="fill=stream: hidden states held per chunk (MB)")
     stream_batch: int = Field(64, ge=1, description="fill=stream: samples per backbone micro-batch")
+    # the cached epochs' fast path
+    device_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="after the fill, pack the training samples' cache entries on the training device (each "
+                            "checked once, then one gather per batch); auto: on CUDA when they fit device_cache_share "
+                            "of its free memory; on: on any device (CPU too); off: read the cache every step")
+    device_cache_share: float = Field(0.25, gt=0, le=1, description="device_cache=auto: most of the free device "
+                                                                     "memory the packed cache may take")
+    graphs: bool = Field(True, description="CUDA only, with the device cache: pad cached batches to length buckets "
+                                           "and replay each bucket's forward+backward as a CUDA graph")
+    graph_bucket: int = Field(16, ge=1, description="graphs: batches are padded to a multiple of this many tokens")
 
 
 def positions_for(objective: str, family: str, pool: str, every_token: bool) -> tuple[Positions, Positions]:
@@ -192,10 +202,16 @@ class PAC(Method):
         return model.to(device)
 
     def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
-        if epoch == 0:
-            if self.options.fill == "stream":
+        o = self.options
+        with model.timed("fill_s"):
+            if epoch == 0 and o.fill == "stream":
                 model.fill_cache(feats, collate)
-            model.fit_tap_stats(feats, collate, self.options.norm_samples)
+        with model.timed("pack_s"):
+            if model.cache is not None:  # once the cache holds every sample (stream: before epoch 1; batch: after it)
+                model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
+        with model.timed("tap_stats_s"):
+            if epoch == 0:
+                model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
 
     def spec(self, model: PacModel) -> dict:
         side = model.side

@@ -12,7 +12,8 @@ the PacModel is in (dropout off, so its activations are a pure function of the t
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,8 @@ from torch import nn
 from edgeft.errors import ModelError
 from edgeft.methods.pac import codec
 from edgeft.methods.pac.cache import ActivationCache
+from edgeft.methods.pac.device_view import DeviceCacheView
+from edgeft.methods.pac.graphs import CachedStep
 from edgeft.methods.pac.side_network import ParallelAdapters
 from edgeft.methods.pac.streaming import HostResidency, chunks_by_memory
 from edgeft.methods.pac.taps import Positions, select
@@ -62,6 +65,9 @@ class PacModel(nn.Module):
         self.fill, self.stream_mb, self.stream_batch = fill, stream_mb, stream_batch
         self._host: HostResidency | None = None  # set by keep_backbone_on_host(): blocks are lent one at a time
         self.backbone_calls = 0  # forward passes of the backbone (tests and benchmarks read this)
+        self.device_view: DeviceCacheView | None = None  # the cache packed on the device (pack_device_cache)
+        self.cached_step: CachedStep | None = None  # how training steps read it (bucketed, CUDA graphs)
+        self.phase_s: dict[str, float] = {}  # seconds spent in the fill, the packing, ... (benchmarks read it)
         if task_head is None and self.view.is_classifier:
             raise ModelError("PAC on a classifier backbone needs its own task head (the backbone's is untrained).")
 
@@ -74,6 +80,24 @@ class PacModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.side.up.weight.device
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Adds the wall time of the block (the device synchronised) to phase_s[phase]."""
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            sync()
+            self.phase_s[phase] = self.phase_s.get(phase, 0.0) + time.perf_counter() - t0
+
+    def fast_path(self) -> dict:
+        """What the cached epochs ran on: the device view (MB) and the cached step (buckets, graphs)."""
+        view = self.device_view
+        return {"device_view_mb": None if view is None else view.nbytes / 2**20,
+                "cached_step": None if self.cached_step is None else self.cached_step.describe()}
 
     # -- the frozen backbone ---------------------------------------------------------------------------
     def _offloadable(self) -> list[nn.Module]:
@@ -184,17 +208,49 @@ class PacModel(nn.Module):
             micro = [self._inputs_on_device(b) for b in batches]
             parts = [[None] * n_taps for _ in batches]
 
-            def keep(m, j, taps, micro=micro, parts=parts):
-                flat = self._kept(taps, micro[m][1])
-                data, scale = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
-                parts[m][j] = (data.cpu(), None if scale is None else scale.cpu())
+            # the real positions' rows, found once per micro-batch (a boolean index per tap would sync each time)
+            real = [mask.reshape(-1).nonzero().squeeze(1) if self.positions == "all" else None
+                    for _, mask, _ in micro]
+
+            def keep(m, j, taps, real=real, parts=parts):
+                flat = taps.reshape(-1, taps.shape[-1]).index_select(0, real[m]) if real[m] is not None else taps[:, 0]
+                parts[m][j] = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
 
             self._blockwise(micro, self.positions, keep)
             for b, (ids, mask, types), got in zip(batches, micro, parts):
-                data = torch.cat([d for d, _ in got], dim=1)
-                scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1)
+                # the encoded taps stay on the device until the chunk is done: one copy to the host per micro-batch
+                data = torch.cat([d for d, _ in got], dim=1).cpu()
+                scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1).cpu()
                 self._store([str(s) for s in b["ids"]], batch_hashes(ids, mask, types), data, scale, self._rows(mask))
         return len(todo)
+
+    @torch.no_grad()
+    def pack_device_cache(self, feats: list[dict], mode: str = "auto", share: float = 0.25, graphs: bool = True,
+                          bucket: int = 16) -> bool:
+        """After the fill: pack the training samples' cache entries on the training device (DeviceCacheView) so
+        cached epochs gather a batch at once; on CUDA also bucket and graph the cached step (CachedStep).
+
+        mode auto: on CUDA when the view fits `share` of the free device memory; on: any device (CPU too); off.
+        Each entry is read through the cache's checks (token hash, CRC-32) once, here. Returns whether it packed.
+        """
+        if self.cache is None or mode == "off" or self.device_view is not None:
+            return self.device_view is not None
+        device = self.device
+        if mode == "auto" and device.type != "cuda":
+            return False
+        ids = [str(f["id"]) for f in feats]
+        if len(set(ids)) != len(ids) or any(self.cache.store.meta(i) is None for i in ids):
+            return False  # sample ids must name one sample each, and the cache must hold every one
+        if mode == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            if DeviceCacheView.bytes_needed(self.cache, ids) > share * free:
+                return False
+        self.device_view = DeviceCacheView.pack(self.cache, ids, [_feature_hash(f) for f in feats], len(self.taps),
+                                                self.side.hidden, self.positions == "all", device)
+        if self.device_view is not None:
+            graphed = graphs and device.type == "cuda" and self.side.copies is None  # copies: positions matter
+            self.cached_step = CachedStep(self, bucket=bucket if graphed else 0, capture=graphed)
+        return self.device_view is not None
 
     @torch.no_grad()
     def fit_tap_stats(self, feats: list[dict], collate, samples: int) -> int:
@@ -286,6 +342,9 @@ class PacModel(nn.Module):
         """The side network's input (B, P, n_taps, H), from the cache when it can, else from the backbone."""
         positions = positions or self.positions
         if self._uses_cache(sample_ids, positions):
+            idx = self.device_view.indices(sample_ids) if self.device_view is not None else None
+            if idx is not None:  # packed on the device (checked when packed): one gather
+                return self.device_view.taps(idx, attention_mask)
             return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
         return self.run_backbone(input_ids, attention_mask, token_type_ids, positions).float()
 
@@ -298,16 +357,33 @@ class PacModel(nn.Module):
         positions = self.positions
         if positions == "last" and not logits_to_keep and self.task_head is None:
             positions = "all"  # every position's logits were asked for: the side network is per token, so it can
+        if self.device_view is not None and self.training and sample_ids is not None and positions == self.positions:
+            idx = self.device_view.indices(sample_ids)
+            if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
+                if self.offload_backbone and not self._offload_given_up:
+                    self.release_backbone()
+                step = self.cached_step or CachedStep(self, bucket=0, capture=False)
+                return PacOutput(logits=step(idx, attention_mask, logits_to_keep))
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
+        return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep))
+
+    def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None) -> torch.Tensor:
+        """Logits of the view's samples `idx` (training: the cached path's positions)."""
+        taps = self.device_view.taps(idx, attention_mask)
+        return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep)
+
+    def logits_from_taps(self, taps: torch.Tensor, attention_mask: torch.Tensor, positions: Positions,
+                         logits_to_keep: int | None) -> torch.Tensor:
+        """The side network over tapped outputs (B, P, n_taps, H), then the task head or the frozen LM head."""
         side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
         hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
         if self.task_head is not None:
             hidden = self.head_input(hidden)
             pooled = select(hidden, attention_mask, self.head_pool) if positions == "all" else hidden
-            return PacOutput(logits=self.task_head(pooled[:, 0]))
+            return self.task_head(pooled[:, 0])
         if logits_to_keep and positions == "all":
             hidden = hidden[:, -int(logits_to_keep):]
-        return PacOutput(logits=self.view.final(hidden))
+        return self.view.final(hidden)
 
     def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
         """What the task head reads. A Llama block's output is the raw residual stream (a few outlier channels

@@ -1,0 +1,133 @@
+"""The cached epochs' fast path: the cache packed on the device (DeviceCacheView), length buckets and CUDA
+graphs (CachedStep). On CPU the packed view must train exactly as the cache path does; the bucketing must
+give the same loss and gradients; the cache's integrity checks must still fire (at pack time)."""
+
+import pytest
+import torch
+
+from edgeft.errors import CacheError
+from edgeft.data.features import objective_for
+from edgeft.methods.pac.graphs import CachedStep, bucket_length, pad_left
+from edgeft.methods.pac.model import _feature_hash
+from edgeft.train.loop import Trainer, TrainConfig
+from edgeft.train.objective import forward
+from edgeft.train.recipe import make_loss_fn
+
+from test_pac_model import CASES, setup
+
+
+def _run(path, head, task, options, epochs=3, device="cpu"):
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", **options}, task=task, max_length=16)
+    model = method.place(model, device)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device)
+    result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
+    return model, result
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp16"])
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_device_view_trains_exactly_as_the_cache(family, head, task, dtype, tiny_llama, tiny_bert):
+    path = tiny_llama if family == "llama" else tiny_bert
+    base, ref = _run(path, head, task, {"cache_dtype": dtype, "device_cache": "off"})
+    model, got = _run(path, head, task, {"cache_dtype": dtype, "device_cache": "on"})
+    assert base.device_view is None and model.device_view is not None
+    assert got.losses == ref.losses  # bit for bit: the same decoded values reach the same side network
+    for (n, a), (_, b) in zip(base.side.named_parameters(), model.side.named_parameters()):
+        assert torch.equal(a, b), n
+
+
+def test_device_view_serves_training_batches_without_reading_the_cache(tiny_llama):
+    model, _ = _run(tiny_llama, "causal_lm", "sst2", {"device_cache": "on"})
+    n = len(model.device_view)
+    # only the packing reads the cache (the fill writes it); the statistics and the epochs read the view
+    assert model.cache.stats.hits == n and model.cache.stats.misses == 0
+    assert model.cached_step.bucket == 0 and not model.cached_step.capture  # CPU: no buckets, no graphs
+
+
+def test_auto_keeps_the_cache_path_on_cpu(tiny_llama):
+    model, _ = _run(tiny_llama, "causal_lm", "sst2", {}, epochs=2)
+    assert model.device_view is None and model.cached_step is None
+
+
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_length_buckets_give_the_same_loss_and_gradients(family, head, task, tiny_llama, tiny_bert):
+    path = tiny_llama if family == "llama" else tiny_bert
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "device_cache": "on", "dropout": 0.0},
+                                       task=task, max_length=16)
+    feats = feat.encode(t.train)
+    model.fill_cache(feats, feat.collate)
+    assert model.pack_device_cache(feats, "on")
+    with torch.no_grad():  # a non-zero up-projection, so the side network's output reaches the loss
+        model.side.up.weight.normal_(0, 0.05)
+    model.train()
+    objective = objective_for(t, head)
+    batch = feat.collate(feats[:7])
+
+    def loss_and_grads(step):
+        model.cached_step = step
+        model.zero_grad(set_to_none=True)
+        loss = forward(model, batch, objective, feat.label_token_ids)[0]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.side.parameters() if p.grad is not None]
+
+    plain, plain_g = loss_and_grads(CachedStep(model, bucket=0, capture=False))
+    step = CachedStep(model, bucket=16, capture=False)
+    assert bucket_length(batch["input_ids"].shape[1], 16) == 16
+    bucketed, bucketed_g = loss_and_grads(step)
+    assert torch.allclose(plain, bucketed, atol=1e-6, rtol=1e-5)
+    assert len(plain_g) == len(bucketed_g)
+    for a, b in zip(plain_g, bucketed_g):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_pad_left_adds_masked_positions_in_front():
+    mask = torch.tensor([[1, 1, 0], [0, 1, 1]])
+    assert pad_left(mask, 5).tolist() == [[0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]
+    assert pad_left(mask, 3) is mask
+    assert bucket_length(17, 16) == 32 and bucket_length(3, 16) == 16
+
+
+def test_corrupt_entry_is_caught_when_packing(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"}, max_length=16)
+    feats = feat.encode(t.train)
+    model.fill_cache(feats, feat.collate)
+    model.cache.store.corrupt_for_test(str(feats[3]["id"]), byte=5)
+    with pytest.raises(CacheError, match="corrupt"):
+        model.pack_device_cache(feats, "on")
+
+
+def test_stale_entry_is_caught_when_packing(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"}, max_length=16)
+    feats = feat.encode(t.train)
+    model.fill_cache(feats, feat.collate)
+    changed = [dict(f) for f in feats]
+    changed[2]["input_ids"] = changed[2]["input_ids"][:-1]  # the same sample id now means other tokens
+    assert _feature_hash(changed[2]) != _feature_hash(feats[2])
+    with pytest.raises(CacheError, match="other tokens"):
+        model.pack_device_cache(changed, "on")
+
+
+def test_a_partial_cache_is_not_packed(tiny_llama):
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"}, max_length=16)
+    feats = feat.encode(t.train)
+    model.fill_cache(feats[:10], feat.collate)
+    assert not model.pack_device_cache(feats, "on") and model.device_view is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("family,head,task", CASES)
+def test_cuda_graphs_train_as_the_eager_step(family, head, task, tiny_llama, tiny_bert):
+    path = tiny_llama if family == "llama" else tiny_bert
+    opts = {"dropout": 0.0, "device_cache": "on"}
+    eager, ref = _run(path, head, task, {**opts, "graphs": False}, device="cuda")
+    graphed, got = _run(path, head, task, {**opts, "graphs": True}, device="cuda")
+    assert graphed.cached_step.failed is None and graphed.cached_step.replays > 0
+    assert eager.cached_step.replays == 0
+    assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
+
+
+def test_fill_batch_packs_after_the_first_epoch(tiny_llama):
+    base, ref = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "off"})
+    model, got = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "on"})
+    assert model.device_view is not None and len(model.device_view) == 24
+    assert got.losses == ref.losses
