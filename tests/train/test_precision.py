@@ -141,3 +141,17 @@ def test_cast_frozen_stores_only_frozen_linear_weights_in_the_compute_dtype():
     assert frozen.weight.dtype == frozen.bias.dtype == torch.bfloat16
     assert trained.weight.dtype == emb.weight.dtype == head.weight.dtype == norm.weight.dtype == torch.float32
     assert Precision("fp32", "cpu").cast_frozen(model) == 0
+
+
+def test_cuda_autocast_keeps_attention_off_cudnn_sdpa():
+    """cuDNN's SDPA backward gives NaN query gradients with a mask at 64 mod 128 tokens (pytorch#196678): mixed
+    precision on CUDA runs its forwards with that backend switched off, and only there."""
+    gpu = Precision("bf16", "cpu")
+    gpu.device = torch.device("cuda")  # the context's choice, without a GPU
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with gpu.autocast():
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with Precision("bf16", "cpu").autocast():
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before

@@ -22,7 +22,7 @@ PAC's activation cache keeps its own cache_dtype: it stores whatever the backbon
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Callable, Literal
 
 import torch
@@ -59,6 +59,15 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
     if name != "fp32" and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"precision '{name}' on device '{device}': mixed precision runs on cpu or cuda; use fp32.")
     return name
+
+
+@contextmanager
+def _cuda_autocast(dtype: torch.dtype):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]), \
+            torch.autocast("cuda", dtype=dtype):
+        yield
 
 
 class AgreedScale:
@@ -102,10 +111,15 @@ class Precision:
         return self.scaler is not None or self.agreed is not None
 
     def autocast(self):
-        """The context a forward runs in (nothing under fp32)."""
+        """The context a forward runs in (nothing under fp32). On CUDA it also keeps attention off cuDNN's SDPA
+        kernel, whose backward returns NaN query gradients with an attention mask when the sequence length is
+        64 mod 128 (pytorch/pytorch#196678, torch 2.11 on H100/H200): the first NaN of bf16 LoRA on an H200 was
+        a gradient at the first batch padded to 64 tokens (bench/bf16_nan_probe.py; forward finite everywhere)."""
         if self.dtype is None:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        if self.device.type != "cuda":
+            return torch.autocast(self.device.type, dtype=self.dtype)
+        return _cuda_autocast(self.dtype)
 
     def cast_frozen(self, model: torch.nn.Module) -> int:
         """On CUDA under bf16/fp16: store every frozen Linear's weight (and bias) in the compute dtype, once.
