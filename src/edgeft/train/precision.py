@@ -114,7 +114,8 @@ class Precision:
         """The context a forward runs in (nothing under fp32). On CUDA it also keeps attention off cuDNN's SDPA
         kernel, whose backward returns NaN query gradients with an attention mask when the sequence length is
         64 mod 128 (pytorch/pytorch#196678, torch 2.11 on H100/H200): the first NaN of bf16 LoRA on an H200 was
-        a gradient at the first batch padded to 64 tokens (bench/bf16_nan_probe.py; forward finite everywhere)."""
+        in the gradients of step 3, a batch padded to 64 tokens, with its forward finite under every backend
+        (bench/bf16_nan_probe.py). Not yet re-run on a GPU with this guard."""
         if self.dtype is None:
             return nullcontext()
         if self.device.type != "cuda":
