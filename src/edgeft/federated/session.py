@@ -155,6 +155,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
+    torch.manual_seed(cfg.seed)  # a task head the backbone lacks (SST-2's classifier) is drawn here: the same everywhere
     session = open_session(cfg.model, task, _method_for(cfg), head=cfg.head, max_length=cfg.max_length)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
