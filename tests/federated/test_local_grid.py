@@ -46,10 +46,10 @@ def test_in_process_fedkseed_is_fedkseed_simulate_bit_for_bit(tmp_path, sst2_ber
     assert setup.digest() == s["final_digest"] == setup_for(cfg, "server").digest()
     assert setup.digest() != setup_for(cfg, "nothing-trained").digest()
     assert _per_round(s) == by_round
-    # uploads: (uint16 index, float32 scalar) per touched seed plus the metrics record: a few KB, never the model
+    # uploads: (uint16 index, float32 scalar) per touched seed plus the metrics record (~2.3 KB)
     ups = [b for c in s["communication"] for b in c["bytes_up_per_client"]]
     assert len(ups) == cfg.rounds * cfg.clients_per_round, ups
-    assert max(ups) - min(ups) <= 6 * cfg.local_steps + 16 and max(ups) < 4_000 < 4 * sum(p.numel() for p in setup.params), ups
+    assert max(ups) - min(ups) <= 6 * cfg.local_steps + 16 and max(ups) < 2_500, ups
 
 
 def test_in_process_fedit_is_fedit_simulate(tmp_path, sst2_bert):
@@ -65,9 +65,18 @@ def test_in_process_fedit_is_fedit_simulate(tmp_path, sst2_bert):
     for name, a, b in zip(setup.names, server.params, setup.params):
         assert float((a - b).abs().max()) < 1e-3 * moved, name
     assert np.allclose(_per_round(s), by_round, atol=1e-9)
-    payload = sum(p.numel() * 4 for p in setup.params)  # float32 arrays, each way
-    for c in s["communication"]:
-        assert all(payload < b < payload + 6_000 for b in c["bytes_up_per_client"] + c["bytes_down_per_client"])
+    # each upload is the trained arrays as Flower serialises them (checked against a message holding just them)
+    # plus the reply's header and metrics; downloads the same, except that Flower sends identical arrays once
+    # (round 1's zero LoRA B matrices), so they may be smaller
+    from flwr.app import Message, MessageType, RecordDict
+
+    arrays = wire_bytes(Message(RecordDict({"arrays": server.arrays()}), dst_node_id=1,
+                                message_type=MessageType.TRAIN))
+    ups = [b for c in s["communication"] for b in c["bytes_up_per_client"]]
+    downs = [b for c in s["communication"] for b in c["bytes_down_per_client"]]
+    assert len(ups) == len(downs) == cfg.rounds * cfg.clients_per_round
+    assert all(arrays < b < arrays + 1_500 for b in ups), (arrays, ups)
+    assert all(arrays / 2 < b < arrays + 1_500 for b in downs), (arrays, downs)
 
 
 def _content_bytes(message) -> int:
@@ -111,5 +120,5 @@ def test_local_grid_replies_like_flower_and_counts_what_travels():
             assert m.has_error() and "device lost" in m.error.reason
         else:
             assert m.content["metrics"]["partition-id"] == pid
-            assert _content_bytes(m) == built[pid] > 800  # what the client built is what arrived
+            assert _content_bytes(m) == built[pid] > 400  # what the client built is what arrived
             assert wire_bytes(m) > built[pid]  # plus the header and the object tree
