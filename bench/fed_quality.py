@@ -62,10 +62,11 @@ GLUE = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, rou
             alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_every=1, threads=1)
 COMMON = {"dolly": DOLLY, "sst2": GLUE}
 # The 2-core budget (the ONE place it is cut; same for every algorithm): with the settings above a FedKSeed round
-# (3 clients x 100 MeZO steps of 16 sentences) took ~4 min on this shared CPU, ~25 min a run. Measured SST-2 runs
-# use 5 rounds and 20 local steps per zeroth-order client (300 MeZO steps in all); FedIT and fwdgrad keep their
-# local work. Pass --full-glue for the settings above (a GPU, or time).
-SST2_CPU_BUDGET = {"rounds": 5, "zeroth_order_local_steps": 20}
+# (3 clients x 100 MeZO steps of 16 sentences) took ~4 min on this shared CPU, ~25 min a run, and the 12 runs had
+# to fit in ~30 min of one core. Measured SST-2 runs use 4 rounds and 16 local steps per zeroth-order client
+# (192 MeZO steps in all, ~2.5 min a run); FedIT and fwdgrad keep their local work (10 AdamW steps, 32 forward
+# gradients per client-round). Pass --full-glue for the settings above (a GPU, or time).
+SST2_CPU_BUDGET = {"rounds": 4, "zeroth_order_local_steps": 16}
 # --smoke: every algorithm's whole path (data, models, messages, evaluation, summary) in seconds per run.
 SMOKE = dict(rounds=2, local_steps=2, perturbations=4, eval_samples=8, max_new_tokens=4, max_length=32,
              clients_per_round=2, train_samples=400)
