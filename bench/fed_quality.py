@@ -168,12 +168,17 @@ def summarize(out: Path = OUT) -> dict:
             cum = [float(np.mean([dict((r, b) for r, _, b in c)[x] for c in curves])) for x in rounds]
             summary[task][algorithm] = {
                 "seeds": [s["config"]["seed"] for s in runs], "rounds": rounds, "metric_mean": mean,
+                "metric_std": [float(np.std([dict((r, m) for r, m, _ in c)[x] for c in curves])) for x in rounds],
                 "metric_by_seed": [[dict((r, m) for r, m, _ in c)[x] for x in rounds] for c in curves],
                 "last_minus_untuned": mean[-1] - mean[0] if mean else None,
                 "last_minus_best": mean[-1] - max(mean) if mean else None,
                 "bytes_up_per_client_round_max": max(s["bytes_up_per_client_round"]["max"] for s in runs),
                 "bytes_down_per_client_round_max": max(s["bytes_down_per_client_round"]["max"] for s in runs),
+                "bytes_up_per_client_round_mean": float(np.mean([s["bytes_up_per_client_round"]["mean"] for s in runs])),
+                "bytes_down_per_client_round_mean": float(np.mean([s["bytes_down_per_client_round"]["mean"]
+                                                                   for s in runs])),
                 "client_compute_s_mean": float(np.mean([s["client_compute_s_mean"] for s in runs])),
+                "engine": runs[0].get("engine", {}).get("name", "flower"),
                 "client_peak_memory_mb_max": max(s["client_peak_memory_mb_max"] for s in runs),
                 "wall_s_mean": float(np.mean([s.get("total_wall_s", s.get("wall_s", 0.0)) for s in runs])),
                 "machine": runs[0].get("machine"), "date": runs[0].get("date")}
@@ -190,7 +195,25 @@ def summarize(out: Path = OUT) -> dict:
     fig.savefig(out / "fed_quality.png", dpi=110)
     plt.close(fig)
     (out / "fed_quality_summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "fed_quality_table.md").write_text(markdown_table(summary))
     return summary
+
+
+def markdown_table(summary: dict) -> str:
+    """Markdown: per task and algorithm, round 0 and the last round (mean ± std over seeds), bytes, client time."""
+    lines = []
+    for task, algos in sorted(summary.items()):
+        lines += [f"{task}:", "", "| algorithm | seeds | round 0 | last round | best round | bytes up / down per "
+                  "client-round | client s per round | client peak MB |", "|---|---|---|---|---|---|---|---|"]
+        for algorithm, a in algos.items():
+            m, sd = a["metric_mean"], a["metric_std"]
+            best = max(range(len(m)), key=lambda i: m[i])
+            lines.append(f"| {algorithm} | {len(a['seeds'])} | {m[0]:.4f} ± {sd[0]:.4f} | {m[-1]:.4f} ± {sd[-1]:.4f} "
+                         f"(round {a['rounds'][-1]}) | {m[best]:.4f} (round {a['rounds'][best]}) | "
+                         f"{a['bytes_up_per_client_round_mean']:,.0f} / {a['bytes_down_per_client_round_mean']:,.0f} | "
+                         f"{a['client_compute_s_mean']:.2f} | {a['client_peak_memory_mb_max']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
