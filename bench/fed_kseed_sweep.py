@@ -56,28 +56,13 @@ MAX_LAST_MINUS_BEST = 0.005
 TIE_POINTS = 0.005
 
 
-def to_device(setup, device: str):
-    """Moves the Setup's model (params keep their identity) and w0; batches follow inside the loss."""
-    import torch
-
-    if device == "cpu":
-        return
-    setup.model.to(device)
-    setup.w0 = [w.to(device) for w in setup.w0]
-    loss_fn = setup.loss_fn
-
-    def on_device(model, batch):
-        return loss_fn(model, {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()})
-
-    setup.loss_fn = on_device
-
-
 def simulate(cfg, device: str = "cpu", heldout=False, train_rouge_rows: int = TRAIN_ROUGE_ROWS) -> dict:
     """One FedKSeed(-Pro) run (fedkseed.simulate): per-round validation loss, held-out Rouge-L if asked
     (heldout: True for every round, or a collection of rounds)."""
     import numpy as np
 
     from edgeft.federated import fedit, fedkseed
+    from edgeft.federated.local_grid import to_device
     from edgeft.federated.session import setup_for
     from edgeft.federated.server import global_eval
     from edgeft.train.evaluate import evaluate

@@ -1,14 +1,21 @@
 """Quality per round against bytes: FedIT, FedKSeed, FedKSeed-Pro and forward gradients on Dolly and SST-2.
 
-Every run is one `edgeft federate` configuration on Flower's simulation engine (fed_dolly.run_config), on
-the 2-core budget: round 0 is the untuned model; the server measures the held-out metric after every
-`eval_every` rounds; bytes up/down per client-round are Flower's own message sizes; client time and peak
-memory are what each client reports. One JSON per (task, algorithm, seed) under
-bench/results/fed_quality/, then a summary (mean over the seeds present) and a plot of quality against
-rounds and against cumulative bytes per client.
+Every run is one `edgeft federate` configuration: the apps' own server rounds and client handlers, by default
+in one process (`--engine inprocess`: edgeft.federated.local_grid, Flower's in-memory Grid and LinkState, the
+ClientApp called in the same process, no Ray), or on Flower's simulation engine (`--engine flower`, Ray actors,
+fed_dolly.simulate). Round 0 is the untuned model; the server measures the held-out metric after every
+`eval_every` rounds (every round here); bytes up/down per client-round are Flower's own message sizes (the same
+on both engines, up to the few bytes of random node ids); client time and peak memory are what each client
+reports. One JSON per (task, algorithm, seed) under --out (bench/results/fed_quality/), then a summary (mean over
+the seeds present) and a plot of quality against rounds and against cumulative bytes per client.
 
-    flock /tmp/edgeft-cpu.lock .venv/bin/python bench/fed_quality.py --task dolly --algorithms fedkseed --seeds 0 1 2
+    flock /tmp/edgeft-cpu.lock .venv/bin/python bench/fed_quality.py --task sst2 --seeds 0 1 2
     .venv/bin/python bench/fed_quality.py --summary-only
+    # the Dolly table on a 16-core GPU machine (12 runs in parallel processes, models on the GPU):
+    PYTHONPATH=src python bench/fed_quality.py --task dolly --engine inprocess --device cuda --workers 12 \
+        --seeds 0 1 2 --algorithms fedit fedkseed fedkseed-pro fwdgrad
+    # seconds: every algorithm end to end on a tiny budget, results in a scratch folder
+    PYTHONPATH=src python bench/fed_quality.py --task dolly --smoke --out /tmp/fq-smoke
 
 Dolly: 20 clients, Dirichlet(0.5) over categories, summarization held out of every client (FedKSeed's
 setting), Rouge-L on the 40 global_test rows (5 per category, summarization included). SST-2: MiniLM-L6,
@@ -28,7 +35,7 @@ import fed_dolly  # noqa: E402  (CpuLock, the common Dolly settings, command())
 
 OUT = ROOT / "bench" / "results" / "fed_quality"
 
-DOLLY = {**fed_dolly.COMMON, "holdout_category": "summarization", "eval_every": 2}
+DOLLY = {**fed_dolly.COMMON, "holdout_category": "summarization", "eval_every": 1}
 # FedKSeed: the default chosen by bench/fed_kseed_sweep.py's rule (docs/benchmarks_federated.md): the RMSNorm
 # weights, lr 1.5e-4, many clients per round with short local walks (6 x 25 MeZO steps of 2 rows).
 ZO = dict(rounds=8, clients_per_round=6, local_steps=25, batch_size=2, lr=1.5e-4, eps=1e-2, num_seeds=4096,
@@ -54,19 +61,75 @@ SETTINGS = {
 GLUE = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, rounds=6, partition="dirichlet",
             alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_every=1, threads=1)
 COMMON = {"dolly": DOLLY, "sst2": GLUE}
+# The 2-core budget (the ONE place it is cut; same for every algorithm): with the settings above a FedKSeed round
+# (3 clients x 100 MeZO steps of 16 sentences) took ~4 min on this shared CPU, ~25 min a run, and the 12 runs had
+# to fit in ~30 min of one core. Measured SST-2 runs use 4 rounds and 16 local steps per zeroth-order client
+# (192 MeZO steps in all, ~2.5 min a run); FedIT and fwdgrad keep their local work (10 AdamW steps, 32 forward
+# gradients per client-round). Pass --full-glue for the settings above (a GPU, or time).
+SST2_CPU_BUDGET = {"rounds": 4, "zeroth_order_local_steps": 16}
+# --smoke: every algorithm's whole path (data, models, messages, evaluation, summary) in seconds per run.
+SMOKE = dict(rounds=2, local_steps=2, perturbations=4, eval_samples=8, max_new_tokens=4, max_length=32,
+             clients_per_round=2, train_samples=400)
 
 
-def result_path(task: str, algorithm: str, seed: int) -> Path:
-    return OUT / f"{task}_{algorithm}_seed{seed}.json"
+def result_path(task: str, algorithm: str, seed: int, out: Path = OUT) -> Path:
+    return out / f"{task}_{algorithm}_seed{seed}.json"
 
 
-def run(task: str, algorithm: str, seed: int, overrides: dict, lock) -> dict:
-    settings = {**COMMON[task], **SETTINGS[task][algorithm], "seed": seed, **overrides,
-                "out": str(ROOT / "runs" / f"bench-fed-quality-{task}-{algorithm}-{seed}")}
-    summary = fed_dolly.simulate(settings, lock)
-    OUT.mkdir(parents=True, exist_ok=True)
-    result_path(task, algorithm, seed).write_text(json.dumps(summary, indent=1))
+def settings_for(task: str, algorithm: str, seed: int, overrides: dict, smoke: bool = False,
+                 full_glue: bool = False) -> dict:
+    budget = {}
+    if task == "sst2" and not full_glue:
+        budget = {"rounds": SST2_CPU_BUDGET["rounds"]}
+        if algorithm in ("fedkseed", "fedkseed-pro"):
+            budget["local_steps"] = SST2_CPU_BUDGET["zeroth_order_local_steps"]
+    smoke_budget = SMOKE if smoke else {}
+    return {**COMMON[task], **SETTINGS[task][algorithm], "seed": seed, **budget, **smoke_budget, **overrides,
+            "out": str(ROOT / "runs" / f"bench-fed-quality-{task}-{algorithm}-{seed}{'-smoke' * smoke}")}
+
+
+def run(task: str, algorithm: str, seed: int, overrides: dict, lock=None, engine: str = "inprocess",
+        device: str = "cpu", smoke: bool = False, out: Path = OUT, full_glue: bool = False) -> dict:
+    settings = settings_for(task, algorithm, seed, overrides, smoke, full_glue)
+    if engine == "flower":
+        summary = fed_dolly.simulate(settings, lock)
+    else:
+        summary = in_process(settings, device)
+    out.mkdir(parents=True, exist_ok=True)
+    result_path(task, algorithm, seed, out).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def in_process(settings: dict, device: str) -> dict:
+    """One run with edgeft.federated.local_grid.run_in_process (a fresh run folder), with how, where and when."""
+    import shutil
+    import time
+
+    from edgeft.federated.config import FederatedConfig
+    from edgeft.federated.local_grid import run_in_process
+
+    shutil.rmtree(settings["out"], ignore_errors=True)
+    t0 = time.time()
+    summary = run_in_process(FederatedConfig(**settings), device)
+    summary["bench_wall_s"] = time.time() - t0
+    summary["machine"] = fed_dolly.MACHINE if device == "cpu" else f"{device} ({fed_dolly.MACHINE})"
+    summary["date"] = time.strftime("%Y-%m-%d")
+    summary["command"] = fed_dolly.command()
+    return summary
+
+
+def job(args: tuple) -> tuple:
+    """One run in a worker process (spawned: its own models, one thread)."""
+    task, algorithm, seed, overrides, engine, device, smoke, out, threads, full_glue = args
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        s = run(task, algorithm, seed, {**overrides, "threads": threads}, None, engine, device, smoke, Path(out),
+                full_glue)
+    except Exception as err:  # one failed run must not lose the others
+        return task, algorithm, seed, None, repr(err)[-800:]
+    return task, algorithm, seed, [(r, round(m, 4)) for r, m, _ in curve(s)], None
 
 
 def curve(summary: dict) -> list[tuple[int, float, float]]:
@@ -82,7 +145,7 @@ def curve(summary: dict) -> list[tuple[int, float, float]]:
     return out
 
 
-def summarize() -> dict:
+def summarize(out: Path = OUT) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +153,7 @@ def summarize() -> dict:
     import numpy as np
 
     table: dict = {}
-    for path in sorted(OUT.glob("*_seed*.json")):
+    for path in sorted(out.glob("*_seed*.json")):
         s = json.loads(path.read_text())
         task, algorithm = path.stem.split("_seed")[0].split("_", 1)
         table.setdefault(task, {}).setdefault(algorithm, []).append(s)
@@ -105,12 +168,17 @@ def summarize() -> dict:
             cum = [float(np.mean([dict((r, b) for r, _, b in c)[x] for c in curves])) for x in rounds]
             summary[task][algorithm] = {
                 "seeds": [s["config"]["seed"] for s in runs], "rounds": rounds, "metric_mean": mean,
+                "metric_std": [float(np.std([dict((r, m) for r, m, _ in c)[x] for c in curves])) for x in rounds],
                 "metric_by_seed": [[dict((r, m) for r, m, _ in c)[x] for x in rounds] for c in curves],
                 "last_minus_untuned": mean[-1] - mean[0] if mean else None,
                 "last_minus_best": mean[-1] - max(mean) if mean else None,
                 "bytes_up_per_client_round_max": max(s["bytes_up_per_client_round"]["max"] for s in runs),
                 "bytes_down_per_client_round_max": max(s["bytes_down_per_client_round"]["max"] for s in runs),
+                "bytes_up_per_client_round_mean": float(np.mean([s["bytes_up_per_client_round"]["mean"] for s in runs])),
+                "bytes_down_per_client_round_mean": float(np.mean([s["bytes_down_per_client_round"]["mean"]
+                                                                   for s in runs])),
                 "client_compute_s_mean": float(np.mean([s["client_compute_s_mean"] for s in runs])),
+                "engine": runs[0].get("engine", {}).get("name", "flower"),
                 "client_peak_memory_mb_max": max(s["client_peak_memory_mb_max"] for s in runs),
                 "wall_s_mean": float(np.mean([s.get("total_wall_s", s.get("wall_s", 0.0)) for s in runs])),
                 "machine": runs[0].get("machine"), "date": runs[0].get("date")}
@@ -123,11 +191,29 @@ def summarize() -> dict:
                          title=f"{task}: {metric} vs communication")
         axes[row][0].legend(fontsize=8)
     fig.tight_layout()
-    OUT.mkdir(parents=True, exist_ok=True)
-    fig.savefig(OUT / "fed_quality.png", dpi=110)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "fed_quality.png", dpi=110)
     plt.close(fig)
-    (OUT / "fed_quality_summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "fed_quality_summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "fed_quality_table.md").write_text(markdown_table(summary))
     return summary
+
+
+def markdown_table(summary: dict) -> str:
+    """Markdown: per task and algorithm, round 0 and the last round (mean ± std over seeds), bytes, client time."""
+    lines = []
+    for task, algos in sorted(summary.items()):
+        lines += [f"{task}:", "", "| algorithm | seeds | round 0 | last round | best round | bytes up / down per "
+                  "client-round | client s per round | client peak MB |", "|---|---|---|---|---|---|---|---|"]
+        for algorithm, a in algos.items():
+            m, sd = a["metric_mean"], a["metric_std"]
+            best = max(range(len(m)), key=lambda i: m[i])
+            lines.append(f"| {algorithm} | {len(a['seeds'])} | {m[0]:.4f} ± {sd[0]:.4f} | {m[-1]:.4f} ± {sd[-1]:.4f} "
+                         f"(round {a['rounds'][-1]}) | {m[best]:.4f} (round {a['rounds'][best]}) | "
+                         f"{a['bytes_up_per_client_round_mean']:,.0f} / {a['bytes_down_per_client_round_mean']:,.0f} | "
+                         f"{a['client_compute_s_mean']:.2f} | {a['client_peak_memory_mb_max']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -136,19 +222,58 @@ def main() -> None:
     ap.add_argument("--algorithms", nargs="+", default=["fedit", "fedkseed", "fedkseed-pro", "fwdgrad"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--set", nargs="*", default=[], help="overrides KEY=VALUE (YAML values) for every run")
-    ap.add_argument("--cpu-lock", help="take this flock file around each run, in segments (fed_dolly.CpuLock)")
+    ap.add_argument("--engine", choices=["inprocess", "flower"], default="inprocess",
+                    help="inprocess: edgeft.federated.local_grid (no Ray); flower: Flower's simulation engine")
+    ap.add_argument("--device", default="cpu", help="inprocess: where the server's and the client's models live")
+    ap.add_argument("--workers", type=int, default=1, help="inprocess: runs in this many spawned processes")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--full-glue", action="store_true", help="SST-2 with SETTINGS as written, not SST2_CPU_BUDGET")
+    ap.add_argument("--smoke", action="store_true", help="a tiny budget (SMOKE) to check the whole path in minutes")
+    ap.add_argument("--out", default=str(OUT), help="folder of the per-run JSONs, the summary and the plot")
+    ap.add_argument("--cpu-lock", help="flower engine: take this flock file around each run, in segments")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     import yaml
 
+    out = Path(args.out)
+    if args.engine == "flower" and (args.device != "cpu" or args.workers > 1):
+        ap.error("--device and --workers are for --engine inprocess")
     if not args.summary_only:
         overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-        for algorithm in args.algorithms:
-            for seed in args.seeds:
+        jobs = [(args.task, a, s, overrides, args.engine, args.device, args.smoke, str(out), args.threads,
+                 args.full_glue) for a in args.algorithms for s in args.seeds]
+        if args.engine == "flower":
+            for task, algorithm, seed, *_ in jobs:
                 lock = fed_dolly.CpuLock(args.cpu_lock, 840.0) if args.cpu_lock else None
-                s = run(args.task, algorithm, seed, overrides, lock)
-                print(args.task, algorithm, seed, [(r, round(m, 4)) for r, m, _ in curve(s)], flush=True)
-    print(json.dumps(summarize(), indent=1))
+                s = run(task, algorithm, seed, overrides, lock, "flower", smoke=args.smoke, out=out,
+                        full_glue=args.full_glue)
+                print(task, algorithm, seed, [(r, round(m, 4)) for r, m, _ in curve(s)], flush=True)
+        else:
+            failed = run_jobs(jobs, args.workers)
+            if failed:
+                print(f"{failed} run(s) failed", flush=True)
+    print(json.dumps(summarize(out), indent=1))
+
+
+def run_jobs(jobs: list[tuple], workers: int) -> int:
+    """The runs, one per process of a spawn pool (or here, one after another, with --workers 1); failures."""
+    results = map(job, jobs)
+    pool = None
+    if workers > 1:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers, maxtasksperchild=1)
+        results = pool.imap_unordered(job, jobs)
+    failed = 0
+    try:
+        for task, algorithm, seed, points, error in results:
+            failed += error is not None
+            print(task, algorithm, seed, error or points, flush=True)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return failed
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.session import Setup, Work, maybe_drop, seeded_rng
-from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, draw_clients, sample
 from edgeft.train.loop import Trainer, TrainConfig
 
 # -- client ----------------------------------------------------------------------------------------
@@ -32,7 +32,7 @@ def local_train(setup: Setup, cfg: FederatedConfig, pid: int, rnd: int) -> dict:
     take = cfg.local_steps * cfg.batch_size
     picks = rng.choice(len(feats), size=take, replace=take > len(feats))
     train = TrainConfig(epochs=1, batch_size=cfg.batch_size, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                        warmup_ratio=0.0, scheduler=cfg.lr_schedule, max_grad_norm=1.0, device="cpu",
+                        warmup_ratio=0.0, scheduler=cfg.lr_schedule, max_grad_norm=1.0, device=setup.device,
                         precision=cfg.precision,
                         seed=int(rng.integers(2**31)))
     trainer = Trainer(setup.model, setup.method, setup.featurizer, [feats[int(i)] for i in picks], train,
@@ -53,11 +53,10 @@ def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> None:
     bytes, processes and failures are the Flower runs' business. Calls on_round(rnd) with the round's
     global adapters in `setup`."""
     for rnd in range(1, cfg.rounds + 1):
-        chosen = seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=min(cfg.clients_per_round, cfg.clients),
-                                                      replace=False)
+        chosen = draw_clients(cfg, rnd, range(cfg.clients))
         start = [p.detach().clone() for p in setup.params]
         total, summed = 0, [torch.zeros_like(p, dtype=torch.float64) for p in setup.params]
-        for pid in sorted(int(p) for p in chosen):
+        for pid in chosen:
             with torch.no_grad():
                 for p, w in zip(setup.params, start):
                     p.copy_(w)
@@ -78,7 +77,7 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
     if "fitins.parameters" in content.array_records:
         return _handle_legacy(setup, cfg, pid, msg)
     rnd = int(content["config"]["server-round"])
-    with Work() as work:
+    with Work(setup.device) as work:
         setup.load_arrays(content["arrays"])
         metrics = local_train(setup, cfg, pid, rnd)
     metrics.update(work.metrics(), **{"partition-id": pid})
@@ -91,7 +90,7 @@ def _handle_legacy(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -
 
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     rnd = int(fitins.config["server-round"])
-    with Work() as work:
+    with Work(setup.device) as work:
         setup.load_arrays(_record(setup, parameters_to_ndarrays(fitins.parameters)))
         metrics = local_train(setup, cfg, pid, rnd)
     metrics.update(work.metrics(), **{"partition-id": pid})
@@ -184,8 +183,7 @@ def _run_secagg(grid, cfg, ledger, setup, log, context) -> dict:
             self.wait_for(min_num_clients or num_clients)
             by_pid = {ledger.partition_of.get(int(cid)): proxy for cid, proxy in self.clients.items()}
             pids = sorted(p for p in by_pid if p is not None)
-            chosen = seeded_rng(cfg.seed, ledger.round, 11).choice(pids, size=num_clients, replace=False)
-            return [by_pid[int(p)] for p in sorted(chosen)]
+            return [by_pid[p] for p in draw_clients(cfg, ledger.round, pids, num_clients)]
 
     clock = {"t": time.perf_counter()}
 

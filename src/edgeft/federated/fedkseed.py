@@ -24,7 +24,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.session import Setup, Work, maybe_drop, seeded_rng
-from edgeft.federated.server import Roster, RoundLog, TooFewClients, sample, successful
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, draw_clients, sample, successful
 from edgeft.methods.mezo import apply_seed_update, projected_gradient
 
 
@@ -105,7 +105,7 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
     if "probabilities" in pool:
         probs = pool["probabilities"].numpy().astype(np.float64)
         probs /= probs.sum()
-    with Work() as work:
+    with Work(setup.device) as work:
         t0 = time.perf_counter()
         replay(setup, seeds, pool["index"].numpy().astype(np.int64), pool["value"].numpy(), lr)
         replay_s = time.perf_counter() - t0
@@ -156,14 +156,13 @@ def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> np.ndarray:
     pool = np.zeros(cfg.num_seeds, dtype=np.float64)
     history: list[list[float]] = [[0.0] for _ in range(cfg.num_seeds)]
     for rnd in range(1, cfg.rounds + 1):
-        chosen = seeded_rng(cfg.seed, rnd, 11).choice(cfg.clients, size=min(cfg.clients_per_round, cfg.clients),
-                                                      replace=False)
+        chosen = draw_clients(cfg, rnd, range(cfg.clients))
         probs = None
         if pro:  # as it travels: float32, renormalised by the client
             probs = pro_probabilities(history, cfg.pro_clip).astype(np.float32).astype(np.float64)
             probs /= probs.sum()
         uploads, skipped = [], 0
-        for pid in sorted(int(p) for p in chosen):
+        for pid in chosen:
             replay_pool(setup, seeds, pool, lr)
             batches = setup.batches(pid, rnd, cfg.local_steps, cfg.batch_size)
             local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, pid, 5), lr, cfg.eps, probs,

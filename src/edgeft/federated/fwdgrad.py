@@ -37,7 +37,7 @@ def check_index(setup: Setup) -> int:
 def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> Message:
     conf = msg.content["config"]
     rnd, attempt, num = int(conf["server-round"]), int(conf["attempt"]), int(conf["perturbations"])
-    with Work() as work:
+    with Work(setup.device) as work:
         setup.load_arrays(msg.content["arrays"])
         previous = msg.content["previous"]
         reference = None
@@ -50,9 +50,9 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
         est = batched_forward_gradient(setup.model, list(zip(setup.names, setup.params)), setup.loss_fn, batch, num,
                                        gen, reference, int(conf["candidates"]), check_index=check_index(setup))
     half = len(est.check) // 2
-    arrays = {n: Array(g.numpy()) for n, g in zip(setup.names, est.grad)}
-    check = {"first": Array(torch.stack(est.check[:half]).sum(0).numpy()),
-             "second": Array(torch.stack(est.check[half:]).sum(0).numpy())}
+    arrays = {n: Array(g.cpu().numpy()) for n, g in zip(setup.names, est.grad)}
+    check = {"first": Array(torch.stack(est.check[:half]).sum(0).cpu().numpy()),
+             "second": Array(torch.stack(est.check[half:]).sum(0).cpu().numpy())}
     metrics = {"num-examples": len(setup.client_features(pid)), "partition-id": pid, "count": est.count,
                "first-count": half, "train-loss": float(np.mean(est.losses)), **work.metrics()}
     content = RecordDict({"grad": ArrayRecord(arrays), "check": ArrayRecord(check), "metrics": MetricRecord(metrics)})
@@ -136,7 +136,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         step = pooled.mean()
         with torch.no_grad():
             for p, g in zip(setup.params, step):
-                p.add_(torch.from_numpy(g).to(p.dtype), alpha=-cfg.learning_rate)
+                p.add_(torch.from_numpy(g).to(p.device, p.dtype), alpha=-cfg.learning_rate)
         previous = [g.astype(np.float32) for g in step]
         has_previous = 1
         metrics = log.evaluate(setup, rnd)

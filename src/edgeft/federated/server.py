@@ -120,8 +120,15 @@ def sample(grid: AccountingGrid, cfg: FederatedConfig, roster: Roster, rnd: int)
     if len(pids) < cfg.required_clients:
         raise TooFewClients(f"round {rnd}: {len(pids)} client(s) connected (partitions {pids}), min_clients="
                             f"{cfg.required_clients} needed")
-    chosen = seeded_rng(cfg.seed, rnd, 11).choice(pids, size=min(cfg.clients_per_round, len(pids)), replace=False)
-    return [roster.node(int(p)) for p in sorted(chosen)]
+    return [roster.node(p) for p in draw_clients(cfg, rnd, pids)]
+
+
+def draw_clients(cfg: FederatedConfig, rnd: int, pids, size: Optional[int] = None) -> list[int]:
+    """Round `rnd`'s partitions, sorted: a seeded draw without replacement of `size` (default: clients_per_round,
+    or all when fewer) among `pids`. The one rule of every server loop and of the in-process simulations."""
+    pids = list(pids)
+    size = min(cfg.clients_per_round, len(pids)) if size is None else size
+    return sorted(int(p) for p in seeded_rng(cfg.seed, rnd, 11).choice(pids, size=size, replace=False))
 
 
 def successful(replies, rnd: int) -> list[Message]:

@@ -45,6 +45,11 @@ class Setup:
     _feats: dict = field(default_factory=dict)
     _dev: dict = field(default_factory=dict)
 
+    @property
+    def device(self) -> str:
+        """Where the model lives: the CPU in every Flower run; a GPU with local_grid.run_in_process(device=...)."""
+        return str(next(self.model.parameters()).device)
+
     # -- trainable state <-> Flower arrays -------------------------------------------------------
     def arrays(self) -> ArrayRecord:
         return ArrayRecord({n: Array(p.detach().cpu().numpy().copy()) for n, p in zip(self.names, self.params)})
@@ -150,6 +155,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
+    torch.manual_seed(cfg.seed)  # a task head the backbone lacks (SST-2's classifier) is drawn here: the same everywhere
     session = open_session(cfg.model, task, _method_for(cfg), head=cfg.head, max_length=cfg.max_length)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
@@ -183,10 +189,14 @@ def zo_selection(cfg: FederatedConfig, named: list[tuple[str, torch.nn.Parameter
 
 
 class Work:
-    """Time and peak memory of one client's work on one message, reported back in its MetricRecord."""
+    """Time and peak memory (CUDA allocator's on a GPU, else RSS) of one client's work on one message, reported
+    back in its MetricRecord."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
 
     def __enter__(self):
-        self.memory = PeakMemory("cpu").start()
+        self.memory = PeakMemory(self.device).start()
         self.t0 = time.perf_counter()
         return self
 

@@ -99,7 +99,7 @@ def draw_directions(params: list[torch.Tensor], num: int, reference: Optional[li
             out.append(torch.randn(shape, generator=gen))
             continue
         cands = torch.randn((num, candidates, p.numel()), generator=gen)
-        r = ref.reshape(-1).float()
+        r = ref.reshape(-1).float().cpu()
         cos = (cands @ r) / (cands.norm(dim=-1) * r.norm()).clamp_min(1e-30)
         out.append(cands[torch.arange(num), cos.argmax(dim=1)].reshape(shape))
     return out
@@ -150,7 +150,8 @@ def batched_forward_gradient(model: nn.Module, named: list[tuple[str, torch.Tens
                              check_index: Optional[int] = None, chunk: int = 4) -> ForwardGradient:
     """`num` forward gradients on one batch: sum_i jvp_i * v_i, with FwdLLM's per-direction check terms."""
     params = [p for _, p in named]
-    directions = draw_directions(params, num, reference, candidates, gen)
+    directions = draw_directions(params, num, reference, candidates, gen)  # on the CPU generator: same draws anywhere
+    directions = [d.to(p.device) for d, p in zip(directions, params)]
     jvps, loss = batched_jvp(model, named, loss_fn, batch, directions, chunk)
     grad = [torch.tensordot(jvps, d, dims=1) for d in directions]
     out = ForwardGradient(grad=grad, count=num, losses=[loss] * num)
