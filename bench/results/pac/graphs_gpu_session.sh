@@ -86,3 +86,8 @@ summary["goal"] = "PAC >= 8.64x LoRA (5 epochs) at batch 16 and 64; cached epoch
 json.dump(summary, open(OUT + "/graphs_summary.json", "w"), indent=1)
 print(json.dumps(summary, indent=1))
 PY
+# Last, if time and pytest allow: the CUDA-graph tests (skipped on CPU), graphed vs eager steps on tiny models.
+if (( SECONDS - T0 < ${BUDGET:-230} + 30 )) && $PY -c "import pytest" 2>/dev/null; then
+  timeout 60 $PY -m pytest -q -p no:cacheprovider tests/methods/pac/test_device_cache.py -k cuda_graphs 2>&1 | tail -3 \
+    | tee $OUT/graphs_pytest.txt
+fi
