@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -46,6 +47,15 @@ def bucket_length(length: int, bucket: int) -> int:
 def pad_left(mask: torch.Tensor, width: int) -> torch.Tensor:
     extra = width - mask.shape[1]
     return mask if extra <= 0 else torch.cat([mask.new_zeros(mask.shape[0], extra), mask], 1)
+
+
+def _no_autocast_cache():
+    """Under bf16/fp16 autocast, the same autocast without its weight-cast cache, which
+    `make_graphed_callables` refuses (measured on an H200: the capture failed and PAC's bf16 steps ran eagerly).
+    The graph holds the casts as kernels; the side network's weights are small."""
+    if not torch.is_autocast_enabled("cuda"):
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
 
 
 class CachedStep:
@@ -85,8 +95,9 @@ class CachedStep:
             return None
         try:
             step = _ViewStep(self.model, logits_to_keep)
-            self.graphs[key] = torch.cuda.make_graphed_callables(step, (idx.clone(), mask.clone()),
-                                                                 num_warmup_iters=3, allow_unused_input=True)
+            with _no_autocast_cache():
+                self.graphs[key] = torch.cuda.make_graphed_callables(step, (idx.clone(), mask.clone()),
+                                                                     num_warmup_iters=3, allow_unused_input=True)
         except Exception as err:  # noqa: BLE001 - any capture problem: the eager step is always right
             self.failed = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
             print(f"[edgeft] PAC: CUDA graph capture failed ({self.failed}); cached steps run eagerly.",
