@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 VARIANTS = ("full", "lora", "pac_nocache", "pac_cache")
-DEFAULT_LRS = {"full": 2e-5, "lora": 5e-4, "pac": 5e-4}  # pac: run 5's choice (docs/benchmarks_pac.md)
+DEFAULT_LRS = {"full": 2e-5, "lora": 5e-4, "pac": None}  # pac: the method's own default for the backbone (PAC.lr_for)
 # Llama-architecture shapes for timing-only runs with random weights (timing does not depend on weight values).
 RANDOM_LLAMAS = {
     "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
@@ -232,7 +232,7 @@ def run_variant(variant: str, args) -> dict:
     fit_s = time.perf_counter() - t_fit
     final = evals[-1] if evals else {}
     out = {
-        "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": lr,
+        "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
         "precision": precision.name,
         "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),

@@ -121,6 +121,11 @@ class Method:
         """Return the model to train (the backbone's model, wrapped or modified in place)."""
         raise NotImplementedError
 
+    def lr_for(self, model: nn.Module | None = None) -> float:
+        """The learning rate a run takes when none is given, for this prepared model (default_lr unless a
+        method's choice depends on the backbone)."""
+        return self.default_lr
+
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]
 

@@ -98,7 +98,7 @@ class Trainer:
         self.timer = Timer(self.device)
         self.precision = Precision(cfg.precision, self.device)
         self._loss_fn = self.precision.wrap(loss_fn)  # the forward under autocast (loss_fn itself under fp32)
-        lr = cfg.lr or method.default_lr
+        lr = cfg.lr or method.lr_for(model)
         self.lr = lr
         self.params = method.trainable_parameters(model)
         self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16 only)

@@ -141,7 +141,7 @@ def outside_block_names(model, view) -> list[str]:
 def make_optimizer(ctx: Context, params: list[torch.nn.Parameter], total_steps: int):
     """AdamW + schedule exactly as Trainer builds them (None when nothing trains here)."""
     cfg = ctx.spec.train
-    return build_optimizer(params, cfg, cfg.lr or ctx.method.default_lr, total_steps)
+    return build_optimizer(params, cfg, cfg.lr or ctx.method.lr_for(ctx.model), total_steps)
 
 
 def backward(ctx: Context, loss: torch.Tensor) -> None:
