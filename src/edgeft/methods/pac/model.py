@@ -362,8 +362,7 @@ class PacModel(nn.Module):
             if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
                 if self.offload_backbone and not self._offload_given_up:
                     self.release_backbone()
-                step = self.cached_step or CachedStep(self, bucket=0, capture=False)
-                return PacOutput(logits=step(idx, attention_mask, logits_to_keep))
+                return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep))  # set with the view
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
         return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep))
 
