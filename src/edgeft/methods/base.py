@@ -139,11 +139,12 @@ class Method:
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, model: nn.Module, batch: dict, loss_fn: Callable[[nn.Module, dict], torch.Tensor],
-                   scale: float = 1.0) -> float:
-        """Compute the loss and accumulate gradients (the trainer steps the optimizer)."""
+                   scale: float = 1.0) -> torch.Tensor | float:
+        """Compute the loss and accumulate gradients (the trainer steps the optimizer). Returns the loss as a
+        detached tensor: the trainer reads many at once, so a step does not wait for the GPU."""
         loss = loss_fn(model, batch)
         (loss * scale).backward()
-        return float(loss.detach())
+        return loss.detach()
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, model: nn.Module, out_dir: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal, Optional
@@ -56,7 +57,7 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class TrainResult:
     epoch_times_s: list[float] = field(default_factory=list)
-    step_times_s: list[float] = field(default_factory=list)
+    step_times_s: list[float] = field(default_factory=list)  # host time per step (on CUDA the GPU runs behind)
     losses: list[float] = field(default_factory=list)
     eval_history: list[dict] = field(default_factory=list)
     peak_memory_mb: float = 0.0
@@ -151,11 +152,28 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def _to(self, batch: dict) -> dict:
-        return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        """The batch on the device. On CUDA through pinned memory and without blocking: a copy from pageable
+        memory waits for the GPU to drain its queue first, which would stall every step."""
+        if self.device.type != "cuda":
+            return {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        return {k: (v.pin_memory().to(self.device, non_blocking=True) if torch.is_tensor(v) else v)
+                for k, v in batch.items()}
+
+    def _flush_losses(self) -> None:
+        """The steps' losses as floats, read from the device in one transfer (a read per step is a sync per
+        step: the CPU could not queue the next step while the GPU runs this one)."""
+        pending, self._pending = self._pending, []
+        tensors = [x for x in pending if torch.is_tensor(x)]
+        values = iter(torch.stack([t.float().reshape(()) for t in tensors]).tolist()) if tensors else iter(())
+        self._result.losses.extend(next(values) if torch.is_tensor(x) else float(x) for x in pending)
+        if self._result.losses:
+            self._last_loss = self._result.losses[-1]
 
     def fit(self, resume_from: Path | None = None) -> TrainResult:
         self._result, self._resume_from = TrainResult(), resume_from
         drive(self, len(self.train_feats), self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)
+        if getattr(self, "_pending", None):
+            self._flush_losses()
         result = self._result
         result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind
         result.steps = self.global_step
@@ -168,6 +186,7 @@ class Trainer:
             if self.run:
                 self.run.event("resume", **self._result.resumed_from)
         self._memory = PeakMemory(self.device).start()
+        self._pending, self._last_loss = [], float("nan")
         self.model.train()
         return self.epoch, self.batch_in_epoch
 
@@ -179,23 +198,28 @@ class Trainer:
 
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
-        t0 = self.timer.now()
+        t0 = time.perf_counter()  # host time: on CUDA the GPU's share is in the epoch time (synchronised)
         batch = self._to(self.featurizer.collate([self.train_feats[i] for i in indices]))
         loss = self.method.train_step(self.model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
-        result.losses.append(loss)
+        self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
         self.batch_in_epoch = b + 1
         if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
             self._optimizer_step()
-            if self.run and self.global_step % cfg.log_every == 0:
-                self.run.event("train_loss", step=self.global_step, epoch=epoch, loss=loss, lr=self._current_lr())
+            logging = self.run and self.global_step % cfg.log_every == 0
+            if logging or last_of_epoch or self.global_step == 1:
+                self._flush_losses()
+            if logging:
+                self.run.event("train_loss", step=self.global_step, epoch=epoch, loss=self._last_loss,
+                               lr=self._current_lr())
             if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
                 self.save_checkpoint(self.run.checkpoint_dir)
-        result.step_times_s.append(self.timer.now() - t0)
+        result.step_times_s.append(time.perf_counter() - t0)
         if self.progress:
-            self.progress(loss)
+            self.progress(self._last_loss)
 
     def epoch_end(self, epoch: int, first_batch: int, n_batches: int) -> None:
         result = self._result
+        self._flush_losses()
         result.epoch_times_s.append(self.timer.now() - self._t_epoch)
         self.epoch, self.batch_in_epoch = epoch + 1, 0
         if self.run:

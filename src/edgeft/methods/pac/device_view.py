@@ -101,7 +101,10 @@ class DeviceCacheView:
             got = [self.index[str(s)] for s in sample_ids]
         except KeyError:
             return None
-        return torch.tensor(got, dtype=torch.long).to(self.first.device, non_blocking=True)
+        got = torch.tensor(got, dtype=torch.long)
+        if self.first.is_cuda:  # pinned, so the copy is queued instead of waiting for the GPU to drain
+            got = got.pin_memory()
+        return got.to(self.first.device, non_blocking=True)
 
     def taps(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B, P, n_taps, H) float32 side-network input of the samples `idx`, as the cache path builds it:
