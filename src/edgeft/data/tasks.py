@@ -62,6 +62,13 @@ class Task:
     def num_labels(self) -> int:
         return 1 if self.kind == "regression" else len(self.label_names)
 
+    @property
+    def is_pair(self) -> bool:
+        """Whether examples are sentence pairs (`text2`): GLUE MRPC, RTE, WNLI, STS-B, a user's file read with
+        text2_column. Classification and regression only; the first example decides (all have the same fields)."""
+        rows = self.train or self.dev
+        return self.kind in ("classification", "regression") and bool(rows) and "text2" in rows[0]
+
     def score(self, preds, refs) -> dict[str, float]:
         """All metrics of this task; the main one is under `metric_name`."""
         return SCORERS[self.name if self.name in SCORERS else self.kind](preds, refs)

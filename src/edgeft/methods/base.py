@@ -105,6 +105,10 @@ class Method:
         step (statistics a step needs must be measured first)."""
         return False
 
+    def run_blockwise(self, strategy: str) -> None:
+        """Called before prepare() when a block-wise strategy (deft, split, hybrid) will run the model, so a
+        method whose defaults depend on it can resolve them (default: nothing)."""
+
     @classmethod
     def timing_options(cls, options: dict, cached: bool) -> dict:
         """The options (as given) for a calibration build that times the backbone pass (cached=False) or the

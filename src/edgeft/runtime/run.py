@@ -378,6 +378,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
     def build():
         bb = backbone_for(cfg.model, task, head)
         method = get_method(cfg.method, method_class(cfg.method).timing_options(cfg.method_options, bool(cached_rows)))
+        method.run_blockwise(cfg.strategy)  # time the model the strategy will run
         model = method.prepare(bb, task)
         model.train()
         full = [feat.collate([feats[i] for i in b]) for b in batches]

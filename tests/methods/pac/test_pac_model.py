@@ -457,7 +457,7 @@ def test_backbone_init_options_are_checked_saved_and_reloaded(tmp_path, tiny_lla
         b = loaded(batch["input_ids"], batch["attention_mask"], logits_to_keep=1).logits
     assert torch.allclose(a, b, atol=1e-5)
     with pytest.raises(ModelError, match="side_init: saved 'backbone', now 'random'"):
-        get_method("pac", {"taps": "every:2"}).load(fresh, t, tmp_path / "a")
+        get_method("pac", {"taps": "every:2", "side_init": "random"}).load(fresh, t, tmp_path / "a")
 
 
 def test_generation_with_backbone_init_equals_rerunning_the_model(tiny_llama):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -16,7 +17,7 @@ from edgeft.errors import ConfigError, ModelError
 from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
-from edgeft.methods.pac.side_network import ParallelAdapters, prune_blocks
+from edgeft.methods.pac.side_network import COPYABLE_FAMILIES, ParallelAdapters, prune_blocks
 from edgeft.methods.pac.taps import Positions, parse_taps
 from edgeft.paths import edgeft_home
 
@@ -36,10 +37,14 @@ class PacOptions(MethodOptions):
                                             "token's taps in the cache)")
     side_layers: int = Field(2, ge=1, description="side transformer layers (attention, then side_blocks MLP "
                                                   "blocks), stacked")
-    side_init: Literal["random", "backbone"] = Field(
-        "random", description="random: side layers of width r from scratch; backbone: the side layers are copies of "
-                              "the backbone's last side_layers blocks, pruned to width r by weight magnitude (Ladder "
-                              "Side-Tuning), fed from the tapped state entering them (that block is tapped too)")
+    side_init: Literal["auto", "random", "backbone"] = Field(
+        "auto", description="random: side layers of width r from scratch; backbone: the side layers are copies of "
+                            "the backbone's last side_layers blocks, pruned to width r by weight magnitude (Ladder "
+                            "Side-Tuning), fed from the tapped state entering them (that block is tapped too); "
+                            "auto: backbone for a sentence-pair classification task (examples with text2, labels "
+                            "not scores), random otherwise (single sentences, regression, language modelling) and "
+                            "under the multi-device strategies, whose pipeline cannot feed copied blocks; a saved "
+                            "adapter records the resolved value (docs/benchmarks_pac.md, 'side_init=auto')")
     tap_norm: Literal["token", "channel"] = Field(
         "channel", description="token: each tap LayerNormed per token; channel: then every channel standardised "
                                "with statistics of norm_samples training samples, measured once before the first "
@@ -112,6 +117,7 @@ class PAC(Method):
     supports_blockwise = True
     trains_backbone = False
     caches_backbone = True
+    blockwise: str | None = None  # the block-wise strategy that will run the model (run_blockwise), if any
 
     # -- what the planner and the block-wise runtime ask --------------------------------------------
     @classmethod
@@ -141,6 +147,39 @@ class PAC(Method):
     def uses_cache(self) -> bool:
         return self.options.cache != "off"
 
+    def run_blockwise(self, strategy: str) -> None:
+        """The block-wise strategies run PAC through pac_bridge, which cannot feed copied side blocks the
+        backbone's block inputs: side_init=auto resolves to random there (explicit backbone still errors)."""
+        self.blockwise = strategy
+
+    def side_init_for(self, task, num_blocks: int, family: str, hidden: int) -> tuple[str, str]:
+        """(side_init this run uses, why). auto: copies of the backbone's last blocks for sentence-pair
+        classification, where the two segments must be compared token by token (pretrained attention does
+        that, attention learned from scratch on a small training set overfits); random side layers
+        elsewhere, where the pooled embedding carries the answer (docs/benchmarks_pac.md)."""
+        o = self.options
+        if o.side_init != "auto":
+            return o.side_init, "given"
+        if not (task.kind == "classification" and getattr(task, "is_pair", False)):
+            return "random", "auto: not a sentence-pair classification task"
+        width = o.width or max(8, hidden // o.reduction)
+        blocked = None
+        if self.blockwise:
+            blocked = (f"the {self.blockwise} strategy runs PAC stage by stage and cannot feed copied side blocks "
+                       "the backbone's block inputs")
+        elif num_blocks - o.side_layers - 1 < 0:
+            blocked = (f"copying the last side_layers={o.side_layers} blocks needs at least {o.side_layers + 1} "
+                       f"blocks; this backbone has {num_blocks}")
+        elif family not in COPYABLE_FAMILIES:
+            blocked = f"no block layout to copy for model family '{family}' ({', '.join(COPYABLE_FAMILIES)})"
+        elif width > hidden:
+            blocked = f"the side width {width} exceeds the hidden size {hidden} (copies are pruned, not widened)"
+        if blocked:
+            why = f"auto: a sentence-pair classification task, but side_init=backbone cannot apply: {blocked}"
+            print(f"note: pac side_init=auto -> random ({why})", file=sys.stderr)
+            return "random", why
+        return "backbone", "auto: a sentence-pair classification task"
+
     def lr_for(self, model: nn.Module | None = None) -> float:
         """encoder_lr for a PAC model on a BERT backbone, default_lr otherwise (docs/benchmarks_pac.md)."""
         return self.encoder_lr if getattr(model, "family", None) == "bert" else self.default_lr
@@ -155,7 +194,9 @@ class PAC(Method):
         """The backbone pass is timed without the cache, the cached step with an in-memory one."""
         return {**options, "cache": "memory" if cached else "off"}
 
-    def prepare(self, backbone, task) -> PacModel:
+    def prepare(self, backbone, task, side_init: str | None = None) -> PacModel:
+        """The PAC model for this backbone and task. side_init: the resolved value to build with (load passes the
+        saved one); None resolves the option (side_init_for)."""
         o = self.options
         objective = objective_for(task, backbone.head)
         view = backbone.view
@@ -164,8 +205,12 @@ class PAC(Method):
                                              o.heads > 0 or o.cache_positions == "all")
         hidden = backbone.arch.hidden_size
         width = o.width or max(8, hidden // o.reduction)
+        if side_init is None:
+            side_init, why = self.side_init_for(task, view.num_blocks, backbone.arch.family, hidden)
+        else:
+            why = "the saved adapter's"
         copies = {}
-        if o.side_init == "backbone":
+        if side_init == "backbone":
             entry = view.num_blocks - o.side_layers - 1  # the block whose output enters the first copied block
             if entry < 0:
                 raise ConfigError(f"side_init=backbone copies the last side_layers={o.side_layers} blocks and feeds "
@@ -199,6 +244,7 @@ class PAC(Method):
                          fill=o.fill, stream_mb=o.stream_mb, stream_batch=o.stream_batch,
                          head_pool=head_pool, head_norm=o.head_norm)
         model.backbone_identity = backbone.identity
+        model.side_init_why = why
         return model
 
     def place(self, model: PacModel, device) -> PacModel:
@@ -234,7 +280,8 @@ class PAC(Method):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous().cpu() for k, v in model.adapter_state().items()}, str(out / WEIGHTS))
-        spec = {**self.spec(model), "backbone_identity": getattr(model, "backbone_identity", None)}
+        spec = {**self.spec(model), "backbone_identity": getattr(model, "backbone_identity", None),
+                "side_init_option": self.options.side_init, "side_init_why": getattr(model, "side_init_why", None)}
         (out / SPEC).write_text(json.dumps(spec, indent=2))
 
     def load(self, backbone, task, adapter_dir: Path) -> PacModel:
@@ -250,7 +297,8 @@ class PAC(Method):
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")
-        model = self.prepare(backbone, task)
+        # side_init=auto rebuilds what was saved (its resolved value); an explicit value must match it
+        model = self.prepare(backbone, task, saved["side_init"] if self.options.side_init == "auto" else None)
         if old_head:
             model.head_norm = "none"
         now = self.spec(model)
@@ -271,7 +319,9 @@ def side_params(o: PacOptions, arch, task_kind: str = "auto", num_labels: int = 
     """PAC's trainable parameters from its own options (width or reduction, taps, side layers, heads,
     side blocks, combine): the side network built on torch's meta device, so nothing is allocated.
     side_init=backbone copies the last side_layers blocks pruned to the side width; each copy is
-    counted as a block of the backbone scaled by (width / hidden)^2 (both sides of its matrices are cut)."""
+    counted as a block of the backbone scaled by (width / hidden)^2 (both sides of its matrices are cut).
+    side_init=auto is priced as random: the planner prices only the block-wise strategies (deft, split,
+    hybrid), under which auto always resolves to random (PAC.run_blockwise)."""
     from edgeft.models.arch import block_params
 
     h, L = arch.hidden_size, arch.num_layers

@@ -121,6 +121,7 @@ _LAYOUT = {
                  norms=("attention.output.LayerNorm", "output.LayerNorm"),
                  head_dim="attention.self.attention_head_size"),
 }
+COPYABLE_FAMILIES = tuple(_LAYOUT)  # the model families side_init=backbone can copy blocks of
 
 
 def _weight(block: nn.Module, name: str) -> torch.Tensor:

@@ -71,6 +71,7 @@ def build(ctx: Context, prepare: bool = True) -> None:
     session = start_session(spec.model, spec.task, spec.method, spec.method_options, spec.head, spec.train.seed)
     ctx.task, ctx.backbone, ctx.featurizer, ctx.method = session.task, session.backbone, session.featurizer, \
         session.method
+    ctx.method.run_blockwise(spec.strategy)  # before prepare: PAC's side_init=auto resolves by it
     ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
     if prepare:
         ctx.model = session.prepare().to(ctx.group.device)
