@@ -26,8 +26,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Timings depend on who else uses the 2 cores: EDGEFT_BENCH_MACHINE says how the run was made.
-MACHINE = os.environ.get("EDGEFT_BENCH_MACHINE", "2-core CPU container, under flock /tmp/edgeft-cpu.lock")
+def machine(device: str = "cpu") -> str:
+    """What ran the benchmark: EDGEFT_BENCH_MACHINE when given (timings depend on who else used the cores, so say
+    how the run was made), else the cores and, for a GPU run, the GPU's name."""
+    if os.environ.get("EDGEFT_BENCH_MACHINE"):
+        return os.environ["EDGEFT_BENCH_MACHINE"]
+    cores = f"{os.cpu_count()} CPU cores"
+    if str(device).startswith("cuda"):
+        import torch
+        return f"{torch.cuda.get_device_name()} ({cores})"
+    return cores
+
+
+MACHINE = machine()
 OUT = ROOT / "bench" / "results" / "federated"
 
 # Small but honest: real model, real data, non-IID split, a held-out set the clients never see.

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import shutil
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Timings depend on who else uses the 2 cores: EDGEFT_BENCH_MACHINE says how the run was made.
-MACHINE = os.environ.get("EDGEFT_BENCH_MACHINE", "2-core CPU container, under flock /tmp/edgeft-cpu.lock")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fed_dolly  # noqa: E402  (one description of the machine for every federated benchmark)
+
+MACHINE = fed_dolly.machine()  # EDGEFT_BENCH_MACHINE, or the cores
 OUT = ROOT / "bench" / "results" / "federated"
 COMMON = dict(model="minilm-l6", task="sst2", clients=10, clients_per_round=3, rounds=6, partition="dirichlet",
               alpha=0.5, train_samples=3000, eval_samples=300, max_length=64, eval_batch_size=64, threads=1, seed=0,

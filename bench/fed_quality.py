@@ -112,7 +112,7 @@ def in_process(settings: dict, device: str) -> dict:
     t0 = time.time()
     summary = run_in_process(FederatedConfig(**settings), device)
     summary["bench_wall_s"] = time.time() - t0
-    summary["machine"] = fed_dolly.MACHINE if device == "cpu" else f"{device} ({fed_dolly.MACHINE})"
+    summary["machine"] = fed_dolly.machine(device)
     summary["date"] = time.strftime("%Y-%m-%d")
     summary["command"] = fed_dolly.command()
     return summary

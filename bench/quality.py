@@ -164,12 +164,15 @@ def plan_runs(args, work: Path) -> list[dict]:
 
 def execute(runs: list[dict], jobs: int) -> list[dict]:
     def one(run):
-        if Path(run["report"]).exists():  # a finished run is not repeated (a rerun after an interruption)
-            return {**run, "rc": 0, "wall_s": 0.0, "reused": True}
+        stamp = Path(run["report"]).with_suffix(".argv.json")  # the command that wrote the report
+        if Path(run["report"]).exists() and stamp.exists() and json.loads(stamp.read_text()) == run["argv"]:
+            return {**run, "rc": 0, "wall_s": 0.0, "reused": True}  # the same run, finished (a rerun after a stop)
         t0 = time.perf_counter()
         with open(run["log"], "w") as log:
             rc = subprocess.run([sys.executable, str(BENCH), *run["argv"]], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        if rc == 0:  # a report from other settings (another PAC configuration, say) is never taken for this one
+            stamp.write_text(json.dumps(run["argv"]))
         wall = time.perf_counter() - t0
         print(f"  {run['name']}: {'ok' if rc == 0 else f'FAILED ({rc}), see ' + run['log']} {wall:.0f}s", flush=True)
         return {**run, "rc": rc, "wall_s": wall}

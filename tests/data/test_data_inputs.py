@@ -89,3 +89,31 @@ def test_own_tsv_task_with_quotes_keeps_every_row(tmp_path):
     j.write_text("\n".join(json.dumps({"text": line.split("\t")[0], "label": line.split("\t")[1]}) for line in lines))
     same = load_task(TaskConfig(name="mine", data_file=str(j), dev_fraction=0.25))
     assert [e["text"] for e in same.dev] == [e["text"] for e in task.dev]
+
+
+def _pairs_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_user_file_with_text2_is_a_pair_task(tmp_path):
+    """A file in the documented record format keeps its second text (it was once dropped without a word)."""
+    rows = [{"text": f"premise {i}", "text2": f"hypothesis {i}", "label": "yes" if i % 2 else "no"} for i in range(8)]
+    p = _pairs_file(tmp_path / "pairs.jsonl", rows)
+    task = load_task(TaskConfig(name="mine", data_file=str(p), dev_fraction=0.25))
+    assert task.is_pair
+    assert all(ex["text2"].startswith("hypothesis") for ex in task.train + task.dev)
+    assert "{text2}" in task.prompt_template
+
+
+def test_user_file_row_missing_text2_names_the_line(tmp_path):
+    rows = [{"text": "a", "text2": "b", "label": "yes"}, {"text": "c", "label": "no"}]
+    p = _pairs_file(tmp_path / "pairs.jsonl", rows)
+    with pytest.raises(DataError, match=r"pairs\.jsonl.*2.*text2"):
+        load_task(TaskConfig(name="mine", data_file=str(p), dev_fraction=0.5))
+
+
+def test_user_file_without_text2_stays_single(tmp_path):
+    p = _pairs_file(tmp_path / "one.jsonl", [{"text": f"t {i}", "label": "yes" if i % 2 else "no"} for i in range(6)])
+    task = load_task(TaskConfig(name="mine", data_file=str(p), dev_fraction=0.5))
+    assert not task.is_pair and all("text2" not in ex for ex in task.train)

@@ -22,7 +22,7 @@ PY
   done
   touch $R/quality.done ;;
 fed)  # issue 19: the Dolly table, every algorithm at the benchmark's own settings (8 rounds), 3 seeds
-  python3 bench/fed_quality.py --task dolly --engine inprocess --device cuda --workers 6 --threads 1 --seeds 0 1 2 \
+  python3 bench/fed_quality.py --task dolly --engine inprocess --device cuda --workers 12 --threads 1 --seeds 0 1 2 \
     --algorithms fedkseed fedit fedkseed-pro fwdgrad --out $R/fq
   python3 bench/fed_quality.py --summary-only --out $R/fq
   touch $R/fed.done ;;

@@ -11,6 +11,15 @@ export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFOR
 X=/root/x; R=/root/r; mkdir -p $X/wheels $R /root/site
 OUT=${OUT:-/tmp/out}
 export PYTHONPATH=/root/site:$PWD/src EDGEFT_WHEELS=$X/wheels EDGEFT_HOME=/root/eh
+launch() {
+  python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
+  setsid nohup bash bench/results/h3_device/jobs_x.sh quality > $R/quality.log 2>&1 < /dev/null &
+  timeout 240 python3 bench/fed_quality.py --task dolly --smoke --engine inprocess --device cuda --workers 2 \
+    --algorithms fedkseed fedit fwdgrad --seeds 0 --out $R/fq_smoke > $R/fed_smoke.log 2>&1
+  echo "smoke rc=$?"; tail -n 4 $R/fed_smoke.log
+  setsid nohup bash bench/results/h3_device/jobs_x.sh fed > $R/fed.log 2>&1 < /dev/null &
+  sleep $1; collect
+}
 collect() {
   cp $R/*.json $R/*.png $R/*.md $OUT/ 2>/dev/null
   tar czf $OUT/results.tgz -C $R --exclude='*.safetensors' --exclude='*.pt' . 2>/dev/null
@@ -27,6 +36,16 @@ go)
   nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader; nproc
   python3 -c "import torch, transformers, peft, pydantic, flwr; print(torch.__version__, transformers.__version__, peft.__version__, pydantic.__version__, flwr.__version__)"
   python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
+  launch ${2:-300} ;;
+relaunch)  # after a failed start: the missing wheels from .devcarry/x/c5, then the same jobs again
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .devcarry/x/c5/*.whl
+  rm -rf $R/* /root/w runs; launch ${2:-300} ;;
+fed)  # the federated job alone, after the wheels of .devcarry/x/c6 (rouge_score, nltk)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site .devcarry/x/c6/*.whl
+  rm -rf $R/fq $R/fed.done runs
+  setsid nohup bash bench/results/h3_device/jobs_x.sh fed > $R/fed.log 2>&1 < /dev/null &
+  sleep ${2:-300}; collect ;;
+launch_)
   setsid nohup bash bench/results/h3_device/jobs_x.sh quality > $R/quality.log 2>&1 < /dev/null &
   timeout 240 python3 bench/fed_quality.py --task dolly --smoke --engine inprocess --device cuda --workers 2 \
     --algorithms fedkseed fedit fwdgrad --seeds 0 --out $R/fq_smoke > $R/fed_smoke.log 2>&1

@@ -33,7 +33,8 @@ class TaskConfig(BaseModel):
     dev_file: Optional[str] = None
     kind: Optional[Literal["classification", "regression", "generation"]] = None
     text_column: str = "text"
-    text2_column: Optional[str] = None
+    text2_column: Optional[str] = Field(None, description="second text of a pair task (default: 'text2' when the "
+                                         "file's first row has that field)")
     label_column: str = "label"
     instruction_column: str = "instruction"
     input_column: str = "input"
@@ -253,11 +254,18 @@ def _shakespeare_task() -> Task:
 
 # --- a user's own file ----------------------------------------------------------------------------
 
+PAIR_FIELD = "text2"  # a user file whose first row has this field is a sentence-pair task (unless text2_column says)
+
+
 def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[dict]:
     """Rows of a user's file. Ids carry the split, so a train and a dev file of the same name (in two
     folders) never share an id: caches key activations by id."""
     out = []
-    for lineno, row in read_records(path):
+    records = read_records(path)
+    text2_column = cfg.text2_column
+    if text2_column is None and records and PAIR_FIELD in records[0][1] and kind != "generation":
+        text2_column = PAIR_FIELD  # the documented record format's second text: never dropped silently
+    for lineno, row in records:
         ex = {"id": f"{path.name}-{split}-{lineno}", "_where": f"{path}:{lineno}"}
         if kind == "generation":
             ex["instruction"] = require_field(path, lineno, row, cfg.instruction_column)
@@ -266,8 +274,8 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[
             ex["response"] = require_field(path, lineno, row, cfg.response_column)
         else:
             ex["text"] = require_field(path, lineno, row, cfg.text_column)
-            if cfg.text2_column:
-                ex["text2"] = require_field(path, lineno, row, cfg.text2_column)
+            if text2_column:
+                ex["text2"] = require_field(path, lineno, row, text2_column)
             ex["label"] = require_field(path, lineno, row, cfg.label_column).strip()
         out.append(ex)
     if not out:

@@ -55,3 +55,26 @@ def test_the_rule_takes_the_best_mean_over_all_cells_only_past_the_margin():
     # within the margin the defaults stay
     choice = q.pick(_sweep({"base": (0.70, 0.60), "two": (0.704, 0.602)}), margin=0.5)
     assert choice["best"] == "two" and choice["chosen"] == "base"
+
+
+def test_a_report_is_reused_only_for_the_same_command(tmp_path):
+    """A work folder holding a run of another PAC configuration must not stand in for this one (two dev
+    tables of one session once came out identical that way)."""
+    q = bench_script("quality")
+    marker = tmp_path / "ran.txt"
+    script = f"import sys; open({str(marker)!r}, 'a').write('x'); open(sys.argv[-1], 'w').write('{{}}')"
+    report = tmp_path / "r.json"
+
+    def run(argv):
+        return {"name": "r", "method": "pac", "argv": argv, "report": str(report), "log": str(tmp_path / "r.log")}
+
+    q.BENCH, saved = tmp_path / "fake.py", q.BENCH
+    try:
+        q.BENCH.write_text(script)
+        q.execute([run(["--pac-option", "a=1", str(report)])], jobs=1)
+        q.execute([run(["--pac-option", "a=1", str(report)])], jobs=1)  # the same command: reused
+        assert marker.read_text() == "x"
+        q.execute([run(["--pac-option", "a=2", str(report)])], jobs=1)  # another configuration: runs again
+        assert marker.read_text() == "xx"
+    finally:
+        q.BENCH = saved
