@@ -13,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import CacheError
+from edgeft.train.compiled import CompileMode, compiled_forward
 from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
 from edgeft.train.optim import build_optimizer
@@ -38,6 +39,11 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     precision: PrecisionName = Field("auto", description="fp32 | bf16 | fp16 | auto (fp32 for now: "
                                                           "see edgeft.train.precision)")
+    compile: CompileMode = Field("off", description="off | default | reduce-overhead: torch.compile the model's "
+                                                     "forward for the backprop methods, batches padded to length "
+                                                     "buckets (edgeft.train.compiled)")
+    compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
+                                                       "tokens (>= max_length: one width, one graph)")
     seed: int = 0
 
 
@@ -63,6 +69,7 @@ class TrainResult:
     memory_kind: str = ""
     steps: int = 0
     resumed_from: Optional[dict] = None
+    compile: Optional[dict] = None  # what compiling cost (edgeft.train.compiled); None when compile is off
 
 
 def _numpy_rng_state() -> tuple:
@@ -89,6 +96,8 @@ class Trainer:
     """Runs a Method over featurised data on one device: the hooks the loop driver (edgeft.train.driver)
     calls. `evaluate_fn(model) -> metrics` is called after each epoch."""
 
+    compile_backend = "inductor"  # torch.compile's backend when cfg.compile is on (tests: "aot_eager")
+
     def __init__(self, model, method, featurizer, train_feats: list[dict], cfg: TrainConfig,
                  loss_fn: Callable, evaluate_fn: Callable | None = None, run=None, progress=None):
         self.model, self.method, self.featurizer = model, method, featurizer
@@ -102,6 +111,8 @@ class Trainer:
         self.lr = lr
         self.params = method.trainable_parameters(model)
         self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16 only)
+        # the training step's compiled forward (evaluation stays eager); None under compile 'off'
+        self.compiled = compiled_forward(model, method, cfg, self.device, featurizer, self.compile_backend)
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
         self.optimizer, self.scheduler = build_optimizer(self.params if method.uses_optimizer else [], cfg, lr,
                                                          self.steps_per_epoch * cfg.epochs)
@@ -159,6 +170,7 @@ class Trainer:
         result = self._result
         result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind
         result.steps = self.global_step
+        result.compile = self.compiled.report() if self.compiled else None
         return result
 
     # -- the driver's hooks (edgeft.train.driver) ------------------------------------------------------
@@ -180,8 +192,14 @@ class Trainer:
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
         t0 = self.timer.now()
-        batch = self._to(self.featurizer.collate([self.train_feats[i] for i in indices]))
-        loss = self.method.train_step(self.model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
+        batch = self.featurizer.collate([self.train_feats[i] for i in indices])
+        model = self.model
+        if self.compiled:
+            batch = self.compiled.prepare(batch)  # padded to its length bucket: a bounded set of shapes
+            model = self.compiled.module
+            self.compiled.step_begin()
+        batch = self._to(batch)
+        loss = self.method.train_step(model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
         result.losses.append(loss)
         self.batch_in_epoch = b + 1
         if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
@@ -191,6 +209,8 @@ class Trainer:
             if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
                 self.save_checkpoint(self.run.checkpoint_dir)
         result.step_times_s.append(self.timer.now() - t0)
+        if self.compiled:
+            self.compiled.note(batch, result.step_times_s[-1])
         if self.progress:
             self.progress(loss)
 
