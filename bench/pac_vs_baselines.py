@@ -73,6 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                    help="training precision (auto: fp32; edgeft.train.precision says why)")
+    p.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead"],
+                   help="torch.compile the training step of the non-PAC variants (full, lora); PAC keeps its own "
+                        "fast path (edgeft.train.compiled). Compile time is part of epoch 1 (and reported apart)")
+    p.add_argument("--compile-bucket", type=int, default=16,
+                   help="with --compile: pad batches to a multiple of this many tokens (>= --max-length: one width)")
     p.add_argument("--out", default="bench/results/pac/pac_vs_baselines.json")
     p.add_argument("--label", default="", help="free text stored with the results (machine, purpose)")
     p.add_argument("--sweep", default=None,
@@ -192,7 +197,8 @@ def run_variant(variant: str, args) -> dict:
     model = method.place(method.prepare(backbone, task), device)
     trainable, total = parameter_counts(model)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
-                      device=str(device), seed=train_seed, log_every=10**9, precision=args.precision)
+                      device=str(device), seed=train_seed, log_every=10**9, precision=args.precision,
+                      compile="off" if method_name == "pac" else args.compile, compile_bucket=args.compile_bucket)
     precision = Precision(args.precision, device)
     # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
     # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
@@ -234,6 +240,7 @@ def run_variant(variant: str, args) -> dict:
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
         "precision": precision.name,
+        "compile": result.compile,  # None: eager; else mode, shapes, compile_s, first_seen_steps_s (edgeft.train.compiled)
         "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),
         "fit_wall_s_with_eval": fit_s, "eval_times_s": eval_times, "load_s": load_s,
@@ -379,8 +386,11 @@ def run(args) -> dict:
                     raise SystemExit(f"variant {v} failed (exit code {proc.returncode})")
                 results[v] = json.loads(res_file.read_text())
         r = results[v]
+        c = r.get("compile")
+        compiled = f" · compile {c['compile_s'] or 0:.1f}s, new-shape steps {c['first_seen_steps_s']:.1f}s, " \
+                   f"{len(c['shapes'])} shape(s)" if c else ""
         console.print(f"  {v}: train {r['train_time_s']:.1f}s (epochs {', '.join(f'{t:.1f}' for t in r['epoch_times_s'])})"
-                      f" · peak {r['peak_memory_mb']:.0f} MB · dev {r['dev_metric_name']} {r['dev_metric']}"
+                      f" · peak {r['peak_memory_mb']:.0f} MB · dev {r['dev_metric_name']} {r['dev_metric']}{compiled}"
                       f" · {time.perf_counter() - t0:.0f}s total", highlight=False)
     if args.sweep:
         import copy
@@ -407,7 +417,7 @@ def run(args) -> dict:
                  "train_samples": args.train_samples, "dev_samples": args.dev_samples, "epochs": args.epochs,
                  "scored_on": f"{args.holdout} held-out training examples" if args.holdout else "dev split",
                  "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
-                 "precision": args.precision,
+                 "precision": args.precision, "compile": args.compile, "compile_bucket": args.compile_bucket,
                  "train_seed": args.train_seed, "eval": args.eval,
                  "label": args.label, "command": "python bench/pac_vs_baselines.py " + " ".join(sys_argv_of(args)),
                  "machine": machine(str(resolve_device(args.device)))},
@@ -431,6 +441,8 @@ def sys_argv_of(args) -> list[str]:
              "--variants", args.variants, "--eval", args.eval, "--device", args.device, "--out", args.out]
     if args.precision != "auto":
         words += ["--precision", args.precision]
+    if args.compile != "off":
+        words += ["--compile", args.compile, "--compile-bucket", str(args.compile_bucket)]
     if args.dev_samples:
         words += ["--dev-samples", str(args.dev_samples)]
     if args.dev_file:

@@ -36,6 +36,8 @@ class RuntimeTrain(TrainConfig):
         "log_every": "the workers report every step",
         "max_new_tokens": "generation tasks are scored with 32 new tokens",
         "device": "the launcher places each rank",
+        "compile": "the strategies run their steps eager",
+        "compile_bucket": "the strategies run their steps eager",
     }
 
     micro_batches: Optional[int] = Field(None, ge=1, description="hybrid: micro-batches per step (None: the planner picks)")

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import CacheError
+from edgeft.train.compiled import CompileMode, compiled_forward
 from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
 from edgeft.train.optim import build_optimizer
@@ -39,6 +40,11 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     precision: PrecisionName = Field("auto", description="fp32 | bf16 | fp16 | auto (fp32 for now: "
                                                           "see edgeft.train.precision)")
+    compile: CompileMode = Field("off", description="off | default | reduce-overhead: torch.compile the model's "
+                                                     "forward for the backprop methods, batches padded to length "
+                                                     "buckets (edgeft.train.compiled)")
+    compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
+                                                       "tokens (>= max_length: one width, one graph)")
     seed: int = 0
 
 
@@ -64,6 +70,7 @@ class TrainResult:
     memory_kind: str = ""
     steps: int = 0
     resumed_from: Optional[dict] = None
+    compile: Optional[dict] = None  # what compiling cost (edgeft.train.compiled); None when compile is off
 
 
 def _numpy_rng_state() -> tuple:
@@ -90,6 +97,8 @@ class Trainer:
     """Runs a Method over featurised data on one device: the hooks the loop driver (edgeft.train.driver)
     calls. `evaluate_fn(model) -> metrics` is called after each epoch."""
 
+    compile_backend = "inductor"  # torch.compile's backend when cfg.compile is on (tests: "aot_eager")
+
     def __init__(self, model, method, featurizer, train_feats: list[dict], cfg: TrainConfig,
                  loss_fn: Callable, evaluate_fn: Callable | None = None, run=None, progress=None):
         self.model, self.method, self.featurizer = model, method, featurizer
@@ -103,6 +112,8 @@ class Trainer:
         self.lr = lr
         self.params = method.trainable_parameters(model)
         self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16 only)
+        # the training step's compiled forward (evaluation stays eager); None under compile 'off'
+        self.compiled = compiled_forward(model, method, cfg, self.device, featurizer, self.compile_backend)
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
         self.optimizer, self.scheduler = build_optimizer(self.params if method.uses_optimizer else [], cfg, lr,
                                                          self.steps_per_epoch * cfg.epochs)
@@ -177,6 +188,7 @@ class Trainer:
         result = self._result
         result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind
         result.steps = self.global_step
+        result.compile = self.compiled.report() if self.compiled else None
         return result
 
     # -- the driver's hooks (edgeft.train.driver) ------------------------------------------------------
@@ -199,8 +211,16 @@ class Trainer:
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
         t0 = time.perf_counter()  # host time: on CUDA the GPU's share is in the epoch time (synchronised)
-        batch = self._to(self.featurizer.collate([self.train_feats[i] for i in indices]))
-        loss = self.method.train_step(self.model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
+        batch = self.featurizer.collate([self.train_feats[i] for i in indices])
+        model = self.model
+        if self.compiled:
+            batch = self.compiled.prepare(batch)  # padded to its length bucket: a bounded set of shapes
+            model = self.compiled.module
+            self.compiled.step_begin()
+        batch = self._to(batch)
+        loss = self.method.train_step(model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
+        if self.compiled and torch.is_tensor(loss):
+            loss = loss.clone()  # a CUDA-graph output is overwritten by the next replay; the loss is read later
         self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
         self.batch_in_epoch = b + 1
         if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
@@ -214,6 +234,8 @@ class Trainer:
             if cfg.checkpoint_steps and self.global_step % cfg.checkpoint_steps == 0 and self.run:
                 self.save_checkpoint(self.run.checkpoint_dir)
         result.step_times_s.append(time.perf_counter() - t0)
+        if self.compiled:
+            self.compiled.note(batch, result.step_times_s[-1])
         if self.progress:
             self.progress(self._last_loss)
 

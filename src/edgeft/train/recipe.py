@@ -171,6 +171,8 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
         "torch": torch.__version__,
         "resumed_from": result.resumed_from,
     }
+    if result.compile:
+        metrics["compile"] = result.compile
     if cache is not None:
         metrics["activation_cache"] = cache.describe()  # hits, misses, writes, stale, corrupt, size
     if "samples" in final:
