@@ -52,7 +52,22 @@ run() {  # name timeout args...
   [ -f $OUT/tmp_$name.json ] && mv $OUT/tmp_$name.json $OUT/$name.json; rm -f $OUT/tmp_$name.png
   echo "   $name done at $((SECONDS - T0)) s"
 }
+if [ -n "${ONLY:-}" ]; then  # named runs in this order (a short call): e.g. ONLY="pac_fp32_b64 lora_fp32_b64"
+  for name in $ONLY; do
+    B=${name##*_b}
+    case $name in
+      pac_fp32_b*) run $name 90 --batch-size $B --precision fp32 --epochs 5 --variants pac_cache ;;
+      pac_bf16_b*) run $name 90 --batch-size $B --precision bf16 --epochs 5 --variants pac_cache ;;
+      lora_fp32_compile_b*) run $name 150 --batch-size $B --precision fp32 --epochs 2 --variants lora "${COMPILE[@]}" ;;
+      lora_bf16_compile_b*) run $name 150 --batch-size $B --precision bf16 --epochs 2 --variants lora "${COMPILE[@]}" ;;
+      lora_fp32_b*) run $name 120 --batch-size $B --precision fp32 --epochs 1 --variants lora ;;
+      lora_bf16_b*) run $name 100 --batch-size $B --precision bf16 --epochs 1 --variants lora ;;
+    esac
+  done
+  PARTS=none
+fi
 for PART in ${PARTS:-fp32 bf16}; do
+  [ $PART = none ] && continue
   for B in 64 16; do
     if [ $PART = fp32 ]; then  # the issue18_1204 runs again (PAC graphs, device cache without graphs, LoRA eager), LoRA compiled
       run pac_fp32_b$B 90 --batch-size $B --precision fp32 --epochs 5 --variants pac_cache
