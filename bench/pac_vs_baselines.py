@@ -233,6 +233,9 @@ def run_variant(variant: str, args) -> dict:
     final = evals[-1] if evals else {}
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
+        # PAC's side_init as this run resolved it (the option may be auto) and why
+        "side_init": method.spec(model)["side_init"] if method_name == "pac" else None,
+        "side_init_why": getattr(model, "side_init_why", None),
         "precision": precision.name,
         "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),

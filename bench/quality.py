@@ -196,6 +196,7 @@ def collect(done: list[dict]) -> dict:
                 "seed": run["seed"], "metric": res["dev_metric"], "metric_name": res["dev_metric_name"],
                 "train_time_s": res["train_time_s"], "epochs": len(res["epoch_times_s"]), "lr": res["lr"],
                 "final_train_loss": res["final_train_loss"], "options": res["options"] if res["method"] == "pac" else None,
+                "side_init": res.get("side_init"),
                 "machine": report["meta"]["machine"].get("gpu") or report["meta"]["machine"]["platform"]})
     return out
 
