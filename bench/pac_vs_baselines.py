@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timing only: a Llama built from a config with random weights (uses --model's tokenizer)")
     p.add_argument("--task", default="sst2", help="a bundled task, or a user's .jsonl/.csv/.tsv file (as --data-file)")
     p.add_argument("--dev-file", default=None, help="with a file --task: the user's dev file (as finetune --dev-file)")
+    p.add_argument("--text2-column", default=None,
+                   help="with a file --task: the second text column of a pair task (as finetune --text2-column)")
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--dev-samples", type=int, default=None, help="default: the whole dev split")
     p.add_argument("--epochs", type=int, default=5)
@@ -150,7 +152,8 @@ def holdout_examples(task, args) -> list[dict]:
 
     from edgeft.data import TaskConfig, load_task
 
-    whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed, dev_file=args.dev_file))
+    whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed, dev_file=args.dev_file,
+                                 text2_column=args.text2_column))
     used = {e["id"] for e in task.train}
     rest = [e for e in whole.train if e["id"] not in used]
     if len(rest) < args.holdout:
@@ -178,7 +181,8 @@ def run_variant(variant: str, args) -> dict:
     seed_everything(args.seed)
     t0 = time.perf_counter()
     task = load_task(TaskConfig(name=args.task, train_samples=args.train_samples, dev_samples=args.dev_samples,
-                                max_length=args.max_length, seed=args.seed, dev_file=args.dev_file))
+                                max_length=args.max_length, seed=args.seed, dev_file=args.dev_file,
+                                text2_column=args.text2_column))
     if args.holdout:
         task.dev = holdout_examples(task, args)
     if args.random_llama:
@@ -239,6 +243,9 @@ def run_variant(variant: str, args) -> dict:
     final = evals[-1] if evals else {}
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
+        # PAC's side_init as this run resolved it (the option may be auto) and why
+        "side_init": method.spec(model)["side_init"] if method_name == "pac" else None,
+        "side_init_why": getattr(model, "side_init_why", None),
         "precision": precision.name,
         "compile": result.compile,  # None: eager; else mode, shapes, compile_s, first_seen_steps_s (edgeft.train.compiled)
         "train_seed": train_seed,
@@ -447,6 +454,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--dev-samples", str(args.dev_samples)]
     if args.dev_file:
         words += ["--dev-file", args.dev_file]
+    if args.text2_column:
+        words += ["--text2-column", args.text2_column]
     if args.holdout:
         words += ["--holdout", str(args.holdout)]
     if args.train_seed is not None:

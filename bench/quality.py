@@ -88,9 +88,10 @@ def _csv(text: str) -> list[str]:
 
 
 # -- user-file tasks ---------------------------------------------------------------------------------------
-def write_user_files(task: str, folder: Path) -> tuple[str, str]:
+def write_user_files(task: str, folder: Path) -> tuple[str, str, bool]:
     """The bundled task's train and dev splits as <folder>/train/<task>.jsonl and <folder>/dev/<task>.jsonl
-    (same file name: their sample ids must still differ), labels by name, as a user would write them."""
+    (same file name: their sample ids must still differ), labels by name, as a user would write them; and
+    whether the rows are pairs (a `text2` column, which the user then names: --text2-column text2)."""
     from edgeft.data import load_task
 
     bundled = load_task(task)
@@ -104,7 +105,7 @@ def write_user_files(task: str, folder: Path) -> tuple[str, str]:
                 row["label"] = bundled.label_names[ex["label"]] if bundled.label_names else ex["label"]
                 f.write(json.dumps(row) + "\n")
         paths.append(str(path))
-    return paths[0], paths[1]
+    return paths[0], paths[1], bundled.is_pair
 
 
 # -- runs --------------------------------------------------------------------------------------------------
@@ -136,6 +137,8 @@ def plan_runs(args, work: Path) -> list[dict]:
                              "--out", str(work / f"{name}.json"), "--label", f"quality suite: {name}"]
                     if task in files:
                         words += ["--task", files[task][0], "--dev-file", files[task][1]]
+                        if files[task][2]:  # a pair file: read both texts, as finetune --text2-column does
+                            words += ["--text2-column", "text2"]
                     else:
                         words += ["--task", task]
                     words += ["--holdout", str(args.holdout)] if args.holdout else \
@@ -199,6 +202,7 @@ def collect(done: list[dict]) -> dict:
                 "seed": run["seed"], "metric": res["dev_metric"], "metric_name": res["dev_metric_name"],
                 "train_time_s": res["train_time_s"], "epochs": len(res["epoch_times_s"]), "lr": res["lr"],
                 "final_train_loss": res["final_train_loss"], "options": res["options"] if res["method"] == "pac" else None,
+                "side_init": res.get("side_init"),
                 "machine": report["meta"]["machine"].get("gpu") or report["meta"]["machine"]["platform"]})
     return out
 

@@ -34,6 +34,9 @@ def test_suite_on_a_bundled_and_a_user_file_task(tmp_path, tiny_bert):
     assert train.name == dev.name and json.loads(train.read_text().splitlines()[0])["label"] in (
         "entailment", "not_entailment")
     assert out.with_suffix(".png").stat().st_size > 10_000
+    # the pair file is read with --text2-column text2, so PAC's side_init=auto copies blocks there, not on SST-2
+    resolved = {t: {r["side_init"] for r in report["runs"][str(tiny_bert)][t]["pac"]} for t in table}
+    assert resolved == {"sst2": {"random"}, "file:rte": {"backbone"}}
 
 
 def _sweep(scores: dict) -> dict:
