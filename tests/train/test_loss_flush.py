@@ -9,7 +9,7 @@ from edgeft.train.loop import Trainer, TrainResult
 
 def _bare_trainer():
     t = object.__new__(Trainer)  # only the loss bookkeeping is under test
-    t._result, t._pending, t._last_loss = TrainResult(), [], float("nan")
+    t._result, t._pending = TrainResult(), []
     return t
 
 

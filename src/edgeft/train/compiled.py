@@ -26,22 +26,21 @@ forward for the backprop methods (full, LoRA, prompt tuning, BitFit), with batch
 from __future__ import annotations
 
 import math
+import os
 import shutil
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from edgeft.errors import ConfigError
 
 CompileMode = Literal["off", "default", "reduce-overhead"]
-COMPILE_MODES = ("off", "default", "reduce-overhead")
+COMPILE_MODES = get_args(CompileMode)
 LENGTH_BUCKET = 16
 PAD_VALUES = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "labels": -100}  # None: the pad token
 
 
 def has_cpp_compiler() -> bool:
-    import os
-
     return bool(os.environ.get("CXX") and shutil.which(os.environ["CXX"])) or \
         any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 

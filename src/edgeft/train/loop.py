@@ -177,14 +177,16 @@ class Trainer:
         tensors = [x for x in pending if torch.is_tensor(x)]
         values = iter(torch.stack([t.float().reshape(()) for t in tensors]).tolist()) if tensors else iter(())
         self._result.losses.extend(next(values) if torch.is_tensor(x) else float(x) for x in pending)
-        if self._result.losses:
-            self._last_loss = self._result.losses[-1]
+
+    @property
+    def _last_loss(self) -> float:
+        """The latest loss read from the device (nan before the first read)."""
+        return self._result.losses[-1] if self._result.losses else float("nan")
 
     def fit(self, resume_from: Path | None = None) -> TrainResult:
         self._result, self._resume_from = TrainResult(), resume_from
         drive(self, len(self.train_feats), self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)
-        if getattr(self, "_pending", None):
-            self._flush_losses()
+        self._flush_losses()  # a run stopped inside an epoch still reports every step's loss
         result = self._result
         result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind
         result.steps = self.global_step
@@ -198,7 +200,7 @@ class Trainer:
             if self.run:
                 self.run.event("resume", **self._result.resumed_from)
         self._memory = PeakMemory(self.device).start()
-        self._pending, self._last_loss = [], float("nan")
+        self._pending = []
         self.model.train()
         return self.epoch, self.batch_in_epoch
 
