@@ -77,7 +77,9 @@ def result_path(task: str, algorithm: str, seed: int, out: Path = OUT) -> Path:
 
 
 def settings_for(task: str, algorithm: str, seed: int, overrides: dict, smoke: bool = False,
-                 full_glue: bool = False) -> dict:
+                 full_glue: bool = False, tag: str = "") -> dict:
+    """A run's FederatedConfig keys; its run folder is named by `tag` too (the --out folder's name), so that
+    two benchmark commands running at once never share one."""
     budget = {}
     if task == "sst2" and not full_glue:
         budget = {"rounds": SST2_CPU_BUDGET["rounds"]}
@@ -85,12 +87,13 @@ def settings_for(task: str, algorithm: str, seed: int, overrides: dict, smoke: b
             budget["local_steps"] = SST2_CPU_BUDGET["zeroth_order_local_steps"]
     smoke_budget = SMOKE if smoke else {}
     return {**COMMON[task], **SETTINGS[task][algorithm], "seed": seed, **budget, **smoke_budget, **overrides,
-            "out": str(ROOT / "runs" / f"bench-fed-quality-{task}-{algorithm}-{seed}{'-smoke' * smoke}")}
+            "out": str(ROOT / "runs" / f"bench-fed-quality-{tag}{'-' * bool(tag)}{task}-{algorithm}-{seed}"
+                                       f"{'-smoke' * smoke}")}
 
 
 def run(task: str, algorithm: str, seed: int, overrides: dict, lock=None, engine: str = "inprocess",
         device: str = "cpu", smoke: bool = False, out: Path = OUT, full_glue: bool = False) -> dict:
-    settings = settings_for(task, algorithm, seed, overrides, smoke, full_glue)
+    settings = settings_for(task, algorithm, seed, overrides, smoke, full_glue, out.name)
     if engine == "flower":
         summary = fed_dolly.simulate(settings, lock)
     else:

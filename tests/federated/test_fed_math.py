@@ -1,6 +1,7 @@
 """FedKSeed's replay and in-process rounds, and batched forward gradients, on a tiny random model (CPU)."""
 
 import numpy as np
+import pytest
 import torch
 
 from edgeft.federated import fedit, fedkseed
@@ -151,3 +152,36 @@ def test_clients_run_their_forwards_in_the_configured_precision(tmp_path, tiny_l
     q.register_forward_hook(lambda mod, inp, out: seen.append(out.dtype))
     out = local_train(setup, cfg, 0, 1)
     assert out["steps"] == 2 and seen and set(seen) == {torch.bfloat16}
+
+
+def test_cosine_round_lr_starts_at_lr_falls_every_round_and_is_refused_for_fedit(tmp_path, tiny_llama):
+    cfg = _cfg(tmp_path, tiny_llama, rounds=8, lr=1e-3, round_lr="cosine")
+    lrs = [cfg.round_learning_rate(r) for r in range(1, 9)]
+    assert lrs[0] == 1e-3 and all(a > b > 0 for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.05e-3
+    assert abs(lrs[4] - 0.5e-3) < 1e-12  # halfway through the rounds, half the step
+    assert {_cfg(tmp_path, tiny_llama, rounds=8, lr=1e-3).round_learning_rate(r) for r in range(1, 9)} == {1e-3}
+    with pytest.raises(ValueError, match="round_lr"):
+        _cfg(tmp_path, tiny_llama, algorithm="fedit", round_lr="cosine", val_samples=0)
+
+
+def test_a_rounds_smaller_step_folded_into_the_pool_replays_to_the_clients_model(tmp_path, tiny_llama):
+    """A client stepping at a round's lr_r, its scalars added with scale lr_r / lr and replayed at the base lr,
+    is rebuilt (what makes round_lr=cosine keep FedKSeed's exact replay)."""
+    cfg = _cfg(tmp_path, tiny_llama)
+    setup = setup_for(cfg, "client")
+    seeds = fedkseed.candidate_seeds(cfg.seed, cfg.num_seeds)
+    setup.reset_to_w0()
+    round_lr = cfg.lr / 4
+    local, _, _ = fedkseed.local_steps(setup, seeds, setup.batches(0, 1, 10, 2), seeded_rng(0, 1, 0, 5), round_lr,
+                                       cfg.eps)
+    trained = _state(setup)
+    order = sorted(local)
+    upload = (1.0, np.array(order, dtype=np.uint16), np.array([local[j] for j in order], dtype=np.float32))
+    pool = np.zeros(cfg.num_seeds)
+    fedkseed.add_to_pool(pool, [upload], scale=round_lr / cfg.lr)
+    fedkseed.replay_pool(setup, seeds, pool, cfg.lr)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_state(setup), trained))
+    unscaled = np.zeros(cfg.num_seeds)
+    fedkseed.add_to_pool(unscaled, [upload])
+    fedkseed.replay_pool(setup, seeds, unscaled, cfg.lr)  # without the scale: four times the step, another model
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(_state(setup), trained))

@@ -3,6 +3,7 @@ on a tiny random BERT (SST-2): the same global model bit for bit (FedKSeed) or t
 held-out metric per round, and byte counts that are the messages' own wire sizes."""
 
 import numpy as np
+import pytest
 import torch
 
 from edgeft.federated import fedit, fedkseed
@@ -35,11 +36,14 @@ def _per_round(summary) -> list[float]:
     return [p[summary["metric_name"]] for p in summary["metric_by_round"]]
 
 
-def test_in_process_fedkseed_is_fedkseed_simulate_bit_for_bit(tmp_path, sst2_bert):
+@pytest.mark.parametrize("round_lr", ["constant", "cosine"])
+def test_in_process_fedkseed_is_fedkseed_simulate_bit_for_bit(tmp_path, sst2_bert, round_lr):
     """The apps' FedKSeed rounds over LocalGrid (messages, pool, replay on the server and on the client) end on
-    the model fedkseed.simulate builds at the same seed, bit for bit, with the same metric after every round."""
-    cfg = _cfg(tmp_path, sst2_bert, algorithm="fedkseed", num_seeds=64, lr=1e-2, zo_base="bitfit")
+    the model fedkseed.simulate builds at the same seed, bit for bit, with the same metric after every round;
+    with a step size that decays over rounds too (the clients replay at the base lr, step at the round's)."""
+    cfg = _cfg(tmp_path, sst2_bert, algorithm="fedkseed", num_seeds=64, lr=1e-2, zo_base="bitfit", round_lr=round_lr)
     s = run_in_process(cfg)
+    assert [r["lr"] for r in s["rounds"][1:]] == [cfg.round_learning_rate(r) for r in range(1, cfg.rounds + 1)]
     assert s["engine"]["messages"] == cfg.clients + cfg.rounds * cfg.clients_per_round  # queries, then rounds
     assert s["replay_bit_exact"] and s["seeds_in_pool"] > 0
     setup, by_round = _simulated(cfg, fedkseed.simulate)

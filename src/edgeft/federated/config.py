@@ -8,6 +8,7 @@ model to and from that form, so the same ServerApp/ClientApp code serves both ru
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
@@ -52,6 +53,9 @@ class FederatedConfig(ConfigFile):
     batch_size: int = Field(4, ge=1)
     lr: Optional[float] = Field(None, gt=0)
     lr_schedule: Literal["constant", "linear"] = "constant"
+    round_lr: Literal["constant", "cosine"] = Field("constant", description="how FedKSeed's step size moves over "
+                                                   "rounds: cosine takes round r's local steps at lr * (1 + cos(pi "
+                                                   "(r-1) / rounds)) / 2; the seed pool stays exact (see fedkseed)")
     weight_decay: float = Field(0.0, ge=0)
     method_options: dict = Field(default_factory=dict, description="options of the LoRA adapter (FedIT) or of "
                                                                      "the tuned parameter set (zeroth-order)")
@@ -118,6 +122,9 @@ class FederatedConfig(ConfigFile):
                              "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
         if self.secagg and self.dp == "central":
             raise ValueError("secagg with central DP is not offered: use dp=local with secagg, or central DP alone")
+        if self.round_lr != "constant" and not alg.replays_seeds:
+            raise ValueError("round_lr (a step size that decays over rounds) is offered for fedkseed and "
+                             "fedkseed-pro; FedIT takes lr_schedule within a round")
         if self.val_samples and not alg.replays_seeds:
             raise ValueError("val_samples (picking the returned round on validation rows) is offered for fedkseed "
                              "and fedkseed-pro; set val_samples=0")
@@ -138,6 +145,13 @@ class FederatedConfig(ConfigFile):
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else self.entry.default_lr
+
+    def round_learning_rate(self, rnd: int) -> float:
+        """The step size of round `rnd` (1-based): lr throughout, or lr on a cosine over the run's rounds that
+        starts at lr and is near 0 in the last round (never 0: the last round still moves the model)."""
+        if self.round_lr == "constant":
+            return self.learning_rate
+        return self.learning_rate * 0.5 * (1.0 + math.cos(math.pi * (rnd - 1) / self.rounds))
 
     # -- Flower run_config (flat scalars) -------------------------------------------------------
     def to_run_config(self) -> dict:

@@ -6,8 +6,10 @@ uploads only the (seed index, accumulated scalar) pairs it touched. The server a
 the clients' data sizes, into a cumulative pool of K scalars; the global model is w0 with
 `theta -= lr * pool[j] * z(seeds[j])` applied for every nonzero j in index order. Server and clients run
 that same replay on the same float32 values, so both hold the same model bit for bit (clients report a
-fingerprint of theirs, checked every round). Exactness needs a constant lr and no weight decay, which
-the configuration enforces.
+fingerprint of theirs, checked every round). Exactness needs a constant lr within a round and no weight
+decay, which the configuration enforces. A step size that decays over rounds (`round_lr=cosine`) keeps it:
+round r's clients step at lr_r, and the server adds their scalars to the pool scaled by lr_r / lr, so the
+replay at the one base lr moves the model by exactly sum_r lr_r * g * z.
 
 Pro: seeds are sampled with p = softmax(minmax(mean |clip(history)|)), the history being the scalars
 clients reported for each seed (initial value 0), as in FedKSeed's MeZOBiasOptimizer; the server sends p.
@@ -99,6 +101,7 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
     conf = msg.content["config"]
     rnd, k = int(conf["server-round"]), int(conf["num-seeds"])
     lr, eps = float(conf["lr"]), float(conf["eps"])
+    replay_lr = float(conf["replay-lr"]) if "replay-lr" in conf else lr  # the pool's base lr (round_lr)
     seeds = candidate_seeds(int(conf["master-seed"]), k)
     pool = msg.content["pool"]
     probs = None
@@ -107,7 +110,7 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
         probs /= probs.sum()
     with Work(setup.device) as work:
         t0 = time.perf_counter()
-        replay(setup, seeds, pool["index"].numpy().astype(np.int64), pool["value"].numpy(), lr)
+        replay(setup, seeds, pool["index"].numpy().astype(np.int64), pool["value"].numpy(), replay_lr)
         replay_s = time.perf_counter() - t0
         digest = setup.digest()  # the server compares it with its own model's
         rng = seeded_rng(cfg.seed, rnd, pid, 5)
@@ -128,12 +131,13 @@ def handle_train(setup: Setup, cfg: FederatedConfig, pid: int, msg: Message) -> 
 
 
 def add_to_pool(pool: np.ndarray, uploads: list[tuple[float, np.ndarray, np.ndarray]],
-                history: list[list[float]] | None = None) -> int:
+                history: list[list[float]] | None = None, scale: float = 1.0) -> int:
     """Adds the clients' (num_examples, seed indices, scalars) to the cumulative pool, weighted by data size
     (the weights sum to 1, so the global model moves by the clients' average update); returns the pairs
-    received. With `history` (FedKSeed-Pro) every reported scalar is appended to its seed's history."""
+    received. `scale` is the round's lr over the pool's base lr (round_lr); with `history` (FedKSeed-Pro)
+    every reported scalar, unscaled, is appended to its seed's history."""
     sizes = np.array([u[0] for u in uploads], dtype=np.float64)
-    weights = sizes / sizes.sum()
+    weights = scale * sizes / sizes.sum()
     touched = 0
     for w, (_, index, grads) in zip(weights, uploads):
         idx, g = np.asarray(index).astype(np.int64), np.asarray(grads).astype(np.float64)
@@ -161,17 +165,17 @@ def simulate(setup: Setup, cfg: FederatedConfig, on_round=None) -> np.ndarray:
         if pro:  # as it travels: float32, renormalised by the client
             probs = pro_probabilities(history, cfg.pro_clip).astype(np.float32).astype(np.float64)
             probs /= probs.sum()
-        uploads, skipped = [], 0
+        uploads, skipped, round_lr = [], 0, cfg.round_learning_rate(rnd)
         for pid in chosen:
             replay_pool(setup, seeds, pool, lr)
             batches = setup.batches(pid, rnd, cfg.local_steps, cfg.batch_size)
-            local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, pid, 5), lr, cfg.eps, probs,
-                                         cfg.max_loss_diff)
+            local, _, skip = local_steps(setup, seeds, batches, seeded_rng(cfg.seed, rnd, pid, 5), round_lr, cfg.eps,
+                                         probs, cfg.max_loss_diff)
             skipped += skip
             order = sorted(local)
             uploads.append((float(len(setup.client_features(pid))), np.array(order, dtype=np.uint16),
                             np.array([local[j] for j in order], dtype=np.float32)))
-        add_to_pool(pool, uploads, history if pro else None)
+        add_to_pool(pool, uploads, history if pro else None, round_lr / lr)
         replay_pool(setup, seeds, pool, lr)
         if on_round is not None:
             on_round(rnd, skipped)
@@ -238,8 +242,10 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         arrays = {"index": Array(index), "value": Array(values)}
         if pro:
             arrays["probabilities"] = Array(pro_probabilities(history, cfg.pro_clip).astype(np.float32))
-        conf = ConfigRecord({"server-round": rnd, "num-seeds": k, "master-seed": cfg.seed, "lr": lr, "eps": cfg.eps,
-                             "local-steps": cfg.local_steps, "batch-size": cfg.batch_size})
+        round_lr = cfg.round_learning_rate(rnd)
+        conf = ConfigRecord({"server-round": rnd, "num-seeds": k, "master-seed": cfg.seed, "lr": round_lr,
+                             "replay-lr": lr, "eps": cfg.eps, "local-steps": cfg.local_steps,
+                             "batch-size": cfg.batch_size})
         content = RecordDict({"pool": ArrayRecord(arrays), "config": conf})
         try:
             targets = sample(grid, cfg, nodes, rnd)
@@ -255,12 +261,12 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
             log.run.event("replay_check", round=rnd, server_digest=digest, matched=sum(matched), clients=len(matched))
         touched = add_to_pool(pool, [(float(m.content["metrics"]["num-examples"]),
                                       m.content["pairs"]["index"].numpy(), m.content["pairs"]["grad"].numpy())
-                                     for m in replies], history if pro else None)
+                                     for m in replies], history if pro else None, round_lr / lr)
         replay_pool(setup, seeds, pool, lr)
         digest = setup.digest()
         val = pick.consider(rnd, pool)
         metrics = log.evaluate(setup, rnd)
-        log.end_round(rnd, time.perf_counter() - t0, metrics, seeds_in_pool=len(nonzero_pool(pool)[0]),
+        log.end_round(rnd, time.perf_counter() - t0, metrics, lr=round_lr, seeds_in_pool=len(nonzero_pool(pool)[0]),
                       pairs_received=touched, **({"val_loss": val} if val is not None else {}))
     chosen = pick.restore(lambda p: replay_pool(setup, seeds, p, lr))
     if chosen:
