@@ -18,11 +18,13 @@
 #      (the old one was premise-only); h4_gaps_<backbone>_dev.json puts them side by side (gaps.py).
 #   4. If SmolLM2 chose something other than base and there is time: PAC on dev at SmolLM2's base too (the dev
 #      table at lr 1e-3 was never measured).
-# Processes: SmolLM2 chain 4 at a time, MiniLM chain 3, LoRA file:rte 1: at most 8 quality runs (the federated
-# job shares the 16 cores). Expected wall time on the H200 beside the federated job: about 9-10 minutes
-# (SmolLM2 sweep ~6-6.5 min: 18 processes of 3 configurations at 4 at a time, from h3's 5-configuration sweep at
-# ~22 s a configuration-process plus the longer epochs; its dev table ~2.5-3 min; MiniLM's chain ~8 min at 3 at a
-# time; step 4 adds ~1.5 min and is skipped past 9 minutes). Target <= 12 minutes.
+# Processes: SmolLM2 chain 4 at a time, MiniLM chain 3 (4 on dev), LoRA file:rte 1 (3 runs, ~3 min): at most 8
+# quality runs (the federated job shares the 16 cores). Expected wall time on the H200 beside the federated job:
+# about 9-10 minutes. SmolLM2 sweep ~6-6.5 min: 18 processes of 3 configurations at 4 at a time; h3's sweep took
+# ~22 s per configuration and process (285 s x 7 / 90), here ~20 + 26 + 34 s for 3, 6, 10 epochs; its dev table
+# ~2.5-3 min at 10 epochs. MiniLM's chain ~8-9.5 min (h2's GPU runs: 8.4 / 15.2 / 23.8 s of training at 3 / 6 / 10
+# epochs). Step 4 adds ~1.5 min and starts only before EXTRA_BY seconds (default 600). Target <= 12 minutes; if
+# it must be cut, drop ep10 from both sweep files (not seeds or tasks).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 H=bench/results/h4_device
@@ -66,8 +68,8 @@ cfg_of() {  # the sweep item $2 of sweep file $1 as a --pac-config file
   $PY -c "import json, sys; print(json.dumps([c for c in json.load(open(sys.argv[1])) if c['label'] == sys.argv[2]][0]))" "$1" "$2"
 }
 
-chain() {  # backbone, short name, processes at a time
-  local model=$1 b=$2 jobs=$3
+chain() {  # backbone, short name, processes at a time in the sweep, then on dev
+  local model=$1 b=$2 jobs=$3 devjobs=$4
   local sweep=$R/h4_sweep_${b}_holdout_$TAG.json chosen=$R/h4_chosen_$b.json
   say "$b: held-out sweep"
   "${Q[@]}" --models "$model" --holdout $HOLD --sweep $H/sweep_$b.json --jobs "$jobs" --work "$W/sweep_$b" \
@@ -76,12 +78,12 @@ chain() {  # backbone, short name, processes at a time
   [ -f "$chosen" ] || { say "$b: no choice (the sweep failed?)"; return; }
   local label; label=$($PY -c "import json; print(json.load(open('$chosen'))['chosen'])")
   say "$b: the rule chose $label; PAC on dev"
-  "${Q[@]}" --models "$model" --methods pac --pac-config "$chosen" --jobs "$jobs" --work "$W/dev_$b" \
+  "${Q[@]}" --models "$model" --methods pac --pac-config "$chosen" --jobs "$devjobs" --work "$W/dev_$b" \
     --out "$R/h4_pac_${b}_dev_$TAG.json" --label "issue 15 h4: PAC ($label) on dev, $model" | grep -v ": ok "
-  if [ "$b" = smollm2 ] && [ "$label" != base ] && [ $((SECONDS - T0)) -lt 540 ]; then
+  if [ "$b" = smollm2 ] && [ "$label" != base ] && [ $((SECONDS - T0)) -lt "${EXTRA_BY:-600}" ]; then
     say "$b: PAC on dev at base too"
     cfg_of $H/sweep_$b.json base > "$R/h4_cfg_${b}_base.json"
-    "${Q[@]}" --models "$model" --methods pac --pac-config "$R/h4_cfg_${b}_base.json" --jobs "$jobs" \
+    "${Q[@]}" --models "$model" --methods pac --pac-config "$R/h4_cfg_${b}_base.json" --jobs "$devjobs" \
       --work "$W/dev_${b}_base" --out "$R/h4_pac_${b}_base_dev_$TAG.json" \
       --label "issue 15 h4: PAC (base) on dev, $model" | grep -v ": ok "
   fi
@@ -94,11 +96,11 @@ if have smollm2-135m; then
     --out "$R/h4_lora_smollm2_filerte_dev_$TAG.json" --label "issue 15 h4: LoRA on dev, SmolLM2 file:rte (pairs)" \
     > "$R/h4_lora.log" 2>&1 &
   pids+=($!)
-  chain smollm2-135m smollm2 4 > "$R/h4_smollm2.log" 2>&1 &
+  chain smollm2-135m smollm2 4 4 > "$R/h4_smollm2.log" 2>&1 &
   pids+=($!)
 fi
 if have minilm-l6; then
-  chain minilm-l6 minilm 3 > "$R/h4_minilm.log" 2>&1 &
+  chain minilm-l6 minilm 3 4 > "$R/h4_minilm.log" 2>&1 &  # dev at 4: LoRA's 3 runs are over by then
   pids+=($!)
 fi
 for p in "${pids[@]}"; do wait "$p"; done
