@@ -49,7 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dev-samples", type=int, default=500)
     p.add_argument("--holdout", type=int, default=None, help="score on N held-out TRAINING rows (tuning), not dev")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--pac-epochs", type=int, default=None, help="PAC's epochs (default: --epochs)")
+    p.add_argument("--pac-epochs", type=int, default=None,
+                   help="PAC's epochs (default: PAC's default_epochs when set, else --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")
@@ -115,6 +116,14 @@ def pac_config(args) -> dict:
             "label": cfg.get("label")}
 
 
+def pac_epochs(args, pac: dict) -> int:
+    """PAC's epochs: the configuration's (--pac-config), else --pac-epochs, else PAC's own default_epochs (its
+    budget for `edgeft finetune` without --epochs, when set), else the suite's --epochs."""
+    from edgeft.methods import METHODS
+
+    return pac["epochs"] or args.pac_epochs or METHODS["pac"].default_epochs or args.epochs
+
+
 def plan_runs(args, work: Path) -> list[dict]:
     """One entry per (backbone, task, method, train seed): the pac_vs_baselines command and where it reports."""
     files = {}
@@ -152,7 +161,7 @@ def plan_runs(args, work: Path) -> list[dict]:
                             words += ["--pac-option", v]
                         if pac["lr"]:
                             words += ["--lr", f"pac={pac['lr']}"]
-                        epochs = pac["epochs"] or args.pac_epochs or args.epochs
+                        epochs = pac_epochs(args, pac)
                     if args.sweep:
                         words += ["--variants", "", "--sweep", str(Path(args.sweep).resolve())]
                     else:
@@ -319,7 +328,7 @@ def run(args) -> dict:
                  "train_samples": args.train_samples,
                  "scored_on": f"{args.holdout} held-out training rows" if args.holdout else
                  f"dev (at most {args.dev_samples} rows)",
-                 "epochs": args.epochs, "pac_epochs": pac["epochs"] or args.pac_epochs or args.epochs,
+                 "epochs": args.epochs, "pac_epochs": pac_epochs(args, pac),
                  "batch_size": args.batch_size, "max_length": args.max_length, "jobs": args.jobs,
                  "pac_config": pac, "pac_options": args.pac_option, "lr": args.lr,
                  "sweep_items": json.loads(Path(args.sweep).read_text()) if args.sweep else None,

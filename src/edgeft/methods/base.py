@@ -60,6 +60,9 @@ class Method:
     uses_optimizer: ClassVar[bool] = True
     # The learning rate a run takes when none is given (chosen per method; see docs/methods.md).
     default_lr: ClassVar[float] = 1e-4
+    # The epochs a run takes when none is given (`edgeft finetune` without --epochs, a config without
+    # `epochs`); None: TrainConfig's own default. Explicit epochs always win (epochs_for).
+    default_epochs: ClassVar[int | None] = None
 
     # -- what the planner and the block-wise runtime ask of a method (docs/methods.md) ------------------
     # The registered method whose cost model prices this one for planning: its own name when it has one
@@ -129,6 +132,13 @@ class Method:
         """The learning rate a run takes when none is given, for this prepared model (default_lr unless a
         method's choice depends on the backbone)."""
         return self.default_lr
+
+    def epochs_for(self, train) -> int:
+        """The epochs of a run with TrainConfig `train`: the ones it gives (epochs set in the config or on the
+        command line), else this method's default_epochs, else TrainConfig's default."""
+        if "epochs" in train.model_fields_set or self.default_epochs is None:
+            return train.epochs
+        return self.default_epochs
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]

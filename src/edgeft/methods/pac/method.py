@@ -114,6 +114,11 @@ class PAC(Method):
     # An encoder (BERT) with a trainable task head: chosen on held-out training rows over all six tasks of the
     # quality suite (MiniLM-L6, 3 train seeds): at 5e-4 the side network is undertrained (STS-B 66 against 75)
     encoder_lr = 2e-3
+    # PAC's cached epochs are cheap, so its own budget may spend more of them (issue 15) while it stays >= 5x
+    # (CPU) and >= 8.64x (GPU) faster than LoRA end to end. None for now: TrainConfig's default, as for every
+    # method; the quality suite's rule on held-out rows decides whether a number goes here
+    # (bench/results/h4_device/, docs/benchmarks_pac.md). bench/quality.py gives PAC this budget too.
+    default_epochs = None
     Options = PacOptions
     priced_as = "pac"
     supports_blockwise = True

@@ -1,0 +1,66 @@
+"""A method may have its own default number of epochs (Method.default_epochs), taken when a run gives none:
+PAC's cached epochs are cheap, so the quality suite's rule may give it a larger budget than TrainConfig's
+default (issue 15). Explicit epochs (command line or config file) always win; None keeps TrainConfig's default.
+The quality suite gives PAC the same default when neither --pac-config nor --pac-epochs sets its epochs."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from edgeft.cli.bench import bench_script
+from edgeft.methods import METHODS, get_method
+from edgeft.train.loop import TrainConfig
+from edgeft.train.recipe import config_from_dict, run_finetune
+
+
+def test_pac_keeps_trainconfigs_default_until_the_rule_picks_one():
+    assert METHODS["pac"].default_epochs is None  # changed only after the GPU sweep (bench/results/h4_device)
+    pac = get_method("pac", {})
+    assert pac.epochs_for(TrainConfig()) == TrainConfig().epochs
+    assert pac.epochs_for(TrainConfig(epochs=4)) == 4
+
+
+def test_epochs_for_prefers_what_the_run_gives(monkeypatch):
+    monkeypatch.setattr(METHODS["pac"], "default_epochs", 6)
+    pac, lora = get_method("pac", {}), get_method("lora", {})
+    assert pac.epochs_for(TrainConfig()) == 6  # none given: the method's own
+    assert pac.epochs_for(TrainConfig(epochs=1)) == 1  # given, even TrainConfig's default value: it wins
+    assert pac.epochs_for(TrainConfig.model_validate({"epochs": 2})) == 2
+    assert lora.epochs_for(TrainConfig()) == TrainConfig().epochs  # other methods: unchanged
+
+
+@pytest.mark.parametrize("given, expected", [(None, 2), (1, 1)])
+def test_finetune_runs_pacs_default_epochs_when_none_are_given(monkeypatch, tmp_path, tiny_bert, given, expected):
+    monkeypatch.setattr(METHODS["pac"], "default_epochs", 2)
+    train = {"batch_size": 8, **({"epochs": given} if given is not None else {})}
+    cfg = config_from_dict({"model": str(tiny_bert), "method": "pac", "out": str(tmp_path / "run"),
+                            "method_options": {"width": 8, "norm_samples": 8, "cache_dtype": "fp32"},
+                            "task": {"name": "sst2", "train_samples": 16, "dev_samples": 8, "max_length": 24},
+                            "train": train, "eval_before": False})
+    metrics = run_finetune(cfg)
+    assert len(metrics["epoch_times_s"]) == expected
+    import yaml
+
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["epochs"] == expected
+
+
+def test_the_quality_suite_gives_pac_its_default_epochs(monkeypatch, tmp_path):
+    q = bench_script("quality")
+    args = q.parse_args(["--models", "m", "--tasks", "sst2", "--seeds", "0", "--methods", "lora,pac",
+                         "--full-models", "", "--epochs", "3"])
+
+    def epochs_of(runs):
+        return {r["method"]: int(r["argv"][r["argv"].index("--epochs") + 1]) for r in runs}
+
+    assert epochs_of(q.plan_runs(args, tmp_path)) == {"lora": 3, "pac": 3}
+    monkeypatch.setattr(METHODS["pac"], "default_epochs", 6)
+    assert epochs_of(q.plan_runs(args, tmp_path)) == {"lora": 3, "pac": 6}
+    args.pac_epochs = 4  # --pac-epochs wins over the default, a configuration's epochs over both
+    assert epochs_of(q.plan_runs(args, tmp_path)) == {"lora": 3, "pac": 4}
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"options": {}, "epochs": 10}))
+    args.pac_config = str(cfg)
+    assert epochs_of(q.plan_runs(args, tmp_path)) == {"lora": 3, "pac": 10}
+    assert q.pac_epochs(args, q.pac_config(args)) == 10
+    assert q.pac_epochs(SimpleNamespace(pac_epochs=None, epochs=3), {"epochs": None}) == 6
