@@ -8,6 +8,7 @@ import torch
 from edgeft.errors import ConfigError
 from edgeft.train.loop import Trainer, TrainConfig
 from edgeft.train.optim import build_optimizer
+from edgeft.train import precision as precision_module
 from edgeft.train.precision import AgreedScale, Precision, cpu_supports_fp16, resolve_precision
 from edgeft.train.recipe import config_from_dict, make_loss_fn
 from edgeft.train.setup import start_session
@@ -141,6 +142,86 @@ def test_cast_frozen_stores_only_frozen_linear_weights_in_the_compute_dtype():
     assert frozen.weight.dtype == frozen.bias.dtype == torch.bfloat16
     assert trained.weight.dtype == emb.weight.dtype == head.weight.dtype == norm.weight.dtype == torch.float32
     assert Precision("fp32", "cpu").cast_frozen(model) == 0
+
+
+def _frozen_toy():
+    emb = torch.nn.Embedding(10, 4)
+    frozen, trained, head, norm = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 10, bias=False), \
+        torch.nn.LayerNorm(4)
+    head.weight = emb.weight  # tied, as in SmolLM2
+    model = torch.nn.ModuleList([emb, frozen, trained, head, norm])
+    model.register_buffer("inv_freq", torch.ones(2))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained.parameters():
+        p.requires_grad_(True)
+    gpu = Precision("bf16", "cpu")
+    gpu.device = torch.device("cuda")  # the selection rule, without a GPU
+    return model, gpu, (emb, frozen, trained, head, norm)
+
+
+def test_cast_frozen_all_stores_every_frozen_parameter_in_the_compute_dtype():
+    """scope all: embeddings (and the tied head, once), norms and frozen Linears in bf16, so the residual stream is
+    bf16; trained weights and buffers stay fp32. FROZEN_CAST is the default scope."""
+    model, gpu, (emb, frozen, trained, head, norm) = _frozen_toy()
+    assert gpu.cast_frozen(model, "all") == 5  # embedding (= head), frozen weight and bias, norm weight and bias
+    assert emb.weight.dtype == head.weight.dtype == frozen.weight.dtype == norm.weight.dtype == torch.bfloat16
+    assert trained.weight.dtype == trained.bias.dtype == model.inv_freq.dtype == torch.float32
+    with pytest.raises(ConfigError, match="linear or all"):
+        gpu.cast_frozen(model, "some")
+    assert precision_module.FROZEN_CAST == "linear"  # the default until a GPU run says otherwise
+    model, gpu, (emb, *_ ) = _frozen_toy()
+    precision_module.FROZEN_CAST = "all"
+    try:
+        assert gpu.cast_frozen(model) == 5 and emb.weight.dtype == torch.bfloat16
+    finally:
+        precision_module.FROZEN_CAST = "linear"
+
+
+def test_cast_frozen_stops_peft_casting_lora_inputs_up(sst2_llama):
+    """Under autocast PEFT's up-cast of a LoRA layer's input to its fp32 weights is undone by autocast at once: off
+    wherever frozen weights are cast (CUDA mixed precision), left alone elsewhere."""
+    session = start_session(str(sst2_llama), TASK, "lora", None, seed=0)
+    model = session.method.place(session.prepare(), "cpu")
+    lora = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "_cast_input_dtype")]
+    assert lora and all(getattr(m, "cast_input_dtype_enabled", True) for m in lora)
+    Precision("bf16", "cpu").cast_frozen(model)
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in lora)  # CPU: nothing changes
+    gpu = Precision("bf16", "cpu")
+    gpu.device = torch.device("cuda")
+    gpu.cast_frozen(model, "all")
+    assert not any(m.cast_input_dtype_enabled for m in lora)
+    x = torch.randn(2, 3, model.config.hidden_size).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lora[0](x).dtype == torch.bfloat16  # the base product and the adapter both in bf16
+
+
+def test_tf32_is_cuda_only_and_set_by_each_precision_built_there():
+    assert resolve_precision("tf32", "cuda") == "tf32"
+    with pytest.raises(ConfigError, match="tf32"):
+        resolve_precision("tf32", "cpu")
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        tf32 = Precision("tf32", "cuda")
+        assert tf32.dtype is None and not tf32.scales_loss and torch.backends.cuda.matmul.allow_tf32
+        Precision("fp32", "cuda")
+        assert not torch.backends.cuda.matmul.allow_tf32  # the next run in this process is fp32 again
+        torch.backends.cuda.matmul.allow_tf32 = True
+        Precision("fp32", "cpu")
+        assert torch.backends.cuda.matmul.allow_tf32  # a CPU run leaves CUDA's setting alone
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_auto_is_bf16_on_a_bf16_gpu_only_once_the_switch_is_flipped(monkeypatch):
+    assert precision_module.AUTO_BF16_ON_CUDA is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda") == "fp32"
+    monkeypatch.setattr(precision_module, "AUTO_BF16_ON_CUDA", True)
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda") == "fp32"
 
 
 def test_cuda_autocast_keeps_attention_off_cudnn_sdpa():
