@@ -17,7 +17,7 @@ TASK = {"name": "sst2", "train_samples": 48, "dev_samples": 8, "max_length": 24}
 
 
 def _train(model_dir, method: str, precision: str, epochs: int = 3, lr: float = 5e-3, dtypes: list | None = None,
-           **options):
+           frozen_scope: str | None = None, **options):
     """Losses of a run on the tiny model; `dtypes` collects the dtype of the first block's q_proj output."""
     session = start_session(str(model_dir), TASK, method, options or None, seed=0)
     model = session.prepare()
@@ -27,6 +27,10 @@ def _train(model_dir, method: str, precision: str, epochs: int = 3, lr: float = 
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=lr, device="cpu", precision=precision, seed=0)
     trainer = Trainer(model, session.method, session.featurizer, session.featurizer.encode(session.task.train), cfg,
                       make_loss_fn(session.featurizer))
+    if frozen_scope:  # what the Trainer does on CUDA, here on the CPU
+        trainer.precision.device = torch.device("cuda")
+        trainer.frozen_cast = trainer.precision.cast_frozen(model, frozen_scope)
+        trainer.precision.device = torch.device("cpu")
     return trainer, trainer.fit().losses
 
 
@@ -52,6 +56,18 @@ def test_bf16_loss_curve_follows_fp32(sst2_llama):
     first, last = sum(bf16[:6]) / 6, sum(bf16[-6:]) / 6  # 6 steps an epoch
     assert last < first - 0.03  # and it trains as fp32 does
     assert abs(last - sum(fp32[-6:]) / 6) < 0.01
+
+
+@pytest.mark.parametrize("scope", ["linear", "all"])
+def test_bf16_with_the_frozen_backbone_stored_in_bf16_follows_fp32(sst2_llama, scope):
+    """LoRA with its frozen weights stored in bf16 as on CUDA (all: embeddings and norms too, the residual stream in
+    bf16) trains as fp32 does, its adapters still fp32."""
+    trainer, bf16 = _train(sst2_llama, "lora", "bf16", epochs=2, frozen_scope=scope)
+    _, fp32 = _train(sst2_llama, "lora", "fp32", epochs=2)
+    assert trainer.frozen_cast > 0
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    gap = max(abs(a - b) for a, b in zip(bf16, fp32))
+    assert gap < 0.02, gap
 
 
 def test_bf16_runs_forward_only_methods_under_autocast(sst2_llama):
