@@ -185,6 +185,9 @@ class Precision:
             if tensor.is_floating_point() and tensor.dtype != self.dtype:
                 tensor.data = tensor.data.to(self.dtype)
                 cast += 1
+        hook = getattr(model, "after_frozen_cast", None)  # PAC: its host-kept backbone re-pins the new copies
+        if cast and callable(hook):
+            hook()
         return cast
 
     def wrap(self, loss_fn: Callable) -> Callable:

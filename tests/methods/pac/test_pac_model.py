@@ -133,6 +133,7 @@ def test_backbone_kept_on_host_lends_the_weights_as_precision_stored_them(tiny_l
     bf16 = Precision("bf16", "cpu")
     bf16.device = torch.device("cuda")  # cast_frozen's rule, without a GPU
     assert bf16.cast_frozen(model) > 0
+    assert {host.dtype for pairs in model._host._pairs.values() for _, host in pairs} >= {torch.bfloat16}  # kept now
     block = model.view.blocks[0]
     linear = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
     assert linear.weight.dtype == torch.bfloat16
