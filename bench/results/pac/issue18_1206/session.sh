@@ -16,6 +16,7 @@
 # (b) the acceptance runs: pac/lora x fp32/bf16 at batch 64, fp32 at batch 16 (LoRA b16 never ran on the trainer
 #     without per-step syncs); then prof:bf16-all,tf32 (FROZEN_CAST all; TF32) and their runs, then bf16 at 16.
 #     LoRA runs 1 epoch and is extrapolated to PAC's 5 (5 x epoch 1, as issue18_1204/1205 did); PAC runs 5.
+#     Each run is one variant in its own process (--in-process: no second worker process to start).
 # Skipped runs in a second call, e.g. ONLY="prof:bf16-all,tf32 lora_bf16all_b16 pac_bf16all_b16" bash ...
 # (names: prof:<precision>,... or <pac|lora>_<fp32|tf32|bf16|bf16all>_b<batch>; bf16all = --frozen-cast all).
 # $OUT at the end (4 files): summary.json (every run's epochs, losses and ratio to the best LoRA, and the
@@ -49,7 +50,7 @@ run() {  # name timeout args...
   local name=$1 limit=$(( $2 * ${TSCALE:-1} )); shift 2
   if (( SECONDS - T0 > BUDGET )); then echo "skip $name (time: $((SECONDS - T0)) s)"; return; fi
   echo "== $name at $((SECONDS - T0)) s"
-  timeout $limit $PY bench/pac_vs_baselines.py "${C[@]}" "$@" --out $OUT/runs/tmp_$name.json \
+  timeout $limit $PY bench/pac_vs_baselines.py "${C[@]}" "$@" --in-process --out $OUT/runs/tmp_$name.json \
     --label "issue 18 1206 $name" 2>&1 | grep -E "train |Error|error|Traceback" | grep -v "^\s*$"
   [ -f $OUT/runs/tmp_$name.json ] && mv $OUT/runs/tmp_$name.json $OUT/runs/$name.json; rm -f $OUT/runs/tmp_$name.png
   echo "   $name done at $((SECONDS - T0)) s"
