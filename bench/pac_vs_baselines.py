@@ -73,8 +73,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="score on N held-out TRAINING examples instead of dev (for tuning without touching dev)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
                    help="training precision (auto: fp32; edgeft.train.precision says why)")
+    p.add_argument("--frozen-cast", default=None, choices=["linear", "all"],
+                   help="under bf16/fp16 on CUDA, which frozen weights are stored in the compute dtype "
+                        "(default: edgeft.train.precision.FROZEN_CAST)")
     p.add_argument("--compile", default="off", choices=["off", "default", "reduce-overhead"],
                    help="torch.compile the training step of the non-PAC variants (full, lora); PAC keeps its own "
                         "fast path (edgeft.train.compiled). Compile time is part of epoch 1 (and reported apart)")
@@ -171,12 +174,15 @@ def run_variant(variant: str, args) -> dict:
     from edgeft.train.evaluate import evaluate
     from edgeft.train.loop import Trainer, TrainConfig, resolve_device, seed_everything
     from edgeft.train.meters import PeakMemory, current_rss_mb, parameter_counts
+    from edgeft.train import precision as precision_module
     from edgeft.train.precision import Precision
     from edgeft.train.recipe import head_for, make_loss_fn
 
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.frozen_cast:
+        precision_module.FROZEN_CAST = args.frozen_cast
     train_seed = args.seed if args.train_seed is None else args.train_seed
     seed_everything(args.seed)
     t0 = time.perf_counter()
@@ -247,6 +253,9 @@ def run_variant(variant: str, args) -> dict:
         "side_init": method.spec(model)["side_init"] if method_name == "pac" else None,
         "side_init_why": getattr(model, "side_init_why", None),
         "precision": precision.name,
+        "frozen_cast": getattr(trainer, "frozen_cast", None),  # tensors stored in the compute dtype (CUDA bf16/fp16)
+        "frozen_cast_scope": precision_module.FROZEN_CAST,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "compile": result.compile,  # None: eager; else mode, shapes, compile_s, first_seen_steps_s (edgeft.train.compiled)
         "train_seed": train_seed,
         "epoch_times_s": result.epoch_times_s, "train_time_s": sum(result.epoch_times_s),
@@ -448,6 +457,8 @@ def sys_argv_of(args) -> list[str]:
              "--variants", args.variants, "--eval", args.eval, "--device", args.device, "--out", args.out]
     if args.precision != "auto":
         words += ["--precision", args.precision]
+    if args.frozen_cast:
+        words += ["--frozen-cast", args.frozen_cast]
     if args.compile != "off":
         words += ["--compile", args.compile, "--compile-bucket", str(args.compile_bucket)]
     if args.dev_samples:

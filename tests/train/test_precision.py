@@ -8,6 +8,7 @@ import torch
 from edgeft.errors import ConfigError
 from edgeft.train.loop import Trainer, TrainConfig
 from edgeft.train.optim import build_optimizer
+from edgeft.train import precision as precision_module
 from edgeft.train.precision import AgreedScale, Precision, cpu_supports_fp16, resolve_precision
 from edgeft.train.recipe import config_from_dict, make_loss_fn
 from edgeft.train.setup import start_session
@@ -16,7 +17,7 @@ TASK = {"name": "sst2", "train_samples": 48, "dev_samples": 8, "max_length": 24}
 
 
 def _train(model_dir, method: str, precision: str, epochs: int = 3, lr: float = 5e-3, dtypes: list | None = None,
-           **options):
+           frozen_scope: str | None = None, **options):
     """Losses of a run on the tiny model; `dtypes` collects the dtype of the first block's q_proj output."""
     session = start_session(str(model_dir), TASK, method, options or None, seed=0)
     model = session.prepare()
@@ -26,6 +27,10 @@ def _train(model_dir, method: str, precision: str, epochs: int = 3, lr: float = 
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=lr, device="cpu", precision=precision, seed=0)
     trainer = Trainer(model, session.method, session.featurizer, session.featurizer.encode(session.task.train), cfg,
                       make_loss_fn(session.featurizer))
+    if frozen_scope:  # what the Trainer does on CUDA, here on the CPU
+        trainer.precision.device = torch.device("cuda")
+        trainer.frozen_cast = trainer.precision.cast_frozen(model, frozen_scope)
+        trainer.precision.device = torch.device("cpu")
     return trainer, trainer.fit().losses
 
 
@@ -51,6 +56,18 @@ def test_bf16_loss_curve_follows_fp32(sst2_llama):
     first, last = sum(bf16[:6]) / 6, sum(bf16[-6:]) / 6  # 6 steps an epoch
     assert last < first - 0.03  # and it trains as fp32 does
     assert abs(last - sum(fp32[-6:]) / 6) < 0.01
+
+
+@pytest.mark.parametrize("scope", ["linear", "all"])
+def test_bf16_with_the_frozen_backbone_stored_in_bf16_follows_fp32(sst2_llama, scope):
+    """LoRA with its frozen weights stored in bf16 as on CUDA (all: embeddings and norms too, the residual stream in
+    bf16) trains as fp32 does, its adapters still fp32."""
+    trainer, bf16 = _train(sst2_llama, "lora", "bf16", epochs=2, frozen_scope=scope)
+    _, fp32 = _train(sst2_llama, "lora", "fp32", epochs=2)
+    assert trainer.frozen_cast > 0
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    gap = max(abs(a - b) for a, b in zip(bf16, fp32))
+    assert gap < 0.02, gap
 
 
 def test_bf16_runs_forward_only_methods_under_autocast(sst2_llama):
@@ -141,6 +158,86 @@ def test_cast_frozen_stores_only_frozen_linear_weights_in_the_compute_dtype():
     assert frozen.weight.dtype == frozen.bias.dtype == torch.bfloat16
     assert trained.weight.dtype == emb.weight.dtype == head.weight.dtype == norm.weight.dtype == torch.float32
     assert Precision("fp32", "cpu").cast_frozen(model) == 0
+
+
+def _frozen_toy():
+    emb = torch.nn.Embedding(10, 4)
+    frozen, trained, head, norm = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 10, bias=False), \
+        torch.nn.LayerNorm(4)
+    head.weight = emb.weight  # tied, as in SmolLM2
+    model = torch.nn.ModuleList([emb, frozen, trained, head, norm])
+    model.register_buffer("inv_freq", torch.ones(2))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained.parameters():
+        p.requires_grad_(True)
+    gpu = Precision("bf16", "cpu")
+    gpu.device = torch.device("cuda")  # the selection rule, without a GPU
+    return model, gpu, (emb, frozen, trained, head, norm)
+
+
+def test_cast_frozen_all_stores_every_frozen_parameter_in_the_compute_dtype():
+    """scope all: embeddings (and the tied head, once), norms and frozen Linears in bf16, so the residual stream is
+    bf16; trained weights and buffers stay fp32. FROZEN_CAST is the default scope."""
+    model, gpu, (emb, frozen, trained, head, norm) = _frozen_toy()
+    assert gpu.cast_frozen(model, "all") == 5  # embedding (= head), frozen weight and bias, norm weight and bias
+    assert emb.weight.dtype == head.weight.dtype == frozen.weight.dtype == norm.weight.dtype == torch.bfloat16
+    assert trained.weight.dtype == trained.bias.dtype == model.inv_freq.dtype == torch.float32
+    with pytest.raises(ConfigError, match="linear or all"):
+        gpu.cast_frozen(model, "some")
+    assert precision_module.FROZEN_CAST == "linear"  # the default until a GPU run says otherwise
+    model, gpu, (emb, *_ ) = _frozen_toy()
+    precision_module.FROZEN_CAST = "all"
+    try:
+        assert gpu.cast_frozen(model) == 5 and emb.weight.dtype == torch.bfloat16
+    finally:
+        precision_module.FROZEN_CAST = "linear"
+
+
+def test_cast_frozen_stops_peft_casting_lora_inputs_up(sst2_llama):
+    """Under autocast PEFT's up-cast of a LoRA layer's input to its fp32 weights is undone by autocast at once: off
+    wherever frozen weights are cast (CUDA mixed precision), left alone elsewhere."""
+    session = start_session(str(sst2_llama), TASK, "lora", None, seed=0)
+    model = session.method.place(session.prepare(), "cpu")
+    lora = [m for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "_cast_input_dtype")]
+    assert lora and all(getattr(m, "cast_input_dtype_enabled", True) for m in lora)
+    Precision("bf16", "cpu").cast_frozen(model)
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in lora)  # CPU: nothing changes
+    gpu = Precision("bf16", "cpu")
+    gpu.device = torch.device("cuda")
+    gpu.cast_frozen(model, "all")
+    assert not any(m.cast_input_dtype_enabled for m in lora)
+    x = torch.randn(2, 3, model.config.hidden_size).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert lora[0](x).dtype == torch.bfloat16  # the base product and the adapter both in bf16
+
+
+def test_tf32_is_cuda_only_and_set_by_each_precision_built_there():
+    assert resolve_precision("tf32", "cuda") == "tf32"
+    with pytest.raises(ConfigError, match="tf32"):
+        resolve_precision("tf32", "cpu")
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        tf32 = Precision("tf32", "cuda")
+        assert tf32.dtype is None and not tf32.scales_loss and torch.backends.cuda.matmul.allow_tf32
+        Precision("fp32", "cuda")
+        assert not torch.backends.cuda.matmul.allow_tf32  # the next run in this process is fp32 again
+        torch.backends.cuda.matmul.allow_tf32 = True
+        Precision("fp32", "cpu")
+        assert torch.backends.cuda.matmul.allow_tf32  # a CPU run leaves CUDA's setting alone
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_auto_is_bf16_on_a_bf16_gpu_only_once_the_switch_is_flipped(monkeypatch):
+    assert precision_module.AUTO_BF16_ON_CUDA is False
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "cuda") == "fp32"
+    monkeypatch.setattr(precision_module, "AUTO_BF16_ON_CUDA", True)
+    assert resolve_precision("auto", "cuda") == "bf16"
+    assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", "cuda") == "fp32"
 
 
 def test_cuda_autocast_keeps_attention_off_cudnn_sdpa():

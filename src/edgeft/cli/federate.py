@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         round_timeout: Optional[float] = None,
         seed: Optional[int] = None,
         threads: Optional[int] = typer.Option(None, help="torch threads per client process"),
-        precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (default: fp32)"),
+        precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default: fp32)"),
         client_cpus: Optional[int] = typer.Option(None, help="CPUs per simulated client (default: all; one at a time)"),
         option: Optional[list[str]] = typer.Option(None, help="LoRA/base method option KEY=VALUE (repeatable)"),
         config: Optional[Path] = typer.Option(None, help="YAML file with FederatedConfig keys"),

@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         head: Optional[str] = typer.Option(None, help="auto|lm|classifier"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. r=16"),
         device: Optional[str] = None,
-        precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
+        precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
         compile: Optional[str] = typer.Option(None, "--compile", help="off (default) | default | reduce-overhead: "
                                               "torch.compile the training step (not PAC; edgeft.train.compiled)"),
         out: Optional[str] = typer.Option(None, help="run directory"),

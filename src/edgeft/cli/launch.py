@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         max_length: Optional[int] = None,
         lr: Optional[float] = None,
         seed: Optional[int] = None,
-        precision: Optional[str] = typer.Option(None, help="fp32 | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
+        precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
         cut: Optional[int] = typer.Option(None, help="split: blocks on the device (default: planned)"),
         devices: Optional[str] = typer.Option(None, help="comma-separated device names to use"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),

@@ -96,7 +96,7 @@ class FederatedConfig(ConfigFile):
     round_timeout: float = Field(900.0, gt=0, description="seconds the server waits for replies each round")
     dropout: float = Field(0.0, ge=0, lt=1, description="emulate devices failing mid-round with this probability")
     threads: int = Field(0, ge=0, description="torch threads per client process (0: leave as is)")
-    precision: PrecisionName = Field("auto", description="clients' forwards: fp32 | bf16 | fp16 | auto (fp32)")
+    precision: PrecisionName = Field("auto", description="clients' forwards: fp32 | tf32 | bf16 | fp16 | auto (fp32)")
     out: str = "runs/federate"
 
     @model_validator(mode="after")

@@ -38,7 +38,7 @@ class TrainConfig(BaseModel):
     log_every: int = Field(10, ge=1)
     max_new_tokens: int = Field(64, ge=1)
     device: str = "auto"
-    precision: PrecisionName = Field("auto", description="fp32 | bf16 | fp16 | auto (fp32 for now: "
+    precision: PrecisionName = Field("auto", description="fp32 | tf32 | bf16 | fp16 | auto (fp32 for now: "
                                                           "see edgeft.train.precision)")
     compile: CompileMode = Field("off", description="off | default | reduce-overhead: torch.compile the model's "
                                                      "forward for the backprop methods, batches padded to length "
@@ -111,7 +111,7 @@ class Trainer:
         lr = cfg.lr or method.lr_for(model)
         self.lr = lr
         self.params = method.trainable_parameters(model)
-        self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16 only)
+        self.frozen_cast = self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16)
         # the training step's compiled forward (evaluation stays eager); None under compile 'off'
         self.compiled = compiled_forward(model, method, cfg, self.device, featurizer, self.compile_backend)
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)

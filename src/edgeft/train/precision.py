@@ -1,5 +1,5 @@
-"""Mixed precision, in one place: which precision a run trains in, autocast for its forwards, and loss scaling
-for fp16.
+"""Mixed precision, in one place: which precision a run trains in, autocast for its forwards, TF32 for fp32 matrix
+products on CUDA, and loss scaling for fp16.
 
 The weights (and so the optimizer's master copy) stay fp32 whatever the precision: `torch.autocast` runs the
 forward's matrix products in bf16 or fp16 and keeps reductions, norms and losses in fp32. fp16's narrow range
@@ -11,12 +11,19 @@ skipping a step whose gradients overflowed:
   2**16, halve on overflow, double after 2000 clean steps) decided on the gradient norm the ranks all-reduce
   anyway, so every rank holds the same scale and skips together.
 
+`tf32` (CUDA only) is fp32 with the fp32 matrix products on TF32 tensor cores (torch's float32 matmul precision
+'high': 10-bit mantissa inputs, fp32 accumulation). It is set process-wide, here and nowhere else: building a
+Precision on CUDA sets it on for `tf32` and off for every other precision, so one run's choice does not leak into
+the next run of the same process. Runs named fp32 stay TF32-free (the benchmark tables that say "TF32 off").
+
 `auto` is fp32 on every device for now, so CPU runs stay bit-identical to what they were. It was meant to be bf16
 on a CUDA GPU; measured on an H200 (docs/benchmarks_pac.md, "Performance") bf16 autocast made the SmolLM2-sized
-runs slower, not faster (they are launch-bound, and autocast re-casts every frozen fp32 weight on each forward),
-and LoRA's bf16 loss turned NaN during training there (cause not found yet). `bf16`/`fp16` are there to ask for.
-Methods without a backward (MeZO, FwdLLM) take autocast for their forwards through the wrapped loss function.
-PAC's activation cache keeps its own cache_dtype: it stores whatever the backbone produced in that dtype.
+runs slower, not faster (they are launch-bound, and autocast adds casts around every product), and LoRA's bf16
+loss turned NaN during training there (cuDNN's SDPA backward; guarded in `Precision.autocast`).
+`AUTO_BF16_ON_CUDA` turns `auto` into bf16 on a CUDA GPU that supports it, once a GPU run shows bf16 faster.
+`bf16`/`fp16` are there to ask for. Methods without a backward (MeZO, FwdLLM) take autocast for their forwards
+through the wrapped loss function. PAC's activation cache keeps its own cache_dtype: it stores whatever the backbone
+produced in that dtype.
 """
 
 from __future__ import annotations
@@ -29,9 +36,19 @@ import torch
 
 from edgeft.errors import ConfigError
 
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PrecisionName = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
+PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+# `auto` on a CUDA GPU with bf16: bf16 when True, fp32 when False. False until a GPU run shows bf16 LoRA faster
+# than fp32 with the frozen backbone stored in bf16 (bench/results/pac/issue18_1206/session.sh); flip it then.
+AUTO_BF16_ON_CUDA = False
+
+# What Precision.cast_frozen stores in the compute dtype (CUDA, bf16/fp16): "linear", the frozen Linear layers only
+# (embeddings, tied LM heads and norms stay fp32, so the residual stream stays fp32 and every product's input is
+# cast); "all", every frozen floating-point parameter (the residual stream in bf16, as in a model loaded in bf16:
+# no casts in front of the frozen products, RoPE and the LM head in bf16; the norms still compute in fp32 inside).
+FROZEN_CAST: Literal["linear", "all"] = "linear"
 
 
 def cpu_supports_fp16() -> bool:
@@ -46,12 +63,14 @@ def cpu_supports_fp16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device | str) -> str:
-    """fp32, bf16 or fp16 for a run of precision `name` on `device` (auto: fp32, see the module's note)."""
+    """fp32, tf32, bf16 or fp16 for a run of precision `name` on `device` (auto: see the module's note)."""
     device = torch.device(device)
     if name not in PRECISIONS:
         raise ConfigError(f"precision '{name}': choose one of {', '.join(PRECISIONS)}.")
     if name == "auto":
-        return "fp32"
+        return "bf16" if AUTO_BF16_ON_CUDA and device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if name == "tf32" and device.type != "cuda":
+        raise ConfigError(f"precision 'tf32' on device '{device}': TF32 is an NVIDIA GPU format; use fp32 or bf16.")
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"precision 'bf16': {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32.")
     if name == "fp16" and device.type == "cpu" and not cpu_supports_fp16():
@@ -59,6 +78,12 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
     if name != "fp32" and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"precision '{name}' on device '{device}': mixed precision runs on cpu or cuda; use fp32.")
     return name
+
+
+def set_tf32(on: bool) -> None:
+    """CUDA's fp32 matrix products on TF32 tensor cores or not, process-wide: the one place edgeft sets it (cuDNN's
+    convolutions keep torch's own default)."""
+    torch.backends.cuda.matmul.allow_tf32 = on
 
 
 @contextmanager
@@ -95,7 +120,9 @@ class Precision:
     def __init__(self, name: str = "auto", device: torch.device | str = "cpu", agreed: bool = False):
         self.device = torch.device(device)
         self.name = resolve_precision(name, self.device)
-        self.dtype = DTYPES.get(self.name)  # None: fp32, no autocast
+        self.dtype = DTYPES.get(self.name)  # None: fp32 or tf32, no autocast
+        if self.device.type == "cuda":
+            set_tf32(self.name == "tf32")
         self.scaler = self.agreed = None
         if self.name == "fp16":
             if agreed:
@@ -122,26 +149,45 @@ class Precision:
             return torch.autocast(self.device.type, dtype=self.dtype)
         return _cuda_autocast(self.dtype)
 
-    def cast_frozen(self, model: torch.nn.Module) -> int:
-        """On CUDA under bf16/fp16: store every frozen Linear's weight (and bias) in the compute dtype, once.
+    def cast_frozen(self, model: torch.nn.Module, scope: str | None = None) -> int:
+        """On CUDA under bf16/fp16: store frozen weights in the compute dtype, once (`scope`: FROZEN_CAST's
+        default; "linear" or "all", see there).
 
         Autocast caches its casts only for weights that require gradients, so a frozen fp32 weight is cast
         again on every forward (measured on an H200: a frozen SmolLM2 forward over 4,000 sentences 5.22 s under
-        bf16 autocast, 2.60 s with the weights stored in bf16). Embeddings (and LM heads tied to them) and norms stay fp32, so the residual
-        stream keeps autocast's fp32 accumulation. Trained weights keep their fp32 master copy. Returns how many
-        tensors were cast; nothing on CPU or under fp32 (CPU runs stay bit-identical)."""
+        bf16 autocast, 2.60 s with the weights stored in bf16). Under "linear", embeddings (and LM heads tied to
+        them) and norms stay fp32, so the residual stream keeps autocast's fp32 accumulation, at the price of a
+        cast in front of every frozen product and behind it in the backward (and RoPE in fp32, q and k cast back
+        for attention, the tied LM head's 28 M weights re-cast every forward in SmolLM2). Under "all" every frozen
+        floating-point parameter is cast (buffers such as RoPE's frequencies stay as they are). Trained weights keep
+        their fp32 master copy.
+
+        Also stops PEFT's LoRA layers casting their input up to their fp32 weights' dtype: under autocast that cast
+        is undone at once by autocast's own (two casts and an fp32 dropout per adapter, forward and backward).
+
+        Returns how many tensors were cast; nothing on CPU or under fp32 (CPU runs stay bit-identical)."""
         if self.dtype is None or self.device.type != "cuda":
             return 0
-        shared = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}  # tied LM heads
+        scope = scope or FROZEN_CAST
+        if scope not in ("linear", "all"):
+            raise ConfigError(f"frozen cast scope '{scope}': choose linear or all.")
+        for module in model.modules():  # PEFT's LoRA layers (peft.tuners.tuners_utils._cast_input_dtype)
+            if hasattr(module, "lora_A") and hasattr(module, "_cast_input_dtype"):
+                module.cast_input_dtype_enabled = False
+        if scope == "all":
+            tensors = {id(p): p for p in model.parameters() if not p.requires_grad}.values()
+        else:
+            shared = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}  # tied LM heads
+            tensors = [t for m in model.modules() if isinstance(m, torch.nn.Linear) for t in (m.weight, m.bias)
+                       if t is not None and not t.requires_grad and id(t) not in shared]
         cast = 0
-        for module in model.modules():
-            if not isinstance(module, torch.nn.Linear):
-                continue
-            for tensor in (module.weight, module.bias):
-                if tensor is not None and not tensor.requires_grad and id(tensor) not in shared \
-                        and tensor.is_floating_point() and tensor.dtype != self.dtype:
-                    tensor.data = tensor.data.to(self.dtype)
-                    cast += 1
+        for tensor in tensors:
+            if tensor.is_floating_point() and tensor.dtype != self.dtype:
+                tensor.data = tensor.data.to(self.dtype)
+                cast += 1
+        hook = getattr(model, "after_frozen_cast", None)  # PAC: its host-kept backbone re-pins the new copies
+        if cast and callable(hook):
+            hook()
         return cast
 
     def wrap(self, loss_fn: Callable) -> Callable:

@@ -123,6 +123,31 @@ def test_backbone_kept_on_host_is_lent_one_block_at_a_time(tiny_llama):
     assert all(p.data_ptr() == host[id(p)] for m in model._offloadable() for p in m.parameters())
 
 
+def test_backbone_kept_on_host_lends_the_weights_as_precision_stored_them(tiny_llama):
+    """Precision.cast_frozen (CUDA bf16) re-stores the host-kept blocks' frozen weights in bf16: the fill must lend
+    those, not the fp32 copies kept when the backbone went to the host (it did, and autocast re-cast every weight)."""
+    from edgeft.train.precision import Precision
+
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2", "stream_batch": 4})
+    model.keep_backbone_on_host(torch.device("cpu"))
+    bf16 = Precision("bf16", "cpu")
+    bf16.device = torch.device("cuda")  # cast_frozen's rule, without a GPU
+    assert bf16.cast_frozen(model) > 0
+    assert {host.dtype for pairs in model._host._pairs.values() for _, host in pairs} >= {torch.bfloat16}  # kept now
+    block = model.view.blocks[0]
+    linear = next(m for m in block.modules() if isinstance(m, torch.nn.Linear))
+    assert linear.weight.dtype == torch.bfloat16
+    with model._host.lent(block):
+        assert linear.weight.dtype == torch.bfloat16
+    assert linear.weight.dtype == torch.bfloat16  # back home, still bf16
+    before = model._host.bytes_lent
+    with model._host.lent(block):
+        pass
+    assert model._host.bytes_lent - before == sum(p.nbytes for p in block.parameters())  # bf16 bytes cross the bus
+    model._host.unload_all()
+    assert linear.weight.dtype == torch.bfloat16
+
+
 def test_streamed_chunks_cover_every_sample_once_within_the_budget():
     lengths = [5, 30, 7, 12, 30, 3, 9, 18, 22, 1]
     chunks = chunks_by_memory(lengths, hidden=4, budget_mb=3 * 30 * 4 * 4 / 2**20, micro_batch=3)

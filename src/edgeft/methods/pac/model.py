@@ -120,6 +120,12 @@ class PacModel(nn.Module):
         self._offloaded = False
         return self
 
+    def after_frozen_cast(self) -> None:
+        """Precision.cast_frozen's hook: the host-kept blocks it re-stored in bf16 are pinned and kept as the copies
+        to lend now, before the fill (which would otherwise pin them on their first lend, inside its timing)."""
+        if self._host is not None:
+            self._host.unload_all()
+
     def _apply(self, fn, recurse=True):
         out = super()._apply(fn, recurse)
         if getattr(self, "_host", None) is not None:

@@ -27,13 +27,13 @@ class HostResidency:
 
     def __init__(self, modules: list[nn.Module], device: torch.device):
         self.device = torch.device(device)
-        pin = self.device.type == "cuda"
+        self.pin = self.device.type == "cuda"
         self._pairs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for m in modules:
             pairs = []
             for t in _tensors(m):
                 host = t.data.to("cpu")
-                if pin:
+                if self.pin:
                     host = host.pin_memory()  # page-locked: copies to the GPU run at full bus speed
                 t.data = host
                 pairs.append((t, host))
@@ -44,8 +44,19 @@ class HostResidency:
     def manages(self, module: nn.Module) -> bool:
         return id(module) in self._pairs
 
+    def _resting(self, t: torch.Tensor, host: torch.Tensor) -> torch.Tensor:
+        """The host copy to lend: `host`, unless the tensor was re-stored on the host since (Precision.cast_frozen
+        keeps frozen weights in bf16 under mixed precision): then that one, pinned once, is kept from now on."""
+        now = t.data
+        if now.device.type != "cpu" or (now.data_ptr() == host.data_ptr() and now.dtype == host.dtype):
+            return host
+        return now.pin_memory() if self.pin else now
+
     def load(self, module: nn.Module) -> None:
-        for t, host in self._pairs[id(module)]:
+        pairs = self._pairs[id(module)]
+        for k, (t, host) in enumerate(pairs):
+            host = self._resting(t, host)
+            pairs[k] = (t, host)
             t.data = host.to(self.device, non_blocking=True)
             self.bytes_lent += host.nbytes
 
@@ -55,7 +66,9 @@ class HostResidency:
 
     def unload_all(self) -> None:
         for pairs in self._pairs.values():
-            for t, host in pairs:
+            for k, (t, host) in enumerate(pairs):
+                host = self._resting(t, host)
+                pairs[k] = (t, host)
                 t.data = host
 
     def lent(self, module: nn.Module):
