@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--holdout", type=int, default=None, help="score on N held-out TRAINING rows (tuning), not dev")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--pac-epochs", type=int, default=None,
-                   help="PAC's epochs (default: PAC's default_epochs when set, else --epochs)")
+                   help="PAC's epochs (default: PAC's own for the backbone: 6 on a causal LM, else --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")
@@ -116,12 +116,23 @@ def pac_config(args) -> dict:
             "label": cfg.get("label")}
 
 
-def pac_epochs(args, pac: dict) -> int:
-    """PAC's epochs: the configuration's (--pac-config), else --pac-epochs, else PAC's own default_epochs (its
-    budget for `edgeft finetune` without --epochs, when set), else the suite's --epochs."""
-    from edgeft.methods import METHODS
+def log_tail(path: str, lines: int = 15) -> str:
+    """The end of a failed run's log, kept in the report: the work folder may be gone (a device machine)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError as err:
+        return f"(log not readable: {err})"
 
-    return pac["epochs"] or args.pac_epochs or METHODS["pac"].default_epochs or args.epochs
+
+def pac_epochs(args, pac: dict, model: str | None = None) -> int:
+    """PAC's epochs on `model`: the configuration's (--pac-config), else --pac-epochs, else PAC's own default for
+    the backbone's family (its budget for `edgeft finetune` without --epochs, when set), else the suite's
+    --epochs. A model that is not a bundled alias has no known family here (PAC's family-free default)."""
+    from edgeft.methods import METHODS
+    from edgeft.models import SOURCES
+
+    family = SOURCES[model].family if model in SOURCES else None
+    return pac["epochs"] or args.pac_epochs or METHODS["pac"].default_epochs_for(family) or args.epochs
 
 
 def plan_runs(args, work: Path) -> list[dict]:
@@ -161,7 +172,7 @@ def plan_runs(args, work: Path) -> list[dict]:
                             words += ["--pac-option", v]
                         if pac["lr"]:
                             words += ["--lr", f"pac={pac['lr']}"]
-                        epochs = pac_epochs(args, pac)
+                        epochs = pac_epochs(args, pac, model)
                     if args.sweep:
                         words += ["--variants", "", "--sweep", str(Path(args.sweep).resolve())]
                     else:
@@ -297,8 +308,10 @@ def plot(report: dict, out: Path) -> Path:
         ax.set_title(model)
         ax.legend(fontsize=8)
     m = report["meta"]
+    pe = m["pac_epochs"]  # one number (older reports) or one per backbone
+    pe = ", ".join(f"{k} {v}" for k, v in pe.items()) if isinstance(pe, dict) else pe
     return _baselines().save_figure(
-        fig, f"PAC vs LoRA · {m['train_samples']} training rows · {m['epochs']} epochs (PAC {m['pac_epochs']}) · "
+        fig, f"PAC vs LoRA · {m['train_samples']} training rows · {m['epochs']} epochs (PAC {pe}) · "
              f"batch {m['batch_size']} · seeds {m['seeds']} · numbers: PAC's gap to LoRA (points)", out)
 
 
@@ -328,11 +341,13 @@ def run(args) -> dict:
                  "train_samples": args.train_samples,
                  "scored_on": f"{args.holdout} held-out training rows" if args.holdout else
                  f"dev (at most {args.dev_samples} rows)",
-                 "epochs": args.epochs, "pac_epochs": pac_epochs(args, pac),
+                 "epochs": args.epochs, "pac_epochs": {m: pac_epochs(args, pac, m) for m in _csv(args.models)},
                  "batch_size": args.batch_size, "max_length": args.max_length, "jobs": args.jobs,
                  "pac_config": pac, "pac_options": args.pac_option, "lr": args.lr,
                  "sweep_items": json.loads(Path(args.sweep).read_text()) if args.sweep else None,
-                 "failed": [r["name"] for r in done if r["rc"] != 0], "wall_s": time.perf_counter() - t0,
+                 "failed": [r["name"] for r in done if r["rc"] != 0],
+                 "failed_log_tails": {r["name"]: log_tail(r["log"]) for r in done if r["rc"] != 0},
+                 "wall_s": time.perf_counter() - t0,
                  "label": args.label, "command": "python bench/quality.py " + " ".join(sys.argv[1:]),
                  "timing_note": f"runs shared the machine {args.jobs} at a time: times are indicative only"},
         "table": table,

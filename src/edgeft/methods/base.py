@@ -133,12 +133,19 @@ class Method:
         method's choice depends on the backbone)."""
         return self.default_lr
 
-    def epochs_for(self, train) -> int:
-        """The epochs of a run with TrainConfig `train`: the ones it gives (epochs set in the config or on the
-        command line), else this method's default_epochs, else TrainConfig's default."""
-        if "epochs" in train.model_fields_set or self.default_epochs is None:
+    def epochs_for(self, train, family: str | None = None) -> int:
+        """The epochs of a run with TrainConfig `train` on a backbone of `family` (llama, bert; None: unknown):
+        the ones it gives (epochs set in the config or on the command line), else this method's own default for
+        that family (default_epochs_for), else TrainConfig's default."""
+        own = self.default_epochs_for(family)
+        if "epochs" in train.model_fields_set or own is None:
             return train.epochs
-        return self.default_epochs
+        return own
+
+    @classmethod
+    def default_epochs_for(cls, family: str | None) -> int | None:
+        """This method's own epochs on a backbone of `family` (default_epochs unless it depends on the family)."""
+        return cls.default_epochs
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return [p for p in model.parameters() if p.requires_grad]

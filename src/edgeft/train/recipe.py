@@ -108,8 +108,9 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
     session = start_session(cfg.model, cfg.task, cfg.method, cfg.method_options, cfg.head, cfg.train.seed)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
-    if method.epochs_for(cfg.train) != cfg.train.epochs:  # no epochs given: the method's own default
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": method.epochs_for(cfg.train)})})
+    epochs = method.epochs_for(cfg.train, backbone.arch.family)
+    if epochs != cfg.train.epochs:  # no epochs given: the method's own default (for this backbone's family)
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     train_feats = featurizer.encode(task.train)

@@ -14,11 +14,12 @@ from edgeft.train.loop import TrainConfig
 from edgeft.train.recipe import config_from_dict, run_finetune
 
 
-def test_pac_keeps_trainconfigs_default_until_the_rule_picks_one():
-    assert METHODS["pac"].default_epochs is None  # changed only after the GPU sweep (bench/results/h4_device)
+def test_pac_runs_six_epochs_on_a_causal_lm_and_trainconfigs_default_on_an_encoder():
+    """The quality suite's rule on held-out rows (bench/results/h4_device): 6 on SmolLM2, 3 stayed on MiniLM."""
     pac = get_method("pac", {})
-    assert pac.epochs_for(TrainConfig()) == TrainConfig().epochs
-    assert pac.epochs_for(TrainConfig(epochs=4)) == 4
+    assert pac.epochs_for(TrainConfig(), "llama") == 6
+    assert pac.epochs_for(TrainConfig(), "bert") == pac.epochs_for(TrainConfig()) == TrainConfig().epochs
+    assert pac.epochs_for(TrainConfig(epochs=4), "llama") == 4
 
 
 def test_epochs_for_prefers_what_the_run_gives(monkeypatch):
@@ -28,6 +29,16 @@ def test_epochs_for_prefers_what_the_run_gives(monkeypatch):
     assert pac.epochs_for(TrainConfig(epochs=1)) == 1  # given, even TrainConfig's default value: it wins
     assert pac.epochs_for(TrainConfig.model_validate({"epochs": 2})) == 2
     assert lora.epochs_for(TrainConfig()) == TrainConfig().epochs  # other methods: unchanged
+
+
+def test_finetune_takes_pacs_epochs_for_the_backbones_family(monkeypatch, tmp_path, tiny_llama, tiny_bert):
+    monkeypatch.setattr(METHODS["pac"], "causal_lm_epochs", 2)
+    for model, expected in ((tiny_llama, 2), (tiny_bert, TrainConfig().epochs)):
+        cfg = config_from_dict({"model": str(model), "method": "pac", "out": str(tmp_path / model.name),
+                                "method_options": {"width": 8, "norm_samples": 8, "cache_dtype": "fp32"},
+                                "task": {"name": "sst2", "train_samples": 16, "dev_samples": 8, "max_length": 24},
+                                "train": {"batch_size": 8}, "eval_before": False})
+        assert len(run_finetune(cfg)["epoch_times_s"]) == expected, model
 
 
 @pytest.mark.parametrize("given, expected", [(None, 2), (1, 1)])
@@ -64,3 +75,13 @@ def test_the_quality_suite_gives_pac_its_default_epochs(monkeypatch, tmp_path):
     assert epochs_of(q.plan_runs(args, tmp_path)) == {"lora": 3, "pac": 10}
     assert q.pac_epochs(args, q.pac_config(args)) == 10
     assert q.pac_epochs(SimpleNamespace(pac_epochs=None, epochs=3), {"epochs": None}) == 6
+
+
+def test_the_quality_suite_gives_pac_six_epochs_on_the_causal_lm_only(tmp_path):
+    q = bench_script("quality")
+    args = q.parse_args(["--models", "smollm2-135m,minilm-l6", "--tasks", "sst2", "--seeds", "0", "--methods",
+                         "lora,pac", "--full-models", "", "--epochs", "3"])
+    epochs = {(r["model"], r["method"]): int(r["argv"][r["argv"].index("--epochs") + 1])
+              for r in q.plan_runs(args, tmp_path)}
+    assert epochs == {("smollm2-135m", "lora"): 3, ("smollm2-135m", "pac"): 6, ("minilm-l6", "lora"): 3,
+                      ("minilm-l6", "pac"): 3}

@@ -81,3 +81,12 @@ def test_a_report_is_reused_only_for_the_same_command(tmp_path):
         assert marker.read_text() == "xx"
     finally:
         q.BENCH = saved
+
+
+def test_a_failed_runs_log_tail_is_kept_for_the_report(tmp_path):
+    q = bench_script("quality")
+    log = tmp_path / "run.log"
+    log.write_text("\n".join(f"line {i}" for i in range(40)) + "\nRuntimeError: the cause\n")
+    tail = q.log_tail(str(log))
+    assert tail.endswith("RuntimeError: the cause") and "line 26" in tail and "line 25" not in tail
+    assert "not readable" in q.log_tail(str(tmp_path / "missing.log"))

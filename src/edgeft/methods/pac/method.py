@@ -115,10 +115,13 @@ class PAC(Method):
     # quality suite (MiniLM-L6, 3 train seeds): at 5e-4 the side network is undertrained (STS-B 66 against 75)
     encoder_lr = 2e-3
     # PAC's cached epochs are cheap, so its own budget may spend more of them (issue 15) while it stays >= 5x
-    # (CPU) and >= 8.64x (GPU) faster than LoRA end to end. None for now: TrainConfig's default, as for every
-    # method; the quality suite's rule on held-out rows decides whether a number goes here
-    # (bench/results/h4_device/, docs/benchmarks_pac.md). bench/quality.py gives PAC this budget too.
+    # (CPU) and >= 8.64x (GPU) faster than LoRA end to end. On a causal LM (Llama) the quality suite's rule on
+    # held-out training rows chose 6 (SmolLM2-135M, six tasks, 3 train seeds: 61.1 against 58.8 at 3; the same
+    # rule over both backbones' 12 cells also chose 6); on an encoder (MiniLM-L6) 3 stayed best (59.9 against
+    # 59.0 at 6), so encoders keep TrainConfig's default (bench/results/h4_device/, docs/benchmarks_pac.md).
+    # bench/quality.py gives PAC this budget too.
     default_epochs = None
+    causal_lm_epochs = 6
     Options = PacOptions
     priced_as = "pac"
     supports_blockwise = True
@@ -186,6 +189,11 @@ class PAC(Method):
             print(f"note: pac side_init=auto -> random ({why})", file=sys.stderr)
             return "random", why
         return "backbone", "auto: a sentence-pair classification task"
+
+    @classmethod
+    def default_epochs_for(cls, family: str | None) -> int | None:
+        """causal_lm_epochs on a Llama-family backbone; elsewhere default_epochs (None: TrainConfig's)."""
+        return cls.causal_lm_epochs if family == "llama" else cls.default_epochs
 
     def lr_for(self, model: nn.Module | None = None) -> float:
         """encoder_lr for a PAC model on a BERT backbone, default_lr otherwise (docs/benchmarks_pac.md)."""
