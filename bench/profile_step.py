@@ -176,7 +176,7 @@ def main(argv=None) -> None:
         path = out_dir / f"profile_{args.variant}_{entry}_b{args.batch_size}.txt"
         path.write_text("\n".join(text) + "\n")
         print(json.dumps(head), flush=True)
-        del trainer, model, bb
+        trainer = model = bb = None  # free the GPU memory before the next entry
         if cuda:
             torch.cuda.empty_cache()
         summary_file = out_dir / f"profile_{args.variant}_b{args.batch_size}_summary.json"  # merged across calls
