@@ -460,7 +460,7 @@ def test_backbone_init_without_heads_is_per_token(tiny_llama):
 def test_backbone_init_options_are_checked_saved_and_reloaded(tmp_path, tiny_llama):
     from edgeft.runtime.strategies.pac_bridge import finish_side
 
-    with pytest.raises(ConfigError, match="side_init=backbone copies the last side_layers=4 blocks"):
+    with pytest.raises(ConfigError, match="side_init=backbone: copies the last side_layers=4 blocks"):
         setup(tiny_llama, "causal_lm", {"side_init": "backbone", "side_layers": 4})
     with pytest.raises(ConfigError, match="side_init=backbone: the side width 128 must be between 1 and"):
         setup(tiny_llama, "causal_lm", {"side_init": "backbone", "width": 128})

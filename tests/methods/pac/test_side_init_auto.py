@@ -86,9 +86,9 @@ def test_auto_falls_back_to_random_only_where_backbone_cannot_apply(tiny_llama, 
     # tiny_llama has 4 blocks: copying 4 needs a fifth to feed them
     bb, method, model = _prepare(tiny_llama, "causal_lm", t, {"side_layers": 4})
     assert method.spec(model)["side_init"] == "random"
-    assert "at least 5 blocks; this backbone has 4" in model.side_init_why
+    assert "this backbone has 4 blocks, so side_layers must be at most 3" in model.side_init_why
     assert "side_init=auto -> random" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="side_init=backbone copies the last side_layers=4 blocks"):
+    with pytest.raises(ConfigError, match="side_init=backbone: copies the last side_layers=4 blocks"):
         _prepare(tiny_llama, "causal_lm", t, {"side_layers": 4, "side_init": "backbone"})
     # the block-wise strategies (the hybrid pipeline) cannot feed copied blocks
     for strategy in ("hybrid", "split", "deft"):

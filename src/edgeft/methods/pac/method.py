@@ -17,7 +17,7 @@ from edgeft.errors import ConfigError, ModelError
 from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
-from edgeft.methods.pac.side_network import COPYABLE_FAMILIES, ParallelAdapters, prune_blocks
+from edgeft.methods.pac.side_network import ParallelAdapters, copy_obstacle, prune_blocks
 from edgeft.methods.pac.taps import Positions, parse_taps
 from edgeft.paths import edgeft_home
 
@@ -173,17 +173,11 @@ class PAC(Method):
         if not (task.kind == "classification" and getattr(task, "is_pair", False)):
             return "random", "auto: not a sentence-pair classification task"
         width = o.width or max(8, hidden // o.reduction)
-        blocked = None
         if self.blockwise:
             blocked = (f"the {self.blockwise} strategy runs PAC stage by stage and cannot feed copied side blocks "
                        "the backbone's block inputs")
-        elif num_blocks - o.side_layers - 1 < 0:
-            blocked = (f"copying the last side_layers={o.side_layers} blocks needs at least {o.side_layers + 1} "
-                       f"blocks; this backbone has {num_blocks}")
-        elif family not in COPYABLE_FAMILIES:
-            blocked = f"no block layout to copy for model family '{family}' ({', '.join(COPYABLE_FAMILIES)})"
-        elif width > hidden:
-            blocked = f"the side width {width} exceeds the hidden size {hidden} (copies are pruned, not widened)"
+        else:
+            blocked = copy_obstacle(family, width, hidden, num_blocks, o.side_layers)
         if blocked:
             why = f"auto: a sentence-pair classification task, but side_init=backbone cannot apply: {blocked}"
             print(f"note: pac side_init=auto -> random ({why})", file=sys.stderr)
@@ -226,11 +220,10 @@ class PAC(Method):
             why = "the saved adapter's"
         copies = {}
         if side_init == "backbone":
+            obstacle = copy_obstacle(backbone.arch.family, width, hidden, view.num_blocks, o.side_layers)
+            if obstacle:
+                raise ConfigError(f"side_init=backbone: {obstacle}.")
             entry = view.num_blocks - o.side_layers - 1  # the block whose output enters the first copied block
-            if entry < 0:
-                raise ConfigError(f"side_init=backbone copies the last side_layers={o.side_layers} blocks and feeds "
-                                  f"them the tapped output of the block before; this backbone has "
-                                  f"{view.num_blocks} blocks, so side_layers must be at most {view.num_blocks - 1}.")
             taps = tuple(sorted(set(taps) | {entry}))
             layers, channels = prune_blocks(list(view.blocks)[entry + 1:], backbone.arch.family, width)
             copies = dict(copies=layers, channels=channels, entry_tap=taps.index(entry))

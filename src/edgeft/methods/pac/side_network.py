@@ -121,7 +121,21 @@ _LAYOUT = {
                  norms=("attention.output.LayerNorm", "output.LayerNorm"),
                  head_dim="attention.self.attention_head_size"),
 }
-COPYABLE_FAMILIES = tuple(_LAYOUT)  # the model families side_init=backbone can copy blocks of
+
+
+def copy_obstacle(family: str, width: int, hidden: int, num_blocks: int | None = None,
+                  side_layers: int | None = None) -> str | None:
+    """Why side_init=backbone cannot copy blocks for this backbone and side width (None: it can). One check for
+    the explicit option (an error) and for side_init=auto (a fall back to random side layers)."""
+    if num_blocks is not None and num_blocks - side_layers - 1 < 0:
+        return (f"copies the last side_layers={side_layers} blocks and feeds them the tapped output of the block "
+                f"before; this backbone has {num_blocks} blocks, so side_layers must be at most {num_blocks - 1}")
+    if family not in _LAYOUT:
+        return f"no block layout to copy for model family '{family}' ({', '.join(_LAYOUT)})"
+    if not 1 <= width <= hidden:
+        return (f"the side width {width} must be between 1 and the hidden size {hidden} (the copies are pruned "
+                f"from the backbone's blocks, not widened)")
+    return None
 
 
 def _weight(block: nn.Module, name: str) -> torch.Tensor:
@@ -178,13 +192,11 @@ def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.M
     Head size, norms' epsilon, activation and rotary embeddings are the backbone's. At width = H nothing is
     pruned and the copies compute exactly what the blocks compute. Returns (copies, kept residual channels).
     """
-    if family not in _LAYOUT:
-        raise ConfigError(f"side_init=backbone: no block layout for model family '{family}' (llama, bert).")
+    hidden = blocks[0].get_submodule(_LAYOUT[family]["o"]).out_features if family in _LAYOUT else width
+    obstacle = copy_obstacle(family, width, hidden)
+    if obstacle:
+        raise ConfigError(f"side_init=backbone: {obstacle}.")
     lay = _LAYOUT[family]
-    hidden = blocks[0].get_submodule(lay["o"]).out_features
-    if not 1 <= width <= hidden:
-        raise ConfigError(f"side_init=backbone: the side width {width} must be between 1 and the hidden size "
-                          f"{hidden} (the copies are pruned from the backbone's blocks, not widened).")
     score = torch.zeros(hidden)
     for b in blocks:
         for name in (lay["q"], *lay["kv"], *lay["mlp_in"]):
