@@ -40,8 +40,10 @@ PrecisionName = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 PRECISIONS = ("auto", "fp32", "tf32", "bf16", "fp16")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# `auto` on a CUDA GPU with bf16: bf16 when True, fp32 when False. False until a GPU run shows bf16 LoRA faster
-# than fp32 with the frozen backbone stored in bf16 (bench/results/pac/issue18_1206/session.sh); flip it then.
+# `auto` on a CUDA GPU with bf16: bf16 when True, fp32 when False. False: on an H200 (2026-12-04,
+# bench/results/pac/issue18_1206/) bf16 LoRA at the SmolLM2 size ran at 0.71x / 0.87x of fp32 even with the frozen
+# backbone stored in bf16, because the step is host-bound (GPU busy 72 of 217 ms, 5,224 kernel launches a step) and
+# autocast adds cast kernels; flip it when a GPU run shows bf16 faster (larger models, a compiled step).
 AUTO_BF16_ON_CUDA = False
 
 # What Precision.cast_frozen stores in the compute dtype (CUDA, bf16/fp16): "linear", the frozen Linear layers only
