@@ -51,6 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="timing only: a Llama built from a config with random weights (uses --model's tokenizer)")
     p.add_argument("--task", default="sst2", help="a bundled task, or a user's .jsonl/.csv/.tsv file (as --data-file)")
     p.add_argument("--dev-file", default=None, help="with a file --task: the user's dev file (as finetune --dev-file)")
+    p.add_argument("--head", default="auto", choices=["auto", "lm", "classifier"],
+                   help="the backbone's head, as `edgeft finetune --head` (auto: LM head on a causal LM's "
+                        "classification, a trained classifier for encoders and regression)")
     p.add_argument("--text2-column", default=None,
                    help="with a file --task: the second text column of a pair task (as finetune --text2-column)")
     p.add_argument("--train-samples", type=int, default=4000)
@@ -194,7 +197,7 @@ def run_variant(variant: str, args) -> dict:
     if args.random_llama:
         backbone = random_backbone(args.random_llama, args.model, args.seed, device)
     else:
-        head = head_for(args.model, task, "auto")
+        head = head_for(args.model, task, args.head)
         backbone = load_backbone(args.model, head=head, num_labels=task.num_labels,
                                  problem_type="regression" if task.kind == "regression" else None)
     load_s = time.perf_counter() - t0
@@ -459,6 +462,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--precision", args.precision]
     if args.frozen_cast:
         words += ["--frozen-cast", args.frozen_cast]
+    if args.head != "auto":
+        words += ["--head", args.head]
     if args.compile != "off":
         words += ["--compile", args.compile, "--compile-bucket", str(args.compile_bucket)]
     if args.dev_samples:
