@@ -52,11 +52,14 @@ class HostResidency:
             return host
         return now.pin_memory() if self.pin else now
 
-    def load(self, module: nn.Module) -> None:
-        pairs = self._pairs[id(module)]
+    def _refreshed(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`pairs` with each host copy brought up to date (_resting), in place."""
         for k, (t, host) in enumerate(pairs):
-            host = self._resting(t, host)
-            pairs[k] = (t, host)
+            pairs[k] = (t, self._resting(t, host))
+        return pairs
+
+    def load(self, module: nn.Module) -> None:
+        for t, host in self._refreshed(self._pairs[id(module)]):
             t.data = host.to(self.device, non_blocking=True)
             self.bytes_lent += host.nbytes
 
@@ -66,9 +69,7 @@ class HostResidency:
 
     def unload_all(self) -> None:
         for pairs in self._pairs.values():
-            for k, (t, host) in enumerate(pairs):
-                host = self._resting(t, host)
-                pairs[k] = (t, host)
+            for t, host in self._refreshed(pairs):
                 t.data = host
 
     def lent(self, module: nn.Module):
