@@ -74,6 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval", choices=["last", "each", "none"], default="last", help="dev evaluation after which epochs")
     p.add_argument("--holdout", type=int, default=None,
                    help="score on N held-out TRAINING examples instead of dev (for tuning without touching dev)")
+    p.add_argument("--holdout-beyond", type=int, default=None,
+                   help="draw the held-out examples from outside the first N training samples (default: this run's "
+                        "--train-samples), so runs of different sizes score on the same rows")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
@@ -160,6 +163,10 @@ def holdout_examples(task, args) -> list[dict]:
 
     whole = load_task(TaskConfig(name=args.task, max_length=args.max_length, seed=args.seed, dev_file=args.dev_file,
                                  text2_column=args.text2_column))
+    beyond = max(args.holdout_beyond or 0, len(task.train))
+    if beyond > len(task.train):  # the rows a larger run would train on (subsets by one seed are nested)
+        task = load_task(TaskConfig(name=args.task, train_samples=beyond, max_length=args.max_length, seed=args.seed,
+                                    dev_file=args.dev_file, text2_column=args.text2_column))
     used = {e["id"] for e in task.train}
     rest = [e for e in whole.train if e["id"] not in used]
     if len(rest) < args.holdout:
@@ -474,6 +481,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--text2-column", args.text2_column]
     if args.holdout:
         words += ["--holdout", str(args.holdout)]
+    if args.holdout_beyond:
+        words += ["--holdout-beyond", str(args.holdout_beyond)]
     if args.train_seed is not None:
         words += ["--train-seed", str(args.train_seed)]
     if args.threads:

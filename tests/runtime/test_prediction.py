@@ -53,6 +53,25 @@ def test_calibration_measures_the_run_shapes_and_the_step_costs():
     assert "cached_step_flops" not in cal.measure(_bench(cached=False), lambda b: 1e6, repeats=1)
 
 
+def test_cached_step_is_timed_densely_at_few_rows_and_interpolated_beyond():
+    # every count up to 8 rows (where the cost is least linear), then ~1.5x apart, ending at the batch's rows
+    assert cal.measured_row_counts(5) == [1, 2, 3, 4, 5]
+    assert cal.measured_row_counts(32) == [1, 2, 3, 4, 5, 6, 7, 8, 12, 18, 27, 32]
+    # the value at every row count: the measured ones kept, the rest on the line between their neighbours
+    by_rows = cal.fill_between([1, 2, 8, 12], [0.5, 1.0, 4.0, 2.0])
+    assert len(by_rows) == 12
+    assert by_rows[:2] == [0.5, 1.0] and by_rows[7] == 4.0 and by_rows[11] == 2.0
+    assert by_rows[4] == pytest.approx(2.5) and by_rows[9] == pytest.approx(3.0)
+    # measured: a 12-row cached batch gets a cost at each of its 12 row counts, timed at 9 of them
+    bench = _bench(cached=True)
+    bench.cached_batches = [{"input_ids": torch.randint(0, 50, (12, w))} for w in (6, 7)]
+    out = cal.measure(bench, lambda b: 1e6 * b["input_ids"].numel(), repeats=1)
+    assert out["cached_rows_timed"] == [1, 2, 3, 4, 5, 6, 7, 8, 12]
+    assert len(out["cached_rows_cpu_s"]) == 12
+    c = out["cached_rows_cpu_s"]
+    assert c[9] == pytest.approx(c[7] + (c[11] - c[7]) / 2)
+
+
 def test_split_step_includes_the_devices_all_reduce():
     table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
     cl = _cluster(latency_ms=3.0)

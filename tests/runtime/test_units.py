@@ -153,3 +153,25 @@ def test_hybrid_pac_fills_first_with_channel_norm_only():
     assert not fills_first("pac", {"tap_norm": "token"}, "hybrid")
     assert not fills_first("pac", {"cache": "off"}, "hybrid")
     assert not fills_first("lora", {}, "hybrid") and not fills_first("pac", {}, "split")
+
+
+def test_the_fill_batches_samples_of_similar_length_and_each_once():
+    """The cache keeps each sample's own tokens, so the fill may group samples by length: every trained sample
+    is filled exactly once, in batches of the training batch size, and the padding falls."""
+    import random
+
+    from edgeft.runtime.spec import RuntimeTrain
+    from edgeft.runtime.strategies.hybrid import fill_batches
+
+    cfg = RuntimeTrain(epochs=2, batch_size=4, seed=0)
+    lengths = [random.Random(i).randint(3, 40) for i in range(18)]
+    plain, grouped = fill_batches(18, cfg), fill_batches(18, cfg, lengths)
+    assert sorted(i for b in grouped for i in b) == list(range(18)) and len(grouped) == len(plain) == 5
+    assert [len(b) for b in grouped] == [4, 4, 4, 4, 2]
+    widths = [lengths[i] for b in grouped for i in b]
+    assert widths == sorted(widths)
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert padded(grouped) < padded(plain)

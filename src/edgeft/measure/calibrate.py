@@ -13,8 +13,8 @@ planner predicts. Two per-step costs the FLOP count does not describe are measur
   into a cost per sample and a cost per call (a device's step pays it once, whatever its rows: on
   SmolLM2 it was more than half of a 2-row step), both as effective FLOPs (CPU time x host FLOP/s):
   the emulator stretches them by the slowdown like any compute, so the planner divides them by the
-  device's rate like FLOPs. `cached_rows_flops[r-1]`: the same step measured at every row count r
-  (the cost is not linear in rows); the launcher's cached-epoch prediction looks the busiest owner's
+  device's rate like FLOPs. `cached_rows_flops[r-1]`: the same step at every row count r (the cost is
+  not linear in rows; timed at 1..8 rows and about 1.5x apart beyond, linear in between); the launcher's cached-epoch prediction looks the busiest owner's
   rows up there, the line is kept for the planner's even-split estimate beyond the measured rows.
 Cached per shape for an hour (MAX_AGE_S).
 """
@@ -33,7 +33,7 @@ import torch
 from edgeft.paths import edgeft_home
 
 
-VERSION = 8  # of what measure() returns: entries cached by another version are measured again
+VERSION = 9  # of what measure() returns: entries cached by another version are measured again
 
 
 def step_flops(table) -> float:
@@ -149,11 +149,14 @@ IDLE_GAP_S = 0.3
 IDLE_REPS = 5
 
 
-def idle_factor(fn) -> float:
-    """Median CPU of `fn` after an idle gap / median CPU of `fn` back to back (>= 1)."""
-    warm, cold = [], []
-    for _ in range(IDLE_REPS):
-        warm.append(_cpu_of(fn, 1))
+def idle_factor(fn, warm: list[float] | None = None) -> float:
+    """Median CPU of `fn` after an idle gap / median CPU of `fn` back to back (>= 1).
+
+    `warm`: back-to-back CPU times of `fn` already measured (the calibration's own steps), so that
+    only the runs after an idle gap are new.
+    """
+    warm = list(warm) if warm and len(warm) >= 3 else [_cpu_of(fn, 1) for _ in range(IDLE_REPS)]
+    cold = []
     for _ in range(IDLE_REPS):
         time.sleep(IDLE_GAP_S)
         cold.append(_cpu_of(fn, 1))
@@ -173,6 +176,28 @@ def _rows(batch: dict, n: int) -> dict:
     return {k: (v[:n] if torch.is_tensor(v) or isinstance(v, list) else v) for k, v in batch.items()}
 
 
+# Row counts at which the cached step is timed: every count up to DENSE_ROWS (where the cost is least
+# linear, see measure()), then about 1.5x apart up to the batch's rows, linear in between. Timing all 32
+# counts of a 32-row batch took 45 s of `make run`'s 86 s calibration; these 12 take about 10 s.
+DENSE_ROWS = 8
+
+
+def measured_row_counts(most: int) -> list[int]:
+    """1 .. DENSE_ROWS, then ~1.5x steps, always ending at `most`."""
+    counts = list(range(1, min(most, DENSE_ROWS) + 1))
+    while counts[-1] < most:
+        counts.append(min(most, max(counts[-1] + 1, round(counts[-1] * 1.5))))
+    return counts
+
+
+def fill_between(counts: list[int], values: list[float]) -> list[float]:
+    """The value at every row count 1 .. counts[-1], linear between the measured ones."""
+    out = []
+    for lo, hi, a, b in zip(counts, counts[1:], values, values[1:]):
+        out += [a + (b - a) * (r - lo) / (hi - lo) for r in range(lo, hi)]
+    return out + [values[-1]]
+
+
 def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
     """The measurements themselves (one thread): see the module doc."""
     model, loss_fn = bench.model, bench.loss_fn
@@ -180,16 +205,19 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
     _train(model, loss_fn, bench.batches[0])  # warm-up
     first = time.process_time() - c0
     parts = PartClock(bench.embed, bench.blocks) if bench.blocks else None
-    cpu, flops, wall0 = 0.0, 0.0, time.perf_counter()
+    cpu, flops, wall0, first_batch = 0.0, 0.0, time.perf_counter(), []
     for _ in range(repeats):
-        for b in bench.batches:
-            cpu += _cpu_of(lambda: _train(model, loss_fn, b, parts and parts.step_done), 1)
+        for i, b in enumerate(bench.batches):
+            c = _cpu_of(lambda: _train(model, loss_fn, b, parts and parts.step_done), 1)
+            cpu += c
             flops += flops_fn(b)
+            if i == 0:
+                first_batch.append(c)
     n = repeats * len(bench.batches)
     if parts:
         parts.total = cpu
         parts.remove()
-    factor = idle_factor(lambda: _train(model, loss_fn, bench.batches[0]))
+    factor = idle_factor(lambda: _train(model, loss_fn, bench.batches[0]), warm=first_batch)
     host_flops = flops / cpu / factor  # FLOP/s of a burst after idling (see IDLE_GAP_S)
     out = {"host_flops": host_flops, "step_cpu_s": cpu / n, "step_wall_s": (time.perf_counter() - wall0) / n,
            "step_flops": flops / n, "rows": int(bench.batches[0]["input_ids"].shape[0]),
@@ -225,16 +253,17 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
         # 0.080), so a line through 1 and 8 rows missed the 2-3 row steps the hashed cache owners get by
         # 2x. Each pass reads the first r rows of every batch once, as a cached epoch reads its samples.
         most = max(int(cb["input_ids"].shape[0]) for cb in cbs)
-        by_rows = []
-        for r in range(1, most + 1):
+        counts, timed = measured_row_counts(most), []
+        for r in counts:
             sub = [_rows(cb, r) for cb in cbs if int(cb["input_ids"].shape[0]) >= r]
-            by_rows.append(_cpu_of(lambda: [_train(model, loss_fn, cb) for cb in sub], repeats) / len(sub))
+            timed.append(_cpu_of(lambda: [_train(model, loss_fn, cb) for cb in sub], repeats) / len(sub))
+        by_rows = fill_between(counts, timed)
         # the cached step's own cold/warm ratio: its CPU as a burst after idling, priced at host_flops
         cached_factor = idle_factor(lambda: _train(model, loss_fn, cbs[0]))
         by_rows = [c * cached_factor for c in by_rows]
         one, whole = by_rows[0], by_rows[-1]
         per = max(whole - one, 0.0) / max(most - 1, 1)  # the line through (1, one) and (rows, whole)
-        out.update(cached_step_cpu_s=whole, cached_one_row_cpu_s=one, cached_rows=most,
+        out.update(cached_step_cpu_s=whole, cached_one_row_cpu_s=one, cached_rows=most, cached_rows_timed=counts,
                    cached_rows_cpu_s=by_rows, cached_idle_factor=cached_factor,
                    cached_rows_flops=[c * host_flops for c in by_rows],
                    cached_step_flops=per * host_flops, cached_call_flops=max(one - per, 0.0) * host_flops)

@@ -27,7 +27,10 @@ def evaluate(model, task: Task, featurizer: Featurizer, dev_feats: list[dict], b
             return _generate_and_score(model, task, featurizer, dev_feats, batch_size, device, max_new_tokens)
         objective = featurizer.objective
         preds, refs, nll, n_tok = [], [], 0.0, 0
-        for chunk in _batches(dev_feats, batch_size):
+        # Scores pair each prediction with its own reference, so the order is free: batches of similar length
+        # pad little (SST-2's 200 dev sentences at batch 32: 34.6 tokens a row instead of 48).
+        by_length = sorted(dev_feats, key=lambda f: len(f["input_ids"]))
+        for chunk in _batches(by_length, batch_size):
             batch = _to(featurizer.collate(chunk), device)
             loss, logits, n = forward(model, batch, objective, featurizer.label_token_ids)
             if objective == "lm":

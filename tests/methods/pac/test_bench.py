@@ -60,7 +60,7 @@ def test_a_worker_gets_every_option_of_the_run():
              "d.jsonl", "--head", "classifier", "--text2-column", "b", "--train-samples", "7", "--dev-samples", "5",
              "--epochs", "3", "--batch-size", "4", "--eval-batch-size", "6", "--max-length", "20", "--seed", "2",
              "--train-seed", "3", "--variants", "lora", "--lr", "lora=0.1", "--pac-option", "width=8",
-             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--threads", "1",
+             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
              "--compile-bucket", "32", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
     args = bench.parse_args(given)
@@ -71,3 +71,23 @@ def test_a_worker_gets_every_option_of_the_run():
     defaults = vars(bench.parse_args([]))
     assert all(vars(args)[k] != defaults[k] for k in defaults if k not in run_only), \
         [k for k in defaults if k not in run_only and vars(args)[k] == defaults[k]]  # every option was exercised
+
+
+def test_held_out_rows_can_be_shared_by_runs_of_different_sizes():
+    """--holdout-beyond N draws the held-out rows from outside the first N training samples, so a run on 8 rows
+    and one on 16 score on the same rows, none of which either trains on."""
+    from edgeft.data import TaskConfig, load_task
+
+    bench = bench_module()
+
+    def rows(n, beyond=None):
+        words = ["--task", "sst2", "--train-samples", str(n), "--holdout", "5", "--max-length", "32"]
+        args = bench.parse_args(words + (["--holdout-beyond", str(beyond)] if beyond else []))
+        task = load_task(TaskConfig(name="sst2", train_samples=n, max_length=32, seed=args.seed))
+        return {e["id"] for e in task.train}, [e["id"] for e in bench.holdout_examples(task, args)]
+
+    small_train, small_held = rows(8, beyond=16)
+    large_train, large_held = rows(16)
+    assert small_train < large_train  # subsets by one seed are nested
+    assert small_held == large_held and not set(large_held) & large_train
+    assert rows(8)[1] != large_held  # without it, the small run's rows are drawn from a different remainder
