@@ -113,7 +113,8 @@ def test_the_halves_check_is_scale_free_and_falls_with_more_perturbations():
     """FwdLLM's halves check as the noise share of the pooled mean: the same on a loss 1000x larger, near 1 for a
     few forward gradients of a 64-value tensor (above the default threshold: the server asks for more) and small
     for many of a 4-value one (below it: the server steps)."""
-    a, b = torch.randn(50, generator=torch.Generator().manual_seed(0)), torch.randn(50)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
     assert relative_spread(1000 * a, 1000 * b, 3, 5) == pytest.approx(relative_spread(a, b, 3, 5), rel=1e-6)
     threshold = FederatedConfig.model_fields["var_threshold"].default
 
