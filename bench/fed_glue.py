@@ -29,7 +29,7 @@ SETTINGS = {
     "fedit": dict(algorithm="fedit", local_steps=10, batch_size=16, lr=1e-3),
     # FwdLLM tunes PEFT modules; BitFit (biases + the new classification head) keeps the dimension low.
     "fwdgrad": dict(algorithm="fwdgrad", zo_base="bitfit", method_options={}, perturbations=32, batch_size=16,
-                    lr=5e-3, var_threshold=1e-3, max_extra_requests=1),
+                    lr=5e-3, max_extra_requests=1),
 }
 
 

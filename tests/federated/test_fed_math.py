@@ -7,6 +7,7 @@ import torch
 from edgeft.federated import fedit, fedkseed
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import seeded_rng
+from edgeft.federated.local_grid import run_in_process
 from edgeft.federated.session import setup_for
 from edgeft.methods.fwdgrad import batched_forward_gradient, batched_jvp, directional_derivative, draw_directions
 from test_zeroth_order import one_thread  # noqa: F401  (autouse: one torch thread per test)
@@ -115,6 +116,18 @@ def test_batched_forward_gradients_equal_the_per_direction_central_differences(t
     for g, d in zip(est.grad, directions):  # the same draws: sum_i jvp_i v_i
         assert torch.allclose(g, sum(float(fd[i]) * d[i] for i in range(6)), rtol=2e-2, atol=2e-3)
     assert len(est.check) == 6 and torch.allclose(est.check[2], directions[0][2] * jvps[2])
+
+
+@pytest.mark.parametrize("perturbations, asks_more", [(2, True), (64, False)])
+def test_the_server_asks_for_more_perturbations_only_while_the_estimate_is_noisy(tmp_path, tiny_llama, perturbations,
+                                                                                 asks_more):
+    """The final norm alone (32 values), two clients, the default threshold: 2 forward gradients each leave the
+    halves uncorrelated and the server asks the same clients again; 64 each make them agree and it steps."""
+    cfg = _cfg(tmp_path, tiny_llama, algorithm="fwdgrad", val_samples=0, zo_base="full", zo_params=["model.norm"],
+               clients_per_round=2, rounds=1, perturbations=perturbations, max_extra_requests=1, evaluate=False)
+    checks = run_in_process(cfg)["variance_checks"]
+    assert checks[0]["more"] is asks_more and len(checks) == 1 + asks_more, checks
+    assert (checks[0]["variance"] > cfg.var_threshold) is asks_more
 
 
 def test_drawn_directions_lean_towards_the_previous_update():

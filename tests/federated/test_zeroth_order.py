@@ -8,8 +8,9 @@ import torch
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
+from edgeft.federated.config import FederatedConfig
 from edgeft.methods import get_method
-from edgeft.methods.fwdgrad import forward_gradient, halves_variance, pick_direction
+from edgeft.methods.fwdgrad import forward_gradient, halves_variance, pick_direction, relative_spread
 from edgeft.methods.mezo import CHUNK, apply_seed_update, perturb, projected_gradient
 from edgeft.models import load_backbone
 from edgeft.train.loop import Trainer, TrainConfig
@@ -105,7 +106,27 @@ def test_forward_gradient_pieces():
              for _ in range(50)]
     assert sum(aligned) / 50 > sum(plain) / 50 + 0.3
     assert halves_variance([torch.ones(3)] * 4) == 0.0
-    assert halves_variance([torch.zeros(3), torch.ones(3) * 2]) == pytest.approx(2.0)
+    assert halves_variance([torch.zeros(3), torch.ones(3) * 2]) == pytest.approx(1.0)  # noise share of mean 1: 3 / 3
+
+
+def test_the_halves_check_is_scale_free_and_falls_with_more_perturbations():
+    """FwdLLM's halves check as the noise share of the pooled mean: the same on a loss 1000x larger, near 1 for a
+    few forward gradients of a 64-value tensor (above the default threshold: the server asks for more) and small
+    for many of a 4-value one (below it: the server steps)."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+    assert relative_spread(1000 * a, 1000 * b, 3, 5) == pytest.approx(relative_spread(a, b, 3, 5), rel=1e-6)
+    threshold = FederatedConfig.model_fields["var_threshold"].default
+
+    def spread(dim: int, num: int) -> float:
+        w = torch.randn(dim, generator=torch.Generator().manual_seed(dim))
+        est = forward_gradient([w], lambda i: (w ** 2).sum(), num, 0.01, torch.Generator().manual_seed(1),
+                               check_index=0)
+        return halves_variance(est.check)
+
+    noisy, consistent = spread(64, 8), spread(4, 1024)
+    assert noisy > threshold > consistent, (noisy, consistent)
+    assert noisy > 0.7 and consistent < 0.1
 
 
 def test_bad_zeroth_order_options_are_clean_errors():

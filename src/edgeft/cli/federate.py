@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         zo_params: Optional[list[str]] = typer.Option(None, help="perturb only zo-base parameters whose name contains "
                                                        "this (repeatable), e.g. norm with --zo-base full"),
         perturbations: Optional[int] = typer.Option(None, help="forward gradients per client request (fwdgrad)"),
-        var_threshold: Optional[float] = typer.Option(None, help="fwdgrad: ask for more perturbations above this"),
+        var_threshold: Optional[float] = typer.Option(None, help="fwdgrad: ask for more perturbations while the "
+                                                      "estimate's noise share (~0: halves agree, ~1: pure noise; "
+                                                      "default 0.5) is above this"),
         train_samples: Optional[int] = None,
         eval_samples: Optional[int] = typer.Option(None, help="held-out rows the server evaluates"),
         max_length: Optional[int] = None,

@@ -74,7 +74,9 @@ class FederatedConfig(ConfigFile):
     perturbations: int = Field(8, ge=2, description="forward gradients per client per request")
     candidates: int = Field(10, ge=1)
     fd_step: float = Field(0.01, gt=0, description="h of the central difference")
-    var_threshold: float = Field(1e-4, gt=0, description="server asks for more perturbations above this")
+    var_threshold: float = Field(0.5, gt=0, description="server asks for more perturbations while the noise share of "
+                                 "the pooled estimate (FwdLLM's halves check, scale-free: ~0 when the halves agree, "
+                                 "~1 for pure noise) is above this")
     max_extra_requests: int = Field(2, ge=0)
 
     # privacy (FedIT)

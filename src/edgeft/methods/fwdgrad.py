@@ -5,7 +5,8 @@ numerically, (L(theta + h v) - L(theta - h v)) / 2h with h = 0.01, so no backwar
 activation storage are needed; it draws about ten times more candidate directions than it uses and keeps
 those most cosine-similar, tensor by tensor, to the previous (global) update. The estimate is the sum of
 jvp * v over the perturbations; its spread is measured on one tensor by comparing the mean of the first
-half of the per-perturbation estimates with the mean of the second half (`halves_variance`).
+half of the per-perturbation estimates with the mean of the second half (`halves_variance`), as a share of
+the pooled estimate (`relative_spread`) so that one threshold means the same on any model.
 
 The primitives here serve both `edgeft finetune --method fwdgrad` and the federated FwdLLM clients.
 Both run `batched_forward_gradient`: all directions of a request are drawn at once (candidates and the
@@ -160,14 +161,31 @@ def batched_forward_gradient(model: nn.Module, named: list[tuple[str, torch.Tens
     return out
 
 
-def halves_variance(terms: list[torch.Tensor]) -> float:
-    """FwdLLM's check: variance between the mean of the first and second half of the terms, averaged."""
-    if len(terms) < 2:
+def relative_spread(first: torch.Tensor, second: torch.Tensor, n_first: int, n_second: int) -> float:
+    """The noise share of the pooled mean of two half-means, read off their disagreement (scale-free).
+
+    Each half-mean is the gradient plus independent noise of variance ~1/n, so the pooled mean carries noise
+    of energy n1 n2 / (n1 + n2)^2 * |first - second|^2. Divided by the pooled mean's energy this is about 0
+    when the halves agree and about 1 when they are uncorrelated (pure noise), on any model and loss scale;
+    FwdLLM's own check (mean of (first - second)^2 / 2) grows with the gradient's scale instead.
+    """
+    if n_first == 0 or n_second == 0:
         return float("inf")
+    first, second, n = first.double(), second.double(), n_first + n_second
+    noise = n_first * n_second / n ** 2 * float(((first - second) ** 2).sum())
+    energy = float((((n_first * first + n_second * second) / n) ** 2).sum())
+    if energy == 0.0:
+        return 0.0 if noise == 0.0 else float("inf")
+    return noise / energy
+
+
+def halves_variance(terms: list[torch.Tensor]) -> float:
+    """FwdLLM's split of the per-perturbation terms into a first and a second half, measured scale-free."""
     half = len(terms) // 2
-    first = torch.stack(terms[:half]).mean(0)
-    second = torch.stack(terms[half:]).mean(0)
-    return float(torch.var(torch.stack([first, second]), dim=0).mean())
+    if half == 0:
+        return float("inf")
+    first, second = torch.stack(terms[:half]).mean(0), torch.stack(terms[half:]).mean(0)
+    return relative_spread(first, second, half, len(terms) - half)
 
 
 class FwdGradOptions(ZerothOrderOptions):

@@ -42,12 +42,13 @@ def forward(model, batch: dict, objective: str, label_token_ids: list[int] | Non
     logits = call_model(model, batch).logits
     # prompt tuning prepends virtual tokens: their positions come first and predict no label
     logits = logits[:, logits.shape[1] - batch["labels"].shape[1]:, :]
-    shift_logits = logits[:, :-1, :].float()
     shift_labels = batch["labels"][:, 1:]
-    n_tokens = int((shift_labels != -100).sum())
-    loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                           ignore_index=-100, reduction="sum") / max(n_tokens, 1)
-    return loss, logits, n_tokens
+    # only the labelled positions: prompt and padding rows of the vocabulary-wide softmax cost as much as the
+    # answer's, in every backward and in every direction of a forward gradient
+    rows, cols = (shift_labels != -100).nonzero(as_tuple=True)
+    picked = logits[:, :-1, :][rows, cols].float()
+    loss = F.cross_entropy(picked, shift_labels[rows, cols], reduction="sum") / max(len(rows), 1)
+    return loss, logits, len(rows)
 
 
 def predictions(logits: torch.Tensor, objective: str) -> list:
