@@ -91,15 +91,24 @@ class BlockView:
             hidden = self.run_block(i, hidden, inputs)
         return hidden
 
-    def final(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Final norm + head. Classifiers pool (first token for BERT, last real token for Llama)."""
+    def final(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None,
+              vocab_ids: list[int] | None = None) -> torch.Tensor:
+        """Final norm + head. Classifiers pool (first token for BERT, last real token for Llama).
+
+        `vocab_ids`: an LM head's logits for these tokens only (a verbalizer reads two of SmolLM2's 49,152:
+        the whole product and its backward were a third of PAC's cached step on a CPU)."""
         if self.family == "llama":
             hidden = self.core.norm(hidden)
             if self.is_classifier:
                 last = (attention_mask.sum(1) - 1) if attention_mask is not None else \
                     torch.full((hidden.shape[0],), hidden.shape[1] - 1, device=hidden.device)
-                hidden = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-            return self.head(hidden)
+                return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
+            if vocab_ids is None:
+                return self.head(hidden)
+            if isinstance(self.head, torch.nn.Linear):
+                bias = self.head.bias[vocab_ids] if self.head.bias is not None else None
+                return torch.nn.functional.linear(hidden, self.head.weight[vocab_ids], bias)
+            return self.head(hidden)[..., vocab_ids]
         if self.is_classifier:
             pooled = self.core.pooler(hidden) if self.core.pooler is not None else hidden[:, 0]
             return self.head(self.base.dropout(pooled))

@@ -30,8 +30,10 @@ def call_model(model, batch: dict, **extra):
 def forward(model, batch: dict, objective: str, label_token_ids: list[int] | None = None):
     """(mean loss, logits used for predictions, token count) for one batch."""
     if objective == "verbalize":
-        logits = call_model(model, batch, logits_to_keep=1).logits[:, -1, :]
-        logits = logits[:, label_token_ids]
+        if getattr(model, "accepts_vocab_ids", False):  # the label words' logits only, not the whole vocabulary
+            logits = call_model(model, batch, logits_to_keep=1, vocab_ids=label_token_ids).logits[:, -1, :]
+        else:
+            logits = call_model(model, batch, logits_to_keep=1).logits[:, -1, :][:, label_token_ids]
         return F.cross_entropy(logits, batch["label"]), logits, len(batch["label"])
     if objective in ("classify", "regress"):
         logits = call_model(model, batch).logits

@@ -541,3 +541,30 @@ def test_channel_norm_cached_and_uncached_runs_measure_the_same_statistics(tiny_
         fitted[cache] = (train(model, method, feat, t, epochs=2)[1].losses, model.side.tap_scale.clone())
     assert torch.allclose(fitted["memory"][1], fitted["off"][1], rtol=1e-4)
     assert torch.allclose(torch.tensor(fitted["memory"][0]), torch.tensor(fitted["off"][0]), rtol=1e-4, atol=1e-5)
+
+
+def test_the_verbalizer_reads_the_label_words_logits_only_and_the_same_values(tiny_llama):
+    """forward(vocab_ids=) gives the LM head's logits for the label words alone: the loss, the gradients of the
+    side network and the predictions equal those from the whole vocabulary's logits."""
+    from edgeft.train.objective import forward
+
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"dropout": 0.0})
+    batch = feat.collate(feat.encode(t.train[:6]))
+    labels = feat.label_token_ids
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    subset = model(**inputs, logits_to_keep=1, vocab_ids=labels).logits
+    whole = model(**inputs, logits_to_keep=1).logits
+    assert subset.shape[-1] == len(labels) < whole.shape[-1]
+    assert torch.allclose(subset, whole[..., labels], atol=1e-6)
+
+    def grads(m):
+        m.zero_grad(set_to_none=True)
+        loss = forward(m, batch, "verbalize", labels)[0]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters() if p.requires_grad]
+
+    loss_subset, g_subset = grads(model)
+    model.accepts_vocab_ids = False  # the objective's other branch: whole vocabulary, then the label columns
+    loss_whole, g_whole = grads(model)
+    assert torch.allclose(loss_subset, loss_whole, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_subset, g_whole))

@@ -41,6 +41,7 @@ class PacOutput:
 
 class PacModel(nn.Module):
     accepts_sample_ids = True
+    accepts_vocab_ids = True  # forward(vocab_ids=): the LM head's logits for those tokens only (a verbalizer)
 
     def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
@@ -357,7 +358,7 @@ class PacModel(nn.Module):
     # -- the HF call convention ---------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, logits_to_keep: int | None = None,
-                sample_ids: list | None = None, **unused) -> PacOutput:
+                sample_ids: list | None = None, vocab_ids: list[int] | None = None, **unused) -> PacOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         positions = self.positions
@@ -368,9 +369,12 @@ class PacModel(nn.Module):
             if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
                 if self.offload_backbone and not self._offload_given_up:
                     self.release_backbone()
-                return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep))  # set with the view
+                logits = self.cached_step(idx, attention_mask, logits_to_keep)  # set with the view
+                if vocab_ids is not None and self.task_head is None:
+                    logits = logits[..., vocab_ids]
+                return PacOutput(logits=logits)
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
-        return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep))
+        return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep, vocab_ids))
 
     def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None) -> torch.Tensor:
         """Logits of the view's samples `idx` (training: the cached path's positions)."""
@@ -378,8 +382,9 @@ class PacModel(nn.Module):
         return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep)
 
     def logits_from_taps(self, taps: torch.Tensor, attention_mask: torch.Tensor, positions: Positions,
-                         logits_to_keep: int | None) -> torch.Tensor:
-        """The side network over tapped outputs (B, P, n_taps, H), then the task head or the frozen LM head."""
+                         logits_to_keep: int | None, vocab_ids: list[int] | None = None) -> torch.Tensor:
+        """The side network over tapped outputs (B, P, n_taps, H), then the task head or the frozen LM head
+        (its logits for `vocab_ids` only, when given)."""
         side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
         hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
         if self.task_head is not None:
@@ -388,7 +393,7 @@ class PacModel(nn.Module):
             return self.task_head(pooled[:, 0])
         if logits_to_keep and positions == "all":
             hidden = hidden[:, -int(logits_to_keep):]
-        return self.view.final(hidden)
+        return self.view.final(hidden, vocab_ids=vocab_ids)
 
     def head_input(self, hidden: torch.Tensor) -> torch.Tensor:
         """What the task head reads. A Llama block's output is the raw residual stream (a few outlier channels
