@@ -68,10 +68,13 @@ class CachedStep:
         self.failed: str | None = None
         self.replays = 0
 
-    def __call__(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None) -> torch.Tensor:
+    def __call__(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
+                 vocab_ids: list[int] | None = None) -> torch.Tensor:
+        """Logits of the view's samples `idx`; with `vocab_ids`, the LM head's logits for those tokens only (the
+        bucketed steps compute the whole head inside their graph and pick the tokens after it)."""
         b, t = attention_mask.shape
         if not self.bucket:
-            return self.model.view_logits(idx, attention_mask, logits_to_keep)
+            return self.model.view_logits(idx, attention_mask, logits_to_keep, vocab_ids)
         width = bucket_length(t, self.bucket)
         mask = pad_left(attention_mask, width)
         self.full_batch = max(self.full_batch, b)
@@ -85,6 +88,8 @@ class CachedStep:
             logits = self.model.view_logits(idx, mask, logits_to_keep)
         if logits.dim() == 3 and not logits_to_keep and width > t:
             logits = logits[:, width - t:]  # every position's logits: drop the bucket's padding again
+        if vocab_ids is not None and self.model.task_head is None:
+            logits = logits[..., vocab_ids]
         return logits
 
     def _graph(self, b: int, width: int, logits_to_keep, idx, mask):

@@ -369,17 +369,15 @@ class PacModel(nn.Module):
             if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
                 if self.offload_backbone and not self._offload_given_up:
                     self.release_backbone()
-                logits = self.cached_step(idx, attention_mask, logits_to_keep)  # set with the view
-                if vocab_ids is not None and self.task_head is None:
-                    logits = logits[..., vocab_ids]
-                return PacOutput(logits=logits)
+                return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep, vocab_ids))
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
         return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep, vocab_ids))
 
-    def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None) -> torch.Tensor:
+    def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
+                    vocab_ids: list[int] | None = None) -> torch.Tensor:
         """Logits of the view's samples `idx` (training: the cached path's positions)."""
         taps = self.device_view.taps(idx, attention_mask)
-        return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep)
+        return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep, vocab_ids)
 
     def logits_from_taps(self, taps: torch.Tensor, attention_mask: torch.Tensor, positions: Positions,
                          logits_to_keep: int | None, vocab_ids: list[int] | None = None) -> torch.Tensor:
