@@ -78,7 +78,8 @@ def test_pair_features_are_the_cosine_pieces():
     f = pair_features(h, mask, types)
     u = h[0, :2].mean(0)
     v = h[0, 2:4].mean(0)
-    assert torch.allclose(f[0, 8:].sum(), torch.cosine_similarity(u, v, dim=0), atol=1e-5)
+    assert torch.allclose(f[0, 8:].sum() / 8, torch.cosine_similarity(u, v, dim=0), atol=1e-5)
+    assert torch.allclose(f[0, :8], (u / u.norm() - v / v.norm()).abs() * 8 ** 0.5, atol=1e-5)
     assert f.shape == (2, 16)
 
 
@@ -104,6 +105,8 @@ def test_trains_evaluates_saves_and_reloads(tmp_path, tiny_bert, mode):
     with torch.no_grad():
         want = model(batch["input_ids"], batch["attention_mask"], token_type_ids=batch["token_type_ids"]).logits
     assert torch.isfinite(want).all()
+    with torch.no_grad():  # no token types (bench/pac_vs_baselines.py's warm-up call): one segment, as BERT reads it
+        assert torch.isfinite(model(batch["input_ids"], batch["attention_mask"]).logits).all()
     fresh = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=t.num_labels,
                           problem_type="regression")
     loaded = method.load(fresh, t, tmp_path / "a").eval()

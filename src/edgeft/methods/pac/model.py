@@ -366,6 +366,8 @@ class PacModel(nn.Module):
                 sample_ids: list | None = None, **unused) -> PacOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None and self.pair_encoding != "joint":
+            token_type_ids = torch.zeros_like(input_ids)  # BERT's own default: one segment
         positions = self.positions
         if positions == "last" and not logits_to_keep and self.task_head is None:
             positions = "all"  # every position's logits were asked for: the side network is per token, so it can
@@ -512,13 +514,15 @@ def merge_pair(first: torch.Tensor, second: torch.Tensor, attention_mask: torch.
 
 
 def pair_features(hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T, H) -> (B, 2H): [|u-v|, u*v] of the two segments' L2-normalised mean vectors u, v (the sum of u*v is
-    their cosine, what a bi-encoder's similarity is)."""
+    """(B, T, H) -> (B, 2H): [|u-v| sqrt(H), u*v H] of the two segments' L2-normalised mean vectors u, v. The sum of
+    u*v is their cosine, what a bi-encoder's similarity is; the scales make each feature O(1), like the LayerNormed
+    state a joint head reads (unscaled, u*v's entries are ~1/H and a fresh head barely moves in 3 epochs)."""
     real = attention_mask.to(hidden.dtype)
     b = real * token_type_ids.to(hidden.dtype)
     means = [(hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0) for m in (real - b, b)]
     u, v = (torch.nn.functional.normalize(x, dim=-1) for x in means)
-    return torch.cat([(u - v).abs(), u * v], dim=-1)
+    h = hidden.shape[-1]
+    return torch.cat([(u - v).abs() * h ** 0.5, u * v * h], dim=-1)
 
 
 def _capture(store: dict, index: int, mask: torch.Tensor | None = None, positions: Positions = "all"):
