@@ -10,7 +10,7 @@ import torch
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
-from edgeft.methods import get_method
+from edgeft.methods import METHODS, get_method
 from edgeft.methods.pac.cache import CacheKey
 from edgeft.methods.pac.model import pair_features
 from edgeft.models import load_backbone
@@ -30,8 +30,29 @@ def _prepare(path, head, t, options=None):
     return bb, method, method.prepare(bb, t)
 
 
-def test_default_is_joint():
-    assert get_method("pac", {}).options.pair_encoding == "joint"
+def test_the_default_resolves_per_family_and_task(tiny_bert, tiny_llama, monkeypatch):
+    """auto: siamese for a pair with random side layers on an encoder (the rule's choice on MiniLM-L6's held-out
+    rows), joint on a causal LM and where the side layers are copies (pair classification)."""
+    assert get_method("pac", {}).options.pair_encoding == "auto"
+    assert _prepare(tiny_bert, "sequence_classification", _task("stsb"))[2].pair_encoding == "siamese"
+    assert _prepare(tiny_bert, "sequence_classification", _task("mrpc"))[2].pair_encoding == "joint"
+    assert _prepare(tiny_bert, "sequence_classification", _task("sst2"))[2].pair_encoding == "joint"
+    assert _prepare(tiny_llama, "sequence_classification", _task("stsb"))[2].pair_encoding == "joint"
+    assert _prepare(tiny_bert, "sequence_classification", _task("stsb"), {"pair_encoding": "joint"})[2] \
+        .pair_encoding == "joint"
+    monkeypatch.setattr(METHODS["pac"], "encoder_pair_encoding", "segments")  # auto follows the class default
+    assert _prepare(tiny_bert, "sequence_classification", _task("stsb"))[2].pair_encoding == "segments"
+
+
+def test_an_adapter_saved_before_the_option_reloads_joint_under_auto(tmp_path, tiny_bert):
+    t = _task("stsb")
+    bb, method, model = _prepare(tiny_bert, "sequence_classification", t, {"pair_encoding": "joint"})
+    method.save(model, tmp_path / "a")
+    spec = json.loads((tmp_path / "a" / "pac.json").read_text())
+    del spec["pair_encoding"]  # as written before pair_encoding existed
+    (tmp_path / "a" / "pac.json").write_text(json.dumps(spec))
+    fresh = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=1, problem_type="regression")
+    assert get_method("pac", {"cache_dtype": "fp32", "width": 16}).load(fresh, t, tmp_path / "a").pair_encoding == "joint"
 
 
 @pytest.mark.parametrize("mode", ["segments", "siamese"])
@@ -65,7 +86,7 @@ def test_siamese_encodes_each_segment_on_its_own(tiny_bert):
             want = model.run_backbone(alone["input_ids"], alone["attention_mask"], alone["token_type_ids"], "all")
             assert torch.allclose(got[row, where], want[0, skip:], atol=1e-5), (row, text)
     # the joint encoding mixes the segments (the test can fail)
-    joint = _prepare(tiny_bert, "sequence_classification", t, {"cache": "off"})[2]
+    joint = _prepare(tiny_bert, "sequence_classification", t, {"cache": "off", "pair_encoding": "joint"})[2]
     mixed = joint.tapped(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
     b_pos = enc["attention_mask"][0].bool() & enc["token_type_ids"][0].bool()
     assert not torch.allclose(mixed[0, b_pos], got[0, b_pos], atol=1e-3)
