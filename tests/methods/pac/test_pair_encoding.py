@@ -40,6 +40,11 @@ def test_the_default_resolves_per_family_and_task(tiny_bert, tiny_llama, monkeyp
     assert _prepare(tiny_llama, "sequence_classification", _task("stsb"))[2].pair_encoding == "joint"
     assert _prepare(tiny_bert, "sequence_classification", _task("stsb"), {"pair_encoding": "joint"})[2] \
         .pair_encoding == "joint"
+    for strategy in ("hybrid", "split", "deft"):  # they run the backbone stage by stage and pool themselves
+        bb = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=1, problem_type="regression")
+        method = get_method("pac", {"cache_dtype": "fp32", "width": 16})
+        method.run_blockwise(strategy)
+        assert method.prepare(bb, _task("stsb")).pair_encoding == "joint"
     monkeypatch.setattr(METHODS["pac"], "encoder_pair_encoding", "segments")  # auto follows the class default
     assert _prepare(tiny_bert, "sequence_classification", _task("stsb"))[2].pair_encoding == "segments"
 

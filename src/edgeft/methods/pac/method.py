@@ -201,9 +201,10 @@ class PAC(Method):
     def pair_encoding_for(self, task, backbone, side_init: str) -> str:
         """The pair_encoding option (auto: encoder_pair_encoding) where it applies (a sentence pair on a BERT backbone
         with a task head, and side layers that are not copies of the backbone's blocks, which attend across the joint
-        sequence), else joint."""
+        sequence), else joint. Under the block-wise strategies always joint: they run the backbone stage by stage
+        and pool the task head's input themselves (runtime/strategies/hybrid.py)."""
         o = self.options
-        applies = (getattr(task, "is_pair", False) and backbone.arch.family == "bert"
+        applies = (getattr(task, "is_pair", False) and backbone.arch.family == "bert" and not self.blockwise
                    and backbone.head == "sequence_classification" and side_init == "random")
         if not applies:
             return "joint"
