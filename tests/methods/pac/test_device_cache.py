@@ -17,7 +17,9 @@ from test_pac_model import CASES, setup
 
 
 def _run(path, head, task, options, epochs=3, device="cpu"):
-    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", **options}, task=task, max_length=16)
+    # the device view serves the joint encoding; a pair read as two segments does not pack (test_pair_encoding.py)
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "pair_encoding": "joint", **options}, task=task,
+                                       max_length=16)
     model = method.place(model, device)
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device)
     result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
@@ -52,7 +54,8 @@ def test_auto_keeps_the_cache_path_on_cpu(tiny_llama):
 @pytest.mark.parametrize("family,head,task", CASES)
 def test_length_buckets_give_the_same_loss_and_gradients(family, head, task, tiny_llama, tiny_bert):
     path = tiny_llama if family == "llama" else tiny_bert
-    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "device_cache": "on", "dropout": 0.0},
+    t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "device_cache": "on", "dropout": 0.0,
+                                                    "pair_encoding": "joint"},
                                        task=task, max_length=16)
     feats = feat.encode(t.train)
     model.fill_cache(feats, feat.collate)
@@ -130,4 +133,15 @@ def test_fill_batch_packs_after_the_first_epoch(tiny_llama):
     base, ref = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "off"})
     model, got = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "on"})
     assert model.device_view is not None and len(model.device_view) == 24
+    assert got.losses == ref.losses
+
+
+def test_a_pair_read_as_segments_does_not_pack_and_trains_as_the_cache(tiny_bert):
+    """The packed view's step has no token types, which the segment-pooled head needs: device_cache=on falls back
+    to reading the cache, with the same losses."""
+    ref_model, ref = _run(tiny_bert, "sequence_classification", "stsb",
+                          {"pair_encoding": "siamese", "dropout": 0.0, "device_cache": "off"})
+    model, got = _run(tiny_bert, "sequence_classification", "stsb",
+                      {"pair_encoding": "siamese", "dropout": 0.0, "device_cache": "on"})
+    assert model.pair_encoding == "siamese" and model.device_view is None
     assert got.losses == ref.losses

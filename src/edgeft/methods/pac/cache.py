@@ -41,10 +41,13 @@ class CacheKey:
     positions: str  # which positions are kept: last | first | mean | all
     hidden: int
     dtype: CacheDtype
+    encoding: str = "joint"  # siamese: each segment of a pair encoded on its own (PacOptions.pair_encoding)
 
     def fields(self) -> dict:
         d = asdict(self)
         d["taps"] = list(self.taps)
+        if d["encoding"] == "joint":
+            del d["encoding"]  # the keys (and disk-cache folders) of every cache made before the field existed
         return d
 
     @property

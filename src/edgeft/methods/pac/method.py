@@ -57,6 +57,15 @@ class PacOptions(MethodOptions):
         "final", description="task head (classifier/regression): final = it reads the state through the backbone's "
                             "frozen final norm, as the backbone's own classifier does (Llama; BERT's block output "
                             "is normalised already); none = the raw last-block state plus the side output")
+    pair_encoding: Literal["auto", "joint", "segments", "siamese"] = Field(
+        "auto", description="a sentence pair on an encoder (BERT) with a task head, where the side layers are not "
+                            "copies: auto = PAC.encoder_pair_encoding (siamese: chosen on held-out training rows, "
+                            "MiniLM-L6); joint = one sequence, the segments attend to each other, the head reads the "
+                             "mean over all tokens; segments = the same encoding, the head reads the two segments' "
+                             "L2-normalised means u, v as [|u-v|, u*v]; siamese = the frozen backbone encodes each "
+                             "segment on its own (attention within the segment, positions restarting, token type 0), "
+                             "as a bi-encoder such as all-MiniLM-L6-v2 was trained, and the head reads [|u-v|, u*v]. "
+                             "Elsewhere joint (docs/benchmarks_pac.md, 'pair_encoding')")
     # the activation cache
     cache_positions: Literal["auto", "all"] = Field(
         "auto", description="auto: only the positions the side network needs; all: every real token")
@@ -122,6 +131,11 @@ class PAC(Method):
     # bench/quality.py gives PAC this budget too.
     default_epochs = None
     causal_lm_epochs = 6
+    # How a sentence pair on an encoder (BERT) with a task head and random side layers is read (pair_encoding=auto):
+    # the quality suite's rule on held-out training rows (MiniLM-L6, six tasks, 3 train seeds) chose siamese: the
+    # frozen bi-encoder reads each sentence on its own, as it was trained (STS-B 82.0 against 75.2 joint; the other
+    # five cells unchanged). Causal LMs (and pair classification, whose side layers are copies) stay joint.
+    encoder_pair_encoding = "siamese"
     Options = PacOptions
     priced_as = "pac"
     supports_blockwise = True
@@ -184,6 +198,18 @@ class PAC(Method):
             return "random", why
         return "backbone", "auto: a sentence-pair classification task"
 
+    def pair_encoding_for(self, task, backbone, side_init: str) -> str:
+        """The pair_encoding option (auto: encoder_pair_encoding) where it applies (a sentence pair on a BERT backbone
+        with a task head, and side layers that are not copies of the backbone's blocks, which attend across the joint
+        sequence), else joint. Under the block-wise strategies always joint: they run the backbone stage by stage
+        and pool the task head's input themselves (runtime/strategies/hybrid.py)."""
+        o = self.options
+        applies = (getattr(task, "is_pair", False) and backbone.arch.family == "bert" and not self.blockwise
+                   and backbone.head == "sequence_classification" and side_init == "random")
+        if not applies:
+            return "joint"
+        return self.encoder_pair_encoding if o.pair_encoding == "auto" else o.pair_encoding
+
     @classmethod
     def default_epochs_for(cls, family: str | None) -> int | None:
         """causal_lm_epochs on a Llama-family backbone; elsewhere default_epochs (None: TrainConfig's)."""
@@ -203,21 +229,22 @@ class PAC(Method):
         """The backbone pass is timed without the cache, the cached step with an in-memory one."""
         return {**options, "cache": "memory" if cached else "off"}
 
-    def prepare(self, backbone, task, side_init: str | None = None) -> PacModel:
-        """The PAC model for this backbone and task. side_init: the resolved value to build with (load passes the
-        saved one); None resolves the option (side_init_for)."""
+    def prepare(self, backbone, task, side_init: str | None = None, pair_encoding: str | None = None) -> PacModel:
+        """The PAC model for this backbone and task. side_init, pair_encoding: the resolved values to build with (load
+        passes the saved ones); None resolves the options (side_init_for, pair_encoding_for)."""
         o = self.options
         objective = objective_for(task, backbone.head)
         view = backbone.view
         taps = parse_taps(o.taps, view.num_blocks)
-        positions, head_pool = positions_for(objective, backbone.arch.family, o.pool,
-                                             o.heads > 0 or o.cache_positions == "all")
         hidden = backbone.arch.hidden_size
         width = o.width or max(8, hidden // o.reduction)
         if side_init is None:
             side_init, why = self.side_init_for(task, view.num_blocks, backbone.arch.family, hidden)
         else:
             why = "the saved adapter's"
+        pair = pair_encoding or self.pair_encoding_for(task, backbone, side_init)
+        positions, head_pool = positions_for(objective, backbone.arch.family, o.pool,
+                                             o.heads > 0 or o.cache_positions == "all" or pair != "joint")
         copies = {}
         if side_init == "backbone":
             obstacle = copy_obstacle(backbone.arch.family, width, hidden, view.num_blocks, o.side_layers)
@@ -233,14 +260,16 @@ class PAC(Method):
                                 side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers,
                                 tap_norm=o.tap_norm, **copies)
         head = None
-        if backbone.head == "sequence_classification":
-            head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden, task.num_labels))
+        if backbone.head == "sequence_classification":  # a pair read as segments: [|u-v|, u*v] (2 x hidden)
+            head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden * (1 if pair == "joint" else 2),
+                                                                  task.num_labels))
         cache = None
         if o.cache != "off":
             max_length = task.config.max_length if getattr(task, "config", None) is not None else None
             key = CacheKey(backbone=backbone.identity, tokenizer=tokenizer_fingerprint(backbone.tokenizer),
                            weights=weights_fingerprint(view, taps), taps=taps,
-                           max_length=max_length, positions=positions, hidden=hidden, dtype=o.cache_dtype)
+                           max_length=max_length, positions=positions, hidden=hidden, dtype=o.cache_dtype,
+                           encoding="siamese" if pair == "siamese" else "joint")
             directory = None
             if o.cache == "disk":
                 directory = Path(o.cache_dir).expanduser() if o.cache_dir else edgeft_home() / "pac-cache" / key.fingerprint
@@ -250,7 +279,7 @@ class PAC(Method):
         model = PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
                          cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone,
                          fill=o.fill, stream_mb=o.stream_mb, stream_batch=o.stream_batch,
-                         head_pool=head_pool, head_norm=o.head_norm)
+                         head_pool=head_pool, head_norm=o.head_norm, pair_encoding=pair)
         model.backbone_identity = backbone.identity
         model.side_init_why = why
         return model
@@ -281,7 +310,8 @@ class PAC(Method):
                 "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
                 "side_init": "random" if side.copies is None else "backbone", "tap_norm": side.tap_norm,
                 "heads": model.side.heads, "head_pool": model.head_pool,
-                "task_head": model.task_head is not None, "head_norm": model.head_norm}
+                "task_head": model.task_head is not None, "head_norm": model.head_norm,
+                "pair_encoding": model.pair_encoding}
 
     def save(self, model: PacModel, out_dir: Path) -> None:
         """pac.safetensors (side network + task head) and pac.json (its shape and the backbone it belongs to)."""
@@ -302,11 +332,13 @@ class PAC(Method):
         saved.setdefault("tap_norm", "token")
         old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
         saved.setdefault("head_norm", "none")
+        saved.setdefault("pair_encoding", "joint")  # saved before the option existed
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")
-        # side_init=auto rebuilds what was saved (its resolved value); an explicit value must match it
-        model = self.prepare(backbone, task, saved["side_init"] if self.options.side_init == "auto" else None)
+        # auto (side_init, pair_encoding) rebuilds what was saved (its resolved value); an explicit value must match it
+        model = self.prepare(backbone, task, saved["side_init"] if self.options.side_init == "auto" else None,
+                             saved["pair_encoding"] if self.options.pair_encoding == "auto" else None)
         if old_head:
             model.head_norm = "none"
         now = self.spec(model)

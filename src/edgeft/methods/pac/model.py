@@ -47,7 +47,7 @@ class PacModel(nn.Module):
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
                  cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False,
                  head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0, stream_batch: int = 64,
-                 head_norm: str = "none"):
+                 head_norm: str = "none", pair_encoding: str = "joint"):
         super().__init__()
         self.backbone = backbone_model
         for p in self.backbone.parameters():
@@ -58,6 +58,7 @@ class PacModel(nn.Module):
         self.taps, self.positions = tuple(taps), positions
         self.head_pool = head_pool  # how a task head pools when every position is tapped
         self.head_norm = head_norm  # "final": the task head reads the backbone's frozen final norm of the state
+        self.pair_encoding = pair_encoding  # joint | segments | siamese (PacOptions.pair_encoding, as resolved)
         self.side, self.task_head = side, task_head
         self.cache, self.cache_dtype, self.cache_eval = cache, cache_dtype, cache_eval
         self.offload_backbone = offload_backbone
@@ -152,7 +153,7 @@ class PacModel(nn.Module):
     @torch.no_grad()
     def run_backbone(self, input_ids, attention_mask, token_type_ids, positions: Positions) -> torch.Tensor:
         """(B, P, n_taps, H) tapped block outputs at the kept positions, without autograd."""
-        if self.fill == "stream":
+        if self.fill == "stream" or self.pair_encoding == "siamese":  # _blockwise encodes the segments apart
             outs: list[torch.Tensor] = []
             self._blockwise([(input_ids, attention_mask, token_type_ids)], positions,
                             lambda m, j, taps: outs.append(taps))
@@ -183,16 +184,19 @@ class PacModel(nn.Module):
         view = self.view
         lend = self._host.lent if self._host is not None else (lambda module: nullcontext())
         embed = view.embedding
+        siamese = self.pair_encoding == "siamese"  # each segment of a pair through the backbone as a sentence
+        runs = [split_pair(*inp) if siamese else [inp] for inp in micro]
         with lend(embed):
-            hidden = [view.embed(ids, mask, types) for ids, mask, types in micro]
-        inputs = [view.block_inputs(h, mask) for h, (_, mask, _) in zip(hidden, micro)]
+            hidden = [[view.embed(*inp) for inp in run] for run in runs]
+        inputs = [[view.block_inputs(h, inp[1]) for h, inp in zip(hs, run)] for hs, run in zip(hidden, runs)]
         tap_of = {t: j for j, t in enumerate(self.taps)}
         for i in range(self.taps[-1] + 1):
             with lend(view.blocks[i]):
-                for m, (_, mask, _) in enumerate(micro):
-                    hidden[m] = view.run_block(i, hidden[m], inputs[m])
+                for m, (_, mask, types) in enumerate(micro):
+                    hidden[m] = [view.run_block(i, h, kw) for h, kw in zip(hidden[m], inputs[m])]
                     if i in tap_of:
-                        on_tap(m, tap_of[i], select(hidden[m], mask, positions))
+                        out = merge_pair(*hidden[m], mask, types) if siamese else hidden[m][0]
+                        on_tap(m, tap_of[i], select(out, mask, positions))
         self.backbone_calls += len(micro)
 
     def fill_cache(self, feats: list[dict], collate) -> int:
@@ -242,6 +246,8 @@ class PacModel(nn.Module):
         """
         if self.cache is None or mode == "off" or self.device_view is not None:
             return self.device_view is not None
+        if self.pair_encoding != "joint":
+            return False  # the packed view's step has no token types, which a segment-pooled head needs
         device = self.device
         if mode == "auto" and device.type != "cuda":
             return False
@@ -361,6 +367,8 @@ class PacModel(nn.Module):
                 sample_ids: list | None = None, vocab_ids: list[int] | None = None, **unused) -> PacOutput:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None and self.pair_encoding != "joint":
+            token_type_ids = torch.zeros_like(input_ids)  # BERT's own default: one segment
         positions = self.positions
         if positions == "last" and not logits_to_keep and self.task_head is None:
             positions = "all"  # every position's logits were asked for: the side network is per token, so it can
@@ -371,20 +379,26 @@ class PacModel(nn.Module):
                     self.release_backbone()
                 return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep, vocab_ids))
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
-        return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep, vocab_ids))
+        return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep, token_type_ids,
+                                                      vocab_ids))
 
     def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
                     vocab_ids: list[int] | None = None) -> torch.Tensor:
         """Logits of the view's samples `idx` (training: the cached path's positions)."""
         taps = self.device_view.taps(idx, attention_mask)
-        return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep, vocab_ids)
+        return self.logits_from_taps(taps, attention_mask, self.positions, logits_to_keep, vocab_ids=vocab_ids)
 
     def logits_from_taps(self, taps: torch.Tensor, attention_mask: torch.Tensor, positions: Positions,
-                         logits_to_keep: int | None, vocab_ids: list[int] | None = None) -> torch.Tensor:
+                         logits_to_keep: int | None, token_type_ids: torch.Tensor | None = None,
+                         vocab_ids: list[int] | None = None) -> torch.Tensor:
         """The side network over tapped outputs (B, P, n_taps, H), then the task head or the frozen LM head
         (its logits for `vocab_ids` only, when given)."""
         side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
         hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
+        if self.task_head is not None and self.pair_encoding != "joint":
+            if token_type_ids is None:
+                raise ModelError(f"pair_encoding={self.pair_encoding} needs the pair's token_type_ids.")
+            return self.task_head(pair_features(self.head_input(hidden), attention_mask, token_type_ids))
         if self.task_head is not None:
             hidden = self.head_input(hidden)
             pooled = select(hidden, attention_mask, self.head_pool) if positions == "all" else hidden
@@ -473,6 +487,47 @@ class PacModel(nn.Module):
         if self.task_head is not None:
             state.update({f"task_head.{k}": v for k, v in self.task_head.state_dict().items()})
         return state
+
+
+def split_pair(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> list[tuple]:
+    """A BERT pair batch ([CLS] a [SEP] b [SEP]) as two sentence batches: [CLS] a [SEP] (the pair's first segment,
+    a prefix, with segment b masked out) and [CLS] b [SEP] (the [CLS] copied, b's tokens moved to the front),
+    token type 0 for both, as a bi-encoder reads each sentence. merge_pair puts the outputs back in the pair's layout."""
+    second = attention_mask.bool() & token_type_ids.bool()
+    first = attention_mask.bool() & ~token_type_ids.bool()
+    lens = second.sum(1)
+    cols = torch.arange(int(lens.max()) + 1, device=input_ids.device)[None, :]
+    dest = (cols >= 1) & (cols <= lens[:, None])
+    ids_b = torch.zeros(len(input_ids), cols.shape[1], dtype=input_ids.dtype, device=input_ids.device)
+    ids_b[:, 0] = input_ids.gather(1, first.long().argmax(1, keepdim=True))[:, 0]  # the pair's [CLS]
+    ids_b[dest] = input_ids[second]
+    mask_b = (cols <= lens[:, None]).to(attention_mask.dtype)
+    zeros = torch.zeros_like(token_type_ids)
+    return [(input_ids, first.to(attention_mask.dtype), zeros), (ids_b, mask_b, torch.zeros_like(ids_b))]
+
+
+def merge_pair(first: torch.Tensor, second: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor) -> torch.Tensor:
+    """The two sentence runs of split_pair (B, T, H) and (B, T2, H) -> the pair's layout (B, T, H): segment a's
+    positions from the first run, segment b's from the second (its [CLS] dropped)."""
+    second_pos = attention_mask.bool() & token_type_ids.bool()
+    lens = second_pos.sum(1)
+    cols = torch.arange(second.shape[1], device=second.device)[None, :]
+    out = first.clone()
+    out[second_pos] = second[(cols >= 1) & (cols <= lens[:, None])]
+    return out
+
+
+def pair_features(hidden: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T, H) -> (B, 2H): [|u-v| sqrt(H), u*v H] of the two segments' L2-normalised mean vectors u, v. The sum of
+    u*v is their cosine, what a bi-encoder's similarity is; the scales make each feature O(1), like the LayerNormed
+    state a joint head reads (unscaled, u*v's entries are ~1/H and a fresh head barely moves in 3 epochs)."""
+    real = attention_mask.to(hidden.dtype)
+    b = real * token_type_ids.to(hidden.dtype)
+    means = [(hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0) for m in (real - b, b)]
+    u, v = (torch.nn.functional.normalize(x, dim=-1) for x in means)
+    h = hidden.shape[-1]
+    return torch.cat([(u - v).abs() * h ** 0.5, u * v * h], dim=-1)
 
 
 def _capture(store: dict, index: int, mask: torch.Tensor | None = None, positions: Positions = "all"):
