@@ -367,9 +367,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.pick:
         choice = pick(json.loads(Path(args.pick).read_text()), args.margin)
-        print(json.dumps(choice, indent=2))
-        if args.pick_out:
+        if args.pick_out:  # the file first: a closed pipe on stdout (`| head`) must not lose the choice
             Path(args.pick_out).write_text(json.dumps(choice, indent=2))
+        print(json.dumps(choice, indent=2))
         return
     run(args)
 
