@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the samples, the held-out split and random backbones stay on --seed")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR (full, lora, pac), repeatable")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's weight decay for every variant")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE, repeatable")
     p.add_argument("--lora-option", action="append", default=[], help="LoRA option KEY=VALUE, repeatable")
     p.add_argument("--taps", default=None, help="PAC tap set: all, every:K, or i,j,k (same as --pac-option taps=)")
@@ -218,7 +219,8 @@ def run_variant(variant: str, args) -> dict:
     trainable, total = parameter_counts(model)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
                       device=str(device), seed=train_seed, log_every=10**9, precision=args.precision,
-                      compile="off" if method_name == "pac" else args.compile, compile_bucket=args.compile_bucket)
+                      compile="off" if method_name == "pac" else args.compile, compile_bucket=args.compile_bucket,
+                      weight_decay=args.weight_decay)
     precision = Precision(args.precision, device)
     # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
     # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
@@ -259,6 +261,7 @@ def run_variant(variant: str, args) -> dict:
     final = evals[-1] if evals else {}
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
+        "weight_decay": args.weight_decay,
         # PAC's side_init as this run resolved it (the option may be auto) and why
         "side_init": method.spec(model)["side_init"] if method_name == "pac" else None,
         "side_init_why": getattr(model, "side_init_why", None),
@@ -430,6 +433,8 @@ def run(args) -> dict:
                 sub.train_seed = item["train_seed"]
             if "epochs" in item:  # PAC's cached epochs are cheap: a configuration may spend more of them
                 sub.epochs = item["epochs"]
+            if "weight_decay" in item:
+                sub.weight_decay = item["weight_decay"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
             results[name] = r = run_variant("pac_cache", sub)
@@ -483,6 +488,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--holdout", str(args.holdout)]
     if args.holdout_beyond:
         words += ["--holdout-beyond", str(args.holdout_beyond)]
+    if args.weight_decay:
+        words += ["--weight-decay", str(args.weight_decay)]
     if args.train_seed is not None:
         words += ["--train-seed", str(args.train_seed)]
     if args.threads:

@@ -60,7 +60,7 @@ def test_a_worker_gets_every_option_of_the_run():
              "d.jsonl", "--head", "classifier", "--text2-column", "b", "--train-samples", "7", "--dev-samples", "5",
              "--epochs", "3", "--batch-size", "4", "--eval-batch-size", "6", "--max-length", "20", "--seed", "2",
              "--train-seed", "3", "--variants", "lora", "--lr", "lora=0.1", "--pac-option", "width=8",
-             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--threads", "1",
+             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--weight-decay", "0.1", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
              "--compile-bucket", "32", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
     args = bench.parse_args(given)
