@@ -150,6 +150,25 @@ def test_last_stage_runs_a_per_token_head_on_the_kept_position_only():
     assert LogitsModel(spy, hidden[:, 0], per_token=False)(logits_to_keep=1).logits.shape == (2, 7)
 
 
+def test_last_stage_verbalizer_reads_the_label_words_logits_only(tiny_llama):
+    """The runtime's last-stage callables pass the objective's label words to BlockView.final, which projects onto
+    those rows of the LM head only: the same logits as the whole vocabulary's, at the label columns."""
+    from edgeft.models import load_backbone
+    from edgeft.runtime.strategies.common import HiddenModel
+    from edgeft.runtime.strategies.hybrid import LogitsModel
+    from edgeft.train.objective import forward
+
+    view = load_backbone(str(tiny_llama), head="causal_lm").view
+    hidden = torch.randn(3, 5, view.core.norm.weight.shape[0])
+    labels, ids = [4, 9], torch.zeros(3, 5, dtype=torch.long)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "label": torch.tensor([0, 1, 1])}
+    whole = view.final(hidden[:, -1:])[:, -1, labels]
+    for model in (LogitsModel(view.final, hidden, per_token=True), HiddenModel(view, view.num_blocks, hidden)):
+        assert model.accepts_vocab_ids
+        _, logits, _ = forward(model, batch, "verbalize", labels)
+        assert logits.shape == (3, 2) and torch.allclose(logits, whole, atol=1e-6)
+
+
 def test_cached_epochs_use_the_step_cost_measured_at_the_owners_rows():
     """A cached step is not linear in its rows (SmolLM2 PAC: 3 rows cost more than 4): where the cost is
     measured per row count, the prediction takes the busiest owner's rows from there, not from the line."""

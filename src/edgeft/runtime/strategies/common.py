@@ -112,18 +112,21 @@ def loss_units(batch: dict, objective: str) -> int:
 
 # -- model pieces -----------------------------------------------------------------------------------
 class HiddenModel:
-    """Model-like callable for objective.forward: runs blocks[start:] + final on received hidden states."""
+    """Model-like callable for objective.forward: runs blocks[start:] + final on received hidden states (an LM
+    head's logits for the label words only when the objective asks, `vocab_ids`)."""
 
     accepts_sample_ids = False
+    accepts_vocab_ids = True
 
     def __init__(self, view, start: int, hidden: torch.Tensor):
         self.view, self.start, self.hidden = view, start, hidden
 
-    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, logits_to_keep=None, **_):
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, logits_to_keep=None, vocab_ids=None,
+                 **_):
         h = self.view.run_blocks(self.hidden, self.start, self.view.num_blocks, attention_mask)
         if logits_to_keep and not self.view.is_classifier:  # a per-token head: only the positions kept
             h = h[:, -int(logits_to_keep):]
-        return SimpleNamespace(logits=self.view.final(h, attention_mask))
+        return SimpleNamespace(logits=self.view.final(h, attention_mask, vocab_ids=vocab_ids))
 
 
 def block_param_names(model, view, start: int, end: int, trainable_only: bool = True) -> list[str]:

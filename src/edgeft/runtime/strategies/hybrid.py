@@ -57,18 +57,22 @@ class LogitsModel:
     """Model-like callable for objective.forward on the last stage's output: `head(hidden)` gives logits.
     A per-token head (the LM head) runs on the positions the objective keeps only (`logits_to_keep`,
     as PacModel.forward does): the label-word objective reads one position, and the vocabulary
-    projection of every position was a third of a SmolLM2 step's work, thrown away."""
+    projection of every position was a third of a SmolLM2 step's work, thrown away. Of that position the LM
+    head computes the label words' logits only (`vocab_ids`, BlockView.final)."""
 
     accepts_sample_ids = False
+    accepts_vocab_ids = True
 
     def __init__(self, head, hidden, per_token: bool):
         self.head, self.hidden, self.per_token = head, hidden, per_token
 
-    def __call__(self, logits_to_keep=None, **_):
+    def __call__(self, logits_to_keep=None, vocab_ids=None, **_):
         h = self.hidden
-        if logits_to_keep and self.per_token:
+        if not self.per_token:  # a task head: its logits are the labels already
+            return SimpleNamespace(logits=self.head(h))
+        if logits_to_keep:
             h = h[:, -int(logits_to_keep):]
-        return SimpleNamespace(logits=self.head(h))
+        return SimpleNamespace(logits=self.head(h) if vocab_ids is None else self.head(h, vocab_ids=vocab_ids))
 
 
 class Hybrid(Strategy):
