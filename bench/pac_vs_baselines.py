@@ -78,6 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--holdout-beyond", type=int, default=None,
                    help="draw the held-out examples from outside the first N training samples (default: this run's "
                         "--train-samples), so runs of different sizes score on the same rows")
+    p.add_argument("--holdout-min-words", type=int, default=None,
+                   help="draw the held-out examples only from rows of at least this many words (text and text2): "
+                        "a validation split as long as the sentences a model meets after training on short rows")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16", "fp16"],
@@ -156,6 +159,11 @@ def random_backbone(size: str, tokenizer_from: str, seed: int, device):
                     arch=arch_of(cfg), head="causal_lm")
 
 
+def words_in(example: dict) -> int:
+    """Whitespace words of an example's input text(s)."""
+    return len(str(example.get("text", "")).split()) + len(str(example.get("text2") or "").split())
+
+
 def holdout_examples(task, args) -> list[dict]:
     """N training examples that are not among the ones trained on (seeded): a validation split for tuning."""
     import random
@@ -170,8 +178,11 @@ def holdout_examples(task, args) -> list[dict]:
                                     dev_file=args.dev_file, text2_column=args.text2_column))
     used = {e["id"] for e in task.train}
     rest = [e for e in whole.train if e["id"] not in used]
+    if args.holdout_min_words:
+        rest = [e for e in rest if words_in(e) >= args.holdout_min_words]
     if len(rest) < args.holdout:
-        raise SystemExit(f"--holdout {args.holdout}: only {len(rest)} training examples are left over.")
+        raise SystemExit(f"--holdout {args.holdout}: only {len(rest)} training examples are left over"
+                         f"{f' with at least {args.holdout_min_words} words' if args.holdout_min_words else ''}.")
     return random.Random(args.seed + 7919).sample(rest, args.holdout)
 
 
@@ -446,7 +457,9 @@ def run(args) -> dict:
         "meta": {"date": dt.date.today().isoformat(), "model": args.random_llama and f"random-llama-{args.random_llama}"
                  or args.model, "random_weights": bool(args.random_llama), "task": args.task,
                  "train_samples": args.train_samples, "dev_samples": args.dev_samples, "epochs": args.epochs,
-                 "scored_on": f"{args.holdout} held-out training examples" if args.holdout else "dev split",
+                 "scored_on": (f"{args.holdout} held-out training examples"
+                               + (f" of at least {args.holdout_min_words} words" if args.holdout_min_words else "")
+                               if args.holdout else "dev split"),
                  "batch_size": args.batch_size, "max_length": args.max_length, "seed": args.seed,
                  "precision": args.precision, "compile": args.compile, "compile_bucket": args.compile_bucket,
                  "train_seed": args.train_seed, "eval": args.eval,
@@ -488,6 +501,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--holdout", str(args.holdout)]
     if args.holdout_beyond:
         words += ["--holdout-beyond", str(args.holdout_beyond)]
+    if args.holdout_min_words:
+        words += ["--holdout-min-words", str(args.holdout_min_words)]
     if args.weight_decay:
         words += ["--weight-decay", str(args.weight_decay)]
     if args.train_seed is not None:

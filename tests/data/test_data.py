@@ -121,3 +121,17 @@ def test_generation_prompt_for_evaluation_does_not_depend_on_the_answer(tiny_lla
     feats = Featurizer(task, tok, "lm", max_length=64).encode(rows)
     assert feats[0]["prompt_ids"] == feats[1]["prompt_ids"]  # same prompt, different answers
     assert all(len(f["input_ids"]) <= 64 for f in feats)
+
+
+def test_label_words_sharing_a_first_token_are_an_error_that_names_the_way_out(tmp_path, tiny_llama):
+    from transformers import AutoTokenizer
+
+    from edgeft.data.features import Featurizer
+
+    p = tmp_path / "mine.csv"
+    p.write_text("review,sentiment\n" + "".join(f"note {i},{'very good' if i % 2 else 'very bad'}\n" for i in range(8)))
+    task = load_task(TaskConfig(name="mine", data_file=str(p), text_column="review", label_column="sentiment"))
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    with pytest.raises(ConfigError, match=r"share a first token.*--head classifier"):
+        Featurizer(task, tok, "verbalize", max_length=32)
+    Featurizer(task, tok, "classify", max_length=32)  # a classification head reads no label words

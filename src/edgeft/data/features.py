@@ -56,7 +56,8 @@ class Featurizer:
             ids = [self.tokenizer.encode(w, add_special_tokens=False) for w in self.task.label_words]
             first = [i[0] for i in ids]
             if len(set(first)) != len(first):
-                raise ConfigError(f"label words {self.task.label_words} share a first token; "
+                raise ConfigError(f"label words {self.task.label_words} share a first token, so the LM head cannot "
+                                  "tell them apart; pass --head classifier (a trained classification head) or "
                                   "rename the labels so each starts differently.")
             self.label_token_ids = first
 

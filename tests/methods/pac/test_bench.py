@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -60,7 +62,7 @@ def test_a_worker_gets_every_option_of_the_run():
              "d.jsonl", "--head", "classifier", "--text2-column", "b", "--train-samples", "7", "--dev-samples", "5",
              "--epochs", "3", "--batch-size", "4", "--eval-batch-size", "6", "--max-length", "20", "--seed", "2",
              "--train-seed", "3", "--variants", "lora", "--lr", "lora=0.1", "--pac-option", "width=8",
-             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--weight-decay", "0.1", "--threads", "1",
+             "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--holdout-min-words", "4", "--weight-decay", "0.1", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
              "--compile-bucket", "32", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
     args = bench.parse_args(given)
@@ -91,3 +93,19 @@ def test_held_out_rows_can_be_shared_by_runs_of_different_sizes():
     assert small_train < large_train  # subsets by one seed are nested
     assert small_held == large_held and not set(large_held) & large_train
     assert rows(8)[1] != large_held  # without it, the small run's rows are drawn from a different remainder
+
+
+def test_held_out_rows_can_be_limited_to_long_rows():
+    """--holdout-min-words W draws the held-out rows only from rows of at least W words, none trained on."""
+    from edgeft.data import TaskConfig, load_task
+
+    bench = bench_module()
+    args = bench.parse_args(["--task", "sst2", "--train-samples", "8", "--holdout", "20", "--max-length", "32",
+                             "--holdout-min-words", "15"])
+    task = load_task(TaskConfig(name="sst2", train_samples=8, max_length=32, seed=args.seed))
+    held = bench.holdout_examples(task, args)
+    assert len(held) == 20 and all(bench.words_in(e) >= 15 for e in held)
+    assert not {e["id"] for e in held} & {e["id"] for e in task.train}
+    args.holdout_min_words = 10_000  # no row is that long: a clear error, not fewer rows
+    with pytest.raises(SystemExit, match="at least 10000 words"):
+        bench.holdout_examples(task, args)

@@ -39,6 +39,19 @@ def test_suite_on_a_bundled_and_a_user_file_task(tmp_path, tiny_bert):
     assert resolved == {"sst2": {"random"}, "file:rte": {"backbone"}}
 
 
+def test_a_gap_of_exactly_the_tolerance_is_within_it_despite_float_rounding():
+    q = bench_script("quality")
+
+    def rec(seed, metric):
+        return {"seed": seed, "metric": metric, "metric_name": "accuracy", "train_time_s": 1.0, "epochs": 3}
+
+    lora = [rec(0, 0.798), rec(1, 0.796), rec(2, 0.812)]  # mean 0.802, std 0.87 points: tolerance 2.0
+    for pac, within in (([rec(0, 0.780), rec(1, 0.782), rec(2, 0.784)], True),   # -2.0 (a float's -2.0000000000000018)
+                        ([rec(0, 0.778), rec(1, 0.782), rec(2, 0.784)], False)):  # -2.07
+        cell = q.summarise({"m": {"sst2": {"lora": lora, "pac": pac}}})["m"]["sst2"]["pac"]
+        assert abs(cell["gap_to_lora_points"] + 2.0) < 0.1 and cell["within_tolerance"] is within
+
+
 def _sweep(scores: dict) -> dict:
     """A sweep report with two cells; scores {label: (cell1, cell2)} as fractions."""
     table = {"m": {"a": {}, "b": {}}}
