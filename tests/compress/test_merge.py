@@ -67,3 +67,32 @@ def test_adapter_cannot_be_merged_into_a_compressed_model(tiny_word_llama, tmp_p
     adapter = make_adapter(tiny_word_llama, tmp_path / "lora")
     with pytest.raises(ModelError, match="already compressed"):
         open_model(str(tmp_path / "m"), adapter)
+
+
+def test_an_adapter_trained_on_your_own_file_merges_without_that_file(tiny_word_llama, tmp_path):
+    """The adapter's note keeps the task's shape (kind, labels, prompt, pairs): merging, exporting and chatting
+    need no training file, which may have moved; before, a user-file adapter failed with 'unknown task'."""
+    import json
+
+    rows = [{"instruction": f"say {w}", "input": "", "response": w} for w in ("the", "a", "of", "and")]
+    data = tmp_path / "notes.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    adapter = make_adapter(tiny_word_llama, tmp_path / "bitfit", "bitfit", task_name=str(data))
+    note = json.loads((adapter / "edgeft_adapter.json").read_text())
+    assert note["task"] == "notes" and note["task_shape"]["kind"] == "generation"
+    data.unlink()
+    merged = open_model(str(tiny_word_llama), adapter)
+    assert not torch.allclose(logits_of(merged.backbone.model), logits_of(load_backbone(str(tiny_word_llama)).model),
+                              atol=1e-4)  # the trained biases are in
+
+
+def test_an_old_note_of_a_user_file_task_is_a_clear_error(tiny_word_llama, tmp_path):
+    import json
+
+    adapter = make_adapter(tiny_word_llama, tmp_path / "bitfit", "bitfit")
+    path = adapter / "edgeft_adapter.json"
+    note = json.loads(path.read_text())
+    del note["task_shape"]
+    path.write_text(json.dumps({**note, "task": "my_notes"}))
+    with pytest.raises(ModelError, match="not a bundled task.*train it again"):
+        open_model(str(tiny_word_llama), adapter)

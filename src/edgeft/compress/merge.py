@@ -16,9 +16,9 @@ from pathlib import Path
 
 from torch import nn
 
-from edgeft.errors import ModelError
+from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
-from edgeft.methods.base import check_backbone_matches, read_adapter_note
+from edgeft.methods.base import ADAPTER_NOTE, check_backbone_matches, read_adapter_note
 
 UNMERGEABLE = {
     "prompt": "prompt tuning prepends learned virtual-token embeddings to every input; no weight can hold them",
@@ -38,11 +38,22 @@ def adapter_head(adapter_dir: Path) -> tuple[str, int | None]:
     return note.get("head", "causal_lm"), note.get("num_labels")
 
 
-def _task_for(note: dict):
+def _task_for(note: dict, adapter_dir: Path):
+    """The task the adapter was trained for: its recorded shape (kind, labels, prompt, pairs), so that an adapter
+    trained on a user's own file loads without that file; notes written before shapes were recorded name a
+    bundled task."""
     from edgeft.data import TaskConfig, load_task
+    from edgeft.data.tasks import Task
 
-    return load_task(TaskConfig(name=note["task"], train_samples=1, dev_samples=1,
-                                max_length=int(note.get("max_length") or 128)))
+    if note.get("task_shape"):
+        return Task.from_shape(note["task_shape"])
+    try:
+        return load_task(TaskConfig(name=note["task"], train_samples=1, dev_samples=1,
+                                    max_length=int(note.get("max_length") or 128)))
+    except ConfigError as err:
+        raise ModelError(f"{adapter_dir}: this adapter was trained on '{note['task']}', which is not a bundled task, "
+                         f"and its {ADAPTER_NOTE} was written before edgeft recorded the task's shape; train it "
+                         "again with this version, or evaluate it with `edgeft eval --data-file` on its data.") from err
 
 
 def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
@@ -66,7 +77,7 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
             raise ModelError(f"{adapter_dir}: the LoRA weights do not load into '{backbone.name}' ({err}).") from err
         model = peft_model.merge_and_unload()
         return MergeResult(model.eval(), note)
-    model = method.load(backbone, _task_for(note), adapter_dir)
+    model = method.load(backbone, _task_for(note, adapter_dir), adapter_dir)
     if hasattr(model, "merge_and_unload"):
         return MergeResult(model.merge_and_unload().eval(), note)
     if hasattr(method, "fold"):

@@ -58,6 +58,8 @@ class Task:
     prompt_template: str = ""
     label_words: list[str] = field(default_factory=list)
     config: TaskConfig | None = None
+    # Whether examples are pairs, when there are no rows to look at (a task rebuilt from an adapter's note).
+    pair: Optional[bool] = None
 
     @property
     def num_labels(self) -> int:
@@ -67,8 +69,22 @@ class Task:
     def is_pair(self) -> bool:
         """Whether examples are sentence pairs (`text2`): GLUE MRPC, RTE, WNLI, STS-B, a user's file read with
         text2_column. Classification and regression only; the first example decides (all have the same fields)."""
+        if self.pair is not None:
+            return self.pair
         rows = self.train or self.dev
         return self.kind in ("classification", "regression") and bool(rows) and "text2" in rows[0]
+
+    def shape(self) -> dict:
+        """What a model built for this task depends on, without its rows: saved beside an adapter so that it
+        can be rebuilt (merged, exported, compressed, chatted with) where the training file is not at hand."""
+        return {"name": self.name, "kind": self.kind, "metric_name": self.metric_name,
+                "label_names": list(self.label_names), "prompt_template": self.prompt_template,
+                "label_words": list(self.label_words), "pair": self.is_pair}
+
+    @classmethod
+    def from_shape(cls, shape: dict) -> "Task":
+        """A task without rows from `shape()`'s dict."""
+        return cls(train=[], dev=[], **shape)
 
     def score(self, preds, refs) -> dict[str, float]:
         """All metrics of this task; the main one is under `metric_name`."""

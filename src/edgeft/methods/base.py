@@ -210,6 +210,7 @@ def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dic
         "head": backbone.head,
         "num_labels": task.num_labels if task.kind in ("classification", "regression") else None,
         "task": task.name,
+        "task_shape": task.shape(),
         **(extra or {}),
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
