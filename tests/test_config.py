@@ -85,3 +85,22 @@ def test_a_launch_task_is_checked_as_finetune_checks_it_before_any_worker_starts
     assert cfg.task == {"name": "sst2", "train_samples": 64}
     with pytest.raises(ConfigError, match=rf"^{f}: task.train_sampels: unknown key, did you mean 'train_samples'\?$"):
         LaunchConfig.load(f, {"task.train_sampels": 64})
+
+
+def test_launch_takes_your_own_data_with_finetunes_options(tmp_path):
+    """`edgeft launch --data-file F --text-column a ...`: the same data options as finetune, and the file names the
+    task when no --task is given (before, launch had no column options and demanded a task name)."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+    from edgeft.runtime.run import LaunchConfig
+
+    cfg = LaunchConfig.load(None, {"cluster": "c.yaml", "task.data_file": "mine.jsonl", "task.text_column": "a"})
+    assert cfg.task == {"data_file": "mine.jsonl", "text_column": "a", "name": "mine.jsonl"}
+    with pytest.raises(ConfigError, match="needs a name: use --task NAME"):
+        LaunchConfig.load(None, {"cluster": "c.yaml", "task.text_column": "a"})
+    words = CliRunner().invoke(build_app(), ["launch", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--data-file", "--dev-file", "--task-kind", "--text-column", "--text2-column", "--label-column",
+                   "--instruction-column", "--response-column"):
+        assert option in words
+    assert "--no-no-compute-emulation" not in words and "--no-compute-emulation" in words

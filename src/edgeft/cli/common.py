@@ -4,7 +4,9 @@ loaded by edgeft.config)."""
 from __future__ import annotations
 
 import os
+from typing import Optional
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -64,3 +66,23 @@ def shared_options(options: dict[str, tuple], into: str):
         return command
 
     return decorate
+
+
+# Your own data: the same options for finetune, eval and launch, declared once.
+DATA_OPTIONS = {
+    "data_file": (Optional[str], typer.Option(None, help="your own data (jsonl/csv/tsv)")),
+    "dev_file": (Optional[str], typer.Option(
+        None, help="your own dev data (without it finetune splits off dev_fraction; eval scores all of --data-file)")),
+    "task_kind": (Optional[str], typer.Option(None, help="classification|regression|generation (own data)")),
+    "text_column": (Optional[str], typer.Option(None, help="text column (classification/regression; default text)")),
+    "text2_column": (Optional[str], typer.Option(None, help="second text column of a pair task (default: text2 when the file has it)")),
+    "label_column": (Optional[str], typer.Option(None, help="label column (default label)")),
+    "instruction_column": (Optional[str], typer.Option(None, help="instruction column (generation; default instruction)")),
+    "input_column": (Optional[str], typer.Option(None, help="optional input column (generation; default input)")),
+    "response_column": (Optional[str], typer.Option(None, help="response column (generation; default response)")),
+}
+
+
+def data_task_keys(options: dict) -> dict:
+    """DATA_OPTIONS values as TaskConfig keys (unset ones left out)."""
+    return {("kind" if k == "task_kind" else k): v for k, v in options.items() if v is not None}

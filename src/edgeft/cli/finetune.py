@@ -8,28 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console, progress_bar, shared_options
+from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, progress_bar, shared_options
 from edgeft.config import parse_options
-
-# Your own data: the same options for finetune and eval, declared once.
-DATA_OPTIONS = {
-    "data_file": (Optional[str], typer.Option(None, help="your own data (jsonl/csv/tsv)")),
-    "dev_file": (Optional[str], typer.Option(
-        None, help="your own dev data (without it finetune splits off dev_fraction; eval scores all of --data-file)")),
-    "task_kind": (Optional[str], typer.Option(None, help="classification|regression|generation (own data)")),
-    "text_column": (Optional[str], typer.Option(None, help="text column (classification/regression; default text)")),
-    "text2_column": (Optional[str], typer.Option(None, help="second text column of a pair task (default: text2 when the file has it)")),
-    "label_column": (Optional[str], typer.Option(None, help="label column (default label)")),
-    "instruction_column": (Optional[str], typer.Option(None, help="instruction column (generation; default instruction)")),
-    "input_column": (Optional[str], typer.Option(None, help="optional input column (generation; default input)")),
-    "response_column": (Optional[str], typer.Option(None, help="response column (generation; default response)")),
-}
-
-
-def data_task_keys(options: dict) -> dict:
-    """DATA_OPTIONS values as TaskConfig keys (unset ones left out)."""
-    return {("kind" if k == "task_kind" else k): v for k, v in options.items() if v is not None}
-
 
 def register(app: typer.Typer) -> None:
     @app.command()

@@ -8,12 +8,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console
+from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, shared_options
 from edgeft.config import parse_options
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @shared_options(DATA_OPTIONS, into="data_options")
     def launch(
         cluster: Optional[Path] = typer.Option(None, help="cluster YAML (examples/clusters/)"),
         model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), local folder or hub id"),
@@ -35,7 +36,8 @@ def register(app: typer.Typer) -> None:
         devices: Optional[str] = typer.Option(None, help="comma-separated device names to use"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),
         link_mode: Optional[str] = typer.Option(None, help="auto | tc | shaper | none"),
-        no_compute_emulation: bool = typer.Option(False, help="run at host speed (no device slowdown)"),
+        no_compute_emulation: bool = typer.Option(False, "--no-compute-emulation",
+                                                  help="run at host speed (no device slowdown)"),
         time_scale: Optional[str] = typer.Option(None, help="time dilation: a number, or 'auto' (the least that "
                                                             "lets this host emulate the whole cluster; docs/runtime.md)"),
         kill_device: Optional[str] = typer.Option(None, help="fault injection NAME:STEP (kill that device)"),
@@ -43,6 +45,7 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, help="continue the run in --out from its last complete checkpoint"),
         overwrite: bool = typer.Option(False, help="replace an earlier run's files in --out"),
         config: Optional[Path] = typer.Option(None, help="YAML with the keys of LaunchConfig"),
+        data_options: dict = None,
     ):
         """Plan, start one process per device (+ the edge server), train, recover, report."""
         from edgeft.errors import ConfigError
@@ -55,8 +58,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--kill-device '{kill_device}': expected NAME:STEP")
             name, step = kill_device.rsplit(":", 1)
             kill_at = [name, int(step)]
-        task_keys = {"name": task, "train_samples": train_samples, "dev_samples": dev_samples,
-                     "max_length": max_length, "seed": seed}
+        task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
+                     "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "micro_batches": micro_batches, "lr": lr,
                       "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "precision": precision}
         cfg = LaunchConfig.load(config, {

@@ -65,8 +65,10 @@ class LaunchConfig(ConfigFile):
     @field_validator("task")
     @classmethod
     def _task_is_named(cls, task: dict) -> dict:
+        if "name" not in task and task.get("data_file"):
+            return {**task, "name": task["data_file"]}  # your own file names the task, as in finetune
         if "name" not in task:
-            raise ValueError("needs a name: use --task NAME or 'task: NAME' in the config file")
+            raise ValueError("needs a name: use --task NAME (or --data-file FILE) or 'task: NAME' in the config file")
         return task
 
     @classmethod
