@@ -75,3 +75,29 @@ def test_an_impossible_partition_fails_before_ray_starts(tmp_path, tiny_llama):
     assert proc.returncode == 2 and "could not give each of 50 clients" in proc.stderr, proc.stderr[-2000:]
     assert elapsed < 20, f"the partition error took {elapsed:.0f} s"
     assert "ray" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_your_own_file_federates_with_finetunes_data_options(tmp_path):
+    """--data-file and the column options (finetune's) reach every party through the Flower app's run_config, and
+    the clients' shards are the file's rows read with those columns."""
+    import json
+
+    from edgeft.federated.data import data_for
+
+    data = tmp_path / "mail.jsonl"
+    data.write_text("".join(json.dumps({"body": f"note {i}", "folder": "work" if i % 2 else "home"}) + "\n"
+                            for i in range(40)))
+    proc = run_cli("federate", "--algorithm", "fedit", "--model", "minilm-l6", "--data-file", str(data),
+                   "--text-column", "body", "--label-column", "folder", "--clients", "4",
+                   "--out", str(tmp_path / "run"), "app", str(tmp_path / "app"))
+    assert proc.returncode == 0, proc.stderr
+    cfg = FederatedConfig.from_run_config(tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+                                          ["tool"]["flwr"]["app"]["config"])
+    assert cfg.task == str(data) and cfg.task_options == {"text_column": "body", "label_column": "folder"}
+    task, parts = data_for(cfg)
+    assert task.label_names == ["home", "work"] and sum(len(p) for p in parts) == len(task.train) == 36
+    # a column the file lacks stops the simulation before Ray starts, naming the file and the column
+    proc = run_cli("federate", "--algorithm", "fedit", "--model", "minilm-l6", "--data-file", str(data),
+                   "--text-column", "body", "--label-column", "fold", "--rounds", "1", "--out", str(tmp_path / "r2"))
+    assert proc.returncode == 2 and str(data) in proc.stderr and "'fold'" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "ray" not in (proc.stdout + proc.stderr).lower()

@@ -119,3 +119,12 @@ def test_min_clients_defaults_to_half_a_round_and_cannot_exceed_it():
     run_config = FederatedConfig(algorithm="fedit", clients=10, clients_per_round=8).to_run_config()
     assert "min-clients" not in run_config
     assert FederatedConfig.from_run_config({**run_config, "clients-per-round": 2}).required_clients == 1
+
+
+def test_task_options_round_trip_and_are_checked_as_finetunes():
+    cfg = FederatedConfig(algorithm="fedit", task="mail.csv", task_options={"text_column": "body", "kind": "classification"})
+    assert FederatedConfig.from_run_config(cfg.to_run_config()) == cfg
+    with pytest.raises(ConfigError, match=r"task_options\.text_colum: unknown key, did you mean 'text_column'"):
+        config_from_dict({"algorithm": "fedit", "task": "mail.csv", "task_options": {"text_colum": "body"}})
+    with pytest.raises(ConfigError, match=r"\['train_samples'\] are set by the run's own keys"):
+        config_from_dict({"algorithm": "fedit", "task_options": {"train_samples": 5}})

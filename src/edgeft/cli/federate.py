@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from edgeft.cli.common import console
+from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, shared_options
 from edgeft.config import parse_options
 
 
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
                       invoke_without_command=True, no_args_is_help=False)
 
     @fed.callback()
+    @shared_options(DATA_OPTIONS, into="data_options")
     def federate(
         ctx: typer.Context,
         algorithm: Optional[str] = typer.Option(None, help="fedit | fedkseed | fedkseed-pro | fwdgrad"),
@@ -71,10 +72,13 @@ def register(app: typer.Typer) -> None:
         out: Optional[str] = typer.Option(None, help="run directory"),
         overwrite: bool = typer.Option(False, help="replace an earlier run's files in --out"),
         verbose: bool = typer.Option(False, help="show Flower's own log"),
+        data_options: dict = None,
     ):
         """Run a federated fine-tuning with Flower's simulation engine on this machine."""
+        own = data_task_keys(data_options)  # your own file: --data-file is the task, the rest how to read it
+        task = own.pop("data_file", None) or task
         ctx.obj = {"config": config, "option": option, "overrides": dict(
-            algorithm=algorithm, model=model, task=task, clients=clients, clients_per_round=clients_per_round,
+            algorithm=algorithm, model=model, task=task, task_options=own or None, clients=clients, clients_per_round=clients_per_round,
             min_clients=min_clients,
             rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
             local_steps=local_steps, batch_size=batch_size, lr=lr, round_lr=round_lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,

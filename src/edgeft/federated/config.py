@@ -29,6 +29,9 @@ class FederatedConfig(ConfigFile):
     algorithm: Annotated[str, AfterValidator(_registered)]  # a name in edgeft.federated.algorithms
     model: str = "smollm2-135m"
     task: str = "dolly"
+    task_options: dict = Field(default_factory=dict, description="how to read a data file of your own: TaskConfig's "
+                               "keys (dev_file, kind, text_column, text2_column, label_column, instruction_column, "
+                               "input_column, response_column, dev_fraction), as `edgeft finetune` takes them")
     head: Literal["auto", "lm", "classifier"] = "auto"
     max_length: int = Field(128, ge=16)
     train_samples: Optional[int] = Field(None, gt=0, description="training rows drawn (seeded) before partitioning")
@@ -103,6 +106,14 @@ class FederatedConfig(ConfigFile):
 
     @model_validator(mode="after")
     def _check(self) -> "FederatedConfig":
+        owned = {"name", "train_samples", "dev_samples", "max_length", "seed", "data_file"} & set(self.task_options)
+        if owned:
+            raise ValueError(f"task_options: {sorted(owned)} are set by the run's own keys (task, train_samples, "
+                             "eval_samples, max_length, seed)")
+        from edgeft.config import validate
+        from edgeft.data import TaskConfig
+
+        validate(TaskConfig, {"name": self.task, **self.task_options}, self.what, self.what, at=("task_options",))
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) exceeds clients ({self.clients})")
         if self.min_clients is not None and self.min_clients > self.clients_per_round:
@@ -169,7 +180,7 @@ class FederatedConfig(ConfigFile):
         data = {}
         for key, value in dict(run_config).items():
             name = key.replace("-", "_")
-            if name == "method_options" and isinstance(value, str):
+            if name in ("method_options", "task_options") and isinstance(value, str):
                 value = json.loads(value or "{}")
             if name == "zo_params" and isinstance(value, str):
                 value = json.loads(value)

@@ -29,11 +29,11 @@ def data_for(cfg: FederatedConfig):
 def data_and_validation(cfg: FederatedConfig):
     """(task, partitions, validation row indices): `val_samples` seeded training rows go to the server's
     validation set before the rest is partitioned, so no client ever trains on them."""
-    key = (cfg.task, cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
+    key = (cfg.task, repr(sorted(cfg.task_options.items())), cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
            cfg.alpha, cfg.holdout_category, cfg.val_samples)
     if key not in _DATA:
         task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
-                                    max_length=cfg.max_length, seed=cfg.seed))
+                                    max_length=cfg.max_length, seed=cfg.seed, **cfg.task_options))
         if cfg.val_samples >= len(task.train):
             raise ConfigError(f"val_samples={cfg.val_samples} leaves no training rows ({len(task.train)} in all): "
                               "lower val_samples")

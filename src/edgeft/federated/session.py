@@ -146,7 +146,7 @@ def _method_for(cfg: FederatedConfig):
 
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
-    key = (role, cfg.model, cfg.task, cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
+    key = (role, cfg.model, cfg.task, repr(sorted(cfg.task_options.items())), cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
            cfg.zo_base, repr(cfg.zo_params), repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
            cfg.holdout_category, cfg.val_samples, cfg.precision)
     if key in _CACHE:
