@@ -56,7 +56,8 @@ class HFTalker:
 
     def _fit(self, messages: list[dict], max_new_tokens: int) -> list[int]:
         """Prompt ids; the oldest turns are dropped while the prompt and answer would overflow the context."""
-        limit = getattr(self.model.config, "max_position_embeddings", None) or 2048
+        config = getattr(self.model, "config", None) or self.model.view.base.config  # a PAC model: its backbone's
+        limit = getattr(config, "max_position_embeddings", None) or 2048
         msgs = list(messages)
         while True:
             if self.templated:
@@ -144,6 +145,8 @@ def _hf_model(model: str, adapter: Optional[Path]):
     if note is not None and note.get("head", "causal_lm") != "causal_lm":
         raise ModelError(f"{adapter}: this adapter was trained with a '{note['head']}' head (a classifier); it "
                          "cannot generate text. Evaluate it with `edgeft eval` instead.")
+    if note is not None and note.get("method") == "pac":  # the side network writes beside the frozen backbone
+        return _pac_model(model, adapter, note)
     if note is not None and note.get("method") == "prompt":
         from peft import PeftModel
 
@@ -156,8 +159,21 @@ def _hf_model(model: str, adapter: Optional[Path]):
                          "generate text. Pick a causal LM such as smollm2-135m.")
     if source.side_module is not None:
         raise ModelError(f"{adapter}: a {note.get('method')} adapter runs beside the backbone and is not merged into "
-                         "it; edgeft generates with LoRA, prompt-tuning, full or bitfit results and GGUF exports.")
+                         "it; edgeft generates with LoRA, prompt-tuning, PAC, full or bitfit results and GGUF exports.")
     return source.backbone.model, source.backbone.tokenizer
+
+
+def _pac_model(model: str, adapter: Path, note: dict):
+    """(PacModel, tokenizer): the frozen backbone with the trained side network, for PacModel.generate."""
+    from edgeft.compress.merge import task_for
+    from edgeft.methods import get_method
+    from edgeft.methods.base import check_backbone_matches
+    from edgeft.models.backbone import load_backbone
+
+    backbone = load_backbone(model, head="causal_lm")
+    check_backbone_matches(note, backbone, adapter)
+    pac = get_method("pac", note.get("options") or {}).load(backbone, task_for(note, adapter), adapter)
+    return pac, backbone.tokenizer
 
 
 def open_talker(model: Optional[str] = None, adapter: Optional[Path] = None, gguf: Optional[Path] = None,

@@ -38,7 +38,7 @@ def adapter_head(adapter_dir: Path) -> tuple[str, int | None]:
     return note.get("head", "causal_lm"), note.get("num_labels")
 
 
-def _task_for(note: dict, adapter_dir: Path):
+def task_for(note: dict, adapter_dir: Path):
     """The task the adapter was trained for: its recorded shape (kind, labels, prompt, pairs), so that an adapter
     trained on a user's own file loads without that file; notes written before shapes were recorded name a
     bundled task."""
@@ -77,7 +77,7 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
             raise ModelError(f"{adapter_dir}: the LoRA weights do not load into '{backbone.name}' ({err}).") from err
         model = peft_model.merge_and_unload()
         return MergeResult(model.eval(), note)
-    model = method.load(backbone, _task_for(note, adapter_dir), adapter_dir)
+    model = method.load(backbone, task_for(note, adapter_dir), adapter_dir)
     if hasattr(model, "merge_and_unload"):
         return MergeResult(model.merge_and_unload().eval(), note)
     if hasattr(method, "fold"):

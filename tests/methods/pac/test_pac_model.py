@@ -570,3 +570,35 @@ def test_the_verbalizer_reads_the_label_words_logits_only_and_the_same_values(ti
     loss_whole, g_whole = grads(model)
     assert torch.allclose(loss_subset, loss_whole, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_subset, g_whole))
+
+
+def test_generate_and_chat_stream_a_pac_adapters_answer(tiny_llama, tmp_path):
+    """`edgeft generate/chat --adapter` with a PAC adapter: PacModel.generate streams through transformers'
+    TextIteratorStreamer, token for token what it returns (before, PAC adapters were refused there)."""
+    from edgeft.generate import Sampling, open_talker
+    from edgeft.methods.base import write_adapter_note
+
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"cache": "off"}, task="dolly", n=4, max_length=48)
+    with torch.no_grad():  # a side network that changes the answer
+        model.side.up.weight.normal_(0, 1.0)
+        model.side.attention.out.weight.normal_(0, 1.0)
+    method.save(model, tmp_path / "adapter")
+    write_adapter_note(tmp_path / "adapter", method, bb, t, {"max_length": 48})
+    model.eval()
+    prompt = bb.tokenizer("Write a word.")["input_ids"]
+    ids = torch.tensor([prompt])
+    want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                          pad_token_id=bb.tokenizer.pad_token_id, eos_token_id=bb.tokenizer.eos_token_id)
+    talker = open_talker(str(tiny_llama), tmp_path / "adapter", device="cpu")
+    text = "".join(talker.complete("Write a word.", Sampling(max_new_tokens=6, temperature=0.0)))
+    assert text == bb.tokenizer.decode(want[0, len(prompt):], skip_special_tokens=True)
+    sampled = "".join(talker.complete("Write a word.", Sampling(max_new_tokens=6, temperature=0.8, top_p=0.9)))
+    assert isinstance(sampled, str)
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    from edgeft.methods.pac.model import _nucleus
+
+    p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert torch.equal(_nucleus(p, 0.7), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
+    assert torch.equal(_nucleus(p, None), p) and torch.equal(_nucleus(p, 0.4), torch.tensor([[0.5, 0.0, 0.0, 0.0]]))

@@ -12,6 +12,7 @@ the PacModel is in (dropout off, so its activations are a pure function of the t
 
 from __future__ import annotations
 
+import inspect
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -419,8 +420,11 @@ class PacModel(nn.Module):
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, max_new_tokens: int = 20,
                  do_sample: bool = False, pad_token_id: int | None = None, eos_token_id=None,
-                 temperature: float = 1.0, **unused) -> torch.Tensor:
-        """Greedy (or sampled) decoding with the backbone's KV cache; the side network corrects each new token.
+                 temperature: float | None = 1.0, top_p: float | None = None, streamer=None,
+                 **unused) -> torch.Tensor:
+        """Greedy (or sampled: temperature, nucleus top_p) decoding with the backbone's KV cache; the side
+        network corrects each new token. `streamer` (transformers' TextStreamer protocol: the prompt, then each
+        new token, then end()) lets `edgeft chat` show the answer as it is written.
 
         Runs the backbone (the activation cache is for training samples, not for text being written).
         Tapped block outputs are read with forward hooks, since BlockView has no KV cache.
@@ -443,6 +447,8 @@ class PacModel(nn.Module):
         pad = pad_token_id if pad_token_id is not None else (next(iter(eos)) if eos else 0)
         captured: dict[int, torch.Tensor] = {}
         hooks = [self.view.blocks[t].register_forward_hook(_capture(captured, t)) for t in self.taps]
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
         try:
             past = DynamicCache(config=self.view.base.config)
             mask = attention_mask.clone()
@@ -450,8 +456,8 @@ class PacModel(nn.Module):
             step_ids, out, done = input_ids, [], torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
             seen = None  # every position's taps so far, kept only when the side network attends across positions
             for _ in range(max_new_tokens):
-                self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, past_key_values=past,
-                               use_cache=True)
+                self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                               **{_cache_keyword(self.view.core): past})
                 if not self.side.heads:  # a per-token side network: the new position alone
                     taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
                     hidden = taps[..., -1, :] + self.side(taps, block_inputs=self.view.block_inputs)
@@ -461,11 +467,14 @@ class PacModel(nn.Module):
                     hidden = (seen[..., -1, :] + self.side(seen, mask, block_inputs=self.view.block_inputs))[:, -1:]
                 logits = self.view.final(hidden)[:, -1].float()
                 if do_sample:
-                    nxt = torch.multinomial(torch.softmax(logits / max(temperature, 1e-5), -1), 1).squeeze(-1)
+                    nxt = torch.multinomial(_nucleus(torch.softmax(logits / max(temperature or 1.0, 1e-5), -1),
+                                                     top_p), 1).squeeze(-1)
                 else:
                     nxt = logits.argmax(-1)
                 nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
                 out.append(nxt)
+                if streamer is not None:
+                    streamer.put(nxt.cpu())
                 if eos:
                     done |= torch.isin(nxt, torch.tensor(sorted(eos), device=nxt.device))
                 if bool(done.all()):
@@ -475,6 +484,8 @@ class PacModel(nn.Module):
                 pos = pos[:, -1:] + 1
             return torch.cat([input_ids, torch.stack(out, 1)], 1) if out else input_ids
         finally:
+            if streamer is not None:
+                streamer.end()
             for h in hooks:
                 h.remove()
             if resident:
@@ -487,6 +498,21 @@ class PacModel(nn.Module):
         if self.task_head is not None:
             state.update({f"task_head.{k}": v for k, v in self.task_head.state_dict().items()})
         return state
+
+
+def _cache_keyword(core: nn.Module) -> str:
+    """The name the backbone's forward takes its KV cache under: `cache` from transformers 5.2x on (where
+    `past_key_values` warns that it is going away), `past_key_values` before (5.17 on the GPU machine)."""
+    return "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+
+
+def _nucleus(probs: torch.Tensor, top_p: float | None) -> torch.Tensor:
+    """`probs` (B, V) kept on the smallest set of tokens whose mass reaches top_p (all of them without one)."""
+    if top_p is None or top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(-1, descending=True)
+    drop = sorted_p.cumsum(-1) - sorted_p > top_p  # tokens after the mass is already reached
+    return probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
 
 
 def split_pair(input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor) -> list[tuple]:
