@@ -44,6 +44,11 @@ def run_local(s: RunSpec, timeout_s: float = 150.0):
 
 def reference_losses(model: Path, s: RunSpec) -> list[float]:
     """The foundation's single-device Trainer on the same data, seed and schedule."""
+    return reference_run(model, s)[0]
+
+
+def reference_run(model: Path, s: RunSpec):
+    """(losses, trained model, featurizer, task) of the single-device Trainer on the same data, seed, schedule."""
     from edgeft.data import TaskConfig, load_task
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.methods import get_method
@@ -63,4 +68,21 @@ def reference_losses(model: Path, s: RunSpec) -> list[float]:
                       warmup_ratio=s.train.warmup_ratio, max_grad_norm=s.train.max_grad_norm, seed=s.train.seed,
                       scheduler=s.train.scheduler, device="cpu", precision=s.train.precision)
     tr = Trainer(net, method, feat, feat.encode(task.train), cfg, make_loss_fn(feat))
-    return tr.fit().losses
+    return tr.fit().losses, net, feat, task
+
+
+def assert_adapter_is_the_reference(model: Path, s: RunSpec, tol: float = 1e-4) -> None:
+    """The run's adapter/ (written by the rank holding every trainable) loads as `edgeft eval` loads a finetune
+    adapter and gives the single-device reference model's outputs on the dev rows."""
+    import torch
+
+    from edgeft.train.recipe import load_for_eval
+
+    _, ref, feat, task = reference_run(model, s)
+    _, loaded = load_for_eval(str(model), task, s.head, Path(s.run_dir) / "adapter")
+    batch = feat.collate(feat.encode(task.dev[:8]))
+    args = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    ref.eval(), loaded.eval()
+    with torch.no_grad():
+        want, got = ref(**args).logits, loaded(**args).logits
+    assert torch.allclose(got, want, atol=tol, rtol=tol), float((got - want).abs().max())

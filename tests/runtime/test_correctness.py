@@ -19,6 +19,7 @@ def test_split_follows_single_device(sst2_llama, tmp_path):
                      ["edge", "d0", "d1"], servers=("edge",), link_mode="shaper")
     res = helpers.run_local(s)
     _close(res["edge"]["losses"], helpers.reference_losses(sst2_llama, s))
+    helpers.assert_adapter_is_the_reference(sst2_llama, s)  # the server assembled and saved the whole result
     # the cut activations went up each device's link and their gradients came back
     assert res["d0"]["link"]["to"]["edge"] > 0 and res["d1"]["link"]["from"]["edge"] > 0
 
@@ -29,6 +30,7 @@ def test_deft_follows_single_device(sst2_bert, tmp_path):
     res = helpers.run_local(s)
     _close(res["edge"]["losses"], helpers.reference_losses(sst2_bert, s))
     assert res["d0"]["blocks"] == [0, 1] and res["d1"]["blocks"] == [1, 3]
+    helpers.assert_adapter_is_the_reference(sst2_bert, s)
 
 
 def test_hybrid_lora_pipeline_follows_single_device(sst2_llama, tmp_path):
@@ -37,6 +39,7 @@ def test_hybrid_lora_pipeline_follows_single_device(sst2_llama, tmp_path):
     s = helpers.spec(tmp_path, sst2_llama, "hybrid", lay, ["d0", "d1", "d2"])
     res = helpers.run_local(s)
     _close(res["d2"]["losses"], helpers.reference_losses(sst2_llama, s))
+    helpers.assert_adapter_is_the_reference(sst2_llama, s)
 
 
 def test_hybrid_lora_pipeline_in_bf16_follows_single_device_bf16(sst2_llama, tmp_path):
@@ -86,6 +89,7 @@ def test_hybrid_pac_channel_norm_fills_first_and_follows_single_device(sst2_llam
                                                  "tap_norm": "channel", "norm_samples": 20}})
     res = helpers.run_local(s)
     _close(res["d1"]["losses"], helpers.reference_losses(sst2_llama, s))
+    helpers.assert_adapter_is_the_reference(sst2_llama, s)  # with the merged channel statistics
     caches = [res[n]["cache"] for n in ("d0", "d1", "d2")]
     assert sum(c["entries"] for c in caches) == 48  # every training sample filled once, on one owner
     assert sum(c["misses"] for c in caches) == 0  # no step ran the backbone

@@ -148,7 +148,7 @@ def show(m: dict, out: str) -> None:
         console.print("dev metrics after training:  " + _metric_line(m["dev_metric"]))
     elif m["dev_metric"]:
         console.print("dev metrics: " + _metric_line(m["dev_metric"]))
-    console.print(f"run directory: {out} (metrics.json, events.jsonl, runtime.png, logs/, ranks/)")
+    console.print(f"run directory: {out} (adapter/, metrics.json, events.jsonl, runtime.png, logs/, ranks/)")
 
 
 def _metric_line(metrics: dict) -> str:

@@ -8,6 +8,7 @@ global gradient clipping, and checkpoints. The loop itself is loop.py's.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,6 +229,24 @@ def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: in
 def previous_losses(ctx: Context) -> list[float]:
     found = ckpt.latest(ctx.ckpt_root) if ctx.spec.resume else None
     return list(found[1].get("losses", [])) if found else []
+
+
+def save_adapter(ctx: Context, model) -> None:
+    """The trained result as `edgeft finetune` writes it (run_dir/adapter: the method's weights and the note of
+    backbone, task shape and options), from the rank that holds every trainable after the last epoch, so that
+    eval, generate, chat, export and compress take a collaborative run's result as they take a finetune's.
+    Written to a temporary folder and renamed, so a run stopped mid-write leaves no half adapter."""
+    from edgeft.methods.base import write_adapter_note
+
+    out = Path(ctx.spec.run_dir) / "adapter"
+    tmp = out.with_name("adapter.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ctx.method.save(model, tmp)
+    write_adapter_note(tmp, ctx.method, ctx.backbone, ctx.task,
+                       {"max_length": ctx.spec.task.get("max_length", 128), "strategy": ctx.spec.strategy})
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    ctx.log("adapter_saved", path=str(out))
 
 
 def evaluate_full(ctx: Context, model) -> dict:

@@ -112,5 +112,7 @@ class Deft(Strategy):
         return C.evaluate_full(self.ctx, self.model) if self.ctx.spec.evaluate and self.is_server else None
 
     def finish(self, res) -> dict:
+        if self.is_server:  # the server steps every trainable and broadcasts them: it holds the result
+            C.save_adapter(self.ctx, self.model)
         return {"role": "server" if self.is_server else "device", "blocks": list(self.blocks.get(self.ctx.rank, ())),
                 "trains": len(self.mine), "loop": res}

@@ -325,6 +325,8 @@ class Hybrid(Strategy):
         if self.before is not None:
             res.evals.insert(0, {"epoch": 0, **self.before})
         res.fill_s = self.fill_s
+        if self.shard == "all":  # every rank holds the same trainables; the one that checkpoints them saves them
+            C.save_adapter(self.ctx, self.model)
         info = {"role": f"stage {self.si} replica {self.j}", "blocks": [self.start, self.end], "stage": self.si,
                 "loop": res}
         if self.side and self.model.cache is not None:

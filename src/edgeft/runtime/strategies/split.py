@@ -113,24 +113,29 @@ class Split(Strategy):
     def epoch_end(self, epoch: int) -> dict | None:
         if not self.ctx.spec.evaluate:
             return None
-        return _assemble_and_eval(self.ctx, self.server, self.devices, self.dev_params)
+        return C.evaluate_full(self.ctx, self.ctx.model) if self._assemble() else None
+
+    def _assemble(self) -> bool:
+        """The first device uploads its side's trainables (the devices' copies are averaged, so alike); True on
+        the server, which then holds the whole trained model."""
+        ctx = self.ctx
+        if ctx.rank == self.devices[0]:
+            ctx.comm.send({n: p.detach() for n, p in self.dev_params.items()}, self.server)
+            ctx.comm.flush()
+            return False
+        if ctx.rank == self.server:
+            got = ctx.comm.recv(self.devices[0])
+            named = dict(ctx.model.named_parameters())
+            with torch.no_grad():
+                for n, t in got.items():
+                    named[n].copy_(t)
+            return True
+        return False
 
     def finish(self, res) -> dict:
+        if self._assemble():
+            C.save_adapter(self.ctx, self.ctx.model)
         return {"role": "server" if self.is_server else "device",
                 "blocks": [self.cut, self.view.num_blocks] if self.is_server else [0, self.cut], "loop": res}
 
 
-def _assemble_and_eval(ctx, server, devices, dev_params):
-    """The first device uploads its side's trainables; the server evaluates the whole model."""
-    if ctx.rank == devices[0]:
-        ctx.comm.send({n: p.detach() for n, p in dev_params.items()}, server)
-        ctx.comm.flush()
-        return None
-    if ctx.rank == server:
-        got = ctx.comm.recv(devices[0])
-        named = dict(ctx.model.named_parameters())
-        with torch.no_grad():
-            for n, t in got.items():
-                named[n].copy_(t)
-        return C.evaluate_full(ctx, ctx.model)
-    return None
