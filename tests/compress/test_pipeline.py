@@ -116,3 +116,33 @@ def test_gptq_on_a_classifier_is_unguided_unless_asked(tiny_bert, tmp_path):
     assert res["records"][-1]["label"] == "GPTQ 8-bit g32 act-order"
     with pytest.raises(ConfigError, match="guided=false"):
         run(tiny_bert, "gptq", tmp_path / "c", options={"bits": 8, "group_size": 32, "guided": True}, **kw)
+
+
+def test_an_adapter_on_your_own_file_calibrates_and_scores_on_that_file(tiny_word_llama, tmp_path):
+    """The note records the data file and its columns; compress calibrates on it and reports its metric (before,
+    `unknown task 'notes'`). If the file has moved, compress says so and calibrates on WikiText-2."""
+    rows = [{"q": f"say {w}", "a": w} for w in ("the", "a", "of", "and", "to", "in", "is", "it") * 3]
+    data = tmp_path / "notes.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from edgeft.data import TaskConfig, load_task
+    from edgeft.methods import get_method
+    from edgeft.methods.base import write_adapter_note
+    from edgeft.models import load_backbone
+
+    task = load_task(TaskConfig(name=str(data), data_file=str(data), instruction_column="q", response_column="a",
+                                train_samples=8, max_length=32))
+    bb = load_backbone(str(tiny_word_llama), head="causal_lm")
+    method = get_method("bitfit")
+    method.save(method.prepare(bb, task), tmp_path / "bitfit")
+    write_adapter_note(tmp_path / "bitfit", method, bb, task, {"max_length": 32})
+    said = []
+    res = run(tiny_word_llama, "sparsegpt", tmp_path / "s", adapter=str(tmp_path / "bitfit"),
+              options={"pattern": "2:4"}, eval_task_samples=3)
+    step = res["records"][-1]
+    assert step["task"] == "notes" and step["task_metric_name"] == "rougeL"
+    assert step["extra"]["calibration"]["task"] == str(data)
+    data.rename(tmp_path / "moved.jsonl")
+    res = run_compress(CompressConfig(model=str(tiny_word_llama), adapter=str(tmp_path / "bitfit"), method="sparsegpt",
+                                      options={"pattern": "2:4"}, out=str(tmp_path / "s2"),
+                                      **{**FAST, "eval_wikitext_windows": 0}), log=said.append)
+    assert any("is gone" in m for m in said) and res["records"][-1]["extra"]["calibration"]["task"] == "wikitext2"

@@ -11,12 +11,13 @@ import random
 
 import torch
 
-from edgeft.data import TaskConfig, load_task
+from edgeft.data import load_task
+from edgeft.data.tasks import task_config, task_label
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, DataError
 
 
-def calibration_batches(task_name: str, tokenizer, head: str, n_samples: int = 64, seq_len: int = 512,
+def calibration_batches(task_name: str | dict, tokenizer, head: str, n_samples: int = 64, seq_len: int = 512,
                         batch_size: int = 8, seed: int = 0) -> list[dict]:
     """`n_samples` sequences (at most seq_len tokens) from the task's training split, in padded batches.
 
@@ -25,7 +26,7 @@ def calibration_batches(task_name: str, tokenizer, head: str, n_samples: int = 6
     """
     if n_samples < 1:
         raise ConfigError(f"calib_samples={n_samples}: need at least one calibration sequence.")
-    task = load_task(TaskConfig(name=task_name, max_length=seq_len, seed=seed))
+    task = load_task(task_config(task_name, max_length=seq_len, seed=seed))
     featurizer = Featurizer(task, tokenizer, objective_for(task, head), seq_len)
     rng = random.Random(seed)
     examples = list(task.train)
@@ -34,7 +35,7 @@ def calibration_batches(task_name: str, tokenizer, head: str, n_samples: int = 6
     feats = encode_lm_prefix(featurizer, examples, n_samples, seq_len) if task.kind == "lm" \
         else featurizer.encode(examples[:n_samples])
     if not feats:
-        raise DataError(f"task '{task_name}' gave no calibration sequences of {seq_len} tokens; "
+        raise DataError(f"task '{task_label(task_name)}' gave no calibration sequences of {seq_len} tokens; "
                         "lower --calib-seq-len or pick a task with more text.")
     feats = feats[:n_samples]
     keys = ("input_ids", "attention_mask", "token_type_ids")

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeft.data import TaskConfig, load_task
+from edgeft.data import load_task
+from edgeft.data.tasks import task_config
 from edgeft.data.features import Featurizer
 from edgeft.errors import ConfigError, ModelError
 
@@ -56,9 +57,9 @@ class Pair:
     completion: list[int]
 
 
-def distill_pairs(task_name: str, tokenizer, n: int, prompt_len: int, completion_len: int, seed: int = 0) -> list[Pair]:
+def distill_pairs(task_name: str | dict, tokenizer, n: int, prompt_len: int, completion_len: int, seed: int = 0) -> list[Pair]:
     """(x, y) pairs from the task's training split: instruction -> response, or text prefix -> continuation."""
-    task = load_task(TaskConfig(name=task_name, max_length=prompt_len + completion_len, seed=seed))
+    task = load_task(task_config(task_name, max_length=prompt_len + completion_len, seed=seed))
     if task.kind in ("classification", "regression"):
         raise ConfigError(f"distill: task '{task_name}' is a {task.kind} task; GKD distils text generation "
                           "(use an LM task such as wikitext2/shakespeare or an instruction task such as dolly).")

@@ -11,6 +11,7 @@ import torch
 
 from edgeft.compress.calibration import encode_lm_prefix
 from edgeft.data import TaskConfig, load_task
+from edgeft.data.tasks import task_config
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.train.evaluate import evaluate
 
@@ -48,13 +49,13 @@ def wikitext2_perplexity(model, tokenizer, seq_len: int = 512, windows: int = 32
     return out
 
 
-def task_metric(model, tokenizer, head: str, task_name: str, dev_samples: int | None = 200, max_length: int = 256,
+def task_metric(model, tokenizer, head: str, task_name: str | dict, dev_samples: int | None = 200, max_length: int = 256,
                 batch_size: int = 8, max_new_tokens: int = 64, seed: int = 0) -> dict:
     """The task's dev metric (accuracy, Rouge-L, perplexity, ...) as `edgeft eval` computes it."""
     t0 = time.perf_counter()
-    task = load_task(TaskConfig(name=task_name, max_length=max_length, seed=seed))
+    task = load_task(task_config(task_name, max_length=max_length, seed=seed))
     if task.kind != "lm":  # LM dev text is cut into windows below; other tasks sample examples by seed
-        task = load_task(TaskConfig(name=task_name, dev_samples=dev_samples, max_length=max_length, seed=seed))
+        task = load_task(task_config(task_name, dev_samples=dev_samples, max_length=max_length, seed=seed))
     featurizer = Featurizer(task, tokenizer, objective_for(task, head), max_length)
     dev = featurizer.encode(task.dev)
     if task.kind == "lm" and dev_samples is not None:

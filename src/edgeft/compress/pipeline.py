@@ -20,6 +20,7 @@ from edgeft.compress.source import Source, open_model
 from edgeft.compress.registry import StepContext, get_step
 from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
 from edgeft.config import ConfigFile
+from edgeft.data.tasks import task_label
 from edgeft.errors import ConfigError
 from edgeft.models.backbone import resolve
 
@@ -63,8 +64,17 @@ def claim_output(cfg: CompressConfig, overwrite: bool = False) -> None:
         run.clear()
 
 
-def _adapter_task(src: Source) -> Optional[str]:
+def _adapter_task(src: Source, log=print) -> Optional[str | dict]:
+    """The task the adapter was trained on: a bundled task's name, or its own data file and how it was read
+    (when that file is still where it was; else none, said in the log, and the defaults take over)."""
     note = src.manifest.source.get("adapter_note") or {}
+    own = note.get("task_config")
+    if own:
+        if Path(own["data_file"]).is_file():
+            return own
+        log(f"the adapter's data file {own['data_file']} is gone: calibrating on wikitext2 and scoring no task metric "
+            "(give --calib-task / --eval-task)")
+        return None
     return note.get("task")
 
 
@@ -116,8 +126,9 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     log(f"opened {cfg.model}" + (f" + adapter {adapter}" if adapter else "") +
         f" in {time.perf_counter() - t0:.1f}s")
     step.check_input(src)
-    task = cfg.calib_task or _adapter_task(src) or "wikitext2"
-    eval_task = cfg.eval_task or _adapter_task(src)
+    own = _adapter_task(src, log) if not (cfg.calib_task and cfg.eval_task) else None
+    task = cfg.calib_task or own or "wikitext2"
+    eval_task = cfg.eval_task or own
     records = [StepRecord(**r) for r in src.manifest.steps]
 
     def bar(name, total):
@@ -134,7 +145,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     if step.needs_calibration:
         ctx.batches = calibration_batches(task, src.backbone.tokenizer, src.backbone.head, cfg.calib_samples,
                                           cfg.calib_seq_len, seed=cfg.seed)
-        log(f"calibration: {cfg.calib_samples} sequences, {count_tokens(ctx.batches)} tokens of '{task}'")
+        log(f"calibration: {cfg.calib_samples} sequences, {count_tokens(ctx.batches)} tokens of '{task_label(task)}'")
     total = src.backbone.view.num_blocks if cfg.method in ("gptq", "sparsegpt") else \
         (len(ctx.batches) if ctx.batches and cfg.method == "prune" else
          (opts.steps if cfg.method == "distill" else 0))
@@ -158,8 +169,8 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     if "losses" in info:
         record.extra["distill"] = {k: info[k] for k in ("losses", "on_policy", "step_seconds")}
     if ctx.batches:
-        record.extra["calibration"] = {"task": task, "sequences": cfg.calib_samples, "tokens": count_tokens(ctx.batches),
-                                       "seq_len": cfg.calib_seq_len}
+        record.extra["calibration"] = {"task": task_label(task), "sequences": cfg.calib_samples,
+                                       "tokens": count_tokens(ctx.batches), "seq_len": cfg.calib_seq_len}
     records.append(record)
     src.manifest.steps = [r.to_json() for r in records]
     save_manifest_only(src, out)

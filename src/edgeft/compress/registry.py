@@ -35,7 +35,7 @@ class StepOptions(BaseModel):
 class StepContext:
     """What the pipeline hands every step: the task's calibration batches (for steps that need them)."""
 
-    task: str
+    task: str | dict  # a task name, or a user's own data as an adapter's note records it (data.tasks.task_config)
     batches: list[dict] | None = None
     seed: int = 0
 

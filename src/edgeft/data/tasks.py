@@ -378,6 +378,21 @@ def _subset(examples: list[dict], n: Optional[int], seed: int) -> list[dict]:
     return [examples[i] for i in idx]
 
 
+SIZE_KEYS = ("train_samples", "dev_samples", "max_length", "seed")
+
+
+def task_config(ref: str | dict, **sizes) -> TaskConfig:
+    """A TaskConfig from a task reference: a bundled task's name (or a file path), or the TaskConfig keys of a
+    user's own data (how an adapter's note records them, its sizes left out), with the sizes given here."""
+    keys = {"name": ref} if isinstance(ref, str) else {k: v for k, v in ref.items() if k not in SIZE_KEYS}
+    return TaskConfig(**keys, **sizes)
+
+
+def task_label(ref: str | dict) -> str:
+    """How a task reference is named in messages."""
+    return ref if isinstance(ref, str) else str(ref.get("data_file") or ref.get("name"))
+
+
 def load_task(cfg: TaskConfig | str, **overrides) -> Task:
     """Load a task by name or file path, then subset train/dev deterministically by seed."""
     if isinstance(cfg, str):

@@ -211,10 +211,24 @@ def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dic
         "num_labels": task.num_labels if task.kind in ("classification", "regression") else None,
         "task": task.name,
         "task_shape": task.shape(),
+        **({"task_config": own_data_config(task.config)} if task.config is not None and task.config.data_file
+           else {}),
         **(extra or {}),
     }
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / ADAPTER_NOTE).write_text(json.dumps(note, indent=2))
+
+
+def own_data_config(cfg) -> dict:
+    """A user's data file and how it was read (TaskConfig keys without the run's sizes), its paths absolute:
+    what `edgeft compress` needs to calibrate on and score the adapter's own task later."""
+    from edgeft.data.tasks import SIZE_KEYS
+
+    keys = {k: v for k, v in cfg.model_dump().items() if k not in SIZE_KEYS}
+    for k in ("data_file", "dev_file"):
+        if keys.get(k):
+            keys[k] = str(Path(keys[k]).resolve())
+    return keys
 
 
 def read_adapter_note(adapter_dir: Path) -> dict:
