@@ -17,8 +17,8 @@ import yaml
 from edgeft.errors import ConfigError
 
 # What edgeft writes into a run directory (finetune, launch, federate): all `--overwrite` removes.
-OWNED = ("config.yaml", "metrics.json", "events.jsonl", "*.png", "adapter", "adapter.tmp", "checkpoint", "logs", "ranks",
-         "heartbeats", "spec.json", "spec.attempt*.json", "plan.attempt*.json")
+OWNED = ("config.yaml", "metrics.json", "events.jsonl", "*.png", "adapter", "adapter.tmp", "checkpoint", "logs",
+         "ranks", "heartbeats", "spec.json", "spec.attempt*.json", "plan.attempt*.json")
 
 # What `edgeft compress` writes into its output (model) folder.
 MODEL_OWNED = ("*.safetensors", "config.json", "generation_config.json", "tokenizer*", "special_tokens_map.json",
