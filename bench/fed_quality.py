@@ -25,6 +25,7 @@ setting), Rouge-L on the 40 global_test rows (5 per category, summarization incl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -96,13 +97,31 @@ def settings_for(task: str, algorithm: str, seed: int, overrides: dict, smoke: b
 def run(task: str, algorithm: str, seed: int, overrides: dict, lock=None, engine: str = "inprocess",
         device: str = "cpu", smoke: bool = False, out: Path = OUT, full_glue: bool = False) -> dict:
     settings = settings_for(task, algorithm, seed, overrides, smoke, full_glue, out.name)
-    if engine == "flower":
-        summary = fed_dolly.simulate(settings, lock)
-    else:
-        summary = in_process(settings, device)
+    with run_folder_held(settings["out"]):
+        if engine == "flower":
+            summary = fed_dolly.simulate(settings, lock)
+        else:
+            summary = in_process(settings, device)
     out.mkdir(parents=True, exist_ok=True)
     result_path(task, algorithm, seed, out).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+@contextlib.contextmanager
+def run_folder_held(folder: str):
+    """Hold `folder` (a run's folder) for this process: a second benchmark command running the same (task,
+    algorithm, seed) into the same --out would clear the folder under the first (it happened: one process's
+    events were wiped while it ran), so it stops at once instead, saying which folder is taken."""
+    import fcntl
+
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{folder}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"{folder} is being written by another fed_quality process (the same task, algorithm "
+                             "and seed into the same --out): give this one another --out or seeds") from None
+        yield
 
 
 def in_process(settings: dict, device: str) -> dict:
