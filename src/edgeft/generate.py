@@ -164,15 +164,12 @@ def _hf_model(model: str, adapter: Optional[Path]):
 
 
 def _pac_model(model: str, adapter: Path, note: dict):
-    """(PacModel, tokenizer): the frozen backbone with the trained side network, for PacModel.generate."""
+    """(PacModel, tokenizer): the frozen backbone with the trained side network, as `edgeft eval` loads it, for
+    PacModel.generate."""
     from edgeft.compress.merge import task_for
-    from edgeft.methods import get_method
-    from edgeft.methods.base import check_backbone_matches
-    from edgeft.models.backbone import load_backbone
+    from edgeft.train.recipe import load_for_eval
 
-    backbone = load_backbone(model, head="causal_lm")
-    check_backbone_matches(note, backbone, adapter)
-    pac = get_method("pac", note.get("options") or {}).load(backbone, task_for(note, adapter), adapter)
+    backbone, pac = load_for_eval(model, task_for(note, adapter), "causal_lm", adapter)
     return pac, backbone.tokenizer
 
 

@@ -23,7 +23,7 @@ from edgeft.federated.config import FederatedConfig
 from edgeft.federated.round_summary import plot, summarize
 from edgeft.federated.session import data_for, local_examples, node_partition, setup_for
 from edgeft.federated.server import FederationError, RoundLog, discover
-from edgeft.methods.base import write_adapter_note
+from edgeft.methods.base import save_adapter
 from edgeft.train.rundir import RunDir
 
 def _config(fixed: Optional[FederatedConfig], context: Context) -> FederatedConfig:
@@ -51,9 +51,8 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     except FederationError as err:  # a round no client completed: keep what the rounds before it produced
         log.stop(ledger.round, err)
         extra = {}
-    setup.method.save(setup.model, run.adapter_dir)
-    write_adapter_note(run.adapter_dir, setup.method, setup.backbone, setup.task,
-                       {"max_length": cfg.max_length, "federated": cfg.algorithm})
+    save_adapter(run.adapter_dir, setup.method, setup.model, setup.backbone, setup.task,
+                 {"max_length": cfg.max_length, "federated": cfg.algorithm})
     summary = summarize(cfg, ledger, log.rows, setup.task.metric_name, extra)
     summary["total_wall_s"] = time.perf_counter() - t0
     summary["partition_sizes"] = [len(p) for p in setup.parts]

@@ -219,6 +219,21 @@ def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dic
     (Path(out_dir) / ADAPTER_NOTE).write_text(json.dumps(note, indent=2))
 
 
+def save_adapter(out_dir: Path, method: Method, model: nn.Module, backbone, task, extra: dict | None = None) -> Path:
+    """A run's trained result (finetune, launch, federate): the method's weights and the note beside them, written
+    to a temporary folder and renamed into place, so a run stopped mid-write leaves no half adapter."""
+    import shutil
+
+    out = Path(out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    method.save(model, tmp)
+    write_adapter_note(tmp, method, backbone, task, extra)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
 def own_data_config(cfg) -> dict:
     """A user's data file and how it was read (TaskConfig keys without the run's sizes), its paths absolute:
     what `edgeft compress` needs to calibrate on and score the adapter's own task later."""

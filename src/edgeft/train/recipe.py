@@ -18,7 +18,7 @@ from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
 from edgeft.methods import get_method
-from edgeft.methods.base import check_backbone_matches, read_adapter_note, write_adapter_note
+from edgeft.methods.base import check_backbone_matches, read_adapter_note, save_adapter
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
@@ -149,8 +149,7 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
                       progress)
     result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
 
-    method.save(model, run.adapter_dir)
-    write_adapter_note(run.adapter_dir, method, backbone, task, {"max_length": cfg.task.max_length})
+    save_adapter(run.adapter_dir, method, model, backbone, task, {"max_length": cfg.task.max_length})
     final = result.eval_history[-1] if result.eval_history else {}
     metrics = {
         "model": cfg.model, "task": task.name, "method": method.name,

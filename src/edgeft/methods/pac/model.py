@@ -449,6 +449,7 @@ class PacModel(nn.Module):
         hooks = [self.view.blocks[t].register_forward_hook(_capture(captured, t)) for t in self.taps]
         if streamer is not None:
             streamer.put(input_ids.cpu())
+        cache_arg = _cache_keyword(self.view.core)
         try:
             past = DynamicCache(config=self.view.base.config)
             mask = attention_mask.clone()
@@ -457,7 +458,7 @@ class PacModel(nn.Module):
             seen = None  # every position's taps so far, kept only when the side network attends across positions
             for _ in range(max_new_tokens):
                 self.view.core(input_ids=step_ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                               **{_cache_keyword(self.view.core): past})
+                               **{cache_arg: past})
                 if not self.side.heads:  # a per-token side network: the new position alone
                     taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
                     hidden = taps[..., -1, :] + self.side(taps, block_inputs=self.view.block_inputs)

@@ -8,7 +8,6 @@ global gradient clipping, and checkpoints. The loop itself is loop.py's.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -232,20 +231,13 @@ def previous_losses(ctx: Context) -> list[float]:
 
 
 def save_adapter(ctx: Context, model) -> None:
-    """The trained result as `edgeft finetune` writes it (run_dir/adapter: the method's weights and the note of
-    backbone, task shape and options), from the rank that holds every trainable after the last epoch, so that
-    eval, generate, chat, export and compress take a collaborative run's result as they take a finetune's.
-    Written to a temporary folder and renamed, so a run stopped mid-write leaves no half adapter."""
-    from edgeft.methods.base import write_adapter_note
+    """The trained result as `edgeft finetune` writes it (run_dir/adapter), from the rank that holds every
+    trainable after the last epoch, so that eval, generate, chat, export and compress take a collaborative run's
+    result as they take a finetune's."""
+    from edgeft.methods.base import save_adapter as save
 
-    out = Path(ctx.spec.run_dir) / "adapter"
-    tmp = out.with_name("adapter.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ctx.method.save(model, tmp)
-    write_adapter_note(tmp, ctx.method, ctx.backbone, ctx.task,
-                       {"max_length": ctx.spec.task.get("max_length", 128), "strategy": ctx.spec.strategy})
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    out = save(Path(ctx.spec.run_dir) / "adapter", ctx.method, model, ctx.backbone, ctx.task,
+               {"max_length": ctx.spec.task.get("max_length", 128), "strategy": ctx.spec.strategy})
     ctx.log("adapter_saved", path=str(out))
 
 
