@@ -5,6 +5,8 @@ Kept free of torch and Flower so `edgeft federate` can check that the partition 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from edgeft.data import TaskConfig, load_task
@@ -17,7 +19,15 @@ def seeded_rng(*parts: int) -> np.random.Generator:
     return np.random.default_rng([int(p) & 0xFFFFFFFF for p in parts])
 
 
-_DATA: dict[tuple, tuple] = {}
+_DATA: dict[str, tuple] = {}
+# The config fields the data and its split depend on (and nothing else does here).
+DATA_FIELDS = {"task", "task_options", "train_samples", "eval_samples", "max_length", "seed", "clients", "partition",
+               "alpha", "holdout_category", "val_samples"}
+
+
+def config_key(cfg: FederatedConfig, fields: set[str]) -> str:
+    """A cache key from the named config fields, derived from the config itself (nested options included)."""
+    return json.dumps(cfg.model_dump(include=fields), sort_keys=True, default=str)
 
 
 def data_for(cfg: FederatedConfig):
@@ -29,8 +39,7 @@ def data_for(cfg: FederatedConfig):
 def data_and_validation(cfg: FederatedConfig):
     """(task, partitions, validation row indices): `val_samples` seeded training rows go to the server's
     validation set before the rest is partitioned, so no client ever trains on them."""
-    key = (cfg.task, repr(sorted(cfg.task_options.items())), cfg.train_samples, cfg.eval_samples, cfg.max_length, cfg.seed, cfg.clients, cfg.partition,
-           cfg.alpha, cfg.holdout_category, cfg.val_samples)
+    key = config_key(cfg, DATA_FIELDS)
     if key not in _DATA:
         task = load_task(TaskConfig(name=cfg.task, train_samples=cfg.train_samples, dev_samples=cfg.eval_samples,
                                     max_length=cfg.max_length, seed=cfg.seed, **cfg.task_options))

@@ -18,7 +18,8 @@ from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.data import data_and_validation, data_for, seeded_rng  # noqa: F401  (used by the apps)
+from edgeft.federated.data import (  # noqa: F401  (data_and_validation, seeded_rng: used by the apps)
+    DATA_FIELDS, config_key, data_and_validation, data_for, seeded_rng)
 from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
 from edgeft.quiet import quiet_libraries
@@ -146,9 +147,8 @@ def _method_for(cfg: FederatedConfig):
 
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
-    key = (role, cfg.model, cfg.task, repr(sorted(cfg.task_options.items())), cfg.head, cfg.max_length, cfg.train_samples, cfg.eval_samples, cfg.algorithm,
-           cfg.zo_base, repr(cfg.zo_params), repr(sorted(cfg.method_options.items())), cfg.seed, cfg.clients, cfg.partition, cfg.alpha,
-           cfg.holdout_category, cfg.val_samples, cfg.precision)
+    key = (role, config_key(cfg, DATA_FIELDS | {"model", "head", "algorithm", "zo_base", "zo_params", "method_options",
+                                                 "precision"}))
     if key in _CACHE:
         return _CACHE[key]
     quiet_libraries()  # a ClientApp runs in a Ray worker, which never passed through the CLI's entry point
