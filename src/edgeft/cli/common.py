@@ -68,7 +68,7 @@ def shared_options(options: dict[str, tuple], into: str):
     return decorate
 
 
-# Your own data: the same options for finetune, eval and launch, declared once.
+# Your own data: the same options for finetune, eval, launch and federate, declared once.
 DATA_OPTIONS = {
     "data_file": (Optional[str], typer.Option(None, help="your own data (jsonl/csv/tsv)")),
     "dev_file": (Optional[str], typer.Option(
