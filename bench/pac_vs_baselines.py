@@ -446,6 +446,8 @@ def run(args) -> dict:
                 sub.epochs = item["epochs"]
             if "weight_decay" in item:
                 sub.weight_decay = item["weight_decay"]
+            if "head" in item:  # the backbone's head (e.g. a trained classifier on a causal LM, no verbalizer)
+                sub.head = item["head"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
             results[name] = r = run_variant("pac_cache", sub)

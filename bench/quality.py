@@ -59,8 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR, passed on (repeatable)")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE (repeatable)")
     p.add_argument("--pac-config", default=None,
-                   help="JSON {options, lr?, epochs?} (e.g. --pick's output): PAC's configuration for this run")
-    p.add_argument("--sweep", default=None, help="JSON list of {label, options, lr?, epochs?}: PAC configurations "
+                   help="JSON {options, lr?, epochs?, head?} (e.g. --pick's output): PAC's configuration for this run")
+    p.add_argument("--sweep", default=None, help="JSON list of {label, options, lr?, epochs?, head?}: PAC configurations "
                                                  "to score (PAC only; use with --holdout)")
     p.add_argument("--pick", default=None, help="a --sweep report: apply the selection rule and print the choice")
     p.add_argument("--pick-out", default=None, help="with --pick: write the chosen configuration here (JSON)")
@@ -115,7 +115,7 @@ def write_user_files(task: str, folder: Path) -> tuple[str, str, bool]:
 def pac_config(args) -> dict:
     cfg = json.loads(Path(args.pac_config).read_text()) if args.pac_config else {}
     return {"options": cfg.get("options", {}), "lr": cfg.get("lr"), "epochs": cfg.get("epochs"),
-            "label": cfg.get("label")}
+            "head": cfg.get("head"), "label": cfg.get("label")}
 
 
 def log_tail(path: str, lines: int = 15) -> str:
@@ -176,6 +176,8 @@ def plan_runs(args, work: Path) -> list[dict]:
                             words += ["--pac-option", v]
                         if pac["lr"]:
                             words += ["--lr", f"pac={pac['lr']}"]
+                        if pac["head"]:  # the backbone's head, as `edgeft finetune --head`
+                            words += ["--head", pac["head"]]
                         epochs = pac_epochs(args, pac, model)
                     if args.sweep:
                         words += ["--variants", "", "--sweep", str(Path(args.sweep).resolve())]

