@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -117,3 +118,85 @@ def test_user_file_without_text2_stays_single(tmp_path):
     p = _pairs_file(tmp_path / "one.jsonl", [{"text": f"t {i}", "label": "yes" if i % 2 else "no"} for i in range(6)])
     task = load_task(TaskConfig(name="mine", data_file=str(p), dev_fraction=0.5))
     assert not task.is_pair and all("text2" not in ex for ex in task.train)
+
+
+def _entailment_file(tmp_path):
+    rows = [{"text": f"premise {i}", "text2": f"hypothesis {i}", "label": "not_entailment" if i % 2 else "entailment"}
+            for i in range(8)]
+    return _pairs_file(tmp_path / "nli.jsonl", rows)
+
+
+def test_own_prompt_and_label_words_are_what_the_model_reads(tmp_path):
+    """A question at the end of the prompt and natural label words: the featurizer reads these, not the generic
+    'Label (entailment or not_entailment):' and the names' first tokens."""
+    from edgeft.cli.common import data_task_keys
+    from edgeft.data.features import Featurizer
+
+    keys = data_task_keys({"prompt_template": r"Premise: {text}\nHypothesis: {text2}\nDoes the premise entail it?",
+                           "label_words": "yes, no", "text_column": None})
+    task = load_task(TaskConfig(name="mine", data_file=str(_entailment_file(tmp_path)), dev_fraction=0.25, **keys))
+    assert task.label_names == ["entailment", "not_entailment"] and task.label_words == [" yes", " no"]
+    from tiny_models import word_tokenizer
+
+    prompt = "premise : {text} hypothesis : {text2} does the premise entail it ?"
+    tok = word_tokenizer("llama", extra_text=prompt + " yes no " + " ".join(
+        ex["text"] + " " + ex["text2"] for ex in task.train))
+    feats = Featurizer(task, tok, "verbalize", 64)
+    assert feats.label_token_ids == [tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")]
+    ex = task.train[0]
+    read = tok.decode(feats.encode([ex])[0]["input_ids"], skip_special_tokens=True)
+    assert read == f"premise : {ex['text']} hypothesis : {ex['text2']} does the premise entail it ?"
+    assert task.shape()["prompt_template"] == task.prompt_template  # a saved adapter carries them
+    assert task.shape()["label_words"] == [" yes", " no"]
+
+
+@pytest.mark.parametrize("prompt, wrong", [
+    ("Premise: {text}\nAnswer:", "must use exactly {text}, {text2}; it has {text}"),  # the second text dropped
+    ("P: {premise} H: {text2}", "it has {premise}, {text2}"),
+    ("P: {text} H: {text2} {", "literal brace"),
+])
+def test_a_prompt_that_does_not_fit_the_file_is_refused_naming_why(tmp_path, prompt, wrong):
+    from edgeft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(wrong)):
+        load_task(TaskConfig(name="mine", data_file=str(_entailment_file(tmp_path)), prompt_template=prompt))
+
+
+def test_label_words_must_match_the_labels_and_stay_with_own_classification_files(tmp_path):
+    from edgeft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"2 labels \(entailment, not_entailment, in this order\)"):
+        load_task(TaskConfig(name="mine", data_file=str(_entailment_file(tmp_path)), label_words=["yes"]))
+    with pytest.raises(ConfigError, match="bundled task has its own prompt"):
+        load_task(TaskConfig(name="rte", prompt_template="{text} {text2}"))
+    gen = tmp_path / "gen.jsonl"
+    gen.write_text("".join(json.dumps({"instruction": f"q{i}", "response": f"a{i}"}) + "\n" for i in range(4)))
+    with pytest.raises(ConfigError, match="generation file's prompt is its instruction"):
+        load_task(TaskConfig(name="mine", data_file=str(gen), prompt_template="{text}"))
+
+
+def test_a_user_file_with_rtes_prompt_reads_token_for_token_as_bundled_rte(tmp_path, smol_tokenizer):
+    """The h7 finding (docs/benchmarks_pac.md): PAC on SmolLM2 scores RTE's rows at chance through the generic
+    template and at 55% through RTE's own prompt. With --prompt-template and --label-words a user's file is read
+    exactly as the bundled task: the same tokens, label positions and label-word ids for every row."""
+    from edgeft.data.features import Featurizer
+
+    rte = load_task(TaskConfig(name="rte", train_samples=40, dev_samples=8))
+    path = tmp_path / "rte.jsonl"
+    path.write_text("".join(json.dumps({"text": ex["text"], "text2": ex["text2"],
+                                        "label": rte.label_names[ex["label"]]}) + "\n" for ex in rte.train))
+    mine = load_task(TaskConfig(name="mine", data_file=str(path), dev_fraction=0.1, prompt_template=rte.prompt_template,
+                                label_words=["yes", "no"]))
+    generic = load_task(TaskConfig(name="mine", data_file=str(path), dev_fraction=0.1))
+    assert mine.label_names == rte.label_names
+    feats = {name: Featurizer(t, smol_tokenizer, "verbalize", 256) for name, t in
+             (("rte", rte), ("mine", mine), ("generic", generic))}
+    assert feats["mine"].label_token_ids == feats["rte"].label_token_ids
+    assert feats["generic"].label_token_ids != feats["rte"].label_token_ids
+    by_text = {ex["text"] + ex["text2"]: ex for ex in rte.train}
+    ours = feats["mine"].encode(mine.train)
+    theirs = feats["rte"].encode([by_text[ex["text"] + ex["text2"]] for ex in mine.train])
+    strip = ("id",)
+    assert [{k: v for k, v in f.items() if k not in strip} for f in ours] == \
+           [{k: v for k, v in f.items() if k not in strip} for f in theirs]
+    assert feats["generic"].encode(generic.train[:1])[0]["input_ids"] != ours[0]["input_ids"]

@@ -124,6 +124,9 @@ def test_min_clients_defaults_to_half_a_round_and_cannot_exceed_it():
 def test_task_options_round_trip_and_are_checked_as_finetunes():
     cfg = FederatedConfig(algorithm="fedit", task="mail.csv", task_options={"text_column": "body", "kind": "classification"})
     assert FederatedConfig.from_run_config(cfg.to_run_config()) == cfg
+    own = {"prompt_template": "Mail: {text}\nWhich folder?", "label_words": ["home", "work"]}  # a list survives too
+    cfg = FederatedConfig(algorithm="fedit", task="mail.csv", task_options=own)
+    assert FederatedConfig.from_run_config(cfg.to_run_config()).task_options == own
     with pytest.raises(ConfigError, match=r"task_options\.text_colum: unknown key, did you mean 'text_column'"):
         config_from_dict({"algorithm": "fedit", "task": "mail.csv", "task_options": {"text_colum": "body"}})
     with pytest.raises(ConfigError, match=r"\['train_samples'\] are set by the run's own keys"):

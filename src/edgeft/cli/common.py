@@ -80,9 +80,22 @@ DATA_OPTIONS = {
     "instruction_column": (Optional[str], typer.Option(None, help="instruction column (generation; default instruction)")),
     "input_column": (Optional[str], typer.Option(None, help="optional input column (generation; default input)")),
     "response_column": (Optional[str], typer.Option(None, help="response column (generation; default response)")),
+    "prompt_template": (Optional[str], typer.Option(
+        None, help="what the model reads for each row of your classification/regression file, with {text} (and "
+                   "{text2}); \\n is a new line. E.g. 'Premise: {text}\\nHypothesis: {text2}\\nDoes the premise "
+                   "entail the hypothesis?' A question at the end helps PAC on a causal LM (it reads the last token)")),
+    "label_words": (Optional[str], typer.Option(
+        None, help="comma-separated words the LM head reads, one per label in the labels' sorted order (own "
+                   "classification file; default: the label names)")),
 }
 
 
 def data_task_keys(options: dict) -> dict:
-    """DATA_OPTIONS values as TaskConfig keys (unset ones left out)."""
-    return {("kind" if k == "task_kind" else k): v for k, v in options.items() if v is not None}
+    """DATA_OPTIONS values as TaskConfig keys (unset ones left out): a prompt's typed \\n becomes a new line,
+    the label words a list."""
+    keys = {("kind" if k == "task_kind" else k): v for k, v in options.items() if v is not None}
+    if "prompt_template" in keys:
+        keys["prompt_template"] = keys["prompt_template"].replace("\\n", "\n")
+    if "label_words" in keys:
+        keys["label_words"] = [w.strip() for w in keys["label_words"].split(",")]
+    return keys

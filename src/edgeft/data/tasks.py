@@ -9,6 +9,7 @@ Examples are plain dicts so every method, the runtime and the federated clients 
 from __future__ import annotations
 
 import random
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -39,6 +40,15 @@ class TaskConfig(BaseModel):
     instruction_column: str = "instruction"
     input_column: str = "input"
     response_column: str = "response"
+    prompt_template: Optional[str] = Field(
+        None, description="your own classification/regression file: what the model reads, with {text} (and {text2} "
+                          "for a pair), e.g. 'Premise: {text}\\nHypothesis: {text2}\\nDoes the premise entail the "
+                          "hypothesis?' (default: 'Text: {text}\\n... Label (a or b):'). On a causal LM the model "
+                          "reads the prompt's last token, so a question there helps methods that keep the backbone "
+                          "frozen (PAC)")
+    label_words: Optional[list[str]] = Field(None, description="your own classification file: one word per label, "
+                                             "in the labels' sorted order, that the LM head reads (default: the "
+                                             "label names)")
     dev_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     train_samples: Optional[int] = Field(None, gt=0)
     dev_samples: Optional[int] = Field(None, gt=0)
@@ -333,6 +343,11 @@ def _custom_task(cfg: TaskConfig) -> Task:
                 metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
     if kind in ("classification", "regression"):
         _encode_custom_labels(task)
+        _apply_prompt(task, cfg, path)
+    elif cfg.prompt_template is not None or cfg.label_words is not None:
+        raise ConfigError(f"{path}: prompt_template and label_words (--prompt-template, --label-words) are for "
+                          "classification and regression files; a generation file's prompt is its instruction (and "
+                          "input) column.")
     return task
 
 
@@ -356,6 +371,33 @@ def _encode_custom_labels(task: Task) -> None:
     task.prompt_template = ("Text: {text}\nSecond text: {text2}\n" if has_pair else "Text: {text}\n") + \
         f"Label ({' or '.join(names)}):"
     task.label_words = [f" {n}" for n in names]
+
+
+def _apply_prompt(task: Task, cfg: TaskConfig, path: Path) -> None:
+    """The user's own prompt and label words, checked against the file: every placeholder known, the second text
+    read when the file has one (a dropped {text2} would train on half of each pair without a word), one word a
+    label."""
+    if cfg.prompt_template is not None:
+        wanted = {"text", "text2"} if task.is_pair else {"text"}
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(cfg.prompt_template) if f is not None}
+        except ValueError as err:
+            raise ConfigError(f"--prompt-template {cfg.prompt_template!r}: {err} (write a literal brace as {{{{ or "
+                              "}}}}).") from err
+        if fields - wanted or not wanted <= fields:
+            pair = "a sentence pair (text2)" if task.is_pair else "single texts (no text2)"
+            raise ConfigError(f"--prompt-template {cfg.prompt_template!r}: {path.name} holds {pair}, so the "
+                              f"prompt must use exactly "
+                              f"{', '.join('{' + f + '}' for f in sorted(wanted))}; it has "
+                              f"{', '.join('{' + f + '}' for f in sorted(fields)) or 'no placeholder'}.")
+        task.prompt_template = cfg.prompt_template
+    if cfg.label_words is not None:
+        if task.kind != "classification":
+            raise ConfigError(f"--label-words: {path.name} is a regression file; label words are for classification.")
+        if len(cfg.label_words) != len(task.label_names):
+            raise ConfigError(f"--label-words {','.join(cfg.label_words)}: {path.name} has {len(task.label_names)} "
+                              f"labels ({', '.join(task.label_names)}, in this order); give one word for each.")
+        task.label_words = [w if w[:1].isspace() else f" {w}" for w in cfg.label_words]
 
 
 # --- entry point ----------------------------------------------------------------------------------
@@ -399,6 +441,10 @@ def load_task(cfg: TaskConfig | str, **overrides) -> Task:
         cfg = TaskConfig(name=cfg, **overrides)
     key = ALIASES.get(cfg.name.lower(), cfg.name.lower())
     if cfg.data_file is None and key in BUILTIN:
+        if cfg.prompt_template is not None or cfg.label_words is not None:
+            raise ConfigError(f"task '{cfg.name}': prompt_template and label_words (--prompt-template, "
+                              "--label-words) are for your own data file; a bundled task has its own prompt and "
+                              "label words.")
         task = BUILTIN[key]()
     elif cfg.data_file is not None or Path(cfg.name).suffix:
         task = _custom_task(cfg)
