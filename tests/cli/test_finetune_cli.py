@@ -168,3 +168,29 @@ def test_piped_help_is_not_cut_to_80_columns_and_points_at_methods():
     assert any("--instruction-column" in line and "instruction column (generation; default instruction)" in line
                for line in lines)
     assert any("(see `edgeft methods`)" in line for line in lines)
+
+
+def test_eval_reads_a_users_file_through_the_adapters_own_prompt(tiny_llama, tmp_path):
+    """An adapter trained with --prompt-template/--label-words learned to read those words; `edgeft eval` on a
+    file of the user's takes them from the adapter unless given, and so scores what finetune scored."""
+    from edgeft.train.recipe import eval_task_config
+
+    train, dev = tmp_path / "reviews.csv", tmp_path / "reviews_dev.csv"
+    lines = [f"this film is {w} {i},{w}" for i in range(10) for w in ("good", "bad")]
+    train.write_text("body,verdict\n" + "\n".join(lines) + "\n")
+    dev.write_text("body,verdict\nthe story is good,good\nthe story is bad,bad\nawful and boring,bad\nfun,good\n")
+    prompt = r"review : {text}\nis it good ? answer :"
+    out = tmp_path / "run"
+    _invoke("finetune", "--model", tiny_llama, "--method", "lora", "--data-file", train, "--dev-file", dev,
+            "--text-column", "body", "--label-column", "verdict", "--prompt-template", prompt,
+            "--label-words", "no,yes", "--epochs", "2", "--lr", "5e-3", "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    cfg = eval_task_config(None, {"data_file": str(dev), "text_column": "body", "label_column": "verdict"},
+                           adapter=out / "adapter")
+    assert cfg.prompt_template == prompt.replace(r"\n", "\n") and cfg.label_words == ["no", "yes"]
+    mine = eval_task_config(None, {"data_file": str(dev), "prompt_template": "{text} ?"}, adapter=out / "adapter")
+    assert mine.prompt_template == "{text} ?"  # what the user gives wins
+    shown = _invoke("eval", "--model", tiny_llama, "--adapter", out / "adapter", "--data-file", dev,
+                    "--text-column", "body", "--label-column", "verdict")
+    assert "(4 examples)" in shown
+    assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]

@@ -74,7 +74,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate a backbone (optionally with an adapter) on a task's dev split, or on all of your own file."""
         from edgeft.train.recipe import eval_task_config, run_eval
 
-        task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed)
+        task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed, adapter)
         name, examples, metrics = run_eval(model, task_cfg, adapter, head, batch_size, device, max_new_tokens)
         console.print(f"{model} on {name} dev ({examples} examples)", soft_wrap=True)
         table = Table()

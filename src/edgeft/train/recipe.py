@@ -199,14 +199,21 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
 
 
 def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None, max_length: int = 128,
-                     seed: int = 0) -> TaskConfig:
+                     seed: int = 0, adapter: Optional[Path] = None) -> TaskConfig:
     """The task `edgeft eval` scores: a named task's dev split, or every row of your own file (of its dev file
-    when one is given); a file given as the task is your own file too."""
+    when one is given); a file given as the task is your own file too. A file of yours is read through the
+    prompt template and label words the adapter was trained with, unless given here: through another prompt an
+    adapter would be scored on words it never learned to read, with no error to say so."""
     keys = dict(data_keys)
     if task and Path(task).suffix and "data_file" not in keys:
         keys["data_file"] = task
     if "data_file" in keys:
         keys.setdefault("dev_file", keys["data_file"])
+        if adapter is not None:
+            trained = read_adapter_note(adapter).get("task_config") or {}
+            for k in ("prompt_template", "label_words"):
+                if trained.get(k) is not None:
+                    keys.setdefault(k, trained[k])
     name = task or keys.get("data_file")
     if name is None:
         raise ConfigError("no task given: use --task NAME or --data-file FILE.")
