@@ -167,6 +167,8 @@ def test_label_words_must_match_the_labels_and_stay_with_own_classification_file
 
     with pytest.raises(ConfigError, match=r"2 labels \(entailment, not_entailment, in this order\)"):
         load_task(TaskConfig(name="mine", data_file=str(_entailment_file(tmp_path)), label_words=["yes"]))
+    with pytest.raises(ConfigError, match="one non-empty word for each"):
+        load_task(TaskConfig(name="mine", data_file=str(_entailment_file(tmp_path)), label_words=["yes", " "]))
     with pytest.raises(ConfigError, match="bundled task has its own prompt"):
         load_task(TaskConfig(name="rte", prompt_template="{text} {text2}"))
     gen = tmp_path / "gen.jsonl"

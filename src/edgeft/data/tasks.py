@@ -394,9 +394,10 @@ def _apply_prompt(task: Task, cfg: TaskConfig, path: Path) -> None:
     if cfg.label_words is not None:
         if task.kind != "classification":
             raise ConfigError(f"--label-words: {path.name} is a regression file; label words are for classification.")
-        if len(cfg.label_words) != len(task.label_names):
+        if len(cfg.label_words) != len(task.label_names) or not all(w.strip() for w in cfg.label_words):
             raise ConfigError(f"--label-words {','.join(cfg.label_words)}: {path.name} has {len(task.label_names)} "
-                              f"labels ({', '.join(task.label_names)}, in this order); give one word for each.")
+                              f"labels ({', '.join(task.label_names)}, in this order); give one non-empty word for "
+                              "each.")
         task.label_words = [w if w[:1].isspace() else f" {w}" for w in cfg.label_words]
 
 
