@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR, passed on (repeatable)")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE (repeatable)")
     p.add_argument("--pac-config", default=None,
-                   help="JSON {options, lr?, epochs?, head?} (e.g. --pick's output): PAC's configuration for this run")
+                   help="JSON {options, lr?, epochs?, head?} (e.g. --pick's output): PAC's configuration for this "
+                        "run")
     p.add_argument("--sweep", default=None, help="JSON list of {label, options, lr?, epochs?, head?}: PAC configurations "
                                                  "to score (PAC only; use with --holdout)")
     p.add_argument("--pick", default=None, help="a --sweep report: apply the selection rule and print the choice")
