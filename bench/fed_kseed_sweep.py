@@ -53,7 +53,8 @@ ROUND_GRID = {name: dict(lr=lr, **SPLITS["6x25"], max_loss_diff=None, round_lr=s
 # (lr 2.25e-4 cosine, 6x25), short of +2, and the largest step size tried so far won both sweeps, so: larger
 # starts on the same cosine, and twice the clients a round with 10 steps each (12x10: 960 steps, a fifth fewer;
 # each client drifts less far from the global model between rounds). More steps or rounds are not candidates: at
-# 1,200 steps a run's training already takes ~27 of the 2-core budget's 30 minutes. Same RULE; between settings
+# 1,200 steps a run's training had taken ~27 of the 2-core budget's 30 minutes (two runs sharing the cores; alone,
+# 1.5x the steps took 22 minutes, measured afterwards). Same RULE; between settings
 # of equal mean lr, fewer clients a round (less upload) wins the tie.
 SPLITS["12x10"] = dict(clients_per_round=12, local_steps=10)
 STEP_GRID = {f"lr{lr:g}-{split}-cosine": dict(lr=lr, **SPLITS[split], max_loss_diff=None, round_lr="cosine")
