@@ -134,6 +134,56 @@ def test_memory_cache_checksum_catches_a_flipped_byte():
         c.lookup(["s1"], ["h1"])
 
 
+def big_entries(n=12, rows=400, seed=0):
+    """Entries large enough (12 x ~38 KB) that codec.checksums hands them to threads."""
+    return [entry(rows=rows, seed=seed + i)[1] for i in range(n)]
+
+
+def test_threaded_checksums_are_each_entrys_own_in_order(monkeypatch):
+    monkeypatch.setattr(codec, "checksum_threads", lambda: 4)
+    monkeypatch.setattr(codec, "PARALLEL_MIN_BYTES", 1)
+    payloads = big_entries()
+    assert codec.checksums(payloads) == [codec.checksum(p) for p in payloads]
+    assert codec._pool is not None and codec._pool[0] == 4  # the threads really ran them
+
+
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_threaded_lookup_judges_entries_in_order(storage, tmp_path, monkeypatch):
+    """Checksummed side by side, judged one after another: the first damaged entry is the one named, even with a
+    stale sample after it; under recompute only the damaged entries are misses."""
+    monkeypatch.setattr(codec, "checksum_threads", lambda: 4)
+    monkeypatch.setattr(codec, "PARALLEL_MIN_BYTES", 1)
+    ids, toks = [f"s{i}" for i in range(12)], [f"h{i}" for i in range(12)]
+    payloads = big_entries()
+    where = dict(storage=storage, directory=tmp_path / "c" if storage == "disk" else None)
+    c = ActivationCache(key(), **where)
+    c.put(ids, toks, payloads, [400] * 12)
+    got = c.lookup(ids, toks)
+    assert [bytes(g[0]) for g in got] == [bytes(p) for p in payloads] and c.stats.hits == 12
+    if storage == "disk":
+        c.close()
+        shard = tmp_path / "c" / "shard-00000.bin"
+        raw = bytearray(shard.read_bytes())
+        for i in (4, 9):
+            raw[sum(p.nbytes for p in payloads[:i]) + 7] ^= 0x01
+        shard.write_bytes(bytes(raw))
+        c = ActivationCache(key(), **where)
+    else:
+        c.store.corrupt_for_test("s4", byte=7)
+        c.store.corrupt_for_test("s9", byte=7)
+    stale = toks[:10] + ["other", toks[11]]  # s10 now means other tokens
+    with pytest.raises(CacheError, match="entry of sample 's4' is corrupt.*CRC-32"):
+        c.lookup(ids, stale)
+    lenient = ActivationCache(key(), on_corrupt="recompute", on_stale="rebuild", **where) if storage == "disk" else c
+    if storage == "memory":
+        lenient.on_corrupt, lenient.on_stale = "recompute", "rebuild"
+    before = (lenient.stats.hits, lenient.stats.corrupt, lenient.stats.stale)
+    got = lenient.lookup(ids, stale)
+    assert [i for i, g in enumerate(got) if g is None] == [4, 9, 10]
+    after = (lenient.stats.hits, lenient.stats.corrupt, lenient.stats.stale)
+    assert tuple(a - b for a, b in zip(after, before)) == (9, 2, 1)
+
+
 def test_index_problems(tmp_path):
     c = ActivationCache(key(), storage="disk", directory=tmp_path)
     c.put(["s1", "s2"], ["h1", "h2"], [entry(seed=1)[1], entry(seed=2)[1]], [1, 1])
@@ -175,3 +225,11 @@ def test_key_fingerprint_changes_with_every_field():
                          ("positions", "all"), ("hidden", 8), ("dtype", "bf16")]:
         prints.add(key(**{field: value}).fingerprint)
     assert len(prints) == 9
+
+
+def test_checksum_threads_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("EDGEFT_CHECKSUM_THREADS", "3")
+    assert codec.checksum_threads() == 3
+    monkeypatch.setenv("EDGEFT_CHECKSUM_THREADS", "two")
+    with pytest.raises(CacheError, match="EDGEFT_CHECKSUM_THREADS='two'"):
+        codec.checksum_threads()

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 
 from edgeft.errors import CacheError
-from edgeft.methods.pac.codec import CacheDtype, checksum
+from edgeft.methods.pac.codec import CacheDtype, checksums
 from edgeft.methods.pac.stores import DiskStore, EntryMeta, EntryUnreadable, MemoryStore
 
 OnBudget = Literal["error", "recompute"]
@@ -155,10 +155,24 @@ class ActivationCache:
         return meta is not None and meta.token == token_hash
 
     def lookup(self, sample_ids: list[str], token_hashes: list[str]) -> list[tuple[np.ndarray, int] | None]:
-        """(payload, rows) per sample, or None where the sample must be computed by the backbone."""
-        out = []
+        """(payload, rows) per sample, or None where the sample must be computed by the backbone.
+
+        The entries' bytes are read and checksummed together (over threads, `codec.checksums`), then judged
+        in order, so the policies, counts and the first error raised are those of one entry after another."""
+        found = []  # per sample: (meta or None, payload or None, why it could not be read or None)
         for sid, tok in zip(sample_ids, token_hashes):
             meta = self.store.meta(sid)
+            if meta is None or meta.token != tok:
+                found.append((meta, None, None))
+                continue
+            try:
+                found.append((meta, self.store.read(sid), None))
+            except EntryUnreadable as err:
+                found.append((meta, None, str(err)))
+        sized = [i for i, (m, p, _) in enumerate(found) if p is not None and len(p) == m.nbytes]
+        crcs = dict(zip(sized, checksums([found[i][1] for i in sized]))) if self.verify else {}
+        out = []
+        for i, (sid, tok, (meta, payload, unreadable)) in enumerate(zip(sample_ids, token_hashes, found)):
             if meta is None:
                 self.stats.misses += 1
                 out.append(None)
@@ -173,8 +187,7 @@ class ActivationCache:
                 self.stats.misses += 1
                 out.append(None)
                 continue
-            payload = self._read_verified(sid, meta)
-            if payload is None:
+            if not self._intact(sid, meta, payload, unreadable, crcs.get(i)):
                 self.stats.misses += 1
                 out.append(None)
                 continue
@@ -182,30 +195,30 @@ class ActivationCache:
             out.append((payload, meta.rows))
         return out
 
-    def _read_verified(self, sid: str, meta: EntryMeta) -> np.ndarray | None:
-        problem = None
-        try:
-            payload = self.store.read(sid)
-        except EntryUnreadable as err:
-            problem, payload = str(err), None
+    def _intact(self, sid: str, meta: EntryMeta, payload: np.ndarray | None, unreadable: str | None,
+                crc: int | None) -> bool:
+        """Whether an entry's bytes are whole and match their checksum (`crc`: theirs, None if not computed);
+        a damaged entry raises, or is recomputed under on_corrupt=recompute."""
+        problem = unreadable
         if payload is not None and len(payload) != meta.nbytes:
             problem = f"{len(payload)} bytes where the index says {meta.nbytes}"
-        elif payload is not None and self.verify and checksum(payload) != meta.crc:
+        elif payload is not None and self.verify and crc != meta.crc:
             problem = "its bytes fail their CRC-32 checksum"
         if problem is None:
-            return payload
+            return True
         self.stats.corrupt += 1
         if self.on_corrupt != "recompute":
             raise CacheError(f"{self._where()}: the entry of sample '{sid}' is corrupt ({problem}). Delete the cache "
                              "to rebuild it, or set on_corrupt=recompute to recompute damaged entries.")
-        return None
+        return False
 
     # -- writing ---------------------------------------------------------------------------------------
     def put(self, sample_ids: list[str], token_hashes: list[str], payloads: list[np.ndarray],
             rows: list[int]) -> int:
         """Store entries; returns how many were stored (fewer only under on_budget=recompute)."""
         stored = 0
-        for sid, tok, payload, r in zip(sample_ids, token_hashes, payloads, rows):
+        crcs = checksums(payloads)  # side by side (codec.checksums); an entry over the budget wastes its own
+        for sid, tok, payload, r, crc in zip(sample_ids, token_hashes, payloads, rows, crcs):
             old = self.store.meta(sid)
             after = self.store.nbytes - (old.nbytes if old else 0) + payload.nbytes
             if self.budget_bytes is not None and after > self.budget_bytes:
@@ -218,7 +231,7 @@ class ActivationCache:
                     f"{self.budget_mb:g} MB (it holds {len(self.store)} samples, {self.store.nbytes / 2**20:.1f} MB; "
                     f"this sample needs {per:.3f} MB). Raise cache_budget_mb, use cache_dtype=int8 or fp16, tap "
                     "fewer blocks (taps=every:K), or set on_budget=recompute to run the backbone for the rest.")
-            self.store.put(sid, EntryMeta(rows=r, token=tok, crc=checksum(payload), nbytes=payload.nbytes), payload)
+            self.store.put(sid, EntryMeta(rows=r, token=tok, crc=crc, nbytes=payload.nbytes), payload)
             self.stats.writes += 1
             stored += 1
         return stored
