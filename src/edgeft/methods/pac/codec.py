@@ -101,7 +101,7 @@ def checksum_threads() -> int:
 
 
 def checksums(payloads: list[np.ndarray], threads: int | None = None) -> list[int]:
-    """CRC-32 of each payload, in order. Why threads: one core runs zlib's CRC-32 at ~2 GB/s, so checking a
+    """CRC-32 of each payload, in order. Why threads: one core runs zlib's CRC-32 at 2-4 GB/s, so checking a
     GPU fill's few hundred MB of taps costs a visible share of it, twice (when written, when packed); zlib
     releases the GIL over buffers past a few KB, so the entries of a batch are checked side by side.
     `threads`: how many (default `checksum_threads()`; 1: in this thread)."""
