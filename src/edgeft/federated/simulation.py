@@ -11,11 +11,12 @@ import os
 from typing import Callable, Optional
 
 from edgeft.federated.config import FederatedConfig
+from edgeft.cores import usable_cores
 from edgeft.train.rundir import RunDir
 
 
 def backend_config(client_cpus: Optional[int] = None, object_store_mb: int = 256) -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     per_client = max(1, min(client_cpus or cores, cores))
     return {
         "client_resources": {"num_cpus": per_client, "num_gpus": 0.0},

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import Field, field_validator
 
 from edgeft.config import ConfigFile, validate
 from edgeft.errors import ConfigError, PlanError
+from edgeft.cores import usable_cores  # the emulated ranks share them
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
 from edgeft.runtime.strategies import get as get_strategy, make_plan, repredict
 
@@ -303,14 +303,6 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
                      + (f", later epochs {', '.join(f'{t:.1f}' for t in later)} s" if later else
                         (f", later epochs {pred['later_epoch_s']:.1f} s" if pred.get("later_epoch_s") else "")))
     return "\n".join(lines)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity), which the emulated ranks share."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def auto_time_scale(ranks: list[tuple[str, str, float]], host_flops: float, cores: int,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from edgeft.errors import CacheError
+from edgeft.cores import usable_cores
 
 CacheDtype = Literal["fp32", "fp16", "bf16", "int8"]
 
@@ -93,11 +94,7 @@ def checksum_threads() -> int:
         if not asked.isdigit() or int(asked) < 1:
             raise CacheError(f"EDGEFT_CHECKSUM_THREADS={asked!r}: give a whole number of threads, 1 or more.")
         return int(asked)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
+    return max(1, min(8, usable_cores()))
 
 
 def checksums(payloads: list[np.ndarray], threads: int | None = None) -> list[int]:
