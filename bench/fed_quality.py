@@ -37,8 +37,8 @@ import fed_dolly  # noqa: E402  (CpuLock, the common Dolly settings, command())
 
 OUT = ROOT / "bench" / "results" / "fed_quality"
 
-# Dolly evaluated after rounds 0, 2, 4, 6, 8: with FedKSeed's 30-minute budget (below) an evaluation after every
-# round would take a run past the 30 minutes (~80 s per evaluation of 40 rows on 2 cores).
+# Dolly evaluated after rounds 0, 2, 4, 6, 8: with FedKSeed's 30-minute budget (below) a run took 1,649 s alone on
+# 2 cores, five 40-row evaluations of 38-48 s included (dolly_cpu_default_timing); four more would take it past 30.
 DOLLY = {**fed_dolly.COMMON, "holdout_category": "summarization", "eval_every": 2}
 # FedKSeed: the default chosen by bench/fed_kseed_sweep.py's rule (docs/benchmarks_federated.md): the RMSNorm
 # weights, many clients per round with short local walks (6 x 25 MeZO steps of 2 rows); the step size by the same
