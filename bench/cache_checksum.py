@@ -25,6 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from edgeft.cores import usable_cores  # noqa: E402
 from edgeft.methods.pac import codec  # noqa: E402
 from edgeft.methods.pac.cache import ActivationCache, CacheKey  # noqa: E402
 
@@ -78,7 +79,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     out = {"entries": len(payloads), "megabytes": total / 2**20, "fill_batch": FILL_BATCH, "pack_chunk": PACK_CHUNK,
            "default_threads": default_threads, "rows": rows, "machine": f"{platform.node()} {platform.processor()} "
-           f"{len(os.sched_getaffinity(0))} usable cores", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           f"{usable_cores()} usable cores", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "command": " ".join(sys.argv)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
