@@ -20,36 +20,48 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def main(argv=None) -> dict:
-    import torch
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The data and random-backbone options this script shares with fill_agreement.py."""
+    from pac_vs_baselines import RANDOM_LLAMAS
 
-    from pac_vs_baselines import RANDOM_LLAMAS, random_backbone
-
-    from edgeft.data import TaskConfig, load_task
-    from edgeft.data.features import Featurizer, objective_for
-    from edgeft.train.batches import epoch_batches
-    from edgeft.train.loop import resolve_device
-    from edgeft.train.precision import Precision
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True, help="tokenizer source (alias or folder)")
     p.add_argument("--random-llama", choices=sorted(RANDOM_LLAMAS), default="smollm2-135m-shape")
     p.add_argument("--task", default="sst2")
     p.add_argument("--train-samples", type=int, default=4000)
     p.add_argument("--max-length", type=int, default=64)
-    p.add_argument("--batch-size", type=int, nargs="+", default=[16, 64])
-    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+
+
+def random_setup(args):
+    """(device, task, backbone with random weights, featurizer, encoded training sentences) from add_data_args."""
+    from pac_vs_baselines import random_backbone
+
+    from edgeft.data import TaskConfig, load_task
+    from edgeft.data.features import Featurizer, objective_for
+    from edgeft.train.loop import resolve_device
 
     device = resolve_device(args.device)
     task = load_task(TaskConfig(name=args.task, train_samples=args.train_samples, max_length=args.max_length,
                                 seed=args.seed))
     bb = random_backbone(args.random_llama, args.model, args.seed, device)
     feat = Featurizer(task, bb.tokenizer, objective_for(task, bb.head), args.max_length)
-    feats = feat.encode(task.train)
+    return device, task, bb, feat, feat.encode(task.train)
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    from edgeft.train.batches import epoch_batches
+    from edgeft.train.precision import Precision
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_data_args(p)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[16, 64])
+    p.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    device, task, bb, feat, feats = random_setup(args)
     model = bb.model
     matmul_params = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and "embed" not in n)
     out = {"device": str(device), "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None,

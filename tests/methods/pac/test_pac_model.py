@@ -602,3 +602,22 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     p = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     assert torch.equal(_nucleus(p, 0.7), torch.tensor([[0.5, 0.3, 0.0, 0.0]]))
     assert torch.equal(_nucleus(p, None), p) and torch.equal(_nucleus(p, 0.4), torch.tensor([[0.5, 0.0, 0.0, 0.0]]))
+
+
+def test_fill_precision_changes_only_a_cuda_fill_and_restores_the_runs_tf32_setting():
+    """fill_precision=tf32 takes TF32 products on CUDA only, for the fill only: the run's own setting comes back."""
+    from contextlib import nullcontext
+
+    from edgeft.methods.pac.streaming import fill_numerics
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert isinstance(fill_numerics("tf32", cpu), nullcontext)
+    assert isinstance(fill_numerics("bf16", cpu), nullcontext)
+    assert isinstance(fill_numerics("run", cuda), nullcontext)
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        with fill_numerics("tf32", cuda):
+            assert torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before

@@ -86,6 +86,10 @@ class PacOptions(MethodOptions):
                               "accelerator; batch: run it on each training batch that misses the cache")
     stream_mb: float = Field(64.0, gt=0, description="fill=stream: hidden states held per chunk (MB)")
     stream_batch: int = Field(64, ge=1, description="fill=stream: samples per backbone micro-batch")
+    fill_precision: Literal["run", "tf32", "bf16"] = Field(
+        "run", description="fill=stream: the backbone pass that fills the cache, in the run's precision, or (CUDA "
+                           "only) with TF32 matrix products or in bf16 autocast: its output is stored as int8 codes "
+                           "(8 bits of each value; TF32 products keep 10)")
     # the cached epochs' fast path
     device_cache: Literal["auto", "on", "off"] = Field(
         "auto", description="after the fill, pack the training samples' cache entries on the training device (each "
@@ -279,6 +283,7 @@ class PAC(Method):
         model = PacModel(backbone.model, backbone.arch.family, taps, positions, side, task_head=head, cache=cache,
                          cache_dtype=o.cache_dtype, cache_eval=o.cache_eval, offload_backbone=o.offload_backbone,
                          fill=o.fill, stream_mb=o.stream_mb, stream_batch=o.stream_batch,
+                         fill_precision=o.fill_precision,
                          head_pool=head_pool, head_norm=o.head_norm, pair_encoding=pair)
         model.backbone_identity = backbone.identity
         model.side_init_why = why

@@ -27,7 +27,7 @@ from edgeft.methods.pac.cache import ActivationCache
 from edgeft.methods.pac.device_view import DeviceCacheView
 from edgeft.methods.pac.graphs import CachedStep
 from edgeft.methods.pac.side_network import ParallelAdapters
-from edgeft.methods.pac.streaming import HostResidency, chunks_by_memory
+from edgeft.methods.pac.streaming import HostResidency, chunks_by_memory, fill_numerics
 from edgeft.methods.pac.taps import Positions, select
 from edgeft.models.blocks import BlockView
 
@@ -47,8 +47,9 @@ class PacModel(nn.Module):
     def __init__(self, backbone_model: nn.Module, family: str, taps: tuple[int, ...], positions: Positions,
                  side: ParallelAdapters, task_head: nn.Module | None = None, cache: ActivationCache | None = None,
                  cache_dtype: codec.CacheDtype = "fp16", cache_eval: bool = True, offload_backbone: bool = False,
-                 head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0, stream_batch: int = 64,
-                 head_norm: str = "none", pair_encoding: str = "joint"):
+                 head_pool: Positions = "last", fill: str = "batch", stream_mb: float = 64.0,
+                 stream_batch: int = 64, fill_precision: str = "run", head_norm: str = "none",
+                 pair_encoding: str = "joint"):
         super().__init__()
         self.backbone = backbone_model
         for p in self.backbone.parameters():
@@ -66,6 +67,7 @@ class PacModel(nn.Module):
         self._offloaded = False
         self._offload_given_up = False
         self.fill, self.stream_mb, self.stream_batch = fill, stream_mb, stream_batch
+        self.fill_precision = fill_precision  # the fill's backbone pass (streaming.fill_numerics)
         self._host: HostResidency | None = None  # set by keep_backbone_on_host(): blocks are lent one at a time
         self.backbone_calls = 0  # forward passes of the backbone (tests and benchmarks read this)
         self.device_view: DeviceCacheView | None = None  # the cache packed on the device (pack_device_cache)
@@ -228,7 +230,8 @@ class PacModel(nn.Module):
                 flat = taps.reshape(-1, taps.shape[-1]).index_select(0, real[m]) if real[m] is not None else taps[:, 0]
                 parts[m][j] = codec.encode(flat.unsqueeze(1), self.cache_dtype)  # one scale per (row, tap)
 
-            self._blockwise(micro, self.positions, keep)
+            with fill_numerics(self.fill_precision, self.device):
+                self._blockwise(micro, self.positions, keep)
             for b, (ids, mask, types), got in zip(batches, micro, parts):
                 # the encoded taps stay on the device until the chunk is done: one copy to the host per micro-batch
                 data = torch.cat([d for d, _ in got], dim=1).cpu()

@@ -94,6 +94,29 @@ class HostResidency:
                     m._buffers[name] = b.to(self.device)
 
 
+@contextmanager
+def _tf32_products():
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before  # the run's own setting (Precision) again
+
+
+def fill_numerics(choice: str, device: torch.device):
+    """The context the fill's backbone pass runs in (PAC's `fill_precision`): the run's (`run`, and anywhere but
+    CUDA), TF32 matrix products (`tf32`) or bf16 autocast (`bf16`).
+
+    Why a choice of its own: the fill's output is stored as int8 codes, which keep 8 bits of each value where
+    TF32 products keep 10, so the fill may take the tensor cores' faster path while training stays in fp32."""
+    if torch.device(device).type != "cuda" or choice == "run":
+        return nullcontext()
+    if choice == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return _tf32_products()
+
+
 def chunks_by_memory(lengths: list[int], hidden: int, budget_mb: float, micro_batch: int) -> list[list[int]]:
     """Split length-sorted sample indices into chunks whose hidden states (fp32) fit `budget_mb`.
 
