@@ -32,9 +32,9 @@ SB=("${O[@]}" stream_batch=256)
 TF=("${O[@]}" fill_precision=tf32)
 run pac_fp32 90 --precision fp32 --epochs 5 --variants pac_cache          # the code as it stands (threaded checksums)
 run lora_fp32 120 --precision fp32 --epochs 1 --variants lora
+run pac_fp32_sb256_filltf32 90 --precision fp32 --epochs 5 --variants pac_cache "${SB[@]}" "${TF[@]}"
 run pac_fp32_sb256 90 --precision fp32 --epochs 5 --variants pac_cache "${SB[@]}"
 run pac_fp32_filltf32 90 --precision fp32 --epochs 5 --variants pac_cache "${TF[@]}"
-run pac_fp32_sb256_filltf32 90 --precision fp32 --epochs 5 --variants pac_cache "${SB[@]}" "${TF[@]}"
 EDGEFT_CHECKSUM_THREADS=1 run pac_fp32_crc1 90 --precision fp32 --epochs 5 --variants pac_cache      # h7's code
 run pac_fp32_sb256_fillbf16 90 --precision fp32 --epochs 5 --variants pac_cache "${SB[@]}" "${O[@]}" fill_precision=bf16
 run pac_tf32 90 --precision tf32 --epochs 5 --variants pac_cache
