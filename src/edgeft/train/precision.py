@@ -12,9 +12,11 @@ skipping a step whose gradients overflowed:
   anyway, so every rank holds the same scale and skips together.
 
 `tf32` (CUDA only) is fp32 with the fp32 matrix products on TF32 tensor cores (torch's float32 matmul precision
-'high': 10-bit mantissa inputs, fp32 accumulation). It is set process-wide, here and nowhere else: building a
-Precision on CUDA sets it on for `tf32` and off for every other precision, so one run's choice does not leak into
-the next run of the same process. Runs named fp32 stay TF32-free (the benchmark tables that say "TF32 off").
+'high': 10-bit mantissa inputs, fp32 accumulation). It is set process-wide, here: building a Precision on CUDA
+sets it on for `tf32` and off for every other precision, so one run's choice does not leak into the next run of
+the same process. The one other place that touches it is PAC's fill with `fill_precision=tf32`
+(`methods.pac.streaming.fill_numerics`, which may not import this layer): on for that pass only, then the run's
+setting back. Runs named fp32 stay TF32-free (the benchmark tables that say "TF32 off").
 
 `auto` is fp32 on every device for now, so CPU runs stay bit-identical to what they were. It was meant to be bf16
 on a CUDA GPU; measured on an H200 (docs/benchmarks_pac.md, "Performance") bf16 autocast made the SmolLM2-sized
@@ -83,7 +85,7 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
 
 
 def set_tf32(on: bool) -> None:
-    """CUDA's fp32 matrix products on TF32 tensor cores or not, process-wide: the one place edgeft sets it (cuDNN's
+    """CUDA's fp32 matrix products on TF32 tensor cores or not, process-wide: where edgeft sets it for a run (cuDNN's
     convolutions keep torch's own default)."""
     torch.backends.cuda.matmul.allow_tf32 = on
 
