@@ -223,7 +223,8 @@ def test_tap_sets():
 def test_bad_options_are_clear(tiny_llama):
     with pytest.raises(ConfigError, match="method 'pac' options: cache_dtype"):
         get_method("pac", {"cache_dtype": "int4"})
-    for key, bad in (("fill", "sometimes"), ("stream_mb", 0), ("stream_batch", 0), ("side_layers", 0)):
+    for key, bad in (("fill", "sometimes"), ("stream_mb", 0), ("stream_batch", 0), ("side_layers", 0),
+                     ("fill_precision", "fp8")):
         with pytest.raises(ConfigError, match=f"method 'pac' options: {key}"):
             get_method("pac", {key: bad})
     with pytest.raises(ConfigError, match="pool=mean: language modelling needs every position"):
