@@ -55,6 +55,27 @@ def test_hybrid_lora_pipeline_in_bf16_follows_single_device_bf16(sst2_llama, tmp
     assert ref != fp32  # the reference really ran in bf16
 
 
+def test_data_parallel_gradients_in_bf16_follow_fp32_and_cross_the_links_in_half_the_bytes(sst2_llama, tmp_path):
+    """grad_sync=bf16 (the default): two replicas all-reduce their gradients in bf16; the loss curve follows the
+    single-device fp32 one within bf16 rounding, the loss itself is summed exactly, and the collective carries half
+    the bytes of grad_sync=fp32's."""
+    lay = {"stages": [{"blocks": [0, 4], "ranks": [0, 1], "shares": [0.5, 0.5]}], "micro_batches": 1}
+    runs = {}
+    for sync in ("bf16", "fp32"):
+        (tmp_path / sync).mkdir()
+        s = helpers.spec(tmp_path / sync, sst2_llama, "hybrid", lay, ["d0", "d1"], train={"grad_sync": sync})
+        runs[sync] = helpers.run_local(s)
+    ref, net, _, _ = helpers.reference_run(sst2_llama, s)
+    losses = {k: [v for _, v in max(r.values(), key=lambda x: len(x["losses"]))["losses"]] for k, r in runs.items()}
+    np.testing.assert_allclose(losses["fp32"], ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(losses["bf16"], ref, rtol=2e-2, atol=2e-2)
+    assert losses["bf16"] != losses["fp32"]  # the gradients really were rounded
+    trainables = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    sent = [r["link"]["collective_bytes"] for r in (runs["bf16"]["d0"], runs["fp32"]["d0"])]
+    # a ring of 2 sends the whole buffer once a step: trainables x 4 bytes in fp32, x 2 in bf16 (+ the same loss)
+    assert sent[1] - sent[0] == len(ref) * trainables * 2
+
+
 @pytest.mark.skipif(not cpu_supports_fp16(), reason="this torch has no fp16 autocast on the CPU")
 def test_split_in_fp16_scales_its_loss_on_every_rank_alike(sst2_llama, tmp_path):
     s = helpers.spec(tmp_path, sst2_llama, "split", {"server": 0, "devices": [1, 2], "cut": 2},

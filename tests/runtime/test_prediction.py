@@ -72,12 +72,13 @@ def test_cached_step_is_timed_densely_at_few_rows_and_interpolated_beyond():
     assert c[9] == pytest.approx(c[7] + (c[11] - c[7]) / 2)
 
 
-def test_split_step_includes_the_devices_all_reduce():
-    table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {})
+@pytest.mark.parametrize("grad_sync,element_bytes", [(None, 2), ("bf16", 2), ("fp32", 4)])
+def test_split_step_includes_the_devices_all_reduce(grad_sync, element_bytes):
+    table = make_table(PRESETS["minilm-l6"], "lora", 8, 24, {}, grad_sync=grad_sync)  # None: the default, bf16
     cl = _cluster(latency_ms=3.0)
     p = plan_split(cl, table, steps=4, cut=2)
     ring = p.predicted["per_device"][0]["allreduce_s"]
-    nbytes = table.update_bytes(0, 2)
+    nbytes = table.trainable[:2].sum() * element_bytes  # the gradients of the device side, in grad_sync's dtype
     assert ring == pytest.approx(2 * (nbytes / 2 * 8 / 40e6 + 2 * 0.003))
     per = p.predicted["per_device"]
     assert p.predicted["step_s"] == pytest.approx(
@@ -127,7 +128,7 @@ def test_cached_epochs_wait_for_each_steps_busiest_owner():
     ids = [f"s{i}" for i in range(16)]
     epochs = [[list(range(0, 4)), list(range(4, 8))], [list(range(8, 16))]]
     got = cached_epochs_s(plan, cl, table, ids, epochs)
-    ar = 2 * (1000 * 4 / 2 * 8 / 40e6)  # two devices, the slower link
+    ar = 2 * (1000 * 2 / 2 * 8 / 40e6)  # two devices, the slower link; 2 bytes a gradient (grad_sync bf16)
     for batches, t in zip(epochs, got):
         busiest = [max(sum(owner_of(ids[i], {0: 0.5, 1: 0.5}) == r for i in b) for r in (0, 1)) for b in batches]
         assert t == pytest.approx(sum((2e9 + n * 1e9) / 5e9 + ar + 0.01 for n in busiest))
@@ -187,7 +188,7 @@ def test_cached_epochs_use_the_step_cost_measured_at_the_owners_rows():
     ids = [f"s{i}" for i in range(16)]
     epochs = [[list(range(0, 4)), list(range(4, 8)), list(range(8, 12)), list(range(12, 16))]]
     got = cached_epochs_s(plan, cl, table, ids, epochs)[0]
-    ar = 2 * (1000 * 4 / 2 * 8 / 40e6)
+    ar = 2 * (1000 * 2 / 2 * 8 / 40e6)  # grad_sync bf16: 2 bytes a gradient
     busiest = [max(sum(owner_of(ids[i], {0: 0.5, 1: 0.5}) == r for i in b) for r in (0, 1)) for b in epochs[0]]
     assert got == pytest.approx(sum(by_rows[n - 1] / 5e9 + ar + 0.01 for n in busiest))
     line = sum((2e9 + n * 1e9) / 5e9 + ar + 0.01 for n in busiest)

@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         lr: Optional[float] = None,
         seed: Optional[int] = None,
         precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
+        grad_sync: Optional[str] = typer.Option(None, help="fp32 | bf16 (default): dtype of the gradients the "
+                                                           "devices all-reduce (hybrid, split)"),
         cut: Optional[int] = typer.Option(None, help="split: blocks on the device (default: planned)"),
         devices: Optional[str] = typer.Option(None, help="comma-separated device names to use"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable)"),
@@ -61,7 +63,8 @@ def register(app: typer.Typer) -> None:
         task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
                      "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "micro_batches": micro_batches, "lr": lr,
-                      "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "precision": precision}
+                      "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "precision": precision,
+                      "grad_sync": grad_sync}
         cfg = LaunchConfig.load(config, {
             "cluster": str(cluster) if cluster else None, "model": model, "method": method, "strategy": strategy,
             "plan": str(plan) if plan else None, "out": out, "link_mode": link_mode, "cut": cut,

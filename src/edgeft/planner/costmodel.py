@@ -34,6 +34,7 @@ class Workload:
     seq_len: int = 128
     method: str = "lora"
     dtype_bytes: int = 4  # fp32 on CPU edge devices
+    grad_sync_bytes: int = 4  # bytes per gradient element in the data-parallel all-reduce (runtime's grad_sync)
     lora_rank: int = 8
     lora_targets: tuple[str, ...] = ()  # PEFT module names LoRA wraps; () = PEFT's default (query, value)
     adapter_rank: int = 64  # PAC parallel-adapter width

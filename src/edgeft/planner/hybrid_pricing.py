@@ -128,7 +128,7 @@ def ring_allreduce_among(cluster: ClusterSpec, nbytes: float, used: list[int] | 
 
 def allreduce_all_trainables(cluster: ClusterSpec, table: CostTable, used: list[int]) -> float:
     """The runtime's per-step all-reduce of all trainables (the measured count when calibrated)."""
-    return ring_allreduce_among(cluster, table.all_trainable() * table.workload.dtype_bytes, used)
+    return ring_allreduce_among(cluster, table.all_trainable() * table.workload.grad_sync_bytes, used)
 
 
 class StagePricer:
@@ -194,7 +194,8 @@ class StagePricer:
         slowest_link = self.link[g].min()
         bw = min(slowest_link, next_bw)
         comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * self.boundary_trips / bw)
-        ar = np.array([ring_allreduce_s(x * dt, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
+        gb = t.workload.grad_sync_bytes
+        ar = np.array([ring_allreduce_s(x * gb, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
             else np.zeros(len(j1))
         return f, b, comm, ar, mem, share
 

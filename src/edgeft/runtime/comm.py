@@ -124,20 +124,34 @@ class Comm:
         span = self.links.ring_allreduce_time(ranks, size)
         self.ledger.comm_wait_s += self.links.wait_until(float(t.item()) + span)
 
-    def all_reduce_(self, tensors: list[torch.Tensor], ranks: list[int], pg=None, average: bool = False) -> None:
-        """Sum (or mean) a list of tensors in place over `ranks`, as one flat buffer."""
-        if len(ranks) < 2 or not tensors:
+    def all_reduce_(self, tensors: list[torch.Tensor], ranks: list[int], pg=None, average: bool = False,
+                    wire: torch.dtype | None = None, exact: list[torch.Tensor] = ()) -> None:
+        """Sum (or mean) a list of tensors in place over `ranks`, as one flat buffer.
+
+        `wire`: the dtype the buffer crosses the links in (bf16 halves an fp32 gradient all-reduce, as
+        DDP's bf16 compression hook does): the sum is taken in that dtype and comes back in the tensors'
+        own. `exact`: small tensors (a loss) summed in their own
+        dtype; priced as part of the same collective (one message would carry both), reduced by a second
+        local collective only because one buffer holds one dtype."""
+        if len(ranks) < 2 or not (tensors or exact):
             return
         t0 = time.perf_counter()
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        size = nbytes(flat)
+        flat = torch.cat([t.reshape(-1) for t in tensors]) if tensors else None
+        sent = flat.to(wire) if flat is not None and wire is not None and wire != flat.dtype else flat
+        side = torch.cat([t.reshape(-1) for t in exact]) if exact else None
+        size = sum(nbytes(t) for t in (sent, side) if t is not None)
         self._emulate_collective(ranks, size, pg)
-        dist.all_reduce(flat, group=pg)
-        if average:
-            flat /= len(ranks)
+        for buf, dst in ((sent, tensors), (side, exact)):
+            if buf is None:
+                continue
+            dist.all_reduce(buf, group=pg)
+            if buf is sent and sent is not flat:
+                buf = flat.copy_(sent)
+            if average:
+                buf /= len(ranks)
+            _unflatten_into(buf, dst)
         self.ledger.collective += int(2 * (len(ranks) - 1) / len(ranks) * size)
         self.ledger.collective_in += int(2 * (len(ranks) - 1) / len(ranks) * size)
-        _unflatten_into(flat, tensors)
         self.ledger.comm_s += time.perf_counter() - t0
 
     def star_broadcast_(self, tensors: list[torch.Tensor], src: int, dsts: list[int]) -> None:

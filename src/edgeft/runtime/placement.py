@@ -19,6 +19,7 @@ from edgeft.models.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
 from edgeft.planner.hybrid_pricing import allreduce_all_trainables, ring_allreduce_among
+from edgeft.runtime.spec import GRAD_SYNC_BYTES, RuntimeTrain
 
 
 @dataclass
@@ -45,12 +46,14 @@ def priced_method(method: str, method_options: dict):
 
 
 def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_options: dict,
-               task_kind: str = "auto", num_labels: int = 2) -> CostTable:
+               task_kind: str = "auto", num_labels: int = 2, grad_sync: str | None = None) -> CostTable:
     """The cost table of this method with these options; the method says which workload prices it and,
-    when its cost model's per-block count does not, where its trainable parameters are."""
+    when its cost model's per-block count does not, where its trainable parameters are. `grad_sync`: the
+    dtype of the runtime's gradient all-reduce (None: the runtime's default)."""
     m = priced_method(method, method_options)
+    sync = grad_sync or RuntimeTrain.model_fields["grad_sync"].default
     wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), task_kind=task_kind, num_labels=num_labels,
-                  **m.cost_workload(arch))
+                  grad_sync_bytes=GRAD_SYNC_BYTES[sync], **m.cost_workload(arch))
     table = analytic_costs(arch, wl)
     layout = m.trainable_layout(arch, task_kind, num_labels)
     if layout:
@@ -136,7 +139,7 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
                             "down_s": bits / link + lat, "memory_bytes": float(mem),
                             "fits": mem <= d.memory_gb * 2**30})
         srv = (table.fwd[c:].sum() + table.bwd_train[c:].sum() + table.head_fwd + table.head_bwd) / srate
-        ring = ring_allreduce_among(cluster, table.update_bytes(0, c))
+        ring = ring_allreduce_among(cluster, float(table.trainable[:c].sum()) * table.workload.grad_sync_bytes)
         step = max(p["compute_s"] * (2 / 3) + p["up_s"] for p in per_dev) + srv + \
             max(p["down_s"] + p["compute_s"] / 3 for p in per_dev) + ring
         if all(p["fits"] for p in per_dev) and (best is None or step < best[1]):

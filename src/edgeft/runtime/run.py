@@ -163,7 +163,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     steps = len(batches)
     kind = "causal_lm" if head == "causal_lm" else "classification"
     table = placement.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
-                               task.num_labels if task.kind != "regression" else 1)
+                                 task.num_labels if task.kind != "regression" else 1, cfg.train.grad_sync)
     run.event("start", cluster=cluster.name, devices=[d.name for d in cluster.devices], model=cfg.model,
               task=task.name, method=cfg.method, strategy=cfg.strategy, steps_per_epoch=steps,
               mean_padded_seq_len=seq)

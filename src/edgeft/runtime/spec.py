@@ -26,6 +26,9 @@ def _registered(name: str) -> str:
 StrategyName = Annotated[str, AfterValidator(_registered)]  # a name in edgeft.planner.strategies
 
 
+GRAD_SYNC_BYTES = {"fp32": 4, "bf16": 2}  # bytes per gradient element in the all-reduce, for the planner
+
+
 class RuntimeTrain(TrainConfig):
     """TrainConfig (same keys, defaults and checks) as every strategy uses it, plus the runtime's own knobs.
     The knobs only the single-device loop has are refused when changed, so none is silently ignored."""
@@ -44,6 +47,10 @@ class RuntimeTrain(TrainConfig):
     checkpoint_every: int = Field(5, ge=1, description="optimizer steps between checkpoints")
     max_steps_per_epoch: Optional[int] = Field(None, ge=1, description="cut epochs short (benchmarks)")
     local_steps: int = Field(1, ge=1, description="deft: optimizer steps per device per round")
+    grad_sync: Literal["fp32", "bf16"] = Field(
+        "bf16", description="dtype of the gradients in the data-parallel all-reduce (hybrid, split): bf16 sends half "
+                            "the bytes over the devices' links, rounding each step's summed gradient to 8 bits of "
+                            "mantissa (fp32 master weights and optimizer state are unchanged); fp32 sends them whole")
 
     @model_validator(mode="after")
     def _refuse_single_device_knobs(self):

@@ -85,7 +85,9 @@ class PacOptions(MethodOptions):
                               "(length-sorted chunks) to fill the cache, with the blocks kept in host memory on an "
                               "accelerator; batch: run it on each training batch that misses the cache")
     stream_mb: float = Field(64.0, gt=0, description="fill=stream: hidden states held per chunk (MB)")
-    stream_batch: int = Field(64, ge=1, description="fill=stream: samples per backbone micro-batch")
+    stream_batch: Optional[int] = Field(
+        None, ge=1, description="fill=stream: samples per backbone micro-batch (None: 256 on CUDA, where the fill is "
+                                "launch-bound, 64 elsewhere; pac.model.FILL_MICRO_BATCH says why)")
     fill_precision: Literal["run", "tf32", "bf16"] = Field(
         "run", description="fill=stream: the backbone pass that fills the cache, in the run's precision, or (CUDA "
                            "only) with TF32 matrix products or in bf16 autocast: its output is stored as int8 codes "

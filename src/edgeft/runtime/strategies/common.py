@@ -155,6 +155,13 @@ def backward(ctx: Context, loss: torch.Tensor) -> None:
     loss.backward()
 
 
+def sync_gradients(ctx: Context, grads: list[torch.Tensor], ranks: list[int], pg=None,
+                   exact: list[torch.Tensor] = ()) -> None:
+    """Sum the replicas' gradients over `ranks` in the run's grad_sync dtype (a loss in `exact` stays fp32)."""
+    wire = torch.bfloat16 if ctx.spec.train.grad_sync == "bf16" else None
+    ctx.comm.all_reduce_(grads, ranks, pg, wire=wire, exact=exact)
+
+
 def clip_global(ctx: Context, params: list[torch.nn.Parameter], ranks: list[int], pg=None,
                 share: float = 1.0) -> bool:
     """Clip by the norm over all parameters spread across `ranks`. Each rank holds a disjoint part, or

@@ -225,7 +225,7 @@ class Hybrid(Strategy):
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         lt = torch.tensor([loss_sum], dtype=torch.float32, device=ctx.group.device)
-        ctx.comm.all_reduce_([p.grad for p in params] + [lt], self.world)
+        C.sync_gradients(ctx, [p.grad for p in params], self.world, exact=[lt])
         # every rank now holds the same summed gradients: the global norm is local (no second collective)
         if C.clip_global(ctx, params, [ctx.rank]):
             self.opt.step()

@@ -104,7 +104,7 @@ class Split(Strategy):
         for p in params:
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
-        ctx.comm.all_reduce_([p.grad for p in params], devices, self.dev_pg)
+        C.sync_gradients(ctx, [p.grad for p in params], devices, self.dev_pg)
         if C.clip_global(ctx, params, self.all_ranks, share=1.0 / len(devices)):  # replicas count once
             opt.step()
         opt.zero_grad(set_to_none=True)
