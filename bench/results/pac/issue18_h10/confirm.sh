@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 18 (h10, 2026-12-05): the batch-64 and batch-16 ratios with PAC as the code now stands (stream_batch's
 # default is 256 on CUDA), no PAC option passed: after one untimed warm-up process, PAC b64 twice, LoRA eager fp32
-# b64 (1 epoch x 5, edgeft's best LoRA in h7) twice, PAC b16, LoRA b16, the frozen forward at b64 (fp32/bf16).
+# b64 (1 epoch x 5, edgeft's best LoRA in h7), PAC b16, LoRA b16, both b64 runs again, the frozen forward at b64
+# (fp32/bf16), as far as BUDGET/BUDGET2 (seconds) allow.
 #   SPEED=bench/results/pac/issue18_h10/confirm.sh bash bench/results/h7_device/session.sh speed
 set -u
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -22,10 +23,10 @@ run() {  # name timeout args...
 }
 run pac_b64 90 --batch-size 64 --epochs 5 --variants pac_cache
 run lora_b64 90 --batch-size 64 --epochs 1 --variants lora
-run pac_b64_again 90 --batch-size 64 --epochs 5 --variants pac_cache
-run lora_b64_again 90 --batch-size 64 --epochs 1 --variants lora
 run pac_b16 90 --batch-size 16 --epochs 5 --variants pac_cache
 run lora_b16 120 --batch-size 16 --epochs 1 --variants lora
+run pac_b64_again 90 --batch-size 64 --epochs 5 --variants pac_cache
+run lora_b64_again 90 --batch-size 64 --epochs 1 --variants lora
 if (( SECONDS - T0 < ${BUDGET2:-420} )); then
   timeout 60 $PY bench/frozen_forward.py --model $P/smol-tok --batch-size 64 --precision fp32 bf16 \
     --random-llama ${SHAPE:-smollm2-135m-shape} --train-samples ${SAMPLES:-4000} --device $DEVICE \
