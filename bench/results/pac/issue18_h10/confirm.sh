@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 18 (h10, 2026-12-05): the batch-64 and batch-16 ratios with PAC as the code now stands (stream_batch's
-# default is 256 on CUDA), no PAC option passed: after one untimed warm-up process, PAC b64 twice, LoRA eager fp32
+# default is 256 on CUDA), no PAC option passed: after one untimed warm-up process, PAC b64, LoRA eager fp32
 # b64 (1 epoch x 5, edgeft's best LoRA in h7), PAC b16, LoRA b16, both b64 runs again, the frozen forward at b64
 # (fp32/bf16), as far as BUDGET/BUDGET2 (seconds) allow.
 #   SPEED=bench/results/pac/issue18_h10/confirm.sh bash bench/results/h7_device/session.sh speed
