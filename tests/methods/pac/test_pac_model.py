@@ -220,6 +220,26 @@ def test_tap_sets():
         parse_taps("most", 6)
 
 
+def test_the_fill_takes_256_sentences_a_call_on_cuda_and_64_elsewhere_unless_told(tiny_llama, monkeypatch):
+    """stream_batch's default follows the device: the fill is launch-bound on a GPU, compute-bound on a CPU."""
+    from edgeft.methods.pac import model as pac_model
+
+    assert pac_model.fill_micro_batch(None, torch.device("cuda")) == 256
+    assert pac_model.fill_micro_batch(None, torch.device("cpu")) == 64
+    assert pac_model.fill_micro_batch(None, torch.device("mps")) == 64
+    assert pac_model.fill_micro_batch(5, torch.device("cuda")) == 5
+    seen = []
+
+    def spy(lengths, hidden, budget_mb, micro_batch):
+        seen.append(micro_batch)
+        return chunks_by_memory(lengths, hidden, budget_mb, micro_batch)
+
+    monkeypatch.setattr(pac_model, "chunks_by_memory", spy)
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"})
+    assert model.fill_cache(feat.encode(t.train), feat.collate) == len(t.train)
+    assert seen == [64]  # this CPU run, no stream_batch given
+
+
 def test_bad_options_are_clear(tiny_llama):
     with pytest.raises(ConfigError, match="method 'pac' options: cache_dtype"):
         get_method("pac", {"cache_dtype": "int4"})

@@ -35,6 +35,11 @@ from edgeft.models.blocks import BlockView
 # stream_batch's default by device type: the fill is launch-bound on a GPU (issue 18: 4,000 sentences filled in
 # 1.62 s at 256 and 3.44 s at 64 on an H100) and compute-bound on a CPU (MiniLM: 1.49 s at 64, 4.23 s at 256)
 FILL_MICRO_BATCH = {"cuda": 256, "cpu": 64}
+
+
+def fill_micro_batch(stream_batch: int | None, device: torch.device) -> int:
+    """Samples per backbone call of the fill: the option when given, else FILL_MICRO_BATCH by device type."""
+    return stream_batch or FILL_MICRO_BATCH.get(device.type, FILL_MICRO_BATCH["cpu"])
 STATS_BATCH = 16  # samples per batch of the channel-statistics pass (tap_norm=channel)
 
 
@@ -218,7 +223,7 @@ class PacModel(nn.Module):
             return 0
         todo = [f for f in feats if not self.cache.holds(str(f["id"]), _feature_hash(f))]
         n_taps = len(self.taps)
-        mb = self.stream_batch or FILL_MICRO_BATCH.get(self.device.type, FILL_MICRO_BATCH["cpu"])
+        mb = fill_micro_batch(self.stream_batch, self.device)
         for chunk in chunks_by_memory([len(f["input_ids"]) for f in todo], self.side.hidden, self.stream_mb, mb):
             batches = [collate([todo[i] for i in chunk[k:k + mb]]) for k in range(0, len(chunk), mb)]
             micro = [self._inputs_on_device(b) for b in batches]
