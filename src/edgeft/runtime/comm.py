@@ -128,28 +128,29 @@ class Comm:
                     wire: torch.dtype | None = None, exact: list[torch.Tensor] = ()) -> None:
         """Sum (or mean) a list of tensors in place over `ranks`, as one flat buffer.
 
-        `wire`: the dtype the buffer crosses the links in (bf16 halves an fp32 gradient all-reduce, as
-        DDP's bf16 compression hook does): the sum is taken in that dtype and comes back in the tensors'
-        own. `exact`: small tensors (a loss) summed in their own
-        dtype; priced as part of the same collective (one message would carry both), reduced by a second
-        local collective only because one buffer holds one dtype."""
+        `wire`: the dtype the buffer crosses the links in (bf16 halves an fp32 gradient all-reduce, as DDP's
+        bf16 compression hook does): the sum is taken in that dtype and comes back in the tensors' own.
+        `exact`: small tensors (a loss) summed in their own dtype, priced as part of the same collective (one
+        message would carry both); reduced by a second local collective only because a buffer has one dtype."""
         if len(ranks) < 2 or not (tensors or exact):
             return
         t0 = time.perf_counter()
-        flat = torch.cat([t.reshape(-1) for t in tensors]) if tensors else None
-        sent = flat.to(wire) if flat is not None and wire is not None and wire != flat.dtype else flat
-        side = torch.cat([t.reshape(-1) for t in exact]) if exact else None
-        size = sum(nbytes(t) for t in (sent, side) if t is not None)
+        parts = []  # (a flat buffer in its tensors' dtype, what crosses the links (itself unless wire differs), them)
+        if tensors:
+            flat = torch.cat([t.reshape(-1) for t in tensors])
+            parts.append((flat, flat.to(wire) if wire is not None else flat, tensors))
+        if exact:
+            side = torch.cat([t.reshape(-1) for t in exact])
+            parts.append((side, side, exact))
+        size = sum(nbytes(sent) for _, sent, _ in parts)
         self._emulate_collective(ranks, size, pg)
-        for buf, dst in ((sent, tensors), (side, exact)):
-            if buf is None:
-                continue
-            dist.all_reduce(buf, group=pg)
-            if buf is sent and sent is not flat:
-                buf = flat.copy_(sent)
+        for flat, sent, dst in parts:
+            dist.all_reduce(sent, group=pg)
+            if sent is not flat:
+                flat.copy_(sent)
             if average:
-                buf /= len(ranks)
-            _unflatten_into(buf, dst)
+                flat /= len(ranks)
+            _unflatten_into(flat, dst)
         self.ledger.collective += int(2 * (len(ranks) - 1) / len(ranks) * size)
         self.ledger.collective_in += int(2 * (len(ranks) - 1) / len(ranks) * size)
         self.ledger.comm_s += time.perf_counter() - t0

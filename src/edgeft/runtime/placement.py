@@ -19,7 +19,7 @@ from edgeft.models.arch import ModelArch
 from edgeft.planner.cluster import ClusterSpec
 from edgeft.planner.costmodel import CostTable, Workload, analytic_costs
 from edgeft.planner.hybrid_pricing import allreduce_all_trainables, ring_allreduce_among
-from edgeft.runtime.spec import GRAD_SYNC_BYTES, RuntimeTrain
+from edgeft.runtime.spec import GRAD_SYNC_DTYPES, RuntimeTrain
 
 
 @dataclass
@@ -53,7 +53,7 @@ def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_op
     m = priced_method(method, method_options)
     sync = grad_sync or RuntimeTrain.model_fields["grad_sync"].default
     wl = Workload(batch=batch, seq_len=max(int(seq_len), 1), task_kind=task_kind, num_labels=num_labels,
-                  grad_sync_bytes=GRAD_SYNC_BYTES[sync], **m.cost_workload(arch))
+                  grad_sync_bytes=GRAD_SYNC_DTYPES[sync].itemsize, **m.cost_workload(arch))
     table = analytic_costs(arch, wl)
     layout = m.trainable_layout(arch, task_kind, num_labels)
     if layout:

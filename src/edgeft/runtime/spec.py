@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Optional
 
+import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from edgeft.config import validate
@@ -26,7 +27,7 @@ def _registered(name: str) -> str:
 StrategyName = Annotated[str, AfterValidator(_registered)]  # a name in edgeft.planner.strategies
 
 
-GRAD_SYNC_BYTES = {"fp32": 4, "bf16": 2}  # bytes per gradient element in the all-reduce, for the planner
+GRAD_SYNC_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # train.grad_sync: what the all-reduce sends
 
 
 class RuntimeTrain(TrainConfig):

@@ -40,6 +40,8 @@ FILL_MICRO_BATCH = {"cuda": 256, "cpu": 64}
 def fill_micro_batch(stream_batch: int | None, device: torch.device) -> int:
     """Samples per backbone call of the fill: the option when given, else FILL_MICRO_BATCH by device type."""
     return stream_batch or FILL_MICRO_BATCH.get(device.type, FILL_MICRO_BATCH["cpu"])
+
+
 STATS_BATCH = 16  # samples per batch of the channel-statistics pass (tap_norm=channel)
 
 

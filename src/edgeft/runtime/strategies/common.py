@@ -20,7 +20,7 @@ from edgeft.runtime.comm import Comm
 from edgeft.runtime.emulation import DeviceEmulator
 from edgeft.runtime.faults import Heartbeat
 from edgeft.runtime.group import Group
-from edgeft.runtime.spec import RunSpec
+from edgeft.runtime.spec import GRAD_SYNC_DTYPES, RunSpec
 from edgeft.train.optim import build_optimizer
 from edgeft.train.precision import Precision
 
@@ -158,8 +158,7 @@ def backward(ctx: Context, loss: torch.Tensor) -> None:
 def sync_gradients(ctx: Context, grads: list[torch.Tensor], ranks: list[int], pg=None,
                    exact: list[torch.Tensor] = ()) -> None:
     """Sum the replicas' gradients over `ranks` in the run's grad_sync dtype (a loss in `exact` stays fp32)."""
-    wire = torch.bfloat16 if ctx.spec.train.grad_sync == "bf16" else None
-    ctx.comm.all_reduce_(grads, ranks, pg, wire=wire, exact=exact)
+    ctx.comm.all_reduce_(grads, ranks, pg, wire=GRAD_SYNC_DTYPES[ctx.spec.train.grad_sync], exact=exact)
 
 
 def clip_global(ctx: Context, params: list[torch.nn.Parameter], ranks: list[int], pg=None,
