@@ -4,23 +4,11 @@
 # b64 (1 epoch x 5, edgeft's best LoRA in h7), PAC b16, LoRA b16, both b64 runs again, the frozen forward at b64
 # (fp32/bf16), as far as BUDGET/BUDGET2 (seconds) allow.
 #   SPEED=bench/results/pac/issue18_h10/confirm.sh bash bench/results/h7_device/session.sh speed
-set -u
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-P=${P:-/root/x/t}; OUT=${OUT:-/tmp/out}; PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}
-export PYTHONPATH=/root/site:$PWD/src
-mkdir -p $OUT/r
-C=(--model $P/smol-tok --random-llama ${SHAPE:-smollm2-135m-shape} --task sst2 --max-length 64 --seed 0 --eval none
-   --device $DEVICE --precision fp32)
-T0=$SECONDS
+LABEL="issue 18 h10"; RUN_BUDGET=380
+source bench/results/pac/device_bench.sh
+C+=(--precision fp32)
 $PY bench/pac_vs_baselines.py "${C[@]}" --batch-size 64 --train-samples 128 --epochs 1 --variants pac_cache,lora \
   --out /tmp/warm.json 2>&1 | grep -E "Error"; echo "warm-up done at $((SECONDS - T0)) s"
-run() {  # name timeout args...
-  local name=$1 limit=$2; shift 2
-  if (( SECONDS - T0 > ${BUDGET:-380} )); then echo "skip $name at $((SECONDS - T0)) s"; return; fi
-  timeout $limit $PY bench/pac_vs_baselines.py "${C[@]}" --train-samples ${SAMPLES:-4000} "$@" \
-    --out $OUT/r/$name.json --label "issue 18 h10 $name" 2>&1 | grep -E "Error|Traceback" | head -3
-  rm -f $OUT/r/$name.png; echo "   $name done at $((SECONDS - T0)) s"
-}
 run pac_b64 90 --batch-size 64 --epochs 5 --variants pac_cache
 run lora_b64 90 --batch-size 64 --epochs 1 --variants lora
 run pac_b16 90 --batch-size 16 --epochs 5 --variants pac_cache
@@ -32,16 +20,7 @@ if (( SECONDS - T0 < ${BUDGET2:-420} )); then
     --random-llama ${SHAPE:-smollm2-135m-shape} --train-samples ${SAMPLES:-4000} --device $DEVICE \
     --out $OUT/r/frozen_forward.json 2>&1 | grep -E "forward_s|Error"
 fi
-$PY - $OUT/r <<'PY'
-import json, sys
-from pathlib import Path
-for f in sorted(Path(sys.argv[1]).glob("*.json")):
-    if f.name == "frozen_forward.json":
-        continue
-    for name, v in json.loads(f.read_text())["variants"].items():
-        print(f"{f.stem:16s} {v['train_time_s']:7.2f} s  epochs {[round(e, 2) for e in v['epoch_times_s']]}"
-              f"  {v.get('phase_s', '')}  loss {v.get('final_train_loss')}")
-PY
+summary
 nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null
 tar czf $OUT/confirm.tgz -C $OUT r && rm -rf $OUT/r
 echo "== all done at $((SECONDS - T0)) s"; date -u

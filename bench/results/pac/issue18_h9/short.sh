@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
 # Issue 18 (h9), the shortest useful device call when little device time is left: a small warm-up, then PAC at
-# batch 64 as the code stands, LoRA eager fp32, PAC with both fill levers (stream_batch=256, fill_precision=tf32),
-# and the fill agreement check; each report written straight into $OUT so that a call cut short keeps what finished.
+# batch 64 as the code stood (stream_batch 64), LoRA eager fp32, PAC with both fill levers (stream_batch=256,
+# fill_precision=tf32), and the fill agreement check; each report written straight into $OUT so that a call cut
+# short keeps what finished.
 # Same settings as speed.sh.   bash bench/results/h7_device/session.sh speed  with SPEED=this file
-set -u
-export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-P=${P:-/root/x/t}; OUT=${OUT:-/tmp/out}; PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}
-export PYTHONPATH=/root/site:$PWD/src
-C=(--model $P/smol-tok --random-llama ${SHAPE:-smollm2-135m-shape} --task sst2 --max-length 64 --seed 0 --eval none
-   --device $DEVICE --batch-size 64)
-T0=$SECONDS
+LABEL="issue 18 h9"; RUN_BUDGET=0  # run() is not used here: each report goes straight into $OUT
+source bench/results/pac/device_bench.sh
+C+=(--batch-size 64)
 $PY bench/pac_vs_baselines.py "${C[@]}" --train-samples 128 --epochs 1 --variants pac_cache,lora --out /tmp/warm.json \
   2>&1 | grep -E "Error" ; echo "warm-up done at $((SECONDS - T0)) s"
 one() {  # name args...
@@ -20,7 +17,7 @@ one() {  # name args...
   $PY -c "import json,sys; v=list(json.load(open('$OUT/$name.json'))['variants'].values())[0]; print('$name', round(v['train_time_s'],2), [round(e,2) for e in v['epoch_times_s']], v.get('phase_s'))" 2>/dev/null
   echo "   $name done at $((SECONDS - T0)) s"
 }
-one pac_fp32 --precision fp32 --epochs 5 --variants pac_cache
+one pac_fp32 --precision fp32 --epochs 5 --variants pac_cache --pac-option stream_batch=64  # h9's default
 one lora_fp32 --precision fp32 --epochs 1 --variants lora
 one pac_fp32_sb256_filltf32 --precision fp32 --epochs 5 --variants pac_cache --pac-option stream_batch=256 \
   --pac-option fill_precision=tf32
