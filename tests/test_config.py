@@ -87,6 +87,15 @@ def test_a_launch_task_is_checked_as_finetune_checks_it_before_any_worker_starts
         LaunchConfig.load(f, {"task.train_sampels": 64})
 
 
+def test_a_wrong_grad_sync_names_the_field_and_its_choices():
+    from edgeft.runtime.run import LaunchConfig
+
+    cfg = LaunchConfig.load(None, {"cluster": "c.yaml", "task.name": "sst2"})
+    assert cfg.train.grad_sync == "bf16"  # the default: gradients cross the links in bf16
+    with pytest.raises(ConfigError, match=r"command line: train.grad_sync: Input should be 'fp32' or 'bf16'"):
+        LaunchConfig.load(None, {"cluster": "c.yaml", "task.name": "sst2", "train.grad_sync": "fp16"})
+
+
 def test_launch_takes_your_own_data_with_finetunes_options(tmp_path):
     """`edgeft launch --data-file F --text-column a ...`: the same data options as finetune, and the file names the
     task when no --task is given (before, launch had no column options and demanded a task name)."""
