@@ -3,12 +3,15 @@
 # long training rows of ../RULE.md (never dev), grad_sync bf16 and fp32, train seeds 0, 1, 2 (sample seed 0).
 # Numerics only, so no compute or link emulation (the numbers a step computes do not depend on it).
 #   flock /tmp/edgeft-cpu.lock bash bench/results/make_run_h10/grad_sync/run.sh
-# Reused by h11 (../../make_run_h11/launch_heldout/): SEEDS, GRADS, TAG (a name prefix), OPTS (more launch words)
-# and DEST (where the metrics go) change what runs; the defaults are h10's runs.
+# Reused by h11 (../../make_run_h11/launch_heldout/, ../../make_run_h11/dev_seeds/): SEEDS, GRADS, TAG (a name
+# prefix), OPTS (more launch words), DEST (where the metrics go) and EVAL (heldout: the 500 long rows; dev: make
+# run's own 200 dev sentences) change what runs; the defaults are h10's runs.
 set -euo pipefail
 W=${W:-/tmp/gs}; mkdir -p $W
 SEEDS=${SEEDS:-0 1 2}; GRADS=${GRADS:-bf16 fp32}; TAG=${TAG:-}; OPTS=${OPTS:-}
 DEST=${DEST:-bench/results/make_run_h10/grad_sync}; mkdir -p $DEST
+if [ "${EVAL:-heldout}" = dev ]; then SCORED=(--dev-samples 200)
+else SCORED=(--dev-samples 500 --dev-file $W/heldout_long.jsonl)
 .venv/bin/python - $W/heldout_long.jsonl <<'PY'
 import argparse, json, sys
 sys.path.insert(0, "bench")
@@ -21,11 +24,12 @@ with open(sys.argv[1], "w") as f:
     for r in pb.holdout_examples(task, a):
         f.write(json.dumps({"sentence": r["text"], "label": r["label"]}) + "\n")
 PY
+fi
 for S in $SEEDS; do for G in $GRADS; do
   printf 'train:\n  seed: %s\n' $S > $W/seed$S.yaml
   .venv/bin/edgeft launch --config $W/seed$S.yaml --cluster examples/clusters/four-phones.yaml --model smollm2-135m \
-    --task sst2 --method pac --strategy hybrid --epochs 4 --train-samples 1024 --dev-samples 500 \
-    --dev-file $W/heldout_long.jsonl --batch-size 32 --max-length 48 --lr 2e-3 --no-compute-emulation \
+    --task sst2 --method pac --strategy hybrid --epochs 4 --train-samples 1024 "${SCORED[@]}" \
+    --batch-size 32 --max-length 48 --lr 2e-3 --no-compute-emulation \
     --link-mode none --grad-sync $G $OPTS --out $W/$TAG${G}_s$S --overwrite > $W/$TAG${G}_s$S.log 2>&1
   cp $W/$TAG${G}_s$S/metrics.json $DEST/$TAG${G}_s$S.metrics.json
   echo "$TAG$G seed $S $(grep 'after training' $W/$TAG${G}_s$S.log)"
