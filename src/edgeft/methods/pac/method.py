@@ -49,6 +49,10 @@ class PacOptions(MethodOptions):
         "channel", description="token: each tap LayerNormed per token; channel: then every channel standardised "
                                "with statistics of norm_samples training samples, measured once before the first "
                                "step (the multi-device runtime uses token)")
+    out_scale: Literal["fixed", "stream"] = Field(
+        "fixed", description="how the side network's correction joins the backbone's final state: fixed = added as "
+                             "it is; stream = in units of that state's RMS at each position (a Llama block's output is "
+                             "the raw residual stream, RMS ~40 in SmolLM2, where BERT's is ~1)")
     norm_samples: int = Field(1024, ge=2, description="tap_norm=channel: training samples the statistics come from")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
@@ -264,7 +268,7 @@ class PAC(Method):
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
                                 side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers,
-                                tap_norm=o.tap_norm, **copies)
+                                tap_norm=o.tap_norm, out_scale=o.out_scale, **copies)
         head = None
         if backbone.head == "sequence_classification":  # a pair read as segments: [|u-v|, u*v] (2 x hidden)
             head = nn.Sequential(nn.Dropout(o.dropout), nn.Linear(hidden * (1 if pair == "joint" else 2),
@@ -316,6 +320,7 @@ class PAC(Method):
                 "width": side.width, "combine": side.combine, "side_blocks": len(side.blocks),
                 "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
                 "side_init": "random" if side.copies is None else "backbone", "tap_norm": side.tap_norm,
+                "out_scale": side.out_scale,
                 "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None, "head_norm": model.head_norm,
                 "pair_encoding": model.pair_encoding}
@@ -337,6 +342,7 @@ class PAC(Method):
         saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
         saved.setdefault("side_init", "random")
         saved.setdefault("tap_norm", "token")
+        saved.setdefault("out_scale", "fixed")  # saved before the option existed: the correction was added as it is
         old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
         saved.setdefault("head_norm", "none")
         saved.setdefault("pair_encoding", "joint")  # saved before the option existed

@@ -407,7 +407,7 @@ class PacModel(nn.Module):
         """The side network over tapped outputs (B, P, n_taps, H), then the task head or the frozen LM head
         (its logits for `vocab_ids` only, when given)."""
         side = self.side(taps, attention_mask if positions == "all" else None, block_inputs=self.view.block_inputs)
-        hidden = taps[..., -1, :] + side  # the last tap is the last block: the backbone's final hidden state
+        hidden = self.side.join(taps[..., -1, :], side)  # the last tap is the last block: the final hidden state
         if self.task_head is not None and self.pair_encoding != "joint":
             if token_type_ids is None:
                 raise ModelError(f"pair_encoding={self.pair_encoding} needs the pair's token_type_ids.")
@@ -473,11 +473,12 @@ class PacModel(nn.Module):
                                **{cache_arg: past})
                 if not self.side.heads:  # a per-token side network: the new position alone
                     taps = torch.stack([captured[t][:, -1:] for t in self.taps], dim=-2).float()
-                    hidden = taps[..., -1, :] + self.side(taps, block_inputs=self.view.block_inputs)
+                    hidden = self.side.join(taps[..., -1, :], self.side(taps, block_inputs=self.view.block_inputs))
                 else:
                     new = torch.stack([captured[t] for t in self.taps], dim=-2).float()
                     seen = new if seen is None else torch.cat([seen, new], 1)
-                    hidden = (seen[..., -1, :] + self.side(seen, mask, block_inputs=self.view.block_inputs))[:, -1:]
+                    hidden = self.side.join(seen[..., -1, :],
+                                            self.side(seen, mask, block_inputs=self.view.block_inputs))[:, -1:]
                 logits = self.view.final(hidden)[:, -1].float()
                 if do_sample:
                     nxt = torch.multinomial(_nucleus(torch.softmax(logits / max(temperature or 1.0, 1e-5), -1),

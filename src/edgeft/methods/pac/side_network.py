@@ -46,6 +46,7 @@ from edgeft.errors import ConfigError
 
 Combine = Literal["gated", "sum", "ladder"]
 TapNorm = Literal["token", "channel"]
+OutScale = Literal["fixed", "stream"]
 STD_FLOOR = 1e-2  # channel standardisation: a channel whose std is below this (in token-RMS units) is not blown up
 
 
@@ -251,14 +252,15 @@ class ParallelAdapters(nn.Module):
     def __init__(self, hidden: int, num_taps: int, width: int, combine: Combine = "gated", dropout: float = 0.1,
                  side_blocks: int = 1, heads: int = 0, causal: bool = True, layers: int = 1,
                  copies: nn.ModuleList | None = None, channels: torch.Tensor | None = None, entry_tap: int = 0,
-                 tap_norm: TapNorm = "token"):
+                 tap_norm: TapNorm = "token", out_scale: OutScale = "fixed"):
         """`copies` (from `prune_blocks`): side layers copied from the backbone (side_init=backbone), fed
         with the kept `channels` of tap number `entry_tap` (the input of the first copied block); then
         `heads` only says whether they attend across positions (> 0) or see each position alone (0).
         `tap_norm="channel"` standardises every (tap, channel) after the per-token norm, with statistics
-        that `fit_tap_stats` measures on training samples before the first step (see there)."""
+        that `fit_tap_stats` measures on training samples before the first step (see there).
+        `out_scale` says how the correction joins the backbone's final state (see `join`)."""
         super().__init__()
-        self.tap_norm = tap_norm
+        self.tap_norm, self.out_scale = tap_norm, out_scale
         if tap_norm == "channel":
             self.register_buffer("tap_shift", torch.zeros(num_taps, hidden))
             self.register_buffer("tap_scale", torch.ones(num_taps, hidden))
@@ -292,6 +294,18 @@ class ParallelAdapters(nn.Module):
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
         self.drop = nn.Dropout(dropout)
+
+    def join(self, state: torch.Tensor, correction: torch.Tensor) -> torch.Tensor:
+        """The backbone's final state (..., H) plus the side network's correction (..., H).
+
+        fixed: added as it is. stream: in units of the state's RMS at each position. Why: a Llama block's output
+        is the raw residual stream (SmolLM2's last block: RMS ~35-45 at the last token), so a correction that grows
+        from a zero up-projection at Adam's ~lr per step needs hundreds of steps to reach a scale the final norm
+        notices, where a BERT block's output (LayerNormed, RMS ~1) needs tens. Scaled by the stream's RMS, the
+        correction means the same on every backbone, and the frozen final norm sees state/rms + correction."""
+        if self.out_scale == "stream":
+            correction = correction * state.pow(2).mean(-1, keepdim=True).sqrt()
+        return state + correction
 
     def adapters(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
         """(..., n, H) tapped block outputs -> (..., n, r) side features, every adapter at once.

@@ -367,7 +367,7 @@ def _pac_stage(model, part, inputs, mask, si, last, start, end, my_taps, objecti
             width = 1 if model.positions != "all" else h.shape[1]
             s = h.new_zeros(h.shape[0], width, model.side.width)
         return {"h": h, "s": s}, None
-    final = taps[..., -1, :] + P.finish_side(model.side, s, mask if model.positions == "all" else None)
+    final = model.side.join(taps[..., -1, :], P.finish_side(model.side, s, mask if model.positions == "all" else None))
     if model.task_head is not None:
         # pooled as PacModel.forward pools (mean for BERT, the last real token for Llama), not the last column,
         # which is padding in a right-padded batch
