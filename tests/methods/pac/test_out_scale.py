@@ -61,6 +61,13 @@ def test_out_scale_is_saved_and_an_adapter_from_before_the_option_loads_as_fixed
     spec = json.loads((tmp_path / "old" / "pac.json").read_text())
     del spec["out_scale"]  # an adapter written before the option existed
     (tmp_path / "old" / "pac.json").write_text(json.dumps(spec))
-    loaded = get_method("pac", {"cache_dtype": "fp32", "out_scale": "fixed"}).load(load_backbone(str(tiny_llama)), t,
-                                                                                   tmp_path / "old")
-    assert loaded.side.out_scale == "fixed"
+    loaded = get_method("pac", {"cache_dtype": "fp32"}).load(load_backbone(str(tiny_llama)), t, tmp_path / "old")
+    assert loaded.side.out_scale == "fixed"  # under the default (auto), as it was trained
+
+
+def test_auto_is_stream_on_a_causal_lm_and_fixed_on_an_encoder(tiny_llama, tiny_bert):
+    assert get_method("pac", {}).options.out_scale == "auto"
+    assert _setup(tiny_llama)[-1].side.out_scale == "stream"
+    t = load_task(TaskConfig(name="sst2", train_samples=12, dev_samples=4, max_length=24))
+    bb = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=2)
+    assert get_method("pac", {"cache_dtype": "fp32"}).prepare(bb, t).side.out_scale == "fixed"
