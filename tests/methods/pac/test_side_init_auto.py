@@ -55,11 +55,10 @@ def test_is_pair_follows_the_examples(tmp_path):
     assert not _user_pair_files(tmp_path / "s", pair=False).is_pair
 
 
-@pytest.mark.parametrize("fixture, head", [("tiny_bert", "sequence_classification"), ("tiny_llama", "causal_lm")])
 @pytest.mark.parametrize("task, expected", [("mrpc", "backbone"), ("rte", "backbone"), ("sst2", "random"),
                                             ("cola", "random")])
-def test_auto_copies_blocks_for_pair_classification_only(request, fixture, head, task, expected):
-    bb, method, model = _prepare(request.getfixturevalue(fixture), head, _task(task))
+def test_auto_copies_blocks_for_pair_classification_only(tiny_bert, task, expected):
+    bb, method, model = _prepare(tiny_bert, "sequence_classification", _task(task))
     assert method.spec(model)["side_init"] == expected
     assert (model.side.copies is not None) == (expected == "backbone")
     assert model.side_init_why.startswith("auto: ")
@@ -81,22 +80,31 @@ def test_auto_treats_a_user_file_with_text2_as_a_pair_task(tmp_path, tiny_bert):
     assert method.spec(model)["side_init"] == "random"
 
 
-def test_auto_falls_back_to_random_only_where_backbone_cannot_apply(tiny_llama, capsys):
+@pytest.mark.parametrize("task", ["mrpc", "rte"])
+def test_auto_is_random_on_a_causal_lm_even_for_pair_classification(tiny_llama, task):
+    bb, method, model = _prepare(tiny_llama, "causal_lm", _task(task))
+    assert method.spec(model)["side_init"] == "random" and model.side.copies is None
+    assert model.side_init_why == "auto: a sentence-pair classification task on a causal LM (PAC.causal_pair_side_init)"
+    bb, method, model = _prepare(tiny_llama, "causal_lm", _task(task), {"side_init": "backbone"})
+    assert model.side.copies is not None  # copies stay available when asked for
+
+
+def test_auto_falls_back_to_random_only_where_backbone_cannot_apply(tiny_bert, capsys):
     t = _task("rte")
-    # tiny_llama has 4 blocks: copying 4 needs a fifth to feed them
-    bb, method, model = _prepare(tiny_llama, "causal_lm", t, {"side_layers": 4})
+    # tiny_bert has 4 blocks: copying 4 needs a fifth to feed them
+    bb, method, model = _prepare(tiny_bert, "sequence_classification", t, {"side_layers": 4})
     assert method.spec(model)["side_init"] == "random"
     assert "this backbone has 4 blocks, so side_layers must be at most 3" in model.side_init_why
     assert "side_init=auto -> random" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="side_init=backbone: copies the last side_layers=4 blocks"):
-        _prepare(tiny_llama, "causal_lm", t, {"side_layers": 4, "side_init": "backbone"})
+        _prepare(tiny_bert, "sequence_classification", t, {"side_layers": 4, "side_init": "backbone"})
     # the block-wise strategies (the hybrid pipeline) cannot feed copied blocks
     for strategy in ("hybrid", "split", "deft"):
-        bb, method, model = _prepare(tiny_llama, "causal_lm", t, strategy=strategy)
+        bb, method, model = _prepare(tiny_bert, "sequence_classification", t, strategy=strategy)
         assert method.spec(model)["side_init"] == "random" and strategy in model.side_init_why
     # where it can apply, nothing is printed
     capsys.readouterr()
-    _prepare(tiny_llama, "causal_lm", t)
+    _prepare(tiny_bert, "sequence_classification", t)
     assert "side_init=auto" not in capsys.readouterr().err
 
 
