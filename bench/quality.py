@@ -52,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --holdout: draw the held-out rows from rows of at least this many words only")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--pac-epochs", type=int, default=None,
-                   help="PAC's epochs (default: PAC's own for the backbone: 6 on a causal LM, else --epochs)")
+                   help="PAC's epochs (default: PAC's own for the backbone: 10 on a causal LM, else --epochs)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")

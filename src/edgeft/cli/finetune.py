@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), local folder or hub id"),
         task: Optional[str] = typer.Option(None, help="sst2|cola|mrpc|rte|stsb|wnli|dolly|gsm8k|wikitext2|shakespeare or a .jsonl/.csv/.tsv file"),
         method: Optional[str] = typer.Option(None, help="full|lora|prompt|bitfit|... (see `edgeft methods`)"),
-        epochs: Optional[int] = typer.Option(None, help="default: the method's own for the backbone (PAC: 6 on a causal LM), else 1"),
+        epochs: Optional[int] = typer.Option(None, help="default: the method's own for the backbone (PAC: 10 on a causal LM), else 1"),
         train_samples: Optional[int] = typer.Option(None, help="use N training examples (seeded sample)"),
         dev_samples: Optional[int] = None,
         batch_size: Optional[int] = None,

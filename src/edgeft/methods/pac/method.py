@@ -140,9 +140,11 @@ class PAC(Method):
     # held-out training rows chose 6 (SmolLM2-135M, six tasks, 3 train seeds: 61.1 against 58.8 at 3; the same
     # rule over both backbones' 12 cells also chose 6); on an encoder (MiniLM-L6) 3 stayed best (59.9 against
     # 59.0 at 6), so encoders keep TrainConfig's default (bench/results/h4_device/, docs/benchmarks_pac.md).
-    # bench/quality.py gives PAC this budget too.
+    # Once the correction joined in the stream's units (out_scale=stream) with side layers from scratch, the same
+    # rule chose 10 (SmolLM2-135M: 64.56 against 63.49 at 6; h14 on one H100; PAC stays 16x faster than LoRA's
+    # 5 epochs there). bench/quality.py gives PAC this budget too.
     default_epochs = None
-    causal_lm_epochs = 6
+    causal_lm_epochs = 10
     # How a sentence pair on an encoder (BERT) with a task head and random side layers is read (pair_encoding=auto):
     # the quality suite's rule on held-out training rows (MiniLM-L6, six tasks, 3 train seeds) chose siamese: the
     # frozen bi-encoder reads each sentence on its own, as it was trained (STS-B 82.0 against 75.2 joint; the other
