@@ -43,8 +43,9 @@ class PacOptions(MethodOptions):
                             "Side-Tuning), fed from the tapped state entering them (that block is tapped too); "
                             "auto: backbone for a sentence-pair classification task (examples with text2, labels "
                             "not scores) on an encoder, random otherwise (single sentences, regression, language "
-                            "modelling, any task on a causal LM) and under the multi-device strategies, whose pipeline cannot feed copied blocks; a saved "
-                            "adapter records the resolved value (docs/benchmarks_pac.md, 'side_init=auto')")
+                            "modelling, any task on a causal LM) and under the multi-device strategies, whose "
+                            "pipeline cannot feed copied blocks; a saved adapter records the resolved value "
+                            "(docs/benchmarks_pac.md, 'side_init=auto')")
     tap_norm: Literal["token", "channel"] = Field(
         "channel", description="token: each tap LayerNormed per token; channel: then every channel standardised "
                                "with statistics of norm_samples training samples, measured once before the first "
@@ -261,7 +262,8 @@ class PAC(Method):
     def prepare(self, backbone, task, side_init: str | None = None, pair_encoding: str | None = None,
                 out_scale: str | None = None) -> PacModel:
         """The PAC model for this backbone and task. side_init, pair_encoding, out_scale: the resolved values to build
-        with (load passes the saved ones); None resolves the options (side_init_for, pair_encoding_for, out_scale_for)."""
+        with (load passes the saved ones); None resolves the options (side_init_for, pair_encoding_for,
+        out_scale_for)."""
         o = self.options
         objective = objective_for(task, backbone.head)
         view = backbone.view

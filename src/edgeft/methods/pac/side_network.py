@@ -15,8 +15,8 @@ then, optionally (`heads` > 0), one residual self-attention layer of width r acr
 (causal for a causal LM, padding masked), followed by `side_blocks` residual MLP blocks of width r
 (`layers` > 1 stacks more such attention + MLP layers),
 and an up-projection r -> H, initialised to zero so that training starts exactly at the frozen
-backbone. The result is added to the backbone's final hidden state, before the frozen final norm +
-LM head or a trainable task head.
+backbone. The result is added to the backbone's final hidden state (as it is, or in units of that state's RMS:
+`out_scale`, see `join`), before the frozen final norm + LM head or a trainable task head.
 
 `side_init=backbone` (see `prune_blocks`) replaces those side layers with copies of the backbone's own
 last `layers` blocks, structurally pruned to the side width, as Ladder Side-Tuning initialises its
