@@ -38,6 +38,17 @@ METHOD_VARIANT = {"lora": "lora", "pac": "pac_cache", "full": "full"}
 BASE = "base"  # the sweep's label for PAC's current defaults
 
 
+class Once(argparse.Action):
+    """An option that names one configuration: given twice, argparse would keep the last one silently (a run
+    meant to compare two --pac-config files then runs one of them), so it is an error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)}, {values}): one run takes one; "
+                         "to compare configurations, list them in a --sweep file")
+        setattr(namespace, self.dest, values)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="minilm-l6,smollm2-135m")
@@ -58,11 +69,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR, passed on (repeatable)")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE (repeatable)")
-    p.add_argument("--pac-config", default=None,
+    p.add_argument("--pac-config", default=None, action=Once,
                    help="JSON {options, lr?, epochs?, head?} (e.g. --pick's output): PAC's configuration for this "
                         "run")
-    p.add_argument("--sweep", default=None, help="JSON list of {label, options, lr?, epochs?, head?}: PAC configurations "
-                                                 "to score (PAC only; use with --holdout)")
+    p.add_argument("--sweep", default=None, action=Once,
+                   help="JSON list of {label, options, lr?, epochs?, head?}: PAC configurations to score (PAC only; "
+                        "use with --holdout)")
     p.add_argument("--pick", default=None, help="a --sweep report: apply the selection rule and print the choice")
     p.add_argument("--pick-out", default=None, help="with --pick: write the chosen configuration here (JSON)")
     p.add_argument("--margin", type=float, default=0.5,

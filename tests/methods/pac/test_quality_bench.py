@@ -118,3 +118,15 @@ def test_a_configurations_head_reaches_pacs_runs_only(tmp_path):
     assert "--head" not in runs["lora"]
     args = q.parse_args(["--models", "smollm2-135m", "--tasks", "sst2", "--seeds", "0", "--methods", "pac"])
     assert "--head" not in q.plan_runs(args, tmp_path)[0]["argv"]
+
+
+def test_a_configuration_option_given_twice_is_an_error_not_the_last_one(tmp_path, capsys):
+    import pytest
+
+    q = bench_script("quality")
+    assert q.parse_args(["--pac-config", "a.json"]).pac_config == "a.json"
+    for option in ("--pac-config", "--sweep"):
+        with pytest.raises(SystemExit):
+            q.parse_args([option, "a.json", option, "b.json"])
+        err = capsys.readouterr().err
+        assert f"{option} given twice (a.json, b.json)" in err and "--sweep file" in err
