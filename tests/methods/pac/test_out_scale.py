@@ -25,6 +25,14 @@ def test_stream_scales_the_correction_by_the_states_rms_at_each_position():
     assert not torch.allclose(stream, fixed)
 
 
+def test_stream_stays_finite_in_half_precision_with_an_outlier_channel():
+    state = torch.full((1, 1, 8), 2.0, dtype=torch.float16)
+    state[..., 0] = 1000.0  # squared: 1e6, beyond fp16's 65504
+    out = ParallelAdapters(8, 1, 8, out_scale="stream").join(state, torch.full_like(state, 0.01))
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out.float(), state.float() + 0.01 * state.float().pow(2).mean().sqrt(), rtol=1e-3)
+
+
 def _setup(path, **options):
     t = load_task(TaskConfig(name="sst2", train_samples=12, dev_samples=4, max_length=24))
     bb = load_backbone(str(path))

@@ -303,8 +303,8 @@ class ParallelAdapters(nn.Module):
         from a zero up-projection at Adam's ~lr per step needs hundreds of steps to reach a scale the final norm
         notices, where a BERT block's output (LayerNormed, RMS ~1) needs tens. Scaled by the stream's RMS, the
         correction means the same on every backbone, and the frozen final norm sees state/rms + correction."""
-        if self.out_scale == "stream":
-            correction = correction * state.pow(2).mean(-1, keepdim=True).sqrt()
+        if self.out_scale == "stream":  # in float32: an outlier channel's square overflows fp16 (SmolLM2's reach ~1e3)
+            correction = correction * state.float().pow(2).mean(-1, keepdim=True).sqrt().to(correction.dtype)
         return state + correction
 
     def adapters(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
