@@ -3,6 +3,7 @@ tasks, reports mean ± std and the gap to LoRA; the selection rule keeps the def
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from edgeft.cli.bench import bench_script
@@ -121,8 +122,6 @@ def test_a_configurations_head_reaches_pacs_runs_only(tmp_path):
 
 
 def test_a_configuration_option_given_twice_is_an_error_not_the_last_one(tmp_path, capsys):
-    import pytest
-
     q = bench_script("quality")
     assert q.parse_args(["--pac-config", "a.json"]).pac_config == "a.json"
     for option in ("--pac-config", "--sweep"):

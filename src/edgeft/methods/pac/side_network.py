@@ -50,6 +50,12 @@ OutScale = Literal["fixed", "stream"]
 STD_FLOOR = 1e-2  # channel standardisation: a channel whose std is below this (in token-RMS units) is not blown up
 
 
+def stream_rms(x: torch.Tensor) -> torch.Tensor:
+    """Each position's RMS over the channels, (..., H) -> (..., 1), in x's dtype. Computed in float32: a Llama
+    stream's outlier channels (SmolLM2's reach ~1e3) square past fp16's range."""
+    return x.float().pow(2).mean(-1, keepdim=True).sqrt().to(x.dtype)
+
+
 class SideBlock(nn.Module):
     """x + W2 act(W1 LN(x)): a residual MLP of width r (expansion 2)."""
 
@@ -303,8 +309,8 @@ class ParallelAdapters(nn.Module):
         from a zero up-projection at Adam's ~lr per step needs hundreds of steps to reach a scale the final norm
         notices, where a BERT block's output (LayerNormed, RMS ~1) needs tens. Scaled by the stream's RMS, the
         correction means the same on every backbone, and the frozen final norm sees state/rms + correction."""
-        if self.out_scale == "stream":  # in float32: an outlier channel's square overflows fp16 (SmolLM2's reach ~1e3)
-            correction = correction * state.float().pow(2).mean(-1, keepdim=True).sqrt().to(correction.dtype)
+        if self.out_scale == "stream":
+            correction = correction * stream_rms(state).to(correction.dtype)
         return state + correction
 
     def adapters(self, taps: torch.Tensor, sel: torch.Tensor | None = None) -> torch.Tensor:
@@ -416,7 +422,7 @@ class ParallelAdapters(nn.Module):
         """
         x = entry.index_select(-1, self.channels)
         if s is not None:
-            x = x + self.gain * s * x.pow(2).mean(-1, keepdim=True).sqrt()
+            x = x + self.gain * s * stream_rms(x)
         shape = x.shape
         if not self.heads:
             x, mask = x.reshape(-1, 1, shape[-1]), None
