@@ -8,7 +8,7 @@ import torch
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
-from edgeft.errors import ModelError
+from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
 from edgeft.methods.pac.side_network import ParallelAdapters
 from edgeft.models import load_backbone
@@ -79,3 +79,8 @@ def test_auto_is_stream_on_a_causal_lm_and_fixed_on_an_encoder(tiny_llama, tiny_
     t = load_task(TaskConfig(name="sst2", train_samples=12, dev_samples=4, max_length=24))
     bb = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=2)
     assert get_method("pac", {"cache_dtype": "fp32"}).prepare(bb, t).side.out_scale == "fixed"
+
+
+def test_an_unknown_out_scale_is_a_clear_error():
+    with pytest.raises(ConfigError, match="out_scale: Input should be 'auto', 'fixed' or 'stream'"):
+        get_method("pac", {"out_scale": "rms"})
