@@ -56,6 +56,12 @@ class PacOptions(MethodOptions):
                             "the raw residual stream, RMS ~40 in SmolLM2, where BERT's is ~1); auto = "
                             "PAC.causal_out_scale on a causal LM, PAC.encoder_out_scale on an encoder (chosen on "
                             "held-out training rows, docs/benchmarks_pac.md, 'out_scale')")
+    side_attention: Literal["auto", "causal", "bidirectional"] = Field(
+        "auto", description="the side layers' own attention across positions: causal (a position sees the ones before "
+                            "it) or bidirectional (every real position); auto = bidirectional on an encoder, causal "
+                            "for language modelling on a causal LM, PAC.causal_readout_side_attention where a causal "
+                            "LM is read at one position (classification, a verbalizer, regression), since no later "
+                            "token exists there to leak (docs/benchmarks_pac.md, 'side_attention')")
     norm_samples: int = Field(1024, ge=2, description="tap_norm=channel: training samples the statistics come from")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     pool: Literal["auto", "mean", "first", "last"] = Field(
@@ -158,6 +164,9 @@ class PAC(Method):
     # side_init=auto on a causal LM's sentence-pair classification: with the correction in the stream's units the
     # same rule chose side layers from scratch over copied blocks (SmolLM2-135M: 63.49 against 62.70; h13)
     causal_pair_side_init = "random"
+    # The side attention of a causal LM read at one position (side_attention=auto): its own causal mask, as before
+    # the option existed, until the quality suite's rule says otherwise (h16)
+    causal_readout_side_attention = "causal"
     Options = PacOptions
     priced_as = "pac"
     supports_blockwise = True
@@ -259,11 +268,25 @@ class PAC(Method):
             return self.options.out_scale
         return self.causal_out_scale if family == "llama" else self.encoder_out_scale
 
+    def side_attention_for(self, objective: str, is_causal: bool) -> str:
+        """The side_attention option resolved: bidirectional on an encoder; on a causal LM causal for language
+        modelling (a position may not see the tokens it predicts) and causal_readout_side_attention where the model
+        is read at one position, after the whole input."""
+        given = self.options.side_attention
+        if is_causal and objective == "lm":
+            if given == "bidirectional":
+                raise ConfigError("side_attention=bidirectional: this task trains a language model, whose positions "
+                                  "must not see the tokens they predict; use causal or auto.")
+            return "causal"
+        if given != "auto":
+            return given
+        return self.causal_readout_side_attention if is_causal else "bidirectional"
+
     def prepare(self, backbone, task, side_init: str | None = None, pair_encoding: str | None = None,
-                out_scale: str | None = None) -> PacModel:
-        """The PAC model for this backbone and task. side_init, pair_encoding, out_scale: the resolved values to build
-        with (load passes the saved ones); None resolves the options (side_init_for, pair_encoding_for,
-        out_scale_for)."""
+                out_scale: str | None = None, side_attention: str | None = None) -> PacModel:
+        """The PAC model for this backbone and task. side_init, pair_encoding, out_scale, side_attention: the resolved
+        values to build with (load passes the saved ones); None resolves the options (side_init_for,
+        pair_encoding_for, out_scale_for, side_attention_for)."""
         o = self.options
         objective = objective_for(task, backbone.head)
         view = backbone.view
@@ -288,8 +311,15 @@ class PAC(Method):
             copies = dict(copies=layers, channels=channels, entry_tap=taps.index(entry))
         elif o.heads and width % o.heads:
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
+        attention = side_attention or self.side_attention_for(objective, view.is_causal)
+        if side_init == "backbone":  # copied blocks keep the backbone's own attention
+            attention = "causal" if view.is_causal else "bidirectional"
+            if o.side_attention not in ("auto", attention):
+                raise ConfigError(f"side_attention={o.side_attention}: side_init=backbone copies the backbone's "
+                                  f"blocks, which attend as the backbone does ({attention}); leave side_attention=auto "
+                                  "or use side_init=random.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
-                                side_blocks=o.side_blocks, heads=o.heads, causal=view.is_causal, layers=o.side_layers,
+                                side_blocks=o.side_blocks, heads=o.heads, causal=attention == "causal", layers=o.side_layers,
                                 tap_norm=o.tap_norm,
                                 out_scale=out_scale or self.out_scale_for(backbone.arch.family), **copies)
         head = None
@@ -343,7 +373,7 @@ class PAC(Method):
                 "width": side.width, "combine": side.combine, "side_blocks": len(side.blocks),
                 "side_layers": len(side.copies) if side.copies is not None else 1 + len(side.more),
                 "side_init": "random" if side.copies is None else "backbone", "tap_norm": side.tap_norm,
-                "out_scale": side.out_scale,
+                "out_scale": side.out_scale, "side_attention": "causal" if side.causal else "bidirectional",
                 "heads": model.side.heads, "head_pool": model.head_pool,
                 "task_head": model.task_head is not None, "head_norm": model.head_norm,
                 "pair_encoding": model.pair_encoding}
@@ -366,17 +396,21 @@ class PAC(Method):
         saved.setdefault("side_init", "random")
         saved.setdefault("tap_norm", "token")
         saved.setdefault("out_scale", "fixed")  # saved before the option existed: the correction was added as it is
+        # saved before side_attention existed: the side layers attended as the backbone does
+        saved.setdefault("side_attention", "causal" if backbone.view.is_causal else "bidirectional")
         old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
         saved.setdefault("head_norm", "none")
         saved.setdefault("pair_encoding", "joint")  # saved before the option existed
         if saved.get("backbone_identity") and saved["backbone_identity"] != backbone.identity:
             raise ModelError(f"{d}: this PAC adapter belongs to backbone {saved['backbone_identity']}, not to "
                              f"{backbone.identity}. Load it with the backbone it was trained on.")
-        # auto (side_init, pair_encoding, out_scale) rebuilds what was saved (its resolved value); an explicit value
-        # must match it
-        model = self.prepare(backbone, task, saved["side_init"] if self.options.side_init == "auto" else None,
-                             saved["pair_encoding"] if self.options.pair_encoding == "auto" else None,
-                             saved["out_scale"] if self.options.out_scale == "auto" else None)
+        # auto (side_init, pair_encoding, out_scale, side_attention) rebuilds what was saved (its resolved value); an
+        # explicit value must match it
+        o = self.options
+        model = self.prepare(backbone, task, saved["side_init"] if o.side_init == "auto" else None,
+                             saved["pair_encoding"] if o.pair_encoding == "auto" else None,
+                             saved["out_scale"] if o.out_scale == "auto" else None,
+                             saved["side_attention"] if o.side_attention == "auto" else None)
         if old_head:
             model.head_norm = "none"
         now = self.spec(model)

@@ -12,7 +12,8 @@ depth of the side network in the spirit of Ladder Side-Tuning (Sung et al., Neur
           small block per tap, so n sequential steps)
 
 then, optionally (`heads` > 0), one residual self-attention layer of width r across positions
-(causal for a causal LM, padding masked), followed by `side_blocks` residual MLP blocks of width r
+(causal for language modelling on a causal LM, padding masked; PAC's `side_attention`), followed by
+`side_blocks` residual MLP blocks of width r
 (`layers` > 1 stacks more such attention + MLP layers),
 and an up-projection r -> H, initialised to zero so that training starts exactly at the frozen
 backbone. The result is added to the backbone's final hidden state (as it is, or in units of that state's RMS:
@@ -267,6 +268,7 @@ class ParallelAdapters(nn.Module):
         `out_scale` says how the correction joins the backbone's final state (see `join`)."""
         super().__init__()
         self.tap_norm, self.out_scale = tap_norm, out_scale
+        self.causal = causal  # whether the side layers' own attention is causal (copied blocks attend as the backbone)
         if tap_norm == "channel":
             self.register_buffer("tap_shift", torch.zeros(num_taps, hidden))
             self.register_buffer("tap_scale", torch.ones(num_taps, hidden))
