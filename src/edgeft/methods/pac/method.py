@@ -319,8 +319,8 @@ class PAC(Method):
                                   f"blocks, which attend as the backbone does ({attention}); leave side_attention=auto "
                                   "or use side_init=random.")
         side = ParallelAdapters(hidden, len(taps), width, combine=o.combine, dropout=o.dropout,
-                                side_blocks=o.side_blocks, heads=o.heads, causal=attention == "causal", layers=o.side_layers,
-                                tap_norm=o.tap_norm,
+                                side_blocks=o.side_blocks, heads=o.heads, causal=attention == "causal",
+                                layers=o.side_layers, tap_norm=o.tap_norm,
                                 out_scale=out_scale or self.out_scale_for(backbone.arch.family), **copies)
         head = None
         if backbone.head == "sequence_classification":  # a pair read as segments: [|u-v|, u*v] (2 x hidden)
