@@ -397,10 +397,13 @@ def plot(report: dict, out: Path) -> Path:
 
 
 def save_figure(fig, title: str, out: Path) -> Path:
-    """Title, layout, PNG at 110 dpi, figure closed (the benchmark scripts' common last step)."""
+    """Title (wrapped to the figure's width), layout, PNG at 110 dpi, figure closed (the benchmark scripts' common
+    last step)."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(textwrap.fill(title, width=max(40, int(12 * fig.get_figwidth()))), fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

@@ -325,7 +325,7 @@ def plot(report: dict, out: Path) -> Path:
         names = [f"{t}\n{table[model][t][entries[0]]['metric_name']}" if entries[0] in table[model][t] else t
                  for t in tasks]
         ax.set_xticks(range(len(tasks)), names, fontsize=8)
-        ax.set_ylabel(f"{report['meta']['scored_on']} metric x100 (mean ± std over seeds)")
+        ax.set_ylabel(f"{report['meta']['scored_on']} metric x100\n(mean ± std over seeds)")
         ax.set_title(model)
         ax.legend(fontsize=8)
     m = report["meta"]
