@@ -6,12 +6,11 @@ import json
 import pytest
 import torch
 
-from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
 from edgeft.methods.pac.side_network import ParallelAdapters
 from edgeft.models import load_backbone
+from tiny_pac import eval_logits, prepare_pac
 
 
 def test_stream_scales_the_correction_by_the_states_rms_at_each_position():
@@ -33,38 +32,26 @@ def test_stream_stays_finite_in_half_precision_with_an_outlier_channel():
     assert torch.allclose(out.float(), state.float() + 0.01 * state.float().pow(2).mean().sqrt(), rtol=1e-3)
 
 
-def _setup(path, **options):
-    t = load_task(TaskConfig(name="sst2", train_samples=12, dev_samples=4, max_length=24))
-    bb = load_backbone(str(path))
-    feat = Featurizer(t, bb.tokenizer, objective_for(t, bb.head), 24)
-    torch.manual_seed(0)
-    method = get_method("pac", {"cache_dtype": "fp32", "dropout": 0.0, **options})
-    return t, bb, feat, method, method.prepare(bb, t)
-
-
 def test_the_option_reaches_the_side_network_and_the_logits(tiny_llama):
     logits = {}
     for scale in ("fixed", "stream"):
-        t, bb, feat, method, model = _setup(tiny_llama, out_scale=scale)
+        t, bb, feat, method, model = prepare_pac(tiny_llama, out_scale=scale)
         assert model.side.out_scale == scale and method.spec(model)["out_scale"] == scale
         torch.manual_seed(1)
         torch.nn.init.normal_(model.side.up.weight, std=0.5)  # a trained, non-zero correction
-        batch = feat.collate(feat.encode(t.train[:4]))
-        model.eval()
-        with torch.no_grad():
-            logits[scale] = model(batch["input_ids"], batch["attention_mask"], sample_ids=batch["ids"]).logits
+        logits[scale] = eval_logits(model, feat, t.train[:4])
     assert not torch.allclose(logits["fixed"], logits["stream"], atol=1e-3)
 
 
 def test_out_scale_is_saved_and_an_adapter_from_before_the_option_loads_as_fixed(tmp_path, tiny_llama):
-    t, bb, feat, method, model = _setup(tiny_llama, out_scale="stream")
+    t, bb, feat, method, model = prepare_pac(tiny_llama, out_scale="stream")
     method.save(model, tmp_path / "a")
     assert json.loads((tmp_path / "a" / "pac.json").read_text())["out_scale"] == "stream"
     assert method.load(load_backbone(str(tiny_llama)), t, tmp_path / "a").side.out_scale == "stream"
     with pytest.raises(ModelError, match="out_scale: saved 'stream', now 'fixed'"):
         get_method("pac", {"cache_dtype": "fp32", "out_scale": "fixed"}).load(load_backbone(str(tiny_llama)), t,
                                                                                tmp_path / "a")
-    t, bb, feat, method, model = _setup(tiny_llama, out_scale="fixed")
+    t, bb, feat, method, model = prepare_pac(tiny_llama, out_scale="fixed")
     method.save(model, tmp_path / "old")
     spec = json.loads((tmp_path / "old" / "pac.json").read_text())
     del spec["out_scale"]  # an adapter written before the option existed
@@ -75,10 +62,8 @@ def test_out_scale_is_saved_and_an_adapter_from_before_the_option_loads_as_fixed
 
 def test_auto_is_stream_on_a_causal_lm_and_fixed_on_an_encoder(tiny_llama, tiny_bert):
     assert get_method("pac", {}).options.out_scale == "auto"
-    assert _setup(tiny_llama)[-1].side.out_scale == "stream"
-    t = load_task(TaskConfig(name="sst2", train_samples=12, dev_samples=4, max_length=24))
-    bb = load_backbone(str(tiny_bert), head="sequence_classification", num_labels=2)
-    assert get_method("pac", {"cache_dtype": "fp32"}).prepare(bb, t).side.out_scale == "fixed"
+    assert prepare_pac(tiny_llama)[-1].side.out_scale == "stream"
+    assert prepare_pac(tiny_bert, head="sequence_classification")[-1].side.out_scale == "fixed"
 
 
 def test_an_unknown_out_scale_is_a_clear_error():

@@ -7,12 +7,11 @@ import json
 import pytest
 import torch
 
-from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
 from edgeft.methods.pac.side_network import SideAttention
 from edgeft.models import load_backbone
+from tiny_pac import eval_logits, prepare_pac
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -28,19 +27,10 @@ def test_an_earlier_position_sees_a_later_one_only_when_bidirectional(causal):
     assert torch.allclose(first, moved) == causal
 
 
-def _setup(path, task="sst2", head="causal_lm", **options):
-    t = load_task(TaskConfig(name=task, train_samples=12, dev_samples=4, max_length=24))
-    bb = load_backbone(str(path), head=head, num_labels=t.num_labels)
-    feat = Featurizer(t, bb.tokenizer, objective_for(t, bb.head), 24)
-    torch.manual_seed(0)
-    method = get_method("pac", {"cache_dtype": "fp32", "dropout": 0.0, **options})
-    return t, bb, feat, method, method.prepare(bb, t)
-
-
 def test_the_option_reaches_the_side_layers_and_the_logits(tiny_llama):
     logits = {}
     for attention in ("causal", "bidirectional"):
-        t, bb, feat, method, model = _setup(tiny_llama, side_attention=attention)
+        t, bb, feat, method, model = prepare_pac(tiny_llama, side_attention=attention)
         layers = [model.side.attention] + [layer.attention for layer in model.side.more]
         assert all(a.causal == (attention == "causal") for a in layers)
         assert method.spec(model)["side_attention"] == attention
@@ -48,10 +38,7 @@ def test_the_option_reaches_the_side_layers_and_the_logits(tiny_llama):
         for a in layers:
             torch.nn.init.normal_(a.out.weight, std=0.5)
         torch.nn.init.normal_(model.side.up.weight, std=0.5)  # a trained, non-zero correction
-        batch = feat.collate(feat.encode(t.train[:4]))
-        model.eval()
-        with torch.no_grad():
-            logits[attention] = model(batch["input_ids"], batch["attention_mask"], sample_ids=batch["ids"]).logits
+        logits[attention] = eval_logits(model, feat, t.train[:4])
     # the verbalizer reads the last position, which sees everything either way; the second layer reads first-layer
     # states that saw the future only when bidirectional
     assert not torch.allclose(logits["causal"], logits["bidirectional"], atol=1e-4)
@@ -59,27 +46,27 @@ def test_the_option_reaches_the_side_layers_and_the_logits(tiny_llama):
 
 def test_auto_resolves_per_backbone_and_objective(tiny_llama, tiny_bert):
     assert get_method("pac", {}).options.side_attention == "auto"
-    readout = _setup(tiny_llama)[-1]  # a causal LM's verbalizer: PAC.causal_readout_side_attention
+    readout = prepare_pac(tiny_llama)[-1]  # a causal LM's verbalizer: PAC.causal_readout_side_attention
     assert readout.side.causal == (get_method("pac", {}).causal_readout_side_attention == "causal")
-    assert _setup(tiny_llama, task="shakespeare")[-1].side.causal  # language modelling
-    assert not _setup(tiny_bert, head="sequence_classification")[-1].side.causal
+    assert prepare_pac(tiny_llama, task="shakespeare")[-1].side.causal  # language modelling
+    assert not prepare_pac(tiny_bert, head="sequence_classification")[-1].side.causal
 
 
 def test_language_modelling_refuses_bidirectional_side_attention(tiny_llama):
     with pytest.raises(ConfigError, match="side_attention=bidirectional: this task trains a language model"):
-        _setup(tiny_llama, task="shakespeare", side_attention="bidirectional")
+        prepare_pac(tiny_llama, task="shakespeare", side_attention="bidirectional")
 
 
 def test_copied_blocks_attend_as_the_backbone_and_refuse_another_choice(tiny_llama):
-    model = _setup(tiny_llama, side_init="backbone")[-1]
+    model = prepare_pac(tiny_llama, side_init="backbone")[-1]
     assert model.side.causal
     with pytest.raises(ConfigError, match="side_attention=bidirectional: side_init=backbone copies"):
-        _setup(tiny_llama, side_init="backbone", side_attention="bidirectional")
+        prepare_pac(tiny_llama, side_init="backbone", side_attention="bidirectional")
 
 
 def test_side_attention_is_saved_and_an_adapter_from_before_the_option_loads_as_the_backbone_attends(tmp_path,
                                                                                                       tiny_llama):
-    t, bb, feat, method, model = _setup(tiny_llama, side_attention="bidirectional")
+    t, bb, feat, method, model = prepare_pac(tiny_llama, side_attention="bidirectional")
     method.save(model, tmp_path / "a")
     assert json.loads((tmp_path / "a" / "pac.json").read_text())["side_attention"] == "bidirectional"
     assert not get_method("pac", {"cache_dtype": "fp32"}).load(load_backbone(str(tiny_llama)), t,
