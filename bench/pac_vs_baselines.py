@@ -270,14 +270,15 @@ def run_variant(variant: str, args) -> dict:
     result = trainer.fit()
     fit_s = time.perf_counter() - t_fit
     final = evals[-1] if evals else {}
+    # every PAC option auto resolves, as this run built it (side_init, out_scale, side_attention, pair_encoding, ...)
+    pac_spec = method.spec(model) if method_name == "pac" else None
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
         "weight_decay": args.weight_decay,
         # PAC's side_init as this run resolved it (the option may be auto) and why
-        "side_init": method.spec(model)["side_init"] if method_name == "pac" else None,
+        "side_init": pac_spec["side_init"] if pac_spec else None,
         "side_init_why": getattr(model, "side_init_why", None),
-        # every option auto resolves, as this run built it (side_init, out_scale, side_attention, pair_encoding, ...)
-        "pac_spec": method.spec(model) if method_name == "pac" else None,
+        "pac_spec": pac_spec,
         "precision": precision.name,
         "frozen_cast": getattr(trainer, "frozen_cast", None),  # tensors stored in the compute dtype (CUDA bf16/fp16)
         "frozen_cast_scope": precision_module.FROZEN_CAST,

@@ -131,6 +131,12 @@ def positions_for(objective: str, family: str, pool: str, every_token: bool) -> 
     return ("all" if every_token else head_pool), head_pool  # type: ignore[return-value]
 
 
+def backbone_attention(view) -> str:
+    """How the backbone itself attends (side_attention's terms): what copied blocks keep and what adapters saved
+    before the option had."""
+    return "causal" if view.is_causal else "bidirectional"
+
+
 @register_method
 class PAC(Method):
     """Parallel adapters on a frozen backbone, fed from an activation cache after epoch 1."""
@@ -314,7 +320,7 @@ class PAC(Method):
             raise ConfigError(f"heads={o.heads}: the side width {width} must be a multiple of the number of heads.")
         attention = side_attention or self.side_attention_for(objective, view.is_causal)
         if side_init == "backbone":  # copied blocks keep the backbone's own attention
-            attention = "causal" if view.is_causal else "bidirectional"
+            attention = backbone_attention(view)
             if o.side_attention not in ("auto", attention):
                 raise ConfigError(f"side_attention={o.side_attention}: side_init=backbone copies the backbone's "
                                   f"blocks, which attend as the backbone does ({attention}); leave side_attention=auto "
@@ -398,7 +404,7 @@ class PAC(Method):
         saved.setdefault("tap_norm", "token")
         saved.setdefault("out_scale", "fixed")  # saved before the option existed: the correction was added as it is
         # saved before side_attention existed: the side layers attended as the backbone does
-        saved.setdefault("side_attention", "causal" if backbone.view.is_causal else "bidirectional")
+        saved.setdefault("side_attention", backbone_attention(backbone.view))
         old_head = "head_norm" not in saved  # saved before head_norm existed: its task head read the raw state
         saved.setdefault("head_norm", "none")
         saved.setdefault("pair_encoding", "joint")  # saved before the option existed
