@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "fast path (edgeft.train.compiled). Compile time is part of epoch 1 (and reported apart)")
     p.add_argument("--compile-bucket", type=int, default=16,
                    help="with --compile: pad batches to a multiple of this many tokens (>= --max-length: one width)")
+    p.add_argument("--profile-epoch", type=int, default=None,
+                   help="run epoch K under torch.profiler and write its top ops (host and device time) next to --out; "
+                        "that epoch's time then includes the profiler's overhead, so it is not a timing")
     p.add_argument("--out", default="bench/results/pac/pac_vs_baselines.json")
     p.add_argument("--label", default="", help="free text stored with the results (machine, purpose)")
     p.add_argument("--sweep", default=None,
@@ -189,6 +192,8 @@ def holdout_examples(task, args) -> list[dict]:
 def run_variant(variant: str, args) -> dict:
     import torch
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (also when loaded by bench/quality.py)
+    from epoch_profiler import EpochProfiler
     from edgeft.data import TaskConfig, load_task
     from edgeft.data.features import Featurizer, objective_for
     from edgeft.methods import get_method
@@ -248,8 +253,11 @@ def run_variant(variant: str, args) -> dict:
     epoch_peaks, evals, eval_times, calls, offloaded = [], [], [], [], []
     state = {"epoch": 0, "calls": getattr(model, "backbone_calls", 0)}  # the warm-up pass is nobody's epoch
 
+    profiler = EpochProfiler(args.profile_epoch, Path(args.out).with_suffix(f".{variant}.profile.txt"), device)
+
     def eval_fn(m):
         state["epoch"] += 1
+        profiler.at_epoch_end(state["epoch"])
         epoch_peaks.append(meter.peak_mb())
         now_calls = getattr(m, "backbone_calls", 0)
         calls.append(now_calls - state["calls"])
@@ -266,6 +274,7 @@ def run_variant(variant: str, args) -> dict:
 
     trainer = Trainer(model, method, featurizer, train_feats, cfg, make_loss_fn(featurizer), eval_fn)
     meter.start()
+    profiler.at_epoch_end(0)
     t_fit = time.perf_counter()
     result = trainer.fit()
     fit_s = time.perf_counter() - t_fit
@@ -521,6 +530,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--random-llama", args.random_llama]
     if args.taps:
         words += ["--taps", args.taps]
+    if args.profile_epoch:
+        words += ["--profile-epoch", str(args.profile_epoch)]
     for flag, values in (("--lr", args.lr), ("--pac-option", args.pac_option), ("--lora-option", args.lora_option)):
         for v in values:
             words += [flag, v]

@@ -64,7 +64,7 @@ def test_a_worker_gets_every_option_of_the_run():
              "--train-seed", "3", "--variants", "lora", "--lr", "lora=0.1", "--pac-option", "width=8",
              "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--holdout-min-words", "4", "--weight-decay", "0.1", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
-             "--compile-bucket", "32", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
+             "--compile-bucket", "32", "--profile-epoch", "2", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
     args = bench.parse_args(given)
     run_only = {"merge", "in_process", "worker", "worker_out"}  # how this process runs, not what a variant does
     forwarded = vars(bench.parse_args(bench.sys_argv_of(args)))
@@ -109,3 +109,20 @@ def test_held_out_rows_can_be_limited_to_long_rows():
     args.holdout_min_words = 10_000  # no row is that long: a clear error, not fewer rows
     with pytest.raises(SystemExit, match="at least 10000 words"):
         bench.holdout_examples(task, args)
+
+
+def test_the_profiled_epoch_writes_its_top_ops(tmp_path):
+    """--profile-epoch K runs epoch K under torch.profiler and writes its tables next to --out; other epochs and
+    runs without the option write nothing."""
+    bench = bench_module()
+    out = tmp_path / "r.json"
+    args = bench.parse_args(["--model", "smollm2-135m", "--random-llama", "tiny", "--task", "sst2",
+                             "--train-samples", "32", "--epochs", "2", "--batch-size", "16", "--max-length", "32",
+                             "--variants", "pac_cache", "--eval", "none", "--profile-epoch", "2", "--threads", "1",
+                             "--out", str(out)])
+    bench.run_variant("pac_cache", args)
+    text = (tmp_path / "r.pac_cache.profile.txt").read_text()
+    assert text.startswith("# epoch 2 under torch.profiler") and "Self CPU" in text and "aten::" in text
+    args.profile_epoch, args.out = None, str(tmp_path / "q.json")
+    bench.run_variant("pac_cache", args)
+    assert not (tmp_path / "q.pac_cache.profile.txt").exists()
