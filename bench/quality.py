@@ -25,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,6 +76,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sweep", default=None, action=Once,
                    help="JSON list of {label, options, lr?, epochs?, head?}: PAC configurations to score (PAC only; "
                         "use with --holdout)")
+    p.add_argument("--share-fill", action="store_true",
+                   help="with --sweep: each (task, seed) process fills PAC's activation cache once, on disk in its "
+                        "work folder, and every configuration with the same cache key trains on it (one with other "
+                        "taps, or on copied blocks another side depth, refills it); the folder is deleted when the "
+                        "process ends. The same metrics as refilling per configuration (test; checked on CPU)")
     p.add_argument("--pick", default=None, help="a --sweep report: apply the selection rule and print the choice")
     p.add_argument("--pick-out", default=None, help="with --pick: write the chosen configuration here (JSON)")
     p.add_argument("--margin", type=float, default=0.5,
@@ -192,13 +198,19 @@ def plan_runs(args, work: Path) -> list[dict]:
                         if pac["head"]:  # the backbone's head, as `edgeft finetune --head`
                             words += ["--head", pac["head"]]
                         epochs = pac_epochs(args, pac, model)
+                    fill_dir = None
                     if args.sweep:
                         words += ["--variants", "", "--sweep", str(Path(args.sweep).resolve())]
+                        if args.share_fill:
+                            fill_dir = str(work / f"{name}.fill")
+                            for v in ('cache="disk"', f"cache_dir={json.dumps(fill_dir)}", 'on_stale="rebuild"'):
+                                words += ["--pac-option", v]
                     else:
                         words += ["--variants", METHOD_VARIANT[method]]
                     words += ["--epochs", str(epochs)]
                     runs.append({"name": name, "model": model, "task": task, "method": method, "seed": seed,
-                                 "argv": words, "report": str(work / f"{name}.json"), "log": str(work / f"{name}.log")})
+                                 "argv": words, "report": str(work / f"{name}.json"), "log": str(work / f"{name}.log"),
+                                 "fill_dir": fill_dir})
     # the slowest first (SmolLM2 LoRA), so the pool does not end on one long run
     weight = {"lora": 3, "full": 3, "pac": 1}
     return sorted(runs, key=lambda r: -(weight[r["method"]] * (4 if "smollm" in r["model"] else 1)))
@@ -213,6 +225,8 @@ def execute(runs: list[dict], jobs: int) -> list[dict]:
         with open(run["log"], "w") as log:
             rc = subprocess.run([sys.executable, str(BENCH), *run["argv"]], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+        if run.get("fill_dir"):  # --share-fill: the cached activations served this process only
+            shutil.rmtree(run["fill_dir"], ignore_errors=True)
         if rc == 0:  # a report from other settings (another PAC configuration, say) is never taken for this one
             stamp.write_text(json.dumps(run["argv"]))
         wall = time.perf_counter() - t0
@@ -365,6 +379,7 @@ def run(args) -> dict:
                                if args.holdout else f"dev (at most {args.dev_samples} rows)"),
                  "epochs": args.epochs, "pac_epochs": {m: pac_epochs(args, pac, m) for m in _csv(args.models)},
                  "batch_size": args.batch_size, "max_length": args.max_length, "jobs": args.jobs,
+                 "share_fill": args.share_fill,
                  "pac_config": pac, "pac_options": args.pac_option, "lr": args.lr,
                  "sweep_items": json.loads(Path(args.sweep).read_text()) if args.sweep else None,
                  "failed": [r["name"] for r in done if r["rc"] != 0],

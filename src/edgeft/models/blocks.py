@@ -13,6 +13,19 @@ from torch import nn
 from edgeft.errors import ModelError
 
 
+_ID_TENSORS: dict[tuple, torch.Tensor] = {}
+
+
+def token_ids_on(ids: list[int], device: torch.device) -> torch.Tensor:
+    """`ids` as a long tensor on `device`, made once per (ids, device). Indexing a CUDA tensor with a Python list
+    copies the list from pageable host memory at every call, and that copy makes the host wait for the GPU to
+    drain its queue: in PAC's cached step it was one stall a step (h17's profile, docs/benchmarks_pac.md)."""
+    key = (tuple(ids), str(device))
+    if key not in _ID_TENSORS:
+        _ID_TENSORS[key] = torch.tensor(ids, dtype=torch.long, device=device)
+    return _ID_TENSORS[key]
+
+
 def _count(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
@@ -105,10 +118,11 @@ class BlockView:
                 return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last])
             if vocab_ids is None:
                 return self.head(hidden)
+            ids = token_ids_on(vocab_ids, hidden.device)
             if isinstance(self.head, torch.nn.Linear):
-                bias = self.head.bias[vocab_ids] if self.head.bias is not None else None
-                return torch.nn.functional.linear(hidden, self.head.weight[vocab_ids], bias)
-            return self.head(hidden)[..., vocab_ids]
+                bias = self.head.bias.index_select(0, ids) if self.head.bias is not None else None
+                return torch.nn.functional.linear(hidden, self.head.weight.index_select(0, ids), bias)
+            return self.head(hidden).index_select(-1, ids)
         if self.is_classifier:
             pooled = self.core.pooler(hidden) if self.core.pooler is not None else hidden[:, 0]
             return self.head(self.base.dropout(pooled))

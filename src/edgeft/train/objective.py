@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from edgeft.models.blocks import token_ids_on
+
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -33,7 +35,8 @@ def forward(model, batch: dict, objective: str, label_token_ids: list[int] | Non
         if getattr(model, "accepts_vocab_ids", False):  # the label words' logits only, not the whole vocabulary
             logits = call_model(model, batch, logits_to_keep=1, vocab_ids=label_token_ids).logits[:, -1, :]
         else:
-            logits = call_model(model, batch, logits_to_keep=1).logits[:, -1, :][:, label_token_ids]
+            logits = call_model(model, batch, logits_to_keep=1).logits[:, -1, :]
+            logits = logits.index_select(-1, token_ids_on(label_token_ids, logits.device))  # no per-step sync
         return F.cross_entropy(logits, batch["label"]), logits, len(batch["label"])
     if objective in ("classify", "regress"):
         logits = call_model(model, batch).logits

@@ -129,6 +129,30 @@ def test_cuda_graphs_train_as_the_eager_step(family, head, task, tiny_llama, tin
     assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("graphs", [True, False])
+def test_a_cached_step_never_waits_for_the_gpu(graphs, tiny_llama):
+    """A host-device sync in the cached step makes the host wait for the GPU at every step instead of queueing
+    the next one (h17's GPU profile: one cudaStreamSynchronize a step, from indexing the logits with the Python
+    list of label-word ids). After the fill, a cached step's forward and backward must not sync at all."""
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2", "device_cache": "on",
+                                                                 "graphs": graphs}, max_length=16)
+    model = method.place(model, "cuda")
+    feats = feat.encode(t.train)
+    Trainer(model, method, feat, feats, TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cuda"),
+            make_loss_fn(feat)).fit()  # the fill, the packed view and (graphs) the captured step
+    batch = {k: (v.pin_memory().to("cuda", non_blocking=True) if torch.is_tensor(v) else v)
+             for k, v in feat.collate(feats[:8]).items()}
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = make_loss_fn(feat)(model, batch)
+        loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert model.device_view is not None and (model.cached_step.replays > 0) == graphs
+
+
 def test_fill_batch_packs_after_the_first_epoch(tiny_llama):
     base, ref = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "off"})
     model, got = _run(tiny_llama, "causal_lm", "sst2", {"fill": "batch", "device_cache": "on"})

@@ -129,3 +129,33 @@ def test_a_configuration_option_given_twice_is_an_error_not_the_last_one(tmp_pat
             q.parse_args([option, "a.json", option, "b.json"])
         err = capsys.readouterr().err
         assert f"{option} given twice (a.json, b.json)" in err and "--sweep file" in err
+
+
+def test_a_shared_fill_gives_the_same_sweep_and_fills_once_per_tap_set(tmp_path, tiny_bert):
+    """--share-fill: each (task, seed) process fills PAC's cache once on disk and every configuration with the same
+    taps trains on it; a configuration with other taps refills it (its key changed). The held-out metrics and final
+    losses must equal a sweep that refills for every configuration, and the cache folders must be gone after."""
+    q = bench_script("quality")
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps([{"label": "base", "options": {}}, {"label": "l3", "options": {"side_layers": 3}},
+                                 {"label": "t1", "options": {"taps": "all"}}]))
+    reports = {}
+    for share in (False, True):
+        out = tmp_path / f"share{share}.json"
+        q.main(["--models", str(tiny_bert), "--tasks", "sst2", "--seeds", "0", "--train-samples", "16",
+                "--holdout", "8", "--epochs", "2", "--batch-size", "8", "--max-length", "24", "--threads", "1",
+                "--pac-option", "width=8", "--pac-option", "norm_samples=8", "--sweep", str(sweep),
+                "--out", str(out)] + (["--share-fill"] if share else []))
+        reports[share] = json.loads(out.read_text())
+        assert reports[share]["meta"]["failed"] == [] and reports[share]["meta"]["share_fill"] is share
+        assert not list(out.with_name(f"share{share}_runs").glob("*.fill"))
+    cells = {s: r["runs"][str(tiny_bert)]["sst2"] for s, r in reports.items()}
+    for label in ("pac:base", "pac:l3", "pac:t1"):
+        assert [(x["metric"], x["final_train_loss"]) for x in cells[True][label]] == \
+            [(x["metric"], x["final_train_loss"]) for x in cells[False][label]]
+    # who ran the backbone in epoch 1: every configuration without sharing; with it the first and the retapped one
+    run = json.loads(next(tmp_path.glob("shareTrue_runs/*__s0.json")).read_text())["variants"]
+    calls = {k.split(":")[1]: v["backbone_calls_per_epoch"][0] for k, v in run.items()}
+    assert calls["base"] > 0 and calls["l3"] == 0 and calls["t1"] > 0
+    run = json.loads(next(tmp_path.glob("shareFalse_runs/*__s0.json")).read_text())["variants"]
+    assert all(v["backbone_calls_per_epoch"][0] > 0 for v in run.values())

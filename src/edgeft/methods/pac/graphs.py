@@ -23,6 +23,8 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from edgeft.models.blocks import token_ids_on
+
 MAX_GRAPHS = 16
 
 
@@ -89,7 +91,7 @@ class CachedStep:
         if logits.dim() == 3 and not logits_to_keep and width > t:
             logits = logits[:, width - t:]  # every position's logits: drop the bucket's padding again
         if vocab_ids is not None and self.model.task_head is None:
-            logits = logits[..., vocab_ids]
+            logits = logits.index_select(-1, token_ids_on(vocab_ids, logits.device))  # a list index would sync
         return logits
 
     def _graph(self, b: int, width: int, logits_to_keep, idx, mask):
