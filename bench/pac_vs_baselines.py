@@ -192,7 +192,9 @@ def holdout_examples(task, args) -> list[dict]:
 def run_variant(variant: str, args) -> dict:
     import torch
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (also when loaded by bench/quality.py)
+    here = str(Path(__file__).resolve().parent)  # bench/, also when bench/quality.py loads this file as a module
+    if here not in sys.path:
+        sys.path.insert(0, here)
     from epoch_profiler import EpochProfiler
     from edgeft.data import TaskConfig, load_task
     from edgeft.data.features import Featurizer, objective_for
