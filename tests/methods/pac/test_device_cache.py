@@ -139,10 +139,10 @@ def test_a_cached_step_never_waits_for_the_gpu(graphs, tiny_llama):
                                                                  "graphs": graphs}, max_length=16)
     model = method.place(model, "cuda")
     feats = feat.encode(t.train)
-    Trainer(model, method, feat, feats, TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cuda"),
-            make_loss_fn(feat)).fit()  # the fill, the packed view and (graphs) the captured step
-    batch = {k: (v.pin_memory().to("cuda", non_blocking=True) if torch.is_tensor(v) else v)
-             for k, v in feat.collate(feats[:8]).items()}
+    trainer = Trainer(model, method, feat, feats, TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cuda"),
+                      make_loss_fn(feat))
+    trainer.fit()  # the fill, the packed view and (graphs) the captured step
+    batch = trainer._to(feat.collate(feats[:8]))  # on the device as the Trainer's own steps get it
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
