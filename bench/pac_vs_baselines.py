@@ -111,6 +111,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if bad:
         p.error(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+    if args.profile_epoch is not None and not 1 <= args.profile_epoch <= args.epochs:
+        p.error(f"--profile-epoch {args.profile_epoch}: choose an epoch of this run, 1 to --epochs ({args.epochs})")
     return args
 
 

@@ -92,7 +92,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                 "(default: <out stem>_runs next to --out)")
     p.add_argument("--out", default="bench/results/quality/quality.json")
     p.add_argument("--label", default="")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.share_fill and not args.sweep:
+        p.error("--share-fill shares PAC's cache fill between the configurations of a --sweep; give --sweep too")
+    return args
 
 
 def _baselines():

@@ -126,3 +126,10 @@ def test_the_profiled_epoch_writes_its_top_ops(tmp_path):
     args.profile_epoch, args.out = None, str(tmp_path / "q.json")
     bench.run_variant("pac_cache", args)
     assert not (tmp_path / "q.pac_cache.profile.txt").exists()
+
+
+@pytest.mark.parametrize("epoch", ["0", "4"])
+def test_a_profiled_epoch_outside_the_run_is_a_clear_error(epoch, capsys):
+    with pytest.raises(SystemExit):
+        bench_module().parse_args(["--epochs", "3", "--profile-epoch", epoch])
+    assert f"--profile-epoch {epoch}: choose an epoch of this run, 1 to --epochs (3)" in capsys.readouterr().err

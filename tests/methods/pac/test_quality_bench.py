@@ -159,3 +159,9 @@ def test_a_shared_fill_gives_the_same_sweep_and_fills_once_per_tap_set(tmp_path,
     assert calls["base"] > 0 and calls["l3"] == 0 and calls["t1"] > 0
     run = json.loads(next(tmp_path.glob("shareFalse_runs/*__s0.json")).read_text())["variants"]
     assert all(v["backbone_calls_per_epoch"][0] > 0 for v in run.values())
+
+
+def test_share_fill_without_a_sweep_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        bench_script("quality").parse_args(["--share-fill"])
+    assert "--share-fill shares PAC's cache fill between the configurations of a --sweep" in capsys.readouterr().err
