@@ -2,7 +2,8 @@
 # one GPU: SmolLM2-135M's shape with random weights (timing only), SST-2, 1,000 rows, batch 16, max length 128,
 # LoRA at the quality suite's 3 epochs and PAC at its 10, before/after interleaved, twice. Then epoch 3 of PAC under
 # torch.profiler (after the fix) and the GPU-only tests of tests/methods/pac/test_device_cache.py.
-# Needs: .devcarry/slim (c5 without w1: wheels, SmolLM2's tokenizer) and .devcarry/before (src/bench of f8a1d73, no datasets).
+# Needs: .devcarry/slim (c5 without w1: wheels, SmolLM2's tokenizer) and .devcarry/before (src/bench of f8a1d73,
+# no datasets).
 set -uo pipefail
 X=/root/x; R=$OUT; mkdir -p $X /root/site
 cp -r .devcarry/slim/. $X/
@@ -37,7 +38,9 @@ date -u
 PYTHONPATH=/root/site:$PWD/src python3 bench/pac_vs_baselines.py --model $X/t/smol-tok \
   --random-llama smollm2-135m-shape --task sst2 --train-samples 1000 --batch-size 16 --max-length 128 --seed 0 \
   --eval none --device cuda --variants pac_cache --epochs 3 --profile-epoch 3 --out $R/h18_prof_pac.json \
-  --label "h18: PAC cached epoch under torch.profiler after the sync fix" > $R/h18_prof.log 2>&1 || tail -n 20 $R/h18_prof.log
-grep -i "cudaStreamSynchronize\|cudaMemcpyAsync\|Self CPU time total\|Self CUDA time total" $R/*.profile.txt | head
+  --label "h18: PAC cached epoch under torch.profiler after the sync fix" > $R/h18_prof.log 2>&1 \
+  || tail -n 20 $R/h18_prof.log
+grep -i "cudaStreamSynchronize\|cudaMemcpyAsync\|Self CPU time total\|Self CUDA time total" \
+  $R/*.profile.txt | head
 PYTHONPATH=/root/site:$PWD/src python3 -m pytest -q -p no:cacheprovider tests/methods/pac/test_device_cache.py 2>&1 | tail -n 15
 date -u
