@@ -42,5 +42,6 @@ PYTHONPATH=/root/site:$PWD/src python3 bench/pac_vs_baselines.py --model $X/t/sm
   || tail -n 20 $R/h18_prof.log
 grep -i "cudaStreamSynchronize\|cudaMemcpyAsync\|Self CPU time total\|Self CUDA time total" \
   $R/*.profile.txt | head
-PYTHONPATH=/root/site:$PWD/src python3 -m pytest -q -p no:cacheprovider tests/methods/pac/test_device_cache.py 2>&1 | tail -n 15
+PYTHONPATH=/root/site:$PWD/src python3 -m pytest -q -p no:cacheprovider tests/methods/pac/test_device_cache.py 2>&1 \
+  | tail -n 15
 date -u
