@@ -17,7 +17,7 @@ run() {  # run <lora|pac_cache> <epochs> <tag> [more options]
     || tail -n 20 $R/h18b_$3.log
 }
 run pac_cache 10 pac_1; run lora 3 lora_1; run pac_cache 10 pac_2
-run pac_cache 3 prof --profile-epoch 3
+[ -n "${SKIP_PROF:-}" ] || run pac_cache 3 prof --profile-epoch 3
 python3 - <<PY
 import glob, json, os
 runs = {}
