@@ -167,6 +167,13 @@ class Method:
         (loss * scale).backward()
         return loss.detach()
 
+    def graphed_step(self, model: nn.Module, batch: dict, loss_fn: Callable, params: list,
+                     max_grad_norm: float | None) -> torch.Tensor | None:
+        """`train_step` with the gradients also clipped, as one replayed CUDA graph, when the method can capture
+        this batch's step (the trainer asks only on CUDA, in fp32/tf32, without accumulation); None: it cannot,
+        and the trainer calls `train_step`. The loss returned is overwritten by the next replay."""
+        return None
+
     # -- persistence --------------------------------------------------------------------------------
     def save(self, model: nn.Module, out_dir: Path) -> None:
         raise NotImplementedError

@@ -117,6 +117,11 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train_feats) / cfg.batch_size / cfg.grad_accum)
         self.optimizer, self.scheduler = build_optimizer(self.params if method.uses_optimizer else [], cfg, lr,
                                                          self.steps_per_epoch * cfg.epochs)
+        # a method may replay a whole step (forward, loss, backward, clipping) as one CUDA graph: only where the
+        # step is exactly that (no loss scaling, autocast or accumulation; the optimizer steps eagerly after it)
+        self.graph_steps = (self.device.type == "cuda" and self.optimizer is not None and cfg.grad_accum == 1
+                            and self.precision.dtype is None and self.compiled is None)
+        self._clipped = False  # the last step's gradients were clipped already (inside its graph)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -220,8 +225,14 @@ class Trainer:
             model = self.compiled.module
             self.compiled.step_begin()
         batch = self._to(batch)
-        loss = self.method.train_step(model, batch, self._loss_fn, scale=self.precision.scale(1.0 / cfg.grad_accum))
-        if self.compiled and torch.is_tensor(loss):
+        loss = None
+        if self.graph_steps:
+            loss = self.method.graphed_step(model, batch, self._loss_fn, self.params, cfg.max_grad_norm)
+        self._clipped = loss is not None
+        if loss is None:
+            loss = self.method.train_step(model, batch, self._loss_fn,
+                                          scale=self.precision.scale(1.0 / cfg.grad_accum))
+        if (self.compiled or self._clipped) and torch.is_tensor(loss):
             loss = loss.clone()  # a CUDA-graph output is overwritten by the next replay; the loss is read later
         self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
         self.batch_in_epoch = b + 1
@@ -258,7 +269,8 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         if self.optimizer is not None:
-            self.precision.step(self.optimizer, self.params, self.cfg.max_grad_norm)  # unscale (fp16), clip, step
+            clip = None if self._clipped else self.cfg.max_grad_norm
+            self.precision.step(self.optimizer, self.params, clip)  # unscale (fp16), clip, step
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1

@@ -7,6 +7,7 @@ import torch
 
 from edgeft.errors import CacheError
 from edgeft.data.features import objective_for
+from edgeft.methods.pac import graphs
 from edgeft.methods.pac.graphs import CachedStep, bucket_length, pad_left
 from edgeft.methods.pac.model import _feature_hash
 from edgeft.train.loop import Trainer, TrainConfig
@@ -16,12 +17,12 @@ from edgeft.train.recipe import make_loss_fn
 from test_pac_model import CASES, setup
 
 
-def _run(path, head, task, options, epochs=3, device="cpu"):
+def _run(path, head, task, options, epochs=3, device="cpu", grad_accum=1):
     # the device view serves the joint encoding; a pair read as two segments does not pack (test_pair_encoding.py)
     t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "pair_encoding": "joint", **options}, task=task,
                                        max_length=16)
     model = method.place(model, device)
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device, grad_accum=grad_accum)
     result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
     return model, result
 
@@ -90,6 +91,21 @@ def test_pad_left_adds_masked_positions_in_front():
     assert bucket_length(17, 16) == 32 and bucket_length(3, 16) == 16
 
 
+def test_the_forward_graph_is_not_used_once_gradients_are_there(tiny_llama):
+    """The graphed backward's gradient buffer becomes a parameter's `.grad` when it has none; a later replay onto
+    gradients already there (gradient accumulation) would overwrite them (h18, one H100: the 2-micro-batch runs
+    drifted from eager after the first update). Such a step must run eagerly; a whole step is not for a batch
+    without one label a sample (a language-model task's token labels)."""
+    t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"}, max_length=16)
+    step = CachedStep(model, bucket=16, capture=True)
+    assert step._no_gradients_yet()
+    side = next(model.side.parameters())
+    side.grad = torch.zeros_like(side)
+    assert not step._no_gradients_yet()
+    model.device_view, model.cached_step = object(), step  # a view that is never reached: no label, no step
+    assert model.graphed_train_step({"ids": ["a"], "labels": torch.zeros(1, 4)}, None, [], None) is None
+
+
 def test_corrupt_entry_is_caught_when_packing(tiny_llama):
     t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2"}, max_length=16)
     feats = feat.encode(t.train)
@@ -119,38 +135,50 @@ def test_a_partial_cache_is_not_packed(tiny_llama):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 @pytest.mark.parametrize("family,head,task", CASES)
-def test_cuda_graphs_train_as_the_eager_step(family, head, task, tiny_llama, tiny_bert):
+@pytest.mark.parametrize("grad_accum", [1, 2])  # 1: the whole step as one graph; 2: the forward's graphs
+def test_cuda_graphs_train_as_the_eager_step(family, head, task, grad_accum, tiny_llama, tiny_bert, monkeypatch):
+    monkeypatch.setattr(graphs, "WARM_STEPS", 1)  # the tiny run has few batches of each shape
     path = tiny_llama if family == "llama" else tiny_bert
     opts = {"dropout": 0.0, "device_cache": "on"}
-    eager, ref = _run(path, head, task, {**opts, "graphs": False}, device="cuda")
-    graphed, got = _run(path, head, task, {**opts, "graphs": True}, device="cuda")
-    assert graphed.cached_step.failed is None and graphed.cached_step.replays > 0
-    assert eager.cached_step.replays == 0
+    eager, ref = _run(path, head, task, {**opts, "graphs": False}, epochs=6, device="cuda", grad_accum=grad_accum)
+    graphed, got = _run(path, head, task, {**opts, "graphs": True}, epochs=6, device="cuda", grad_accum=grad_accum)
+    step = graphed.cached_step
+    assert step.failed is None and step.step_failed is None
+    if grad_accum == 1:
+        assert step.step_replays > 0 and step.replays == 0
+    else:
+        assert step.replays > 0 and step.step_replays == 0
+    assert eager.cached_step.replays == eager.cached_step.step_replays == 0
     assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
+    for (n, a), (_, b) in zip(eager.side.named_parameters(), graphed.side.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), n
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-@pytest.mark.parametrize("graphs", [True, False])
-def test_a_cached_step_never_waits_for_the_gpu(graphs, tiny_llama):
+@pytest.mark.parametrize("graphed", [True, False])
+def test_a_cached_step_never_waits_for_the_gpu(graphed, tiny_llama):
     """A host-device sync in the cached step makes the host wait for the GPU at every step instead of queueing
     the next one (h17's GPU profile: one cudaStreamSynchronize a step, from indexing the logits with the Python
-    list of label-word ids). After the fill, a cached step's forward and backward must not sync at all."""
+    list of label-word ids). After the fill, a cached step (collate, copy, forward, backward, optimizer; graphed: the
+    whole step's replay) must not sync at all."""
     t, bb, feat, method, model = setup(tiny_llama, "causal_lm", {"taps": "every:2", "device_cache": "on",
-                                                                 "graphs": graphs}, max_length=16)
+                                                                 "graphs": graphed}, max_length=16)
     model = method.place(model, "cuda")
     feats = feat.encode(t.train)
     trainer = Trainer(model, method, feat, feats, TrainConfig(epochs=2, batch_size=8, lr=1e-2, device="cuda"),
                       make_loss_fn(feat))
-    trainer.fit()  # the fill, the packed view and (graphs) the captured step
-    batch = trainer._to(feat.collate(feats[:8]))  # on the device as the Trainer's own steps get it
+    trainer.fit()  # the fill and the packed view
+    trainer.start()
+    for _ in range(graphs.WARM_STEPS + 1):  # graphs: warm-up steps, then the capture (which syncs, once)
+        trainer.step(1, 0, list(range(8)), last_of_epoch=False)
+    replays = model.cached_step.step_replays
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        loss = make_loss_fn(feat)(model, batch)
-        loss.backward()
+        trainer.step(1, 0, list(range(8)), last_of_epoch=False)  # collate, copy, step (a replay), optimizer
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert model.device_view is not None and (model.cached_step.replays > 0) == graphs
+    assert model.device_view is not None and (model.cached_step.step_replays == replays + 1) == graphed
 
 
 def test_fill_batch_packs_after_the_first_epoch(tiny_llama):

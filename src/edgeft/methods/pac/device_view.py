@@ -96,7 +96,10 @@ class DeviceCacheView:
         return cls(index, data, scale, torch.tensor(first, **as_long), torch.tensor(rows, **as_long), per_token)
 
     def indices(self, sample_ids) -> torch.Tensor | None:
-        """The batch's numbers in the view (a device tensor), or None if any sample is not in it."""
+        """The batch's numbers in the view (a device tensor), or None if any sample is not in it. Numbers given
+        as a tensor are taken as they are (a whole-step graph's static input: CachedStep.train_step)."""
+        if torch.is_tensor(sample_ids):
+            return sample_ids
         try:
             got = [self.index[str(s)] for s in sample_ids]
         except KeyError:

@@ -113,7 +113,8 @@ class PacOptions(MethodOptions):
     device_cache_share: float = Field(0.25, gt=0, le=1, description="device_cache=auto: most of the free device "
                                                                      "memory the packed cache may take")
     graphs: bool = Field(True, description="CUDA only, with the device cache: pad cached batches to length buckets "
-                                           "and replay each bucket's forward+backward as a CUDA graph")
+                                           "and replay each bucket's whole step (forward, loss, backward, clipping; "
+                                           "under bf16/fp16 or accumulation its forward+backward) as a CUDA graph")
     graph_bucket: int = Field(16, ge=1, description="graphs: batches are padded to a multiple of this many tokens")
 
 
@@ -373,6 +374,10 @@ class PAC(Method):
         with model.timed("tap_stats_s"):
             if epoch == 0:
                 model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
+
+    def graphed_step(self, model: PacModel, batch: dict, loss_fn, params: list, max_grad_norm: float | None):
+        """A cached step from the device view as one CUDA graph (options graphs and device_cache)."""
+        return model.graphed_train_step(batch, loss_fn, params, max_grad_norm)
 
     def spec(self, model: PacModel) -> dict:
         side = model.side

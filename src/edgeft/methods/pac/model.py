@@ -25,7 +25,7 @@ from edgeft.errors import ModelError
 from edgeft.methods.pac import codec
 from edgeft.methods.pac.cache import ActivationCache
 from edgeft.methods.pac.device_view import DeviceCacheView
-from edgeft.methods.pac.graphs import CachedStep
+from edgeft.methods.pac.graphs import CachedStep, NotCachedPath
 from edgeft.methods.pac.side_network import ParallelAdapters
 from edgeft.methods.pac.streaming import HostResidency, chunks_by_memory, fill_numerics
 from edgeft.methods.pac.taps import Positions, select
@@ -156,6 +156,11 @@ class PacModel(nn.Module):
         self._offloaded = True
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _leave_backbone(self) -> None:
+        """Cached steps from here on: offload the backbone if asked to (once)."""
+        if self.offload_backbone and not self._offload_given_up:
+            self.release_backbone()
 
     def _ensure_backbone(self) -> None:
         if self._offloaded:
@@ -388,12 +393,26 @@ class PacModel(nn.Module):
         if self.device_view is not None and self.training and sample_ids is not None and positions == self.positions:
             idx = self.device_view.indices(sample_ids)
             if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
-                if self.offload_backbone and not self._offload_given_up:
-                    self.release_backbone()
+                self._leave_backbone()
                 return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep, vocab_ids))
+        if torch.is_tensor(sample_ids):
+            raise NotCachedPath("PAC: view indices reach only the cached training path, which this call does not "
+                                f"take (positions {positions!r}, training {self.training})")
         taps = self.tapped(input_ids, attention_mask, token_type_ids, sample_ids, positions)
         return PacOutput(logits=self.logits_from_taps(taps, attention_mask, positions, logits_to_keep, token_type_ids,
                                                       vocab_ids))
+
+    def graphed_train_step(self, batch: dict, loss_fn, params: list, max_grad_norm: float | None):
+        """A cached training step as one CUDA graph (CachedStep.train_step): the loss, with gradients set and
+        clipped; None when this batch takes the ordinary step (no graphs, not every sample in the view, ...)."""
+        if (self.cached_step is None or self.device_view is None or not self.training or "ids" not in batch
+                or "label" not in batch):  # one label a sample (token labels of a language-model task: eager)
+            return None
+        idx = self.device_view.indices(batch["ids"])
+        if idx is None:
+            return None
+        self._leave_backbone()
+        return self.cached_step.train_step(idx, batch, loss_fn, params, max_grad_norm)
 
     def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
                     vocab_ids: list[int] | None = None) -> torch.Tensor:
