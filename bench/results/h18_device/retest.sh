@@ -16,7 +16,7 @@ run() {  # run <lora|pac_cache> <epochs> <tag> [more options]
     --epochs $2 --out $R/h18b_$3.json --label "h18 second call: $3" "${@:4}" > $R/h18b_$3.log 2>&1 \
     || tail -n 20 $R/h18b_$3.log
 }
-run pac_cache 10 pac_1; run lora 3 lora_1; run pac_cache 10 pac_2
+run pac_cache 10 pac_1; [ -n "${SHORT:-}" ] || { run lora 3 lora_1; run pac_cache 10 pac_2; }  # SHORT=1: PAC once
 [ -n "${SKIP_PROF:-}" ] || run pac_cache 3 prof --profile-epoch 3
 python3 - <<PY
 import glob, json, os
