@@ -144,7 +144,7 @@ def test_cuda_graphs_train_as_the_eager_step(family, head, task, grad_accum, tin
     graphed, got = _run(path, head, task, {**opts, "graphs": True}, epochs=6, device="cuda", grad_accum=grad_accum)
     step = graphed.cached_step
     assert step.failed is None and step.step_failed is None
-    if grad_accum == 1:
+    if grad_accum == 1 and task != "shakespeare":  # the whole step: one label a sample (not a language model's)
         assert step.step_replays > 0 and step.replays == 0
     else:
         assert step.replays > 0 and step.step_replays == 0
