@@ -121,7 +121,6 @@ class Trainer:
         # step is exactly that (no loss scaling, autocast or accumulation; the optimizer steps eagerly after it)
         self.graph_steps = (self.device.type == "cuda" and self.optimizer is not None and cfg.grad_accum == 1
                             and self.precision.dtype is None and self.compiled is None)
-        self._clipped = False  # the last step's gradients were clipped already (inside its graph)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
 
     # -- checkpoints ---------------------------------------------------------------------------------
@@ -228,16 +227,16 @@ class Trainer:
         loss = None
         if self.graph_steps:
             loss = self.method.graphed_step(model, batch, self._loss_fn, self.params, cfg.max_grad_norm)
-        self._clipped = loss is not None
+        clipped = loss is not None  # inside the step's graph
         if loss is None:
             loss = self.method.train_step(model, batch, self._loss_fn,
                                           scale=self.precision.scale(1.0 / cfg.grad_accum))
-        if (self.compiled or self._clipped) and torch.is_tensor(loss):
+        if (self.compiled or clipped) and torch.is_tensor(loss):
             loss = loss.clone()  # a CUDA-graph output is overwritten by the next replay; the loss is read later
         self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
         self.batch_in_epoch = b + 1
         if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
-            self._optimizer_step()
+            self._optimizer_step(clipped)
             logging = self.run and self.global_step % cfg.log_every == 0
             if logging or last_of_epoch or self.global_step == 1:
                 self._flush_losses()
@@ -267,9 +266,10 @@ class Trainer:
         if self.run:
             self.save_checkpoint(self.run.checkpoint_dir)
 
-    def _optimizer_step(self) -> None:
+    def _optimizer_step(self, clipped: bool) -> None:
+        """Step the optimizer and the schedule; `clipped`: the gradients were clipped already (in a graphed step)."""
         if self.optimizer is not None:
-            clip = None if self._clipped else self.cfg.max_grad_norm
+            clip = None if clipped else self.cfg.max_grad_norm
             self.precision.step(self.optimizer, self.params, clip)  # unscale (fp16), clip, step
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)

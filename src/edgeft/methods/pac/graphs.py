@@ -71,6 +71,11 @@ def _no_autocast_cache():
     return torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), cache_enabled=False)
 
 
+def _reason(err: Exception) -> str:
+    """A failed capture's note: the error's type and its first line."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+
+
 class NotCachedPath(RuntimeError):
     """A whole step's forward did not take the cached path (so it cannot be graphed: it would read the cache)."""
 
@@ -147,7 +152,7 @@ class CachedStep:
                 self.graphs[key] = torch.cuda.make_graphed_callables(step, (idx.clone(), mask.clone()),
                                                                      num_warmup_iters=3, allow_unused_input=True)
         except Exception as err:  # noqa: BLE001 - any capture problem: the eager step is always right
-            self.failed = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            self.failed = _reason(err)
             print(f"[edgeft] PAC: CUDA graph capture failed ({self.failed}); cached steps run eagerly.",
                   file=sys.stderr)
             return None
@@ -223,7 +228,7 @@ class CachedStep:
             with torch.cuda.graph(graph):
                 step.loss = self._losses(step, loss_fn, params, max_grad_norm)
         except Exception as err:  # noqa: BLE001 - any capture problem: the eager step is always right
-            self._give_up(f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
+            self._give_up(_reason(err))
             for p in params:
                 p.grad = None
             return False
