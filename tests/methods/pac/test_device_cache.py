@@ -154,6 +154,21 @@ def test_cuda_graphs_train_as_the_eager_step(family, head, task, grad_accum, tin
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), n
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_step_graphs_of_several_buckets_train_as_the_eager_step(tiny_llama, monkeypatch):
+    """Several (batch, bucket) step graphs in one run, sharing one memory pool: a replay may overwrite what
+    another graph left behind, never what the step being taken reads (h19)."""
+    monkeypatch.setattr(graphs, "WARM_STEPS", 1)
+    opts = {"dropout": 0.0, "device_cache": "on", "graph_bucket": 2}
+    eager, ref = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": False}, epochs=8, device="cuda")
+    graphed, got = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": True}, epochs=8, device="cuda")
+    step = graphed.cached_step
+    assert step.step_failed is None and sum(s.graph is not None for s in step.steps.values()) > 1
+    assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
+    for (n, a), (_, b) in zip(eager.side.named_parameters(), graphed.side.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-3), n
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("graphed", [True, False])
 def test_a_cached_step_never_waits_for_the_gpu(graphed, tiny_llama):

@@ -19,8 +19,8 @@ of a forward graph, a backward graph and the loss, the autograd engine and the c
 (h17's profile on an H100: the host spent ~2.4 ms a step on those against ~1.1 ms of GPU work). The optimizer
 (fused AdamW: one launch) and the schedule stay eager, so checkpoints and the lr are as before. The first
 `WARM_STEPS` steps of each shape run eagerly on a side stream (real steps, not repeats), which initialises what
-the capture must not record; the capture then replays for the next one. The gradients live in the graph's
-memory and are handed to the parameters after each replay.
+the capture must not record; the capture then replays for the next one. The gradients live in the graphs' one
+memory pool and are handed to the parameters after each replay.
 """
 
 from __future__ import annotations
@@ -106,6 +106,8 @@ class CachedStep:
         self.step_replays = 0
         self._whole = False  # inside a whole step (its warm-up or capture): no graph of the forward's own
         self._trainable: list | None = None
+        self._side: torch.cuda.Stream | None = None  # the warm-ups' one stream (a new one each would strand blocks)
+        self._pool = None  # the step graphs' one memory pool (see _capture)
 
     def __call__(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
                  vocab_ids: list[int] | None = None) -> torch.Tensor:
@@ -213,7 +215,9 @@ class CachedStep:
     def _eager(self, step: _WholeStep, loss_fn, params: list, max_grad_norm: float | None) -> torch.Tensor:
         """A warm-up step: the same work run eagerly on a side stream (what a capture's first run must not see:
         cuBLAS workspaces, the autograd engine's device threads, lazily made tensors)."""
-        side = torch.cuda.Stream()
+        if self._side is None:
+            self._side = torch.cuda.Stream()
+        side = self._side
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             loss = self._losses(step, loss_fn, params, max_grad_norm)
@@ -224,8 +228,14 @@ class CachedStep:
         for p in params:
             p.grad = None  # the captured backward allocates them in the graph's memory
         graph = torch.cuda.CUDAGraph()
+        # One pool for every step graph: a later capture may reuse what an earlier one freed (its intermediates),
+        # never what it still holds (its loss, its gradients). A replay may so overwrite another graph's loss or
+        # gradients, which is safe because the trainer reads each replay's loss and steps on its gradients before
+        # the next replay, and never replays two at once.
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         try:
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, pool=self._pool):
                 step.loss = self._losses(step, loss_fn, params, max_grad_norm)
         except Exception as err:  # noqa: BLE001 - any capture problem: the eager step is always right
             self._give_up(_reason(err))
