@@ -17,10 +17,10 @@ from edgeft.train.recipe import make_loss_fn
 from test_pac_model import CASES, setup
 
 
-def _run(path, head, task, options, epochs=3, device="cpu", grad_accum=1):
+def _run(path, head, task, options, epochs=3, device="cpu", grad_accum=1, max_length=16):
     # the device view serves the joint encoding; a pair read as two segments does not pack (test_pair_encoding.py)
     t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "pair_encoding": "joint", **options}, task=task,
-                                       max_length=16)
+                                       max_length=max_length)
     model = method.place(model, device)
     cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device, grad_accum=grad_accum)
     result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
@@ -157,11 +157,14 @@ def test_cuda_graphs_train_as_the_eager_step(family, head, task, grad_accum, tin
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_step_graphs_of_several_buckets_train_as_the_eager_step(tiny_llama, monkeypatch):
     """Several (batch, bucket) step graphs in one run, sharing one memory pool: a replay may overwrite what
-    another graph left behind, never what the step being taken reads (h19)."""
+    another graph left behind, never what the step being taken reads (h19). At max length 32 the 24 rows' longest
+    are 32, 28, 20 tokens and the rest ≤ 20, so with buckets of 4 the three batches of an epoch pad to up to three
+    widths, each seen every epoch or nearly (at 16 tokens every batch held a 16-token row: one graph)."""
     monkeypatch.setattr(graphs, "WARM_STEPS", 1)
-    opts = {"dropout": 0.0, "device_cache": "on", "graph_bucket": 2}
-    eager, ref = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": False}, epochs=8, device="cuda")
-    graphed, got = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": True}, epochs=8, device="cuda")
+    opts = {"dropout": 0.0, "device_cache": "on", "graph_bucket": 4}
+    run = dict(epochs=8, device="cuda", max_length=32)
+    eager, ref = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": False}, **run)
+    graphed, got = _run(tiny_llama, "causal_lm", "sst2", {**opts, "graphs": True}, **run)
     step = graphed.cached_step
     assert step.step_failed is None and sum(s.graph is not None for s in step.steps.values()) > 1
     assert torch.allclose(torch.tensor(got.losses), torch.tensor(ref.losses), atol=1e-4, rtol=1e-3)
