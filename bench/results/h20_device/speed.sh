@@ -22,4 +22,4 @@ for rep in (1, 2):
           f"{pa['peak_memory_mb']:.0f} MB epochs {[round(e, 3) for e in pa['epoch_times_s']]} | "
           f"{lo['train_time_s'] / pa['train_time_s']:.2f}x, memory {100 * (1 - pa['peak_memory_mb'] / lo['peak_memory_mb']):.0f}% less")
 PY
-rm -f $OUT/*.log; date -u
+date -u
