@@ -47,6 +47,24 @@ def test_gptq_by_row_groups_quantises_each_group_with_its_own_hessian():
     assert not torch.equal(res.codes, other.codes)  # the groups' Hessians did matter
 
 
+@pytest.mark.parametrize("rows,act_order", [(192, True), (192, False), (194, True)])
+def test_row_groups_run_as_one_batch_and_give_each_group_what_it_gives_alone(rows, act_order):
+    """Equal row groups run the column loop once for all of them (194 rows in 4 groups: one by one); at layer-like
+    sizes the codes and weights must still be bit for bit those of each group quantised alone."""
+    from edgeft.compress.gptq import gptq_by_row_groups, gptq_quantize
+    from edgeft.compress.quantizer import QuantGrid
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(rows, 1536, generator=g) * 0.05
+    Hs = torch.stack([(lambda X: X.T @ X / 512)(torch.randn(512, 1536, generator=g) * torch.rand(1536, generator=g) * 3)
+                      for _ in range(4)])
+    res = gptq_by_row_groups(W, Hs, QuantGrid(4), 128, act_order=act_order)
+    for k, part_rows in enumerate(torch.arange(rows).tensor_split(4)):
+        part = gptq_quantize(W[part_rows], Hs[k], QuantGrid(4), 128, act_order=act_order)
+        for field in ("codes", "scales", "zeros", "weight"):
+            assert torch.equal(getattr(res, field)[part_rows], getattr(part, field)), (k, field)
+
+
 def _guided_setup(tiny_word_llama, channel_groups=1):
     from edgeft.compress.calibration import calibration_batches
     from edgeft.compress.guidance import output_gradient_weights

@@ -34,79 +34,105 @@ class GPTQResult:
 def gptq_quantize(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int = 128, blocksize: int = 128,
                   percdamp: float = 0.01, act_order: bool = False) -> GPTQResult:
     """Quantise one weight matrix W (out, in) given the Hessian H (in, in) of its inputs."""
-    rows, cols = W.shape
-    W = W.detach().float().clone()
-    H = H.float()
-    gs = cols if group_size == -1 else group_size
-    if group_size != -1:
-        blocksize = gs * max(1, blocksize // gs)
-    n_groups = group_count(cols, group_size)
-    scales = torch.zeros(rows, n_groups)
-    zeros = torch.zeros(rows, n_groups)
-
-    W[:, torch.diag(H) == 0] = 0  # dead inputs, as the reference does (prepare_hessian repeats it)
-    static = act_order or group_size == -1
-    if static:  # parameters up front, from the original column order
-        for g in range(n_groups):
-            scales[:, g], zeros[:, g] = grid.params(W[:, g * gs:(g + 1) * gs])
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
-    if act_order:
-        W = W[:, perm]
-        H = H[perm][:, perm]
-    W, Hinv = prepare_hessian(H, W, percdamp)
-    col_group = (perm // gs).tolist()  # group of the column at each (possibly permuted) position
-
-    Q = torch.zeros_like(W)
-    codes = torch.zeros_like(W)
-    losses = torch.zeros(rows)
-    g_now, s, z = -1, None, None
-    for i1 in range(0, cols, blocksize):
-        i2 = min(i1 + blocksize, cols)
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        C1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        dinv = (1.0 / torch.diag(Hinv1)).tolist()
-        for i in range(i2 - i1):
-            col = i1 + i
-            g = col_group[col]
-            if not static and col % gs == 0:
-                scales[:, g], zeros[:, g] = grid.params(W1[:, i:i + gs])
-                g_now = -1
-            if g != g_now:
-                g_now, s, z = g, scales[:, g].clone(), zeros[:, g].clone()
-            w = W1[:, i]
-            q_int = grid.quantize(w, s, z)
-            q = grid.dequantize(q_int, s, z)
-            C1[:, i] = q_int
-            Q1[:, i] = q
-            err = (w - q).mul_(dinv[i])
-            W1[:, i:].addr_(err, Hinv1[i, i:], alpha=-1)
-            Err1[:, i] = err
-        Q[:, i1:i2] = Q1
-        codes[:, i1:i2] = C1
-        losses += (Err1 ** 2).sum(1) / 2  # (w - q)^2 / [H^-1]_ii^2 / 2, the reference's Losses
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-
-    if act_order:
-        inv = torch.argsort(perm)
-        Q = Q[:, inv]
-        codes = codes[:, inv]
-    return GPTQResult(codes=codes, scales=scales, zeros=zeros, weight=Q, loss=float(losses.sum()))
+    return _gptq(W[None], H[None], grid, group_size, blocksize, percdamp, act_order)
 
 
 def gptq_by_row_groups(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int = 128, blocksize: int = 128,
                        percdamp: float = 0.01, act_order: bool = False) -> GPTQResult:
     """gptq_quantize with H (in, in), or with one Hessian per contiguous group of output rows (K, in, in).
 
-    Rows never interact in GPTQ, so each row group is quantised on its own with its own Hessian
-    (guided GPTQ weights each group's tokens by that group's output gradients) and the parts are stacked.
+    Rows never interact in GPTQ, so each row group is quantised on its own with its own Hessian (guided GPTQ
+    weights each group's tokens by that group's output gradients). Groups of equal size run as one batch: the
+    column loop is sequential Python, so K groups in one pass take about 1/K of its iterations.
     """
     if H.dim() == 2:
         return gptq_quantize(W, H, grid, group_size, blocksize, percdamp, act_order)
+    k, (rows, cols) = H.shape[0], W.shape
+    if rows % k == 0:
+        return _gptq(W.reshape(k, rows // k, cols), H, grid, group_size, blocksize, percdamp, act_order)
     parts = [gptq_quantize(w, h, grid, group_size, blocksize, percdamp, act_order)
-             for w, h in zip(torch.tensor_split(W, H.shape[0], dim=0), H)]
+             for w, h in zip(torch.tensor_split(W, k, dim=0), H)]
     return GPTQResult(codes=torch.cat([p.codes for p in parts]), scales=torch.cat([p.scales for p in parts]),
                       zeros=torch.cat([p.zeros for p in parts]), weight=torch.cat([p.weight for p in parts]),
                       loss=sum(p.loss for p in parts))
+
+
+def _params(grid: QuantGrid, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """grid.params over (K, rows, cols) groups of rows: (scale, zero), each (K, rows)."""
+    s, z = grid.params(w.reshape(-1, w.shape[-1]))
+    return s.view(w.shape[:2]), z.view(w.shape[:2])
+
+
+def _take_columns(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x (K, rows, cols) with each group's columns taken in its own order (K, cols)."""
+    return torch.gather(x, 2, order[:, None, :].expand(x.shape[0], x.shape[1], order.shape[1]))
+
+
+def _gptq(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int, blocksize: int, percdamp: float,
+          act_order: bool) -> GPTQResult:
+    """The column loop over K row groups at once: W (K, rows, cols), each group with its Hessian H (K, cols, cols)."""
+    K, rows, cols = W.shape
+    W = W.detach().float().clone()
+    H = H.float()
+    gs = cols if group_size == -1 else group_size
+    if group_size != -1:
+        blocksize = gs * max(1, blocksize // gs)
+    n_groups = group_count(cols, group_size)
+    scales = torch.zeros(K, rows, n_groups)
+    zeros = torch.zeros(K, rows, n_groups)
+
+    diag = torch.diagonal(H, dim1=-2, dim2=-1)
+    W.masked_fill_((diag == 0)[:, None, :], 0)  # dead inputs, as the reference does (prepare_hessian repeats it)
+    static = act_order or group_size == -1
+    if static:  # parameters up front, from the original column order
+        for g in range(n_groups):
+            scales[:, :, g], zeros[:, :, g] = _params(grid, W[:, :, g * gs:(g + 1) * gs])
+    perm = torch.argsort(diag, dim=1, descending=True) if act_order else torch.arange(cols).expand(K, cols)
+    if act_order:
+        W = _take_columns(W, perm)
+        H = torch.stack([h[p][:, p] for h, p in zip(H, perm)])
+    prepared = [prepare_hessian(h, w, percdamp) for h, w in zip(H, W)]
+    W = torch.stack([w for w, _ in prepared])
+    Hinv = torch.stack([u for _, u in prepared])
+    if static:  # each position's scale and zero (each group visits its columns in its own order)
+        col_group = perm // gs
+        S, Z = _take_columns(scales, col_group), _take_columns(zeros, col_group)
+
+    Q = torch.zeros_like(W)
+    codes = torch.zeros_like(W)
+    losses = torch.zeros(K, rows)
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, :, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        C1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[:, i1:i2, i1:i2]
+        dinv = 1.0 / torch.diagonal(Hinv1, dim1=-2, dim2=-1)[:, :, None]  # (K, block, 1)
+        for i in range(i2 - i1):
+            col = i1 + i
+            if static:
+                s, z = S[:, :, col], Z[:, :, col]
+            elif col % gs == 0:
+                s, z = _params(grid, W1[:, :, i:i + gs])
+                scales[:, :, col // gs], zeros[:, :, col // gs] = s, z
+            w = W1[:, :, i]
+            q_int = grid.quantize(w, s, z)
+            q = grid.dequantize(q_int, s, z)
+            C1[:, :, i] = q_int
+            Q1[:, :, i] = q
+            err = (w - q).mul_(dinv[:, i])
+            W1[:, :, i:].sub_(err[:, :, None] * Hinv1[:, None, i, i:])  # product, then difference: as addr_ rounds
+            Err1[:, :, i] = err
+        Q[:, :, i1:i2] = Q1
+        codes[:, :, i1:i2] = C1
+        losses += (Err1 ** 2).sum(-1) / 2  # (w - q)^2 / [H^-1]_ii^2 / 2, the reference's Losses
+        for k in range(K):  # 2-D products, as one group alone computes them: the same floats whatever the BLAS
+            W[k, :, i2:] -= Err1[k] @ Hinv[k, i1:i2, i2:]
+
+    if act_order:
+        inv = torch.argsort(perm, dim=1)
+        Q, codes = _take_columns(Q, inv), _take_columns(codes, inv)
+    return GPTQResult(codes=codes.reshape(K * rows, cols), scales=scales.reshape(K * rows, n_groups),
+                      zeros=zeros.reshape(K * rows, n_groups), weight=Q.reshape(K * rows, cols),
+                      loss=float(losses.sum()))
