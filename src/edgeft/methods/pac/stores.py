@@ -39,15 +39,10 @@ class EntryUnreadable(Exception):
     """A stored entry's bytes are missing or cut short (the cache turns this into its corruption policy)."""
 
 
-class MemoryStore:
-    """Entries as numpy buffers in this process (lost when it exits)."""
+class _Entries:
+    """What both stores answer from their index of entry metadata (`_meta`: sample id -> EntryMeta)."""
 
-    kind = "memory"
-
-    def __init__(self):
-        self._meta: dict[str, EntryMeta] = {}
-        self._data: dict[str, np.ndarray] = {}
-        self.nbytes = 0
+    _meta: dict[str, EntryMeta]
 
     def __len__(self) -> int:
         return len(self._meta)
@@ -57,6 +52,17 @@ class MemoryStore:
 
     def meta(self, sid: str) -> EntryMeta | None:
         return self._meta.get(sid)
+
+
+class MemoryStore(_Entries):
+    """Entries as numpy buffers in this process (lost when it exits)."""
+
+    kind = "memory"
+
+    def __init__(self):
+        self._meta: dict[str, EntryMeta] = {}
+        self._data: dict[str, np.ndarray] = {}
+        self.nbytes = 0
 
     def read(self, sid: str) -> np.ndarray:
         return self._data[sid]
@@ -77,7 +83,7 @@ class MemoryStore:
         pass
 
 
-class DiskStore:
+class DiskStore(_Entries):
     """Append-only shards + a JSON-lines index in one folder, read through memory maps."""
 
     kind = "disk"
@@ -156,16 +162,6 @@ class DiskStore:
                 self.nbytes -= old.nbytes
             self._meta[sid] = meta
             self.nbytes += meta.nbytes
-
-    # -- entries ----------------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self._meta)
-
-    def __contains__(self, sid: str) -> bool:
-        return sid in self._meta
-
-    def meta(self, sid: str) -> EntryMeta | None:
-        return self._meta.get(sid)
 
     def _shard_path(self, shard: int) -> Path:
         return self.dir / f"shard-{shard:05d}.bin"
