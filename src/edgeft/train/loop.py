@@ -85,6 +85,20 @@ def _numpy_rng_from(saved) -> tuple:
     return kind, keys.astype(np.uint32), pos, has_gauss, cached
 
 
+def _cuda_rng_states() -> list[torch.Tensor] | None:
+    """Every GPU's RNG state (dropout on CUDA draws from it, not from the CPU generator); None where this process
+    never initialised CUDA, so its generators were never used (and asking would start a CUDA context)."""
+    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+
+
+def _restore_cuda_rng_states(states: list[torch.Tensor] | None) -> None:
+    """Put back the saved GPU RNG states, for as many GPUs as both runs have (a CPU resume ignores them)."""
+    if not states or not torch.cuda.is_available():
+        return
+    for i, st in enumerate(states[:torch.cuda.device_count()]):
+        torch.cuda.set_rng_state(st, i)
+
+
 # rebuilding a plain numpy array runs no code: what earlier state.pt files need under weights_only
 _NUMPY_ARRAYS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
@@ -132,7 +146,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "loss_scale": self.precision.state_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state()},
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state(),
+                    "cuda": _cuda_rng_states()},
         }
         tmp = path / "state.pt.tmp"
         torch.save(state, tmp)
@@ -162,6 +177,7 @@ class Trainer:
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
+        _restore_cuda_rng_states(state["rng"].get("cuda"))  # None: saved by a CPU run, or before this was kept
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step}
 

@@ -44,6 +44,10 @@ def test_device_view_serves_training_batches_without_reading_the_cache(tiny_llam
     n = len(model.device_view)
     # only the packing reads the cache (the fill writes it); the statistics and the epochs read the view
     assert model.cache.stats.hits == n and model.cache.stats.misses == 0
+    # what the view served, for the report: the channel statistics once, then every step of the 3 epochs (the
+    # first epoch's steps too: the fill runs before them)
+    assert model.cache.stats.served_on_device == 4 * n
+    assert model.cache.progress_note().endswith(f", {4 * n} from the device copy")
     assert model.cached_step.bucket == 0 and not model.cached_step.capture  # CPU: no buckets, no graphs
 
 

@@ -70,10 +70,11 @@ def test_cache_hits_and_misses_reach_metrics_and_the_progress_line(tiny_llama, t
                             "task": TASK, "train": {"epochs": 2, "batch_size": 4}})
     metrics = run_finetune(cfg, progress_factory=factory)
     cache = metrics["activation_cache"]
-    assert cache["writes"] >= 8 and cache["hits"] >= 2 * 8  # every training sample read from the cache twice
+    # every training sample read twice: from the cache, or (on a GPU) from its copy packed on the device
+    assert cache["writes"] >= 8 and cache["hits"] + cache["served_on_device"] >= 2 * 8
     import re
 
-    seen = [re.fullmatch(r"cache (\d+) hit / (\d+) miss, (\d+) stored", n) for n in notes]
+    seen = [re.fullmatch(r"cache (\d+) hit / (\d+) miss, (\d+) stored(, \d+ from the device copy)?", n) for n in notes]
     assert len(notes) == 4 and all(seen)  # 2 epochs of 2 steps
     hits = [int(m[1]) for m in seen]
     assert hits == sorted(hits) and 0 < hits[-1] <= cache["hits"]

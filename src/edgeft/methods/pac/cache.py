@@ -111,6 +111,7 @@ class CacheStats:
     stale: int = 0  # entries whose sample id now means other tokens
     corrupt: int = 0  # entries failing their checksum or cut short
     over_budget: int = 0  # samples not stored because the budget was full (recomputed each epoch)
+    served_on_device: int = 0  # samples read from the cache's copy packed on the device (PacModel.device_view)
 
 
 @dataclass
@@ -242,9 +243,11 @@ class ActivationCache:
                 "directory": str(self.directory) if self.directory else None, **asdict(self.stats)}
 
     def progress_note(self) -> str:
-        """For a progress line: lookups served / computed so far, and entries stored."""
+        """For a progress line: lookups served / computed so far, and entries stored (and, on a GPU, how many
+        samples the device copy served: the cached epochs read it instead of the cache)."""
         st = self.stats
-        return f"cache {st.hits} hit / {st.misses} miss, {st.writes} stored"
+        on_device = f", {st.served_on_device} from the device copy" if st.served_on_device else ""
+        return f"cache {st.hits} hit / {st.misses} miss, {st.writes} stored{on_device}"
 
     def close(self) -> None:
         self.store.close()

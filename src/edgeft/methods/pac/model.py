@@ -375,6 +375,7 @@ class PacModel(nn.Module):
         if self._uses_cache(sample_ids, positions):
             idx = self.device_view.indices(sample_ids) if self.device_view is not None else None
             if idx is not None:  # packed on the device (checked when packed): one gather
+                self._served_on_device(sample_ids)
                 return self.device_view.taps(idx, attention_mask)
             return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
         return self.run_backbone(input_ids, attention_mask, token_type_ids, positions).float()
@@ -393,6 +394,7 @@ class PacModel(nn.Module):
         if self.device_view is not None and self.training and sample_ids is not None and positions == self.positions:
             idx = self.device_view.indices(sample_ids)
             if idx is not None:  # every sample of the batch is in the device view: one gather, maybe a graph
+                self._served_on_device(sample_ids)
                 self._leave_backbone()
                 return PacOutput(logits=self.cached_step(idx, attention_mask, logits_to_keep, vocab_ids))
         if torch.is_tensor(sample_ids):
@@ -412,7 +414,16 @@ class PacModel(nn.Module):
         if idx is None:
             return None
         self._leave_backbone()
-        return self.cached_step.train_step(idx, batch, loss_fn, params, max_grad_norm)
+        loss = self.cached_step.train_step(idx, batch, loss_fn, params, max_grad_norm)
+        if loss is not None:  # otherwise the trainer's ordinary step reads the view (and counts the batch) itself
+            self._served_on_device(batch["ids"])
+        return loss
+
+    def _served_on_device(self, sample_ids) -> None:
+        """Counts a batch the device view served, for the cache's report and progress line. A tensor of view
+        indices is a whole-step graph's own warm-up or capture, inside a step already counted."""
+        if self.cache is not None and not torch.is_tensor(sample_ids):
+            self.cache.stats.served_on_device += len(sample_ids)
 
     def view_logits(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
                     vocab_ids: list[int] | None = None) -> torch.Tensor:
