@@ -70,6 +70,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="which training rows (and held-out rows) are used")
     p.add_argument("--lr", action="append", default=[], help="METHOD=LR, passed on (repeatable)")
     p.add_argument("--pac-option", action="append", default=[], help="PAC option KEY=VALUE (repeatable)")
+    p.add_argument("--lora-option", action="append", default=[],
+                   help="LoRA option KEY=VALUE (repeatable), e.g. 'layers=[20, 21]' for LoRA on those blocks only")
     p.add_argument("--pac-config", default=None, action=Once,
                    help="JSON {options, lr?, epochs?, head?} (e.g. --pick's output): PAC's configuration for this "
                         "run")
@@ -134,10 +136,19 @@ def write_user_files(task: str, folder: Path) -> tuple[str, str, bool]:
 
 
 # -- runs --------------------------------------------------------------------------------------------------
+# what a --pac-config (a --pick output) may set beside the rule's own record; anything else is refused, not dropped
+PAC_CONFIG_KEYS = {"options", "lr", "epochs", "weight_decay", "head", "label"}
+PICK_RECORD_KEYS = {"rule", "margin_points", "cells", "scores", "best", "chosen"}
+
+
 def pac_config(args) -> dict:
     cfg = json.loads(Path(args.pac_config).read_text()) if args.pac_config else {}
+    unknown = sorted(set(cfg) - PAC_CONFIG_KEYS - PICK_RECORD_KEYS)
+    if unknown:
+        raise SystemExit(f"{args.pac_config}: keys {unknown} are not PAC configuration keys "
+                         f"({', '.join(sorted(PAC_CONFIG_KEYS))}); a run must not silently leave them out")
     return {"options": cfg.get("options", {}), "lr": cfg.get("lr"), "epochs": cfg.get("epochs"),
-            "head": cfg.get("head"), "label": cfg.get("label")}
+            "weight_decay": cfg.get("weight_decay"), "head": cfg.get("head"), "label": cfg.get("label")}
 
 
 def log_tail(path: str, lines: int = 15) -> str:
@@ -193,11 +204,16 @@ def plan_runs(args, work: Path) -> list[dict]:
                         words += ["--threads", str(args.threads)]
                     for v in args.lr:
                         words += ["--lr", v]
+                    if method == "lora":
+                        for v in args.lora_option:
+                            words += ["--lora-option", v]
                     if method == "pac":
                         for v in args.pac_option + [f"{k}={json.dumps(v)}" for k, v in pac["options"].items()]:
                             words += ["--pac-option", v]
                         if pac["lr"]:
                             words += ["--lr", f"pac={pac['lr']}"]
+                        if pac["weight_decay"] is not None:
+                            words += ["--weight-decay", str(pac["weight_decay"])]
                         if pac["head"]:  # the backbone's head, as `edgeft finetune --head`
                             words += ["--head", pac["head"]]
                         epochs = pac_epochs(args, pac, model)
@@ -383,7 +399,8 @@ def run(args) -> dict:
                  "epochs": args.epochs, "pac_epochs": {m: pac_epochs(args, pac, m) for m in _csv(args.models)},
                  "batch_size": args.batch_size, "max_length": args.max_length, "jobs": args.jobs,
                  "share_fill": args.share_fill,
-                 "pac_config": pac, "pac_options": args.pac_option, "lr": args.lr,
+                 "pac_config": pac, "pac_options": args.pac_option, "lora_options": args.lora_option,
+                 "lr": args.lr,
                  "sweep_items": json.loads(Path(args.sweep).read_text()) if args.sweep else None,
                  "failed": [r["name"] for r in done if r["rc"] != 0],
                  "failed_log_tails": {r["name"]: log_tail(r["log"]) for r in done if r["rc"] != 0},

@@ -99,3 +99,22 @@ def test_prompt_tuning_trains_a_language_modelling_task(tiny_llama):
         opt.step()
         opt.zero_grad()
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("family", ["llama", "bert"])
+def test_lora_on_chosen_blocks_wraps_only_those_and_the_planner_refuses_it(family, tiny_llama, tiny_bert):
+    import re
+
+    path = tiny_llama if family == "llama" else tiny_bert
+    head = "causal_lm" if family == "llama" else "sequence_classification"
+    n = load_backbone(str(path), head=head, num_labels=2).arch.num_layers
+    _, bb, feat, m, model, batch = _setup(path, head, "lora", {"layers": [n - 1]})
+    wrapped = {int(re.search(r"\.(\d+)\.", name).group(1)) for name, _ in model.named_parameters() if "lora_A" in name}
+    assert wrapped == {n - 1}
+    loss = forward(model, batch, feat.objective, feat.label_token_ids)[0]
+    loss.backward()
+    assert all(p.grad is not None for p in m.trainable_parameters(model))
+    with pytest.raises(ConfigError, match="'layers'.*leave 'layers' out"):
+        m.cost_workload(bb.arch)
+    with pytest.raises(ConfigError, match=rf"'layers': \[{n}\].*from 0 to {n - 1}"):
+        _setup(path, head, "lora", {"layers": [0, n]})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
+from pydantic import Field
+
 from edgeft.errors import ConfigError
 from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 
@@ -66,6 +68,8 @@ class LoraOptions(MethodOptions):
     alpha: int = 16
     dropout: float = 0.05
     target_modules: Optional[list[str]] = None
+    layers: Optional[list[int]] = Field(None, description="block indices (0 = nearest the input) that get LoRA; "
+                                                            "None: every block. The others stay frozen as they are")
 
 
 @register_method
@@ -93,6 +97,9 @@ class LoRA(_PeftMethod):
     def cost_workload(self, arch) -> dict:
         """The layers this method really wraps (they size the uploads and broadcasts) at its rank."""
         o = self.options
+        if o.layers is not None:
+            raise ConfigError("LoRA option 'layers' (LoRA on some blocks only) is not priced by the planner, which "
+                              "costs every block alike: leave 'layers' out for a planned or collaborative run")
         return {"method": "lora", "lora_rank": int(o.r),
                 "lora_targets": tuple(o.target_modules or LORA_TARGETS[arch.family])}
 
@@ -100,8 +107,17 @@ class LoRA(_PeftMethod):
         from peft import LoraConfig
 
         o = self.options
+        layers = None
+        if o.layers is not None:
+            n = backbone.arch.num_layers
+            wrong = sorted({i for i in o.layers if not 0 <= i < n})
+            if not o.layers or wrong:
+                raise ConfigError(f"LoRA option 'layers': {wrong or 'an empty list'} — give block indices from 0 to "
+                                  f"{n - 1} ({backbone.arch.family} backbone with {n} blocks), or leave it out")
+            layers = sorted(set(o.layers))
         return LoraConfig(task_type=_task_type(backbone), r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout,
-                          target_modules=o.target_modules or LORA_TARGETS[backbone.arch.family])
+                          target_modules=o.target_modules or LORA_TARGETS[backbone.arch.family],
+                          layers_to_transform=layers)
 
 
 class PromptOptions(MethodOptions):

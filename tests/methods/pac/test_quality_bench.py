@@ -121,6 +121,29 @@ def test_a_configurations_head_reaches_pacs_runs_only(tmp_path):
     assert "--head" not in q.plan_runs(args, tmp_path)[0]["argv"]
 
 
+def test_lora_options_reach_loras_runs_only(tmp_path):
+    q = bench_script("quality")
+    args = q.parse_args(["--models", "smollm2-135m", "--tasks", "sst2", "--seeds", "0", "--methods", "lora,pac",
+                         "--lora-option", "layers=[28, 29]"])
+    runs = {r["method"]: r["argv"] for r in q.plan_runs(args, tmp_path)}
+    assert runs["lora"][runs["lora"].index("--lora-option") + 1] == "layers=[28, 29]"
+    assert "--lora-option" not in runs["pac"]
+
+
+def test_a_picked_weight_decay_reaches_pacs_runs_and_an_unknown_key_is_refused(tmp_path):
+    q = bench_script("quality")
+    cfg = tmp_path / "chosen.json"
+    cfg.write_text(json.dumps({"chosen": "wd1", "label": "wd1", "options": {}, "weight_decay": 1.0}))
+    args = q.parse_args(["--models", "smollm2-135m", "--tasks", "sst2", "--seeds", "0", "--methods", "lora,pac",
+                         "--pac-config", str(cfg)])
+    runs = {r["method"]: r["argv"] for r in q.plan_runs(args, tmp_path)}
+    assert runs["pac"][runs["pac"].index("--weight-decay") + 1] == "1.0"
+    assert "--weight-decay" not in runs["lora"]
+    cfg.write_text(json.dumps({"options": {}, "weight_decy": 1.0}))
+    with pytest.raises(SystemExit, match="weight_decy"):
+        q.plan_runs(args, tmp_path)
+
+
 def test_a_configuration_option_given_twice_is_an_error_not_the_last_one(tmp_path, capsys):
     q = bench_script("quality")
     assert q.parse_args(["--pac-config", "a.json"]).pac_config == "a.json"
