@@ -30,4 +30,49 @@ def test_a_cached_model_is_reused_and_rebuilt_when_the_pinned_version_changes(tm
     assert fetch(newer) == path
     assert json.loads((path / MARKER).read_text())["version"] == "0.2.0" and not (path / "sentinel").exists()
     assert (path / "model.safetensors").read_bytes() == (tmp_path / "m2" / "model.safetensors").read_bytes()
-    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no half-built leftovers
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")]
+    assert leftovers == []  # no half-built folders
+
+
+CHILD = """
+import json, sys, time
+from pathlib import Path
+import edgeft.models.fetch as f
+from edgeft.models.sources import ModelSource
+
+go, log = Path(sys.argv[1]), Path(sys.argv[2])
+build = f._build
+def slow_build(src, target):  # every process must pass the cache check before the first build ends
+    with open(log, "a") as out:
+        out.write("build\\n")
+    time.sleep(1.0)
+    return build(src, target)
+f._build = slow_build
+while not go.exists():
+    time.sleep(0.01)
+path = f.fetch(ModelSource("fake", "fakepkg", "0.1.0", "fakepkg/model", "hf_dir", "llama", "a test model"))
+print(json.dumps(sorted(p.name for p in path.iterdir())))
+"""
+
+
+def test_runs_started_at_once_build_the_cache_once_and_each_sees_the_whole_folder(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    model = make_tiny_model(tmp_path / "m1", "llama", seed=1)
+    _wheel(tmp_path, wheels, "0.1.0", model)
+    env = {**os.environ, "EDGEFT_WHEELS": str(wheels), "EDGEFT_HOME": str(tmp_path / "home")}
+    go, log = tmp_path / "go", tmp_path / "builds.txt"
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, str(go), str(log)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(3.0)  # all four imported and waiting
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err[-800:] for _, err in outs]
+    want = sorted([f.name for f in model.iterdir()] + [MARKER])
+    assert [json.loads(out.splitlines()[-1]) for out, _ in outs] == [want] * 4
+    assert log.read_text().count("build") == 1

