@@ -78,6 +78,45 @@ def test_disk_cache_survives_reopening_and_appends_across_shards(tmp_path):
     assert all(np.array_equal(np.asarray(f[0]), p) for f, p in zip(found, payloads.values()))
 
 
+LOCKER = """
+import sys, time
+from edgeft.methods.pac.cache import ActivationCache, CacheKey
+key = CacheKey(backbone="abc:model", tokenizer="tok1", weights="w1", taps=(0, 1, 2), max_length=64, positions="last",
+               hidden=16, dtype="fp16")
+c = ActivationCache(key, storage="disk", directory=sys.argv[1])
+print("open", flush=True)
+sys.stdin.readline()  # hold the cache until told to close
+c.close()
+print("closed", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_disk_cache_in_use_by_another_process_is_refused_until_it_closes(tmp_path):
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", LOCKER, str(tmp_path)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "open"
+        with pytest.raises(CacheError, match="another process is using this activation cache.*own cache_dir"):
+            ActivationCache(key(), storage="disk", directory=tmp_path)
+        same = ActivationCache(key(), storage="disk", directory=tmp_path / "elsewhere")  # its own folder: fine
+        same.close()
+        other.stdin.write("\n")
+        other.stdin.flush()
+        assert other.stdout.readline().strip() == "closed"
+        mine = ActivationCache(key(), storage="disk", directory=tmp_path)  # free again
+        again = ActivationCache(key(), storage="disk", directory=tmp_path)  # this process may reopen its own
+        again.close()
+        mine.close()
+    finally:
+        other.stdin.write("\n")
+        other.stdin.flush()
+        other.wait(timeout=30)
+
+
 def test_a_sample_id_with_other_tokens_is_stale(tmp_path):
     cache = ActivationCache(key())
     cache.put(["s1"], ["tokens-then"], [entry()[1]], [1])

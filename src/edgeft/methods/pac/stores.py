@@ -22,7 +22,7 @@ import numpy as np
 from edgeft.errors import CacheError
 
 FORMAT = 1
-MANIFEST, INDEX = "manifest.json", "index.jsonl"
+MANIFEST, INDEX, LOCK = "manifest.json", "index.jsonl", ".lock"
 
 
 @dataclass
@@ -83,6 +83,22 @@ class MemoryStore(_Entries):
         pass
 
 
+def _hold(directory: Path):
+    """This process's claim on a disk cache folder, held until the store closes (or the process ends). Two
+    processes appending to one folder's shards and index would interleave their writes; the second is refused
+    with what to do instead. Re-entrant within a process (a sweep reopens the folder it filled)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(directory / LOCK), is_singleton=True)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise CacheError(f"{directory}: another process is using this activation cache ({directory / LOCK} is "
+                         "held). Two runs writing one cache would corrupt it: wait for the other run to end, or "
+                         "give this run its own cache_dir.") from None
+    return lock
+
+
 class DiskStore(_Entries):
     """Append-only shards + a JSON-lines index in one folder, read through memory maps."""
 
@@ -98,6 +114,7 @@ class DiskStore(_Entries):
         self._writer = None
         self.nbytes = 0
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _hold(self.dir)
         manifest = self.dir / MANIFEST
         if manifest.exists():
             self._open_existing(manifest, on_stale)
@@ -212,6 +229,9 @@ class DiskStore(_Entries):
     def close(self) -> None:
         self._close_writer()
         self._maps.clear()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     @staticmethod
     def remove(directory: Path) -> None:
