@@ -89,7 +89,7 @@ def _hold(directory: Path):
     with what to do instead. Re-entrant within a process (a sweep reopens the folder it filled)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(directory / LOCK), is_singleton=True)
+    lock = FileLock(str(directory / LOCK), is_singleton=True, thread_local=False)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -115,6 +115,15 @@ class DiskStore(_Entries):
         self.nbytes = 0
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = _hold(self.dir)
+        try:
+            self._open(on_stale)
+        except BaseException:
+            self.close()  # a refused folder (stale, corrupt) is not left claimed
+            raise
+        self._shard = max([m.shard for m in self._meta.values()], default=0)
+
+    # -- opening ---------------------------------------------------------------------------------------
+    def _open(self, on_stale: str) -> None:
         manifest = self.dir / MANIFEST
         if manifest.exists():
             self._open_existing(manifest, on_stale)
@@ -123,9 +132,7 @@ class DiskStore(_Entries):
                 raise CacheError(f"{self.dir}: holds cache shards but no {MANIFEST}; it cannot be trusted. "
                                  "Delete the folder (or point cache_dir elsewhere).")
             self._write_manifest()
-        self._shard = max([m.shard for m in self._meta.values()], default=0)
 
-    # -- opening ---------------------------------------------------------------------------------------
     def _write_manifest(self) -> None:
         body = {"format": FORMAT, "fingerprint": self.fingerprint, "key": self.key_fields}
         tmp = self.dir / (MANIFEST + ".tmp")
