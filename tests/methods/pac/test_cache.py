@@ -117,6 +117,27 @@ def test_a_disk_cache_in_use_by_another_process_is_refused_until_it_closes(tmp_p
         other.wait(timeout=30)
 
 
+@pytest.mark.parametrize("code", ["EROFS", "EACCES"])
+def test_a_read_only_disk_cache_is_read_without_a_claim(tmp_path, monkeypatch, code):
+    import errno
+
+    import filelock
+
+    c = ActivationCache(key(), storage="disk", directory=tmp_path)
+    payloads = {f"s{i}": entry(seed=i)[1] for i in range(3)}
+    c.put(list(payloads), [f"h{i}" for i in range(3)], list(payloads.values()), [1] * 3)
+    c.close()
+
+    def read_only(self, *a, **k):
+        raise OSError(getattr(errno, code), "cannot write here", str(tmp_path / ".lock"))
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", read_only)
+    again = ActivationCache(key(), storage="disk", directory=tmp_path)
+    found = again.lookup(list(payloads), [f"h{i}" for i in range(3)])
+    assert all(np.array_equal(np.asarray(f[0]), p) for f, p in zip(found, payloads.values()))
+    again.close()
+
+
 def test_a_sample_id_with_other_tokens_is_stale(tmp_path):
     cache = ActivationCache(key())
     cache.put(["s1"], ["tokens-then"], [entry()[1]], [1])

@@ -12,6 +12,7 @@ reads by id; numpy.memmap gives zero-copy reads and the format stays inspectable
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -92,10 +93,14 @@ def _hold(directory: Path):
     lock = FileLock(str(directory / LOCK), is_singleton=True, thread_local=False)
     try:
         lock.acquire(timeout=0)
-    except Timeout:
+    except Timeout:  # (a TimeoutError, so an OSError: caught first)
         raise CacheError(f"{directory}: another process is using this activation cache ({directory / LOCK} is "
                          "held). Two runs writing one cache would corrupt it: wait for the other run to end, or "
                          "give this run its own cache_dir.") from None
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            return None  # a read-only folder (a cache shipped on read-only media): no process can write into it
+        raise
     return lock
 
 
