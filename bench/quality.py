@@ -14,6 +14,7 @@ Scoring: `--holdout N` scores on N held-out TRAINING rows (tuning; never dev); w
   python bench/quality.py --holdout 500 --sweep configs.json --out sweep.json    (PAC configurations, tuning)
   python bench/quality.py --pick sweep.json --pick-out chosen.json             (the selection rule, runs nothing)
   edgeft bench quality --models minilm-l6 --tasks sst2,rte --seeds 0 --jobs 2   (the same, through the CLI)
+  edgeft bench quality --models minilm-l6 --user-task mine=train.jsonl --holdout 200   (PAC vs LoRA on your files)
 
 Timings in a report come from runs that shared the machine with `--jobs - 1` others: indicative only; the
 speed ratios are measured by pac_vs_baselines alone on the machine.
@@ -25,6 +26,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -53,7 +55,13 @@ class Once(argparse.Action):
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="minilm-l6,smollm2-135m")
-    p.add_argument("--tasks", default=",".join(TASKS), help="bundled tasks and file:<bundled task> user-file tasks")
+    p.add_argument("--tasks", default=None, help="bundled tasks and file:<bundled task> user-file tasks (default: "
+                                                  f"{','.join(TASKS)}; with --user-task: only the user's tasks)")
+    p.add_argument("--user-task", action="append", default=[], metavar="NAME=TRAIN[,DEV]",
+                   help="your own task from files (.jsonl/.csv/.tsv with text and label columns, as finetune reads "
+                        "them), repeatable; reported as user:NAME. Without DEV, score it with --holdout N")
+    p.add_argument("--user-text2-column", default=None,
+                   help="with --user-task: the second text column of a pair task (as finetune --text2-column)")
     p.add_argument("--seeds", default="0,1,2", help="train seeds (the samples stay on --seed)")
     p.add_argument("--methods", default="lora,pac,full")
     p.add_argument("--full-models", default="minilm-l6", help="backbones on which full fine-tuning also runs")
@@ -95,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default="bench/results/quality/quality.json")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
+    args.user_files = _user_tasks(p, args)
+    if args.tasks is None:
+        args.tasks = ",".join(TASKS) if not args.user_files else ""
+    args.tasks = ",".join(_csv(args.tasks) + list(args.user_files))
     if args.share_fill and not args.sweep:
         p.error("--share-fill shares PAC's cache fill between the configurations of a --sweep; give --sweep too")
     return args
@@ -115,6 +127,27 @@ def _csv(text: str) -> list[str]:
 
 
 # -- user-file tasks ---------------------------------------------------------------------------------------
+def _user_tasks(p: argparse.ArgumentParser, args) -> dict:
+    """{"user:NAME": (train, dev or None, text2 column or None)} from --user-task NAME=TRAIN[,DEV]."""
+    out = {}
+    for spec in args.user_task:
+        name, _, files = spec.partition("=")
+        paths = [f for f in files.split(",") if f]
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not 1 <= len(paths) <= 2:
+            p.error(f"--user-task {spec!r}: write NAME=TRAIN or NAME=TRAIN,DEV (NAME of letters, digits, _ . -)")
+        for f in paths:
+            if not Path(f).is_file():
+                p.error(f"--user-task {name}: no file {f}")
+        if len(paths) == 1 and not args.holdout:
+            p.error(f"--user-task {name} has no dev file: give NAME=TRAIN,DEV, or score on held-out training rows "
+                    "with --holdout N")
+        if f"user:{name}" in out:
+            p.error(f"--user-task {name} given twice")
+        out[f"user:{name}"] = (str(Path(paths[0]).resolve()),
+                               str(Path(paths[1]).resolve()) if len(paths) == 2 else None, args.user_text2_column)
+    return out
+
+
 def write_user_files(task: str, folder: Path) -> tuple[str, str, bool]:
     """The bundled task's train and dev splits as <folder>/train/<task>.jsonl and <folder>/dev/<task>.jsonl
     (same file name: their sample ids must still differ), labels by name, as a user would write them; and
@@ -175,7 +208,9 @@ def plan_runs(args, work: Path) -> list[dict]:
     files = {}
     for t in _csv(args.tasks):
         if t.startswith("file:"):
-            files[t] = write_user_files(t[5:], work / "userdata")
+            train, dev, pair = write_user_files(t[5:], work / "userdata")
+            files[t] = (train, dev, "text2" if pair else None)
+    files.update(getattr(args, "user_files", {}))
     pac = pac_config(args)
     runs = []
     for model in _csv(args.models):
@@ -191,9 +226,10 @@ def plan_runs(args, work: Path) -> list[dict]:
                              "--train-seed", str(seed), "--eval", "last", "--device", args.device, "--in-process",
                              "--out", str(work / f"{name}.json"), "--label", f"quality suite: {name}"]
                     if task in files:
-                        words += ["--task", files[task][0], "--dev-file", files[task][1]]
-                        if files[task][2]:  # a pair file: read both texts, as finetune --text2-column does
-                            words += ["--text2-column", "text2"]
+                        train, dev, text2 = files[task]
+                        words += ["--task", train] + (["--dev-file", dev] if dev else [])
+                        if text2:  # a pair file: read both texts, as finetune --text2-column does
+                            words += ["--text2-column", text2]
                     else:
                         words += ["--task", task]
                     words += ["--holdout", str(args.holdout)] if args.holdout else \

@@ -40,6 +40,33 @@ def test_suite_on_a_bundled_and_a_user_file_task(tmp_path, tiny_bert):
     assert resolved == {"sst2": {"random"}, "file:rte": {"backbone"}}
 
 
+def test_the_suite_on_a_users_own_files_with_and_without_a_dev_file(tmp_path, tiny_bert):
+    from edgeft.data import load_task
+
+    sst2 = load_task("sst2")
+    for split, rows in (("train", sst2.train[:40]), ("dev", sst2.dev[:12])):
+        with open(tmp_path / f"{split}.jsonl", "w") as f:
+            for ex in rows:
+                f.write(json.dumps({"text": ex["text"], "label": sst2.label_names[ex["label"]]}) + "\n")
+    q = bench_script("quality")
+    common = ["--models", str(tiny_bert), "--full-models", "", "--seeds", "0", "--methods", "lora,pac",
+              "--train-samples", "16", "--epochs", "1", "--pac-epochs", "1", "--batch-size", "8", "--max-length", "24",
+              "--jobs", "2", "--threads", "1", "--pac-option", "width=8", "--pac-option", "norm_samples=8"]
+    train, dev = tmp_path / "train.jsonl", tmp_path / "dev.jsonl"
+    for extra, name in (([f"--user-task=mine={train},{dev}", "--dev-samples", "8"], "dev"),
+                        ([f"--user-task=mine={train}", "--holdout", "8"], "held")):
+        out = tmp_path / f"{name}.json"
+        q.main(common + extra + ["--out", str(out)])
+        report = json.loads(out.read_text())
+        assert report["meta"]["failed"] == [] and report["meta"]["tasks"] == ["user:mine"]
+        row = report["table"][str(tiny_bert)]["user:mine"]
+        assert set(row) == {"lora", "pac"} and row["pac"]["n"] == 1
+    with pytest.raises(SystemExit):  # no dev file and no --holdout: nothing to score on
+        q.parse_args(["--user-task", f"mine={train}"])
+    with pytest.raises(SystemExit):
+        q.parse_args(["--user-task", f"mine={tmp_path / 'missing.jsonl'}", "--holdout", "8"])
+
+
 def test_a_gap_of_exactly_the_tolerance_is_within_it_despite_float_rounding():
     q = bench_script("quality")
 
