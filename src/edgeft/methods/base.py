@@ -112,6 +112,10 @@ class Method:
         """Called before prepare() when a block-wise strategy (deft, split, hybrid) will run the model, so a
         method whose defaults depend on it can resolve them (default: nothing)."""
 
+    def run_as(self, process: str) -> None:
+        """Called before prepare() by each process of a collaborative run with its device's name, so a method
+        that keeps files per process (PAC's disk cache) can keep them apart (default: nothing)."""
+
     @classmethod
     def timing_options(cls, options: dict, cached: bool) -> dict:
         """The options (as given) for a calibration build that times the backbone pass (cached=False) or the

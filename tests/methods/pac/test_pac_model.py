@@ -642,3 +642,19 @@ def test_fill_precision_changes_only_a_cuda_fill_and_restores_the_runs_tf32_sett
         assert torch.backends.cuda.matmul.allow_tf32 is False
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_each_device_of_a_collaborative_run_gets_its_own_disk_cache_folder(tmp_path, tiny_llama):
+    """Ranks of one run on one host would otherwise open one folder, which the store refuses (one writer)."""
+    t = load_task(TaskConfig(name="sst2", train_samples=8, dev_samples=4, max_length=16))
+    bb = load_backbone(str(tiny_llama), head="causal_lm", num_labels=t.num_labels)
+    models = []
+    for device in ("phone-1", "phone/2"):
+        method = get_method("pac", {"cache": "disk", "cache_dir": str(tmp_path)})
+        method.run_as(device)
+        models.append(method.prepare(bb, t))
+    assert [m.cache.store.dir for m in models] == [tmp_path / "phone-1", tmp_path / "phone_2"]
+    alone = get_method("pac", {"cache": "disk", "cache_dir": str(tmp_path / "one")}).prepare(bb, t)
+    assert alone.cache.store.dir == tmp_path / "one"  # a single process: the folder as given
+    for m in models + [alone]:
+        m.cache.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -181,6 +182,7 @@ class PAC(Method):
     trains_backbone = False
     caches_backbone = True
     blockwise: str | None = None  # the block-wise strategy that will run the model (run_blockwise), if any
+    process: str | None = None  # the collaborative run's device this process is (run_as), if any
 
     # -- what the planner and the block-wise runtime ask --------------------------------------------
     @classmethod
@@ -214,6 +216,11 @@ class PAC(Method):
         """The block-wise strategies run PAC through pac_bridge, which cannot feed copied side blocks the
         backbone's block inputs: side_init=auto resolves to random there (explicit backbone still errors)."""
         self.blockwise = strategy
+
+    def run_as(self, process: str) -> None:
+        """Each device of a collaborative run caches its own rows: with cache=disk, in its own subfolder of the
+        cache folder (one folder shared by several processes would be refused: stores.DiskStore)."""
+        self.process = re.sub(r"[^A-Za-z0-9_.-]", "_", process)  # a device name as one folder name
 
     def side_init_for(self, task, num_blocks: int, family: str, hidden: int) -> tuple[str, str]:
         """(side_init this run uses, why). auto: on an encoder, copies of the backbone's last blocks for sentence-pair
@@ -344,6 +351,8 @@ class PAC(Method):
             directory = None
             if o.cache == "disk":
                 directory = Path(o.cache_dir).expanduser() if o.cache_dir else edgeft_home() / "pac-cache" / key.fingerprint
+                if self.process:
+                    directory = directory / self.process
             cache = ActivationCache(key, storage=o.cache, directory=directory, budget_mb=o.cache_budget_mb,
                                     on_budget=o.on_budget, on_stale=o.on_stale, on_corrupt=o.on_corrupt,
                                     verify=o.verify)

@@ -72,6 +72,7 @@ def build(ctx: Context, prepare: bool = True) -> None:
     ctx.task, ctx.backbone, ctx.featurizer, ctx.method = session.task, session.backbone, session.featurizer, \
         session.method
     ctx.method.run_blockwise(spec.strategy)  # before prepare: PAC's side_init=auto resolves by it
+    ctx.method.run_as(ctx.name)  # before prepare: PAC's disk cache gets a folder per device
     ctx.train_feats = ctx.featurizer.encode(ctx.task.train)
     if prepare:
         ctx.model = session.prepare().to(ctx.group.device)
