@@ -210,7 +210,7 @@ def plan_runs(args, work: Path) -> list[dict]:
         if t.startswith("file:"):
             train, dev, pair = write_user_files(t[5:], work / "userdata")
             files[t] = (train, dev, "text2" if pair else None)
-    files.update(getattr(args, "user_files", {}))
+    files.update(args.user_files)  # --user-task files (parse_args)
     pac = pac_config(args)
     runs = []
     for model in _csv(args.models):
