@@ -7,8 +7,9 @@ $PY -c "from edgeft.models import load_backbone; print(load_backbone('smollm2-13
 $PY -m pytest -q tests/methods/pac/test_device_cache.py -k "dropout_masks or graphs or buckets" > $R/gpu_tests.log 2>&1
 tail -3 $R/gpu_tests.log
 $PY bench/quality.py --full-models "" --threads 1 --models smollm2-135m --seeds 0,1,2,3,4 --holdout 500 \
-  --sweep bench/results/h22_device/sweep_graphs.json --jobs ${JOBS:-9} --work "$W/graphs" \
+  --sweep bench/results/h22_device/sweep_graphs.json --jobs ${JOBS:-15} --work "$W/graphs" \
   --out "$R/h22_graphs_smollm2_holdout_gpu.json" \
   --label "issue 15 h22: PAC with and without the whole-step CUDA graph, smollm2-135m, held-out, 5 seeds" | grep -v ": ok "
 $PY bench/quality.py --pick "$R/h22_graphs_smollm2_holdout_gpu.json" --margin 0.5 | tail -n 8
+mkdir -p $R/runs; cp $W/graphs/*.json $W/graphs/*.log $R/runs/ 2>/dev/null  # each run's losses, for the repeats
 touch $R/h22.done
