@@ -195,6 +195,24 @@ def test_each_replay_of_a_step_graph_draws_new_dropout_masks(tiny_llama, monkeyp
     assert not torch.equal(grads[0], grads[1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("graphed", [True, False])
+def test_a_cached_run_repeats_itself_exactly(graphed, tiny_llama, monkeypatch):
+    """The same run twice in one process, from the same seeds, with dropout and several bucket graphs: the same
+    loss at every step and the same side network, bit for bit. h22 (SmolLM2, one H100) saw the eager step do so
+    in every cell and the whole-step graph not (24 of 30 cells ended elsewhere), so a graphed run's score was a
+    draw, not a measurement."""
+    monkeypatch.setattr(graphs, "WARM_STEPS", 1)
+    opts = {"dropout": 0.1, "device_cache": "on", "graph_bucket": 4, "graphs": graphed}
+    runs = [_run(tiny_llama, "causal_lm", "sst2", opts, epochs=8, device="cuda", max_length=32) for _ in range(2)]
+    (a, ra), (b, rb) = runs
+    assert ra.losses == rb.losses
+    for (n, x), (_, y) in zip(a.side.named_parameters(), b.side.named_parameters()):
+        assert torch.equal(x, y), n
+    if graphed:
+        assert a.cached_step.step_replays > 0 and sum(s.graph is not None for s in a.cached_step.steps.values()) > 1
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 @pytest.mark.parametrize("graphed", [True, False])
 def test_a_cached_step_never_waits_for_the_gpu(graphed, tiny_llama):
