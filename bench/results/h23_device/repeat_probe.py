@@ -5,9 +5,10 @@ process; the whole-step graph did not (24 of 30 cells differed). Each variant be
 Llama twice (three times for the first) in this process from the same seeds and reports whether the side network's
 weights and every step's loss came out bit for bit the same. A record for docs, not a test (the test is
 tests/methods/pac/test_device_cache.py::test_a_graphed_run_repeats_itself_exactly). Run from the repo root on a
-GPU: python bench/results/h23_device/repeat_probe.py OUT.json
+GPU: python bench/results/h23_device/repeat_probe.py OUT.json [tiny|smollm2] [variant,...]
 """
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,15 +33,29 @@ VARIANTS = {  # name: (options, patch)
     "graphs_pool_per_graph": (BASE, "pool"),
     "graphs_warm_5": (BASE, "warm5"),
     "graphs_sync_each_step": (BASE, "sync"),
+    # PAC's own defaults (dropout 0.1, buckets of 16), for the smollm2 shape
+    "eager_default": ({"device_cache": "on", "graphs": False}, None),
+    "graphs_default": ({"device_cache": "on"}, None),
+    "graphs_default_sync": ({"device_cache": "on"}, "sync"),
+    "graphs_default_warm_5": ({"device_cache": "on"}, "warm5"),
 }
 
 
-def _run(path, options, epochs=8, n=96):
-    """As tests/methods/pac/test_device_cache.py's _run, with 96 rows (12 batches an epoch)."""
-    t, bb, feat, method, model = setup(path, "causal_lm", {"taps": "every:2", "pair_encoding": "joint", **options},
-                                       task="sst2", n=n, max_length=32)
-    model = method.place(model, "cuda")
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device="cuda")
+DEVICE = os.environ.get("PROBE_DEVICE", "cuda")  # cpu: a dry run of the script only
+SHAPES = {  # tiny: the tests' model and run; smollm2: SmolLM2-135M's shape (random weights) at the suite's run
+    "tiny": dict(model={}, taps={"taps": "every:2"}, n=96, max_length=32, batch=8, epochs=8, lr=1e-2),
+    "smollm2": dict(model=dict(layers=30, hidden=576, heads=9, kv_heads=3, intermediate=1536, max_positions=256),
+                    taps={}, n=1000, max_length=128, batch=16, epochs=4, lr=2e-3),
+}
+
+
+def _run(path, options, shape):
+    """As tests/methods/pac/test_device_cache.py's _run, at the shape's rows, batch, length and epochs."""
+    sh = SHAPES[shape]
+    t, bb, feat, method, model = setup(path, "causal_lm", {**sh["taps"], "pair_encoding": "joint", **options},
+                                       task="sst2", n=sh["n"], max_length=sh["max_length"])
+    model = method.place(model, DEVICE)
+    cfg = TrainConfig(epochs=sh["epochs"], batch_size=sh["batch"], lr=sh["lr"], device=DEVICE)
     return model, Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
 
 
@@ -72,16 +87,24 @@ def patched(patch):
     return undo
 
 
-def main(out: str) -> None:
-    path = tiny_models.make_tiny_model(Path(tempfile.mkdtemp()), "llama")
-    graphs.WARM_STEPS = 1  # the tiny run has few batches of each shape (as the tests)
-    report = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(), "variants": {}}
+def main(out: str, shape: str = "tiny", only: str = "") -> None:
+    if shape == "tiny":
+        path = tiny_models.make_tiny_model(Path(tempfile.mkdtemp()), "llama")
+        graphs.WARM_STEPS = 1  # the tiny run has few batches of each shape (as the tests)
+    else:
+        path = tiny_models.make_llama(Path(tempfile.mkdtemp()), tiny_models.task_tokenizer("sst2"),
+                                      **SHAPES[shape]["model"])
+    gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    report = {"torch": torch.__version__, "gpu": gpu, "shape": shape,
+              "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"), "variants": {}}
     for name, (options, patch) in VARIANTS.items():
+        if only and name not in only.split(","):
+            continue
         undo = patched(patch)
         runs = []
         try:
             for _ in range(3 if name == "graphs" else 2):
-                model, result = _run(path, options)
+                model, result = _run(path, options, shape)
                 params = torch.cat([p.detach().flatten().float() for p in model.side.parameters()]).cpu()
                 runs.append((params, result.losses, model.cached_step.describe()))
         finally:
@@ -100,4 +123,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])
