@@ -38,6 +38,9 @@ VARIANTS = {  # name: (options, patch)
     "graphs_default": ({"device_cache": "on"}, None),
     "graphs_default_sync": ({"device_cache": "on"}, "sync"),
     "graphs_default_warm_5": ({"device_cache": "on"}, "warm5"),
+    "graphs_default_no_attention": ({"device_cache": "on", "heads": 0}, None),
+    "graphs_default_no_dropout": ({"device_cache": "on", "dropout": 0.0}, None),
+    "graphs_default_deterministic": ({"device_cache": "on"}, "det"),  # torch's deterministic kernels (warn only)
 }
 
 
@@ -74,6 +77,9 @@ def patched(patch):
         old = graphs.WARM_STEPS
         graphs.WARM_STEPS = 5
         undo.append(lambda: setattr(graphs, "WARM_STEPS", old))
+    if patch == "det":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        undo.append(lambda: torch.use_deterministic_algorithms(False))
     if patch == "sync":
         orig_ts = graphs.CachedStep.train_step
 
