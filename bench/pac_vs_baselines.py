@@ -105,6 +105,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="combine variants of earlier reports (all, or the comma-separated VARIANTS; renamed "
                         "NAME@SUFFIX where a suffix is given) into --out, with its summary and plot; runs nothing")
     p.add_argument("--in-process", action="store_true", help="run variants in this process (tests; memory mixes)")
+    p.add_argument("--keep-losses", action="store_true",
+                   help="report every step's training loss (to find where two runs part, h23)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -308,6 +310,8 @@ def run_variant(variant: str, args) -> dict:
         "final_train_loss": sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1),
         "steps": result.steps, "train_examples": len(train_feats), "dev_examples": len(dev_feats),
     }
+    if args.keep_losses:
+        out["losses"] = result.losses
     if method_name == "pac":
         out["backbone_calls_per_epoch"] = calls  # training passes only (evaluation excluded)
         out["backbone_offloaded_at_epoch_end"] = offloaded
@@ -536,6 +540,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--taps", args.taps]
     if args.profile_epoch:
         words += ["--profile-epoch", str(args.profile_epoch)]
+    if args.keep_losses:
+        words += ["--keep-losses"]
     for flag, values in (("--lr", args.lr), ("--pac-option", args.pac_option), ("--lora-option", args.lora_option)):
         for v in values:
             words += [flag, v]
