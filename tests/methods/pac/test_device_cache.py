@@ -200,7 +200,7 @@ def test_each_replay_of_a_step_graph_draws_new_dropout_masks(tiny_llama, monkeyp
 def test_a_cached_run_repeats_itself_exactly(graphed, tiny_llama, monkeypatch):
     """The same run twice in one process, from the same seeds, with dropout and several bucket graphs: the same
     loss at every step and the same side network, bit for bit. h22 (SmolLM2, one H100) saw the eager step do so
-    in every cell and the whole-step graph not (24 of 30 cells ended elsewhere), so a graphed run's score was a
+    in every cell and the whole-step graph not (25 of 30 cells ended elsewhere), so a graphed run's score was a
     draw, not a measurement."""
     monkeypatch.setattr(graphs, "WARM_STEPS", 1)
     opts = {"dropout": 0.1, "device_cache": "on", "graph_bucket": 4, "graphs": graphed}
@@ -211,6 +211,26 @@ def test_a_cached_run_repeats_itself_exactly(graphed, tiny_llama, monkeypatch):
         assert torch.equal(x, y), n
     if graphed:
         assert a.cached_step.step_replays > 0 and sum(s.graph is not None for s in a.cached_step.steps.values()) > 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_the_whole_steps_warm_ups_run_on_the_callers_stream(tiny_llama, monkeypatch):
+    """h23: with its warm-ups on a side stream, a graphed run parted from itself under load (5 of 5 processes on an
+    H100 shared by 15, between steps 2 and 11); on the caller's stream, or with a sync around each warm-up, none did.
+    A repeat test alone on a GPU passes either way (the race needs load), so this checks the stream itself."""
+    monkeypatch.setattr(graphs, "WARM_STEPS", 2)
+    seen = []
+    losses = CachedStep._losses
+
+    def spy(self, *a, **k):
+        if not torch.cuda.is_current_stream_capturing():
+            seen.append(torch.cuda.current_stream())
+        return losses(self, *a, **k)
+
+    monkeypatch.setattr(CachedStep, "_losses", spy)
+    model, _ = _run(tiny_llama, "causal_lm", "sst2", {"device_cache": "on"}, epochs=4, device="cuda")
+    assert model.cached_step.step_replays > 0 and seen
+    assert all(s == torch.cuda.default_stream() for s in seen)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -18,9 +18,14 @@ forward, the loss, the backward and the gradient clipping captured as ONE graph 
 of a forward graph, a backward graph and the loss, the autograd engine and the clipping's launches in between
 (h17's profile on an H100: the host spent ~2.4 ms a step on those against ~1.1 ms of GPU work). The optimizer
 (fused AdamW: one launch) and the schedule stay eager, so checkpoints and the lr are as before. The first
-`WARM_STEPS` steps of each shape run eagerly on a side stream (real steps, not repeats), which initialises what
-the capture must not record; the capture then replays for the next one. The gradients live in the graphs' one
-memory pool and are handed to the parameters after each replay.
+`WARM_STEPS` steps of each shape run eagerly (real steps, not repeats), which initialises what the capture must not
+record; the capture then replays for the next one. The gradients live in the graphs' one memory pool and are handed
+to the parameters after each replay. The warm-ups run on the caller's stream, not on a side stream: with a side
+stream, a graphed run did not repeat itself under load (h23, one H100, SmolLM2: 5 of 5 processes parted from their
+own earlier pass between steps 2 and 11, where warm-ups and captures happen; 0 of 5 on the caller's stream, and 0 of
+5 with the device synchronised around each warm-up). The parameters' gradient accumulators are made on the
+caller's stream, so a side stream's backward hands them gradients across streams, which the caching allocator does
+not track (the likely channel; PyTorch warns of the mismatch).
 """
 
 from __future__ import annotations
@@ -106,7 +111,6 @@ class CachedStep:
         self.step_replays = 0
         self._whole = False  # inside a whole step (its warm-up or capture): no graph of the forward's own
         self._trainable: list | None = None
-        self._side: torch.cuda.Stream | None = None  # the warm-ups' one stream (a new one each would strand blocks)
         self._pool = None  # the step graphs' one memory pool (see _capture)
 
     def __call__(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
@@ -201,8 +205,8 @@ class CachedStep:
         self._whole = True
         try:
             with warnings.catch_warnings():
-                # the parameters' AccumulateGrad nodes were made on the default stream (the eager steps before);
-                # the warm-up's side stream and the capture's stream differ from it, as they must
+                # the parameters' AccumulateGrad nodes were made on the caller's stream (the steps before); the
+                # capture's stream differs from it, as it must
                 warnings.filterwarnings("ignore", message="The AccumulateGrad node's stream does not match")
                 loss = loss_fn(self.model, step.batch())
                 loss.backward()
@@ -213,16 +217,9 @@ class CachedStep:
         return loss.detach()
 
     def _eager(self, step: _WholeStep, loss_fn, params: list, max_grad_norm: float | None) -> torch.Tensor:
-        """A warm-up step: the same work run eagerly on a side stream (what a capture's first run must not see:
-        cuBLAS workspaces, the autograd engine's device threads, lazily made tensors)."""
-        if self._side is None:
-            self._side = torch.cuda.Stream()
-        side = self._side
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            loss = self._losses(step, loss_fn, params, max_grad_norm)
-        torch.cuda.current_stream().wait_stream(side)
-        return loss
+        """A warm-up step: the same work run eagerly on the caller's stream (what a capture's first run must not
+        see: cuBLAS workspaces, the autograd engine's device threads, lazily made tensors)."""
+        return self._losses(step, loss_fn, params, max_grad_norm)
 
     def _capture(self, step: _WholeStep, loss_fn, params: list, max_grad_norm: float | None) -> bool:
         for p in params:
