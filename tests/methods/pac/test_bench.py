@@ -64,7 +64,8 @@ def test_a_worker_gets_every_option_of_the_run():
              "--train-seed", "3", "--variants", "lora", "--lr", "lora=0.1", "--pac-option", "width=8",
              "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--holdout-min-words", "4", "--weight-decay", "0.1", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
-             "--compile-bucket", "32", "--profile-epoch", "2", "--out", "o.json", "--label", "x", "--sweep", "s.json"]
+             "--compile-bucket", "32", "--profile-epoch", "2", "--out", "o.json", "--label", "x", "--sweep", "s.json",
+             "--keep-losses"]
     args = bench.parse_args(given)
     run_only = {"merge", "in_process", "worker", "worker_out"}  # how this process runs, not what a variant does
     forwarded = vars(bench.parse_args(bench.sys_argv_of(args)))
