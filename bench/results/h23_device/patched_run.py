@@ -2,7 +2,8 @@
 
 H23_MODE=old: as the library is. default: the warm-up steps run on the current (default) stream, no side stream.
 sync: as old, with the device synchronised after every warm-up step and every capture (a race between streams
-around them would go away). Usage: H23_MODE=... python bench/results/h23_device/patched_run.py ARGS..."""
+around them would go away). Written against graphs.py as it was at 4ecf78a (the mend that followed removed
+CachedStep._eager, which this patches). Usage: H23_MODE=... python bench/results/h23_device/patched_run.py ARGS..."""
 import os
 import runpy
 import sys

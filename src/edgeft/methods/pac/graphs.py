@@ -186,8 +186,10 @@ class CachedStep:
             step.mask.copy_(mask)
             step.label.copy_(batch["label"])
         if step.graph is None and step.warm < WARM_STEPS:
+            # a warm-up step: the same work, eagerly, on the caller's stream (what a capture's first run must not
+            # see: cuBLAS workspaces, the autograd engine's device threads, lazily made tensors)
             try:
-                loss = self._eager(step, loss_fn, params, max_grad_norm)
+                loss = self._losses(step, loss_fn, params, max_grad_norm)
             except NotCachedPath as err:  # raised before any work: this objective's step reads the cache instead
                 self._give_up(str(err))
                 return None
@@ -215,11 +217,6 @@ class CachedStep:
         finally:
             self._whole = False
         return loss.detach()
-
-    def _eager(self, step: _WholeStep, loss_fn, params: list, max_grad_norm: float | None) -> torch.Tensor:
-        """A warm-up step: the same work run eagerly on the caller's stream (what a capture's first run must not
-        see: cuBLAS workspaces, the autograd engine's device threads, lazily made tensors)."""
-        return self._losses(step, loss_fn, params, max_grad_norm)
 
     def _capture(self, step: _WholeStep, loss_fn, params: list, max_grad_norm: float | None) -> bool:
         for p in params:
