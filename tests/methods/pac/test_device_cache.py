@@ -276,3 +276,22 @@ def test_a_pair_read_as_segments_does_not_pack_and_trains_as_the_cache(tiny_bert
                       {"pair_encoding": "siamese", "dropout": 0.0, "device_cache": "on"})
     assert model.pair_encoding == "siamese" and model.device_view is None
     assert got.losses == ref.losses
+
+
+def test_a_dropped_model_frees_its_device_cache_without_the_cycle_collector(tiny_llama):
+    """The model owns its CachedStep, which refers back to it: a strong reference made a cycle, so a finished
+    run's model, device cache and (on CUDA) step graphs and their pool stayed until Python's cycle collector ran
+    (a second run in the same process found the first's GPU memory still held: 146 -> 308 -> 373 MB over h22's
+    in-process variants). With the cycle collector off, dropping the last reference must free the model."""
+    import gc
+    import weakref
+
+    model, _ = _run(tiny_llama, "causal_lm", "sst2", {"device_cache": "on"}, epochs=2)
+    assert model.cached_step is not None and model.cached_step.model is model
+    gone = weakref.ref(model)
+    gc.disable()
+    try:
+        del model
+        assert gone() is None
+    finally:
+        gc.enable()

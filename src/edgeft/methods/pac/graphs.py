@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+import weakref
 from contextlib import nullcontext
 
 import torch
@@ -51,11 +52,13 @@ class _ViewStep(nn.Module):
     def __init__(self, model, logits_to_keep: int | None):
         super().__init__()
         self.side, self.task_head = model.side, model.task_head
-        self._model = [model]  # not a submodule: the backbone is not part of the graph's inputs
+        # not a submodule (the backbone is not part of the graph's inputs), and weak: the model holds this step
+        # through its CachedStep, and a cycle would keep the model, its device cache and graphs past its last use
+        self._model = weakref.ref(model)
         self.logits_to_keep = logits_to_keep
 
     def forward(self, idx: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._model[0].view_logits(idx, attention_mask, self.logits_to_keep)
+        return self._model().view_logits(idx, attention_mask, self.logits_to_keep)
 
 
 def bucket_length(length: int, bucket: int) -> int:
@@ -101,7 +104,11 @@ class CachedStep:
     """Runs the cached training forward over the view: bucketed (`bucket` > 0) and graphed (`capture`)."""
 
     def __init__(self, model, bucket: int = 16, capture: bool = True):
-        self.model, self.bucket, self.capture = model, bucket, capture
+        # the model owns this step (model.cached_step): a weak reference back, so that dropping the model frees
+        # its device cache, graphs and their memory pool at once, not whenever Python's cycle collector runs (a
+        # second fine-tune in the same process, a notebook or an in-process sweep, found the first's GPU memory held)
+        self._model = weakref.ref(model)
+        self.bucket, self.capture = bucket, capture
         self.graphs: dict[tuple, nn.Module] = {}
         self.steps: dict[tuple, _WholeStep] = {}
         self.full_batch = 0  # the largest batch seen: only that size is graphed
@@ -112,6 +119,10 @@ class CachedStep:
         self._whole = False  # inside a whole step (its warm-up or capture): no graph of the forward's own
         self._trainable: list | None = None
         self._pool = None  # the step graphs' one memory pool (see _capture)
+
+    @property
+    def model(self):
+        return self._model()
 
     def __call__(self, idx: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int | None,
                  vocab_ids: list[int] | None = None) -> torch.Tensor:
