@@ -68,6 +68,38 @@ def _take_columns(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 2, order[:, None, :].expand(x.shape[0], x.shape[1], order.shape[1]))
 
 
+def _group_params(grid: QuantGrid, W1: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, i1: int, gs: int):
+    """params(i) for _block_columns when groups are computed on the fly: at each group's first column, from the
+    group's columns as they are then (recorded in scales/zeros); the group's (scale, zero) for the others."""
+    current = {}
+
+    def params(i):
+        if (i1 + i) % gs == 0:
+            current["sz"] = _params(grid, W1[:, :, i:i + gs])
+            scales[:, :, (i1 + i) // gs], zeros[:, :, (i1 + i) // gs] = current["sz"]
+        return current["sz"]
+    return params
+
+
+def _block_columns(W1: torch.Tensor, Hinv1: torch.Tensor, grid: QuantGrid, Q1: torch.Tensor, C1: torch.Tensor,
+                   Err1: torch.Tensor, params) -> None:
+    """Quantise one lazy block's columns left to right, pushing each column's scaled error onto the block's later
+    columns; fills Q1 (dequantised), C1 (codes) and Err1 (scaled errors) in place.
+
+    This loop is GPTQ's Python hot spot (one iteration per input column of every layer): each column's results
+    are written straight into their slots of Q1/C1/Err1 (column views made once per block), not into
+    temporaries that are then copied.
+    """
+    dinv = (1.0 / torch.diagonal(Hinv1, dim1=-2, dim2=-1)[:, :, None]).unbind(1)  # (K, 1) per column
+    w_cols, q_cols, c_cols, e_cols = W1.unbind(2), Q1.unbind(2), C1.unbind(2), Err1.unbind(2)
+    for i in range(W1.shape[2]):
+        s, z = params(i)
+        w = w_cols[i]
+        q = grid.dequantize(grid.quantize(w, s, z, out=c_cols[i]), s, z, out=q_cols[i])
+        err = torch.sub(w, q, out=e_cols[i]).mul_(dinv[i])
+        W1[:, :, i:].sub_(err[:, :, None] * Hinv1[:, None, i, i:])  # product, then difference: as addr_ rounds
+
+
 def _gptq(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int, blocksize: int, percdamp: float,
           act_order: bool) -> GPTQResult:
     """The column loop over K row groups at once: W (K, rows, cols), each group with its Hessian H (K, cols, cols)."""
@@ -108,22 +140,11 @@ def _gptq(W: torch.Tensor, H: torch.Tensor, grid: QuantGrid, group_size: int, bl
         C1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[:, i1:i2, i1:i2]
-        dinv = 1.0 / torch.diagonal(Hinv1, dim1=-2, dim2=-1)[:, :, None]  # (K, block, 1)
-        for i in range(i2 - i1):
-            col = i1 + i
-            if static:
-                s, z = S[:, :, col], Z[:, :, col]
-            elif col % gs == 0:
-                s, z = _params(grid, W1[:, :, i:i + gs])
-                scales[:, :, col // gs], zeros[:, :, col // gs] = s, z
-            w = W1[:, :, i]
-            q_int = grid.quantize(w, s, z)
-            q = grid.dequantize(q_int, s, z)
-            C1[:, :, i] = q_int
-            Q1[:, :, i] = q
-            err = (w - q).mul_(dinv[:, i])
-            W1[:, :, i:].sub_(err[:, :, None] * Hinv1[:, None, i, i:])  # product, then difference: as addr_ rounds
-            Err1[:, :, i] = err
+        if static:
+            fixed = (S[:, :, i1:i2].unbind(2), Z[:, :, i1:i2].unbind(2))
+            _block_columns(W1, Hinv1, grid, Q1, C1, Err1, lambda i: (fixed[0][i], fixed[1][i]))
+        else:  # blocks are aligned to groups: a group's parameters come from its columns' up-to-date weights
+            _block_columns(W1, Hinv1, grid, Q1, C1, Err1, _group_params(grid, W1, scales, zeros, i1, gs))
         Q[:, :, i1:i2] = Q1
         codes[:, :, i1:i2] = C1
         losses += (Err1 ** 2).sum(-1) / 2  # (w - q)^2 / [H^-1]_ii^2 / 2, the reference's Losses

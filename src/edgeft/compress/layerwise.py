@@ -8,7 +8,7 @@ layers' errors. Only one block's activations for the calibration set live in mem
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -24,9 +24,10 @@ SEQUENTIAL_GROUPS = {
              ["intermediate.dense"], ["output.dense"]],
 }
 
-# block_hook(view, block index, the block's inputs, batches) is called before a block is compressed and returns
-# a function called once its layers are (norm tweaking records float outputs, then adjusts the block's norms).
-BlockHook = Callable[..., Callable[[], None]]
+# block_hook(view, block index, the block's inputs, batches, the float block's outputs) is called before a block
+# is compressed and returns a function called once its layers are (norm tweaking records float outputs, then
+# adjusts the block's norms); that function may return the block's outputs, which then feed the next block.
+BlockHook = Callable[..., Callable[[], Optional[list[torch.Tensor]]]]
 
 # fn(qualified name in the model, linear layer, Hessian) compresses the layer and returns its stats; it may
 # replace the layer in the model (e.g. by a QuantLinear) as long as the replacement computes the same thing.
@@ -67,8 +68,10 @@ def block_linear_names(model: nn.Module, view, blocks: range | None = None) -> l
 
 
 def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches, device,
-                     weights: Callable[[str, int], torch.Tensor] | None = None) -> dict:
-    """Run block i on every calibration batch and accumulate each layer's input Hessian.
+                     weights: Callable[[str, int], torch.Tensor] | None = None,
+                     outputs: list[torch.Tensor] | None = None) -> dict:
+    """Run block i on every calibration batch and accumulate each layer's input Hessian (the block's outputs
+    are appended to `outputs` when given, so a caller that needs them does not run the block again).
 
     Layers fed the very same tensor (q/k/v after the attention norm, gate/up after the MLP norm)
     share one accumulator, so that matrix is computed once rather than once per layer. With per-layer
@@ -99,7 +102,9 @@ def _record_hessians(view, i: int, layers: dict[str, nn.Module], hidden, batches
     try:
         for k, (h, b) in enumerate(zip(hidden, batches)):
             state.update(mask=b["attention_mask"].bool(), seen={}, k=k)
-            view.run_blocks(h, i, i + 1, b["attention_mask"])
+            out = view.run_blocks(h, i, i + 1, b["attention_mask"])
+            if outputs is not None:
+                outputs.append(out)
             state["first"] = False
     finally:
         for handle in handles:
@@ -117,7 +122,7 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
     token_weights: per layer (qualified name) and batch, a (batch, seq) weight for each token's share of
     the Hessian (edgeft.compress.guidance); None counts every real token once.
     block_hook: see BlockHook (edgeft.compress.norm_tweak.NormTweak); its work runs before the block's
-    outputs become the next block's inputs.
+    outputs become the next block's inputs, and the outputs it returns are those inputs.
     """
     view = backbone.view
     model = backbone.model
@@ -135,17 +140,22 @@ def compress_layerwise(backbone, batches: list[dict], fn: LayerFn, true_sequenti
                 continue
             block = view.blocks[i]
             linears = block_linears(block)
-            after = block_hook(view, i, hidden, batches) if block_hook else None
-            for group in linear_groups(block, view.family, true_sequential):
+            groups = linear_groups(block, view.family, true_sequential)
+            after = block_hook(view, i, hidden, batches) if block_hook and not groups else None
+            for g, group in enumerate(groups):
                 weights = None if token_weights is None else \
                     (lambda n, k, i=i: token_weights[f"{prefix}.{i}.{n}"][k].to(device))
-                accs = _record_hessians(view, i, {n: linears[n] for n in group}, hidden, batches, device, weights)
+                float_out = [] if block_hook and g == 0 else None  # nothing is compressed before the first group
+                accs = _record_hessians(view, i, {n: linears[n] for n in group}, hidden, batches, device, weights,
+                                        float_out)
+                if float_out is not None:
+                    after = block_hook(view, i, hidden, batches, float_out)
                 for n in group:
                     name = f"{prefix}.{i}.{n}"
                     stats[name] = fn(name, linears[n], accs[n].hessian())
-            if after:
-                after()
-            hidden = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
+            out = after() if after else None
+            hidden = out if out is not None else \
+                [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
             if progress:
                 progress()
     finally:

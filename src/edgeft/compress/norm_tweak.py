@@ -46,48 +46,74 @@ NormLoss = Literal["dist", "mse"]
 
 
 class NormTweak:
-    """A block hook for compress_layerwise: called with a block's (quantised-model) inputs before the block
-    is compressed, it records the float outputs and returns the function that tweaks the norms afterwards."""
+    """A block hook for compress_layerwise: called with a block's (quantised-model) inputs and the float block's
+    outputs on them before the block is compressed, it returns the function that tweaks the norms afterwards."""
 
     def __init__(self, lr: float = 1e-4, epochs: int = 1, loss: NormLoss = "mse", seqs_per_step: int = 1,
                  seed: int = 0):
         self.lr, self.epochs, self.loss_fn, self.seqs_per_step, self.seed = lr, epochs, LOSSES[loss], seqs_per_step, seed
         self.stats: dict[int, dict] = {}  # block index -> loss before/after, whether the tweak was kept
 
+    def _slices(self, batch_size: int) -> list[slice]:
+        return [slice(s, s + self.seqs_per_step) for s in range(0, batch_size, self.seqs_per_step)]
+
     def _chunks(self, hidden, batches, targets):
         out = []
         for h, b, t in zip(hidden, batches, targets):
             mask = b["attention_mask"]
-            for s in range(0, h.shape[0], self.seqs_per_step):
-                sl = slice(s, s + self.seqs_per_step)
-                out.append((h[sl].detach(), mask[sl], t[sl].detach()))
+            out.extend((h[sl].detach(), mask[sl], t[sl].detach()) for sl in self._slices(h.shape[0]))
         return out
 
-    def _loss(self, view, i, chunks) -> float:
-        total, n = 0.0, 0
+    @staticmethod
+    def _outputs(view, i, hidden, batches) -> list[torch.Tensor]:
+        """The block's outputs batch by batch, exactly as the layer-wise driver computes the next block's inputs."""
         with torch.no_grad():
-            for h, mask, t in chunks:
-                out = view.run_blocks(h, i, i + 1, mask)
-                tokens = int(mask.sum())
-                total += float(self.loss_fn(out, t, mask.bool())) * tokens
+            return [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
+
+    def _loss(self, outputs, batches, targets) -> float:
+        """The loss per training chunk (seqs_per_step sequences), weighted by its real tokens."""
+        total, n = 0.0, 0
+        for out, b, t in zip(outputs, batches, targets):
+            mask = b["attention_mask"]
+            for sl in self._slices(out.shape[0]):
+                tokens = int(mask[sl].sum())
+                total += float(self.loss_fn(out[sl], t[sl], mask[sl].bool())) * tokens
                 n += tokens
         return total / max(n, 1)
 
-    def __call__(self, view, i: int, hidden: list[torch.Tensor], batches: list[dict]) -> Callable[[], None]:
-        with torch.no_grad():
-            targets = [view.run_blocks(h, i, i + 1, b["attention_mask"]) for h, b in zip(hidden, batches)]
+    def __call__(self, view, i: int, hidden: list[torch.Tensor], batches: list[dict],
+                 outputs: list[torch.Tensor] | None = None) -> Callable[[], list[torch.Tensor] | None]:
+        """outputs: the float block's outputs on `hidden` where the caller has them (its Hessian pass ran that
+        block), else computed here. The returned function gives the tweaked block's outputs on `hidden`."""
+        targets = outputs if outputs is not None else self._outputs(view, i, hidden, batches)
 
-        def tweak() -> None:
-            self.stats[i] = self.tweak(view, i, self._chunks(hidden, batches, targets))
+        def tweak() -> list[torch.Tensor] | None:
+            self.stats[i], out = self.tweak(view, i, hidden, batches, targets)
+            return out
         return tweak
 
-    def tweak(self, view, i: int, chunks) -> dict:
+    def tweak(self, view, i: int, hidden, batches, targets) -> tuple[dict, list[torch.Tensor] | None]:
+        """Tweak block i's norms; returns the stats and the block's outputs with the norms it keeps (the passes
+        that measure the loss before and after already computed them, so the driver need not run it again)."""
         block = view.blocks[i]
         norms = block_norm_weights(block)
         if not norms:
-            return {"norms": 0}
-        before = self._loss(view, i, chunks)
+            return {"norms": 0}, None
+        start = self._outputs(view, i, hidden, batches)
+        before = self._loss(start, batches, targets)
         saved = {n: p.detach().clone() for n, p in norms.items()}
+        self._train(view, i, block, norms, self._chunks(hidden, batches, targets))
+        end = self._outputs(view, i, hidden, batches)
+        after = self._loss(end, batches, targets)
+        kept = after < before
+        if not kept:
+            with torch.no_grad():
+                for n, p in norms.items():
+                    p.copy_(saved[n])
+            end = start
+        return {"norms": len(norms), "loss_before": before, "loss_after": after, "kept": kept}, end
+
+    def _train(self, view, i: int, block: nn.Module, norms: dict[str, nn.Parameter], chunks) -> None:
         flags = {p: p.requires_grad for p in block.parameters()}
         for p in block.parameters():
             p.requires_grad_(False)
@@ -108,10 +134,3 @@ class NormTweak:
             for p, flag in flags.items():
                 p.requires_grad_(flag)
                 p.grad = None
-        after = self._loss(view, i, chunks)
-        kept = after < before
-        if not kept:
-            with torch.no_grad():
-                for n, p in norms.items():
-                    p.copy_(saved[n])
-        return {"norms": len(norms), "loss_before": before, "loss_after": after, "kept": kept}

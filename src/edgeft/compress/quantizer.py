@@ -95,13 +95,21 @@ class QuantGrid:
             zero = torch.round(-xmin / scale).clamp(0, self.maxq)
         return scale, zero
 
-    def quantize(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        """Integer codes in [0, maxq]; scale and zero broadcast against w (e.g. shape (rows, 1))."""
-        return torch.clamp(torch.round(w / scale) + zero, 0, self.maxq)
+    def quantize(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+        """Integer codes in [0, maxq]; scale and zero broadcast against w (e.g. shape (rows, 1)). With `out` (of
+        the broadcast shape) the same floats are computed in place there: GPTQ's column loop then allocates nothing."""
+        if out is None:
+            return torch.clamp(torch.round(w / scale) + zero, 0, self.maxq)
+        return torch.div(w, scale, out=out).round_().add_(zero).clamp_(0, self.maxq)
 
     @staticmethod
-    def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-        return scale * (q - zero)
+    def dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
+        """scale · (q - zero); with `out`, computed in place there (the product commutes exactly)."""
+        if out is None:
+            return scale * (q - zero)
+        return torch.sub(q, zero, out=out).mul_(scale)
 
     def fake_quantize(self, w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
         return self.dequantize(self.quantize(w, scale, zero), scale, zero)

@@ -274,28 +274,43 @@ def _alive(pid: int) -> bool:
 
 def stop_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM a process and every descendant, wait up to `grace` s, then SIGKILL what is left."""
-    pids = _children(proc.pid) + [proc.pid]
+    stop_trees([proc], grace)
+
+
+def _signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        try:
-            proc.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            pass
-    for pid in pids:
-        if _alive(pid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+
+
+def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
+    """Wait up to `timeout` s for the first of `procs` still running (only sleep if none is: descendants remain)."""
+    running = [p for p in procs if p.poll() is None]
+    if not running:
+        time.sleep(timeout)
+        return
     try:
-        proc.wait(timeout=5)
+        running[0].wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         pass
+
+
+def stop_trees(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
+    """stop_tree for several processes at once: their shutdowns overlap (a SuperNode takes about a second to
+    sign off from its SuperLink), so stopping n of them takes one grace period at most, not n."""
+    pids = [pid for proc in procs for pid in _children(proc.pid) + [proc.pid]]
+    _signal(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        _reap(procs, 0.2)
+    _signal([pid for pid in pids if _alive(pid)], signal.SIGKILL)
+    for proc in procs:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
 
 
 def _bin(name: str) -> str:
@@ -356,20 +371,30 @@ class LocalFederation:
         self._wait_for_port(self.port, wait_s)
         if self.auth:
             make_node_keys(self.certs, self.n)
-            for i in range(self.n):
-                self.register(self.certs / f"node-{i}.pub")
+            self.register(*(self.certs / f"node-{i}.pub" for i in range(self.n)))
         for i in range(self.n):
             self.start_supernode(f"supernode-{i}", i, self.certs / f"node-{i}.key" if self.auth else None)
         for i in range(self.n):
             self.wait_for_log(f"supernode-{i}", "SuperNode ID", wait_s)
         return self
 
-    def register(self, public_key: Path) -> None:
-        """`flwr supernode register KEY edgeft-local`: the SuperLink will accept the node holding its private key."""
-        done = subprocess.run([_bin("flwr"), "supernode", "register", str(public_key), CONNECTION], env=self.env,
-                              cwd=self.workdir, capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"registering {public_key} failed: {done.stdout[-1000:]}{done.stderr[-1000:]}")
+    def register(self, *public_keys: Path) -> None:
+        """`flwr supernode register KEY edgeft-local` for each key, the CLIs side by side (each spends a second or
+        two starting Python): the SuperLink will accept the nodes holding the private keys."""
+        runs = {key: subprocess.Popen([_bin("flwr"), "supernode", "register", str(key), CONNECTION], env=self.env,
+                                      cwd=self.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for key in public_keys}
+        failed = []
+        for key, proc in runs.items():
+            try:
+                out, err = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            if proc.returncode != 0:
+                failed.append(f"registering {key} failed: {out[-1000:]}{err[-1000:]}")
+        if failed:
+            raise RuntimeError("\n".join(failed))
 
     def start_supernode(self, name: str, partition: int, key: Optional[Path] = None,
                         insecure: Optional[bool] = None) -> subprocess.Popen:
@@ -432,8 +457,10 @@ class LocalFederation:
         proc.wait(timeout=10)
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            stop_tree(self.procs[name])
+        """Stop every component; the SuperLink last, so the SuperNodes (stopped together) can sign off from it."""
+        stop_trees([p for name, p in self.procs.items() if name != "superlink"])
+        if "superlink" in self.procs:
+            stop_tree(self.procs["superlink"])
 
     def __enter__(self) -> "LocalFederation":
         try:
