@@ -40,9 +40,11 @@ def test_gptq_4bit_g128_on_smollm2_halves_rtn_perplexity_loss(tmp_path):
 
     The issue's 10% target is met only narrowly on this model (docs/benchmarks_compress.md: +9.7% on 32
     windows of 512, +10.3% without norm tweaking, +17.8% without guidance either), too close to assert on
-    this test's 4 short windows; this test guards GPTQ's error feedback working.
+    this test's 4 short windows; this test guards GPTQ's error feedback working. 8 calibration sequences (16
+    until 2026-12-06) keep the suite's time: GPTQ then loses 44% of what RTN loses (28% with 16); with the column
+    loop's error feedback removed it loses 79%, so the 60% bound still tells the two apart.
     """
-    common = dict(model="smollm2-135m", calib_samples=16, calib_seq_len=256, eval_wikitext_windows=4,
+    common = dict(model="smollm2-135m", calib_samples=8, calib_seq_len=256, eval_wikitext_windows=4,
                   eval_seq_len=256, eval_task="none", dtype="float32")
     g128 = {"bits": 4, "group_size": 128, "sym": False, "embedding": False}  # the setting this test was written for
     res = run_compress(CompressConfig(method="gptq", options=g128, out=str(tmp_path / "q"), **common),
