@@ -281,8 +281,8 @@ def test_a_pair_read_as_segments_does_not_pack_and_trains_as_the_cache(tiny_bert
 def test_a_dropped_model_frees_its_device_cache_without_the_cycle_collector(tiny_llama):
     """The model owns its CachedStep, which refers back to it: a strong reference made a cycle, so a finished
     run's model, device cache and (on CUDA) step graphs and their pool stayed until Python's cycle collector ran
-    (a second run in the same process found the first's GPU memory still held: 146 -> 308 -> 373 MB over h22's
-    in-process variants). With the cycle collector off, dropping the last reference must free the model."""
+    (the likely cause of the GPU memory h22 saw grow over in-process variants, 146 -> 308 -> 373 MB; not re-measured
+    on a GPU). With the cycle collector off, dropping the last reference must free the model."""
     import gc
     import weakref
 

@@ -105,8 +105,9 @@ class CachedStep:
 
     def __init__(self, model, bucket: int = 16, capture: bool = True):
         # the model owns this step (model.cached_step): a weak reference back, so that dropping the model frees
-        # its device cache, graphs and their memory pool at once, not whenever Python's cycle collector runs (a
-        # second fine-tune in the same process, a notebook or an in-process sweep, found the first's GPU memory held)
+        # its device cache, graphs and their memory pool at once, not whenever Python's cycle collector runs (with
+        # the cycle, a second fine-tune in the same process, a notebook or an in-process sweep, could find the first
+        # one's memory still held)
         self._model = weakref.ref(model)
         self.bucket, self.capture = bucket, capture
         self.graphs: dict[tuple, nn.Module] = {}
