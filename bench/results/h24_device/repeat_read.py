@@ -20,7 +20,9 @@ for path in sorted(sys.argv[1:]):
     cells[name.rsplit("_p", 1)[0]].append((name, runs))
     print(f"{name}: g1/g2 {said(first_diff(runs['g1']['losses'], runs['g2']['losses']))}; e1/e2 "
           f"{said(first_diff(runs['e1']['losses'], runs['e2']['losses']))} | "
-          + " ".join(f"{k}={v['dev_metric']:.4f}" for k, v in runs.items()))
+          + " ".join(f"{k}={v['dev_metric']:.4f}" for k, v in runs.items())
+          + " | memory at each pass's start (MB): "  # the weak-reference fix: must not grow from g1 to e2
+          + " ".join(f"{k}={v['baseline_memory_mb']:.0f}" for k, v in runs.items()))
 for cell, procs in cells.items():
     (first, ref), rest = procs[0], procs[1:]
     for label in ("g1", "e1"):
