@@ -23,7 +23,7 @@ one() {  # task seed mode blocks epochs
 half() {  # task seed a|b
   if [ $3 = a ]; then one $1 $2 copy 4 0; one $1 $2 local 4 1; else one $1 $2 local 4 3; one $1 $2 full 4 1; fi
 }
-for task in sst2 rte; do
+for task in ${TASKS:-sst2 rte}; do
   for s in $SEEDS; do
     for h in $HALVES; do
       if [ -n "${SERIAL:-}" ]; then half $task $s $h; else half $task $s $h & fi
