@@ -38,11 +38,16 @@ run: install
 		--method pac --strategy hybrid --epochs 4 --train-samples 1024 --dev-samples 200 --batch-size 32 \
 		--max-length 48 --lr 2e-3 --option dropout=0 --time-scale auto --out runs/make-run --overwrite
 
+# The suite runs in TEST_WORKERS pytest-xdist processes (one torch thread each: tests/conftest.py); work stealing
+# keeps both busy to the end. `make test TEST_WORKERS=0` runs it in one process as before (docs/benchmarks.md).
+TEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(TEST_WORKERS) --dist worksteal
+
 test: $(TEST_STAMP)
-	$(PY) -m pytest -v --durations=25
+	$(PY) -m pytest -v --durations=25 $(PYTEST_XDIST)
 
 test-fast: $(TEST_STAMP)
-	$(PY) -m pytest -v --durations=25 -m "not slow"
+	$(PY) -m pytest -v --durations=25 $(PYTEST_XDIST) -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

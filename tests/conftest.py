@@ -1,8 +1,46 @@
-"""The tests' one set of tiny-model fixtures (built by tests/tiny_models.py, once per session)."""
+"""The tests' one set of tiny-model fixtures (built by tests/tiny_models.py, once per session), and the set-up of
+`make test`'s two pytest-xdist workers."""
+
+import os
 
 import pytest
 
 import tiny_models
+
+# Under pytest-xdist (`make test` runs `-n 2` on 2 cores) each worker gets one torch thread, and so do the processes
+# its tests start (unless a test sets their threads itself): two workers at torch's default of one thread per core
+# would oversubscribe the cores. EDGEFT_TEST_THREADS overrides the 1.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER:
+    _threads = os.environ.get("EDGEFT_TEST_THREADS", "1")
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
+    import torch
+
+    torch.set_num_threads(int(_threads))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller: hand each worker the $COLUMNS and $LINES the run was started with. pytest imports
+    readline before it captures output (_pytest.capture._readline_workaround), and GNU readline writes COLUMNS=80
+    and LINES=24 into the process's C environment: os.environ does not show them, the workers inherit them, and
+    edgeft's consoles would then print piped tables 80 columns wide (edgeft.cli.common.wide_console)."""
+    node.workerinput["edgeft_env"] = {k: os.environ.get(k) for k in ("COLUMNS", "LINES")}
+
+
+def pytest_configure(config):
+    for key, value in getattr(config, "workerinput", {}).get("edgeft_env", {}).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the `slow` tests first (a stable sort: every worker collects the same order), so the longest
+    ones (GPTQ on SmolLM2, the Flower deployments) start early instead of leaving one worker alone at the end."""
+    if _XDIST_WORKER:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
