@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import json
 import os
 import platform
@@ -105,6 +106,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="combine variants of earlier reports (all, or the comma-separated VARIANTS; renamed "
                         "NAME@SUFFIX where a suffix is given) into --out, with its summary and plot; runs nothing")
     p.add_argument("--in-process", action="store_true", help="run variants in this process (tests; memory mixes)")
+    p.add_argument("--no-collect", action="store_true",
+                   help="in-process runs (--in-process, --sweep): do not run Python's cycle collector before each "
+                        "(by default it runs, so that no earlier run's model, held by a reference cycle, is still "
+                        "alive with its device memory when the next starts; h25 in bench/results/h25_device)")
     p.add_argument("--keep-losses", action="store_true",
                    help="report every step's training loss (to find where two runs part, h23)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -428,6 +433,15 @@ def save_figure(fig, title: str, out: Path) -> Path:
     return out
 
 
+def collect_first(args):
+    """Before an in-process run: free what earlier runs left in reference cycles (unless --no-collect). One such
+    cycle is PyTorch's: a lazy import of torch._dynamo inside a run goes through torch.fx.wrap, whose frame holds
+    itself, and so every frame above it (that run's model, trainer and device cache) until the collector runs."""
+    if not args.no_collect:
+        gc.collect()
+    return args
+
+
 def run(args) -> dict:
     from rich.console import Console
 
@@ -438,7 +452,7 @@ def run(args) -> dict:
         console.print(f"[bold]{v}[/] ...", highlight=False)
         t0 = time.perf_counter()
         if args.in_process:
-            results[v] = run_variant(v, args)
+            results[v] = run_variant(v, collect_first(args))
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 res_file = Path(tmp) / "result.json"
@@ -473,7 +487,7 @@ def run(args) -> dict:
                 sub.head = item["head"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
-            results[name] = r = run_variant("pac_cache", sub)
+            results[name] = r = run_variant("pac_cache", collect_first(sub))
             console.print(f"  {name}: train {r['train_time_s']:.1f}s · dev {r['dev_metric_name']} {r['dev_metric']}"
                           f" · loss {r['final_train_loss']:.4f} · {time.perf_counter() - t0:.0f}s", highlight=False)
     from edgeft.train.loop import resolve_device
