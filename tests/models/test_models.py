@@ -61,3 +61,37 @@ def test_real_backbones_have_the_documented_shapes():
     enc = mini.tokenizer(["a fine film"], return_tensors="pt")
     with torch.no_grad():
         assert torch.allclose(mini.model(**enc).logits, mini.view.forward(**enc), atol=1e-5)
+
+
+FIRST_LOAD = """
+import gc, sys, weakref
+gc.disable()  # as between two of the cycle collector's rare full passes
+from edgeft.models import load_backbone
+
+
+class Marker:
+    pass
+
+
+def caller():
+    mine = Marker()  # stands for what a caller holds while loading: its model, data, device cache
+    load_backbone(sys.argv[1])
+    return weakref.ref(mine)
+
+
+print("held" if caller()() is not None else "freed")
+"""
+
+
+def test_a_first_model_load_does_not_keep_its_callers_frame_alive(tiny_llama):
+    """A process's first load imports torch._dynamo (through transformers' masking utilities), whose import calls
+    torch.fx.wrap: its frame holds itself and, through f_back, the caller's frame, until the cycle collector runs.
+    load_backbone collects that cycle, so what the caller holds goes when the caller returns. Run in a fresh
+    interpreter, where that import is still to come."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(tiny_llama)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["freed"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -105,6 +107,7 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
 
     if head not in HEAD_KINDS:
         raise ModelError(f"head='{head}' is not a head edgeft builds; use one of {', '.join(HEAD_KINDS)}.")
+    modules_before = len(sys.modules)
     path, local = resolve(name)
     config = load_config(name)
     tokenizer = _load_or_explain(name, path, local, AutoTokenizer.from_pretrained)
@@ -122,4 +125,10 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
+    if len(sys.modules) > modules_before:
+        # A process's first load imports transformers' model code, and through it torch._dynamo, whose import
+        # calls torch.fx.wrap: that frame holds itself (a cycle) and, through f_back, every caller's frame, so
+        # the caller's whole run (a fine-tune's model, device cache, CUDA graphs) would outlive it until Python's
+        # cycle collector happened to run. Collected here, while the callers still run, nothing is held past them.
+        gc.collect()
     return Backbone(name=name, path=path, model=model, tokenizer=tokenizer, arch=arch_of(config, name), head=head)

@@ -5,6 +5,7 @@ Reads like torchtune's recipes: each step is one call to a small component, noth
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from pathlib import Path
@@ -182,6 +183,10 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run.write_metrics(metrics)
     run.event("done", dev_metric=metrics["dev_metric"])
     plot_run(run.events(), task.metric_name, run.path / "training.png")
+    # Modules first imported inside this run (matplotlib's, above; torch._dynamo's through the first model load)
+    # can leave a frame that holds itself (a cycle) and, through f_back, this frame and so the model, its device
+    # cache and CUDA graphs: collected now, the run is freed as it returns, not when the collector happens to run.
+    gc.collect()
     return metrics
 
 
