@@ -433,13 +433,14 @@ def save_figure(fig, title: str, out: Path) -> Path:
     return out
 
 
-def collect_first(args):
-    """Before an in-process run: free what earlier runs left in reference cycles (unless --no-collect). One such
-    cycle is PyTorch's: a lazy import of torch._dynamo inside a run goes through torch.fx.wrap, whose frame holds
-    itself, and so every frame above it (that run's model, trainer and device cache) until the collector runs."""
+def run_in_process(variant: str, args) -> dict:
+    """run_variant in this process, after freeing what earlier runs left in reference cycles (unless
+    --no-collect). One such cycle is PyTorch's: a lazy import of torch._dynamo inside a run goes through
+    torch.fx.wrap, whose frame holds itself, and so every frame above it (that run's model, trainer and device
+    cache) until the collector runs."""
     if not args.no_collect:
         gc.collect()
-    return args
+    return run_variant(variant, args)
 
 
 def run(args) -> dict:
@@ -452,7 +453,7 @@ def run(args) -> dict:
         console.print(f"[bold]{v}[/] ...", highlight=False)
         t0 = time.perf_counter()
         if args.in_process:
-            results[v] = run_variant(v, collect_first(args))
+            results[v] = run_in_process(v, args)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 res_file = Path(tmp) / "result.json"
@@ -487,7 +488,7 @@ def run(args) -> dict:
                 sub.head = item["head"]
             name = f"pac_cache:{item['label']}"
             t0 = time.perf_counter()
-            results[name] = r = run_variant("pac_cache", collect_first(sub))
+            results[name] = r = run_in_process("pac_cache", sub)
             console.print(f"  {name}: train {r['train_time_s']:.1f}s · dev {r['dev_metric_name']} {r['dev_metric']}"
                           f" · loss {r['final_train_loss']:.4f} · {time.perf_counter() - t0:.0f}s", highlight=False)
     from edgeft.train.loop import resolve_device

@@ -67,7 +67,8 @@ def test_a_worker_gets_every_option_of_the_run():
              "--compile-bucket", "32", "--profile-epoch", "2", "--out", "o.json", "--label", "x", "--sweep", "s.json",
              "--keep-losses"]
     args = bench.parse_args(given)
-    run_only = {"merge", "in_process", "no_collect", "worker", "worker_out"}  # how this process runs, not what a variant does
+    # how this process runs, not what a variant does
+    run_only = {"merge", "in_process", "no_collect", "worker", "worker_out"}
     forwarded = vars(bench.parse_args(bench.sys_argv_of(args)))
     assert {k: v for k, v in forwarded.items() if k not in run_only} == \
         {k: v for k, v in vars(args).items() if k not in run_only}
