@@ -108,8 +108,6 @@ def write_folder(a, state: dict) -> None:
 
     src, _ = resolve(a.model)
     out = Path(a.out)
-    if out.exists():
-        shutil.rmtree(out)
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("*.safetensors", "*.bin", "*.pt", "*.index.json"))
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
     if state:
@@ -122,6 +120,8 @@ def write_folder(a, state: dict) -> None:
 
 def main(argv=None) -> None:
     a = parse_args(argv)
+    if Path(a.out).exists():  # never replace a folder someone has (warm.sh writes fresh ones and removes them)
+        raise SystemExit(f"--out {a.out}: already exists; give a new folder or remove this one first")
     report = {"args": vars(a)}
     if a.mode == "copy":
         write_folder(a, {})
