@@ -110,6 +110,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="in-process runs (--in-process, --sweep): do not run Python's cycle collector before each "
                         "(by default it runs, so that no earlier run's model, held by a reference cycle, is still "
                         "alive with its device memory when the next starts; h25 in bench/results/h25_device)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="torch's deterministic kernels in every variant (TrainConfig.deterministic)")
     p.add_argument("--keep-losses", action="store_true",
                    help="report every step's training loss (to find where two runs part, h23)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -247,7 +249,7 @@ def run_variant(variant: str, args) -> dict:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, lr=lr,
                       device=str(device), seed=train_seed, log_every=10**9, precision=args.precision,
                       compile="off" if method_name == "pac" else args.compile, compile_bucket=args.compile_bucket,
-                      weight_decay=args.weight_decay)
+                      weight_decay=args.weight_decay, deterministic=args.deterministic)
     precision = Precision(args.precision, device)
     # One untimed forward through the model (and so the backbone) for every variant, so CUDA/cuBLAS start-up is
     # in nobody's epoch 1. No sample ids: PAC computes it without touching its cache.
@@ -295,6 +297,7 @@ def run_variant(variant: str, args) -> dict:
     out = {
         "variant": variant, "method": method_name, "options": method.options.model_dump(), "lr": trainer.lr,
         "weight_decay": args.weight_decay,
+        "deterministic": args.deterministic,
         # PAC's side_init as this run resolved it (the option may be auto) and why
         "side_init": pac_spec["side_init"] if pac_spec else None,
         "side_init_why": getattr(model, "side_init_why", None),
@@ -557,6 +560,8 @@ def sys_argv_of(args) -> list[str]:
         words += ["--profile-epoch", str(args.profile_epoch)]
     if args.keep_losses:
         words += ["--keep-losses"]
+    if args.deterministic:
+        words += ["--deterministic"]
     for flag, values in (("--lr", args.lr), ("--pac-option", args.pac_option), ("--lora-option", args.lora_option)):
         for v in values:
             words += [flag, v]

@@ -98,6 +98,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run")
     p.add_argument("--device", default="auto")
+    p.add_argument("--deterministic", action="store_true", help="torch's deterministic kernels in every run")
     p.add_argument("--work", default=None, help="folder for the per-run reports and the user files "
                                                 "(default: <out stem>_runs next to --out)")
     p.add_argument("--out", default="bench/results/quality/quality.json")
@@ -238,6 +239,8 @@ def plan_runs(args, work: Path) -> list[dict]:
                         words += ["--holdout-min-words", str(args.holdout_min_words)]
                     if args.threads:
                         words += ["--threads", str(args.threads)]
+                    if args.deterministic:
+                        words += ["--deterministic"]
                     for v in args.lr:
                         words += ["--lr", v]
                     if method == "lora":

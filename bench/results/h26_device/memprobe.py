@@ -47,7 +47,7 @@ def main(out: str, shape: str = "smollm2") -> None:
         model, result = _run(path, options, shape)
         step = getattr(model, "cached_step", None)
         replays = step.describe() if step is not None else None
-        del model, result
+        del model, result, step  # the step holds its graphs and their pool (the first call's version kept it: 19 MB)
         gc.collect()
         rows.append({"at": f"after {name}, model dropped and collected", "mb": mb(), "cached_step": replays})
         if clear_after and DEVICE == "cuda":

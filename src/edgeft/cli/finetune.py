@@ -32,6 +32,8 @@ def register(app: typer.Typer) -> None:
         precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
         compile: Optional[str] = typer.Option(None, "--compile", help="off (default) | default | reduce-overhead: "
                                               "torch.compile the training step (not PAC; edgeft.train.compiled)"),
+        deterministic: bool = typer.Option(False, "--deterministic", help="torch's deterministic kernels: a seeded "
+                                           "run on a GPU repeats bit for bit (slower where a kernel must change)"),
         out: Optional[str] = typer.Option(None, help="run directory"),
         config: Optional[Path] = typer.Option(None, help="YAML file with the same keys as FinetuneConfig"),
         resume: bool = typer.Option(False, help="continue from the run directory's checkpoint"),
@@ -44,7 +46,8 @@ def register(app: typer.Typer) -> None:
         task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
                      "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "seed": seed,
-                      "device": device, "precision": precision, "compile": compile}
+                      "device": device, "precision": precision, "compile": compile,
+                      "deterministic": deterministic or None}
         cfg = FinetuneConfig.load(config, {
             "model": model, "method": method, "head": head, "out": out,
             "method_options": parse_options(option) or None, "resume": resume or None,

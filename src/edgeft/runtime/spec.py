@@ -42,6 +42,7 @@ class RuntimeTrain(TrainConfig):
         "device": "the launcher places each rank",
         "compile": "the strategies run their steps eager",
         "compile_bucket": "the strategies run their steps eager",
+        "deterministic": "the strategies' workers do not switch torch's deterministic kernels on",
     }
 
     micro_batches: Optional[int] = Field(None, ge=1, description="hybrid: micro-batches per step (None: the planner picks)")

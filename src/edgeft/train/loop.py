@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import CacheError
 from edgeft.train.compiled import CompileMode, compiled_forward
+from edgeft.train.determinism import deterministic_kernels
 from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
 from edgeft.train.optim import build_optimizer
@@ -46,6 +47,9 @@ class TrainConfig(BaseModel):
     compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
                                                        "tokens (>= max_length: one width, one graph)")
     seed: int = 0
+    deterministic: bool = Field(False, description="torch's deterministic kernels for the run, so that a seeded run "
+                                                   "on a GPU repeats bit for bit, also under other processes' load "
+                                                   "(edgeft.train.determinism); slower where a kernel has to change")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -205,7 +209,8 @@ class Trainer:
 
     def fit(self, resume_from: Path | None = None) -> TrainResult:
         self._result, self._resume_from = TrainResult(), resume_from
-        drive(self, len(self.train_feats), self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)
+        with deterministic_kernels(self.cfg.deterministic):
+            drive(self, len(self.train_feats), self.cfg.batch_size, self.cfg.seed, self.cfg.epochs)
         self._flush_losses()  # a run stopped inside an epoch still reports every step's loss
         result = self._result
         result.peak_memory_mb, result.memory_kind = self._memory.peak_mb(), self._memory.kind

@@ -65,7 +65,7 @@ def test_a_worker_gets_every_option_of_the_run():
              "--lora-option", "r=2", "--taps", "all", "--eval", "each", "--holdout", "9", "--holdout-beyond", "11", "--holdout-min-words", "4", "--weight-decay", "0.1", "--threads", "1",
              "--device", "cpu", "--precision", "bf16", "--frozen-cast", "all", "--compile", "default",
              "--compile-bucket", "32", "--profile-epoch", "2", "--out", "o.json", "--label", "x", "--sweep", "s.json",
-             "--keep-losses"]
+             "--keep-losses", "--deterministic"]
     args = bench.parse_args(given)
     # how this process runs, not what a variant does
     run_only = {"merge", "in_process", "no_collect", "worker", "worker_out"}

@@ -19,12 +19,13 @@ from edgeft.train.recipe import make_loss_fn
 from test_pac_model import CASES, setup
 
 
-def _run(path, head, task, options, epochs=3, device="cpu", grad_accum=1, max_length=16):
+def _run(path, head, task, options, epochs=3, device="cpu", grad_accum=1, max_length=16, deterministic=False):
     # the device view serves the joint encoding; a pair read as two segments does not pack (test_pair_encoding.py)
     t, bb, feat, method, model = setup(path, head, {"taps": "every:2", "pair_encoding": "joint", **options}, task=task,
                                        max_length=max_length)
     model = method.place(model, device)
-    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device, grad_accum=grad_accum)
+    cfg = TrainConfig(epochs=epochs, batch_size=8, lr=1e-2, device=device, grad_accum=grad_accum,
+                      deterministic=deterministic)
     result = Trainer(model, method, feat, feat.encode(t.train), cfg, make_loss_fn(feat)).fit()
     return model, result
 
@@ -213,6 +214,19 @@ def test_a_cached_run_repeats_itself_exactly(graphed, tiny_llama, monkeypatch):
         assert torch.equal(x, y), n
     if graphed:
         assert a.cached_step.step_replays > 0 and sum(s.graph is not None for s in a.cached_step.steps.values()) > 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_deterministic_graphed_run_captures_its_steps_and_repeats_itself(tiny_llama, monkeypatch):
+    """train.deterministic with PAC's whole-step graphs: every kernel of the fill and the cached step has a
+    deterministic version that can be captured (none is refused, no step graph falls back), and the run repeats."""
+    monkeypatch.setattr(graphs, "WARM_STEPS", 1)
+    opts = {"dropout": 0.1, "device_cache": "on", "graph_bucket": 4}
+    (a, ra), (b, rb) = [_run(tiny_llama, "causal_lm", "sst2", opts, epochs=6, device="cuda", max_length=32,
+                             deterministic=True) for _ in range(2)]
+    assert ra.losses == rb.losses
+    assert a.cached_step.step_failed is None and a.cached_step.step_replays > 0
+    assert not torch.are_deterministic_algorithms_enabled()  # restored after each run
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
