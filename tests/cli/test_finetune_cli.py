@@ -194,3 +194,11 @@ def test_eval_reads_a_users_file_through_the_adapters_own_prompt(tiny_llama, tmp
                     "--text-column", "body", "--label-column", "verdict")
     assert "(4 examples)" in shown
     assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]
+
+
+def test_finetune_deterministic_reaches_the_run_and_its_saved_config(tiny_llama, tmp_path):
+    import yaml
+
+    _invoke("finetune", "--model", tiny_llama, "--task", "sst2", "--method", "lora", "--train-samples", 16,
+            "--dev-samples", 4, "--max-length", 16, "--deterministic", "--out", tmp_path / "run")
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["deterministic"] is True

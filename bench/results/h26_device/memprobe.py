@@ -54,7 +54,8 @@ def main(out: str, shape: str = "smollm2") -> None:
             torch._C._cuda_clearCublasWorkspaces()
             rows.append({"at": f"after {name}, cuBLAS workspaces cleared", "mb": mb()})
         print(json.dumps(rows[-1]), flush=True)
-    report = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE, "shape": shape, "rows": rows}
+    gpu = torch.cuda.get_device_name() if DEVICE == "cuda" else DEVICE
+    report = {"torch": torch.__version__, "gpu": gpu, "shape": shape, "rows": rows}
     Path(out).write_text(json.dumps(report, indent=2))
 
 

@@ -4,9 +4,10 @@
 set -uo pipefail
 source bench/results/h25_device/device_env.sh
 W=/root/w/h26p; mkdir -p $R/press $W
+CAPS=(${CAPS:-0.018})  # fractions of the GPU for processes 1-6, in turn (the first call: 0.018 for all)
 echo '[{"label": "g1", "options": {}}]' > $W/sweep.json
 for i in $(seq 1 12); do
-  cap=0; [ $i -le 6 ] && cap=0.018
+  cap=0; [ $i -le 6 ] && cap=${CAPS[$(( (i - 1) % ${#CAPS[@]} ))]}
   python3 - $cap bench/pac_vs_baselines.py --model smollm2-135m --train-samples 1000 --batch-size 16 --max-length 128 \
     --seed 0 --train-seed 1 --eval last --device auto --in-process --out $R/press/mrpc_s1_cap${cap}_p$i.json \
     --label "h26 pressure: cap $cap process $i" --task mrpc --dev-samples 500 --threads 1 --variants "" \

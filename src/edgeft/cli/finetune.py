@@ -32,8 +32,8 @@ def register(app: typer.Typer) -> None:
         precision: Optional[str] = typer.Option(None, help="fp32 | tf32 (CUDA) | bf16 | fp16 | auto (default; fp32 for now, docs/benchmarks_pac.md#performance says why)"),
         compile: Optional[str] = typer.Option(None, "--compile", help="off (default) | default | reduce-overhead: "
                                               "torch.compile the training step (not PAC; edgeft.train.compiled)"),
-        deterministic: bool = typer.Option(False, "--deterministic", help="torch's deterministic kernels: a seeded "
-                                           "run on a GPU repeats bit for bit (slower where a kernel must change)"),
+        deterministic: bool = typer.Option(False, "--deterministic", help="torch's deterministic kernels (no float "
+                                           "atomics whose order the GPU decides); slower where a kernel must change"),
         out: Optional[str] = typer.Option(None, help="run directory"),
         config: Optional[Path] = typer.Option(None, help="YAML file with the same keys as FinetuneConfig"),
         resume: bool = typer.Option(False, help="continue from the run directory's checkpoint"),

@@ -1,12 +1,14 @@
-"""Bit-for-bit repeatable training on a GPU: torch's deterministic kernels for the length of one run.
+"""torch's deterministic kernels for the length of one run (`train.deterministic`, `finetune --deterministic`).
 
-A seeded run on CUDA can still part from itself: some kernels add floats with atomics, in an order that depends on
-how the GPU schedules them, and the order changes under load from other processes (docs/benchmarks_pac.md, h26). With
-`train.deterministic` the run uses torch's deterministic kernels (`torch.use_deterministic_algorithms`), cuDNN's
-deterministic algorithms without autotuning, and the cuBLAS workspace setting PyTorch's reproducibility notes ask
-for. Written here rather than taken from transformers' `enable_full_determinism`, which also sets
-CUDA_LAUNCH_BLOCKING=1 (every kernel launch would wait: PAC's cached epochs are launch-bound) and reseeds (edgeft's
-trainer seeds on its own). The switches are process-wide, so they are restored when the run ends.
+Some CUDA kernels add floats with atomics, in an order the GPU's scheduling decides, so a seeded run can end
+elsewhere than the same run before it. With `train.deterministic` the run uses torch's deterministic kernels
+(`torch.use_deterministic_algorithms`), cuDNN's deterministic algorithms without autotuning, and the cuBLAS workspace
+setting PyTorch's reproducibility notes ask for: that cause is gone, at a cost in time (PAC on SmolLM2, one H100:
++17%). It is not shown to be the only cause: on a GPU shared by 24 runs, one first run of 54 still parted from its
+twins with it on (docs/benchmarks_pac.md, h26). Written here rather than taken from transformers'
+`enable_full_determinism`, which also sets CUDA_LAUNCH_BLOCKING=1 (every kernel launch would wait: PAC's cached
+epochs are launch-bound) and reseeds (edgeft's trainer seeds on its own). The switches are process-wide, so they
+are restored when the run ends.
 """
 
 from __future__ import annotations

@@ -47,9 +47,9 @@ class TrainConfig(BaseModel):
     compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
                                                        "tokens (>= max_length: one width, one graph)")
     seed: int = 0
-    deterministic: bool = Field(False, description="torch's deterministic kernels for the run, so that a seeded run "
-                                                   "on a GPU repeats bit for bit, also under other processes' load "
-                                                   "(edgeft.train.determinism); slower where a kernel has to change")
+    deterministic: bool = Field(False, description="torch's deterministic kernels for the run: no float atomics "
+                                                   "whose order the GPU decides (edgeft.train.determinism says what "
+                                                   "it does not cover); slower where a kernel has to change")
 
 
 def resolve_device(name: str) -> torch.device:
