@@ -87,8 +87,21 @@ def test_own_generation_csv_with_named_columns(tmp_path):
 def test_own_data_empty_field_is_an_error(tmp_path):
     p = tmp_path / "mine.jsonl"
     p.write_text('{"text": "fine", "label": "a"}\n{"text": "", "label": "b"}\n')
-    with pytest.raises(DataError, match=r"mine.jsonl:2: field 'text' is empty"):
+    with pytest.raises(DataError, match=r"mine.jsonl:2: field 'text' is empty; fill it in or remove this row"):
         load_task(TaskConfig(name="mine", data_file=str(p)))
+
+
+def test_a_text_column_of_another_name_is_named_with_the_option_that_reads_it(tmp_path):
+    """A CSV whose text column is 'sentence': the error names file, line and the columns there, and the option
+    (CLI and config key) that points edgeft at it; with that option the same file loads."""
+    p = tmp_path / "reviews.csv"
+    p.write_text('sentence,label\n"great, really",pos\n"awful, just awful",neg\n"fine",neg\n"superb",pos\n')
+    with pytest.raises(DataError, match=r"reviews.csv:2: missing field 'text' \(fields present: sentence, label\)\. "
+                                        r"If the column has another name, give it with --text-column "
+                                        r"\(task.text_column in a config file\)"):
+        load_task(TaskConfig(name="reviews", data_file=str(p)))
+    task = load_task(TaskConfig(name="reviews", data_file=str(p), text_column="sentence", dev_fraction=0.25))
+    assert sorted(e["text"] for e in task.train + task.dev) == ["awful, just awful", "fine", "great, really", "superb"]
 
 
 def test_unknown_task_config_key():
@@ -135,3 +148,14 @@ def test_label_words_sharing_a_first_token_are_an_error_that_names_the_way_out(t
     with pytest.raises(ConfigError, match=r"share a first token.*--head classifier"):
         Featurizer(task, tok, "verbalize", max_length=32)
     Featurizer(task, tok, "classify", max_length=32)  # a classification head reads no label words
+
+
+def test_a_file_whose_kind_cannot_be_told_names_its_fields_and_the_options(tmp_path):
+    p = tmp_path / "pc.jsonl"
+    p.write_text('{"prompt": "2+2=", "completion": "4"}\n{"prompt": "3+3=", "completion": "6"}\n'
+                 '{"prompt": "4+4=", "completion": "8"}\n')
+    with pytest.raises(ConfigError, match=r"pc.jsonl: cannot tell the task kind.*\(fields present: prompt, "
+                                          r"completion\)\. Name the columns with --response-column"):
+        load_task(TaskConfig(name="pc", data_file=str(p)))
+    task = load_task(TaskConfig(name="pc", data_file=str(p), instruction_column="prompt", response_column="completion"))
+    assert task.kind == "generation" and sorted(e["response"] for e in task.train + task.dev) == ["4", "6", "8"]

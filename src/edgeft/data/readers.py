@@ -128,13 +128,17 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
     raise DataError(f"{path}: unsupported file type '{suffix}'. Use .jsonl, .csv or .tsv.")
 
 
-def require_field(path: Path, lineno: int, row: dict, key: str, *, allow_empty: bool = False) -> str:
-    """The string value of `key` in a record, or a DataError naming file, line and field."""
+def require_field(path: Path, lineno: int, row: dict, key: str, *, allow_empty: bool = False,
+                  column_option: str | None = None) -> str:
+    """The string value of `key` in a record, or a DataError naming file, line and field (and, for a user's file,
+    `column_option`: the TaskConfig key that names this column, so the error says how to point edgeft at another)."""
     if key not in row:
-        raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row)}).")
+        hint = (f" If the column has another name, give it with --{column_option.replace('_', '-')} "
+                f"(task.{column_option} in a config file)." if column_option else "")
+        raise DataError(f"{path}:{lineno}: missing field '{key}' (fields present: {', '.join(row)}).{hint}")
     value = row[key]
     if value is None or (isinstance(value, str) and not allow_empty and not value.strip()):
-        raise DataError(f"{path}:{lineno}: field '{key}' is empty.")
+        raise DataError(f"{path}:{lineno}: field '{key}' is empty; fill it in or remove this row.")
     if not isinstance(value, (str, int, float)):
         raise DataError(f"{path}:{lineno}: field '{key}' must be text or a number, found {type(value).__name__}.")
     return str(value)

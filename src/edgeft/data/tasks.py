@@ -292,17 +292,19 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[
     if text2_column is None and records and PAIR_FIELD in records[0][1] and kind != "generation":
         text2_column = PAIR_FIELD  # the documented record format's second text: never dropped silently
     for lineno, row in records:
+        def column(option: str, name: str | None = None, **kw) -> str:  # the TaskConfig key naming it, for errors
+            return require_field(path, lineno, row, name or getattr(cfg, option), column_option=option, **kw)
+
         ex = {"id": f"{path.name}-{split}-{lineno}", "_where": f"{path}:{lineno}"}
         if kind == "generation":
-            ex["instruction"] = require_field(path, lineno, row, cfg.instruction_column)
-            ex["input"] = (require_field(path, lineno, row, cfg.input_column, allow_empty=True)
-                           if cfg.input_column in row else "")
-            ex["response"] = require_field(path, lineno, row, cfg.response_column)
+            ex["instruction"] = column("instruction_column")
+            ex["input"] = column("input_column", allow_empty=True) if cfg.input_column in row else ""
+            ex["response"] = column("response_column")
         else:
-            ex["text"] = require_field(path, lineno, row, cfg.text_column)
+            ex["text"] = column("text_column")
             if text2_column:
-                ex["text2"] = require_field(path, lineno, row, text2_column)
-            ex["label"] = require_field(path, lineno, row, cfg.label_column).strip()
+                ex["text2"] = column("text2_column", text2_column)
+            ex["label"] = column("label_column").strip()
         out.append(ex)
     if not out:
         raise DataError(f"{path}: no data rows.")
@@ -320,8 +322,8 @@ def _infer_kind(path: Path, cfg: TaskConfig) -> str:
         return "classification"
     raise ConfigError(
         f"{path}: cannot tell the task kind: the first row has neither '{cfg.response_column}' (generation) "
-        f"nor '{cfg.label_column}' (classification). Name the columns with --response-column/--label-column "
-        "or set --task-kind."
+        f"nor '{cfg.label_column}' (classification) (fields present: {', '.join(first)}). Name the columns with "
+        "--response-column/--label-column (and --instruction-column, --text-column) or set --task-kind."
     )
 
 
