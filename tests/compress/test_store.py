@@ -97,6 +97,18 @@ def test_bad_methods_and_options_are_refused(tiny_word_llama, method, options, m
         step.apply(src, StepContext("wikitext2", []), o)
 
 
+@pytest.mark.parametrize("method,options,match", [
+    ("gptq", {"bits": 3}, "bits=3: unsupported quantisation width"),
+    ("rtn", {"group_size": 4}, "group_size=4: use -1"),
+    ("sparsegpt", {"pattern": "4:2"}, "0 < N < M"),
+    ("magnitude", {"pattern": "2-4"}, "expected N:M"),
+])
+def test_a_quantiser_width_group_or_sparsity_pattern_is_refused_when_the_options_are_read(method, options, match):
+    """Before any model is opened (a 135M model loads for seconds first, and GPTQ's progress bar used to start)."""
+    with pytest.raises(ConfigError, match=match):
+        get_step(method, options)
+
+
 def test_quantising_twice_or_after_sparsity_is_refused(tiny_word_llama, tmp_path):
     apply(tiny_word_llama, "rtn", {"bits": 4, "group_size": 32}, tmp_path / "q")
     apply(tiny_word_llama, "magnitude", {"sparsity": 0.5}, tmp_path / "s")

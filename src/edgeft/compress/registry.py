@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeft.compress.distill import DistillOptions
 from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embedding
@@ -116,6 +116,16 @@ class QuantOptions(StepOptions):
     sym: bool = True
     mse: bool = False  # search a clipped range per group (the reference Quantizer's mse option)
 
+    @field_validator("bits")
+    @classmethod
+    def _packable(cls, bits: int) -> int:  # refused when the options are read, before the model loads
+        return check_bits(bits)
+
+    @field_validator("group_size")
+    @classmethod
+    def _group(cls, group_size: int) -> int:
+        return check_group_size(group_size)
+
 
 def _swap_quantized(model, name: str, lin, codes, scales, zeros, bits: int, group_size: int) -> None:
     set_module(model, name, QuantLinear.from_codes(lin, codes, scales, zeros, bits, group_size))
@@ -145,7 +155,6 @@ class RTN(_Quantize):
         return f"RTN {o.bits}-bit g{o.group_size}" + (" mse" if o.mse else "")
 
     def apply(self, source, ctx, o, progress=None):
-        check_bits(o.bits), check_group_size(o.group_size)
         model, view = source.backbone.model, source.backbone.view
         names = block_linear_names(model, view)
         grid = QuantGrid(o.bits, o.sym, o.mse)
@@ -212,7 +221,6 @@ class GPTQ(_Quantize):
         return o
 
     def apply(self, source, ctx, o, progress=None):
-        check_bits(o.bits), check_group_size(o.group_size)
         model = source.backbone.model
         grid = QuantGrid(o.bits, o.sym, o.mse)
         packed = {}
@@ -247,6 +255,12 @@ class GPTQ(_Quantize):
 class SparsityOptions(StepOptions):
     sparsity: float = Field(0.5, ge=0.0, lt=1.0)
     pattern: Optional[str] = None  # "2:4": N of every M consecutive input weights pruned (overrides sparsity)
+
+    @field_validator("pattern")
+    @classmethod
+    def _n_of_m(cls, pattern: Optional[str]) -> Optional[str]:  # refused when the options are read
+        parse_pattern(pattern)
+        return pattern
 
 
 def _sparse_label(kind: str, o) -> str:
