@@ -75,8 +75,8 @@ def test_a_method_without_cost_model_or_blockwise_support_gets_clear_errors(thro
     with pytest.raises(ConfigError, match="'nocost-probe-test' has no cost model for planning"):
         planmod.make_table(arch, "nocost-probe-test", 4, 64, {})
     with pytest.raises(ConfigError, match="'nocost-probe-test' cannot run block by block"):
-        check_blockwise_method(SimpleNamespace(spec=SimpleNamespace(method="nocost-probe-test")))
-    check_blockwise_method(SimpleNamespace(spec=SimpleNamespace(method="side-probe-test")))  # no error
+        check_blockwise_method(SimpleNamespace(spec=SimpleNamespace(method="nocost-probe-test", strategy="hybrid")))
+    check_blockwise_method(SimpleNamespace(spec=SimpleNamespace(method="side-probe-test", strategy="hybrid")))
     assert get_method("side-probe-test").fills_cache_first("hybrid")
     assert not get_method("nocost-probe-test").fills_cache_first("hybrid")
 

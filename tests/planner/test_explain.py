@@ -55,9 +55,10 @@ def test_piped_plan_keeps_whole_cells_explains_idle_devices_and_baselines(tmp_pa
         assert any(line.startswith(f"{device} idle: as a replica of stage 0 (blocks 0..29)") for line in lines)
     for name in ("data-parallel", "standalone (best device)"):  # label and note whole, on one line
         assert any(name in line and BASELINES[name] in line for line in lines)
-    again = CliRunner().invoke(build_app(), [*args, "--strategy", "deft"])
+    lora = [a if a != "pac" else "lora" for a in args]  # deft trains blocks by backprop: PAC is refused there
+    again = CliRunner().invoke(build_app(), [*lora, "--strategy", "deft"])
     assert again.exit_code != 0 and "already exists: pass --overwrite" in str(again.exception)
-    res = CliRunner().invoke(build_app(), [*args, "--strategy", "deft", "--overwrite"])
+    res = CliRunner().invoke(build_app(), [*lora, "--strategy", "deft", "--overwrite"])
     assert res.exit_code == 0, res.output
     assert any("offloading" in line and BASELINES["offloading"] in line for line in res.stdout.splitlines())
 

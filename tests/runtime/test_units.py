@@ -87,6 +87,23 @@ def test_malformed_cluster_file_names_field(tmp_path):
         launch(cfg.model_copy(update={"cluster": str(tmp_path / "y.yaml")}))
 
 
+@pytest.mark.parametrize("method,strategy,match", [
+    ("pac", "split", r"method 'pac' cannot run under the split strategy: .*Use --strategy hybrid, or with split one "
+                     r"of: bitfit, full, lora\."),
+    ("pac", "deft", r"method 'pac' cannot run under the deft strategy"),
+    ("prompt", "hybrid", r"method 'prompt' cannot run block by block .*Use one of: bitfit, full, lora, pac\."),
+])
+def test_a_method_its_strategy_cannot_run_is_refused_before_any_process_starts(tmp_path, method, strategy, match):
+    """PAC under split or deft used to start every worker and die in each with an AttributeError."""
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model="smollm2-135m", task={"name": "sst2"},
+                       method=method, strategy=strategy, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=match):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()  # nothing written
+
+
 def test_plan_that_does_not_fit_is_a_plan_error():
     from edgeft.models.arch import PRESETS
     from edgeft.planner.cluster import parse_cluster

@@ -39,6 +39,11 @@ def register(app: typer.Typer) -> None:
         from edgeft.planner.split_model import SplitSettings
         from edgeft.runtime.placement import make_table
 
+        from edgeft.methods.base import strategy_refusal
+
+        problem = strategy_refusal(method, strategy)
+        if problem:  # a plan `edgeft launch` could not run
+            raise ConfigError(problem)
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
                               "another --out.")

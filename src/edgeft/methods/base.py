@@ -71,6 +71,8 @@ class Method:
     # Whether the block-wise strategies (deft, split, hybrid) can run it: they call the backbone's blocks one
     # by one, so whatever the method trains must live in (or beside) the blocks, not in the model's own forward.
     supports_blockwise: ClassVar[bool] = False
+    # Which of those block-wise strategies can run it (when supports_blockwise); strategy_problem says why not.
+    blockwise_strategies: ClassVar[tuple[str, ...]] = ("deft", "split", "hybrid")
     # Whether training runs backward through the backbone's blocks. False: the backbone only runs forward,
     # without autograd, and a network beside it trains on what it taps (calibration times no block backward).
     trains_backbone: ClassVar[bool] = True
@@ -121,6 +123,11 @@ class Method:
         """The options (as given) for a calibration build that times the backbone pass (cached=False) or the
         cached step (cached=True)."""
         return dict(options)
+
+    @classmethod
+    def strategy_problem(cls, strategy: str) -> str:
+        """Why `strategy`, one of the block-wise strategies not in blockwise_strategies, cannot run this method."""
+        return f"its block-wise training is written for {', '.join(cls.blockwise_strategies)} only"
 
     @classmethod
     def blockwise_problem(cls) -> str:
@@ -198,6 +205,21 @@ def method_class(name: str) -> type[Method]:
     if name not in METHODS:
         raise ConfigError(f"unknown method '{name}'. Choose one of: {', '.join(sorted(METHODS))}.")
     return METHODS[name]
+
+
+def strategy_refusal(name: str, strategy: str) -> str | None:
+    """Why the collaborative `strategy` cannot run method `name`, with what to use instead; None when it can.
+    Asked before a launch starts any process, and again by each worker."""
+    cls = method_class(name)
+    runs = sorted(n for n, c in METHODS.items() if c.supports_blockwise and strategy in c.blockwise_strategies)
+    if not cls.supports_blockwise:
+        return (f"method '{name}' cannot run block by block (split, deft, pipeline): {cls.blockwise_problem()}. "
+                f"Use one of: {', '.join(runs)}.")
+    if strategy not in cls.blockwise_strategies:
+        return (f"method '{name}' cannot run under the {strategy} strategy: {cls.strategy_problem(strategy)}. "
+                f"Use --strategy {' or '.join(cls.blockwise_strategies)}, or with {strategy} one of: "
+                f"{', '.join(runs)}.")
+    return None
 
 
 def costed_methods() -> tuple[str, ...]:

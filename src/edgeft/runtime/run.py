@@ -149,7 +149,11 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.checkpoint import latest
     from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
+    from edgeft.methods.base import strategy_refusal
 
+    problem = strategy_refusal(cfg.method, cfg.strategy)
+    if problem:  # before any process starts (each worker asks again)
+        raise ConfigError(problem)
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
         cluster = placement.pick(cluster, cfg.devices)

@@ -179,6 +179,7 @@ class PAC(Method):
     Options = PacOptions
     priced_as = "pac"
     supports_blockwise = True
+    blockwise_strategies = ("hybrid",)
     trains_backbone = False
     caches_backbone = True
     blockwise: str | None = None  # the block-wise strategy that will run the model (run_blockwise), if any
@@ -211,6 +212,12 @@ class PAC(Method):
 
     def uses_cache(self) -> bool:
         return self.options.cache != "off"
+
+    @classmethod
+    def strategy_problem(cls, strategy: str) -> str:
+        return ("its side network reads taps from every block while the backbone runs forward only, which the hybrid "
+                f"pipeline does (runtime/strategies/pac_bridge.py); {strategy} trains the blocks by backprop where "
+                "they run")
 
     def run_blockwise(self, strategy: str) -> None:
         """The block-wise strategies run PAC through pac_bridge, which cannot feed copied side blocks the

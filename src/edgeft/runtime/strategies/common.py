@@ -262,10 +262,8 @@ def evaluate_full(ctx: Context, model) -> dict:
 
 def check_blockwise_method(ctx: Context) -> None:
     from edgeft.errors import ConfigError
-    from edgeft.methods.base import METHODS, method_class
+    from edgeft.methods.base import strategy_refusal
 
-    cls = method_class(ctx.spec.method)
-    if not cls.supports_blockwise:
-        usable = ", ".join(n for n in sorted(METHODS) if METHODS[n].supports_blockwise)
-        raise ConfigError(f"method '{cls.name}' cannot run block by block (split, deft, pipeline): "
-                          f"{cls.blockwise_problem()}. Use one of: {usable}.")
+    problem = strategy_refusal(ctx.spec.method, ctx.spec.strategy)
+    if problem:
+        raise ConfigError(problem)
