@@ -57,3 +57,27 @@ def test_stalled_device_is_detected_by_heartbeat(sst2_llama, tmp_path):
     last_beat = read_beats(tmp_path / "heartbeats")[1]
     assert last_beat["step"] <= 2  # it never got past the step it stopped at
     assert detected - last_beat["time"] < 3.0 + 25.0  # detected within the bound (+ the peers' grace)
+
+
+def test_a_workers_own_edgeft_error_comes_back_as_that_error_not_a_traceback(sst2_llama, tmp_path):
+    """A worker that meets bad input (here: a method its strategy cannot run, which the launch refuses earlier but
+    a spec started by hand with torchrun is not) leaves the error for the launcher, which raises it as the CLI says
+    it: the kind, the rank, the message. A later attempt does not read an earlier attempt's error."""
+    from edgeft.errors import ConfigError
+    from edgeft.runtime.faults import read_user_error
+
+    s = helpers.spec(tmp_path, sst2_llama, "deft", {"server": 0, "devices": [1], "blocks": {"1": [0, 4]}},
+                     ["edge", "d0"], method="prompt", servers=("edge",), timeout_s=60)
+    path = tmp_path / "spec.json"
+    s.save(path)
+    sup = Supervisor(s, path, startup_grace_s=120, stale_after_s=60)
+    try:
+        sup.start()
+        out = sup.watch()
+    finally:
+        sup.kill_all()
+    assert out.status == "error" and out.culprit in ("edge", "d0")
+    err = read_user_error(tmp_path, out.culprit, s.attempt)
+    assert isinstance(err, ConfigError)
+    assert str(err).startswith(f"{out.culprit}: method 'prompt' cannot run block by block")
+    assert read_user_error(tmp_path, out.culprit, s.attempt + 1) is None

@@ -34,6 +34,29 @@ def is_peer_failure(err: BaseException) -> bool:
                                                 any(m in text for m in PEER_MARKERS))
 
 
+def write_user_error(run_dir: Path, name: str, attempt: int, err: BaseException) -> None:
+    """An EdgeftError a worker met (bad input, a refused combination): its kind and message, for the launcher."""
+    path = Path(run_dir) / "ranks" / f"{name}.error.json"
+    path.write_text(json.dumps({"attempt": attempt, "type": type(err).__name__, "message": str(err)}))
+
+
+def read_user_error(run_dir: Path, name: str, attempt: int) -> BaseException | None:
+    """The error `write_user_error` left for rank `name` in this attempt (not an earlier run's in the same folder),
+    rebuilt as the same edgeft error class; None if there is none."""
+    from edgeft import errors
+
+    path = Path(run_dir) / "ranks" / f"{name}.error.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("attempt") != attempt:
+        return None
+    kind = getattr(errors, saved.get("type", ""), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.EdgeftError)):
+        kind = errors.EdgeftError
+    return kind(f"{name}: {saved.get('message', '')}")
+
+
 class Heartbeat:
     """A daemon thread rewriting <dir>/<rank>.json; `update()` records progress (step, phase)."""
 

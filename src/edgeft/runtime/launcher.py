@@ -83,6 +83,7 @@ class Outcome:
     lost: dict = field(default_factory=dict)  # rank -> reason
     codes: dict = field(default_factory=dict)
     detail: str = ""
+    culprit: str = ""  # the rank whose own error ended the attempt (status "error")
 
 
 class Supervisor:
@@ -197,7 +198,8 @@ class Supervisor:
                 errors[r] = self.tail(r)
         if errors and not lost:
             r = next(iter(errors))
-            return Outcome("error", codes=codes, detail=f"{self.spec.ranks[r].name}: {errors[r]}")
+            name = self.spec.ranks[r].name
+            return Outcome("error", codes=codes, detail=f"{name}: {errors[r]}", culprit=name)
         if over and not lost:
             r = next(iter(over))
             return Outcome("over_memory", codes=codes, detail=f"{self.spec.ranks[r].name}: {self.tail(r)}")
@@ -264,6 +266,9 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
             return {"attempts": attempts, "plan": plan, "spec": spec}
         if out.status == "error":
             run.event("error", attempt=attempt, detail=out.detail[-2000:])
+            told = faults.read_user_error(Path(spec.run_dir), out.culprit, attempt) if out.culprit else None
+            if told is not None:  # bad input or a refused combination met in a worker: said as the CLI says it
+                raise told
             raise EdgeftError(f"run failed in attempt {attempt}: {out.detail[-1500:]}")
         if out.status == "over_memory":
             run.event("over_memory", attempt=attempt, detail=out.detail[-2000:])

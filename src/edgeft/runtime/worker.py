@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001  (classify, then report)
         peer = faults.is_peer_failure(err) and not isinstance(err, EdgeftError)
         log("peer_lost" if peer else "error", error=f"{type(err).__name__}: {err}"[:2000])
+        if isinstance(err, EdgeftError):  # a problem the user can fix: the launcher words it as the CLI would
+            faults.write_user_error(run_dir, name, spec.attempt, err)
         traceback.print_exc()
         sys.stderr.flush()
         return faults.PEER_LOST if peer else faults.ERROR
