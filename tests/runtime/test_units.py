@@ -192,3 +192,25 @@ def test_the_fill_batches_samples_of_similar_length_and_each_once():
         return sum(len(b) * max(lengths[i] for i in b) for b in batches)
 
     assert padded(grouped) < padded(plain)
+
+
+def test_the_ranks_timeout_covers_three_predicted_steps_and_a_too_short_one_is_refused(tmp_path):
+    """full fine-tuning under deft sends the whole model down every round: ~58 s over a phone's emulated link
+    (four-phones), so with the 60 s default a rank gave up waiting and the server was called lost."""
+    from types import SimpleNamespace
+
+    from edgeft.runtime.launcher import spec_for_attempt
+    from edgeft.runtime.run import LaunchConfig, collective_timeout
+    from edgeft.runtime.spec import RunSpec
+
+    slow = SimpleNamespace(predicted={"step_s": 85.2, "emulated": {"step_s": 90.0}}, ranks=[], layout={})
+    fast = SimpleNamespace(predicted={"step_s": 2.0}, ranks=[], layout={})
+    default = LaunchConfig(cluster="c.yaml", task={"name": "sst2"})
+    assert collective_timeout(default, slow) == 271.0  # 3 x the emulated step, which is what runs
+    assert collective_timeout(default, fast) == 60.0
+    with pytest.raises(ConfigError, match=r"timeout_s=60: a step of this plan is predicted to take 90 s.*at least 271"):
+        collective_timeout(LaunchConfig(cluster="c.yaml", task={"name": "sst2"}, timeout_s=60), slow)
+    slow.predicted["collective_timeout_s"] = 271.0
+    base = RunSpec(run_dir=str(tmp_path), strategy="deft", model="m", task={"name": "sst2"}, ranks=[], layout={})
+    assert spec_for_attempt(base, slow, 0, False).timeout_s == 271.0
+    assert spec_for_attempt(base, fast, 0, False).timeout_s == base.timeout_s

@@ -224,7 +224,9 @@ def spec_for_attempt(base: RunSpec, plan, attempt: int, resume: bool) -> RunSpec
             from edgeft.runtime.emulation import slowdown_for
 
             r.slowdown, r.slowdown_clamped = slowdown_for(r.device_flops, base.host_flops)
-    return base.model_copy(update={"ranks": ranks, "layout": plan.layout, "attempt": attempt, "resume": resume})
+    timeout = plan.predicted.get("collective_timeout_s", base.timeout_s)  # launch.collective_timeout
+    return base.model_copy(update={"ranks": ranks, "layout": plan.layout, "attempt": attempt, "resume": resume,
+                                   "timeout_s": timeout})
 
 
 def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_attempts: int = 4,

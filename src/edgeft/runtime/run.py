@@ -248,6 +248,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             per_epoch = placement.cached_epochs_s(p, emu, table, [f["id"] for f in feats], later)
             if per_epoch:  # the busiest owner of each step, from the run's batch order (before the run)
                 p.predicted["later_epochs_s"] = per_epoch
+        p.predicted["collective_timeout_s"] = collective_timeout(cfg, p)
         return p
 
     base = RunSpec(run_dir=str(out), strategy=cfg.strategy, model=cfg.model, head=cfg.head, task=cfg.task,
@@ -284,6 +285,26 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     return run_summary.write(run, cfg, summary, host, table, steps)
 
 
+STEPS_PER_TIMEOUT = 3  # the ranks' collective timeout covers this many predicted steps at least
+
+
+def collective_timeout(cfg: LaunchConfig, p) -> float:
+    """The ranks' collective timeout for plan `p`: cfg.timeout_s, raised to STEPS_PER_TIMEOUT predicted steps where
+    one step takes longer (deft sends the whole model down each round: over a phone's emulated link that can pass
+    the 60 s default, and a rank waiting for it then gave up and the server was called lost). A lost device is found
+    by its heartbeat, not by this timeout, so raising it does not slow that. A timeout_s set shorter is refused."""
+    pred = p.predicted.get("emulated") or p.predicted
+    step = float(pred.get("step_s") or 0.0)
+    need = float(int(STEPS_PER_TIMEOUT * step) + 1)
+    if need <= cfg.timeout_s:
+        return cfg.timeout_s
+    if "timeout_s" in cfg.model_fields_set:
+        raise ConfigError(f"timeout_s={cfg.timeout_s:g}: a step of this plan is predicted to take {step:.0f} s, so the "
+                          f"ranks would time out waiting for one another; give at least {need:.0f}, or leave "
+                          "timeout_s out (edgeft then sets it)")
+    return need
+
+
 def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
     """The placement and its predicted time, printed before any worker starts."""
     from edgeft.planner.render import block_range
@@ -306,6 +327,10 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
         lines.append(f"  predicted: epoch 1 {pred['epoch_s']:.1f} s"
                      + (f", later epochs {', '.join(f'{t:.1f}' for t in later)} s" if later else
                         (f", later epochs {pred['later_epoch_s']:.1f} s" if pred.get("later_epoch_s") else "")))
+    timeout = p.predicted.get("collective_timeout_s", cfg.timeout_s)
+    if timeout > cfg.timeout_s:
+        lines.append(f"  ranks wait up to {timeout:.0f} s for one another ({STEPS_PER_TIMEOUT} predicted steps; "
+                     f"timeout_s {cfg.timeout_s:g} is shorter)")
     return "\n".join(lines)
 
 
