@@ -63,3 +63,4 @@ def test_a_cublas_setting_that_is_not_repeatable_is_refused_before_the_run(monke
 def test_launch_refuses_deterministic_rather_than_ignore_it():
     with pytest.raises(ValueError, match="deterministic is a knob of `edgeft finetune` only"):
         RuntimeTrain(deterministic=True)
+

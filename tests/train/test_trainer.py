@@ -62,3 +62,17 @@ def test_unknown_config_keys_are_named():
         config_from_dict({"task": {"name": "sst2"}, "train": {"epocs": 3}}, "my.yaml")
     with pytest.raises(ConfigError, match=r"my.yaml: colour: unknown key"):
         config_from_dict({"task": {"name": "sst2"}, "colour": "blue"}, "my.yaml")
+
+
+def test_a_device_this_machine_lacks_is_a_clear_error_not_an_assertion_from_torch():
+    """`--device cuda` on a CPU-only torch failed deep inside the model's first .to() with an AssertionError."""
+    from edgeft.train.loop import resolve_device
+
+    with pytest.raises(ConfigError, match="device 'gpu': not a torch device name"):
+        resolve_device("gpu")
+    with pytest.raises(ConfigError, match=r"device 'cuda:99': (this torch .* sees no CUDA GPU|there are \d+ CUDA GPU)"):
+        resolve_device("cuda:99")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"device 'cuda': this torch .* sees no CUDA GPU; use --device cpu"):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from edgeft.errors import CacheError
+from edgeft.errors import CacheError, ConfigError
 from edgeft.train.compiled import CompileMode, compiled_forward
 from edgeft.train.determinism import deterministic_kernels
 from edgeft.train.driver import drive
@@ -53,9 +53,22 @@ class TrainConfig(BaseModel):
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when there is one, else CPU) or a torch device name, checked here: torch's own refusal comes
+    later, from deep inside the first `.to()`, as an AssertionError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device '{name}': not a torch device name ({err}); use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}': this torch ({torch.__version__}) sees no CUDA GPU; use --device cpu, or "
+                          "auto (CUDA when there is one)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{name}': there are {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device '{name}': MPS is not available here; use --device cpu or auto")
+    return device
 
 
 def seed_everything(seed: int) -> None:
