@@ -76,3 +76,15 @@ def test_a_device_this_machine_lacks_is_a_clear_error_not_an_assertion_from_torc
         with pytest.raises(ConfigError, match=r"device 'cuda': this torch .* sees no CUDA GPU; use --device cpu"):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu" and resolve_device("auto").type in ("cpu", "cuda")
+
+
+def test_an_adapter_evaluated_on_a_backbone_that_cannot_take_its_head_names_the_one_it_was_trained_on(
+        tmp_path, tiny_llama, tiny_bert):
+    from edgeft.errors import EdgeftError
+    from edgeft.data import TaskConfig
+    from edgeft.train.recipe import run_eval
+
+    run_finetune(_cfg(tiny_llama, tmp_path / "run", epochs=1))  # a causal LM's adapter (label words, LM head)
+    with pytest.raises(EdgeftError, match=r"run/adapter: this adapter was trained on '.*' with a causal_lm head, "
+                                          r"which --model .* cannot give: .*encoder"):
+        run_eval(str(tiny_bert), TaskConfig(name="sst2", dev_samples=4, max_length=24), tmp_path / "run" / "adapter")

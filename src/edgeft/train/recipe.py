@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
-from edgeft.errors import ConfigError
+from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
 from edgeft.methods.base import check_backbone_matches, read_adapter_note, save_adapter
 from edgeft.train.evaluate import evaluate
@@ -194,7 +194,11 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
     """Backbone (+ adapter when given) ready for evaluation; checks the adapter fits the backbone."""
     if adapter is not None:
         note = read_adapter_note(adapter)
-        backbone = backbone_for(model_name, task, note["head"], note.get("num_labels"))
+        try:
+            backbone = backbone_for(model_name, task, note["head"], note.get("num_labels"))
+        except (ConfigError, ModelError) as err:  # e.g. an encoder asked for the LM head a causal LM's adapter was trained with
+            raise type(err)(f"{adapter}: this adapter was trained on {note.get('backbone')!r} with a {note['head']} "
+                            f"head, which --model {model_name} cannot give: {err}") from err
         check_backbone_matches(note, backbone, adapter)
         method = get_method(note["method"], note["options"])
         model = method.load(backbone, task, adapter)
