@@ -196,7 +196,7 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
         note = read_adapter_note(adapter)
         try:
             backbone = backbone_for(model_name, task, note["head"], note.get("num_labels"))
-        except (ConfigError, ModelError) as err:  # e.g. an encoder asked for the LM head a causal LM's adapter was trained with
+        except (ConfigError, ModelError) as err:  # e.g. an encoder asked for a causal LM adapter's LM head
             raise type(err)(f"{adapter}: this adapter was trained on {note.get('backbone')!r} with a {note['head']} "
                             f"head, which --model {model_name} cannot give: {err}") from err
         check_backbone_matches(note, backbone, adapter)
