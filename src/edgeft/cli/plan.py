@@ -39,11 +39,9 @@ def register(app: typer.Typer) -> None:
         from edgeft.planner.split_model import SplitSettings
         from edgeft.runtime.placement import make_table
 
-        from edgeft.methods.base import strategy_refusal
+        from edgeft.methods.base import check_strategy
 
-        problem = strategy_refusal(method, strategy)
-        if problem:  # a plan `edgeft launch` could not run
-            raise ConfigError(problem)
+        check_strategy(method, strategy)  # a plan `edgeft launch` could not run
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
                               "another --out.")

@@ -207,19 +207,18 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
-def strategy_refusal(name: str, strategy: str) -> str | None:
-    """Why the collaborative `strategy` cannot run method `name`, with what to use instead; None when it can.
-    Asked before a launch starts any process, and again by each worker."""
+def check_strategy(name: str, strategy: str) -> None:
+    """A ConfigError saying why the collaborative `strategy` cannot run method `name` and what to use instead.
+    Asked before a launch or a plan does any work, and again by each worker."""
     cls = method_class(name)
     runs = sorted(n for n, c in METHODS.items() if c.supports_blockwise and strategy in c.blockwise_strategies)
     if not cls.supports_blockwise:
-        return (f"method '{name}' cannot run block by block (split, deft, pipeline): {cls.blockwise_problem()}. "
-                f"Use one of: {', '.join(runs)}.")
+        raise ConfigError(f"method '{name}' cannot run block by block (split, deft, pipeline): "
+                          f"{cls.blockwise_problem()}. Use one of: {', '.join(runs)}.")
     if strategy not in cls.blockwise_strategies:
-        return (f"method '{name}' cannot run under the {strategy} strategy: {cls.strategy_problem(strategy)}. "
-                f"Use --strategy {' or '.join(cls.blockwise_strategies)}, or with {strategy} one of: "
-                f"{', '.join(runs)}.")
-    return None
+        raise ConfigError(f"method '{name}' cannot run under the {strategy} strategy: "
+                          f"{cls.strategy_problem(strategy)}. Use --strategy {' or '.join(cls.blockwise_strategies)}, "
+                          f"or with {strategy} one of: {', '.join(runs)}.")
 
 
 def costed_methods() -> tuple[str, ...]:

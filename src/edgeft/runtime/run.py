@@ -149,11 +149,9 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.checkpoint import latest
     from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
-    from edgeft.methods.base import strategy_refusal
+    from edgeft.methods.base import check_strategy
 
-    problem = strategy_refusal(cfg.method, cfg.strategy)
-    if problem:  # before any process starts (each worker asks again)
-        raise ConfigError(problem)
+    check_strategy(cfg.method, cfg.strategy)  # before any process starts (each worker asks again)
     cluster = load_cluster(cfg.cluster)
     if cfg.devices:
         cluster = placement.pick(cluster, cfg.devices)

@@ -261,9 +261,6 @@ def evaluate_full(ctx: Context, model) -> dict:
 
 
 def check_blockwise_method(ctx: Context) -> None:
-    from edgeft.errors import ConfigError
-    from edgeft.methods.base import strategy_refusal
+    from edgeft.methods.base import check_strategy
 
-    problem = strategy_refusal(ctx.spec.method, ctx.spec.strategy)
-    if problem:
-        raise ConfigError(problem)
+    check_strategy(ctx.spec.method, ctx.spec.strategy)
