@@ -251,6 +251,10 @@ class PacModel(nn.Module):
                 data = torch.cat([d for d, _ in got], dim=1).cpu()
                 scale = None if got[0][1] is None else torch.cat([s for _, s in got], dim=1).cpu()
                 self._store([str(s) for s in b["ids"]], batch_hashes(ids, mask, types), data, scale, self._rows(mask))
+        if todo and self.device.type == "cuda":
+            # the fill's activations go back to the GPU: kept in the allocator's cache they stay reserved for the
+            # whole run (h26, SmolLM2's shape on an H100: the cached epochs' peak reserved 862 MB -> 510 MB)
+            torch.cuda.empty_cache()
         return len(todo)
 
     @torch.no_grad()
