@@ -85,3 +85,20 @@ def test_launch_says_why_a_device_it_was_given_stays_idle():
     reasons = idle_reasons(p.planner["stages"], p.planner["micro_batches"], spec, table, held)
     assert set(reasons) == set(given) - used
     assert all(f"instead of {p.planner['iteration_s']:.3g} s" in r for r in reasons.values())
+
+
+def test_hybrid_plans_around_a_device_without_an_uplink_and_says_why_it_waits():
+    """rate_mbps: 0 is a legal link (no uplink); the hybrid planner divided by it (ZeroDivisionError)."""
+    spec = load_cluster(HOME)
+    devices = [d.model_copy(update={"link": d.link.model_copy(update={"rate_mbps": 0.0, "distance_m": None})})
+               if d.name in ("phone-a", "jetson") else d for d in spec.devices]
+    spec = spec.model_copy(update={"devices": devices})
+    plan, table = _plan(spec, "lora")
+    assert plan.predicted["time_s"] < float("inf")
+    reasons = idle_reasons(plan.stages, plan.micro_batches, spec, table, plan.predicted["memory_bytes"])
+    for device in ("phone-a", "jetson"):
+        if device in reasons:
+            assert reasons[device].startswith("its link has rate 0 (no uplink)")
+    only = spec.model_copy(update={"devices": [devices[0], devices[3]]})  # both without an uplink
+    plan, table = _plan(only, "lora")
+    assert [t.role for t in plan.tasks].count("stage") == 1

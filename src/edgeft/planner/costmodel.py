@@ -10,6 +10,7 @@ matmul rate stands in for FLOPs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -75,6 +76,8 @@ def ring_allreduce_s(nbytes: float, n: int, bps: float, latency_s: float = 0.0) 
     (bps), each also paying latency_s. The runtime's links do the same (emulation.LinkModel)."""
     if n < 2 or nbytes <= 0:
         return 0.0
+    if bps <= 0:  # a device with no uplink (rate_mbps: 0) cannot take part in one
+        return math.inf
     return 2 * (n - 1) * (nbytes / n * 8 / bps + latency_s)
 
 

@@ -80,6 +80,10 @@ def idle_reasons(stages: list[dict], micro_batches: int, cluster: ClusterSpec, t
     for k, dev in enumerate(cluster.devices):
         if k in used:
             continue
+        if cluster.full_band_rate(dev) <= 0:
+            reasons[dev.name] = ("its link has rate 0 (no uplink), so it cannot exchange activations or gradients "
+                                 "with the others; " + _alone(cluster, dev, table))
+            continue
         cap = dev.memory_gb * 2**30
         options = []
         for s, st in enumerate(stages):
@@ -95,7 +99,7 @@ def idle_reasons(stages: list[dict], micro_batches: int, cluster: ClusterSpec, t
                         - allreduce_all_trainables(cluster, table, used))
             compute_saved = (st["fwd_s"] + st["bwd_s"]) - (trial[s]["fwd_s"] + trial[s]["bwd_s"])
             if ar_extra >= compute_saved and ar_extra > 0:
-                why = (f"the all-reduce over its {cluster.full_band_rate(dev) / 1e6:.0f} Mbit/s link adds "
+                why = (f"the all-reduce over its {cluster.full_band_rate(dev) / 1e6:.3g} Mbit/s link adds "
                        f"{ar_extra:.3g} s a step, more than its compute saves ({max(compute_saved, 0):.3g} s)")
             elif compute_saved <= 0:
                 why = ("its share of a micro-batch (whole rows, by compute rate) does not shorten the stage: "

@@ -193,7 +193,8 @@ class StagePricer:
         mem = (weights + t.trainable_state_bytes(n_train))[None, :] + share[:, None] * act[None, :]
         slowest_link = self.link[g].min()
         bw = min(slowest_link, next_bw)
-        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * 8 * self.boundary_trips / bw)
+        per_byte = 8 * self.boundary_trips / bw if bw > 0 else np.inf  # no uplink: no later stage
+        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * per_byte)
         gb = t.workload.grad_sync_bytes
         ar = np.array([ring_allreduce_s(x * gb, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
             else np.zeros(len(j1))
