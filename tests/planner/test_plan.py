@@ -84,3 +84,27 @@ def test_cli_plan_writes_json_and_pngs(tmp_path):
     arch, spec = resolve_arch("minilm-l6"), load_cluster(HOME)
     qv_only = make_plan(spec, arch, Workload(batch=8, seq_len=128, method="lora"), "deft")
     assert saved["predicted"]["time_s"] != pytest.approx(qv_only.predicted["time_s"], rel=1e-3)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seq-len", "0"], "--seq-len must be at least 1, not 0"),  # was clamped to 1 and planned silently
+    (["--samples", "-5"], "--samples must be at least 1, not -5"),
+    (["--blocks", "0"], "--blocks must be at least 1, not 0"),  # was read as 'no --blocks'
+    (["--strategy", "foo"], "unknown strategy 'foo': choose one of deft, split, hybrid"),
+    (["--strategy", "split", "--w-t", "0"], "--w-t (split: weight of delay) must be greater than 0"),  # traceback
+    (["--strategy", "split", "--w-e", "-1"], "--w-e must be 0 or more, not -1"),  # traceback
+])
+def test_cli_plan_refuses_impossible_numbers_by_option_name(tmp_path, args, says):
+    from edgeft.cli.plan import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _cb():
+        pass
+
+    res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--no-plots",
+                                   "--out", str(tmp_path), *args])
+    assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)
+    assert not (tmp_path / "plan.json").exists()

@@ -12,6 +12,20 @@ from edgeft.cli.common import console
 from edgeft.errors import ConfigError
 
 
+def _check_numbers(batch: int, seq_len: int, samples: int, blocks: Optional[int], w_t: float, w_e: float,
+                   w_s: float) -> None:
+    """`edgeft plan`'s numbers, refused by option name before any solver sees them (a solver fed 0 or -1
+    clamped it silently or stopped with a traceback)."""
+    for flag, value in (("--batch", batch), ("--seq-len", seq_len), ("--samples", samples), ("--blocks", blocks)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, not {value}")
+    if not w_t > 0:
+        raise ConfigError(f"--w-t (split: weight of delay) must be greater than 0, not {w_t:g}")
+    for flag, value in (("--w-e", w_e), ("--w-s", w_s)):
+        if not value >= 0:
+            raise ConfigError(f"{flag} must be 0 or more, not {value:g}")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_cmd(
@@ -40,7 +54,10 @@ def register(app: typer.Typer) -> None:
         from edgeft.runtime.placement import make_table
 
         from edgeft.methods.base import check_strategy
+        from edgeft.planner.strategies import get as strategy_entry
 
+        _check_numbers(batch=batch, seq_len=seq_len, samples=samples, blocks=blocks, w_t=w_t, w_e=w_e, w_s=w_s)
+        strategy_entry(strategy, ConfigError)  # a typo is named as one, before the method's pairing is judged
         check_strategy(method, strategy)  # a plan `edgeft launch` could not run
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
