@@ -107,7 +107,8 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
     from torch.utils.flop_counter import FlopCounterMode
 
     from edgeft.methods.base import costed_methods, method_class
-    from edgeft.models import load_backbone
+    from edgeft.models import family_of, load_backbone
+    from edgeft.models.backbone import load_config
     from edgeft.models.blocks import BlockView
 
     if method not in costed_methods():
@@ -116,9 +117,8 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    probe = load_backbone(model, head="classification") if PRESETS.get(model, None) is not None and \
-        PRESETS[model].family == "bert" else None
-    bb = probe or load_backbone(model, head="causal_lm")
+    encoder = family_of(load_config(model)) == "bert"  # an alias or a folder: an encoder has no LM head
+    bb = load_backbone(model, head="sequence_classification" if encoder else "causal_lm")
     arch = _arch_of(bb)
     net, adapters = _apply_method(bb, method, lora_rank)
     view = BlockView(net, bb.arch.family)
