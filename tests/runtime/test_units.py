@@ -214,3 +214,17 @@ def test_the_ranks_timeout_covers_three_predicted_steps_and_a_too_short_one_is_r
     base = RunSpec(run_dir=str(tmp_path), strategy="deft", model="m", task={"name": "sst2"}, ranks=[], layout={})
     assert spec_for_attempt(base, slow, 0, False).timeout_s == 271.0
     assert spec_for_attempt(base, fast, 0, False).timeout_s == base.timeout_s
+
+
+def test_the_printed_plan_numbers_stages_as_the_run_table_and_the_planner_do():
+    """launch printed 'stage 1: blocks 0..5' before the run and 'stage 0 replica 0' in its table after."""
+    from types import SimpleNamespace
+
+    from edgeft.runtime.run import LaunchConfig, describe_plan
+
+    stages = [{"ranks": [0, 1], "shares": [0.5, 0.5], "blocks": [0, 3]},
+              {"ranks": [2], "shares": [1.0], "blocks": [3, 6]}]
+    plan = SimpleNamespace(layout={"stages": stages}, predicted={"epoch_s": 1.0},
+                           ranks=[{"name": n, "kind": "device"} for n in ("p1", "p2", "p3")])
+    text = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}), False)
+    assert "p1           device  stage 0: blocks 0..2" in text and "p3           device  stage 1: blocks 3..5" in text

@@ -310,7 +310,7 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
     lay, role = p.layout, {}
     for si, st in enumerate(lay.get("stages") or []):
         for rk, share in zip(st["ranks"], st["shares"]):
-            role[rk] = f"stage {si + 1}: blocks {block_range(st['blocks'])}, {share:.0%} of each micro-batch"
+            role[rk] = f"stage {si}: blocks {block_range(st['blocks'])}, {share:.0%} of each micro-batch"
     for rk, b in (lay.get("blocks") or {}).items() if isinstance(lay.get("blocks"), dict) else []:
         role[int(rk)] = f"block(s) {b}"
     lines = [f"plan: {cfg.strategy} · {cfg.method} · {len(p.ranks)} process(es)"]
