@@ -228,3 +228,35 @@ def test_the_printed_plan_numbers_stages_as_the_run_table_and_the_planner_do():
                            ranks=[{"name": n, "kind": "device"} for n in ("p1", "p2", "p3")])
     text = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}), False)
     assert "p1           device  stage 0: blocks 0..2" in text and "p3           device  stage 1: blocks 3..5" in text
+
+
+@pytest.mark.parametrize("kill, match", [
+    (["phone-9", 1], r"--kill-device phone-9:1: no device named 'phone-9' in this run; choose one of phone-1"),
+    (["phone-2", 2], r"--kill-device phone-2:2: the run has 2 training steps \(0..1\), so step 2 is never reached"),
+])
+def test_a_fault_injection_that_would_never_fire_is_refused_before_any_work(tmp_path, tiny_llama, kill, match):
+    """A step past the run's end used to run the whole training without the fault; an unknown device was
+    refused only after calibration."""
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",
+                       task={"name": "sst2", "train_samples": 16, "max_length": 16}, out=str(tmp_path / "run"),
+                       train={"epochs": 1, "batch_size": 8}, kill_device_at_step=kill)
+    with pytest.raises(ConfigError, match=match):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_kill_device_step_must_be_a_whole_number():
+    """`--kill-device p2:abc` (or p2:-1) ended in a ValueError traceback from int()."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+    from edgeft.runtime.run import LaunchConfig
+
+    for bad in ("phone-2:abc", "phone-2:-1", "phone-2:3.5"):
+        res = CliRunner().invoke(build_app(), ["launch", "--cluster", "examples/clusters/four-phones.yaml",
+                                               "--task", "sst2", f"--kill-device={bad}"])
+        assert isinstance(res.exception, ConfigError) and "STEP must be a whole number" in str(res.exception)
+    with pytest.raises(ConfigError, match=r"kill_device_at_step: expected \[device name, step\]"):
+        LaunchConfig.from_dict({"cluster": "c.yaml", "task": "sst2", "kill_device_at_step": ["phone-2"]})

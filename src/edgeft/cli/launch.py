@@ -59,6 +59,8 @@ def register(app: typer.Typer) -> None:
             if ":" not in kill_device:
                 raise ConfigError(f"--kill-device '{kill_device}': expected NAME:STEP")
             name, step = kill_device.rsplit(":", 1)
+            if not step.strip().isdigit():
+                raise ConfigError(f"--kill-device '{kill_device}': STEP must be a whole number from 0, e.g. {name}:5")
             kill_at = [name, int(step)]
         task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
                      "dev_samples": dev_samples, "max_length": max_length, "seed": seed}

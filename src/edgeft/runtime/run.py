@@ -62,6 +62,17 @@ class LaunchConfig(ConfigFile):
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
 
 
+    @field_validator("kill_device_at_step")
+    @classmethod
+    def _kill_is_a_device_and_a_step(cls, kill: Optional[list]) -> Optional[list]:
+        if kill is None:
+            return None
+        if len(kill) != 2 or not isinstance(kill[0], str) or isinstance(kill[1], bool) \
+                or not isinstance(kill[1], int) or kill[1] < 0:
+            raise ValueError(f"expected [device name, step], the step a whole number from 0 (e.g. [phone-b, 5]), "
+                             f"not {kill!r}")
+        return kill
+
     @field_validator("task")
     @classmethod
     def _task_is_named(cls, task: dict) -> dict:
@@ -139,6 +150,20 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             raise
 
 
+def _check_kill(cfg: LaunchConfig, devices: list[str], total_steps: int) -> None:
+    """A fault injection that would never fire (a device the run does not have, a step it never reaches)
+    is refused before any work, instead of a run that ends without the fault it was started to show."""
+    if not cfg.kill_device_at_step:
+        return
+    name, step = cfg.kill_device_at_step
+    if name not in devices:
+        raise ConfigError(f"--kill-device {name}:{step}: no device named {name!r} in this run; choose one of "
+                          f"{', '.join(devices)}")
+    if step >= total_steps:
+        raise ConfigError(f"--kill-device {name}:{step}: the run has {total_steps} training steps "
+                          f"(0..{total_steps - 1}), so step {step} is never reached; choose a step below {total_steps}")
+
+
 def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.planner.cluster import load_cluster
     from edgeft.measure import calibrate as cal
@@ -157,6 +182,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         cluster = placement.pick(cluster, cfg.devices)
     out = Path(cfg.out)
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
+    _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
