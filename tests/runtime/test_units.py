@@ -260,3 +260,20 @@ def test_kill_device_step_must_be_a_whole_number():
         assert isinstance(res.exception, ConfigError) and "STEP must be a whole number" in str(res.exception)
     with pytest.raises(ConfigError, match=r"kill_device_at_step: expected \[device name, step\]"):
         LaunchConfig.from_dict({"cluster": "c.yaml", "task": "sst2", "kill_device_at_step": ["phone-2"]})
+
+
+def test_the_printed_plan_names_deft_and_split_blocks_as_the_run_table_does():
+    """deft printed 'block(s) [0, 2]' (a half-open list) for what the table calls 0..1; split printed no blocks."""
+    from types import SimpleNamespace
+
+    from edgeft.runtime.run import LaunchConfig, describe_plan
+
+    ranks = [{"name": n, "kind": k} for n, k in (("edge", "server"), ("p1", "device"), ("p2", "device"))]
+    cfg = LaunchConfig(cluster="c.yaml", task={"name": "sst2"})
+    deft = SimpleNamespace(layout={"server": 0, "devices": [1, 2], "blocks": {1: [0, 2], 2: [2, 6]}},
+                           predicted={"epoch_s": 1.0}, ranks=ranks)
+    text = describe_plan(deft, cfg, False)
+    assert "p1           device  blocks 0..1" in text and "p2           device  blocks 2..5" in text
+    split = SimpleNamespace(layout={"server": 0, "devices": [1, 2], "cut": 2}, predicted={"epoch_s": 1.0}, ranks=ranks)
+    text = describe_plan(split, cfg, False)
+    assert "edge         server  blocks 2.. and the head" in text and "p2           device  blocks 0..1" in text

@@ -338,7 +338,10 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
         for rk, share in zip(st["ranks"], st["shares"]):
             role[rk] = f"stage {si}: blocks {block_range(st['blocks'])}, {share:.0%} of each micro-batch"
     for rk, b in (lay.get("blocks") or {}).items() if isinstance(lay.get("blocks"), dict) else []:
-        role[int(rk)] = f"block(s) {b}"
+        role[int(rk)] = f"blocks {block_range(b)}"
+    if lay.get("cut"):  # split: every device runs the blocks below the cut, the server the rest and the head
+        role.update({rk: f"blocks {block_range([0, lay['cut']])}" for rk in lay.get("devices", [])})
+        role[lay.get("server", 0)] = f"blocks {lay['cut']}.. and the head"
     lines = [f"plan: {cfg.strategy} · {cfg.method} · {len(p.ranks)} process(es)"]
     for i, r in enumerate(p.ranks):
         lines.append(f"  {r['name']:<12} {r['kind']:<7} {role.get(i, '')}".rstrip())
