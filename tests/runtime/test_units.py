@@ -277,3 +277,18 @@ def test_the_printed_plan_names_deft_and_split_blocks_as_the_run_table_does():
     split = SimpleNamespace(layout={"server": 0, "devices": [1, 2], "cut": 2}, predicted={"epoch_s": 1.0}, ranks=ranks)
     text = describe_plan(split, cfg, False)
     assert "edge         server  blocks 2.. and the head" in text and "p2           device  blocks 0..1" in text
+
+
+def test_a_split_plan_refuses_a_device_without_an_uplink_by_name():
+    """rate_mbps: 0 is a legal link; the split runtime plan divided by it (ZeroDivisionError)."""
+    from edgeft.models.arch import PRESETS
+    from edgeft.planner.cluster import parse_cluster
+    from edgeft.runtime.placement import make_table
+    from edgeft.runtime.strategies import make_plan
+
+    cluster = parse_cluster({"name": "mute", "devices": [
+        {"name": f"p{i}", "compute": {"flops": 1e10}, "memory_gb": 2, "link": {"rate_mbps": 10 * i}} for i in range(2)],
+        "servers": [{"name": "edge", "compute": {"flops": 1e12}, "memory_gb": 8, "band_mhz": 20}]})
+    table = make_table(PRESETS["minilm-l6"], "lora", 8, 32, {})
+    with pytest.raises(PlanError, match=r"split: devices \['p0'\] have zero uplink rate.*--devices"):
+        make_plan("split", cluster, table, samples=64, steps=8)

@@ -118,6 +118,10 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
     minimises the predicted step time is chosen unless one is given.
     """
     L, K = table.num_layers, len(cluster.devices)
+    mute = [d.name for d in cluster.devices if cluster.full_band_rate(d) <= 0]
+    if mute:  # every device sends its cut activations to the server each step
+        raise PlanError(f"split: devices {mute} have zero uplink rate, but every device sends its activations to the "
+                        "edge server each step: leave them out with --devices, or give link.rate_mbps > 0")
     B = table.workload.batch
     server = cluster.servers[0]
     srate = server.compute.rate()
