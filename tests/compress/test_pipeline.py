@@ -146,3 +146,22 @@ def test_an_adapter_on_your_own_file_calibrates_and_scores_on_that_file(tiny_wor
                                       options={"pattern": "2:4"}, out=str(tmp_path / "s2"),
                                       **{**FAST, "eval_wikitext_windows": 0}), log=said.append)
     assert any("is gone" in m for m in said) and res["records"][-1]["extra"]["calibration"]["task"] == "wikitext2"
+
+
+@pytest.mark.parametrize("windows, eval_task, units", [(0, "sst2", 1), (10, "sst2", 3), (16, "none", 2)])
+def test_the_evaluation_bars_end_full(tiny_word_llama, tmp_path, windows, eval_task, units):
+    """The bars were sized windows // 8 + 1 and the task metric never advanced them: 'evaluate output 0/1' at the
+    end of a run without WikiText-2 windows, 1/2 with 10 windows."""
+    bars = {}
+
+    def factory(name, total):
+        bars[name] = [0, total]
+
+        def advance(*_):
+            bars[name][0] += 1
+        return advance
+
+    run_compress(CompressConfig(model=str(tiny_word_llama), method="merge", out=str(tmp_path / "m"),
+                                **{**FAST, "eval_wikitext_windows": windows, "eval_task": eval_task}),
+                 progress_factory=factory, log=lambda m: None)
+    assert bars == {"evaluate input": [units, units], "evaluate output": [units, units]}

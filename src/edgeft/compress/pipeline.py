@@ -88,6 +88,13 @@ def _weights_bytes(model_arg: str, src: Source) -> int:
     return size + (folder_bytes(adapter) if adapter else 0)
 
 
+def measure_units(src: Source, cfg: CompressConfig, eval_task: Optional[str]) -> int:
+    """The steps `measure` reports to its progress bar: one per batch of 8 WikiText-2 windows (causal LMs), one
+    for the task metric."""
+    ppl = -(-cfg.eval_wikitext_windows // 8) if cfg.eval_wikitext_windows and src.backbone.head == "causal_lm" else 0
+    return ppl + (1 if eval_task and eval_task != "none" and not (eval_task == "wikitext2" and ppl) else 0)
+
+
 def measure(src: Source, cfg: CompressConfig, eval_task: Optional[str], progress=None) -> dict:
     model, tok = src.backbone.model, src.backbone.tokenizer
     out: dict = {}
@@ -100,6 +107,8 @@ def measure(src: Source, cfg: CompressConfig, eval_task: Optional[str], progress
     elif eval_task and eval_task != "none":
         out["task"] = task_metric(model, tok, src.backbone.head, eval_task, cfg.eval_task_samples,
                                   max_length=min(cfg.eval_seq_len, 512), seed=cfg.seed)
+        if progress:
+            progress()
     out["seconds"], out["cpu_seconds"] = time.perf_counter() - t0, time.process_time() - c0
     return out
 
@@ -132,10 +141,10 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     records = [StepRecord(**r) for r in src.manifest.steps]
 
     def bar(name, total):
-        return progress_factory(name, total) if progress_factory else None
+        return progress_factory(name, total) if progress_factory and total else None
 
     if cfg.eval_before and not records:
-        m = measure(src, cfg, eval_task, bar("evaluate input", cfg.eval_wikitext_windows // 8 + 1))
+        m = measure(src, cfg, eval_task, bar("evaluate input", measure_units(src, cfg, eval_task)))
         label = "fine-tuned (merged)" if adapter else "input model"
         records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
 
@@ -162,7 +171,7 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         src.manifest.extra["side_module"] = "side_module"
     save_compressed(src.backbone.model, src.backbone.tokenizer, src.manifest, out)
     src = _reopen(out, src)  # measure what was stored (float16 embeddings, packed codes), not what is in memory
-    m = measure(src, cfg, eval_task, bar("evaluate output", cfg.eval_wikitext_windows // 8 + 1))
+    m = measure(src, cfg, eval_task, bar("evaluate output", measure_units(src, cfg, eval_task)))
     record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, out)
     record.extra["compress_cpu_seconds"] = cpu_seconds  # all threads; robust to other load on the machine
     record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
