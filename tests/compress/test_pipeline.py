@@ -165,3 +165,15 @@ def test_the_evaluation_bars_end_full(tiny_word_llama, tmp_path, windows, eval_t
                                 **{**FAST, "eval_wikitext_windows": windows, "eval_task": eval_task}),
                  progress_factory=factory, log=lambda m: None)
     assert bars == {"evaluate input": [units, units], "evaluate output": [units, units]}
+
+
+def test_an_adapter_kept_beside_the_model_is_not_reported_as_merged(tiny_word_llama, tmp_path):
+    """A prompt (or PAC) adapter cannot be folded in: the report's first row said 'fine-tuned (merged)' and showed
+    the base model's task metric as the fine-tune's (a PAC SST-2 fine-tune read 0.505, its zero-shot figure)."""
+    adapter = make_adapter(tiny_word_llama, tmp_path / "prompt", "prompt")
+    said = []
+    res = run_compress(CompressConfig(model=str(tiny_word_llama), adapter=str(adapter), method="merge",
+                                      out=str(tmp_path / "m"), **{**FAST, "eval_wikitext_windows": 0}),
+                       log=said.append)
+    assert res["records"][0]["label"] == "base (adapter kept beside)"
+    assert any("every figure below is of the base model without it" in m and "prompt" in m for m in said)

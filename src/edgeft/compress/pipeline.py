@@ -135,6 +135,10 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     log(f"opened {cfg.model}" + (f" + adapter {adapter}" if adapter else "") +
         f" in {time.perf_counter() - t0:.1f}s")
     step.check_input(src)
+    if adapter and src.side_module is not None:
+        log(f"note: the {src.manifest.source.get('adapter_note', {}).get('method', '')} adapter cannot be folded into "
+            f"the weights ({src.manifest.source.get('side_module_reason', '')}); it is kept beside the output in "
+            "side_module/, and every figure below is of the base model without it")
     own = _adapter_task(src, log) if not (cfg.calib_task and cfg.eval_task) else None
     task = cfg.calib_task or own or "wikitext2"
     eval_task = cfg.eval_task or own
@@ -145,7 +149,8 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
 
     if cfg.eval_before and not records:
         m = measure(src, cfg, eval_task, bar("evaluate input", measure_units(src, cfg, eval_task)))
-        label = "fine-tuned (merged)" if adapter else "input model"
+        label = "input model" if not adapter else "fine-tuned (merged)" if src.side_module is None else \
+            "base (adapter kept beside)"
         records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
 
     ctx = StepContext(task=task, seed=cfg.seed)
