@@ -207,3 +207,15 @@ def test_llama_cpp_refuses_a_corrupt_file(tmp_path):
     bad.write_bytes(b"GGUF" + os.urandom(1000))
     with pytest.raises(ModelError, match="could not load"):
         llamacpp.load(bad)
+
+
+def test_export_options_that_would_fail_late_or_be_dropped_are_refused_first(tiny_smol, tmp_path):
+    """--check --check-windows 0 wrote the file, then ended in a ZeroDivisionError; --seq-len 0 said llama.cpp could
+    not load a sound file ('corrupt ... re-export it'); --gguf-type/--check with safetensors were silently ignored."""
+    for windows, seq in ((0, 64), (2, 0)):
+        with pytest.raises(ConfigError, match=r"--check needs at least 1 window .* of at least 2 tokens"):
+            export_model(str(tiny_smol), tmp_path / "c.gguf", "gguf", "f16", check=True, check_windows=windows,
+                         seq_len=seq)
+    assert not (tmp_path / "c.gguf").exists()
+    with pytest.raises(ConfigError, match=r"--gguf-type, --check: only for --format gguf"):
+        export_model(str(tiny_smol), tmp_path / "hf", "safetensors", "q4_0", check=True)

@@ -157,6 +157,14 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
         raise ConfigError(f"unknown export format '{fmt}'. Choose one of: {', '.join(FORMATS)}.")
     if fmt == "gguf":
         gguf_type = check_gguf_type(gguf_type)
+    else:  # options that only shape a GGUF file would be dropped without a word
+        given = [flag for flag, on in (("--gguf-type", gguf_type != "auto"), ("--embedding-type", embed_type),
+                                       ("--check", check)) if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: only for --format gguf; a safetensors export takes --dtype")
+    if check and (check_windows < 1 or seq_len < 2):
+        raise ConfigError(f"--check needs at least 1 window (--check-windows, given {check_windows}) of at least "
+                          f"2 tokens (--seq-len, given {seq_len}) to measure perplexity")
     storage_dtype(dtype)
     src = open_model(model, Path(adapter) if adapter else None)
     out = Path(out)
