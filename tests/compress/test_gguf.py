@@ -219,3 +219,22 @@ def test_export_options_that_would_fail_late_or_be_dropped_are_refused_first(tin
     assert not (tmp_path / "c.gguf").exists()
     with pytest.raises(ConfigError, match=r"--gguf-type, --check: only for --format gguf"):
         export_model(str(tiny_smol), tmp_path / "hf", "safetensors", "q4_0", check=True)
+
+
+def test_export_keeps_an_earlier_file_and_its_own_input_unless_told(tiny_smol, tmp_path):
+    """export silently replaced an earlier .gguf, and `--format safetensors --out` its own input folder rewrote
+    the weights under that folder's manifest."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    def export(*args):
+        return CliRunner().invoke(build_app(), ["export", "--model", str(tiny_smol), "--gguf-type", "f16", *args])
+
+    assert export("--out", str(tmp_path / "m.gguf")).exit_code == 0
+    again = export("--out", str(tmp_path / "m.gguf"))
+    assert isinstance(again.exception, ConfigError) and "already exists: pass --overwrite" in str(again.exception)
+    assert export("--out", str(tmp_path / "m.gguf"), "--overwrite").exit_code == 0
+    into = CliRunner().invoke(build_app(), ["export", "--model", str(tiny_smol), "--format", "safetensors",
+                                            "--out", str(tiny_smol), "--overwrite"])
+    assert isinstance(into.exception, ConfigError) and "would be written into its input (--model" in str(into.exception)

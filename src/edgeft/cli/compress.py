@@ -107,10 +107,12 @@ def register(app: typer.Typer) -> None:
                                                "PyTorch"),
         check_windows: int = typer.Option(8, help="WikiText-2 windows for --check"),
         seq_len: int = typer.Option(512, help="window length for --check"),
+        overwrite: bool = typer.Option(False, help="replace an earlier export at --out"),
     ):
         """Write the deployable model: a Hugging Face safetensors folder or a GGUF file llama.cpp runs."""
-        from edgeft.compress.export import export_model
+        from edgeft.compress.export import claim_export, export_model
 
+        claim_export(model, adapter, out, format, gguf_type, overwrite)
         with console.status("exporting"):
             info = export_model(model, out, format, gguf_type, adapter, dtype, check, check_windows, seq_len,
                                 embed_type=embedding_type)

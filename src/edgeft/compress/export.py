@@ -150,6 +150,29 @@ def _check_tasks(src: Source, tasks: tuple[str, ...]) -> tuple[str, ...]:
     return tasks
 
 
+def export_path(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "auto") -> Path:
+    """Where the export lands: the safetensors folder, or the .gguf file (a folder gets <model>-<type>.gguf)."""
+    out = Path(out)
+    if fmt == "safetensors" or out.suffix == ".gguf":
+        return out
+    return out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
+
+
+def claim_export(model: str, adapter: str | None, out: str | Path, fmt: str = "gguf", gguf_type: str = "auto",
+                 overwrite: bool = False) -> None:
+    """Refuse an export onto its own input (it would replace the weights the folder's manifest describes) and,
+    unless `overwrite`, onto an earlier file or a non-empty folder, as `compress` and `finetune` refuse theirs."""
+    target = export_path(model, out, fmt, gguf_type).resolve()
+    for name, given in (("--model", model), ("--adapter", adapter)):
+        if given and Path(given).exists() and Path(given).resolve() in (target, *target.parents):
+            raise ConfigError(f"{out}: the export would be written into its input ({name} {given}); "
+                              "choose another --out.")
+    if overwrite:
+        return
+    if target.is_file() or (target.is_dir() and any(target.iterdir())):
+        raise ConfigError(f"{target} already exists: pass --overwrite to replace it, or choose another --out.")
+
+
 def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "auto", adapter: str | None = None,
                  dtype: str = "float16", check: bool = False, check_windows: int = 8, seq_len: int = 512,
                  progress=None, check_tasks: tuple[str, ...] = ("wikitext2",), embed_type: str | None = None) -> dict:
@@ -167,11 +190,9 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
                           f"2 tokens (--seq-len, given {seq_len}) to measure perplexity")
     storage_dtype(dtype)
     src = open_model(model, Path(adapter) if adapter else None)
-    out = Path(out)
+    out = export_path(model, out, fmt, gguf_type)
     if fmt == "safetensors":
         return export_safetensors(src, out, dtype)
-    if out.suffix != ".gguf":
-        out = out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
     return export_gguf_checked(src, out, gguf_type, check, check_windows, seq_len, check_tasks, progress,
                                embed_type=embed_type)
 
