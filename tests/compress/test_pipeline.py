@@ -177,3 +177,17 @@ def test_an_adapter_kept_beside_the_model_is_not_reported_as_merged(tiny_word_ll
                        log=said.append)
     assert res["records"][0]["label"] == "base (adapter kept beside)"
     assert any("every figure below is of the base model without it" in m and "prompt" in m for m in said)
+
+
+def test_a_storage_dtype_it_cannot_write_is_refused_before_the_model_is_opened(tmp_path):
+    """--dtype int8 was refused only after loading and merging, leaving an empty --out folder behind."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    with pytest.raises(ConfigError, match=r"dtype: Input should be 'float16', 'bfloat16' or 'float32'"):
+        config_from_dict({"model": "x", "dtype": "int8"})
+    res = CliRunner().invoke(build_app(), ["compress", "--model", str(tmp_path / "no-model"), "--method", "merge",
+                                           "--dtype", "int8", "--out", str(tmp_path / "out")])
+    assert isinstance(res.exception, ConfigError) and "dtype" in str(res.exception)
+    assert not (tmp_path / "out").exists()

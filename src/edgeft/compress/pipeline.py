@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
@@ -36,7 +36,8 @@ class CompressConfig(ConfigFile):
     method: str = "gptq"
     options: dict = Field(default_factory=dict)
     out: str = "runs/compressed"
-    dtype: str = "float16"  # storage of tensors the step leaves dense (embeddings, norms, pruned layers)
+    # storage of tensors the step leaves dense (embeddings, norms, pruned layers)
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     calib_task: Optional[str] = None  # default: the adapter's task, else wikitext2
     calib_samples: int = Field(32, ge=1)
     calib_seq_len: int = Field(512, ge=8)
