@@ -191,3 +191,14 @@ def test_a_storage_dtype_it_cannot_write_is_refused_before_the_model_is_opened(t
                                            "--dtype", "int8", "--out", str(tmp_path / "out")])
     assert isinstance(res.exception, ConfigError) and "dtype" in str(res.exception)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_sparsity_beside_a_pattern_that_disagrees_is_refused():
+    """--sparsity 0.7 --pattern 2:4 pruned 50% and labelled it '2:4': the 0.7 was dropped without a word."""
+    from edgeft.compress.registry import get_step
+
+    for method in ("magnitude", "sparsegpt"):
+        with pytest.raises(ConfigError, match=r"sparsity 0.7 and pattern 2:4 disagree: the pattern removes 2/4 = 0.5"):
+            get_step(method, {"sparsity": 0.7, "pattern": "2:4"})
+        assert get_step(method, {"sparsity": 0.5, "pattern": "2:4"})[1].pattern == "2:4"
+        assert get_step(method, {"pattern": "2:4"})[1].pattern == "2:4"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeft.compress.distill import DistillOptions
 from edgeft.compress.embedding_gptq import quantize_tied_embedding, tied_embedding
@@ -261,6 +261,16 @@ class SparsityOptions(StepOptions):
     def _n_of_m(cls, pattern: Optional[str]) -> Optional[str]:  # refused when the options are read
         parse_pattern(pattern)
         return pattern
+
+    @model_validator(mode="after")
+    def _one_amount(self):
+        """A pattern sets the amount (N/M); a different sparsity given beside it would be dropped silently."""
+        if self.pattern and "sparsity" in self.model_fields_set:
+            n, m = parse_pattern(self.pattern)
+            if abs(self.sparsity - n / m) > 1e-9:
+                raise ValueError(f"sparsity {self.sparsity:g} and pattern {self.pattern} disagree: the pattern "
+                                 f"removes {n}/{m} = {n / m:g} of the weights; give one of them")
+        return self
 
 
 def _sparse_label(kind: str, o) -> str:
