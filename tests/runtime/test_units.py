@@ -292,3 +292,27 @@ def test_a_split_plan_refuses_a_device_without_an_uplink_by_name():
     table = make_table(PRESETS["minilm-l6"], "lora", 8, 32, {})
     with pytest.raises(PlanError, match=r"split: devices \['p0'\] have zero uplink rate.*--devices"):
         make_plan("split", cluster, table, samples=64, steps=8)
+
+
+def test_a_plan_file_launch_cannot_run_is_refused_before_any_work(tmp_path, tiny_llama):
+    """`--plan runs/plan/plan.json` (what `edgeft plan` writes) ended after host calibration in KeyError: 'ranks',
+    with the run folder already claimed; a missing or non-JSON file gave a traceback."""
+    import json
+
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    report = tmp_path / "plan.json"
+    report.write_text(json.dumps({"strategy": "hybrid", "tasks": [], "predicted": {}}))
+    foreign = tmp_path / "plan.attempt0.json"
+    foreign.write_text(json.dumps({"strategy": "hybrid", "layout": {}, "predicted": {},
+                                   "ranks": [{"name": "laptop", "kind": "device"}]}))
+    (tmp_path / "notes.txt").write_text("not json")
+    for path, match in ((report, "not a launch plan. --plan takes the plan.attempt0.json"),
+                        (tmp_path / "gone.json", "no such file"), (tmp_path / "notes.txt", "not valid JSON"),
+                        (foreign, r"the plan places devices \['laptop'\], this run has \['phone-1'")):
+        cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",
+                           task={"name": "sst2", "train_samples": 16, "max_length": 16}, out=str(tmp_path / "run"),
+                           train={"epochs": 1, "batch_size": 8}, plan=str(path))
+        with pytest.raises(ConfigError, match=match):
+            launch(cfg)
+        assert not (tmp_path / "run").exists()

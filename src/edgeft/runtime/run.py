@@ -150,6 +150,31 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             raise
 
 
+def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
+    """The --plan file, checked before any work: a launch plan (plan.attempt0.json) for this strategy whose
+    devices the run has (it runs until one of them is lost; then the run re-plans)."""
+    if not cfg.plan:
+        return None
+    path = Path(cfg.plan)
+    if not path.is_file():
+        raise ConfigError(f"--plan {path}: no such file")
+    try:
+        plan = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--plan {path}: not valid JSON ({err})") from None
+    if not isinstance(plan, dict) or not {"strategy", "ranks", "layout", "predicted"} <= set(plan):
+        raise ConfigError(f"--plan {path}: not a launch plan. --plan takes the plan.attempt0.json an earlier "
+                          "`edgeft launch` wrote in its run directory; the plan.json of `edgeft plan` is a report "
+                          "(launch plans the run itself without --plan)")
+    if plan["strategy"] != cfg.strategy:
+        raise PlanError(f"{path}: plan is for strategy {plan['strategy']!r}, not {cfg.strategy!r}")
+    planned = sorted(r["name"] for r in plan["ranks"] if r.get("kind") == "device")
+    if not set(planned) <= set(devices):
+        raise ConfigError(f"--plan {path}: the plan places devices {planned}, this run has {sorted(devices)}; "
+                          "give a cluster (and --devices) that has them, or drop --plan")
+    return plan
+
+
 def _check_kill(cfg: LaunchConfig, devices: list[str], total_steps: int) -> None:
     """A fault injection that would never fire (a device the run does not have, a step it never reaches)
     is refused before any work, instead of a run that ends without the fault it was started to show."""
@@ -183,6 +208,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     out = Path(cfg.out)
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
+    given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
@@ -243,13 +269,11 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
 
     method = get_method(cfg.method, cfg.method_options)
     fill_first = method.fills_cache_first(cfg.strategy)
-    given_plan = json.loads(Path(cfg.plan).read_text()) if cfg.plan else None
-    if cfg.plan and given_plan.get("strategy") != cfg.strategy:
-        raise PlanError(f"{cfg.plan}: plan is for strategy {given_plan.get('strategy')!r}, not {cfg.strategy!r}")
 
     def replan(devices: list[str]):
         sub = placement.pick(cluster, devices)
-        if given_plan and set(r["name"] for r in given_plan["ranks"] if r["kind"] == "device") == set(devices):
+        # the given plan while every device it places is still here (devices it leaves idle have no process)
+        if given_plan and {r["name"] for r in given_plan["ranks"] if r["kind"] == "device"} <= set(devices):
             return placement.RuntimePlan(**given_plan)
         p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
