@@ -316,3 +316,17 @@ def test_a_plan_file_launch_cannot_run_is_refused_before_any_work(tmp_path, tiny
         with pytest.raises(ConfigError, match=match):
             launch(cfg)
         assert not (tmp_path / "run").exists()
+
+
+def test_a_time_scale_that_stops_or_reverses_time_is_refused():
+    """--time-scale 0 ended in a ZeroDivisionError and -2 in a pydantic traceback about -1e+10 FLOP/s, both after
+    host calibration."""
+    from edgeft.runtime.run import LaunchConfig
+
+    def config(scale):
+        return LaunchConfig.from_dict({"cluster": "c.yaml", "task": {"name": "sst2"}, "time_scale": scale})
+
+    for scale in (0, -2, float("inf")):
+        with pytest.raises(ConfigError, match=r"time_scale: expected a number greater than 0 .* or 'auto'"):
+            config(scale)
+    assert config("auto").time_scale == "auto" and config(2.5).time_scale == 2.5

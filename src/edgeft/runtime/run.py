@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import uuid
 from pathlib import Path
@@ -61,6 +62,13 @@ class LaunchConfig(ConfigFile):
                          "rank that stays faster than the host (a GPU-class server) runs at host speed and "
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
 
+
+    @field_validator("time_scale")
+    @classmethod
+    def _time_runs_forward(cls, scale):
+        if scale != "auto" and not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"expected a number greater than 0 (every rate is divided by it) or 'auto', not {scale:g}")
+        return scale
 
     @field_validator("kill_device_at_step")
     @classmethod
