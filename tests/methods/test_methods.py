@@ -118,3 +118,15 @@ def test_lora_on_chosen_blocks_wraps_only_those_and_the_planner_refuses_it(famil
         m.cost_workload(bb.arch)
     with pytest.raises(ConfigError, match=rf"'layers': \[{n}\].*from 0 to {n - 1}"):
         _setup(path, head, "lora", {"layers": [0, n]})
+
+
+@pytest.mark.parametrize("method, options, match", [
+    ("lora", {"r": 0}, "r: Input should be greater than or equal to 1"),  # was PEFT's ValueError traceback
+    ("lora", {"dropout": 1.5}, "dropout: Input should be less than 1"),  # was torch's ValueError traceback
+    ("lora", {"alpha": 0}, "alpha: Input should be greater than or equal to 1"),  # an update scaled to nothing
+    ("prompt", {"num_virtual_tokens": 0}, "num_virtual_tokens: Input should be greater than or equal to 1"),
+])
+def test_impossible_peft_options_are_refused_when_read(method, options, match):
+    """(prompt with 0 virtual tokens trained and saved nothing, without a word)"""
+    with pytest.raises(ConfigError, match=match):
+        get_method(method, options)

@@ -64,9 +64,9 @@ class _PeftMethod(Method):
 
 
 class LoraOptions(MethodOptions):
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    r: int = Field(8, ge=1, description="rank of each update")
+    alpha: int = Field(16, ge=1, description="scale: the update is multiplied by alpha / r")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: Optional[list[str]] = None
     layers: Optional[list[int]] = Field(None, description="block indices (0 = nearest the input) that get LoRA; "
                                                             "None: every block. The others stay frozen as they are")
@@ -121,7 +121,7 @@ class LoRA(_PeftMethod):
 
 
 class PromptOptions(MethodOptions):
-    num_virtual_tokens: int = 20
+    num_virtual_tokens: int = Field(20, ge=1)
     init: Literal["text", "random"] = "text"
     init_text: str = "Classify the text and answer with the right label."
 
