@@ -330,3 +330,21 @@ def test_a_time_scale_that_stops_or_reverses_time_is_refused():
         with pytest.raises(ConfigError, match=r"time_scale: expected a number greater than 0 .* or 'auto'"):
             config(scale)
     assert config("auto").time_scale == "auto" and config(2.5).time_scale == 2.5
+
+
+def test_a_knob_of_another_strategy_or_a_cut_past_the_model_is_refused_before_any_work(tmp_path, tiny_llama):
+    """--cut under hybrid/deft and --micro-batches under deft/split were dropped without a word; --cut 99 under
+    split was refused only after calibration, with the run folder already claimed."""
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    base = {"cluster": "c.yaml", "task": {"name": "sst2"}}
+    with pytest.raises(ConfigError, match="cut is only for --strategy split, not hybrid"):
+        LaunchConfig.from_dict({**base, "strategy": "hybrid", "cut": 2})
+    with pytest.raises(ConfigError, match="train.micro_batches is only for --strategy hybrid, not deft"):
+        LaunchConfig.from_dict({**base, "strategy": "deft", "train": {"micro_batches": 2}})
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",
+                       strategy="split", cut=99, task={"name": "sst2", "train_samples": 16, "max_length": 16},
+                       train={"epochs": 1, "batch_size": 8}, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=r"--cut 99: .* must be between 1 and 3"):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()

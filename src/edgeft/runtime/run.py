@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 from typing import ClassVar, Literal, Optional, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeft.config import ConfigFile, validate
 from edgeft.errors import ConfigError, PlanError
@@ -45,7 +45,7 @@ class LaunchConfig(ConfigFile):
     threads: int = Field(1, ge=1)
     timeout_s: float = Field(60.0, gt=0)
     heartbeat_s: float = Field(1.0, gt=0)
-    cut: Optional[int] = None
+    cut: Optional[int] = Field(None, ge=1, description="split: blocks on each device (None: the planner picks)")
     devices: Optional[list[str]] = Field(None, description="use only these devices of the cluster")
     max_attempts: int = Field(4, ge=1)
     resume: bool = Field(False, description="continue the run in `out` from its last complete checkpoint")
@@ -62,6 +62,18 @@ class LaunchConfig(ConfigFile):
                          "rank that stays faster than the host (a GPU-class server) runs at host speed and "
                          "takes a full core: n_host_speed + 2 x sum(r / (scale x host)) <= cores")
 
+
+    @model_validator(mode="after")
+    def _knobs_of_this_strategy(self):
+        """--cut places the split strategy's cut, --micro-batches the hybrid pipeline's; under another strategy
+        nothing reads them, so they are refused rather than dropped."""
+        given = [(flag, only) for flag, only, on in (("cut", "split", self.cut is not None),
+                                                     ("train.micro_batches", "hybrid", self.train.micro_batches))
+                 if on and self.strategy != only]
+        if given:
+            raise ValueError("; ".join(f"{flag} is only for --strategy {only}, not {self.strategy}"
+                                       for flag, only in given))
+        return self
 
     @field_validator("time_scale")
     @classmethod
@@ -217,6 +229,9 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
     given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
+    if cfg.cut is not None and cfg.cut >= arch.num_layers:
+        raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
+                          f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
