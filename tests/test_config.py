@@ -113,3 +113,22 @@ def test_launch_takes_your_own_data_with_finetunes_options(tmp_path):
                    "--instruction-column", "--response-column"):
         assert option in words
     assert "--no-no-compute-emulation" not in words and "--no-compute-emulation" in words
+
+
+def test_a_key_given_twice_is_named_with_both_lines_and_merge_keys_still_work(tmp_path):
+    """A second `devices:` in a cluster file silently replaced the first list (its devices vanished from the
+    plan); a repeated `memory_gb` kept the last value."""
+    cluster = tmp_path / "dup.yaml"
+    cluster.write_text("name: dup\ndevices:\n  - {name: a, compute: {flops: 1e10}, memory_gb: 4}\n"
+                       "servers:\n  - {name: e, compute: {flops: 1e12}, memory_gb: 16, band_mhz: 10}\n"
+                       "devices:\n  - {name: b, compute: {flops: 1e10}, memory_gb: 4}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: line 6, column 1 .*key 'devices' is given twice \(first on "
+                                          r"line 2\); keep one"):
+        load_cluster(cluster)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("train:\n  lr: 1e-3\n  epochs: 2\n  lr: 1e-4\n")
+    with pytest.raises(ConfigError, match=r"line 4, column 3 .*key 'lr' is given twice \(first on line 2\)"):
+        read_yaml(nested)
+    merged = tmp_path / "merge.yaml"
+    merged.write_text("base: &b {epochs: 1, lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n")
+    assert read_yaml(merged)["train"] == {"epochs": 1, "lr": 0.2}

@@ -49,6 +49,28 @@ class ConfigFile(BaseModel):
 
 
 # -- reading -------------------------------------------------------------------------------------------
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one,
+    so a second `devices:` dropped every device listed above it without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: keys given here override the base's
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1}); keep one",
+                    key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+
+
 def read_yaml(path: str | Path, what: str = "config file", hint: str = "") -> dict:
     """The mapping a YAML file holds; a missing file, bad bytes, bad YAML (line and column) or a
     top level that is not a mapping is a ConfigError naming the file."""
@@ -56,7 +78,7 @@ def read_yaml(path: str | Path, what: str = "config file", hint: str = "") -> di
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found{f' ({hint})' if hint else ''}.")
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded): a {what} is YAML "
                           "text; check that this is the right file") from None
