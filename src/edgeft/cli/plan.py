@@ -91,8 +91,9 @@ def register(app: typer.Typer) -> None:
         """Measure forward/backward time, FLOPs and saved activations per block on this machine."""
         from edgeft.measure.profile import compare_table, profile_model
 
-        if reps < 1:
-            raise ConfigError("--reps must be at least 1")
+        for flag, value in (("--reps", reps), ("--batch", batch), ("--seq-len", seq_len)):
+            if value < 1:
+                raise ConfigError(f"{flag} must be at least 1, not {value}")
         prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(prof, indent=2))

@@ -117,7 +117,12 @@ def profile_model(model: str, method: str = "lora", batch: int = 4, seq_len: int
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    encoder = family_of(load_config(model)) == "bert"  # an alias or a folder: an encoder has no LM head
+    config = load_config(model)
+    encoder = family_of(config) == "bert"  # an alias or a folder: an encoder has no LM head
+    longest = getattr(config, "max_position_embeddings", None)
+    if encoder and longest and seq_len > longest:  # BERT's learned positions end there
+        raise ConfigError(f"--seq-len {seq_len}: {model} has learned positions for {longest} tokens; profile at "
+                          f"most {longest}")
     bb = load_backbone(model, head="sequence_classification" if encoder else "causal_lm")
     arch = _arch_of(bb)
     net, adapters = _apply_method(bb, method, lora_rank)
