@@ -108,3 +108,19 @@ def test_cli_plan_refuses_impossible_numbers_by_option_name(tmp_path, args, says
                                    "--out", str(tmp_path), *args])
     assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_cli_plan_refuses_a_profile_the_split_model_would_ignore(tmp_path):
+    """`plan --strategy split --profile p.json` printed the same plan as without it."""
+    from edgeft.cli.plan import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _cb():
+        pass
+
+    res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "split",
+                                   "--profile", str(tmp_path / "p.json"), "--no-plots", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "the split strategy prices every layer" in str(res.exception)
