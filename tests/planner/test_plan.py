@@ -124,3 +124,24 @@ def test_cli_plan_refuses_a_profile_the_split_model_would_ignore(tmp_path):
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "split",
                                    "--profile", str(tmp_path / "p.json"), "--no-plots", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "the split strategy prices every layer" in str(res.exception)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--strategy", "hybrid", "--blocks", "3"], "--blocks is only for --strategy deft, not hybrid"),
+    (["--strategy", "deft", "--samples", "64"], "--samples is only for --strategy hybrid, not deft"),
+    (["--strategy", "hybrid", "--w-e", "2"], "--w-e is only for --strategy split, not hybrid"),
+])
+def test_cli_plan_refuses_an_option_of_another_strategys_planner(tmp_path, args, says):
+    """Each was read by one planner only and dropped by the others: the same plan came out."""
+    from edgeft.cli.plan import register
+
+    app = typer.Typer()
+    register(app)
+
+    @app.callback()
+    def _cb():
+        pass
+
+    res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--no-plots",
+                                   "--out", str(tmp_path), *args])
+    assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)

@@ -26,9 +26,25 @@ def _check_numbers(batch: int, seq_len: int, samples: int, blocks: Optional[int]
             raise ConfigError(f"{flag} must be 0 or more, not {value:g}")
 
 
+# options that only one strategy's planner reads
+STRATEGY_OPTIONS = {"blocks": "deft", "samples": "hybrid", "w_t": "split", "w_e": "split", "w_s": "split"}
+
+
+def _check_strategy_options(ctx: typer.Context, strategy: str) -> None:
+    """An option given for another strategy's planner is refused: it would change nothing in this plan."""
+    from click.core import ParameterSource
+
+    given = [name for name, only in STRATEGY_OPTIONS.items()
+             if only != strategy and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    if given:
+        raise ConfigError("; ".join(f"--{name.replace('_', '-')} is only for --strategy {STRATEGY_OPTIONS[name]}, "
+                                    f"not {strategy}" for name in given))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("plan")
     def plan_cmd(
+        ctx: typer.Context,
         cluster: Path = typer.Option(..., "--cluster", help="cluster YAML (see examples/clusters/)"),
         model: str = typer.Option(..., "--model", help="preset (minilm-l6, smollm2-135m, roberta-base, llama-7b-paper) or a config.json / model dir"),
         strategy: str = typer.Option("deft", "--strategy", help="deft | split | hybrid"),
@@ -59,6 +75,7 @@ def register(app: typer.Typer) -> None:
         _check_numbers(batch=batch, seq_len=seq_len, samples=samples, blocks=blocks, w_t=w_t, w_e=w_e, w_s=w_s)
         strategy_entry(strategy, ConfigError)  # a typo is named as one, before the method's pairing is judged
         check_strategy(method, strategy)  # a plan `edgeft launch` could not run
+        _check_strategy_options(ctx, strategy)
         if profile is not None and strategy == "split":
             raise ConfigError("--profile: the split strategy prices every layer with its paper's FLOP count from "
                               "--batch, --seq-len and the model's width (docs/planner.md, split), so a measured "
