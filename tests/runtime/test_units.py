@@ -348,3 +348,22 @@ def test_a_knob_of_another_strategy_or_a_cut_past_the_model_is_refused_before_an
     with pytest.raises(ConfigError, match=r"--cut 99: .* must be between 1 and 3"):
         launch(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_other_trainables_is_refused_before_config_yaml_is_rewritten(tmp_path, tiny_llama):
+    """`--resume --method bitfit` on a LoRA run rewrote config.yaml, calibrated, started the workers and failed in
+    each with 'no saved value for ... the checkpoint belongs to another model or method'."""
+    import yaml
+
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",
+                       task={"name": "sst2", "train_samples": 16, "max_length": 16}, out=str(tmp_path / "run"),
+                       train={"epochs": 1, "batch_size": 8})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump()))
+    again = cfg.model_copy(update={"method": "bitfit", "resume": True})
+    with pytest.raises(ConfigError, match=r"--resume: the run in .* was started with other trainables \(method: "
+                                          r"'lora' then, 'bitfit' now\)"):
+        launch(again)
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"] == "lora"

@@ -170,6 +170,26 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             raise
 
 
+def _check_resume(cfg: LaunchConfig, out: Path) -> None:
+    """--resume continues the run in `out` with the trainables its checkpoints hold: a different model, method,
+    method options or task is refused here, before config.yaml is rewritten and before any worker finds
+    the checkpoint's parameters missing."""
+    saved = out / "config.yaml"
+    if not cfg.resume or not saved.is_file():
+        return
+    import yaml
+
+    before = yaml.safe_load(saved.read_text()) or {}
+    now = cfg.model_dump()
+    changed = [f"{key}: {before.get(key)!r} then, {now[key]!r} now" for key in ("model", "method", "method_options")
+               if key in before and before.get(key) != now[key]]
+    if (before.get("task") or {}).get("name") not in (None, now["task"]["name"]):
+        changed.append(f"task: {before['task']['name']!r} then, {now['task']['name']!r} now")
+    if changed:
+        raise ConfigError(f"--resume: the run in {out} was started with other trainables ({'; '.join(changed)}); "
+                          "resume with its settings (its config.yaml), or use --overwrite or another --out")
+
+
 def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
     """The --plan file, checked before any work: a launch plan (plan.attempt0.json) for this strategy whose
     devices the run has (it runs until one of them is lost; then the run re-plans)."""
@@ -229,6 +249,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     task, head, feat, feats, arch, batches, seq = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
     given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
+    _check_resume(cfg, out)
     if cfg.cut is not None and cfg.cut >= arch.num_layers:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
