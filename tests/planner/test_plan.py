@@ -59,7 +59,8 @@ def test_costs_grow_with_batch_and_lora_is_lighter_than_full():
     assert np.allclose(lo.scaled(16).fwd, 2 * lo.fwd)
 
 
-def test_cli_plan_writes_json_and_pngs(tmp_path):
+def _plan_app():
+    """The `edgeft plan` command on a Typer app of its own, as the CLI registers it."""
     from edgeft.cli.plan import register
 
     app = typer.Typer()
@@ -69,6 +70,11 @@ def test_cli_plan_writes_json_and_pngs(tmp_path):
     def _cb():
         pass
 
+    return app
+
+
+def test_cli_plan_writes_json_and_pngs(tmp_path):
+    app = _plan_app()
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "deft",
                                    "--out", str(tmp_path)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
@@ -95,15 +101,7 @@ def test_cli_plan_writes_json_and_pngs(tmp_path):
     (["--strategy", "split", "--w-e", "-1"], "--w-e must be 0 or more, not -1"),  # traceback
 ])
 def test_cli_plan_refuses_impossible_numbers_by_option_name(tmp_path, args, says):
-    from edgeft.cli.plan import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _cb():
-        pass
-
+    app = _plan_app()
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--no-plots",
                                    "--out", str(tmp_path), *args])
     assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)
@@ -112,15 +110,7 @@ def test_cli_plan_refuses_impossible_numbers_by_option_name(tmp_path, args, says
 
 def test_cli_plan_refuses_a_profile_the_split_model_would_ignore(tmp_path):
     """`plan --strategy split --profile p.json` printed the same plan as without it."""
-    from edgeft.cli.plan import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _cb():
-        pass
-
+    app = _plan_app()
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "split",
                                    "--profile", str(tmp_path / "p.json"), "--no-plots", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "the split strategy prices every layer" in str(res.exception)
@@ -133,15 +123,7 @@ def test_cli_plan_refuses_a_profile_the_split_model_would_ignore(tmp_path):
 ])
 def test_cli_plan_refuses_an_option_of_another_strategys_planner(tmp_path, args, says):
     """Each was read by one planner only and dropped by the others: the same plan came out."""
-    from edgeft.cli.plan import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _cb():
-        pass
-
+    app = _plan_app()
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--no-plots",
                                    "--out", str(tmp_path), *args])
     assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)
