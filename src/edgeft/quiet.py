@@ -19,12 +19,17 @@ LIBRARY_WARNINGS = [
     # Ray's own modules, in the driver and in the Flower simulation's worker processes
     (FutureWarning, r"", r"ray(\.|$)"),
     (DeprecationWarning, r"", r"ray(\.|$)"),
+    # torch's forward-mode AD (fwdgrad's jvp) scripts its decompositions on first use; shown in a Flower client,
+    # whose Ray worker turns DeprecationWarnings on
+    (DeprecationWarning, r"`torch\.jit\.script` is deprecated", r"torch\.jit"),
 ]
 # The same for processes Ray starts, in -W syntax: its accelerator tip and its metric-name notice.
 WORKER_WARNINGS = ["ignore:Tip:FutureWarning", "ignore:Metric name:FutureWarning"]
-# Flower logs (not warns) that run_simulation is deprecated (edgeft builds on it on purpose) and that it stops
-# its client actors at the end of every simulation.
-FLOWER_NOTICES = ("`run_simulation` function is deprecated", "Manually terminating ClientAppActor")
+# Flower logs (not warns) that run_simulation is deprecated (edgeft builds on it on purpose), that it stops
+# its client actors at the end of every simulation, and that FedIT's strategy skips Flower's client-side
+# evaluation (edgeft's server evaluates the global model itself).
+FLOWER_NOTICES = ("`run_simulation` function is deprecated", "Manually terminating ClientAppActor",
+                  "fraction_evaluate is set to 0.0")
 
 
 class _DropNotices(logging.Filter):
