@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -130,3 +132,17 @@ def test_impossible_peft_options_are_refused_when_read(method, options, match):
     """(prompt with 0 virtual tokens trained and saved nothing, without a word)"""
     with pytest.raises(ConfigError, match=match):
         get_method(method, options)
+
+
+def test_adapter_is_accepted_with_its_model_folder_named_by_another_path(tmp_path, tiny_llama, monkeypatch):
+    """A folder given as 'tiny' in one command and '/abs/tiny' (or from another directory) in the next is the same
+    backbone: its identity does not depend on the working directory."""
+    task, bb, feat, m, model, batch = _setup(tiny_llama, "causal_lm", "lora")
+    write_adapter_note(tmp_path / "adapter", m, bb, task)
+    monkeypatch.chdir(tiny_llama.parent)
+    relative = load_backbone(tiny_llama.name, head="causal_lm")
+    check_backbone_matches(read_adapter_note(tmp_path / "adapter"), relative, tmp_path / "adapter")
+    monkeypatch.chdir(tmp_path)  # a different folder of the same name elsewhere is not the same backbone
+    shutil.copytree(tiny_llama, tmp_path / tiny_llama.name)
+    other = load_backbone(tiny_llama.name, head="causal_lm")
+    assert other.identity != relative.identity

@@ -74,7 +74,7 @@ def resolve(name: str) -> tuple[str, bool]:
     if p.exists():
         if not (p / "config.json").is_file():
             raise ModelError(f"{p}: not a Hugging Face model folder (no config.json).")
-        return str(p), True
+        return str(p.resolve()), True  # absolute: the identity an adapter keeps must not depend on the cwd
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"{name}: no such model folder.")
     return name, False
