@@ -159,3 +159,15 @@ def test_a_file_whose_kind_cannot_be_told_names_its_fields_and_the_options(tmp_p
         load_task(TaskConfig(name="pc", data_file=str(p)))
     task = load_task(TaskConfig(name="pc", data_file=str(p), instruction_column="prompt", response_column="completion"))
     assert task.kind == "generation" and sorted(e["response"] for e in task.train + task.dev) == ["4", "6", "8"]
+
+
+def test_a_json_array_file_is_named_as_such_with_how_to_convert_it(tmp_path):
+    """Alpaca-style data comes as one JSON array (.json); the error says so instead of 'found list' at line 1."""
+    for text in ('[{"instruction": "a", "response": "b"}]', '[\n  {"instruction": "a", "response": "b"}\n]\n'):
+        p = tmp_path / "alpaca.json"
+        p.write_text(text)
+        with pytest.raises(DataError, match=r"alpaca.json: the file is one JSON array; edgeft reads JSON Lines.*jq"):
+            read_jsonl(p)
+    p.write_text('[1, 2]\n[3]\n')  # JSON Lines whose lines are arrays: the line's own error
+    with pytest.raises(DataError, match=r"alpaca.json:1: expected a JSON object, found list"):
+        read_jsonl(p)

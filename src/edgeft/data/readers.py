@@ -51,10 +51,20 @@ def read_tsv(path: Path, *, n_columns: int, header: bool) -> list[tuple[int, lis
     return rows
 
 
+def _is_json_array(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), list)
+    except json.JSONDecodeError:
+        return False
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """Objects of a JSON Lines file as (line number, object); blank lines are errors, not skipped."""
     rows = []
     text = _open_text(path)
+    if text.lstrip().startswith("[") and _is_json_array(text):  # how Alpaca-style .json data often comes
+        raise DataError(f"{path}: the file is one JSON array; edgeft reads JSON Lines, one object per line. "
+                        f"Convert it, e.g. jq -c '.[]' {path} > {Path(path).with_suffix('.jsonl')}")
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
