@@ -171,3 +171,11 @@ def test_a_json_array_file_is_named_as_such_with_how_to_convert_it(tmp_path):
     p.write_text('[1, 2]\n[3]\n')  # JSON Lines whose lines are arrays: the line's own error
     with pytest.raises(DataError, match=r"alpaca.json:1: expected a JSON object, found list"):
         read_jsonl(p)
+
+
+def test_a_blank_line_in_json_lines_is_named_as_blank(tmp_path):
+    p = tmp_path / "notes.jsonl"
+    p.write_text('{"instruction": "a", "response": "b"}\n\n')  # an editor's extra new line at the end
+    with pytest.raises(DataError, match=r"notes.jsonl:2: a blank line \(a JSON Lines file has one object on every "
+                                        r"line\)\. Fix or remove this line\."):
+        read_jsonl(p)

@@ -72,7 +72,9 @@ def read_jsonl(path: Path) -> list[tuple[int, dict]]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg}). Fix or remove this line.") from err
+            what = "a blank line (a JSON Lines file has one object on every line)" if not line.strip() else \
+                f"not valid JSON ({err.msg})"
+            raise DataError(f"{path}:{lineno}: {what}. Fix or remove this line.") from err
         if not isinstance(obj, dict):
             raise DataError(f"{path}:{lineno}: expected a JSON object, found {type(obj).__name__}.")
         rows.append((lineno, obj))
