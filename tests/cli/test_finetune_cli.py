@@ -202,3 +202,18 @@ def test_finetune_deterministic_reaches_the_run_and_its_saved_config(tiny_llama,
     _invoke("finetune", "--model", tiny_llama, "--task", "sst2", "--method", "lora", "--train-samples", 16,
             "--dev-samples", 4, "--max-length", 16, "--deterministic", "--out", tmp_path / "run")
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["train"]["deterministic"] is True
+
+
+def test_eval_takes_a_prompt_tuning_adapter_and_scores_what_finetune_scored(tiny_llama, tmp_path):
+    """PEFT refuses a prompt-learning adapter loaded as trainable: `edgeft eval --adapter` of a `--method prompt`
+    run ended in a ValueError traceback."""
+    train = tmp_path / "reviews.csv"
+    train.write_text("text,label\n" + "\n".join(f"this film is {w} {i},{w}" for i in range(8) for w in ("good", "bad"))
+                     + "\n")
+    out = tmp_path / "run"
+    _invoke("finetune", "--model", tiny_llama, "--method", "prompt", "--option", "num_virtual_tokens=4",
+            "--data-file", train, "--dev-file", train, "--max-length", "16", "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    shown = _invoke("eval", "--model", tiny_llama, "--adapter", out / "adapter", "--data-file", train,
+                    "--max-length", "16")
+    assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]

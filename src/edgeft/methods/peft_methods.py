@@ -147,3 +147,9 @@ class PromptTuning(_PeftMethod):
             kwargs = {"prompt_tuning_init": PromptTuningInit.TEXT, "prompt_tuning_init_text": o.init_text,
                       "tokenizer_name_or_path": backbone.path}
         return PromptTuningConfig(task_type=_task_type(backbone), num_virtual_tokens=o.num_virtual_tokens, **kwargs)
+
+    def load(self, backbone, task, adapter_dir: Path):
+        from peft import PeftModel
+
+        # PEFT refuses to load a prompt-learning adapter as trainable; a loaded one is evaluated, never trained on
+        return PeftModel.from_pretrained(backbone.model, str(adapter_dir))
