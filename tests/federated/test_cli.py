@@ -101,3 +101,12 @@ def test_your_own_file_federates_with_finetunes_data_options(tmp_path):
                    "--text-column", "body", "--label-column", "fold", "--rounds", "1", "--out", str(tmp_path / "r2"))
     assert proc.returncode == 2 and str(data) in proc.stderr and "'fold'" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "ray" not in (proc.stdout + proc.stderr).lower()
+
+
+def test_head_option_reaches_the_configuration(tmp_path):
+    """The label-word error tells a user to pass --head classifier; federate takes it (as the config's head)."""
+    proc = run_cli("federate", "--algorithm", "fedit", "--head", "classifier", "--out", str(tmp_path / "run"),
+                   "app", str(tmp_path / "app"))
+    assert proc.returncode == 0, proc.stderr
+    app = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    assert FederatedConfig.from_run_config(app["config"]).head == "classifier"

@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         algorithm: Optional[str] = typer.Option(None, help="fedit | fedkseed | fedkseed-pro | fwdgrad"),
         model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), folder or hub id"),
         task: Optional[str] = typer.Option(None, help="dolly, sst2, rte, ... or a data file"),
+        head: Optional[str] = typer.Option(None, help="auto|lm|classifier (classification on a causal LM: lm reads "
+                                                      "label words, classifier trains a head)"),
         clients: Optional[int] = typer.Option(None, help="number of clients (simulated SuperNodes)"),
         clients_per_round: Optional[int] = None,
         min_clients: Optional[int] = typer.Option(None, help="connected clients a round needs, else the run stops "
@@ -78,7 +80,8 @@ def register(app: typer.Typer) -> None:
         own = data_task_keys(data_options)  # your own file: --data-file is the task, the rest how to read it
         task = own.pop("data_file", None) or task
         ctx.obj = {"config": config, "option": option, "overrides": dict(
-            algorithm=algorithm, model=model, task=task, task_options=own or None, clients=clients, clients_per_round=clients_per_round,
+            algorithm=algorithm, model=model, task=task, head=head, task_options=own or None, clients=clients,
+            clients_per_round=clients_per_round,
             min_clients=min_clients,
             rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
             local_steps=local_steps, batch_size=batch_size, lr=lr, round_lr=round_lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,
