@@ -131,3 +131,13 @@ def test_task_options_round_trip_and_are_checked_as_finetunes():
         config_from_dict({"algorithm": "fedit", "task": "mail.csv", "task_options": {"text_colum": "body"}})
     with pytest.raises(ConfigError, match=r"\['train_samples'\] are set by the run's own keys"):
         config_from_dict({"algorithm": "fedit", "task_options": {"train_samples": 5}})
+
+
+def test_a_task_options_problem_names_the_file_it_is_in(tmp_path):
+    """Every other key's problem starts with the file's name; task_options' said 'federated config:' instead."""
+    path = tmp_path / "fed.yaml"
+    path.write_text("algorithm: fedit\ntask: mail.csv\ntask_options: {text_colum: body}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: task_options\.text_colum: unknown key, did you mean"):
+        FederatedConfig.load(path)
+    with pytest.raises(ConfigError, match=r"^command line: task_options\.kind: Input should be"):
+        FederatedConfig.load(None, {"algorithm": "fedit", "task": "mail.csv", "task_options": {"kind": "text"}})

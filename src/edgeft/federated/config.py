@@ -110,10 +110,6 @@ class FederatedConfig(ConfigFile):
         if owned:
             raise ValueError(f"task_options: {sorted(owned)} are set by the run's own keys (task, train_samples, "
                              "eval_samples, max_length, seed)")
-        from edgeft.config import validate
-        from edgeft.data import TaskConfig
-
-        validate(TaskConfig, {"name": self.task, **self.task_options}, self.what, self.what, at=("task_options",))
         if self.clients_per_round > self.clients:
             raise ValueError(f"clients_per_round ({self.clients_per_round}) exceeds clients ({self.clients})")
         if self.min_clients is not None and self.min_clients > self.clients_per_round:
@@ -144,6 +140,17 @@ class FederatedConfig(ConfigFile):
         if self.secagg and self.clients_per_round < 3:
             raise ValueError("SecAgg+ needs at least 3 clients per round")
         return self
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "FederatedConfig":
+        """The config, with task_options read as TaskConfig keys: checked here rather than in _check, which does
+        not know the source, so a problem there names the file (or "command line") as every other key's does."""
+        from edgeft.config import validate
+        from edgeft.data import TaskConfig
+
+        cfg = validate(cls, data, source, cls.what, cls.keys_hint)
+        validate(TaskConfig, {"name": cfg.task, **cfg.task_options}, source, cls.what, at=("task_options",))
+        return cfg
 
     @property
     def required_clients(self) -> int:
