@@ -110,3 +110,28 @@ def test_head_option_reaches_the_configuration(tmp_path):
     assert proc.returncode == 0, proc.stderr
     app = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
     assert FederatedConfig.from_run_config(app["config"]).head == "classifier"
+
+
+def test_app_names_a_model_folder_and_data_files_given_relative_to_here_absolutely(tmp_path):
+    """A deployed ServerApp and its ClientApps run in other folders: `--model tiny --data-file notes.jsonl`
+    written as given pointed them at files that are not there. Aliases and bundled task names stay."""
+    import json
+
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "config.json").write_text("{}")
+    rows = "".join(json.dumps({"instruction": f"q {i}", "response": f"a {i}"}) + "\n" for i in range(8))
+    (tmp_path / "notes.jsonl").write_text(rows)
+    (tmp_path / "dev.jsonl").write_text(rows)
+    proc = subprocess.run([*EDGEFT, "federate", "--algorithm", "fedit", "--model", "tiny", "--data-file",
+                           "notes.jsonl", "--dev-file", "dev.jsonl", "--out", "run", "app", "app"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    app = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    cfg = FederatedConfig.from_run_config(app["config"])
+    assert (cfg.model, cfg.task, cfg.task_options["dev_file"], cfg.out) == (
+        str(tmp_path / "tiny"), str(tmp_path / "notes.jsonl"), str(tmp_path / "dev.jsonl"), str(tmp_path / "run"))
+    proc = run_cli("federate", "--algorithm", "fedit", "--model", "smollm2-135m", "--task", "dolly",
+                   "--out", str(tmp_path / "run2"), "app", str(tmp_path / "app2"))
+    cfg = FederatedConfig.from_run_config(tomllib.loads((tmp_path / "app2" / "pyproject.toml").read_text())
+                                          ["tool"]["flwr"]["app"]["config"])
+    assert (cfg.model, cfg.task) == ("smollm2-135m", "dolly")

@@ -128,13 +128,30 @@ def make_node_keys(dest: Path, count: int) -> dict[str, Path]:
 # -- the Flower App --------------------------------------------------------------------------------
 
 
+def _absolute_paths(cfg: FederatedConfig) -> dict:
+    """The run directory, and a model folder or data files named relative to here, made absolute: a deployed
+    app's ServerApp and ClientApps run in other folders. Aliases and bundled task names stay as they are."""
+    from edgeft.models.sources import SOURCES
+
+    def here(value: str, kind: str) -> str:
+        p = Path(value).expanduser()
+        found = p.is_file() if kind == "file" else (p / "config.json").is_file() and value not in SOURCES
+        return str(p.resolve()) if found else value
+
+    options = dict(cfg.task_options)
+    if options.get("dev_file"):
+        options["dev_file"] = here(options["dev_file"], "file")
+    return {"out": str(Path(cfg.out).resolve()), "model": here(cfg.model, "folder"), "task": here(cfg.task, "file"),
+            "task_options": options}
+
+
 def write_app(dest: Path, cfg: FederatedConfig) -> Path:
     """A Flower App folder: pyproject.toml pointing at edgeft's apps, run_config = this configuration."""
     import tomli_w
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    run_config = cfg.model_copy(update={"out": str(Path(cfg.out).resolve())}).to_run_config()
+    run_config = cfg.model_copy(update=_absolute_paths(cfg)).to_run_config()
     doc = {
         "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
         "project": {"name": "edgeft-federated", "version": "1.0.0", "license": "Apache-2.0",
