@@ -137,6 +137,7 @@ class GGUFTalker:
 def _hf_model(model: str, adapter: Optional[Path]):
     """(model, tokenizer) for a base model, base + adapter (LoRA merged, prompt tuning kept as PEFT), or a
     merged/compressed folder."""
+    from edgeft.compress.merge import weights_method
     from edgeft.compress.source import open_model
     from edgeft.methods.base import check_backbone_matches, read_adapter_note
     from edgeft.models.backbone import load_backbone
@@ -147,7 +148,7 @@ def _hf_model(model: str, adapter: Optional[Path]):
                          "cannot generate text. Evaluate it with `edgeft eval` instead.")
     if note is not None and note.get("method") == "pac":  # the side network writes beside the frozen backbone
         return _pac_model(model, adapter, note)
-    if note is not None and note.get("method") == "prompt":
+    if note is not None and weights_method(note) == "prompt":  # prompt tuning, or MeZO/FedKSeed over it
         from peft import PeftModel
 
         backbone = load_backbone(model, head="causal_lm")

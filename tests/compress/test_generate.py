@@ -123,3 +123,22 @@ def test_generate_and_chat_run_a_gguf_export_in_llama_cpp(tiny_smol, tmp_path):
     out = cli("chat", "--gguf", str(tmp_path / "m.gguf"), "--max-new-tokens", "8", "--temperature", "0",
               input=prompt + "\n/exit\n")
     assert [line.split("model> ", 1)[1].strip() for line in out.splitlines() if "model> " in line] == [expected.strip()]
+
+
+def test_generate_runs_a_zeroth_order_run_over_prompt_tuning(tiny_word_llama, tmp_path):
+    """MeZO (or FedKSeed) with base=prompt saves a prompt-tuning adapter under its own name: generate refused it
+    as 'a mezo adapter runs beside the backbone', and compress gave the same wrong reason."""
+    from peft import PeftModel
+
+    from edgeft.compress.merge import merge_adapter
+    from edgeft.models import load_backbone
+
+    prompt = "what is the history of the city"
+    text = alpaca_chat([{"role": "user", "content": prompt}])
+    adapter = make_adapter(tiny_word_llama, tmp_path / "mezo", "mezo",
+                           options={"base": "prompt", "base_options": {"init": "random"}})
+    tuned = PeftModel.from_pretrained(load_backbone(str(tiny_word_llama)).model, str(adapter)).eval()
+    bb = load_backbone(str(tiny_word_llama))
+    assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(adapter), "--prompt", prompt,
+               "--max-new-tokens", "12").strip() == greedy(tuned, bb.tokenizer, text, 12)
+    assert "virtual-token" in merge_adapter(load_backbone(str(tiny_word_llama)), adapter).reason

@@ -25,6 +25,12 @@ UNMERGEABLE = {
 }
 
 
+def weights_method(note: dict) -> str:
+    """The method whose weights an adapter folder holds: a zeroth-order run's base (mezo, fwdgrad and the
+    federated FedKSeed/FwdLLM tune a base method's parameters and save them as it does), else the run's own."""
+    return (note.get("options") or {}).get("base") or note.get("method")
+
+
 @dataclass
 class MergeResult:
     model: nn.Module  # plain transformers model (no PEFT wrapper)
@@ -65,8 +71,8 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
         raise ModelError(f"{adapter_dir}: the adapter was trained with a '{note['head']}' head but the backbone was "
                          f"loaded with '{backbone.head}'.")
     name = note.get("method")
-    if name in UNMERGEABLE:
-        return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[name])
+    if weights_method(note) in UNMERGEABLE:
+        return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[weights_method(note)])
     method = get_method(name, note.get("options") or {})
     if name == "lora":
         from peft import PeftModel
