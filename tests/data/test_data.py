@@ -179,3 +179,13 @@ def test_a_blank_line_in_json_lines_is_named_as_blank(tmp_path):
     with pytest.raises(DataError, match=r"notes.jsonl:2: a blank line \(a JSON Lines file has one object on every "
                                         r"line\)\. Fix or remove this line\."):
         read_jsonl(p)
+
+
+def test_a_classification_file_with_one_label_is_refused(tmp_path):
+    """A label column that holds one value (the wrong column, a broken export) trained a 'classifier' that scored
+    1.0 on dev without a word."""
+    p = tmp_path / "mail.jsonl"
+    p.write_text("".join(json.dumps({"text": f"note {i}", "label": "inbox"}) + "\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"mail.jsonl: every training row has the label 'inbox'; a classifier needs "
+                                        r"at least two labels"):
+        load_task(TaskConfig(name="mail", data_file=str(p)))

@@ -344,7 +344,7 @@ def _custom_task(cfg: TaskConfig) -> Task:
     task = Task(name=path.stem, kind=kind, train=train, dev=dev,
                 metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
     if kind in ("classification", "regression"):
-        _encode_custom_labels(task)
+        _encode_custom_labels(task, path)
         _apply_prompt(task, cfg, path)
     elif cfg.prompt_template is not None or cfg.label_words is not None:
         raise ConfigError(f"{path}: prompt_template and label_words (--prompt-template, --label-words) are for "
@@ -353,7 +353,7 @@ def _custom_task(cfg: TaskConfig) -> Task:
     return task
 
 
-def _encode_custom_labels(task: Task) -> None:
+def _encode_custom_labels(task: Task, path: Path) -> None:
     raw = sorted({ex["label"] for ex in task.train})
     if task.kind == "regression":
         for ex in task.train + task.dev:
@@ -363,6 +363,10 @@ def _encode_custom_labels(task: Task) -> None:
                 raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a number (regression task).") from err
         return
     names = raw
+    if len(names) < 2:
+        raise DataError(f"{path}: every training row has the label {names[0]!r}; a classifier needs at least two "
+                        "labels. Check the label column (--label-column), or set --task-kind regression for a "
+                        "numeric score.")
     for ex in task.dev:
         if ex["label"] not in names:
             raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in the training data ({names}).")
