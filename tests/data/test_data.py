@@ -189,3 +189,19 @@ def test_a_classification_file_with_one_label_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"mail.jsonl: every training row has the label 'inbox'; a classifier needs "
                                         r"at least two labels"):
         load_task(TaskConfig(name="mail", data_file=str(p)))
+
+
+def test_a_label_column_of_scores_asks_for_the_task_kind(tmp_path):
+    """STS-B-like scores (3.8, 2.5) were read as classes: a classifier over every distinct value, or a stop on 'label
+    3.867 never appears in the training data' with no word of --task-kind regression."""
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("".join(json.dumps({"text": f"a {i}", "label": i / 4}) + "\n" for i in range(20)))
+    with pytest.raises(ConfigError, match=r"pairs.jsonl: the label column holds 20 distinct numbers with fractions "
+                                          r".*set --task-kind regression"):
+        load_task(TaskConfig(name="pairs", data_file=str(p)))
+    assert load_task(TaskConfig(name="pairs", data_file=str(p), kind="regression")).kind == "regression"
+    whole = tmp_path / "stars.jsonl"  # whole numbers stay classes, as do numbers the user calls classes
+    whole.write_text("".join(json.dumps({"text": f"a {i}", "label": float(i % 3)}) + "\n" for i in range(20)))
+    assert load_task(TaskConfig(name="stars", data_file=str(whole))).label_names == ["0.0", "1.0", "2.0"]
+    assert load_task(TaskConfig(name="pairs", data_file=str(p), kind="classification", dev_file=str(p))).num_labels \
+        == 20

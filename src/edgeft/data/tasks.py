@@ -8,6 +8,7 @@ Examples are plain dicts so every method, the runtime and the federated clients 
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from dataclasses import dataclass, field
@@ -327,10 +328,29 @@ def _infer_kind(path: Path, cfg: TaskConfig) -> str:
     )
 
 
+def _refuse_scores_as_classes(path: Path, rows: list[dict]) -> None:
+    """A label column of numbers with fractions (STS-B's 3.8, 2.5) is a score: read as classes it would train a
+    classifier over every distinct value, or stop on a dev score the training rows never had."""
+    def number(value: str) -> float | None:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+
+    labels = sorted({ex["label"] for ex in rows})
+    values = [number(v) for v in labels]
+    if all(v is not None and math.isfinite(v) for v in values) and any(v != round(v) for v in values):
+        raise ConfigError(f"{path}: the label column holds {len(labels)} distinct numbers with fractions (e.g. "
+                          f"{labels[len(labels) // 2]}), a score: set --task-kind regression (or --task-kind "
+                          "classification to treat each value as a class).")
+
+
 def _custom_task(cfg: TaskConfig) -> Task:
     path = Path(cfg.data_file or cfg.name)
     kind = cfg.kind or _infer_kind(path, cfg)
     train = _custom_records(path, cfg, kind, "train")
+    if cfg.kind is None and kind == "classification":
+        _refuse_scores_as_classes(path, train)
     if cfg.dev_file:
         dev = _custom_records(Path(cfg.dev_file), cfg, kind, "dev")
     else:  # split by seed; every row lands in exactly one side
