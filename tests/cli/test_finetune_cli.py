@@ -217,3 +217,24 @@ def test_eval_takes_a_prompt_tuning_adapter_and_scores_what_finetune_scored(tiny
     shown = _invoke("eval", "--model", tiny_llama, "--adapter", out / "adapter", "--data-file", train,
                     "--max-length", "16")
     assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]
+
+
+def test_eval_scores_a_file_that_holds_only_some_of_the_adapters_labels_by_name(tiny_bert, tmp_path):
+    """`edgeft eval` numbered a file's labels by their own sorted order: a file of only 'good' rows had 'good' as
+    class 0, the adapter's 'bad', so its accuracy was that of the wrong class. Now class i is the adapter's."""
+    lines = {w: [f"this film is {w} {i},{w}" for i in range(10)] for w in ("good", "bad")}
+    files = {}
+    for name, rows in (("all", lines["good"] + lines["bad"]), ("good", lines["good"]), ("bad", lines["bad"])):
+        files[name] = tmp_path / f"{name}.csv"
+        files[name].write_text("text,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    _invoke("finetune", "--model", tiny_bert, "--method", "lora", "--data-file", files["all"], "--dev-file",
+            files["all"], "--max-length", "16", "--lr", "5e-3", "--epochs", "2", "--out", out)
+
+    def accuracy(name):
+        shown = _invoke("eval", "--model", tiny_bert, "--adapter", out / "adapter", "--data-file", files[name],
+                        "--max-length", "16")
+        return float([line for line in shown.splitlines() if "accuracy" in line][0].split()[-2])
+
+    good, bad = accuracy("good"), accuracy("bad")
+    assert abs(good * 10 + bad * 10 - accuracy("all") * 20) < 1e-3

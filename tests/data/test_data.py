@@ -205,3 +205,12 @@ def test_a_label_column_of_scores_asks_for_the_task_kind(tmp_path):
     assert load_task(TaskConfig(name="stars", data_file=str(whole))).label_names == ["0.0", "1.0", "2.0"]
     assert load_task(TaskConfig(name="pairs", data_file=str(p), kind="classification", dev_file=str(p))).num_labels \
         == 20
+
+
+def test_label_names_given_number_a_files_labels_in_that_order(tmp_path):
+    p = tmp_path / "good.jsonl"
+    p.write_text("".join(json.dumps({"text": f"a {i}", "label": "good"}) + "\n" for i in range(4)))
+    task = load_task(TaskConfig(name="good", data_file=str(p), dev_file=str(p), label_names=["bad", "good"]))
+    assert task.label_names == ["bad", "good"] and {ex["label"] for ex in task.train + task.dev} == {1}
+    with pytest.raises(DataError, match=r"good.jsonl:1: label 'good' never appears in the adapter's labels"):
+        load_task(TaskConfig(name="good", data_file=str(p), dev_file=str(p), label_names=["neg", "pos"]))

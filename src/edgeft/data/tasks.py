@@ -50,6 +50,9 @@ class TaskConfig(BaseModel):
     label_words: Optional[list[str]] = Field(None, description="your own classification file: one word per label, "
                                              "in the labels' sorted order, that the LM head reads (default: the "
                                              "label names)")
+    label_names: Optional[list[str]] = Field(None, description="your own classification file: its labels in class "
+                                             "order, as an adapter was trained on them (`edgeft eval` passes the "
+                                             "adapter's); default: the training rows' labels, sorted")
     dev_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     train_samples: Optional[int] = Field(None, gt=0)
     dev_samples: Optional[int] = Field(None, gt=0)
@@ -364,7 +367,7 @@ def _custom_task(cfg: TaskConfig) -> Task:
     task = Task(name=path.stem, kind=kind, train=train, dev=dev,
                 metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
     if kind in ("classification", "regression"):
-        _encode_custom_labels(task, path)
+        _encode_custom_labels(task, path, cfg.label_names)
         _apply_prompt(task, cfg, path)
     elif cfg.prompt_template is not None or cfg.label_words is not None:
         raise ConfigError(f"{path}: prompt_template and label_words (--prompt-template, --label-words) are for "
@@ -373,7 +376,9 @@ def _custom_task(cfg: TaskConfig) -> Task:
     return task
 
 
-def _encode_custom_labels(task: Task, path: Path) -> None:
+def _encode_custom_labels(task: Task, path: Path, given: Optional[list[str]] = None) -> None:
+    """Labels as class indices: in the order `given` (an adapter's classes, which a file scored with it may hold
+    only some of), else the training rows' labels sorted."""
     raw = sorted({ex["label"] for ex in task.train})
     if task.kind == "regression":
         for ex in task.train + task.dev:
@@ -382,14 +387,15 @@ def _encode_custom_labels(task: Task, path: Path) -> None:
             except ValueError as err:
                 raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a number (regression task).") from err
         return
-    names = raw
+    names = list(given) if given else raw
     if len(names) < 2:
         raise DataError(f"{path}: every training row has the label {names[0]!r}; a classifier needs at least two "
                         "labels. Check the label column (--label-column), or set --task-kind regression for a "
                         "numeric score.")
-    for ex in task.dev:
+    for ex in task.train + task.dev if given else task.dev:
         if ex["label"] not in names:
-            raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in the training data ({names}).")
+            known = "the adapter's labels" if given else "the training data"
+            raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in {known} ({names}).")
     for ex in task.train + task.dev:
         ex["label"] = names.index(ex["label"])
     task.label_names = names

@@ -219,10 +219,16 @@ def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional
     if "data_file" in keys:
         keys.setdefault("dev_file", keys["data_file"])
         if adapter is not None:
-            trained = read_adapter_note(adapter).get("task_config") or {}
+            note = read_adapter_note(adapter)
+            trained = note.get("task_config") or {}
             for k in ("prompt_template", "label_words"):
                 if trained.get(k) is not None:
                     keys.setdefault(k, trained[k])
+            shape = note.get("task_shape") or {}
+            if shape.get("kind") in ("classification", "regression", "generation"):
+                keys.setdefault("kind", shape["kind"])  # the adapter's head decides, not the file's first row
+            if shape.get("kind") == "classification" and shape.get("label_names"):
+                keys.setdefault("label_names", shape["label_names"])  # class i is the adapter's class i, in any file
     name = task or keys.get("data_file")
     if name is None:
         raise ConfigError("no task given: use --task NAME or --data-file FILE.")
