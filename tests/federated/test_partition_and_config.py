@@ -141,3 +141,27 @@ def test_a_task_options_problem_names_the_file_it_is_in(tmp_path):
         FederatedConfig.load(path)
     with pytest.raises(ConfigError, match=r"^command line: task_options\.kind: Input should be"):
         FederatedConfig.load(None, {"algorithm": "fedit", "task": "mail.csv", "task_options": {"kind": "text"}})
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"algorithm": "fedit", "method_options": {"bogus": 1}}, r"method 'lora' options: bogus: unknown option"),
+    ({"algorithm": "fedkseed", "zo_base": "nope"}, r"unknown base method 'nope'"),
+])
+def test_a_bad_method_option_stops_before_flower_starts(tmp_path, monkeypatch, keys, message):
+    """These stopped the run only once Ray had started and a client had loaded the model (15 s and more)."""
+    import json
+
+    import flwr.simulation
+
+    from edgeft.federated.simulation import run_federated
+
+    data = tmp_path / "notes.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q {i}", "response": f"a {i}"}) + "\n" for i in range(8)))
+
+    def started(**_):
+        raise AssertionError("Flower's simulation started")
+
+    monkeypatch.setattr(flwr.simulation, "run_simulation", started)
+    cfg = FederatedConfig(**keys, task=str(data), clients=2, out=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=message):
+        run_federated(cfg)

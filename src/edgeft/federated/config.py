@@ -162,6 +162,17 @@ class FederatedConfig(ConfigFile):
         """The registered algorithm (edgeft.federated.algorithms)."""
         return algorithm_entry(self.algorithm)
 
+    def method(self):
+        """The method a client trains with: LoRA itself (FedIT), or the zeroth-order wrapper around zo_base with
+        method_options as the base's options. A bad option or base is a ConfigError."""
+        from edgeft.methods import get_method
+
+        alg = self.entry
+        if not alg.zeroth_order:
+            return get_method(alg.method, self.method_options)
+        return get_method(alg.method, {"base": self.zo_base, "base_options": self.method_options,
+                                       "lr": self.learning_rate, "seed": self.seed})
+
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else self.entry.default_lr

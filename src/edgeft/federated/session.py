@@ -20,7 +20,6 @@ from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import (  # noqa: F401  (data_and_validation, seeded_rng: used by the apps)
     DATA_FIELDS, config_key, data_and_validation, data_for, seeded_rng)
-from edgeft.methods import get_method
 from edgeft.methods.mezo import named_trainables
 from edgeft.quiet import quiet_libraries
 from edgeft.train.meters import PeakMemory
@@ -137,14 +136,6 @@ class Setup:
 _CACHE: dict[tuple, Setup] = {}
 
 
-def _method_for(cfg: FederatedConfig):
-    alg = cfg.entry
-    if not alg.zeroth_order:
-        return get_method(alg.method, cfg.method_options)
-    return get_method(alg.method, {"base": cfg.zo_base, "base_options": cfg.method_options, "lr": cfg.learning_rate,
-                                   "seed": cfg.seed})
-
-
 def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     """The cached Setup of this process for `cfg` (role 'server' or 'client' never share one)."""
     key = (role, config_key(cfg, DATA_FIELDS | {"model", "head", "algorithm", "zo_base", "zo_params", "method_options",
@@ -156,7 +147,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
     torch.manual_seed(cfg.seed)  # a task head the backbone lacks (SST-2's classifier) is drawn here: the same everywhere
-    session = open_session(cfg.model, task, _method_for(cfg), head=cfg.head, max_length=cfg.max_length)
+    session = open_session(cfg.model, task, cfg.method(), head=cfg.head, max_length=cfg.max_length)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
     model = session.prepare()

@@ -31,6 +31,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     from edgeft.federated.data import data_and_validation
 
     data_and_validation(cfg)  # a partition that cannot work fails here, in seconds, before Flower and Ray load
+    cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
     from flwr.simulation import run_simulation
 
     from edgeft.federated.apps import build_client_app, build_server_app
