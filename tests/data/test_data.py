@@ -214,3 +214,16 @@ def test_label_names_given_number_a_files_labels_in_that_order(tmp_path):
     assert task.label_names == ["bad", "good"] and {ex["label"] for ex in task.train + task.dev} == {1}
     with pytest.raises(DataError, match=r"good.jsonl:1: label 'good' never appears in the adapter's labels"):
         load_task(TaskConfig(name="good", data_file=str(p), dev_file=str(p), label_names=["neg", "pos"]))
+
+
+def test_an_input_column_no_row_has_is_an_error_not_an_empty_input(tmp_path):
+    """--input-column contxt (a typo of ctx) was read as an empty input on every row, without a word."""
+    p = tmp_path / "notes.jsonl"
+    p.write_text("".join(json.dumps({"question": f"q {i}", "ctx": f"c {i}" if i % 2 else "", "answer": f"a {i}"})
+                         + "\n" for i in range(10)))
+    cols = {"instruction_column": "question", "response_column": "answer"}
+    with pytest.raises(DataError, match=r"notes.jsonl: no row has the input column 'contxt' named by --input-column"):
+        load_task(TaskConfig(name="notes", data_file=str(p), input_column="contxt", **cols))
+    task = load_task(TaskConfig(name="notes", data_file=str(p), input_column="ctx", dev_file=str(p), **cols))
+    assert [ex["input"] for ex in task.train[:2]] == ["", "c 1"]
+    assert load_task(TaskConfig(name="notes", data_file=str(p), dev_file=str(p), **cols)).train[1]["input"] == ""

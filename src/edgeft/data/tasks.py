@@ -293,6 +293,10 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[
     out = []
     records = read_records(path)
     text2_column = cfg.text2_column
+    named_input = cfg.input_column != TaskConfig.model_fields["input_column"].default
+    if kind == "generation" and named_input and records and not any(cfg.input_column in r for _, r in records):
+        raise DataError(f"{path}: no row has the input column '{cfg.input_column}' named by --input-column "
+                        f"(task.input_column in a config file); fields present: {', '.join(records[0][1])}.")
     if text2_column is None and records and PAIR_FIELD in records[0][1] and kind != "generation":
         text2_column = PAIR_FIELD  # the documented record format's second text: never dropped silently
     for lineno, row in records:
