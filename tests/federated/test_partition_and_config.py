@@ -165,3 +165,10 @@ def test_a_bad_method_option_stops_before_flower_starts(tmp_path, monkeypatch, k
     cfg = FederatedConfig(**keys, task=str(data), clients=2, out=str(tmp_path / "run"))
     with pytest.raises(ConfigError, match=message):
         run_federated(cfg)
+
+
+def test_one_client_says_that_clients_per_round_is_the_default_and_what_to_set():
+    """`--clients 1` alone stopped on 'clients_per_round (2) exceeds clients (1)', a key the user never gave."""
+    with pytest.raises(ConfigError, match=r"clients_per_round \(2, its default\) exceeds clients \(1\): set "
+                                          r"--clients-per-round \(clients_per_round\) to 1 or fewer"):
+        FederatedConfig.load(None, {"algorithm": "fedit", "clients": 1})

@@ -111,7 +111,10 @@ class FederatedConfig(ConfigFile):
             raise ValueError(f"task_options: {sorted(owned)} are set by the run's own keys (task, train_samples, "
                              "eval_samples, max_length, seed)")
         if self.clients_per_round > self.clients:
-            raise ValueError(f"clients_per_round ({self.clients_per_round}) exceeds clients ({self.clients})")
+            given = "" if "clients_per_round" in self.model_fields_set else ", its default"
+            raise ValueError(f"clients_per_round ({self.clients_per_round}{given}) exceeds clients ({self.clients}): "
+                             f"set --clients-per-round (clients_per_round) to {self.clients} or fewer, or raise "
+                             "--clients")
         if self.min_clients is not None and self.min_clients > self.clients_per_round:
             raise ValueError(f"min_clients ({self.min_clients}) exceeds clients_per_round ({self.clients_per_round}): "
                              "a round never samples more than clients_per_round")
