@@ -172,3 +172,21 @@ def test_one_client_says_that_clients_per_round_is_the_default_and_what_to_set()
     with pytest.raises(ConfigError, match=r"clients_per_round \(2, its default\) exceeds clients \(1\): set "
                                           r"--clients-per-round \(clients_per_round\) to 1 or fewer"):
         FederatedConfig.load(None, {"algorithm": "fedit", "clients": 1})
+
+
+def test_a_users_instruction_file_with_categories_splits_by_them(tmp_path):
+    """A Dolly-shaped file of the user's lost its 'category' field, so --partition dirichlet and
+    --holdout-category stopped on 'neither categories nor labels: use --partition iid' (even with iid)."""
+    import json
+
+    from edgeft.data import TaskConfig, load_task
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"instruction": f"q {i}", "response": f"a {i}", "category": f"c{i % 3}"})
+                            + "\n" for i in range(30)))
+    task = load_task(TaskConfig(name="mine", data_file=str(data), dev_file=str(data)))
+    parts = partition(task.train, 2, "iid", holdout="c0")
+    assert sorted(i for p in parts for i in p) == [i for i in range(30) if i % 3]
+    bare = [{k: v for k, v in ex.items() if k != "category"} for ex in task.train]
+    with pytest.raises(ConfigError, match="use --partition iid without --holdout-category"):
+        partition(bare, 2, "iid", holdout="c0")

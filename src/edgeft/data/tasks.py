@@ -285,6 +285,7 @@ def _shakespeare_task() -> Task:
 # --- a user's own file ----------------------------------------------------------------------------
 
 PAIR_FIELD = "text2"  # a user file whose first row has this field is a sentence-pair task (unless text2_column says)
+CATEGORY_FIELD = "category"  # an instruction row's category (Dolly's field), kept when a user file has it
 
 
 def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[dict]:
@@ -308,6 +309,8 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[
             ex["instruction"] = column("instruction_column")
             ex["input"] = column("input_column", allow_empty=True) if cfg.input_column in row else ""
             ex["response"] = column("response_column")
+            if CATEGORY_FIELD in row:  # as Dolly's: what a federation's Dirichlet split and held-out category use
+                ex["category"] = column("", CATEGORY_FIELD, allow_empty=True)
         else:
             ex["text"] = column("text_column")
             if text2_column:

@@ -22,7 +22,9 @@ def group_key(example: dict) -> str:
         return str(example["category"])
     if "label" in example:
         return str(example["label"])
-    raise ConfigError("this task has neither categories nor labels: use --partition iid")
+    raise ConfigError("this task has neither categories nor labels, which --partition dirichlet/task and "
+                      "--holdout-category split by (instruction rows read them from a 'category' field): use "
+                      "--partition iid without --holdout-category")
 
 
 def iid(n_examples: int, n_clients: int, seed: int) -> list[list[int]]:
