@@ -26,3 +26,11 @@ def test_rouge_l_and_final_number():
 def test_task_score_uses_the_main_metric():
     assert "mcc" in load_task("cola").score([1, 0], [1, 0])
     assert "f1" in load_task("mrpc").score([1, 0], [1, 0])
+
+
+def test_final_number_is_the_one_after_the_marker_not_what_the_model_wrote_next():
+    """A model that goes on after '#### 72' (a next question of its own) was scored on that text's last number."""
+    answer = "Natalia sold 48/2 = 24 clips.\n#### 72\n\nQuestion: Weng earns $12 an hour for 50 minutes"
+    assert M.final_number(answer) == "72"
+    assert M.exact_match_number([answer], ["...\n#### 72"]) == 1.0
+    assert M.final_number("#### 1,200.") == "1200" and M.final_number("the total is 9, not 8") == "8"

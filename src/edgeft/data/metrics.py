@@ -63,13 +63,15 @@ _NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
 def final_number(text: str) -> str | None:
-    """The answer of a GSM8K-style solution: the text after '####', else the last number in it."""
+    """The answer of a GSM8K-style solution: the first number after its first '####' (what a model writes after
+    its answer, such as a next question of its own, is not the answer), else the last number in it."""
     if "####" in text:
-        text = text.split("####")[-1]
-    found = _NUMBER.findall(text)
+        found = _NUMBER.findall(text.split("####", 1)[1])[:1]
+    else:
+        found = _NUMBER.findall(text)[-1:]
     if not found:
         return None
-    value = found[-1].replace(",", "").rstrip(".")
+    value = found[0].replace(",", "").rstrip(".")
     try:
         number = float(value)
     except ValueError:
