@@ -1,4 +1,5 @@
-"""What a Flower client's Ray worker would show: notices a user can do nothing about stay out of the terminal."""
+"""What a Flower client's Ray worker would show, and how a simulation stops: notices a user can do nothing about stay
+out of the terminal, and Ctrl-C ends the run."""
 
 import logging
 import warnings
@@ -19,3 +20,30 @@ def test_flower_evaluation_notice_and_torch_jit_notice_are_dropped_in_a_client()
     record = logging.LogRecord("flwr", logging.WARNING, "", 0, "fraction_evaluate is set to 0.0. Federated "
                                "evaluation will be skipped.", None, None)
     assert not logging.getLogger("flwr").filter(record)  # FedIT's server evaluates the global model itself
+
+
+def test_ctrl_c_stops_the_servers_wait_for_replies():
+    """Ctrl-C kills the Ray clients; the ServerApp's thread went on waiting for their replies for round_timeout
+    (900 s), and the process, which waits for that thread, hung instead of exiting."""
+    import time
+
+    import pytest
+
+    from edgeft.federated.accounting import STOP, AccountingGrid, Interrupted, Ledger
+
+    class Silent:  # clients that never answer
+        def pull_messages(self, ids):
+            return []
+
+    class Grid(AccountingGrid):
+        def push_messages(self, messages):
+            return ["m1"]
+
+    t0 = time.monotonic()
+    STOP.set()
+    try:
+        with pytest.raises(Interrupted, match="stopped by the user"):
+            Grid(Silent(), Ledger()).send_and_receive([], timeout=900)
+    finally:
+        STOP.clear()
+    assert time.monotonic() - t0 < 5

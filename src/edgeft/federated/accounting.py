@@ -13,6 +13,7 @@ with the replies that came back.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
@@ -21,6 +22,8 @@ from flwr.app import Message
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+
+from edgeft.errors import EdgeftError
 
 
 def wire_bytes(message: Message) -> int:
@@ -154,6 +157,8 @@ class AccountingGrid(Grid):
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending and (deadline is None or time.monotonic() < deadline):
+            if STOP.is_set():
+                raise Interrupted("stopped by the user (Ctrl-C)")
             got = list(self.pull_messages(pending))
             replies.extend(got)
             if got and self.on_reply:
@@ -167,6 +172,15 @@ class AccountingGrid(Grid):
             if m.has_error():
                 self.ledger.dropped(self.node_of(m), f"error reply: {error_summary(m.error.reason)}")
         return replies
+
+
+# Set when the user stops a simulation (Ctrl-C): the ServerApp's thread, waiting for replies from clients that are
+# gone, gives up at its next poll instead of after round_timeout (900 s by default), and the process can exit.
+STOP = threading.Event()
+
+
+class Interrupted(EdgeftError):
+    """The user stopped the run."""
 
 
 def error_summary(reason: str) -> str:

@@ -18,7 +18,7 @@ from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from edgeft.federated.accounting import AccountingGrid, Ledger
+from edgeft.federated.accounting import AccountingGrid, Interrupted, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.round_summary import plot, summarize
 from edgeft.federated.session import data_for, local_examples, node_partition, setup_for
@@ -48,7 +48,7 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     log = RoundLog(cfg, run, progress)
     try:
         extra = cfg.entry.server()(agrid, cfg, ledger, setup, nodes, log, context)
-    except FederationError as err:  # a round no client completed: keep what the rounds before it produced
+    except (FederationError, Interrupted) as err:  # no client completed a round, or Ctrl-C: keep the rounds done
         log.stop(ledger.round, err)
         extra = {}
     save_adapter(run.adapter_dir, setup.method, setup.model, setup.backbone, setup.task,

@@ -34,16 +34,21 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
     from flwr.simulation import run_simulation
 
+    from edgeft.federated.accounting import STOP
     from edgeft.federated.apps import build_client_app, build_server_app
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     if not verbose:
         flwr_logger.setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    STOP.clear()
     try:
         run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
                        num_supernodes=cfg.clients, backend_config=backend_config(client_cpus),
                        verbose_logging=verbose)
+    except KeyboardInterrupt:  # Ctrl-C: the ServerApp's thread stops waiting for clients (else the exit waits on it)
+        STOP.set()
+        raise
     finally:
         flwr_logger.setLevel(level)
     return RunDir(cfg.out).read_metrics()
