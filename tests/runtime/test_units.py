@@ -367,3 +367,24 @@ def test_resume_with_other_trainables_is_refused_before_config_yaml_is_rewritten
                                           r"'lora' then, 'bitfit' now\)"):
         launch(again)
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["method"] == "lora"
+
+
+def test_launch_takes_head_as_the_label_word_error_tells_a_user(monkeypatch):
+    """The label-word error says 'pass --head classifier'; launch had no such option ('No such option: --head')."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+    from edgeft.runtime import run
+
+    seen = {}
+
+    def stop_before_work(cfg, **_):
+        seen["head"] = cfg.head
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(run, "launch", stop_before_work)
+    args = ["launch", "--cluster", "examples/clusters/four-phones.yaml", "--task", "sst2"]
+    res = CliRunner().invoke(build_app(), [*args, "--head", "classifier"])
+    assert seen == {"head": "classifier"} and "stopped by the test" in str(res.exception)
+    res = CliRunner().invoke(build_app(), [*args, "--head", "mlp"])
+    assert isinstance(res.exception, ConfigError) and "head" in str(res.exception)

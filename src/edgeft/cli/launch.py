@@ -20,6 +20,8 @@ def register(app: typer.Typer) -> None:
         model: Optional[str] = typer.Option(None, help="alias (smollm2-135m, minilm-l6), local folder or hub id"),
         task: Optional[str] = typer.Option(None, help="task name (sst2, ...) or data file"),
         method: Optional[str] = typer.Option(None, help="pac | lora | full | bitfit"),
+        head: Optional[str] = typer.Option(None, help="auto|lm|classifier (classification on a causal LM: lm reads "
+                                                      "label words, classifier trains a head)"),
         strategy: Optional[str] = typer.Option(None, help="hybrid | deft | split"),
         plan: Optional[Path] = typer.Option(None, help="use this plan JSON instead of planning"),
         epochs: Optional[int] = None,
@@ -68,7 +70,8 @@ def register(app: typer.Typer) -> None:
                       "seed": seed, "max_steps_per_epoch": max_steps_per_epoch, "precision": precision,
                       "grad_sync": grad_sync}
         cfg = LaunchConfig.load(config, {
-            "cluster": str(cluster) if cluster else None, "model": model, "method": method, "strategy": strategy,
+            "cluster": str(cluster) if cluster else None, "model": model, "head": head, "method": method,
+            "strategy": strategy,
             "plan": str(plan) if plan else None, "out": out, "link_mode": link_mode, "cut": cut,
             "resume": resume or None, "overwrite": overwrite or None,
             "devices": [d.strip() for d in devices.split(",") if d.strip()] if devices else None,

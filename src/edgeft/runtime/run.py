@@ -35,7 +35,7 @@ class LaunchConfig(ConfigFile):
                                    "a mapping takes the keys of finetune's task section")
     method: str = "pac"
     method_options: dict = Field(default_factory=dict)
-    head: str = "auto"
+    head: Literal["auto", "lm", "classifier"] = "auto"
     strategy: StrategyName = "hybrid"
     plan: Optional[str] = Field(None, description="a plan JSON written by an earlier launch (plan.attempt0.json)")
     train: RuntimeTrain = Field(default_factory=RuntimeTrain)
