@@ -43,6 +43,24 @@ def test_compute_needs_one_form():
         parse_cluster({"name": "x", "devices": [{**DEV, "compute": {"cores": 4}}], "servers": [SRV]})
 
 
+def test_a_name_yaml_reads_as_a_number_says_to_quote_it(tmp_path):
+    """`name: 7` was refused with pydantic's bare 'Input should be a valid string'."""
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\ndevices:\n  - name: 7\n    compute: {flops: 1e10}\n    memory_gb: 4\n"
+                 "servers:\n  - {name: yes, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
+    with pytest.raises(ConfigError) as err:
+        load_cluster(p)
+    msg = str(err.value)
+    assert "devices[0](7).name: a name is text, and YAML read 7 as a number: put it in quotes (name: \"7\")" in msg
+    assert "read True as true/false" in msg
+
+
+def test_split_on_a_cluster_of_rates_points_at_one_it_can_plan():
+    spec = parse_cluster({"name": "x", "devices": [DEV], "servers": [SRV]})
+    with pytest.raises(PlanError, match="cycle form .*examples/clusters/home-lab.yaml is a cluster written that way"):
+        make_plan(spec, resolve_arch("minilm-l6"), Workload(), "split")
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_cluster("/nonexistent/cluster.yaml")

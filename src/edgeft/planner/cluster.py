@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional, Union
+from typing import Annotated, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edgeft.config import field_path, format_problems, read_yaml, validate
 from edgeft.errors import ConfigError
@@ -128,6 +128,17 @@ class LinkSpec(_Strict):
         return _lo_hi(self.tx_power_w)
 
 
+def _text_name(value):
+    """YAML reads `name: 7` as a number and `name: yes` as a bool; pydantic's 'a valid string' does not say why."""
+    if not isinstance(value, str):
+        kind = "true/false" if isinstance(value, bool) else "a number" if isinstance(value, (int, float)) else "no text"
+        raise ValueError(f"a name is text, and YAML read {value!r} as {kind}: put it in quotes (name: \"{value}\")")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(_text_name)]
+
+
 class EnergySpec(_Strict):
     """Compute energy: kappa*f^2 per cycle (cycle form) or an active power in watts."""
 
@@ -136,7 +147,7 @@ class EnergySpec(_Strict):
 
 
 class DeviceSpec(_Strict):
-    name: str
+    name: Name
     kind: str = "device"
     compute: ComputeSpec
     memory_gb: MemoryGB
@@ -148,7 +159,7 @@ class DeviceSpec(_Strict):
 
 
 class ServerSpec(_Strict):
-    name: str
+    name: Name
     compute: ComputeSpec
     memory_gb: MemoryGB
     band_mhz: BandMHz = Field(description="uplink band shared by its devices")
@@ -165,7 +176,7 @@ class ChannelSpec(_Strict):
 
 
 class ClusterSpec(_Strict):
-    name: str
+    name: Name
     description: str = ""
     devices: list[DeviceSpec] = Field(min_length=1)
     servers: list[ServerSpec] = Field(min_length=1)

@@ -91,6 +91,10 @@ class SplitPoint:
         return SplitPoint(*(np.array(v, copy=True) for v in (self.alpha, self.server, self.f, self.fe, self.p, self.b)))
 
 
+# where a user sees a cluster the split strategy can plan
+SPLIT_EXAMPLE = "examples/clusters/home-lab.yaml is a cluster written that way"
+
+
 def rate_mbps(inst: SplitInstance, pt: SplitPoint) -> np.ndarray:
     g = inst.gamma[np.arange(inst.N), pt.server]
     return pt.b * np.log2(1 + g * pt.p / pt.b)
@@ -160,7 +164,8 @@ def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len:
         if d.compute.flops is not None:
             raise PlanError(
                 f"cluster {cluster.name}: device {d.name!r} gives compute.flops; the split strategy needs the "
-                f"cycle form (cores, flops_per_cycle, freq_ghz range) to choose its frequency"
+                f"cycle form (cores, flops_per_cycle, freq_ghz range) to choose its frequency; "
+                f"{SPLIT_EXAMPLE}"
             )
         seq = d.seq_len or seq_len
         psi.append(paper_psi(settings.batch, seq, settings.hidden))
@@ -177,7 +182,8 @@ def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len:
     gamma = np.array([[cluster.gain(d, sv) / (N0 * 1e6) for sv in servers] for d in users])
     for sv in servers:
         if sv.compute.flops is not None:
-            raise PlanError(f"server {sv.name!r}: the split strategy needs compute in cycle form (cores, flops_per_cycle, freq_ghz)")
+            raise PlanError(f"server {sv.name!r}: the split strategy needs compute in cycle form (cores, "
+                            f"flops_per_cycle, freq_ghz); {SPLIT_EXAMPLE}")
     return SplitInstance(
         names=[d.name for d in users],
         server_names=[s.name for s in servers],
