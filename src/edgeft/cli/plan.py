@@ -12,13 +12,18 @@ from edgeft.cli.common import console
 from edgeft.errors import ConfigError
 
 
+def _at_least_one(*given: tuple[str, Optional[int]]) -> None:
+    """Counts (batch, length, samples, ...) given by option name: each, where given, at least 1."""
+    for flag, value in given:
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be at least 1, not {value}")
+
+
 def _check_numbers(batch: int, seq_len: int, samples: int, blocks: Optional[int], w_t: float, w_e: float,
                    w_s: float) -> None:
     """`edgeft plan`'s numbers, refused by option name before any solver sees them (a solver fed 0 or -1
     clamped it silently or stopped with a traceback)."""
-    for flag, value in (("--batch", batch), ("--seq-len", seq_len), ("--samples", samples), ("--blocks", blocks)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be at least 1, not {value}")
+    _at_least_one(("--batch", batch), ("--seq-len", seq_len), ("--samples", samples), ("--blocks", blocks))
     if not w_t > 0:
         raise ConfigError(f"--w-t (split: weight of delay) must be greater than 0, not {w_t:g}")
     for flag, value in (("--w-e", w_e), ("--w-s", w_s)):
@@ -112,9 +117,7 @@ def register(app: typer.Typer) -> None:
         """Measure forward/backward time, FLOPs and saved activations per block on this machine."""
         from edgeft.measure.profile import compare_table, profile_model
 
-        for flag, value in (("--reps", reps), ("--batch", batch), ("--seq-len", seq_len)):
-            if value < 1:
-                raise ConfigError(f"{flag} must be at least 1, not {value}")
+        _at_least_one(("--reps", reps), ("--batch", batch), ("--seq-len", seq_len))
         prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(prof, indent=2))

@@ -70,9 +70,9 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
     if note.get("head") and note["head"] != backbone.head:
         raise ModelError(f"{adapter_dir}: the adapter was trained with a '{note['head']}' head but the backbone was "
                          f"loaded with '{backbone.head}'.")
-    name = note.get("method")
-    if weights_method(note) in UNMERGEABLE:
-        return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[weights_method(note)])
+    name, weights = note.get("method"), weights_method(note)
+    if weights in UNMERGEABLE:
+        return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[weights])
     method = get_method(name, note.get("options") or {})
     if name == "lora":
         from peft import PeftModel

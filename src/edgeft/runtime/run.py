@@ -190,6 +190,11 @@ def _check_resume(cfg: LaunchConfig, out: Path) -> None:
                           "resume with its settings (its config.yaml), or use --overwrite or another --out")
 
 
+def planned_devices(plan: dict) -> set[str]:
+    """The devices a launch plan gives a process (ranks of kind device; the server's rank is not one)."""
+    return {r["name"] for r in plan["ranks"] if r.get("kind") == "device"}
+
+
 def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
     """The --plan file, checked before any work: a launch plan (plan.attempt0.json) for this strategy whose
     devices the run has (it runs until one of them is lost; then the run re-plans)."""
@@ -208,7 +213,7 @@ def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
                           "(launch plans the run itself without --plan)")
     if plan["strategy"] != cfg.strategy:
         raise PlanError(f"{path}: plan is for strategy {plan['strategy']!r}, not {cfg.strategy!r}")
-    planned = sorted(r["name"] for r in plan["ranks"] if r.get("kind") == "device")
+    planned = sorted(planned_devices(plan))
     if not set(planned) <= set(devices):
         raise ConfigError(f"--plan {path}: the plan places devices {planned}, this run has {sorted(devices)}; "
                           "give a cluster (and --devices) that has them, or drop --plan")
@@ -317,7 +322,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     def replan(devices: list[str]):
         sub = placement.pick(cluster, devices)
         # the given plan while every device it places is still here (devices it leaves idle have no process)
-        if given_plan and {r["name"] for r in given_plan["ranks"] if r["kind"] == "device"} <= set(devices):
+        if given_plan and planned_devices(given_plan) <= set(devices):
             return placement.RuntimePlan(**given_plan)
         p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
         idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
