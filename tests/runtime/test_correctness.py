@@ -117,6 +117,28 @@ def test_hybrid_pac_channel_norm_fills_first_and_follows_single_device(sst2_llam
     assert all(res[n]["fill_s"] > 0 for n in ("d0", "d1", "d2"))
 
 
+def test_hybrid_pac_scores_before_training_after_the_fill_on_every_core(sst2_llama, tmp_path):
+    """The dev metrics before training: after the fill (evaluating during it shared the cores with the other ranks'
+    fill and delayed the one every rank waits for), before the first step, on every usable core, then back to the
+    rank's own thread count for training."""
+    import json
+
+    from edgeft.cores import usable_cores
+
+    lay = {"stages": [{"blocks": [0, 4], "ranks": [0, 1], "shares": [0.5, 0.5]}], "micro_batches": 1}
+    s = helpers.spec(tmp_path, sst2_llama, "hybrid", lay, ["d0", "d1"], method="pac", train={"epochs": 1},
+                     evaluate=True)
+    s = s.model_copy(update={"method_options": {"dropout": 0.0, "width": 8, "tap_norm": "channel",
+                                                 "norm_samples": 20}})
+    res = helpers.run_local(s)
+    events = [json.loads(line) for line in (tmp_path / "ranks" / "d0.events.jsonl").read_text().splitlines()]
+    names = [e["event"] for e in events]
+    evaluated = [e for e in events if e["event"] == "evaluated"]
+    assert len(evaluated) == 2 and names.index("fill_done") < names.index("evaluated") < names.index("train_loss")
+    assert all(e["threads"] == usable_cores() for e in evaluated)
+    assert [e["epoch"] for e in res["d0"]["evals"]] == [0, 1]
+
+
 def test_hybrid_pac_on_an_encoder_pools_as_the_single_device_does(sst2_bert, tmp_path):
     """BERT + task head + side attention: the last stage pools real tokens (mean), never the padding column."""
     lay = {"stages": [{"blocks": [0, 1], "ranks": [0], "shares": [1.0]},

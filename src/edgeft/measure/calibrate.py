@@ -155,7 +155,7 @@ def idle_factor(fn, warm: list[float] | None = None) -> float:
     `warm`: back-to-back CPU times of `fn` already measured (the calibration's own steps), so that
     only the runs after an idle gap are new.
     """
-    warm = list(warm) if warm and len(warm) >= 3 else [_cpu_of(fn, 1) for _ in range(IDLE_REPS)]
+    warm = list(warm) if warm and len(warm) >= 2 else [_cpu_of(fn, 1) for _ in range(IDLE_REPS)]
     cold = []
     for _ in range(IDLE_REPS):
         time.sleep(IDLE_GAP_S)
@@ -198,7 +198,7 @@ def fill_between(counts: list[int], values: list[float]) -> list[float]:
     return out + [values[-1]]
 
 
-def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
+def measure(bench: Bench, flops_fn, repeats: int = 2) -> dict:
     """The measurements themselves (one thread): see the module doc."""
     model, loss_fn = bench.model, bench.loss_fn
     c0 = time.process_time()
@@ -270,7 +270,7 @@ def measure(bench: Bench, flops_fn, repeats: int = 3) -> dict:
     return out
 
 
-def calibrate(bench_build: Callable[[], Bench], key: dict, flops_fn, repeats: int = 3,
+def calibrate(bench_build: Callable[[], Bench], key: dict, flops_fn, repeats: int = 2,
               use_cache: bool = True) -> dict:
     """bench_build() -> Bench; flops_fn(batch) -> the cost model's FLOPs of one step on that batch."""
     key = {**key, "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),

@@ -506,7 +506,7 @@ def _calibrate(cfg, task, head, feat, feats, batches, arch, rows, kind, cal):
         model.train()
         full = [feat.collate([feats[i] for i in b]) for b in batches]
         dev = [{k: v for k, v in slice_rows(fb, 0, rows).items() if k != "ids"} for fb in full]
-        cached = full if cached_rows else None  # whole batches: calibrate times 1 row and all rows
+        cached = full[:2] if cached_rows else None  # whole batches: calibrate times 1 row .. all rows on two
         view = BlockView(model, bb.arch.family) if method.trains_backbone else None  # else: blocks run without grad
         return cal.Bench(model, make_loss_fn(feat), dev, lambda: feat.collate([feats[i] for i in batches[0]]), cached,
                          embed=view and view.embedding,

@@ -137,9 +137,12 @@ class Hybrid(Strategy):
         self.phase = "pipeline"
         self.fill_first = ctx.method.fills_cache_first("hybrid")
         self.shard = "all" if ctx.rank == 0 else None  # every rank holds the same trainables: rank 0 saves them
-        self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
         with ctx.precision.autocast():
             self.fill_s = self._fill() if self.fill_first else None
+        # The dev metrics before training come after the fill (no step has run yet): during the fill the other ranks
+        # compute at the same time, so an evaluation there shared the cores and delayed this rank's fill, which all
+        # wait for; here they wait at the first epoch's barrier and it has the cores to itself (evaluate_full).
+        self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
 
     # -- rows and neighbours -----------------------------------------------------------------------------
     def _rows_of(self, stage: int, m: int, mbs) -> list[tuple[int, int]]:
