@@ -11,6 +11,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -170,9 +171,15 @@ class Comm:
             return
         _unflatten_into(self.recv(src)["flat"], tensors)
 
-    def barrier(self) -> None:
+    def barrier(self, timeout_s: float | None = None) -> None:
+        """Every rank meets here. `timeout_s`: how long to wait instead of the process group's timeout, which is
+        sized for steps; for the ranks waiting while one does long work between steps (an evaluation). gloo only
+        (`monitored_barrier`); NCCL's barrier keeps the group's timeout."""
         t0 = time.perf_counter()
-        dist.barrier()
+        if timeout_s is not None and dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=timeout_s), wait_all_ranks=True)
+        else:
+            dist.barrier()
         self.ledger.comm_s += time.perf_counter() - t0
 
 

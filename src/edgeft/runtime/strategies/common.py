@@ -248,6 +248,12 @@ def save_adapter(ctx: Context, model) -> None:
     ctx.log("adapter_saved", path=str(out))
 
 
+# How long the other ranks wait for one that evaluates (a report between steps, on the whole dev set): the process
+# group's timeout is sized for steps (60 s without a prediction), and 500 long SST-2 rows took 53 s on SmolLM2. A rank
+# lost meanwhile is still found by the launcher (its exit or its stale heartbeat).
+EVAL_WAIT_S = 4 * 3600.0
+
+
 def evaluate_full(ctx: Context, model) -> dict:
     """Dev metrics of the assembled model (on the rank that holds it).
 

@@ -141,8 +141,10 @@ class Hybrid(Strategy):
             self.fill_s = self._fill() if self.fill_first else None
         # The dev metrics before training come after the fill (no step has run yet): during the fill the other ranks
         # compute at the same time, so an evaluation there shared the cores and delayed this rank's fill, which all
-        # wait for; here they wait at the first epoch's barrier and it has the cores to itself (evaluate_full).
+        # wait for; here they wait (without the step-sized timeout) and it has the cores to itself (evaluate_full).
         self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
+        if ctx.spec.evaluate:
+            ctx.comm.barrier(timeout_s=C.EVAL_WAIT_S)
 
     # -- rows and neighbours -----------------------------------------------------------------------------
     def _rows_of(self, stage: int, m: int, mbs) -> list[tuple[int, int]]:
