@@ -194,6 +194,11 @@ def test_eval_reads_a_users_file_through_the_adapters_own_prompt(tiny_llama, tmp
                     "--text-column", "body", "--label-column", "verdict")
     assert "(4 examples)" in shown
     assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]
+    # the columns too: a file read with --text-column/--label-column needed them again
+    cols = eval_task_config(None, {"data_file": str(dev)}, adapter=out / "adapter")
+    assert (cols.text_column, cols.label_column) == ("body", "verdict")
+    shown = _invoke("eval", "--model", tiny_llama, "--adapter", out / "adapter", "--data-file", dev)
+    assert f"{metrics['dev_metric']:.4f}" in [line for line in shown.splitlines() if "accuracy" in line][0]
 
 
 def test_finetune_deterministic_reaches_the_run_and_its_saved_config(tiny_llama, tmp_path):

@@ -207,12 +207,16 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
     return backbone, backbone.model
 
 
+COLUMN_KEYS = ("text_column", "text2_column", "label_column", "instruction_column", "input_column", "response_column")
+
+
 def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None, max_length: int = 128,
                      seed: int = 0, adapter: Optional[Path] = None) -> TaskConfig:
     """The task `edgeft eval` scores: a named task's dev split, or every row of your own file (of its dev file
     when one is given); a file given as the task is your own file too. A file of yours is read through the
-    prompt template and label words the adapter was trained with, unless given here: through another prompt an
-    adapter would be scored on words it never learned to read, with no error to say so."""
+    prompt template, label words and columns the adapter was trained with, unless given here: through another prompt
+    an adapter would be scored on words it never learned to read, with no error to say so (and a file read for
+    training with --text-column X needed the option again)."""
     keys = dict(data_keys)
     if task and Path(task).suffix and "data_file" not in keys:
         keys["data_file"] = task
@@ -221,7 +225,7 @@ def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional
         if adapter is not None:
             note = read_adapter_note(adapter)
             trained = note.get("task_config") or {}
-            for k in ("prompt_template", "label_words"):
+            for k in ("prompt_template", "label_words", *COLUMN_KEYS):
                 if trained.get(k) is not None:
                     keys.setdefault(k, trained[k])
             shape = note.get("task_shape") or {}
