@@ -243,3 +243,15 @@ def test_eval_scores_a_file_that_holds_only_some_of_the_adapters_labels_by_name(
 
     good, bad = accuracy("good"), accuracy("bad")
     assert abs(good * 10 + bad * 10 - accuracy("all") * 20) < 1e-3
+
+
+def test_finetune_says_when_it_has_fewer_rows_than_asked(tiny_llama, tmp_path):
+    """--dev-samples (or --train-samples) beyond a file's rows ran on all of them without a word."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "\n".join(f"this film is {w} {i},{w}" for i in range(6) for w in ("good", "bad"))
+                    + "\n")
+    shown = _invoke("finetune", "--model", tiny_llama, "--method", "lora", "--data-file", data, "--dev-file", data,
+                    "--train-samples", 8, "--dev-samples", 50, "--max-length", 16, "--out", tmp_path / "run")
+    flat = " ".join(shown.split())
+    assert "--dev-samples 50: " in flat and "has 12 dev rows, so all 12 are used" in flat
+    assert "--train-samples" not in flat  # 8 of 12 asked: nothing to say

@@ -463,6 +463,18 @@ def _subset(examples: list[dict], n: Optional[int], seed: int) -> list[dict]:
 SIZE_KEYS = ("train_samples", "dev_samples", "max_length", "seed")
 
 
+def size_notes(task: Task) -> list[str]:
+    """One line per size asked for beyond what the task holds (all of its rows are used then), so that a run on
+    fewer rows than asked says so instead of only showing it in metrics.json."""
+    notes = []
+    for key, rows in (("train_samples", task.train), ("dev_samples", task.dev)):
+        asked = getattr(task.config, key, None) if task.config is not None else None
+        if asked and asked > len(rows):
+            notes.append(f"--{key.replace('_', '-')} {asked}: {task.name} has {len(rows)} {key.split('_')[0]} rows, "
+                         f"so all {len(rows)} are used")
+    return notes
+
+
 def task_config(ref: str | dict, **sizes) -> TaskConfig:
     """A TaskConfig from a task reference: a bundled task's name (or a file path), or the TaskConfig keys of a
     user's own data (how an adapter's note records them, its sizes left out), with the sizes given here."""

@@ -242,6 +242,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
+    from edgeft.data.tasks import size_notes
     from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
     from edgeft.methods.base import check_strategy
@@ -259,6 +260,8 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
+    for note in size_notes(task):
+        say(f"[yellow]warning:[/] {note}")
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
         run.event("resume_missing", detail=note)

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
+from edgeft.data.tasks import size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
@@ -121,6 +122,8 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
     run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
+    for note in size_notes(task):
+        (say or _stderr)(note)
     if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
         note = f"--resume: {run.path} has no checkpoint ({run.checkpoint_dir / 'state.pt'}); starting from scratch"
         run.event("resume_missing", detail=note)
