@@ -255,3 +255,14 @@ def test_finetune_says_when_it_has_fewer_rows_than_asked(tiny_llama, tmp_path):
     flat = " ".join(shown.split())
     assert "--dev-samples 50: " in flat and "has 12 dev rows, so all 12 are used" in flat
     assert "--train-samples" not in flat  # 8 of 12 asked: nothing to say
+    assert "shortened" not in flat  # at 16 tokens every row is whole
+
+
+def test_finetune_says_when_max_length_shortens_rows(tiny_llama, tmp_path):
+    """--max-length cut prompts (and answers) without a word; now the run says how many rows it shortened."""
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\n" + "\n".join(f"this film is {w} {i},{w}" for i in range(4) for w in ("good", "bad"))
+                    + "\nthis film is good and the story is good and the film is good,good\n")
+    shown = _invoke("finetune", "--model", tiny_llama, "--method", "lora", "--data-file", data, "--dev-file", data,
+                    "--max-length", 20, "--epochs", 1, "--out", tmp_path / "run")
+    assert "--max-length 20 shortened 1 of 9 training rows and 1 of 9 dev rows" in " ".join(shown.split())

@@ -40,6 +40,16 @@ def format_prompt(example: dict, tokenizer, chat: bool) -> str:
     return f"### Instruction:\n{user}\n\n### Response:\n"
 
 
+def cut_notes(cut: list[int], rows: list[int], max_length: int) -> list[str]:
+    """A line when max_length shortened training or dev rows (train, dev counts): the model then never sees those
+    rows' beginnings (prompts keep their end, answers their start), and a user should know to raise it."""
+    parts = [f"{c} of {n} {name} rows" for c, n, name in zip(cut, rows, ("training", "dev")) if c]
+    if not parts:
+        return []
+    return [f"--max-length {max_length} shortened {' and '.join(parts)} (a prompt keeps its end, an answer its "
+            "start); raise --max-length to keep them whole"]
+
+
 @dataclass
 class Featurizer:
     task: Task
@@ -52,6 +62,7 @@ class Featurizer:
         if self.chat is None:
             self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.label_token_ids: list[int] = []
+        self.cut = 0  # rows the last encode() shortened to max_length
         if self.objective == "verbalize":
             ids = [self.tokenizer.encode(w, add_special_tokens=False) for w in self.task.label_words]
             first = [i[0] for i in ids]
@@ -63,6 +74,8 @@ class Featurizer:
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(self, examples: list[dict]) -> list[dict]:
+        """Features of the examples; `cut` then counts those max_length shortened (the run says so)."""
+        self.cut = 0
         if self.objective == "lm" and self.task.kind == "lm":
             return self._pack(examples)
         return [self._encode_one(ex) for ex in examples]
@@ -76,10 +89,13 @@ class Featurizer:
         tok = self.tokenizer
         if self.objective in ("classify", "regress") and "token_type_ids" in tok.model_input_names:
             enc = tok(ex["text"], ex.get("text2"), truncation=True, max_length=self.max_length)
+            if len(enc["input_ids"]) == self.max_length:  # full: was anything left out?
+                self.cut += len(tok(ex["text"], ex.get("text2"))["input_ids"]) > self.max_length
             return {"id": ex["id"], "input_ids": enc["input_ids"], "token_type_ids": enc["token_type_ids"],
                     "label": ex["label"]}
         if self.objective in ("classify", "regress", "verbalize"):
             ids = tok.encode(self._pair_text(ex), add_special_tokens=True)
+            self.cut += len(ids) > self.max_length
             ids = ids[-self.max_length:]  # keep the question at the end
             return {"id": ex["id"], "input_ids": ids, "label": ex["label"]}
         prompt = tok.encode(format_prompt(ex, tok, self.chat), add_special_tokens=not self.chat)
@@ -89,6 +105,7 @@ class Featurizer:
         keep_prompt = max(self.max_length - len(response), self.max_length // 2)
         train_prompt = prompt[-keep_prompt:]
         ids = (train_prompt + response)[: self.max_length]
+        self.cut += len(train_prompt) < len(prompt) or len(train_prompt) + len(response) > self.max_length
         labels = ([-100] * len(train_prompt) + response)[: self.max_length]
         return {"id": ex["id"], "input_ids": ids, "labels": labels, "prompt_ids": prompt[-self.max_length:],
                 "response": ex["response"]}

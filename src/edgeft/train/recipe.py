@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 
 from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
+from edgeft.data.features import cut_notes
 from edgeft.data.tasks import size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
@@ -116,13 +117,15 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     train_feats = featurizer.encode(task.train)
+    cut = [featurizer.cut]
     dev_feats = featurizer.encode(task.dev)
+    cut.append(featurizer.cut)
     seconds = time.perf_counter() - t0
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
     run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
-    for note in size_notes(task):
+    for note in size_notes(task) + cut_notes(cut, [len(task.train), len(task.dev)], cfg.task.max_length):
         (say or _stderr)(note)
     if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
         note = f"--resume: {run.path} has no checkpoint ({run.checkpoint_dir / 'state.pt'}); starting from scratch"
