@@ -266,3 +266,21 @@ def test_finetune_says_when_max_length_shortens_rows(tiny_llama, tmp_path):
     shown = _invoke("finetune", "--model", tiny_llama, "--method", "lora", "--data-file", data, "--dev-file", data,
                     "--max-length", 20, "--epochs", 1, "--out", tmp_path / "run")
     assert "--max-length 20 shortened 1 of 9 training rows and 1 of 9 dev rows" in " ".join(shown.split())
+
+
+def test_eval_says_when_answers_are_longer_than_the_tokens_it_generates(tiny_llama, tmp_path):
+    """A GSM8K answer ends with its number: scored on fewer generated tokens than it has, it can only miss."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    data = tmp_path / "qa.jsonl"
+    rows = [{"instruction": f"is this film good {i}", "response": "the film is good and the story is good"}
+            for i in range(3)] + [{"instruction": "is it good", "response": "good"}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--model", str(tiny_llama), "--data-file", str(data), "--max-new-tokens"]
+    result = CliRunner().invoke(build_app(), args + ["4"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 4 dev answers are longer than the 4 tokens generated" in " ".join(result.output.split())
+    result = CliRunner().invoke(build_app(), args + ["32"])
+    assert result.exit_code == 0 and "longer than the" not in result.output

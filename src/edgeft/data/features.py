@@ -50,6 +50,17 @@ def cut_notes(cut: list[int], rows: list[int], max_length: int) -> list[str]:
             "start); raise --max-length to keep them whole"]
 
 
+def long_answer_notes(featurizer, dev_feats: list[dict], max_new_tokens: int, option: str) -> list[str]:
+    """A line when reference answers are longer than the tokens generated to score them: such an answer can only
+    be matched in part (GSM8K's final number comes last), so the score understates the model."""
+    long = sum(len(featurizer.tokenizer.encode(f["response"], add_special_tokens=False)) > max_new_tokens
+               for f in dev_feats if "response" in f)
+    if not long:
+        return []
+    return [f"{long} of {len(dev_feats)} dev answers are longer than the {max_new_tokens} tokens generated to score "
+            f"them, so those generations stop before the answer's end; raise {option} to score them whole"]
+
+
 @dataclass
 class Featurizer:
     task: Task

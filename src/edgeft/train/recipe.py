@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import cut_notes
+from edgeft.data.features import cut_notes, long_answer_notes
 from edgeft.data.tasks import size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
@@ -125,7 +125,9 @@ def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
     run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
-    for note in size_notes(task) + cut_notes(cut, [len(task.train), len(task.dev)], cfg.task.max_length):
+    for note in (size_notes(task) + cut_notes(cut, [len(task.train), len(task.dev)], cfg.task.max_length)
+                 + long_answer_notes(featurizer, dev_feats, cfg.train.max_new_tokens,
+                                     "train.max_new_tokens (a --config file)")):
         (say or _stderr)(note)
     if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
         note = f"--resume: {run.path} has no checkpoint ({run.checkpoint_dir / 'state.pt'}); starting from scratch"
@@ -253,6 +255,8 @@ def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = No
     backbone, net = load_for_eval(model_name, task, head, adapter)
     featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, backbone.head), task_cfg.max_length)
     dev = featurizer.encode(task.dev)
+    for note in long_answer_notes(featurizer, dev, max_new_tokens, "--max-new-tokens"):
+        _stderr(note)
     dev_device = resolve_device(device)
     metrics = evaluate(net.to(dev_device), task, featurizer, dev, batch_size, dev_device, max_new_tokens)
     return task.name, len(dev), metrics
