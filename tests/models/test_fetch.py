@@ -76,3 +76,32 @@ def test_runs_started_at_once_build_the_cache_once_and_each_sees_the_whole_folde
     want = sorted([f.name for f in model.iterdir()] + [MARKER])
     assert [json.loads(out.splitlines()[-1]) for out, _ in outs] == [want] * 4
     assert log.read_text().count("build") == 1
+
+
+def test_a_gguf_is_parsed_once_and_converts_to_the_weights_it_holds(tiny_smol, tmp_path, monkeypatch):
+    """transformers reads a GGUF three times (tokenizer, config, weights): a first `make run` spent 25 s of its
+    46 s conversion parsing SmolLM2's file again. One parse now serves all three, and the folder it writes holds
+    the weights the file held."""
+    import gguf
+    import torch
+
+    from edgeft.compress.gguf_export import export_gguf
+    from edgeft.models import load_backbone
+    from edgeft.models.fetch import _convert_gguf
+
+    bb = load_backbone(str(tiny_smol))
+    export_gguf(bb.model, bb.tokenizer, tmp_path / "m.gguf", "f32")
+    parses = []
+
+    class CountingReader(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            parses.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    _convert_gguf(tmp_path / "m.gguf", tmp_path / "out")
+    assert len(parses) == 1
+    assert gguf.GGUFReader is CountingReader  # put back as it was
+    back = load_backbone(str(tmp_path / "out"))
+    ids = torch.tensor([[1, 5, 9, 2]])
+    assert torch.allclose(back.model(ids).logits, bb.model(ids).logits, atol=1e-5)
