@@ -49,3 +49,20 @@ def test_a_barrier_after_an_evaluation_outlasts_the_groups_timeout(wait_s, met):
     for p in procs:
         p.join(60)
     assert (results.get(0) == "met") is met, dict(results)
+
+
+def test_ranks_outnumbering_the_gpus_of_their_host_run_under_gloo(monkeypatch):
+    """NCCL refuses two ranks on one GPU: `edgeft launch` of several emulated devices on a one-GPU machine failed
+    in every worker (seen on an H100 with two ranks). NCCL is picked only with a GPU for each rank on the host."""
+    import torch
+
+    from edgeft.runtime.group import pick_backend
+
+    monkeypatch.delenv("EDGEFT_BACKEND", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for ranks, backend in (("1", "nccl"), ("2", "nccl"), ("4", "gloo")):
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", ranks)
+        assert pick_backend() == backend
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_backend() == "gloo"

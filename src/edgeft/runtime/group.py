@@ -1,6 +1,6 @@
 """Process group from the environment (env:// rendezvous), the same under `edgeft launch` and `torchrun`.
 
-gloo on CPU, NCCL when a GPU is visible (EDGEFT_BACKEND overrides). The timeout is the bound on how
+gloo on CPU, NCCL when this host has a GPU for each of its ranks (EDGEFT_BACKEND overrides). The timeout is the bound on how
 long a collective waits for a silent peer: it is part of failure detection, not a performance knob.
 """
 
@@ -46,7 +46,12 @@ def pick_backend() -> str:
         if forced not in ("gloo", "nccl"):
             raise ConfigError(f"EDGEFT_BACKEND={forced!r}: use gloo or nccl")
         return forced
-    return "nccl" if torch.cuda.is_available() else "gloo"
+    if not torch.cuda.is_available():
+        return "gloo"
+    # NCCL refuses two ranks on one GPU ("duplicate GPU"): with more ranks on this host than GPUs (a launch of several
+    # emulated devices on a one-GPU workstation), every rank runs on the CPU under gloo instead.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return "nccl" if local <= torch.cuda.device_count() else "gloo"
 
 
 def init_from_env(timeout_s: float = 60.0) -> Group:
@@ -55,7 +60,6 @@ def init_from_env(timeout_s: float = 60.0) -> Group:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = pick_backend()
     if backend == "nccl":
-        local_rank %= max(torch.cuda.device_count(), 1)  # more ranks than GPUs on one host: share them
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
     else:
