@@ -1,7 +1,7 @@
 """Process group from the environment (env:// rendezvous), the same under `edgeft launch` and `torchrun`.
 
-gloo on CPU, NCCL when this host has a GPU for each of its ranks (EDGEFT_BACKEND overrides). The timeout is the bound on how
-long a collective waits for a silent peer: it is part of failure detection, not a performance knob.
+gloo on CPU, NCCL when this host has a GPU for each of its ranks (EDGEFT_BACKEND overrides). The timeout is the
+bound on how long a collective waits for a silent peer: it is part of failure detection, not a performance knob.
 """
 
 from __future__ import annotations

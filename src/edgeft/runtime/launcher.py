@@ -111,7 +111,8 @@ class Supervisor:
         addr = self.netns.address(0) if self.netns else "127.0.0.1"
         for rank, r in enumerate(self.spec.ranks):
             env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(self.spec.world), "LOCAL_RANK": str(rank),
-                   "LOCAL_WORLD_SIZE": str(self.spec.world), "MASTER_ADDR": addr, "MASTER_PORT": str(port), "OMP_NUM_THREADS": str(self.spec.threads),
+                   "LOCAL_WORLD_SIZE": str(self.spec.world), "MASTER_ADDR": addr, "MASTER_PORT": str(port),
+                   "OMP_NUM_THREADS": str(self.spec.threads),
                    "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
             if self.inject and self.inject[0] == rank:
                 env[faults.FAULT_ENV] = faults.fault_env(self.inject[2], self.inject[1])

@@ -258,8 +258,8 @@ def evaluate_full(ctx: Context, model) -> dict:
     """Dev metrics of the assembled model (on the rank that holds it).
 
     The evaluation is a report, not part of the emulated plan (no compute section stretches it), and the other
-    ranks wait for it, so it runs on every core this process may use rather than the rank's own thread count:
-    make run's first evaluation (200 sentences through SmolLM2 before the cache fill) took 35 s on one thread."""
+    ranks wait for it, so it runs on every core this process may use rather than the rank's own thread count
+    (make run's evaluation before training, 200 sentences through SmolLM2, took 35 s on one thread)."""
     from edgeft.cores import usable_cores
     from edgeft.train.evaluate import evaluate
 
