@@ -79,7 +79,8 @@ def test_a_run_with_bad_input_leaves_the_earlier_run_untouched(tmp_path, tiny_ll
 def test_resume_without_a_checkpoint_says_so(tmp_path, tiny_llama):
     said = []
     metrics = run_finetune(_cfg(tiny_llama, tmp_path / "fresh", resume=True), say=said.append)
-    assert len(said) == 1 and str(tmp_path / "fresh") in said[0] and "from scratch" in said[0]
+    resume = [line for line in said if line.startswith("--resume")]
+    assert len(resume) == 1 and str(tmp_path / "fresh") in resume[0] and "from scratch" in resume[0]
     events = [json.loads(line) for line in (tmp_path / "fresh" / "events.jsonl").read_text().splitlines()]
     assert any(e["event"] == "resume_missing" for e in events)
     assert metrics["resumed_from"] is None
