@@ -21,13 +21,18 @@ def test_examples_load(name):
     assert all(spec.full_band_rate(d) > 0 for d in spec.devices)
 
 
-def test_unknown_key_names_file_and_field(tmp_path):
+def _load_error(tmp_path, text: str) -> tuple:
+    """(the cluster file written with `text`, the ConfigError message load_cluster gives for it)."""
     p = tmp_path / "c.yaml"
-    p.write_text("name: x\ndevices:\n  - name: a\n    compute: {flops: 1e10}\n    memory_gb: 4\n    memroy: 3\n"
-                 "servers:\n  - {name: s, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
+    p.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_cluster(p)
-    msg = str(err.value)
+    return p, str(err.value)
+
+
+def test_unknown_key_names_file_and_field(tmp_path):
+    p, msg = _load_error(tmp_path, "name: x\ndevices:\n  - name: a\n    compute: {flops: 1e10}\n    memory_gb: 4\n"
+                         "    memroy: 3\nservers:\n  - {name: s, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
     assert str(p) in msg and "devices[0](a).memroy" in msg and "unknown key" in msg
 
 
@@ -45,12 +50,8 @@ def test_compute_needs_one_form():
 
 def test_a_name_yaml_reads_as_a_number_says_to_quote_it(tmp_path):
     """`name: 7` was refused with pydantic's bare 'Input should be a valid string'."""
-    p = tmp_path / "c.yaml"
-    p.write_text("name: x\ndevices:\n  - name: 7\n    compute: {flops: 1e10}\n    memory_gb: 4\n"
-                 "servers:\n  - {name: yes, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
-    with pytest.raises(ConfigError) as err:
-        load_cluster(p)
-    msg = str(err.value)
+    _, msg = _load_error(tmp_path, "name: x\ndevices:\n  - name: 7\n    compute: {flops: 1e10}\n    memory_gb: 4\n"
+                         "servers:\n  - {name: yes, compute: {flops: 1e12}, memory_gb: 8, band_mhz: 20}\n")
     assert "devices[0](7).name: a name is text, and YAML read 7 as a number: put it in quotes (name: \"7\")" in msg
     assert "read True as true/false" in msg
 

@@ -254,6 +254,13 @@ def save_adapter(ctx: Context, model) -> None:
 EVAL_WAIT_S = 4 * 3600.0
 
 
+def wait_for_evaluation(ctx: Context) -> None:
+    """Every rank meets after one of them evaluated (evaluate_full), waiting up to EVAL_WAIT_S, not a step's
+    timeout; nothing to wait for when the run does not evaluate."""
+    if ctx.spec.evaluate:
+        ctx.comm.barrier(timeout_s=EVAL_WAIT_S)
+
+
 def evaluate_full(ctx: Context, model) -> dict:
     """Dev metrics of the assembled model (on the rank that holds it).
 

@@ -143,8 +143,7 @@ class Hybrid(Strategy):
         # compute at the same time, so an evaluation there shared the cores and delayed this rank's fill, which all
         # wait for; here they wait (without the step-sized timeout) and it has the cores to itself (evaluate_full).
         self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
-        if ctx.spec.evaluate:
-            ctx.comm.barrier(timeout_s=C.EVAL_WAIT_S)
+        C.wait_for_evaluation(ctx)
 
     # -- rows and neighbours -----------------------------------------------------------------------------
     def _rows_of(self, stage: int, m: int, mbs) -> list[tuple[int, int]]:

@@ -131,8 +131,7 @@ class RuntimeLoop:
         ctx.log("epoch_end", epoch=epoch + 1, seconds=res.epoch_times_s[-1], steps=n_batches - first_batch,
                 partial=first_batch > 0)
         metrics = self.s.epoch_end(epoch)
-        if ctx.spec.evaluate:  # one rank evaluated while the others waited: longer than a step's timeout allows
-            ctx.comm.barrier(timeout_s=C.EVAL_WAIT_S)
+        C.wait_for_evaluation(ctx)  # one rank evaluated while the others waited
         if metrics is not None:
             res.evals.append({"epoch": epoch + 1, **metrics})
         self._checkpoint(epoch + 1, 0)
