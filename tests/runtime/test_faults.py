@@ -34,6 +34,8 @@ def test_killed_device_replan_and_resume(sst2_llama, tmp_path):
     assert resumed and all(r["global_step"] >= 4 for r in resumed)
     steps = [s for s, _ in m["losses"]]
     assert steps[-1] == 20 and all(math.isfinite(v) for _, v in m["losses"])
+    # no epoch ended before the loss: the re-planned attempt ran the rest of epoch 1, then epoch 2
+    assert [(e["epoch"], e["attempt"], e["partial"]) for e in m["epochs"]] == [(1, 1, True), (2, 1, False)]
     acc = m["dev_metric"]["accuracy"]
     assert 0.0 <= acc <= 1.0
 

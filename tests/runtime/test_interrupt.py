@@ -102,3 +102,24 @@ def test_launch_resume_without_a_checkpoint_says_so_and_runs_from_scratch(sst2_l
     assert len(warned) == 1 and str(tmp_path / "run") in warned[0] and "from scratch" in warned[0]
     assert [e["event"] for e in _events(tmp_path / "run")].count("resume_missing") == 1
     assert [s for s, _ in m["losses"]][-1] == 4  # all 4 steps trained
+
+
+def test_the_epoch_table_after_resume_keeps_the_epochs_run_before_the_stop(sst2_llama, tmp_path):
+    """A launch that stops in epoch 2 (a device lost with no attempt left to re-plan: the run directory then holds
+    what an interrupted one holds) and is continued with --resume reports both epochs, each with the attempt that
+    ran it; the resumed launch numbers its attempts after the stopped one's."""
+    import helpers
+    from edgeft.errors import EdgeftError
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    keys = dict(cluster=str(CLUSTER), model=str(sst2_llama), method="lora", strategy="hybrid",
+                task={**helpers.TASK, "train_samples": 16}, out=str(tmp_path / "run"), link_mode="none",
+                emulate_compute=False, evaluate=False, heartbeat_s=0.5, timeout_s=20,
+                train={"epochs": 2, "batch_size": 4, "checkpoint_every": 2, "lr": 5e-3})
+    with pytest.raises(EdgeftError, match="gave up after 1 attempts"):
+        launch(LaunchConfig(**keys, kill_device_at_step=["dev-b", 5], max_attempts=1), say=lambda *_: None)
+    m = launch(LaunchConfig(**keys, resume=True), say=lambda *_: None)
+    assert [(e["epoch"], e["attempt"], e["partial"]) for e in m["epochs"]] == [(1, 0, False), (2, 1, False)]
+    assert all(e["measured_s"] > 0 and e["predicted_s"] for e in m["epochs"])
+    assert [e["attempt"] for e in _events(tmp_path / "run") if e["event"] == "attempt_start"] == [0, 1]
+    assert [s for s, _ in m["losses"]][-1] == 8  # 4 steps an epoch, none trained twice

@@ -135,14 +135,14 @@ def show(m: dict, out: str) -> None:
                      f"{d['bytes_received'] / 2**20:.2f}")
     console.print(plan)
     ep = Table(title="time per epoch: measured vs planner prediction")
-    for c in ("epoch", "predicted s", "measured s", "error", "samples/s"):
+    for c in ("epoch", "attempt", "predicted s", "measured s", "error", "samples/s"):
         ep.add_column(c, justify="right")
     if m.get("fill"):
         f = m["fill"]
-        ep.add_row("cache fill", f"<= {f['predicted_max_s']:.1f}" if f.get("predicted_max_s") else "-",
+        ep.add_row("cache fill", "-", f"<= {f['predicted_max_s']:.1f}" if f.get("predicted_max_s") else "-",
                    f"{f['measured_s']:.1f}", "-", "-")
-    for e in m["epochs"]:
-        ep.add_row(f"{e['epoch']}{' (resumed)' if e['partial'] else ''}",
+    for e in m["epochs"]:  # every attempt's, those before a lost device or a stop (then --resume) too
+        ep.add_row(f"{e['epoch']}{' (resumed)' if e['partial'] else ''}", str(e["attempt"]),
                    f"{e['predicted_s']:.1f}" if e["predicted_s"] else "-", f"{e['measured_s']:.1f}",
                    f"{e['error']:+.0%}" if e["error"] is not None else "-",
                    f"{e['samples_per_s']:.2f}" if e["samples_per_s"] else "-")

@@ -232,10 +232,14 @@ def spec_for_attempt(base: RunSpec, plan, attempt: int, resume: bool) -> RunSpec
 
 def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_attempts: int = 4,
                  netns_factory=None, on_tick=None, say=print, inject: tuple | None = None) -> dict:
-    """Run, and after each lost device re-plan on the rest and resume. Returns a summary."""
+    """Run, and after each lost device re-plan on the rest and resume. Returns a summary.
+
+    Attempts are numbered on from those the run directory holds (a --resume after a stop), so each attempt's
+    plan, spec, logs and epochs (run_summary's epoch table) keep their own number instead of the next launch's."""
     attempts = []
     resume = base.resume
-    for attempt in range(max_attempts):
+    first = sum(1 for e in run.events() if e["event"] == "attempt_start")
+    for attempt in range(first, first + max_attempts):
         plan = replan(devices)
         spec = spec_for_attempt(base, plan, attempt, resume)
         path = Path(base.run_dir) / f"spec.attempt{attempt}.json"
@@ -250,7 +254,7 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
             netns = sup.netns = netns_factory(spec) if netns_factory else None
             if netns:
                 run.event("namespaces", attempt=attempt, names=list(netns.namespaces))
-            if inject and attempt == 0:
+            if inject and attempt == first:
                 sup.inject = (next((i for i, r in enumerate(spec.ranks) if r.name == inject[0]), None),
                               int(inject[1]), "kill")
                 if sup.inject[0] is None:

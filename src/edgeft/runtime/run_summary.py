@@ -26,6 +26,48 @@ def _parts_by_epoch(parts: list, steps: int) -> list[dict]:
     return out
 
 
+def _epochs_run(run_dir: Path) -> list[dict]:
+    """Every epoch the run directory's attempts ended, in the order run, from the ranks' `epoch_end` events:
+    those of attempts before a lost device or a stop that --resume continued too, which the last attempt's
+    results do not hold. One per (attempt, epoch): the slowest rank's time (the ranks start and stop the clock
+    at barriers, so they differ by a barrier's release alone); an epoch redone from a checkpoint older than its
+    end is listed under each attempt that ran it."""
+    ends: dict[tuple[int, int], dict] = {}
+    for f in sorted((run_dir / "ranks").glob("*.events.jsonl")):
+        for line in f.read_text().splitlines():
+            e = json.loads(line)
+            if e["event"] == "epoch_end":
+                key = (e["attempt"], e["epoch"])
+                if key not in ends or e["seconds"] > ends[key]["seconds"]:
+                    ends[key] = e
+    return [ends[k] for k in sorted(ends)]
+
+
+def _attempt_plan(run_dir: Path, attempt: int) -> dict:
+    """The plan attempt `attempt` ran (launcher.run_attempts writes it before starting the workers)."""
+    return json.loads((run_dir / f"plan.attempt{attempt}.json").read_text())
+
+
+def _epoch_row(plan: dict, end: dict, batch_size: int) -> dict:
+    """One row of the epoch table: an `epoch_end` event beside the prediction of the plan of its attempt (for the
+    cluster as emulated, as in `write`): an attempt re-planned on fewer devices is predicted by its own plan."""
+    ep, t, partial = end["epoch"] - 1, end["seconds"], end["partial"]
+    predicted = plan["predicted"]
+    emu = predicted.get("emulated") or predicted
+    # hybrid PAC with tap_norm=channel fills the cache first (a forward-only pipeline pass), so every epoch
+    # trains on the cache; the fill is priced as the pipeline epoch, which also trains: an upper bound
+    first_cached = 0 if plan["layout"].get("fill_first") else 1
+    key = "epoch_s" if ep < first_cached else "later_epoch_s"
+    pred = emu.get(key)
+    per_epoch = predicted.get("later_epochs_s")  # PAC on the cache: per epoch, by its batches' owners
+    if ep >= first_cached and per_epoch and ep - first_cached < len(per_epoch):
+        pred = per_epoch[ep - first_cached]
+    return {"epoch": ep + 1, "attempt": end["attempt"], "measured_s": t, "predicted_s": pred,
+            "plan_s": predicted.get(key), "partial": partial,
+            "error": (t - pred) / pred if pred and not partial else None,
+            "samples_per_s": end["steps"] * batch_size / t if not partial else None}
+
+
 def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict:
     run_dir = Path(run.path)
     plan = summary["plan"]
@@ -39,24 +81,11 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     # Measured times are compared with the prediction for the cluster as emulated (ranks faster than
     # this host run at its speed); the plan's own figure for the real cluster is kept beside it.
     emu = plan.predicted.get("emulated") or plan.predicted
-    # hybrid PAC with tap_norm=channel fills the cache first (a forward-only pipeline pass), so every epoch
-    # trains on the cache; the fill is priced as the pipeline epoch, which also trains: an upper bound
-    first_cached = 0 if plan.layout.get("fill_first") else 1
     fill = None
     if lead.get("fill_s") is not None:
         fill = {"measured_s": lead["fill_s"], "predicted_max_s": emu.get("epoch_s")}
-    epochs = []
-    for k, (ep, t) in enumerate(zip(lead["epochs_done"], lead["epoch_times_s"])):
-        key = "epoch_s" if ep < first_cached else "later_epoch_s"
-        pred = emu.get(key)
-        per_epoch = plan.predicted.get("later_epochs_s")  # PAC on the cache: per epoch, by its batches' owners
-        if ep >= first_cached and per_epoch and ep - first_cached < len(per_epoch):
-            pred = per_epoch[ep - first_cached]
-        partial = spec.resume and k == 0
-        epochs.append({"epoch": ep + 1, "measured_s": t, "predicted_s": pred, "plan_s": plan.predicted.get(key),
-                       "partial": partial,
-                       "error": (t - pred) / pred if pred and not partial else None,
-                       "samples_per_s": steps * cfg.train.batch_size / t if not partial else None})
+    epochs = [_epoch_row(_attempt_plan(run_dir, e["attempt"]), e, cfg.train.batch_size)
+              for e in _epochs_run(run_dir)]
     per_device = []
     for r in sorted(final, key=lambda r: r["rank"]):
         per_device.append({
