@@ -100,6 +100,7 @@ def test_launch_resume_without_a_checkpoint_says_so_and_runs_from_scratch(sst2_l
     m = launch(cfg, say=said.append)
     warned = [s for s in said if "no complete checkpoint" in s]
     assert len(warned) == 1 and str(tmp_path / "run") in warned[0] and "from scratch" in warned[0]
+    assert [s for s in said if "--max-length 24 shortened" in s]  # a long SST-2 row: as finetune, launch says so
     assert [e["event"] for e in _events(tmp_path / "run")].count("resume_missing") == 1
     assert [s for s, _ in m["losses"]][-1] == 4  # all 4 steps trained
 

@@ -388,3 +388,21 @@ def test_launch_takes_head_as_the_label_word_error_tells_a_user(monkeypatch):
     assert seen == {"head": "classifier"} and "stopped by the test" in str(res.exception)
     res = CliRunner().invoke(build_app(), [*args, "--head", "mlp"])
     assert isinstance(res.exception, ConfigError) and "head" in str(res.exception)
+
+
+@pytest.mark.parametrize("max_length, evaluate, said", [
+    (8, True, "--max-length 8 shortened 16 of 16 training rows and 8 of 8 dev rows ("),
+    (8, False, "--max-length 8 shortened 16 of 16 training rows ("),
+    (128, True, None),
+])
+def test_launch_says_when_max_length_shortens_rows_as_finetune_does(sst2_llama, max_length, evaluate, said):
+    """finetune warned that --max-length cut rows (features.cut_notes); launch, which featurizes the training rows
+    in _workload and left the dev rows to its workers, said nothing. Its notes count the dev rows it evaluates:
+    dev_samples_eval of them, none without evaluate. (8 tokens: less than any SST-2 prompt.)"""
+    from edgeft.runtime.run import LaunchConfig, _workload
+
+    cfg = LaunchConfig(cluster="c.yaml", model=str(sst2_llama), method="lora",
+                       task={"name": "sst2", "train_samples": 16, "dev_samples": 12, "max_length": max_length},
+                       evaluate=evaluate, dev_samples_eval=8)
+    notes = [n for n in _workload(cfg)[-1] if "--max-length" in n]
+    assert len(notes) == (said is not None) and all(n.startswith(said) for n in notes)

@@ -121,13 +121,17 @@ config_from = LaunchConfig.from_dict
 
 
 def _workload(cfg: LaunchConfig):
-    """Task, featurized data (for the real padded sequence length), arch, head."""
+    """Task, featurized data (for the real padded sequence length), arch, head, and the notes a user should read
+    about the data before the run (finetune's: sizes asked beyond the task's, rows --max-length shortened; the
+    workers encode the rows again, so only here are the train and dev rows counted)."""
     from transformers import AutoTokenizer
 
     from edgeft.data import TaskConfig, load_task
-    from edgeft.data.features import Featurizer, objective_for
+    from edgeft.data.features import Featurizer, cut_notes, objective_for
+    from edgeft.data.tasks import size_notes
     from edgeft.models.backbone import resolve
     from edgeft.models.arch import arch_from_hf_config
+    from edgeft.runtime.strategies.common import eval_rows
     from edgeft.train.batches import epoch_batches
     from edgeft.train.recipe import head_for
 
@@ -139,10 +143,15 @@ def _workload(cfg: LaunchConfig):
         tok.pad_token = tok.eos_token
     feat = Featurizer(task, tok, objective_for(task, head), task.config.max_length if task.config else 128)
     feats = feat.encode(task.train)
+    cut = [feat.cut]
+    dev = eval_rows(task, cfg.dev_samples_eval) if cfg.evaluate else []
+    feat.encode(dev)  # for its count alone: the rank that evaluates encodes them
+    cut.append(feat.cut)
+    notes = size_notes(task) + cut_notes(cut, [len(task.train), len(dev)], feat.max_length)
     arch = arch_from_hf_config(json.loads((Path(path) / "config.json").read_text()), cfg.model)
     batches = epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, 0, cfg.train.max_steps_per_epoch)
     widths = [max(len(feats[i]["input_ids"]) for i in b) for b in batches]
-    return task, head, feat, feats, arch, batches, sum(widths) / len(widths)
+    return task, head, feat, feats, arch, batches, sum(widths) / len(widths), notes
 
 
 def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int) -> tuple[int, int | None]:
@@ -242,7 +251,6 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime.launcher import run_attempts
     from edgeft.runtime.netns import NetnsTopology, tc_available
     from edgeft.runtime.checkpoint import latest
-    from edgeft.data.tasks import size_notes
     from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
     from edgeft.methods.base import check_strategy
@@ -252,7 +260,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     if cfg.devices:
         cluster = placement.pick(cluster, cfg.devices)
     out = Path(cfg.out)
-    task, head, feat, feats, arch, batches, seq = _workload(cfg)
+    task, head, feat, feats, arch, batches, seq, notes = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
     given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
     _check_resume(cfg, out)
@@ -260,7 +268,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
-    for note in size_notes(task):
+    for note in notes:
         say(f"[yellow]warning:[/] {note}")
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"

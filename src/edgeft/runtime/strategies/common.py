@@ -261,6 +261,12 @@ def wait_for_evaluation(ctx: Context) -> None:
         ctx.comm.barrier(timeout_s=EVAL_WAIT_S)
 
 
+def eval_rows(task, dev_samples_eval: int | None) -> list[dict]:
+    """The dev rows a run evaluates on: the first `dev_samples_eval` of the task's, all of them when None. The
+    launcher counts those --max-length shortens (run._workload) before the workers encode them."""
+    return task.dev[:dev_samples_eval] if dev_samples_eval else task.dev
+
+
 def evaluate_full(ctx: Context, model) -> dict:
     """Dev metrics of the assembled model (on the rank that holds it).
 
@@ -271,8 +277,7 @@ def evaluate_full(ctx: Context, model) -> dict:
     from edgeft.train.evaluate import evaluate
 
     if not ctx.dev_feats:
-        dev = ctx.task.dev[: ctx.spec.dev_samples_eval] if ctx.spec.dev_samples_eval else ctx.task.dev
-        ctx.dev_feats = ctx.featurizer.encode(dev)
+        ctx.dev_feats = ctx.featurizer.encode(eval_rows(ctx.task, ctx.spec.dev_samples_eval))
     threads, t0 = torch.get_num_threads(), time.perf_counter()
     torch.set_num_threads(max(threads, usable_cores()))
     try:
