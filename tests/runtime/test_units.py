@@ -247,6 +247,44 @@ def test_a_fault_injection_that_would_never_fire_is_refused_before_any_work(tmp_
     assert not (tmp_path / "run").exists()
 
 
+def test_a_kill_of_a_device_the_plan_leaves_idle_is_refused_before_any_worker(tmp_path, tiny_llama):
+    """--kill-device naming a device the hybrid plan leaves idle was refused only as the workers were about to start
+    (after calibration, with plan.attempt0.json written). A --plan file is checked before calibration, i.e. before
+    the run folder is written; a plan priced from this host's calibration right after planning."""
+    import json
+
+    from edgeft.models.arch import arch_from_hf_config
+    from edgeft.planner.cluster import load_cluster
+    from edgeft.runtime.placement import make_table
+    from edgeft.runtime.run import LaunchConfig, launch
+    from edgeft.runtime.strategies import make_plan
+
+    phone = "compute: {flops: 3.0e10}, memory_gb: 4, link: {rate_mbps: 300, latency_ms: 3}"
+    cluster = tmp_path / "slow.yaml"  # a device 30000x slower than the phones: the plan runs without it
+    cluster.write_text(f"name: slow\ndevices:\n  - {{name: phone-1, {phone}}}\n  - {{name: phone-2, {phone}}}\n"
+                       f"  - {{name: slow, {phone.replace('3.0e10', '1.0e6')}}}\n"
+                       "servers:\n  - {name: edge, compute: {flops: 1.0e13}, memory_gb: 80, band_mhz: 20}\n")
+    arch = arch_from_hf_config(json.loads((tiny_llama / "config.json").read_text()), str(tiny_llama))
+    plan = make_plan("hybrid", load_cluster(cluster), make_table(arch, "lora", 8, 16, {}), samples=16, steps=2)
+    assert "slow" not in {r["name"] for r in plan.ranks}
+    path = tmp_path / "plan.attempt0.json"
+    path.write_text(json.dumps(plan.to_dict(), default=float))
+    match = r"--kill-device slow:0: 'slow' has no work in the plan .*the plan gives work to phone-[12]"
+    for given in (str(path), None):
+        run = tmp_path / f"run-{'plan' if given else 'planned'}"
+        cfg = LaunchConfig(cluster=str(cluster), model=str(tiny_llama), method="lora", plan=given, out=str(run),
+                           task={"name": "sst2", "train_samples": 16, "max_length": 16},
+                           train={"epochs": 1, "batch_size": 8}, kill_device_at_step=["slow", 0])
+        with pytest.raises(ConfigError, match=match):
+            launch(cfg)
+        if given:  # refused before calibration: the run folder was not even written
+            assert not run.exists()
+        else:  # the plan came from this host's calibration; no worker, namespace or plan file followed it
+            events = [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+            assert "calibration" in events and "link_emulation" in events and "attempt_start" not in events
+            assert not list(run.glob("plan.attempt*.json")) and not (run / "ranks").exists()
+
+
 def test_kill_device_step_must_be_a_whole_number():
     """`--kill-device p2:abc` (or p2:-1) ended in a ValueError traceback from int()."""
     from typer.testing import CliRunner

@@ -243,6 +243,18 @@ def _check_kill(cfg: LaunchConfig, devices: list[str], total_steps: int) -> None
                           f"(0..{total_steps - 1}), so step {step} is never reached; choose a step below {total_steps}")
 
 
+def _check_kill_has_work(cfg: LaunchConfig, ranks: list[dict]) -> None:
+    """A device the plan leaves idle has no process to kill: refused as soon as the plan is known (the --plan file,
+    before calibration; else the first plan, before any worker starts), not when the workers are about to start."""
+    if not cfg.kill_device_at_step:
+        return
+    name, step = cfg.kill_device_at_step
+    working = [r["name"] for r in ranks]
+    if name not in working:
+        raise ConfigError(f"--kill-device {name}:{step}: {name!r} has no work in the plan (no process to kill); "
+                          f"the plan gives work to {', '.join(working)}: choose one of those")
+
+
 def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.planner.cluster import load_cluster
     from edgeft.measure import calibrate as cal
@@ -263,6 +275,8 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     task, head, feat, feats, arch, batches, seq, notes = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
     given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
+    if given_plan:  # the plan is known already; else it is priced from this host's calibration below
+        _check_kill_has_work(cfg, given_plan["ranks"])
     _check_resume(cfg, out)
     if cfg.cut is not None and cfg.cut >= arch.num_layers:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
@@ -372,6 +386,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         return NetnsTopology(run_id, [(r.name, r.up_bps, r.down_bps) for r in spec.ranks]).setup()
 
     first = replan([d.name for d in cluster.devices])
+    _check_kill_has_work(cfg, first.ranks)  # before any worker, namespace or plan file
     say(describe_plan(first, cfg, fill_first))
     if on_start:
         from edgeft.runtime.strategies.hybrid import fill_batches
