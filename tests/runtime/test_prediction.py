@@ -273,3 +273,53 @@ def test_deft_round_waits_for_the_slowest_compute_then_the_slowest_link():
     assert got == pytest.approx(want)
     assert got >= sol.makespan  # the barrier never beats every device finishing on its own clock
     assert plan_deft(cl, table, steps=5).predicted["epoch_s"] == pytest.approx(5 * got)
+
+
+def test_a_reused_plan_rescales_its_times_to_this_runs_steps_and_names_what_else_differs(tmp_path, tiny_llama):
+    """`launch --plan` printed the plan's predicted times, made for the run that wrote it, whatever this run's
+    train rows or batch size: now another step count rescales the epoch times (a step's price x steps), another
+    step price (batch size, sequence length, host, time scale) is named in a warning, and the same settings give
+    the same times without one. A plan file from before plans recorded their settings is said to be one."""
+    import json
+
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    class Planned(Exception):
+        """Stops a launch once its plan is printed, before any worker starts (launch's on_start)."""
+
+    def stop(total):
+        raise Planned
+
+    def cfg(name, rows=16, batch=8, plan=None):
+        return LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",
+                            task={"name": "sst2", "train_samples": rows, "max_length": 16}, plan=plan,
+                            out=str(tmp_path / name), train={"epochs": 1, "batch_size": batch},
+                            emulate_compute=False, evaluate=False)
+
+    launch(cfg("made"))  # the run that writes the plan
+    made = json.loads((tmp_path / "made" / "plan.attempt0.json").read_text())
+    assert made["priced_for"]["train_rows"] == 16 and made["priced_for"]["steps_per_epoch"] == 2
+    old = tmp_path / "old-plan.json"
+    old.write_text(json.dumps({k: v for k, v in made.items() if k != "priced_for"}))
+    plan = str(tmp_path / "made" / "plan.attempt0.json")
+    reused = {}
+    for name, run in (("same", cfg("same", plan=plan)), ("rows", cfg("rows", rows=32, plan=plan)),
+                      ("batch", cfg("batch", batch=4, plan=plan)), ("old", cfg("old", plan=str(old)))):
+        said = []
+        with pytest.raises(Planned):
+            launch(run, say=said.append, on_start=stop)
+        event = next(json.loads(line) for line in (tmp_path / name / "events.jsonl").read_text().splitlines()
+                     if json.loads(line)["event"] == "plan_reused")
+        reused[name] = (event, [line for line in said if "--plan" in line])
+    event, lines = reused["same"]
+    assert event["predicted"] == made["predicted"] and not event["notes"] and event["warning"] is None and not lines
+    event, lines = reused["rows"]  # 4 steps of the same width, not 2
+    assert event["predicted"]["epoch_s"] == pytest.approx(2 * made["predicted"]["epoch_s"])
+    assert event["now"]["mean_padded_seq_len"] == made["priced_for"]["mean_padded_seq_len"]
+    assert lines == [f"--plan {plan}: predicted epoch times rescaled from its 2 to this run's 4 steps per epoch"]
+    event, lines = reused["batch"]  # 4 steps of another price: rescaled, and said to be the plan's
+    assert event["predicted"]["epoch_s"] == pytest.approx(2 * made["predicted"]["epoch_s"])
+    assert lines[1].startswith(f"[yellow]warning:[/] --plan {plan}: its predicted times were made for the run that "
+                               "wrote it, which differs from this one (batch size 8 then, 4 now")
+    event, lines = reused["old"]
+    assert event["predicted"] == made["predicted"] and "does not record the settings" in lines[0]

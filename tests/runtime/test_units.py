@@ -345,7 +345,11 @@ def test_a_plan_file_launch_cannot_run_is_refused_before_any_work(tmp_path, tiny
     foreign.write_text(json.dumps({"strategy": "hybrid", "layout": {}, "predicted": {},
                                    "ranks": [{"name": "laptop", "kind": "device"}]}))
     (tmp_path / "notes.txt").write_text("not json")
+    unpriced = tmp_path / "unpriced.json"
+    unpriced.write_text(json.dumps({"strategy": "hybrid", "layout": {}, "predicted": {}, "priced_for": {"steps": 2},
+                                    "ranks": [{"name": "phone-1", "kind": "device"}]}))
     for path, match in ((report, "not a launch plan. --plan takes the plan.attempt0.json"),
+                        (unpriced, r"unpriced.json: priced_for must map .* steps_per_epoch a whole number above 0"),
                         (tmp_path / "gone.json", "no such file"), (tmp_path / "notes.txt", "not valid JSON"),
                         (foreign, r"the plan places devices \['laptop'\], this run has \['phone-1'")):
         cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_llama), method="lora",

@@ -29,10 +29,13 @@ class RuntimePlan:
     layout: dict
     predicted: dict  # epoch_s (first epoch), later_epoch_s, step_s, per-rank figures
     planner: dict = field(default_factory=dict)  # the solver's own output, for the record
+    # the run settings `predicted` was priced for (run.priced_for), so a run reusing the plan can tell whether
+    # its times are this run's; empty in plans written before it was recorded
+    priced_for: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"strategy": self.strategy, "ranks": self.ranks, "layout": self.layout, "predicted": self.predicted,
-                "planner": self.planner}
+                "planner": self.planner, "priced_for": self.priced_for}
 
 
 def priced_method(method: str, method_options: dict):

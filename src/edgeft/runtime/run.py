@@ -222,11 +222,83 @@ def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
                           "(launch plans the run itself without --plan)")
     if plan["strategy"] != cfg.strategy:
         raise PlanError(f"{path}: plan is for strategy {plan['strategy']!r}, not {cfg.strategy!r}")
+    priced = plan.get("priced_for") or {}
+    if not isinstance(priced, dict) or priced and not (type(priced.get("steps_per_epoch")) is int
+                                                       and priced["steps_per_epoch"] > 0):
+        raise ConfigError(f"--plan {path}: priced_for must map the plan's settings, steps_per_epoch a whole number "
+                          f"above 0, not {priced!r} (or be left out: the predicted times are then the plan's)")
     planned = sorted(planned_devices(plan))
     if not set(planned) <= set(devices):
         raise ConfigError(f"--plan {path}: the plan places devices {planned}, this run has {sorted(devices)}; "
                           "give a cluster (and --devices) that has them, or drop --plan")
     return plan
+
+
+# What a plan's predicted times were priced for (RuntimePlan.priced_for), grouped by what a reused plan does when
+# this run's differ: settings that price every step (its times are then the plan's, and said so) ...
+STEP_PRICE = {"batch_size": "batch size", "mean_padded_seq_len": "mean padded sequence length",
+              "host_flops": "host calibration FLOP/s", "time_scale": "time scale"}
+# ... and, with the batch size, the settings that decide each epoch's batches (PAC's later_epochs_s follow them)
+BATCH_ORDER = {"train_rows": "train rows", "steps_per_epoch": "steps per epoch", "seed": "seed", "epochs": "epochs"}
+HOST_SAME_WITHIN = 0.05  # relative: two calibrations of one host differ by a few percent
+
+
+def priced_settings(cfg: LaunchConfig, train_rows: int, steps: int, seq: float, host: dict | None,
+                    scale: float) -> dict:
+    """The settings of this run that its plan's predicted times depend on (STEP_PRICE and BATCH_ORDER)."""
+    return {"train_rows": train_rows, "steps_per_epoch": steps, "batch_size": cfg.train.batch_size,
+            "epochs": cfg.train.epochs, "seed": cfg.train.seed, "mean_padded_seq_len": seq,
+            "host_flops": host["host_flops"] if host else None, "time_scale": scale}
+
+
+def _differs(key: str, then: dict, now: dict) -> bool:
+    a, b = then.get(key), now[key]
+    if key == "host_flops" and a and b:
+        return not math.isclose(a, b, rel_tol=HOST_SAME_WITHIN)
+    return a != b
+
+
+def _shown(value) -> str:
+    return "none" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def reused_plan(plan: dict, now: dict, path: str):
+    """The --plan file's plan for a run priced for `now`, and what to tell the user: (RuntimePlan, notes, warning).
+
+    Its predicted times were made for the run that wrote it (its priced_for). An epoch's time is a predicted step x
+    that run's steps per epoch, so another step count is rescaled exactly (a note). A different setting that prices
+    each step (STEP_PRICE) cannot be rescaled: the warning names what differs, the times staying the plan's. PAC's
+    per-epoch times on the cache (later_epochs_s) follow that run's batches; for other batches they are dropped,
+    leaving the plan's mean cached epoch (later_epoch_s). A plan file that records no priced_for is warned about."""
+    from edgeft.runtime.placement import RuntimePlan
+
+    then = plan.get("priced_for") or {}
+    if not then:
+        return RuntimePlan(**plan), [], (f"--plan {path} does not record the settings its predicted times were made "
+                                         "for (an older edgeft wrote it): they are that run's, which may differ from "
+                                         "this one's")
+    predicted, notes = dict(plan["predicted"]), []
+    if isinstance(predicted.get("emulated"), dict):  # deft's and split's times as this host emulates them
+        predicted["emulated"] = dict(predicted["emulated"])
+    ratio = now["steps_per_epoch"] / then["steps_per_epoch"]
+    if ratio != 1:
+        for times in (predicted, predicted.get("emulated") or {}):
+            times.update({k: times[k] * ratio for k in ("epoch_s", "later_epoch_s") if times.get(k) is not None})
+        notes.append(f"--plan {path}: predicted epoch times rescaled from its {then['steps_per_epoch']} to this "
+                     f"run's {now['steps_per_epoch']} steps per epoch")
+    if predicted.get("later_epochs_s") and any(_differs(k, then, now) for k in [*BATCH_ORDER, "batch_size"]):
+        del predicted["later_epochs_s"]
+        notes.append(f"--plan {path}: its per-epoch times on the activation cache follow its own run's batches; "
+                     "this run's later epochs are predicted at its mean cached epoch")
+    warning = None
+    if any(_differs(key, then, now) for key in STEP_PRICE):
+        differ = "; ".join(f"{label} {_shown(then.get(key))} then, {_shown(now[key])} now" for key, label in
+                           {**STEP_PRICE, **BATCH_ORDER}.items() if _differs(key, then, now))
+        warning = (f"--plan {path}: its predicted times were made for the run that wrote it, which differs from this "
+                   f"one ({differ}), so they are that run's{' rescaled to these steps' if ratio != 1 else ''}, "
+                   "not priced for this run (leave --plan out to plan this run)")
+    kept = {**then, "steps_per_epoch": now["steps_per_epoch"]}  # what the times now stand for
+    return RuntimePlan(**{**plan, "predicted": predicted, "priced_for": kept}), notes, warning
 
 
 def _check_kill(cfg: LaunchConfig, devices: list[str], total_steps: int) -> None:
@@ -343,13 +415,23 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
 
     method = get_method(cfg.method, cfg.method_options)
     fill_first = method.fills_cache_first(cfg.strategy)
+    now = priced_settings(cfg, len(feats), steps, seq, host, scale)
+    if given_plan:  # its predicted times were made for the run that wrote it: rescaled to this run, or said so
+        given, notes, warning = reused_plan(given_plan, now, cfg.plan)
+        run.event("plan_reused", path=cfg.plan, priced_for=given_plan.get("priced_for"), now=now, notes=notes,
+                  warning=warning, predicted=given.predicted)
+        for note in notes:
+            say(note)
+        if warning:
+            say(f"[yellow]warning:[/] {warning}")
 
     def replan(devices: list[str]):
         sub = placement.pick(cluster, devices)
         # the given plan while every device it places is still here (devices it leaves idle have no process)
         if given_plan and planned_devices(given_plan) <= set(devices):
-            return placement.RuntimePlan(**given_plan)
+            return given
         p = make_plan(cfg.strategy, sub, table, len(feats), steps, cfg.train.micro_batches, cfg.cut)
+        p.priced_for = now
         idle = get_strategy(cfg.strategy).explain_idle(p, sub, table)  # why a device given with --devices gets no work
         if idle is not None:
             p.planner["idle"] = idle
