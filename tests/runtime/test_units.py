@@ -348,7 +348,17 @@ def test_a_plan_file_launch_cannot_run_is_refused_before_any_work(tmp_path, tiny
     unpriced = tmp_path / "unpriced.json"
     unpriced.write_text(json.dumps({"strategy": "hybrid", "layout": {}, "predicted": {}, "priced_for": {"steps": 2},
                                     "ranks": [{"name": "phone-1", "kind": "device"}]}))
+    # make run's plan (SmolLM2's 30 blocks) given to another model, and a layout no launch wrote
+    other_model = tmp_path / "other_model.json"
+    stages = [{"blocks": [0, 30], "ranks": [0], "shares": [1.0]}]
+    other_model.write_text(json.dumps({"strategy": "hybrid", "predicted": {}, "priced_for": {}, "layout": {
+        "stages": stages}, "ranks": [{"name": "phone-1", "kind": "device"}]}))
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text(json.dumps({"strategy": "hybrid", "predicted": {}, "layout": {"stages": [{"blocks": 3}]},
+                                     "ranks": [{"name": "phone-1", "kind": "device"}]}))
     for path, match in ((report, "not a launch plan. --plan takes the plan.attempt0.json"),
+                        (other_model, r"the plan places 30 blocks, and .* has 4: it was made for another model"),
+                        (malformed, r"malformed.json: its layout is malformed"),
                         (unpriced, r"unpriced.json: priced_for must map .* steps_per_epoch a whole number above 0"),
                         (tmp_path / "gone.json", "no such file"), (tmp_path / "notes.txt", "not valid JSON"),
                         (foreign, r"the plan places devices \['laptop'\], this run has \['phone-1'")):

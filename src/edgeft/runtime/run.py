@@ -204,9 +204,19 @@ def planned_devices(plan: dict) -> set[str]:
     return {r["name"] for r in plan["ranks"] if r.get("kind") == "device"}
 
 
-def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
-    """The --plan file, checked before any work: a launch plan (plan.attempt0.json) for this strategy whose
-    devices the run has (it runs until one of them is lost; then the run re-plans)."""
+def _plan_blocks(layout: dict) -> int | None:
+    """How many blocks a launch plan's layout places (hybrid's stages, deft's per-rank ranges); None for split,
+    whose layout names only its cut."""
+    if "stages" in layout:
+        return max(st["blocks"][1] for st in layout["stages"])
+    if "blocks" in layout:
+        return max(b[1] for b in layout["blocks"].values() if b)
+    return None
+
+
+def _given_plan(cfg: LaunchConfig, devices: list[str], num_layers: int) -> dict | None:
+    """The --plan file, checked before any work: a launch plan (plan.attempt0.json) for this strategy and a model
+    of this many blocks, whose devices the run has (it runs until one of them is lost; then the run re-plans)."""
     if not cfg.plan:
         return None
     path = Path(cfg.plan)
@@ -222,6 +232,16 @@ def _given_plan(cfg: LaunchConfig, devices: list[str]) -> dict | None:
                           "(launch plans the run itself without --plan)")
     if plan["strategy"] != cfg.strategy:
         raise PlanError(f"{path}: plan is for strategy {plan['strategy']!r}, not {cfg.strategy!r}")
+    try:
+        placed = _plan_blocks(plan["layout"])
+        cut = plan["layout"].get("cut")
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"--plan {path}: its layout is malformed ({err!r}); use a plan.attempt0.json as "
+                          "`edgeft launch` wrote it") from None
+    if placed is not None and placed != num_layers or cut is not None and not 0 < cut < num_layers:
+        size = f"places {placed} blocks" if placed is not None else f"cuts after block {cut}"
+        raise ConfigError(f"--plan {path}: the plan {size}, and {cfg.model} has {num_layers}: it was made for "
+                          "another model; plan this one (leave --plan out)")
     priced = plan.get("priced_for") or {}
     if not isinstance(priced, dict) or priced and not (type(priced.get("steps_per_epoch")) is int
                                                        and priced["steps_per_epoch"] > 0):
@@ -346,7 +366,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     out = Path(cfg.out)
     task, head, feat, feats, arch, batches, seq, notes = _workload(cfg)
     _check_kill(cfg, [d.name for d in cluster.devices + cluster.servers], len(batches) * cfg.train.epochs)
-    given_plan = _given_plan(cfg, [d.name for d in cluster.devices])
+    given_plan = _given_plan(cfg, [d.name for d in cluster.devices], arch.num_layers)
     if given_plan:  # the plan is known already; else it is priced from this host's calibration below
         _check_kill_has_work(cfg, given_plan["ranks"])
     _check_resume(cfg, out)
