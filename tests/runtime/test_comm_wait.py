@@ -14,9 +14,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank(rank: int, port: int, wait_s, results) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                      EDGEFT_BACKEND="gloo")
+def _rank(rank: int, port: int, wait_s, backend: str, results) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), EDGEFT_BACKEND=backend)
     import torch.distributed as dist
 
     from edgeft.runtime.comm import Comm
@@ -38,12 +38,23 @@ def _rank(rank: int, port: int, wait_s, results) -> None:
             pass
 
 
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+NCCL = pytest.param("nccl", marks=pytest.mark.skipif(_gpus() < 2, reason="NCCL needs a GPU for each of 2 ranks"))
+
+
+@pytest.mark.parametrize("backend", ["gloo", NCCL])
 @pytest.mark.parametrize("wait_s, met", [(60.0, True), (None, False)])
-def test_a_barrier_after_an_evaluation_outlasts_the_groups_timeout(wait_s, met):
+def test_a_barrier_after_an_evaluation_outlasts_the_groups_timeout(wait_s, met, backend):
+    """Under NCCL too (found: its barrier kept the group's timeout; the wait now runs on a gloo side group)."""
     ctx = mp.get_context("spawn")
     results = ctx.Manager().dict()
     port = _free_port()
-    procs = [ctx.Process(target=_rank, args=(r, port, wait_s, results)) for r in (0, 1)]
+    procs = [ctx.Process(target=_rank, args=(r, port, wait_s, backend, results)) for r in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
@@ -66,3 +77,30 @@ def test_ranks_outnumbering_the_gpus_of_their_host_run_under_gloo(monkeypatch):
         assert pick_backend() == backend
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_backend() == "gloo"
+
+
+def _one_nccl_rank(port: int, results) -> None:
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                      EDGEFT_BACKEND="nccl")
+    import torch.distributed as dist
+
+    from edgeft.runtime.comm import Comm
+    from edgeft.runtime.group import init_from_env
+
+    group = init_from_env(timeout_s=2.0)
+    try:
+        Comm(group).barrier(timeout_s=30.0)
+        results["side"] = dist.get_backend(group.waits)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(_gpus() < 1, reason="needs a GPU")
+def test_an_nccl_group_waits_long_on_its_gloo_side_group():
+    """One GPU holds one NCCL rank: the long wait's gloo side group is made and met (the two-rank case needs two)."""
+    ctx = mp.get_context("spawn")
+    results = ctx.Manager().dict()
+    p = ctx.Process(target=_one_nccl_rank, args=(_free_port(), results))
+    p.start()
+    p.join(120)
+    assert p.exitcode == 0 and results.get("side") == "gloo", (p.exitcode, dict(results))

@@ -173,11 +173,11 @@ class Comm:
 
     def barrier(self, timeout_s: float | None = None) -> None:
         """Every rank meets here. `timeout_s`: how long to wait instead of the process group's timeout, which is
-        sized for steps; for the ranks waiting while one does long work between steps (an evaluation). gloo only
-        (`monitored_barrier`); NCCL's barrier keeps the group's timeout."""
+        sized for steps; for the ranks waiting while one does long work between steps (an evaluation). It is gloo's
+        `monitored_barrier`, under NCCL on the group's gloo side group (NCCL's barrier keeps the group's timeout)."""
         t0 = time.perf_counter()
-        if timeout_s is not None and dist.get_backend() == "gloo":
-            dist.monitored_barrier(timeout=timedelta(seconds=timeout_s), wait_all_ranks=True)
+        if timeout_s is not None:
+            dist.monitored_barrier(group=self.g.waits, timeout=timedelta(seconds=timeout_s), wait_all_ranks=True)
         else:
             dist.barrier()
         self.ledger.comm_s += time.perf_counter() - t0

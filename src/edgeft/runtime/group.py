@@ -23,6 +23,9 @@ class Group:
     local_rank: int
     backend: str
     device: torch.device
+    # a gloo group of every rank for waits longer than the group's timeout (Comm.barrier(timeout_s)): gloo's
+    # monitored_barrier takes its own timeout, NCCL's barrier only the group's; None when the group is gloo already
+    waits: object = None
 
     @property
     def is_root(self) -> bool:
@@ -67,7 +70,8 @@ def init_from_env(timeout_s: float = 60.0) -> Group:
     kwargs = {"device_id": device} if backend == "nccl" else {}
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s), **kwargs)
-    return Group(rank, world, local_rank, backend, device)
+    waits = dist.new_group(backend="gloo") if backend != "gloo" else None  # every rank creates it, in this order
+    return Group(rank, world, local_rank, backend, device, waits)
 
 
 def new_groups(rank_lists: list[list[int]]) -> list:
