@@ -123,4 +123,6 @@ def test_the_epoch_table_after_resume_keeps_the_epochs_run_before_the_stop(sst2_
     assert [(e["epoch"], e["attempt"], e["partial"]) for e in m["epochs"]] == [(1, 0, False), (2, 1, False)]
     assert all(e["measured_s"] > 0 and e["predicted_s"] for e in m["epochs"])
     assert [e["attempt"] for e in _events(tmp_path / "run") if e["event"] == "attempt_start"] == [0, 1]
+    assert [(a["attempt"], a["status"]) for a in m["attempts"]] == [(0, "lost"), (1, "ok")]  # the stopped one too
+    assert all(a["seconds"] > 0 for a in m["attempts"])
     assert [s for s, _ in m["losses"]][-1] == 8  # 4 steps an epoch, none trained twice

@@ -43,6 +43,23 @@ def _epochs_run(run_dir: Path) -> list[dict]:
     return [ends[k] for k in sorted(ends)]
 
 
+ENDS = {"attempt_done": "ok", "device_lost": "lost", "interrupted": "interrupted", "error": "error",
+        "over_memory": "over_memory"}  # the event that ends an attempt -> its status
+
+
+def _attempts_run(events: list[dict]) -> list[dict]:
+    """Every attempt the run directory records, in order: those of a launch that stopped before a --resume too
+    (the launcher's own list holds this launch's alone). Its devices, how it ended, and for how long it ran."""
+    out = []
+    for e in events:
+        if e["event"] == "attempt_start":
+            out.append({"attempt": e["attempt"], "status": "stopped", "seconds": None, "ranks": e["ranks"],
+                        "start": e["time"]})
+        elif e["event"] in ENDS and out and out[-1]["seconds"] is None:
+            out[-1].update(status=ENDS[e["event"]], seconds=e.get("seconds", e["time"] - out[-1]["start"]))
+    return [{k: v for k, v in a.items() if k != "start"} for a in out]
+
+
 def _attempt_plan(run_dir: Path, attempt: int) -> dict:
     """The plan attempt `attempt` ran (launcher.run_attempts writes it before starting the workers)."""
     return json.loads((run_dir / f"plan.attempt{attempt}.json").read_text())
@@ -109,8 +126,7 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
         "dev_metric": evals[-1] if evals else None,
         "dev_metric_before": evals[0] if evals and evals[0].get("epoch") == 0 else None,
         "evals": evals,
-        "attempts": [{"attempt": a["attempt"], "status": a["status"], "seconds": a["seconds"], "ranks": a["ranks"]}
-                     for a in summary["attempts"]],
+        "attempts": _attempts_run(events),
         "lost_devices": [{"device": e["device"], "reason": e["reason"], "attempt": e["attempt"]} for e in lost],
         "host_calibration": {k: v for k, v in (host or {}).items() if k != "key"},
         "link_mode": spec.link_mode, "wall_s": summary["wall_s"], "steps_per_epoch": steps,
