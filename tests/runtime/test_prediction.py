@@ -282,6 +282,7 @@ def test_a_reused_plan_rescales_its_times_to_this_runs_steps_and_names_what_else
     the same times without one. A plan file from before plans recorded their settings is said to be one."""
     import json
 
+    from edgeft.errors import ConfigError
     from edgeft.runtime.run import LaunchConfig, launch
 
     class Planned(Exception):
@@ -323,3 +324,7 @@ def test_a_reused_plan_rescales_its_times_to_this_runs_steps_and_names_what_else
                                "wrote it, which differs from this one (batch size 8 then, 4 now")
     event, lines = reused["old"]
     assert event["predicted"] == made["predicted"] and "does not record the settings" in lines[0]
+    other = cfg("other", plan=plan).model_copy(update={"method": "bitfit"})  # another method's placement and prices
+    with pytest.raises(ConfigError, match=r"the plan was made for method 'lora', this run trains 'bitfit'"):
+        launch(other, on_start=stop)
+    assert not (tmp_path / "other").exists()

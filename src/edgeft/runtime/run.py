@@ -247,6 +247,9 @@ def _given_plan(cfg: LaunchConfig, devices: list[str], num_layers: int) -> dict 
                                                        and priced["steps_per_epoch"] > 0):
         raise ConfigError(f"--plan {path}: priced_for must map the plan's settings, steps_per_epoch a whole number "
                           f"above 0, not {priced!r} (or be left out: the predicted times are then the plan's)")
+    if priced.get("method", cfg.method) != cfg.method:  # its layout (PAC's cache shares) and prices are that method's
+        raise ConfigError(f"--plan {path}: the plan was made for method {priced['method']!r}, this run trains "
+                          f"{cfg.method!r}; plan this one (leave --plan out)")
     planned = sorted(planned_devices(plan))
     if not set(planned) <= set(devices):
         raise ConfigError(f"--plan {path}: the plan places devices {planned}, this run has {sorted(devices)}; "
@@ -268,7 +271,7 @@ def priced_settings(cfg: LaunchConfig, train_rows: int, steps: int, seq: float, 
     """The settings of this run that its plan's predicted times depend on (STEP_PRICE and BATCH_ORDER)."""
     return {"train_rows": train_rows, "steps_per_epoch": steps, "batch_size": cfg.train.batch_size,
             "epochs": cfg.train.epochs, "seed": cfg.train.seed, "mean_padded_seq_len": seq,
-            "host_flops": host["host_flops"] if host else None, "time_scale": scale}
+            "host_flops": host["host_flops"] if host else None, "time_scale": scale, "method": cfg.method}
 
 
 def _differs(key: str, then: dict, now: dict) -> bool:
