@@ -101,8 +101,9 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
     fill = None
     if lead.get("fill_s") is not None:
         fill = {"measured_s": lead["fill_s"], "predicted_max_s": emu.get("epoch_s")}
-    epochs = [_epoch_row(_attempt_plan(run_dir, e["attempt"]), e, cfg.train.batch_size)
-              for e in _epochs_run(run_dir)]
+    ends = _epochs_run(run_dir)
+    plans = {a: _attempt_plan(run_dir, a) for a in {e["attempt"] for e in ends}}  # each attempt's file read once
+    epochs = [_epoch_row(plans[e["attempt"]], e, cfg.train.batch_size) for e in ends]
     per_device = []
     for r in sorted(final, key=lambda r: r["rank"]):
         per_device.append({
