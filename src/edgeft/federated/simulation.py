@@ -41,26 +41,14 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     if not verbose:
         flwr_logger.setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray's C++ failure handler printed a stack dump on SIGTERM, over the stop this function reports itself
-    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    from edgeft.runtime.launcher import Interrupted, stop_on_signals
-
-    import ray
-
     STOP.clear()
-    backend = backend_config(client_cpus)
-    if not ray.is_initialized():  # started here, not by Flower, so that the stop handlers below replace Ray's own
-        ray.init(**backend["init_args"])  # (its SIGTERM handler exits at once, leaving no record of the stop)
     try:
-        with stop_on_signals():
-            run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
-                           num_supernodes=cfg.clients, backend_config=backend, verbose_logging=verbose)
-    except (KeyboardInterrupt, Interrupted):
-        # the ServerApp's thread stops waiting for clients (else the exit waits on it), records the stop and saves
-        # the rounds done; the clients' actors die with this process, which Flower's backend threads would log as
-        # errors: the stop is said once, by the caller
+        run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
+                       num_supernodes=cfg.clients, backend_config=backend_config(client_cpus),
+                       verbose_logging=verbose)
+    except KeyboardInterrupt:  # Ctrl-C: the ServerApp's thread stops waiting for clients (else the exit waits on it)
         STOP.set()
         raise
     finally:
-        flwr_logger.setLevel(logging.CRITICAL + 1 if STOP.is_set() else level)
+        flwr_logger.setLevel(level)
     return RunDir(cfg.out).read_metrics()
