@@ -2,6 +2,7 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 from cryptography import x509
 
 from edgeft.federated.config import FederatedConfig
@@ -135,3 +136,38 @@ def test_app_names_a_model_folder_and_data_files_given_relative_to_here_absolute
     cfg = FederatedConfig.from_run_config(tomllib.loads((tmp_path / "app2" / "pyproject.toml").read_text())
                                           ["tool"]["flwr"]["app"]["config"])
     assert (cfg.model, cfg.task) == ("smollm2-135m", "dolly")
+
+
+def test_a_stop_signal_ends_a_simulation_with_the_rounds_done_saved_and_no_stack_dump(tmp_path, tiny_llama):
+    """SIGTERM to `edgeft federate` printed Ray's C++ stack dump and Flower's errors for the dying client actors,
+    and left no metrics.json nor adapter (Ray's own handler exited at once); now the run stops as Ctrl-C stops it."""
+    import json
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([*EDGEFT, "federate", "--algorithm", "fedit", "--model", str(tiny_llama), "--task",
+                             "dolly", "--train-samples", "80", "--eval-samples", "2", "--clients", "2", "--rounds",
+                             "50", "--local-steps", "2", "--batch-size", "1", "--max-length", "32",
+                             "--max-new-tokens", "2", "--threads", "1", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    events = out / "events.jsonl"
+
+    def a_round_ended() -> bool:
+        text = events.read_text() if events.exists() else ""
+        return '"round": 1,' in text and '"round_end"' in text
+
+    deadline = time.monotonic() + 420  # a round takes ~10 s alone, minutes beside other tests on 2 cores
+    while time.monotonic() < deadline and proc.poll() is None and not a_round_ended():
+        time.sleep(0.5)
+    if not a_round_ended():
+        proc.kill()
+        pytest.fail(f"no round ended before the stop was to be sent: {proc.communicate()[1][-3000:]}")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-3000:]
+    assert "stopped by SIGTERM after" in stdout and "of 50 rounds" in stdout, stdout[-2000:]
+    assert "SIGTERM received" not in stderr and "Traceback" not in stderr and "ERROR" not in stderr, stderr[-3000:]
+    stopped = [json.loads(line) for line in events.read_text().splitlines() if '"stopped"' in line]
+    assert len(stopped) == 1 and 1 <= stopped[0]["rounds_done"] < 50
+    assert (out / "metrics.json").is_file() and (out / "adapter").is_dir()

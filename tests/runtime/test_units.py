@@ -458,3 +458,23 @@ def test_launch_says_when_max_length_shortens_rows_as_finetune_does(sst2_llama, 
                        evaluate=evaluate, dev_samples_eval=8)
     notes = [n for n in _workload(cfg)[-1] if "--max-length" in n]
     assert len(notes) == (said is not None) and all(n.startswith(said) for n in notes)
+
+
+def test_a_first_stop_signal_only_winds_down_when_asked_and_a_second_raises():
+    """federate's stop ends Flower from within (its threads finish, then Ray shuts down): the first signal only calls
+    wind_down; a second one raises at once. Without wind_down the first raises, as launch uses it."""
+    import os
+    import signal
+
+    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+
+    asked = []
+    with pytest.raises(Interrupted) as stop:
+        with stop_on_signals(wind_down=asked.append):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert asked == [signal.SIGTERM]  # no exception yet: the work ends itself
+            os.kill(os.getpid(), signal.SIGHUP)
+    assert stop.value.name == "SIGHUP" and asked == [signal.SIGTERM]
+    with pytest.raises(Interrupted, match="SIGTERM"):
+        with stop_on_signals():
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -140,6 +140,7 @@ def _simulate(cfg, client_cpus, verbose) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeft.federated.simulation import run_federated
+    from edgeft.runtime.launcher import Interrupted
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
@@ -158,7 +159,15 @@ def _simulate(cfg, client_cpus, verbose) -> None:
             progress.update(bar, info=f"round {int(progress.tasks[0].completed) + 1}: {done}/{total} clients replied")
 
         on_round.clients = clients
-        summary = run_federated(cfg, progress=on_round, client_cpus=client_cpus, verbose=verbose)
+        try:
+            summary = run_federated(cfg, progress=on_round, client_cpus=client_cpus, verbose=verbose)
+        except (KeyboardInterrupt, Interrupted) as stop:
+            progress.stop()
+            name = getattr(stop, "name", "SIGINT")
+            done = int(progress.tasks[0].completed)
+            console.print(f"[yellow]stopped by {name} after {done} of {cfg.rounds} rounds[/]; the model of the rounds "
+                          f"done and their metrics are in {cfg.out} (adapter/, metrics.json, events.jsonl)")
+            raise typer.Exit(getattr(stop, "exit_code", 130)) from None
     show(summary, cfg.out)
 
 

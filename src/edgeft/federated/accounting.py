@@ -158,7 +158,7 @@ class AccountingGrid(Grid):
         replies: list[Message] = []
         while pending and (deadline is None or time.monotonic() < deadline):
             if STOP.is_set():
-                raise Interrupted("stopped by the user (Ctrl-C)")
+                raise Interrupted("stopped by the user (Ctrl-C or a stop signal)")
             got = list(self.pull_messages(pending))
             replies.extend(got)
             if got and self.on_reply:

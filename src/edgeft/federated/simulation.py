@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from typing import Callable, Optional
 
 from edgeft.federated.config import FederatedConfig
@@ -25,6 +27,20 @@ def backend_config(client_cpus: Optional[int] = None, object_store_mb: int = 256
     }
 
 
+def start_ray(init_args: dict) -> None:
+    """Start Ray here, as Flower's Ray backend would (same arguments, this interpreter's sys.path for the actors),
+    so that the stop handlers set after it replace Ray's: its SIGTERM handler exited at once, leaving no record of
+    the stop, and its C++ failure handler printed a stack dump over it."""
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+    import ray
+
+    if ray.is_initialized():
+        return
+    pythonpath = os.pathsep.join(sys.path + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    os.environ["PYTHONPATH"] = pythonpath
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+
+
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
                   verbose: bool = False) -> dict:
     """Simulate `cfg.clients` SuperNodes and the ServerApp; returns the run's summary (metrics.json)."""
@@ -36,19 +52,45 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
 
     from edgeft.federated.accounting import STOP
     from edgeft.federated.apps import build_client_app, build_server_app
+    from edgeft.federated.server import FederationError
+    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level
     if not verbose:
         flwr_logger.setLevel(logging.WARNING)
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     STOP.clear()
-    try:
-        run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
-                       num_supernodes=cfg.clients, backend_config=backend_config(client_cpus),
-                       verbose_logging=verbose)
-    except KeyboardInterrupt:  # Ctrl-C: the ServerApp's thread stops waiting for clients (else the exit waits on it)
+    backend = backend_config(client_cpus)
+    start_ray(backend["init_args"])
+    stopped: list[int] = []
+
+    def wind_down(signum: int) -> None:
+        # A stop signal (Ctrl-C too) ends the run from within: STOP ends the ServerApp's wait for replies, so it
+        # records the stop, saves the rounds done and returns; Flower then lets its threads finish the client work
+        # they hold and shuts Ray down after them. Raising here instead unwound Flower under its threads: Ray was
+        # shut down while they used it (their errors in the log, or Ray's exit of the process with status 1).
+        stopped.append(signum)
         STOP.set()
+        flwr_logger.setLevel(logging.CRITICAL + 1)  # the clients' work cut short is not an error to show
+        print(f"{signal.Signals(signum).name}: stopping after the clients' current work; the rounds done are kept "
+              "(a second signal stops at once)", file=sys.stderr, flush=True)
+
+    try:
+        with stop_on_signals(wind_down=wind_down):
+            try:
+                run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
+                               num_supernodes=cfg.clients, backend_config=backend, verbose_logging=verbose)
+            except FederationError:
+                if not stopped:  # else: the ServerApp's own report of the stop, said once by the caller
+                    raise
+        if stopped:
+            raise Interrupted(stopped[0])
+    except (KeyboardInterrupt, Interrupted):
+        STOP.set()
+        flwr_logger.setLevel(logging.CRITICAL + 1)
         raise
     finally:
-        flwr_logger.setLevel(level)
+        if not STOP.is_set():
+            flwr_logger.setLevel(level)
     return RunDir(cfg.out).read_metrics()

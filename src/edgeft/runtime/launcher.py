@@ -56,18 +56,25 @@ class Interrupted(BaseException):
 
 
 @contextmanager
-def stop_on_signals(signals=STOP_SIGNALS):
+def stop_on_signals(signals=STOP_SIGNALS, wind_down=None):
     """Turn the first stop signal into `Interrupted`; later ones are ignored so the clean-up it
-    triggers (killing workers, deleting namespaces, writing events) is not cut short."""
+    triggers (killing workers, deleting namespaces, writing events) is not cut short.
+
+    With `wind_down(signum)`, the first signal only calls it, for work that must end from within (its
+    own threads finishing what they hold) and raise afterwards; a second one raises at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     fired: list[int] = []
 
     def handler(signum, frame):
-        if not fired:
-            fired.append(signum)
-            raise Interrupted(signum)
+        if len(fired) >= (2 if wind_down else 1):
+            return
+        fired.append(signum)
+        if wind_down is not None and len(fired) == 1:
+            wind_down(signum)
+            return
+        raise Interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in signals}
     try:
