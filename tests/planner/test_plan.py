@@ -108,12 +108,36 @@ def test_cli_plan_refuses_impossible_numbers_by_option_name(tmp_path, args, says
     assert not (tmp_path / "plan.json").exists()
 
 
-def test_cli_plan_refuses_a_profile_the_split_model_would_ignore(tmp_path):
-    """`plan --strategy split --profile p.json` printed the same plan as without it."""
+def _split_layer_flops(plan) -> set[float]:
+    return {round(t.work_flops / t.split_layer) for t in plan.tasks}
+
+
+def test_the_split_plan_prices_a_layer_by_the_method_and_a_profile_not_the_papers_full_fine_tuning(tmp_path):
+    """The split planner priced every layer with the paper's psi (72 B d h^2 + 12 B d^2 h, full fine-tuning of a
+    GPT-shaped block), so a LoRA plan and a full one cost the same and `--profile` was refused as ignored."""
+    from edgeft.measure.profile import profile_model
+    from tiny_models import make_tiny_model
+
+    arch = resolve_arch("smollm2-135m")
+    psi = {m: _split_layer_flops(make_plan(load_cluster(HOME), arch, Workload(method=m), "split")) for m in
+           ("full", "lora")}
+    full_table = analytic_costs(arch, Workload(method="full"))
+    assert psi["full"] == {round(full_table.fwd[0] + full_table.bwd_train[0])}
+    assert len(psi["lora"]) == 1 and 0.55 < psi["lora"].pop() / psi["full"].pop() < 0.8  # no weight gradients
+
+    folder = make_tiny_model(tmp_path / "llama", "llama", layers=2)
+    (tmp_path / "p.json").write_text(json.dumps(profile_model(str(folder), method="lora", batch=1, seq_len=8,
+                                                              reps=1)))
     app = _plan_app()
-    res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--strategy", "split",
-                                   "--profile", str(tmp_path / "p.json"), "--no-plots", "--out", str(tmp_path)])
-    assert res.exit_code != 0 and "the split strategy prices every layer" in str(res.exception)
+    planned = {}
+    for name, extra in (("analytic", []), ("measured", ["--profile", str(tmp_path / "p.json")])):
+        res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", str(folder), "--strategy", "split",
+                                       "--batch", "1", "--seq-len", "8", "--no-plots", "--out", str(tmp_path / name),
+                                       *extra])
+        assert res.exit_code == 0, (res.output, res.exception)
+        planned[name] = Plan.from_json(tmp_path / name / "plan.json")
+    assert planned["measured"].solver["costs"].startswith("profile:")
+    assert _split_layer_flops(planned["measured"]) != _split_layer_flops(planned["analytic"])
 
 
 @pytest.mark.parametrize("args, says", [

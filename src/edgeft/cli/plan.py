@@ -81,10 +81,6 @@ def register(app: typer.Typer) -> None:
         strategy_entry(strategy, ConfigError)  # a typo is named as one, before the method's pairing is judged
         check_strategy(method, strategy)  # a plan `edgeft launch` could not run
         _check_strategy_options(ctx, strategy)
-        if profile is not None and strategy == "split":
-            raise ConfigError("--profile: the split strategy prices every layer with its paper's FLOP count from "
-                              "--batch, --seq-len and the model's width (docs/planner.md, split), so a measured "
-                              "profile would be ignored; drop --profile, or plan deft or hybrid with it")
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
                               "another --out.")

@@ -59,9 +59,31 @@ def deft_plan(cluster, arch, workload, table, num_blocks, samples, split_setting
     )
 
 
+def layer_training_flops(arch, table, batch: int):
+    """psi(seq) of the split model from the method's cost table: one block's forward and training backward on
+    `batch` rows of `seq` tokens. The paper's psi prices full fine-tuning of a GPT-shaped block (12 h^2 weights)
+    whatever the method; LoRA's backward computes no gradient of the frozen weights, and a Llama block's MLP is
+    not 4h wide. Another sequence length (a device's own `seq_len`) scales it as the analytic costs scale."""
+    from edgeft.planner.costmodel import analytic_costs
+
+    def per_layer(t) -> float:
+        return float(np.mean(t.fwd + t.bwd_train)) * batch / t.workload.batch
+
+    at_table = per_layer(table)
+
+    def psi(seq: int) -> float:
+        if seq == table.workload.seq_len:
+            return at_table
+        ref = table.workload
+        other = analytic_costs(arch, type(ref)(**{**asdict(ref), "seq_len": seq}))
+        return at_table * per_layer(other) / per_layer(analytic_costs(arch, ref))
+
+    return psi
+
+
 def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) -> Plan:
     settings = settings or SplitSettings(batch=workload.batch, hidden=arch.hidden_size, layers=arch.num_layers)
-    inst = build_split_instance(cluster, settings, workload.seq_len)
+    inst = build_split_instance(cluster, settings, workload.seq_len, layer_training_flops(arch, table, settings.batch))
     res = solve_split(inst)
     pt = res.point
     br = breakdown(inst, pt)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -148,8 +149,13 @@ def feasible(inst: SplitInstance, pt: SplitPoint, tol: float = 1e-6) -> bool:
     return bool(ok)
 
 
-def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len: int) -> SplitInstance:
-    """Users are the cluster's devices, in the cycle form of compute (C, D, f range) and kappa."""
+def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len: int,
+                         layer_flops: Callable[[int], float] | None = None) -> SplitInstance:
+    """Users are the cluster's devices, in the cycle form of compute (C, D, f range) and kappa.
+
+    `layer_flops(seq)`: one layer's training FLOPs on `settings.batch` rows of `seq` tokens (psi); by default the
+    paper's psi, which prices full fine-tuning of a GPT-shaped block whatever the method."""
+    psi_of = layer_flops or (lambda seq: paper_psi(settings.batch, seq, settings.hidden))
     users, servers = cluster.devices, cluster.servers
     N0 = cluster.noise_w_per_hz()
 
@@ -168,7 +174,7 @@ def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len:
                 f"{SPLIT_EXAMPLE}"
             )
         seq = d.seq_len or seq_len
-        psi.append(paper_psi(settings.batch, seq, settings.hidden))
+        psi.append(psi_of(seq))
         CD.append(d.compute.units)
         lo, hi = d.compute.freq_range_hz()
         flo.append(lo / 1e9)
