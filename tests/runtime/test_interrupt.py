@@ -30,28 +30,46 @@ def _namespaces() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-@pytest.mark.parametrize("sig,link_mode", [(signal.SIGTERM, "tc"), (signal.SIGINT, "none")])
-def test_a_stop_signal_kills_the_workers_and_records_the_interruption(sst2_llama, tmp_path, sig, link_mode):
-    if link_mode == "tc" and not tc_available()[0]:
-        link_mode = "none"  # the namespace half needs root + ip + tc; the worker half runs anyway
+def _launch_until_every_worker_steps(model: Path, tmp_path: Path, link_mode: str):
+    """`edgeft launch` of a long hybrid LoRA run; returns (its process, run dir, log file, the workers' pids) once
+    every worker has made a step."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "edgeft.cli", "launch", "--cluster", str(CLUSTER), "--model", str(sst2_llama),
+    cmd = [sys.executable, "-m", "edgeft.cli", "launch", "--cluster", str(CLUSTER), "--model", str(model),
            "--task", "sst2", "--train-samples", "40", "--dev-samples", "8", "--max-length", "24", "--method", "lora",
            "--strategy", "hybrid", "--epochs", "200", "--batch-size", "4", "--micro-batches", "2",
            "--no-compute-emulation", "--link-mode", link_mode, "--out", str(out)]
     log = open(tmp_path / "launch.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    pids: list[int] = []
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        beats = read_beats(out / "heartbeats") if (out / "heartbeats").is_dir() else {}
+        started = [e for e in _events(out) if e["event"] == "attempt_start"]
+        if started and len(beats) == len(started[0]["ranks"]) and all(b.get("step", 0) >= 1 for b in beats.values()):
+            return proc, out, log, [b["pid"] for b in beats.values()]
+        time.sleep(0.5)
+    return proc, out, log, []
+
+
+def _leave_nothing(proc, out: Path, log, pids: list[int]) -> None:
+    """Never leave a launcher, worker or namespace to the next test, whatever the test found."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    beats = read_beats(out / "heartbeats") if (out / "heartbeats").is_dir() else {}
+    for p in set(pids) | {b["pid"] for b in beats.values()}:
+        if _alive(p):
+            os.killpg(p, signal.SIGKILL)
+    for n in (n for e in _events(out) if e["event"] == "namespaces" for n in e["names"]):
+        subprocess.run(["ip", "netns", "del", n], capture_output=True)
+    log.close()
+
+
+@pytest.mark.parametrize("sig,link_mode", [(signal.SIGTERM, "tc"), (signal.SIGINT, "none")])
+def test_a_stop_signal_kills_the_workers_and_records_the_interruption(sst2_llama, tmp_path, sig, link_mode):
+    if link_mode == "tc" and not tc_available()[0]:
+        link_mode = "none"  # the namespace half needs root + ip + tc; the worker half runs anyway
+    proc, out, log, pids = _launch_until_every_worker_steps(sst2_llama, tmp_path, link_mode)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            beats = read_beats(out / "heartbeats") if (out / "heartbeats").is_dir() else {}
-            started = [e for e in _events(out) if e["event"] == "attempt_start"]
-            if started and len(beats) == len(started[0]["ranks"]) and all(b.get("step", 0) >= 1
-                                                                            for b in beats.values()):
-                pids = [b["pid"] for b in beats.values()]
-                break
-            time.sleep(0.5)
         assert pids, f"workers never got going:\n{(tmp_path / 'launch.log').read_text()[-3000:]}"
         assert all(_alive(p) for p in pids)
         proc.send_signal(sig)
@@ -71,16 +89,27 @@ def test_a_stop_signal_kills_the_workers_and_records_the_interruption(sst2_llama
             assert made and not set(made) & _namespaces()
         assert "Traceback" not in (tmp_path / "launch.log").read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        beats = read_beats(out / "heartbeats") if (out / "heartbeats").is_dir() else {}
-        for p in set(pids) | {b["pid"] for b in beats.values()}:  # never leave workers to the next test
-            if _alive(p):
-                os.killpg(p, signal.SIGKILL)
-        for n in (n for e in _events(out) if e["event"] == "namespaces" for n in e["names"]):
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-        log.close()
+        _leave_nothing(proc, out, log, pids)
+
+
+def test_workers_stop_when_their_launcher_is_killed_outright(sst2_llama, tmp_path):
+    """SIGKILL (or the out-of-memory killer) gives the launcher no chance to stop its workers, which run in
+    sessions of their own: they trained on to the end with no one to read their result. Each now sees its parent
+    go at its next heartbeat (1 s) and exits, saying why in its rank's events (or ends as its peers go)."""
+    proc, out, log, pids = _launch_until_every_worker_steps(sst2_llama, tmp_path, "none")
+    try:
+        assert pids, f"workers never got going:\n{(tmp_path / 'launch.log').read_text()[-3000:]}"
+        proc.kill()
+        proc.wait()
+        gone_by = time.time() + 30
+        while time.time() < gone_by and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        assert [p for p in pids if _alive(p)] == [], "workers outlived a killed launcher"
+        said = [json.loads(x) for f in (out / "ranks").glob("*.events.jsonl") for x in f.read_text().splitlines()]
+        lost = [e for e in said if e["event"] == "launcher_lost"]  # a peer may end first on the closed socket
+        assert lost and all(e["launcher_pid"] == proc.pid for e in lost), said[-5:]
+    finally:
+        _leave_nothing(proc, out, log, pids)
 
 
 def _events(out: Path) -> list[dict]:

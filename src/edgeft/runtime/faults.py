@@ -20,6 +20,9 @@ OK = 0
 ERROR = 1  # a bug or bad input: do not re-plan, report it
 PEER_LOST = 3  # this rank is fine, one of its peers is gone
 OVER_MEMORY = 4  # this emulated device went over its memory budget
+LAUNCHER_LOST = 5  # the launcher that started this rank is gone (SIGKILL, out of memory): no one would read on
+
+LAUNCHER_ENV = "EDGEFT_LAUNCHER_PID"
 
 PEER_MARKERS = ("connection closed", "connection reset", "broken pipe", "timed out", "timeout",
                 "connection refused", "peer", "socket", "gloo", "nccl", "store", "recv", "send",
@@ -57,13 +60,26 @@ def read_user_error(run_dir: Path, name: str, attempt: int) -> BaseException | N
     return kind(f"{name}: {saved.get('message', '')}")
 
 
-class Heartbeat:
-    """A daemon thread rewriting <dir>/<rank>.json; `update()` records progress (step, phase)."""
+def launcher_pid() -> int | None:
+    """The pid of the `edgeft launch` that started this process, while it is this process's parent; None when
+    started otherwise (torchrun, by hand), where whoever started it is the one to stop it."""
+    pid = os.environ.get(LAUNCHER_ENV, "")
+    return int(pid) if pid.isdigit() and int(pid) == os.getppid() else None
 
-    def __init__(self, directory: Path, rank: int, name: str, interval: float = 1.0):
+
+class Heartbeat:
+    """A daemon thread rewriting <dir>/<rank>.json; `update()` records progress (step, phase).
+
+    With `parent`, each beat also checks that this process's parent is still that pid, and calls `orphaned()`
+    once it is not: a launcher killed outright (SIGKILL, the kernel's out-of-memory killer) cannot stop its
+    workers, which are in sessions of their own, and they would train on with no one to read their result."""
+
+    def __init__(self, directory: Path, rank: int, name: str, interval: float = 1.0, parent: int | None = None,
+                 orphaned=None):
         self.path = Path(directory) / f"{rank}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rank, self.name, self.interval = rank, name, interval
+        self.parent, self.orphaned = parent, orphaned
         self.state = {"step": 0, "phase": "starting"}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="edgeft-heartbeat")
@@ -84,6 +100,9 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.parent is not None and os.getppid() != self.parent and self.orphaned is not None:
+                self.orphaned()  # reparented: the parent has exited
+                return
             try:
                 self._beat()
             except OSError:

@@ -120,7 +120,7 @@ class Supervisor:
             env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(self.spec.world), "LOCAL_RANK": str(rank),
                    "LOCAL_WORLD_SIZE": str(self.spec.world), "MASTER_ADDR": addr, "MASTER_PORT": str(port),
                    "OMP_NUM_THREADS": str(self.spec.threads),
-                   "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+                   "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1", faults.LAUNCHER_ENV: str(os.getpid())}
             if self.inject and self.inject[0] == rank:
                 env[faults.FAULT_ENV] = faults.fault_env(self.inject[2], self.inject[1])
             else:

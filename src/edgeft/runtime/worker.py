@@ -58,7 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("WORLD_SIZE", "0")) != spec.world:
             raise EdgeftError(f"{argv[0]} describes {spec.world} ranks but WORLD_SIZE is "
                               f"{os.environ.get('WORLD_SIZE')}: start one process per rank in the spec.")
-        beat = faults.Heartbeat(run_dir / "heartbeats", rank_env, name, spec.heartbeat_s).start()
+        launcher = faults.launcher_pid()
+
+        def orphaned() -> None:  # from the heartbeat thread: end the whole process now, its peers see it go
+            log("launcher_lost", launcher_pid=launcher)
+            print(f"edgeft worker {name}: the launcher (pid {launcher}) is gone: stopping", file=sys.stderr, flush=True)
+            os._exit(faults.LAUNCHER_LOST)
+
+        beat = faults.Heartbeat(run_dir / "heartbeats", rank_env, name, spec.heartbeat_s, launcher, orphaned).start()
         group = init_from_env(spec.timeout_s)
         me = spec.ranks[group.rank]
         emu = DeviceEmulator(me.name, me.slowdown, me.memory_mb, group.device.type).start()
