@@ -155,3 +155,30 @@ def test_the_epoch_table_after_resume_keeps_the_epochs_run_before_the_stop(sst2_
     assert [(a["attempt"], a["status"]) for a in m["attempts"]] == [(0, "lost"), (1, "ok")]  # the stopped one too
     assert all(a["seconds"] > 0 for a in m["attempts"])
     assert [s for s, _ in m["losses"]][-1] == 8  # 4 steps an epoch, none trained twice
+
+
+def test_a_later_launch_removes_the_namespaces_of_a_killed_launcher_and_no_others():
+    """A launcher killed outright cannot run its teardown, so its network namespaces stayed. The next launch with
+    link emulation deletes those named for a launcher pid that is no longer an edgeft process, and no other."""
+    if not tc_available()[0]:
+        pytest.skip("network namespaces need root, ip and tc")
+    from edgeft.runtime.netns import NetnsTopology, run_id_for_this_process, sweep_orphaned_namespaces
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "edgeft-launch-stand-in"])
+    ours = NetnsTopology(run_id_for_this_process(), [])
+    orphans = [f"edgeft-{dead.pid}x1a2b-r0", f"edgeft-{dead.pid}x1a2b-hub"]
+    kept = [f"edgeft-{alive.pid}x1a2b-r0", f"edgeft-probe-{dead.pid}", "not-edgeft-9"]
+    try:
+        for name in orphans + kept:
+            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        assert sorted(sweep_orphaned_namespaces()) == sorted(orphans)
+        assert not set(orphans) & _namespaces() and set(kept) <= _namespaces()
+        # this launcher's own names follow the pattern the sweep reads, with its pid
+        assert ours.ns(0).startswith(f"edgeft-{os.getpid()}x") and ours.hub.endswith("-hub")
+    finally:
+        alive.kill()
+        alive.wait()
+        for name in orphans + kept:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)

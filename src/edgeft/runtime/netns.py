@@ -1,18 +1,22 @@
 """Link emulation by Linux traffic control: one network namespace per rank, a bridge in a hub
 namespace, and a token-bucket filter (tc tbf) on each device's veth in both directions.
 
-Only loopback-only namespaces and veth pairs created here are touched, all named edgeft-<id>-*,
-and `teardown()` deletes them (deleting a namespace removes its veth ends). Used when running as
-root with `ip` and `tc` on PATH; netem is not always built into the kernel (it is not on the
+Only loopback-only namespaces and veth pairs created here are touched, all named edgeft-<pid>x<nonce>-*
+(<pid>: the launcher's), and `teardown()` deletes them (deleting a namespace removes its veth ends); a later
+launch deletes those of a launcher that was killed before its teardown (`sweep_orphaned_namespaces`).
+Used when running as root with `ip` and `tc` on PATH; netem is not always built into the kernel (it is not on the
 machine this was written on), so one-way latency stays with the in-process shaper (emulation.py).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edgeft.errors import ConfigError
 
@@ -41,6 +45,35 @@ def tc_available() -> tuple[bool, str]:
         return False, str(err)
     finally:
         subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+
+
+_OWNED = re.compile(r"^edgeft-(\d+)x[0-9a-f]+-(?:r\d+|hub)$")
+
+
+def run_id_for_this_process() -> str:
+    """A run's namespace id: this launcher's pid (so a later launch can tell when its owner is gone) and a nonce."""
+    return f"{os.getpid()}x{uuid.uuid4().hex[:4]}"
+
+
+def _is_edgeft_process(pid: int) -> bool:
+    try:
+        return b"edgeft" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def sweep_orphaned_namespaces() -> list[str]:
+    """Delete the namespaces of runs whose launcher is gone: one killed outright (SIGKILL, out of memory) could not
+    run its teardown. Only names this module makes are touched, and only when their launcher pid is no longer an
+    edgeft process; returns the names deleted."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    gone = []
+    for name in (line.split()[0] for line in out.splitlines() if line.strip()):
+        owner = _OWNED.match(name)
+        if owner and not _is_edgeft_process(int(owner.group(1))):
+            if subprocess.run(["ip", "netns", "del", name], capture_output=True).returncode == 0:
+                gone.append(name)
+    return gone
 
 
 @dataclass

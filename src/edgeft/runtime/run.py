@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import time
-import uuid
 from pathlib import Path
 from typing import ClassVar, Literal, Optional, Union
 
@@ -356,7 +355,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.runtime import placement
     from edgeft.runtime import run_summary
     from edgeft.runtime.launcher import run_attempts
-    from edgeft.runtime.netns import NetnsTopology, tc_available
+    from edgeft.runtime.netns import NetnsTopology, run_id_for_this_process, sweep_orphaned_namespaces, tc_available
     from edgeft.runtime.checkpoint import latest
     from edgeft.train.batches import epoch_batches
     from edgeft.methods import get_method
@@ -435,6 +434,11 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     run.event("link_emulation", mode=mode, reason=why or ("kernel tc tbf in network namespaces for bandwidth, "
                                                           "latency by the in-process shaper" if mode == "tc" else ""))
     say(f"link emulation: {mode}" + (f" ({why})" if why and mode == "shaper" else ""))
+    if mode == "tc":
+        swept = sweep_orphaned_namespaces()
+        if swept:
+            run.event("namespaces_swept", names=swept)
+            say(f"removed {len(swept)} network namespace(s) left by a launch that was killed before its clean-up")
 
     method = get_method(cfg.method, cfg.method_options)
     fill_first = method.fills_cache_first(cfg.strategy)
@@ -483,7 +487,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
                    link_mode=mode, threads=cfg.threads, timeout_s=cfg.timeout_s, heartbeat_s=cfg.heartbeat_s,
                    host_flops=host["host_flops"] if host else None, evaluate=cfg.evaluate,
                    dev_samples_eval=cfg.dev_samples_eval, resume=cfg.resume)
-    run_id = uuid.uuid4().hex[:6]
+    run_id = run_id_for_this_process()
 
     def netns_factory(spec):
         if mode != "tc":
