@@ -1,0 +1,18 @@
+# h30 (2026-12-07): the test suite under the GPU machine's own torch 2.11 / transformers 5.17 / peft (KINDS.md),
+# not the CPU container's torch 2.13, with the GPU visible (the tests that need CUDA run instead of skipping).
+# One call: carry .devcarry/x2/c0 (pydantic & co., gguf wheels); the tree travels without bench/results except
+# what tests read. Flower, Ray, cvxpy and rouge are not on that image, so tests/federated is left out and a
+# test module that imports a missing package is reported as a collection error, not run.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+mkdir -p /root/site /root/eh
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/site .devcarry/x2/c0/whl/*.whl
+export PYTHONPATH=/root/site:$PWD/src EDGEFT_HOME=/root/eh
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; date -u
+python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+for m in flwr ray cvxpy rouge_score nltk typer rich yaml scipy matplotlib safetensors gguf filelock pydantic psutil; do
+  python3 -c "import $m" 2>/dev/null && echo "have $m" || echo "MISSING $m"; done
+timeout ${BUDGET:-480} python3 -m pytest -q -n 12 -m "not slow" --ignore=tests/federated -p no:cacheprovider \
+  --continue-on-collection-errors -rfE --durations=15 > $OUT/pytest.txt 2>&1
+echo "pytest rc=$?"; date -u
+tail -n 60 $OUT/pytest.txt
