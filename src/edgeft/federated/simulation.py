@@ -27,18 +27,15 @@ def backend_config(client_cpus: Optional[int] = None, object_store_mb: int = 256
     }
 
 
-def start_ray(init_args: dict) -> None:
-    """Start Ray here, as Flower's Ray backend would (same arguments, this interpreter's sys.path for the actors),
-    so that the stop handlers set after it replace Ray's: its SIGTERM handler exited at once, leaving no record of
-    the stop, and its C++ failure handler printed a stack dump over it."""
+def start_ray(backend: dict) -> None:
+    """Start Ray here, by Flower's own Ray backend set-up (its arguments, this interpreter's sys.path for the
+    actors; no actor is made), so that the stop handlers set after it replace Ray's: its SIGTERM handler exited at
+    once, leaving no record of the stop, and its C++ failure handler printed a stack dump over it. Flower's
+    simulation then finds Ray running and uses it."""
     os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
-    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
 
-    if ray.is_initialized():
-        return
-    pythonpath = os.pathsep.join(sys.path + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
-    os.environ["PYTHONPATH"] = pythonpath
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+    RayBackend(backend)  # initialises Ray unless it is already running
 
 
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
@@ -62,17 +59,21 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     STOP.clear()
     backend = backend_config(client_cpus)
-    start_ray(backend["init_args"])
+    start_ray(backend)
     stopped: list[int] = []
 
-    def wind_down(signum: int) -> None:
-        # A stop signal (Ctrl-C too) ends the run from within: STOP ends the ServerApp's wait for replies, so it
-        # records the stop, saves the rounds done and returns; Flower then lets its threads finish the client work
-        # they hold and shuts Ray down after them. Raising here instead unwound Flower under its threads: Ray was
-        # shut down while they used it (their errors in the log, or Ray's exit of the process with status 1).
-        stopped.append(signum)
+    def stop_quietly() -> None:
+        # STOP ends the ServerApp's wait for replies; the clients' work cut short is not an error to show
         STOP.set()
-        flwr_logger.setLevel(logging.CRITICAL + 1)  # the clients' work cut short is not an error to show
+        flwr_logger.setLevel(logging.CRITICAL + 1)
+
+    def wind_down(signum: int) -> None:
+        # A stop signal (Ctrl-C too) ends the run from within: the ServerApp records the stop, saves the rounds
+        # done and returns; Flower then lets its threads finish the client work they hold and shuts Ray down after
+        # them. Raising here instead unwound Flower under its threads: Ray was shut down while they used it (their
+        # errors in the log, or Ray's exit of the process with status 1).
+        stopped.append(signum)
+        stop_quietly()
         print(f"{signal.Signals(signum).name}: stopping after the clients' current work; the rounds done are kept "
               "(a second signal stops at once)", file=sys.stderr, flush=True)
 
@@ -87,8 +88,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
         if stopped:
             raise Interrupted(stopped[0])
     except (KeyboardInterrupt, Interrupted):
-        STOP.set()
-        flwr_logger.setLevel(logging.CRITICAL + 1)
+        stop_quietly()
         raise
     finally:
         if not STOP.is_set():

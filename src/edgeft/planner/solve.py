@@ -3,7 +3,7 @@ The registry (planner.strategies) picks one by the strategy's name."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 
@@ -70,13 +70,13 @@ def layer_training_flops(arch, table, batch: int):
         return float(np.mean(t.fwd + t.bwd_train)) * batch / t.workload.batch
 
     at_table = per_layer(table)
+    analytic_at_table = per_layer(analytic_costs(arch, table.workload))
 
     def psi(seq: int) -> float:
         if seq == table.workload.seq_len:
             return at_table
-        ref = table.workload
-        other = analytic_costs(arch, type(ref)(**{**asdict(ref), "seq_len": seq}))
-        return at_table * per_layer(other) / per_layer(analytic_costs(arch, ref))
+        other = analytic_costs(arch, replace(table.workload, seq_len=seq))
+        return at_table * per_layer(other) / analytic_at_table
 
     return psi
 
