@@ -151,3 +151,24 @@ def test_cli_plan_refuses_an_option_of_another_strategys_planner(tmp_path, args,
     res = CliRunner().invoke(app, ["plan", "--cluster", str(HOME), "--model", "minilm-l6", "--no-plots",
                                    "--out", str(tmp_path), *args])
     assert res.exit_code != 0 and says in str(res.exception), (res.output, res.exception)
+
+
+def test_an_option_left_at_its_default_is_not_given_whichever_click_reports_it():
+    """typer 0.2x carries its own copy of click (`typer._click`), whose ParameterSource is another enum than click's:
+    compared with click's DEFAULT, every default read as given and `edgeft plan` refused every strategy (seen on the
+    GPU image, typer 0.27.2). The check reads the source by name, so any copy of the enum works."""
+    import enum
+    from types import SimpleNamespace
+
+    from edgeft.cli.plan import _check_strategy_options
+    from edgeft.errors import ConfigError
+
+    copy = enum.Enum("ParameterSource", "COMMANDLINE ENVIRONMENT DEFAULT DEFAULT_MAP PROMPT")
+    sources = {name: copy.DEFAULT for name in ("blocks", "samples", "w_t", "w_e", "w_s")}
+    ctx = SimpleNamespace(get_parameter_source=sources.get)
+    for strategy in ("deft", "split", "hybrid"):
+        _check_strategy_options(ctx, strategy)
+    sources["samples"] = copy.COMMANDLINE
+    _check_strategy_options(ctx, "hybrid")
+    with pytest.raises(ConfigError, match="--samples is only for --strategy hybrid, not deft"):
+        _check_strategy_options(ctx, "deft")

@@ -35,12 +35,17 @@ def _check_numbers(batch: int, seq_len: int, samples: int, blocks: Optional[int]
 STRATEGY_OPTIONS = {"blocks": "deft", "samples": "hybrid", "w_t": "split", "w_e": "split", "w_s": "split"}
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set option `name` (command line or environment), not its default. Compared by the source's
+    name: typer 0.2x carries its own copy of click (`typer._click`), whose ParameterSource is not click's enum, so
+    `is click.core.ParameterSource.DEFAULT` was False for every default there and each option read as given."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _check_strategy_options(ctx: typer.Context, strategy: str) -> None:
     """An option given for another strategy's planner is refused: it would change nothing in this plan."""
-    from click.core import ParameterSource
-
-    given = [name for name, only in STRATEGY_OPTIONS.items()
-             if only != strategy and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)]
+    given = [name for name, only in STRATEGY_OPTIONS.items() if only != strategy and _given(ctx, name)]
     if given:
         raise ConfigError("; ".join(f"--{name.replace('_', '-')} is only for --strategy {STRATEGY_OPTIONS[name]}, "
                                     f"not {strategy}" for name in given))
