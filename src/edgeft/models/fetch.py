@@ -52,6 +52,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _bos_as_the_file_says(tok, gguf_path: Path) -> None:
+    """Encodings start with a BOS only if the GGUF says so (`tokenizer.ggml.add_bos_token`). transformers 5.x
+    follows the file; 4.x's converter put a BOS in front of every SmolLM2 encoding though the file says false, so
+    the same alias fed other tokens under 4.x and its GGUF exports named no known pre-tokenizer."""
+    import gguf
+
+    if tok.bos_token_id is None or tok.encode("a")[:1] != [tok.bos_token_id]:
+        return
+    field = gguf.GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")  # as transformers: one parse
+    if field is None or bool(field.contents()):
+        return
+    tok.add_bos_token = False  # transformers 4.x's fast tokenizers rebuild their post-processor on this
+    if tok.encode("a")[:1] == [tok.bos_token_id]:
+        raise ModelError(f"{gguf_path.name} says not to add a BOS token, but this transformers "
+                         f"({type(tok).__name__}) still adds one; upgrade transformers (5.x follows the file)")
+
+
 def _convert_gguf(gguf_path: Path, out: Path) -> None:
     """Dequantise once, quietly: transformers' GGUF reader draws a bar over every tensor with plain tqdm."""
     from functools import cache, partial
@@ -71,6 +88,7 @@ def _convert_gguf(gguf_path: Path, out: Path) -> None:
     gguf.get_tensor_name_map = cache(name_map)
     try:
         tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        _bos_as_the_file_says(tok, gguf_path)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     finally:
         gguf_utils.tqdm, gguf.GGUFReader, gguf.get_tensor_name_map = bar, reader, name_map

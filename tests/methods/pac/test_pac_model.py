@@ -461,6 +461,10 @@ def test_backbone_init_trains_its_copies_and_never_reenters_the_backbone(tiny_ll
     assert any(not torch.equal(a, b) for a, b in zip(before, model.side.copies.parameters())), "copies must train"
     assert float(model.side.gain.detach().abs().sum()) > 0, "the adapters' feature must join the stream"
     t, bb, feat, method, model = setup(tiny_bert, "sequence_classification", {"side_init": "backbone"})
+    for copy in model.side.copies:  # fewer heads than the backbone's: transformers 4.x's BERT reshapes by the count
+        attn = copy.attention.self
+        assert attn.num_attention_heads * attn.attention_head_size == attn.all_head_size == attn.query.out_features
+        assert attn.num_attention_heads < bb.arch.num_heads
     assert train(model, method, feat, t, epochs=2)[0][1] == 0
 
 

@@ -180,6 +180,16 @@ def _cut_norm(norm: nn.Module, keep: torch.Tensor) -> nn.Module:
     return new
 
 
+def _set_head_counts(block: nn.Module, dotted_head_dim: str, heads: int, kv_heads: int, head_dim: int) -> None:
+    """The pruned copy's head counts, where its attention module keeps them: transformers 4.x's BERT reshapes by
+    `num_attention_heads` (5.x infers it from the projection), so a copy with fewer heads needs them set."""
+    attn = block.get_submodule(dotted_head_dim.rpartition(".")[0])
+    for attr, value in (("num_attention_heads", heads), ("num_heads", heads), ("all_head_size", heads * head_dim),
+                        ("num_key_value_heads", kv_heads)):
+        if isinstance(getattr(attn, attr, None), int):
+            setattr(attn, attr, value)
+
+
 def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k largest scores, in ascending index order (ties: the lower index)."""
     return torch.sort(torch.topk(scores, k, sorted=False).indices).values
@@ -239,6 +249,7 @@ def prune_blocks(blocks: list[nn.Module], family: str, width: int) -> tuple[nn.M
         set_module(c, lay["mlp_out"], _cut_linear(b.get_submodule(lay["mlp_out"]), keep, mlp))
         for name in lay["norms"]:
             set_module(c, name, _cut_norm(b.get_submodule(name), keep))
+        _set_head_counts(c, lay["head_dim"], len(q_rows) // d, len(groups), d)
         c.requires_grad_(True)
         copies.append(c)
     return copies, keep
