@@ -25,6 +25,14 @@ UNMERGEABLE = {
 }
 
 
+def _merged(peft_model) -> nn.Module:
+    """PEFT's merge, with no trace of the adapter left: peft 0.18 leaves a stale `peft_config` on the returned
+    model (0.21 removes it), so the merged model still looked like one that carries an adapter."""
+    model = peft_model.merge_and_unload()
+    if "peft_config" in vars(model):
+        del model.peft_config
+    return model.eval()
+
 def weights_method(note: dict) -> str:
     """The method whose weights an adapter folder holds: a zeroth-order run's base (mezo, fwdgrad and the
     federated FedKSeed/FwdLLM tune a base method's parameters and save them as it does), else the run's own."""
@@ -81,11 +89,10 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
             peft_model = PeftModel.from_pretrained(backbone.model, str(adapter_dir))
         except (ValueError, RuntimeError, KeyError, OSError) as err:
             raise ModelError(f"{adapter_dir}: the LoRA weights do not load into '{backbone.name}' ({err}).") from err
-        model = peft_model.merge_and_unload()
-        return MergeResult(model.eval(), note)
+        return MergeResult(_merged(peft_model), note)
     model = method.load(backbone, task_for(note, adapter_dir), adapter_dir)
     if hasattr(model, "merge_and_unload"):
-        return MergeResult(model.merge_and_unload().eval(), note)
+        return MergeResult(_merged(model), note)
     if hasattr(method, "fold"):
         folded = method.fold(model)
         if folded is not None:
