@@ -179,7 +179,7 @@ def add_vocab(writer, tokenizer, vocab_size: int) -> dict:
         tokenizer.save_pretrained(tmp)
         special = gguf.SpecialVocab(Path(tmp), load_merges=True, n_vocab=vocab_size)
     bos_added = tokenizer.bos_token_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]
-    special.add_special_token["bos"] = bool(bos_added)  # what transformers does, written once
+    special.add_special_token["bos"] = bool(bos_added)  # what this tokenizer does, written once
     special.add_to_gguf(writer, quiet=True)
     if getattr(tokenizer, "chat_template", None) and not special.chat_template:
         writer.add_chat_template(tokenizer.chat_template)

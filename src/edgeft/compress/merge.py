@@ -33,6 +33,7 @@ def _merged(peft_model) -> nn.Module:
         del model.peft_config
     return model.eval()
 
+
 def weights_method(note: dict) -> str:
     """The method whose weights an adapter folder holds: a zeroth-order run's base (mezo, fwdgrad and the
     federated FedKSeed/FwdLLM tune a base method's parameters and save them as it does), else the run's own."""
