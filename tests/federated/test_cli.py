@@ -47,6 +47,40 @@ def test_certs_command_makes_a_ca_and_a_server_certificate_it_signed(tmp_path):
     assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0
 
 
+def test_the_certificates_pass_a_strict_tls_check_as_python_3_13_makes_by_default(tmp_path):
+    """Python 3.13's default TLS context sets VERIFY_X509_STRICT: without key identifiers the server certificate
+    was refused ("Missing Authority Key Identifier"), so edgeft's own SuperLink check failed its own certificates
+    and `edgeft federate supernode` would not start. A real handshake with the strict flag, on any Python."""
+    import socket
+    import ssl
+    import threading
+
+    from edgeft.federated.deploy import make_certificates
+
+    paths = make_certificates(tmp_path, ["127.0.0.1"])
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(paths["cert"], paths["key"])
+    client = ssl.create_default_context(cafile=str(paths["ca"]))
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def accept():
+            conn, _ = listener.accept()
+            try:
+                server.wrap_socket(conn, server_side=True).close()
+            except (ssl.SSLError, OSError):
+                conn.close()
+
+        serving = threading.Thread(target=accept, daemon=True)
+        serving.start()
+        with socket.create_connection(listener.getsockname(), timeout=30) as raw:
+            with client.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                assert tls.version() is not None
+        serving.join(timeout=30)
+
+
 def test_certs_command_writes_supernode_key_pairs_flower_accepts(tmp_path):
     from cryptography.hazmat.primitives import serialization
     from flwr.cli.supernode.register import try_load_public_key

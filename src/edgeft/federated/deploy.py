@@ -50,6 +50,7 @@ def make_certificates(dest: Path, hosts: list[str], days: int = 30) -> dict[str,
           .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                        content_commitment=False, key_encipherment=False, data_encipherment=False,
                                        key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     names = []
     for h in hosts:
@@ -65,6 +66,10 @@ def make_certificates(dest: Path, hosts: list[str], days: int = 30) -> dict[str,
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            # key identifiers: Python 3.13's default TLS context verifies strictly (VERIFY_X509_STRICT) and refused
+            # a server certificate without them ("Missing Authority Key Identifier")
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = {"ca": dest / "ca.crt", "cert": dest / "server.pem", "key": dest / "server.key"}
     paths["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
