@@ -14,6 +14,7 @@ from hashlib import sha256
 from pathlib import Path
 
 from edgeft.errors import ModelError
+from edgeft.models.tokens import adds_bos
 
 CHKTXT = '\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ 🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ ------======= нещо на Български \'\'\'\'\'\'```````""""......!!!!!!?????? I\'ve been \'told he\'s there, \'RE you sure? \'M not sure I\'ll make it, \'D you like some tea? We\'Ve a\'lL'
 
@@ -178,12 +179,12 @@ def add_vocab(writer, tokenizer, vocab_size: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:  # SpecialVocab reads merges and special ids from files
         tokenizer.save_pretrained(tmp)
         special = gguf.SpecialVocab(Path(tmp), load_merges=True, n_vocab=vocab_size)
-    bos_added = tokenizer.bos_token_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]
-    special.add_special_token["bos"] = bool(bos_added)  # what this tokenizer does, written once
+    bos_added = adds_bos(tokenizer)
+    special.add_special_token["bos"] = bos_added  # what this tokenizer does, written once
     special.add_to_gguf(writer, quiet=True)
     if getattr(tokenizer, "chat_template", None) and not special.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
-    notes = {"tokenizer_pre": pre or "default", "merges": len(special.merges), "add_bos": bool(bos_added)}
+    notes = {"tokenizer_pre": pre or "default", "merges": len(special.merges), "add_bos": bos_added}
     if pre is None:
         notes["warning"] = ("llama.cpp does not know this tokenizer's pre-tokenizer; it will use its default "
                             "split, so its tokenization may differ from transformers'")

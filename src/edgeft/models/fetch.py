@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgeft.errors import ModelError
 from edgeft.models.sources import ModelSource
+from edgeft.models.tokens import adds_bos
 from edgeft.paths import models_dir
 
 MARKER = "edgeft_source.json"
@@ -58,13 +59,13 @@ def _bos_as_the_file_says(tok, gguf_path: Path) -> None:
     the same alias fed other tokens under 4.x and its GGUF exports named no known pre-tokenizer."""
     import gguf
 
-    if tok.bos_token_id is None or tok.encode("a")[:1] != [tok.bos_token_id]:
+    if not adds_bos(tok):
         return
     field = gguf.GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.add_bos_token")  # as transformers: one parse
     if field is None or bool(field.contents()):
         return
     tok.add_bos_token = False  # transformers 4.x's fast tokenizers rebuild their post-processor on this
-    if tok.encode("a")[:1] == [tok.bos_token_id]:
+    if adds_bos(tok):
         raise ModelError(f"{gguf_path.name} says not to add a BOS token, but this transformers "
                          f"({type(tok).__name__}) still adds one; upgrade transformers (5.x follows the file)")
 
