@@ -11,8 +11,9 @@ import sys
 import pytest
 
 from edgeft.federated.config import FederatedConfig
-from edgeft.federated.deploy import (LocalFederation, _alive, check_superlink, make_certificates, make_node_keys,
-                                     stop_trees, write_app)
+from edgeft.federated.deploy import (LocalFederation, check_superlink, make_certificates, make_node_keys,
+                                     write_app)
+from edgeft.processes import alive, stop_trees
 
 
 @pytest.mark.slow  # about 10 OS processes and a 30 s round timeout: about a minute
@@ -34,7 +35,7 @@ def test_superlink_and_supernodes_complete_a_round_when_one_disconnects(tmp_path
         fed.kill("supernode-2")
         assert run.wait(timeout=300) == 0, fed.logs["flwr-run"].read_text()[-3000:]
     started = list(fed.procs.values())
-    assert all(p.poll() is not None for p in started) and not any(_alive(p.pid) for p in started)
+    assert all(p.poll() is not None for p in started) and not any(alive(p.pid) for p in started)
 
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     first = summary["communication"][0]

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from edgeft.processes import alive as _alive
 from edgeft.runtime.faults import read_beats
 from edgeft.runtime.netns import tc_available
 
 CLUSTER = Path(__file__).parent / "clusters" / "three.yaml"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _namespaces() -> set[str]:

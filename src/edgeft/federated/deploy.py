@@ -24,6 +24,7 @@ from typing import Optional
 
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
+from edgeft.processes import Reaper, descendants, free_port, stop_tree, stop_trees
 
 CONNECTION = "edgeft-local"
 
@@ -258,83 +259,6 @@ def run_supernode(args: list[str]) -> None:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> list[int]:
-    """Every process whose parent chain leads to `pid` (read from /proc; the SuperExec detaches itself)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                parents[int(entry.name)] = int(fields[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        p = frontier.pop()
-        kids = [c for c, pp in parents.items() if pp == p]
-        out += kids
-        frontier += kids
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie is gone for our purposes
-        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
-    except OSError:
-        return False
-
-
-def stop_tree(proc: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM a process and every descendant, wait up to `grace` s, then SIGKILL what is left."""
-    stop_trees([proc], grace)
-
-
-def _signal(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
-    """Wait up to `timeout` s for the first of `procs` still running (only sleep if none is: descendants remain)."""
-    running = [p for p in procs if p.poll() is None]
-    if not running:
-        time.sleep(timeout)
-        return
-    try:
-        running[0].wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def stop_trees(procs: list[subprocess.Popen], grace: float = 10.0) -> None:
-    """stop_tree for several processes at once: their shutdowns overlap (a SuperNode takes about a second to
-    sign off from its SuperLink), so stopping n of them takes one grace period at most, not n."""
-    pids = [pid for proc in procs for pid in _children(proc.pid) + [proc.pid]]
-    _signal(pids, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        _reap(procs, 0.2)
-    _signal([pid for pid in pids if _alive(pid)], signal.SIGKILL)
-    for proc in procs:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-
-
 def _bin(name: str) -> str:
     here = Path(sys.executable).parent / name
     return str(here) if here.exists() else name
@@ -359,6 +283,7 @@ class LocalFederation:
         self.workdir = Path(workdir).resolve()
         self.n, self.tls, self.auth = supernodes, tls, auth
         self.procs: dict[str, subprocess.Popen] = {}
+        self.reaper: Optional[Reaper] = None  # stops the components should this process die without stop()
         self.logs: dict[str, Path] = {}
         self.flwr_home = self.workdir / "flwr-home"
         self.certs = self.workdir / "certs"
@@ -379,6 +304,9 @@ class LocalFederation:
                                 start_new_session=True)
         handle.close()
         self.procs[name] = proc
+        if self.reaper is None:
+            self.reaper = Reaper()
+        self.reaper.watch(proc.pid)
         return proc
 
     def start(self, wait_s: float = 120.0) -> "LocalFederation":
@@ -471,7 +399,7 @@ class LocalFederation:
     def kill(self, name: str) -> None:
         """Disconnect a component abruptly (SIGKILL it and its children), as a device losing power."""
         proc = self.procs[name]
-        for pid in _children(proc.pid) + [proc.pid]:
+        for pid in descendants(proc.pid) + [proc.pid]:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -483,6 +411,9 @@ class LocalFederation:
         stop_trees([p for name, p in self.procs.items() if name != "superlink"])
         if "superlink" in self.procs:
             stop_tree(self.procs["superlink"])
+        if self.reaper is not None:
+            self.reaper.close()
+            self.reaper = None
 
     def __enter__(self) -> "LocalFederation":
         try:

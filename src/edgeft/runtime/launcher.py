@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,15 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeft.errors import ConfigError, EdgeftError, PlanError
+from edgeft.processes import free_port
 from edgeft.runtime import faults
 from edgeft.runtime.spec import RankSpec, RunSpec
 from edgeft.train.rundir import RunDir
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
