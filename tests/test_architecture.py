@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeft"
 
 # Lowest first. Keep in step with the picture in docs/architecture.md.
 LAYERS = [
-    {"errors", "paths", "cores", "quiet", "config"},
+    {"errors", "paths", "cores", "quiet", "config", "processes"},
     {"data", "models"},
     {"methods"},
     {"train"},
