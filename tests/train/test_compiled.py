@@ -86,6 +86,11 @@ def test_bucket_and_row_padding_keep_the_loss_and_gradients(family, head, task, 
         assert torch.allclose(ga[n], gb[n], rtol=1e-4, atol=1e-6), n
 
 
+# torch < 2.7 refuses compile (below): transformers' models call torch.compiler.is_exporting, which it lacks
+COMPILES = pytest.mark.skipif(not compiled.torch_compiles_transformers(), reason="compile needs torch 2.7+")
+
+
+@COMPILES
 @pytest.mark.parametrize("family,head,task", CASES[:2])
 def test_compiled_step_trains_as_the_eager_step(family, head, task, tiny_llama, sst2_bert, monkeypatch):
     """aot_eager: dynamo and AOTAutograd's forward+backward graphs without a C++ compiler (inductor: below)."""
@@ -102,6 +107,7 @@ def test_compiled_step_trains_as_the_eager_step(family, head, task, tiny_llama, 
     assert {tuple(s) for s in got.compile["shapes"]} <= {(8, 16), (8, 24)} and got.compile["filler_rows"]
 
 
+@COMPILES
 @pytest.mark.skipif(not has_cpp_compiler(), reason="inductor on a CPU needs a C++ compiler")
 def test_inductor_compiled_step_matches_eager(sst2_bert):
     ref, _ = _fit(sst2_bert, "sequence_classification", "sst2", epochs=1, batch_size=12)
@@ -119,12 +125,21 @@ def test_compile_is_refused_for_pac_and_forward_only_methods(tiny_llama):
             Trainer(model, m, feat, feat.encode(t.train), cfg, make_loss_fn(feat))
 
 
+@COMPILES  # else refused for the torch first
 def test_compile_on_cpu_without_a_cpp_compiler_is_refused(tiny_llama, monkeypatch):
     monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
     monkeypatch.delenv("CXX", raising=False)
     t, feat, m, model = _setup(tiny_llama, "causal_lm", "sst2")
     cfg = TrainConfig(epochs=1, batch_size=8, device="cpu", compile="reduce-overhead")
     with pytest.raises(ConfigError, match="C\\+\\+ compiler"):
+        Trainer(model, m, feat, feat.encode(t.train), cfg, make_loss_fn(feat))
+
+
+def test_compile_on_a_torch_without_is_exporting_is_refused(tiny_llama, monkeypatch):
+    monkeypatch.setattr(compiled, "torch_compiles_transformers", lambda: False)  # as under torch 2.6
+    t, feat, m, model = _setup(tiny_llama, "causal_lm", "sst2")
+    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu", compile="default")
+    with pytest.raises(ConfigError, match="torch 2.7 or newer"):
         Trainer(model, m, feat, feat.encode(t.train), cfg, make_loss_fn(feat))
 
 

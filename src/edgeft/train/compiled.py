@@ -20,7 +20,8 @@ forward for the backprop methods (full, LoRA, prompt tuning, BitFit), with batch
   step as CUDA graphs (edgeft.methods.pac.graphs); compiling the PAC model would compile the cache lookup by
   sample id. Nor for MeZO/FwdGrad, whose steps call the model under perturbations and functional transforms of
   their own. Both are refused (ConfigError) rather than silently run eager.
-- Needs a C++ compiler on a CPU (inductor builds C++ kernels) and Triton on CUDA; refused clearly otherwise.
+- Needs a C++ compiler on a CPU (inductor builds C++ kernels), Triton on CUDA, and torch 2.7 or newer (transformers'
+  models call torch.compiler.is_exporting, new in 2.7); refused clearly otherwise.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def has_cpp_compiler() -> bool:
         any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
+def torch_compiles_transformers() -> bool:
+    """transformers' models (4.56 on) call torch.compiler.is_exporting, added in torch 2.7; torch 2.6's dynamo
+    stops on the missing attribute instead of tracing around it."""
+    return hasattr(torch.compiler, "is_exporting")
+
+
 def check_compile(mode: str, method, device: torch.device, backend: str = "inductor") -> None:
     """Refuse a compile setting this run cannot honour (nothing to check when mode is 'off')."""
     if mode == "off":
@@ -59,6 +66,10 @@ def check_compile(mode: str, method, device: torch.device, backend: str = "induc
     if type(method).train_step is not Method.train_step:
         raise ConfigError(f"compile: method '{method.name}' runs its own forward-only step; compile is for the "
                           "backprop methods (full, lora, prompt, bitfit). Leave compile off.")
+    if not torch_compiles_transformers():
+        raise ConfigError(f"compile needs torch 2.7 or newer: transformers' models call torch.compiler.is_exporting, "
+                          f"which torch {torch.__version__} lacks, and dynamo stops there. Upgrade torch or leave "
+                          "compile off.")
     if backend != "inductor":
         return
     if device.type == "cpu" and not has_cpp_compiler():
