@@ -14,8 +14,18 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX
 
 .PHONY: install run test test-fast clean
 
+# Flower 1.41 needs Python 3.11+; say so before pip's long list of versions it could not use.
+define PYTHON_CHECK
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"edgeft needs Python 3.11 or newer (Flower 1.41 asks it); {sys.executable} is Python "
+             f"{sys.version.split()[0]}. Remove .venv and run make again with PYTHON=python3.11 (or newer).")
+endef
+export PYTHON_CHECK
+
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c "$$PYTHON_CHECK"
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e .
 	touch $(STAMP)
