@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -43,6 +45,46 @@ def test_claim_refuses_a_non_empty_folder_and_names_the_ways_out(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ConfigError, match="is a file"):
         claim(tmp_path / "afile", overwrite=True)
+
+
+HOLDER = """
+import sys, time
+from edgeft.train.rundir import claim
+run = claim(sys.argv[1], overwrite=True)
+run.begin({"method": "lora"})
+print("claimed", flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_folder_another_process_is_running_into_is_refused_even_with_overwrite(tmp_path, tiny_llama):
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "claimed"
+        before = (out / "config.yaml").read_text()
+        for overwrite in (True, False):
+            with pytest.raises(ConfigError, match=rf"run: another edgeft run is writing into this output folder "
+                                                  rf"\(pid {holder.pid}, since .*\)\. Wait for it"):
+                run_finetune(_cfg(tiny_llama, out, "bitfit", overwrite=overwrite))
+        assert (out / "config.yaml").read_text() == before and sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock with it
+        holder.wait()
+    run_finetune(_cfg(tiny_llama, out, "bitfit", overwrite=True))
+    assert yaml.safe_load((out / "config.yaml").read_text())["method"] == "bitfit"
+
+
+def test_one_process_may_claim_a_folder_again_and_a_released_claim_frees_it(tmp_path):
+    first = claim(tmp_path / "run")
+    again = claim(tmp_path / "run")  # e.g. a later run in this process resuming it
+    probe = [sys.executable, "-c", "import sys; from edgeft.train.rundir import claim; claim(sys.argv[1])",
+             str(tmp_path / "run")]
+    first.release()
+    assert subprocess.run(probe, capture_output=True).returncode != 0  # `again` still holds it
+    again.release()
+    done = subprocess.run(probe, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_finetune_refuses_an_earlier_run_and_overwrite_replaces_only_its_files(tmp_path, tiny_llama):

@@ -84,10 +84,13 @@ def register(app: typer.Typer) -> None:
             "calib_samples": calib_samples, "calib_seq_len": calib_seq_len, "eval_task": eval_task,
             "eval_wikitext_windows": eval_wikitext_windows, "eval_seq_len": eval_seq_len, "dtype": dtype, "seed": seed,
             "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": parse_options(option) or None})
-        claim_output(cfg, overwrite)
+        claimed = claim_output(cfg, overwrite)
         progress, factory = _progress()
-        with progress:
-            result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
+        try:
+            with progress:
+                result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
+        finally:
+            claimed.release()
         show_records(result["records"], result["out"])
 
     @app.command()

@@ -96,9 +96,12 @@ def register(app: typer.Typer) -> None:
         from edgeft.train.rundir import claim
 
         run = claim(cfg.out, overwrite=overwrite, resume_flag=None)  # never mix two runs' files
-        if run.overwrite:
-            run.clear()
-        _simulate(cfg, client_cpus, verbose)
+        try:
+            if run.overwrite:
+                run.clear()
+            _simulate(cfg, client_cpus, verbose)
+        finally:
+            run.release()
 
     @fed.command("app")
     def app_cmd(ctx: typer.Context,

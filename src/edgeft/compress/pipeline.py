@@ -52,8 +52,9 @@ class CompressConfig(ConfigFile):
 config_from_dict = CompressConfig.from_dict
 
 
-def claim_output(cfg: CompressConfig, overwrite: bool = False) -> None:
-    """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`; then clear compress's files."""
+def claim_output(cfg: CompressConfig, overwrite: bool = False):
+    """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`; then clear compress's files.
+    Returns the claimed RunDir: `release()` it when the step has ended."""
     from edgeft.train.rundir import MODEL_OWNED, claim
 
     out = Path(cfg.out).resolve()
@@ -63,6 +64,7 @@ def claim_output(cfg: CompressConfig, overwrite: bool = False) -> None:
     run = claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
     if run.overwrite:
         run.clear()
+    return run
 
 
 def _adapter_task(src: Source, log=print) -> Optional[str | dict]:

@@ -176,6 +176,8 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             if run.begun:
                 run_summary.write_interrupted(run, cfg, stop.name, time.time() - t0)
             raise
+        finally:
+            run.release()
 
 
 def _check_resume(cfg: LaunchConfig, out: Path) -> None:

@@ -109,6 +109,13 @@ def make_loss_fn(featurizer: Featurizer):
 
 def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
     run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
+    try:
+        return _finetune(cfg, run, progress_factory, say)
+    finally:
+        run.release()
+
+
+def _finetune(cfg: FinetuneConfig, run, progress_factory, say) -> dict:
     session = start_session(cfg.model, cfg.task, cfg.method, cfg.method_options, cfg.head, cfg.train.seed)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     epochs = method.epochs_for(cfg.train, backbone.arch.family)
