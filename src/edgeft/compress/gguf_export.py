@@ -25,6 +25,8 @@ file, vocabulary and metadata included (SmolLM2: +0.11).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -199,7 +201,10 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(out_path), arch_name)
+    # Written beside the target and renamed into place once whole: an export cut short (Ctrl-C, out of memory, a
+    # full disk) leaves the earlier file as it was, never a truncated .gguf under the name llama.cpp is given.
+    partial = out_path.with_name(out_path.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), arch_name)
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name or out_path.stem)
     writer.add_block_count(n_layers)
@@ -253,10 +258,17 @@ def export_gguf(model, tokenizer, out_path: str | Path, gguf_type: str = "f16", 
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
         if progress:
             progress()
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, out_path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
     size = out_path.stat().st_size
     return {"path": str(out_path), "arch": arch_name, "gguf_type": gguf_type, "tensor_types": counts,
             "embedding_type": kinds[1], "bytes": size, "weights": weights, "bits_per_weight": 8 * data_bytes / weights,
