@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -85,6 +86,18 @@ def test_one_process_may_claim_a_folder_again_and_a_released_claim_frees_it(tmp_
     again.release()
     done = subprocess.run(probe, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_lock_falls_back_to_the_temporary_folder_when_edgeft_home_cannot_be_written(tmp_path, monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("EDGEFT_HOME", str(tmp_path / "a-file" / "home"))  # cannot be made: its parent is a file
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    run = claim(tmp_path / "run")
+    try:
+        assert [p.name for p in (tmp_path / "tmp").iterdir()] == [f"edgeft-run-locks-{os.getuid()}"]
+        assert run.lock.held
+    finally:
+        run.release()
 
 
 def test_finetune_refuses_an_earlier_run_and_overwrite_replaces_only_its_files(tmp_path, tiny_llama):
