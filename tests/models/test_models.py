@@ -47,6 +47,36 @@ def test_missing_local_folder_is_clear(tmp_path):
         load_backbone(str(tmp_path / "empty"))
 
 
+def test_a_folder_whose_weights_lack_backbone_tensors_is_refused_not_started_at_random(tiny_llama, tmp_path):
+    """transformers starts missing tensors at random and says so only in its log; only a new task head may be new."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "cut"
+    shutil.copytree(tiny_llama, folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["model.layers.1.mlp.up_proj.weight"]
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    for head in ("causal_lm", "sequence_classification"):
+        with pytest.raises(ModelError, match=r"cut: the weights lack 1 of the model's tensors "
+                                             r"\(model.layers.1.mlp.up_proj.weight\); transformers would start"):
+            load_backbone(str(folder), head=head)
+    load_backbone(str(tiny_llama), head="sequence_classification")  # only the new score head is missing: fine
+
+
+def test_an_unfinished_compress_output_is_refused_with_what_to_do(tiny_word_llama, tmp_path):
+    from edgeft.compress.pipeline import CompressConfig, run_compress
+
+    out = tmp_path / "q"
+    run_compress(CompressConfig(model=str(tiny_word_llama), method="rtn", options={"bits": 4}, out=str(out),
+                                calib_samples=4, calib_seq_len=32, eval_wikitext_windows=0, eval_before=False,
+                                eval_task="none", dtype="float32"), log=lambda m: None)
+    (out / "edgeft_compress.json").unlink()  # what a step cut short before its last file leaves
+    with pytest.raises(ModelError, match=r"edgeft-compressed weights but no edgeft_compress.json.*--overwrite"):
+        load_backbone(str(out))
+
+
 def test_encoder_cannot_be_a_causal_lm(tiny_bert):
     with pytest.raises(ModelError, match="encoder"):
         load_backbone(str(tiny_bert), head="causal_lm")

@@ -101,6 +101,29 @@ def load_config(name: str):
     return _load_or_explain(name, path, local, AutoConfig.from_pretrained)
 
 
+def _check_weights_complete(path: str, model, info: dict) -> None:
+    """Refuse a folder whose weights lack some of the backbone's tensors: transformers would start them at random
+    and say so only in its log, so a fine-tune or an evaluation would run on a broken model. Only a new task head
+    (a classifier or score layer, and BERT's pooler, which only such a head reads) may be missing."""
+    prefix = f"{model.base_model_prefix}."
+    missing = sorted(k for k in info.get("missing_keys", ()) if k.startswith(prefix) and ".pooler." not in k)
+    if not missing:
+        return
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    hint = "Use the complete model folder (or its alias)."
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(Path(path) / "model.safetensors"), "pt") as f:
+            if (f.metadata() or {}).get("format") == "edgeft-compressed":
+                hint = ("The folder holds edgeft-compressed weights but no edgeft_compress.json: the `edgeft compress` "
+                        "step that wrote it did not finish. Run that step again with --overwrite.")
+    except Exception:  # not one safetensors file (sharded, .bin, hub cache): the general hint stands
+        pass
+    raise ModelError(f"{path}: the weights lack {len(missing)} of the model's tensors ({shown}); transformers would "
+                     f"start them at random. {hint}")
+
+
 def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
                   dtype: torch.dtype = torch.float32, problem_type: str | None = None) -> Backbone:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -118,10 +141,12 @@ def load_backbone(name: str, head: HeadKind = "causal_lm", num_labels: int = 2,
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if head == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, dtype=dtype, problem_type=problem_type)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, dtype=dtype, problem_type=problem_type, output_loading_info=True)
+    _check_weights_complete(path, model, info)
+    if head != "causal_lm":
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
