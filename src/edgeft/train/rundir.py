@@ -31,65 +31,50 @@ MODEL_OWNED = ("*.safetensors", "config.json", "generation_config.json", "tokeni
 
 
 class OutputLock:
-    """An exclusive lock on an output folder for one run, held by this process (a kernel `flock`, so it goes with
-    the process however that ends: a crashed run's folder can be resumed at once). The lock file lives in
-    $EDGEFT_HOME/run-locks (the system's temporary folder where that cannot be written), named by the folder's
-    resolved path, so the folder itself is not touched before the run's inputs are valid; runs under two different
-    $EDGEFT_HOME values do not see each other's locks. Re-entrant within a process (one process may claim a folder
-    again, e.g. to resume it in a later run), and released when every claim of it is."""
-
-    _held: dict[str, list] = {}  # lock file -> [open file, claims]
+    """An exclusive lock on an output folder for one run, held by this process: a `filelock` lock, as the PAC disk
+    cache's (`methods/pac/stores.py`), so it goes with the process however that ends (a crashed run's folder can be
+    resumed at once) and is re-entrant within a process (one process may claim a folder again, e.g. to resume it in
+    a later run; released when every claim of it is). The lock file lives in $EDGEFT_HOME/run-locks (the system's
+    temporary folder where that cannot be written), named by the folder's resolved path, so the folder itself is not
+    touched before the run's inputs are valid; runs under two different $EDGEFT_HOME values do not see each other's
+    locks. A `.holder` file beside it names the run holding it, for the refusal (filelock empties the lock file)."""
 
     def __init__(self, folder: Path):
-        self.key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24] + ".lock"
+        self.key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:24]
         self.folder = folder
-        self.held = False
+        self.lock = None  # the FileLock, while this claim holds it
 
-    def _open(self):
-        """The lock file, opened without truncating it (it names the holder), in the first folder that works."""
+    @property
+    def held(self) -> bool:
+        return self.lock is not None
+
+    def acquire(self) -> "OutputLock":
         import tempfile
 
+        from filelock import FileLock, Timeout
+
         for place in (edgeft_home() / "run-locks", Path(tempfile.gettempdir()) / f"edgeft-run-locks-{os.getuid()}"):
+            holder = place / f"{self.key}.holder"
             try:
                 place.mkdir(parents=True, exist_ok=True)
-                return open(place / self.key, "a+")
-            except OSError:
+                lock = FileLock(str(place / f"{self.key}.lock"), is_singleton=True, thread_local=False)
+                lock.acquire(timeout=0)
+            except Timeout:  # (a TimeoutError, so an OSError: caught first)
+                who = holder.read_text().strip() if holder.is_file() else "another process"
+                raise ConfigError(f"{self.folder}: another edgeft run is writing into this output folder ({who}). "
+                                  "Wait for it to end, stop it, or pick another --out.") from None
+            except OSError:  # this place cannot be written: the next one
                 continue
+            holder.write_text(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+            self.lock = lock
+            return self
         raise ConfigError(f"{self.folder}: cannot create a lock file for this run in $EDGEFT_HOME/run-locks nor in "
                           "the temporary folder; set EDGEFT_HOME to a writable folder.")
 
-    def acquire(self) -> "OutputLock":
-        import fcntl
-
-        name = self.key
-        if name not in self._held:
-            handle = self._open()
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                handle.close()
-                raise ConfigError(f"{self.folder}: another edgeft run is writing into this output folder ({holder}). "
-                                  "Wait for it to end, stop it, or pick another --out.") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-            handle.flush()
-            self._held[name] = [handle, 0]
-        self._held[name][1] += 1
-        self.held = True
-        return self
-
     def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        entry = self._held[self.key]
-        entry[1] -= 1
-        if entry[1] == 0:
-            del self._held[self.key]
-            entry[0].close()  # closing the file drops the flock
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, owned: tuple[str, ...] = OWNED,
