@@ -86,11 +86,8 @@ def register(app: typer.Typer) -> None:
             "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": parse_options(option) or None})
         claimed = claim_output(cfg, overwrite)
         progress, factory = _progress()
-        try:
-            with progress:
-                result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
-        finally:
-            claimed.release()
+        with claimed, progress:
+            result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
         show_records(result["records"], result["out"])
 
     @app.command()

@@ -95,13 +95,10 @@ def register(app: typer.Typer) -> None:
         cfg = _config(config, ctx.obj["overrides"], option)
         from edgeft.train.rundir import claim
 
-        run = claim(cfg.out, overwrite=overwrite, resume_flag=None)  # never mix two runs' files
-        try:
+        with claim(cfg.out, overwrite=overwrite, resume_flag=None) as run:  # never mix two runs' files
             if run.overwrite:
                 run.clear()
             _simulate(cfg, client_cpus, verbose)
-        finally:
-            run.release()
 
     @fed.command("app")
     def app_cmd(ctx: typer.Context,

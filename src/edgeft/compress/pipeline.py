@@ -54,7 +54,7 @@ config_from_dict = CompressConfig.from_dict
 
 def claim_output(cfg: CompressConfig, overwrite: bool = False):
     """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`; then clear compress's files.
-    Returns the claimed RunDir: `release()` it when the step has ended."""
+    Returns the claimed RunDir, to hold in a `with` block while the step runs."""
     from edgeft.train.rundir import MODEL_OWNED, claim
 
     out = Path(cfg.out).resolve()

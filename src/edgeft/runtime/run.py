@@ -169,15 +169,13 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
 
     run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
     t0 = time.time()
-    with stop_on_signals():
+    with run, stop_on_signals():
         try:
             return _launch(cfg, run, say, progress, on_start)
         except Interrupted as stop:
             if run.begun:
                 run_summary.write_interrupted(run, cfg, stop.name, time.time() - t0)
             raise
-        finally:
-            run.release()
 
 
 def _check_resume(cfg: LaunchConfig, out: Path) -> None:

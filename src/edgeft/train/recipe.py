@@ -108,11 +108,8 @@ def make_loss_fn(featurizer: Featurizer):
 
 
 def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
-    run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work
-    try:
+    with claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite) as run:  # refuse a used folder before any work
         return _finetune(cfg, run, progress_factory, say)
-    finally:
-        run.release()
 
 
 def _finetune(cfg: FinetuneConfig, run, progress_factory, say) -> dict:

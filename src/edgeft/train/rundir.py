@@ -79,8 +79,8 @@ class OutputLock:
 
 def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, owned: tuple[str, ...] = OWNED,
           resume_flag: str | None = "--resume", out_flag: str = "--out") -> "RunDir":
-    """Check, before any slow work, that `path` may be written, and lock it for this run (`RunDir.release` when
-    the run ends); nothing is written into it or removed yet.
+    """Check, before any slow work, that `path` may be written, and lock it for this run (`with claim(...) as run:`
+    releases it when the run ends); nothing is written into it or removed yet.
 
     An empty or missing folder is fine; a non-empty one needs `resume` (carry on in it) or `overwrite`
     (clear edgeft's files from it when the run starts: `RunDir.begin`)."""
@@ -114,6 +114,12 @@ class RunDir:
         """The run has ended: another run may claim the folder now."""
         if self.lock is not None:
             self.lock.release()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def begin(self, config: dict) -> None:
         """The inputs are valid: clear the old run's files (under --overwrite) and write config.yaml."""
