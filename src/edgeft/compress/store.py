@@ -21,13 +21,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeft.compress.embedding_gptq import add_code_buffers, embedding_codes
+from edgeft.models.backbone import COMPRESSED_FORMAT, COMPRESSED_MANIFEST, COMPRESSED_WEIGHTS
 from edgeft.models.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
 
-MANIFEST = "edgeft_compress.json"
-WEIGHTS = "model.safetensors"
-FORMAT = "edgeft-compressed"
+MANIFEST = COMPRESSED_MANIFEST
+WEIGHTS = COMPRESSED_WEIGHTS
+FORMAT = COMPRESSED_FORMAT
 FORMAT_VERSION = 1
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 PACKED_SUFFIXES = (".qweight", ".scales", ".qzeros")

@@ -19,6 +19,11 @@ from edgeft.models.sources import SOURCES
 
 HeadKind = Literal["causal_lm", "sequence_classification"]
 HEAD_KINDS = get_args(HeadKind)
+# What marks an `edgeft compress` output folder (compress/store.py writes them). Named here, below compress, so that
+# a plain load can tell an unfinished one from a model folder that lost some weights.
+COMPRESSED_MANIFEST = "edgeft_compress.json"
+COMPRESSED_WEIGHTS = "model.safetensors"
+COMPRESSED_FORMAT = "edgeft-compressed"
 
 
 def arch_of(config, name: str = "") -> ModelArch:
@@ -114,10 +119,10 @@ def _check_weights_complete(path: str, model, info: dict) -> None:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(Path(path) / "model.safetensors"), "pt") as f:
-            if (f.metadata() or {}).get("format") == "edgeft-compressed":
-                hint = ("The folder holds edgeft-compressed weights but no edgeft_compress.json: the `edgeft compress` "
-                        "step that wrote it did not finish. Run that step again with --overwrite.")
+        with safe_open(str(Path(path) / COMPRESSED_WEIGHTS), "pt") as f:
+            if (f.metadata() or {}).get("format") == COMPRESSED_FORMAT:
+                hint = (f"The folder holds edgeft-compressed weights but no {COMPRESSED_MANIFEST}: the `edgeft "
+                        "compress` step that wrote it did not finish. Run that step again with --overwrite.")
     except Exception:  # not one safetensors file (sharded, .bin, hub cache): the general hint stands
         pass
     raise ModelError(f"{path}: the weights lack {len(missing)} of the model's tensors ({shown}); transformers would "
