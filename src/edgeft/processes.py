@@ -60,15 +60,14 @@ def descendants(pid: int) -> list[int]:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process holds the pid now: ours is gone
+    except (ProcessLookupError, PermissionError):  # gone, or another user's process holds the pid now
         return False
     fields = _stat(pid)
     return bool(fields) and fields[0] != "Z"  # a zombie is gone for our purposes
 
 
-def _signal(pids: list[int], sig: int) -> None:
+def send_signal(pids: list[int], sig: int) -> None:
+    """`sig` to each of `pids`, skipping those already gone."""
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -91,11 +90,11 @@ def _reap(procs: list[subprocess.Popen], timeout: float) -> None:
 def stop_pids(pids: list[int], grace: float = 10.0, procs: list[subprocess.Popen] = ()) -> None:
     """SIGTERM `pids`, wait up to `grace` s for them to go, then SIGKILL what is left; `procs`: the Popen objects
     among them, waited for so that they leave no zombies."""
-    _signal(pids, signal.SIGTERM)
+    send_signal(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(alive(p) for p in pids):
         _reap(list(procs), 0.2)
-    _signal([pid for pid in pids if alive(pid)], signal.SIGKILL)
+    send_signal([pid for pid in pids if alive(pid)], signal.SIGKILL)
     for proc in procs:
         try:
             proc.wait(timeout=5)

@@ -24,7 +24,7 @@ from typing import Optional
 
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
-from edgeft.processes import Reaper, descendants, free_port, stop_tree, stop_trees
+from edgeft.processes import Reaper, descendants, free_port, send_signal, stop_tree, stop_trees
 
 CONNECTION = "edgeft-local"
 
@@ -399,11 +399,7 @@ class LocalFederation:
     def kill(self, name: str) -> None:
         """Disconnect a component abruptly (SIGKILL it and its children), as a device losing power."""
         proc = self.procs[name]
-        for pid in descendants(proc.pid) + [proc.pid]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        send_signal(descendants(proc.pid) + [proc.pid], signal.SIGKILL)
         proc.wait(timeout=10)
 
     def stop(self) -> None:
