@@ -2,14 +2,13 @@
 (SIGKILL: no `finally`, no `__exit__` runs), and left alone when the starter said it stopped them itself."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
-from edgeft.processes import alive
+from edgeft.processes import alive, send_signal
 
 # A starter like LocalFederation: a child in a session of its own whose own child detaches into yet another
 # session (as Flower's SuperExec does), all watched by a Reaper; prints the pids, then waits to be killed.
@@ -48,14 +47,6 @@ def _left_after_killing(starter: subprocess.Popen, pids: list[int], seconds: flo
     return [p for p in pids if alive(p)]
 
 
-def _kill(pids: list[int]) -> None:
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_a_starter_killed_outright_leaves_no_process_behind():
     proc, pids = _start(STARTER, "watch")
     try:
@@ -63,7 +54,7 @@ def test_a_starter_killed_outright_leaves_no_process_behind():
         left = _left_after_killing(proc, pids, 15)
         assert left == [], f"outlived their starter: {left}"
     finally:
-        _kill(pids)
+        send_signal(pids, signal.SIGKILL)
 
 
 def test_a_closed_reaper_signals_nothing_when_its_starter_goes():
@@ -72,7 +63,7 @@ def test_a_closed_reaper_signals_nothing_when_its_starter_goes():
         assert proc.stdout.readline().strip() == "closed"
         assert _left_after_killing(proc, pids, 1.5) == pids
     finally:
-        _kill(pids)
+        send_signal(pids, signal.SIGKILL)
 
 
 def test_a_local_federation_whose_starter_is_killed_stops_with_it(tmp_path):
@@ -91,4 +82,4 @@ def test_a_local_federation_whose_starter_is_killed_stops_with_it(tmp_path):
         left = _left_after_killing(proc, pids, 20)
         assert left == [], f"Flower processes outlived their starter: {left}"
     finally:
-        _kill(pids)
+        send_signal(pids, signal.SIGKILL)
