@@ -288,3 +288,24 @@ def test_the_pre_tokenizer_is_known_whether_or_not_the_tokenizer_adds_a_bos(smol
     assert "Duplicated key" not in caplog.text
     fields = {k: f.contents() for k, f in gguf.GGUFReader(str(out)).fields.items()}
     assert fields["tokenizer.ggml.pre"] == "smollm" and fields["tokenizer.ggml.add_bos_token"] is True
+
+
+def test_a_safetensors_export_cut_short_leaves_the_earlier_folder_whole(tiny_smol, tmp_path, monkeypatch):
+    """save_pretrained wrote into --out itself: stopped after the weights (here, in the tokenizer's save), the
+    folder held new weights beside the earlier tokenizer, and a stop inside the weights left them truncated."""
+    target = tmp_path / "hf"
+    export_model(str(tiny_smol), target, "safetensors", dtype="float32")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    tokenizer_class = type(load_backbone(str(tiny_smol)).tokenizer)
+
+    def stopped(self, *args, **kwargs):  # the new weights are on disk by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer_class, "save_pretrained", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(str(tiny_smol), target, "safetensors", dtype="float16")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+    monkeypatch.undo()
+    info = export_model(str(tiny_smol), target, "safetensors", dtype="float16")
+    assert info["bytes"] < len(before["model.safetensors"]) and [p.name for p in tmp_path.iterdir()] == ["hf"]
