@@ -145,7 +145,7 @@ def test_label_words_sharing_a_first_token_are_an_error_that_names_the_way_out(t
     p.write_text("review,sentiment\n" + "".join(f"note {i},{'very good' if i % 2 else 'very bad'}\n" for i in range(8)))
     task = load_task(TaskConfig(name="mine", data_file=str(p), text_column="review", label_column="sentiment"))
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    with pytest.raises(ConfigError, match=r"share a first token.*--head classifier"):
+    with pytest.raises(ConfigError, match=r"share a first token.*--label-words.*--head classifier"):
         Featurizer(task, tok, "verbalize", max_length=32)
     Featurizer(task, tok, "classify", max_length=32)  # a classification head reads no label words
 

@@ -79,8 +79,9 @@ class Featurizer:
             first = [i[0] for i in ids]
             if len(set(first)) != len(first):
                 raise ConfigError(f"label words {self.task.label_words} share a first token, so the LM head cannot "
-                                  "tell them apart; pass --head classifier (a trained classification head) or "
-                                  "rename the labels so each starts differently.")
+                                  "tell them apart; pass --label-words with one word per label, each starting "
+                                  "differently (in the labels' sorted order), or --head classifier (a trained "
+                                  "classification head).")
             self.label_token_ids = first
 
     # -- encoding ---------------------------------------------------------------------------------
