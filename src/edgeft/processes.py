@@ -1,10 +1,13 @@
-"""Process trees on this host: a free port, a process's descendants, stopping trees, and a reaper.
+"""Process trees on this host: a free port, a process's descendants, stopping trees, a reaper, stop signals.
 
 edgeft starts components in sessions of their own (Flower's SuperLink and SuperNodes, the launcher's workers), so a
 terminal's Ctrl-C reaches the one process that stops them in order. The cost: if that process is killed outright
 (SIGKILL, the kernel's out-of-memory killer, a CI job's timeout) nothing stops them. The launcher's workers notice a
 lost launcher themselves (`runtime.faults.Heartbeat`); Flower's processes do not, so `Reaper` watches for them.
 Linux only (/proc), as the rest of edgeft's process handling. Standard library only: the reaper starts in ~50 ms.
+
+`stop_on_signals` turns a stop signal into `Interrupted`, so a long job (launch, federate, finetune) ends through its
+`finally` blocks and can say where it stopped; with `wind_down` the first signal only asks it to stop at a safe point.
 """
 
 from __future__ import annotations
@@ -14,8 +17,56 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """A stop signal (Ctrl-C, SIGTERM, a closed terminal) reached a long job. BaseException, like KeyboardInterrupt:
+    nothing swallows it."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextmanager
+def stop_on_signals(signals=STOP_SIGNALS, wind_down=None):
+    """Turn the first stop signal into `Interrupted`; later ones are ignored so the clean-up it
+    triggers (killing workers, deleting namespaces, writing events) is not cut short.
+
+    With `wind_down(signum)`, the first signal only calls it, for work that must end from within (its
+    own threads finishing what they hold) and raise afterwards; a second one raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum, frame):
+        if len(fired) >= (2 if wind_down else 1):
+            return
+        fired.append(signum)
+        if wind_down is not None and len(fired) == 1:
+            wind_down(signum)
+            return
+        raise Interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def free_port() -> int:

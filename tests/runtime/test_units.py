@@ -466,7 +466,7 @@ def test_a_first_stop_signal_only_winds_down_when_asked_and_a_second_raises():
     import os
     import signal
 
-    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+    from edgeft.processes import Interrupted, stop_on_signals
 
     asked = []
     with pytest.raises(Interrupted) as stop:

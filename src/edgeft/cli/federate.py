@@ -140,7 +140,7 @@ def _simulate(cfg, client_cpus, verbose) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeft.federated.simulation import run_federated
-    from edgeft.runtime.launcher import Interrupted
+    from edgeft.processes import Interrupted
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)

@@ -53,10 +53,16 @@ def register(app: typer.Typer) -> None:
             "method_options": parse_options(option) or None, "resume": resume or None,
             "overwrite": overwrite or None, **{f"task.{k}": v for k, v in task_keys.items()},
             **{f"train.{k}": v for k, v in train_keys.items()}})
+        from edgeft.processes import Interrupted
+
         progress, factory = progress_bar(f"{cfg.method} on {cfg.task.name}")
         with progress:
-            metrics = run_finetune(cfg, progress_factory=factory,
-                                   say=lambda m: progress.console.print(f"[yellow]warning:[/] {m}"))
+            try:
+                metrics = run_finetune(cfg, progress_factory=factory,
+                                       say=lambda m: progress.console.print(f"[yellow]warning:[/] {m}"))
+            except Interrupted as stop:
+                progress.console.print(f"[yellow]{stop}[/]: {stopped_where(Path(cfg.out))}")
+                raise typer.Exit(stop.exit_code) from None
         show_metrics(metrics, cfg.out)
 
     @app.command(name="eval")
@@ -112,3 +118,19 @@ def show_metrics(metrics: dict, out: str) -> None:
     table.add_row("trainable / total params", f"{metrics['trainable_params']:,} / {metrics['total_params']:,}")
     console.print(table)
     console.print(f"run directory: {out}")
+
+
+def stopped_where(out: Path) -> str:
+    """Where a stopped run stands, from the metrics.json it wrote: the step, and how to go on from it."""
+    import json
+
+    try:
+        m = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return f"before training began; nothing in {out} to resume"
+    if not m.get("checkpoint"):
+        return f"before the first checkpoint; nothing in {out} to resume"
+    at = "" if m.get("global_step") is None else f"at step {m['global_step']} of {m['total_steps']}; "
+    held = "" if m.get("checkpoint_step") is None else f" (step {m['checkpoint_step']})"
+    return (f"{at}{out} keeps the checkpoint{held}, events.jsonl and metrics.json: run the same command with "
+            "--resume to go on from there")

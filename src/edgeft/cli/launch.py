@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
     ):
         """Plan, start one process per device (+ the edge server), train, recover, report."""
         from edgeft.errors import ConfigError
-        from edgeft.runtime.launcher import Interrupted
+        from edgeft.processes import Interrupted
         from edgeft.runtime.run import LaunchConfig, launch as do_launch
 
         kill_at = None

@@ -50,7 +50,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     from edgeft.federated.accounting import STOP
     from edgeft.federated.apps import build_client_app, build_server_app
     from edgeft.federated.server import FederationError
-    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+    from edgeft.processes import Interrupted, stop_on_signals
 
     flwr_logger = logging.getLogger("flwr")
     level = flwr_logger.level

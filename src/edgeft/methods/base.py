@@ -166,8 +166,20 @@ class Method:
         """Put the model on the training device (a method may keep some of it elsewhere)."""
         return model.to(device)
 
-    def on_epoch_start(self, model: nn.Module, epoch: int, feats: list[dict], collate: Callable) -> None:
-        """Called by the trainer as each epoch starts, inside the epoch's time (default: nothing)."""
+    def on_epoch_start(self, model: nn.Module, epoch: int, feats: list[dict], collate: Callable,
+                       resumed: bool = False) -> None:
+        """Called by the trainer as each epoch starts, inside the epoch's time (default: nothing). `resumed`: the
+        first epoch of a run resumed from a checkpoint, perhaps part-way through it, in a fresh process whose model
+        holds only what the checkpoint restored."""
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Tensors besides the trainable parameters that a checkpoint must hold for a resumed run to go on exactly
+        as the uninterrupted one would (default: none)."""
+        return {}
+
+    def load_checkpoint_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Put back what `checkpoint_state` returned (the default holds nothing)."""
 
     # -- one step ----------------------------------------------------------------------------------
     def train_step(self, model: nn.Module, batch: dict, loss_fn: Callable[[nn.Module, dict], torch.Tensor],

@@ -4,7 +4,7 @@ Local emulation: processes are started here with subprocess and meet by env:// r
 host (optionally each in its own network namespace, see netns.py). Across real hosts the same
 worker module runs under `torchrun` (see docs/runtime.md); only this supervisor is local.
 
-Stopping: SIGTERM, SIGINT or SIGHUP raise `Interrupted` in the launcher (`stop_on_signals`), so the
+Stopping: SIGTERM, SIGINT or SIGHUP raise `Interrupted` in the launcher (`processes.stop_on_signals`), so the
 `finally` blocks run: every worker's process group is killed and the network namespaces deleted;
 the caller writes an `interrupted` event and what metrics exist, and exits with 128 + the signal.
 
@@ -20,62 +20,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeft.errors import ConfigError, EdgeftError, PlanError
-from edgeft.processes import free_port
+from edgeft.processes import STOP_SIGNALS, free_port
 from edgeft.runtime import faults
 from edgeft.runtime.spec import RankSpec, RunSpec
 from edgeft.train.rundir import RunDir
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-class Interrupted(BaseException):
-    """A stop signal reached the launcher. BaseException, like KeyboardInterrupt: nothing swallows it."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        self.name = signal.Signals(signum).name
-        super().__init__(f"stopped by {self.name}")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-@contextmanager
-def stop_on_signals(signals=STOP_SIGNALS, wind_down=None):
-    """Turn the first stop signal into `Interrupted`; later ones are ignored so the clean-up it
-    triggers (killing workers, deleting namespaces, writing events) is not cut short.
-
-    With `wind_down(signum)`, the first signal only calls it, for work that must end from within (its
-    own threads finishing what they hold) and raise afterwards; a second one raises at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
-
-    def handler(signum, frame):
-        if len(fired) >= (2 if wind_down else 1):
-            return
-        fired.append(signum)
-        if wind_down is not None and len(fired) == 1:
-            wind_down(signum)
-            return
-        raise Interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @dataclass

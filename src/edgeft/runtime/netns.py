@@ -113,7 +113,7 @@ class NetnsTopology:
                     self._tbf(ns, "eft0", up)
                 if down > 0:
                     self._tbf(self.hub, f"h{i}", down)
-        except BaseException:  # a stop signal (launcher.Interrupted) too: no namespace is left behind
+        except BaseException:  # a stop signal (processes.Interrupted) too: no namespace is left behind
             self.teardown()
             raise
         return self

@@ -161,10 +161,10 @@ def _device_shapes(cfg: LaunchConfig, cluster, table, samples: int, steps: int) 
 
 def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
     """Run `cfg`; `progress(beats)` is called with the workers' heartbeats; `on_start(total_steps)` once the plan
-    is printed, before any worker starts (the fill pass of hybrid PAC counts one unit per batch). A stop signal ends it cleanly (see launcher.stop_on_signals) with an `interrupted`
-    event and metrics.json saying how far it got, then re-raises launcher.Interrupted."""
+    is printed, before any worker starts (the fill pass of hybrid PAC counts one unit per batch). A stop signal ends it cleanly (see processes.stop_on_signals) with an `interrupted`
+    event and metrics.json saying how far it got, then re-raises processes.Interrupted."""
     from edgeft.runtime import run_summary
-    from edgeft.runtime.launcher import Interrupted, stop_on_signals
+    from edgeft.processes import Interrupted, stop_on_signals
     from edgeft.train.rundir import claim
 
     run = claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite)  # refuse a used folder before any work

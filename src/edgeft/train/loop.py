@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.errors import CacheError, ConfigError
+from edgeft.processes import Interrupted
 from edgeft.train.compiled import CompileMode, compiled_forward
 from edgeft.train.determinism import deterministic_kernels
 from edgeft.train.driver import drive
@@ -153,6 +154,32 @@ class Trainer:
         self.graph_steps = (self.device.type == "cuda" and self.optimizer is not None and cfg.grad_accum == 1
                             and self.precision.dtype is None and self.compiled is None)
         self.epoch, self.batch_in_epoch, self.global_step = 0, 0, 0
+        self._stop_signum: int | None = None
+        self._result, self._pending = None, []
+        self.checkpoint_step: int | None = None  # the global step the last checkpoint saved or loaded holds
+        self._resuming = False  # until the first epoch of a run resumed from a checkpoint has started
+
+    # -- stopping at a safe point ----------------------------------------------------------------------
+    def request_stop(self, signum: int) -> None:
+        """Stop once the step under way has updated the weights, and checkpoint there (a stop signal's first
+        arrival, processes.stop_on_signals' wind_down): Ctrl-C keeps the work up to that step, not to the last
+        epoch's end, and `--resume` goes on from it."""
+        self._stop_signum = signum
+
+    def losses_so_far(self) -> list[float]:
+        """Every step's loss of this fit (of its resumed part), read from the device (a stopped run reports them)."""
+        if self._result is None:
+            return []
+        self._flush_losses()
+        return list(self._result.losses)
+
+    def _stop_if_asked(self, save: bool = True) -> None:
+        if self._stop_signum is None:
+            return
+        self._flush_losses()
+        if self.run and save:
+            self.save_checkpoint(self.run.checkpoint_dir)
+        raise Interrupted(self._stop_signum)
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, path: Path) -> None:
@@ -163,12 +190,14 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "loss_scale": self.precision.state_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
+            "method_state": {k: v.detach().cpu().clone() for k, v in self.method.checkpoint_state(self.model).items()},
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state(),
                     "cuda": _cuda_rng_states()},
         }
         tmp = path / "state.pt.tmp"
         torch.save(state, tmp)
         tmp.replace(path / "state.pt")  # never leave a half-written checkpoint behind
+        self.checkpoint_step = self.global_step
 
     def load_checkpoint(self, path: Path) -> dict:
         file = path / "state.pt"
@@ -186,6 +215,7 @@ class Trainer:
         with torch.no_grad():
             for n, t in state["trainables"].items():
                 named[n].copy_(t)
+        self.method.load_checkpoint_state(self.model, state.get("method_state") or {})  # absent before this was kept
         if self.optimizer and state["optimizer"]:
             self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler and state["scheduler"]:
@@ -196,6 +226,7 @@ class Trainer:
         np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
         _restore_cuda_rng_states(state["rng"].get("cuda"))  # None: saved by a CPU run, or before this was kept
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        self.checkpoint_step = self.global_step
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step}
 
     # -- the loop --------------------------------------------------------------------------------------
@@ -235,6 +266,7 @@ class Trainer:
     def start(self) -> tuple[int, int]:
         if self._resume_from is not None and (self._resume_from / "state.pt").is_file():
             self._result.resumed_from = self.load_checkpoint(self._resume_from)
+            self._resuming = True
             if self.run:
                 self.run.event("resume", **self._result.resumed_from)
         self._memory = PeakMemory(self.device).start()
@@ -244,9 +276,11 @@ class Trainer:
 
     def epoch_start(self, epoch: int, first_batch: int) -> None:
         self._t_epoch = self.timer.now()
-        if first_batch == 0:
+        if first_batch == 0 or self._resuming:
             with self.precision.autocast():  # PAC's streamed cache fill runs here
-                self.method.on_epoch_start(self.model, epoch, self.train_feats, self.featurizer.collate)
+                self.method.on_epoch_start(self.model, epoch, self.train_feats, self.featurizer.collate,
+                                           resumed=self._resuming)
+        self._resuming = False
 
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
@@ -269,7 +303,8 @@ class Trainer:
             loss = loss.clone()  # a CUDA-graph output is overwritten by the next replay; the loss is read later
         self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
         self.batch_in_epoch = b + 1
-        if (b + 1) % cfg.grad_accum == 0 or last_of_epoch:
+        updated = (b + 1) % cfg.grad_accum == 0 or last_of_epoch
+        if updated:
             self._optimizer_step(clipped)
             logging = self.run and self.global_step % cfg.log_every == 0
             if logging or last_of_epoch or self.global_step == 1:
@@ -284,6 +319,8 @@ class Trainer:
             self.compiled.note(batch, result.step_times_s[-1])
         if self.progress:
             self.progress(self._last_loss)
+        if updated:  # never inside an accumulation: the checkpoint holds no half-summed gradient
+            self._stop_if_asked()
 
     def epoch_end(self, epoch: int, first_batch: int, n_batches: int) -> None:
         result = self._result
@@ -299,6 +336,7 @@ class Trainer:
                 self.run.event("eval", epoch=self.epoch, metrics=_scalars(metrics))
         if self.run:
             self.save_checkpoint(self.run.checkpoint_dir)
+        self._stop_if_asked(save=False)
 
     def _optimizer_step(self, clipped: bool) -> None:
         """Step the optimizer and the schedule; `clipped`: the gradients were clipped already (in a graphed step)."""

@@ -6,6 +6,7 @@ Reads like torchtune's recipes: each step is one call to a small component, noth
 from __future__ import annotations
 
 import gc
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
 from edgeft.methods.base import check_backbone_matches, read_adapter_note, save_adapter
+from edgeft.processes import Interrupted, stop_on_signals
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
@@ -107,12 +109,53 @@ def make_loss_fn(featurizer: Featurizer):
     return loss_fn
 
 
+class StopAtStep:
+    """A stop signal's first arrival (Ctrl-C, SIGTERM, a closed terminal): before training there is nothing to keep,
+    so it stops at once; during training the Trainer stops after the step under way and checkpoints there. A second
+    signal stops at once (processes.stop_on_signals)."""
+
+    def __init__(self, say):
+        self.say, self.trainer = say, None
+
+    def __call__(self, signum: int) -> None:
+        if self.trainer is None:
+            raise Interrupted(signum)
+        self.trainer.request_stop(signum)
+        self.say(f"{signal.Signals(signum).name}: stopping after this step and saving a checkpoint (send it again "
+                 "to stop at once)")
+
+
 def run_finetune(cfg: FinetuneConfig, progress_factory=None, say=None) -> dict:
-    with claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite) as run:  # refuse a used folder before any work
-        return _finetune(cfg, run, progress_factory, say)
+    """Train and score; a stop signal ends it with an `interrupted` event and metrics.json saying how far it got
+    (the checkpoint `--resume` continues from), then re-raises processes.Interrupted."""
+    stopper = StopAtStep(say or _stderr)
+    # refuse a used folder before any work
+    with claim(cfg.out, resume=cfg.resume, overwrite=cfg.overwrite) as run, stop_on_signals(wind_down=stopper):
+        try:
+            return _finetune(cfg, run, progress_factory, say, stopper)
+        except Interrupted as stop:
+            if run.begun:
+                write_interrupted(run, cfg, stop, stopper.trainer)
+            raise
 
 
-def _finetune(cfg: FinetuneConfig, run, progress_factory, say) -> dict:
+def write_interrupted(run, cfg: FinetuneConfig, stop: Interrupted, trainer: Trainer | None) -> dict:
+    """metrics.json of a stopped run: the steps done, the checkpoint to resume from and the losses so far."""
+    state = run.checkpoint_dir / "state.pt"
+    metrics = {"status": "interrupted", "signal": stop.name, "model": cfg.model, "task": cfg.task.name,
+               "method": cfg.method, "epochs": cfg.train.epochs,
+               "global_step": trainer.global_step if trainer else None,  # None: stopped before training went on
+               "total_steps": trainer.steps_per_epoch * cfg.train.epochs if trainer else None,
+               "checkpoint": str(state) if state.is_file() else None,
+               "checkpoint_step": trainer.checkpoint_step if trainer else None,  # what --resume goes on from
+               "losses": trainer.losses_so_far() if trainer else []}
+    run.write_metrics(metrics)
+    run.event("interrupted", signal=stop.name, global_step=metrics["global_step"], checkpoint=metrics["checkpoint"],
+              checkpoint_step=metrics["checkpoint_step"])
+    return metrics
+
+
+def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtStep) -> dict:
     session = start_session(cfg.model, cfg.task, cfg.method, cfg.method_options, cfg.head, cfg.train.seed)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     epochs = method.epochs_for(cfg.train, backbone.arch.family)
@@ -160,6 +203,7 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say) -> dict:
             advance(loss, cache.progress_note())
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
+    stopper.trainer = trainer
     result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
 
     save_adapter(run.adapter_dir, method, model, backbone, task, {"max_length": cfg.task.max_length})

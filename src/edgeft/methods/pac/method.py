@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from edgeft.data.features import objective_for
-from edgeft.errors import ConfigError, ModelError
+from edgeft.errors import CacheError, ConfigError, ModelError
 from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
@@ -379,17 +379,36 @@ class PAC(Method):
             return model.keep_backbone_on_host(device)
         return model.to(device)
 
-    def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate) -> None:
+    def on_epoch_start(self, model: PacModel, epoch: int, feats: list[dict], collate, resumed: bool = False) -> None:
+        """fill=stream fills the cache before the first epoch, and before the first of a resumed run (a new process
+        starts with an empty cache; its steps then read the same stored taps as the uninterrupted run's). The
+        channel statistics are measured once, before the first epoch; a resumed run gets them from the checkpoint
+        (`checkpoint_state`), or measures them where an older checkpoint lacks them."""
         o = self.options
         with model.timed("fill_s"):
-            if epoch == 0 and o.fill == "stream":
+            if o.fill == "stream" and (epoch == 0 or resumed):
                 model.fill_cache(feats, collate)
         with model.timed("pack_s"):
             if model.cache is not None:  # once the cache holds every sample (stream: before epoch 1; batch: after it)
                 model.pack_device_cache(feats, o.device_cache, o.device_cache_share, o.graphs, o.graph_bucket)
         with model.timed("tap_stats_s"):
-            if epoch == 0:
+            if (epoch == 0 and not resumed) or (resumed and not model.side.has_tap_stats()):
                 model.fit_tap_stats(feats, collate, o.norm_samples)  # reads the packed cache when there is one
+
+    def checkpoint_state(self, model: PacModel) -> dict[str, torch.Tensor]:
+        """The side network's and task head's buffers: the channel statistics measured before the first epoch."""
+        return {name: buf for name, buf in model.adapter_state().items()
+                if name not in dict(model.named_parameters())}
+
+    def load_checkpoint_state(self, model: PacModel, state: dict[str, torch.Tensor]) -> None:
+        own = model.adapter_state()
+        unknown = [name for name in state if name not in own]
+        if unknown:
+            raise CacheError(f"checkpoint: PAC state '{unknown[0]}' does not belong to this side network "
+                             "(other PAC options?); resume with the run's own settings or delete the checkpoint.")
+        with torch.no_grad():
+            for name, value in state.items():
+                own[name].copy_(value)
 
     def graphed_step(self, model: PacModel, batch: dict, loss_fn, params: list, max_grad_norm: float | None):
         """A cached step from the device view as one CUDA graph (options graphs and device_cache)."""

@@ -378,6 +378,10 @@ class ParallelAdapters(nn.Module):
         self.tap_rows.fill_(rows)
         return rows
 
+    def has_tap_stats(self) -> bool:
+        """Whether the taps are ready to standardise: tap_norm=token needs no statistics, channel needs them fitted."""
+        return self.tap_norm != "channel" or int(self.tap_rows) > 0
+
     def tap_weights(self) -> torch.Tensor:
         """c_i of the closed-form gated sum: (1 - mu_i) * prod_{j>i} mu_j."""
         log_mu = F.logsigmoid(self.gate)
