@@ -42,8 +42,8 @@ class Interrupted(BaseException):
 
 @contextmanager
 def stop_on_signals(signals=STOP_SIGNALS, wind_down=None):
-    """Turn the first stop signal into `Interrupted`; later ones are ignored so the clean-up it
-    triggers (killing workers, deleting namespaces, writing events) is not cut short.
+    """Turn the first stop signal (of those not set to be ignored) into `Interrupted`; later ones are ignored so
+    the clean-up it triggers (killing workers, deleting namespaces, writing events) is not cut short.
 
     With `wind_down(signum)`, the first signal only calls it, for work that must end from within (its
     own threads finishing what they hold) and raise afterwards; a second one raises at once."""
@@ -61,7 +61,9 @@ def stop_on_signals(signals=STOP_SIGNALS, wind_down=None):
             return
         raise Interrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in signals}
+    # a signal set to be ignored stays ignored: `nohup` ignores SIGHUP so that a run outlives its terminal, and a
+    # non-interactive shell's background job ignores SIGINT; a handler here would undo that
+    old = {s: signal.signal(s, handler) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         yield
     finally:

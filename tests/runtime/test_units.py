@@ -478,3 +478,23 @@ def test_a_first_stop_signal_only_winds_down_when_asked_and_a_second_raises():
     with pytest.raises(Interrupted, match="SIGTERM"):
         with stop_on_signals():
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_signal_set_to_be_ignored_stays_ignored():
+    """`nohup edgeft launch ...` ignores SIGHUP so the run outlives its terminal, and a non-interactive shell's
+    background job ignores SIGINT; stop_on_signals put its own handler over both, so closing the terminal stopped
+    a `nohup`ed run."""
+    import os
+    import signal
+
+    from edgeft.processes import Interrupted, stop_on_signals
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            with stop_on_signals():
+                os.kill(os.getpid(), signal.SIGHUP)  # ignored, as nohup asked
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)
