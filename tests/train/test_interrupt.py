@@ -28,7 +28,7 @@ def _signal_at(step: int, times: int = 1):
     def factory(total):
         seen = []
 
-        def tick(*_):
+        def tick(*_, **__):
             seen.append(1)
             if len(seen) == step:
                 for _ in range(times):
@@ -54,7 +54,14 @@ def test_a_stop_mid_epoch_checkpoints_that_step_and_resume_lands_on_the_uninterr
         ("interrupted", step, step, step)
     events = [json.loads(line) for line in (tmp_path / "stopped" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["event"] == "interrupted" and events[-1]["signal"] == "SIGINT"
-    resumed = run_finetune(_cfg(tiny_llama, tmp_path / "stopped", method, resume=True))
+    bar = {}
+
+    def counting(total):  # the resumed run's bar starts where the checkpoint is and ends full
+        bar.update(total=total, done=0)
+        return lambda loss=None, note="", steps=1: bar.update(done=bar["done"] + steps)
+
+    resumed = run_finetune(_cfg(tiny_llama, tmp_path / "stopped", method, resume=True), progress_factory=counting)
+    assert bar["done"] == bar["total"] == 6
     assert resumed["resumed_from"] == {"epoch": step // 3, "batch_in_epoch": step % 3, "global_step": step}
     a, b = _trainables(tmp_path / "straight"), _trainables(tmp_path / "stopped")
     assert a.keys() == b.keys()

@@ -27,7 +27,7 @@ console = wide_console()
 
 
 def progress_bar(description: str):
-    """A rich progress bar; returns (progress context, factory(total) -> advance(loss))."""
+    """A rich progress bar; returns (progress context, factory(total) -> advance(loss, note, steps))."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
@@ -35,9 +35,9 @@ def progress_bar(description: str):
     def factory(total: int):
         task_id = progress.add_task(description, total=total, info="")
 
-        def advance(loss=None, note: str = ""):
+        def advance(loss=None, note: str = "", steps: int = 1):
             info = " · ".join(x for x in (f"loss {loss:.4f}" if loss is not None else "", note) if x)
-            progress.update(task_id, advance=1, info=info)
+            progress.update(task_id, advance=steps, info=info)
 
         return advance
 

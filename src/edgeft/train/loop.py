@@ -269,6 +269,9 @@ class Trainer:
             self._resuming = True
             if self.run:
                 self.run.event("resume", **self._result.resumed_from)
+            done = self.epoch * math.ceil(len(self.train_feats) / self.cfg.batch_size) + self.batch_in_epoch
+            if self.progress and done:  # the bar counts every batch of the run: those before the checkpoint are done
+                self.progress(None, steps=done)
         self._memory = PeakMemory(self.device).start()
         self._pending = []
         self.model.train()

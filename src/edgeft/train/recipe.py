@@ -199,8 +199,8 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
     if progress and cache is not None:
         advance = progress
 
-        def progress(loss):
-            advance(loss, cache.progress_note())
+        def progress(loss, steps=1):
+            advance(loss, cache.progress_note(), steps=steps)
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
     stopper.trainer = trainer
