@@ -37,7 +37,7 @@ def _signal_at(step: int, times: int = 1):
     return factory
 
 
-@pytest.mark.parametrize("method,step", [("lora", 2), ("pac", 2), ("pac", 4)])
+@pytest.mark.parametrize("method,step", [("lora", 2), ("pac", 2), ("pac", 4), ("mezo", 4), ("fwdgrad", 4), ("full", 2), ("bitfit", 2), ("prompt", 2)])
 def test_a_stop_mid_epoch_checkpoints_that_step_and_resume_lands_on_the_uninterrupted_weights(tmp_path, tiny_llama,
                                                                                               method, step):
     """Ctrl-C ended `finetune` with nothing saved since the last epoch's end and no word of where it stopped. PAC

@@ -212,6 +212,23 @@ class ForwardGradientMethod(ZerothOrderMethod):
         self._gen = torch.Generator().manual_seed(self.options.seed)
         self._previous: Optional[list[torch.Tensor]] = None
 
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The direction generator's state and the previous update the next directions are picked against."""
+        state = {**super().checkpoint_state(model), "fwdgrad.generator": self._gen.get_state()}
+        for i, g in enumerate(self._previous or []):
+            state[f"fwdgrad.previous.{i}"] = g
+        return state
+
+    def load_checkpoint_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        own = {k: state.pop(k) for k in [k for k in state if k.startswith("fwdgrad.")]}
+        super().load_checkpoint_state(model, state)
+        if "fwdgrad.generator" in own:
+            self._gen.set_state(own.pop("fwdgrad.generator"))
+        if own:
+            params = [p for _, p in named_trainables(self, model)]
+            self._previous = [own[f"fwdgrad.previous.{i}"].to(p.device, p.dtype) for i, p in enumerate(params)]
+
     def train_step(self, model, batch, loss_fn, scale: float = 1.0) -> float:
         named = named_trainables(self, model)
         was_training = model.training

@@ -137,6 +137,23 @@ class ZerothOrderMethod(Method):
     def next_seed(self) -> int:
         return self._rng.randrange(2**31 - 1)
 
+    def checkpoint_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The seed stream's position (and the base method's state): a resumed run draws the seeds the
+        uninterrupted one would have, not the stream again from its start."""
+        version, words, gauss = self._rng.getstate()
+        return {**self.base.checkpoint_state(model), "zo.seed_stream": torch.tensor(words, dtype=torch.int64),
+                "zo.seed_stream_meta": torch.tensor([version, float("nan") if gauss is None else gauss],
+                                                    dtype=torch.float64)}
+
+    def load_checkpoint_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        state = dict(state)
+        own = {k: state.pop(k) for k in [k for k in state if k.startswith("zo.")]}
+        self.base.load_checkpoint_state(model, state)
+        if "zo.seed_stream" in own:
+            version, gauss = own["zo.seed_stream_meta"].tolist()
+            self._rng.setstate((int(version), tuple(own["zo.seed_stream"].tolist()),
+                                None if gauss != gauss else gauss))
+
     def save(self, model: nn.Module, out_dir: Path) -> None:
         self.base.save(model, out_dir)
 
