@@ -234,3 +234,19 @@ def test_a_checkpoint_written_before_weights_only_still_resumes(tmp_path, tiny_l
     again = _cfg(tiny_llama, out, resume=True)
     again.train.epochs = 2
     assert run_finetune(again)["resumed_from"]["epoch"] == 1
+
+
+def test_resume_with_other_trainables_is_refused_before_the_config_is_rewritten(tmp_path, tiny_llama):
+    """`finetune --resume` with LoRA r=4 over a run of r=8 failed deep in torch ('The size of tensor a (4) must match
+    the size of tensor b (8)'), after rewriting the run's config.yaml; `launch` already refused it."""
+    out = tmp_path / "run"
+    run_finetune(_cfg(tiny_llama, out, method_options={"r": 8}))
+    config = (out / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"other trainables \(method_options: \{'r': 8\} then, \{'r': 4\} now\)"):
+        run_finetune(_cfg(tiny_llama, out, method_options={"r": 4}, resume=True))
+    with pytest.raises(ConfigError, match=r"other trainables \(method: 'lora' then, 'bitfit' now; "):
+        run_finetune(_cfg(tiny_llama, out, method="bitfit", resume=True))
+    assert (out / "config.yaml").read_text() == config
+    more = _cfg(tiny_llama, out, method_options={"r": 8}, resume=True)
+    more.train.epochs = 2  # more epochs, the same trainables: goes on
+    assert run_finetune(more)["resumed_from"]["epoch"] == 1

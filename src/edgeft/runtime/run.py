@@ -20,6 +20,7 @@ from edgeft.errors import ConfigError, PlanError
 from edgeft.cores import usable_cores  # the emulated ranks share them
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
 from edgeft.runtime.strategies import get as get_strategy, make_plan, repredict
+from edgeft.train.rundir import check_resume_matches
 
 
 class LaunchConfig(ConfigFile):
@@ -179,23 +180,10 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
 
 
 def _check_resume(cfg: LaunchConfig, out: Path) -> None:
-    """--resume continues the run in `out` with the trainables its checkpoints hold: a different model, method,
-    method options or task is refused here, before config.yaml is rewritten and before any worker finds
-    the checkpoint's parameters missing."""
-    saved = out / "config.yaml"
-    if not cfg.resume or not saved.is_file():
-        return
-    import yaml
-
-    before = yaml.safe_load(saved.read_text()) or {}
-    now = cfg.model_dump()
-    changed = [f"{key}: {before.get(key)!r} then, {now[key]!r} now" for key in ("model", "method", "method_options")
-               if key in before and before.get(key) != now[key]]
-    if (before.get("task") or {}).get("name") not in (None, now["task"]["name"]):
-        changed.append(f"task: {before['task']['name']!r} then, {now['task']['name']!r} now")
-    if changed:
-        raise ConfigError(f"--resume: the run in {out} was started with other trainables ({'; '.join(changed)}); "
-                          "resume with its settings (its config.yaml), or use --overwrite or another --out")
+    """--resume continues the run in `out` with the trainables its checkpoints hold: checked before config.yaml is
+    rewritten and before any worker finds the checkpoint's parameters missing (train.rundir.check_resume_matches)."""
+    if cfg.resume:
+        check_resume_matches(out, cfg.model_dump())
 
 
 def planned_devices(plan: dict) -> set[str]:

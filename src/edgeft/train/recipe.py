@@ -29,7 +29,7 @@ from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
 from edgeft.train.objective import forward
 from edgeft.train.plots import plot_run
-from edgeft.train.rundir import claim
+from edgeft.train.rundir import check_resume_matches, claim
 from edgeft.train.setup import backbone_for, head_for, start_session
 
 
@@ -168,6 +168,8 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
     dev_feats = featurizer.encode(task.dev)
     cut.append(featurizer.cut)
     seconds = time.perf_counter() - t0
+    if cfg.resume:
+        check_resume_matches(run.path, cfg.model_dump())
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))

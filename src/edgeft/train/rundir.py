@@ -100,6 +100,31 @@ def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, ow
     return RunDir(p, create=False, owned=owned, overwrite=overwrite and bool(present), lock=lock)
 
 
+TRAINABLES_KEYS = ("model", "method", "method_options", "head")  # what decides the checkpoint's tensors
+
+
+def check_resume_matches(out: Path | str, now: dict) -> None:
+    """`--resume` goes on with the tensors the run's checkpoint holds: a run in `out` started with another model,
+    method, method options, head or task is refused, naming what changed, before its config.yaml is rewritten (a
+    resumed run with LoRA r=4 over r=8's checkpoint failed deep in torch, and had already rewritten the config)."""
+    saved = Path(out) / "config.yaml"
+    if not saved.is_file():
+        return
+    try:
+        before = yaml.safe_load(saved.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{saved}: not readable YAML ({str(err).splitlines()[0]}); resume needs the run's own "
+                          "config.yaml, or use --overwrite or another --out") from err
+    changed = [f"{key}: {before.get(key)!r} then, {now[key]!r} now" for key in TRAINABLES_KEYS
+               if key in before and key in now and before.get(key) != now[key]]
+    task_then, task_now = (before.get("task") or {}).get("name"), (now.get("task") or {}).get("name")
+    if task_then not in (None, task_now):
+        changed.append(f"task: {task_then!r} then, {task_now!r} now")
+    if changed:
+        raise ConfigError(f"--resume: the run in {out} was started with other trainables ({'; '.join(changed)}); "
+                          "resume with its settings (its config.yaml), or use --overwrite or another --out")
+
+
 class RunDir:
     def __init__(self, path: Path | str, create: bool = True, owned: tuple[str, ...] = OWNED,
                  overwrite: bool = False, lock: OutputLock | None = None):
