@@ -201,8 +201,8 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
     if progress and cache is not None:
         advance = progress
 
-        def progress(loss, steps=1):
-            advance(loss, cache.progress_note(), steps=steps)
+        def progress(loss, **more):  # more: steps=N when a resumed run's bar skips the batches done before
+            advance(loss, cache.progress_note(), **more)
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
     stopper.trainer = trainer
