@@ -30,5 +30,7 @@ for t in ["sst2", "rte", "mrpc", "cola", "stsb"]:
     ens = [score(t, pred_of(t, [pac[s][0] for s in g]), refs) for g in ([0,1,2],[3,4,5]) if all(s in pac for s in g)]
     ens2 = [score(t, pred_of(t, [pac[s][0] for s in g]), refs) for g in ([0,1],[2,3],[4,5]) if all(s in pac for s in g)]
     lo = [score(t, pred_of(t, [v[0]]), v[1]) for v in lora.values()]
+    base = [score(t, pred_of(t, [v[0]]), v[1]) for v in (load(m, t, "pacdefault", s) for s in range(3)) if v]
     f = lambda x: f"{np.mean(x):.1f}±{np.std(x, ddof=1) if len(x)>1 else 0:.1f} (n={len(x)})" if x else "-"
-    print(f"{t:5s} PAC single {f(single)}  ens2 {f(ens2)}  ens3 {f(ens)}  LoRA {f(lo)}")
+    print(f"{t:5s} PAC single {f(single)}  ens2 {f(ens2)}  ens3 {f(ens)}  LoRA {f(lo)}"
+          + (f"  PAC default epochs {f(base)}" if base else ""))
