@@ -75,3 +75,18 @@ def test_a_second_stop_signal_stops_at_once_and_keeps_no_unfinished_step(tmp_pat
     stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert stopped["checkpoint"] is None and stopped["global_step"] == 1  # no checkpoint yet: the epoch had not ended
     assert not (tmp_path / "run" / "checkpoint" / "state.pt").exists()
+
+
+def test_the_cli_says_where_a_stopped_run_stands(tmp_path):
+    from edgeft.cli.finetune import stopped_where
+
+    assert stopped_where(tmp_path) == f"before training began; {tmp_path} is as it was"
+    (tmp_path / "metrics.json").write_text(json.dumps({"dev_metric": 0.8}))  # an earlier, finished run's
+    assert stopped_where(tmp_path).startswith("before training began")
+    stopped = {"status": "interrupted", "global_step": 64, "total_steps": 189, "checkpoint": "c/state.pt",
+               "checkpoint_step": 63}
+    (tmp_path / "metrics.json").write_text(json.dumps(stopped))
+    assert stopped_where(tmp_path) == (f"at step 64 of 189; {tmp_path} keeps the checkpoint (step 63), events.jsonl "
+                                       "and metrics.json: run the same command with --resume to go on from there")
+    (tmp_path / "metrics.json").write_text(json.dumps({**stopped, "checkpoint": None}))
+    assert "nothing in" in stopped_where(tmp_path)

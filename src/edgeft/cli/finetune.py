@@ -127,7 +127,9 @@ def stopped_where(out: Path) -> str:
     try:
         m = json.loads((out / "metrics.json").read_text())
     except (OSError, ValueError):
-        return f"before training began; nothing in {out} to resume"
+        m = {}
+    if m.get("status") != "interrupted":  # none written by this run (an earlier run's metrics.json may be there)
+        return f"before training began; {out} is as it was"
     if not m.get("checkpoint"):
         return f"before the first checkpoint; nothing in {out} to resume"
     at = "" if m.get("global_step") is None else f"at step {m['global_step']} of {m['total_steps']}; "
