@@ -90,3 +90,15 @@ def test_the_cli_says_where_a_stopped_run_stands(tmp_path):
                                        "and metrics.json: run the same command with --resume to go on from there")
     (tmp_path / "metrics.json").write_text(json.dumps({**stopped, "checkpoint": None}))
     assert "nothing in" in stopped_where(tmp_path)
+
+
+def test_a_zeroth_order_method_over_pac_prepares_pac_as_pac_does(tmp_path, tiny_llama):
+    """MeZO over PAC's side network never filled PAC's cache before the first epoch nor measured its channel
+    statistics (tap_rows stayed 0: the taps were never standardised): the zeroth-order methods did not pass the
+    base method's epoch start (or placement) on."""
+    from safetensors.torch import load_file
+
+    metrics = run_finetune(_cfg(tiny_llama, tmp_path / "run", "mezo", method_options={"base": "pac", "lr": 1e-3}))
+    assert int(load_file(str(tmp_path / "run" / "adapter" / "pac.safetensors"))["side.tap_rows"]) > 0
+    cache = metrics["activation_cache"]
+    assert cache["writes"] == 24 + 8 and cache["misses"] == 8  # training rows filled before epoch 1; dev rows miss

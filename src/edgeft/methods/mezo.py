@@ -134,6 +134,15 @@ class ZerothOrderMethod(Method):
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return self.base.trainable_parameters(model)
 
+    # the base method's own preparation of the model it trains (PAC over a zeroth-order method: its cache fill and
+    # channel statistics before the first epoch, its placement), which it would get if trained by its own steps
+    def place(self, model: nn.Module, device) -> nn.Module:
+        return self.base.place(model, device)
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, feats: list[dict], collate: Callable,
+                       resumed: bool = False) -> None:
+        self.base.on_epoch_start(model, epoch, feats, collate, resumed=resumed)
+
     def next_seed(self) -> int:
         return self._rng.randrange(2**31 - 1)
 
