@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +24,7 @@ from edgeft.compress.qlinear import QuantLinear
 from edgeft.compress.source import Source, open_model
 from edgeft.compress.store import storage_dtype
 from edgeft.errors import ConfigError, ModelError
+from edgeft.paths import written_whole
 
 FORMATS = ("gguf", "safetensors")
 CHECK_PROMPT = "The history of the city begins in"
@@ -59,45 +58,13 @@ def export_safetensors(src: Source, out: Path, dtype: str = "float16") -> dict:
     _set_bias_flags(model)
     model.config.dtype = dtype
     try:
-        with folder_written_whole(out) as partial:
+        with written_whole(out) as partial:  # save_pretrained writes straight into its folder
             model.save_pretrained(partial, safe_serialization=True)
             src.backbone.tokenizer.save_pretrained(partial)
     finally:
         model.to(torch.float32)
     weights = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     return {"path": str(out), "format": "safetensors", "dtype": dtype, "bytes": weights}
-
-
-@contextmanager
-def folder_written_whole(out: Path):
-    """Yield `<out>.partial` to write into; once the block ends normally it replaces `out`, else it is removed.
-
-    save_pretrained writes straight into its folder: an export stopped part way (Ctrl-C, out of memory, a full disk)
-    left a truncated model.safetensors under the name a loader is given, and under --overwrite the earlier export
-    was already gone. The earlier folder is moved aside only once the new one is whole."""
-    partial = out.with_name(out.name + ".partial")
-    old = out.with_name(out.name + ".replaced")
-    for stale in (partial, old):  # left by an export killed outright (SIGKILL) before it could clean up
-        _remove(stale)
-    partial.mkdir(parents=True)
-    try:
-        yield partial
-        if out.exists():
-            out.rename(old)
-        partial.rename(out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        _remove(partial)
-        raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
 
 
 def _set_bias_flags(model: nn.Module) -> None:

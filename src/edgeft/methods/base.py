@@ -18,6 +18,7 @@ from torch import nn
 
 from edgeft.config import validate
 from edgeft.errors import ConfigError, ModelError
+from edgeft.paths import written_whole
 
 ADAPTER_NOTE = "edgeft_adapter.json"
 
@@ -265,16 +266,11 @@ def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dic
 
 def save_adapter(out_dir: Path, method: Method, model: nn.Module, backbone, task, extra: dict | None = None) -> Path:
     """A run's trained result (finetune, launch, federate): the method's weights and the note beside them, written
-    to a temporary folder and renamed into place, so a run stopped mid-write leaves no half adapter."""
-    import shutil
-
+    whole or not at all (paths.written_whole), so a run stopped mid-write leaves no half adapter."""
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    method.save(model, tmp)
-    write_adapter_note(tmp, method, backbone, task, extra)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with written_whole(out) as partial:
+        method.save(model, partial)
+        write_adapter_note(partial, method, backbone, task, extra)
     return out
 
 

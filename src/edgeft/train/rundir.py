@@ -22,7 +22,8 @@ from edgeft.errors import ConfigError
 from edgeft.paths import edgeft_home
 
 # What edgeft writes into a run directory (finetune, launch, federate): all `--overwrite` removes.
-OWNED = ("config.yaml", "metrics.json", "events.jsonl", "*.png", "adapter", "adapter.tmp", "checkpoint", "logs",
+OWNED = ("config.yaml", "metrics.json", "events.jsonl", "*.png", "adapter", "adapter.partial", "adapter.replaced",
+         "adapter.tmp", "checkpoint", "logs",
          "ranks", "heartbeats", "spec.json", "spec.attempt*.json", "plan.attempt*.json")
 
 # What `edgeft compress` writes into its output (model) folder.
