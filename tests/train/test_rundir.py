@@ -250,3 +250,11 @@ def test_resume_with_other_trainables_is_refused_before_the_config_is_rewritten(
     more = _cfg(tiny_llama, out, method_options={"r": 8}, resume=True)
     more.train.epochs = 2  # more epochs, the same trainables: goes on
     assert run_finetune(more)["resumed_from"]["epoch"] == 1
+
+
+def test_resume_over_an_unreadable_config_names_the_file(tmp_path):
+    from edgeft.train.rundir import check_resume_matches
+
+    (tmp_path / "config.yaml").write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: not readable YAML .*--overwrite or another --out"):
+        check_resume_matches(tmp_path, {"model": "smollm2-135m", "method": "lora"})

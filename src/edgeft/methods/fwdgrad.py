@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from edgeft.methods.base import register_method
-from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions, named_trainables
+from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions, named_trainables, split_prefixed
 
 
 @dataclass
@@ -220,9 +220,8 @@ class ForwardGradientMethod(ZerothOrderMethod):
         return state
 
     def load_checkpoint_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        state = dict(state)
-        own = {k: state.pop(k) for k in [k for k in state if k.startswith("fwdgrad.")]}
-        super().load_checkpoint_state(model, state)
+        own, rest = split_prefixed(state, "fwdgrad.")
+        super().load_checkpoint_state(model, rest)
         if "fwdgrad.generator" in own:
             self._gen.set_state(own.pop("fwdgrad.generator"))
         if own:

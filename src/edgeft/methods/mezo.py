@@ -92,6 +92,12 @@ def named_trainables(method: Method, model: nn.Module) -> list[tuple[str, nn.Par
     return out
 
 
+def split_prefixed(state: dict, prefix: str) -> tuple[dict, dict]:
+    """(the entries whose names start with `prefix`, the others): a method's own checkpoint state and its base's."""
+    return ({k: v for k, v in state.items() if k.startswith(prefix)},
+            {k: v for k, v in state.items() if not k.startswith(prefix)})
+
+
 class ZerothOrderOptions(MethodOptions):
     """Shared by the optimizer-free methods: which parameters train (another method's set) and how."""
 
@@ -155,9 +161,8 @@ class ZerothOrderMethod(Method):
                                                     dtype=torch.float64)}
 
     def load_checkpoint_state(self, model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        state = dict(state)
-        own = {k: state.pop(k) for k in [k for k in state if k.startswith("zo.")]}
-        self.base.load_checkpoint_state(model, state)
+        own, rest = split_prefixed(state, "zo.")
+        self.base.load_checkpoint_state(model, rest)
         if "zo.seed_stream" in own:
             version, gauss = own["zo.seed_stream_meta"].tolist()
             self._rng.setstate((int(version), tuple(own["zo.seed_stream"].tolist()),

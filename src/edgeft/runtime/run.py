@@ -179,13 +179,6 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
             raise
 
 
-def _check_resume(cfg: LaunchConfig, out: Path) -> None:
-    """--resume continues the run in `out` with the trainables its checkpoints hold: checked before config.yaml is
-    rewritten and before any worker finds the checkpoint's parameters missing (train.rundir.check_resume_matches)."""
-    if cfg.resume:
-        check_resume_matches(out, cfg.model_dump())
-
-
 def planned_devices(plan: dict) -> set[str]:
     """The devices a launch plan gives a process (ranks of kind device; the server's rank is not one)."""
     return {r["name"] for r in plan["ranks"] if r.get("kind") == "device"}
@@ -359,7 +352,8 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     given_plan = _given_plan(cfg, [d.name for d in cluster.devices], arch.num_layers)
     if given_plan:  # the plan is known already; else it is priced from this host's calibration below
         _check_kill_has_work(cfg, given_plan["ranks"])
-    _check_resume(cfg, out)
+    if cfg.resume:  # before config.yaml is rewritten and before a worker finds the checkpoint's tensors missing
+        check_resume_matches(out, cfg.model_dump())
     if cfg.cut is not None and cfg.cut >= arch.num_layers:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")

@@ -173,11 +173,11 @@ class Trainer:
         self._flush_losses()
         return list(self._result.losses)
 
-    def _stop_if_asked(self, save: bool = True) -> None:
+    def _stop_if_asked(self) -> None:
         if self._stop_signum is None:
             return
         self._flush_losses()
-        if self.run and save:
+        if self.run and self.checkpoint_step != self.global_step:  # (an epoch's end has just written this step's)
             self.save_checkpoint(self.run.checkpoint_dir)
         raise Interrupted(self._stop_signum)
 
@@ -339,7 +339,7 @@ class Trainer:
                 self.run.event("eval", epoch=self.epoch, metrics=_scalars(metrics))
         if self.run:
             self.save_checkpoint(self.run.checkpoint_dir)
-        self._stop_if_asked(save=False)
+        self._stop_if_asked()
 
     def _optimizer_step(self, clipped: bool) -> None:
         """Step the optimizer and the schedule; `clipped`: the gradients were clipped already (in a graphed step)."""

@@ -397,11 +397,12 @@ class PAC(Method):
 
     def checkpoint_state(self, model: PacModel) -> dict[str, torch.Tensor]:
         """The side network's and task head's buffers: the channel statistics measured before the first epoch."""
-        return {name: buf for name, buf in model.adapter_state().items()
-                if name not in dict(model.named_parameters())}
+        parts = {"side": model.side, "task_head": model.task_head}
+        return {f"{part}.{name}": buf for part, module in parts.items() if module is not None
+                for name, buf in module.named_buffers()}
 
     def load_checkpoint_state(self, model: PacModel, state: dict[str, torch.Tensor]) -> None:
-        own = model.adapter_state()
+        own = self.checkpoint_state(model)
         unknown = [name for name in state if name not in own]
         if unknown:
             raise CacheError(f"checkpoint: PAC state '{unknown[0]}' does not belong to this side network "
