@@ -47,3 +47,37 @@ def test_ctrl_c_stops_the_servers_wait_for_replies():
     finally:
         STOP.clear()
     assert time.monotonic() - t0 < 5
+
+
+def test_a_round_no_client_completes_says_what_became_of_each_client():
+    """A round where one device is dead (the SuperLink's error reply) and another too slow (no reply within
+    round_timeout) stops with both, per partition: the reason was the first error reply alone, so a loaded machine's
+    slow clients read as dead ones."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from edgeft.federated.accounting import AccountingGrid, Ledger
+    from edgeft.federated.server import FederationError, successful
+
+    dead = SimpleNamespace(has_error=lambda: True, metadata=SimpleNamespace(reply_to_message_id="m2", src_node_id=0),
+                           error=SimpleNamespace(reason="Error: Node Unavailable — no heartbeat"))
+
+    class OneErrorReply:
+        def pull_messages(self, ids):
+            return [dead] if "m2" in ids else []
+
+    class Grid(AccountingGrid):
+        def push_messages(self, messages):
+            for msg_id, node in (("m1", 11), ("m2", 12)):
+                self._dst[msg_id] = node
+                self.ledger.sent(node, 100)
+            return ["m1", "m2"]
+
+    ledger = Ledger()
+    ledger.round, ledger.partition_of = 1, {11: 0, 12: 2}
+    replies = Grid(OneErrorReply(), ledger, poll_interval=0.01).send_and_receive([], timeout=0.6)
+    with pytest.raises(FederationError) as err:
+        successful(replies, 1, ledger)
+    assert str(err.value) == ("round 1: no client completed its work; partition 0 (node 11): no reply within 1 s; "
+                              "partition 2 (node 12): error reply: Error: Node Unavailable — no heartbeat")

@@ -253,7 +253,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
             log.stop(rnd, err)
             break
         msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN, group_id=str(rnd)) for n in targets]
-        replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd)
+        replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd, grid.ledger)
 
         matched = [int(m.content["metrics"]["replay-digest"]) == digest for m in replies]
         checks.append({"round": rnd, "clients": len(matched), "bit_exact": all(matched)})

@@ -120,7 +120,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
                                   "previous": ArrayRecord({n: Array(v) for n, v in zip(setup.names, previous)})})
             msgs = [Message(content, dst_node_id=n, message_type=MessageType.TRAIN, group_id=f"{rnd}.{attempt}")
                     for n in targets]
-            replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd)
+            replies = successful(grid.send_and_receive(msgs, timeout=cfg.round_timeout), rnd, grid.ledger)
             for m in replies:
                 pooled.add(setup, m)
             var = pooled.variance()

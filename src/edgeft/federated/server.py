@@ -131,14 +131,19 @@ def draw_clients(cfg: FederatedConfig, rnd: int, pids, size: Optional[int] = Non
     return sorted(int(p) for p in seeded_rng(cfg.seed, rnd, 11).choice(pids, size=size, replace=False))
 
 
-def successful(replies, rnd: int) -> list[Message]:
-    """Replies with content; if a round has none, stop with the clients' own error."""
+def successful(replies, rnd: int, ledger: Optional[Ledger] = None) -> list[Message]:
+    """Replies with content; if a round has none, stop saying what became of each client (its error reply, or no
+    reply within round_timeout) so that a dead device and a slow one can be told apart."""
     replies = list(replies)
     ok = [m for m in replies if not m.has_error()]
     if not ok:
-        reasons = sorted({error_summary(m.error.reason) for m in replies if m.has_error()})
-        raise FederationError(f"round {rnd}: no client completed its work"
-                              + (f"; client error: {reasons[0]}" if reasons else " (no replies in time)"))
+        drops = [r for r in ledger.round_rows(rnd) if r.status == "dropped"] if ledger is not None else []
+        if drops:
+            why = "; ".join(f"partition {r.partition} (node {r.node}): {r.reason}" for r in drops)
+        else:
+            reasons = sorted({error_summary(m.error.reason) for m in replies if m.has_error()})
+            why = f"client error: {reasons[0]}" if reasons else "no replies in time"
+        raise FederationError(f"round {rnd}: no client completed its work; {why}")
     return ok
 
 
