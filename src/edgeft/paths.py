@@ -20,10 +20,14 @@ def models_dir() -> Path:
 
 
 @contextmanager
-def written_whole(out: Path):
+def written_whole(out: Path, only: tuple[str, ...] | None = None):
     """Yield `<out>.partial` to write a folder into; once the block ends normally it replaces `out`, else it is
     removed. A writer stopped part way (Ctrl-C, out of memory, a full disk) leaves `out` as it was, never a truncated
-    file under the name a loader is given; the earlier `out` is moved aside only once the new one is whole."""
+    file under the name a loader is given; the earlier `out` is moved aside only once the new one is whole.
+
+    With `only` (glob patterns of the files the writer owns), `out` may also hold the user's own files: those stay,
+    and only the entries matching `only` are swapped for the new ones (each a rename, so the swap takes
+    milliseconds whatever the files' size; if it fails part way, the earlier entries are put back)."""
     out = Path(out)
     partial, old = out.with_name(out.name + ".partial"), out.with_name(out.name + ".replaced")
     for stale in (partial, old):  # left by a writer killed outright (SIGKILL) before it could clean up
@@ -31,15 +35,39 @@ def written_whole(out: Path):
     partial.mkdir(parents=True)
     try:
         yield partial
-        if out.exists():
-            out.rename(old)
-        partial.rename(out)
+        if only is None:
+            if out.exists():
+                out.rename(old)
+            partial.rename(out)
+        else:
+            _swap_entries(partial, out, old, only)
     except BaseException:
-        if old.exists() and not out.exists():
+        if only is None and old.exists() and not out.exists():
             old.rename(out)
         _remove(partial)
         raise
     _remove(old)
+
+
+def _swap_entries(new: Path, out: Path, old: Path, only: tuple[str, ...]) -> None:
+    """Move `out`'s entries matching `only` into `old`, then `new`'s entries into `out`; undone on a failure."""
+    out.mkdir(parents=True, exist_ok=True)
+    old.mkdir()
+    earlier = sorted({e.name for pattern in only for e in out.glob(pattern)})
+    moved_in: list[str] = []
+    try:
+        for name in earlier:
+            (out / name).rename(old / name)
+        for entry in sorted(new.iterdir()):
+            entry.rename(out / entry.name)
+            moved_in.append(entry.name)
+    except BaseException:
+        for name in moved_in:
+            _remove(out / name)
+        for entry in old.iterdir():
+            entry.rename(out / entry.name)
+        raise
+    _remove(new)
 
 
 def _remove(path: Path) -> None:

@@ -309,3 +309,25 @@ def test_a_safetensors_export_cut_short_leaves_the_earlier_folder_whole(tiny_smo
     monkeypatch.undo()
     info = export_model(str(tiny_smol), target, "safetensors", dtype="float16")
     assert info["bytes"] < len(before["model.safetensors"]) and [p.name for p in tmp_path.iterdir()] == ["hf"]
+
+
+def test_a_closed_terminal_during_edgeft_export_keeps_the_earlier_file_and_says_so(tiny_smol, tmp_path, monkeypatch):
+    """SIGHUP (the terminal closed) ended `edgeft export` where it stood (the `.partial` file left beside the
+    output); now the command ends through its clean-up, says the output is as it was, and exits 128 + the signal."""
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    target = tmp_path / "m.gguf"
+    args = ["export", "--model", str(tiny_smol), "--gguf-type", "f16", "--out", str(target), "--overwrite"]
+    assert CliRunner().invoke(build_app(), args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}  # the .gguf and its .json record
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file",
+                        lambda self, *a, **k: os.kill(os.getpid(), signal.SIGHUP))
+    res = CliRunner().invoke(build_app(), args)
+    assert res.exit_code == 128 + signal.SIGHUP and "stopped by SIGHUP" in res.output, res.output
+    assert "is as it was before this run" in res.output
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -202,3 +202,60 @@ def test_a_sparsity_beside_a_pattern_that_disagrees_is_refused():
             get_step(method, {"sparsity": 0.7, "pattern": "2:4"})
         assert get_step(method, {"sparsity": 0.5, "pattern": "2:4"})[1].pattern == "2:4"
         assert get_step(method, {"pattern": "2:4"})[1].pattern == "2:4"
+
+
+def test_an_overwrite_stopped_part_way_leaves_the_earlier_output_whole(tiny_word_llama, tmp_path, monkeypatch):
+    """`edgeft compress --overwrite` cleared the earlier output when it started, so a run stopped or failing later
+    left no model at all. Now the new output is written beside it and replaces compress's files only once whole; the
+    user's own files in the folder stay either way."""
+    import edgeft.compress.pipeline as pipeline
+    from edgeft.compress.pipeline import claim_output
+
+    out = tmp_path / "m"
+    run(tiny_word_llama, "rtn", out, options={"bits": 8})
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def stopped(*args, **kw):
+        raise KeyboardInterrupt
+
+    cfg = CompressConfig(model=str(tiny_word_llama), method="rtn", options={"bits": 4}, out=str(out), **FAST)
+    with monkeypatch.context() as m:
+        m.setattr(pipeline, "write_report", stopped)  # the last thing a step writes
+        with pytest.raises(KeyboardInterrupt), claim_output(cfg, overwrite=True):
+            run_compress(cfg, log=lambda m: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no .partial / .replaced left
+
+    with claim_output(cfg, overwrite=True):
+        run_compress(cfg, log=lambda m: None)
+    assert (out / "notes.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    _, _, manifest = load_compressed(out)
+    assert manifest.steps[-1]["label"].startswith("RTN 4-bit")
+    assert sorted(before) == sorted(p.name for p in out.iterdir())  # the same files, now the 4-bit step's
+
+
+def test_sigterm_during_edgeft_compress_keeps_the_earlier_output_and_says_so(tiny_word_llama, tmp_path, monkeypatch):
+    """`edgeft compress` had no stop handling: SIGTERM (a closed laptop lid's shutdown, a job scheduler) killed it
+    where it stood, leaving the half-written folder beside the output. Now it ends through its clean-up, says the
+    output is as it was, and exits 128 + 15."""
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    import edgeft.compress.pipeline as pipeline
+    from edgeft.cli.app import build_app
+
+    out = tmp_path / "m"
+    run(tiny_word_llama, "rtn", out, options={"bits": 8})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(pipeline, "write_report", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    res = CliRunner().invoke(build_app(), ["compress", "--model", str(tiny_word_llama), "--method", "rtn", "--bits",
+                                           "4", "--out", str(out), "--overwrite", "--calib-samples", "4",
+                                           "--calib-seq-len", "64", "--eval-wikitext-windows", "2",
+                                           "--eval-seq-len", "64"])
+    assert res.exit_code == 128 + signal.SIGTERM, res.output
+    assert "stopped by SIGTERM" in res.output and "is as it was before this run" in res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]

@@ -4,6 +4,7 @@ loaded by edgeft.config)."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Optional
 
 import typer
@@ -42,6 +43,20 @@ def progress_bar(description: str):
         return advance
 
     return progress, factory
+
+
+@contextmanager
+def stops_cleanly(where: str):
+    """Ctrl-C, SIGTERM or a closed terminal end the command through its `finally` blocks (a half-written output is
+    removed, the earlier one stays) and say `where` things stand; exit status 128 + the signal."""
+    from edgeft.processes import Interrupted, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            yield
+    except Interrupted as stop:
+        console.print(f"[yellow]{stop}[/]: {where}")
+        raise typer.Exit(stop.exit_code) from None
 
 
 def shared_options(options: dict[str, tuple], into: str):

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgeft.cli.common import console
+from edgeft.cli.common import console, stops_cleanly
 from edgeft.config import parse_options
 
 
@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
             "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": parse_options(option) or None})
         claimed = claim_output(cfg, overwrite)
         progress, factory = _progress()
-        with claimed, progress:
+        with stops_cleanly(f"{cfg.out} is as it was before this run; run the command again to compress"), \
+                claimed, progress:
             result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
         show_records(result["records"], result["out"])
 
@@ -113,7 +114,8 @@ def register(app: typer.Typer) -> None:
         from edgeft.compress.export import claim_export, export_model
 
         claim_export(model, adapter, out, format, gguf_type, overwrite)
-        with console.status("exporting"):
+        with stops_cleanly(f"{out} is as it was before this run; run the command again to export"), \
+                console.status("exporting"):
             info = export_model(model, out, format, gguf_type, adapter, dtype, check, check_windows, seq_len,
                                 embed_type=embedding_type)
         table = Table(title=f"export · {info['path']}")

@@ -23,6 +23,8 @@ from edgeft.config import ConfigFile
 from edgeft.data.tasks import task_label
 from edgeft.errors import ConfigError
 from edgeft.models.backbone import resolve
+from edgeft.paths import written_whole
+from edgeft.train.rundir import MODEL_OWNED
 
 
 class CompressConfig(ConfigFile):
@@ -53,18 +55,15 @@ config_from_dict = CompressConfig.from_dict
 
 
 def claim_output(cfg: CompressConfig, overwrite: bool = False):
-    """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`; then clear compress's files.
-    Returns the claimed RunDir, to hold in a `with` block while the step runs."""
-    from edgeft.train.rundir import MODEL_OWNED, claim
+    """Refuse a non-empty `out` (or one that holds an input) unless `overwrite`. Returns the claimed RunDir, to hold in
+    a `with` block while the step runs; the earlier output is replaced only once the new one is whole."""
+    from edgeft.train.rundir import claim
 
     out = Path(cfg.out).resolve()
     for name, given in (("--model", cfg.model), ("--adapter", cfg.adapter)):
         if given and Path(given).exists() and out in (Path(given).resolve(), *Path(given).resolve().parents):
             raise ConfigError(f"{cfg.out}: the output folder holds the input ({name} {given}); write to another --out.")
-    run = claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
-    if run.overwrite:
-        run.clear()
-    return run
+    return claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
 
 
 def _adapter_task(src: Source, log=print) -> Optional[str | dict]:
@@ -170,29 +169,30 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     seconds, cpu_seconds = time.perf_counter() - t1, time.process_time() - c1
     log(f"{step.label(opts)}: {seconds:.1f}s ({cpu_seconds:.1f} CPU-s)")
 
-    out = Path(cfg.out)
+    final = Path(cfg.out)
     src.manifest.dtype = cfg.dtype
-    if src.side_module is not None:
-        import shutil
+    with written_whole(final, only=MODEL_OWNED) as out:  # stopped or failing here, the earlier output stays whole
+        if src.side_module is not None:
+            import shutil
 
-        shutil.copytree(src.side_module, out / "side_module", dirs_exist_ok=True)
-        src.manifest.extra["side_module"] = "side_module"
-    save_compressed(src.backbone.model, src.backbone.tokenizer, src.manifest, out)
-    src = _reopen(out, src)  # measure what was stored (float16 embeddings, packed codes), not what is in memory
-    m = measure(src, cfg, eval_task, bar("evaluate output", measure_units(src, cfg, eval_task)))
-    record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, out)
-    record.extra["compress_cpu_seconds"] = cpu_seconds  # all threads; robust to other load on the machine
-    record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
-    if "losses" in info:
-        record.extra["distill"] = {k: info[k] for k in ("losses", "on_policy", "step_seconds")}
-    if ctx.batches:
-        record.extra["calibration"] = {"task": task_label(task), "sequences": cfg.calib_samples,
-                                       "tokens": count_tokens(ctx.batches), "seq_len": cfg.calib_seq_len}
-    records.append(record)
-    src.manifest.steps = [r.to_json() for r in records]
-    save_manifest_only(src, out)
-    write_report(records, out, title=f"{cfg.model}: {' -> '.join(r.label for r in records)}")
-    return {"records": [r.to_json() for r in records], "out": str(out), "info": info}
+            shutil.copytree(src.side_module, out / "side_module", dirs_exist_ok=True)
+            src.manifest.extra["side_module"] = "side_module"
+        save_compressed(src.backbone.model, src.backbone.tokenizer, src.manifest, out)
+        src = _reopen(out, src)  # measure what was stored (float16 embeddings, packed codes), not what is in memory
+        m = measure(src, cfg, eval_task, bar("evaluate output", measure_units(src, cfg, eval_task)))
+        record = _record(cfg.method, step.label(opts), opts.model_dump(), src, folder_bytes(out), m, seconds, final)
+        record.extra["compress_cpu_seconds"] = cpu_seconds  # all threads; robust to other load on the machine
+        record.extra.update({k: v for k, v in info.items() if k not in ("losses", "on_policy", "step_seconds")})
+        if "losses" in info:
+            record.extra["distill"] = {k: info[k] for k in ("losses", "on_policy", "step_seconds")}
+        if ctx.batches:
+            record.extra["calibration"] = {"task": task_label(task), "sequences": cfg.calib_samples,
+                                           "tokens": count_tokens(ctx.batches), "seq_len": cfg.calib_seq_len}
+        records.append(record)
+        src.manifest.steps = [r.to_json() for r in records]
+        save_manifest_only(src, out)
+        write_report(records, out, title=f"{cfg.model}: {' -> '.join(r.label for r in records)}")
+    return {"records": [r.to_json() for r in records], "out": str(final), "info": info}
 
 
 def _reopen(out: Path, src: Source) -> Source:
