@@ -5,6 +5,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgeft.errors import EdgeftError
 from edgeft.quiet import quiet_libraries
@@ -51,5 +52,5 @@ def main() -> None:
     try:
         build_app()()
     except EdgeftError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 
 
 # Piped output (a log, CI, `| less`) gets wide lines instead of rich's 80 columns, so table cells stay whole.
@@ -55,7 +56,7 @@ def stops_cleanly(where: str):
         with stop_on_signals():
             yield
     except Interrupted as stop:
-        console.print(f"[yellow]{stop}[/]: {where}")
+        console.print(f"[yellow]{stop}[/]: {escape(where)}")
         raise typer.Exit(stop.exit_code) from None
 
 

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.markup import escape
 
 from edgeft.cli.common import console, stops_cleanly
 from edgeft.config import parse_options
@@ -40,7 +41,7 @@ def show_records(records: list[dict], out: str) -> None:
         secs = f"{r['compress_seconds']:.1f}" if r.get("compress_seconds") is not None else "–"
         table.add_row(r["label"], size, ppl, metric, secs)
     console.print(table)
-    console.print(f"model folder and report: {out}")
+    console.print(escape(f"model folder and report: {out}"))
 
 
 def register(app: typer.Typer) -> None:
@@ -88,7 +89,7 @@ def register(app: typer.Typer) -> None:
         progress, factory = _progress()
         with stops_cleanly(f"{cfg.out} is as it was before this run; run the command again to compress"), \
                 claimed, progress:
-            result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(m))
+            result = run_compress(cfg, progress_factory=factory, log=lambda m: progress.console.print(escape(m)))
         show_records(result["records"], result["out"])
 
     @app.command()

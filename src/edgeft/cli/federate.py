@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, shared_options
 from edgeft.config import parse_options
@@ -109,7 +110,7 @@ def register(app: typer.Typer) -> None:
         obj = ctx.obj or {}
         cfg = _config(obj.get("config"), obj.get("overrides", {}), obj.get("option"))
         path = write_app(dest, cfg)
-        console.print(f"Flower App written to {path}. Run it with: flwr run {dest} <superlink-connection>")
+        console.print(escape(f"Flower App written to {path}. Run it with: flwr run {dest} <superlink-connection>"))
 
     @fed.command("certs")
     def certs_cmd(dest: Path = typer.Argument(..., help="folder for ca.crt, server.pem, server.key"),
@@ -123,7 +124,7 @@ def register(app: typer.Typer) -> None:
 
         paths = write_credentials(dest, host, days, nodes, overwrite)
         for name, p in paths.items():
-            console.print(f"{name}: {p}")
+            console.print(escape(f"{name}: {p}"))
 
     @fed.command("supernode", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def supernode_cmd(ctx: typer.Context):
@@ -166,7 +167,8 @@ def _simulate(cfg, client_cpus, verbose) -> None:
             name = getattr(stop, "name", "SIGINT")
             done = int(progress.tasks[0].completed)
             console.print(f"[yellow]stopped by {name} after {done} of {cfg.rounds} rounds[/]; the model of the rounds "
-                          f"done and their metrics are in {cfg.out} (adapter/, metrics.json, events.jsonl)")
+                          f"done and their metrics are in {escape(str(cfg.out))} (adapter/, metrics.json, "
+                          "events.jsonl)")
             raise typer.Exit(getattr(stop, "exit_code", 130)) from None
     show(summary, cfg.out)
 
@@ -188,4 +190,4 @@ def show(summary: dict, out: str) -> None:
         table.add_row("replayed model = server model (bit for bit)", str(summary["replay_bit_exact"]))
     table.add_row("wall time (s)", f"{summary['total_wall_s']:.0f}")
     console.print(table)
-    console.print(f"run directory: {out}  (metrics.json, events.jsonl, federated.png, adapter/)")
+    console.print(f"run directory: {escape(str(out))}  (metrics.json, events.jsonl, federated.png, adapter/)")

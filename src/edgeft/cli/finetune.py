@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, progress_bar, shared_options
 from edgeft.config import parse_options
@@ -59,9 +60,9 @@ def register(app: typer.Typer) -> None:
         with progress:
             try:
                 metrics = run_finetune(cfg, progress_factory=factory,
-                                       say=lambda m: progress.console.print(f"[yellow]warning:[/] {m}"))
+                                       say=lambda m: progress.console.print(f"[yellow]warning:[/] {escape(m)}"))
             except Interrupted as stop:
-                progress.console.print(f"[yellow]{stop}[/]: {stopped_where(Path(cfg.out))}")
+                progress.console.print(f"[yellow]{stop}[/]: {escape(stopped_where(Path(cfg.out)))}")
                 raise typer.Exit(stop.exit_code) from None
         show_metrics(metrics, cfg.out)
 
@@ -85,7 +86,7 @@ def register(app: typer.Typer) -> None:
 
         task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed, adapter)
         name, examples, metrics = run_eval(model, task_cfg, adapter, head, batch_size, device, max_new_tokens)
-        console.print(f"{model} on {name} dev ({examples} examples)", soft_wrap=True)
+        console.print(escape(f"{model} on {name} dev ({examples} examples)"), soft_wrap=True)
         table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
@@ -117,7 +118,7 @@ def show_metrics(metrics: dict, out: str) -> None:
     table.add_row(f"peak memory (MB, {metrics['memory_kind']})", f"{metrics['peak_memory_mb']:.0f}")
     table.add_row("trainable / total params", f"{metrics['trainable_params']:,} / {metrics['total_params']:,}")
     console.print(table)
-    console.print(f"run directory: {out}")
+    console.print(escape(f"run directory: {out}"))
 
 
 def stopped_where(out: Path) -> str:

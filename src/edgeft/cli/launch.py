@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.markup import escape
 
 from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, shared_options
 from edgeft.config import parse_options
@@ -106,10 +107,11 @@ def register(app: typer.Typer) -> None:
                 tick(beats)
 
             try:
-                metrics = do_launch(cfg, say=progress.console.print, progress=on_tick,
+                metrics = do_launch(cfg, say=lambda m: progress.console.print(escape(m)), progress=on_tick,
                                     on_start=lambda total: state.update(total=total))
             except Interrupted as stop:  # workers and namespaces are gone already; say where things stand
-                progress.console.print(f"[yellow]{stop}[/]: workers stopped; {cfg.out} keeps events.jsonl, "
+                progress.console.print(f"[yellow]{stop}[/]: workers stopped; {escape(str(cfg.out))} keeps "
+                                       "events.jsonl, "
                                        "metrics.json and the last complete checkpoint (continue with --resume)")
                 raise typer.Exit(stop.exit_code) from None
             while state["advance"] and state["total"] and state["done"] < state["total"]:  # the last beat may go unpolled
@@ -148,7 +150,7 @@ def show(m: dict, out: str) -> None:
                    f"{e['samples_per_s']:.2f}" if e["samples_per_s"] else "-")
     console.print(ep)
     for lost in m["lost_devices"]:
-        console.print(f"[yellow]lost {lost['device']} in attempt {lost['attempt']}: {lost['reason']}; "
+        console.print(f"[yellow]lost {escape(lost['device'])} in attempt {lost['attempt']}: {escape(lost['reason'])}; "
                       "re-planned and resumed from the last checkpoint[/]")
     before = m.get("dev_metric_before")
     if before and m["dev_metric"]:
@@ -156,7 +158,8 @@ def show(m: dict, out: str) -> None:
         console.print("dev metrics after training:  " + _metric_line(m["dev_metric"]))
     elif m["dev_metric"]:
         console.print("dev metrics: " + _metric_line(m["dev_metric"]))
-    console.print(f"run directory: {out} (adapter/, metrics.json, events.jsonl, runtime.png, logs/, ranks/)")
+    console.print(f"run directory: {escape(str(out))} (adapter/, metrics.json, events.jsonl, runtime.png, logs/, "
+                  "ranks/)")
 
 
 def _metric_line(metrics: dict) -> str:

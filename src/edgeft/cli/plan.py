@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from edgeft.cli.common import console
 from edgeft.errors import ConfigError
@@ -86,6 +87,9 @@ def register(app: typer.Typer) -> None:
         strategy_entry(strategy, ConfigError)  # a typo is named as one, before the method's pairing is judged
         check_strategy(method, strategy)  # a plan `edgeft launch` could not run
         _check_strategy_options(ctx, strategy)
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"{out}: --out names a file; plan writes a folder (plan.json and the PNGs). Choose "
+                              "another --out.")
         if (out / "plan.json").exists() and not overwrite:
             raise ConfigError(f"{out / 'plan.json'} already exists: pass --overwrite to replace it, or choose "
                               "another --out.")
@@ -102,9 +106,10 @@ def register(app: typer.Typer) -> None:
         out.mkdir(parents=True, exist_ok=True)
         plan.to_json(out / "plan.json")
         print_plan(plan, console, explain_idle(plan, spec, table))
-        console.print(f"wrote {out / 'plan.json'}")
+        console.print(escape(f"wrote {out / 'plan.json'}"))
         if not no_plots:
-            console.print(f"wrote {plot_placement(plan, out / 'placement.png')}, {plot_timeline(plan, out / 'timeline.png')}")
+            pngs = plot_placement(plan, out / "placement.png"), plot_timeline(plan, out / "timeline.png")
+            console.print(escape(f"wrote {pngs[0]}, {pngs[1]}"))
 
     @app.command("profile")
     def profile_cmd(
@@ -123,4 +128,4 @@ def register(app: typer.Typer) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(prof, indent=2))
         console.print(compare_table(prof))
-        console.print(f"wrote {out}")
+        console.print(escape(f"wrote {out}"))

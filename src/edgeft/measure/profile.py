@@ -230,15 +230,50 @@ def load_profile(path: str | Path) -> dict:
         prof = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
-    if prof.get("version") != PROFILE_VERSION or "blocks" not in prof:
+    if not isinstance(prof, dict) or prof.get("version") != PROFILE_VERSION or "blocks" not in prof:
         raise ConfigError(f"{path}: not an edgeft profile (version {PROFILE_VERSION}); re-run `edgeft profile`")
+    _check_profile(prof, path)
     return prof
+
+
+BLOCK_FIELDS = ("params", "trainable", "fwd_s", "bwd_pass_s", "bwd_train_s", "act_saved_bytes")
+
+
+def _check_profile(prof: dict, path: Path) -> None:
+    """The fields a plan reads, present and sane, named on failure: a hand-edited or cut profile (a missing key, a
+    block list shorter than the model, a negative time) would otherwise crash in numpy or give negative plans."""
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"{path}: {field} {why}; re-run `edgeft profile` for this model, method and length")
+
+    def number(value, field: str, positive: bool = False) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0 \
+                or (positive and value == 0):
+            raise bad(field, f"= {value!r} must be a {'positive' if positive else 'non-negative'} number")
+
+    for key in ("model", "method", "seq_len", "batch", "arch", "machine"):
+        if key not in prof:
+            raise bad(key, "is missing")
+    number(prof["batch"], "batch", positive=True)
+    number(prof["seq_len"], "seq_len", positive=True)
+    if not isinstance(prof["machine"], dict) or "matmul_flops" not in prof["machine"]:
+        raise bad("machine.matmul_flops", "is missing")
+    number(prof["machine"]["matmul_flops"], "machine.matmul_flops", positive=True)
+    layers = prof["arch"].get("num_layers") if isinstance(prof["arch"], dict) else None
+    blocks = prof["blocks"]
+    if not isinstance(blocks, list) or not isinstance(layers, int) or len(blocks) != layers:
+        found = len(blocks) if isinstance(blocks, list) else type(blocks).__name__
+        raise bad("blocks", f"holds {found} entries for a model of {layers} layers (arch.num_layers)")
+    for i, block in enumerate(blocks):
+        for key in BLOCK_FIELDS:
+            if not isinstance(block, dict) or key not in block:
+                raise bad(f"blocks[{i}].{key}", "is missing")
+            number(block[key], f"blocks[{i}].{key}")
 
 
 def profile_to_table(profile: dict, arch: ModelArch, workload: Workload) -> CostTable:
     """Measured per-block costs as a CostTable (effective FLOPs = seconds x matmul FLOP/s), rescaled
     linearly to the workload's batch; embedding and head stay analytic."""
-    if profile["arch"]["num_layers"] != arch.num_layers or profile["arch"]["hidden_size"] != arch.hidden_size:
+    if profile["arch"]["num_layers"] != arch.num_layers or profile["arch"].get("hidden_size") != arch.hidden_size:
         raise ConfigError(f"profile is for {profile['model']}, not for {arch.name}: profile the planned model")
     if profile["method"] != workload.method:
         raise ConfigError(f"profile measured method {profile['method']!r}, the plan uses {workload.method!r}")

@@ -61,24 +61,47 @@ PRESETS: dict[str, ModelArch] = {
 }
 
 
+BERT_LIKE = ("bert", "roberta", "xlm-roberta", "electra")
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "granite")
+
+
 def arch_from_hf_config(cfg: dict, name: str) -> ModelArch:
-    """Reads a Hugging Face config.json dict (llama/mistral/qwen-like or bert/roberta-like)."""
+    """Reads a Hugging Face config.json dict (llama/mistral/qwen-like, bert/roberta-like or DistilBERT). A missing,
+    non-integer or non-positive field is an error naming it (a planner fed `num_hidden_layers: 4.7` or `null` would
+    otherwise price another model, or fail deep inside)."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"model config {name}: expected a JSON object (a transformers config.json), found "
+                          f"{type(cfg).__name__}")
     mtype = str(cfg.get("model_type", ""))
-    try:
-        if mtype in ("bert", "roberta", "distilbert", "xlm-roberta", "electra"):
-            return ModelArch(
-                name, "bert", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), int(cfg["num_attention_heads"]),
-                int(cfg["num_attention_heads"]), int(cfg["intermediate_size"]), int(cfg["vocab_size"]),
-                int(cfg.get("max_position_embeddings", 512)), True, int(cfg.get("type_vocab_size", 0)),
-            )
-        heads = int(cfg["num_attention_heads"])
-        return ModelArch(
-            name, "llama", int(cfg["num_hidden_layers"]), int(cfg["hidden_size"]), heads,
-            int(cfg.get("num_key_value_heads", heads)), int(cfg["intermediate_size"]), int(cfg["vocab_size"]),
-            int(cfg.get("max_position_embeddings", 2048)), bool(cfg.get("tie_word_embeddings", False)), 0,
-        )
-    except KeyError as err:
-        raise ConfigError(f"model config {name}: missing key {err.args[0]!r} (need a transformers config.json)") from None
+
+    def num(key: str, default=None) -> int:
+        value = cfg.get(key, default)
+        if value is None:
+            hint = "" if key in cfg or mtype in BERT_LIKE + LLAMA_LIKE + ("distilbert",) else \
+                f" (model_type {mtype!r} is not one edgeft reads: llama-like {', '.join(LLAMA_LIKE)}; " \
+                f"bert-like {', '.join(BERT_LIKE)}, distilbert)"
+            raise ConfigError(f"model config {name}: missing key {key!r}{hint} (need a transformers config.json)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value <= 0:
+            raise ConfigError(f"model config {name}: {key} = {value!r} must be a positive whole number")
+        return int(value)
+
+    if mtype == "distilbert":  # its own key names; a BERT block otherwise
+        heads = num("n_heads")
+        return ModelArch(name, "bert", num("n_layers"), num("dim"), heads, heads, num("hidden_dim"), num("vocab_size"),
+                         num("max_position_embeddings", 512), True, 0)
+    if mtype in BERT_LIKE:
+        heads = num("num_attention_heads")
+        return ModelArch(name, "bert", num("num_hidden_layers"), num("hidden_size"), heads, heads,
+                         num("intermediate_size"), num("vocab_size"), num("max_position_embeddings", 512), True,
+                         int(cfg.get("type_vocab_size") or 0))
+    heads = num("num_attention_heads")
+    kv = num("num_key_value_heads", heads)
+    if heads % kv:
+        raise ConfigError(f"model config {name}: num_attention_heads {heads} is not a multiple of "
+                          f"num_key_value_heads {kv}")
+    return ModelArch(name, "llama", num("num_hidden_layers"), num("hidden_size"), heads, kv,
+                     num("intermediate_size"), num("vocab_size"), num("max_position_embeddings", 2048),
+                     bool(cfg.get("tie_word_embeddings", False)), 0)
 
 
 def resolve_arch(model: str) -> ModelArch:

@@ -140,7 +140,8 @@ Name = Annotated[str, BeforeValidator(_text_name)]
 
 
 class EnergySpec(_Strict):
-    """Compute energy: kappa*f^2 per cycle (cycle form) or an active power in watts."""
+    """Compute energy: kappa*f^2 per clock cycle of the whole device, i.e. kappa*f^3 watts at clock f (cycle form),
+    or an active power in watts."""
 
     kappa: Optional[Kappa] = Field(None, description="effective switched capacitance (J/cycle/Hz^2)")
     power_w: PowerW = Field(5.0, description="active power when no kappa is given")

@@ -47,6 +47,7 @@ class DeftInstance:
     work_flops: np.ndarray | None = None  # L
     tx_power: np.ndarray | None = None  # K, watts
     compute_power: np.ndarray | None = None  # K x L, watts while computing
+    wait_s: np.ndarray | None = None  # K x L: the link's one-way latency, paid once per message of a round
 
     def __post_init__(self) -> None:
         self.compute_s = np.asarray(self.compute_s, float)
@@ -82,7 +83,13 @@ class DeftInstance:
         with np.errstate(divide="ignore", invalid="ignore"):
             comm = self.link_bits[None, :] / (share[:, None] * self.rate[:, None])
         comm = np.where(self.link_bits[None, :] == 0, 0.0, comm)
-        return np.where(self.feasible, self.compute_s + comm, np.inf)
+        return np.where(self.feasible, self.busy_s + comm, np.inf)
+
+    @property
+    def busy_s(self) -> np.ndarray:
+        """K x L: the time a round takes on device k at depth j before its band share counts: its compute and
+        its messages' latency (neither shrinks with more band)."""
+        return self.compute_s if self.wait_s is None else self.compute_s + self.wait_s
 
     def check_feasible(self) -> None:
         """Explains a cluster that cannot host the blocks at all (before any solver runs)."""
@@ -118,7 +125,8 @@ class DeftSolution:
             energy = None
             if inst.compute_power is not None and inst.tx_power is not None:
                 energy = float(inst.compute_power[k, j] * comp + inst.tx_power[k] * up)  # transmit power: uplink
-            out[int(k)] = {"depth": j + 1, "compute_s": comp, "comm_s": up + down, "up_s": up, "down_s": down,
+            wait = 0.0 if inst.wait_s is None else float(inst.wait_s[k, j])
+            out[int(k)] = {"depth": j + 1, "compute_s": comp, "comm_s": up + down + wait, "up_s": up, "down_s": down,
                            "energy_j": energy}
         return out
 
@@ -153,7 +161,9 @@ def build_deft_instance(
     for d in cluster.devices:
         if d.energy.kappa is not None and d.compute.flops is None:
             f = d.compute.freq_range_hz()[1]
-            power.append(d.energy.kappa * f**3 * d.compute.cores)  # kappa f^2 per cycle, f cycles/s per core
+            # kappa f^2 per clock cycle of the device (its cores together), as the split strategy reads it: the same
+            # cluster file prices a device's energy alike under every strategy (this multiplied by `cores` before)
+            power.append(d.energy.kappa * f**3)
         else:
             power.append(d.energy.power_w)
     inst = DeftInstance(
@@ -168,6 +178,10 @@ def build_deft_instance(
         work_flops=work,
         tx_power=np.array([d.link.power_range()[1] for d in cluster.devices]),
         compute_power=np.repeat(np.array(power)[:, None], G, axis=1),
+        # the runtime's links add the sender's and receiver's latency to every message (the server's is 0): the
+        # upload and the broadcast each pay the device's
+        wait_s=np.array([d.link.latency_ms / 1000 for d in cluster.devices])[:, None]
+        * ((np.array(up) > 0).astype(float) + (1.0 if broadcast else 0.0))[None, :],
     )
     inst.check_feasible()
     return inst

@@ -58,7 +58,7 @@ def evaluate(inst: DeftInstance, assign: np.ndarray, name: str = "plan", share: 
     """Makespan of a matching; with share=None, the exact optimal bandwidth for it."""
     assign = np.asarray(assign, int)
     cols = np.arange(inst.L)
-    a = inst.compute_s[assign, cols]
+    a = inst.busy_s[assign, cols]
     if not np.all(inst.feasible[assign, cols]):
         return DeftSolution(name, float("inf"), assign, np.zeros(inst.K))
     if share is None:
@@ -150,7 +150,7 @@ def dual_ascent(
 
 def min_band(inst: DeftInstance, T: float) -> tuple[float, np.ndarray]:
     """Least total band share any matching needs to finish within T (Hungarian on the need)."""
-    a = np.where(inst.feasible, inst.compute_s, np.inf)
+    a = np.where(inst.feasible, inst.busy_s, np.inf)
     S = inst.link_bits[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         need = S / (inst.rate[:, None] * (T - a))
@@ -180,7 +180,7 @@ def band_need_descent(inst: DeftInstance, sol: DeftSolution, max_steps: int = 50
 def exact_joint(inst: DeftInstance, rel_tol: float = 1e-10) -> DeftSolution:
     """Optimal makespan by bisection on T with a min-band assignment (exact for this model)."""
     inst.check_feasible()
-    a = np.where(inst.feasible, inst.compute_s, np.inf)
+    a = np.where(inst.feasible, inst.busy_s, np.inf)
     S = inst.link_bits
 
     lo = crunch(a).makespan  # no band needed below the compute-only optimum

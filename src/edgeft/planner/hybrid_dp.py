@@ -43,9 +43,10 @@ def _order_candidates(cluster: ClusterSpec) -> list[list[int]]:
 def _dp_specs(pricer: StagePricer, order: list[int], M: int, max_S: int) -> tuple[list[tuple], list[str]]:
     """The least-bottleneck partition for each stage count S (dp from the output side: dp[r][j][i] = least
     bottleneck when layers [j, L) run on r stages over ordered devices from i on; later devices may stay
-    idle). A stage's send is priced at the slowest link among the later devices of the order."""
+    idle). A stage's send is priced at the slowest link and the largest latency among the later devices of the
+    order."""
     K, L = pricer.K, pricer.L
-    link = pricer.link[order]
+    link, lat = pricer.link[order], pricer.latency[order]
     INF = np.inf
     dp = np.full((max_S + 1, L + 1, K + 1), INF)
     arg: dict = {}
@@ -60,7 +61,8 @@ def _dp_specs(pricer: StagePricer, order: list[int], M: int, max_S: int) -> tupl
                     if np.all(nxt == INF):
                         continue
                     grp = tuple(order[i0:i1])
-                    f, b, comm, ar, mem, _ = pricer.price_ends(j0, ends, grp, r, M, link[i1:].min() if i1 < K else INF)
+                    f, b, comm, ar, mem, _ = pricer.price_ends(j0, ends, grp, r, M, link[i1:].min() if i1 < K else INF,
+                                                               lat[i1:].max() if i1 < K else 0.0)
                     fits = np.all(mem <= pricer.cap[list(grp)][:, None], axis=0)
                     v = np.where(fits, np.maximum(nxt, f + b + comm + ar / M), INF)
                     x = int(np.argmin(v))  # the first (fewest layers) on a tie, as the loop over ends did

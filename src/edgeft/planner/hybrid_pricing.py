@@ -144,6 +144,7 @@ class StagePricer:
         self.boundary_trips = 2 if table.workload.trains_backbone else 1
         self.rate = np.array([d.compute.rate() for d in devs])
         self.link = np.array([cluster.full_band_rate(d) for d in devs])
+        self.latency = np.array([d.link.latency_ms / 1000 for d in devs])  # one way, seconds
         self.cap = np.array([d.memory_gb * 2**30 for d in devs])
         B = self.B
         self.cum_f = np.concatenate([[0.0], np.cumsum(table.fwd / B)])  # per-sample work per layer
@@ -154,22 +155,25 @@ class StagePricer:
         self._slowest: dict = {}
         self._memo: dict = {}
 
-    def stage(self, j0: int, j1: int, group: tuple[int, ...], remaining: int, M: int, next_bw: float) -> Stage | None:
+    def stage(self, j0: int, j1: int, group: tuple[int, ...], remaining: int, M: int, next_bw: float,
+              next_lat: float = 0.0) -> Stage | None:
         """The stage with `remaining` stages from it to the end (1F1B keeps that many micro-batches in
-        flight), sending its boundary at min(its own links, next_bw); None if a member's memory overflows."""
-        key = (j0, j1, group, min(remaining, M), M, next_bw)
+        flight), sending its boundary at min(its own links, next_bw), each send paying its own and the next
+        stage's latency (next_lat); None if a member's memory overflows."""
+        key = (j0, j1, group, min(remaining, M), M, next_bw, next_lat)
         if key not in self._memo:
-            self._memo[key] = self._price(j0, j1, group, remaining, M, next_bw)
+            self._memo[key] = self._price(j0, j1, group, remaining, M, next_bw, next_lat)
         return self._memo[key]
 
-    def _price(self, j0, j1, group, remaining, M, next_bw) -> Stage | None:
-        f, b, comm, ar, mem, share = self.price_ends(j0, np.array([j1]), group, remaining, M, next_bw)
+    def _price(self, j0, j1, group, remaining, M, next_bw, next_lat) -> Stage | None:
+        f, b, comm, ar, mem, share = self.price_ends(j0, np.array([j1]), group, remaining, M, next_bw, next_lat)
         if np.any(mem[:, 0] > self.cap[list(group)]):
             return None
         return Stage((j0, j1), list(group), list(share), float(f[0]), float(b[0]), float(comm[0]), float(ar[0]),
                      list(mem[:, 0]))
 
-    def price_ends(self, j0: int, j1: np.ndarray, group: tuple[int, ...], remaining: int, M: int, next_bw: float):
+    def price_ends(self, j0: int, j1: np.ndarray, group: tuple[int, ...], remaining: int, M: int, next_bw: float,
+                   next_lat: float = 0.0):
         """Stages of layers [j0, j1) for every end in the array j1 at once (the DP's inner loop): per end the
         forward, backward, send and all-reduce seconds, and each member's bytes (members x ends)."""
         t, L, B = self.table, self.L, self.B
@@ -194,9 +198,12 @@ class StagePricer:
         slowest_link = self.link[g].min()
         bw = min(slowest_link, next_bw)
         per_byte = 8 * self.boundary_trips / bw if bw > 0 else np.inf  # no uplink: no later stage
-        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * per_byte)
+        # every send pays the sender's and the receiver's one-way latency, as the runtime's links do (LinkModel)
+        lat = self.latency[g].max()
+        comm = np.where(last, 0.0, (t.boundary_bytes / B) * (B / M) * per_byte
+                        + self.boundary_trips * (lat + next_lat))
         gb = t.workload.grad_sync_bytes
-        ar = np.array([ring_allreduce_s(x * gb, len(g), slowest_link) for x in n_train]) if len(g) > 1 \
+        ar = np.array([ring_allreduce_s(x * gb, len(g), slowest_link, 2 * lat) for x in n_train]) if len(g) > 1 \
             else np.zeros(len(j1))
         return f, b, comm, ar, mem, share
 
@@ -207,7 +214,8 @@ class StagePricer:
         stages, j0, S = [], 0, len(spec)
         for s, (j1, group) in enumerate(spec):
             nxt = self.link[list(spec[s + 1][1])].min() if s + 1 < S else np.inf
-            st = self.stage(j0, j1, group, S - s, M, nxt)
+            nxt_lat = self.latency[list(spec[s + 1][1])].max() if s + 1 < S else 0.0
+            st = self.stage(j0, j1, group, S - s, M, nxt, nxt_lat)
             if st is None:
                 return None
             stages.append(st)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeft.planner.plan import Plan
@@ -20,7 +21,9 @@ def block_range(blocks) -> str:
 
 
 def plan_table(plan: Plan) -> Table:
-    t = Table(title=f"{plan.strategy} plan: {plan.model} / {plan.method} on {plan.cluster}")
+    # names come from the user's files: escaped, so `phone[/a]` or `lab[gpu]` print as written (rich reads [..]
+    # as style)
+    t = Table(title=escape(f"{plan.strategy} plan: {plan.model} / {plan.method} on {plan.cluster}"))
     for col in ("device", "role", "layers", "stage/server", "band share", "rate Mbit/s", "compute s", "comm s",
                 "memory", "energy J"):
         t.add_column(col, justify="right" if col not in ("device", "role") else "left")
@@ -28,7 +31,8 @@ def plan_table(plan: Plan) -> Table:
         where = str(task.stage) if task.stage is not None else (task.server or "")
         layers = block_range(task.layers)
         t.add_row(
-            task.device, task.role, layers, where, f"{task.bandwidth_share:.3f}" if task.bandwidth_share else "-",
+            escape(task.device), task.role, layers, escape(where),
+            f"{task.bandwidth_share:.3f}" if task.bandwidth_share else "-",
             f"{task.rate_bps / 1e6:.1f}" if task.rate_bps else "-", f"{task.compute_s:.3g}", f"{task.comm_s:.3g}",
             _fmt_bytes(task.memory_bytes) if task.memory_bytes else "-",
             f"{task.energy_j:.3g}" if task.energy_j is not None else "-",
@@ -62,5 +66,5 @@ def print_plan(plan: Plan, console: Console | None = None, idle: dict[str, str] 
     console = console or Console()
     console.print(plan_table(plan))
     for device, reason in (idle or {}).items():
-        console.print(f"[bold]{device}[/] idle: {reason}", soft_wrap=True, highlight=False)
+        console.print(f"[bold]{escape(device)}[/] idle: {escape(reason)}", soft_wrap=True, highlight=False)
     console.print(summary_table(plan))

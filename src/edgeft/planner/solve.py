@@ -14,7 +14,9 @@ from edgeft.planner.dual_ascent import (
     baseline_equal_bandwidth, baseline_greedy, baseline_offloading, baseline_random, dual_ascent, exact_joint,
 )
 from edgeft.planner.plan import DeviceTask, Plan
-from edgeft.planner.split_model import SplitSettings, breakdown, build_split_instance, totals
+from edgeft.planner.split_model import (
+    SplitSettings, breakdown, build_split_instance, check_server_memory, device_bytes, memory_alpha_max, totals,
+)
 from edgeft.planner.split_solver import BASELINES, solve_split
 
 
@@ -84,8 +86,10 @@ def layer_training_flops(arch, table, batch: int):
 def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) -> Plan:
     settings = settings or SplitSettings(batch=workload.batch, hidden=arch.hidden_size, layers=arch.num_layers)
     inst = build_split_instance(cluster, settings, workload.seq_len, layer_training_flops(arch, table, settings.batch))
+    inst = replace(inst, alpha_max=memory_alpha_max(cluster, table))  # a device takes no more layers than it holds
     res = solve_split(inst)
     pt = res.point
+    server_need = check_server_memory(cluster, table, inst, pt)
     br = breakdown(inst, pt)
     r_bps = (pt.b * np.log2(1 + inst.gamma[np.arange(inst.N), pt.server] * pt.p / pt.b)) * 1e6
     tasks = []
@@ -97,7 +101,7 @@ def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) ->
             bandwidth_share=float(pt.b[n] / inst.W[m]), rate_bps=float(r_bps[n]), freq_ghz=float(pt.f[n]),
             tx_power_w=float(pt.p[n]), work_flops=float(a * inst.psi[n]), send_bytes=float(inst.data_mbit[n] * 1e6 / 8),
             compute_s=float(br["t_user"][n] + br["t_edge"][n]), comm_s=float(br["t_comm"][n]),
-            energy_j=float(br["e_user"][n] + br["e_edge"][n] + br["e_comm"][n]),
+            energy_j=float(br["e_user"][n] + br["e_edge"][n] + br["e_comm"][n]), memory_bytes=device_bytes(table, a),
         ))
     tot = totals(inst, pt)
     base = {name: fn(inst).objective for name, fn in BASELINES.items()}
@@ -106,7 +110,8 @@ def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) ->
         workload={**asdict(workload), "split": asdict(settings)}, tasks=tasks,
         predicted={"time_s": tot["delay_s"], "time_unit": "step (sum over users)", "energy_j": tot["energy_j"],
                    "objective": tot["objective"], "stability": tot["stability"],
-                   "server_edge_freq_ghz": {inst.names[n]: float(pt.fe[n]) for n in range(inst.N)}},
+                   "server_edge_freq_ghz": {inst.names[n]: float(pt.fe[n]) for n in range(inst.N)},
+                   "server_memory_bytes": dict(zip(inst.server_names, server_need))},
         baselines=base,
         solver={"name": "quadratic-transform FP + CCCP association", "objective_history": res.history,
                 "fp_history": res.fp_history},

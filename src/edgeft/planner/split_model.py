@@ -54,6 +54,13 @@ class SplitInstance:
     kappa_s: np.ndarray  # M
     W: np.ndarray  # M, MHz to share
     s: SplitSettings = field(default_factory=SplitSettings)
+    alpha_max: np.ndarray | None = None  # N, the most layers each device's memory holds (default: U-1 for all)
+
+    @property
+    def a_max(self) -> np.ndarray:
+        """Per user, the largest split point it may take: U-1, or fewer where its memory holds fewer layers."""
+        top = np.full(len(self.psi), self.s.layers - 1.0)
+        return top if self.alpha_max is None else np.minimum(top, self.alpha_max)
 
     @property
     def N(self) -> int:
@@ -140,7 +147,7 @@ def totals(inst: SplitInstance, pt: SplitPoint) -> dict[str, float]:
 
 def feasible(inst: SplitInstance, pt: SplitPoint, tol: float = 1e-6) -> bool:
     U = inst.s.layers
-    ok = np.all(pt.alpha >= 1 - tol) and np.all(pt.alpha <= U - 1 + tol)
+    ok = np.all(pt.alpha >= 1 - tol) and np.all(pt.alpha <= U - 1 + tol) and np.all(pt.alpha <= inst.a_max + tol)
     ok &= np.all(pt.f >= inst.f_lo * (1 - tol)) and np.all(pt.f <= inst.f_hi * (1 + tol))
     ok &= np.all(pt.p >= inst.p_lo * (1 - tol)) and np.all(pt.p <= inst.p_hi * (1 + tol))
     for m in range(inst.M):
@@ -225,3 +232,63 @@ def random_instance(rng: np.random.Generator, N: int, M: int, settings: SplitSet
         CD_s=(rng.integers(2560, 5121, M) * rng.integers(1, 3, M)).astype(float),
         kappa_s=rng.uniform(0.5, 2.0, M) * 1e-18, W=np.full(M, 20.0), s=s,
     )
+
+
+# ---- memory: what a split point asks of the device and of its server ------------------------------------------
+
+def device_bytes(table, a: int) -> float:
+    """A user's memory with the first `a` layers on it: the embedding and those layers' weights, their saved
+    activations, and the trainable state (gradients, optimizer moments) of their trainable parameters."""
+    dt = table.workload.dtype_bytes
+    return float((table.embed_params + table.params[:a].sum()) * dt + table.act_saved[:a].sum()
+                 + table.trainable_state_bytes(float(table.trainable[:a].sum())))
+
+
+def server_bytes(table, alphas) -> float:
+    """A server's memory for its users' parts above their split points: the frozen weights once (shared by every
+    user, from the lowest split among them); per user, its own trainable weights and their state (gradients,
+    optimizer moments), which persist between steps; and the saved activations of one user's step at a time (the
+    largest), as a server runs its users' backward passes one after another."""
+    alphas = [int(a) for a in alphas]
+    if not alphas:
+        return 0.0
+    dt = table.workload.dtype_bytes
+    frozen = table.params - table.trainable
+    shared = (frozen[min(alphas):].sum() + table.head_params) * dt
+    own = sum(table.trainable[a:].sum() * dt + table.trainable_state_bytes(float(table.trainable[a:].sum()))
+              for a in alphas)
+    acts = max(table.act_saved[a:].sum() + table.head_saved for a in alphas)
+    return float(shared + own + acts)
+
+
+def memory_alpha_max(cluster: ClusterSpec, table) -> np.ndarray:
+    """Per device, the most leading layers (at most U-1) its memory_gb holds; a device that holds not even the
+    first layer stops the plan, naming it."""
+    U = table.num_layers
+    caps = []
+    for i, d in enumerate(cluster.devices):
+        cap = d.memory_gb * 2**30
+        fits = [a for a in range(1, U) if device_bytes(table, a) <= cap]
+        if not fits:
+            need = device_bytes(table, 1) / 2**30
+            raise PlanError(f"cluster {cluster.name}: devices[{i}]({d.name}).memory_gb = {d.memory_gb:g} holds "
+                            f"not even the embedding and the first layer under split ({need:.2f} GiB at this batch "
+                            "and length): give it more memory_gb, or plan a smaller --batch / --seq-len")
+        caps.append(float(max(fits)))
+    return np.array(caps)
+
+
+def check_server_memory(cluster: ClusterSpec, table, inst: SplitInstance, pt: SplitPoint) -> list[float]:
+    """Each server's memory for the plan's split points (bytes); a server that cannot hold them stops the plan."""
+    need = []
+    for m, sv in enumerate(cluster.servers):
+        mine = [int(round(a)) for a, srv in zip(pt.alpha, pt.server) if srv == m]
+        b = server_bytes(table, mine)
+        if b > sv.memory_gb * 2**30:
+            raise PlanError(f"cluster {cluster.name}: servers[{m}]({sv.name}).memory_gb = {sv.memory_gb:g} cannot hold "
+                            f"the layers its {len(mine)} user(s) leave to it ({b / 2**30:.2f} GiB: the frozen "
+                            "weights once, each user's trainable weights and state, one step's activations): give it "
+                            "more memory_gb, "
+                            "add a server, or plan a smaller --batch / --seq-len")
+        need.append(b)
+    return need

@@ -59,7 +59,8 @@ class SolveStats:
 
 def _alpha_vec(inst: SplitInstance, alpha: float | np.ndarray | None) -> np.ndarray:
     U = inst.s.layers
-    return np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
+    a = np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
+    return np.minimum(a, inst.a_max)  # never more layers than a device's memory holds
 
 
 def equal_share_point(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray | None = None) -> SplitPoint:
@@ -247,10 +248,9 @@ def fp_resources(
     problem: _ResourceProblem | None = None, history: list[float] | None = None,
 ) -> SplitPoint:
     """FP iterations from pt; alpha relaxed to [1, U-1] or held fixed. Accepts only improving steps."""
-    U = inst.s.layers
     prob = problem or _ResourceProblem(inst, pt.server, fixed_alpha=alpha_fixed)
     lo = pt.alpha.copy() if alpha_fixed else np.full(inst.N, 1.0)
-    hi = pt.alpha.copy() if alpha_fixed else np.full(inst.N, U - 1.0)
+    hi = pt.alpha.copy() if alpha_fixed else inst.a_max.copy()
     best, best_obj = pt, objective(inst, pt)
     for _ in range(max_iter):
         new = prob.step(best, lo, hi)
@@ -278,6 +278,7 @@ def best_integer_alpha(inst: SplitInstance, pt: SplitPoint) -> SplitPoint:
     B = b1 / pt.fe + b2 * pt.fe**2
     cand = np.arange(1, U, dtype=float)[None, :]
     cost = cand * A[:, None] + (U - cand) * B[:, None] + inst.stab_coef()[:, None] * U / (U - cand)
+    cost = np.where(cand <= inst.a_max[:, None], cost, np.inf)  # splits a device's memory cannot hold
     out = pt.copy()
     out.alpha = cand[0, np.argmin(cost, axis=1)]
     return out
@@ -295,7 +296,7 @@ def solve_given_association(
     pt = best_integer_alpha(inst, pt)
     val = objective(inst, pt)
     # the joint problem is not convex: also start the integer descent from the extreme splits
-    for a0 in (1.0, inst.s.layers - 1.0):
+    for a0 in (1.0, inst.a_max):
         cand = best_integer_alpha(inst, fp_resources(inst, initial_point(inst, server, a0), alpha_fixed=True, problem=fixed))
         cv = objective(inst, cand)
         if cv < val:
@@ -494,15 +495,15 @@ def solve_split(inst: SplitInstance, outer_iters: int = 8, random_starts: int = 
 
 # ---- baselines ---------------------------------------------------------------------------------
 
-def _fixed_alpha(inst: SplitInstance, server: np.ndarray, alpha: float, name: str) -> SplitResult:
+def _fixed_alpha(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray, name: str) -> SplitResult:
     prob = _ResourceProblem(inst, server, fixed_alpha=True)
     pt = fp_resources(inst, initial_point(inst, server, alpha), alpha_fixed=True, problem=prob)
     return SplitResult(name, pt, objective(inst, pt), solves=prob.solves, solver_failures=prob.failures)
 
 
 def baseline_local_only(inst: SplitInstance) -> SplitResult:
-    """As many layers on the device as the split allows (U-1); resources optimised."""
-    return _fixed_alpha(inst, greedy_association(inst), inst.s.layers - 1.0, "local-only")
+    """As many layers on the device as the split and its memory allow (at most U-1); resources optimised."""
+    return _fixed_alpha(inst, greedy_association(inst), inst.a_max, "local-only")
 
 
 def baseline_edge_only(inst: SplitInstance) -> SplitResult:
@@ -512,7 +513,8 @@ def baseline_edge_only(inst: SplitInstance) -> SplitResult:
 
 def baseline_resources_only(inst: SplitInstance) -> SplitResult:
     """alpha fixed at U/2 (rounded), resources optimised, greedy association."""
-    return _fixed_alpha(inst, greedy_association(inst), float(inst.s.layers // 2), "resources-only")
+    return _fixed_alpha(inst, greedy_association(inst), np.minimum(float(inst.s.layers // 2), inst.a_max),
+                        "resources-only")
 
 
 def baseline_alpha_only(inst: SplitInstance) -> SplitResult:
