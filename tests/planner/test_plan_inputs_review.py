@@ -155,3 +155,19 @@ def test_the_presets_still_match_their_config_files():
     for name in ("minilm-l6", "smollm2-135m"):
         folder, _ = resolve(name)
         assert arch_from_hf_config(json.loads((Path(folder) / "config.json").read_text()), name) == PRESETS[name]
+
+
+def test_idle_reasons_name_the_link_that_slows_the_all_reduce_and_do_not_ask_for_blocks_that_cannot_be(tmp_path):
+    from edgeft.planner.strategies import explain_idle
+    from edgeft.runtime.placement import make_table
+
+    arch = resolve_arch("minilm-l6")
+    flops = "{name: %s, compute: {flops: 1.0e11}, memory_gb: 8, link: {rate_mbps: %s}}"
+    spec = load_cluster(cluster(tmp_path, [flops % ("d1", 0), flops % ("d2", 100)], name="z.yaml"))
+    plan = make_plan(spec, arch, Workload(), "hybrid")
+    why = explain_idle(plan, spec, make_table(arch, "lora", 8, 128, {}))["d2"]
+    assert "slowest link among them (d1's 0 Mbit/s)" in why, why  # it blamed d2's own 100 Mbit/s link
+    spec = load_cluster(cluster(tmp_path, [flops % (f"d{i}", 100) for i in range(8)], name="e.yaml"))
+    plan = make_plan(spec, arch, Workload(), "deft", num_blocks=6)
+    reasons = explain_idle(plan, spec, make_table(arch, "lora", 8, 128, {}))
+    assert len(reasons) == 2 and all("one per layer already: the model has 6" in r for r in reasons.values())

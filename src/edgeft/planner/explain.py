@@ -99,7 +99,10 @@ def idle_reasons(stages: list[dict], micro_batches: int, cluster: ClusterSpec, t
                         - allreduce_all_trainables(cluster, table, used))
             compute_saved = (st["fwd_s"] + st["bwd_s"]) - (trial[s]["fwd_s"] + trial[s]["bwd_s"])
             if ar_extra >= compute_saved and ar_extra > 0:
-                why = (f"the all-reduce over its {cluster.full_band_rate(dev) / 1e6:.3g} Mbit/s link adds "
+                slowest = cluster.devices[min(used + [k], key=lambda i: cluster.full_band_rate(cluster.devices[i]))]
+                link = "its" if slowest is dev else f"{slowest.name}'s"
+                why = (f"the all-reduce, over the slowest link among them ({link} "
+                       f"{cluster.full_band_rate(slowest) / 1e6:.3g} Mbit/s), adds "
                        f"{ar_extra:.3g} s a step, more than its compute saves ({max(compute_saved, 0):.3g} s)")
             elif compute_saved <= 0:
                 why = ("its share of a micro-batch (whole rows, by compute rate) does not shorten the stage: "
@@ -127,6 +130,8 @@ def idle_reasons_deft(plan) -> dict[str, str]:
     """DEFT gives each of L parameter blocks to one device; with more devices than blocks some wait."""
     used = [t for t in plan.tasks if t.role != "idle"]
     L = plan.workload.get("num_blocks", len(used))
-    return {t.device: (f"{L} parameter blocks for {len(plan.tasks)} devices (set --blocks); the matching gave "
+    layers = max((t.layers[1] for t in used if t.layers), default=L)
+    more = "(set --blocks, up to one per layer)" if L < layers else f"(one per layer already: the model has {layers})"
+    return {t.device: (f"{L} parameter blocks for {len(plan.tasks)} devices {more}; the matching gave "
                        "them to devices that finish a round sooner")
             for t in plan.tasks if t.role == "idle"}
