@@ -8,6 +8,7 @@ field (list items as `[i]`, with the item's `name` when it has one), what is wro
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -49,7 +50,26 @@ class ConfigFile(BaseModel):
 
 
 # -- reading -------------------------------------------------------------------------------------------
-class _UniqueKeyLoader(yaml.SafeLoader):
+class _ScalarLoader(yaml.SafeLoader):
+    """YAML's safe loader with YAML 1.2's numbers: no base-60 ones (PyYAML read `2:4`, an N:M sparsity pattern, as
+    124 and `taps=1:30` as 90, silently), and `1e-4` is a float (PyYAML left it text without a dot)."""
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_ScalarLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_ScalarLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),  # no 1.1 octal (010)
+    list("-+0123456789"))
+_ScalarLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"  # 1e-4, 3e5: floats in YAML 1.2, text in PyYAML's 1.1
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+class _UniqueKeyLoader(_ScalarLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error: PyYAML keeps the last one,
     so a second `devices:` dropped every device listed above it without a word."""
 
@@ -100,7 +120,12 @@ def parse_options(pairs: list[str] | None) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--option '{pair}': expected KEY=VALUE.")
         key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.load(value, Loader=_ScalarLoader)
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or err
+            raise ConfigError(f"--option '{pair}': the value is not valid YAML ({problem}); write a list as [a, b] "
+                              "and quote text holding brackets or colons") from None
     return out
 
 
@@ -169,7 +194,7 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
 
 def unknown_key(key: str, known: list[str], hint: str = "", noun: str = "key") -> str:
     """'unknown key', the nearest known key when one is close, and where the keys are described."""
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)  # `1: 2` has an int key
     text = f"unknown {noun}, did you mean '{near[0]}'?" if near else f"unknown {noun}"
     if hint:
         return f"{text} ({hint})"

@@ -149,11 +149,11 @@ def _hf_model(model: str, adapter: Optional[Path]):
     if note is not None and note.get("method") == "pac":  # the side network writes beside the frozen backbone
         return _pac_model(model, adapter, note)
     if note is not None and weights_method(note) == "prompt":  # prompt tuning, or MeZO/FedKSeed over it
-        from peft import PeftModel
+        from edgeft.methods.peft_methods import load_peft_adapter
 
         backbone = load_backbone(model, head="causal_lm")
         check_backbone_matches(note, backbone, adapter)
-        return PeftModel.from_pretrained(backbone.model, str(adapter)), backbone.tokenizer
+        return load_peft_adapter(backbone.model, adapter), backbone.tokenizer
     source = open_model(model, adapter)
     if source.backbone.head != "causal_lm":
         raise ModelError(f"'{model}' has a '{source.backbone.head}' head, not a language-model head: it cannot "

@@ -98,7 +98,7 @@ def test_a_zeroth_order_method_over_pac_prepares_pac_as_pac_does(tmp_path, tiny_
     base method's epoch start (or placement) on."""
     from safetensors.torch import load_file
 
-    metrics = run_finetune(_cfg(tiny_llama, tmp_path / "run", "mezo", method_options={"base": "pac", "lr": 1e-3}))
+    metrics = run_finetune(_cfg(tiny_llama, tmp_path / "run", "mezo", method_options={"base": "pac"}))  # lr: --lr
     assert int(load_file(str(tmp_path / "run" / "adapter" / "pac.safetensors"))["side.tap_rows"]) > 0
     cache = metrics["activation_cache"]
     assert cache["writes"] == 24 + 8 and cache["misses"] == 8  # training rows filled before epoch 1; dev rows miss

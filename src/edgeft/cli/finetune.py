@@ -82,8 +82,14 @@ def register(app: typer.Typer) -> None:
         data_options: dict = None,
     ):
         """Evaluate a backbone (optionally with an adapter) on a task's dev split, or on all of your own file."""
+        from edgeft.errors import ConfigError
         from edgeft.train.recipe import eval_task_config, run_eval
+        from edgeft.train.setup import check_head
 
+        check_head(head)  # before any work, and with --adapter too (whose own head is used then)
+        for option, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
+            if value < 1:
+                raise ConfigError(f"{option} {value}: must be at least 1.")
         task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed, adapter)
         name, examples, metrics = run_eval(model, task_cfg, adapter, head, batch_size, device, max_new_tokens)
         console.print(escape(f"{model} on {name} dev ({examples} examples)"), soft_wrap=True)

@@ -84,10 +84,10 @@ def merge_adapter(backbone, adapter_dir: Path) -> MergeResult:
         return MergeResult(backbone.model, note, adapter_dir, UNMERGEABLE[weights])
     method = get_method(name, note.get("options") or {})
     if name == "lora":
-        from peft import PeftModel
+        from edgeft.methods.peft_methods import load_peft_adapter
 
         try:
-            peft_model = PeftModel.from_pretrained(backbone.model, str(adapter_dir))
+            peft_model = load_peft_adapter(backbone.model, adapter_dir)  # a damaged folder: named, never the hub
         except (ValueError, RuntimeError, KeyError, OSError) as err:
             raise ModelError(f"{adapter_dir}: the LoRA weights do not load into '{backbone.name}' ({err}).") from err
         return MergeResult(_merged(peft_model), note)

@@ -50,7 +50,23 @@ class CompressConfig(ConfigFile):
     eval_task_samples: int = Field(200, ge=1)
     eval_before: bool = True
 
+    @classmethod
+    def prepare(cls, data: dict, source: str) -> dict:
+        """The step's command-line flags (`bits: 4`, `pattern: 2:4`) may also sit at the top of a file, as the CLI
+        writes them; they go into `options` (they were 'unknown key')."""
+        flat = [k for k in STEP_FLAGS if k in data]
+        if not flat:
+            return data
+        options = dict(data.get("options") or {}) if isinstance(data.get("options"), dict) else {}
+        for key in flat:
+            if key in options and options[key] != data[key]:
+                raise ConfigError(f"{source}: {key} is given twice (at the top and under options) with different "
+                                  "values; keep one")
+            options[key] = data[key]
+        return {**{k: v for k, v in data.items() if k not in flat}, "options": options}
 
+
+STEP_FLAGS = ("bits", "group_size", "sparsity", "pattern", "ratio", "teacher", "teacher_adapter")  # --bits ...
 config_from_dict = CompressConfig.from_dict
 
 

@@ -487,16 +487,32 @@ def task_label(ref: str | dict) -> str:
     return ref if isinstance(ref, str) else str(ref.get("data_file") or ref.get("name"))
 
 
+# How to read a user's own file: a bundled task has its own dev split, columns, labels and prompt, so any of these
+# set away from its default on a bundled task would be ignored without a word (the key, and its CLI option if any).
+OWN_DATA_KEYS = {"dev_file": "--dev-file", "kind": "--task-kind", "text_column": "--text-column",
+                 "text2_column": "--text2-column", "label_column": "--label-column",
+                 "instruction_column": "--instruction-column", "input_column": "--input-column",
+                 "response_column": "--response-column", "prompt_template": "--prompt-template",
+                 "label_words": "--label-words", "label_names": None, "dev_fraction": None}
+
+
+def _refuse_own_data_keys(cfg: TaskConfig) -> None:
+    """A bundled task given keys that read a user's file: an error naming them (the defaults pass)."""
+    given = [k for k in OWN_DATA_KEYS if getattr(cfg, k) != TaskConfig.model_fields[k].default]
+    if given:
+        names = ", ".join(f"{k} ({OWN_DATA_KEYS[k]})" if OWN_DATA_KEYS[k] else k for k in given)
+        raise ConfigError(f"task '{cfg.name}': {names} {'is' if len(given) == 1 else 'are'} for your own data "
+                          "file; a bundled task has its own prompt, label words, columns and dev split. Use "
+                          "--data-file FILE (task.data_file in a config file) for your own data.")
+
+
 def load_task(cfg: TaskConfig | str, **overrides) -> Task:
     """Load a task by name or file path, then subset train/dev deterministically by seed."""
     if isinstance(cfg, str):
         cfg = TaskConfig(name=cfg, **overrides)
     key = ALIASES.get(cfg.name.lower(), cfg.name.lower())
     if cfg.data_file is None and key in BUILTIN:
-        if cfg.prompt_template is not None or cfg.label_words is not None:
-            raise ConfigError(f"task '{cfg.name}': prompt_template and label_words (--prompt-template, "
-                              "--label-words) are for your own data file; a bundled task has its own prompt and "
-                              "label words.")
+        _refuse_own_data_keys(cfg)
         task = BUILTIN[key]()
     elif cfg.data_file is not None or Path(cfg.name).suffix:
         task = _custom_task(cfg)

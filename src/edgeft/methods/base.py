@@ -286,11 +286,114 @@ def own_data_config(cfg) -> dict:
     return keys
 
 
-def read_adapter_note(adapter_dir: Path) -> dict:
-    path = Path(adapter_dir) / ADAPTER_NOTE
+# What to do about an adapter folder with a file missing or unreadable (every such error ends with it).
+ADAPTER_FIX = ("Point --adapter at the adapter folder `edgeft finetune --out RUN` wrote (RUN/adapter), or re-run "
+               "the fine-tune to write it again.")
+# The keys of the note that loading an adapter reads (write_adapter_note writes them all).
+NOTE_KEYS = {"method": str, "options": dict, "head": str}
+
+
+def damaged_adapter(adapter_dir: Path, name: str, problem: str) -> ModelError:
+    """The error for adapter file `name` of `adapter_dir` that is missing or unreadable (`problem` says which)."""
+    return ModelError(f"{adapter_dir}: the adapter file {Path(adapter_dir) / name} {problem}. {ADAPTER_FIX}")
+
+
+def read_adapter_json(adapter_dir: Path, name: str) -> dict:
+    """The JSON object in adapter file `name`; a ModelError naming the file when it is missing, not JSON (a write cut
+    short) or not an object."""
+    path = Path(adapter_dir) / name
     if not path.is_file():
-        raise ModelError(f"{adapter_dir}: not an edgeft adapter folder (no {ADAPTER_NOTE}).")
-    return json.loads(path.read_text())
+        raise damaged_adapter(adapter_dir, name, "is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
+        raise damaged_adapter(adapter_dir, name, f"cannot be read as JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise damaged_adapter(adapter_dir, name, f"holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
+def read_adapter_weights(adapter_dir: Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of safetensors file `name` of an adapter folder; a ModelError naming the file when it is missing
+    or unreadable (cut short, not safetensors)."""
+    from safetensors.torch import load_file
+
+    check_adapter_weights(adapter_dir, name)
+    try:
+        return load_file(str(Path(adapter_dir) / name))
+    except Exception as err:  # SafetensorError, OSError: whatever the file's damage, the fix is the same
+        raise damaged_adapter(adapter_dir, name, f"cannot be read as safetensors ({err})") from err
+
+
+def check_adapter_weights(adapter_dir: Path, name: str) -> None:
+    """A ModelError naming safetensors file `name` of an adapter folder when it is missing, or when its header or
+    length shows it damaged (cut short, not safetensors); reads the header only, not the tensors."""
+    from safetensors import safe_open
+
+    path = Path(adapter_dir) / name
+    if not path.is_file():
+        raise damaged_adapter(adapter_dir, name, "is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception as err:  # SafetensorError (invalid header, incomplete file), OSError
+        raise damaged_adapter(adapter_dir, name, f"cannot be read as safetensors ({err})") from err
+
+
+def read_adapter_note(adapter_dir: Path) -> dict:
+    """The adapter's edgeft_adapter.json; a ModelError naming it when the folder is not an adapter folder, or the
+    note is missing, unreadable or lacks what loading the adapter reads."""
+    d = Path(adapter_dir)
+    if not d.is_dir():
+        raise ModelError(f"{adapter_dir}: no such adapter folder. {ADAPTER_FIX}")
+    if not (d / ADAPTER_NOTE).is_file():
+        raise ModelError(f"{adapter_dir}: not an edgeft adapter folder (no {ADAPTER_NOTE}). {ADAPTER_FIX}")
+    note = read_adapter_json(d, ADAPTER_NOTE)
+    for key, kind in NOTE_KEYS.items():
+        if not isinstance(note.get(key), kind):
+            problem = "lacks" if key not in note else f"has a {type(note[key]).__name__} for"
+            raise damaged_adapter(d, ADAPTER_NOTE, f"{problem} '{key}' (a {kind.__name__}), which loading the "
+                                                   "adapter reads")
+    return note
+
+
+def _shape_words(kind: str | None, num_labels: int | None, labels: list | None = None) -> str:
+    if kind == "regression" or (kind is None and num_labels == 1):
+        return "regression (one score)"
+    if kind == "classification" or (kind is None and num_labels):
+        named = f": {', '.join(map(str, labels))}" if labels else ""
+        return f"classification into {num_labels} classes{named}"
+    return f"{kind} (no classifier head)"
+
+
+def check_adapter_fits_task(note: dict, task, adapter_dir: Path) -> None:
+    """A ModelError when the adapter's classifier head cannot score `task` (a data.Task): its note records the task it
+    was trained on (task_shape: kind, labels; num_labels) and a head sized for it, so a regression head cannot score
+    a classification task, nor a 2-class head a 3-class task or a regression. A causal-LM adapter has no such head
+    (classification there is by label words) and fits every task its objective can read. Call it with the note
+    (read_adapter_note) before the backbone is built from the note's num_labels."""
+    if note.get("head", "causal_lm") == "causal_lm":
+        return
+    shape = note.get("task_shape") if isinstance(note.get("task_shape"), dict) else {}
+    kind, labels = shape.get("kind"), note.get("num_labels")
+    if kind is None and labels is None:  # nothing recorded to compare with
+        return
+    if kind is None:
+        kind = "regression" if labels == 1 else "classification"
+    if labels is None and kind == "regression":
+        labels = 1
+    fits = task.kind == kind and (labels is None or labels == task.num_labels)
+    if fits:
+        return
+    trained = note.get("task") or shape.get("name") or "its task"
+    ours = _shape_words(kind, labels, shape.get("label_names"))
+    theirs = _shape_words(task.kind, task.num_labels if task.kind in ("classification", "regression") else None,
+                          task.label_names if task.kind == "classification" else None)
+    raise ModelError(
+        f"{adapter_dir}: this adapter's {note.get('head')} head was trained on '{trained}', {ours} (as its "
+        f"{ADAPTER_NOTE} records), but task '{task.name}' is {theirs}: the head cannot score it. Evaluate the adapter "
+        f"on a task of its own shape (e.g. --task {trained}), or fine-tune one for this task "
+        f"(`edgeft finetune --task {task.name}`).")
 
 
 def check_backbone_matches(note: dict, backbone, adapter_dir: Path) -> None:

@@ -7,8 +7,9 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from edgeft.errors import ConfigError
-from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
+from edgeft.errors import ConfigError, ModelError
+from edgeft.methods.base import (ADAPTER_FIX, BlockCost, Method, MethodOptions, check_adapter_weights, damaged_adapter,
+                                 read_adapter_json, register_method)
 
 # Attention projections for Llama; for BERT also every dense layer (attention output, FFN, pooler):
 # on SST-2 with MiniLM this lifted dev accuracy from 0.775 to 0.817 at the same budget (docs/benchmarks.md).
@@ -38,6 +39,35 @@ def lora_params(arch, rank: int, targets: tuple[str, ...] = ()) -> int:
     return sum(rank * (i + o) for i, o in lora_shapes(arch, targets))
 
 
+# The files PEFT's save_pretrained writes into an adapter folder (older PEFT wrote the weights as a torch pickle).
+PEFT_CONFIG, PEFT_WEIGHTS, PEFT_PICKLE = "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"
+
+
+def check_peft_adapter_folder(adapter_dir: Path) -> None:
+    """A ModelError naming the file when a PEFT adapter folder lacks its config or weights or holds them damaged:
+    PEFT itself would read a missing file as a Hugging Face Hub repository's and go online for it (or fail with a raw
+    JSON or safetensors error). Checks the weights' header, not their tensors."""
+    d = Path(adapter_dir)
+    read_adapter_json(d, PEFT_CONFIG)
+    if (d / PEFT_WEIGHTS).is_file() or not (d / PEFT_PICKLE).is_file():
+        check_adapter_weights(d, PEFT_WEIGHTS)
+
+
+def load_peft_adapter(model, adapter_dir: Path, is_trainable: bool = False):
+    """PeftModel.from_pretrained on a local adapter folder only (never the Hub): its files checked first, and what
+    PEFT still fails to read (weights that do not fit this model) a ModelError naming the folder."""
+    from peft import PeftModel
+
+    check_peft_adapter_folder(adapter_dir)
+    try:
+        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=is_trainable, local_files_only=True)
+    except (ValueError, RuntimeError, KeyError, TypeError, OSError) as err:
+        raise ModelError(f"{adapter_dir}: the PEFT adapter ({PEFT_CONFIG}, {PEFT_WEIGHTS}) does not load into this "
+                         f"model ({type(err).__name__}: {err}). {ADAPTER_FIX}") from err
+    except Exception as err:  # SafetensorError and the like: a file damaged past what the checks above read
+        raise damaged_adapter(adapter_dir, PEFT_WEIGHTS, f"cannot be loaded ({type(err).__name__}: {err})") from err
+
+
 def _task_type(backbone):
     from peft import TaskType
 
@@ -58,9 +88,7 @@ class _PeftMethod(Method):
         model.save_pretrained(str(out_dir))
 
     def load(self, backbone, task, adapter_dir: Path):
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(backbone.model, str(adapter_dir), is_trainable=True)
+        return load_peft_adapter(backbone.model, adapter_dir, is_trainable=True)
 
 
 class LoraOptions(MethodOptions):
@@ -149,7 +177,5 @@ class PromptTuning(_PeftMethod):
         return PromptTuningConfig(task_type=_task_type(backbone), num_virtual_tokens=o.num_virtual_tokens, **kwargs)
 
     def load(self, backbone, task, adapter_dir: Path):
-        from peft import PeftModel
-
         # PEFT refuses to load a prompt-learning adapter as trainable; a loaded one is evaluated, never trained on
-        return PeftModel.from_pretrained(backbone.model, str(adapter_dir))
+        return load_peft_adapter(backbone.model, adapter_dir)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from edgeft.errors import ModelError
-from edgeft.methods.base import BlockCost, Method, register_method
+from edgeft.methods.base import BlockCost, Method, read_adapter_weights, register_method
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -43,7 +43,7 @@ class Full(Method):
         model.save_pretrained(str(out_dir))
 
     def load(self, backbone, task, adapter_dir: Path):
-        state = load_file(str(Path(adapter_dir) / "model.safetensors"))
+        state = read_adapter_weights(Path(adapter_dir), "model.safetensors")
         missing, unexpected = backbone.model.load_state_dict(state, strict=False)
         if unexpected:
             raise ModelError(f"{adapter_dir}: weights do not fit this backbone (unexpected: {unexpected[:3]}).")
@@ -79,7 +79,7 @@ class BitFit(Method):
 
     def load(self, backbone, task, adapter_dir: Path):
         model = self.prepare(backbone, task)
-        state = load_file(str(Path(adapter_dir) / "bitfit.safetensors"))
+        state = read_adapter_weights(Path(adapter_dir), "bitfit.safetensors")
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
             raise ModelError(f"{adapter_dir}: BitFit weights do not fit this backbone (unexpected: {unexpected[:3]}).")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeft.config import ConfigFile, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
@@ -22,7 +22,9 @@ from edgeft.data.tasks import size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
-from edgeft.methods.base import check_backbone_matches, read_adapter_note, save_adapter
+from edgeft.methods.base import (
+    METHODS, check_adapter_fits_task, check_backbone_matches, method_class, read_adapter_note, save_adapter,
+)
 from edgeft.processes import Interrupted, stop_on_signals
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig, resolve_device
@@ -60,6 +62,20 @@ class FinetuneConfig(ConfigFile):
             return {**task, "name": task["data_file"]}
         return task
 
+    @model_validator(mode="after")
+    def _lr_reaches_a_zeroth_order_method(self):
+        """MeZO and FwdLLM step with their own `lr` option, not the optimizer's: `--lr` was taken, recorded in
+        config.yaml and then ignored (an lr of 0.5 and of 1e-9 trained the same weights). It now sets that option;
+        given both, they must agree."""
+        if self.train.lr is None or method_class(self.method).uses_optimizer:
+            return self
+        given = self.method_options.get("lr")
+        if given is not None and float(given) != self.train.lr:
+            raise ConfigError(f"train.lr (--lr) {self.train.lr:g} and method_options.lr (--option lr=) {given} "
+                              f"disagree: {self.method} steps with its own lr; give one of them")
+        self.method_options = {**self.method_options, "lr": self.train.lr}
+        return self
+
     @classmethod
     def prepare(cls, data: dict, source: str) -> dict:
         return nest_flat_keys(data, source)
@@ -83,6 +99,10 @@ def nest_flat_keys(data: dict, source: str = "config") -> dict:
         field = "kind" if key == "task_kind" else key
         places = [d for d, keys in ((task, task_keys), (train, train_keys)) if field in keys]
         if not places:
+            method = data.get("method", FinetuneConfig.model_fields["method"].default)
+            if isinstance(method, str) and method in METHODS and str(key) in METHODS[method].Options.model_fields:
+                raise ConfigError(f"{source}: {key}: an option of method {method}: give it under method_options "
+                                  f"(method_options: {{{key}: {value!r}}}), or --option {key}=VALUE")
             known = sorted(top | task_keys | train_keys | {"task_kind"})
             raise ConfigError(f"{source}: {key}: " + unknown_key(
                 key, known, "flat keys are finetune's options with underscores (epochs, lr, data_file, ...); "
@@ -170,6 +190,17 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
     seconds = time.perf_counter() - t0
     if cfg.resume:
         check_resume_matches(run.path, cfg.model_dump())
+
+    def eval_fn(model):
+        return evaluate(model, task, featurizer, dev_feats, cfg.train.eval_batch_size, device,
+                        cfg.train.max_new_tokens)
+
+    before = None  # the backbone as it is, scored before the method changes it (prompt tuning, PAC's head do)
+    if cfg.eval_before and not (cfg.resume and (run.checkpoint_dir / "state.pt").exists()):
+        before = eval_fn(backbone.model.to(device))
+    # the method's options meet the model here (LoRA's target modules, PAC's taps): a bad one stops the run before
+    # anything is written, so the corrected command can use the same --out
+    model = method.place(session.prepare(), device)
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     run.event("start", model=cfg.model, task=task.name, method=method.name, train_examples=len(task.train),
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
@@ -183,17 +214,11 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
         run.event("resume_missing", detail=note)
         (say or _stderr)(note)
 
-    def eval_fn(model):
-        return evaluate(model, task, featurizer, dev_feats, cfg.train.eval_batch_size, device,
-                        cfg.train.max_new_tokens)
-
     metric_before = None
-    if cfg.eval_before and not (cfg.resume and (run.checkpoint_dir / "state.pt").exists()):
-        before = eval_fn(backbone.model.to(device))
+    if before is not None:
         metric_before = before.get(task.metric_name)
         run.event("eval", epoch=0, metrics={k: v for k, v in before.items() if isinstance(v, (int, float))})
 
-    model = method.place(session.prepare(), device)
     trainable, total = parameter_counts(model)
     progress = progress_factory(cfg.train.epochs * len(range(0, len(train_feats), cfg.train.batch_size))) \
         if progress_factory else None
@@ -252,6 +277,7 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
     """Backbone (+ adapter when given) ready for evaluation; checks the adapter fits the backbone."""
     if adapter is not None:
         note = read_adapter_note(adapter)
+        check_adapter_fits_task(note, task, adapter)  # before the head is built from the note's num_labels
         try:
             backbone = backbone_for(model_name, task, note["head"], note.get("num_labels"))
         except (ConfigError, ModelError) as err:  # e.g. an encoder asked for a causal LM adapter's LM head

@@ -101,7 +101,21 @@ def claim(path: Path | str, *, resume: bool = False, overwrite: bool = False, ow
     return RunDir(p, create=False, owned=owned, overwrite=overwrite and bool(present), lock=lock)
 
 
+COMMAND_FLAGS = ("overwrite", "resume")  # what a command does to its folder: never written into config.yaml
 TRAINABLES_KEYS = ("model", "method", "method_options", "head")  # what decides the checkpoint's tensors
+
+
+def _resolved(key: str, config: dict):
+    """A setting as it acts: method options with their defaults filled in, so `--option r=8` resumes a run started
+    without it (r=8 is LoRA's default; they were compared as typed and the resume refused)."""
+    if key != "method_options":
+        return config.get(key)
+    from edgeft.methods import get_method
+
+    try:
+        return get_method(config.get("method"), config.get(key) or {}).options.model_dump()
+    except ConfigError:  # a method or option this version does not know: compare as written
+        return config.get(key)
 
 
 def check_resume_matches(out: Path | str, now: dict) -> None:
@@ -117,7 +131,7 @@ def check_resume_matches(out: Path | str, now: dict) -> None:
         raise ConfigError(f"{saved}: not readable YAML ({str(err).splitlines()[0]}); resume needs the run's own "
                           "config.yaml, or use --overwrite or another --out") from err
     changed = [f"{key}: {before.get(key)!r} then, {now[key]!r} now" for key in TRAINABLES_KEYS
-               if key in before and key in now and before.get(key) != now[key]]
+               if key in before and key in now and _resolved(key, before) != _resolved(key, now)]
     task_then, task_now = (before.get("task") or {}).get("name"), (now.get("task") or {}).get("name")
     if task_then not in (None, task_now):
         changed.append(f"task: {task_then!r} then, {task_now!r} now")
@@ -148,12 +162,14 @@ class RunDir:
         self.release()
 
     def begin(self, config: dict) -> None:
-        """The inputs are valid: clear the old run's files (under --overwrite) and write config.yaml."""
+        """The inputs are valid: clear the old run's files (under --overwrite) and write config.yaml. The run's
+        settings only: `overwrite` and `resume` say what one command did to the folder, and a config.yaml that kept
+        `overwrite: true` made `--config <run>/config.yaml --out <another run>` replace that run unasked."""
         self.path.mkdir(parents=True, exist_ok=True)
         if self.overwrite:
             self.clear()
             self.overwrite = False
-        self.write_config(config)
+        self.write_config({k: v for k, v in config.items() if k not in COMMAND_FLAGS})
         self.begun = True
 
     def clear(self) -> list[str]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import ConfigError
 from edgeft.methods import get_method
 from edgeft.methods.base import Method
 from edgeft.models import load_backbone
@@ -21,8 +22,19 @@ from edgeft.models.backbone import family_of, load_config
 from edgeft.train.loop import seed_everything
 
 
+HEADS = ("auto", "lm", "classifier")  # what --head (a config's `head`) accepts
+
+
+def check_head(head: str) -> str:
+    """`head` when it is one of HEADS, else a ConfigError naming them (a typo would otherwise mean auto)."""
+    if head not in HEADS:
+        raise ConfigError(f"--head {head!r}: must be one of {', '.join(HEADS)}.")
+    return head
+
+
 def head_for(model_name: str, task, head: str) -> str:
     """Which head the backbone gets: a classifier for encoders and regression, else the LM head."""
+    check_head(head)
     if head == "lm":
         return "causal_lm"
     if head == "classifier":

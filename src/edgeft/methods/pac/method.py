@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import torch
-from pydantic import Field
-from safetensors.torch import load_file, save_file
+from pydantic import Field, field_validator
+from safetensors.torch import save_file
 from torch import nn
 
 from edgeft.data.features import objective_for
 from edgeft.errors import CacheError, ConfigError, ModelError
-from edgeft.methods.base import BlockCost, Method, MethodOptions, register_method
+from edgeft.methods.base import (ADAPTER_FIX, BlockCost, Method, MethodOptions, check_adapter_weights, damaged_adapter,
+                                 read_adapter_json, read_adapter_weights, register_method)
 from edgeft.methods.pac.cache import ActivationCache, CacheKey, tokenizer_fingerprint, weights_fingerprint
 from edgeft.methods.pac.model import PacModel
 from edgeft.methods.pac.side_network import ParallelAdapters, copy_obstacle, prune_blocks
@@ -30,6 +31,17 @@ class PacOptions(MethodOptions):
     # Defaults: the configuration chosen on 1000 held-out SST-2 training examples with SmolLM2-135M
     # (docs/benchmarks_pac.md, runs 2, 3 and 5); train it at lr 5e-4.
     taps: Union[str, int, list[int]] = Field("every:3", description="'all', 'every:K' (or K), or block indices")
+
+    @field_validator("taps")
+    @classmethod
+    def _taps_read(cls, taps):
+        """The spelling is checked when the options are read, not after the first evaluation; block indices are
+        checked against the backbone later, when its depth is known."""
+        if isinstance(taps, str) and taps != "all":
+            items = [taps.split(":", 1)[1]] if taps.startswith("every:") else taps.split(",")
+            if not all(i.strip().lstrip("-").isdigit() for i in items):
+                parse_taps(taps, 1)  # its error names the accepted spellings
+        return taps
     reduction: int = Field(4, ge=1, description="adapter width = hidden size / reduction")
     width: Optional[int] = Field(None, ge=1, description="adapter width (overrides reduction)")
     combine: Literal["gated", "sum", "ladder"] = "gated"
@@ -437,9 +449,10 @@ class PAC(Method):
 
     def load(self, backbone, task, adapter_dir: Path) -> PacModel:
         d = Path(adapter_dir)
-        if not (d / WEIGHTS).is_file() or not (d / SPEC).is_file():
-            raise ModelError(f"{d}: not a PAC adapter folder (needs {WEIGHTS} and {SPEC}).")
-        saved = json.loads((d / SPEC).read_text())
+        if not (d / WEIGHTS).is_file() and not (d / SPEC).is_file():
+            raise ModelError(f"{d}: not a PAC adapter folder (needs {WEIGHTS} and {SPEC}). {ADAPTER_FIX}")
+        saved = read_adapter_json(d, SPEC)  # each a ModelError naming the file when it is missing or damaged
+        check_adapter_weights(d, WEIGHTS)
         saved.setdefault("side_layers", 1)  # adapters saved before these options existed had one random-init layer
         saved.setdefault("side_init", "random")
         saved.setdefault("tap_norm", "token")
@@ -466,12 +479,15 @@ class PAC(Method):
         if diff:
             raise ModelError(f"{d}: this PAC adapter does not fit the backbone/task/options it is loaded with "
                              f"({'; '.join(diff)}).")
-        state = load_file(str(d / WEIGHTS))
+        state = read_adapter_weights(d, WEIGHTS)
         side = {k[len("side."):]: v for k, v in state.items() if k.startswith("side.")}
-        model.side.load_state_dict(side, strict=True)
-        if model.task_head is not None:
-            model.task_head.load_state_dict({k[len("task_head."):]: v for k, v in state.items()
-                                             if k.startswith("task_head.")}, strict=True)
+        try:
+            model.side.load_state_dict(side, strict=True)
+            if model.task_head is not None:
+                model.task_head.load_state_dict({k[len("task_head."):]: v for k, v in state.items()
+                                                 if k.startswith("task_head.")}, strict=True)
+        except RuntimeError as err:  # tensors missing, unexpected or of another shape than pac.json describes
+            raise damaged_adapter(d, WEIGHTS, f"does not hold the side network {SPEC} describes ({err})") from err
         return model
 
 

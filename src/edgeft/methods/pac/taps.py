@@ -27,7 +27,11 @@ def parse_taps(spec: TapSpec, num_blocks: int) -> tuple[int, ...]:
     last = num_blocks - 1
     if isinstance(spec, int) or (isinstance(spec, str) and (spec.startswith("every:") or spec.strip().isdigit()
                                                             and "," not in spec)):
-        k = spec if isinstance(spec, int) else int(spec.split(":", 1)[-1])
+        try:
+            k = spec if isinstance(spec, int) else int(spec.split(":", 1)[-1])
+        except ValueError:
+            raise ConfigError(f"taps: '{spec}' is not 'all', 'every:K' (K a whole number) or a list of block "
+                              "indices.") from None
         if k < 1:
             raise ConfigError(f"taps: every K-th block needs K >= 1 (got {k}).")
         picked = set(range(k - 1, num_blocks, k))
