@@ -111,3 +111,10 @@ def test_a_compress_steps_flags_may_sit_at_the_top_of_its_config_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model: smollm2-135m\nmethod: sparsegpt\nsparsity: 0.5\npattern: 2:4\nout: x\n")
     assert CompressConfig.load(path, {}).options == {"sparsity": 0.5, "pattern": "2:4"}  # was 'unknown key'
+
+
+def test_lora_target_modules_that_match_nothing_name_the_modules_there_are(tmp_path, tiny_llama):
+    """PEFT's NoMatchingPeftModuleError came through as a traceback, with no word of the names to use."""
+    with pytest.raises(ConfigError, match=r"target_modules \['q', 'v'\] match no module of .*q_proj"):
+        run_finetune(_cfg(tiny_llama, tmp_path / "run", "lora", {"target_modules": ["q", "v"]}, lr=1e-3))
+    assert not (tmp_path / "run").exists()

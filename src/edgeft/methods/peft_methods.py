@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import Field
+from torch import nn
 
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods.base import (ADAPTER_FIX, BlockCost, Method, MethodOptions, check_adapter_weights, damaged_adapter,
@@ -81,8 +82,19 @@ class _PeftMethod(Method):
     def prepare(self, backbone, task):
         from peft import get_peft_model
 
-        model = get_peft_model(backbone.model, self.peft_config(backbone, task))
-        return model
+        config = self.peft_config(backbone, task)
+        try:
+            return get_peft_model(backbone.model, config)
+        except ValueError as err:  # PEFT's NoMatchingPeftModuleError and kin: name the modules there are
+            if "target" not in str(err).lower():
+                raise
+            names = sorted({n.rsplit(".", 1)[-1] for n, m in backbone.model.named_modules()
+                            if isinstance(m, nn.Linear)})
+            given = sorted(getattr(config, "target_modules", None) or [])
+            inner = [n for n in names if n not in ("classifier", "score", "lm_head", "dense_head")] or names
+            raise ConfigError(f"{self.name}: target_modules {given} match no module of {backbone.name}; its linear "
+                              f"layers are named {', '.join(names)} (e.g. --option "
+                              f"'target_modules=[{', '.join(inner[-2:])}]')") from None
 
     def save(self, model, out_dir: Path) -> None:
         model.save_pretrained(str(out_dir))
