@@ -171,3 +171,30 @@ def test_idle_reasons_name_the_link_that_slows_the_all_reduce_and_do_not_ask_for
     plan = make_plan(spec, arch, Workload(), "deft", num_blocks=6)
     reasons = explain_idle(plan, spec, make_table(arch, "lora", 8, 128, {}))
     assert len(reasons) == 2 and all("one per layer already: the model has 6" in r for r in reasons.values())
+
+
+def test_small_planner_inputs_named(tmp_path):
+    """An empty device name printed a blank row; a zero-rate link was named only as ['d1']; --seq-len beyond the
+    model's positions was planned; --w-e 0 printed numpy's divide-by-zero warning."""
+    import warnings
+
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    flops = "{name: '%s', compute: {flops: 1.0e11}, memory_gb: 8, link: {rate_mbps: %s}}"
+    with pytest.raises(ConfigError, match="a name cannot be empty"):
+        load_cluster(cluster(tmp_path, [flops % ("", 100)], name="n.yaml"))
+    spec = load_cluster(cluster(tmp_path, [flops % ("d1", 0), flops % ("d2", 100)], name="z.yaml"))
+    with pytest.raises(PlanError, match=r"devices\[0\]\(d1\)\.link: zero uplink rate"):
+        make_plan(spec, resolve_arch("minilm-l6"), Workload(), "deft")
+    res = CliRunner().invoke(build_app(), ["plan", "--cluster", str(ROOT / "examples/clusters/home-lab.yaml"),
+                                           "--model", "minilm-l6", "--seq-len", "100000", "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, ConfigError) and "longer than minilm-l6 reads (512 positions)" in str(res.exception)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from edgeft.planner.split_model import SplitSettings
+
+        arch = resolve_arch("smollm2-135m")
+        make_plan(load_cluster(ROOT / "examples/clusters/home-lab.yaml"), arch, Workload(), "split",
+                  split_settings=SplitSettings(batch=8, hidden=arch.hidden_size, layers=arch.num_layers, w_e=0.0))

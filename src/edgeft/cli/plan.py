@@ -95,6 +95,10 @@ def register(app: typer.Typer) -> None:
                               "another --out.")
         spec = load_cluster(cluster)
         arch = resolve_arch(model)
+        longest = max([seq_len] + [d.seq_len or 0 for d in spec.devices])
+        if longest > arch.max_positions:
+            raise ConfigError(f"--seq-len {longest} (or a device's seq_len) is longer than {arch.name} reads "
+                              f"({arch.max_positions} positions): plan at most {arch.max_positions}")
         table = make_table(arch, method, batch, seq_len, {})  # as `edgeft launch` plans: lora's real targets
         wl = table.workload
         if profile is not None:

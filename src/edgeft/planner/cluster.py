@@ -133,6 +133,8 @@ def _text_name(value):
     if not isinstance(value, str):
         kind = "true/false" if isinstance(value, bool) else "a number" if isinstance(value, (int, float)) else "no text"
         raise ValueError(f"a name is text, and YAML read {value!r} as {kind}: put it in quotes (name: \"{value}\")")
+    if not value.strip():
+        raise ValueError("a name cannot be empty: plans, tables and the runtime's ranks are keyed by it")
     return value
 
 

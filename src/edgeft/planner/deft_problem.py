@@ -57,8 +57,9 @@ class DeftInstance:
         self.rate = np.asarray(self.rate, float)
         K, L = self.compute_s.shape
         if np.any(self.rate <= 0):
-            bad = [self.names[k] for k in np.flatnonzero(self.rate <= 0)]
-            raise PlanError(f"devices {bad} have zero uplink rate: give link.rate_mbps > 0 or a channel with power > 0")
+            bad = ", ".join(f"devices[{k}]({self.names[k]}).link" for k in np.flatnonzero(self.rate <= 0))
+            raise PlanError(f"{bad}: zero uplink rate, and every deft round uploads a block: give link.rate_mbps > 0 "
+                            "or a channel with power > 0")
 
     @property
     def K(self) -> int:

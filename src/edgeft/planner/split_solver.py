@@ -329,7 +329,8 @@ def balanced_association(inst: SplitInstance, pt: SplitPoint | None = None) -> n
     cost = np.zeros((inst.N, inst.M))
     for m in range(inst.M):
         b1, b2 = inst.edge_coef(np.full(inst.N, m))
-        fe = np.minimum(inst.F[m] / slots, np.cbrt(b1 / (2 * b2)))  # each user's best clock, if affordable
+        with np.errstate(divide="ignore"):  # w_e = 0: energy costs nothing, the best clock is the whole share
+            fe = np.minimum(inst.F[m] / slots, np.cbrt(b1 / (2 * b2)))  # each user's best clock, if affordable
         b = inst.W[m] / slots
         r = b * np.log2(1 + inst.gamma[:, m] * p / b)
         cost[:, m] = (U - alpha) * (b1 / fe + b2 * fe**2) + s.w_e * p * inst.data_mbit / r + (
@@ -355,7 +356,8 @@ def _pair_costs(inst: SplitInstance, pt: SplitPoint) -> tuple[np.ndarray, np.nda
         b1, b2 = inst.edge_coef(np.full(N, m))
         b_nm[:, m] = np.where(here, pt.b, inst.W[m] / n_after)
         # a newcomer runs at its own best clock when the fair share allows (energy grows with fe^2)
-        f_nm[:, m] = np.where(here, pt.fe, np.minimum(inst.F[m] / n_after, np.cbrt(b1 / (2 * b2))))
+        with np.errstate(divide="ignore"):  # w_e = 0: no energy term, the fair share is the best clock
+            f_nm[:, m] = np.where(here, pt.fe, np.minimum(inst.F[m] / n_after, np.cbrt(b1 / (2 * b2))))
         B = b1 / f_nm[:, m] + b2 * f_nm[:, m] ** 2
         r = b_nm[:, m] * np.log2(1 + inst.gamma[:, m] * pt.p / b_nm[:, m])
         comm = s.w_e * pt.p * inst.data_mbit / r + (s.w_t * inst.data_mbit / r if s.comm_delay else 0.0)
