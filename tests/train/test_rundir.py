@@ -244,7 +244,7 @@ def test_resume_with_other_trainables_is_refused_before_the_config_is_rewritten(
     config = (out / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"other trainables \(method_options: \{'r': 8\} then, \{'r': 4\} now\)"):
         run_finetune(_cfg(tiny_llama, out, method_options={"r": 4}, resume=True))
-    with pytest.raises(ConfigError, match=r"other trainables \(method: 'lora' then, 'bitfit' now; "):
+    with pytest.raises(ConfigError, match=r"other trainables \(method: 'lora' then, 'bitfit' now\)"):
         run_finetune(_cfg(tiny_llama, out, method="bitfit", resume=True))
     assert (out / "config.yaml").read_text() == config
     more = _cfg(tiny_llama, out, method_options={"r": 8}, resume=True)

@@ -130,8 +130,10 @@ def check_resume_matches(out: Path | str, now: dict) -> None:
     except yaml.YAMLError as err:
         raise ConfigError(f"{saved}: not readable YAML ({str(err).splitlines()[0]}); resume needs the run's own "
                           "config.yaml, or use --overwrite or another --out") from err
+    other_method = before.get("method") != now.get("method")  # its options are then another method's: not compared
     changed = [f"{key}: {before.get(key)!r} then, {now[key]!r} now" for key in TRAINABLES_KEYS
-               if key in before and key in now and _resolved(key, before) != _resolved(key, now)]
+               if key in before and key in now and not (key == "method_options" and other_method)
+               and _resolved(key, before) != _resolved(key, now)]
     task_then, task_now = (before.get("task") or {}).get("name"), (now.get("task") or {}).get("name")
     if task_then not in (None, task_now):
         changed.append(f"task: {task_then!r} then, {task_now!r} now")
