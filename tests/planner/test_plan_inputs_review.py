@@ -198,3 +198,14 @@ def test_small_planner_inputs_named(tmp_path):
         arch = resolve_arch("smollm2-135m")
         make_plan(load_cluster(ROOT / "examples/clusters/home-lab.yaml"), arch, Workload(), "split",
                   split_settings=SplitSettings(batch=8, hidden=arch.hidden_size, layers=arch.num_layers, w_e=0.0))
+
+
+def test_a_links_latency_is_paid_by_each_split_users_upload(tmp_path):
+    arch = resolve_arch("minilm-l6")
+    times = []
+    for ms in (0, 1000):
+        devices = [cycle_device(f"d{i}", 8, "").replace("{distance_m: 60}", f"{{distance_m: 60, latency_ms: {ms}}}")
+                   for i in range(2)]
+        plan = make_plan(load_cluster(cluster(tmp_path, devices, name=f"s{ms}.yaml")), arch, Workload(), "split")
+        times.append(plan.predicted["time_s"])
+    assert times[1] - times[0] == pytest.approx(2.0, rel=1e-3)  # two users, one upload each per step

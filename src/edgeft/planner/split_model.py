@@ -55,6 +55,7 @@ class SplitInstance:
     W: np.ndarray  # M, MHz to share
     s: SplitSettings = field(default_factory=SplitSettings)
     alpha_max: np.ndarray | None = None  # N, the most layers each device's memory holds (default: U-1 for all)
+    latency_s: np.ndarray | None = None  # N, the link's one-way latency: paid by each step's upload of the cut
 
     @property
     def a_max(self) -> np.ndarray:
@@ -117,8 +118,9 @@ def breakdown(inst: SplitInstance, pt: SplitPoint) -> dict[str, np.ndarray]:
     t_edge = (U - a) * inst.psi / (pt.fe * 1e9 * inst.CD_s[srv])
     e_edge = (U - a) * inst.kappa_s[srv] * (pt.fe * 1e9) ** 2 * inst.psi / inst.CD_s[srv]
     r = rate_mbps(inst, pt)
-    t_comm = inst.data_mbit / r
-    e_comm = pt.p * t_comm
+    t_up = inst.data_mbit / r
+    e_comm = pt.p * t_up  # the radio transmits for t_up; the latency is waiting, not sending
+    t_comm = t_up if inst.latency_s is None else t_up + inst.latency_s
     with np.errstate(divide="ignore"):
         stab = 2 * inst.s.lipschitz**2 / (inst.samples * (1 - a / U))
     return {
@@ -207,6 +209,7 @@ def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len:
         kappa_s=np.array([kappa(s.energy, s.compute) for s in servers]),
         W=np.array([s.band_mhz for s in servers]),
         s=settings,
+        latency_s=np.array([d.link.latency_ms / 1000 for d in users]),
     )
 
 
