@@ -27,6 +27,9 @@ class LaunchConfig(ConfigFile):
     """Everything `edgeft launch` needs; the same keys work from a YAML file."""
 
     what: ClassVar[str] = "launch config"
+    keys_hint: ClassVar[str] = ("launch takes LaunchConfig's keys, and those of its train: and task: sections flat "
+                                "too: the command line's options with underscores (epochs, lr, train_samples, "
+                                "data_file, ...)")
 
     cluster: str = Field(description="the cluster YAML, examples in examples/clusters/: --cluster FILE or "
                                      "'cluster:' in the config file")
@@ -113,11 +116,43 @@ class LaunchConfig(ConfigFile):
 
     @classmethod
     def prepare(cls, data: dict, source: str) -> dict:
-        """`task: sst2` is `task: {name: sst2}`, so --train-samples and the like can go into it."""
-        return {**data, "task": {"name": data["task"]}} if isinstance(data.get("task"), str) else data
+        """`task: sst2` is `task: {name: sst2}`, so --train-samples and the like can go into it; and the flat keys
+        of the command line (`epochs: 2`, `train_samples: 64`, `data_file: notes.jsonl`, as finetune's config takes
+        them) go into the `train:` / `task:` sections they belong to, where they were refused as unknown keys."""
+        data = {**data, "task": {"name": data["task"]}} if isinstance(data.get("task"), str) else dict(data)
+        return _nest_flat_keys(data, source)
 
 
 config_from = LaunchConfig.from_dict
+
+
+def _nest_flat_keys(data: dict, source: str) -> dict:
+    """Keys that are not LaunchConfig's own but a field of its `train:` (RuntimeTrain) or `task:` (TaskConfig) section
+    moved into that section (`seed` into both, as --seed does; `task_kind` is the task's `kind`). The same key given
+    flat and nested with different values is refused; a key of neither section is left for the unknown-key error."""
+    from edgeft.data import TaskConfig
+
+    top = set(LaunchConfig.model_fields)
+    sections = {"train": set(RuntimeTrain.model_fields), "task": set(TaskConfig.model_fields) - {"name"}}
+    out = {k: v for k, v in data.items() if k in top or not any(
+        ("kind" if k == "task_kind" else k) in keys for keys in sections.values())}
+    for key, value in data.items():
+        if key in out:
+            continue
+        field = "kind" if key == "task_kind" else key
+        for section, keys in sections.items():
+            if field not in keys:
+                continue
+            inner = out.get(section)
+            if inner is not None and not isinstance(inner, dict):
+                continue  # the section's own error (not a mapping) is pydantic's to tell
+            inner = dict(inner or {})
+            if field in inner and inner[field] != value:
+                raise ConfigError(f"{source}: {key} is given twice, flat ({value!r}) and under '{section}:' "
+                                  f"({inner[field]!r}); keep one")
+            inner[field] = value
+            out[section] = inner
+    return out
 
 
 def _workload(cfg: LaunchConfig):
@@ -318,6 +353,24 @@ def _check_kill(cfg: LaunchConfig, devices: list[str], total_steps: int) -> None
                           f"(0..{total_steps - 1}), so step {step} is never reached; choose a step below {total_steps}")
 
 
+def _check_resume_has_work(cfg: LaunchConfig, out: Path, steps: int) -> None:
+    """--resume of a run whose last checkpoint is at its end has nothing to train: the workers started, evaluated the
+    untrained model (hybrid, before loading the checkpoint), trained nothing, and metrics.json's dev metric became
+    that untrained model's, over the finished run's. Refused before anything is written."""
+    from edgeft.runtime.checkpoint import latest
+
+    found = latest(out / "checkpoint")
+    if found is None:
+        return
+    path, meta = found
+    total = steps * cfg.train.epochs
+    if meta.get("global_step", 0) >= total or meta.get("epoch", 0) >= cfg.train.epochs:
+        raise ConfigError(f"--resume: the run in {out} has finished: its last checkpoint ({path.name}, step "
+                          f"{meta.get('global_step')}) is after all {cfg.train.epochs} epoch(s) ({total} steps), so "
+                          f"there is nothing left to train; its result is in {out / 'adapter'} and metrics.json. "
+                          "To train on, resume with more --epochs; to start again, use --overwrite or another --out")
+
+
 def _check_kill_has_work(cfg: LaunchConfig, ranks: list[dict]) -> None:
     """A device the plan leaves idle has no process to kill: refused as soon as the plan is known (the --plan file,
     before calibration; else the first plan, before any worker starts), not when the workers are about to start."""
@@ -354,6 +407,10 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         _check_kill_has_work(cfg, given_plan["ranks"])
     if cfg.resume:  # before config.yaml is rewritten and before a worker finds the checkpoint's tensors missing
         check_resume_matches(out, cfg.model_dump())
+        _check_resume_has_work(cfg, out, len(batches))
+    # the method's options are checked before the folder is written: a typo in --option left a config.yaml behind,
+    # and the corrected launch into the same --out was refused as "the output folder is not empty"
+    method = get_method(cfg.method, cfg.method_options)
     if cfg.cut is not None and cfg.cut >= arch.num_layers:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
@@ -422,7 +479,6 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
             run.event("namespaces_swept", names=swept)
             say(f"removed {len(swept)} network namespace(s) left by a launch that was killed before its clean-up")
 
-    method = get_method(cfg.method, cfg.method_options)
     fill_first = method.fills_cache_first(cfg.strategy)
     now = priced_settings(cfg, len(feats), steps, seq, host, scale)
     if given_plan:  # its predicted times were made for the run that wrote it: rescaled to this run, or said so
@@ -540,10 +596,11 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
     if fill_first and pred.get("epoch_s"):
         lines.append(f"  predicted: cache fill (forward-only pipeline) at most {pred['epoch_s']:.1f} s, then "
                      + ", ".join(f"{t:.1f}" for t in later) + " s per epoch on the cache")
-    elif pred.get("epoch_s"):
+    elif pred.get("epoch_s"):  # "later epochs" only where the run has some (one epoch printed one too)
         lines.append(f"  predicted: epoch 1 {pred['epoch_s']:.1f} s"
                      + (f", later epochs {', '.join(f'{t:.1f}' for t in later)} s" if later else
-                        (f", later epochs {pred['later_epoch_s']:.1f} s" if pred.get("later_epoch_s") else "")))
+                        (f", later epochs {pred['later_epoch_s']:.1f} s"
+                         if pred.get("later_epoch_s") and cfg.train.epochs > 1 else "")))
     timeout = p.predicted.get("collective_timeout_s", cfg.timeout_s)
     if timeout > cfg.timeout_s:
         lines.append(f"  ranks wait up to {timeout:.0f} s for one another ({STEPS_PER_TIMEOUT} predicted steps; "

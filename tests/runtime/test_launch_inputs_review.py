@@ -1,0 +1,116 @@
+"""`edgeft launch` inputs a user gets wrong or uses unusually: flat config keys, a typo in --option, --resume of a
+finished run, the printed plan of a one-epoch run."""
+
+import json
+
+import pytest
+import yaml
+
+from edgeft.errors import ConfigError
+
+CLUSTER = "examples/clusters/four-phones.yaml"
+
+
+def _cfg(tiny_llama, out, **kw):
+    from edgeft.runtime.run import LaunchConfig
+
+    return LaunchConfig(cluster=CLUSTER, model=str(tiny_llama), method="lora", out=str(out),
+                        task={"name": "sst2", "train_samples": 16, "max_length": 16},
+                        train={"epochs": 1, "batch_size": 8}, **kw)
+
+
+def test_flat_train_and_task_keys_in_a_launch_config_go_into_their_sections(tmp_path):
+    """`epochs: 2` at the top of a launch config was refused as 'unknown key (check its spelling and place)', though
+    finetune's config takes it and --epochs is the same setting; now it lands in train:, task keys in task:."""
+    from edgeft.runtime.run import LaunchConfig
+
+    path = tmp_path / "launch.yaml"
+    path.write_text("cluster: c.yaml\ntask: sst2\nepochs: 2\nbatch_size: 4\ntrain_samples: 32\nseed: 3\n"
+                    "task_kind: classification\n")
+    cfg = LaunchConfig.load(path)
+    assert cfg.train.epochs == 2 and cfg.train.batch_size == 4 and cfg.train.seed == 3
+    assert cfg.task == {"name": "sst2", "train_samples": 32, "seed": 3, "kind": "classification"}
+    # the command line still wins over the file
+    assert LaunchConfig.load(path, {"train.epochs": 5}).train.epochs == 5
+    own = tmp_path / "own.yaml"
+    own.write_text("cluster: c.yaml\ndata_file: notes.jsonl\nlr: 1.0e-3\n")
+    cfg = LaunchConfig.load(own)
+    assert cfg.task["data_file"] == "notes.jsonl" and cfg.task["name"] == "notes.jsonl" and cfg.train.lr == 1e-3
+    both = tmp_path / "both.yaml"
+    both.write_text("cluster: c.yaml\ntask: sst2\nepochs: 2\ntrain: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"both.yaml: epochs is given twice, flat \(2\) and under 'train:' \(3\)"):
+        LaunchConfig.load(both)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("cluster: c.yaml\ntask: sst2\nepochz: 2\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: epochz: unknown key \(launch takes .* flat too"):
+        LaunchConfig.load(typo)
+
+
+def test_a_bad_method_option_is_refused_before_the_run_folder_is_written(tmp_path, tiny_llama):
+    """`--option bogus=1` was refused only after config.yaml was written, so the corrected launch into the same
+    --out was refused in turn: 'the output folder is not empty (config.yaml)'."""
+    from edgeft.runtime.run import launch
+
+    cfg = _cfg(tiny_llama, tmp_path / "run", method_options={"bogus": 1})
+    with pytest.raises(ConfigError, match="bogus: unknown option"):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def _finished_run(tmp_path, tiny_llama, epochs_done: int, global_step: int):
+    out = tmp_path / "run"
+    cfg = _cfg(tiny_llama, out)
+    (out / "checkpoint" / f"step-{global_step:07d}").mkdir(parents=True)
+    (out / "checkpoint" / f"step-{global_step:07d}" / "COMPLETE.json").write_text(json.dumps(
+        {"epoch": epochs_done, "step_in_epoch": 0, "global_step": global_step, "world": 2, "losses": []}))
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump()))
+    (out / "metrics.json").write_text(json.dumps({"dev_metric": {"epoch": 1, "accuracy": 0.9}}))
+    return cfg
+
+
+def test_resume_of_a_finished_run_is_refused_before_anything_is_written(tmp_path, tiny_llama):
+    """--resume of a run that had trained all its epochs started every worker, trained nothing, and overwrote
+    metrics.json's dev metric with the untrained model's (hybrid evaluates before loading the checkpoint):
+    0.5938 after training became 0.5000."""
+    from edgeft.runtime.run import launch
+
+    cfg = _finished_run(tmp_path, tiny_llama, epochs_done=1, global_step=2)  # 16 rows / batch 8 = 2 steps
+    before = {p.name: p.read_bytes() for p in cfg_out(cfg).iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"--resume: the run in .* has finished: .* after all 1 epoch\(s\) \(2 steps\)"
+                                          r".*more --epochs.*--overwrite"):
+        launch(cfg.model_copy(update={"resume": True}))
+    assert {p.name: p.read_bytes() for p in cfg_out(cfg).iterdir() if p.is_file()} == before  # nothing rewritten
+
+
+def test_resume_part_way_or_with_more_epochs_is_not_refused(tmp_path, tiny_llama):
+    from pathlib import Path
+
+    from edgeft.runtime.run import _check_resume_has_work
+
+    cfg = _finished_run(tmp_path, tiny_llama, epochs_done=1, global_step=2)
+    out = Path(cfg.out)
+    more = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 2})})
+    _check_resume_has_work(more, out, steps=2)  # epoch 2 is left to train
+    with pytest.raises(ConfigError, match="has finished"):
+        _check_resume_has_work(cfg, out, steps=2)
+    _check_resume_has_work(cfg, tmp_path / "elsewhere", steps=2)  # no checkpoint: starts from scratch
+
+
+def cfg_out(cfg):
+    from pathlib import Path
+
+    return Path(cfg.out)
+
+
+def test_the_printed_plan_of_a_one_epoch_run_names_no_later_epochs():
+    """A one-epoch run printed 'predicted: epoch 1 1.6 s, later epochs 1.6 s'."""
+    from types import SimpleNamespace
+
+    from edgeft.runtime.run import LaunchConfig, describe_plan
+
+    plan = SimpleNamespace(layout={"stages": [{"ranks": [0], "shares": [1.0], "blocks": [0, 6]}]},
+                           predicted={"epoch_s": 1.6, "later_epoch_s": 1.6}, ranks=[{"name": "p1", "kind": "device"}])
+    one = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}, train={"epochs": 1}), False)
+    assert "predicted: epoch 1 1.6 s" in one and "later" not in one
+    two = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}, train={"epochs": 2}), False)
+    assert "predicted: epoch 1 1.6 s, later epochs 1.6 s" in two
