@@ -114,3 +114,17 @@ def test_the_printed_plan_of_a_one_epoch_run_names_no_later_epochs():
     assert "predicted: epoch 1 1.6 s" in one and "later" not in one
     two = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}, train={"epochs": 2}), False)
     assert "predicted: epoch 1 1.6 s, later epochs 1.6 s" in two
+
+
+@pytest.mark.parametrize("strategy, layout", [
+    ("deft", {"server": 0, "devices": [1, 2], "blocks": {"1": [0, 2], "2": [2, 4]}}),
+    ("split", {"server": 0, "devices": [1, 2], "cut": 2})])
+def test_deft_and_split_score_the_dev_set_before_training_as_hybrid_does(sst2_llama, tmp_path, strategy, layout):
+    """docs/runtime.md says the dev metric is measured before training too; only hybrid did, so a deft or split
+    launch printed 'dev metrics:' once, with nothing to compare it with."""
+    import helpers
+
+    s = helpers.spec(tmp_path, sst2_llama, strategy, layout, ["edge", "d0", "d1"], servers=("edge",), evaluate=True)
+    res = helpers.run_local(s)
+    evals = res["edge"]["evals"]
+    assert [e["epoch"] for e in evals] == [0, 1] and "accuracy" in evals[0]

@@ -72,6 +72,10 @@ class Split(Strategy):
         self.all_ranks = [self.server] + self.devices
         self.my_slot = self.devices.index(ctx.rank) if not self.is_server else -1
         self.shard = "server" if self.is_server else ("devices" if self.my_slot == 0 else None)
+        # the dev metrics before training: every rank built the model alike, so the server's copy is the whole
+        # untrained model (no upload needed yet); the others wait without a step's timeout
+        self.before = C.evaluate_full(ctx, ctx.model) if ctx.spec.evaluate and self.is_server else None
+        C.wait_for_evaluation(ctx)
 
     def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
         ctx, view, cut, devices, opt = self.ctx, self.view, self.cut, self.devices, self.opt
@@ -133,6 +137,8 @@ class Split(Strategy):
         return False
 
     def finish(self, res) -> dict:
+        if self.before is not None:
+            res.evals.insert(0, {"epoch": 0, **self.before})
         if self._assemble():
             C.save_adapter(self.ctx, self.ctx.model)
         return {"role": "server" if self.is_server else "device",
