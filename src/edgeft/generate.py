@@ -54,10 +54,14 @@ class HFTalker:
         self.device = device
         self.templated = bool(getattr(tokenizer, "chat_template", None))
 
+    @property
+    def context(self) -> int:
+        config = getattr(self.model, "config", None) or self.model.view.base.config  # a PAC model: its backbone's
+        return getattr(config, "max_position_embeddings", None) or 2048
+
     def _fit(self, messages: list[dict], max_new_tokens: int) -> list[int]:
         """Prompt ids; the oldest turns are dropped while the prompt and answer would overflow the context."""
-        config = getattr(self.model, "config", None) or self.model.view.base.config  # a PAC model: its backbone's
-        limit = getattr(config, "max_position_embeddings", None) or 2048
+        limit = self.context
         msgs = list(messages)
         while True:
             if self.templated:
@@ -109,7 +113,21 @@ class HFTalker:
         return self.stream_ids(self._fit(messages, s.max_new_tokens), s)
 
     def complete(self, prompt: str, s: Sampling) -> Iterator[str]:
-        return self.stream_ids(self.tokenizer(prompt)["input_ids"], s)
+        """The prompt continued as is. An empty prompt (no tokens: an empty id tensor crashed inside the embedding)
+        and one that overflows the context with the answer (generated past the positions the model knows, without
+        a word) are refused, as the chat's are."""
+        ids = self.tokenizer(prompt)["input_ids"]
+        if not ids:
+            raise ConfigError("the prompt is empty (no tokens): give the text to continue with --prompt.")
+        if len(ids) + s.max_new_tokens > self.context:
+            raise ConfigError(f"the prompt has {len(ids)} tokens; with --max-new-tokens {s.max_new_tokens} it exceeds "
+                              f"the model's context of {self.context}. Shorten it or lower --max-new-tokens.")
+        return self.stream_ids(ids, s)
+
+
+def _overflow(err: ValueError) -> bool:
+    """llama.cpp's "Requested tokens (N) exceed context window of C" (raised before the first token streams)."""
+    return "exceed context window" in str(err)
 
 
 class GGUFTalker:
@@ -118,19 +136,56 @@ class GGUFTalker:
     def __init__(self, path: Path, n_ctx: int = 2048):
         from edgeft.compress.llamacpp import load
 
+        self.n_ctx = n_ctx
         self.llm = load(path, n_ctx=n_ctx, logits_all=False)
 
     def _args(self, s: Sampling) -> dict:
         return dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed, stream=True)
 
+    def _too_long(self, what: str, s: Sampling) -> ConfigError:
+        return ConfigError(f"{what} does not fit llama.cpp's context of {self.n_ctx} tokens: shorten it (llama.cpp "
+                           "ends an answer at the context's end, before --max-new-tokens "
+                           f"{s.max_new_tokens} if need be).")
+
     def chat(self, messages: list[dict], s: Sampling) -> Iterator[str]:
-        for chunk in self.llm.create_chat_completion(messages=messages, **self._args(s)):
+        """The answer to the conversation; its oldest turns are dropped while it overflows the context (as
+        HFTalker does: llama.cpp's ValueError ended a long chat with a traceback)."""
+        msgs = list(messages)
+        first = 1 if msgs and msgs[0]["role"] == "system" else 0
+        while True:
+            chunks = iter(self.llm.create_chat_completion(messages=msgs, **self._args(s)))
+            try:
+                head = next(chunks, None)  # llama.cpp checks the prompt's length before the first token
+            except ValueError as err:
+                if not _overflow(err):
+                    raise
+                if len(msgs) - first <= 1:
+                    raise self._too_long("the prompt", s) from None
+                del msgs[first:first + 2]
+                continue
+            break
+        for chunk in ([head] if head is not None else []):
+            text = chunk["choices"][0]["delta"].get("content")
+            if text:
+                yield text
+        for chunk in chunks:
             text = chunk["choices"][0]["delta"].get("content")
             if text:
                 yield text
 
     def complete(self, prompt: str, s: Sampling) -> Iterator[str]:
-        for chunk in self.llm.create_completion(prompt, **self._args(s)):
+        if not prompt:  # llama.cpp asserted on an empty prompt (n_tokens > 0): a bare AssertionError
+            raise ConfigError("the prompt is empty: give the text to continue with --prompt.")
+        chunks = iter(self.llm.create_completion(prompt, **self._args(s)))
+        try:
+            head = next(chunks, None)
+        except ValueError as err:
+            if not _overflow(err):
+                raise
+            raise self._too_long("the prompt", s) from None
+        for chunk in ([head] if head is not None else []):
+            yield chunk["choices"][0]["text"]
+        for chunk in chunks:
             yield chunk["choices"][0]["text"]
 
 

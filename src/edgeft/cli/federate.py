@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from edgeft.cli.common import DATA_OPTIONS, console, data_task_keys, shared_options
 from edgeft.config import parse_options
+from edgeft.errors import ConfigError
 
 
 def _config(config: Optional[Path], overrides: dict, options: Optional[list[str]]):
@@ -79,7 +80,12 @@ def register(app: typer.Typer) -> None:
     ):
         """Run a federated fine-tuning with Flower's simulation engine on this machine."""
         own = data_task_keys(data_options)  # your own file: --data-file is the task, the rest how to read it
-        task = own.pop("data_file", None) or task
+        data_file = own.pop("data_file", None)
+        if data_file is not None and task is not None and task != data_file:
+            # one of them would be dropped without a word: --task sst2 --data-file F ran on F alone
+            raise ConfigError(f"command line: --task {task} and --data-file {data_file} both name the run's data; "
+                              "give one (--data-file FILE for a file of your own, --task NAME for a bundled task)")
+        task = data_file or task
         ctx.obj = {"config": config, "option": option, "overrides": dict(
             algorithm=algorithm, model=model, task=task, head=head, task_options=own or None, clients=clients,
             clients_per_round=clients_per_round,

@@ -59,6 +59,10 @@ def register(app: typer.Typer) -> None:
         talk: dict = None,
     ):
         """Generate an answer to one prompt, streaming tokens as they come."""
+        if not prompt.strip():  # checked before the model loads (an unset shell variable, say)
+            from edgeft.errors import ConfigError
+
+            raise ConfigError("--prompt is empty: give the text to answer (or, with --raw, to continue).")
         talker, s = _open(talk, max_new_tokens, temperature)
         if raw:
             _write(talker.complete(prompt, s))
@@ -73,6 +77,11 @@ def register(app: typer.Typer) -> None:
         talk: dict = None,
     ):
         """Talk with a model in the terminal (its chat template, streamed). /reset forgets, /exit or Ctrl-D quits."""
+        from rich.console import Console
+        from rich.markup import escape
+
+        from edgeft.errors import ConfigError
+
         talker, s = _open(talk, max_new_tokens, temperature)
         messages = _start(talk["system"])
         sys.stdout.write("chat: /reset forgets the conversation, /exit or Ctrl-D quits.\n")
@@ -91,4 +100,11 @@ def register(app: typer.Typer) -> None:
                 continue
             messages.append({"role": "user", "content": line})
             sys.stdout.write("model> ")
-            messages.append({"role": "assistant", "content": _write(talker.chat(messages, s))})
+            try:
+                answer = _write(talker.chat(messages, s))
+            except ConfigError as err:  # a turn too long for the context: say so and keep the conversation
+                sys.stdout.write("\n")
+                Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+                messages.pop()
+                continue
+            messages.append({"role": "assistant", "content": answer})

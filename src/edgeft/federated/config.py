@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
 from edgeft.config import ConfigFile
+from edgeft.errors import ConfigError
 from edgeft.federated.algorithms import FederatedAlgorithm, get as algorithm_entry
 from edgeft.train.precision import PrecisionName
 
@@ -21,6 +23,42 @@ from edgeft.train.precision import PrecisionName
 def _registered(name: str) -> str:
     algorithm_entry(name)
     return name
+
+
+# Keys people bring from centralised fine-tuning (or from Flower's own examples) that mean something else here, or
+# whose nearest spelling is an unrelated key ('epochs' was answered "did you mean 'eps'?", MeZO's perturbation
+# scale): what to write instead.
+MISPLACED_KEYS = {
+    **dict.fromkeys(("epochs", "epoch", "num_epochs", "num_train_epochs", "local_epochs", "steps", "max_steps",
+                     "train_steps", "num_steps"),
+                    "a federated run has no epochs: rounds (--rounds) sets how many rounds run, local_steps "
+                    "(--local-steps) how many steps each sampled client takes per round"),
+    **dict.fromkeys(("num_rounds", "server_rounds", "num_server_rounds"), "the key is rounds (--rounds)"),
+    **dict.fromkeys(("num_clients", "num_supernodes", "num_partitions", "n_clients"),
+                    "the key is clients (--clients)"),
+    **dict.fromkeys(("sample_clients", "fraction_fit", "fraction_train", "num_clients_per_round"),
+                    "the key is clients_per_round (--clients-per-round), a count of clients"),
+    **dict.fromkeys(("learning_rate",), "the key is lr (--lr)"),
+    **dict.fromkeys(("warmup_steps", "warmup_ratio"), "a federated round has no warm-up; lr_schedule (constant | "
+                    "linear, FedIT) shapes the step size within a round, round_lr (FedKSeed) over the rounds"),
+    **dict.fromkeys(("eval_steps", "eval_interval", "evaluate_every"),
+                    "the key is eval_every (--eval-every), in rounds"),
+    **dict.fromkeys(("r", "rank", "lora_r", "lora_rank", "lora_alpha", "target_modules", "lora_dropout"),
+                    "LoRA's options go under method_options (e.g. method_options: {r: 8}; --option r=8)"),
+    **dict.fromkeys(("method",), "the key is algorithm (fedit | fedkseed | fedkseed-pro | fwdgrad); the tuned "
+                    "parameter set of FedKSeed/fwdgrad is zo_base"),
+    **dict.fromkeys(("seeds", "k_seeds", "num_candidates"), "FedKSeed's candidate seeds are num_seeds (--num-seeds); "
+                    "seed is the run's random seed"),
+    **dict.fromkeys(("zo_eps", "mezo_eps", "epsilon"), "MeZO's perturbation scale is eps (--eps); local DP's "
+                    "epsilon is dp_epsilon"),
+    **dict.fromkeys(("data_file", "train_file", "dataset"), "your own data file is the task itself (task: FILE; "
+                    "--data-file FILE); how to read it goes under task_options"),
+    **dict.fromkeys(("dev_file", "text_column", "text2_column", "label_column", "instruction_column", "input_column",
+                     "response_column", "prompt_template", "label_words", "kind", "task_kind", "dev_fraction"),
+                    "how to read your own data file goes under task_options (e.g. task_options: {text_column: "
+                    "body}; the --data-file options)"),
+    **dict.fromkeys(("dev_samples",), "the server's held-out rows are eval_samples (--eval-samples)"),
+}
 
 
 class FederatedConfig(ConfigFile):
@@ -148,11 +186,17 @@ class FederatedConfig(ConfigFile):
     def from_dict(cls, data: dict, source: str = "config") -> "FederatedConfig":
         """The config, with task_options read as TaskConfig keys: checked here rather than in _check, which does
         not know the source, so a problem there names the file (or "command line") as every other key's does."""
-        from edgeft.config import validate
+        from edgeft.config import format_problems, validate
         from edgeft.data import TaskConfig
 
+        if isinstance(data, dict):  # keys whose nearest spelling would point somewhere wrong: say what they are
+            misplaced = [f"{key}: unknown key; {MISPLACED_KEYS[key]}" for key in data
+                         if key not in cls.model_fields and key in MISPLACED_KEYS]
+            if misplaced:
+                raise ConfigError(format_problems(source, misplaced, cls.what))
         cfg = validate(cls, data, source, cls.what, cls.keys_hint)
-        validate(TaskConfig, {"name": cfg.task, **cfg.task_options}, source, cls.what, at=("task_options",))
+        task = validate(TaskConfig, {"name": cfg.task, **cfg.task_options}, source, cls.what, at=("task_options",))
+        _check_task(task, source)
         return cfg
 
     @property
@@ -207,6 +251,29 @@ class FederatedConfig(ConfigFile):
                 value = json.loads(value)
             data[name] = value
         return config_from_dict(data, "run_config")
+
+
+def _check_task(task, source: str) -> None:
+    """A task that cannot load, refused when the config is read (not when the data loads, after the run's progress
+    started): a bundled task given task_options that read a file of your own (the rule of data.tasks'
+    load_task, said with this config's keys: its own names a finetune config's task.data_file), or a name that is
+    neither a bundled task nor a data file."""
+    from edgeft.data import TaskConfig
+    from edgeft.data.tasks import ALIASES, BUILTIN, OWN_DATA_KEYS, TASK_NAMES
+
+    if task.data_file is not None:
+        return
+    if ALIASES.get(task.name.lower(), task.name.lower()) in BUILTIN:
+        given = [k for k in OWN_DATA_KEYS if getattr(task, k) != TaskConfig.model_fields[k].default]
+        if given:
+            names = ", ".join(f"{k} ({OWN_DATA_KEYS[k]})" if OWN_DATA_KEYS[k] else k for k in given)
+            raise ConfigError(f"{source}: task_options: {names} {'is' if len(given) == 1 else 'are'} for your own "
+                              f"data file, and task '{task.name}' is a bundled task with its own prompt, label words, "
+                              "columns and dev split. Give your file with --data-file FILE (task: FILE in a config "
+                              "file), or leave these out.")
+    elif not Path(task.name).suffix:
+        raise ConfigError(f"{source}: task: unknown task '{task.name}'. Choose one of {', '.join(TASK_NAMES)}, or "
+                          "give a .jsonl/.csv/.tsv file of your own (--data-file FILE; task: FILE in a config file).")
 
 
 config_from_dict = FederatedConfig.from_dict

@@ -79,7 +79,10 @@ def partition(examples: list[dict], n_clients: int, scheme: str, alpha: float = 
                               f"(categories: {', '.join(sorted(set(keys_all)))})")
         allowed = [i for i, k in enumerate(keys_all) if k != holdout]
     if len(allowed) < n_clients:
-        raise ConfigError(f"{len(allowed)} training examples cannot be split over {n_clients} clients")
+        held = f" (the rows of '{holdout}' are held out)" if holdout is not None else ""
+        raise ConfigError(f"{len(allowed)} training examples{held} cannot be split over {n_clients} clients: every "
+                          f"client needs at least one; set --clients {max(1, len(allowed))} or fewer, or raise "
+                          "--train-samples")
     if scheme == "iid":
         local = iid(len(allowed), n_clients, seed)
     elif scheme == "dirichlet":
