@@ -128,3 +128,21 @@ def test_deft_and_split_score_the_dev_set_before_training_as_hybrid_does(sst2_ll
     res = helpers.run_local(s)
     evals = res["edge"]["evals"]
     assert [e["epoch"] for e in evals] == [0, 1] and "accuracy" in evals[0]
+
+
+def test_a_cluster_no_plan_fits_is_refused_before_the_run_folder_is_written(tmp_path, tiny_llama):
+    """The plan's error came after config.yaml and events.jsonl were written, so the corrected command into the
+    same --out was refused as 'not empty' and needed --overwrite."""
+    from edgeft.errors import PlanError
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    mute = "compute: {flops: 3.0e10}, memory_gb: 4, link: {rate_mbps: 0}"  # deft uploads a block every round
+    cluster = tmp_path / "mute.yaml"
+    cluster.write_text(f"name: mute\ndevices:\n  - {{name: p1, {mute}}}\n  - {{name: p2, {mute}}}\n"
+                       "servers:\n  - {name: edge, compute: {flops: 1.0e13}, memory_gb: 80, band_mhz: 20}\n")
+    run = tmp_path / "run"
+    cfg = LaunchConfig(cluster=str(cluster), model=str(tiny_llama), method="lora", strategy="deft", out=str(run),
+                       task={"name": "sst2", "train_samples": 16, "max_length": 16}, train={"epochs": 1, "batch_size": 8})
+    with pytest.raises(PlanError, match="zero uplink rate"):
+        launch(cfg)
+    assert not run.exists() or not any(run.iterdir())

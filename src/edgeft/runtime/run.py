@@ -383,6 +383,19 @@ def _check_kill_has_work(cfg: LaunchConfig, ranks: list[dict]) -> None:
                           f"the plan gives work to {', '.join(working)}: choose one of those")
 
 
+def _check_plan_fits(cfg: LaunchConfig, cluster, table, rows: int, steps: int) -> None:
+    """A cluster no plan fits (a block no device's memory holds, a link of rate 0 that must carry data) is refused
+    before the run folder is written: it was refused only after config.yaml and events.jsonl were, so the corrected
+    command into the same --out needed --overwrite. Priced from the cost model alone (this host's calibration changes
+    the times, not what fits); anything but a PlanError is left to the real planning after the calibration."""
+    try:
+        make_plan(cfg.strategy, cluster, table, rows, steps, cfg.train.micro_batches, cfg.cut)
+    except PlanError:
+        raise
+    except Exception:  # noqa: BLE001 - the real planning below says it with the calibrated table
+        pass
+
+
 def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     from edgeft.planner.cluster import load_cluster
     from edgeft.measure import calibrate as cal
@@ -414,6 +427,12 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     if cfg.cut is not None and cfg.cut >= arch.num_layers:
         raise ConfigError(f"--cut {cfg.cut}: the devices run the first cut blocks and the server the rest, so for "
                           f"{cfg.model}'s {arch.num_layers} blocks it must be between 1 and {arch.num_layers - 1}")
+    steps = len(batches)
+    kind = "causal_lm" if head == "causal_lm" else "classification"
+    table = placement.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
+                                 task.num_labels if task.kind != "regression" else 1, cfg.train.grad_sync)
+    if not given_plan:
+        _check_plan_fits(cfg, cluster, table, len(feats), steps)
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
     for note in notes:
         say(f"[yellow]warning:[/] {note}")
@@ -421,10 +440,6 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
         run.event("resume_missing", detail=note)
         say(f"[yellow]warning:[/] {note}")
-    steps = len(batches)
-    kind = "causal_lm" if head == "causal_lm" else "classification"
-    table = placement.make_table(arch, cfg.method, cfg.train.batch_size, seq, cfg.method_options, kind,
-                                 task.num_labels if task.kind != "regression" else 1, cfg.train.grad_sync)
     run.event("start", cluster=cluster.name, devices=[d.name for d in cluster.devices], model=cfg.model,
               task=task.name, method=cfg.method, strategy=cfg.strategy, steps_per_epoch=steps,
               mean_padded_seq_len=seq)
