@@ -142,7 +142,8 @@ def test_a_cluster_no_plan_fits_is_refused_before_the_run_folder_is_written(tmp_
                        "servers:\n  - {name: edge, compute: {flops: 1.0e13}, memory_gb: 80, band_mhz: 20}\n")
     run = tmp_path / "run"
     cfg = LaunchConfig(cluster=str(cluster), model=str(tiny_llama), method="lora", strategy="deft", out=str(run),
-                       task={"name": "sst2", "train_samples": 16, "max_length": 16}, train={"epochs": 1, "batch_size": 8})
+                       task={"name": "sst2", "train_samples": 16, "max_length": 16},
+                       train={"epochs": 1, "batch_size": 8})
     with pytest.raises(PlanError, match="zero uplink rate"):
         launch(cfg)
     assert not run.exists() or not any(run.iterdir())
