@@ -209,3 +209,12 @@ def test_a_links_latency_is_paid_by_each_split_users_upload(tmp_path):
         plan = make_plan(load_cluster(cluster(tmp_path, devices, name=f"s{ms}.yaml")), arch, Workload(), "split")
         times.append(plan.predicted["time_s"])
     assert times[1] - times[0] == pytest.approx(2.0, rel=1e-3)  # two users, one upload each per step
+
+
+def test_planning_errors_name_the_cluster_file_not_only_its_name(tmp_path):
+    """The README says an impossible cluster stops 'with an error naming the file and field'; planning errors named
+    the cluster's `name:` only ('cluster t: device ...')."""
+    path = cluster(tmp_path, [cycle_device("tiny", 0.001)], name="mine.yaml")
+    with pytest.raises(PlanError) as err:
+        make_plan(load_cluster(path), resolve_arch("smollm2-135m"), Workload(method="full"), "split")
+    assert str(err.value).startswith(f"{path}: devices[0](tiny).memory_gb")

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Optional, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, model_validator
 
 from edgeft.config import field_path, format_problems, read_yaml, validate
 from edgeft.errors import ConfigError
@@ -184,6 +184,13 @@ class ClusterSpec(_Strict):
     devices: list[DeviceSpec] = Field(min_length=1)
     servers: list[ServerSpec] = Field(min_length=1)
     channel: ChannelSpec = Field(default_factory=ChannelSpec)
+    _source: str | None = PrivateAttr(default=None)  # the file it was read from, for messages
+
+    @property
+    def where(self) -> str:
+        """How planning errors name the cluster: its file when it came from one (as validation errors do), else
+        its name."""
+        return self._source or f"cluster {self.name}"
 
     @model_validator(mode="after")
     def _unique(self):
@@ -208,14 +215,14 @@ class ClusterSpec(_Strict):
             dist = max(math.dist(device.position_m, server.position_m), 1.0)
         elif link.rate_mbps is not None:  # only the split strategy asks a rate_mbps link for its channel
             raise ConfigError(
-                f"cluster {self.name}: device {device.name!r} gives only link.rate_mbps, a fixed rate, but this "
+                f"{self.where}: device {device.name!r} gives only link.rate_mbps, a fixed rate, but this "
                 f"strategy (split) chooses each device's bandwidth and transmit power, so it needs the channel to "
                 f"server {server.name!r}: give link.channel_gain_db or link.distance_m instead of rate_mbps, "
                 "or position_m for the device and the server"
             )
         else:
             raise ConfigError(
-                f"cluster {self.name}: device {device.name!r} has no link.rate_mbps, link.channel_gain_db, "
+                f"{self.where}: device {device.name!r} has no link.rate_mbps, link.channel_gain_db, "
                 f"link.distance_m, nor positions for it and server {server.name!r}: give one of them"
             )
         pl_db = self.channel.pathloss_const_db + self.channel.pathloss_slope_db * math.log10(dist / 1000.0)
@@ -262,6 +269,8 @@ def parse_cluster(data: object, source: str = "<cluster>") -> ClusterSpec:
     problems = _derived_rate_problems(spec, data)
     if problems:
         raise ConfigError(format_problems(source, problems, "cluster spec"))
+    if source != "<cluster>":
+        spec._source = source
     return spec
 
 

@@ -178,7 +178,7 @@ def build_split_instance(cluster: ClusterSpec, settings: SplitSettings, seq_len:
     for d in users:
         if d.compute.flops is not None:
             raise PlanError(
-                f"cluster {cluster.name}: device {d.name!r} gives compute.flops; the split strategy needs the "
+                f"{cluster.where}: device {d.name!r} gives compute.flops; the split strategy needs the "
                 f"cycle form (cores, flops_per_cycle, freq_ghz range) to choose its frequency; "
                 f"{SPLIT_EXAMPLE}"
             )
@@ -274,7 +274,7 @@ def memory_alpha_max(cluster: ClusterSpec, table) -> np.ndarray:
         fits = [a for a in range(1, U) if device_bytes(table, a) <= cap]
         if not fits:
             need = device_bytes(table, 1) / 2**30
-            raise PlanError(f"cluster {cluster.name}: devices[{i}]({d.name}).memory_gb = {d.memory_gb:g} holds "
+            raise PlanError(f"{cluster.where}: devices[{i}]({d.name}).memory_gb = {d.memory_gb:g} holds "
                             f"not even the embedding and the first layer under split ({need:.2f} GiB at this batch "
                             "and length): give it more memory_gb, or plan a smaller --batch / --seq-len")
         caps.append(float(max(fits)))
@@ -288,7 +288,7 @@ def check_server_memory(cluster: ClusterSpec, table, inst: SplitInstance, pt: Sp
         mine = [int(round(a)) for a, srv in zip(pt.alpha, pt.server) if srv == m]
         b = server_bytes(table, mine)
         if b > sv.memory_gb * 2**30:
-            raise PlanError(f"cluster {cluster.name}: servers[{m}]({sv.name}).memory_gb = {sv.memory_gb:g} cannot hold "
+            raise PlanError(f"{cluster.where}: servers[{m}]({sv.name}).memory_gb = {sv.memory_gb:g} cannot hold "
                             f"the layers its {len(mine)} user(s) leave to it ({b / 2**30:.2f} GiB: the frozen "
                             "weights once, each user's trainable weights and state, one step's activations): give it "
                             "more memory_gb, "

@@ -104,9 +104,9 @@ def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
         return cluster
     unknown = [n for n in names if n not in {d.name for d in cluster.devices}]
     if unknown:
-        raise PlanError(f"devices {unknown} are not in cluster {cluster.name}")
+        raise PlanError(f"devices {unknown} are not in {cluster.where}")
     if not names:
-        raise PlanError(f"cluster {cluster.name}: no devices left to run on")
+        raise PlanError(f"{cluster.where}: no devices left to run on")
     return cluster.model_copy(update={"devices": [d for d in cluster.devices if d.name in names]})
 
 
@@ -154,7 +154,7 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
         for p in per_dev:
             p["allreduce_s"] = ring
     if best is None:
-        raise PlanError(f"no split cut fits every device's memory in cluster {cluster.name}: lower the batch or "
+        raise PlanError(f"no split cut fits every device's memory in {cluster.where}: lower the batch or "
                         "sequence length, or give the devices more memory_gb")
     c, step, per_dev, srv = best
     ranks = [_server_rank(cluster)] + [_device_rank(cluster, d) for d in cluster.devices]
