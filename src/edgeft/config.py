@@ -192,6 +192,32 @@ def error_message(err: ValidationError, source: str, model: type[BaseModel] | No
     return format_problems(source, problems, what)
 
 
+def nest_flat_keys(data: dict, source: str, top: set, sections: dict[str, set]) -> tuple[dict, list]:
+    """The command line's flat keys, as a config file may give them (`epochs: 2`, `train_samples: 64`), moved into
+    the sections whose fields they are (`seed` into every section with one; `task_kind` is a section's `kind`).
+    The same key given flat and nested with different values is refused. Returns the data and the keys that are
+    neither `top`-level nor a section's, for the caller to name (finetune and launch share this)."""
+    out, unplaced = {k: v for k, v in data.items() if k in top}, []
+    for key, value in data.items():
+        if key in top:
+            continue
+        field = "kind" if key == "task_kind" else key
+        places = [section for section, keys in sections.items() if field in keys]
+        if not places:
+            unplaced.append(key)
+        for section in places:
+            inner = out.get(section)
+            if inner is not None and not isinstance(inner, dict):
+                continue  # the section's own error (not a mapping) is pydantic's to tell
+            inner = dict(inner or {})
+            if field in inner and inner[field] != value:
+                raise ConfigError(f"{source}: {key} is given twice, flat ({value!r}) and under '{section}:' "
+                                  f"({inner[field]!r}); keep one")
+            inner[field] = value
+            out[section] = inner
+    return out, unplaced
+
+
 def unknown_key(key: str, known: list[str], hint: str = "", noun: str = "key") -> str:
     """'unknown key', the nearest known key when one is close, and where the keys are described."""
     near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)  # `1: 2` has an int key

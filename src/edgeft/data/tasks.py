@@ -496,12 +496,19 @@ OWN_DATA_KEYS = {"dev_file": "--dev-file", "kind": "--task-kind", "text_column":
                  "label_words": "--label-words", "label_names": None, "dev_fraction": None}
 
 
+def own_data_keys_given(cfg: TaskConfig) -> tuple[str, str]:
+    """The keys of `cfg` set away from their defaults that read a user's own file, named with their CLI options
+    ('' when none), and the verb for them ('is'/'are'): finetune's and federate's refusals of them on a bundled task."""
+    given = [k for k in OWN_DATA_KEYS if getattr(cfg, k) != TaskConfig.model_fields[k].default]
+    names = ", ".join(f"{k} ({OWN_DATA_KEYS[k]})" if OWN_DATA_KEYS[k] else k for k in given)
+    return names, "is" if len(given) == 1 else "are"
+
+
 def _refuse_own_data_keys(cfg: TaskConfig) -> None:
     """A bundled task given keys that read a user's file: an error naming them (the defaults pass)."""
-    given = [k for k in OWN_DATA_KEYS if getattr(cfg, k) != TaskConfig.model_fields[k].default]
-    if given:
-        names = ", ".join(f"{k} ({OWN_DATA_KEYS[k]})" if OWN_DATA_KEYS[k] else k for k in given)
-        raise ConfigError(f"task '{cfg.name}': {names} {'is' if len(given) == 1 else 'are'} for your own data "
+    names, verb = own_data_keys_given(cfg)
+    if names:
+        raise ConfigError(f"task '{cfg.name}': {names} {verb} for your own data "
                           "file; a bundled task has its own prompt, label words, columns and dev split. Use "
                           "--data-file FILE (task.data_file in a config file) for your own data.")
 

@@ -258,16 +258,14 @@ def _check_task(task, source: str) -> None:
     started): a bundled task given task_options that read a file of your own (the rule of data.tasks'
     load_task, said with this config's keys: its own names a finetune config's task.data_file), or a name that is
     neither a bundled task nor a data file."""
-    from edgeft.data import TaskConfig
-    from edgeft.data.tasks import ALIASES, BUILTIN, OWN_DATA_KEYS, TASK_NAMES
+    from edgeft.data.tasks import ALIASES, BUILTIN, TASK_NAMES, own_data_keys_given
 
     if task.data_file is not None:
         return
     if ALIASES.get(task.name.lower(), task.name.lower()) in BUILTIN:
-        given = [k for k in OWN_DATA_KEYS if getattr(task, k) != TaskConfig.model_fields[k].default]
-        if given:
-            names = ", ".join(f"{k} ({OWN_DATA_KEYS[k]})" if OWN_DATA_KEYS[k] else k for k in given)
-            raise ConfigError(f"{source}: task_options: {names} {'is' if len(given) == 1 else 'are'} for your own "
+        names, verb = own_data_keys_given(task)
+        if names:
+            raise ConfigError(f"{source}: task_options: {names} {verb} for your own "
                               f"data file, and task '{task.name}' is a bundled task with its own prompt, label words, "
                               "columns and dev split. Give your file with --data-file FILE (task: FILE in a config "
                               "file), or leave these out.")

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeft.config import ConfigFile, validate
+from edgeft.config import ConfigFile, nest_flat_keys, validate
 from edgeft.errors import ConfigError, PlanError
 from edgeft.cores import usable_cores  # the emulated ranks share them
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
@@ -119,40 +119,16 @@ class LaunchConfig(ConfigFile):
         """`task: sst2` is `task: {name: sst2}`, so --train-samples and the like can go into it; and the flat keys
         of the command line (`epochs: 2`, `train_samples: 64`, `data_file: notes.jsonl`, as finetune's config takes
         them) go into the `train:` / `task:` sections they belong to, where they were refused as unknown keys."""
+        from edgeft.data import TaskConfig
+
         data = {**data, "task": {"name": data["task"]}} if isinstance(data.get("task"), str) else dict(data)
-        return _nest_flat_keys(data, source)
+        # a key of neither section stays where it is, for the unknown-key error that names launch's keys
+        out, unplaced = nest_flat_keys(data, source, set(cls.model_fields), {
+            "train": set(RuntimeTrain.model_fields), "task": set(TaskConfig.model_fields) - {"name"}})
+        return {**out, **{k: data[k] for k in unplaced}}
 
 
 config_from = LaunchConfig.from_dict
-
-
-def _nest_flat_keys(data: dict, source: str) -> dict:
-    """Keys that are not LaunchConfig's own but a field of its `train:` (RuntimeTrain) or `task:` (TaskConfig) section
-    moved into that section (`seed` into both, as --seed does; `task_kind` is the task's `kind`). The same key given
-    flat and nested with different values is refused; a key of neither section is left for the unknown-key error."""
-    from edgeft.data import TaskConfig
-
-    top = set(LaunchConfig.model_fields)
-    sections = {"train": set(RuntimeTrain.model_fields), "task": set(TaskConfig.model_fields) - {"name"}}
-    out = {k: v for k, v in data.items() if k in top or not any(
-        ("kind" if k == "task_kind" else k) in keys for keys in sections.values())}
-    for key, value in data.items():
-        if key in out:
-            continue
-        field = "kind" if key == "task_kind" else key
-        for section, keys in sections.items():
-            if field not in keys:
-                continue
-            inner = out.get(section)
-            if inner is not None and not isinstance(inner, dict):
-                continue  # the section's own error (not a mapping) is pydantic's to tell
-            inner = dict(inner or {})
-            if field in inner and inner[field] != value:
-                raise ConfigError(f"{source}: {key} is given twice, flat ({value!r}) and under '{section}:' "
-                                  f"({inner[field]!r}); keep one")
-            inner[field] = value
-            out[section] = inner
-    return out
 
 
 def _workload(cfg: LaunchConfig):

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal, Optional
 import torch
 from pydantic import Field, field_validator, model_validator
 
-from edgeft.config import ConfigFile, unknown_key, validate
+from edgeft.config import ConfigFile, nest_flat_keys as nest_flat, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import cut_notes, long_answer_notes
 from edgeft.data.tasks import size_notes
@@ -89,32 +89,17 @@ def nest_flat_keys(data: dict, source: str = "config") -> dict:
     the nested `task:`/`train:` form: each goes where FinetuneConfig keeps it (`seed` sets both seeds)."""
     top = set(FinetuneConfig.model_fields)
     task_keys, train_keys = set(TaskConfig.model_fields) - {"name"}, set(TrainConfig.model_fields)
-    out = {k: v for k, v in data.items() if k in top}
-    named = out.get("task")
-    task = dict(named) if isinstance(named, dict) else ({"name": named} if named is not None else {})
-    train = dict(out.get("train") or {}) if isinstance(out.get("train"), dict) else {}
-    for key, value in data.items():
-        if key in top:
-            continue
-        field = "kind" if key == "task_kind" else key
-        places = [d for d, keys in ((task, task_keys), (train, train_keys)) if field in keys]
-        if not places:
-            method = data.get("method", FinetuneConfig.model_fields["method"].default)
-            if isinstance(method, str) and method in METHODS and str(key) in METHODS[method].Options.model_fields:
-                raise ConfigError(f"{source}: {key}: an option of method {method}: give it under method_options "
-                                  f"(method_options: {{{key}: {value!r}}}), or --option {key}=VALUE")
-            known = sorted(top | task_keys | train_keys | {"task_kind"})
-            raise ConfigError(f"{source}: {key}: " + unknown_key(
-                key, known, "flat keys are finetune's options with underscores (epochs, lr, data_file, ...); "
-                            f"top-level keys: {', '.join(sorted(top))}"))
-        for place in places:
-            if field in place and place[field] != value:
-                raise ConfigError(f"{source}: {key} is given twice (flat and nested) with different values.")
-            place[field] = value
-    if task:
-        out["task"] = task
-    if train:
-        out["train"] = train
+    data = {**data, "task": {"name": data["task"]}} if isinstance(data.get("task"), str) else data
+    out, unplaced = nest_flat(data, source, top, {"task": task_keys, "train": train_keys})
+    for key in unplaced:
+        method = data.get("method", FinetuneConfig.model_fields["method"].default)
+        if isinstance(method, str) and method in METHODS and str(key) in METHODS[method].Options.model_fields:
+            raise ConfigError(f"{source}: {key}: an option of method {method}: give it under method_options "
+                              f"(method_options: {{{key}: {data[key]!r}}}), or --option {key}=VALUE")
+        known = sorted(top | task_keys | train_keys | {"task_kind"})
+        raise ConfigError(f"{source}: {key}: " + unknown_key(
+            key, known, "flat keys are finetune's options with underscores (epochs, lr, data_file, ...); "
+                        f"top-level keys: {', '.join(sorted(top))}"))
     return out
 
 
