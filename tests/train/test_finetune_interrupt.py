@@ -102,3 +102,15 @@ def test_a_zeroth_order_method_over_pac_prepares_pac_as_pac_does(tmp_path, tiny_
     assert int(load_file(str(tmp_path / "run" / "adapter" / "pac.safetensors"))["side.tap_rows"]) > 0
     cache = metrics["activation_cache"]
     assert cache["writes"] == 24 + 8 and cache["misses"] == 8  # training rows filled before epoch 1; dev rows miss
+
+
+def test_a_resumed_run_reports_the_dev_metrics_measured_before_the_stop(tmp_path, tiny_llama):
+    """metrics.json of a resumed finetune had dev_metric_before None and only the epochs after the stop."""
+    straight = run_finetune(_cfg(tiny_llama, tmp_path / "straight"))
+    with pytest.raises(Interrupted):  # 3 steps an epoch: stopped in epoch 2, after epoch 1's evaluation
+        run_finetune(_cfg(tiny_llama, tmp_path / "stopped"), progress_factory=_signal_at(4), say=lambda m: None)
+    resumed = run_finetune(_cfg(tiny_llama, tmp_path / "stopped", resume=True))
+    assert straight["dev_metric_before"] is not None
+    assert resumed["dev_metric_before"] == straight["dev_metric_before"]
+    assert [e["epoch"] for e in resumed["eval_history"]] == [1, 2]
+    assert resumed["eval_history"][0] == straight["eval_history"][0]

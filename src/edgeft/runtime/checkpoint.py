@@ -17,6 +17,7 @@ import torch
 from edgeft.errors import CacheError
 
 DONE = "COMPLETE.json"
+EVALS = "evals.json"  # the dev metrics so far, written by the rank that evaluates (not always the root)
 
 
 def step_dir(root: Path, step: int) -> Path:
@@ -38,6 +39,31 @@ def save_shard(root: Path, step: int, shard: str, params: dict[str, torch.Tensor
     tmp = d / f"{shard}.pt.tmp"
     torch.save({"params": {n: t.detach().cpu().clone() for n, t in params.items()}, "optim": opt_state}, tmp)
     tmp.replace(d / f"{shard}.pt")
+
+
+def save_evals(root: Path, step: int, evals: list[dict]) -> None:
+    """The evaluating rank's dev metrics up to this step, beside the shards: a resumed attempt reports the epochs
+    before the stop and reuses the untrained model's metrics rather than measuring them again."""
+    d = step_dir(root, step)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f"{EVALS}.tmp"
+    tmp.write_text(json.dumps(evals))
+    tmp.replace(d / EVALS)
+
+
+def read_evals(ckpt: Path) -> list[dict]:
+    """The dev metrics a complete checkpoint holds; none for one written before they were kept, or without them."""
+    f = Path(ckpt) / EVALS
+    if not f.is_file():
+        return []
+    try:
+        evals = json.loads(f.read_text())
+    except ValueError as err:
+        raise CacheError(f"{f}: not valid JSON ({err}); delete it to resume without the earlier dev metrics.") from err
+    if not isinstance(evals, list) or not all(isinstance(e, dict) and isinstance(e.get("epoch"), int) for e in evals):
+        raise CacheError(f"{f}: expected a list of {{'epoch': N, metric: value}}; delete it to resume without the "
+                         "earlier dev metrics.")
+    return evals
 
 
 def commit(root: Path, step: int, meta: dict, keep: int = 2) -> None:

@@ -158,6 +158,9 @@ class Trainer:
         self._result, self._pending = None, []
         self.checkpoint_step: int | None = None  # the global step the last checkpoint saved or loaded holds
         self._resuming = False  # until the first epoch of a run resumed from a checkpoint has started
+        # the dev metrics before training (the recipe measures them): kept in the checkpoint with the epochs' so a
+        # resumed run reports the whole history, not only the epochs after the stop
+        self.before: dict | None = None
 
     # -- stopping at a safe point ----------------------------------------------------------------------
     def request_stop(self, signum: int) -> None:
@@ -190,6 +193,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "loss_scale": self.precision.state_dict(),
             "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step,
+            "evals": {"before": self.before and _scalars(self.before),
+                      "history": [_scalars(e) for e in (self._result.eval_history if self._result else [])]},
             "method_state": {k: v.detach().cpu().clone() for k, v in self.method.checkpoint_state(self.model).items()},
             "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": _numpy_rng_state(),
                     "cuda": _cuda_rng_states()},
@@ -226,6 +231,10 @@ class Trainer:
         np.random.set_state(_numpy_rng_from(state["rng"]["numpy"]))
         _restore_cuda_rng_states(state["rng"].get("cuda"))  # None: saved by a CPU run, or before this was kept
         self.epoch, self.batch_in_epoch, self.global_step = state["epoch"], state["batch_in_epoch"], state["global_step"]
+        evals = state.get("evals") or {}  # absent in checkpoints written before the history was kept
+        self.before = evals.get("before") or self.before
+        if self._result is not None:
+            self._result.eval_history = list(evals.get("history") or [])
         self.checkpoint_step = self.global_step
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "global_step": self.global_step}
 

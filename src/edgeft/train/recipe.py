@@ -199,9 +199,7 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
         run.event("resume_missing", detail=note)
         (say or _stderr)(note)
 
-    metric_before = None
     if before is not None:
-        metric_before = before.get(task.metric_name)
         run.event("eval", epoch=0, metrics={k: v for k, v in before.items() if isinstance(v, (int, float))})
 
     trainable, total = parameter_counts(model)
@@ -215,15 +213,16 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
             advance(loss, cache.progress_note(), **more)
     trainer = Trainer(model, method, featurizer, train_feats, cfg.train, make_loss_fn(featurizer), eval_fn, run,
                       progress)
-    stopper.trainer = trainer
+    trainer.before, stopper.trainer = before, trainer
     result = trainer.fit(resume_from=run.checkpoint_dir if cfg.resume else None)
+    before = trainer.before  # a resumed run's from its checkpoint
 
     save_adapter(run.adapter_dir, method, model, backbone, task, {"max_length": cfg.task.max_length})
     final = result.eval_history[-1] if result.eval_history else {}
     metrics = {
         "model": cfg.model, "task": task.name, "method": method.name,
         "metric_name": task.metric_name,
-        "dev_metric_before": metric_before,
+        "dev_metric_before": before.get(task.metric_name) if before else None,
         "dev_metric": final.get(task.metric_name),
         "dev_metrics": {k: v for k, v in final.items() if isinstance(v, (int, float))},
         "eval_history": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in result.eval_history],

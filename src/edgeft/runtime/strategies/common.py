@@ -217,11 +217,14 @@ def maybe_resume(ctx: Context, named: dict, opt, sched) -> tuple[int, int, int]:
 
 
 def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: int, step_in_epoch: int,
-                    global_step: int, losses: list[float]) -> None:
-    """Every rank writes its shard (shard=None: nothing to write), barrier, root commits."""
+                    global_step: int, losses: list[float], evals: list[dict] | None = None) -> None:
+    """Every rank writes its shard (shard=None: nothing to write) and the evaluating one its dev metrics so far
+    (`evals`), barrier, root commits."""
     t0 = time.perf_counter()
     if shard is not None:
         ckpt.save_shard(ctx.ckpt_root, global_step, shard, named, opt, named)
+    if evals is not None:
+        ckpt.save_evals(ctx.ckpt_root, global_step, evals)
     ctx.comm.flush()
     ctx.comm.barrier()
     if ctx.group.is_root:
@@ -235,6 +238,23 @@ def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: in
 def previous_losses(ctx: Context) -> list[float]:
     found = ckpt.latest(ctx.ckpt_root) if ctx.spec.resume else None
     return list(found[1].get("losses", [])) if found else []
+
+
+def previous_evals(ctx: Context) -> list[dict]:
+    """The dev metrics (epoch 0 = before training) of the checkpoint a resumed attempt continues from."""
+    found = ckpt.latest(ctx.ckpt_root) if ctx.spec.resume else None
+    return ckpt.read_evals(found[0]) if found else []
+
+
+def evaluate_before(ctx: Context, model) -> dict:
+    """The dev metrics before training, on the rank that evaluates. An attempt that resumes (--resume, or after a
+    lost device) takes them from its checkpoint: the untrained model is the same, and measuring it again delayed
+    every rank's recovery by a whole evaluation."""
+    earlier = [e for e in previous_evals(ctx) if e["epoch"] == 0]
+    if earlier:
+        ctx.log("evaluated", examples=0, reused="checkpoint", seconds=0.0)
+        return {k: v for k, v in earlier[0].items() if k != "epoch"}
+    return evaluate_full(ctx, model)
 
 
 def save_adapter(ctx: Context, model) -> None:

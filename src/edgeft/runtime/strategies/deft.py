@@ -77,7 +77,7 @@ class Deft(Strategy):
         self.shard = "global" if self.is_server else f"opt-{ctx.name}"
         # the dev metrics before training (hybrid had them; deft printed only the after): the server holds the
         # whole model, as every rank built it alike; the others wait without a step's timeout
-        self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and self.is_server else None
+        self.before = C.evaluate_before(ctx, model) if ctx.spec.evaluate and self.is_server else None
         C.wait_for_evaluation(ctx)
 
     def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
@@ -116,8 +116,6 @@ class Deft(Strategy):
         return C.evaluate_full(self.ctx, self.model) if self.ctx.spec.evaluate and self.is_server else None
 
     def finish(self, res) -> dict:
-        if self.before is not None:
-            res.evals.insert(0, {"epoch": 0, **self.before})
         if self.is_server:  # the server steps every trainable and broadcasts them: it holds the result
             C.save_adapter(self.ctx, self.model)
         return {"role": "server" if self.is_server else "device", "blocks": list(self.blocks.get(self.ctx.rank, ())),

@@ -142,7 +142,7 @@ class Hybrid(Strategy):
         # The dev metrics before training come after the fill (no step has run yet): during the fill the other ranks
         # compute at the same time, so an evaluation there shared the cores and delayed this rank's fill, which all
         # wait for; here they wait (without the step-sized timeout) and it has the cores to itself (evaluate_full).
-        self.before = C.evaluate_full(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
+        self.before = C.evaluate_before(ctx, model) if ctx.spec.evaluate and ctx.rank == self.loss_rank else None
         C.wait_for_evaluation(ctx)
 
     # -- rows and neighbours -----------------------------------------------------------------------------
@@ -326,8 +326,6 @@ class Hybrid(Strategy):
         return None
 
     def finish(self, res) -> dict:
-        if self.before is not None:
-            res.evals.insert(0, {"epoch": 0, **self.before})
         res.fill_s = self.fill_s
         if self.shard == "all":  # every rank holds the same trainables; the one that checkpoints them saves them
             C.save_adapter(self.ctx, self.model)

@@ -33,10 +33,14 @@ class Strategy:
     - `named`: the parameters this rank checkpoints (and restores on resume), `shard`: its shard's name
       (None: it writes none), `opt`/`sched`: its optimizer and schedule (None when it steps nothing).
 
+    - `before`: on the rank that evaluates, the dev metrics before training (C.evaluate_before); None elsewhere.
+
     The loop then calls `epoch_start`, `step` per batch and `epoch_end`, and `finish` builds the result.
     Its name and planners are registered in edgeft.planner.strategies; `make_plan`/`repredict` are the
     launcher's side of it.
     """
+
+    before: dict | None = None
 
     @staticmethod
     def make_plan(cluster, table, samples: int, steps: int, micro_batches: int | None, cut: int | None):
@@ -94,6 +98,8 @@ class RuntimeLoop:
         ctx, s, res = self.ctx, self.s, self.res
         epoch0, step0, res.global_step = C.maybe_resume(ctx, s.named, s.opt, s.sched)
         res.losses = [tuple(x) for x in C.previous_losses(ctx)]
+        if s.before is not None:  # the evaluating rank reports the epochs trained before the stop too
+            res.evals = [e for e in C.previous_evals(ctx) if e["epoch"] > 0]
         return epoch0, step0
 
     def epoch_start(self, epoch: int, first_batch: int) -> None:
@@ -138,8 +144,9 @@ class RuntimeLoop:
 
     def _checkpoint(self, epoch: int, step_in_epoch: int) -> None:
         s, res = self.s, self.res
+        evals = None if s.before is None else [{"epoch": 0, **s.before}] + res.evals
         C.save_checkpoint(self.ctx, s.shard, s.named, s.opt, epoch, step_in_epoch, res.global_step,
-                          [list(x) for x in res.losses])
+                          [list(x) for x in res.losses], evals)
 
 
 def run(ctx: C.Context, strategy: type[Strategy]) -> dict:
@@ -150,4 +157,6 @@ def run(ctx: C.Context, strategy: type[Strategy]) -> dict:
     loop = RuntimeLoop(ctx, s)
     drive(loop, len(ctx.train_feats), cfg.batch_size, cfg.seed, cfg.epochs, cfg.max_steps_per_epoch)
     ctx.emu.check_memory("end of training")
+    if s.before is not None:
+        loop.res.evals.insert(0, {"epoch": 0, **s.before})
     return s.finish(loop.res)

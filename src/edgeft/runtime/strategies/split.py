@@ -74,7 +74,7 @@ class Split(Strategy):
         self.shard = "server" if self.is_server else ("devices" if self.my_slot == 0 else None)
         # the dev metrics before training: every rank built the model alike, so the server's copy is the whole
         # untrained model (no upload needed yet); the others wait without a step's timeout
-        self.before = C.evaluate_full(ctx, ctx.model) if ctx.spec.evaluate and self.is_server else None
+        self.before = C.evaluate_before(ctx, ctx.model) if ctx.spec.evaluate and self.is_server else None
         C.wait_for_evaluation(ctx)
 
     def step(self, epoch: int, indices: list[int], global_step: int) -> float | None:
@@ -137,8 +137,6 @@ class Split(Strategy):
         return False
 
     def finish(self, res) -> dict:
-        if self.before is not None:
-            res.evals.insert(0, {"epoch": 0, **self.before})
         if self._assemble():
             C.save_adapter(self.ctx, self.ctx.model)
         return {"role": "server" if self.is_server else "device",
