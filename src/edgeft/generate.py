@@ -8,6 +8,7 @@ with (data/features.py), so an adapter sees the prompt format it was trained on.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,20 +131,67 @@ def _overflow(err: ValueError) -> bool:
     return "exceed context window" in str(err)
 
 
+def _started(stream) -> Iterator | None:
+    """llama.cpp's stream of chunks, its first one taken (only then does llama.cpp check the prompt's length);
+    None when the prompt overflows the context."""
+    chunks = iter(stream)
+    try:
+        head = next(chunks, None)
+    except ValueError as err:
+        if not _overflow(err):
+            raise
+        return None
+    return itertools.chain([head] if head is not None else [], chunks)
+
+
+DEFAULT_CONTEXT = 2048  # llama.cpp's context when --context is not given (or the model's own, when shorter)
+
+
+def trained_context(path: Path) -> int | None:
+    """The context the model in a GGUF file was trained for (`<arch>.context_length`); None when the file does not
+    say or cannot be read (loading it then names the fault)."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+        arch = fields["general.architecture"].contents()
+        return int(fields[f"{arch}.context_length"].contents())
+    except Exception:  # a missing, truncated or foreign file: llamacpp.load says which
+        return None
+
+
 class GGUFTalker:
     """An exported GGUF file run by llama.cpp; the chat template is the one written into the file."""
 
-    def __init__(self, path: Path, n_ctx: int = 2048):
+    trained: int | None = None  # the model's own context, where the file says
+
+    def __init__(self, path: Path, n_ctx: int | None = None):
         from edgeft.compress.llamacpp import load
 
-        self.n_ctx = n_ctx
-        self.llm = load(path, n_ctx=n_ctx, logits_all=False)
+        self.trained = trained_context(path)
+        if n_ctx is None:
+            n_ctx = min(DEFAULT_CONTEXT, self.trained or DEFAULT_CONTEXT)
+        elif n_ctx < 1:
+            raise ConfigError(f"--context {n_ctx}: llama.cpp's context must hold the prompt and the answer; give a "
+                              "number of tokens (default: 2048, or the model's own when shorter).")
+        elif self.trained and n_ctx > self.trained:
+            raise ConfigError(f"--context {n_ctx}: {path} holds a model trained for {self.trained} tokens, and "
+                              f"past them its answers degrade; give at most {self.trained}.")
+        # llama.cpp pads the context to a multiple of 256, while llama-cpp-python sizes its token buffer by the
+        # number asked for: a prompt longer than that but inside the padded context failed with numpy's "could not
+        # broadcast input array". Asking for the padded size gives both the same length.
+        self.llm = load(path, n_ctx=-(-n_ctx // 256) * 256, logits_all=False)
+        if self.llm.n_ctx() != len(self.llm.input_ids):  # a llama.cpp that pads otherwise: ask for what it gives
+            self.llm = load(path, n_ctx=self.llm.n_ctx(), logits_all=False)
+        self.n_ctx = self.llm.n_ctx()
 
     def _args(self, s: Sampling) -> dict:
         return dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed, stream=True)
 
     def _too_long(self, what: str, s: Sampling) -> ConfigError:
-        return ConfigError(f"{what} does not fit llama.cpp's context of {self.n_ctx} tokens: shorten it (llama.cpp "
+        room = (f"raise --context (this model holds up to {self.trained})" if self.trained and self.trained > self.n_ctx
+                else "shorten it")
+        return ConfigError(f"{what} does not fit llama.cpp's context of {self.n_ctx} tokens: {room} (llama.cpp "
                            "ends an answer at the context's end, before --max-new-tokens "
                            f"{s.max_new_tokens} if need be).")
 
@@ -152,22 +200,10 @@ class GGUFTalker:
         HFTalker does: llama.cpp's ValueError ended a long chat with a traceback)."""
         msgs = list(messages)
         first = 1 if msgs and msgs[0]["role"] == "system" else 0
-        while True:
-            chunks = iter(self.llm.create_chat_completion(messages=msgs, **self._args(s)))
-            try:
-                head = next(chunks, None)  # llama.cpp checks the prompt's length before the first token
-            except ValueError as err:
-                if not _overflow(err):
-                    raise
-                if len(msgs) - first <= 1:
-                    raise self._too_long("the prompt", s) from None
-                del msgs[first:first + 2]
-                continue
-            break
-        for chunk in ([head] if head is not None else []):
-            text = chunk["choices"][0]["delta"].get("content")
-            if text:
-                yield text
+        while (chunks := _started(self.llm.create_chat_completion(messages=msgs, **self._args(s)))) is None:
+            if len(msgs) - first <= 1:
+                raise self._too_long("the prompt", s)
+            del msgs[first:first + 2]
         for chunk in chunks:
             text = chunk["choices"][0]["delta"].get("content")
             if text:
@@ -176,15 +212,9 @@ class GGUFTalker:
     def complete(self, prompt: str, s: Sampling) -> Iterator[str]:
         if not prompt:  # llama.cpp asserted on an empty prompt (n_tokens > 0): a bare AssertionError
             raise ConfigError("the prompt is empty: give the text to continue with --prompt.")
-        chunks = iter(self.llm.create_completion(prompt, **self._args(s)))
-        try:
-            head = next(chunks, None)
-        except ValueError as err:
-            if not _overflow(err):
-                raise
-            raise self._too_long("the prompt", s) from None
-        for chunk in ([head] if head is not None else []):
-            yield chunk["choices"][0]["text"]
+        chunks = _started(self.llm.create_completion(prompt, **self._args(s)))
+        if chunks is None:
+            raise self._too_long("the prompt", s)
         for chunk in chunks:
             yield chunk["choices"][0]["text"]
 
@@ -230,11 +260,14 @@ def _pac_model(model: str, adapter: Path, note: dict):
 
 
 def open_talker(model: Optional[str] = None, adapter: Optional[Path] = None, gguf: Optional[Path] = None,
-                device: str = "auto", n_ctx: int = 2048):
-    """A talker for exactly one of --model (with an optional --adapter) or --gguf."""
+                device: str = "auto", n_ctx: int | None = None):
+    """A talker for exactly one of --model (with an optional --adapter) or --gguf; `n_ctx`: llama.cpp's context."""
     if (model is None) == (gguf is None):
         raise ConfigError("give exactly one of --model (an alias, model folder or compressed folder, optionally "
                           "with --adapter) or --gguf FILE.")
+    if n_ctx is not None and gguf is None:
+        raise ConfigError(f"--context {n_ctx} sets llama.cpp's context and goes with --gguf; a --model answers "
+                          "within its own maximum positions (the oldest chat turns are dropped to fit).")
     if gguf is not None:
         if adapter is not None:
             raise ConfigError("--adapter goes with --model; a GGUF file already holds its merged weights.")

@@ -1,6 +1,7 @@
 """`edgeft generate` / `edgeft chat`: the streamed text is the model's own greedy answer, for a base model, a
 base + LoRA adapter, a compressed folder, a model with a chat template, and a GGUF export in llama.cpp."""
 
+import json
 import shutil
 
 import pytest
@@ -142,3 +143,30 @@ def test_generate_runs_a_zeroth_order_run_over_prompt_tuning(tiny_word_llama, tm
     assert cli("generate", "--model", str(tiny_word_llama), "--adapter", str(adapter), "--prompt", prompt,
                "--max-new-tokens", "12").strip() == greedy(tuned, bb.tokenizer, text, 12)
     assert "virtual-token" in merge_adapter(load_backbone(str(tiny_word_llama)), adapter).reason
+
+
+def test_a_gguf_runs_at_its_models_own_context_or_the_one_asked_for(tiny_smol, tmp_path):
+    """llama.cpp ran every GGUF at 2048 tokens, past a shorter model's positions, and a long prompt had no remedy
+    but shortening it."""
+    _llama_cpp()
+    from edgeft.compress.export import export_model
+    from edgeft.generate import GGUFTalker, Sampling, open_talker, trained_context
+
+    gguf = tmp_path / "m.gguf"
+    export_model(str(tiny_smol), gguf, "gguf", "f32")
+    trained = json.loads((tiny_smol / "config.json").read_text())["max_position_embeddings"]
+    assert trained < 2048 and trained_context(gguf) == trained
+    assert GGUFTalker(gguf).n_ctx == trained  # the model's own, being shorter than the default (2048)
+    with pytest.raises(ConfigError, match=rf"--context {trained + 1}: .*trained for {trained} tokens.*at most"):
+        GGUFTalker(gguf, n_ctx=trained + 1)
+    with pytest.raises(ConfigError, match="--context 0: "):
+        GGUFTalker(gguf, n_ctx=0)
+    with pytest.raises(ConfigError, match="goes with --gguf"):
+        open_talker(str(tiny_smol), n_ctx=64)
+    short = GGUFTalker(gguf, n_ctx=32)  # before: an 82-token prompt failed with numpy's "could not broadcast"
+    assert short.n_ctx == 256 and "".join(short.complete("the city " * 40, Sampling(max_new_tokens=4)))
+    with pytest.raises(ConfigError, match=rf"context of 256 tokens: raise --context \(this model holds up to {trained}\)"):
+        "".join(short.complete("the city " * 200, Sampling(max_new_tokens=4)))
+    out = cli("generate", "--gguf", str(gguf), "--context", "64", "--prompt", "The city", "--raw",
+              "--max-new-tokens", "4")
+    assert out.strip()

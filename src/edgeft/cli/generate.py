@@ -20,6 +20,8 @@ TALK_OPTIONS = {
     "top_p": (float, typer.Option(0.9, help="nucleus sampling mass (with --temperature > 0)")),
     "seed": (int, typer.Option(0, help="sampling seed")),
     "device": (str, typer.Option("auto", help="auto|cpu|cuda (transformers models)")),
+    "context": (Optional[int], typer.Option(None, help="llama.cpp's context in tokens (--gguf): prompt and answer "
+                                                       "must fit; default 2048, or the model's own when shorter")),
 }
 
 
@@ -27,7 +29,7 @@ def _open(talk: dict, max_new_tokens: int, temperature: float):
     from edgeft.generate import Sampling, open_talker
 
     s = Sampling(max_new_tokens, temperature, talk["top_p"], talk["seed"])
-    return open_talker(talk["model"], talk["adapter"], talk["gguf"], talk["device"]), s
+    return open_talker(talk["model"], talk["adapter"], talk["gguf"], talk["device"], talk["context"]), s
 
 
 EXIT_WORDS = {"/exit", "/quit"}
