@@ -132,3 +132,15 @@ def test_a_key_given_twice_is_named_with_both_lines_and_merge_keys_still_work(tm
     merged = tmp_path / "merge.yaml"
     merged.write_text("base: &b {epochs: 1, lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n")
     assert read_yaml(merged)["train"] == {"epochs": 1, "lr": 0.2}
+
+
+@pytest.mark.parametrize("seed,word", [(-1, "greater than or equal to 0"), (2**32, "less than or equal to 4294967295")])
+def test_a_seed_numpy_cannot_take_is_refused_by_name(tmp_path, seed, word):
+    """--seed -1 ran up to the training loop and ended in numpy's traceback ('Seed must be between 0 and 2**32 - 1')."""
+    ft, fed = tmp_path / "ft.yaml", tmp_path / "fed.yaml"
+    ft.write_text(f"task: {{name: sst2}}\ntrain: {{seed: {seed}}}\n")
+    fed.write_text(f"algorithm: fedit\nseed: {seed}\n")
+    with pytest.raises(ConfigError, match=rf"train\.seed: Input should be {word}"):
+        FinetuneConfig.load(ft)
+    with pytest.raises(ConfigError, match=rf"seed: Input should be {word}"):
+        FederatedConfig.load(fed)

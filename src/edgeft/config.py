@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from edgeft.errors import ConfigError
 
 Model = TypeVar("Model", bound=BaseModel)
+SEED_MAX = 2**32 - 1  # a run's seed: numpy's seeding refuses others (a traceback from deep in the run, before)
 
 
 class ConfigFile(BaseModel):

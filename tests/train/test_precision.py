@@ -252,3 +252,25 @@ def test_cuda_autocast_keeps_attention_off_cudnn_sdpa():
     assert torch.backends.cuda.cudnn_sdp_enabled() == before
     with Precision("bf16", "cpu").autocast():
         assert torch.backends.cuda.cudnn_sdp_enabled() == before
+
+
+@pytest.mark.skipif(not cpu_supports_fp16(), reason="this torch has no fp16 autocast on the CPU")
+def test_a_precision_this_cpu_emulates_is_called_out_before_training(monkeypatch, tmp_path, tiny_llama):
+    """--precision fp16 on a CPU without fp16 arithmetic trained ~60x slower than fp32, silently (one SmolLM2 LoRA
+    step: 146 s). The note names the slowdown and the faster choice; a precision that runs fast says nothing."""
+    from edgeft.train import precision as P
+    from edgeft.train.recipe import config_from_dict, run_finetune
+
+    speed = {torch.float32: 1.0, torch.bfloat16: 0.5, torch.float16: 60.0}  # this project's EPYC, roughly
+    monkeypatch.setattr(P, "_matmul_s", lambda dtype, *a, **k: speed[dtype])
+    assert P.cpu_precision_notes("fp16", "cpu") == [
+        "--precision fp16: this CPU multiplies fp16 matrices 60x slower than fp32 (it has no native fp16 "
+        "arithmetic), so training will be slower, not faster; use bf16 (2.0x fp32's speed here) or fp32."]
+    assert P.cpu_precision_notes("bf16", "cpu") == P.cpu_precision_notes("fp32", "cpu") == []
+    assert P.cpu_precision_notes("fp16", "cuda") == []
+    said = []
+    run_finetune(config_from_dict({
+        "model": str(tiny_llama), "method": "lora", "out": str(tmp_path / "run"),
+        "task": {"name": "sst2", "train_samples": 8, "dev_samples": 4, "max_length": 24},
+        "train": {"epochs": 1, "batch_size": 8, "precision": "fp16"}}), say=said.append)
+    assert any("60x slower than fp32" in line for line in said)

@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
-from edgeft.config import ConfigFile
+from edgeft.config import SEED_MAX, ConfigFile
 from edgeft.errors import ConfigError
 from edgeft.federated.algorithms import FederatedAlgorithm, get as algorithm_entry
 from edgeft.train.precision import PrecisionName
@@ -87,7 +87,7 @@ class FederatedConfig(ConfigFile):
     holdout_category: Optional[str] = Field(None, description="category kept out of every client (FedKSeed)")
     val_samples: int = Field(0, ge=0, description="training rows the server keeps out of every client to pick the "
                              "round whose global model the run returns, by loss on them (FedKSeed); 0: the last round")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the run's random seed (numpy takes 0 to 2**32-1)")
 
     # local work
     local_steps: int = Field(10, ge=1, description="local steps per round (FedIT, FedKSeed)")

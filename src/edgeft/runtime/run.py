@@ -410,7 +410,12 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
     if not given_plan:
         _check_plan_fits(cfg, cluster, table, len(feats), steps)
     run.begin(cfg.model_dump())  # inputs are valid: only now is the folder written
-    for note in notes:
+    import torch
+
+    from edgeft.train.precision import cpu_precision_notes
+
+    workers_on = "cuda" if torch.cuda.is_available() else "cpu"  # (edgeft.runtime.group: CPU when GPUs are fewer)
+    for note in notes + cpu_precision_notes(cfg.train.precision, workers_on):
         say(f"[yellow]warning:[/] {note}")
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgeft.config import SEED_MAX
 from edgeft.errors import CacheError, ConfigError
 from edgeft.processes import Interrupted
 from edgeft.train.compiled import CompileMode, compiled_forward
@@ -47,7 +48,7 @@ class TrainConfig(BaseModel):
                                                      "buckets (edgeft.train.compiled)")
     compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
                                                        "tokens (>= max_length: one width, one graph)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="the run's random seed (numpy takes 0 to 2**32-1)")
     deterministic: bool = Field(False, description="torch's deterministic kernels for the run: no float atomics "
                                                    "whose order the GPU decides (edgeft.train.determinism says what "
                                                    "it does not cover); slower where a kernel has to change")

@@ -31,6 +31,7 @@ from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
 from edgeft.train.objective import forward
 from edgeft.train.plots import plot_run
+from edgeft.train.precision import cpu_precision_notes, resolve_precision
 from edgeft.train.rundir import check_resume_matches, claim
 from edgeft.train.setup import backbone_for, head_for, start_session
 
@@ -192,7 +193,8 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
     run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
     for note in (size_notes(task) + cut_notes(cut, [len(task.train), len(task.dev)], cfg.task.max_length)
                  + long_answer_notes(featurizer, dev_feats, cfg.train.max_new_tokens,
-                                     "train.max_new_tokens (a --config file)")):
+                                     "train.max_new_tokens (a --config file)")
+                 + cpu_precision_notes(resolve_precision(cfg.train.precision, device), device)):
         (say or _stderr)(note)
     if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
         note = f"--resume: {run.path} has no checkpoint ({run.checkpoint_dir / 'state.pt'}); starting from scratch"
