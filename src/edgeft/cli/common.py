@@ -101,8 +101,8 @@ DATA_OPTIONS = {
                    "{text2}); \\n is a new line. E.g. 'Premise: {text}\\nHypothesis: {text2}\\nDoes the premise "
                    "entail the hypothesis?' A question at the end helps PAC on a causal LM (it reads the last token)")),
     "label_words": (Optional[str], typer.Option(
-        None, help="comma-separated words the LM head reads, one per label in the labels' sorted order (own "
-                   "classification file; default: the label names)")),
+        None, help="comma-separated words the LM head reads, one per label in the labels' sorted order (numbers "
+                   "by value; own classification file; default: the label names)")),
 }
 
 

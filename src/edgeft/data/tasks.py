@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,11 +49,11 @@ class TaskConfig(BaseModel):
                           "reads the prompt's last token, so a question there helps methods that keep the backbone "
                           "frozen (PAC)")
     label_words: Optional[list[str]] = Field(None, description="your own classification file: one word per label, "
-                                             "in the labels' sorted order, that the LM head reads (default: the "
-                                             "label names)")
+                                             "in the labels' sorted order (numbers by value), that the LM head reads "
+                                             "(default: the label names)")
     label_names: Optional[list[str]] = Field(None, description="your own classification file: its labels in class "
                                              "order, as an adapter was trained on them (`edgeft eval` passes the "
-                                             "adapter's); default: the training rows' labels, sorted")
+                                             "adapter's); default: the training file's labels, sorted")
     dev_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     train_samples: Optional[int] = Field(None, gt=0)
     dev_samples: Optional[int] = Field(None, gt=0)
@@ -101,8 +102,9 @@ class Task:
         return cls(train=[], dev=[], **shape)
 
     def score(self, preds, refs) -> dict[str, float]:
-        """All metrics of this task; the main one is under `metric_name`."""
-        return SCORERS[self.name if self.name in SCORERS else self.kind](preds, refs)
+        """All metrics of this task; the main one is under `metric_name`, whose scorer is used: a user's file named
+        mrpc.csv or gsm8k.jsonl is scored as what it holds, not as the bundled task of that name."""
+        return SCORERS[self.metric_name](preds, refs)
 
 
 def _glue_scorer(main: str):
@@ -129,14 +131,14 @@ def _gsm8k_scorer(preds, refs):
     return {"exact_match": M.exact_match_number(preds, refs), "rougeL": M.rouge_l(preds, refs)}
 
 
-SCORERS = {
-    "classification": _glue_scorer("accuracy"),
-    "regression": _regression_scorer,
-    "generation": _generation_scorer,
-    "lm": lambda preds, refs: {},  # perplexity comes from the loss, see train.evaluate
-    "mrpc": _glue_scorer("f1"),
-    "cola": _glue_scorer("mcc"),
-    "gsm8k": _gsm8k_scorer,
+SCORERS = {  # by a task's main metric
+    "accuracy": _glue_scorer("accuracy"),
+    "pearson": _regression_scorer,
+    "rougeL": _generation_scorer,
+    "perplexity": lambda preds, refs: {},  # perplexity comes from the loss, see train.evaluate
+    "f1": _glue_scorer("f1"),
+    "mcc": _glue_scorer("mcc"),
+    "exact_match": _gsm8k_scorer,
 }
 
 
@@ -284,13 +286,31 @@ def _shakespeare_task() -> Task:
 
 # --- a user's own file ----------------------------------------------------------------------------
 
-PAIR_FIELD = "text2"  # a user file whose first row has this field is a sentence-pair task (unless text2_column says)
+PAIR_FIELD = "text2"  # a user file whose rows have this field is a sentence-pair task (unless text2_column says)
 CATEGORY_FIELD = "category"  # an instruction row's category (Dolly's field), kept when a user file has it
 
 
-def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[dict]:
+def _pair_column(path: Path, records: list[tuple[int, dict]], pair: Optional[bool]) -> Optional[str]:
+    """PAIR_FIELD when the rows are pairs, checked row by row: a file whose rows (or a dev file whose rows, against
+    the training rows' `pair`) differ would have some second texts read and others dropped without a word."""
+    having = [lineno for lineno, row in records if PAIR_FIELD in row]
+    given, pair = pair is not None, bool(having) if pair is None else pair
+    odd = next((lineno for lineno, row in records if (PAIR_FIELD in row) != pair), None)
+    if odd is not None:
+        if pair:
+            though = "the training rows are pairs" if given else f"line {having[0]} has one"
+            raise DataError(f"{path}:{odd}: no second text ('{PAIR_FIELD}'), though {though}: rows are either all "
+                            f"pairs or all single texts. Add '{PAIR_FIELD}' here, or remove it from every row.")
+        raise DataError(f"{path}:{odd}: a second text ('{PAIR_FIELD}'), though the training rows have none: a model "
+                        f"trained on single texts would read it as one. Remove '{PAIR_FIELD}' from the dev rows, or "
+                        "give every training row one.")
+    return PAIR_FIELD if pair else None
+
+
+def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str, pair: Optional[bool] = None) -> list[dict]:
     """Rows of a user's file. Ids carry the split, so a train and a dev file of the same name (in two
-    folders) never share an id: caches key activations by id."""
+    folders) never share an id: caches key activations by id. `pair`: whether the training rows are pairs (None:
+    this file's rows tell)."""
     out = []
     records = read_records(path)
     text2_column = cfg.text2_column
@@ -298,8 +318,8 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str) -> list[
     if kind == "generation" and named_input and records and not any(cfg.input_column in r for _, r in records):
         raise DataError(f"{path}: no row has the input column '{cfg.input_column}' named by --input-column "
                         f"(task.input_column in a config file); fields present: {', '.join(records[0][1])}.")
-    if text2_column is None and records and PAIR_FIELD in records[0][1] and kind != "generation":
-        text2_column = PAIR_FIELD  # the documented record format's second text: never dropped silently
+    if text2_column is None and kind != "generation":
+        text2_column = _pair_column(path, records, pair)  # the documented format's second text: never dropped
     for lineno, row in records:
         def column(option: str, name: str | None = None, **kw) -> str:  # the TaskConfig key naming it, for errors
             return require_field(path, lineno, row, name or getattr(cfg, option), column_option=option, **kw)
@@ -331,6 +351,12 @@ def _infer_kind(path: Path, cfg: TaskConfig) -> str:
         return "generation"
     if cfg.label_column in first:
         return "classification"
+    # A later row with the column: the first row lacks it (a JSON Lines row may), not the file.
+    later = next(((n, c) for n, r in rows for c in (cfg.response_column, cfg.label_column) if c in r), None)
+    if later is not None:
+        raise DataError(f"{path}:{rows[0][0]}: missing field '{later[1]}', which line {later[0]} has (fields "
+                        f"present: {', '.join(first)}); fill it in or remove this row (edgeft tells the task kind "
+                        "from the first row; --task-kind sets it).")
     raise ConfigError(
         f"{path}: cannot tell the task kind: the first row has neither '{cfg.response_column}' (generation) "
         f"nor '{cfg.label_column}' (classification) (fields present: {', '.join(first)}). Name the columns with "
@@ -339,8 +365,9 @@ def _infer_kind(path: Path, cfg: TaskConfig) -> str:
 
 
 def _refuse_scores_as_classes(path: Path, rows: list[dict]) -> None:
-    """A label column of numbers with fractions (STS-B's 3.8, 2.5) is a score: read as classes it would train a
-    classifier over every distinct value, or stop on a dev score the training rows never had."""
+    """A label column of numbers with fractions (STS-B's 3.8, 2.5; 3,8 with a decimal comma) is a score: read as
+    classes it would train a classifier over every distinct value, or stop on a dev score the training rows never
+    had."""
     def number(value: str) -> float | None:
         try:
             return float(value)
@@ -348,6 +375,11 @@ def _refuse_scores_as_classes(path: Path, rows: list[dict]) -> None:
             return None
 
     labels = sorted({ex["label"] for ex in rows})
+    if all(re.fullmatch(r"-?\d+(,\d+)?", v) for v in labels) and any("," in v for v in labels):
+        raise ConfigError(f"{path}: the label column holds numbers with a decimal comma (e.g. "
+                          f"{next(v for v in labels if ',' in v)}), a score: write them with a decimal point (3.8) "
+                          "and set --task-kind regression (or --task-kind classification to treat each value as a "
+                          "class).")
     values = [number(v) for v in labels]
     if all(v is not None and math.isfinite(v) for v in values) and any(v != round(v) for v in values):
         raise ConfigError(f"{path}: the label column holds {len(labels)} distinct numbers with fractions (e.g. "
@@ -361,8 +393,9 @@ def _custom_task(cfg: TaskConfig) -> Task:
     train = _custom_records(path, cfg, kind, "train")
     if cfg.kind is None and kind == "classification":
         _refuse_scores_as_classes(path, train)
+    file_rows = train
     if cfg.dev_file:
-        dev = _custom_records(Path(cfg.dev_file), cfg, kind, "dev")
+        dev = _custom_records(Path(cfg.dev_file), cfg, kind, "dev", pair="text2" in train[0])
     else:  # split by seed; every row lands in exactly one side
         order = list(range(len(train)))
         random.Random(cfg.seed).shuffle(order)
@@ -374,7 +407,7 @@ def _custom_task(cfg: TaskConfig) -> Task:
     task = Task(name=path.stem, kind=kind, train=train, dev=dev,
                 metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
     if kind in ("classification", "regression"):
-        _encode_custom_labels(task, path, cfg.label_names)
+        _encode_custom_labels(task, path, cfg.label_names, file_rows)
         _apply_prompt(task, cfg, path)
     elif cfg.prompt_template is not None or cfg.label_words is not None:
         raise ConfigError(f"{path}: prompt_template and label_words (--prompt-template, --label-words) are for "
@@ -383,16 +416,37 @@ def _custom_task(cfg: TaskConfig) -> Task:
     return task
 
 
-def _encode_custom_labels(task: Task, path: Path, given: Optional[list[str]] = None) -> None:
+def _sorted_labels(labels: set[str]) -> list[str]:
+    """Labels in class order: by value when all are numbers (1, 2, 10, as a user gives --label-words for them; as
+    text, 10 would come before 2 and a word meant for 2 would name 10), else as text."""
+    try:
+        values = {label: float(label) for label in labels}
+    except ValueError:
+        return sorted(labels)
+    if not all(math.isfinite(v) for v in values.values()):
+        return sorted(labels)
+    return sorted(labels, key=lambda label: (values[label], label))
+
+
+def _encode_custom_labels(task: Task, path: Path, given: Optional[list[str]] = None,
+                          file_rows: Optional[list[dict]] = None) -> None:
     """Labels as class indices: in the order `given` (an adapter's classes, which a file scored with it may hold
-    only some of), else the training rows' labels sorted."""
-    raw = sorted({ex["label"] for ex in task.train})
+    only some of), else the training file's labels sorted (`file_rows`: all its rows, dev split included, so a
+    label whose only rows the seeded split put in dev is still a class, not an 'unseen' one). A regression score
+    must be a finite number: one NaN makes the loss, the model and the metrics NaN."""
+    raw = _sorted_labels({ex["label"] for ex in (file_rows or task.train)})
     if task.kind == "regression":
         for ex in task.train + task.dev:
             try:
-                ex["label"] = float(ex["label"])
+                score = float(ex["label"])
             except ValueError as err:
-                raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a number (regression task).") from err
+                point = " (write decimals with a point: 3.8)" if "," in ex["label"] else ""
+                raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a number{point} (regression "
+                                "task).") from err
+            if not math.isfinite(score):
+                raise DataError(f"{ex['_where']}: label '{ex['label']}' is not a finite number (regression task); "
+                                "give this row its score or remove it.")
+            ex["label"] = score
         return
     names = list(given) if given else raw
     if len(names) < 2:
@@ -401,8 +455,9 @@ def _encode_custom_labels(task: Task, path: Path, given: Optional[list[str]] = N
                         "numeric score.")
     for ex in task.train + task.dev if given else task.dev:
         if ex["label"] not in names:
-            known = "the adapter's labels" if given else "the training data"
-            raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in {known} ({names}).")
+            known, fix = (("the adapter's labels", "it scores only those: remove this row or retrain with it") if given
+                          else ("the training data", "add training rows with it, or remove this row"))
+            raise DataError(f"{ex['_where']}: label '{ex['label']}' never appears in {known} ({names}); {fix}.")
     for ex in task.train + task.dev:
         ex["label"] = names.index(ex["label"])
     task.label_names = names
@@ -465,13 +520,17 @@ SIZE_KEYS = ("train_samples", "dev_samples", "max_length", "seed")
 
 def size_notes(task: Task) -> list[str]:
     """One line per size asked for beyond what the task holds (all of its rows are used then), so that a run on
-    fewer rows than asked says so instead of only showing it in metrics.json."""
+    fewer rows than asked says so instead of only showing it in metrics.json; and one when a regression's dev rows
+    all hold one score (a small file's 10% split can be one row), whose Pearson would read 0 however it trained."""
     notes = []
     for key, rows in (("train_samples", task.train), ("dev_samples", task.dev)):
         asked = getattr(task.config, key, None) if task.config is not None else None
         if asked and asked > len(rows):
             notes.append(f"--{key.replace('_', '-')} {asked}: {task.name} has {len(rows)} {key.split('_')[0]} rows, "
                          f"so all {len(rows)} are used")
+    if task.kind == "regression" and task.dev and len({ex["label"] for ex in task.dev}) < 2:
+        notes.append(f"all {len(task.dev)} dev row(s) of {task.name} have the score {task.dev[0]['label']:g}, so "
+                     "Pearson and Spearman are undefined and read 0; give dev rows of varied scores (--dev-file)")
     return notes
 
 
