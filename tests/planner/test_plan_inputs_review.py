@@ -58,6 +58,22 @@ def test_split_gives_a_device_no_more_layers_than_its_memory_holds_and_refuses_o
                   resolve_arch("smollm2-135m"), Workload(method="full"), "split")
 
 
+def test_split_keeps_more_layers_on_the_devices_when_the_server_cannot_hold_the_rest(tmp_path):
+    """The solver did not know the server's memory: a plan that put most layers on the server was refused afterwards,
+    though the devices could keep more of them. Now a floor on the split points rises until the server holds its
+    part, and the solver plans within it."""
+    arch, devices = resolve_arch("smollm2-135m"), [cycle_device(f"d{i}", 8) for i in range(3)]
+    roomy = make_plan(load_cluster(cluster(tmp_path, devices, name="a.yaml")), arch, Workload(method="full"), "split")
+    need = roomy.predicted["server_memory_bytes"]["srv"]
+    cap_gb = round(0.5 * need / 2**30, 3)
+    tight = make_plan(load_cluster(cluster(tmp_path, devices, server_gb=cap_gb, name="b.yaml")), arch,
+                      Workload(method="full"), "split")
+    assert tight.predicted["server_memory_bytes"]["srv"] <= cap_gb * 2**30
+    assert min(t.split_layer for t in tight.tasks) > max(t.split_layer for t in roomy.tasks)
+    assert all(t.memory_bytes <= 8 * 2**30 for t in tight.tasks)
+    assert tight.predicted["objective"] > roomy.predicted["objective"]  # the memory costs time or energy
+
+
 def test_a_links_latency_is_paid_by_deft_rounds_and_pipeline_sends(tmp_path):
     def flops_device(name, latency_ms, memory_gb=8):
         return (f"{{name: {name}, compute: {{flops: 1.0e11}}, memory_gb: {memory_gb}, "

@@ -15,7 +15,8 @@ from edgeft.planner.dual_ascent import (
 )
 from edgeft.planner.plan import DeviceTask, Plan
 from edgeft.planner.split_model import (
-    SplitSettings, breakdown, build_split_instance, check_server_memory, device_bytes, memory_alpha_max, totals,
+    SplitSettings, breakdown, build_split_instance, check_server_memory, device_bytes, lowest_fitting_split,
+    memory_alpha_max, server_overloads, totals,
 )
 from edgeft.planner.split_solver import BASELINES, solve_split
 
@@ -88,6 +89,17 @@ def split_plan(cluster, arch, workload, table, num_blocks, samples, settings) ->
     inst = build_split_instance(cluster, settings, workload.seq_len, layer_training_flops(arch, table, settings.batch))
     inst = replace(inst, alpha_max=memory_alpha_max(cluster, table))  # a device takes no more layers than it holds
     res = solve_split(inst)
+    while True:  # a server that cannot hold its users' parts: they keep more layers (a floor on their split
+        _, over = server_overloads(cluster, table, res.point)  # points) and the solver plans again (may move them)
+        raised = [lowest_fitting_split(cluster, table, inst, res.point, m) for m in over]
+        if not over or any(a is None for a in raised):
+            break  # every server holds its part, or one cannot even then: check_server_memory names it
+        floor = inst.a_min.copy()
+        for m, alpha in zip(over, raised):
+            on = res.point.server == m
+            floor[on] = np.maximum(floor[on], alpha[on])
+        inst = replace(inst, alpha_min=floor)  # strictly higher for some user each time: the loop ends
+        res = solve_split(inst)
     pt = res.point
     server_need = check_server_memory(cluster, table, inst, pt)
     br = breakdown(inst, pt)

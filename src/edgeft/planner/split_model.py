@@ -55,6 +55,7 @@ class SplitInstance:
     W: np.ndarray  # M, MHz to share
     s: SplitSettings = field(default_factory=SplitSettings)
     alpha_max: np.ndarray | None = None  # N, the most layers each device's memory holds (default: U-1 for all)
+    alpha_min: np.ndarray | None = None  # N, the fewest layers a user may keep (default 1): its server's memory
     latency_s: np.ndarray | None = None  # N, the link's one-way latency: paid by each step's upload of the cut
 
     @property
@@ -62,6 +63,13 @@ class SplitInstance:
         """Per user, the largest split point it may take: U-1, or fewer where its memory holds fewer layers."""
         top = np.full(len(self.psi), self.s.layers - 1.0)
         return top if self.alpha_max is None else np.minimum(top, self.alpha_max)
+
+    @property
+    def a_min(self) -> np.ndarray:
+        """Per user, the smallest split point it may take: 1, or more where its server cannot hold the layers above
+        a lower one (split_plan raises it); never above a_max."""
+        low = np.ones(len(self.psi)) if self.alpha_min is None else np.maximum(1.0, self.alpha_min)
+        return np.minimum(low, self.a_max)
 
     @property
     def N(self) -> int:
@@ -149,7 +157,8 @@ def totals(inst: SplitInstance, pt: SplitPoint) -> dict[str, float]:
 
 def feasible(inst: SplitInstance, pt: SplitPoint, tol: float = 1e-6) -> bool:
     U = inst.s.layers
-    ok = np.all(pt.alpha >= 1 - tol) and np.all(pt.alpha <= U - 1 + tol) and np.all(pt.alpha <= inst.a_max + tol)
+    ok = np.all(pt.alpha >= inst.a_min - tol) and np.all(pt.alpha <= U - 1 + tol)
+    ok &= np.all(pt.alpha <= inst.a_max + tol)
     ok &= np.all(pt.f >= inst.f_lo * (1 - tol)) and np.all(pt.f <= inst.f_hi * (1 + tol))
     ok &= np.all(pt.p >= inst.p_lo * (1 - tol)) and np.all(pt.p <= inst.p_hi * (1 + tol))
     for m in range(inst.M):
@@ -281,17 +290,41 @@ def memory_alpha_max(cluster: ClusterSpec, table) -> np.ndarray:
     return np.array(caps)
 
 
+def server_overloads(cluster: ClusterSpec, table, pt: SplitPoint) -> tuple[list[float], list[int]]:
+    """Each server's memory for the plan's split points (bytes), and the servers that cannot hold theirs."""
+    need, over = [], []
+    for m, sv in enumerate(cluster.servers):
+        b = server_bytes(table, [int(round(a)) for a, srv in zip(pt.alpha, pt.server) if srv == m])
+        need.append(b)
+        if b > sv.memory_gb * 2**30:
+            over.append(m)
+    return need, over
+
+
+def lowest_fitting_split(cluster: ClusterSpec, table, inst: SplitInstance, pt: SplitPoint,
+                         m: int) -> np.ndarray | None:
+    """Split points for server m's users raised to the lowest common floor k at which the server holds their parts
+    (fewer layers above the splits: less frozen weight, trainable state and activation on it), each capped by its
+    own memory (a_max); the other users' unchanged. None when no floor helps."""
+    mine = np.flatnonzero(pt.server == m)
+    cap = cluster.servers[m].memory_gb * 2**30
+    for k in range(int(min(pt.alpha[mine])) + 1, table.num_layers):
+        trial = np.minimum(np.maximum(pt.alpha[mine], k), inst.a_max[mine])
+        if server_bytes(table, trial) <= cap:
+            alpha = pt.alpha.copy()
+            alpha[mine] = trial
+            return alpha
+    return None
+
+
 def check_server_memory(cluster: ClusterSpec, table, inst: SplitInstance, pt: SplitPoint) -> list[float]:
     """Each server's memory for the plan's split points (bytes); a server that cannot hold them stops the plan."""
-    need = []
-    for m, sv in enumerate(cluster.servers):
-        mine = [int(round(a)) for a, srv in zip(pt.alpha, pt.server) if srv == m]
-        b = server_bytes(table, mine)
-        if b > sv.memory_gb * 2**30:
-            raise PlanError(f"{cluster.where}: servers[{m}]({sv.name}).memory_gb = {sv.memory_gb:g} cannot hold "
-                            f"the layers its {len(mine)} user(s) leave to it ({b / 2**30:.2f} GiB: the frozen "
-                            "weights once, each user's trainable weights and state, one step's activations): give it "
-                            "more memory_gb, "
-                            "add a server, or plan a smaller --batch / --seq-len")
-        need.append(b)
+    need, over = server_overloads(cluster, table, pt)
+    for m in over[:1]:
+        sv, users = cluster.servers[m], int(np.sum(pt.server == m))
+        raise PlanError(f"{cluster.where}: servers[{m}]({sv.name}).memory_gb = {sv.memory_gb:g} cannot hold "
+                        f"the layers its {users} user(s) leave to it ({need[m] / 2**30:.2f} GiB: the frozen "
+                        "weights once, each user's trainable weights and state, one step's activations) even with "
+                        "each user keeping as many layers as its own memory holds: give it more memory_gb, "
+                        "add a server, or plan a smaller --batch / --seq-len")
     return need

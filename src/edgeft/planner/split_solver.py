@@ -60,7 +60,7 @@ class SolveStats:
 def _alpha_vec(inst: SplitInstance, alpha: float | np.ndarray | None) -> np.ndarray:
     U = inst.s.layers
     a = np.full(inst.N, U / 2.0) if alpha is None else np.broadcast_to(np.asarray(alpha, float), (inst.N,)).copy()
-    return np.minimum(a, inst.a_max)  # never more layers than a device's memory holds
+    return np.clip(a, inst.a_min, inst.a_max)  # never more layers than a device holds, nor fewer than its server allows
 
 
 def equal_share_point(inst: SplitInstance, server: np.ndarray, alpha: float | np.ndarray | None = None) -> SplitPoint:
@@ -249,7 +249,7 @@ def fp_resources(
 ) -> SplitPoint:
     """FP iterations from pt; alpha relaxed to [1, U-1] or held fixed. Accepts only improving steps."""
     prob = problem or _ResourceProblem(inst, pt.server, fixed_alpha=alpha_fixed)
-    lo = pt.alpha.copy() if alpha_fixed else np.full(inst.N, 1.0)
+    lo = pt.alpha.copy() if alpha_fixed else inst.a_min.copy()
     hi = pt.alpha.copy() if alpha_fixed else inst.a_max.copy()
     best, best_obj = pt, objective(inst, pt)
     for _ in range(max_iter):
@@ -278,7 +278,8 @@ def best_integer_alpha(inst: SplitInstance, pt: SplitPoint) -> SplitPoint:
     B = b1 / pt.fe + b2 * pt.fe**2
     cand = np.arange(1, U, dtype=float)[None, :]
     cost = cand * A[:, None] + (U - cand) * B[:, None] + inst.stab_coef()[:, None] * U / (U - cand)
-    cost = np.where(cand <= inst.a_max[:, None], cost, np.inf)  # splits a device's memory cannot hold
+    # splits a device's memory cannot hold, or that leave its server more layers than the server holds
+    cost = np.where((cand <= inst.a_max[:, None]) & (cand >= inst.a_min[:, None]), cost, np.inf)
     out = pt.copy()
     out.alpha = cand[0, np.argmin(cost, axis=1)]
     return out
@@ -296,7 +297,7 @@ def solve_given_association(
     pt = best_integer_alpha(inst, pt)
     val = objective(inst, pt)
     # the joint problem is not convex: also start the integer descent from the extreme splits
-    for a0 in (1.0, inst.a_max):
+    for a0 in (inst.a_min, inst.a_max):
         cand = best_integer_alpha(inst, fp_resources(inst, initial_point(inst, server, a0), alpha_fixed=True, problem=fixed))
         cv = objective(inst, cand)
         if cv < val:
