@@ -147,3 +147,16 @@ def test_a_cluster_no_plan_fits_is_refused_before_the_run_folder_is_written(tmp_
     with pytest.raises(PlanError, match="zero uplink rate"):
         launch(cfg)
     assert not run.exists() or not any(run.iterdir())
+
+
+def test_devices_naming_the_server_says_it_is_one_and_lists_the_devices():
+    """`--devices edge` said only "devices ['edge'] are not in four-phones.yaml", though edge is in it (a server)."""
+    from edgeft.errors import PlanError
+    from edgeft.planner import load_cluster
+    from edgeft.runtime.placement import pick
+
+    cluster = load_cluster(CLUSTER)
+    with pytest.raises(PlanError, match=r"\['edge'\] are not in .*four-phones.yaml \(edge is a server: a run always "
+                                        r"has its server; .*\); its devices: phone-1, phone-2, phone-3, phone-4$"):
+        pick(cluster, ["edge"])
+    assert [d.name for d in pick(cluster, ["phone-2"]).devices] == ["phone-2"]

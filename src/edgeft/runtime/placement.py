@@ -104,7 +104,11 @@ def pick(cluster: ClusterSpec, names: list[str] | None) -> ClusterSpec:
         return cluster
     unknown = [n for n in names if n not in {d.name for d in cluster.devices}]
     if unknown:
-        raise PlanError(f"devices {unknown} are not in {cluster.where}")
+        servers = [n for n in unknown if n in {s.name for s in cluster.servers}]
+        why = (f" ({', '.join(servers)} {'is a server' if len(servers) == 1 else 'are servers'}: a run always has its "
+               "server; --devices picks among the devices)") if servers else ""
+        raise PlanError(f"devices {unknown} are not in {cluster.where}{why}; its devices: "
+                        f"{', '.join(d.name for d in cluster.devices)}")
     if not names:
         raise PlanError(f"{cluster.where}: no devices left to run on")
     return cluster.model_copy(update={"devices": [d for d in cluster.devices if d.name in names]})
