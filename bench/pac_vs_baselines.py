@@ -120,6 +120,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if bad:
         p.error(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+    if not any(args.variants.split(",")) and not (args.sweep or args.merge or args.worker):
+        p.error(f"--variants {args.variants!r} names no variant: choose from {', '.join(VARIANTS)}")
+    # Counts checked here: each worker met a 0 as a pydantic traceback, and --dev-samples 0 or --holdout 0 did not
+    # reach the workers at all (sys_argv_of drops a 0), which then scored on the whole dev split without a word.
+    for name, least in (("train_samples", 1), ("dev_samples", 1), ("epochs", 1), ("batch_size", 1),
+                        ("eval_batch_size", 1), ("max_length", 8), ("holdout", 1), ("holdout_beyond", 1),
+                        ("holdout_min_words", 1), ("threads", 1), ("compile_bucket", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            p.error(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+    check_pairs(p.error, args.lr, args.pac_option, args.lora_option)
+    if not args.worker:
+        check_out(p.error, Path(args.out))
     if args.profile_epoch is not None and not 1 <= args.profile_epoch <= args.epochs:
         p.error(f"--profile-epoch {args.profile_epoch}: choose an epoch of this run, 1 to --epochs ({args.epochs})")
     return args
@@ -135,6 +148,63 @@ def _kv(pairs: list[str]) -> dict:
         k, v = pair.split("=", 1)
         out[k.strip()] = yaml.safe_load(v)
     return out
+
+
+def check_pairs(error, lrs: list[str], pac_options: list[str] = (), lora_options: list[str] = ()) -> None:
+    """--lr METHOD=LR and the KEY=VALUE options, checked before any variant runs: a METHOD that is not one of
+    DEFAULT_LRS's (`--lr lroa=1e-3`, `--lr pac_cache=...`) was dropped silently, and a value that is not a number
+    or a pair without '=' stopped each variant's process with a traceback."""
+    for flag, pairs in (("--lr", lrs), ("--pac-option", pac_options), ("--lora-option", lora_options)):
+        for pair in pairs:
+            if "=" not in pair:
+                error(f"{flag} {pair!r}: write {'METHOD=LR' if flag == '--lr' else 'KEY=VALUE'}")
+    for pair in lrs:
+        method, value = (t.strip() for t in pair.split("=", 1))
+        if method not in DEFAULT_LRS:
+            error(f"--lr {pair!r}: {method!r} is not a method here; choose from {', '.join(DEFAULT_LRS)} "
+                  "(pac sets both pac_nocache and pac_cache)")
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = None
+        if lr is None or not lr > 0 or lr == float("inf"):
+            error(f"--lr {pair!r}: the learning rate must be a positive number, e.g. {method}=5e-4")
+
+
+SWEEP_KEYS = ("label", "options", "lr", "train_seed", "epochs", "weight_decay", "head")  # what run() reads
+
+
+def read_sweep(path: str) -> list[dict]:
+    """The --sweep file's configurations, checked before any run: a key run() does not read (a typo such as
+    'option') was dropped, so the defaults ran under that label, and a label given twice kept only the last run."""
+    try:
+        items = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--sweep {path}: not a readable JSON file ({err})") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise SystemExit(f"--sweep {path}: must be a JSON list of objects {{label, options, ...}}")
+    for n, item in enumerate(items):
+        unknown = sorted(set(item) - set(SWEEP_KEYS))
+        if unknown:
+            raise SystemExit(f"--sweep {path}: item {n} has keys {unknown}, which a sweep does not read (it reads "
+                             f"{', '.join(SWEEP_KEYS)})")
+        if not isinstance(item.get("label"), str) or not item["label"] or not isinstance(item.get("options", {}), dict):
+            raise SystemExit(f"--sweep {path}: item {n} needs a 'label' (text) and 'options' as an object")
+    labels = [i["label"] for i in items]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise SystemExit(f"--sweep {path}: labels {twice} given twice; each names one configuration's results")
+    return items
+
+
+def check_out(error, out: Path) -> None:
+    """The report's path, writable before the runs: a folder or a file in the way was found only when the
+    report was written, after every run, and the runs' results were lost."""
+    if out.is_dir():
+        error(f"--out {out}: a folder; give the report's file name, e.g. {out / 'report.json'}")
+    in_the_way = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        error(f"--out {out}: {in_the_way} is a file, not a folder")
 
 
 def method_of(variant: str, args) -> tuple[str, dict, float]:
@@ -451,6 +521,7 @@ def run(args) -> dict:
 
     console = Console()
     variants = [v for v in args.variants.split(",") if v]
+    sweep = read_sweep(args.sweep) if args.sweep else []  # before the variants: a bad file stops nothing long
     results = {}
     for v in variants:
         console.print(f"[bold]{v}[/] ...", highlight=False)
@@ -476,7 +547,7 @@ def run(args) -> dict:
     if args.sweep:
         import copy
 
-        for item in json.loads(Path(args.sweep).read_text()):
+        for item in sweep:
             sub = copy.deepcopy(args)
             sub.pac_option = args.pac_option + [f"{k}={json.dumps(v)}" for k, v in item.get("options", {}).items()]
             if "lr" in item:
@@ -604,7 +675,12 @@ def main(argv=None) -> None:
 
     quiet_libraries()
     if args.worker:
-        result = run_variant(args.worker, args)
+        from edgeft.errors import EdgeftError
+
+        try:
+            result = run_variant(args.worker, args)
+        except EdgeftError as err:  # a bad task, option or model: its message, not a traceback of this process
+            raise SystemExit(f"error: {err}") from None
         Path(args.worker_out).write_text(json.dumps(result))
         return
     run(args)

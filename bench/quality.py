@@ -110,7 +110,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.tasks = ",".join(_csv(args.tasks) + list(args.user_files))
     if args.share_fill and not args.sweep:
         p.error("--share-fill shares PAC's cache fill between the configurations of a --sweep; give --sweep too")
+    if not args.pick:
+        _check_lists(p, args)
     return args
+
+
+def _check_lists(p: argparse.ArgumentParser, args) -> None:
+    """The suite's lists and files, checked before any run: a seed that is not a number or a method not in
+    METHOD_VARIANT stopped it with a traceback, a misspelt task failed every run of it one by one, an empty list
+    wrote an empty report, a --lr METHOD typo was dropped silently, and an --out folder was found only after every
+    run, losing them."""
+    from edgeft.data import TASK_NAMES
+
+    for flag, value in (("--models", args.models), ("--seeds", args.seeds), ("--methods", args.methods)):
+        if not _csv(value):
+            p.error(f"{flag} {value!r} names nothing: give a comma-separated list")
+    bad = [s for s in _csv(args.seeds) if not re.fullmatch(r"-?\d+", s)]
+    if bad:
+        p.error(f"--seeds {args.seeds!r}: {', '.join(bad)} not a whole number; write e.g. --seeds 0,1,2")
+    bad = [m for m in _csv(args.methods) if m not in METHOD_VARIANT]
+    if bad:
+        p.error(f"--methods {args.methods!r}: unknown {', '.join(bad)}; choose from {', '.join(METHOD_VARIANT)}")
+    if not _csv(args.tasks):
+        p.error("--tasks names no task: give bundled tasks (e.g. sst2,rte) or --user-task NAME=TRAIN[,DEV]")
+    for t in _csv(args.tasks):
+        known = t in args.user_files or t.removeprefix("file:") in TASK_NAMES or (Path(t).suffix and Path(t).is_file())
+        if not known:
+            p.error(f"--tasks: unknown task {t!r}; choose from {', '.join(TASK_NAMES)}, file:<one of them>, or give "
+                    "your own file with --user-task NAME=TRAIN[,DEV]")
+    for name, least in (("train_samples", 1), ("dev_samples", 1), ("holdout", 1), ("holdout_min_words", 1),
+                        ("epochs", 1), ("pac_epochs", 1), ("batch_size", 1), ("max_length", 8), ("threads", 1)):
+        value = getattr(args, name)  # a 0 failed every run one by one, or (--holdout 0) scored on dev silently
+        if value is not None and value < least:
+            p.error(f"--{name.replace('_', '-')} {value}: must be at least {least}")
+    bench = _baselines()
+    bench.check_pairs(p.error, args.lr, args.pac_option, args.lora_option)
+    bench.check_out(p.error, Path(args.out))
 
 
 def _baselines():
@@ -418,6 +453,11 @@ def print_table(table: dict) -> None:
 
 
 def run(args) -> dict:
+    for flag, path in (("--sweep", args.sweep), ("--pac-config", args.pac_config)):
+        if path and not Path(path).is_file():  # a missing --sweep was found only after every run had failed
+            raise SystemExit(f"{flag} {path}: no such file")
+    if args.sweep:
+        _baselines().read_sweep(args.sweep)  # each run reads it: a bad item would fail or mislabel every run
     out = Path(args.out)
     work = Path(args.work) if args.work else out.with_name(out.stem + "_runs")
     work.mkdir(parents=True, exist_ok=True)
@@ -462,7 +502,14 @@ def run(args) -> dict:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.pick:
-        choice = pick(json.loads(Path(args.pick).read_text()), args.margin)
+        try:
+            report = json.loads(Path(args.pick).read_text())
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--pick {args.pick}: not a readable --sweep report ({err})") from None
+        if not isinstance(report, dict) or not (report.get("meta") or {}).get("sweep_items") or "table" not in report:
+            raise SystemExit(f"--pick {args.pick}: not a --sweep report (no sweep_items): pick chooses among the "
+                             "PAC configurations of a `--sweep FILE` run's report")
+        choice = pick(report, args.margin)
         if args.pick_out:  # the file first: a closed pipe on stdout (`| head`) must not lose the choice
             Path(args.pick_out).write_text(json.dumps(choice, indent=2))
         print(json.dumps(choice, indent=2))

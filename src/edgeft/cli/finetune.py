@@ -86,10 +86,15 @@ def register(app: typer.Typer) -> None:
         from edgeft.train.recipe import eval_task_config, run_eval
         from edgeft.train.setup import check_head
 
-        check_head(head)  # before any work, and with --adapter too (whose own head is used then)
-        for option, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens)):
-            if value < 1:
+        check_head(head)  # before any work, and with --adapter too (where it must name the adapter's own head)
+        for option, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens),
+                              ("--dev-samples", dev_samples)):
+            if value is not None and value < 1:
                 raise ConfigError(f"{option} {value}: must be at least 1.")
+        if adapter is not None:
+            check_not_stopped(adapter)
+        if adapter is not None and head != "auto":
+            check_adapter_head(adapter, head)
         task_cfg = eval_task_config(task, data_task_keys(data_options), dev_samples, max_length, seed, adapter)
         name, examples, metrics = run_eval(model, task_cfg, adapter, head, batch_size, device, max_new_tokens)
         console.print(escape(f"{model} on {name} dev ({examples} examples)"), soft_wrap=True)
@@ -107,6 +112,35 @@ def register(app: typer.Typer) -> None:
             for row in metrics["samples"][:3]:
                 samples.add_row(row["prediction"], row["reference"])
             console.print(samples)
+
+
+def check_not_stopped(adapter: Path) -> None:
+    """--adapter of a run that was stopped before its end, which writes the adapter: the error said to re-run the
+    fine-tune, where --resume goes on from its checkpoint."""
+    import json
+
+    from edgeft.errors import ConfigError
+
+    for run in (adapter, adapter.parent):
+        try:
+            status = json.loads((run / "metrics.json").read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if status == "interrupted" and not (run / "adapter" / "edgeft_adapter.json").is_file():
+            raise ConfigError(f"--adapter {adapter}: the fine-tune in {run} was stopped before its end, which writes "
+                              f"the adapter; it stopped {stopped_where(run)}")
+
+
+def check_adapter_head(adapter: Path, head: str) -> None:
+    """An adapter is scored with the head it was trained with: a --head that names another one was silently
+    ignored, so the user read the adapter's head's scores as those of the head asked for."""
+    from edgeft.errors import ConfigError
+    from edgeft.methods.base import read_adapter_note
+
+    trained = read_adapter_note(adapter)["head"]
+    if {"lm": "causal_lm", "classifier": "sequence_classification"}[head] != trained:
+        raise ConfigError(f"--head {head}: {adapter} was trained with a {trained} head, and an adapter is scored "
+                          f"with its own head. Drop --head, or fine-tune with --head {head} for such an adapter.")
 
 
 def show_metrics(metrics: dict, out: str) -> None:

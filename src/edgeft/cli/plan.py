@@ -20,6 +20,21 @@ def _at_least_one(*given: tuple[str, Optional[int]]) -> None:
             raise ConfigError(f"{flag} must be at least 1, not {value}")
 
 
+def _check_profile_out(out: Path) -> None:
+    """`profile --out`, writable before the measurement: a folder or a file in the way was found only after it
+    (IsADirectoryError, FileExistsError), and the profile was lost."""
+    if out.is_dir():
+        raise ConfigError(f"{out}: --out names a folder; profile writes one JSON file. Give a file name, e.g. "
+                          f"--out {out / 'profile.json'}")
+    in_the_way = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ConfigError(f"--out {out}: {in_the_way} is a file, not a folder. Choose another --out.")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot make its folder ({err.strerror}). Choose another --out.") from None
+
+
 def _check_numbers(batch: int, seq_len: int, samples: int, blocks: Optional[int], w_t: float, w_e: float,
                    w_s: float) -> None:
     """`edgeft plan`'s numbers, refused by option name before any solver sees them (a solver fed 0 or -1
@@ -125,11 +140,18 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("runs/profile.json"), "--out"),
     ) -> None:
         """Measure forward/backward time, FLOPs and saved activations per block on this machine."""
-        from edgeft.measure.profile import compare_table, profile_model
+        from edgeft.measure.profile import compare_table, out_of_memory, profile_model
 
         _at_least_one(("--reps", reps), ("--batch", batch), ("--seq-len", seq_len))
-        prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _check_profile_out(out)
+        try:
+            prof = profile_model(model, method=method, batch=batch, seq_len=seq_len, reps=reps)
+        except (MemoryError, RuntimeError) as err:
+            if not out_of_memory(err):
+                raise
+            raise ConfigError(f"--batch {batch} --seq-len {seq_len}: {model}'s blocks do not fit in this machine's "
+                              f"memory ({str(err).splitlines()[0][:200]}). Profile a smaller --batch (a plan "
+                              "rescales a profile's batch linearly) or --seq-len.") from None
         out.write_text(json.dumps(prof, indent=2))
         console.print(compare_table(prof))
         console.print(escape(f"wrote {out}"))

@@ -38,6 +38,14 @@ def matmul_flops(n: int = 1024, reps: int = 5) -> float:
     return 2 * n**3 / statistics.median(ts)
 
 
+def out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation that failed (torch says so in a RuntimeError on CPU, OutOfMemoryError on
+    CUDA): a --batch or --seq-len too large for this machine, which the user can change."""
+    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and (
+        type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in str(err)
+        or "out of memory" in str(err)))
+
+
 def _arch_of(bb) -> ModelArch:
     a = bb.arch
     preset = PRESETS.get(bb.name)
