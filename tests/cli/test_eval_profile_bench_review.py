@@ -183,3 +183,32 @@ def test_bench_quality_pick_names_a_report_that_is_not_a_sweep(tmp_path):
     plain.write_text(json.dumps({"meta": {"sweep_items": None}, "table": {"m": {"sst2": {"pac:x": {"mean": 0.5}}}}}))
     with pytest.raises(SystemExit, match="not a --sweep report"):
         q.main(["--pick", str(plain)])
+
+
+def test_eval_of_an_own_file_refuses_rows_of_another_shape_than_the_adapters(tiny_llama, tmp_path, capsys):
+    """An adapter trained on single texts scored a file of pairs (and the reverse) without a word; a regression dev
+    set of one score read Pearson 0 with no note (finetune warns of it); --max-length 0 named 'max_length'."""
+    single, pairs = tmp_path / "single.csv", tmp_path / "pairs.csv"
+    single.write_text("text,label\n" + "".join(f"good film {i},{'ab'[i % 2]}\n" for i in range(12)))
+    pairs.write_text("text,text2,label\n" + "".join(f"good film {i},bad film,{'ab'[i % 2]}\n" for i in range(12)))
+    run = tmp_path / "run"
+    trained = _cli("finetune", "--model", tiny_llama, "--data-file", single, "--method", "lora", "--max-length", 16,
+                   "--out", run)
+    assert trained.exit_code == 0, trained.output
+    result = _cli("eval", "--model", tiny_llama, "--data-file", pairs, "--adapter", run / "adapter")
+    assert isinstance(result.exception, ConfigError)
+    assert re.search(r"adapter was trained on single texts, but the rows of pairs are pairs of texts",
+                     str(result.exception)), result.exception
+    assert _cli("eval", "--model", tiny_llama, "--data-file", single, "--adapter", run / "adapter").exit_code == 0
+    result = _cli("eval", "--model", tiny_llama, "--task", "sst2", "--max-length", 0)
+    assert str(result.exception) == "--max-length 0: must be at least 8."
+
+    from edgeft.data import TaskConfig
+    from edgeft.train.recipe import run_eval
+
+    flat = tmp_path / "flat.csv"
+    flat.write_text("text,label\n" + "".join(f"row {i},{i % 3}.5\n" for i in range(6)) + "last,1.5\n")
+    capsys.readouterr()
+    run_eval(str(tiny_llama), TaskConfig(name="flat", data_file=str(flat), dev_file=str(flat), kind="regression",
+                                         dev_samples=1, max_length=16), head="classifier")
+    assert "Pearson and Spearman are undefined" in capsys.readouterr().err

@@ -87,10 +87,10 @@ def register(app: typer.Typer) -> None:
         from edgeft.train.setup import check_head
 
         check_head(head)  # before any work, and with --adapter too (where it must name the adapter's own head)
-        for option, value in (("--batch-size", batch_size), ("--max-new-tokens", max_new_tokens),
-                              ("--dev-samples", dev_samples)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{option} {value}: must be at least 1.")
+        for option, value, least in (("--batch-size", batch_size, 1), ("--max-new-tokens", max_new_tokens, 1),
+                                     ("--dev-samples", dev_samples, 1), ("--max-length", max_length, 8)):
+            if value is not None and value < least:
+                raise ConfigError(f"{option} {value}: must be at least {least}.")
         if adapter is not None:
             check_not_stopped(adapter)
         if adapter is not None and head != "auto":

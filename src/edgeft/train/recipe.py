@@ -310,14 +310,29 @@ def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional
                                  "seed": seed}, "command line", "task")
 
 
+def _check_pairs_match(adapter: Path, task) -> None:
+    """A file of yours scored with an adapter trained on pairs of texts must hold pairs, and one trained on single
+    texts single ones: the other shape was read without a word (a single-text adapter scored pairs at 0.33)."""
+    pair = (read_adapter_note(adapter).get("task_shape") or {}).get("pair")
+    if isinstance(pair, bool) and pair != task.is_pair:
+        def shape(p):
+            return "pairs of texts (text, text2)" if p else "single texts"
+        raise ConfigError(f"{adapter} was trained on {shape(pair)}, but the rows of {task.name} are "
+                          f"{shape(task.is_pair)}: score it on a file of its own shape"
+                          + (" (--text2-column names the second text's column)" if pair else
+                             " (drop the text2 column, or fine-tune an adapter on pairs)") + ".")
+
+
 def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = None, head: str = "auto",
              batch_size: int = 32, device: str = "auto", max_new_tokens: int = 64) -> tuple[str, int, dict]:
     """(task name, dev examples, dev metrics) of a backbone, with an adapter when given."""
     task = load_task(task_cfg)
+    if adapter is not None and task_cfg.data_file:
+        _check_pairs_match(adapter, task)
     backbone, net = load_for_eval(model_name, task, head, adapter)
     featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, backbone.head), task_cfg.max_length)
     dev = featurizer.encode(task.dev)
-    for note in long_answer_notes(featurizer, dev, max_new_tokens, "--max-new-tokens"):
+    for note in size_notes(task) + long_answer_notes(featurizer, dev, max_new_tokens, "--max-new-tokens"):
         _stderr(note)
     dev_device = resolve_device(device)
     metrics = evaluate(net.to(dev_device), task, featurizer, dev, batch_size, dev_device, max_new_tokens)
