@@ -3,8 +3,6 @@ pydantic option model (so the list cannot drift from the code)."""
 
 from __future__ import annotations
 
-import types
-import typing
 from typing import Optional
 
 import typer
@@ -14,24 +12,23 @@ from rich.table import Table
 from edgeft.cli.common import console
 
 
-def _type_name(annotation) -> str:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin is typing.Literal:
-        return " | ".join(map(str, args))
-    if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
-    if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
-    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
-
-
 def option_rows(cls) -> list[tuple[str, str, str, str]]:
     """(name, type, default, description) for every option of a method class."""
+    from edgeft.methods.base import type_words
+
     rows = []
     for name, field in cls.Options.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        rows.append((name, _type_name(field.annotation), repr(default), field.description or ""))
+        rows.append((name, type_words(field.annotation) + bounds(field), repr(default), field.description or ""))
     return rows
+
+
+def bounds(field) -> str:
+    """The range an option's value must lie in (' >= 1', ' > 0, < 1'), which the table did not say: `r=0` and
+    `dropout=1.5` were refused by rules it never showed."""
+    signs = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    parts = [f"{sign} {getattr(m, key)}" for m in field.metadata for key, sign in signs.items() if hasattr(m, key)]
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def summary(cls) -> str:

@@ -8,12 +8,14 @@ these same objects, so a method written once runs everywhere.
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 from torch import nn
 
 from edgeft.config import validate
@@ -50,9 +52,41 @@ class DenseBlock:
 
 
 class MethodOptions(BaseModel):
-    """Base for a method's options; unknown keys are errors."""
+    """Base for a method's options; unknown keys are errors, and so are infinities and NaN (a MeZO lr=.inf trained
+    an adapter of NaN and reported success)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value, info: ValidationInfo):
+        """YAML's true/false are not numbers: pydantic read `--option r=true` as rank 1 and `taps=true` as every
+        block, without a word."""
+        if _takes_bool(cls.model_fields[info.field_name].annotation):
+            return value
+        if isinstance(value, bool) or (isinstance(value, list) and any(isinstance(v, bool) for v in value)):
+            raise ValueError(f"got a yes/no value ({value!r}), but this option takes "
+                             f"{type_words(cls.model_fields[info.field_name].annotation)}")
+        return value
+
+
+def _takes_bool(annotation) -> bool:
+    """Whether an option's type admits true/false (bool, or a dict of anything)."""
+    if annotation is bool or annotation is dict:
+        return True
+    return any(_takes_bool(a) for a in typing.get_args(annotation))
+
+
+def type_words(annotation) -> str:
+    """An option's type as `edgeft methods` prints it: int, float | None, gated | sum, list[int]."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_words(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(type_words(a) for a in args)}]"
+    return "None" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
 class Method:
@@ -242,7 +276,21 @@ def costed_methods() -> tuple[str, ...]:
 def get_method(name: str, options: dict | None = None) -> Method:
     cls = method_class(name)
     return cls(validate(cls.Options, options or {}, f"method '{name}' options", "method options",
-                        f"`edgeft methods {name}` lists them"))
+                        options_hint(cls, options or {})))
+
+
+def options_hint(cls: type[Method], options: dict) -> str:
+    """Where the options are listed, and whose an unknown one is when another method has it: `--method pac --option
+    r=4` said only 'unknown option'; for mezo/fwdgrad it belongs in base_options."""
+    hint = f"`edgeft methods {cls.name}` lists them"
+    strays = [k for k in options if k not in cls.Options.model_fields]
+    owners = sorted(n for n, c in METHODS.items() if len(strays) == 1 and strays[0] in c.Options.model_fields)
+    if owners:  # one hint serves every unknown key of the message: only said where there is one
+        key = strays[0]
+        where = (f"give it as --option 'base_options={{{key}: ...}}'" if "base_options" in cls.Options.model_fields
+                 else f"use --method {' or '.join(owners)}")
+        hint += f"; {key} is an option of {', '.join(owners)}: {where}"
+    return hint
 
 
 def write_adapter_note(out_dir: Path, method: Method, backbone, task, extra: dict | None = None) -> None:

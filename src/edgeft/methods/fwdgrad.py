@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from edgeft.methods.base import register_method
@@ -188,10 +188,27 @@ def halves_variance(terms: list[torch.Tensor]) -> float:
     return relative_spread(first, second, half, len(terms) - half)
 
 
+# FwdLLM's finite-difference step, once an option here: the directional derivatives are exact jvps (its limit h -> 0),
+# so no h acted; configs and adapter notes written then hold this default, which is still read (and dropped).
+OLD_H = 0.01
+
+
 class FwdGradOptions(ZerothOrderOptions):
-    base: str = "lora"
+    base: str = Field("lora", description="method whose trainable parameters are tuned (lora, full, bitfit, ...)")
     lr: float = Field(1e-3, gt=0)
-    h: float = Field(0.01, gt=0, description="finite-difference step")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_step(cls, data):
+        """`h` was accepted and did nothing (h=0.5 and h=1e-6 trained the same weights): the step is exact here."""
+        if isinstance(data, dict) and "h" in data:
+            if data["h"] != OLD_H:
+                raise ValueError(f"h: {data['h']!r}: fwdgrad takes exact directional derivatives (torch.func.jvp, the "
+                                 "limit h -> 0 of FwdLLM's central difference), so there is no step to set; leave h "
+                                 "out")
+            data = {k: v for k, v in data.items() if k != "h"}
+        return data
+
     perturbations: int = Field(4, ge=1, description="directions per step")
     candidates: int = Field(10, ge=1, description="draws per direction; the most aligned with the previous update wins")
     chunk: int = Field(4, ge=1, description="directions per vmapped jvp (bounds the memory of the tangents)")
@@ -199,7 +216,7 @@ class FwdGradOptions(ZerothOrderOptions):
 
 @register_method
 class ForwardGradientMethod(ZerothOrderMethod):
-    """Forward gradients from finite differences along random directions (FwdLLM); no backward pass.
+    """Forward gradients along random directions (FwdLLM's, as exact jvps: no finite-difference step); no backward pass.
 
     `edgeft finetune --method fwdgrad --option base=lora --option perturbations=8`.
     """

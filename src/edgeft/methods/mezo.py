@@ -102,7 +102,7 @@ class ZerothOrderOptions(MethodOptions):
     """Shared by the optimizer-free methods: which parameters train (another method's set) and how."""
 
     base: str = Field("full", description="method whose trainable parameters are tuned (full, lora, bitfit, ...)")
-    base_options: dict = Field(default_factory=dict)
+    base_options: dict = Field(default_factory=dict, description="the base method's own options, e.g. {r: 4}")
     lr: float = Field(1e-6, gt=0)
     seed: int = 0
 
@@ -131,11 +131,21 @@ class ZerothOrderMethod(Method):
         if self.options.base not in METHODS:
             choices = ", ".join(sorted(n for n in METHODS if n not in ("mezo", "fwdgrad")))
             raise ConfigError(f"{self.name}: unknown base method '{self.options.base}'. Choose one of: {choices}.")
-        self.base = get_method(self.options.base, self.options.base_options)
+        try:
+            self.base = get_method(self.options.base, self.options.base_options)
+        except ConfigError as err:  # it named the base method as if given by --method: say where the options were
+            problem = str(err).removeprefix(f"method '{self.options.base}' options: ")
+            raise ConfigError(f"{self.name} option base_options (the options of its base method "
+                              f"'{self.options.base}'): {problem}") from None
         self._rng = random.Random(self.options.seed)
 
     def prepare(self, backbone, task) -> nn.Module:
         return self.base.prepare(backbone, task)
+
+    def lr_for(self, model: nn.Module | None = None) -> float:
+        """The lr its steps take (its own option): the run's records showed Method.default_lr, 1e-4, beside MeZO's
+        1e-6 steps."""
+        return self.options.lr
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return self.base.trainable_parameters(model)

@@ -75,6 +75,24 @@ def _task_type(backbone):
     return TaskType.CAUSAL_LM if backbone.head == "causal_lm" else TaskType.SEQ_CLS
 
 
+def linear_names(model) -> list[str]:
+    """The distinct last names of a model's linear layers (q_proj, dense, ...): what target_modules can name."""
+    return sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
+
+
+def check_targets(method: str, targets: list[str], backbone) -> None:
+    """A ConfigError for an empty target list (it fell back to the default targets) or a name matching no module
+    (PEFT wraps the names that match and drops a misspelt one without a word), naming the linear layers there are."""
+    names = [n for n, _ in backbone.model.named_modules()]
+    unmatched = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if targets and not unmatched:
+        return
+    what = f"{unmatched} match no module" if targets else "[] (an empty list) names no module"
+    raise ConfigError(f"{method}: target_modules {what} of {backbone.name}; its linear layers are named "
+                      f"{', '.join(linear_names(backbone.model))}, or leave target_modules out for "
+                      f"{LORA_TARGETS[backbone.arch.family]}")
+
+
 class _PeftMethod(Method):
     def peft_config(self, backbone, task):
         raise NotImplementedError
@@ -88,8 +106,7 @@ class _PeftMethod(Method):
         except ValueError as err:  # PEFT's NoMatchingPeftModuleError and kin: name the modules there are
             if "target" not in str(err).lower():
                 raise
-            names = sorted({n.rsplit(".", 1)[-1] for n, m in backbone.model.named_modules()
-                            if isinstance(m, nn.Linear)})
+            names = linear_names(backbone.model)
             given = sorted(getattr(config, "target_modules", None) or [])
             inner = [n for n in names if n not in ("classifier", "score", "lm_head", "dense_head")] or names
             raise ConfigError(f"{self.name}: target_modules {given} match no module of {backbone.name}; its linear "
@@ -106,8 +123,10 @@ class _PeftMethod(Method):
 class LoraOptions(MethodOptions):
     r: int = Field(8, ge=1, description="rank of each update")
     alpha: int = Field(16, ge=1, description="scale: the update is multiplied by alpha / r")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: Optional[list[str]] = None
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the input of each low-rank update")
+    target_modules: Optional[list[str]] = Field(
+        None, description="linear layers to wrap, by name (q_proj, dense, ...); None: q/k/v/o_proj on Llama, "
+                          "query/key/value/dense on BERT")
     layers: Optional[list[int]] = Field(None, description="block indices (0 = nearest the input) that get LoRA; "
                                                             "None: every block. The others stay frozen as they are")
 
@@ -155,14 +174,17 @@ class LoRA(_PeftMethod):
                 raise ConfigError(f"LoRA option 'layers': {wrong or 'an empty list'} — give block indices from 0 to "
                                   f"{n - 1} ({backbone.arch.family} backbone with {n} blocks), or leave it out")
             layers = sorted(set(o.layers))
+        if o.target_modules is not None:
+            check_targets(self.name, o.target_modules, backbone)
         return LoraConfig(task_type=_task_type(backbone), r=o.r, lora_alpha=o.alpha, lora_dropout=o.dropout,
                           target_modules=o.target_modules or LORA_TARGETS[backbone.arch.family],
                           layers_to_transform=layers)
 
 
 class PromptOptions(MethodOptions):
-    num_virtual_tokens: int = Field(20, ge=1)
-    init: Literal["text", "random"] = "text"
+    num_virtual_tokens: int = Field(20, ge=1, description="learned embeddings before every input (on an encoder they "
+                                                          "take positions too: with max_length at most its table's)")
+    init: Literal["text", "random"] = Field("text", description="text: start from init_text's token embeddings")
     init_text: str = "Classify the text and answer with the right label."
 
 
@@ -178,6 +200,23 @@ class PromptTuning(_PeftMethod):
     def blockwise_problem(cls) -> str:
         return "it prepends virtual tokens inside PEFT's forward, which block-wise execution bypasses"
 
+    def check_positions(self, backbone, task) -> None:
+        """An encoder (BERT) has max_positions position embeddings, and the virtual tokens take positions before the
+        input: beyond them it failed deep in the model's embeddings (a RuntimeError traceback) at the first batch."""
+        max_length = task.config.max_length if getattr(task, "config", None) is not None else None
+        n, limit = self.options.num_virtual_tokens, backbone.arch.max_positions
+        if backbone.arch.family != "bert" or max_length is None or n + max_length <= limit:
+            return
+        fixes = ([f"num_virtual_tokens={limit - max_length} or less"] if limit > max_length else []) + \
+            ([f"--max-length {limit - n} or less"] if limit - n >= 8 else [])  # TaskConfig's least max_length
+        raise ConfigError(f"prompt: num_virtual_tokens={n} + --max-length {max_length} = {n + max_length} positions, "
+                          f"but {backbone.name} has {limit} (an encoder's position embeddings end there); use "
+                          f"{' or '.join(fixes) or 'another backbone'}")
+
+    def prepare(self, backbone, task):
+        self.check_positions(backbone, task)
+        return super().prepare(backbone, task)
+
     def peft_config(self, backbone, task):
         from peft import PromptTuningConfig, PromptTuningInit
 
@@ -190,4 +229,5 @@ class PromptTuning(_PeftMethod):
 
     def load(self, backbone, task, adapter_dir: Path):
         # PEFT refuses to load a prompt-learning adapter as trainable; a loaded one is evaluated, never trained on
+        self.check_positions(backbone, task)
         return load_peft_adapter(backbone.model, adapter_dir)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, Optional, Union
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from safetensors.torch import save_file
 from torch import nn
 
@@ -41,6 +41,8 @@ class PacOptions(MethodOptions):
             items = [taps.split(":", 1)[1]] if taps.startswith("every:") else taps.split(",")
             if not all(i.strip().lstrip("-").isdigit() for i in items):
                 parse_taps(taps, 1)  # its error names the accepted spellings
+        if isinstance(taps, list) and not taps:
+            parse_taps(taps, 1)  # its error says what to give instead
         return taps
     reduction: int = Field(4, ge=1, description="adapter width = hidden size / reduction")
     width: Optional[int] = Field(None, ge=1, description="adapter width (overrides reduction)")
@@ -96,7 +98,17 @@ class PacOptions(MethodOptions):
     cache_positions: Literal["auto", "all"] = Field(
         "auto", description="auto: only the positions the side network needs; all: every real token")
     cache: Literal["memory", "disk", "off"] = "memory"
-    cache_dir: Optional[str] = Field(None, description="disk cache folder (default: $EDGEFT_HOME/pac-cache/<key>)")
+    cache_dir: Optional[str] = Field(None, description="disk cache folder (default: $EDGEFT_HOME/pac-cache/<key>); "
+                                                       "giving one without `cache` means cache=disk")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cache_dir_means_disk(cls, data):
+        """A folder for the cache asks for a disk cache: with the default cache=memory it was ignored, without a word,
+        and nothing was kept there for the next run."""
+        if isinstance(data, dict) and data.get("cache_dir") is not None and "cache" not in data:
+            data = {**data, "cache": "disk"}
+        return data
     cache_dtype: Literal["fp32", "fp16", "bf16", "int8"] = "int8"
     cache_budget_mb: Optional[float] = Field(None, gt=0)
     on_budget: Literal["error", "recompute"] = "error"

@@ -381,7 +381,10 @@ class PacModel(nn.Module):
             if idx is not None:  # packed on the device (checked when packed): one gather
                 self._served_on_device(sample_ids)
                 return self.device_view.taps(idx, attention_mask)
-            return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
+            # The cache reads and writes its entries through numpy, which torch.func's transforms (fwdgrad's vmapped
+            # jvp) cannot see into: a traceback. The taps come from the frozen backbone, constants to any transform.
+            with torch._C._DisableFuncTorch():
+                return self._cached_taps(input_ids, attention_mask, token_type_ids, sample_ids)
         return self.run_backbone(input_ids, attention_mask, token_type_ids, positions).float()
 
     # -- the HF call convention ---------------------------------------------------------------------------

@@ -118,7 +118,11 @@ class DiskStore(_Entries):
         self._maps: dict[int, np.memmap] = {}
         self._writer = None
         self.nbytes = 0
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file where the folder would be, or a place this user cannot write: was a traceback
+            raise CacheError(f"{self.dir}: cannot be the activation cache's folder ({err.strerror or err}); point "
+                             "cache_dir at a folder you can write (or a new one), or use cache=memory") from None
         self._lock = _hold(self.dir)
         try:
             self._open(on_stale)

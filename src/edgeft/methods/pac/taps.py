@@ -16,6 +16,8 @@ from edgeft.errors import ConfigError
 
 Positions = Literal["last", "first", "mean", "all"]
 TapSpec = Union[str, int, list]
+EMPTY_TAPS = ("taps: an empty list taps no block; give block indices, 'every:K' or 'all' (the last block is always "
+              "tapped: [-1] taps it alone).")
 
 
 def parse_taps(spec: TapSpec, num_blocks: int) -> tuple[int, ...]:
@@ -33,20 +35,24 @@ def parse_taps(spec: TapSpec, num_blocks: int) -> tuple[int, ...]:
             raise ConfigError(f"taps: '{spec}' is not 'all', 'every:K' (K a whole number) or a list of block "
                               "indices.") from None
         if k < 1:
-            raise ConfigError(f"taps: every K-th block needs K >= 1 (got {k}).")
+            raise ConfigError(f"taps: every K-th block needs K >= 1 (got {k}); block indices are a list, e.g. "
+                              f"taps=[{k}].")
         picked = set(range(k - 1, num_blocks, k))
     elif spec == "all":
         picked = set(range(num_blocks))
     else:
         items = spec if isinstance(spec, (list, tuple)) else str(spec).split(",")
         try:
-            picked = {int(i) for i in items}
+            given = {int(i) for i in items}
         except ValueError as err:
             raise ConfigError(f"taps: '{spec}' is not 'all', 'every:K' or a list of block indices.") from err
-        picked = {i + num_blocks if i < 0 else i for i in picked}
-        bad = sorted(i for i in picked if not 0 <= i < num_blocks)
+        if not given:  # it tapped the last block alone, without a word
+            raise ConfigError(EMPTY_TAPS)
+        bad = sorted(i for i in given if not -num_blocks <= i < num_blocks)  # as given: -9 was reported as -5
         if bad:
-            raise ConfigError(f"taps: block(s) {bad} outside 0..{last} (this backbone has {num_blocks} blocks).")
+            raise ConfigError(f"taps: block(s) {bad} outside 0..{last} (or -{num_blocks}..-1, counted from the end; "
+                              f"this backbone has {num_blocks} blocks).")
+        picked = {i % num_blocks for i in given}
     picked.add(last)
     return tuple(sorted(picked))
 
