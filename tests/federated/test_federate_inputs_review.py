@@ -168,3 +168,13 @@ def test_gguf_completion_errors_are_clear():
     with pytest.raises(ConfigError, match="does not fit llama.cpp's context of 10"):  # before: ValueError traceback
         "".join(t.complete("w " * 20, Sampling(max_new_tokens=2)))
     assert "".join(t.complete("w w", Sampling(max_new_tokens=2))) == "ok"
+
+
+def test_a_finite_difference_step_nobody_takes_is_refused():
+    """fd_step was sent to fwdgrad's clients and read by none (their derivatives are exact jvps): 1.0 and 1e-9
+    trained alike. A run's config holding the old default still loads."""
+    from edgeft.federated.config import FederatedConfig
+
+    with pytest.raises(ConfigError, match=r"fd_step: 0\.5: fwdgrad's clients take exact directional derivatives"):
+        FederatedConfig.from_dict({"algorithm": "fwdgrad", "fd_step": 0.5})
+    assert "fd_step" not in FederatedConfig.from_dict({"algorithm": "fwdgrad", "fd_step": 0.01}).model_dump()

@@ -118,3 +118,11 @@ def test_lora_target_modules_that_match_nothing_name_the_modules_there_are(tmp_p
     with pytest.raises(ConfigError, match=r"target_modules \['q', 'v'\] match no module of .*q_proj"):
         run_finetune(_cfg(tiny_llama, tmp_path / "run", "lora", {"target_modules": ["q", "v"]}, lr=1e-3))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("method", ["mezo", "fwdgrad"])
+def test_grad_accum_is_refused_for_a_method_without_gradients(method):
+    """Each batch took a whole step of its own: --grad-accum 4 trained as --grad-accum 1, without a word."""
+    with pytest.raises(ConfigError, match=rf"--grad-accum\) 4: {method} steps on each batch's own loss"):
+        config_from_dict({"model": "m", "method": method, "task": {"name": "sst2"}, "train": {"grad_accum": 4}})
+    config_from_dict({"model": "m", "method": "lora", "task": {"name": "sst2"}, "train": {"grad_accum": 4}})

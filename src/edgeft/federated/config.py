@@ -114,7 +114,6 @@ class FederatedConfig(ConfigFile):
     # FwdLLM
     perturbations: int = Field(8, ge=2, description="forward gradients per client per request")
     candidates: int = Field(10, ge=1)
-    fd_step: float = Field(0.01, gt=0, description="h of the central difference")
     var_threshold: float = Field(0.5, gt=0, description="server asks for more perturbations while the noise share of "
                                  "the pooled estimate (FwdLLM's halves check, scale-free: ~0 when the halves agree, "
                                  "~1 for pure noise) is above this")
@@ -141,6 +140,20 @@ class FederatedConfig(ConfigFile):
     threads: int = Field(0, ge=0, description="torch threads per client process (0: leave as is)")
     precision: PrecisionName = Field("auto", description="clients' forwards: fp32 | tf32 | bf16 | fp16 | auto (fp32)")
     out: str = "runs/federate"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_fd_step(cls, data):
+        """fd_step ('h of the central difference') was sent to the clients and read by none: their directional
+        derivatives are exact jvps (methods.fwdgrad), so fd_step 1.0 and 1e-9 trained alike. A run's config written
+        then holds its default, still read (and dropped); another value is refused."""
+        if isinstance(data, dict) and "fd_step" in data:
+            if data["fd_step"] != 0.01:
+                raise ValueError(f"fd_step: {data['fd_step']!r}: fwdgrad's clients take exact directional "
+                                 "derivatives (torch.func.jvp), so there is no finite-difference step; leave fd_step "
+                                 "out")
+            data = {k: v for k, v in data.items() if k != "fd_step"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "FederatedConfig":

@@ -114,7 +114,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
         attempt = 0
         while True:
             conf = ConfigRecord({"server-round": rnd, "attempt": attempt, "perturbations": cfg.perturbations,
-                                 "h": cfg.fd_step, "candidates": cfg.candidates, "batch-size": cfg.batch_size,
+                                 "candidates": cfg.candidates, "batch-size": cfg.batch_size,
                                  "has-previous": has_previous})
             content = RecordDict({"arrays": setup.arrays(), "config": conf,
                                   "previous": ArrayRecord({n: Array(v) for n, v in zip(setup.names, previous)})})

@@ -68,7 +68,13 @@ class FinetuneConfig(ConfigFile):
         """MeZO and FwdLLM step with their own `lr` option, not the optimizer's: `--lr` was taken, recorded in
         config.yaml and then ignored (an lr of 0.5 and of 1e-9 trained the same weights). It now sets that option;
         given both, they must agree."""
-        if self.train.lr is None or method_class(self.method).uses_optimizer:
+        if method_class(self.method).uses_optimizer:
+            return self
+        if self.train.grad_accum > 1:  # each batch took a whole step of its own: the option did nothing
+            raise ConfigError(f"train.grad_accum (--grad-accum) {self.train.grad_accum}: {self.method} steps on each "
+                              "batch's own loss differences, with no gradients to accumulate; raise --batch-size "
+                              "instead")
+        if self.train.lr is None:
             return self
         given = self.method_options.get("lr")
         if given is not None and float(given) != self.train.lr:
