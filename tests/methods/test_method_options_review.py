@@ -148,3 +148,16 @@ def test_another_methods_option_says_whose_it_is():
         get_method("pac", {"r": 4})
     with pytest.raises(ConfigError, match=r"r is an option of lora: give it as --option 'base_options=\{r: \.\.\.\}'"):
         get_method("mezo", {"base": "lora", "r": 4})
+
+
+def test_an_option_that_acts_only_with_another_says_so():
+    """init_text with init=random and on_budget=recompute without cache_budget_mb were dropped without a word; an
+    adapter's note (every option, at its default too) still loads."""
+
+    with pytest.raises(ConfigError, match=r"init_text: acts only with init=text"):
+        get_method("prompt", {"init": "random", "init_text": "Say yes or no."})
+    with pytest.raises(ConfigError, match=r"on_budget: acts only with cache_budget_mb"):
+        get_method("pac", {"on_budget": "recompute"})
+    for name, opts in (("prompt", {"init": "random"}), ("pac", {"cache_budget_mb": 1.0, "on_budget": "recompute"})):
+        note = get_method(name, opts).options.model_dump()
+        assert get_method(name, note).options.model_dump() == note

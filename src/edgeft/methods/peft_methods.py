@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from edgeft.errors import ConfigError, ModelError
@@ -181,11 +181,24 @@ class LoRA(_PeftMethod):
                           layers_to_transform=layers)
 
 
+INIT_TEXT = "Classify the text and answer with the right label."
+
+
 class PromptOptions(MethodOptions):
     num_virtual_tokens: int = Field(20, ge=1, description="learned embeddings before every input (on an encoder they "
                                                           "take positions too: with max_length at most its table's)")
     init: Literal["text", "random"] = Field("text", description="text: start from init_text's token embeddings")
-    init_text: str = "Classify the text and answer with the right label."
+    init_text: str = Field(INIT_TEXT, description="the text whose token embeddings start the prompt (init=text)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _init_text_needs_text_init(cls, data):
+        """init_text given with init=random was dropped without a word: the prompt started random. (An adapter's
+        note holds every option, the default init_text too: that one is not refused.)"""
+        if isinstance(data, dict) and data.get("init_text", INIT_TEXT) != INIT_TEXT and data.get("init") == "random":
+            raise ValueError("init_text: acts only with init=text (the default); with init=random the prompt starts "
+                             "from random embeddings. Drop one of them")
+        return data
 
 
 @register_method

@@ -111,7 +111,17 @@ class PacOptions(MethodOptions):
         return data
     cache_dtype: Literal["fp32", "fp16", "bf16", "int8"] = "int8"
     cache_budget_mb: Optional[float] = Field(None, gt=0)
-    on_budget: Literal["error", "recompute"] = "error"
+    on_budget: Literal["error", "recompute"] = Field("error", description="what a full cache does (with "
+                                                       "cache_budget_mb): stop, or run the backbone for the rest")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_budget_needs_a_budget(cls, data):
+        """on_budget=recompute without cache_budget_mb was dropped without a word: the cache had no budget to reach."""
+        if isinstance(data, dict) and data.get("on_budget", "error") != "error" and data.get("cache_budget_mb") is None:
+            raise ValueError("on_budget: acts only with cache_budget_mb (the cache's size limit); give the budget, "
+                             "or drop on_budget")
+        return data
     on_stale: Literal["error", "rebuild"] = "error"
     on_corrupt: Literal["error", "recompute"] = "error"
     verify: bool = Field(True, description="check every entry's CRC-32 when it is read")
