@@ -153,7 +153,6 @@ def test_another_methods_option_says_whose_it_is():
 def test_an_option_that_acts_only_with_another_says_so():
     """init_text with init=random and on_budget=recompute without cache_budget_mb were dropped without a word; an
     adapter's note (every option, at its default too) still loads."""
-
     with pytest.raises(ConfigError, match=r"init_text: acts only with init=text"):
         get_method("prompt", {"init": "random", "init_text": "Say yes or no."})
     with pytest.raises(ConfigError, match=r"on_budget: acts only with cache_budget_mb"):
