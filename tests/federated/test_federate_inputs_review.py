@@ -178,3 +178,25 @@ def test_a_finite_difference_step_nobody_takes_is_refused():
     with pytest.raises(ConfigError, match=r"fd_step: 0\.5: fwdgrad's clients take exact directional derivatives"):
         FederatedConfig.from_dict({"algorithm": "fwdgrad", "fd_step": 0.5})
     assert "fd_step" not in FederatedConfig.from_dict({"algorithm": "fwdgrad", "fd_step": 0.01}).model_dump()
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--days", "0"], r"--days 0: the certificates' lifetime must be at least 1 day"),
+    (["--days", "-5"], r"--days -5: "),
+    (["--host", ""], r"--host '': a SuperLink's name or IP address"),
+    (["--nodes", "-2"], r"--nodes -2: .*cannot be negative"),
+])
+def test_certs_arguments_are_checked_before_anything_is_written(tmp_path, args, words):
+    """--days 0 wrote certificates that had already expired, --days -5 and an empty --host were tracebacks from
+    `cryptography`, and --nodes -2 was refused only after the CA was written."""
+    from edgeft.federated.deploy import write_credentials
+
+    hosts = [""] if "--host" in args else ["127.0.0.1"]
+    days = int(args[1]) if args[0] == "--days" else 30
+    nodes = int(args[1]) if args[0] == "--nodes" else 0
+    with pytest.raises(ConfigError, match=words):
+        write_credentials(tmp_path / "certs", hosts, days, nodes)
+    assert not (tmp_path / "certs").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"file is a file, not a folder"):
+        write_credentials(tmp_path / "file" / "certs", ["127.0.0.1"])

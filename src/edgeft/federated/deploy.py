@@ -86,6 +86,7 @@ def write_credentials(dest: Path, hosts: list[str], days: int = 30, nodes: int =
     """`edgeft federate certs`: a CA and a SuperLink certificate (+ `nodes` SuperNode key pairs) in `dest`,
     refusing to replace files there unless `overwrite`: a new CA locks out every SuperNode that trusts the old."""
     dest = Path(dest)
+    _check_credential_inputs(dest, hosts, days, nodes)
     held = sorted(p.name for p in dest.iterdir()) if dest.is_dir() else []
     if held and not overwrite:
         raise ConfigError(f"{dest}: already holds {', '.join(held)}; a new CA would stop every SuperNode "
@@ -94,6 +95,24 @@ def write_credentials(dest: Path, hosts: list[str], days: int = 30, nodes: int =
     if nodes:
         paths.update(make_node_keys(dest, nodes))
     return paths
+
+
+def _check_credential_inputs(dest: Path, hosts: list[str], days: int, nodes: int) -> None:
+    """`certs`' arguments, before anything is written: a DEST that is a file, an empty --host, --days below 1 were
+    tracebacks from deep in `cryptography` (--days 0 wrote a certificate that had already expired), and a negative
+    --nodes was refused only after the CA had been written."""
+    in_the_way = next((p for p in (dest, *dest.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ConfigError(f"{dest}: {in_the_way} is a file, not a folder; give a folder for ca.crt, server.pem and "
+                          "server.key")
+    bad = next((h for h in hosts if not h.strip() or len(h) > 64), None)
+    if bad is not None or not hosts:
+        raise ConfigError(f"--host {bad!r}: a SuperLink's name or IP address, 1 to 64 characters (repeat --host for "
+                          "each name it answers on)")
+    if days < 1:
+        raise ConfigError(f"--days {days}: the certificates' lifetime must be at least 1 day")
+    if nodes < 0:
+        raise ConfigError(f"--nodes {nodes}: the number of SuperNode key pairs cannot be negative (0: none)")
 
 
 def make_node_keys(dest: Path, count: int) -> dict[str, Path]:
