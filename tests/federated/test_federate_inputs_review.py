@@ -200,3 +200,23 @@ def test_certs_arguments_are_checked_before_anything_is_written(tmp_path, args, 
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match=r"file is a file, not a folder"):
         write_credentials(tmp_path / "file" / "certs", ["127.0.0.1"])
+
+
+def test_federate_app_keeps_a_folders_own_files_and_names_a_file_in_the_way(tmp_path):
+    """`federate ... app DEST` replaced DEST's own pyproject.toml and README.md without a word, and a DEST that is
+    a file was a FileExistsError traceback. An app edgeft wrote before is rewritten."""
+    from edgeft.federated.config import FederatedConfig
+    from edgeft.federated.deploy import write_app
+
+    cfg = FederatedConfig.from_dict({"algorithm": "fedit", "model": "smollm2-135m", "task": "sst2"})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "pyproject.toml").write_text("[project]\nname = 'my-project'\n")
+    with pytest.raises(ConfigError, match=r"mine: holds pyproject.toml that edgeft did not write"):
+        write_app(mine, cfg)
+    assert (mine / "pyproject.toml").read_text() == "[project]\nname = 'my-project'\n"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ConfigError, match=r"f is a file, not a folder"):
+        write_app(tmp_path / "f", cfg)
+    again = write_app(write_app(tmp_path / "app", cfg), cfg.model_copy(update={"rounds": 7}))
+    assert "rounds = 7" in (again / "pyproject.toml").read_text()

@@ -175,6 +175,7 @@ def write_app(dest: Path, cfg: FederatedConfig) -> Path:
     import tomli_w
 
     dest = Path(dest)
+    _check_app_folder(dest)
     dest.mkdir(parents=True, exist_ok=True)
     run_config = cfg.model_copy(update=_absolute_paths(cfg)).to_run_config()
     doc = {
@@ -190,8 +191,24 @@ def write_app(dest: Path, cfg: FederatedConfig) -> Path:
         }}},
     }
     (dest / "pyproject.toml").write_bytes(tomli_w.dumps(doc).encode())
-    (dest / "README.md").write_text("Flower App written by `edgeft federate ... app`; see docs/federated.md.\n")
+    (dest / "README.md").write_text(APP_README)
     return dest
+
+
+APP_README = "Flower App written by `edgeft federate ... app`; see docs/federated.md.\n"
+
+
+def _check_app_folder(dest: Path) -> None:
+    """A DEST that is a file was a FileExistsError traceback, and a folder's own pyproject.toml and README.md were
+    replaced without a word; an app edgeft wrote there before is rewritten (a new configuration)."""
+    in_the_way = next((p for p in (dest, *dest.parents) if p.exists() and not p.is_dir()), None)
+    if in_the_way is not None:
+        raise ConfigError(f"{dest}: {in_the_way} is a file, not a folder; give a folder for the Flower App")
+    ours = {"pyproject.toml": 'name = "edgeft-federated"', "README.md": APP_README}
+    theirs = [dest / n for n, mark in ours.items() if (dest / n).is_file() and mark not in (dest / n).read_text()]
+    if theirs:
+        raise ConfigError(f"{dest}: holds {', '.join(p.name for p in theirs)} that edgeft did not write, which the "
+                          "Flower App would replace; give an empty or new folder")
 
 
 def write_connection(flwr_home: Path, address: str, root_certificates: Optional[Path]) -> Path:
