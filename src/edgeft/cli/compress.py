@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from edgeft.cli.common import console, stops_cleanly
 from edgeft.config import parse_options
+from edgeft.errors import ConfigError
 
 
 def _progress():
@@ -42,6 +43,14 @@ def show_records(records: list[dict], out: str) -> None:
         table.add_row(r["label"], size, ppl, metric, secs)
     console.print(table)
     console.print(escape(f"model folder and report: {out}"))
+
+
+def _refuse_flag_and_option(flags: dict, options: dict) -> None:
+    """`--bits 4 --option bits=8` names one option twice: the --option value used to win without a word."""
+    for key, value in flags.items():
+        if value is not None and key in options and options[key] != value:
+            raise ConfigError(f"--{key.replace('_', '-')} {value} and --option {key}={options[key]} disagree; "
+                              "give one of them")
 
 
 def register(app: typer.Typer) -> None:
@@ -80,11 +89,13 @@ def register(app: typer.Typer) -> None:
 
         step_options = {"bits": bits, "group_size": group_size, "sparsity": sparsity, "pattern": pattern,
                         "ratio": ratio, "teacher": teacher, "teacher_adapter": teacher_adapter}
+        options = parse_options(option)
+        _refuse_flag_and_option(step_options, options)
         cfg = CompressConfig.load(config, {
             "model": model, "adapter": adapter, "method": method, "calib_task": calib_task,
             "calib_samples": calib_samples, "calib_seq_len": calib_seq_len, "eval_task": eval_task,
             "eval_wikitext_windows": eval_wikitext_windows, "eval_seq_len": eval_seq_len, "dtype": dtype, "seed": seed,
-            "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": parse_options(option) or None})
+            "out": out, **{f"options.{k}": v for k, v in step_options.items()}, "options": options or None})
         claimed = claim_output(cfg, overwrite)
         progress, factory = _progress()
         with stops_cleanly(f"{cfg.out} is as it was before this run; run the command again to compress"), \

@@ -11,8 +11,9 @@ import torch
 
 from edgeft.compress.calibration import encode_lm_prefix
 from edgeft.data import TaskConfig, load_task
-from edgeft.data.tasks import task_config
+from edgeft.data.tasks import task_config, task_label
 from edgeft.data.features import Featurizer, objective_for
+from edgeft.errors import ConfigError
 from edgeft.train.evaluate import evaluate
 
 
@@ -47,6 +48,24 @@ def wikitext2_perplexity(model, tokenizer, seq_len: int = 512, windows: int = 32
                                 progress=progress)
     out.update(seq_len=seq_len, windows=windows, seconds=time.perf_counter() - t0)
     return out
+
+
+def check_scorable(task_ref: str | dict, head: str, model) -> None:
+    """Refuse, before any measuring, a task this model cannot be scored on: a text task on a classifier, a
+    regression or another number of classes than its classifier has (stsb on a 2-class head was a RuntimeError
+    from torch's mse_loss, with a traceback)."""
+    task = load_task(task_config(task_ref, train_samples=1, dev_samples=1))
+    try:
+        objective_for(task, head)
+    except ConfigError as err:
+        raise ConfigError(f"--eval-task {task_label(task_ref)}: {err} Pick a task this model can do, or none.") from err
+    if head != "causal_lm":
+        outputs = 1 if task.kind == "regression" else len(task.label_names)
+        have = getattr(model.config, "num_labels", outputs)
+        if outputs != have:
+            raise ConfigError(f"--eval-task {task_label(task_ref)}: a {task.kind} task needs {outputs} classifier "
+                              f"output(s), this model's classifier has {have}; score it on the task it was "
+                              "fine-tuned for (its adapter's, the default) or give --eval-task none.")
 
 
 def task_metric(model, tokenizer, head: str, task_name: str | dict, dev_samples: int | None = 200, max_length: int = 256,

@@ -22,11 +22,15 @@ from edgeft.compress.gguf_export import check_gguf_type, export_gguf
 from edgeft.models.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.compress.source import Source, open_model
-from edgeft.compress.store import storage_dtype
+from edgeft.compress.store import check_out_parents, storage_dtype
 from edgeft.errors import ConfigError, ModelError
 from edgeft.paths import written_whole
+from edgeft.train.rundir import MODEL_OWNED
 
 FORMATS = ("gguf", "safetensors")
+# what a safetensors export writes (MODEL_OWNED: also an earlier compress step's manifest and report, which would
+# make the folder look like an edgeft compressed model) plus a sharded export's index
+EXPORT_OWNED = (*MODEL_OWNED, "*.safetensors.index.json")
 CHECK_PROMPT = "The history of the city begins in"
 TOKENIZER_PROBE = ("Robert Boulter is an English film , television and theatre actor . He had a guest @-@ starring "
                    "role on the television series The Bill in 2000 ; naïve café — 3.14 , “quoted” text !")
@@ -58,7 +62,9 @@ def export_safetensors(src: Source, out: Path, dtype: str = "float16") -> dict:
     _set_bias_flags(model)
     model.config.dtype = dtype
     try:
-        with written_whole(out) as partial:  # save_pretrained writes straight into its folder
+        # save_pretrained writes straight into its folder; only the files an export writes are replaced, so the
+        # user's own files in an --out folder stay (with --overwrite the whole folder used to be replaced)
+        with written_whole(out, only=EXPORT_OWNED if out.is_dir() else None) as partial:
             model.save_pretrained(partial, safe_serialization=True)
             src.backbone.tokenizer.save_pretrained(partial)
     finally:
@@ -154,9 +160,10 @@ def _check_tasks(src: Source, tasks: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def export_path(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str = "auto") -> Path:
-    """Where the export lands: the safetensors folder, or the .gguf file (a folder gets <model>-<type>.gguf)."""
+    """Where the export lands: the safetensors folder, or the .gguf file (a folder, even one named x.gguf, gets
+    <model>-<type>.gguf: the file used to be renamed onto the folder once written, an IsADirectoryError)."""
     out = Path(out)
-    if fmt == "safetensors" or out.suffix == ".gguf":
+    if fmt == "safetensors" or (out.suffix == ".gguf" and not out.is_dir()):
         return out
     return out / f"{Path(model).name or 'model'}-{gguf_type}.gguf" if out.is_dir() or not out.suffix else out
 
@@ -170,6 +177,7 @@ def claim_export(model: str, adapter: str | None, out: str | Path, fmt: str = "g
         if given and Path(given).exists() and Path(given).resolve() in (target, *target.parents):
             raise ConfigError(f"{out}: the export would be written into its input ({name} {given}); "
                               "choose another --out.")
+    check_out_parents(target)
     if overwrite:
         return
     if target.is_file() or (target.is_dir() and any(target.iterdir())):

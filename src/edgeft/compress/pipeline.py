@@ -12,16 +12,16 @@ from typing import ClassVar, Literal, Optional
 from pydantic import Field
 
 from edgeft.compress.calibration import calibration_batches, count_tokens
-from edgeft.compress.evaluation import task_metric, wikitext2_perplexity
+from edgeft.compress.evaluation import check_scorable, task_metric, wikitext2_perplexity
 from edgeft.compress.layerwise import block_linear_names
 from edgeft.compress.modules import count_params, nonzero_weights
 from edgeft.compress.step_records import StepRecord, write_report
 from edgeft.compress.source import Source, open_model
 from edgeft.compress.registry import StepContext, get_step
-from edgeft.compress.store import folder_bytes, is_compressed_folder, save_compressed
+from edgeft.compress.store import check_out_parents, folder_bytes, is_compressed_folder, save_compressed
 from edgeft.config import ConfigFile
 from edgeft.data.tasks import task_label
-from edgeft.errors import ConfigError
+from edgeft.errors import ConfigError, EdgeftError
 from edgeft.models.backbone import resolve
 from edgeft.paths import written_whole
 from edgeft.train.rundir import MODEL_OWNED
@@ -79,7 +79,22 @@ def claim_output(cfg: CompressConfig, overwrite: bool = False):
     for name, given in (("--model", cfg.model), ("--adapter", cfg.adapter)):
         if given and Path(given).exists() and out in (Path(given).resolve(), *Path(given).resolve().parents):
             raise ConfigError(f"{cfg.out}: the output folder holds the input ({name} {given}); write to another --out.")
+    check_out_parents(cfg.out)
     return claim(cfg.out, overwrite=overwrite, owned=MODEL_OWNED, resume_flag=None)
+
+
+def check_task(task: Optional[str], flag: str) -> None:
+    """Read a --calib-task/--eval-task now (a few rows; bundled tasks take milliseconds): an unknown name or an
+    unreadable file was refused only after the input was measured, or, for an earlier step's folder (not measured
+    again), after the whole step had run and its result was thrown away."""
+    if task and task != "none":
+        from edgeft.data import load_task
+        from edgeft.data.tasks import task_config
+
+        try:
+            load_task(task_config(task, train_samples=1, dev_samples=1))
+        except EdgeftError as err:
+            raise type(err)(f"{flag} {task}: {err}") from err
 
 
 def _adapter_task(src: Source, log=print) -> Optional[str | dict]:
@@ -147,6 +162,8 @@ def _record(step: str, label: str, options: dict, src: Source, size: int, m: dic
 def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
     """Run one step; returns {"records": [...], "out": folder, "info": step stats}."""
     step, opts = get_step(cfg.method, cfg.options)
+    check_task(cfg.calib_task, "--calib-task")
+    check_task(cfg.eval_task, "--eval-task")
     adapter = Path(cfg.adapter) if cfg.adapter else None
     t0 = time.perf_counter()
     src = open_model(cfg.model, adapter)
@@ -159,12 +176,19 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
             "side_module/, and every figure below is of the base model without it")
     own = _adapter_task(src, log) if not (cfg.calib_task and cfg.eval_task) else None
     task = cfg.calib_task or own or "wikitext2"
+    if task == "wikitext2" and not cfg.calib_task and step.needs_calibration and src.backbone.head != "causal_lm":
+        raise ConfigError(f"{cfg.method} calibrates on --calib-task, by default the adapter's task, else wikitext2, "
+                          f"which needs a causal LM; this model has a '{src.backbone.head}' head and no adapter task. "
+                          "Give --calib-task: a classification task such as sst2, or your own .jsonl/.csv file.")
     eval_task = cfg.eval_task or own
+    if eval_task and eval_task != "none":
+        check_scorable(eval_task, src.backbone.head, src.backbone.model)
     records = [StepRecord(**r) for r in src.manifest.steps]
 
     def bar(name, total):
         return progress_factory(name, total) if progress_factory and total else None
 
+    opts = step.resolve(src, opts)  # before the slow work: an option this model cannot take is refused now
     if cfg.eval_before and not records:
         m = measure(src, cfg, eval_task, bar("evaluate input", measure_units(src, cfg, eval_task)))
         label = "input model" if not adapter else "fine-tuned (merged)" if src.side_module is None else \
@@ -172,7 +196,6 @@ def run_compress(cfg: CompressConfig, progress_factory=None, log=print) -> dict:
         records.append(_record("input", label, {}, src, _weights_bytes(cfg.model, src), m, None, cfg.model))
 
     ctx = StepContext(task=task, seed=cfg.seed)
-    opts = step.resolve(src, opts)
     t1, c1 = time.perf_counter(), time.process_time()
     if step.needs_calibration:
         ctx.batches = calibration_batches(task, src.backbone.tokenizer, src.backbone.head, cfg.calib_samples,

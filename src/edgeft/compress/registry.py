@@ -281,6 +281,17 @@ class _Sparsify(Step):
     def check_input(self, source):
         _dense_only(source, self.name)
 
+    def resolve(self, source, o):
+        """An N:M pattern the layers' widths do not fit is refused before the input is measured and calibrated."""
+        n, m = parse_pattern(o.pattern)
+        model = source.backbone.model
+        for name in block_linear_names(model, source.backbone.view) if n else []:
+            width = model.get_submodule(name).in_features
+            if width % m:
+                raise ConfigError(f"{self.name} pattern {o.pattern}: {name} has {width} inputs, not a multiple of "
+                                  f"{m}; choose an M that divides the layers' widths (2:4 is the usual one).")
+        return o
+
 
 @register
 class Magnitude(_Sparsify):
@@ -360,11 +371,17 @@ class Prune(Step):
             raise ConfigError(f"prune: structured pruning supports Llama-family models, not "
                               f"'{source.backbone.arch.family}'. Use sparsegpt or magnitude instead.")
 
+    def resolve(self, source, o):
+        """The block range is checked before the input is measured and the calibration gradients are taken."""
+        self.blocks(source.backbone.view.num_blocks, o)
+        return o
+
     def blocks(self, n: int, o) -> range:
         first = o.first_block if o.first_block is not None else round(n * 4 / 32)
         last = o.last_block if o.last_block is not None else n - round(n * 2 / 32)
         if not 0 <= first < last <= n:
-            raise ConfigError(f"prune: block range {first}..{last} is not inside 0..{n}.")
+            raise ConfigError(f"prune: block range {first}..{last} (options first_block, last_block: exclusive) is "
+                              f"not inside 0..{n}, the model's {n} blocks.")
         return range(first, last)
 
     def apply(self, source, ctx, o, progress=None):
@@ -391,6 +408,20 @@ class Distill(Step):
     def check_input(self, source):
         if source.manifest.quantized or source.manifest.sparse:
             raise ConfigError("distill: the student must be dense; distil before sparsifying or quantising.")
+
+    def resolve(self, source, o):
+        """A teacher (or its adapter) that is not there is named before the student is measured, not after."""
+        from pathlib import Path
+
+        from edgeft.compress.store import is_compressed_folder
+        from edgeft.methods.base import read_adapter_note
+        from edgeft.models.backbone import resolve
+
+        if not is_compressed_folder(o.teacher):
+            resolve(o.teacher)
+        if o.teacher_adapter:
+            read_adapter_note(Path(o.teacher_adapter))
+        return o
 
     def apply(self, source, ctx, o, progress=None):
         from pathlib import Path

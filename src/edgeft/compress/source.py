@@ -9,7 +9,7 @@ from pathlib import Path
 from edgeft.compress.merge import adapter_head, merge_adapter
 from edgeft.compress.store import Manifest, is_compressed_folder, load_compressed
 from edgeft.errors import ModelError
-from edgeft.models.backbone import Backbone, arch_of, family_of, load_backbone, resolve
+from edgeft.models.backbone import Backbone, arch_of, family_of, load_backbone, load_config
 
 
 @dataclass
@@ -31,11 +31,8 @@ def open_model(model: str, adapter: Path | None = None) -> Source:
         return Source(bb, manifest, Path(model) / side if side else None)
     if adapter is not None:
         head, num_labels = adapter_head(adapter)
-    else:
-        from transformers import AutoConfig
-
-        path, _ = resolve(model)
-        head = "sequence_classification" if family_of(AutoConfig.from_pretrained(path)) == "bert" else "causal_lm"
+    else:  # load_config names a damaged config.json (a bare OSError/ValueError from transformers before)
+        head = "sequence_classification" if family_of(load_config(model)) == "bert" else "causal_lm"
         num_labels = 2
     bb = load_backbone(model, head=head, num_labels=num_labels or 2)
     source = {"model": model, "identity": bb.identity, "path": bb.path}

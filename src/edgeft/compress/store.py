@@ -64,15 +64,31 @@ class Manifest:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ModelError(f"{path}: corrupt manifest (not JSON: {err}). Re-run `edgeft compress`.") from err
-        if data.get("format") != FORMAT:
-            raise ModelError(f"{path}: not an edgeft compressed model (format {data.get('format')!r}).")
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ModelError(f"{path}: not an edgeft compressed model (format {found!r}).")
         if data.get("version", 0) > FORMAT_VERSION:
             raise ModelError(f"{path}: written by a newer edgeft (format version {data['version']}); upgrade edgeft.")
         fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         missing = {"family", "head", "source"} - set(fields)
         if missing:
             raise ModelError(f"{path}: manifest lacks {sorted(missing)}; the folder is incomplete.")
+        kinds = {"source": dict, "quantized": dict, "sparse": list, "shapes": dict, "steps": list, "extra": dict}
+        wrong = [f"{k} (a {type(fields[k]).__name__}, not a {v.__name__})" for k, v in kinds.items()
+                 if k in fields and not isinstance(fields[k], v)]
+        if wrong:  # each was used as what it should be, an AttributeError far from here
+            raise ModelError(f"{path}: manifest has {', '.join(wrong)}; the folder is corrupt or was edited by hand.")
         return cls(**fields)
+
+
+def check_out_parents(out: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any slow work, an output under a path that is a file: creating it failed only once the step
+    was done, with a bare NotADirectoryError/FileExistsError."""
+    for parent in Path(out).absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{flag} {out}: {parent} is a file, not a folder; choose another {flag}.")
+            return
 
 
 def is_compressed_folder(path: str | Path) -> bool:
@@ -182,25 +198,28 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelError(f"{weights}: corrupt or truncated safetensors file ({err}). Re-run the step that "
                          "wrote it.") from err
-    config = AutoConfig.from_pretrained(folder)
+    config = _folder_part(folder, "config.json", AutoConfig.from_pretrained)
     cls = AutoModelForCausalLM if manifest.head == "causal_lm" else AutoModelForSequenceClassification
     model = cls.from_config(config, dtype=torch.float32)
-    for name, shape in manifest.shapes.items():
-        set_module(model, name, nn.Linear(shape["in"], shape["out"], bias=shape["bias"]))
     q = manifest.quantized
-    for name in q.get("modules", []):
-        old = model.get_submodule(name)
-        set_module(model, name, QuantLinear(old.in_features, old.out_features, q["bits"], q["group_size"],
-                                             old.bias is not None))
-    if q.get("embedding"):  # codes of the GPTQ-quantised tied embedding (embedding_gptq.py)
-        add_code_buffers(model.get_input_embeddings(), q["bits"], q["group_size"])
+    try:  # a manifest naming layers the config lacks (edited by hand) raised a bare AttributeError/KeyError
+        for name, shape in manifest.shapes.items():
+            set_module(model, name, nn.Linear(shape["in"], shape["out"], bias=shape["bias"]))
+        for name in q.get("modules", []):
+            old = model.get_submodule(name)
+            set_module(model, name, QuantLinear(old.in_features, old.out_features, q["bits"], q["group_size"],
+                                                 old.bias is not None))
+        if q.get("embedding"):  # codes of the GPTQ-quantised tied embedding (embedding_gptq.py)
+            add_code_buffers(model.get_input_embeddings(), q["bits"], q["group_size"])
+        sparse_shapes = {name: model.get_submodule(name).weight.shape for name in manifest.sparse}
+    except (AttributeError, KeyError, TypeError, ConfigError) as err:
+        raise ModelError(f"{folder / MANIFEST}: its layers do not fit the model's config.json ({err}); the folder is "
+                         "corrupt or was edited by hand. Re-run the `edgeft compress` step that wrote it.") from err
     for name in manifest.sparse:
         key = f"{name}.weight"
         if key + ".values" not in state or key + ".bitmask" not in state:
             raise ModelError(f"{weights}: sparse layer {name} has no values/bitmask tensors; the file is corrupt.")
-        lin = model.get_submodule(name)
-        state[key] = decode_sparse(state.pop(key + ".values"), state.pop(key + ".bitmask"),
-                                   (lin.out_features, lin.in_features))
+        state[key] = decode_sparse(state.pop(key + ".values"), state.pop(key + ".bitmask"), tuple(sparse_shapes[name]))
     expected = model.state_dict()
     for key, t in list(state.items()):
         if key in expected and expected[key].is_floating_point() and t.is_floating_point() \
@@ -224,10 +243,20 @@ def load_compressed(folder: str | Path, int4_kernel: bool = False):
             if isinstance(m, QuantLinear):
                 m.use_int4_kernel()
     model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = _folder_part(folder, "tokenizer", AutoTokenizer.from_pretrained)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, manifest
+
+
+def _folder_part(folder: Path, what: str, loader):
+    """The folder's config or tokenizer; a missing or damaged one is named (transformers raised a bare OSError or
+    ValueError, 'Unrecognized model', with a traceback)."""
+    try:
+        return loader(folder)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{folder}: its {what} is missing or damaged ({str(err).splitlines()[0][:200]}); the folder "
+                         "is incomplete. Re-run the `edgeft compress` step that wrote it.") from err
 
 
 def folder_bytes(folder: str | Path) -> int:
