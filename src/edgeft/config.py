@@ -121,8 +121,13 @@ def parse_options(pairs: list[str] | None) -> dict:
         if "=" not in pair:
             raise ConfigError(f"--option '{pair}': expected KEY=VALUE.")
         key, value = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--option '{pair}': no option name before '='; expected KEY=VALUE.")
+        if key in out:  # the last one won without a word
+            raise ConfigError(f"--option {key} is given twice ({key}={out[key]!r} and '{pair}'); give it once.")
         try:
-            out[key.strip()] = yaml.load(value, Loader=_ScalarLoader)
+            out[key] = yaml.load(value, Loader=_ScalarLoader)
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or err
             raise ConfigError(f"--option '{pair}': the value is not valid YAML ({problem}); write a list as [a, b] "

@@ -126,3 +126,11 @@ def test_grad_accum_is_refused_for_a_method_without_gradients(method):
     with pytest.raises(ConfigError, match=rf"--grad-accum\) 4: {method} steps on each batch's own loss"):
         config_from_dict({"model": "m", "method": method, "task": {"name": "sst2"}, "train": {"grad_accum": 4}})
     config_from_dict({"model": "m", "method": "lora", "task": {"name": "sst2"}, "train": {"grad_accum": 4}})
+
+
+def test_an_option_given_twice_or_without_a_name_is_refused():
+    """`--option bits=4 --option bits=8` kept the last without a word; `--option =4` said 'unknown option'."""
+    with pytest.raises(ConfigError, match=r"--option bits is given twice \(bits=4 and 'bits=8'\)"):
+        parse_options(["bits=4", "bits=8"])
+    with pytest.raises(ConfigError, match=r"--option '=4': no option name before '='"):
+        parse_options(["=4"])
