@@ -275,3 +275,14 @@ def test_a_dev_label_the_training_file_lacks_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match=r"dev.jsonl:2: label 'c' never appears in the training data \(\['a', 'b'\]\); "
                                         r"add training rows with it, or remove this row"):
         _own(train, dev_file=str(dev))
+
+
+def test_a_folder_or_a_home_relative_path_given_as_the_data_file(tmp_path, monkeypatch):
+    """A folder said 'data file not found' (it is there), and a config file's `~/notes.csv` was not expanded."""
+    from edgeft.data.readers import read_records
+
+    with pytest.raises(DataError, match=r": a folder, not a data file"):
+        read_records(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "notes.csv").write_text("text,label\nfine,a\n")
+    assert [r["text"] for _, r in read_records("~/notes.csv")] == ["fine"]

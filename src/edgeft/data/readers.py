@@ -14,14 +14,24 @@ from pathlib import Path
 from edgeft.errors import DataError
 
 
+def _refuse_a_folder(path: Path) -> None:
+    """A folder given as the data file said 'not found', though it is there."""
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a data file; give the file itself (a .jsonl, .csv or .tsv in it).")
+
+
 def _open_text(path: Path) -> str:
     """The file's text, new lines as \\n; one in another encoding is an error naming it (UTF-16, UTF-32) or the line
     of its first bad byte, and a NUL (UTF-16 without a byte order mark reads as UTF-8 with a NUL in every other
     byte) is refused too."""
-    path = Path(path)
+    path = Path(path).expanduser()
+    _refuse_a_folder(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found. Check the path (or the --data-file/--dev-file option).")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:  # no read permission, a vanished network file: was a bare traceback
+        raise DataError(f"{path}: cannot be read ({err.strerror or err}); check its permissions.") from None
     # The BOM that GLUE's MRPC files start with is dropped; decoding the rest at once puts a bad byte on its line.
     body = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     try:
@@ -202,6 +212,7 @@ def read_table(path: Path) -> list[tuple[int, dict]]:
 
 def read_records(path: Path) -> list[tuple[int, dict]]:
     """A user's data file by extension: .jsonl/.json lines, .csv or .tsv."""
+    _refuse_a_folder(Path(path).expanduser())
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         return read_jsonl(path)
