@@ -100,10 +100,13 @@ def register(app: typer.Typer) -> None:
         if ctx.invoked_subcommand is not None:
             return
         cfg = _config(config, ctx.obj["overrides"], option)
+        from edgeft.federated.simulation import RUN_FILES, check_inputs
         from edgeft.train.rundir import claim
 
-        with claim(cfg.out, overwrite=overwrite, resume_flag=None) as run:  # never mix two runs' files
+        # never mix two runs' files
+        with claim(cfg.out, overwrite=overwrite, resume_flag=None, owned=RUN_FILES) as run:
             if run.overwrite:
+                check_inputs(cfg)  # a run that cannot start leaves the earlier one's files (they were cleared first)
                 run.clear()
             _simulate(cfg, client_cpus, verbose)
 

@@ -67,12 +67,18 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
     return summary
 
 
-def build_server_app(fixed: Optional[FederatedConfig] = None, progress: Optional[Callable] = None) -> ServerApp:
+def build_server_app(fixed: Optional[FederatedConfig] = None, progress: Optional[Callable] = None,
+                     on_end: Optional[Callable[[], None]] = None) -> ServerApp:
+    """on_end(): called when the server's work is over, however it ended (the simulation frees stuck clients)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_server(_config(fixed, context), grid, context, progress)
+        try:
+            run_server(_config(fixed, context), grid, context, progress)
+        finally:
+            if on_end is not None:
+                on_end()
 
     return app
 

@@ -10,18 +10,30 @@ import logging
 import os
 import signal
 import sys
+import threading
+from pathlib import Path
 from typing import Callable, Optional
 
 from edgeft.federated.config import FederatedConfig
 from edgeft.cores import usable_cores
-from edgeft.train.rundir import RunDir
+from edgeft.train.rundir import OWNED, RunDir
+
+# What a federated run writes into its folder (all `--overwrite` removes): edgeft's usual files and these two, which
+# `--overwrite` left behind, so a FedIT run over a FedKSeed one kept the old seed_pool.npz (and a run that stopped
+# early, the earlier run's ledger.json) beside its own files.
+RUN_FILES = OWNED + ("ledger.json", "seed_pool.npz")
 
 
 def backend_config(client_cpus: Optional[int] = None, object_store_mb: int = 256) -> dict:
     cores = usable_cores()
     per_client = max(1, min(client_cpus or cores, cores))
+    # max_restarts/max_task_retries: Ray brings back a client actor whose process died (SIGKILL, the out-of-memory
+    # killer) and runs the message it held, and those queued for it, once more on the new one. Without them the dead
+    # actor stayed in Flower's pool, which serves every virtual client: every later message failed at once and the run
+    # stopped at the next round. A message whose work kills its actor twice fails (a dropped client).
     return {
-        "client_resources": {"num_cpus": per_client, "num_gpus": 0.0},
+        "client_resources": {"num_cpus": per_client, "num_gpus": 0.0, "max_restarts": -1,
+                             "max_task_retries": 1},
         "init_args": {"num_cpus": cores, "num_gpus": 0, "include_dashboard": False,
                       "object_store_memory": object_store_mb * 2**20, "logging_level": logging.ERROR},
     }
@@ -38,13 +50,45 @@ def start_ray(backend: dict) -> None:
     RayBackend(backend)  # initialises Ray unless it is already running
 
 
+CLIENT_ACTOR = "ray::ClientAppActor"  # the process title of a Ray worker that runs Flower's ClientApps
+
+
+def release_clients(finished: threading.Event, grace: float, quiet: Callable[[], None]) -> None:
+    """Called when the ServerApp has ended: Flower's simulation then waits for the client work still running before it
+    shuts Ray down, and a client that never returns (a stopped or hung process: SIGSTOP) kept `edgeft federate` and
+    every Ray process alive for ever, after the run's files were written. Client actors still there `grace` s later,
+    while the simulation has not `finished`, are killed (nobody reads their replies); Ray runs a killed actor's
+    message once more on a new actor, so the kill repeats every `grace` s until the simulation ends."""
+    from edgeft.processes import descendants, send_signal
+
+    def title(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def watch() -> None:
+        while not finished.wait(grace):
+            actors = [pid for pid in descendants(os.getpid()) if title(pid).startswith(CLIENT_ACTOR)]
+            if actors:
+                quiet()  # their work's errors are not news: the run's results are written
+                send_signal(actors, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="edgeft-release-clients", daemon=True).start()
+
+
+def check_inputs(cfg: FederatedConfig) -> None:
+    """What can be checked in seconds, before Flower and Ray load (and before --overwrite clears an earlier run)."""
+    from edgeft.federated.data import data_and_validation
+
+    data_and_validation(cfg)  # a partition that cannot work fails here
+    cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
+
+
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
                   verbose: bool = False) -> dict:
     """Simulate `cfg.clients` SuperNodes and the ServerApp; returns the run's summary (metrics.json)."""
-    from edgeft.federated.data import data_and_validation
-
-    data_and_validation(cfg)  # a partition that cannot work fails here, in seconds, before Flower and Ray load
-    cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
+    check_inputs(cfg)
     from flwr.simulation import run_simulation
 
     from edgeft.federated.accounting import STOP
@@ -61,6 +105,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     backend = backend_config(client_cpus)
     start_ray(backend)
     stopped: list[int] = []
+    finished = threading.Event()  # Flower's simulation has returned
 
     def stop_quietly() -> None:
         # STOP ends the ServerApp's wait for replies; the clients' work cut short is not an error to show
@@ -80,7 +125,10 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     try:
         with stop_on_signals(wind_down=wind_down):
             try:
-                run_simulation(server_app=build_server_app(cfg, progress), client_app=build_client_app(cfg),
+                grace = min(max(cfg.round_timeout, 5.0), 30.0)  # a round's wait, within what Flower's exit takes
+                server_app = build_server_app(cfg, progress, on_end=lambda: release_clients(
+                    finished, grace, lambda: flwr_logger.setLevel(logging.CRITICAL + 1)))
+                run_simulation(server_app=server_app, client_app=build_client_app(cfg),
                                num_supernodes=cfg.clients, backend_config=backend, verbose_logging=verbose)
             except FederationError:
                 if not stopped:  # else: the ServerApp's own report of the stop, said once by the caller
@@ -91,6 +139,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
         stop_quietly()
         raise
     finally:
+        finished.set()
         if not STOP.is_set():
             flwr_logger.setLevel(level)
     return RunDir(cfg.out).read_metrics()
