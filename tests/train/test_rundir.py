@@ -258,3 +258,17 @@ def test_resume_over_an_unreadable_config_names_the_file(tmp_path):
     (tmp_path / "config.yaml").write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match=r"config.yaml: not readable YAML .*--overwrite or another --out"):
         check_resume_matches(tmp_path, {"model": "smollm2-135m", "method": "lora"})
+
+
+def test_a_run_folder_removed_mid_run_is_named_not_a_bare_file_error(tmp_path):
+    """Deleting --out while a run went on ended it in a raw FileNotFoundError from the next event."""
+    import shutil
+
+    with claim(tmp_path / "run") as run:
+        run.begin({"model": "m"})
+        run.event("start")
+        shutil.rmtree(run.path)
+        with pytest.raises(ConfigError, match=r"run: the run folder was removed while the run went on"):
+            run.event("epoch_end")
+        with pytest.raises(ConfigError, match=r"the run folder was removed"):
+            run.write_metrics({"x": 1})

@@ -192,14 +192,22 @@ class RunDir:
     def event(self, kind: str, **fields) -> None:
         """Append one JSON line; every event has a time and a kind."""
         record = {"time": time.time(), "event": kind, **fields}
+        self._check_still_there()
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps(record, default=str) + "\n")
+
+    def _check_still_there(self) -> None:
+        """A run folder removed while the run went on (rm -rf, a cleaner) ended it in a bare FileNotFoundError."""
+        if not self.path.is_dir():
+            raise ConfigError(f"{self.path}: the run folder was removed while the run went on, with its events, "
+                              "checkpoints and results so far; start the run again (into a folder nothing cleans).")
 
     def events(self) -> list[dict]:
         p = self.path / "events.jsonl"
         return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
 
     def write_metrics(self, metrics: dict) -> None:
+        self._check_still_there()
         (self.path / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
 
     def read_metrics(self) -> dict:
