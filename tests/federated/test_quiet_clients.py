@@ -81,3 +81,28 @@ def test_a_round_no_client_completes_says_what_became_of_each_client():
         successful(replies, 1, ledger)
     assert str(err.value) == ("round 1: no client completed its work; partition 0 (node 11): no reply within 1 s; "
                               "partition 2 (node 12): error reply: Error: Node Unavailable — no heartbeat")
+
+
+def test_the_first_partition_query_waits_for_clients_to_start_even_with_a_short_round_timeout():
+    """--round-timeout 2 stopped a simulation before its first round ('only 0 client(s) answered after 2 s'): the
+    first query also starts every client's process. Later rounds' queries keep the round's timeout."""
+    from edgeft.federated.accounting import Ledger
+    from edgeft.federated.config import FederatedConfig
+    from edgeft.federated.server import SETUP_TIMEOUT_S, Roster
+
+    class Waits:
+        def __init__(self):
+            self.timeouts = []
+
+        def get_node_ids(self):
+            return [11, 12]
+
+        def send_and_receive(self, msgs, timeout):
+            self.timeouts.append(timeout)
+            return []
+
+    grid = Waits()
+    roster = Roster(grid, FederatedConfig.from_dict({"algorithm": "fedit", "round_timeout": 2}), Ledger())
+    roster.refresh(0)
+    roster.refresh(3)
+    assert grid.timeouts == [SETUP_TIMEOUT_S, 2]

@@ -32,6 +32,9 @@ class TooFewClients(FederationError):
     """Fewer than min_clients SuperNodes are connected: the run stops after the rounds done."""
 
 
+SETUP_TIMEOUT_S = 120.0  # the first partition query's wait: client processes start and load the model then
+
+
 class Roster:
     """partition-id -> node id of the connected clients, refreshed before every round."""
 
@@ -49,14 +52,17 @@ class Roster:
                 self.ledger.run.event("client_refused", round=rnd, node=node, partition=pid, reason=reason)
         self.refused.add(node)
 
-    def _ask(self, nodes: list[int]) -> None:
-        """Query nodes for their partition; booked as set-up traffic (round 0), whatever the round."""
+    def _ask(self, nodes: list[int], rnd: int) -> None:
+        """Query nodes for their partition; booked as set-up traffic (round 0), whatever the round. The first query
+        also starts each client's process (its model and data load): it gets at least SETUP_TIMEOUT_S, as a short
+        --round-timeout (2 s) stopped the run before its first round ('only 0 client(s) answered')."""
         saved = self.ledger.round, self.ledger.phase
         self.ledger.round, self.ledger.phase = 0, "setup"
         try:
             msgs = [Message(RecordDict({"config": ConfigRecord({"ask": "partition"})}), dst_node_id=n,
                             message_type=MessageType.QUERY) for n in nodes]
-            replies = self.grid.send_and_receive(msgs, timeout=self.cfg.round_timeout)
+            timeout = self.cfg.round_timeout if rnd > 0 else max(self.cfg.round_timeout, SETUP_TIMEOUT_S)
+            replies = self.grid.send_and_receive(msgs, timeout=timeout)
         finally:
             self.ledger.round, self.ledger.phase = saved
         for m in replies:
@@ -69,7 +75,7 @@ class Roster:
         alive = set(int(n) for n in self.grid.get_node_ids())
         new = sorted(alive - set(self.claims))
         if new:
-            self._ask(new)
+            self._ask(new, rnd)
         for node in sorted(alive & set(self.claims)):
             pid, size = self.claims[node]
             held_by = self.holder.get(pid)
