@@ -37,7 +37,14 @@ def save_shard(root: Path, step: int, shard: str, params: dict[str, torch.Tensor
                 opt_state[by_id[id(p)]] = {k: (v.detach().cpu().clone() if torch.is_tensor(v) else v)
                                            for k, v in st.items()}
     tmp = d / f"{shard}.pt.tmp"
-    torch.save({"params": {n: t.detach().cpu().clone() for n, t in params.items()}, "optim": opt_state}, tmp)
+    blob = {"params": {n: t.detach().cpu().clone() for n, t in params.items()}, "optim": opt_state}
+    try:  # through a Python file: a full disk is then OSError ENOSPC, not torch's "enforce fail" (read as a lost peer)
+        with open(tmp, "wb") as fh:
+            torch.save(blob, fh)
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)  # a half-written shard only takes the space the logs need
+        raise CacheError(f"{tmp}: cannot write the checkpoint shard ({str(err).splitlines()[0][:300]}); make room "
+                         "in the run directory, then continue with --resume") from err
     tmp.replace(d / f"{shard}.pt")
 
 
@@ -69,7 +76,9 @@ def read_evals(ckpt: Path) -> list[dict]:
 def commit(root: Path, step: int, meta: dict, keep: int = 2) -> None:
     """Root only, after a barrier: the step is consistent. Older complete steps beyond `keep` go."""
     d = step_dir(root, step)
-    (d / DONE).write_text(json.dumps(meta, indent=2, default=str))
+    tmp = d / f"{DONE}.tmp"  # whole or absent: a COMPLETE.json cut short marked a step complete that cannot be read
+    tmp.write_text(json.dumps(meta, indent=2, default=str))
+    tmp.replace(d / DONE)
     done = sorted(p for p in Path(root).glob("step-*") if (p / DONE).is_file())
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -82,7 +91,16 @@ def latest(root: Path) -> tuple[Path, dict] | None:
     done = sorted(p for p in root.glob("step-*") if (p / DONE).is_file())
     if not done:
         return None
-    return done[-1], json.loads((done[-1] / DONE).read_text())
+    f = done[-1] / DONE
+    try:  # damaged: named, as a damaged shard is, rather than a JSONDecodeError traceback from the launcher
+        meta = json.loads(f.read_text())
+        why = "" if isinstance(meta, dict) and isinstance(meta.get("global_step"), int) else \
+            "expected a mapping with the step's global_step"
+    except (OSError, ValueError) as err:
+        why = str(err)
+    if why:
+        raise CacheError(f"{f}: unreadable ({why}); delete {done[-1]} to resume from the checkpoint before it.")
+    return done[-1], meta
 
 
 def load_into(ckpt: Path, named: dict[str, torch.nn.Parameter], optimizer=None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,11 +141,18 @@ class Supervisor:
         while time.time() < deadline and any(p.poll() is None for r, p in self.procs.items() if r not in stale):
             time.sleep(0.2)
         codes = {r: p.poll() for r, p in self.procs.items()}
+        # a rank stopped before its first beat (within startup_grace_s) is not stale yet; its peers give up on it and
+        # exit as bystanders, and the earliest of them was blamed and dropped, the silent one kept for the re-plan
+        beats = faults.read_beats(Path(self.spec.run_dir) / "heartbeats")
+        silent = [r for r, c in codes.items() if c is None and r not in beats and r not in stale] \
+            if all(c in (None, faults.PEER_LOST) for c in codes.values()) else []
         self.kill_all()
         lost, errors, over = {}, {}, {}
         for r, c in codes.items():
             if r in stale:
                 lost[r] = f"no heartbeat for {stale[r]:.1f} s (stale after {self.stale_after_s:.0f} s)"
+            elif r in silent:
+                lost[r] = f"no heartbeat {time.time() - self.started:.1f} s after its start; its peers gave up on it"
             elif c is not None and c < 0:
                 lost[r] = f"process killed by signal {signal.Signals(-c).name}"
             elif c == faults.OVER_MEMORY:
@@ -165,11 +173,21 @@ class Supervisor:
         return Outcome("lost", lost=lost, codes=codes)
 
     def tail(self, rank: int, n: int = 25) -> str:
+        """The end of the rank's log; an empty one (a full disk takes the traceback too) is said so, with the exit
+        code and the disk's free space: the launch's error read `dev-a: ` and nothing else."""
         try:
             lines = self.logs[rank].read_text(errors="replace").splitlines()
         except OSError:
-            return ""
-        return "\n".join(lines[-n:])
+            lines = []
+        if any(line.strip() for line in lines):
+            return "\n".join(lines[-n:])
+        code = self.procs[rank].poll() if rank in self.procs else None
+        try:
+            free = f"{shutil.disk_usage(self.spec.run_dir).free / 2**20:.1f} MiB free"
+        except OSError as err:
+            free = f"unreadable: {err}"
+        return (f"exited with code {code} and left nothing in its log {self.logs.get(rank)} (the run directory's disk: "
+                f"{free})")
 
 
 def spec_for_attempt(base: RunSpec, plan, attempt: int, resume: bool) -> RunSpec:
