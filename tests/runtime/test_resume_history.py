@@ -42,6 +42,8 @@ def test_launch_resume_after_a_stop_reports_every_epoch_once(sst2_llama, tmp_pat
     keys = _keys(sst2_llama, "split", out)
     with pytest.raises(EdgeftError, match="gave up after 1 attempts"):
         launch(LaunchConfig(**keys, kill_device_at_step=["dev-b", 9], max_attempts=1), say=lambda *_: None)
+    events = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
+    assert "replan" not in events  # no attempt was left: no 're-planning on ...' before giving up
     before = json.loads((ckpt.latest(out / "checkpoint")[0] / ckpt.EVALS).read_text())
     m = launch(LaunchConfig(**keys, resume=True), say=lambda *_: None)
     assert [e["epoch"] for e in m["evals"]] == [0, 1, 2, 3]

@@ -262,8 +262,12 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
         devices = [d for d in devices if d not in lost_names]
         if not devices:
             raise PlanError("every device was lost; nothing left to run on")
+        if attempt == first + max_attempts - 1:  # no attempt left: say so, not 're-planning on ...' first
+            raise EdgeftError(f"gave up after {max_attempts} attempts (the last lost {', '.join(lost_names)}); its "
+                              "complete checkpoints are kept: --resume continues the run, max_attempts (a --config "
+                              "file) allows more re-plans")
         run.event("replan", attempt=attempt + 1, devices=devices,
                   reason=f"lost {', '.join(lost_names)}; resuming from the last complete checkpoint")
         say(f"re-planning on {len(devices)} device(s): {', '.join(devices)}")
         resume = True
-    raise EdgeftError(f"gave up after {max_attempts} attempts")
+    raise AssertionError("unreachable: the last attempt returns or raises")
