@@ -44,6 +44,9 @@ def test_launch_resume_after_a_stop_reports_every_epoch_once(sst2_llama, tmp_pat
         launch(LaunchConfig(**keys, kill_device_at_step=["dev-b", 9], max_attempts=1), say=lambda *_: None)
     events = [json.loads(line)["event"] for line in (out / "events.jsonl").read_text().splitlines()]
     assert "replan" not in events  # no attempt was left: no 're-planning on ...' before giving up
+    failed = json.loads((out / "metrics.json").read_text())  # before: no metrics.json, no word that it had ended
+    assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
+    assert failed["last_checkpoint"]["global_step"] == 8 and events[-1] == "failed"
     before = json.loads((ckpt.latest(out / "checkpoint")[0] / ckpt.EVALS).read_text())
     m = launch(LaunchConfig(**keys, resume=True), say=lambda *_: None)
     assert [e["epoch"] for e in m["evals"]] == [0, 1, 2, 3]

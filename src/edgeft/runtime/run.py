@@ -16,7 +16,7 @@ from typing import ClassVar, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from edgeft.config import ConfigFile, nest_flat_keys, validate
-from edgeft.errors import ConfigError, PlanError
+from edgeft.errors import ConfigError, EdgeftError, PlanError
 from edgeft.cores import usable_cores  # the emulated ranks share them
 from edgeft.runtime.spec import RunSpec, RuntimeTrain, StrategyName
 from edgeft.runtime.strategies import get as get_strategy, make_plan, repredict
@@ -187,6 +187,13 @@ def launch(cfg: LaunchConfig, say=print, progress=None, on_start=None) -> dict:
         except Interrupted as stop:
             if run.begun:
                 run_summary.write_interrupted(run, cfg, stop.name, time.time() - t0)
+            raise
+        except EdgeftError as err:
+            if run.begun:
+                try:
+                    run_summary.write_failed(run, cfg, str(err), time.time() - t0)
+                except EdgeftError:  # (a damaged checkpoint, say): the run's own error is the one to report
+                    pass
             raise
 
 

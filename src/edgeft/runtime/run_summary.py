@@ -145,6 +145,23 @@ def write(run, cfg, summary: dict, host: dict | None, table, steps: int) -> dict
 def write_interrupted(run, cfg, signal_name: str, wall_s: float) -> dict:
     """A stopped run's metrics.json: how far each rank got, the last complete checkpoint (from which
     `--resume` continues) and its losses; then the `interrupted` event."""
+    metrics = _where_it_stopped(run, cfg, wall_s, status="interrupted", signal=signal_name)
+    run.event("interrupted", signal=signal_name, wall_s=wall_s, last_checkpoint=metrics["last_checkpoint"],
+              steps_reached=metrics["steps_reached"])
+    return metrics
+
+
+def write_failed(run, cfg, error: str, wall_s: float) -> dict:
+    """metrics.json of a run that ended on an error after it began (a worker's, a device lost with no attempt
+    left): it wrote none, so the folder did not say the run had ended, nor where --resume would go on from."""
+    metrics = _where_it_stopped(run, cfg, wall_s, status="failed", error=error[-2000:])
+    run.event("failed", error=error[-2000:], wall_s=wall_s, last_checkpoint=metrics["last_checkpoint"])
+    return metrics
+
+
+def _where_it_stopped(run, cfg, wall_s: float, **status) -> dict:
+    """metrics.json of a run that did not finish: its status, how far each rank got, the last complete checkpoint
+    and its losses."""
     from edgeft.runtime import checkpoint as ckpt
     from edgeft.runtime.faults import read_beats
 
@@ -153,7 +170,7 @@ def write_interrupted(run, cfg, signal_name: str, wall_s: float) -> dict:
     meta = found[1] if found else {}
     beats = read_beats(run_dir / "heartbeats")
     metrics = {
-        "status": "interrupted", "signal": signal_name, "strategy": cfg.strategy, "model": cfg.model,
+        **status, "strategy": cfg.strategy, "model": cfg.model,
         "task": cfg.task.get("name"), "method": cfg.method, "cluster": cfg.cluster, "wall_s": wall_s,
         "attempts": sum(1 for e in run.events() if e["event"] == "attempt_start"),
         "steps_reached": {b.get("name", str(r)): b.get("step", 0) for r, b in sorted(beats.items())},
@@ -162,8 +179,6 @@ def write_interrupted(run, cfg, signal_name: str, wall_s: float) -> dict:
         "losses": meta.get("losses", []),
     }
     run.write_metrics(metrics)
-    run.event("interrupted", signal=signal_name, wall_s=wall_s, last_checkpoint=metrics["last_checkpoint"],
-              steps_reached=metrics["steps_reached"])
     return metrics
 
 
