@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from edgeft.errors import CacheError, EdgeftError
+from edgeft.errors import CacheError, ConfigError, EdgeftError
 from edgeft.runtime import checkpoint as ckpt
 from edgeft.runtime.run import LaunchConfig, launch
 
@@ -47,6 +47,11 @@ def test_launch_resume_after_a_stop_reports_every_epoch_once(sst2_llama, tmp_pat
     failed = json.loads((out / "metrics.json").read_text())  # before: no metrics.json, no word that it had ended
     assert failed["status"] == "failed" and "gave up after 1 attempts" in failed["error"]
     assert failed["last_checkpoint"]["global_step"] == 8 and events[-1] == "failed"
+    from edgeft.cli.finetune import check_not_stopped  # eval --adapter of it: where to go on, not 'no adapter'
+
+    with pytest.raises(ConfigError, match=r"the launch in .*run stopped \(failed\) .*checkpoint is step 8: run the "
+                                          r"same `edgeft launch` with --resume"):
+        check_not_stopped(out / "adapter")
     before = json.loads((ckpt.latest(out / "checkpoint")[0] / ckpt.EVALS).read_text())
     m = launch(LaunchConfig(**keys, resume=True), say=lambda *_: None)
     assert [e["epoch"] for e in m["evals"]] == [0, 1, 2, 3]

@@ -123,12 +123,19 @@ def check_not_stopped(adapter: Path) -> None:
 
     for run in (adapter, adapter.parent):
         try:
-            status = json.loads((run / "metrics.json").read_text()).get("status")
+            metrics = json.loads((run / "metrics.json").read_text())
+            status = metrics.get("status")
         except (OSError, ValueError, AttributeError):
             continue
-        if status == "interrupted" and not (run / "adapter" / "edgeft_adapter.json").is_file():
-            raise ConfigError(f"--adapter {adapter}: the fine-tune in {run} was stopped before its end, which writes "
-                              f"the adapter; it stopped {stopped_where(run)}")
+        if status not in ("interrupted", "failed") or (run / "adapter" / "edgeft_adapter.json").is_file():
+            continue
+        if "last_checkpoint" in metrics:  # a launch's (run_summary): stopped or failed, with its own checkpoints
+            held = metrics["last_checkpoint"]
+            step = f"its last complete checkpoint is step {held['global_step']}" if held else "it has no checkpoint"
+            raise ConfigError(f"--adapter {adapter}: the launch in {run} stopped ({status}) before its last "
+                              f"epoch, which writes the adapter; {step}: run the same `edgeft launch` with --resume to go on")
+        raise ConfigError(f"--adapter {adapter}: the fine-tune in {run} was stopped before its end, which writes "
+                          f"the adapter; it stopped {stopped_where(run)}")
 
 
 def check_adapter_head(adapter: Path, head: str) -> None:
