@@ -224,6 +224,16 @@ def nest_flat_keys(data: dict, source: str, top: set, sections: dict[str, set]) 
     return out, unplaced
 
 
+def drop_retired_key(data, key: str, old, why: str):
+    """`data` without `key`, an option that no longer acts: its old default (which configs and notes written then
+    hold) is dropped, any other value refused with `why` (a pydantic before-validator's ValueError)."""
+    if not isinstance(data, dict) or key not in data:
+        return data
+    if data[key] != old:
+        raise ValueError(f"{key}: {data[key]!r}: {why}; leave {key} out")
+    return {k: v for k, v in data.items() if k != key}
+
+
 def unknown_key(key: str, known: list[str], hint: str = "", noun: str = "key") -> str:
     """'unknown key', the nearest known key when one is close, and where the keys are described."""
     near = difflib.get_close_matches(str(key), [str(k) for k in known], n=1, cutoff=0.6)  # `1: 2` has an int key

@@ -9,6 +9,14 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 DATASETS_DIR = PACKAGE_DIR / "datasets"
 
 
+def file_in_the_way(path: str | Path, itself: bool = True) -> Path | None:
+    """The nearest of `path` (when `itself`) and its parents that exists and is not a folder: an output there fails
+    only when it is written, with a bare NotADirectoryError or FileExistsError. None when nothing is in the way."""
+    path = Path(path)
+    return next((p for p in ((path,) if itself else ()) + tuple(path.parents) if p.exists() and not p.is_dir()),
+                None)
+
+
 def edgeft_home() -> Path:
     """Root of edgeft's cache ($EDGEFT_HOME, default ~/.cache/edgeft)."""
     root = os.environ.get("EDGEFT_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "edgeft")

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from edgeft.cli.common import console
 from edgeft.errors import ConfigError
+from edgeft.paths import file_in_the_way
 
 
 def _at_least_one(*given: tuple[str, Optional[int]]) -> None:
@@ -26,7 +27,7 @@ def _check_profile_out(out: Path) -> None:
     if out.is_dir():
         raise ConfigError(f"{out}: --out names a folder; profile writes one JSON file. Give a file name, e.g. "
                           f"--out {out / 'profile.json'}")
-    in_the_way = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    in_the_way = file_in_the_way(out, itself=False)
     if in_the_way is not None:
         raise ConfigError(f"--out {out}: {in_the_way} is a file, not a folder. Choose another --out.")
     try:

@@ -25,6 +25,7 @@ from edgeft.models.backbone import COMPRESSED_FORMAT, COMPRESSED_MANIFEST, COMPR
 from edgeft.models.modules import set_module
 from edgeft.compress.qlinear import QuantLinear
 from edgeft.errors import ConfigError, ModelError
+from edgeft.paths import file_in_the_way
 
 MANIFEST = COMPRESSED_MANIFEST
 WEIGHTS = COMPRESSED_WEIGHTS
@@ -84,11 +85,9 @@ class Manifest:
 def check_out_parents(out: str | Path, flag: str = "--out") -> None:
     """Refuse, before any slow work, an output under a path that is a file: creating it failed only once the step
     was done, with a bare NotADirectoryError/FileExistsError."""
-    for parent in Path(out).absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{flag} {out}: {parent} is a file, not a folder; choose another {flag}.")
-            return
+    in_the_way = file_in_the_way(Path(out).absolute(), itself=False)
+    if in_the_way is not None:
+        raise ConfigError(f"{flag} {out}: {in_the_way} is a file, not a folder; choose another {flag}.")
 
 
 def is_compressed_folder(path: str | Path) -> bool:

@@ -14,7 +14,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 
 from pydantic import AfterValidator, Field, model_validator
 
-from edgeft.config import SEED_MAX, ConfigFile
+from edgeft.config import SEED_MAX, ConfigFile, drop_retired_key
 from edgeft.errors import ConfigError
 from edgeft.federated.algorithms import FederatedAlgorithm, get as algorithm_entry
 from edgeft.train.precision import PrecisionName
@@ -147,13 +147,8 @@ class FederatedConfig(ConfigFile):
         """fd_step ('h of the central difference') was sent to the clients and read by none: their directional
         derivatives are exact jvps (methods.fwdgrad), so fd_step 1.0 and 1e-9 trained alike. A run's config written
         then holds its default, still read (and dropped); another value is refused."""
-        if isinstance(data, dict) and "fd_step" in data:
-            if data["fd_step"] != 0.01:
-                raise ValueError(f"fd_step: {data['fd_step']!r}: fwdgrad's clients take exact directional "
-                                 "derivatives (torch.func.jvp), so there is no finite-difference step; leave fd_step "
-                                 "out")
-            data = {k: v for k, v in data.items() if k != "fd_step"}
-        return data
+        return drop_retired_key(data, "fd_step", 0.01, "fwdgrad's clients take exact directional derivatives "
+                                "(torch.func.jvp), so there is no finite-difference step")
 
     @model_validator(mode="after")
     def _check(self) -> "FederatedConfig":

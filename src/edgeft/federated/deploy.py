@@ -24,6 +24,7 @@ from typing import Optional
 
 from edgeft.errors import ConfigError
 from edgeft.federated.config import FederatedConfig
+from edgeft.paths import file_in_the_way
 from edgeft.processes import Reaper, descendants, free_port, send_signal, stop_tree, stop_trees
 
 CONNECTION = "edgeft-local"
@@ -101,7 +102,7 @@ def _check_credential_inputs(dest: Path, hosts: list[str], days: int, nodes: int
     """`certs`' arguments, before anything is written: a DEST that is a file, an empty --host, --days below 1 were
     tracebacks from deep in `cryptography` (--days 0 wrote a certificate that had already expired), and a negative
     --nodes was refused only after the CA had been written."""
-    in_the_way = next((p for p in (dest, *dest.parents) if p.exists() and not p.is_dir()), None)
+    in_the_way = file_in_the_way(dest)
     if in_the_way is not None:
         raise ConfigError(f"{dest}: {in_the_way} is a file, not a folder; give a folder for ca.crt, server.pem and "
                           "server.key")
@@ -201,7 +202,7 @@ APP_README = "Flower App written by `edgeft federate ... app`; see docs/federate
 def _check_app_folder(dest: Path) -> None:
     """A DEST that is a file was a FileExistsError traceback, and a folder's own pyproject.toml and README.md were
     replaced without a word; an app edgeft wrote there before is rewritten (a new configuration)."""
-    in_the_way = next((p for p in (dest, *dest.parents) if p.exists() and not p.is_dir()), None)
+    in_the_way = file_in_the_way(dest)
     if in_the_way is not None:
         raise ConfigError(f"{dest}: {in_the_way} is a file, not a folder; give a folder for the Flower App")
     ours = {"pyproject.toml": 'name = "edgeft-federated"', "README.md": APP_README}

@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from edgeft.config import drop_retired_key
 from edgeft.methods.base import register_method
 from edgeft.methods.mezo import ZerothOrderMethod, ZerothOrderOptions, named_trainables, split_prefixed
 
@@ -201,13 +202,8 @@ class FwdGradOptions(ZerothOrderOptions):
     @classmethod
     def _no_step(cls, data):
         """`h` was accepted and did nothing (h=0.5 and h=1e-6 trained the same weights): the step is exact here."""
-        if isinstance(data, dict) and "h" in data:
-            if data["h"] != OLD_H:
-                raise ValueError(f"h: {data['h']!r}: fwdgrad takes exact directional derivatives (torch.func.jvp, the "
-                                 "limit h -> 0 of FwdLLM's central difference), so there is no step to set; leave h "
-                                 "out")
-            data = {k: v for k, v in data.items() if k != "h"}
-        return data
+        return drop_retired_key(data, "h", OLD_H, "fwdgrad takes exact directional derivatives (torch.func.jvp, the "
+                                "limit h -> 0 of FwdLLM's central difference), so there is no step to set")
 
     perturbations: int = Field(4, ge=1, description="directions per step")
     candidates: int = Field(10, ge=1, description="draws per direction; the most aligned with the previous update wins")
