@@ -597,8 +597,9 @@ def describe_plan(p, cfg: LaunchConfig, fill_first: bool) -> str:
     pred = p.predicted.get("emulated") or p.predicted
     later = p.predicted.get("later_epochs_s") or []
     if fill_first and pred.get("epoch_s"):
-        lines.append(f"  predicted: cache fill (forward-only pipeline) at most {pred['epoch_s']:.1f} s, then "
-                     + ", ".join(f"{t:.1f}" for t in later) + " s per epoch on the cache")
+        lines.append(f"  predicted: cache fill (forward-only pipeline) at most {pred['epoch_s']:.1f} s"
+                     + (", then " + ", ".join(f"{t:.1f}" for t in later) + " s per epoch on the cache" if later
+                        else ""))
     elif pred.get("epoch_s"):  # "later epochs" only where the run has some (one epoch printed one too)
         lines.append(f"  predicted: epoch 1 {pred['epoch_s']:.1f} s"
                      + (f", later epochs {', '.join(f'{t:.1f}' for t in later)} s" if later else
