@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         cluster: Path = typer.Option(..., "--cluster", help="cluster YAML (see examples/clusters/)"),
         model: str = typer.Option(..., "--model", help="preset (minilm-l6, smollm2-135m, roberta-base, llama-7b-paper) or a config.json / model dir"),
         strategy: str = typer.Option("deft", "--strategy", help="deft | split | hybrid"),
-        method: str = typer.Option("lora", "--method", help="full | lora | pac"),
+        method: str = typer.Option("lora", "--method", help="full | lora | bitfit | pac"),
         batch: int = typer.Option(8, "--batch"),
         seq_len: int = typer.Option(128, "--seq-len"),
         blocks: Optional[int] = typer.Option(None, "--blocks", help="deft: parameter blocks (default min(layers, devices))"),
