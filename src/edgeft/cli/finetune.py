@@ -26,6 +26,8 @@ def register(app: typer.Typer) -> None:
         grad_accum: Optional[int] = None,
         lr: Optional[float] = None,
         max_length: Optional[int] = None,
+        max_new_tokens: Optional[int] = typer.Option(None, help="tokens generated to score each dev answer of a "
+                                                     "generation task (default 64; GSM8K's run longer)"),
         seed: Optional[int] = None,
         head: Optional[str] = typer.Option(None, help="auto|lm|classifier"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. r=16"),
@@ -47,7 +49,7 @@ def register(app: typer.Typer) -> None:
         task_keys = {"name": task, **data_task_keys(data_options), "train_samples": train_samples,
                      "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "seed": seed,
-                      "device": device, "precision": precision, "compile": compile,
+                      "device": device, "precision": precision, "compile": compile, "max_new_tokens": max_new_tokens,
                       "deterministic": deterministic or None}
         cfg = FinetuneConfig.load(config, {
             "model": model, "method": method, "head": head, "out": out,

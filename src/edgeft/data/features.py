@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 
 from edgeft.data.tasks import Task
-from edgeft.errors import ConfigError
+from edgeft.errors import ConfigError, DataError
 
 Objective = Literal["classify", "regress", "verbalize", "lm"]
 
@@ -61,6 +61,18 @@ def long_answer_notes(featurizer, dev_feats: list[dict], max_new_tokens: int, op
             f"them, so those generations stop before the answer's end; raise {option} to score them whole"]
 
 
+def check_features(featurizer, feats: list[dict], split: str) -> None:
+    """A DataError when a split gave no features: packed text shorter than one block of max_length gave none, and
+    a run then trained no step, or scored a dev perplexity of 1.0 over no tokens, and reported success."""
+    if feats:
+        return
+    use = "train on" if split == "training" else "score"
+    more = "--train-samples" if split == "training" else "--dev-samples"
+    raise DataError(f"task '{featurizer.task.name}': the {split} text is {featurizer.tokens} tokens, less than one "
+                    f"block of --max-length {featurizer.max_length}, so there is no block to {use}; lower "
+                    f"--max-length, or give more text ({more}, or a longer file).")
+
+
 @dataclass
 class Featurizer:
     task: Task
@@ -74,6 +86,8 @@ class Featurizer:
             self.chat = bool(getattr(self.tokenizer, "chat_template", None))
         self.label_token_ids: list[int] = []
         self.cut = 0  # rows the last encode() shortened to max_length
+        self.tokens = 0  # tokens of the text the last encode() packed into blocks (LM tasks)
+        self._check_special_tokens()
         if self.objective == "verbalize":
             ids = [self.tokenizer.encode(w, add_special_tokens=False) for w in self.task.label_words]
             first = [i[0] for i in ids]
@@ -83,6 +97,21 @@ class Featurizer:
                                   "differently (in the labels' sorted order), or --head classifier (a trained "
                                   "classification head).")
             self.label_token_ids = first
+
+    def _check_special_tokens(self) -> None:
+        """Batches are padded with the pad token (the backbone falls back to EOS), and each answer and document
+        ends with EOS: a tokenizer without them failed deep in batching, with a TypeError about None."""
+        tok, packed = self.tokenizer, self.objective == "lm" and self.task.kind == "lm"  # full blocks: no padding
+        needs = {} if packed else {"pad_token": "to pad batches with"}
+        if self.objective == "lm":
+            needs["eos_token"] = "to end each answer or document with"
+        missing = [f"{name} ({why})" for name, why in needs.items() if getattr(tok, f"{name}_id") is None]
+        if missing:
+            where = getattr(tok, "name_or_path", "") or "this model"
+            raise ConfigError(f"{where}: the tokenizer has no {' and no '.join(missing)}; set "
+                              f"{'it' if len(missing) == 1 else 'them'} in the model folder's tokenizer_config.json "
+                              "to a token of its vocabulary (e.g. \"eos_token\": \"</s>\"; the pad token defaults "
+                              "to the EOS token).")
 
     # -- encoding ---------------------------------------------------------------------------------
     def encode(self, examples: list[dict]) -> list[dict]:
@@ -123,12 +152,14 @@ class Featurizer:
                 "response": ex["response"]}
 
     def _pack(self, docs: list[dict]) -> list[dict]:
-        """Concatenate documents (EOS between) and cut into full blocks of max_length tokens."""
+        """Concatenate documents (EOS between) and cut into full blocks of max_length tokens. A block's id starts
+        with its first document's: named by the task alone, training and dev blocks shared ids, and PAC's cache,
+        which keys activations by id, stopped the first evaluation with a 'cached for other tokens' error."""
         stream: list[int] = []
         for d in docs:
             stream += self.tokenizer.encode(d["text"], add_special_tokens=False) + [self.tokenizer.eos_token_id]
-        n = len(stream) // self.max_length
-        prefix = self.task.name
+        n, self.tokens = len(stream) // self.max_length, len(stream)
+        prefix = f"{self.task.name}-{docs[0]['id']}" if docs else self.task.name
         return [{"id": f"{prefix}-block-{i}", "input_ids": stream[i * self.max_length:(i + 1) * self.max_length],
                  "labels": stream[i * self.max_length:(i + 1) * self.max_length]} for i in range(n)]
 

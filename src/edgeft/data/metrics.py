@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 import numpy as np
 
@@ -45,14 +46,47 @@ def spearman(preds, labels) -> float:
 
 _ROUGE = None
 
+# Scripts written without spaces between words (Chinese, Japanese kana, Thai): each character is a token, as the
+# Chinese Rouge evaluations do, instead of a whole sentence being one token.
+_UNSPACED = re.compile("[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+class _UnicodeTokenizer:
+    """rouge-score's tokenizer keeps [a-z0-9] only, so text in Arabic, Hebrew, Cyrillic, Chinese or emoji scored
+    Rouge-L 0 against itself. This one keeps every script's letters, digits and marks, and non-ASCII symbols (emoji)
+    as tokens of their own; ASCII text is tokenized (and Porter-stemmed) exactly as rouge-score does."""
+
+    def __init__(self):
+        from nltk.stem import porter
+
+        self._stemmer = porter.PorterStemmer()
+
+    def tokenize(self, text: str) -> list[str]:
+        tokens, word = [], []
+        for ch in text.lower():
+            kind = unicodedata.category(ch)[0]
+            if _UNSPACED.match(ch) or (kind == "S" and not ch.isascii()):
+                tokens += ["".join(word), ch]
+                word = []
+            elif kind in "LNM" and (not ch.isascii() or ch.isalnum()):
+                word.append(ch)
+            else:
+                tokens.append("".join(word))
+                word = []
+        tokens.append("".join(word))
+        return [self._stem(t) for t in tokens if t]
+
+    def _stem(self, token: str) -> str:
+        return self._stemmer.stem(token) if len(token) > 3 and token.isascii() else token
+
 
 def rouge_l(predictions: list[str], references: list[str]) -> float:
-    """Mean Rouge-L F-measure (Google's rouge-score, with stemming), in [0, 1]."""
+    """Mean Rouge-L F-measure (Google's rouge-score, with stemming, over the words of every script), in [0, 1]."""
     global _ROUGE
     if _ROUGE is None:
         from rouge_score import rouge_scorer
 
-        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        _ROUGE = rouge_scorer.RougeScorer(["rougeL"], tokenizer=_UnicodeTokenizer())
     if not references:
         return float("nan")
     scores = [_ROUGE.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
@@ -85,4 +119,5 @@ def exact_match_number(predictions: list[str], references: list[str]) -> float:
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
-    return math.exp(total_nll / max(total_tokens, 1))
+    """exp of the mean loss; NaN over no tokens (exp(0 / 1) read as a perfect 1.0)."""
+    return math.exp(total_nll / total_tokens) if total_tokens else float("nan")

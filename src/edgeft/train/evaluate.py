@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from edgeft.data.features import Featurizer
+from edgeft.data.metrics import perplexity
 from edgeft.data.tasks import Task
 from edgeft.train.objective import forward, predictions
 
@@ -42,7 +41,7 @@ def evaluate(model, task: Task, featurizer: Featurizer, dev_feats: list[dict], b
             if progress:
                 progress()
         if objective == "lm":
-            return {"perplexity": math.exp(nll / max(n_tok, 1)), "eval_tokens": n_tok}
+            return {"perplexity": perplexity(nll, n_tok), "eval_tokens": n_tok}
         return task.score(preds, refs)
     finally:
         model.train(was_training)

@@ -319,7 +319,8 @@ class Trainer:
         updated = (b + 1) % cfg.grad_accum == 0 or last_of_epoch
         if updated:
             self._optimizer_step(clipped)
-            logging = self.run and self.global_step % cfg.log_every == 0
+            # an epoch's last step too: a run of fewer than log_every steps recorded no loss at all
+            logging = self.run and (self.global_step % cfg.log_every == 0 or last_of_epoch)
             if logging or last_of_epoch or self.global_step == 1:
                 self._flush_losses()
             if logging:

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edgeft.config import ConfigFile, nest_flat_keys as nest_flat, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
-from edgeft.data.features import cut_notes, long_answer_notes
+from edgeft.data.features import check_features, cut_notes, long_answer_notes
 from edgeft.data.tasks import size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
@@ -33,7 +33,7 @@ from edgeft.train.objective import forward
 from edgeft.train.plots import plot_run
 from edgeft.train.precision import cpu_precision_notes, resolve_precision
 from edgeft.train.rundir import check_resume_matches, claim
-from edgeft.train.setup import backbone_for, head_for, start_session
+from edgeft.train.setup import backbone_for, check_max_length, head_for, start_session
 
 
 class FinetuneConfig(ConfigFile):
@@ -170,14 +170,17 @@ def write_interrupted(run, cfg: FinetuneConfig, stop: Interrupted, trainer: Trai
 def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtStep) -> dict:
     session = start_session(cfg.model, cfg.task, cfg.method, cfg.method_options, cfg.head, cfg.train.seed)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
+    check_max_length(backbone, cfg.task.max_length)
     epochs = method.epochs_for(cfg.train, backbone.arch.family)
     if epochs != cfg.train.epochs:  # no epochs given: the method's own default (for this backbone's family)
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": epochs})})
     device = resolve_device(cfg.train.device)
     t0 = time.perf_counter()
     train_feats = featurizer.encode(task.train)
+    check_features(featurizer, train_feats, "training")
     cut = [featurizer.cut]
     dev_feats = featurizer.encode(task.dev)
+    check_features(featurizer, dev_feats, "dev")
     cut.append(featurizer.cut)
     seconds = time.perf_counter() - t0
     if cfg.resume:
@@ -198,8 +201,7 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
               dev_examples=len(task.dev), objective=featurizer.objective, device=str(device))
     run.event("featurized", seconds=seconds, train_features=len(train_feats), dev_features=len(dev_feats))
     for note in (size_notes(task) + cut_notes(cut, [len(task.train), len(task.dev)], cfg.task.max_length)
-                 + long_answer_notes(featurizer, dev_feats, cfg.train.max_new_tokens,
-                                     "train.max_new_tokens (a --config file)")
+                 + long_answer_notes(featurizer, dev_feats, cfg.train.max_new_tokens, "--max-new-tokens")
                  + cpu_precision_notes(resolve_precision(cfg.train.precision, device), device)):
         (say or _stderr)(note)
     if cfg.resume and not (run.checkpoint_dir / "state.pt").is_file():
@@ -239,6 +241,7 @@ def _finetune(cfg: FinetuneConfig, run, progress_factory, say, stopper: StopAtSt
         # the epochs (synchronised, PAC's cache fill included) over the steps: on CUDA a step's own time is host time
         "mean_step_time_s": sum(result.epoch_times_s) / max(result.steps, 1),
         "steps": result.steps,
+        "final_train_loss": result.losses[-1] if result.losses else None,  # the last batch's (events.jsonl: more)
         "peak_memory_mb": result.peak_memory_mb,
         "memory_kind": result.memory_kind,
         "trainable_params": trainable,
@@ -336,8 +339,10 @@ def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = No
     if adapter is not None and task_cfg.data_file:
         _check_pairs_match(adapter, task)
     backbone, net = load_for_eval(model_name, task, head, adapter)
+    check_max_length(backbone, task_cfg.max_length, "")
     featurizer = Featurizer(task, backbone.tokenizer, objective_for(task, backbone.head), task_cfg.max_length)
     dev = featurizer.encode(task.dev)
+    check_features(featurizer, dev, "dev")
     for note in size_notes(task) + long_answer_notes(featurizer, dev, max_new_tokens, "--max-new-tokens"):
         _stderr(note)
     dev_device = resolve_device(device)
