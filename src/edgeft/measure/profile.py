@@ -52,7 +52,7 @@ def _arch_of(bb) -> ModelArch:
     if preset is not None:
         return preset
     return ModelArch(bb.name, a.family, a.num_layers, a.hidden_size, a.num_heads, a.num_kv_heads,
-                     a.intermediate_size, a.vocab_size)
+                     a.intermediate_size, a.vocab_size, explicit_head_dim=a.explicit_head_dim)
 
 
 def _apply_method(bb, method: str, lora_rank: int):

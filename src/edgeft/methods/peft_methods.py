@@ -21,9 +21,9 @@ def lora_shapes(arch, targets: tuple[str, ...] = ()) -> list[tuple[int, int]]:
     """(in, out) of every linear layer of one block that LoRA wraps, by PEFT module name (a BERT
     'dense' matches the attention output, intermediate and output layers). () = query and value,
     PEFT's default for both families; edgeft's lora method passes its own list (LORA_TARGETS)."""
-    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    h, q, kv, inter = arch.hidden_size, arch.q_dim, arch.kv_dim, arch.intermediate_size
     if arch.family == "llama":
-        table = {"q_proj": [(h, h)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(h, h)],
+        table = {"q_proj": [(h, q)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(q, h)],
                  "gate_proj": [(h, inter)], "up_proj": [(h, inter)], "down_proj": [(inter, h)]}
         default = ("q_proj", "v_proj")
     else:

@@ -27,6 +27,9 @@ class ModelArch:
     max_positions: int = 512
     tie_embeddings: bool = True
     type_vocab_size: int = 0
+    # A config.json's own `head_dim` where it sets one (Qwen3: 16 heads x 128 on a width of 1024); 0 = hidden / heads.
+    # Priced as hidden / heads, Qwen3-0.6B's attention projections were counted at half their size.
+    explicit_head_dim: int = 0
 
     def __post_init__(self) -> None:
         if self.family not in ("llama", "bert"):
@@ -34,12 +37,19 @@ class ModelArch:
         for field in ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
             if getattr(self, field) <= 0:
                 raise ConfigError(f"model {self.name!r}: {field} must be positive")
-        if self.hidden_size % self.num_heads:
+        if self.explicit_head_dim < 0:
+            raise ConfigError(f"model {self.name!r}: head_dim must be positive")
+        if not self.explicit_head_dim and self.hidden_size % self.num_heads:
             raise ConfigError(f"model {self.name!r}: hidden_size {self.hidden_size} is not a multiple of num_heads")
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
+        return self.explicit_head_dim or self.hidden_size // self.num_heads
+
+    @property
+    def q_dim(self) -> int:
+        """The width of the queries and of the attention's output (the hidden size unless head_dim is set apart)."""
+        return self.num_heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -99,9 +109,11 @@ def arch_from_hf_config(cfg: dict, name: str) -> ModelArch:
     if heads % kv:
         raise ConfigError(f"model config {name}: num_attention_heads {heads} is not a multiple of "
                           f"num_key_value_heads {kv}")
-    return ModelArch(name, "llama", num("num_hidden_layers"), num("hidden_size"), heads, kv,
+    hidden = num("hidden_size")
+    given = num("head_dim") if cfg.get("head_dim") is not None else 0
+    return ModelArch(name, "llama", num("num_hidden_layers"), hidden, heads, kv,
                      num("intermediate_size"), num("vocab_size"), num("max_position_embeddings", 2048),
-                     bool(cfg.get("tie_word_embeddings", False)), 0)
+                     bool(cfg.get("tie_word_embeddings", False)), 0, 0 if given * heads == hidden else given)
 
 
 def resolve_arch(model: str) -> ModelArch:
@@ -124,9 +136,9 @@ def resolve_arch(model: str) -> ModelArch:
 
 def block_params(arch: ModelArch) -> tuple[int, int]:
     """(parameters in one block, of which in matmul weights)."""
-    h, kv, inter = arch.hidden_size, arch.kv_dim, arch.intermediate_size
+    h, q, kv, inter = arch.hidden_size, arch.q_dim, arch.kv_dim, arch.intermediate_size
     if arch.family == "llama":
-        mat = h * h + 2 * h * kv + h * h + 3 * h * inter
+        mat = h * q + 2 * h * kv + q * h + 3 * h * inter
         return mat + 2 * h, mat
     mat = 4 * h * h + 2 * h * inter
     bias = 4 * h + inter + h

@@ -83,10 +83,10 @@ def ring_allreduce_s(nbytes: float, n: int, bps: float, latency_s: float = 0.0) 
 
 def _saved_elems_per_token(arch: ModelArch, seq: int, attention: str) -> float:
     """Elements autograd keeps per token of one block for its backward (our count of HF's modules)."""
-    h, kv, inter, heads = arch.hidden_size, arch.kv_dim, arch.intermediate_size, arch.num_heads
+    h, q, kv, inter, heads = arch.hidden_size, arch.q_dim, arch.kv_dim, arch.intermediate_size, arch.num_heads
     if arch.family == "llama":
         norms = 2 * (3 * h)  # RMSNorm keeps its input, the fp32 copy and the normalised output
-        attn_io = h + h + kv + kv + h  # q/k/v input, q, k, v, o_proj input
+        attn_io = h + q + kv + kv + q  # q/k/v input, q, k, v, o_proj input
         mlp = 4 * inter + h  # gate, up, silu out, product; attention output residual
         extra = heads * seq if attention == "eager" else heads
         return norms + attn_io + mlp + extra
@@ -192,7 +192,7 @@ def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
     B, s, dt = workload.batch, workload.seq_len, workload.dtype_bytes
     tokens = B * s
     total, mat = block_params(arch)
-    attn_fwd = 4.0 * B * s * s * h  # QK^T and PV; a causal mask still computes the full square on CPU
+    attn_fwd = 4.0 * B * s * s * arch.q_dim  # QK^T and PV; a causal mask still computes the full square on CPU
     fwd = 2.0 * tokens * mat + attn_fwd
     bwd_in = 2.0 * tokens * mat + 2 * attn_fwd  # input gradients of every matmul, attention backward
     from edgeft.methods.base import DenseBlock
