@@ -18,3 +18,36 @@ def test_a_fill_first_plan_without_cached_epoch_figures_prints_no_empty_figure()
     plan.predicted["later_epochs_s"] = [1.25, 1.5]
     text = describe_plan(plan, LaunchConfig(cluster="c.yaml", task={"name": "sst2"}, train={"epochs": 2}), True)
     assert "at most 3.2 s, then 1.2, 1.5 s per epoch on the cache" in text
+
+
+def test_launch_refuses_an_input_longer_than_an_encoders_positions_before_the_run_folder(tmp_path, sst2_bert):
+    """finetune refused --max-length beyond an encoder's position table; launch ran on and a long row stopped a
+    worker mid-epoch with a tensor-size RuntimeError from inside BERT's embeddings."""
+    import pytest
+
+    from edgeft.errors import ConfigError
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(sst2_bert), method="lora",
+                       strategy="deft", out=str(tmp_path / "run"),
+                       task={"name": "sst2", "train_samples": 16, "max_length": 300}, train={"epochs": 1})
+    with pytest.raises(ConfigError, match=r"--max-length 300 .* has 256 positions.*give --max-length 256 or less"):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_launch_refuses_lm_text_shorter_than_one_block(tmp_path, tiny_word_llama):
+    """A language-modelling dev text shorter than one --max-length block gave no block to score: the launch
+    reported a dev perplexity over no tokens (finetune refuses it)."""
+    import pytest
+
+    from edgeft.errors import DataError
+    from edgeft.runtime.run import LaunchConfig, launch
+
+    cfg = LaunchConfig(cluster="examples/clusters/four-phones.yaml", model=str(tiny_word_llama), method="lora",
+                       strategy="deft", out=str(tmp_path / "run"),
+                       task={"name": "shakespeare", "train_samples": 100, "dev_samples": 1, "max_length": 64},
+                       train={"epochs": 1}, emulate_compute=False)
+    with pytest.raises(DataError, match=r"the dev text is \d+ tokens, less than one block of --max-length 64"):
+        launch(cfg)
+    assert not (tmp_path / "run").exists()

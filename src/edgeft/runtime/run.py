@@ -138,13 +138,14 @@ def _workload(cfg: LaunchConfig):
     from transformers import AutoTokenizer
 
     from edgeft.data import TaskConfig, load_task
-    from edgeft.data.features import Featurizer, cut_notes, objective_for
+    from edgeft.data.features import Featurizer, check_features, cut_notes, objective_for
     from edgeft.data.tasks import size_notes
     from edgeft.models.backbone import resolve
     from edgeft.models.arch import arch_from_hf_config
     from edgeft.runtime.strategies.common import eval_rows
     from edgeft.train.batches import epoch_batches
     from edgeft.train.recipe import head_for
+    from edgeft.train.setup import check_positions
 
     task = load_task(TaskConfig(**cfg.task))
     head = head_for(cfg.model, task, cfg.head)
@@ -152,14 +153,18 @@ def _workload(cfg: LaunchConfig):
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    config = json.loads((Path(path) / "config.json").read_text())
+    arch = arch_from_hf_config(config, cfg.model)
     feat = Featurizer(task, tok, objective_for(task, head), task.config.max_length if task.config else 128)
+    check_positions(cfg.model, arch, config, feat.max_length, " (or task.max_length in a config file)")
     feats = feat.encode(task.train)
+    check_features(feat, feats, "training")
     cut = [feat.cut]
     dev = eval_rows(task, cfg.dev_samples_eval) if cfg.evaluate else []
-    feat.encode(dev)  # for its count alone: the rank that evaluates encodes them
+    if cfg.evaluate:  # for the count and the check alone: the rank that evaluates encodes them
+        check_features(feat, feat.encode(dev), "dev")
     cut.append(feat.cut)
     notes = size_notes(task) + cut_notes(cut, [len(task.train), len(dev)], feat.max_length)
-    arch = arch_from_hf_config(json.loads((Path(path) / "config.json").read_text()), cfg.model)
     batches = epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, 0, cfg.train.max_steps_per_epoch)
     widths = [max(len(feats[i]["input_ids"]) for i in b) for b in batches]
     return task, head, feat, feats, arch, batches, sum(widths) / len(widths), notes

@@ -53,23 +53,28 @@ def backbone_for(model_name: str, task, head_kind: str, num_labels: int | None =
                          problem_type="regression" if task.kind == "regression" else None)
 
 
-def position_limit(backbone) -> int | None:
+def position_limit(arch, config) -> int | None:
     """How many positions an encoder's learned position table gives an input (RoBERTa's start after its pad id);
-    None for a rotary (Llama) model, which has no table to run past."""
-    if backbone.arch.family != "bert":
+    None for a rotary (Llama) model, which has no table to run past. `config`: the model's transformers config, or
+    its config.json as a dict (launch reads only that)."""
+    if arch.family != "bert":
         return None
-    cfg = backbone.model.config
-    roberta = getattr(cfg, "model_type", "") in ("roberta", "xlm-roberta")
-    pad = getattr(cfg, "pad_token_id", None)
-    return backbone.arch.max_positions - ((1 if pad is None else pad) + 1 if roberta else 0)
+    read = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    roberta = read("model_type", "") in ("roberta", "xlm-roberta")
+    pad = read("pad_token_id", None)
+    return arch.max_positions - ((1 if pad is None else pad) + 1 if roberta else 0)
 
 
 def check_max_length(backbone, max_length: int, where: str = " (or task.max_length in a config file)") -> None:
     """--max-length beyond an encoder's positions: a long row stopped the run mid-epoch with a RuntimeError about
     tensor sizes (802 vs 512) from inside BERT's embeddings."""
-    limit = position_limit(backbone)
+    check_positions(backbone.name, backbone.arch, backbone.model.config, max_length, where)
+
+
+def check_positions(name: str, arch, config, max_length: int, where: str) -> None:
+    limit = position_limit(arch, config)
     if limit is not None and max_length > limit:
-        raise ConfigError(f"--max-length {max_length}{where}: {backbone.name} has {limit} positions, so an input "
+        raise ConfigError(f"--max-length {max_length}{where}: {name} has {limit} positions, so an input "
                           f"longer than that cannot be read; give --max-length {limit} or less.")
 
 
