@@ -295,6 +295,13 @@ class Trainer:
                                            resumed=self._resuming)
         self._resuming = False
 
+    def _group_size(self, b: int) -> int:
+        """Batches in batch b's accumulation group: an epoch's last group may be short, and divided by grad_accum
+        its mean gradient came out that much smaller (clipping and the update saw a scaled-down gradient)."""
+        n_batches = math.ceil(len(self.train_feats) / self.cfg.batch_size)
+        start = b - b % self.cfg.grad_accum
+        return min(self.cfg.grad_accum, n_batches - start)
+
     def step(self, epoch: int, b: int, indices: list[int], last_of_epoch: bool) -> None:
         cfg, result = self.cfg, self._result
         t0 = time.perf_counter()  # host time: on CUDA the GPU's share is in the epoch time (synchronised)
@@ -311,7 +318,7 @@ class Trainer:
         clipped = loss is not None  # inside the step's graph
         if loss is None:
             loss = self.method.train_step(model, batch, self._loss_fn,
-                                          scale=self.precision.scale(1.0 / cfg.grad_accum))
+                                          scale=self.precision.scale(1.0 / self._group_size(b)))
         if (self.compiled or clipped) and torch.is_tensor(loss):
             loss = loss.clone()  # a CUDA-graph output is overwritten by the next replay; the loss is read later
         self._pending.append(loss)  # a detached tensor (read later, in bulk) or a float
