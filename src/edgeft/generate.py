@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from edgeft.config import SEED_MAX
 from edgeft.errors import ConfigError, ModelError
 
 
@@ -30,6 +31,8 @@ class Sampling:
             raise ConfigError(f"--max-new-tokens {self.max_new_tokens}: must be at least 1.")
         if not math.isfinite(self.temperature) or self.temperature < 0:  # nan was greedy, inf uniform noise
             raise ConfigError(f"--temperature {self.temperature}: must be 0 (greedy) or a positive number.")
+        if not 0 <= self.seed <= SEED_MAX:  # llama.cpp reads -1 as "a random seed": not reproducible there
+            raise ConfigError(f"--seed {self.seed}: must be between 0 and {SEED_MAX}.")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p {self.top_p}: must be in (0, 1].")
 

@@ -323,3 +323,24 @@ def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(monkeypat
 def test_system_with_raw_is_refused_not_dropped():
     with pytest.raises(ConfigError, match="--system goes into the chat template, which --raw leaves out"):
         cli("generate", "--model", "any", "--raw", "--system", "be brief", "--prompt", "the city")
+
+
+def test_a_negative_or_too_large_sampling_seed_is_refused():
+    """llama.cpp reads --seed -1 as 'a random seed' (torch as a fixed one): the same command was not reproducible."""
+    from edgeft.generate import Sampling
+
+    with pytest.raises(ConfigError, match=r"--seed -1: must be between 0 and 4294967295"):
+        Sampling(8, 0.7, 0.9, -1)
+    with pytest.raises(ConfigError, match=r"--seed 4294967296"):
+        Sampling(8, 0.7, 0.9, 2**32)
+    assert Sampling(8, 0.7, 0.9, 2**32 - 1).seed == 2**32 - 1
+
+
+def test_a_run_folder_given_as_the_adapter_names_its_adapter_folder(tmp_path):
+    """`--adapter RUN` said only 'not an edgeft adapter folder'; the folder to pass is RUN/adapter."""
+    from edgeft.methods.base import ADAPTER_NOTE, read_adapter_note
+
+    (tmp_path / "run" / "adapter").mkdir(parents=True)
+    (tmp_path / "run" / "adapter" / ADAPTER_NOTE).write_text("{}")
+    with pytest.raises(ModelError, match=r"a run folder, not its adapter; pass --adapter .*run/adapter"):
+        read_adapter_note(tmp_path / "run")

@@ -395,6 +395,8 @@ def read_adapter_note(adapter_dir: Path) -> dict:
     if not d.is_dir():
         raise ModelError(f"{adapter_dir}: no such adapter folder. {ADAPTER_FIX}")
     if not (d / ADAPTER_NOTE).is_file():
+        if (d / "adapter" / ADAPTER_NOTE).is_file():  # the run folder itself: say which folder inside it
+            raise ModelError(f"{adapter_dir}: a run folder, not its adapter; pass --adapter {d / 'adapter'}.")
         raise ModelError(f"{adapter_dir}: not an edgeft adapter folder (no {ADAPTER_NOTE}). {ADAPTER_FIX}")
     note = read_adapter_json(d, ADAPTER_NOTE)
     for key, kind in NOTE_KEYS.items():
