@@ -56,6 +56,9 @@ class MethodOptions(BaseModel):
     an adapter of NaN and reported success)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # Options that change how a run goes about its work, not what it trains: `--resume` may change them (it refused
+    # a resumed PAC run whose only change was where its disk cache lives, or verify=false).
+    RUN_ONLY: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod

@@ -107,15 +107,17 @@ TRAINABLES_KEYS = ("model", "method", "method_options", "head")  # what decides 
 
 def _resolved(key: str, config: dict):
     """A setting as it acts: method options with their defaults filled in, so `--option r=8` resumes a run started
-    without it (r=8 is LoRA's default; they were compared as typed and the resume refused)."""
+    without it (r=8 is LoRA's default; they were compared as typed and the resume refused), and without the ones
+    that say only how the run goes about its work (MethodOptions.RUN_ONLY: PAC's cache folder, its checks)."""
     if key != "method_options":
         return config.get(key)
     from edgeft.methods import get_method
 
     try:
-        return get_method(config.get("method"), config.get(key) or {}).options.model_dump()
+        options = get_method(config.get("method"), config.get(key) or {}).options
     except ConfigError:  # a method or option this version does not know: compare as written
         return config.get(key)
+    return {k: v for k, v in options.model_dump().items() if k not in type(options).RUN_ONLY}
 
 
 def check_resume_matches(out: Path | str, now: dict) -> None:

@@ -27,6 +27,9 @@ WEIGHTS, SPEC = "pac.safetensors", "pac.json"
 
 
 class PacOptions(MethodOptions):
+    # where the cache lives, how its entries are checked and how the fill is chunked: the same training either way
+    RUN_ONLY = frozenset({"cache_dir", "verify", "on_stale", "on_corrupt", "offload_backbone", "stream_mb",
+                          "stream_batch"})
     # the side network
     # Defaults: the configuration chosen on 1000 held-out SST-2 training examples with SmolLM2-135M
     # (docs/benchmarks_pac.md, runs 2, 3 and 5); train it at lr 5e-4.
