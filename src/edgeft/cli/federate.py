@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
             clients_per_round=clients_per_round,
             min_clients=min_clients,
             rounds=rounds, partition=partition, alpha=alpha, holdout_category=holdout_category,
-            local_steps=local_steps, batch_size=batch_size, lr=lr, round_lr=round_lr, eps=eps, num_seeds=num_seeds, zo_base=zo_base,
+            local_steps=local_steps, batch_size=batch_size, lr=lr, round_lr=round_lr, eps=eps, num_seeds=num_seeds,
+            zo_base=zo_base,
             zo_params=zo_params or None,
             perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
             eval_samples=eval_samples, max_length=max_length, max_new_tokens=max_new_tokens, eval_every=eval_every,
@@ -105,8 +106,10 @@ def register(app: typer.Typer) -> None:
 
         # never mix two runs' files
         with claim(cfg.out, overwrite=overwrite, resume_flag=None, owned=RUN_FILES) as run:
+            # before the progress bar and Ray, and before --overwrite clears the earlier run's files (a run that
+            # cannot start leaves them as they were)
+            check_inputs(cfg)
             if run.overwrite:
-                check_inputs(cfg)  # a run that cannot start leaves the earlier one's files (they were cleared first)
                 run.clear()
             _simulate(cfg, client_cpus, verbose)
 
@@ -174,12 +177,20 @@ def _simulate(cfg, client_cpus, verbose) -> None:
         except (KeyboardInterrupt, Interrupted) as stop:
             progress.stop()
             name = getattr(stop, "name", "SIGINT")
-            done = int(progress.tasks[0].completed)
-            console.print(f"[yellow]stopped by {name} after {done} of {cfg.rounds} rounds[/]; the model of the rounds "
-                          f"done and their metrics are in {escape(str(cfg.out))} (adapter/, metrics.json, "
-                          "events.jsonl)")
+            console.print(f"[yellow]stopped by {name}[/]{_kept(cfg, int(progress.tasks[0].completed))}")
             raise typer.Exit(getattr(stop, "exit_code", 130)) from None
     show(summary, cfg.out)
+
+
+def _kept(cfg, done: int) -> str:
+    """What a stopped run left: a stop before the first round (Ray's start, the clients' set-up) wrote no model and
+    no metrics, though the message said they were in --out (a folder that might not even exist)."""
+    out = Path(cfg.out)
+    if (out / "metrics.json").is_file():
+        return (f" after {done} of {cfg.rounds} rounds; the model of the rounds done and their metrics are in "
+                f"{escape(str(out))} (adapter/, metrics.json, events.jsonl)")
+    left = f" ({escape(str(out))} holds its config.yaml and events.jsonl)" if (out / "config.yaml").is_file() else ""
+    return f" before its first round: no model or metrics were written{left}"
 
 
 def show(summary: dict, out: str) -> None:

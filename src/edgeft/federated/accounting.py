@@ -16,9 +16,11 @@ import re
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from logging import WARN
 from typing import Callable, Iterable, Optional
 
 from flwr.app import Message
+from flwr.common.logger import log
 from flwr.common.serde import message_to_proto
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
@@ -88,9 +90,14 @@ class Ledger:
     def dropped(self, node: int, reason: str) -> None:
         r = self.row(node)
         r.status, r.reason = "dropped", reason
+        log(WARN, "round %s: %s dropped: %s", self.round, self._who(node), reason)  # one line, as it happens
         if self.run:
             self.run.event("client_dropped", round=self.round, phase=self.phase, node=node,
                            partition=self.partition_of.get(node), reason=reason)
+
+    def _who(self, node: int) -> str:
+        pid = self.partition_of.get(node)
+        return f"node {node}" if pid is None else f"partition {pid}"
 
     def round_rows(self, rnd: int) -> list[ClientRound]:
         return [r for (k, _), r in sorted(self.rows.items()) if k == rnd]
@@ -103,9 +110,13 @@ class AccountingGrid(Grid):
     """A Grid that books every message to the ledger and polls replies without the 3 s sleeps of HttpGrid."""
 
     def __init__(self, inner: Grid, ledger: Ledger, poll_interval: float = 0.2,
-                 on_reply: Optional[Callable[[int, int], None]] = None):
-        """on_reply(done, total): called as replies arrive, so a long round shows per-client progress."""
+                 on_reply: Optional[Callable[[int, int], None]] = None,
+                 on_timeout: Optional[Callable[[dict[str, int]], dict[str, str]]] = None):
+        """on_reply(done, total): called as replies arrive, so a long round shows per-client progress.
+        on_timeout({message id: node}): called with the messages still unanswered at the deadline; returns what
+        became of each (appended to the dropped client's reason)."""
         self.inner, self.ledger, self.poll_interval, self.on_reply = inner, ledger, poll_interval, on_reply
+        self.on_timeout = on_timeout
         self._dst: dict[str, int] = {}
 
     # -- plain delegation ----------------------------------------------------------------------
@@ -166,8 +177,9 @@ class AccountingGrid(Grid):
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
                 time.sleep(self.poll_interval)
+        fate = self.on_timeout({m: self._dst[m] for m in pending}) if pending and self.on_timeout else {}
         for msg_id in pending:
-            self.ledger.dropped(self._dst[msg_id], f"no reply within {timeout:.0f} s")
+            self.ledger.dropped(self._dst[msg_id], f"no reply within {timeout:.0f} s{fate.get(msg_id, '')}")
         for m in replies:
             if m.has_error():
                 self.ledger.dropped(self.node_of(m), f"error reply: {error_summary(m.error.reason)}")

@@ -15,13 +15,15 @@ import time
 from typing import Callable, Optional
 
 from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app.error import Error
 from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid, ServerApp
 
 from edgeft.federated.accounting import AccountingGrid, Interrupted, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.round_summary import plot, summarize
-from edgeft.federated.session import data_for, local_examples, node_partition, setup_for
+from edgeft.federated.session import EmulatedDropout, data_for, local_examples, node_partition, setup_for
 from edgeft.federated.server import FederationError, RoundLog, discover
 from edgeft.methods.base import save_adapter
 from edgeft.train.rundir import RunDir
@@ -33,12 +35,14 @@ def _config(fixed: Optional[FederatedConfig], context: Context) -> FederatedConf
 # -- server ----------------------------------------------------------------------------------------
 
 
-def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Optional[Callable] = None) -> dict:
-    """The whole federated run seen from the server; writes the run directory and returns its summary."""
+def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Optional[Callable] = None,
+               on_timeout: Optional[Callable] = None) -> dict:
+    """The whole federated run seen from the server; writes the run directory and returns its summary.
+    on_timeout: see AccountingGrid (the simulation frees the clients a round's deadline left behind)."""
     run = RunDir(cfg.out)
     run.write_config(cfg.model_dump())
     ledger = Ledger(run)
-    agrid = AccountingGrid(grid, ledger, on_reply=getattr(progress, "clients", None))
+    agrid = AccountingGrid(grid, ledger, on_reply=getattr(progress, "clients", None), on_timeout=on_timeout)
     t0 = time.perf_counter()
     run.event("start", algorithm=cfg.algorithm, model=cfg.model, task=cfg.task, clients=cfg.clients,
               clients_per_round=cfg.clients_per_round, rounds=cfg.rounds)
@@ -68,14 +72,14 @@ def run_server(cfg: FederatedConfig, grid: Grid, context: Context, progress: Opt
 
 
 def build_server_app(fixed: Optional[FederatedConfig] = None, progress: Optional[Callable] = None,
-                     on_end: Optional[Callable[[], None]] = None) -> ServerApp:
+                     on_end: Optional[Callable[[], None]] = None, on_timeout: Optional[Callable] = None) -> ServerApp:
     """on_end(): called when the server's work is over, however it ended (the simulation frees stuck clients)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         try:
-            run_server(_config(fixed, context), grid, context, progress)
+            run_server(_config(fixed, context), grid, context, progress, on_timeout)
         finally:
             if on_end is not None:
                 on_end()
@@ -117,8 +121,26 @@ def _bind(mod, call_next):
     return lambda msg, context: mod(msg, context, call_next)
 
 
-def build_client_app(fixed: Optional[FederatedConfig] = None) -> ClientApp:
-    app = ClientApp(mods=[privacy_mod(fixed)])
+def error_reply(msg: Message, reason: str) -> Message:
+    """A client's answer that it did not do the work, without raising (Flower logs a traceback for that)."""
+    return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=msg)
+
+
+def dropout_mod(msg: Message, context: Context, call_next) -> Message:
+    """An emulated dropout (--dropout) is a planned event: one error reply the server logs in a line; a real
+    client error still raises, and Flower shows its traceback."""
+    try:
+        return call_next(msg, context)
+    except EmulatedDropout as lost:
+        return error_reply(msg, str(lost))
+
+
+def build_client_app(fixed: Optional[FederatedConfig] = None, board=None) -> ClientApp:
+    """board: the simulation's `simulation.Board` (skips messages whose round is over, notes those started)."""
+    mods = [dropout_mod, privacy_mod(fixed)]
+    if board is not None:
+        mods.insert(0, board.mod)
+    app = ClientApp(mods=mods)
 
     @app.query()
     def hello(msg: Message, context: Context) -> Message:

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Optional
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from edgeft.config import SEED_MAX, ConfigFile, drop_retired_key
 from edgeft.errors import ConfigError
@@ -62,6 +62,8 @@ MISPLACED_KEYS = {
 
 
 class FederatedConfig(ConfigFile):
+    # --lr inf trained a NaN model to the end without a word, and --alpha inf was told to raise alpha
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     what: ClassVar[str] = "federated config"
 
     algorithm: Annotated[str, AfterValidator(_registered)]  # a name in edgeft.federated.algorithms

@@ -146,7 +146,7 @@ def setup_for(cfg: FederatedConfig, role: str) -> Setup:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, parts = data_for(cfg)
-    torch.manual_seed(cfg.seed)  # a task head the backbone lacks (SST-2's classifier) is drawn here: the same everywhere
+    torch.manual_seed(cfg.seed)  # a task head the backbone lacks (SST-2's classifier) is drawn here: the same for all
     session = open_session(cfg.model, task, cfg.method(), head=cfg.head, max_length=cfg.max_length)
     task, backbone, featurizer, method = session.task, session.backbone, session.featurizer, session.method
     torch.manual_seed(cfg.seed)  # identical adapter initialisation on the server and on every client
@@ -216,7 +216,11 @@ def node_partition(context) -> int:
     return int(cfg["partition-id"])
 
 
+class EmulatedDropout(RuntimeError):
+    """A client lost on purpose (--dropout): the ClientApp answers it with an error reply, not a traceback."""
+
+
 def maybe_drop(cfg: FederatedConfig, rnd: int, pid: int) -> None:
     """Emulated device failure: with probability cfg.dropout, this client dies mid-round (seeded)."""
     if cfg.dropout and seeded_rng(cfg.seed, rnd, pid, 7).random() < cfg.dropout:
-        raise RuntimeError(f"client {pid} lost mid-round {rnd} (emulated dropout, p={cfg.dropout})")
+        raise EmulatedDropout(f"client {pid} lost mid-round {rnd} (emulated dropout, p={cfg.dropout})")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Optional
@@ -50,7 +52,66 @@ def start_ray(backend: dict) -> None:
     RayBackend(backend)  # initialises Ray unless it is already running
 
 
+def shutdown_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
 CLIENT_ACTOR = "ray::ClientAppActor"  # the process title of a Ray worker that runs Flower's ClientApps
+
+
+def _title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Board:
+    """A folder the server and the client actors of one simulation share (one machine). A client notes every message
+    it starts (with its process id) and skips one whose round is over; at a round's deadline the server marks the
+    unanswered messages late and kills the actor process that holds one. One actor serves the virtual clients in
+    turn, so a stopped or hung client held up the clients queued behind it ('no reply' though they never started)
+    and every later round; Ray restarts the killed actor (backend_config), which then skips the late messages."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def mod(self, msg, context, call_next):
+        """ClientApp mod (runs in the actor): note the start, then check the mark, so that one side sees the other."""
+        from edgeft.federated.apps import error_reply
+
+        msg_id = msg.metadata.message_id
+        (self.path / f"{msg_id}.started").write_text(str(os.getpid()))
+        if (self.path / f"{msg_id}.late").exists():
+            return error_reply(msg, "not run: the server's round deadline had passed")
+        return call_next(msg, context)
+
+    def overdue(self, pending: dict[str, int]) -> dict[str, str]:
+        """Server side, at a deadline: mark `pending` late, kill the actors that started one; each message's fate."""
+        for msg_id in pending:
+            (self.path / f"{msg_id}.late").touch()
+        fate, stuck = {}, set()
+        for msg_id in pending:
+            try:
+                pid = int((self.path / f"{msg_id}.started").read_text())
+            except (OSError, ValueError):
+                fate[msg_id] = ": never started (the client processes were busy with earlier clients' work)"
+                continue
+            stuck.add(pid)
+            fate[msg_id] = (": its client process did not return (stopped, hung or slower than --round-timeout); "
+                            "killed it, Ray starts a new one for the next clients")
+        self.kill(stuck)
+        return fate
+
+    @staticmethod
+    def kill(pids: set[int]) -> None:
+        from edgeft.processes import send_signal
+
+        actors = [pid for pid in pids if _title(pid).startswith(CLIENT_ACTOR)]  # never a process reusing the id
+        if actors:
+            send_signal(actors, signal.SIGKILL)
 
 
 def release_clients(finished: threading.Event, grace: float, quiet: Callable[[], None]) -> None:
@@ -61,15 +122,9 @@ def release_clients(finished: threading.Event, grace: float, quiet: Callable[[],
     message once more on a new actor, so the kill repeats every `grace` s until the simulation ends."""
     from edgeft.processes import descendants, send_signal
 
-    def title(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except OSError:
-            return ""
-
     def watch() -> None:
         while not finished.wait(grace):
-            actors = [pid for pid in descendants(os.getpid()) if title(pid).startswith(CLIENT_ACTOR)]
+            actors = [pid for pid in descendants(os.getpid()) if _title(pid).startswith(CLIENT_ACTOR)]
             if actors:
                 quiet()  # their work's errors are not news: the run's results are written
                 send_signal(actors, signal.SIGKILL)
@@ -80,9 +135,11 @@ def release_clients(finished: threading.Event, grace: float, quiet: Callable[[],
 def check_inputs(cfg: FederatedConfig) -> None:
     """What can be checked in seconds, before Flower and Ray load (and before --overwrite clears an earlier run)."""
     from edgeft.federated.data import data_and_validation
+    from edgeft.models.backbone import load_config
 
     data_and_validation(cfg)  # a partition that cannot work fails here
     cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
+    load_config(cfg.model)  # and a model folder that is not there (it failed after Ray's start, in a half-made run)
 
 
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
@@ -91,7 +148,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     check_inputs(cfg)
     from flwr.simulation import run_simulation
 
-    from edgeft.federated.accounting import STOP
+    from edgeft.federated.accounting import STOP, Interrupted as UserStop
     from edgeft.federated.apps import build_client_app, build_server_app
     from edgeft.federated.server import FederationError
     from edgeft.processes import Interrupted, stop_on_signals
@@ -103,7 +160,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     STOP.clear()
     backend = backend_config(client_cpus)
-    start_ray(backend)
+    board = Board(tempfile.mkdtemp(prefix="edgeft-federate-"))
     stopped: list[int] = []
     finished = threading.Event()  # Flower's simulation has returned
 
@@ -117,20 +174,28 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
         # done and returns; Flower then lets its threads finish the client work they hold and shuts Ray down after
         # them. Raising here instead unwound Flower under its threads: Ray was shut down while they used it (their
         # errors in the log, or Ray's exit of the process with status 1).
+        if stopped:  # one came while Ray started (under the first handler): this is the second, stop at once
+            raise Interrupted(signum)
         stopped.append(signum)
         stop_quietly()
         print(f"{signal.Signals(signum).name}: stopping after the clients' current work; the rounds done are kept "
               "(a second signal stops at once)", file=sys.stderr, flush=True)
 
     try:
-        with stop_on_signals(wind_down=wind_down):
+        with stop_on_signals(wind_down=wind_down):  # a Ctrl-C that cut ray.init short left two Ray processes running
+            start_ray(backend)
+        with stop_on_signals(wind_down=wind_down):  # set again: ray.init replaced the SIGTERM handler with its own
             try:
-                grace = min(max(cfg.round_timeout, 5.0), 30.0)  # a round's wait, within what Flower's exit takes
-                server_app = build_server_app(cfg, progress, on_end=lambda: release_clients(
-                    finished, grace, lambda: flwr_logger.setLevel(logging.CRITICAL + 1)))
-                run_simulation(server_app=server_app, client_app=build_client_app(cfg),
-                               num_supernodes=cfg.clients, backend_config=backend, verbose_logging=verbose)
-            except FederationError:
+                if stopped:  # the signal came while Ray started: no round to run
+                    shutdown_ray()
+                else:
+                    grace = min(max(cfg.round_timeout, 5.0), 30.0)  # a round's wait, within what Flower's exit takes
+                    server_app = build_server_app(cfg, progress, on_end=lambda: release_clients(
+                        finished, grace, lambda: flwr_logger.setLevel(logging.CRITICAL + 1)),
+                        on_timeout=board.overdue)
+                    run_simulation(server_app=server_app, client_app=build_client_app(cfg, board),
+                                   num_supernodes=cfg.clients, backend_config=backend, verbose_logging=verbose)
+            except (FederationError, UserStop):  # UserStop: the stop came before the rounds (discovery, set-up)
                 if not stopped:  # else: the ServerApp's own report of the stop, said once by the caller
                     raise
         if stopped:
@@ -140,6 +205,7 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
         raise
     finally:
         finished.set()
+        shutil.rmtree(board.path, ignore_errors=True)
         if not STOP.is_set():
             flwr_logger.setLevel(level)
     return RunDir(cfg.out).read_metrics()
