@@ -52,3 +52,28 @@ def data_and_validation(cfg: FederatedConfig):
         parts = partition(rows, cfg.clients, cfg.partition, cfg.alpha, cfg.seed, cfg.holdout_category)
         _DATA[key] = (task, [[keep[i] for i in p] for p in parts], val)
     return _DATA[key]
+
+
+def check_text_blocks(cfg: FederatedConfig) -> None:
+    """A language-modelling task packs each client's text into blocks of max_length tokens: a share shorter than one
+    block gave that client no example, and each round failed in the clients with numpy's 'a must be a positive
+    integer' and ended in a server error about missing arrays (a dev text shorter than one block: perplexity nan).
+    Here, before Flower and Ray start, with the model's tokenizer (only LM tasks need it)."""
+    task, parts, val = data_and_validation(cfg)
+    if task.kind != "lm":
+        return
+    from transformers import AutoTokenizer
+
+    from edgeft.data.features import Featurizer, check_features
+    from edgeft.errors import DataError
+    from edgeft.models.backbone import resolve
+
+    featurizer = Featurizer(task, AutoTokenizer.from_pretrained(resolve(cfg.model)[0]), "lm", cfg.max_length)
+    for pid, rows in enumerate(parts):
+        if not featurizer.encode([task.train[i] for i in rows]):
+            raise DataError(f"task '{task.name}': client {pid}'s share of the text is {featurizer.tokens} tokens, "
+                            f"less than one block of --max-length {cfg.max_length}, so it has nothing to train on; "
+                            "lower --max-length, or give fewer --clients or more text (--train-samples).")
+    check_features(featurizer, featurizer.encode(task.dev), "dev")
+    if val:
+        check_features(featurizer, featurizer.encode([task.train[i] for i in val]), "validation (val_samples)")

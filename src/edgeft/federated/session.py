@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord
 
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import Featurizer
-from edgeft.errors import ConfigError
+from edgeft.errors import ConfigError, DataError
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.data import (  # noqa: F401  (data_and_validation, seeded_rng: used by the apps)
     DATA_FIELDS, config_key, data_and_validation, data_for, seeded_rng)
@@ -92,7 +92,11 @@ class Setup:
 
     def client_features(self, pid: int) -> list[dict]:
         if pid not in self._feats:
-            self._feats[pid] = self.featurizer.encode(self.client_examples(pid))
+            feats = self.featurizer.encode(self.client_examples(pid))
+            if not feats:  # LM text shorter than one block (a SuperNode's own file, say): numpy's error before
+                raise DataError(f"client {pid}: its text is {self.featurizer.tokens} tokens, less than one block of "
+                                f"max_length {self.featurizer.max_length}; give it more text or lower max_length.")
+            self._feats[pid] = feats
         return self._feats[pid]
 
     def val_features(self) -> list[dict]:

@@ -134,12 +134,13 @@ def release_clients(finished: threading.Event, grace: float, quiet: Callable[[],
 
 def check_inputs(cfg: FederatedConfig) -> None:
     """What can be checked in seconds, before Flower and Ray load (and before --overwrite clears an earlier run)."""
-    from edgeft.federated.data import data_and_validation
+    from edgeft.federated.data import check_text_blocks, data_and_validation
     from edgeft.models.backbone import load_config
 
     data_and_validation(cfg)  # a partition that cannot work fails here
     cfg.method()  # and so does an unknown method option (--option) or zeroth-order base (--zo-base)
     load_config(cfg.model)  # and a model folder that is not there (it failed after Ray's start, in a half-made run)
+    check_text_blocks(cfg)  # and a client's share of LM text shorter than one block
 
 
 def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, client_cpus: Optional[int] = None,
