@@ -19,7 +19,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 from edgeft.federated.accounting import AccountingGrid, Ledger
 from edgeft.federated.config import FederatedConfig
 from edgeft.federated.session import Setup, Work, maybe_drop, seeded_rng
-from edgeft.federated.server import Roster, RoundLog, TooFewClients, draw_clients, sample
+from edgeft.federated.server import Roster, RoundLog, TooFewClients, draw_clients, sample, successful
 from edgeft.train.loop import Trainer, TrainConfig
 
 # -- client ----------------------------------------------------------------------------------------
@@ -122,6 +122,14 @@ class SeededFedAvg(FedAvg):
         return self._construct_messages(record, sample(grid, self.cfg, self.nodes, server_round),
                                         MessageType.TRAIN)
 
+    def aggregate_train(self, server_round, replies):
+        """A round that no client completed stops the run, saying what became of each client, as in the other
+        algorithms: FedAvg kept the model and went on, and a run none of whose rounds completed ended in 'the
+        server's arrays do not match this model' (Flower's result then holds no arrays)."""
+        replies = list(replies)
+        successful(replies, server_round, self.ledger)
+        return super().aggregate_train(server_round, replies)
+
 
 def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup: Setup, nodes: Roster,
                log: RoundLog, context) -> dict:
@@ -147,7 +155,7 @@ def run_server(grid: AccountingGrid, cfg: FederatedConfig, ledger: Ledger, setup
     except TooFewClients as err:  # the model holds the last round's arrays (evaluate_fn loaded them)
         log.stop(ledger.round, err)
     else:
-        if result.arrays is not None:
+        if result.arrays is not None and len(result.arrays):  # empty: no round aggregated (evaluate_fn loaded)
             setup.load_arrays(result.arrays)
     return {"privacy": _privacy_note(cfg)}
 
