@@ -89,7 +89,8 @@ DATA_OPTIONS = {
     "data_file": (Optional[str], typer.Option(None, help="your own data (jsonl/csv/tsv)")),
     "dev_file": (Optional[str], typer.Option(
         None, help="your own dev data (without it finetune splits off dev_fraction; eval scores all of --data-file)")),
-    "task_kind": (Optional[str], typer.Option(None, help="classification|regression|generation (own data)")),
+    "task_kind": (Optional[str], typer.Option(None, help="classification|regression|generation|lm (own data; a "
+                                                          ".txt/.md file is lm: plain text, one document a paragraph)")),
     "text_column": (Optional[str], typer.Option(None, help="text column (classification/regression; default text)")),
     "text2_column": (Optional[str], typer.Option(None, help="second text column of a pair task (default: text2 when the file has it)")),
     "label_column": (Optional[str], typer.Option(None, help="label column (default label)")),

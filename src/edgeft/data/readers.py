@@ -218,7 +218,33 @@ def read_records(path: Path) -> list[tuple[int, dict]]:
         return read_jsonl(path)
     if suffix in (".csv", ".tsv", ".tab"):
         return read_table(path)
-    raise DataError(f"{path}: unsupported file type '{suffix}'. Use .jsonl, .csv or .tsv.")
+    if suffix in TEXT_SUFFIXES:
+        raise DataError(f"{path}: plain text is for language modelling: it is read as --task-kind lm (the "
+                        "default for a .txt/.md file); a classification, regression or generation task takes a "
+                        ".jsonl, .csv or .tsv file.")
+    raise DataError(f"{path}: unsupported file type '{suffix}'. Use .jsonl, .csv or .tsv (or .txt/.md: plain text, "
+                    "for language modelling).")
+
+
+TEXT_SUFFIXES = (".txt", ".md", ".text")  # a user's plain text: language modelling, one document per paragraph
+
+
+def read_paragraphs(path: Path) -> list[tuple[int, str]]:
+    """(first line, text) of each paragraph of a plain-text file (paragraphs end at a blank line), read as every
+    user file is (encodings, NUL bytes and folders refused by name)."""
+    out, start, current = [], 0, []
+    for lineno, line in enumerate(_open_text(path).split("\n"), 1):
+        if line.strip():
+            start = start or lineno
+            current.append(line)
+        elif current:
+            out.append((start, "\n".join(current)))
+            start, current = 0, []
+    if current:
+        out.append((start, "\n".join(current)))
+    if not out:
+        raise DataError(f"{path}: no text (the file is empty or blank).")
+    return out
 
 
 def require_field(path: Path, lineno: int, row: dict, key: str, *, allow_empty: bool = False,

@@ -19,7 +19,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeft.data import metrics as M
-from edgeft.data.readers import read_jsonl, read_records, read_tsv, require_field
+from edgeft.data.readers import TEXT_SUFFIXES, read_jsonl, read_paragraphs, read_records, read_tsv, require_field
 from edgeft.errors import ConfigError, DataError
 from edgeft.paths import DATASETS_DIR
 
@@ -34,7 +34,7 @@ class TaskConfig(BaseModel):
     name: str = Field(description="sst2|cola|mrpc|rte|stsb|wnli|dolly|gsm8k|wikitext2|shakespeare, or a data file path")
     data_file: Optional[str] = None
     dev_file: Optional[str] = None
-    kind: Optional[Literal["classification", "regression", "generation"]] = None
+    kind: Optional[Literal["classification", "regression", "generation", "lm"]] = None
     text_column: str = "text"
     text2_column: Optional[str] = Field(None, description="second text of a pair task (default: 'text2' when the "
                                          "file's first row has that field)")
@@ -311,6 +311,8 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str, pair: Op
     """Rows of a user's file. Ids carry the split, so a train and a dev file of the same name (in two
     folders) never share an id: caches key activations by id. `pair`: whether the training rows are pairs (None:
     this file's rows tell)."""
+    if kind == "lm":
+        return _text_documents(path, cfg, split)
     out = []
     records = read_records(path)
     text2_column = cfg.text2_column
@@ -342,7 +344,24 @@ def _custom_records(path: Path, cfg: TaskConfig, kind: str, split: str, pair: Op
     return out
 
 
+def _text_documents(path: Path, cfg: TaskConfig, split: str) -> list[dict]:
+    """A language-modelling file: a plain-text file's paragraphs, or the text column of a .jsonl/.csv/.tsv file
+    (--task-kind lm), one document each; the featurizer packs them into blocks of max_length tokens."""
+    if Path(path).suffix.lower() in TEXT_SUFFIXES:
+        rows = [(lineno, {"text": text}) for lineno, text in read_paragraphs(path)]
+        column = "text"
+    else:
+        rows, column = read_records(path), cfg.text_column
+    out = [{"id": f"{path.name}-{split}-{lineno}", "_where": f"{path}:{lineno}",
+            "text": require_field(path, lineno, row, column, column_option="text_column")} for lineno, row in rows]
+    if not out:
+        raise DataError(f"{path}: no data rows.")
+    return out
+
+
 def _infer_kind(path: Path, cfg: TaskConfig) -> str:
+    if Path(path).suffix.lower() in TEXT_SUFFIXES:
+        return "lm"
     rows = read_records(path)
     if not rows:
         raise DataError(f"{path}: no data rows; the file needs at least one record to tell the task kind.")
@@ -404,15 +423,16 @@ def _custom_task(cfg: TaskConfig) -> Task:
             raise DataError(f"{path}: {len(train)} row(s) are too few to split into train and dev; add rows or give --dev-file.")
         dev = [train[i] for i in sorted(order[:n_dev])]
         train = [train[i] for i in sorted(order[n_dev:])]
-    task = Task(name=path.stem, kind=kind, train=train, dev=dev,
-                metric_name="rougeL" if kind == "generation" else ("pearson" if kind == "regression" else "accuracy"))
+    metric = {"generation": "rougeL", "regression": "pearson", "lm": "perplexity"}.get(kind, "accuracy")
+    task = Task(name=path.stem, kind=kind, train=train, dev=dev, metric_name=metric)
     if kind in ("classification", "regression"):
         _encode_custom_labels(task, path, cfg.label_names, file_rows)
         _apply_prompt(task, cfg, path)
     elif cfg.prompt_template is not None or cfg.label_words is not None:
         raise ConfigError(f"{path}: prompt_template and label_words (--prompt-template, --label-words) are for "
-                          "classification and regression files; a generation file's prompt is its instruction (and "
-                          "input) column.")
+                          "classification and regression files; " + (
+                              "a language-modelling file is its text alone." if kind == "lm" else
+                              "a generation file's prompt is its instruction (and input) column."))
     return task
 
 
