@@ -344,3 +344,12 @@ def test_a_run_folder_given_as_the_adapter_names_its_adapter_folder(tmp_path):
     (tmp_path / "run" / "adapter" / ADAPTER_NOTE).write_text("{}")
     with pytest.raises(ModelError, match=r"a run folder, not its adapter; pass --adapter .*run/adapter"):
         read_adapter_note(tmp_path / "run")
+
+
+def test_a_shape_only_planner_preset_is_named_as_such():
+    """`eval --model llama-7b-paper` went to the Hub and, offline, said 'unknown model'."""
+    from edgeft.models.backbone import resolve
+
+    with pytest.raises(ModelError, match=r"'llama-7b-paper' is a shape-only preset of `edgeft plan`"):
+        resolve("llama-7b-paper")
+    assert resolve("minilm-l6")[1]  # an alias with weights and a preset of the same name still loads

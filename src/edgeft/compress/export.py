@@ -200,6 +200,10 @@ def export_model(model: str, out: str | Path, fmt: str = "gguf", gguf_type: str 
         raise ConfigError(f"--check needs at least 1 window (--check-windows, given {check_windows}) of at least "
                           f"2 tokens (--seq-len, given {seq_len}) to measure perplexity")
     storage_dtype(dtype)
+    if check:
+        from edgeft.compress import llamacpp
+
+        llamacpp.require()
     src = open_model(model, Path(adapter) if adapter else None)
     out = export_path(model, out, fmt, gguf_type)
     if fmt == "safetensors":

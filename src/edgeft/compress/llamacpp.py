@@ -36,6 +36,17 @@ def _quiet_stderr():
         os.close(null)
 
 
+def require() -> None:
+    """A ConfigError naming the install when llama-cpp-python is missing: asked before work whose end needs it
+    (`export --check` wrote the GGUF, then stopped, and the same command again was refused: the file existed)."""
+    import importlib
+
+    try:
+        importlib.import_module("llama_cpp")
+    except ImportError as err:
+        raise ConfigError(INSTALL_HINT) from err
+
+
 def load(path: str | Path, n_ctx: int = 512, n_threads: int | None = None, logits_all: bool = True, quiet=True):
     """A llama_cpp.Llama for the file; clear errors for a missing package or a file llama.cpp rejects."""
     try:

@@ -93,6 +93,7 @@ def resolve(name: str) -> tuple[str, bool]:
         return str(p.resolve()), True  # absolute: the identity an adapter keeps must not depend on the cwd
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"{name}: no such model folder.")
+    _refuse_shape_preset(name)
     _refuse_alias_typo(name)
     return name, False
 
@@ -108,6 +109,17 @@ def _not_a_model_hint(p: Path) -> str:
         return (f" It is a fine-tune's run folder: pass its adapter as --adapter {p / 'adapter'}, with --model the "
                 "backbone it was trained on.")
     return ""
+
+
+def _refuse_shape_preset(name: str) -> None:
+    """The planner's shape-only presets (roberta-base, llama-7b-paper) have no weights here: as a hub id they were
+    looked up on the Hub, and offline said 'unknown model'."""
+    from edgeft.models.arch import PRESETS
+
+    if name in PRESETS and name not in SOURCES:
+        raise ModelError(f"'{name}' is a shape-only preset of `edgeft plan` (the planner prices its blocks; no "
+                         f"weights come with it). To train or run a model, use an alias ({', '.join(sorted(SOURCES))}), "
+                         "a local model folder or a hub id ORG/NAME.")
 
 
 def _refuse_alias_typo(name: str) -> None:
