@@ -23,8 +23,10 @@ class Group:
     local_rank: int
     backend: str
     device: torch.device
-    # a gloo group of every rank for waits longer than the group's timeout (Comm.barrier(timeout_s)): gloo's
-    # monitored_barrier takes its own timeout, NCCL's barrier only the group's; None when the group is gloo already
+    # a gloo group of every rank for waits longer than the group's timeout (Comm.barrier(timeout_s)), made with the
+    # longest such wait as its own timeout: gloo's monitored_barrier takes a timeout for the rank that collects, but
+    # the other ranks' sends to it wait for the group's (a 60 s step timeout dropped the healthy devices waiting for
+    # a slow evaluation on rank 0); NCCL's barrier takes only the group's
     waits: object = None
 
     @property
@@ -57,6 +59,9 @@ def pick_backend() -> str:
     return "nccl" if local <= torch.cuda.device_count() else "gloo"
 
 
+WAIT_GROUP_TIMEOUT_S = 4 * 3600.0  # the bound of Comm.barrier(timeout_s) waits (strategies.common.EVAL_WAIT_S)
+
+
 def init_from_env(timeout_s: float = 60.0) -> Group:
     """Join the group described by RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT."""
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
@@ -70,7 +75,8 @@ def init_from_env(timeout_s: float = 60.0) -> Group:
     kwargs = {"device_id": device} if backend == "nccl" else {}
     dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world,
                             timeout=timedelta(seconds=timeout_s), **kwargs)
-    waits = dist.new_group(backend="gloo") if backend != "gloo" else None  # every rank creates it, in this order
+    # every rank creates it, in this order
+    waits = dist.new_group(backend="gloo", timeout=timedelta(seconds=WAIT_GROUP_TIMEOUT_S))
     return Group(rank, world, local_rank, backend, device, waits)
 
 

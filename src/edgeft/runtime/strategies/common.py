@@ -19,7 +19,7 @@ from edgeft.runtime import checkpoint as ckpt
 from edgeft.runtime.comm import Comm
 from edgeft.runtime.emulation import DeviceEmulator
 from edgeft.runtime.faults import Heartbeat
-from edgeft.runtime.group import Group
+from edgeft.runtime.group import WAIT_GROUP_TIMEOUT_S, Group
 from edgeft.runtime.spec import GRAD_SYNC_DTYPES, RunSpec
 from edgeft.train.optim import build_optimizer
 from edgeft.train.precision import Precision
@@ -271,7 +271,7 @@ def save_adapter(ctx: Context, model) -> None:
 # How long the other ranks wait for one that evaluates (a report between steps, on the whole dev set): the process
 # group's timeout is sized for steps (60 s without a prediction), and 500 long SST-2 rows took 53 s on SmolLM2. A rank
 # lost meanwhile is still found by the launcher (its exit or its stale heartbeat).
-EVAL_WAIT_S = 4 * 3600.0
+EVAL_WAIT_S = WAIT_GROUP_TIMEOUT_S
 
 
 def wait_for_evaluation(ctx: Context) -> None:
