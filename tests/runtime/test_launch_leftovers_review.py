@@ -51,3 +51,16 @@ def test_launch_refuses_lm_text_shorter_than_one_block(tmp_path, tiny_word_llama
     with pytest.raises(DataError, match=r"the dev text is \d+ tokens, less than one block of --max-length 64"):
         launch(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_launch_messages_carry_no_markup_since_the_cli_prints_them_escaped():
+    """`make run` printed '[yellow]warning:[/] --max-length 48 shortened ...' and '[yellow]lost device phone-b'
+    literally: the CLI escapes every message (a path or a reason may hold brackets), so none may carry markup."""
+    import inspect
+    import re
+
+    from edgeft.runtime import launcher, run
+
+    for module in (run, launcher):
+        said = re.findall(r"say\(f?\"([^\"]*)\"", inspect.getsource(module))
+        assert said and not [s for s in said if re.search(r"\[/?(yellow|red|bold|green)\]|\[/\]", s)], said

@@ -320,7 +320,7 @@ def test_a_reused_plan_rescales_its_times_to_this_runs_steps_and_names_what_else
     assert lines == [f"--plan {plan}: predicted epoch times rescaled from its 2 to this run's 4 steps per epoch"]
     event, lines = reused["batch"]  # 4 steps of another price: rescaled, and said to be the plan's
     assert event["predicted"]["epoch_s"] == pytest.approx(2 * made["predicted"]["epoch_s"])
-    assert lines[1].startswith(f"[yellow]warning:[/] --plan {plan}: its predicted times were made for the run that "
+    assert lines[1].startswith(f"warning: --plan {plan}: its predicted times were made for the run that "
                                "wrote it, which differs from this one (batch size 8 then, 4 now")
     event, lines = reused["old"]
     assert event["predicted"] == made["predicted"] and "does not record the settings" in lines[0]

@@ -256,7 +256,7 @@ def run_attempts(base: RunSpec, replan, run: RunDir, devices: list[str], max_att
         for r, why in out.lost.items():
             run.event("device_lost", attempt=attempt, device=spec.ranks[r].name, role=spec.ranks[r].kind,
                       reason=why, detected_after_s=time.time() - t0)
-            say(f"[yellow]lost {spec.ranks[r].kind} {spec.ranks[r].name}: {why}[/]")
+            say(f"lost {spec.ranks[r].kind} {spec.ranks[r].name}: {why}")
         if any(spec.ranks[r].kind == "server" for r in out.lost):
             raise PlanError(f"the edge server {lost_names} was lost: a {spec.strategy} run cannot go on without it")
         devices = [d for d in devices if d not in lost_names]

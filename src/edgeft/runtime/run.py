@@ -428,11 +428,11 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
 
     workers_on = "cuda" if torch.cuda.is_available() else "cpu"  # (edgeft.runtime.group: CPU when GPUs are fewer)
     for note in notes + cpu_precision_notes(cfg.train.precision, workers_on):
-        say(f"[yellow]warning:[/] {note}")
+        say(f"warning: {note}")
     if cfg.resume and latest(out / "checkpoint") is None:
         note = f"--resume: {out} has no complete checkpoint (checkpoint/step-*/COMPLETE.json); starting from scratch"
         run.event("resume_missing", detail=note)
-        say(f"[yellow]warning:[/] {note}")
+        say(f"warning: {note}")
     run.event("start", cluster=cluster.name, devices=[d.name for d in cluster.devices], model=cfg.model,
               task=task.name, method=cfg.method, strategy=cfg.strategy, steps_per_epoch=steps,
               mean_padded_seq_len=seq)
@@ -496,7 +496,7 @@ def _launch(cfg: LaunchConfig, run, say, progress, on_start) -> dict:
         for note in notes:
             say(note)
         if warning:
-            say(f"[yellow]warning:[/] {warning}")
+            say(f"warning: {warning}")
 
     def replan(devices: list[str]):
         sub = placement.pick(cluster, devices)
