@@ -29,3 +29,16 @@ def logits_of(model, ids=None):
     ids = ids if ids is not None else torch.arange(5, 45)[None]
     with torch.no_grad():
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def cli(*args, input=None) -> str:
+    """`edgeft ARGS` in this process (typer's runner); its stdout, after asserting it exited 0."""
+    from typer.testing import CliRunner
+
+    from edgeft.cli.app import build_app
+
+    result = CliRunner().invoke(build_app(), list(args), input=input)
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+    return result.stdout

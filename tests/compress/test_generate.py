@@ -6,25 +6,15 @@ import shutil
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from edgeft.cli.app import build_app
 from edgeft.errors import ConfigError, ModelError
 from edgeft.generate import alpaca_chat
 
-from .helpers import make_adapter
+from .helpers import cli, make_adapter
 from .test_gguf import _llama_cpp, compress
 
 TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}"
             "{% if add_generation_prompt %}assistant :{% endif %}")
-
-
-def cli(*args, input=None):
-    result = CliRunner().invoke(build_app(), list(args), input=input)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def greedy(model, tok, text, n, special=True):

@@ -10,26 +10,16 @@ import threading
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from edgeft.cli.app import build_app
 from edgeft.errors import ConfigError, ModelError
 from edgeft.generate import GGUFTalker, HFTalker, Sampling
 from edgeft.models import load_backbone
 
-from compress.helpers import make_adapter
+from compress.helpers import cli, make_adapter
 
 REFUSES_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
                   "supported') }}{% endif %}{{ m['role'] }} : {{ m['content'] }} . {% endfor %}"
                   "{% if add_generation_prompt %}assistant :{% endif %}")
-
-
-def cli(*args, input=None):
-    result = CliRunner().invoke(build_app(), list(args), input=input)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 @pytest.fixture
