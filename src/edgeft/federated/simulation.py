@@ -161,6 +161,8 @@ def run_federated(cfg: FederatedConfig, progress: Optional[Callable] = None, cli
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     STOP.clear()
     backend = backend_config(client_cpus)
+    if not verbose:  # the raylet's own notices (a disk over 95% full, every 10 s; a retried actor's terminate)
+        backend["init_args"]["log_to_driver"] = False
     board = Board(tempfile.mkdtemp(prefix="edgeft-federate-"))
     stopped: list[int] = []
     finished = threading.Event()  # Flower's simulation has returned
