@@ -144,8 +144,15 @@ class Supervisor:
         # a rank stopped before its first beat (within startup_grace_s) is not stale yet; its peers give up on it and
         # exit as bystanders, and the earliest of them was blamed and dropped, the silent one kept for the re-plan
         beats = faults.read_beats(Path(self.spec.run_dir) / "heartbeats")
-        silent = [r for r, c in codes.items() if c is None and r not in beats and r not in stale] \
-            if all(c in (None, faults.PEER_LOST) for c in codes.values()) else []
+        bystanders = all(c in (None, faults.PEER_LOST) for c in codes.values())
+        silent = [r for r, c in codes.items() if c is None and r not in beats and r not in stale] if bystanders else []
+        # every rank that exited says a peer was lost, one of them by the group timeout, and one alone still runs and
+        # beats: the others gave up waiting for it (work longer than the step-sized timeout, a hang that leaves its
+        # heartbeat thread going). The bystander with the lowest rank was blamed and dropped, and the one they waited
+        # for kept. With several still running (a server waiting on a slow device too) it is not known which: as before
+        running = [r for r, c in codes.items() if c is None and r in beats and beats[r].get("phase") != "done"]
+        waited_on = running if (bystanders and failed and len(running) == 1 and not (silent or stale)
+                                and any(self._timed_out(r) for r in failed)) else []
         self.kill_all()
         lost, errors, over = {}, {}, {}
         for r, c in codes.items():
@@ -153,6 +160,10 @@ class Supervisor:
                 lost[r] = f"no heartbeat for {stale[r]:.1f} s (stale after {self.stale_after_s:.0f} s)"
             elif r in silent:
                 lost[r] = f"no heartbeat {time.time() - self.started:.1f} s after its start; its peers gave up on it"
+            elif r in waited_on:
+                beat = beats[r]
+                lost[r] = (f"its peers gave up waiting for it after {self.spec.timeout_s:g} s (the group timeout) "
+                           f"while it still ran (step {beat.get('step', '?')}, phase {beat.get('phase', '?')})")
             elif c is not None and c < 0:
                 lost[r] = f"process killed by signal {signal.Signals(-c).name}"
             elif c == faults.OVER_MEMORY:
@@ -171,6 +182,23 @@ class Supervisor:
             if first is not None:
                 lost[first] = f"exited with code {codes[first]}"
         return Outcome("lost", lost=lost, codes=codes)
+
+    def _timed_out(self, rank: int) -> bool:
+        """Whether the rank exited as a bystander because a wait ran past the group timeout (its `peer_lost` event in
+        this attempt), not because a peer's connection closed."""
+        path = Path(self.spec.run_dir) / "ranks" / f"{self.spec.ranks[rank].name}.events.jsonl"
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            return False
+        for line in reversed(lines):
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("event") == "peer_lost" and e.get("attempt") == self.spec.attempt:
+                return "timed out" in str(e.get("error", "")).lower()
+        return False
 
     def tail(self, rank: int, n: int = 25) -> str:
         """The end of the rank's log; an empty one (a full disk takes the traceback too) is said so, with the exit

@@ -219,14 +219,18 @@ def maybe_resume(ctx: Context, named: dict, opt, sched) -> tuple[int, int, int]:
 def save_checkpoint(ctx: Context, shard: str | None, named: dict, opt, epoch: int, step_in_epoch: int,
                     global_step: int, losses: list[float], evals: list[dict] | None = None) -> None:
     """Every rank writes its shard (shard=None: nothing to write) and the evaluating one its dev metrics so far
-    (`evals`), barrier, root commits."""
+    (`evals`), barrier, root commits. The barrier waits as the waits for an evaluation do (EVAL_WAIT_S), not for
+    the group's step-sized timeout: the ranks with little or nothing to write wait there for the one writing the
+    largest shard, and a shard written more slowly than one step (a loaded host's busy disk) made them exit as
+    bystanders, so the launcher dropped a healthy device and re-planned. A rank lost meanwhile is still found by
+    the launcher (its exit or its stale heartbeat)."""
     t0 = time.perf_counter()
     if shard is not None:
         ckpt.save_shard(ctx.ckpt_root, global_step, shard, named, opt, named)
     if evals is not None:
         ckpt.save_evals(ctx.ckpt_root, global_step, evals)
     ctx.comm.flush()
-    ctx.comm.barrier()
+    ctx.comm.barrier(timeout_s=EVAL_WAIT_S)
     if ctx.group.is_root:
         ckpt.commit(ctx.ckpt_root, global_step, {
             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
