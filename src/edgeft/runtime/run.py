@@ -161,9 +161,10 @@ def _workload(cfg: LaunchConfig):
     check_features(feat, feats, "training")
     cut = [feat.cut]
     dev = eval_rows(task, cfg.dev_samples_eval) if cfg.evaluate else []
-    if cfg.evaluate:  # for the count and the check alone: the rank that evaluates encodes them
-        check_features(feat, feat.encode(dev), "dev")
+    dev_feats = feat.encode(dev)  # for the count and the check alone: the rank that evaluates encodes them
     cut.append(feat.cut)
+    if cfg.evaluate:
+        check_features(feat, dev_feats, "dev")
     notes = size_notes(task) + cut_notes(cut, [len(task.train), len(dev)], feat.max_length)
     batches = epoch_batches(len(feats), cfg.train.batch_size, cfg.train.seed, 0, cfg.train.max_steps_per_epoch)
     widths = [max(len(feats[i]["input_ids"]) for i in b) for b in batches]
