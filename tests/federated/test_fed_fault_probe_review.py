@@ -56,6 +56,13 @@ class Federation:
     def actors(self):
         return [pid for pid in self.look() if _title(pid).startswith("ray::ClientAppActor")]
 
+    def signal_clients_after_round_1(self, sig) -> None:
+        """Once round 1 has ended, send every client actor process `sig`."""
+        self.wait_for('"round_end", "round": 1,')
+        actors = self.actors()
+        assert actors, self.output()[-3000:]
+        send_signal(actors, sig)
+
     def left(self):
         return [pid for pid, t in self.seen.items() if alive(pid) and start_time(pid) == t]
 
@@ -84,10 +91,7 @@ def test_a_killed_client_process_does_not_stop_the_simulation(tmp_path, tiny_lla
     fed = Federation(_args(tiny_llama, out, "--algorithm", "fedkseed", "--rounds", "2", "--local-steps", "100",
                            "--round-timeout", "120"), out)
     try:
-        fed.wait_for('"round_end", "round": 1,')
-        actors = fed.actors()
-        assert actors, fed.output()[-3000:]
-        send_signal(actors, signal.SIGKILL)
+        fed.signal_clients_after_round_1(signal.SIGKILL)
         fed.proc.wait(timeout=240)
         assert fed.proc.returncode == 0, fed.output()[-3000:]
         s = _metrics(out)
@@ -106,10 +110,7 @@ def test_a_stopped_client_process_does_not_keep_federate_and_ray_alive(tmp_path,
     fed = Federation(_args(tiny_llama, out, "--algorithm", "fedkseed", "--rounds", "3", "--local-steps", "20",
                            "--round-timeout", "8"), out)
     try:
-        fed.wait_for('"round_end", "round": 1,')
-        actors = fed.actors()
-        assert actors, fed.output()[-3000:]
-        send_signal(actors, signal.SIGSTOP)
+        fed.signal_clients_after_round_1(signal.SIGSTOP)
         try:
             fed.proc.wait(timeout=150)
         except subprocess.TimeoutExpired:

@@ -58,9 +58,11 @@ def check_text_blocks(cfg: FederatedConfig) -> None:
     """A language-modelling task packs each client's text into blocks of max_length tokens: a share shorter than one
     block gave that client no example, and each round failed in the clients with numpy's 'a must be a positive
     integer' and ended in a server error about missing arrays (a dev text shorter than one block: perplexity nan).
-    Here, before Flower and Ray start, with the model's tokenizer (only LM tasks need it)."""
+    Here, before Flower and Ray start, with the model's tokenizer (only LM tasks need it); once per run's data and
+    model in a process (the CLI checks before --overwrite clears a run, and run_federated again)."""
     task, parts, val = data_and_validation(cfg)
-    if task.kind != "lm":
+    key = config_key(cfg, DATA_FIELDS | {"model"})
+    if task.kind != "lm" or key in _BLOCKS_CHECKED:
         return
     from transformers import AutoTokenizer
 
@@ -77,3 +79,7 @@ def check_text_blocks(cfg: FederatedConfig) -> None:
     check_features(featurizer, featurizer.encode(task.dev), "dev")
     if val:
         check_features(featurizer, featurizer.encode([task.train[i] for i in val]), "validation (val_samples)")
+    _BLOCKS_CHECKED.add(key)
+
+
+_BLOCKS_CHECKED: set[str] = set()  # config_key of the runs whose LM text check_text_blocks found long enough
