@@ -25,9 +25,11 @@ def register(app: typer.Typer) -> None:
         batch_size: Optional[int] = None,
         grad_accum: Optional[int] = None,
         lr: Optional[float] = None,
-        max_length: Optional[int] = None,
+        max_length: Optional[int] = typer.Option(None, help="tokens a row is cut to (default: the task's: 384 for "
+                                                 "GSM8K, 128 for others)"),
         max_new_tokens: Optional[int] = typer.Option(None, help="tokens generated to score each dev answer of a "
-                                                     "generation task (default 64; GSM8K's run longer)"),
+                                                     "generation task (default: the task's: 256 for GSM8K, 64 for "
+                                                     "others)"),
         seed: Optional[int] = None,
         head: Optional[str] = typer.Option(None, help="auto|lm|classifier"),
         option: Optional[list[str]] = typer.Option(None, help="method option KEY=VALUE (repeatable), e.g. r=16"),
@@ -75,11 +77,13 @@ def register(app: typer.Typer) -> None:
         task: Optional[str] = typer.Option(None, help="task name, or use --data-file for your own file"),
         adapter: Optional[Path] = typer.Option(None, help="an adapter folder written by edgeft finetune"),
         dev_samples: Optional[int] = None,
-        max_length: int = 128,
+        max_length: Optional[int] = typer.Option(None, help="tokens a row is cut to (default: the adapter's own, "
+                                                 "else the task's: 384 for GSM8K, 128 for others)"),
         batch_size: int = 32,
         head: str = "auto",
         seed: int = 0,
-        max_new_tokens: int = 64,
+        max_new_tokens: Optional[int] = typer.Option(None, help="tokens generated to score each dev answer "
+                                                     "(default: the task's: 256 for GSM8K, 64 for others)"),
         device: str = "auto",
         data_options: dict = None,
     ):

@@ -15,6 +15,7 @@ from typing import Annotated, ClassVar, Literal, Optional
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from edgeft.config import SEED_MAX, ConfigFile, drop_retired_key
+from edgeft.data.tasks import default_lengths
 from edgeft.errors import ConfigError
 from edgeft.federated.algorithms import FederatedAlgorithm, get as algorithm_entry
 from edgeft.train.precision import PrecisionName
@@ -73,7 +74,8 @@ class FederatedConfig(ConfigFile):
                                "keys (dev_file, kind, text_column, text2_column, label_column, instruction_column, "
                                "input_column, response_column, dev_fraction), as `edgeft finetune` takes them")
     head: Literal["auto", "lm", "classifier"] = "auto"
-    max_length: int = Field(128, ge=16)
+    max_length: Optional[int] = Field(None, ge=16, description="tokens a row is cut to (default: the task's: 384 "
+                                      "for GSM8K, 128 for others)")
     train_samples: Optional[int] = Field(None, gt=0, description="training rows drawn (seeded) before partitioning")
     eval_samples: Optional[int] = Field(None, gt=0, description="held-out rows the server evaluates each time")
 
@@ -136,7 +138,8 @@ class FederatedConfig(ConfigFile):
     evaluate: bool = Field(True, description="evaluate the global model on the server (off for cost benchmarks)")
     eval_every: int = Field(1, ge=1)
     eval_batch_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(48, ge=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="tokens generated to score each answer of a "
+                                          "generation task (default: the task's: 256 for GSM8K, 64 for others)")
     round_timeout: float = Field(900.0, gt=0, description="seconds the server waits for replies each round")
     dropout: float = Field(0.0, ge=0, lt=1, description="emulate devices failing mid-round with this probability")
     threads: int = Field(0, ge=0, description="torch threads per client process (0: leave as is)")
@@ -154,6 +157,9 @@ class FederatedConfig(ConfigFile):
 
     @model_validator(mode="after")
     def _check(self) -> "FederatedConfig":
+        max_length, new_tokens = default_lengths(self.task)
+        self.max_length = self.max_length or max_length
+        self.max_new_tokens = self.max_new_tokens or new_tokens
         owned = {"name", "train_samples", "dev_samples", "max_length", "seed", "data_file"} & set(self.task_options)
         if owned:
             raise ValueError(f"task_options: {sorted(owned)} are set by the run's own keys (task, train_samples, "

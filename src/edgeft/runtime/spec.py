@@ -38,7 +38,6 @@ class RuntimeTrain(TrainConfig):
         "grad_accum": "use micro_batches (hybrid) or a smaller batch_size",
         "checkpoint_steps": "use checkpoint_every",
         "log_every": "the workers report every step",
-        "max_new_tokens": "generation tasks are scored with 32 new tokens",
         "device": "the launcher places each rank",
         "compile": "the strategies run their steps eager",
         "compile_bucket": "the strategies run their steps eager",

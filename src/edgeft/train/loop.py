@@ -39,7 +39,8 @@ class TrainConfig(BaseModel):
     max_grad_norm: Optional[float] = 1.0
     checkpoint_steps: int = Field(0, ge=0, description="0: checkpoint at the end of each epoch only")
     log_every: int = Field(10, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: Optional[int] = Field(None, ge=1, description="tokens generated to score each dev answer of a "
+                                          "generation task (default: the task's own: 256 for GSM8K, 64 for others)")
     device: str = "auto"
     precision: PrecisionName = Field("auto", description="fp32 | tf32 | bf16 | fp16 | auto (fp32 for now: "
                                                           "see edgeft.train.precision)")

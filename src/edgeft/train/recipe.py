@@ -18,7 +18,7 @@ from pydantic import Field, field_validator, model_validator
 from edgeft.config import ConfigFile, nest_flat_keys as nest_flat, unknown_key, validate
 from edgeft.data import TaskConfig, load_task
 from edgeft.data.features import check_features, cut_notes, long_answer_notes
-from edgeft.data.tasks import size_notes
+from edgeft.data.tasks import default_lengths, size_notes
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError, ModelError
 from edgeft.methods import get_method
@@ -62,6 +62,13 @@ class FinetuneConfig(ConfigFile):
         if isinstance(task, dict) and "name" not in task and task.get("data_file"):
             return {**task, "name": task["data_file"]}
         return task
+
+    @model_validator(mode="after")
+    def _task_new_tokens(self):
+        """The task's own number of tokens to generate when none is given (GSM8K's answers need 256)."""
+        if self.train.max_new_tokens is None:
+            self.train.max_new_tokens = default_lengths(self.task.name)[1]
+        return self
 
     @model_validator(mode="after")
     def _lr_reaches_a_zeroth_order_method(self):
@@ -289,14 +296,18 @@ def load_for_eval(model_name: str, task, head: str, adapter: Optional[Path]):
 COLUMN_KEYS = ("text_column", "text2_column", "label_column", "instruction_column", "input_column", "response_column")
 
 
-def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None, max_length: int = 128,
-                     seed: int = 0, adapter: Optional[Path] = None) -> TaskConfig:
+def eval_task_config(task: Optional[str], data_keys: dict, dev_samples: Optional[int] = None,
+                     max_length: Optional[int] = None, seed: int = 0, adapter: Optional[Path] = None) -> TaskConfig:
     """The task `edgeft eval` scores: a named task's dev split, or every row of your own file (of its dev file
     when one is given); a file given as the task is your own file too. A file of yours is read through the
     prompt template, label words and columns the adapter was trained with, unless given here: through another prompt
     an adapter would be scored on words it never learned to read, with no error to say so (and a file read for
-    training with --text-column X needed the option again)."""
+    training with --text-column X needed the option again). Rows are cut to the adapter's own max_length unless one
+    is given (eval's 128 scored an adapter trained at 48 on other inputs than its run's final dev metric), else to
+    the task's (default_lengths)."""
     keys = dict(data_keys)
+    if max_length is None and adapter is not None:
+        max_length = read_adapter_note(adapter).get("max_length")
     if task and Path(task).suffix and "data_file" not in keys:
         keys["data_file"] = task
     if "data_file" in keys:
@@ -333,8 +344,10 @@ def _check_pairs_match(adapter: Path, task) -> None:
 
 
 def run_eval(model_name: str, task_cfg: TaskConfig, adapter: Optional[Path] = None, head: str = "auto",
-             batch_size: int = 32, device: str = "auto", max_new_tokens: int = 64) -> tuple[str, int, dict]:
-    """(task name, dev examples, dev metrics) of a backbone, with an adapter when given."""
+             batch_size: int = 32, device: str = "auto", max_new_tokens: Optional[int] = None) -> tuple[str, int, dict]:
+    """(task name, dev examples, dev metrics) of a backbone, with an adapter when given; generation answers get
+    the task's own number of new tokens unless one is given."""
+    max_new_tokens = max_new_tokens or default_lengths(task_cfg.name)[1]
     task = load_task(task_cfg)
     if adapter is not None and task_cfg.data_file:
         _check_pairs_match(adapter, task)

@@ -268,7 +268,7 @@ def save_adapter(ctx: Context, model) -> None:
     from edgeft.methods.base import save_adapter as save
 
     out = save(Path(ctx.spec.run_dir) / "adapter", ctx.method, model, ctx.backbone, ctx.task,
-               {"max_length": ctx.spec.task.get("max_length", 128), "strategy": ctx.spec.strategy})
+               {"max_length": ctx.featurizer.max_length, "strategy": ctx.spec.strategy})
     ctx.log("adapter_saved", path=str(out))
 
 
@@ -298,6 +298,7 @@ def evaluate_full(ctx: Context, model) -> dict:
     ranks wait for it, so it runs on every core this process may use rather than the rank's own thread count
     (make run's evaluation before training, 200 sentences through SmolLM2, took 35 s on one thread)."""
     from edgeft.cores import usable_cores
+    from edgeft.data.tasks import default_lengths
     from edgeft.train.evaluate import evaluate
 
     if not ctx.dev_feats:
@@ -306,7 +307,7 @@ def evaluate_full(ctx: Context, model) -> dict:
     torch.set_num_threads(max(threads, usable_cores()))
     try:
         metrics = evaluate(model, ctx.task, ctx.featurizer, ctx.dev_feats, ctx.spec.train.eval_batch_size,
-                           ctx.group.device, max_new_tokens=32)
+                           ctx.group.device, ctx.spec.train.max_new_tokens or default_lengths(ctx.task.name)[1])
     finally:
         ctx.log("evaluated", examples=len(ctx.dev_feats), threads=torch.get_num_threads(),
                 seconds=time.perf_counter() - t0)
