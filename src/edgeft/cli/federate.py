@@ -168,8 +168,9 @@ def _simulate(cfg, client_cpus, verbose) -> None:
             else:
                 progress.update(bar, info=f"before: {info}")
 
-        def clients(done, total):  # within a round: each client's reply as it comes
-            progress.update(bar, info=f"round {int(progress.tasks[0].completed) + 1}: {done}/{total} clients replied")
+        def clients(done, total, failed):  # within a round: each client's reply as it comes
+            progress.update(bar, info=f"round {int(progress.tasks[0].completed) + 1}: {done}/{total} clients replied"
+                                      + (f" ({failed} failed)" if failed else ""))
 
         on_round.clients = clients
         try:

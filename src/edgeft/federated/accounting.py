@@ -110,9 +110,10 @@ class AccountingGrid(Grid):
     """A Grid that books every message to the ledger and polls replies without the 3 s sleeps of HttpGrid."""
 
     def __init__(self, inner: Grid, ledger: Ledger, poll_interval: float = 0.2,
-                 on_reply: Optional[Callable[[int, int], None]] = None,
+                 on_reply: Optional[Callable[[int, int, int], None]] = None,
                  on_timeout: Optional[Callable[[dict[str, int]], dict[str, str]]] = None):
-        """on_reply(done, total): called as replies arrive, so a long round shows per-client progress.
+        """on_reply(done, total, failed): called as replies arrive, so a long round shows per-client progress;
+        `failed` of the `done` are error replies (a client that failed answers too, and was counted as replied).
         on_timeout({message id: node}): called with the messages still unanswered at the deadline; returns what
         became of each (appended to the dropped client's reason)."""
         self.inner, self.ledger, self.poll_interval, self.on_reply = inner, ledger, poll_interval, on_reply
@@ -173,7 +174,7 @@ class AccountingGrid(Grid):
             got = list(self.pull_messages(pending))
             replies.extend(got)
             if got and self.on_reply:
-                self.on_reply(len(replies), len(replies) + len(pending) - len(got))
+                self.on_reply(len(replies), len(replies) + len(pending) - len(got), sum(m.has_error() for m in replies))
             pending.difference_update(m.metadata.reply_to_message_id for m in got)
             if pending:
                 time.sleep(self.poll_interval)
