@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
                                               "torch.compile the training step (not PAC; edgeft.train.compiled)"),
         deterministic: bool = typer.Option(False, "--deterministic", help="torch's deterministic kernels (no float "
                                            "atomics whose order the GPU decides); slower where a kernel must change"),
+        grad_checkpoint: bool = typer.Option(False, "--grad-checkpoint", help="recompute each block's activations "
+                                             "in the backward: far less memory, about one more forward (full, lora, "
+                                             "prompt, bitfit)"),
         out: Optional[str] = typer.Option(None, help="run directory"),
         config: Optional[Path] = typer.Option(None, help="YAML file with the same keys as FinetuneConfig"),
         resume: bool = typer.Option(False, help="continue from the run directory's checkpoint"),
@@ -52,7 +55,7 @@ def register(app: typer.Typer) -> None:
                      "dev_samples": dev_samples, "max_length": max_length, "seed": seed}
         train_keys = {"epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "seed": seed,
                       "device": device, "precision": precision, "compile": compile, "max_new_tokens": max_new_tokens,
-                      "deterministic": deterministic or None}
+                      "deterministic": deterministic or None, "grad_checkpoint": grad_checkpoint or None}
         cfg = FinetuneConfig.load(config, {
             "model": model, "method": method, "head": head, "out": out,
             "method_options": parse_options(option) or None, "resume": resume or None,

@@ -41,6 +41,7 @@ class RuntimeTrain(TrainConfig):
         "device": "the launcher places each rank",
         "compile": "the strategies run their steps eager",
         "compile_bucket": "the strategies run their steps eager",
+        "grad_checkpoint": "the strategies keep their blocks' activations",
         "deterministic": "the strategies' workers do not switch torch's deterministic kernels on",
     }
 

@@ -17,6 +17,7 @@ from edgeft.config import SEED_MAX
 from edgeft.errors import CacheError, ConfigError
 from edgeft.processes import Interrupted
 from edgeft.train.compiled import CompileMode, compiled_forward
+from edgeft.train import recompute
 from edgeft.train.determinism import deterministic_kernels
 from edgeft.train.driver import drive
 from edgeft.train.meters import PeakMemory, Timer
@@ -50,6 +51,9 @@ class TrainConfig(BaseModel):
     compile_bucket: int = Field(16, ge=1, description="with compile: batches are padded to a multiple of this many "
                                                        "tokens (>= max_length: one width, one graph)")
     seed: int = Field(0, ge=0, le=SEED_MAX, description="the run's random seed (numpy takes 0 to 2**32-1)")
+    grad_checkpoint: bool = Field(False, description="recompute each block's activations in the backward instead of "
+                                                     "keeping them (full, lora, prompt, bitfit): far less memory for "
+                                                     "about one more forward (edgeft.train.recompute)")
     deterministic: bool = Field(False, description="torch's deterministic kernels for the run: no float atomics "
                                                    "whose order the GPU decides (edgeft.train.determinism says what "
                                                    "it does not cover); slower where a kernel has to change")
@@ -145,6 +149,8 @@ class Trainer:
         lr = cfg.lr or method.lr_for(model)
         self.lr = lr
         self.params = method.trainable_parameters(model)
+        if cfg.grad_checkpoint:
+            recompute.enable(model)
         self.frozen_cast = self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16)
         # the training step's compiled forward (evaluation stays eager); None under compile 'off'
         self.compiled = compiled_forward(model, method, cfg, self.device, featurizer, self.compile_backend)

@@ -26,6 +26,7 @@ from edgeft.methods.base import (
     METHODS, check_adapter_fits_task, check_backbone_matches, method_class, read_adapter_note, save_adapter,
 )
 from edgeft.processes import Interrupted, stop_on_signals
+from edgeft.train import recompute
 from edgeft.train.evaluate import evaluate
 from edgeft.train.loop import Trainer, TrainConfig, resolve_device
 from edgeft.train.meters import parameter_counts
@@ -62,6 +63,12 @@ class FinetuneConfig(ConfigFile):
         if isinstance(task, dict) and "name" not in task and task.get("data_file"):
             return {**task, "name": task["data_file"]}
         return task
+
+    @model_validator(mode="after")
+    def _grad_checkpoint_helps(self):
+        if self.train.grad_checkpoint:
+            recompute.check_method(method_class(self.method), self.train.compile)
+        return self
 
     @model_validator(mode="after")
     def _task_new_tokens(self):
