@@ -61,6 +61,8 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: Optional[int] = None,
         eval_every: Optional[int] = None,
         secagg: Optional[bool] = typer.Option(None, "--secagg/--no-secagg", help="Flower SecAgg+ (fedit)"),
+        grad_checkpoint: Optional[bool] = typer.Option(None, "--grad-checkpoint", help="fedit: clients recompute "
+                                                       "each block's activations in the backward (less memory)"),
         dp: Optional[str] = typer.Option(None, help="none | central (client clipping, server noise) | local (fedit)"),
         dp_clip: Optional[float] = None,
         dp_noise: Optional[float] = None,
@@ -96,7 +98,8 @@ def register(app: typer.Typer) -> None:
             zo_params=zo_params or None,
             perturbations=perturbations, var_threshold=var_threshold, train_samples=train_samples,
             eval_samples=eval_samples, max_length=max_length, max_new_tokens=max_new_tokens, eval_every=eval_every,
-            secagg=secagg, dp=dp, dp_clip=dp_clip, dp_noise=dp_noise, dp_epsilon=dp_epsilon, dropout=dropout,
+            secagg=secagg, grad_checkpoint=grad_checkpoint, dp=dp, dp_clip=dp_clip, dp_noise=dp_noise,
+            dp_epsilon=dp_epsilon, dropout=dropout,
             round_timeout=round_timeout, seed=seed, threads=threads, precision=precision, out=out)}
         if ctx.invoked_subcommand is not None:
             return

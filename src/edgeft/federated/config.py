@@ -102,6 +102,9 @@ class FederatedConfig(ConfigFile):
                                                    "rounds: cosine takes round r's local steps at lr * (1 + cos(pi "
                                                    "(r-1) / rounds)) / 2; the seed pool stays exact (see fedkseed)")
     weight_decay: float = Field(0.0, ge=0)
+    grad_checkpoint: bool = Field(False, description="FedIT: clients recompute each block's activations in the "
+                                  "backward instead of keeping them (far less memory on a phone, about one more "
+                                  "forward; edgeft.train.recompute)")
     method_options: dict = Field(default_factory=dict, description="options of the LoRA adapter (FedIT) or of "
                                                                      "the tuned parameter set (zeroth-order)")
     zo_base: str = Field("lora", description="parameter set FedKSeed/FwdLLM tune: lora, bitfit, full, ...")
@@ -186,6 +189,9 @@ class FederatedConfig(ConfigFile):
         if alg.zeroth_order and (self.secagg or self.dp != "none"):
             raise ValueError("secure aggregation and differential privacy are offered for fedit only "
                              "(they act on model arrays; FedKSeed sends scalars, FwdLLM gradients)")
+        if self.grad_checkpoint and alg.zeroth_order:
+            raise ValueError("grad_checkpoint recomputes activations for a backward; the zeroth-order algorithms "
+                             "(fedkseed, fedkseed-pro, fwdgrad) take none. It is for fedit")
         if self.secagg and self.dp == "central":
             raise ValueError("secagg with central DP is not offered: use dp=local with secagg, or central DP alone")
         if self.round_lr != "constant" and not alg.replays_seeds:

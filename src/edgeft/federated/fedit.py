@@ -33,7 +33,7 @@ def local_train(setup: Setup, cfg: FederatedConfig, pid: int, rnd: int) -> dict:
     picks = rng.choice(len(feats), size=take, replace=take > len(feats))
     train = TrainConfig(epochs=1, batch_size=cfg.batch_size, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                         warmup_ratio=0.0, scheduler=cfg.lr_schedule, max_grad_norm=1.0, device=setup.device,
-                        precision=cfg.precision,
+                        precision=cfg.precision, grad_checkpoint=cfg.grad_checkpoint,
                         seed=int(rng.integers(2**31)))
     trainer = Trainer(setup.model, setup.method, setup.featurizer, [feats[int(i)] for i in picks], train,
                       setup.loss_fn)

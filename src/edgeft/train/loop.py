@@ -149,8 +149,7 @@ class Trainer:
         lr = cfg.lr or method.lr_for(model)
         self.lr = lr
         self.params = method.trainable_parameters(model)
-        if cfg.grad_checkpoint:
-            recompute.enable(model)
+        recompute.apply(model, cfg.grad_checkpoint)
         self.frozen_cast = self.precision.cast_frozen(model)  # after the method marked what it trains (CUDA bf16/fp16)
         # the training step's compiled forward (evaluation stays eager); None under compile 'off'
         self.compiled = compiled_forward(model, method, cfg, self.device, featurizer, self.compile_backend)

@@ -20,12 +20,27 @@ def check_method(method_cls, compile_mode: str) -> None:
                           "checked with recomputed blocks; use one of them.")
 
 
+def _transformers_model(model):
+    from transformers import PreTrainedModel
+
+    return next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+
+
+def apply(model, on: bool) -> None:
+    """Checkpointing exactly as a run asks: a model shared by runs in one process (a federated client's cached
+    setup) kept it switched on from an earlier run."""
+    if on:
+        enable(model)
+        return
+    hf = _transformers_model(model)
+    if hf is not None and getattr(hf, "is_gradient_checkpointing", False):
+        hf.gradient_checkpointing_disable()
+
+
 def enable(model) -> None:
     """Recompute every block of the transformers model inside `model` (a PEFT wrapper's base model too). The
     non-reentrant form needs no input that requires grad, so frozen embeddings (LoRA, prompt tuning) work."""
-    from transformers import PreTrainedModel
-
-    hf = next((m for m in model.modules() if isinstance(m, PreTrainedModel)), None)
+    hf = _transformers_model(model)
     if hf is None or not hf.supports_gradient_checkpointing:
         raise ConfigError(f"train.grad_checkpoint (--grad-checkpoint): {type(hf or model).__name__} does not support "
                           "gradient checkpointing in transformers; run without it.")
