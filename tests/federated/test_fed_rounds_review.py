@@ -56,7 +56,7 @@ def test_a_stopped_client_drops_itself_only_and_the_later_rounds_go_on(tmp_path,
     def progress(rnd, row):
         state["round"] = rnd + 1
 
-    def replied(done, total):  # the server's poll: in round 1, stop the actor once a client has replied
+    def replied(done, total, failed):  # the server's poll: in round 1, stop the actor once a client has replied
         if state["round"] == 1 and not stopped and done < total:
             stopped.extend(_actors())
             send_signal(stopped, signal.SIGSTOP)

@@ -129,7 +129,7 @@ def test_fwdgrad_asks_for_more_perturbations_when_the_variance_is_high(tmp_path,
     def progress(rnd, row):
         pass
 
-    progress.clients = lambda done, total: replies.append((done, total))  # per-client progress within a round
+    progress.clients = lambda done, total, failed: replies.append((done, total))  # per-client progress within a round
     s = run_federated(cfg, progress=progress)
     assert replies.count((2, 2)) >= 4 and all(0 < d <= t for d, t in replies)  # 2 rounds x 2 requests, 2 clients
     checks = s["variance_checks"]
