@@ -70,3 +70,14 @@ def test_launch_scores_generation_with_the_tasks_new_tokens(monkeypatch):
                               log=lambda *a, **k: None)
         evaluate_full(ctx, model=None)
         assert seen[-1] == want
+
+
+def test_compress_scores_generation_with_the_tasks_new_tokens(monkeypatch, smol_tokenizer):
+    """compress scored every generation task with 64 new tokens, below GSM8K's final number."""
+    import edgeft.compress.evaluation as evaluation
+
+    seen = []
+    monkeypatch.setattr(evaluation, "evaluate", lambda *a: seen.append(a[-1]) or {"exact_match": 0.0})
+    evaluation.task_metric(None, smol_tokenizer, "causal_lm", "gsm8k", dev_samples=2)
+    evaluation.task_metric(None, smol_tokenizer, "causal_lm", "dolly", dev_samples=2)
+    assert seen == [256, 64]

@@ -11,7 +11,7 @@ import torch
 
 from edgeft.compress.calibration import encode_lm_prefix
 from edgeft.data import TaskConfig, load_task
-from edgeft.data.tasks import task_config, task_label
+from edgeft.data.tasks import default_lengths, task_config, task_label
 from edgeft.data.features import Featurizer, objective_for
 from edgeft.errors import ConfigError
 from edgeft.train.evaluate import evaluate
@@ -69,10 +69,12 @@ def check_scorable(task_ref: str | dict, head: str, model) -> None:
 
 
 def task_metric(model, tokenizer, head: str, task_name: str | dict, dev_samples: int | None = 200, max_length: int = 256,
-                batch_size: int = 8, max_new_tokens: int = 64, seed: int = 0) -> dict:
-    """The task's dev metric (accuracy, Rouge-L, perplexity, ...) as `edgeft eval` computes it."""
+                batch_size: int = 8, max_new_tokens: int | None = None, seed: int = 0) -> dict:
+    """The task's dev metric (accuracy, Rouge-L, perplexity, ...) as `edgeft eval` computes it: generation answers
+    get the task's own number of new tokens (GSM8K's final number comes after 64)."""
     t0 = time.perf_counter()
     task = load_task(task_config(task_name, max_length=max_length, seed=seed))
+    max_new_tokens = max_new_tokens or default_lengths(task.name)[1]
     if task.kind != "lm":  # LM dev text is cut into windows below; other tasks sample examples by seed
         task = load_task(task_config(task_name, dev_samples=dev_samples, max_length=max_length, seed=seed))
     featurizer = Featurizer(task, tokenizer, objective_for(task, head), max_length)
