@@ -117,6 +117,8 @@ class Method:
     # Whether later epochs may train on cached backbone activations instead of running the backbone
     # (the planner then prices those epochs as the cached step, data parallel).
     caches_backbone: ClassVar[bool] = False
+    # Whether the method trains the embedding table too (full fine-tuning): the planner prices its sync and state.
+    trains_embedding: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions | None = None):
         self.options = options or self.Options()

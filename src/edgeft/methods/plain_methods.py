@@ -26,6 +26,7 @@ class Full(Method):
     default_lr = 2e-5
     priced_as = "full"
     supports_blockwise = True
+    trains_embedding = True
 
     @classmethod
     def block_cost(cls, arch, workload, dense):

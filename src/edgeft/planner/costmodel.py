@@ -11,7 +11,7 @@ matmul rate stands in for FLOPs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -130,6 +130,9 @@ class CostTable:
     cached_step_flops: float = 0.0  # PAC, per sample: a step on the activation cache (lookup, decode, adapters)
     cached_call_flops: float = 0.0  # PAC, per device and step with any cached rows: the part that does not scale
     trainable_total: float = 0.0  # every trainable parameter of the built model (head included)
+    # The embedding's trainable parameters (all of it under full fine-tuning): split's devices train and all-reduce
+    # them with their blocks, and deft sends them with the first block; `trainable` counts blocks only.
+    embed_trainable: float = 0.0
     cached_rows_flops: tuple = ()  # PAC: a device's cached step at 1, 2, ... rows, measured (not linear in rows)
 
     def cached_flops(self, rows: int) -> float:
@@ -177,13 +180,12 @@ class CostTable:
         """The same table for another batch size (FLOPs and activations are linear in batch)."""
         f = batch / self.workload.batch
         wl = Workload(**{**asdict(self.workload), "batch": batch})
-        return CostTable(
-            self.arch, wl, self.params, self.trainable, self.fwd * f, self.bwd_pass * f, self.bwd_train * f,
-            self.act_saved * f, self.embed_params, self.head_params, self.embed_fwd * f, self.head_fwd * f,
-            self.head_bwd * f, self.head_saved * f, self.boundary_bytes * f, self.source, dict(self.notes),
-            self.step_fixed_s, self.cached_step_flops, self.trainable_total, self.cached_call_flops,
-            self.cached_rows_flops,
-        )
+        # by name: the fields after boundary_bytes were passed by position, and trainable_total and
+        # cached_call_flops had changed places
+        return replace(self, workload=wl, fwd=self.fwd * f, bwd_pass=self.bwd_pass * f, bwd_train=self.bwd_train * f,
+                       act_saved=self.act_saved * f, embed_fwd=self.embed_fwd * f, head_fwd=self.head_fwd * f,
+                       head_bwd=self.head_bwd * f, head_saved=self.head_saved * f,
+                       boundary_bytes=self.boundary_bytes * f, notes=dict(self.notes))
 
 
 def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:

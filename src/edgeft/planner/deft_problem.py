@@ -151,10 +151,11 @@ def build_deft_instance(
         above = slice(end, L_layers)
         flops = fwd + table.head_bwd + table.bwd_pass[above].sum() + table.bwd_train[start:end].sum()
         saved = table.head_saved + table.act_saved[start:L_layers].sum()
-        state = table.trainable_state_bytes(float(table.trainable[start:end].sum()))
+        embed = table.embed_trainable if start == 0 else 0.0  # the first block's owner trains the embedding too
+        state = table.trainable_state_bytes(float(table.trainable[start:end].sum()) + embed)
         work.append(flops * local_steps)
         mem.append(weights + saved + state)
-        up.append(table.update_bytes(start, end) * 8)
+        up.append((table.update_bytes(start, end) + embed * table.workload.dtype_bytes) * 8)
     work = np.array(work)
     rates = np.array([d.compute.rate() for d in cluster.devices])
     compute_s = work[None, :] / rates[:, None]

@@ -62,6 +62,8 @@ def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_op
     if layout:
         trainable, total = layout
         table = dataclasses.replace(table, trainable=np.array(trainable, float), trainable_total=total)
+    if m.trains_embedding:
+        table = dataclasses.replace(table, embed_trainable=float(table.embed_params))
     return table
 
 
@@ -138,6 +140,7 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
         if not 0 < c < L:
             raise PlanError(f"split cut {c} must be between 1 and {L - 1} for a {L}-block model")
         per_dev = []
+        dev_trainable = float(table.trainable[:c].sum()) + table.embed_trainable  # the embedding is device-side
         for d, r in zip(cluster.devices, rows):
             f = r / B
             work = (table.embed_fwd + table.fwd[:c].sum() + table.bwd_train[:c].sum()) * f
@@ -145,12 +148,12 @@ def plan_split(cluster: ClusterSpec, table: CostTable, steps: int, cut: int | No
             link = cluster.full_band_rate(d)
             lat = d.link.latency_ms / 1000
             mem = (table.params[:c].sum() + table.embed_params) * table.workload.dtype_bytes + \
-                table.act_saved[:c].sum() * f + table.trainable_state_bytes(table.trainable[:c].sum())
+                table.act_saved[:c].sum() * f + table.trainable_state_bytes(dev_trainable)
             per_dev.append({"name": d.name, "compute_s": work / d.compute.rate(), "up_s": bits / link + lat,
                             "down_s": bits / link + lat, "memory_bytes": float(mem),
                             "fits": mem <= d.memory_gb * 2**30})
         srv = (table.fwd[c:].sum() + table.bwd_train[c:].sum() + table.head_fwd + table.head_bwd) / srate
-        ring = ring_allreduce_among(cluster, float(table.trainable[:c].sum()) * table.workload.grad_sync_bytes)
+        ring = ring_allreduce_among(cluster, dev_trainable * table.workload.grad_sync_bytes)
         step = max(p["compute_s"] * (2 / 3) + p["up_s"] for p in per_dev) + srv + \
             max(p["down_s"] + p["compute_s"] / 3 for p in per_dev) + ring
         if all(p["fits"] for p in per_dev) and (best is None or step < best[1]):
