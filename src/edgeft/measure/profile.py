@@ -301,7 +301,7 @@ def profile_to_table(profile: dict, arch: ModelArch, workload: Workload) -> Cost
         act_saved=np.array([b["act_saved_bytes"] for b in blk], float) * f,
         embed_params=ana.embed_params, head_params=ana.head_params, embed_fwd=ana.embed_fwd, head_fwd=ana.head_fwd,
         head_bwd=ana.head_bwd, head_saved=ana.head_saved, boundary_bytes=ana.boundary_bytes,
-        source=f"profile:{profile['model']}", notes={"machine": profile["machine"]},
+        embed_trainable=ana.embed_trainable, source=f"profile:{profile['model']}", notes={"machine": profile["machine"]},
     )
 
 

@@ -201,7 +201,8 @@ def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
 
     dense = DenseBlock(params=total, matmul_params=mat, tokens=tokens, dtype_bytes=dt, fwd=fwd, bwd_input=bwd_in,
                        act_saved=_saved_elems_per_token(arch, s, workload.attention) * tokens * dt)
-    cost = _method_class(workload.method).block_cost(arch, workload, dense)
+    method = _method_class(workload.method)
+    cost = method.block_cost(arch, workload, dense)
     trainable, fwd, bwd_in, bwd_tr, saved = cost.trainable, cost.fwd, cost.bwd_pass, cost.bwd_train, cost.act_saved
 
     emb = arch.vocab_size * h + (arch.max_positions * h + arch.type_vocab_size * h + 2 * h if arch.family == "bert" else 0)
@@ -222,6 +223,7 @@ def analytic_costs(arch: ModelArch, workload: Workload) -> CostTable:
         bwd_pass=ones * bwd_in, bwd_train=ones * bwd_tr, act_saved=ones * saved, embed_params=emb,
         head_params=head, embed_fwd=float(tokens * h * 4), head_fwd=head_fwd, head_bwd=head_bwd,
         head_saved=float(head_saved), boundary_bytes=float(tokens * h * dt),
+        embed_trainable=float(emb) if method.trains_embedding else 0.0,
     )
 
 

@@ -62,8 +62,6 @@ def make_table(arch: ModelArch, method: str, batch: int, seq_len: int, method_op
     if layout:
         trainable, total = layout
         table = dataclasses.replace(table, trainable=np.array(trainable, float), trainable_total=total)
-    if m.trains_embedding:
-        table = dataclasses.replace(table, embed_trainable=float(table.embed_params))
     return table
 
 
